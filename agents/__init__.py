@@ -1,0 +1,1 @@
+"""Policies (heuristic baselines and learned agents), the evaluation harness, ONNX export."""

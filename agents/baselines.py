@@ -1,0 +1,129 @@
+"""Heuristic schedulers from the literature, as :class:`~agents.policy.Policy` objects.
+
+Each reads only the observation and the action mask. The last action is *reject* (the
+environments put it there); a heuristic rejects only when nothing else is valid, unless it says
+otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from agents.policy import HeuristicPolicy, Obs
+
+
+def _valid(mask: np.ndarray) -> np.ndarray:
+    """Indices of valid non-reject actions."""
+    return np.flatnonzero(mask[:-1])
+
+
+class RandomPolicy(HeuristicPolicy):
+    """Uniformly random among the valid partitions (never rejects unless it must).
+
+    Args:
+        seed: Seed of its own generator (re-seeded by the harness each episode).
+    """
+
+    name = "random"
+
+    def __init__(self, seed: int | None = 0) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Re-seed (the harness passes the episode seed, so runs are reproducible)."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+
+    def act(self, obs: Obs, mask: np.ndarray) -> int:
+        """A random valid partition."""
+        valid = _valid(mask)
+        return int(self._rng.choice(valid)) if len(valid) else len(mask) - 1
+
+
+class RoundRobinPolicy(HeuristicPolicy):
+    """Cycles through the partitions, skipping those that cannot serve the query."""
+
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start again at partition 0."""
+        self._next = 0
+
+    def act(self, obs: Obs, mask: np.ndarray) -> int:
+        """The next valid partition in cyclic order."""
+        n = len(mask) - 1
+        for k in range(n):
+            p = (self._next + k) % n
+            if mask[p]:
+                self._next = (p + 1) % n
+                return p
+        return n
+
+
+class LeastLoadedPolicy(HeuristicPolicy):
+    """Join-the-shortest-queue: fewest queued items, ties to the larger partition."""
+
+    name = "least_loaded"
+
+    def act(self, obs: Obs, mask: np.ndarray) -> int:
+        """The valid partition with the shortest queue."""
+        valid = _valid(mask)
+        if not len(valid):
+            return len(mask) - 1
+        queue = obs["queue"][valid] + obs["busy"][valid] * 1e-3
+        size = obs["size"][valid] if "size" in obs else np.zeros(len(valid))
+        order = np.lexsort((-size, queue))
+        return int(valid[order[0]])
+
+
+class ShortestExpectedFinishPolicy(HeuristicPolicy):
+    """Clockwork-style: the partition where the query is predicted to finish first.
+
+    Uses the ``finish`` feature (expected completion time in units of the query's SLA). Like
+    Clockwork, it rejects a query that no partition can finish within its SLA when
+    ``reject_hopeless`` is set, freeing capacity for queries that can still make it.
+
+    Args:
+        reject_hopeless: Reject when the best predicted finish exceeds the SLA.
+    """
+
+    name = "shortest_finish"
+
+    def __init__(self, reject_hopeless: bool = True) -> None:
+        self.reject_hopeless = reject_hopeless
+
+    def act(self, obs: Obs, mask: np.ndarray) -> int:
+        """Argmin of the predicted finish time over valid partitions."""
+        valid = _valid(mask)
+        if not len(valid):
+            return len(mask) - 1
+        finish = obs["finish"][valid]
+        best = int(np.argmin(finish))
+        if self.reject_hopeless and finish[best] > 1.0 and mask[-1]:
+            return len(mask) - 1
+        return int(valid[best])
+
+
+#: Baselines by name, as configs and the evaluate app refer to them.
+BASELINES: dict[str, Callable[[], HeuristicPolicy]] = {
+    cls.name: cls
+    for cls in (RandomPolicy, RoundRobinPolicy, LeastLoadedPolicy, ShortestExpectedFinishPolicy)
+}
+
+
+def make_baseline(name: str) -> HeuristicPolicy:
+    """A baseline by name.
+
+    Raises:
+        ValueError: unknown name, listing the known ones.
+    """
+    try:
+        return BASELINES[name]()
+    except KeyError:
+        raise ValueError(f"policy '{name}': unknown baseline; known: {', '.join(BASELINES)}"
+                         ) from None

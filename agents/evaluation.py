@@ -1,0 +1,123 @@
+"""One harness that scores every policy on the same environment seeds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from agents.policy import Policy
+
+#: Metrics aggregated in reports, in display order.
+REPORT_METRICS = (
+    "sla_attainment",
+    "goodput",
+    "p50_latency_ms",
+    "p99_latency_ms",
+    "dropped",
+    "utilization",
+    "energy_per_query_j",
+    "episode_return",
+)
+
+
+@dataclass
+class PolicyResult:
+    """Every episode of one policy, and its latency histogram summed over them."""
+
+    name: str
+    episodes: list[dict[str, Any]] = field(default_factory=list)
+    latency_counts: np.ndarray | None = None
+
+    def mean(self, key: str) -> float:
+        """Mean of a metric over episodes."""
+        return float(np.mean([e[key] for e in self.episodes]))
+
+    def std(self, key: str) -> float:
+        """Standard deviation of a metric over episodes."""
+        return float(np.std([e[key] for e in self.episodes]))
+
+
+def masks_of(env: gym.Env[Any, Any]) -> np.ndarray:
+    """The env's action mask, through any wrappers."""
+    return np.asarray(env.get_wrapper_attr("action_masks")(), dtype=bool)
+
+
+def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int) -> dict[str, Any]:
+    """One episode with ``policy``; returns the final ``info`` plus return, steps and wall time.
+
+    Raises:
+        RuntimeError: the policy picked a masked action.
+    """
+    obs, info = env.reset(seed=seed)
+    reset = getattr(policy, "reset", None)
+    if reset is not None:
+        reset(seed)
+    total, steps, t0 = 0.0, 0, time.perf_counter()
+    done = False
+    while not done:
+        mask = masks_of(env)
+        action, _ = policy.predict(obs, deterministic=True, action_masks=mask)
+        a = int(np.asarray(action).reshape(-1)[0])
+        if not mask[a]:
+            raise RuntimeError(f"policy {policy!r} picked masked action {a} (mask {mask})")
+        obs, reward, terminated, truncated, info = env.step(a)
+        total += float(reward)
+        steps += 1
+        done = terminated or truncated
+    return {**info, "episode_return": total, "steps": steps,
+            "wall_s": time.perf_counter() - t0, "seed": seed}
+
+
+def evaluate(
+    make_env: Callable[[], gym.Env[Any, Any]],
+    policies: Mapping[str, Policy],
+    seeds: Sequence[int],
+    progress: bool = True,
+) -> dict[str, PolicyResult]:
+    """Run every policy on every seed (the same seeds for all) in fresh environments.
+
+    Args:
+        make_env: Builds the evaluation environment.
+        policies: Policies by display name.
+        seeds: Episode seeds (held out from training).
+        progress: Show a progress bar over episodes.
+    """
+    results = {name: PolicyResult(name) for name in policies}
+    bar = tqdm(total=len(policies) * len(seeds), desc="evaluating", unit="ep",
+               disable=not progress)
+    env = make_env()
+    try:
+        for name, policy in policies.items():
+            res = results[name]
+            for seed in seeds:
+                bar.set_postfix_str(f"{name} seed={seed}")
+                res.episodes.append(run_episode(env, policy, seed))
+                counts = getattr(env.unwrapped, "latency_counts", None)
+                if callable(counts):
+                    c = np.asarray(counts(), dtype=np.int64)
+                    res.latency_counts = c if res.latency_counts is None else (
+                        res.latency_counts + c)
+                bar.update()
+    finally:
+        env.close()
+        bar.close()
+    return results
+
+
+def summary_rows(results: Mapping[str, PolicyResult]) -> list[dict[str, Any]]:
+    """One row per policy: mean and std of :data:`REPORT_METRICS` over its episodes."""
+    rows = []
+    for name, res in results.items():
+        row: dict[str, Any] = {"policy": name, "episodes": len(res.episodes)}
+        for key in REPORT_METRICS:
+            if res.episodes and key in res.episodes[0]:
+                row[key] = res.mean(key)
+                row[f"{key}_std"] = res.std(key)
+        rows.append(row)
+    return rows

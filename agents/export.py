@@ -1,0 +1,109 @@
+"""Export a trained MaskablePPO policy to ONNX, and check that it picks the same actions.
+
+The exported graph takes one input per observation key (float32, leading batch axis) plus
+``action_mask`` (bool) and returns ``action`` (int64, the greedy masked action) and ``logits``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+_NEG = -1e9
+
+
+class OnnxablePolicy(torch.nn.Module):
+    """The deterministic, masked actor of an SB3 actor-critic policy as a plain module."""
+
+    def __init__(self, policy: Any, keys: Sequence[str]) -> None:
+        super().__init__()
+        self.policy = policy
+        self.keys = list(keys)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``inputs`` = observation tensors in :attr:`keys` order, then the action mask."""
+        obs = dict(zip(self.keys, inputs[:-1], strict=True))
+        mask = inputs[-1]
+        features = self.policy.extract_features(obs, self.policy.pi_features_extractor)
+        latent = self.policy.mlp_extractor.forward_actor(features)
+        logits = self.policy.action_net(latent)
+        logits = torch.where(mask, logits, torch.full_like(logits, _NEG))
+        return torch.argmax(logits, dim=-1), logits
+
+
+def export_onnx(model: Any, path: str | Path) -> Path:
+    """Write ``model``'s policy (an SB3/sb3-contrib algorithm) to ``path`` as ONNX."""
+    policy = model.policy.to("cpu").eval()
+    space = model.observation_space
+    keys = list(space.spaces.keys())
+    n_actions = int(model.action_space.n)
+    dummy = [torch.zeros((2, *space[k].shape), dtype=torch.float32) for k in keys]
+    mask = torch.ones((2, n_actions), dtype=torch.bool)
+    batch = torch.export.Dim("batch", min=1)
+    dynamic = tuple({0: batch} for _ in [*keys, "action_mask"])
+    path = Path(path)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            OnnxablePolicy(policy, keys),
+            (*dummy, mask),
+            input_names=[*keys, "action_mask"],
+            output_names=["action", "logits"],
+            dynamic_shapes=(dynamic,),
+            dynamo=True,
+            verbose=False,
+        )
+    assert program is not None
+    program.save(str(path))
+    return path
+
+
+class OnnxPolicy:
+    """A :class:`~agents.policy.Policy` backed by an exported ONNX file (onnxruntime, CPU)."""
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.keys = [i.name for i in self.session.get_inputs() if i.name != "action_mask"]
+
+    def predict(
+        self,
+        observation: dict[str, np.ndarray],
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, Any]:
+        """Greedy masked action(s), like ``MaskablePPO.predict(deterministic=True)``."""
+        first = observation[self.keys[0]]
+        batched = first.ndim == 2
+        feeds = {k: np.asarray(observation[k], np.float32).reshape(
+            (-1, *first.shape[1:]) if k == self.keys[0] else (-1, *observation[k].shape[
+                1 if batched else 0:])) for k in self.keys}
+        n = feeds[self.keys[0]].shape[0]
+        n_actions = self.session.get_outputs()[1].shape[-1]
+        if action_masks is None:
+            mask = np.ones((n, int(n_actions)), dtype=bool)
+        else:
+            mask = np.asarray(action_masks, dtype=bool).reshape(n, -1)
+        feeds["action_mask"] = mask
+        action = self.session.run(["action"], feeds)[0]
+        return (action if batched else action[0]), state
+
+
+def parity(model: Any, onnx_path: str | Path, observations: dict[str, np.ndarray],
+           masks: np.ndarray) -> float:
+    """Fraction of ``observations`` (batched) on which ONNX and torch pick the same action."""
+    torch_actions, _ = model.predict(observations, deterministic=True, action_masks=masks)
+    onnx_actions, _ = OnnxPolicy(onnx_path).predict(observations, action_masks=masks)
+    return float(np.mean(np.asarray(torch_actions) == np.asarray(onnx_actions)))

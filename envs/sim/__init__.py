@@ -1,0 +1,1 @@
+"""The discrete-event serving simulator under the environments (no gymnasium, no torch)."""

@@ -1,0 +1,80 @@
+"""A SimPy-shaped discrete-event core: a heap of ``(time, priority, seq, event)``.
+
+No module-level state: every simulator owns its :class:`EventQueue`, and ties are broken by a
+per-instance sequence counter so runs are exactly reproducible. Cancelled events keep their
+heap slot and carry a flag; :meth:`EventQueue.pop` skips them.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True, eq=False)
+class Event:
+    """A scheduled happening.
+
+    Attributes:
+        time: Simulated time in seconds.
+        kind: Integer event type, interpreted by the simulator that scheduled it.
+        target: Integer the event is about (a partition, a node, ...).
+        cancelled: Set by :meth:`EventQueue.cancel`; the event is then skipped.
+    """
+
+    time: float
+    kind: int
+    target: int = 0
+    cancelled: bool = field(default=False)
+
+
+class EventQueue:
+    """The event heap of one simulator.
+
+    Attributes:
+        now: Time of the last popped event (seconds).
+    """
+
+    __slots__ = ("_heap", "_seq", "now")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int, Event]] = []
+        self._seq = 0
+        self.now = 0.0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def schedule(self, time: float, kind: int, target: int = 0, priority: int = 0) -> Event:
+        """Add an event at ``time`` (not before :attr:`now`)."""
+        if time < self.now:
+            raise ValueError(f"cannot schedule at {time} before now={self.now}")
+        ev = Event(time, kind, target)
+        self._seq += 1
+        heapq.heappush(self._heap, (time, priority, self._seq, ev))
+        return ev
+
+    @staticmethod
+    def cancel(event: Event) -> None:
+        """Mark ``event`` so it is skipped when its time comes."""
+        event.cancelled = True
+
+    def peek(self) -> float:
+        """Time of the next live event, or ``inf`` when there is none."""
+        heap = self._heap
+        while heap and heap[0][3].cancelled:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else float("inf")
+
+    def pop(self) -> Event:
+        """Remove and return the next live event, advancing :attr:`now` to its time.
+
+        Raises:
+            IndexError: the queue holds no live event.
+        """
+        heap = self._heap
+        while True:
+            time, _, _, ev = heapq.heappop(heap)
+            if not ev.cancelled:
+                self.now = time
+                return ev

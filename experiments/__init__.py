@@ -1,0 +1,1 @@
+"""Hydra apps: train, evaluate, export, calibrate, bench."""

@@ -1,0 +1,1 @@
+"""Calibrated hardware models (pure numpy): devices, workloads, latency, partitions."""

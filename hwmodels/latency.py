@@ -1,0 +1,95 @@
+"""Latency of a batch of one model on one partition: a per-layer roofline.
+
+For every layer ``l`` of a :class:`~hwmodels.workloads.WorkloadProfile` and batch size ``b`` on
+a partition with ``S`` SMs and a fraction ``f`` of the device's memory bandwidth::
+
+    w      = flops_l * b / S                         # work per SM (FLOP)
+    eff    = eff_compute_max * w / (w + w_half)      # small kernels under-fill the SMs
+    t_c    = flops_l * b / (peak_per_SM * S * eff)
+    t_m    = bytes_l(b) / (mem_bw * f * eff_memory)  # weights once per batch + activations
+    t_l    = max(t_c, t_m) + kernels_l * launch
+    T(b)   = sum_l t_l + batch_overhead
+
+``peak_per_SM`` is the device's dense peak for the precision (tensor cores for matmul layers,
+FP32 CUDA cores for the rest) divided by its SM count, so one MIG slice, several slices and the
+whole GPU all come out of the same formula. The efficiency and overhead parameters live in the
+device spec and are fitted by ``python -m experiments.calibrate mode=fit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from hwmodels.partitions import Partition
+from hwmodels.specs import DeviceSpec
+from hwmodels.workloads import BYTES_PER_ELEMENT, WorkloadProfile, build_profile
+
+
+class LatencyModel:
+    """Roofline latency of batches on partitions of one device.
+
+    Args:
+        device: The device and its calibrated efficiencies.
+        precision: Numeric precision of the served engines (``"fp16"``, ``"int8"``, ...).
+    """
+
+    def __init__(self, device: DeviceSpec, precision: str = "fp16") -> None:
+        if precision not in BYTES_PER_ELEMENT:
+            raise ValueError(
+                f"precision '{precision}' unknown; known: {', '.join(BYTES_PER_ELEMENT)}"
+            )
+        self.device = device
+        self.precision = precision
+        self._bpe = float(BYTES_PER_ELEMENT[precision])
+        self._peak_mm_per_sm = device.peak(precision) / device.sm_count
+        self._peak_vec_per_sm = device.peak("fp32") / device.sm_count
+
+    def latency_s(
+        self,
+        profile: WorkloadProfile | str,
+        batch: int | Sequence[int] | np.ndarray,
+        partition: Partition,
+    ) -> np.ndarray:
+        """Seconds to run ``batch`` samples of ``profile`` on ``partition`` (vectorised in batch).
+
+        Returns:
+            An array with the shape of ``batch`` (a 0-d array for an int).
+        """
+        prof = build_profile(profile) if isinstance(profile, str) else profile
+        arr = prof.arrays()
+        d = self.device
+        b = np.asarray(batch, dtype=np.float64)
+        bb = b.reshape(-1, 1)  # (B, 1) against layers (L,)
+        sms = float(partition.sms)
+        work = arr.flops * bb  # (B, L) FLOPs
+        w_half = d.eff_compute_half_mflop * 1e6
+        per_sm = work / sms
+        eff = d.eff_compute_max * per_sm / (per_sm + w_half)
+        peak = np.where(arr.is_matmul, self._peak_mm_per_sm, self._peak_vec_per_sm) * sms
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_c = np.where(work > 0, work / (peak * eff), 0.0)
+        bytes_ = (arr.streamed_params + arr.act * bb) * self._bpe
+        t_m = bytes_ / (d.mem_bw_gbs * 1e9 * partition.bw_fraction * d.eff_memory)
+        t = np.maximum(t_c, t_m) + arr.kernels * (d.launch_us * 1e-6)
+        total = t.sum(axis=1) + d.batch_overhead_us * 1e-6
+        return total.reshape(b.shape)
+
+    def table_s(self, profile: WorkloadProfile | str, partition: Partition,
+                max_batch: int) -> np.ndarray:
+        """Latency for batch sizes ``1..max_batch`` (index ``b - 1``)."""
+        return self.latency_s(profile, np.arange(1, max_batch + 1), partition)
+
+    def throughput(self, profile: WorkloadProfile | str, batch: int,
+                   partition: Partition) -> float:
+        """Samples per second with back-to-back batches of ``batch``."""
+        return float(batch / self.latency_s(profile, batch, partition))
+
+    def best_throughput(self, profile: WorkloadProfile | str, partition: Partition,
+                        max_batch: int = 256) -> tuple[float, int]:
+        """Highest samples/s over batch sizes ``1..max_batch`` and the batch that reaches it."""
+        lat = self.table_s(profile, partition, max_batch)
+        tput = np.arange(1, max_batch + 1) / lat
+        i = int(np.argmax(tput))
+        return float(tput[i]), i + 1
