@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ def export_onnx(model: Any, path: str | Path) -> Path:
     batch = torch.export.Dim("batch", min=1)
     dynamic = tuple({0: batch} for _ in [*keys, "action_mask"])
     path = Path(path)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    for name in ("torch.onnx", "onnxscript", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -61,7 +63,9 @@ def export_onnx(model: Any, path: str | Path) -> Path:
             verbose=False,
         )
     assert program is not None
-    program.save(str(path))
+    tmp = path.with_name(f".{path.name}.tmp")
+    program.save(str(tmp))  # then rename: a crash never leaves a half-written policy.onnx
+    os.replace(tmp, path)
     return path
 
 

@@ -186,7 +186,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._rates = np.zeros(self.n_models)
         self._rate_t = 0.0
         self._steps = 0
-        self._snapshot = (0, 0, 0, 0.0)
+        self._snapshot = (0, 0, 0, 0.0, 0.0)
         self.sim.advance()
         self._observe_arrival()
         return self._obs(), self._info()
@@ -211,11 +211,11 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         else:
             self._observe_arrival()
         c = sim.counters
-        snap = (c.good, c.late, c.dropped, c.energy_j)
+        snap = (c.good, c.late, c.dropped, c.energy_j, sim.backlog)
         old = self._snapshot
         self._snapshot = snap
         reward = self.reward_fn(Outcome(snap[0] - old[0], snap[1] - old[1], snap[2] - old[2],
-                                        snap[3] - old[3]))
+                                        snap[3] - old[3], 0, snap[4] - old[4]))
         obs = self._obs() if not truncated else self._last_obs
         return obs, float(reward), False, truncated, self._info()
 

@@ -7,7 +7,8 @@ passing an instance.
 Worked example (``GoodputReward(late_weight=1, drop_weight=1, energy_weight=0)``): between two
 arrivals, three requests finish within their SLA, one finishes late and one is dropped because
 its queue was full: ``r = 3 - 1*1 - 1*1 = 1``. With ``energy_weight=0.01`` and 50 J spent in
-between, ``r = 1 - 0.5 = 0.5``.
+between, ``r = 1 - 0.5 = 0.5``. With ``backlog_weight=0.5`` and, in between, four requests
+each 2 ms in the system under a 10 ms SLA (backlog ``4 * 0.2 = 0.8``), ``r = 1 - 0.4 = 0.6``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,24 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """Counts between two decisions."""
+    """What happened between two decisions.
+
+    Attributes:
+        good: Requests completed within their SLA.
+        late: Requests completed after their deadline.
+        dropped: Requests dropped or rejected.
+        energy_j: Energy spent.
+        reconfigurations: Re-partitionings started.
+        backlog: Time requests spent in the system, each in units of its own SLA (summed over
+            requests): a dense latency signal whose episode total is ``sum(latency / SLA)``.
+    """
 
     good: int = 0
     late: int = 0
     dropped: int = 0
     energy_j: float = 0.0
     reconfigurations: int = 0
+    backlog: float = 0.0
 
 
 class Reward(Protocol):
@@ -37,19 +49,23 @@ class Reward(Protocol):
 
 @dataclass(frozen=True)
 class GoodputReward:
-    """``good - late_weight*late - drop_weight*dropped - energy_weight*J - reconfig_weight*n``.
+    """``good - late_weight*late - drop_weight*dropped - energy_weight*J - reconfig_weight*n
+    - backlog_weight*backlog``.
 
     Args:
         late_weight: Cost of a request served after its deadline.
         drop_weight: Cost of a dropped or rejected request.
         energy_weight: Cost per joule.
         reconfig_weight: Cost per re-partitioning.
+        backlog_weight: Cost per SLA-length of time a request spends in the system (a dense
+            signal that reaches the agent before requests finish).
     """
 
     late_weight: float = 1.0
     drop_weight: float = 1.0
     energy_weight: float = 0.0
     reconfig_weight: float = 0.0
+    backlog_weight: float = 0.0
 
     def __call__(self, outcome: Outcome) -> float:
         """See the class docstring."""
@@ -59,6 +75,7 @@ class GoodputReward:
             - self.drop_weight * outcome.dropped
             - self.energy_weight * outcome.energy_j
             - self.reconfig_weight * outcome.reconfigurations
+            - self.backlog_weight * outcome.backlog
         )
 
 

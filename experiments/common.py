@@ -177,6 +177,9 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
     def wrap(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         @functools.wraps(fn)
         def task(cfg: DictConfig) -> Any:
+            import logging
+
+            logging.getLogger("matplotlib").setLevel(logging.WARNING)
             with user_errors():
                 return fn(cfg)
 

@@ -88,6 +88,12 @@ class GpuServingSim:
         self._m = arrivals.model.tolist()
         self._size = arrivals.size.tolist()
         self._deadline = (arrivals.time_s + arrivals.sla_ms * 1e-3).tolist()
+        self._inv_sla = (1e3 / arrivals.sla_ms).tolist()
+        #: Integral over time of sum(1 / SLA) over the requests in the system: the total time
+        #: spent in the system so far, each request's time counted in units of its own SLA.
+        self.backlog = 0.0
+        self._backlog_rate = 0.0
+        self._backlog_t = 0.0
         self._n = len(self._t)
         self._next = 0
         #: Index of the request awaiting a decision, or None when the trace is exhausted.
@@ -152,6 +158,7 @@ class GpuServingSim:
         size = self._size[i]
         if self.queued_items[p] + size > self.batcher.queue_capacity:
             self.counters.dropped_overflow += 1
+            self._backlog_rate -= self._inv_sla[i]
             return
         self.queues[p][m].append(i)
         self.queued_items[p] += size
@@ -162,10 +169,12 @@ class GpuServingSim:
 
     def reject(self) -> None:
         """Drop the pending request by decision."""
-        if self.pending is None:
+        i = self.pending
+        if i is None:
             raise RuntimeError("no pending request; call advance() first")
         self.pending = None
         self.counters.dropped_rejected += 1
+        self._backlog_rate -= self._inv_sla[i]
 
     def advance(self) -> None:
         """Run events up to the next arrival and make it :attr:`pending`.
@@ -181,6 +190,8 @@ class GpuServingSim:
             while events.peek() <= t_arr:
                 self._handle(events.pop())
             events.now = t_arr
+            self._accrue(t_arr)
+            self._backlog_rate += self._inv_sla[self._next]
             self.pending = self._next
             self._next += 1
             self.counters.arrived += 1
@@ -194,7 +205,12 @@ class GpuServingSim:
         return self.pending is None and self._next >= self._n and len(self.events) == 0
 
     # ------------------------------------------------------------------ internals
+    def _accrue(self, t: float) -> None:
+        self.backlog += self._backlog_rate * (t - self._backlog_t)
+        self._backlog_t = t
+
     def _handle(self, ev: Event) -> None:
+        self._accrue(ev.time)
         if ev.kind == BATCH_DONE:
             self._finish_batch(ev.target)
         else:  # BATCH_TIMEOUT
@@ -245,6 +261,7 @@ class GpuServingSim:
             self.queued_work_s[p] -= s * cost
             if drop and deadline[i] < solo_finish:
                 self.counters.dropped_expired += 1
+                self._backlog_rate -= self._inv_sla[i]
                 continue
             batch.append(i)
             items += s
@@ -268,7 +285,9 @@ class GpuServingSim:
         c = self.counters
         t, deadline = self._t, self._deadline
         lat = c.latency
+        inv_sla = self._inv_sla
         for i in self._running[p]:
+            self._backlog_rate -= inv_sla[i]
             c.completed += 1
             if now <= deadline[i] + 1e-12:
                 c.good += 1

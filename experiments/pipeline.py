@@ -1,0 +1,128 @@
+"""The steps of the main job, shared by the train, evaluate and export apps."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from agents.baselines import make_baseline
+from agents.evaluation import PolicyResult, evaluate, masks_of, summary_rows
+from agents.export import export_onnx, parity
+from agents.policy import Policy, SB3Policy
+from experiments.common import EnvSpec, UserError, write_json
+from experiments.report import print_table, write_report
+
+#: Seeds of the observations used for the ONNX parity check (apart from evaluation seeds).
+PARITY_SEED = 20_000
+
+
+def make_policies(names: Sequence[str], model: Any | None) -> dict[str, Policy]:
+    """Policies by name: ``learned`` (needs ``model``) and baselines.
+
+    Raises:
+        UserError: an unknown name, or ``learned`` without a model.
+    """
+    out: dict[str, Policy] = {}
+    for name in names:
+        if name == "learned":
+            if model is None:
+                raise UserError("policies: 'learned' needs run_dir=PATH of a trained run")
+            out[name] = SB3Policy(model)
+        else:
+            try:
+                out[name] = make_baseline(name)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+    return out
+
+
+def collect_observations(spec: EnvSpec, policy: Policy, n: int,
+                         seed: int = PARITY_SEED) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """At least ``n`` (observation, mask) pairs from episodes driven by ``policy``."""
+    env = spec.make()
+    obs_list: list[dict[str, np.ndarray]] = []
+    masks: list[np.ndarray] = []
+    ep = 0
+    while len(obs_list) < n:
+        obs, _ = env.reset(seed=seed + ep)
+        done = False
+        while not done and len(obs_list) < n:
+            mask = masks_of(env)
+            obs_list.append(obs)
+            masks.append(mask)
+            action, _ = policy.predict(obs, deterministic=True, action_masks=mask)
+            obs, _, terminated, truncated, _ = env.step(int(action))
+            done = terminated or truncated
+        ep += 1
+    env.close()
+    batch = {k: np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
+    return batch, np.stack(masks)
+
+
+def export_and_check(model: Any, spec: EnvSpec, out: Path, n_samples: int) -> dict[str, Any]:
+    """Write ``policy.onnx`` and compare its actions with torch's on held-out observations."""
+    path = export_onnx(model, out / "policy.onnx")
+    obs, masks = collect_observations(spec, SB3Policy(model), n_samples)
+    agree = parity(model, path, obs, masks)
+    return {"onnx": str(path.name), "parity_samples": len(masks), "parity_agreement": agree}
+
+
+def evaluate_and_report(
+    cfg: DictConfig,
+    spec: EnvSpec,
+    policies: dict[str, Policy],
+    out: Path,
+    header: str,
+    extra: str = "",
+) -> dict[str, PolicyResult]:
+    """Score ``policies`` on the held-out seeds; write results.csv, report.md, plots; print."""
+    seeds = [int(s) for s in cfg.eval.seeds]
+    if not seeds:
+        raise UserError("eval.seeds: give at least one seed")
+    results = evaluate(spec.make, policies, seeds, progress=bool(cfg.progress))
+    write_report(out, results, header, extra)
+    print_table(summary_rows(results), f"{spec.env_id} — {len(seeds)} held-out episodes")
+    return results
+
+
+def describe(cfg: DictConfig, spec: EnvSpec) -> str:
+    """Markdown header of a report: what was run."""
+    kw = {k: v for k, v in spec.kwargs.items() if k not in ("hw", "trace", "workload")}
+    hw = cfg.hw.name if "hw" in cfg and cfg.hw is not None else "?"
+    models = ", ".join(f"{m.name} (SLA {m.sla_ms} ms)" for m in cfg.workload.models) \
+        if "workload" in cfg and cfg.workload is not None else "?"
+    trace = OmegaConf.to_container(cfg.trace) if "trace" in cfg else "?"
+    return "\n".join([
+        f"# ldsgym report — `{spec.env_id}`",
+        "",
+        f"- hardware: {hw}; env kwargs: `{kw}`",
+        f"- workload: {models}",
+        f"- trace: `{trace}`",
+        f"- evaluation seeds: {list(cfg.eval.seeds)}",
+    ])
+
+
+def write_meta(out: Path, cfg: DictConfig, extra: dict[str, Any]) -> None:
+    """``meta.json``: seed, git revision, versions, wall times."""
+    import gymnasium
+    import stable_baselines3
+    import torch
+
+    from experiments.common import git_revision
+
+    write_json(out / "meta.json", {
+        "seed": int(cfg.seed),
+        "git_revision": git_revision(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **extra,
+    })

@@ -1,0 +1,150 @@
+"""Run-folder outputs of an evaluation: results.csv, report.md, plots/*.png, a console table."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.evaluation import REPORT_METRICS, PolicyResult, summary_rows
+from envs.sim.metrics import BIN_EDGES_S
+from experiments.common import write_atomic
+
+_LABELS = {
+    "sla_attainment": "SLA",
+    "goodput": "goodput q/s",
+    "p50_latency_ms": "p50 ms",
+    "p99_latency_ms": "p99 ms",
+    "dropped": "dropped",
+    "utilization": "util",
+    "energy_per_query_j": "J/query",
+    "episode_return": "return",
+}
+
+
+def results_csv(results: Mapping[str, PolicyResult]) -> str:
+    """Every episode of every policy, one row each."""
+    rows = [{"policy": name, **ep} for name, res in results.items() for ep in res.episodes]
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _fmt(value: float, key: str) -> str:
+    if key == "sla_attainment" or key == "utilization":
+        return f"{value:.3f}"
+    if key == "energy_per_query_j":
+        return f"{value:.4f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Mean ± std per policy and metric."""
+    keys = [k for k in REPORT_METRICS if rows and k in rows[0]]
+    head = "| policy | " + " | ".join(_LABELS[k] for k in keys) + " |"
+    sep = "|---|" + "---|" * len(keys)
+    lines = [head, sep]
+    for r in rows:
+        cells = [f"{_fmt(r[k], k)} ± {_fmt(r[k + '_std'], k)}" for k in keys]
+        lines.append(f"| {r['policy']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_results(results: Mapping[str, PolicyResult], out_dir: Path) -> list[Path]:
+    """``plots/metrics.png`` (bars with std) and ``plots/latency_cdf.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(results)
+    names = [r["policy"] for r in rows]
+    keys = ["sla_attainment", "goodput", "p99_latency_ms", "dropped"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6))
+    colors = plt.get_cmap("tab10")(np.arange(len(names)) % 10)
+    for ax, key in zip(axes, keys, strict=True):
+        ax.bar(names, [r[key] for r in rows], yerr=[r[key + "_std"] for r in rows],
+               color=colors, capsize=3)
+        ax.set_title(_LABELS[key])
+        ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    paths = [out_dir / "metrics.png"]
+    fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (name, res), color in zip(results.items(), colors, strict=True):
+        if res.latency_counts is None or res.latency_counts.sum() == 0:
+            continue
+        c = res.latency_counts.astype(np.float64)
+        nz = np.flatnonzero(c)
+        lo, hi = nz[0], nz[-1] + 1
+        ax.step(BIN_EDGES_S[lo:hi] * 1e3, np.cumsum(c[lo:hi]) / c.sum(), where="post",
+                label=name, color=color)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("fraction of completed queries")
+    ax.set_title("Latency CDF (held-out episodes)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out_dir / "latency_cdf.png")
+    fig.savefig(paths[1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def comparison(rows: Sequence[Mapping[str, Any]], learned: str = "learned") -> str:
+    """A sentence comparing the learned policy with the best baseline on goodput."""
+    by = {r["policy"]: r for r in rows}
+    if learned not in by or len(by) < 2:
+        return ""
+    base = max((r for r in rows if r["policy"] != learned), key=lambda r: r["goodput"])
+    g, b = by[learned]["goodput"], base["goodput"]
+    rel = (g - b) / b * 100 if b else float("nan")
+    return (f"Learned goodput {g:.1f} q/s vs best baseline `{base['policy']}` {b:.1f} q/s "
+            f"({rel:+.1f}%); SLA attainment {by[learned]['sla_attainment']:.3f} vs "
+            f"{base['sla_attainment']:.3f}.")
+
+
+def write_report(run_dir: Path, results: Mapping[str, PolicyResult], header: str,
+                 extra: str = "") -> str:
+    """Write results.csv, report.md and plots into ``run_dir``; returns the markdown table."""
+    rows = summary_rows(results)
+    table = markdown_table(rows)
+    plots = plot_results(results, run_dir / "plots")
+    body = [header, "", "## Results (held-out seeds)", "", table, ""]
+    cmp = comparison(rows)
+    if cmp:
+        body += [cmp, ""]
+    if extra:
+        body += [extra, ""]
+    body += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+    write_atomic(run_dir / "results.csv", results_csv(results))
+    write_atomic(run_dir / "report.md", "\n".join(body))
+    return table
+
+
+def print_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
+    """A rich table on the console."""
+    from rich.console import Console
+    from rich.table import Table
+
+    keys = [k for k in REPORT_METRICS if rows and k in rows[0]]
+    table = Table(title=title)
+    table.add_column("policy", no_wrap=True)
+    for k in keys:
+        table.add_column(_LABELS[k], justify="right")
+    for r in rows:
+        table.add_row(r["policy"], *[_fmt(r[k], k) for k in keys])
+    Console(width=max(Console().width, 120)).print(table)
