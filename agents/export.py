@@ -6,10 +6,10 @@ The exported graph takes one input per observation key (float32, leading batch a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,8 @@ def export_onnx(model: Any, path: str | Path) -> Path:
     batch = torch.export.Dim("batch", min=1)
     dynamic = tuple({0: batch} for _ in [*keys, "action_mask"])
     path = Path(path)
-    for name in ("torch.onnx", "onnxscript", "onnx_ir"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("torch.onnx", "onnxscript", "onnx_ir"):  # chatty INFO/"no torchvision" notes
+        logging.getLogger(name).setLevel(logging.ERROR)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -89,15 +89,16 @@ class OnnxPolicy:
         action_masks: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Any]:
         """Greedy masked action(s), like ``MaskablePPO.predict(deterministic=True)``."""
-        first = observation[self.keys[0]]
-        batched = first.ndim == 2
-        feeds = {k: np.asarray(observation[k], np.float32).reshape(
-            (-1, *first.shape[1:]) if k == self.keys[0] else (-1, *observation[k].shape[
-                1 if batched else 0:])) for k in self.keys}
+        rank = len(self.session.get_inputs()[0].shape)
+        batched = np.ndim(observation[self.keys[0]]) == rank
+        feeds = {}
+        for k in self.keys:
+            arr = np.asarray(observation[k], dtype=np.float32)
+            feeds[k] = arr if batched else arr[None]
         n = feeds[self.keys[0]].shape[0]
-        n_actions = self.session.get_outputs()[1].shape[-1]
         if action_masks is None:
-            mask = np.ones((n, int(n_actions)), dtype=bool)
+            n_actions = int(self.session.get_outputs()[1].shape[-1])
+            mask = np.ones((n, n_actions), dtype=bool)
         else:
             mask = np.asarray(action_masks, dtype=bool).reshape(n, -1)
         feeds["action_mask"] = mask

@@ -96,7 +96,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
     def __init__(
         self,
         hw: str | Mapping[str, Any] | DeviceSpec = "a100-80gb",
-        layout: Sequence[str] = ("3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb"),
+        layout: Sequence[str] = ("3g", "2g", "1g", "1g"),
         workload: str | Sequence[Mapping[str, Any]] | WorkloadMix = "vision-nlp",
         trace: str | TraceSource = "poisson",
         load: float = 0.8,
@@ -160,7 +160,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._max_sla_ms = float(self.mix.sla_ms.max())
 
         box = spaces.Box
-        self.observation_space = spaces.Dict({
+        self.observation_space: spaces.Dict = spaces.Dict({  # type: ignore[assignment]
             "model": box(0.0, 1.0, (M,), np.float32),
             "sla": box(0.0, _CLIP, (1,), np.float32),
             "queue": box(0.0, _CLIP, (P,), np.float32),

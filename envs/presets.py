@@ -53,6 +53,6 @@ class HwPreset:
 
 #: Hardware presets; the layout is a mixed MIG layout so that placement matters.
 HW_PRESETS: dict[str, HwPreset] = {
-    "A100": HwPreset("a100-80gb", ("3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb")),
-    "H100": HwPreset("h100-sxm", ("3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb")),
+    "A100": HwPreset("a100-80gb", ("3g", "2g", "1g", "1g")),
+    "H100": HwPreset("h100-sxm", ("3g", "2g", "1g", "1g")),
 }

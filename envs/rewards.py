@@ -105,7 +105,7 @@ def make_reward(spec: str | dict[str, object] | Reward) -> Reward:
         if name not in REWARDS:
             raise ValueError(f"reward '{name}': unknown; known: {', '.join(REWARDS)}")
         try:
-            return REWARDS[name](**params)  # type: ignore[no-any-return]
+            return REWARDS[name](**params)
         except TypeError as exc:
             raise ValueError(f"reward '{name}': {exc}") from None
     return spec

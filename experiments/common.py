@@ -161,13 +161,17 @@ def precheck_overrides(config_name: str, argv: list[str]) -> None:
         return  # --help, --cfg, ...: leave to Hydra
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            compose(config_name, overrides=overrides, return_hydra_config=True)
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     except Exception as exc:
         text = " ".join(str(exc).split())
-        _die(text.replace(" To append to your config use", "; to add a key use").split(
-            " full_key:")[0])
+        text = text.replace(" To append to your config use", "; to add a key use")
+        _die(text.split(" full_key:")[0].split(" Config search path:")[0])
     finally:
         GlobalHydra.instance().clear()
+    job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
+    missing = sorted(OmegaConf.missing_keys(job))
+    if missing:
+        _die(f"config key '{missing[0]}' is required: add {missing[0]}=...")
 
 
 def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:

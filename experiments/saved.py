@@ -27,7 +27,7 @@ def saved_run_config(run_dir: str | Path, extra_overrides: list[str]) -> DictCon
         raise UserError(f"run_dir={run_dir}: no such directory")
     if not overrides_file.is_file():
         raise UserError(f"run_dir={run_dir}: not a training run (no .hydra/overrides.yaml)")
-    saved = [str(o) for o in OmegaConf.load(overrides_file)]  # type: ignore[union-attr]
+    saved = [str(o) for o in OmegaConf.load(overrides_file)]
     extra = [o for o in extra_overrides if not o.startswith(_APP_KEYS)]
     return compose("train", overrides=saved + extra)
 
@@ -43,7 +43,7 @@ def load_model(cfg: DictConfig, run_dir: str | Path) -> Any:
     path = Path(run_dir) / "model.zip"
     if not path.is_file():
         raise UserError(f"run_dir={run_dir}: no model.zip (did training finish?)")
-    algo = get_class(str(cfg.agent._target_))
+    algo: Any = get_class(str(cfg.agent._target_))
     return algo.load(str(path), device="cpu")
 
 

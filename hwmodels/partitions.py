@@ -1,10 +1,29 @@
-"""GPU spatial partitions: MIG profiles with their real placement rules, and layouts.
+"""GPU partitions: MIG profiles with their real placement rules, MPS shares, time slicing.
 
 A *layout* is a list of partitions that can coexist on one GPU. For MIG the rules are NVIDIA's:
 the GPU has ``compute_slices`` compute slices and ``memory_slices`` memory slices; a profile
 occupies a contiguous run of memory slices starting at one of its allowed positions, and the
 compute slices in use may not exceed the total. Sources: ``published_targets.csv`` T059-T062
 (NVIDIA go-nvml mock tables and the MIG user guide's supported-profiles tables).
+
+Checks against NVIDIA's documentation (tests/test_hwmodels_partitions.py):
+
+* SMs per profile and SMs lost in MIG mode: A100 1g = 14 SMs, 7g = 98 of 108 (10 SMs, 9.3%,
+  are unused in MIG mode; T059); H100 SXM5 1g = 16, 7g = 112 of 132 (T062).
+* Instances per profile (T061): 1g x7, 1g double-memory x4, 2g x3, 3g x2, 4g x1, 7g x1.
+* Valid layouts: counted as *placements* (profile and start position), the maximal A100
+  configurations without the later double-memory 1g profile number 19, as in the MIG user
+  guide's A100 configuration figure; A30 has 5 (4g; 2g+2g; 2g+1g+1g either way; 4 x 1g).
+  As multisets of profile names (what :func:`enumerate_layouts` returns, since a scheduler
+  only cares which slices exist), A100 has 12 maximal layouts without and 28 with ``1g.20gb``.
+* MPS (:func:`mps_layout`): active-thread percentages cap the SMs a client may use; memory
+  bandwidth and L2 are shared, so co-runners interfere (:mod:`hwmodels.interference`). Volta+
+  MPS serves at most :data:`MPS_MAX_CLIENTS` clients per GPU (fewer per MIG compute instance,
+  in proportion to its size), and a client's percentage cannot change while it runs
+  (published_targets T066: a restart is needed; see :mod:`hwmodels.reconfig`).
+* Time slicing (:func:`time_slice_layout`): every context may use the whole GPU but only one
+  runs at a time; each partition sees all SMs and the full bandwidth, and the interference
+  model divides progress among the busy ones.
 """
 
 from __future__ import annotations
@@ -14,6 +33,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from hwmodels.specs import DeviceSpec
+
+MPS_MAX_CLIENTS = 48
+"""Most MPS clients per GPU on Volta and later (NVIDIA MPS documentation; the limit shrinks in
+proportion to a MIG compute instance's size when MPS runs inside MIG)."""
+
+SHARING_MODES = ("exclusive", "mig", "mps", "time")
+"""How a partition shares its GPU: alone on it, a MIG slice, an MPS share, a time slice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +209,8 @@ class Partition:
         mem_gb: Memory it owns.
         isolated: True for MIG (own SMs, L2 and memory controllers); False for MPS/time slicing,
             where co-runners interfere.
+        sharing: One of :data:`SHARING_MODES`; empty means "infer": ``exclusive`` for the
+            partition named ``full``, ``mig`` for other isolated ones, ``mps`` otherwise.
     """
 
     name: str
@@ -190,6 +218,16 @@ class Partition:
     bw_fraction: float
     mem_gb: float
     isolated: bool = True
+    sharing: str = ""
+
+    @property
+    def mode(self) -> str:
+        """The sharing mode (see :attr:`sharing`)."""
+        if self.sharing:
+            return self.sharing
+        if self.isolated:
+            return "exclusive" if self.name == "full" else "mig"
+        return "mps"
 
 
 def mig_layout(device: DeviceSpec, names: Sequence[str]) -> tuple[Partition, ...]:
@@ -214,14 +252,14 @@ def mig_layout(device: DeviceSpec, names: Sequence[str]) -> tuple[Partition, ...
         )
         raise ValueError(f"layout {list(names)} is impossible on {table.name}: it {why}")
     return tuple(
-        Partition(p.name, p.sms, p.memory_slices / table.memory_slices, p.mem_gb, True)
+        Partition(p.name, p.sms, p.memory_slices / table.memory_slices, p.mem_gb, True, "mig")
         for p in profiles
     )
 
 
 def full_gpu(device: DeviceSpec) -> Partition:
     """The whole device as one partition (MIG off)."""
-    return Partition("full", device.sm_count, 1.0, device.mem_gb, True)
+    return Partition("full", device.sm_count, 1.0, device.mem_gb, True, "exclusive")
 
 
 def mps_layout(device: DeviceSpec, percentages: Sequence[float]) -> tuple[Partition, ...]:
@@ -232,17 +270,94 @@ def mps_layout(device: DeviceSpec, percentages: Sequence[float]) -> tuple[Partit
     """
     if any(not 0 < p <= 100 for p in percentages) or sum(percentages) > 100 + 1e-9:
         raise ValueError(f"MPS shares {list(percentages)} must each be in (0, 100] and sum <= 100")
+    if len(percentages) > MPS_MAX_CLIENTS:
+        raise ValueError(f"{len(percentages)} MPS clients exceed the limit of {MPS_MAX_CLIENTS}")
     return tuple(
         Partition(f"mps-{p:g}%", max(1, round(device.sm_count * p / 100)), 1.0,
-                  device.mem_gb * p / 100, False)
+                  device.mem_gb * p / 100, False, "mps")
         for p in percentages
     )
 
 
+def time_slice_layout(device: DeviceSpec, n: int) -> tuple[Partition, ...]:
+    """``n`` time-sliced contexts: each may use the whole device, one runs at a time.
+
+    Memory is split evenly (each context must hold its own weights). The slowdown when several
+    are busy comes from :class:`hwmodels.interference.InterferenceModel`.
+
+    Raises:
+        ValueError: ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"time slicing needs at least one context, got {n}")
+    return tuple(
+        Partition(f"ts-{i}", device.sm_count, 1.0, device.mem_gb / n, False, "time")
+        for i in range(n)
+    )
+
+
+def enumerate_placements(table_name: str, *, include: Sequence[str] | None = None,
+                         maximal_only: bool = True) -> tuple[tuple[tuple[str, int], ...], ...]:
+    """Every valid MIG configuration as sorted ``(profile name, start slice)`` pairs.
+
+    This counts what NVIDIA's configuration figures draw: the same profiles at different
+    positions are different configurations.
+
+    Args:
+        table_name: A key of :data:`MIG_TABLES`.
+        include: Profile names to consider (default: all of the table's profiles).
+        maximal_only: Keep only configurations to which no further instance fits.
+    """
+    table = mig_table(table_name)
+    profiles = [table.profile(n) for n in include] if include is not None else list(
+        table.profiles)
+    cands = [(p, s) for p in profiles for s in p.starts
+             if s + p.memory_slices <= table.memory_slices]
+    found: list[tuple[tuple[str, int], ...]] = []
+
+    def fits(used: int, compute: int, p: MigProfile, s: int) -> bool:
+        mask = ((1 << p.memory_slices) - 1) << s
+        return not used & mask and compute + p.compute_slices <= table.compute_slices
+
+    def grow(i: int, used: int, compute: int, chosen: list[tuple[str, int]]) -> None:
+        if i == len(cands):
+            if chosen and (not maximal_only or not any(
+                    fits(used, compute, p, s) for p, s in cands)):
+                found.append(tuple(sorted(chosen)))
+            return
+        grow(i + 1, used, compute, chosen)
+        p, s = cands[i]
+        if fits(used, compute, p, s):
+            mask = ((1 << p.memory_slices) - 1) << s
+            grow(i + 1, used | mask, compute + p.compute_slices, [*chosen, (p.name, s)])
+
+    grow(0, 0, 0, [])
+    return tuple(sorted(set(found)))
+
+
+def max_instances(table_name: str) -> dict[str, int]:
+    """How many instances of each profile alone fit on the GPU (by its short name)."""
+    table = mig_table(table_name)
+    out = {}
+    for p in table.profiles:
+        n = 0
+        while place(table, [p.name] * (n + 1)) is not None:
+            n += 1
+        out[p.short] = n
+    return out
+
+
 def make_layout(device: DeviceSpec, layout: Sequence[str]) -> tuple[Partition, ...]:
-    """Partitions from a layout spec: ``["full"]``, MIG profile names, or ``["mps:50", ...]``."""
+    """Partitions from a layout spec: ``["full"]``, MIG profile names, ``["mps:50", ...]`` or
+    ``["ts:3"]`` (three time-sliced contexts)."""
     if list(layout) == ["full"]:
         return (full_gpu(device),)
+    if len(layout) == 1 and str(layout[0]).startswith("ts:"):
+        try:
+            n = int(str(layout[0])[3:])
+        except ValueError:
+            raise ValueError(f"layout {list(layout)}: time slicing looks like 'ts:3'") from None
+        return time_slice_layout(device, n)
     if all(str(x).startswith("mps:") for x in layout):
         try:
             pcts = [float(str(x)[4:]) for x in layout]

@@ -3,6 +3,15 @@
 A :class:`DeviceSpec` is a frozen record loaded from a YAML file in ``conf/hw/`` (the Hydra
 ``hw`` group reads the same files). Published fields carry a source in ``sources``; the
 ``eff_*``/overhead fields are fitted by ``python -m experiments.calibrate mode=fit``.
+
+Besides the roofline efficiencies, a spec carries four small parameter tables (plain mappings of
+floats, so that Hydra can override them as ``hw.interference.mps_bw=0.5``); each is read, with
+documented defaults, by one model class:
+
+* ``stacks``: serving-stack overheads on top of the engine (:mod:`hwmodels.calibration`),
+* ``interference``: co-runner slowdowns (:class:`hwmodels.interference.InterferenceModel`),
+* ``reconfig``: re-partitioning costs (:class:`hwmodels.reconfig.ReconfigModel`),
+* ``power``: idle and dynamic power (:class:`hwmodels.power.PowerModel`).
 """
 
 from __future__ import annotations
@@ -19,9 +28,14 @@ import yaml
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 
+DEVICE_KINDS = ("gpu", "cpu")
+
 #: Where named device specs are looked up: ``$LDSGYM_HW_PATH`` (os.pathsep-separated), then
-#: the repository's ``conf/hw``.
+#: the repository's ``conf/hw``, then ``calibration/`` (fitted ``<device>-calibrated.yaml``).
 DEFAULT_HW_DIR = Path(__file__).resolve().parent.parent / "conf" / "hw"
+CALIBRATED_HW_DIR = Path(__file__).resolve().parent.parent / "calibration"
+
+_TABLES = ("interference", "reconfig", "power")
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,7 @@ class DeviceSpec:
     Attributes:
         name: Marketing name, e.g. ``"A100-SXM4-80GB"``.
         sm_count: Streaming multiprocessors (or CPU cores) available outside MIG mode.
+        kind: ``"gpu"`` or ``"cpu"`` (a CPU's "SMs" are its cores; it has no MIG).
         clock_ghz: Boost clock.
         peak_tflops: Dense peak per precision (TFLOP/s, TOP/s for int8).
         mem_bw_gbs: Peak memory bandwidth in GB/s.
@@ -47,6 +62,14 @@ class DeviceSpec:
         eff_memory: Fitted fraction of peak bandwidth reached by streaming kernels.
         launch_us: Fitted per-kernel launch/tail overhead in microseconds.
         batch_overhead_us: Fitted fixed cost per batch (host dispatch, copies) in microseconds.
+        eff_precision: Fitted multiplier of ``eff_compute_max`` per precision for tensor-core
+            layers (e.g. INT8 engines reach a smaller fraction of their peak than FP16 ones);
+            precisions not listed use 1.
+        stacks: Serving-stack overheads, ``{stack: {parameter: value}}`` (see
+            :data:`hwmodels.calibration.STACK_PARAMS`).
+        interference: Parameters of :class:`hwmodels.interference.InterferenceModel`.
+        reconfig: Parameters of :class:`hwmodels.reconfig.ReconfigModel`.
+        power: Parameters of :class:`hwmodels.power.PowerModel`.
         sources: Where each published number comes from.
     """
 
@@ -67,6 +90,12 @@ class DeviceSpec:
     eff_memory: float = 0.8
     launch_us: float = 3.0
     batch_overhead_us: float = 100.0
+    kind: str = "gpu"
+    eff_precision: Mapping[str, float] = field(default_factory=dict)
+    stacks: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    interference: Mapping[str, float] = field(default_factory=dict)
+    reconfig: Mapping[str, float] = field(default_factory=dict)
+    power: Mapping[str, float] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +111,19 @@ class DeviceSpec:
         bad = [p for p in self.peak_tflops if p not in PRECISIONS]
         if bad:
             problems.append(f"peak_tflops has unknown precision(s) {bad}; known: {PRECISIONS}")
+        bad = [p for p in self.eff_precision if p not in PRECISIONS]
+        if bad:
+            problems.append(f"eff_precision has unknown precision(s) {bad}; known: {PRECISIONS}")
+        if any(not 0 < v <= 2 for v in self.eff_precision.values()):
+            problems.append(f"eff_precision values must be in (0, 2], got {dict(self.eff_precision)}")
+        if self.kind not in DEVICE_KINDS:
+            problems.append(f"kind must be one of {DEVICE_KINDS}, got {self.kind!r}")
+        if self.kind == "cpu" and self.mig is not None:
+            problems.append("a cpu has no MIG (set mig: null)")
+        for attr in ("eff_compute_half_mflop", "launch_us", "batch_overhead_us", "tdp_w",
+                     "idle_w", "l2_mb", "pcie_gbs", "nvlink_gbs"):
+            if getattr(self, attr) < 0:
+                problems.append(f"{attr} must be >= 0, got {getattr(self, attr)}")
         if problems:
             raise ValueError(f"hw '{self.name}': " + "; ".join(problems))
 
@@ -91,6 +133,29 @@ class DeviceSpec:
             if p in self.peak_tflops:
                 return float(self.peak_tflops[p]) * 1e12
         raise ValueError(f"hw '{self.name}' lists no peak for precision '{precision}'")
+
+    def eff_compute(self, precision: str) -> float:
+        """Largest fraction of the ``precision`` tensor peak reached (``eff_compute_max`` times
+        the precision's multiplier), capped at 1."""
+        return min(1.0, self.eff_compute_max * float(self.eff_precision.get(precision, 1.0)))
+
+    def table(self, name: str) -> dict[str, float]:
+        """One of the parameter tables (``"interference"``, ``"reconfig"``, ``"power"``)."""
+        if name not in _TABLES:
+            raise ValueError(f"unknown parameter table {name!r}; known: {_TABLES}")
+        return dict(getattr(self, name))
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Plain data (YAML/JSON-able), the inverse of :meth:`from_mapping`."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "stacks":
+                value = {k: dict(v) for k, v in value.items()}
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[f.name] = value
+        return out
 
     def replace(self, **changes: Any) -> DeviceSpec:
         """A copy with some fields changed (validated again)."""
@@ -116,18 +181,36 @@ class DeviceSpec:
         if missing:
             raise ValueError(f"{origin}: missing key(s) {missing}")
         kwargs = {k: v for k, v in data.items() if k in names}
-        kwargs["peak_tflops"] = {str(k): float(v) for k, v in dict(kwargs["peak_tflops"]).items()}
-        kwargs["sources"] = {str(k): str(v) for k, v in dict(kwargs.get("sources", {})).items()}
         try:
+            kwargs["peak_tflops"] = _floats(kwargs["peak_tflops"], "peak_tflops")
+            kwargs["sources"] = {str(k): str(v)
+                                 for k, v in dict(kwargs.get("sources") or {}).items()}
+            for key in ("eff_precision", *_TABLES):
+                kwargs[key] = _floats(kwargs.get(key) or {}, key)
+            kwargs["stacks"] = {str(k): _floats(v or {}, f"stacks.{k}")
+                                for k, v in dict(kwargs.get("stacks") or {}).items()}
             return cls(**kwargs)
-        except TypeError as exc:  # wrong value types
-            raise ValueError(f"{origin}: {exc}") from None
+        except (TypeError, ValueError) as exc:  # wrong value types
+            text = str(exc)
+            raise ValueError(text if text.startswith(origin) else f"{origin}: {text}") from None
+
+
+def _floats(data: Any, key: str) -> dict[str, float]:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{key} must be a mapping, got {type(data).__name__}")
+    out = {}
+    for k, v in data.items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}.{k} must be a number, got {v!r}") from None
+    return out
 
 
 def hw_search_path() -> list[Path]:
     """Directories searched for ``<name>.yaml`` device files, in order."""
     extra = [Path(p) for p in os.environ.get("LDSGYM_HW_PATH", "").split(os.pathsep) if p]
-    return [*extra, DEFAULT_HW_DIR]
+    return [*extra, DEFAULT_HW_DIR, CALIBRATED_HW_DIR]
 
 
 def available_devices() -> list[str]:

@@ -84,7 +84,7 @@ def test_pickle_round_trip_mid_episode(env_id: str) -> None:
 @pytest.mark.parametrize("load", [0.5, 1.3])
 def test_conservation_every_step(env_id: str, load: float) -> None:
     env = gym.make(env_id, episode_queries=500, load=load)
-    obs, info = env.reset(seed=1)
+    _, info = env.reset(seed=1)
     rng = np.random.default_rng(0)
     done = False
     steps = 0
@@ -93,7 +93,7 @@ def test_conservation_every_step(env_id: str, load: float) -> None:
         assert info["arrived"] == steps + 1  # the pending query has arrived
         assert info["good"] + info["late"] == info["completed"]
         mask = masks_of(env)
-        obs, _, term, trunc, info = env.step(int(rng.choice(np.flatnonzero(mask))))
+        _obs, _, term, trunc, info = env.step(int(rng.choice(np.flatnonzero(mask))))
         steps += 1
         done = term or trunc
     # After the last decision the system drains: nothing is left in it.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -101,6 +101,14 @@ class ModelClass:
             raise ValueError(f"workload model '{self.name}': class weights sum to zero")
 
 
+def _gather(per_model: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """``per_model[model]``, as a cheap fill when every model has the same value."""
+    first = per_model[:1]
+    if np.array_equal(per_model, np.broadcast_to(first, per_model.shape), equal_nan=True):
+        return np.full(len(model), first[0], dtype=per_model.dtype)
+    return per_model[model]
+
+
 @dataclass(frozen=True)
 class WorkloadMix:
     """The models served together and how often each is asked for."""
@@ -180,9 +188,9 @@ class WorkloadMix:
         Returns:
             ``(sla_ms float64, sla_multiple float64 (NaN = absolute), priority int8)``.
         """
-        sla = self.sla_ms[model]
-        mult = self.sla_multiple[model]
-        prio = self.priorities[model]
+        sla = _gather(self.sla_ms, model)
+        mult = _gather(self.sla_multiple, model)
+        prio = _gather(self.priorities, model)
         for k, m in enumerate(self.models):
             if not m.classes:
                 continue
@@ -426,8 +434,10 @@ def _model_from_dict(i: int, m: Mapping[str, object]) -> ModelClass:
     for key in ("size", "output_size"):
         if kw.get(key) is not None:
             kw[key] = SizeDist.from_spec(kw[key])  # type: ignore[arg-type]
-    classes = []
-    for j, c in enumerate(kw.pop("classes", None) or ()):  # type: ignore[attr-defined]
+    classes: list[RequestClass] = []
+    raw_classes = cast("Sequence[Mapping[str, object] | RequestClass]",
+                       kw.pop("classes", None) or ())
+    for j, c in enumerate(raw_classes):
         if isinstance(c, RequestClass):
             classes.append(c)
             continue
@@ -435,7 +445,7 @@ def _model_from_dict(i: int, m: Mapping[str, object]) -> ModelClass:
         if bad:
             raise ValueError(f"workload.models[{i}].classes[{j}]: unknown key(s) {bad}; "
                              f"allowed: {sorted(_CLASS_KEYS)}")
-        classes.append(RequestClass(**c))
+        classes.append(RequestClass(**c))  # type: ignore[arg-type]
     return ModelClass(**kw, classes=tuple(classes))  # type: ignore[arg-type]
 
 

@@ -204,10 +204,10 @@ def _read_fast(path: str, header: tuple[str, ...], wanted: Mapping[str, ColKind]
     if not ((kind[:, -1] == 10).all() and (kind[:, :-1] == 44).all()):
         return None
     ends = delim.reshape(rows, k)
-    starts = np.empty_like(delim)
-    starts[0] = 0
-    starts[1:] = delim[:-1] + 1
-    starts = starts.reshape(rows, k)
+    flat_starts = np.empty_like(delim)
+    flat_starts[0] = 0
+    flat_starts[1:] = delim[:-1] + 1
+    starts = flat_starts.reshape(rows, k)
     # zero padding so that _field_matrix can read ``width`` bytes from any field start
     padded = np.concatenate((a, np.zeros(int((ends - starts).max()) + 1, dtype=np.uint8)))
     cols: dict[str, Column] = {}

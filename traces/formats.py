@@ -55,6 +55,8 @@ class RawTrace:
         priority: Priority class, if given.
         sla_ms: Absolute SLA in ms, if given.
         ignored_columns: Header columns the format does not use.
+        epoch_s: Absolute time (s since the Unix epoch) of ``time_s == 0``, for formats with
+            calendar timestamps; 0 otherwise.
     """
 
     path: str
@@ -68,6 +70,7 @@ class RawTrace:
     priority: np.ndarray | None = None
     sla_ms: np.ndarray | None = None
     ignored_columns: tuple[str, ...] = ()
+    epoch_s: float = 0.0
 
     def __len__(self) -> int:
         return len(self.time_s)
@@ -218,7 +221,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> RawTrace:
         for ln, s in zip(lines, objs, strict=True):
             try:
                 records.append(json.loads(s))
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise TraceFormatError(p, ln, f"invalid JSON ({exc.msg})") from None
     line = np.asarray(lines, dtype=np.int64)
     for i, r in enumerate(records):
@@ -319,8 +322,10 @@ def read_azure_llm(path: str | os.PathLike[str]) -> RawTrace:
     if len(t) and np.isnat(t).any():
         i = int(np.flatnonzero(np.isnat(t))[0])
         raise TraceFormatError(p, int(line[i]), f"cannot parse TIMESTAMP {stamps[i]!r}")
-    secs = (t - t.min()).astype(np.int64) / 1e9 if len(t) else np.empty(0)
+    origin = t.min() if len(t) else np.datetime64(0, "ns")
+    secs = (t - origin).astype(np.int64) / 1e9
     raw = RawTrace(path=p, format="azure", time_s=secs, line=line,
+                   epoch_s=float(origin.astype("datetime64[ns]").astype(np.int64)) / 1e9,
                    size=table.columns["ContextTokens"].values,
                    output_size=table.columns["GeneratedTokens"].values)
     raw.validate()

@@ -1,15 +1,47 @@
-"""Named trace sources, so environment specs stay JSON-able (``trace="poisson"``)."""
+"""Named trace sources, so environment specs stay JSON-able (``trace="poisson"``).
+
+Each preset has a Hydra twin ``conf/trace/<name>.yaml`` with the same ``_target_`` and
+parameters (a test keeps them in sync). Replay presets of real traces train on the ``train``
+split; their ``-test`` twins evaluate on the held-out ``test`` split (the last 20 % of the
+trace's time), so evaluation never sees training time ranges.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from traces.arrivals import Poisson, TraceSource
+from traces.replay import AzureLLMReplay, Split
+from traces.servegen import ServeGenReplay
+from traces.synthetic import MMPP2, Diurnal, FlashCrowd, PiecewiseRate, Renewal
 
 #: Name -> factory of a trace source. Environments accept these names for ``trace=``.
 TRACE_PRESETS: dict[str, Callable[[], TraceSource]] = {
     "poisson": Poisson,
+    "gamma-smooth": partial(Renewal, cv=0.5, dist="gamma"),
+    "gamma-bursty": partial(Renewal, cv=3.0, dist="gamma"),
+    "weibull-bursty": partial(Renewal, cv=3.0, dist="weibull"),
+    "mmpp": partial(MMPP2, rate_ratio=10.0, high_fraction=0.1, mean_high=0.02,
+                    time_unit="episode"),
+    "diurnal": partial(Diurnal, amplitude=0.6, period=1.0, time_unit="episode"),
+    "flash-crowd": partial(FlashCrowd, magnitude=8.0, start=None, ramp=0.01, hold=0.05,
+                           decay=0.05, time_unit="episode"),
+    "step-schedule": partial(PiecewiseRate, levels=(0.5, 1.0, 2.0, 1.0),
+                             durations=(0.25, 0.25, 0.25, 0.25), time_unit="episode"),
 }
+
+#: Synthetic presets (no data files needed).
+SYNTHETIC_PRESETS: tuple[str, ...] = tuple(TRACE_PRESETS)
+
+_SPLITS: tuple[tuple[Split, str], ...] = (("train", ""), ("test", "-test"))
+for _split, _suffix in _SPLITS:
+    for _svc in ("code", "conv", "both"):
+        TRACE_PRESETS[f"azure-{_svc}{_suffix}"] = partial(AzureLLMReplay, service=_svc,
+                                                          split=_split)
+    for _ds in ("m-large", "mm-image", "deepseek-r1"):
+        TRACE_PRESETS[f"servegen-{_ds}{_suffix}"] = partial(ServeGenReplay, dataset=_ds,
+                                                            split=_split)
 
 
 def get_trace(spec: str | TraceSource) -> TraceSource:
@@ -26,5 +58,6 @@ def get_trace(spec: str | TraceSource) -> TraceSource:
                 f"trace '{spec}': unknown preset; known: {', '.join(sorted(TRACE_PRESETS))}"
             ) from None
     if not isinstance(spec, TraceSource):
-        raise ValueError(f"trace: expected a preset name or a TraceSource, got {type(spec).__name__}")
+        raise ValueError(
+            f"trace: expected a preset name or a TraceSource, got {type(spec).__name__}")
     return spec

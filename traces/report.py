@@ -44,8 +44,8 @@ class TraceReport:
         tied_rows: Rows (after sorting) with the same time as the row before them.
         quantum_s: Resolution of the timestamps when at least 99 % of them are multiples of a
             coarse quantum (1 us ... 60 s), else None.
-        quantized: True when ``quantum_s`` is coarse enough to matter: ties exist or the
-            quantum is at least a tenth of the median inter-arrival time.
+        quantized: True when ``quantum_s`` is coarse enough to matter: at least 1 % of the mean
+            inter-arrival time (then ``spread_quantized`` may spread requests in their slot).
         ramp_up_s: Length of a leading period whose rate stays below ``ramp_threshold`` times
             the steady (median) rate; 0 when there is none.
         ramp_up_rows: Rows inside that leading period.

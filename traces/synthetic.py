@@ -88,12 +88,18 @@ def renewal_gaps(rng: np.random.Generator, n: int, mean: float, cv: float,
         return np.full(n, float(mean))
     if dist == "gamma":
         if cv == 1.0:
-            return rng.standard_exponential(n) * mean
+            g = rng.standard_exponential(n)
+            g *= mean
+            return g
         shape = 1.0 / (cv * cv)
-        return rng.standard_gamma(shape, n) * (mean / shape)
+        g = rng.standard_gamma(shape, n)
+        g *= mean / shape
+        return g
     if dist == "weibull":
         k = weibull_shape_for_cv(cv)
-        return rng.weibull(k, n) * (mean / math.gamma(1 + 1 / k))
+        g = rng.weibull(k, n)
+        g *= mean / math.gamma(1 + 1 / k)
+        return g
     if dist == "lognormal":
         s2 = math.log1p(cv * cv)
         return rng.lognormal(math.log(mean) - 0.5 * s2, math.sqrt(s2), n)
@@ -102,7 +108,8 @@ def renewal_gaps(rng: np.random.Generator, n: int, mean: float, cv: float,
 
 def _unit_arrivals(rng: np.random.Generator, n: int, cv: float) -> np.ndarray:
     """Arrival epochs of a unit-rate renewal process (Poisson when ``cv == 1``)."""
-    return np.cumsum(renewal_gaps(rng, n, 1.0, cv, "gamma"))
+    g = renewal_gaps(rng, n, 1.0, cv, "gamma")
+    return np.cumsum(g, out=g)
 
 
 def invert_intensity(e: np.ndarray, edges: np.ndarray, lam: np.ndarray,
@@ -173,7 +180,7 @@ class Renewal:
         """``n`` arrivals with mean rate ``rate_qps * rate_scale`` and gap CV ``cv``."""
         rate = _rate(rate_qps, self.rate_scale)
         gaps = renewal_gaps(rng, _check_n(n), 1.0 / rate, self.cv, self.dist)
-        return _label(np.cumsum(gaps), mix, rng)
+        return _label(np.cumsum(gaps, out=gaps), mix, rng)
 
 
 def _unit_seconds(time_unit: TimeUnit, n: int, rate: float) -> float:

@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
-
 from envs.sim.core import Event, EventQueue
 from envs.sim.metrics import Counters
 from traces.arrivals import Arrivals

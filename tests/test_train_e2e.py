@@ -1,0 +1,89 @@
+"""The main job end to end (tiny), its run folder, the evaluate/export apps, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import run_app
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "r"
+    res = run_app("experiments.train", "experiment=quick", "progress=false",
+                  f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return out
+
+
+def test_run_folder_contents(run: Path) -> None:
+    for name in (".hydra/config.yaml", "model.zip", "policy.onnx", "report.md", "results.csv",
+                 "meta.json", "plots/metrics.png", "plots/latency_cdf.png"):
+        assert (run / name).is_file(), name
+    report = (run / "report.md").read_text()
+    for policy in ("learned", "random", "round_robin", "least_loaded", "shortest_finish"):
+        assert f"| {policy} |" in report
+    rows = (run / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 5 * 2  # header + 5 policies x 2 held-out seeds
+    assert "ONNX parity: 100.00%" in report
+
+
+def test_tensorboard_has_sched_scalars(run: Path) -> None:
+    files = list((run / "tb").glob("events.out.tfevents.*"))
+    assert files
+    acc = EventAccumulator(str(files[0]))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    for tag in ("sched/sla_attainment", "sched/goodput", "sched/p99_latency_ms",
+                "sched/dropped", "hw/utilization"):
+        assert tag in tags, tags
+    values = [e.value for e in acc.Scalars("sched/sla_attainment")]
+    assert all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_evaluate_saved_run_keeps_original_report(run: Path) -> None:
+    before = (run / "report.md").read_text()
+    res = run_app("experiments.evaluate", f"run_dir={run}", "progress=false",
+                  "policies=[learned,least_loaded]", "eval.seeds=[10005]")
+    assert res.returncode == 0, res.stderr[-3000:]
+    evals = sorted(run.glob("eval-*/report.md"))
+    assert evals and "| learned |" in evals[-1].read_text()
+    assert (run / "report.md").read_text() == before
+
+
+def test_export_app_reexports_with_parity(run: Path) -> None:
+    res = run_app("experiments.export", f"run_dir={run}", "export.parity_samples=1000")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "agree on 100.00% of 1000" in res.stdout
+
+
+def test_baselines_alone(tmp_path: Path) -> None:
+    res = run_app("experiments.evaluate", "policies=[random,shortest_finish]", "progress=false",
+                  "eval.seeds=[1]", "env.kwargs.episode_queries=100",
+                  f"hydra.run.dir={tmp_path}/b")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| shortest_finish |" in (tmp_path / "b" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("experiments.train", "no_such_key=1"), "no_such_key"),
+    (("experiments.train", "hw=no-such-gpu"), "hw"),
+    (("experiments.train", "env.kwargs.layout=[4g,4g]"), "impossible"),
+    (("experiments.train", "workload.models=[{name: resnet51, sla_ms: 5}]"), "resnet51"),
+    (("experiments.train", "eval.baselines=[nope]"), "nope"),
+    (("experiments.evaluate", "run_dir=/no/such/run"), "run_dir"),
+    (("experiments.evaluate", "policies=[learned]"), "learned"),
+    (("experiments.export",), "run_dir"),
+])
+def test_bad_input_is_one_line(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
+    res = run_app(*args, f"hydra.run.dir={tmp_path}/x", timeout=120)
+    assert res.returncode != 0
+    err = res.stderr.strip()
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert needle in lines[0]
+    assert not (tmp_path / "x" / "model.zip").exists()
