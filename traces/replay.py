@@ -20,12 +20,12 @@ rate_qps)`` then
    else tenants mapped to the mix's models (``tenant_mapping``), else drawn from the mix; sizes,
    SLAs and priorities from the trace where it has them, else from the mix.
 
-Hygiene on load (reported in :attr:`TraceReplay.report`, never silent): rows out of time order
-are counted and sorted; zero-size rows are counted and skipped (``zero_size="keep"`` keeps them);
-timestamps quantised to a coarse resolution are detected (``spread_quantized=True`` spreads
-each request uniformly inside its slot, with the episode's rng); leading/trailing periods whose
-rate is below ``ramp_threshold`` x the steady rate are detected (``trim_ramp=True`` drops them);
-rows outside ``[start_s, end_s)`` are cut.
+Hygiene on load (reported in the source's ``report``, a :class:`~traces.report.TraceReport`;
+never silent): rows out of time order are counted and sorted; zero-size rows are counted and
+skipped (``zero_size="keep"`` keeps them); timestamps quantised to a coarse resolution are
+detected (``spread_quantized=True`` spreads each request uniformly inside its slot, with the
+episode's rng); leading/trailing periods whose rate is below ``ramp_threshold`` x the steady
+rate are detected (``trim_ramp=True`` drops them); rows outside ``[start_s, end_s)`` are cut.
 """
 
 from __future__ import annotations
