@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -80,11 +81,15 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
 
     ``gym.make("ldsgym/PartitionPlacement-v0", hw="a100-80gb", layout=[...], workload=...,
     trace="poisson", load=0.8, episode_queries=1000, max_batch=8, max_queue_delay_ms=2,
-    queue_capacity=64, drop_expired=True, precision="fp16", reward="goodput")``. ``hw`` is a
+    queue_capacity=64, drop_expired=True, precision="fp16", reward="goodput", rate_window_s=1,
+    request_sizes=False)``. ``hw`` is a
     device name from ``conf/hw``, a YAML path, a mapping or a :class:`DeviceSpec`; ``workload`` a
     preset name or a list of ``{name, weight, sla_ms, priority}``; ``trace`` a preset name or a
     :class:`traces.TraceSource`; ``load`` the offered load as a fraction of the layout's capacity
-    (queries/s at full batches for the mix).
+    (queries/s at full batches for the mix). Each request is one query unless
+    ``request_sizes=True``, when the trace's sizes count as items of the batch (clipped at 256).
+    SLAs given as multiples (``sla_multiple``) are resolved against the model's batch-1 latency
+    on its fastest partition.
 
     ## Version History
 
@@ -108,6 +113,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         precision: str = "fp16",
         reward: str | dict[str, Any] | Reward = "goodput",
         rate_window_s: float = 1.0,
+        request_sizes: bool = False,
     ) -> None:
         self.device = load_device(hw)
         self.partitions = make_layout(self.device, list(layout))
@@ -126,12 +132,15 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                                      drop_expired)
         self.reward_fn = make_reward(reward)
         self.rate_window_s = float(rate_window_s)
+        self.request_sizes = bool(request_sizes)
 
         model = LatencyModel(self.device, precision)
         profiles = [build_profile(m.name) for m in self.mix.models]
         P, M = len(self.partitions), len(profiles)
         self.n_partitions, self.n_models = P, M
-        table_len = max(max_batch, 1)
+        # Tables reach past max_batch so that one large request (request_sizes=True) still
+        # gets its own latency; larger requests are clipped to the table.
+        table_len = self._table_len = max(max_batch, 256 if request_sizes else 1)
         lat = np.stack([
             np.stack([model.table_s(prof, part, table_len) for prof in profiles])
             for part in self.partitions
@@ -145,6 +154,8 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
             bad = [self.mix.names[m] for m in range(M) if not fits[:, m].any()]
             raise ValueError(f"layout {list(layout)}: model(s) {bad} fit on no partition")
         self._fits = fits.tolist()
+        #: Batch-1 latency per model on its fastest partition: the base of SLA multiples.
+        self._solo_ms = np.where(fits, lat[:, :, 0], np.inf).min(axis=0) * 1e3
         per_item = lat[:, :, -1] / max_batch  # (P, M) seconds per item at full batches
         mix_cost = (np.where(fits, per_item, np.inf) * self.mix.probabilities).sum(axis=1)
         #: Queries/s the layout sustains for this mix at full batches (each partition serving
@@ -158,6 +169,12 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._sms = np.array([p.sms / self.device.sm_count for p in self.partitions],
                              dtype=np.float32)
         self._max_sla_ms = float(self.mix.sla_ms.max())
+        self._sms_list = self._sms.tolist()
+        sizes = {"model": M, "sla": 1, "queue": P, "queue_same": P, "busy": P, "finish": P,
+                 "size": P, "rates": M}
+        offsets = np.cumsum([0, *sizes.values()])
+        self._slices = [(k, slice(int(a), int(b)))
+                        for k, a, b in zip(sizes, offsets[:-1], offsets[1:], strict=True)]
 
         box = spaces.Box
         self.observation_space: spaces.Dict = spaces.Dict({  # type: ignore[assignment]
@@ -172,7 +189,6 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         })
         self.action_space = spaces.Discrete(P + 1)
         self.sim: GpuServingSim | None = None
-        self._eye = np.eye(M, dtype=np.float32)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -182,8 +198,14 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         trace_seed = int(self.np_random.integers(0, 2**63 - 1))
         arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix,
                                      self.episode_queries, self.load * self.capacity_qps)
+        arrivals = arrivals.resolve_sla(self._solo_ms)
+        if self.request_sizes:
+            arrivals = dataclasses.replace(
+                arrivals, size=np.clip(arrivals.size, 1, self._table_len).astype(np.int32))
+        else:
+            arrivals = dataclasses.replace(arrivals, size=np.ones(len(arrivals), np.int32))
         self.sim = GpuServingSim(self._latency, self._fits, arrivals, self.batcher, self._power)
-        self._rates = np.zeros(self.n_models)
+        self._rates = [0.0] * self.n_models
         self._rate_t = 0.0
         self._steps = 0
         self._snapshot = (0, 0, 0, 0.0, 0.0)
@@ -236,32 +258,40 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         assert sim is not None
         now = sim.now
-        self._rates *= math.exp(-(now - self._rate_t) / self.rate_window_s)
-        self._rates[sim.pending_model()] += 1.0 / self.rate_window_s
+        decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
+        rates = self._rates
+        for k in range(len(rates)):
+            rates[k] *= decay
+        rates[sim.pending_model()] += 1.0 / self.rate_window_s
         self._rate_t = now
 
     def _obs(self) -> Obs:
+        """One fresh float32 array per step; the dict values are views of it."""
         sim = self.sim
         assert sim is not None and sim.pending is not None
         m = sim.pending_model()
-        sla = sim.pending_deadline() - sim.now
-        inv_sla = 1.0 / sla if sla > 0 else 1e3
         now = sim.now
-        B = self.batcher.max_batch
-        P = self.n_partitions
-        busy = [(sim.busy_until[p] - now) * inv_sla if sim.busy[p] else 0.0 for p in range(P)]
-        finish = [sim.expected_finish_s(p, m) * inv_sla for p in range(P)]
-        same = [q[m] / B for q in sim.queued_by_model]
-        obs = {
-            "model": self._eye[m].copy(),
-            "sla": np.array([min(sla * 1e3 / self._max_sla_ms, _CLIP)], dtype=np.float32),
-            "queue": np.minimum(np.array(sim.queued_items, dtype=np.float32) / B, _CLIP),
-            "queue_same": np.minimum(np.array(same, dtype=np.float32), _CLIP),
-            "busy": np.minimum(np.array(busy, dtype=np.float32), _CLIP),
-            "finish": np.minimum(np.array(finish, dtype=np.float32), _CLIP),
-            "size": self._sms.copy(),
-            "rates": np.minimum((self._rates / self.capacity_qps).astype(np.float32), _CLIP),
-        }
+        sla = sim.pending_deadline() - now
+        inv_sla = 1.0 / sla if sla > 0 else 1e3
+        inv_b = 1.0 / self.batcher.max_batch
+        busy_until, busy = sim.busy_until, sim.busy
+        onehot = [0.0] * self.n_models
+        onehot[m] = 1.0
+        inv_cap = 1.0 / self.capacity_qps
+        values = [
+            *onehot,
+            sla * 1e3 / self._max_sla_ms,
+            *[q * inv_b for q in sim.queued_items],
+            *[q[m] * inv_b for q in sim.queued_by_model],
+            *[(busy_until[p] - now) * inv_sla if busy[p] else 0.0
+              for p in range(self.n_partitions)],
+            *[sim.expected_finish_s(p, m) * inv_sla for p in range(self.n_partitions)],
+            *self._sms_list,
+            *[r * inv_cap for r in self._rates],
+        ]
+        flat = np.array(values, dtype=np.float32)
+        np.minimum(flat, _CLIP, out=flat)
+        obs = {key: flat[sl] for key, sl in self._slices}
         self._last_obs = obs
         return obs
 

@@ -34,6 +34,9 @@ def main(cfg: DictConfig) -> None:
         write_meta,
     )
 
+    import torch
+
+    torch.set_num_threads(int(cfg.torch_threads))  # tiny MLPs: more threads only contend
     out = run_dir()
     spec = env_spec(cfg)
     check_env_builds(spec)
@@ -44,7 +47,7 @@ def main(cfg: DictConfig) -> None:
 
     vec_env = make_vec_env(spec.make, n_envs=int(cfg.n_envs), seed=int(cfg.seed))
     try:
-        model = instantiate(cfg.agent)(env=vec_env, seed=int(cfg.seed))
+        model = instantiate(cfg.agent, _convert_="all")(env=vec_env, seed=int(cfg.seed))
     except Exception as exc:
         raise UserError(f"agent: {' '.join(str(exc).split())}") from None
     model.set_logger(configure(str(out / "tb"), ["tensorboard", "csv"]))

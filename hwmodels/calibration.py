@@ -26,12 +26,17 @@ plan, or to the reason it is skipped:
   DeepLearningExamples counts pairs.
 * **precision**: NVIDIA's MLPerf engines are INT8 for ResNet-50, BERT and DLRM (for DLRM
   FP16 is impossible: 305k samples/s x 270 pairs x 4.9 MFLOP = 404 TFLOP/s > the A100's 312
-  FP16 peak), as is the OpenVINO CPU submission; DeepLearningExamples rows are FP16 (TensorRT
-  FP16, PyTorch AMP).
+  FP16 peak). The OpenVINO CPU submission (Cooper Lake, AVX512_VNNI and AVX512_BF16) is taken
+  as INT8 ResNet-50 and BF16 BERT: that puts both at about 58% of their peak, whereas INT8 BERT
+  would be at 30% (an inference from the numbers, not a documented setting).
+  DeepLearningExamples rows are FP16 (TensorRT FP16, PyTorch AMP).
 * **serving stack** (:data:`STACK_PARAMS`, fitted, stored in each spec's ``stacks``):
-  ``mlperf`` (TensorRT/OpenVINO under LoadGen: a per-query overhead ``request_us``; the Server
-  scenario reaches ``server_util`` of the best throughput whose batch latency fits
-  ``sla_frac`` of the p99 bound), ``triton`` (end to end through a Triton client:
+  ``mlperf`` (TensorRT/OpenVINO under LoadGen: a per-query overhead ``request_us``; in the
+  Server scenario, Poisson arrivals queue behind batches of latency ``T``, and the p99 bound
+  ``L`` leaves room for a waiting time of about ``server_c * (L / T - 1)`` service times, so
+  the load may reach ``rho = g / (1 + g)`` with ``g = server_c * (L / T - 1)`` as in an
+  M/D/1 queue: the throughput is the best ``rho * b / T(b)`` over batches with ``T(b) < L``),
+  ``triton`` (end to end through a Triton client:
   ``request_us`` per request plus ``us_per_mb`` per MB of input, for the serialisation and
   copy of the tensors), ``eager`` (PyTorch eager AMP: efficiency scaled by ``eff_scale``, a
   framework cost ``batch_us`` per batch and ``launch_us`` per kernel) and ``cudagraph``
@@ -59,7 +64,8 @@ from measurements) has the columns :data:`PROFILE_COLUMNS`:
     Fraction of the device the measured model may use (CPU: threads / cores; GPU: MPS
     active-thread fraction, 1 = whole device).
 ``latency_ms``
-    Measured batch latency (median of repeats).
+    Measured batch latency (the fastest of several timed runs: on a shared machine the
+    others are disturbed by unrelated load; a co-runner slows every run).
 ``corunner_model``, ``corunner_batch``
     What ran at the same time in another process (empty when alone). The co-runner used the
     remaining ``1 - share`` of the device, or all of it when ``share`` is 1 (both then
@@ -79,6 +85,7 @@ from typing import Any
 
 import numpy as np
 
+from hwmodels.interference import DEFAULTS as INTERFERENCE_DEFAULTS
 from hwmodels.interference import InterferenceModel
 from hwmodels.latency import LatencyModel
 from hwmodels.links import LINKS
@@ -120,14 +127,14 @@ MLPERF_SLA_MS = {"resnet50": 15.0, "bert-99": 130.0, "dlrm-99": 30.0}
 
 STACK_PARAMS: dict[str, dict[str, float]] = {
     "engine": {},
-    "mlperf": {"request_us": 30.0, "server_util": 0.85, "sla_frac": 0.5},
+    "mlperf": {"request_us": 30.0, "server_c": 2.0},
     "triton": {"request_us": 400.0, "us_per_mb": 400.0},
     "eager": {"eff_scale": 0.5, "batch_us": 10000.0, "launch_us": 10.0},
     "cudagraph": {"eff_scale": 0.5, "batch_us": 100.0},
 }
 """Serving-stack parameters and their starting values (see the module docstring)."""
 
-FIXED_STACK_PARAMS = frozenset({("mlperf", "sla_frac")})
+FIXED_STACK_PARAMS: frozenset[tuple[str, str]] = frozenset()
 """Stack parameters that are set, not fitted."""
 
 
@@ -222,6 +229,7 @@ def parse_published(text: str) -> list[Bound] | None:
     """``"469.1 / 2.128"`` -> two points; ``"4-5"`` a range; ``"<0.1"`` ``[0, 0.1]``; ``"~2"``
     a point; None if a part is not a number."""
     out = []
+    text = re.sub(r"\(.*?\)", "", text)  # drop remarks in parentheses
     for part in text.split("/"):
         part = part.strip().lstrip("~").strip()
         if part.startswith("<"):
@@ -257,10 +265,11 @@ def mlperf_dlrm_profile() -> WorkloadProfile:
 
     Bottom MLP 13-512-256-128, 26 one-hot embedding tables of dim 128 (rows as DLRMv2's,
     capped at 40M), dot interaction of the 27 vectors (351 pairs + the dense 128 = 479
-    features), top MLP 479-1024-1024-512-256-1. Sources: facebookresearch/dlrm and
-    mlcommons/inference recommendation/dlrm (``--arch-mlp-bot 13-512-256-128
-    --arch-mlp-top 1024-1024-512-256-1 --arch-sparse-feature-size 128``); NVIDIA
-    DeepLearningExamples PyTorch/Recommendation/DLRM uses the same architecture.
+    features) fused with the gathers, top MLP 479-1024-1024-512-256-1. Sources:
+    facebookresearch/dlrm and mlcommons/inference recommendation/dlrm
+    (``--arch-mlp-bot 13-512-256-128 --arch-mlp-top 1024-1024-512-256-1
+    --arch-sparse-feature-size 128``); NVIDIA DeepLearningExamples
+    PyTorch/Recommendation/DLRM uses the same architecture.
     """
     layers: list[Layer] = []
 
@@ -271,13 +280,17 @@ def mlperf_dlrm_profile() -> WorkloadProfile:
     for i, (k, n) in enumerate([(13, 512), (512, 256), (256, 128)]):
         gemm(f"bot_mlp.{i}", k, n)
     dim = 128
-    for t, rows in enumerate(DLRM_V2_ROWS):
-        layers.append(Layer(f"emb.{t}", "embedding", flops=float(dim), params=rows * dim,
-                            act_in=float(dim), act_out=float(dim), kernels=1 if t == 0 else 0))
     vectors = len(DLRM_V2_ROWS) + 1
     pairs = vectors * (vectors - 1) // 2
+    # The engines fuse the gathers into the dot interaction (NVIDIA's MLPerf DLRM plugin and
+    # DeepLearningExamples' dot_based_interact kernels): gathered rows are read once and never
+    # written back, so the lookups have no output and the interaction reads only the dense
+    # vector from memory.
+    for t, rows in enumerate(DLRM_V2_ROWS):
+        layers.append(Layer(f"emb.{t}", "embedding", flops=float(dim), params=rows * dim,
+                            act_in=float(dim), act_out=0.0, kernels=0))
     layers.append(Layer("interaction.dot", "gemm", flops=2.0 * vectors * vectors * dim,
-                        params=0, act_in=float(vectors * dim), act_out=float(pairs + dim)))
+                        params=0, act_in=float(dim), act_out=float(pairs + dim)))
     for i, (k, n) in enumerate([(pairs + dim, 1024), (1024, 1024), (1024, 512), (512, 256),
                                 (256, 1)]):
         gemm(f"top_mlp.{i}", k, n)
@@ -306,9 +319,8 @@ def _workload(model: str, device: DeviceSpec, quantity: str) -> WorkloadRef | st
         seq = 384 if device.kind == "cpu" else MLPERF_BERT_SEQ_LEN
         return WorkloadRef(build_profile("bert-large", seq_len=seq), 1, 3 * seq * 4 / 1e6, 1024,
                            "transformer")
-    if m == "bert-large":
-        seq = 384 if "384" in quantity or True else MLPERF_BERT_SEQ_LEN
-        return WorkloadRef(build_profile("bert-large", seq_len=seq), 1, 3 * seq * 4 / 1e6, 1024,
+    if m == "bert-large":  # DeepLearningExamples rows: "(seq 384)", padded
+        return WorkloadRef(build_profile("bert-large", seq_len=384), 1, 3 * 384 * 4 / 1e6, 1024,
                            "transformer")
     if m == "dlrm-99":
         return WorkloadRef(mlperf_dlrm_profile(), MLPERF_DLRM_PAIRS, 0.0, 1024, "recsys")
@@ -436,6 +448,8 @@ def _plan_perf(t: Target, devices: Mapping[str, DeviceSpec]) -> Plan | str:
             layout = (m.group(3),)
     if "MLPerf" in q or t.category.startswith("2-MIG"):
         stack, precision = "mlperf", "int8"
+        if dev.kind == "cpu" and t.model.strip() == "bert-99":
+            precision = "bf16"
     elif "Triton" in q:
         stack, precision = "triton", "fp16"
     elif "eager" in q:
@@ -447,7 +461,7 @@ def _plan_perf(t: Target, devices: Mapping[str, DeviceSpec]) -> Plan | str:
     batch = int(t.batch) if t.batch.isdigit() else None
     if "Server" in q:
         kind = "server"
-    elif "SingleStream" in q or "latency" in q.lower() and "/" not in t.value:
+    elif "SingleStream" in q or ("latency" in q.lower() and "/" not in t.value):
         kind, batch = "single", 1
     elif t.category.startswith("3-batch"):
         kind = "batch"
@@ -642,14 +656,17 @@ class _Latency:
     def grid(self) -> np.ndarray:
         return np.unique(np.round(np.geomspace(1, self.work.max_batch, 24)))
 
-    def best(self, sla_s: float | None = None) -> float:
+    def best(self) -> float:
+        """Highest samples/s over batch sizes (Offline)."""
+        b = self.grid()
+        return float((b / self(b)).max())
+
+    def server(self, sla_s: float, c: float) -> float:
+        """Highest sustainable samples/s under a p99 bound (see the module docstring)."""
         b = self.grid()
         lat = self(b)
-        tput = b / lat
-        if sla_s is not None:
-            ok = lat <= sla_s
-            tput = tput[ok] if ok.any() else tput[:1]
-        return float(tput.max())
+        g = c * np.maximum(sla_s / lat - 1.0, 0.0)
+        return float((b / lat * g / (1.0 + g)).max())
 
 
 def predict(plan: Plan, devices: Mapping[str, DeviceSpec]) -> list[float]:
@@ -669,16 +686,14 @@ def _pred_perf(plan: Plan, devices: Mapping[str, DeviceSpec]) -> list[float]:
         return [lat.best()]
     if plan.kind == "server":
         assert plan.sla_ms is not None
-        st = lat.stack
-        return [st["server_util"] * lat.best(plan.sla_ms * 1e-3 * st["sla_frac"])]
+        return [lat.server(plan.sla_ms * 1e-3, lat.stack["server_c"])]
     if plan.kind == "single":
         return [float(lat(np.array(1.0))) * 1e3]
-    assert plan.batch is not None or plan.kind == "aggregate"
-    if plan.kind == "batch":
-        t = float(lat(np.array(float(plan.batch))))
-        return [float(plan.batch) / t, t * 1e3]
-    if plan.kind == "fixed":
-        return [float(plan.batch) / float(lat(np.array(float(plan.batch))))]
+    if plan.kind in ("batch", "fixed"):
+        assert plan.batch is not None
+        b = float(plan.batch)
+        t = float(lat(np.array(b)))
+        return [b / t, t * 1e3] if plan.kind == "batch" else [b / t]
     # aggregate: n identical slices, all busy
     n = int(plan.extra["count"])
     parts = mig_layout(dev, list(plan.layout) * n)
@@ -719,12 +734,14 @@ def _pred_spec(plan: Plan, devices: Mapping[str, DeviceSpec]) -> list[float]:
 
 
 def _pred_reconfig(plan: Plan, devices: Mapping[str, DeviceSpec]) -> list[float]:
-    model = ReconfigModel(_dev(plan, devices))
-    if plan.extra["what"] == "mig_mode":
-        return [model.mean(["full"], ["7g.80gb"], [None]) - model.params["gi_create_s"]]
-    return [model.mean(["mps:50", "mps:50"], ["mps:30", "mps:70"], ["resnet50", "resnet50"])
-            * 1e3 if model.params["mps_shadow"] > 0 else
-            model.params["mps_shadow_s"] * 1e3]
+    dev = _dev(plan, devices)
+    if plan.extra["what"] == "mig_mode":  # seconds to switch MIG on (no instance yet)
+        steps = ReconfigModel(dev).steps(["full"], ["7g.80gb"], [None])
+        return [steps["mode"]]
+    # milliseconds to move an MPS share to a standby client (GSLICE's shadow instance)
+    model = ReconfigModel(dev, params={"mps_shadow": 1.0})
+    return [model.mean(["mps:50", "mps:50"], ["mps:30", "mps:70"], ["resnet50", "resnet50"],
+                       drain_s=0.0) * 1e3]
 
 
 def _pred_power(plan: Plan, devices: Mapping[str, DeviceSpec]) -> list[float]:
@@ -819,7 +836,8 @@ def _model_row(plan: Plan) -> tuple[str, str, float]:
         pred = [build_profile("bert-large").params / 1e6,
                 build_profile("bert-large", seq_len=512).flops / 1e9]
     elif "model size" in q and model.startswith("dlrm-v2"):
-        pred = [build_profile("dlrm-v2").weight_bytes("fp32") / 1e9]
+        # 204,184,588 rows x 128 x 4 B = 104.5e9 B: the published "97.31 GB" is GiB
+        pred = [build_profile("dlrm-v2").weight_bytes("fp32") / 2**30]
     elif "lookups" in q:
         pred = [float(sum(DLRM_V2_MULTI_HOT))]
     elif "tables" in q:
@@ -918,10 +936,10 @@ def evaluate(t: Target, plan: Plan | str, devices: Mapping[str, DeviceSpec]) -> 
         return Result(t.id, t.category, "", t.value, math.nan, plan, model=t.model)
     dev = plan.device or ""
     if plan.kind == "mig_table":
-        pred, pub, err = _mig_table_row(plan)
+        pred, _, err = _mig_table_row(plan)
         return Result(t.id, t.category, pred, t.value, err, "", plan.kind, dev, t.model)
     if plan.kind == "model":
-        pred, pub, err = _model_row(plan)
+        pred, _, err = _model_row(plan)
         reason = "" if not math.isnan(err) else f"model '{t.model}' has no profile"
         return Result(t.id, t.category, pred, t.value, err, reason, plan.kind, dev, t.model)
     try:
@@ -945,8 +963,12 @@ def evaluate(t: Target, plan: Plan | str, devices: Mapping[str, DeviceSpec]) -> 
     else:
         values_c = list(values)
     err = max(b.error(v) for b, v in zip(pub, values_c, strict=True))
-    logs = tuple(math.log(max(v, 1e-300) / b.lo) for b, v in zip(pub, values_c, strict=True)
-                 if b.point and b.lo > 0)
+    if plan.percent:  # fit the change itself: -1.6% vs -0.9% is a factor, not 0.7%
+        logs = tuple(math.log(v / b.lo) for b, v in zip(plan.published, values, strict=True)
+                     if b.point and b.lo * v > 0)
+    else:
+        logs = tuple(math.log(max(v, 1e-300) / b.lo)
+                     for b, v in zip(pub, values_c, strict=True) if b.point and b.lo > 0)
     return Result(t.id, t.category, _fmt(values), t.value, err, "", plan.kind, dev, t.model,
                   logs)
 
@@ -1008,27 +1030,51 @@ GLOBAL_PARAMS: dict[str, tuple[float, float]] = {
     "batch_overhead_us": (1.0, 5000.0),
     "eff_precision.int8": (0.3, 1.5),
 }
-"""Device parameters shared by all GPUs in a fit, with bounds."""
+"""Device parameters that may be fitted (shared by all GPUs unless fitted per device)."""
 
 PER_DEVICE_PARAMS: dict[str, tuple[float, float]] = {
     "eff_compute_max": (0.05, 1.0),
     "interference.mig": (1e-4, 0.5),
 }
-"""Device parameters fitted per device, with bounds."""
+"""Device parameters fitted per device by default, with bounds."""
 
 STACK_BOUNDS: dict[str, tuple[float, float]] = {
     "request_us": (1.0, 1e5),
     "us_per_mb": (1.0, 1e5),
-    "server_util": (0.2, 1.0),
+    "server_c": (0.01, 1000.0),
     "eff_scale": (0.05, 1.5),
     "batch_us": (1.0, 1e5),
     "launch_us": (0.01, 500.0),
 }
+"""Bounds of the stack parameters (``stacks.<stack>.<key>``)."""
+
+DEFAULT_PER_DEVICE = ("eff_compute_max", "interference.mig")
+
+CPU_OWN_PARAMS = ("eff_compute_max", "eff_compute_half_mflop")
+"""Parameters fitted for each CPU in a fit (the GPU-wide globals do not apply to CPUs, and a
+CPU engine spreading one small batch over a hundred cores loses more than a GPU does)."""
+
+
+def param_bounds(name: str) -> tuple[float, float]:
+    """Bounds of a fittable parameter name (``eff_memory``, ``stacks.triton.us_per_mb``, ...).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name.startswith("stacks."):
+        parts = name.split(".")
+        if len(parts) == 3 and parts[1] in STACK_PARAMS and parts[2] in STACK_PARAMS[parts[1]]:
+            return STACK_BOUNDS[parts[2]]
+    elif name in GLOBAL_PARAMS or name in PER_DEVICE_PARAMS:
+        return {**GLOBAL_PARAMS, **PER_DEVICE_PARAMS}[name]
+    known = [*GLOBAL_PARAMS, *PER_DEVICE_PARAMS,
+             *(f"stacks.{s}.{k}" for s, kv in STACK_PARAMS.items() for k in kv)]
+    raise ValueError(f"unknown fit parameter {name!r}; known: {', '.join(known)}")
 
 
 @dataclass(frozen=True)
 class FitParam:
-    """One fitted parameter: ``scope`` is ``"global"``, a device name, or ``"stack:<name>"``."""
+    """One fitted parameter: ``scope`` is ``"global"`` (every device of the kind) or a device."""
 
     name: str
     scope: str
@@ -1065,20 +1111,26 @@ class FitResult:
 
 
 def _get(device: DeviceSpec, name: str) -> float:
+    if name.startswith("stacks."):
+        _, stack, key = name.split(".")
+        return float(stack_params(device, stack)[key])
     if "." in name:
         table, key = name.split(".", 1)
         current = dict(getattr(device, table))
         if table == "eff_precision":
             return float(current.get(key, 1.0))
         if table == "interference":
-            from hwmodels.interference import DEFAULTS as INTF
-
-            return float(current.get(key, INTF[key]))
+            return float(current.get(key, INTERFERENCE_DEFAULTS[key]))
         return float(current[key])
     return float(getattr(device, name))
 
 
 def _set(device: DeviceSpec, name: str, value: float) -> DeviceSpec:
+    if name.startswith("stacks."):
+        _, stack, key = name.split(".")
+        stacks = {k: dict(v) for k, v in device.stacks.items()}
+        stacks.setdefault(stack, {})[key] = float(value)
+        return device.replace(stacks=stacks)
     if "." in name:
         table, key = name.split(".", 1)
         current = dict(getattr(device, table))
@@ -1087,109 +1139,119 @@ def _set(device: DeviceSpec, name: str, value: float) -> DeviceSpec:
     return device.replace(**{name: float(value)})
 
 
-def _set_stack(device: DeviceSpec, stack: str, key: str, value: float) -> DeviceSpec:
-    stacks = {k: dict(v) for k, v in device.stacks.items()}
-    stacks.setdefault(stack, {})[key] = float(value)
-    return device.replace(stacks=stacks)
-
-
 def apply_params(devices: Mapping[str, DeviceSpec], params: Sequence[FitParam],
-                 x: Sequence[float], kinds: Mapping[str, str] | None = None
-                 ) -> dict[str, DeviceSpec]:
-    """Devices with parameter values ``x`` applied (globals to every GPU)."""
+                 x: Sequence[float]) -> dict[str, DeviceSpec]:
+    """Devices with parameter values ``x`` applied: global device parameters to every GPU,
+    global stack parameters to every device, then the per-device ones."""
     out = dict(devices)
-    for p, v in zip(params, x, strict=True):
-        if p.scope == "global":
-            for n, d in out.items():
-                if d.kind == "gpu":
-                    out[n] = _set(d, p.name, v)
-        elif p.scope.startswith("stack:"):
-            stack = p.scope.split(":", 1)[1]
-            for n, d in out.items():
-                out[n] = _set_stack(d, stack, p.name, v)
-        else:
+    pairs = list(zip(params, x, strict=True))
+    for p, v in pairs:
+        if p.scope != "global":
+            continue
+        for n, d in out.items():
+            if d.kind == "gpu" or p.name.startswith("stacks."):
+                out[n] = _set(d, p.name, v)
+    for p, v in pairs:
+        if p.scope != "global":
             out[p.scope] = _set(out[p.scope], p.name, v)
     return out
 
 
+def _relevant(name: str, plans: Sequence[Plan]) -> bool:
+    """Whether some plan's prediction depends on parameter ``name``."""
+    perf = [p for p in plans if p.kind in PERF_KINDS]
+    if name == "interference.mig":
+        return any(p.kind == "mig_interf" for p in plans) or any(
+            p.kind == "aggregate" for p in perf)
+    if name == "eff_precision.int8":
+        return any(p.precision == "int8" for p in perf)
+    if name.startswith("stacks."):
+        _, stack, key = name.split(".")
+        used = [p for p in perf if p.stack == stack]
+        if key == "server_c":
+            return any(p.kind == "server" for p in used)
+        return bool(used)
+    return bool(perf)
+
+
 def fit_targets(targets: Sequence[Target], devices: Mapping[str, DeviceSpec],
-                train_ids: Iterable[str], *, prior_weight: float = 0.02,
-                max_nfev: int = 200) -> FitResult:
+                train_ids: Iterable[str], *, per_device: Sequence[str] = DEFAULT_PER_DEVICE,
+                prior_weight: float = 0.02, max_nfev: int = 200) -> FitResult:
     """Fit efficiencies and stack overheads to the training targets (log relative error).
 
-    Global parameters (:data:`GLOBAL_PARAMS`) are shared by every GPU; :data:`PER_DEVICE_PARAMS`
-    are fitted for each device with training rows; stack parameters are shared by all devices.
-    Devices without training rows get the geometric mean of the fitted per-device values of
-    their kind (or keep theirs when none was fitted). A weak prior (``prior_weight`` times the
-    log distance from the starting value) keeps parameters that the data cannot pin down
-    where they were.
+    Parameters named in ``per_device`` are fitted for each device that has training rows
+    depending on them; the other :data:`GLOBAL_PARAMS` are shared by every GPU and the other
+    stack parameters by every device. Devices without training rows get, for each per-device
+    parameter, the geometric mean of the values fitted for devices of their kind (or keep
+    theirs when none was fitted). A weak prior (``prior_weight`` times the log distance from
+    the starting value) keeps parameters that the data cannot pin down where they were.
 
     Raises:
-        ValueError: no training target can be predicted.
+        ValueError: no training target can be predicted, or an unknown parameter name.
     """
     from scipy.optimize import least_squares
 
+    for name in per_device:
+        param_bounds(name)
     train = set(train_ids)
     planned = [(t, plan_target(t, devices)) for t in targets if t.id in train]
     usable = [(t, p) for t, p in planned if isinstance(p, Plan) and p.fittable]
     if not usable:
         raise ValueError("no fittable target among the training ids")
+    plans = [p for _, p in usable]
+    used_devices = sorted({p.device for p in plans if p.device is not None})
+    gpu_plans = [p for p in plans if p.device and devices[p.device].kind == "gpu"]
+    ref = devices[next((p.device for p in gpu_plans), used_devices[0]) or used_devices[0]]
+    candidates = [*GLOBAL_PARAMS, *PER_DEVICE_PARAMS,
+                  *(f"stacks.{s}.{k}" for s, kv in STACK_PARAMS.items() for k in kv
+                    if (s, k) not in FIXED_STACK_PARAMS)]
     params: list[FitParam] = []
-    used_devices = sorted({p.device for _, p in usable if p.device is not None})
-    gpu_rows = any(devices[p.device].kind == "gpu" for _, p in usable if p.device)
-    if gpu_rows:
-        for name, (lo, hi) in GLOBAL_PARAMS.items():
-            if name == "eff_precision.int8" and not any(p.precision == "int8" for _, p in usable):
-                continue
-            ref = next(d for d in devices.values() if d.kind == "gpu")
+    for name in candidates:
+        lo, hi = param_bounds(name)
+        for dev in used_devices:
+            if devices[dev].kind == "cpu" and name in CPU_OWN_PARAMS and name not in per_device:
+                mine = [p for p in plans if p.device == dev]
+                if _relevant(name, mine):
+                    params.append(FitParam(name, dev, lo, hi,
+                                           _clip(_get(devices[dev], name), lo, hi)))
+        if name in per_device:
+            for dev in used_devices:
+                mine = [p for p in plans if p.device == dev]
+                if _relevant(name, mine):
+                    params.append(FitParam(name, dev, lo, hi,
+                                           _clip(_get(devices[dev], name), lo, hi)))
+        elif name.startswith("stacks.") and _relevant(name, plans):
             params.append(FitParam(name, "global", lo, hi, _clip(_get(ref, name), lo, hi)))
-    for dev in used_devices:
-        kinds_here = {p.kind for _, p in usable if p.device == dev}
-        for name, (lo, hi) in PER_DEVICE_PARAMS.items():
-            if name == "interference.mig" and "mig_interf" not in kinds_here:
-                continue
-            if name == "eff_compute_max" and not kinds_here & set(PERF_KINDS):
-                continue
-            params.append(FitParam(name, dev, lo, hi, _clip(_get(devices[dev], name), lo, hi)))
-    stacks_used = sorted({p.stack for _, p in usable if p.kind in PERF_KINDS})
-    for stack in stacks_used:
-        for key, x0 in STACK_PARAMS[stack].items():
-            if (stack, key) in FIXED_STACK_PARAMS:
-                continue
-            if key == "server_util" and not any(p.kind == "server" for _, p in usable):
-                continue
-            lo, hi = STACK_BOUNDS[key]
-            ref = devices[used_devices[0]]
-            params.append(FitParam(key, f"stack:{stack}", lo, hi,
-                                   _clip(stack_params(ref, stack)[key], lo, hi)))
+        elif name in GLOBAL_PARAMS and _relevant(name, gpu_plans):
+            params.append(FitParam(name, "global", lo, hi, _clip(_get(ref, name), lo, hi)))
     x0 = np.log([p.x0 for p in params])
-    lo = np.log([p.lo for p in params])
-    hi = np.log([p.hi for p in params])
+    lo_z = np.log([p.lo for p in params])
+    hi_z = np.log([p.hi for p in params])
 
     def residuals(z: np.ndarray) -> np.ndarray:
         devs = apply_params(devices, params, np.exp(z))
         res: list[float] = []
         for t, p in usable:
-            r = evaluate(t, p, devs)
-            res.extend(r.log_ratios)
+            res.extend(evaluate(t, p, devs).log_ratios)
         res.extend(prior_weight * (z - x0))
         return np.asarray(res)
 
-    sol = least_squares(residuals, x0, bounds=(lo, hi), method="trf", x_scale=1.0,
+    sol = least_squares(residuals, x0, bounds=(lo_z, hi_z), method="trf", x_scale=1.0,
                         diff_step=1e-3, max_nfev=max_nfev)
     values = np.exp(sol.x)
     fitted = apply_params(devices, params, values)
-    # Devices without training rows: geometric mean of the fitted per-device values.
-    for name, d in fitted.items():
-        for pname in PER_DEVICE_PARAMS:
-            own = [v for p, v in zip(params, values, strict=True)
-                   if p.name == pname and p.scope not in ("global",)
-                   and not p.scope.startswith("stack:") and fitted[p.scope].kind == d.kind]
-            mine = any(p.name == pname and p.scope == name for p in params)
-            if own and not mine:
-                fitted[name] = _set(fitted[name], pname, float(np.exp(np.mean(np.log(own)))))
+    for name, d in devices.items():
         if d.kind == "cpu" and name not in used_devices:
-            fitted[name] = devices[name]  # CPUs are fitted from profiles, not from GPU rows
+            fitted[name] = d  # CPUs are fitted from profiles, not from GPU rows
+            continue
+        for pname in per_device:
+            if pname.startswith("interference.mig") and d.mig is None:
+                continue
+            own = [v for p, v in zip(params, values, strict=True)
+                   if p.name == pname and p.scope != "global" and devices[p.scope].kind == d.kind]
+            has_own = any(p.name == pname and p.scope == name for p in params)
+            if own and not has_own:
+                fitted[name] = _set(fitted[name], pname, float(np.exp(np.mean(np.log(own)))))
     return FitResult(
         devices=fitted,
         params={p.label: float(v) for p, v in zip(params, values, strict=True)},

@@ -55,14 +55,15 @@ from hwmodels.workloads import WorkloadProfile, build_profile
 DEFAULTS: dict[str, float] = {
     "mig": 0.016,
     "mps_sm": 1.0,
-    "mps_bw": 0.5,
-    "mps_cache": 0.1,
+    "mps_bw": 1.0,
+    "mps_cache": 0.2,
     "ts_switch": 0.03,
 }
 """Default parameters. ``mig``: mean of T115-T117 (A100). ``mps_*``: assumptions for GPUs, set
-so that two typical DNNs under MPS lose 5-15% (published_targets T122, second-hand: 5-10%),
-unless a spec's ``interference`` table overrides them (the CPU's are fitted). ``ts_switch``:
-assumption, a few percent per context switch round."""
+so that ResNet-50 and BERT-base sharing an A100 50/50 under MPS lose 5-8% (published_targets
+T122, second-hand: 5-10%; T123: 90% of 250 pairs lose < 17%), unless a spec's
+``interference`` table overrides them (the CPU's are fitted to co-located measurements).
+``ts_switch``: assumption, a few percent per round of context switches."""
 
 Job = tuple[WorkloadProfile | str, int]
 

@@ -15,11 +15,11 @@ Presets (:data:`LINKS`), bandwidths per direction:
 ==============  ========  ===========  =======  ==================================================
 name            GB/s      latency us   rpc us   source
 ==============  ========  ===========  =======  ==================================================
-ethernet-10g    1.25      5            50       802.3; kernel TCP ~50 us (published_targets T130)
-ethernet-25g    3.125     5            50       as above
-ethernet-100g   12.5      5            50       as above; switch hop 0.1-0.3 us (T129)
-ib-hdr          25        1.0          3        HDR 200 Gb/s (T128); RDMA verbs, 1 switch hop
-ib-ndr          50        1.0          3        NDR 400 Gb/s (T128)
+ethernet-10g    1.25      0.3          50       802.3; kernel TCP ~50 us (published_targets T130)
+ethernet-25g    3.125     0.3          50       as above
+ethernet-100g   12.5      0.3          50       as above; NIC-NIC via a switch 0.1-0.3 us (T129)
+ib-hdr          25        0.6          2        HDR 200 Gb/s (T128); RDMA verbs, 1 switch hop
+ib-ndr          50        0.6          2        NDR 400 Gb/s (T128)
 nvlink3         300       2.0          0        A100 NVLink3 600 GB/s total (T124)
 nvlink4         450       2.0          0        H100 NVLink4 900 GB/s total (T125)
 pcie3           15.75     1.0          0        Gen3 x16 (8 GT/s, 128b/130b)
@@ -27,9 +27,10 @@ pcie4           31.5      1.0          0        Gen4 x16 (T126)
 pcie5           64        1.0          0        Gen5 x16, 128 GB/s bidirectional (T127)
 ==============  ========  ===========  =======  ==================================================
 
-Ethernet latencies are NIC-to-NIC through one switch plus serialisation (T129: 100-300 ns per
-switch ASIC; the rest is NIC and PHY, an assumption of 5 us end to end without the kernel);
-the 50 us RPC overhead is the kernel-to-kernel TCP latency of T130, which dominates.
+Ethernet latencies are NIC-to-NIC through one switch (T129: 100-300 ns; the upper end is
+used); the 50 us RPC overhead is the kernel-to-kernel TCP latency of T130, which dominates
+("about 95% of the latency is inside the servers"). InfiniBand with RDMA skips the kernel:
+0.6 us NIC-to-NIC and 2 us of verbs/RPC software are assumptions.
 Efficiencies: 0.9 for Ethernet/InfiniBand payload after headers, 0.85 for NVLink/PCIe
 (TLP/flit overhead) - assumptions.
 """
@@ -123,17 +124,17 @@ def fair_share(demands: np.ndarray | list[float], capacity: float) -> np.ndarray
     return alloc
 
 
-_ETH = "IEEE 802.3; NIC+switch latency assumption 5 us (T129: 0.1-0.3 us per switch ASIC); " \
+_ETH = "IEEE 802.3; NIC-to-NIC through one switch 0.1-0.3 us (published_targets T129); " \
        "kernel TCP/RPC 50 us (published_targets T130)"
 
 LINKS: dict[str, LinkSpec] = {
-    "ethernet-10g": LinkSpec("ethernet-10g", 1.25, 5.0, 50.0, 0.9, _ETH),
-    "ethernet-25g": LinkSpec("ethernet-25g", 3.125, 5.0, 50.0, 0.9, _ETH),
-    "ethernet-100g": LinkSpec("ethernet-100g", 12.5, 5.0, 50.0, 0.9, _ETH),
-    "ib-hdr": LinkSpec("ib-hdr", 25.0, 1.0, 3.0, 0.9,
-                       "HDR 200 Gb/s (published_targets T128); RDMA latency assumption 1 us + "
-                       "3 us verbs/RPC"),
-    "ib-ndr": LinkSpec("ib-ndr", 50.0, 1.0, 3.0, 0.9,
+    "ethernet-10g": LinkSpec("ethernet-10g", 1.25, 0.3, 50.0, 0.9, _ETH),
+    "ethernet-25g": LinkSpec("ethernet-25g", 3.125, 0.3, 50.0, 0.9, _ETH),
+    "ethernet-100g": LinkSpec("ethernet-100g", 12.5, 0.3, 50.0, 0.9, _ETH),
+    "ib-hdr": LinkSpec("ib-hdr", 25.0, 0.6, 2.0, 0.9,
+                       "HDR 200 Gb/s (published_targets T128); RDMA latency assumption 0.6 us + "
+                       "2 us verbs/RPC"),
+    "ib-ndr": LinkSpec("ib-ndr", 50.0, 0.6, 2.0, 0.9,
                        "NDR 400 Gb/s (published_targets T128); as HDR otherwise"),
     "nvlink3": LinkSpec("nvlink3", 300.0, 2.0, 0.0, 0.85,
                         "A100 NVLink3 600 GB/s total = 300 per direction (published_targets T124)"),

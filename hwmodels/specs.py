@@ -115,7 +115,8 @@ class DeviceSpec:
         if bad:
             problems.append(f"eff_precision has unknown precision(s) {bad}; known: {PRECISIONS}")
         if any(not 0 < v <= 2 for v in self.eff_precision.values()):
-            problems.append(f"eff_precision values must be in (0, 2], got {dict(self.eff_precision)}")
+            problems.append(
+                f"eff_precision values must be in (0, 2], got {dict(self.eff_precision)}")
         if self.kind not in DEVICE_KINDS:
             problems.append(f"kind must be one of {DEVICE_KINDS}, got {self.kind!r}")
         if self.kind == "cpu" and self.mig is not None:

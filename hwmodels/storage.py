@@ -8,16 +8,16 @@ A tier serves ``n`` reads of ``size`` bytes with ``q`` requests in flight in::
 
 Presets (:data:`TIERS`):
 
-===========  ==========  ===========  ========  ========  =======  ==================================
-name         latency us  IOPS         GB/s      GB        access   source
-===========  ==========  ===========  ========  ========  =======  ==================================
-hbm          0.5         4.0e9        2039      80        64       A100-80GB (T144); latency assumed
-dram         0.09        3.2e9        204.8     512       64       T134 (< 100 ns); 8 x DDR4-3200
-cxl          0.25        1.0e9        64        256       64       T135 (2-5 x DRAM latency); x16 Gen5
-optane-ssd   13.4        1.5e6        7.2       1600      4096     T132 (QD1 74,875 IOPS); P5800X spec
-nvme-ssd     49.6        1.0e6        7.0       4000      4096     T133 (QD1 20,176 IOPS); PCIe4 NAND
-sata-ssd     100         9.8e4        0.56      4000      4096     assumption: SATA III 6 Gb/s drive
-===========  ==========  ===========  ========  ========  =======  ==================================
+==========  =======  =====  ======  =====  ======  ======================================
+name        lat. us  IOPS   GB/s    GB     access  source
+==========  =======  =====  ======  =====  ======  ======================================
+hbm         0.5      4e9    2039    80     64      A100-80GB (T144); latency assumed
+dram        0.09     3.2e9  204.8   512    64      T134 (< 100 ns); 8 x DDR4-3200
+cxl         0.25     1e9    64      256    64      T135 (2-5 x DRAM latency); x16 Gen5
+optane-ssd  13.4     1.5e6  7.2     1600   4096    T132 (QD1 74,875 IOPS); P5800X spec
+nvme-ssd    49.6     1e6    7.0     4000   4096    T133 (QD1 20,176 IOPS); PCIe4 NAND
+sata-ssd    100      9.8e4  0.56    4000   4096    assumption: SATA III 6 Gb/s drive
+==========  =======  =====  ======  =====  ======  ======================================
 
 QD1 latency is ``1 / IOPS at QD1`` (T132, T133); peak IOPS and bandwidth are vendor
 specifications (Intel P5800X: 1.5 M IOPS, 7.2 GB/s; Phison E18 NAND drives: about 1 M IOPS,

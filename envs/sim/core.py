@@ -66,6 +66,26 @@ class EventQueue:
             heapq.heappop(heap)
         return heap[0][0] if heap else float("inf")
 
+    def pop_until(self, time: float) -> Event | None:
+        """Remove and return the next live event if it is due at or before ``time``.
+
+        The simulators' inner loop: ``while (ev := q.pop_until(t)) is not None: handle(ev)``.
+        Returns ``None`` (and leaves :attr:`now` alone) when the next live event is later, or
+        there is none.
+        """
+        heap = self._heap
+        pop = heapq.heappop
+        while heap:
+            top = heap[0]
+            if top[0] > time:
+                return None
+            pop(heap)
+            ev = top[3]
+            if not ev.cancelled:
+                self.now = top[0]
+                return ev
+        return None
+
     def pop(self) -> Event:
         """Remove and return the next live event, advancing :attr:`now` to its time.
 

@@ -20,6 +20,7 @@ from traces.arrivals import Arrivals
 
 BATCH_DONE = 0
 BATCH_TIMEOUT = 1
+_INF = float("inf")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class GpuServingSim:
         arrivals: The episode's requests.
         batcher: Batching and admission knobs.
         power_w: ``(idle_w, busy_w)`` per partition for energy accounting, or ``None``.
+        chunk: Requests converted from the trace's arrays to Python lists at a time.
 
     The decision loop::
 
@@ -65,6 +67,13 @@ class GpuServingSim:
         while sim.pending is not None:
             sim.place(p)  or  sim.reject()
             sim.advance()             # run to the next arrival (drains after the last one)
+
+    Memory and speed: the trace stays in its compact numpy arrays; the simulator reads it
+    ``chunk`` requests at a time as Python lists (indexing lists of floats is much faster than
+    indexing numpy arrays). A request placed on a partition becomes one small tuple
+    ``(arrival_s, deadline_s, 1/SLA_s, size)`` in that partition's queue, freed when it
+    finishes or is dropped. So apart from the trace itself, memory is bounded by the requests
+    in the system and does not grow with the episode.
     """
 
     def __init__(
@@ -74,6 +83,7 @@ class GpuServingSim:
         arrivals: Arrivals,
         batcher: BatcherConfig,
         power_w: list[tuple[float, float]] | None = None,
+        chunk: int = 8192,
     ) -> None:
         self.latency = latency
         self.fits = fits
@@ -81,39 +91,52 @@ class GpuServingSim:
         self.n_models = len(latency[0])
         self.batcher = batcher
         self.power_w = power_w
-        # Arrivals as plain Python lists: indexing them is faster than numpy scalars.
-        self._t = arrivals.time_s.tolist()
-        self._m = arrivals.model.tolist()
-        self._size = arrivals.size.tolist()
-        self._deadline = (arrivals.time_s + arrivals.sla_ms * 1e-3).tolist()
-        self._inv_sla = (1e3 / arrivals.sla_ms).tolist()
+        self._arrivals = arrivals
+        self._chunk = max(int(chunk), 1)
+        self._n = len(arrivals)
+        # The current chunk of the trace as Python lists, from request index _base on.
+        self._base = 0
+        self._clen = 0
+        self._ct: list[float] = []
+        self._cm: list[int] = []
+        self._csize: list[int] = []
+        self._cdead: list[float] = []
+        self._cinv: list[float] = []
         #: Integral over time of sum(1 / SLA) over the requests in the system: the total time
         #: spent in the system so far, each request's time counted in units of its own SLA.
         self.backlog = 0.0
         self._backlog_rate = 0.0
         self._backlog_t = 0.0
-        self._n = len(self._t)
         self._next = 0
         #: Index of the request awaiting a decision, or None when the trace is exhausted.
         self.pending: int | None = None
+        self._pj = 0  # position of the pending request in the current chunk
         self.events = EventQueue()
         self.counters = Counters(self.n_partitions)
         P, M = self.n_partitions, self.n_models
-        # Per (partition, model): deque of request indices; per partition: queued items.
-        self.queues: list[list[deque[int]]] = [[deque() for _ in range(M)] for _ in range(P)]
+        #: Per (partition, model): the queued requests as ``(arrival, deadline, 1/SLA, size)``.
+        self.queues: list[list[deque[tuple[float, float, float, int]]]] = [
+            [deque() for _ in range(M)] for _ in range(P)]
+        #: Items queued per partition.
         self.queued_items = [0] * P
         #: Items queued per (partition, model).
         self.queued_by_model = [[0] * M for _ in range(P)]
-        #: Estimated seconds of work queued (items x per-item cost at max batch).
+        #: Estimated seconds of work queued (items x per-item cost at max batch); exactly 0.0
+        #: whenever the partition's queue is empty.
         self.queued_work_s = [0.0] * P
         self.busy_until = [0.0] * P  # end of the running batch (<= now when idle)
         self.busy = [False] * P
         self.running_model = [-1] * P
-        self._running: list[list[int]] = [[] for _ in range(P)]
+        self._running: list[list[tuple[float, float, float, int]]] = [[] for _ in range(P)]
         self._timeout: list[Event | None] = [None] * P
         B = batcher.max_batch
+        self._max_batch = B
+        self._delay_s = batcher.max_queue_delay_s
+        self._capacity = batcher.queue_capacity
+        self._drop_expired = batcher.drop_expired
         self._item_cost = [[latency[p][m][B - 1] / B for m in range(M)] for p in range(P)]
         self._solo = [[latency[p][m][0] for m in range(M)] for p in range(P)]
+        self._energy_w = [busy - idle for idle, busy in power_w] if power_w is not None else None
 
     # ------------------------------------------------------------------ decisions
     @property
@@ -124,16 +147,12 @@ class GpuServingSim:
     def pending_model(self) -> int:
         """Model index of the pending request."""
         assert self.pending is not None
-        return self._m[self.pending]
+        return self._cm[self._pj]
 
     def pending_deadline(self) -> float:
         """Absolute deadline of the pending request."""
         assert self.pending is not None
-        return self._deadline[self.pending]
-
-    def request_model(self, i: int) -> int:
-        """Model index of request ``i``."""
-        return self._m[i]
+        return self._cdead[self._pj]
 
     def expected_finish_s(self, p: int, m: int) -> float:
         """Rough time from now until a new request of model ``m`` would finish on ``p``."""
@@ -146,20 +165,21 @@ class GpuServingSim:
         Raises:
             ValueError: ``p`` is out of range or the model does not fit on it.
         """
-        i = self.pending
-        if i is None:
+        if self.pending is None:
             raise RuntimeError("no pending request; call advance() first")
-        m = self._m[i]
+        j = self._pj
+        m = self._cm[j]
         if not 0 <= p < self.n_partitions or not self.fits[p][m]:
             raise ValueError(f"partition {p} cannot serve model {m}")
         self.pending = None
-        size = self._size[i]
-        if self.queued_items[p] + size > self.batcher.queue_capacity:
+        size = self._csize[j]
+        queued = self.queued_items[p] + size
+        if queued > self._capacity:
             self.counters.dropped_overflow += 1
-            self._backlog_rate -= self._inv_sla[i]
+            self._backlog_rate -= self._cinv[j]
             return
-        self.queues[p][m].append(i)
-        self.queued_items[p] += size
+        self.queues[p][m].append((self._ct[j], self._cdead[j], self._cinv[j], size))
+        self.queued_items[p] = queued
         self.queued_by_model[p][m] += size
         self.queued_work_s[p] += size * self._item_cost[p][m]
         if not self.busy[p]:
@@ -167,12 +187,11 @@ class GpuServingSim:
 
     def reject(self) -> None:
         """Drop the pending request by decision."""
-        i = self.pending
-        if i is None:
+        if self.pending is None:
             raise RuntimeError("no pending request; call advance() first")
         self.pending = None
         self.counters.dropped_rejected += 1
-        self._backlog_rate -= self._inv_sla[i]
+        self._backlog_rate -= self._cinv[self._pj]
 
     def advance(self) -> None:
         """Run events up to the next arrival and make it :attr:`pending`.
@@ -183,19 +202,31 @@ class GpuServingSim:
         if self.pending is not None:
             raise RuntimeError("the pending request has not been decided")
         events = self.events
-        if self._next < self._n:
-            t_arr = self._t[self._next]
-            while events.peek() <= t_arr:
-                self._handle(events.pop())
+        pop_until = events.pop_until
+        nxt = self._next
+        if nxt < self._n:
+            j = nxt - self._base
+            if j >= self._clen:
+                self._load_chunk(nxt)
+                j = 0
+            t_arr = self._ct[j]
+            ev = pop_until(t_arr)
+            while ev is not None:
+                self._handle(ev)
+                ev = pop_until(t_arr)
             events.now = t_arr
-            self._accrue(t_arr)
-            self._backlog_rate += self._inv_sla[self._next]
-            self.pending = self._next
-            self._next += 1
+            self.backlog += self._backlog_rate * (t_arr - self._backlog_t)
+            self._backlog_t = t_arr
+            self._backlog_rate += self._cinv[j]
+            self.pending = nxt
+            self._pj = j
+            self._next = nxt + 1
             self.counters.arrived += 1
         else:
-            while events.peek() < float("inf"):
-                self._handle(events.pop())
+            ev = pop_until(_INF)
+            while ev is not None:
+                self._handle(ev)
+                ev = pop_until(_INF)
 
     @property
     def done(self) -> bool:
@@ -203,12 +234,24 @@ class GpuServingSim:
         return self.pending is None and self._next >= self._n and len(self.events) == 0
 
     # ------------------------------------------------------------------ internals
-    def _accrue(self, t: float) -> None:
-        self.backlog += self._backlog_rate * (t - self._backlog_t)
-        self._backlog_t = t
+    def _load_chunk(self, start: int) -> None:
+        """Convert requests ``start..start+chunk`` of the trace to Python lists."""
+        a = self._arrivals
+        end = min(start + self._chunk, self._n)
+        t = a.time_s[start:end]
+        sla_ms = a.sla_ms[start:end]
+        self._ct = t.tolist()
+        self._cm = a.model[start:end].tolist()
+        self._csize = a.size[start:end].tolist()
+        self._cdead = (t + sla_ms * 1e-3).tolist()
+        self._cinv = (1e3 / sla_ms).tolist()
+        self._base = start
+        self._clen = end - start
 
     def _handle(self, ev: Event) -> None:
-        self._accrue(ev.time)
+        t = ev.time
+        self.backlog += self._backlog_rate * (t - self._backlog_t)
+        self._backlog_t = t
         if ev.kind == BATCH_DONE:
             self._finish_batch(ev.target)
         else:  # BATCH_TIMEOUT
@@ -220,76 +263,87 @@ class GpuServingSim:
         if self.busy[p] or self.queued_items[p] == 0:
             return
         queues = self.queues[p]
-        t = self._t
         # The model of the oldest queued request goes next.
         m = -1
-        oldest = float("inf")
+        oldest = _INF
         for k, q in enumerate(queues):
-            if q and t[q[0]] < oldest:
-                oldest = t[q[0]]
-                m = k
+            if q:
+                t0 = q[0][0]
+                if t0 < oldest:
+                    oldest = t0
+                    m = k
         q = queues[m]
         now = self.events.now
-        B = self.batcher.max_batch
-        if not force:
-            items = 0
-            for i in q:
-                items += self._size[i]
-                if items >= B:
-                    break
-            due = oldest + self.batcher.max_queue_delay_s
-            if items < B and now < due:
+        B = self._max_batch
+        if not force and self.queued_by_model[p][m] < B:
+            due = oldest + self._delay_s
+            if now < due:
                 if self._timeout[p] is None:
                     self._timeout[p] = self.events.schedule(due, BATCH_TIMEOUT, p)
                 return
-        if self._timeout[p] is not None:
-            EventQueue.cancel(self._timeout[p])  # type: ignore[arg-type]
+        pending_timeout = self._timeout[p]
+        if pending_timeout is not None:
+            pending_timeout.cancelled = True
             self._timeout[p] = None
-        batch: list[int] = []
+        batch: list[tuple[float, float, float, int]] = []
         items = 0
-        cost = self._item_cost[p][m]
+        removed = 0
+        expired = 0
         solo_finish = now + self._solo[p][m]
-        size, deadline = self._size, self._deadline
-        drop = self.batcher.drop_expired
-        while q and (not batch or items + size[q[0]] <= B):
-            i = q.popleft()
-            s = size[i]
-            self.queued_items[p] -= s
-            self.queued_by_model[p][m] -= s
-            self.queued_work_s[p] -= s * cost
-            if drop and deadline[i] < solo_finish:
-                self.counters.dropped_expired += 1
-                self._backlog_rate -= self._inv_sla[i]
+        drop = self._drop_expired
+        rate = self._backlog_rate
+        popleft, append = q.popleft, batch.append
+        while q:
+            req = q[0]
+            s = req[3]
+            if batch and items + s > B:
+                break
+            popleft()
+            removed += s
+            if drop and req[1] < solo_finish:
+                expired += 1
+                rate -= req[2]
                 continue
-            batch.append(i)
+            append(req)
             items += s
+        self._backlog_rate = rate
+        left = self.queued_items[p] - removed
+        self.queued_items[p] = left
+        self.queued_by_model[p][m] -= removed
+        self.queued_work_s[p] = self.queued_work_s[p] - removed * self._item_cost[p][m] \
+            if left else 0.0
+        if expired:
+            self.counters.dropped_expired += expired
         if not batch:  # everything was expired; look at the other models
             self._try_dispatch(p, force)
             return
         lat_table = self.latency[p][m]
         dur = lat_table[min(items, len(lat_table)) - 1]
+        end = now + dur
         self.busy[p] = True
-        self.busy_until[p] = now + dur
+        self.busy_until[p] = end
         self.running_model[p] = m
         self._running[p] = batch
-        self.counters.busy_s[p] += dur
-        if self.power_w is not None:
-            idle, busy = self.power_w[p]
-            self.counters.energy_j += (busy - idle) * dur
-        self.events.schedule(now + dur, BATCH_DONE, p)
+        c = self.counters
+        c.busy_s[p] += dur
+        if self._energy_w is not None:
+            c.energy_j += self._energy_w[p] * dur
+        self.events.schedule(end, BATCH_DONE, p)
 
     def _finish_batch(self, p: int) -> None:
         now = self.events.now
         c = self.counters
-        t, deadline = self._t, self._deadline
-        lat = c.latency
-        inv_sla = self._inv_sla
-        for i in self._running[p]:
-            self._backlog_rate -= inv_sla[i]
-            c.completed += 1
-            if now <= deadline[i] + 1e-12:
-                c.good += 1
-            lat.add(now - t[i])
+        batch = self._running[p]
+        rate = self._backlog_rate
+        good = 0
+        for req in batch:
+            rate -= req[2]
+            if now <= req[1] + 1e-12:
+                good += 1
+        self._backlog_rate = rate
+        c.completed += len(batch)
+        c.good += good
+        c.latency.add_since(now, [req[0] for req in batch])
         self._running[p] = []
         self.busy[p] = False
         self.running_model[p] = -1

@@ -2,7 +2,10 @@
 
 Percentiles come from a histogram with bins 1% wide (relative) from 10 us to 1000 s, so a
 percentile is exact to within 1% and memory does not grow with the episode. The p50/p99 bins are
-tracked incrementally (amortised O(1) per sample), so ``p99`` can be read every step.
+tracked lazily: recording a latency costs two integer comparisons per tracked quantile, and
+reading a quantile walks from its last bin to the new one (amortised O(1) when it is read every
+step, O(bins) at worst when it is read once at the end). Either way the value is the upper edge
+of the bin holding the ``ceil(q * n)``-th smallest sample, the same as :meth:`quantile_s`.
 """
 
 from __future__ import annotations
@@ -18,51 +21,71 @@ _NBINS = math.ceil(math.log(_HI_S / _LO_S) / math.log(_GROWTH)) + 2
 _INV_LOG_G = 1.0 / math.log(_GROWTH)
 #: Upper edge of every histogram bin, in seconds (bin 0 holds everything below _LO_S).
 BIN_EDGES_S = _LO_S * _GROWTH ** np.arange(_NBINS)
+_EDGES = BIN_EDGES_S.tolist()
 
 
 class StreamingQuantile:
-    """One quantile of a log-binned histogram, maintained as samples arrive."""
+    """One quantile of a :class:`LatencyHistogram`, caught up when it is read.
 
-    __slots__ = ("_below", "_bin", "_counts", "n", "q")
+    The histogram keeps, per tracked quantile, a bin and the number of samples below it
+    (``below``); recording a sample only bumps ``below`` when the sample lands below that bin.
+    Reading walks the bin until ``below < ceil(q * n) <= below + counts[bin]``.
+    """
 
-    def __init__(self, counts: list[int], q: float) -> None:
-        self._counts = counts  # shared with the owning histogram
+    __slots__ = ("_hist", "_slot", "q")
+
+    def __init__(self, hist: LatencyHistogram, slot: int, q: float) -> None:
+        self._hist = hist
+        self._slot = slot
         self.q = q
-        self.n = 0
-        self._bin = 0  # invariant: below < rank <= below + counts[bin]  (when n > 0)
-        self._below = 0
 
-    def add(self, k: int) -> None:
-        """Account for one sample that the histogram just put into bin ``k``."""
-        self.n += 1
-        if k < self._bin:
-            self._below += 1
-        rank = math.ceil(self.q * self.n)
-        counts = self._counts
-        while rank > self._below + counts[self._bin]:
-            self._below += counts[self._bin]
-            self._bin += 1
-        while rank <= self._below:
-            self._bin -= 1
-            self._below -= counts[self._bin]
+    @property
+    def n(self) -> int:
+        """Samples seen."""
+        return self._hist.n
+
+    @property
+    def bin(self) -> int:
+        """Index of the bin that holds the quantile (after catching up)."""
+        h = self._hist
+        s = self._slot
+        if h.n == 0:
+            return 0
+        rank = math.ceil(self.q * h.n)
+        counts, b, below = h.counts, h.bins[s], h.below[s]
+        while rank > below + counts[b]:
+            below += counts[b]
+            b += 1
+        while rank <= below:
+            b -= 1
+            below -= counts[b]
+        h.bins[s] = b
+        h.below[s] = below
+        return b
 
     @property
     def value_s(self) -> float:
         """Upper edge of the quantile's bin in seconds (0 before any sample)."""
-        return float(BIN_EDGES_S[self._bin]) if self.n else 0.0
+        return _EDGES[self.bin] if self._hist.n else 0.0
 
 
 class LatencyHistogram:
-    """Latency distribution of completed requests with running p50 and p99."""
+    """Latency distribution of completed requests with running p50 and p99.
 
-    __slots__ = ("counts", "n", "p50", "p99", "total_s")
+    Memory is fixed (``len(counts)`` bins, independent of the number of samples).
+    """
+
+    __slots__ = ("below", "bins", "counts", "n", "p50", "p99", "total_s")
 
     def __init__(self) -> None:
         self.counts = [0] * _NBINS
         self.n = 0
         self.total_s = 0.0
-        self.p50 = StreamingQuantile(self.counts, 0.50)
-        self.p99 = StreamingQuantile(self.counts, 0.99)
+        #: Per tracked quantile (p50, p99): its last bin, and the samples below that bin.
+        self.bins = [0, 0]
+        self.below = [0, 0]
+        self.p50 = StreamingQuantile(self, 0, 0.50)
+        self.p99 = StreamingQuantile(self, 1, 0.99)
 
     def add(self, latency_s: float) -> None:
         """Record one latency."""
@@ -72,8 +95,39 @@ class LatencyHistogram:
         self.counts[k] += 1
         self.n += 1
         self.total_s += latency_s
-        self.p50.add(k)
-        self.p99.add(k)
+        bins = self.bins
+        if k < bins[0]:
+            self.below[0] += 1
+        if k < bins[1]:
+            self.below[1] += 1
+
+    def add_since(self, now: float, starts: list[float]) -> None:
+        """Record ``now - s`` for every ``s`` in ``starts`` (a batch that finished at ``now``).
+
+        Same result as calling :meth:`add` for each, in order.
+        """
+        counts = self.counts
+        log = math.log
+        b0, b1 = self.bins
+        n0 = n1 = 0
+        total = self.total_s
+        last = _NBINS - 1
+        for s in starts:
+            lat = now - s
+            total += lat
+            k = (int(log(lat / _LO_S) * _INV_LOG_G) + 1) if lat > _LO_S else 0
+            if k > last:
+                k = last
+            counts[k] += 1
+            if k < b0:
+                n0 += 1
+            if k < b1:
+                n1 += 1
+        self.total_s = total
+        self.n += len(starts)
+        below = self.below
+        below[0] += n0
+        below[1] += n1
 
     def quantile_s(self, q: float) -> float:
         """Any quantile (computed from the histogram; O(bins))."""
@@ -140,26 +194,35 @@ class Counters:
 
         ``sla_attainment`` is the fraction of *finished* requests (completed or dropped) that
         completed within their SLA; ``goodput`` is such requests per simulated second.
+        Built from plain attributes in one dict display (it runs every env step).
         """
-        finished = self.completed + self.dropped
-        busy = sum(self.busy_s) / (len(self.busy_s) * elapsed_s) if elapsed_s > 0 else 0.0
+        completed, good = self.completed, self.good
+        dropped = self.dropped_rejected + self.dropped_overflow + self.dropped_expired
+        finished = completed + dropped
+        lat = self.latency
+        n = lat.n
+        busy = self.busy_s
+        if elapsed_s > 0:
+            goodput = good / elapsed_s
+            util = sum(busy) / (len(busy) * elapsed_s)
+        else:
+            goodput = util = 0.0
         return {
-            "sla_attainment": self.good / finished if finished else 1.0,
-            "goodput": self.good / elapsed_s if elapsed_s > 0 else 0.0,
-            "p50_latency_ms": self.latency.p50.value_s * 1e3,
-            "p99_latency_ms": self.latency.p99.value_s * 1e3,
-            "mean_latency_ms": self.latency.total_s / self.latency.n * 1e3
-            if self.latency.n else 0.0,
+            "sla_attainment": good / finished if finished else 1.0,
+            "goodput": goodput,
+            "p50_latency_ms": _EDGES[lat.p50.bin] * 1e3 if n else 0.0,
+            "p99_latency_ms": _EDGES[lat.p99.bin] * 1e3 if n else 0.0,
+            "mean_latency_ms": lat.total_s / n * 1e3 if n else 0.0,
             "arrived": self.arrived,
-            "completed": self.completed,
-            "good": self.good,
-            "late": self.late,
-            "dropped": self.dropped,
+            "completed": completed,
+            "good": good,
+            "late": completed - good,
+            "dropped": dropped,
             "dropped_rejected": self.dropped_rejected,
             "dropped_overflow": self.dropped_overflow,
             "dropped_expired": self.dropped_expired,
-            "in_system": self.in_system,
-            "utilization": busy,
-            "energy_per_query_j": self.energy_j / self.completed if self.completed else 0.0,
+            "in_system": self.arrived - completed - dropped,
+            "utilization": util,
+            "energy_per_query_j": self.energy_j / completed if completed else 0.0,
             "sim_time_s": elapsed_s,
         }

@@ -1,0 +1,148 @@
+"""A permutation-equivariant actor-critic for "pick one of N slots" decisions.
+
+Scheduling actions choose among interchangeable slots (partitions, replicas, nodes). A plain MLP
+over the concatenated observation must learn the same scoring rule once per slot position; here
+one small network scores every slot from that slot's features plus the global ones (shared
+weights, as Decima scores graph nodes), a separate head scores *reject*, and the critic sees the
+global features with mean/max-pooled slot embeddings. Works with sb3-contrib's MaskablePPO and
+with :func:`agents.export.export_onnx` (it only uses ``extract_features``, ``mlp_extractor``
+and ``action_net``).
+
+Configure it with the observation keys that are per slot (shape ``(N,)``) and global::
+
+    MaskablePPO(SlotScoringPolicy, env, policy_kwargs={
+        "item_keys": ["queue", "busy", "finish"], "global_keys": ["model", "sla"]})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import torch
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+
+class SlotFeatures(BaseFeaturesExtractor):
+    """Flattens ``[item features (N x F) | global features (G)]`` from a Dict observation."""
+
+    def __init__(self, observation_space: gym.spaces.Dict, item_keys: Sequence[str],
+                 global_keys: Sequence[str]) -> None:
+        missing = [k for k in (*item_keys, *global_keys) if k not in observation_space.spaces]
+        if missing:
+            raise ValueError(f"policy_kwargs: observation has no key(s) {missing}; keys: "
+                             f"{list(observation_space.spaces)}")
+        if not item_keys:
+            raise ValueError("policy_kwargs.item_keys: give at least one per-slot key")
+        shapes = {k: observation_space.spaces[k].shape for k in item_keys}
+        n = {s[0] for s in shapes.values() if s is not None and len(s) == 1}
+        if len(n) != 1 or any(s is None or len(s) != 1 for s in shapes.values()):
+            raise ValueError(f"policy_kwargs.item_keys must all have one shape (N,), got {shapes}")
+        self.n_items = n.pop()
+        self.item_keys = list(item_keys)
+        self.global_keys = list(global_keys)
+        self.n_global = sum(int(torch.Size(observation_space.spaces[k].shape).numel())
+                            for k in global_keys)
+        super().__init__(observation_space, self.n_items * len(item_keys) + self.n_global)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(B, N*F + G)``: slot features slot-major, then globals."""
+        items = torch.stack([observations[k].float() for k in self.item_keys], dim=-1)
+        parts = [items.flatten(1)]
+        if self.global_keys:
+            parts.append(torch.cat([observations[k].float().flatten(1)
+                                    for k in self.global_keys], dim=1))
+        return torch.cat(parts, dim=1)
+
+
+def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+class SlotScorer(nn.Module):
+    """The policy/value trunk: per-slot scores (+ reject) and a pooled value latent."""
+
+    def __init__(self, n_items: int, item_dim: int, global_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.n_items, self.item_dim, self.global_dim = n_items, item_dim, global_dim
+        self.embed = _mlp([item_dim + global_dim, hidden, hidden])
+        self.score = nn.Linear(hidden, 1)
+        self.reject = nn.Sequential(_mlp([global_dim + 2 * hidden, hidden]), nn.Linear(hidden, 1))
+        self.value = _mlp([global_dim + 2 * hidden, hidden, hidden])
+        self.latent_dim_pi = n_items + 1
+        self.latent_dim_vf = hidden
+
+    def _trunk(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = features.shape[0]
+        n, f = self.n_items, self.item_dim
+        items = features[:, : n * f].reshape(b, n, f)
+        glob = features[:, n * f:]
+        h = self.embed(torch.cat([items, glob.unsqueeze(1).expand(b, n, self.global_dim)],
+                                 dim=-1))
+        pooled = torch.cat([glob, h.mean(dim=1), h.amax(dim=1)], dim=1)
+        return h, pooled
+
+    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits: one per slot, then reject."""
+        h, pooled = self._trunk(features)
+        return torch.cat([self.score(h).squeeze(-1), self.reject(pooled)], dim=1)
+
+    def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        """Value latent."""
+        _, pooled = self._trunk(features)
+        return self.value(pooled)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both heads."""
+        return self.forward_actor(features), self.forward_critic(features)
+
+
+class SlotScoringPolicy(MaskableActorCriticPolicy):
+    """MaskablePPO policy with :class:`SlotScorer`; actions are ``N`` slots then reject.
+
+    Args:
+        item_keys: Observation keys of shape ``(N,)``, one value per slot.
+        global_keys: Observation keys describing the request/system as a whole.
+        hidden: Width of the shared slot network.
+    """
+
+    def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Discrete,
+                 lr_schedule: Any, item_keys: Sequence[str] = (),
+                 global_keys: Sequence[str] = (), hidden: int = 64, **kwargs: Any) -> None:
+        self.item_keys = list(item_keys)
+        self.global_keys = list(global_keys)
+        self.hidden = int(hidden)
+        kwargs["features_extractor_class"] = SlotFeatures
+        kwargs["features_extractor_kwargs"] = {"item_keys": self.item_keys,
+                                               "global_keys": self.global_keys}
+        kwargs.pop("net_arch", None)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        fx = self.features_extractor
+        assert isinstance(fx, SlotFeatures)
+        if int(self.action_space.n) != fx.n_items + 1:
+            raise ValueError(f"SlotScoringPolicy: {int(self.action_space.n)} actions, expected "
+                             f"{fx.n_items} slots + reject")
+        self.mlp_extractor = SlotScorer(fx.n_items, len(fx.item_keys), fx.n_global, self.hidden)
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        # The scorer already outputs one logit per action.
+        self.action_net = nn.Identity()
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1),
+                                              **self.optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(item_keys=self.item_keys, global_keys=self.global_keys, hidden=self.hidden)
+        data.pop("features_extractor_class", None)
+        data.pop("features_extractor_kwargs", None)
+        data.pop("net_arch", None)
+        return data

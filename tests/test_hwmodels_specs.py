@@ -1,0 +1,139 @@
+"""Device specs, the roofline latency model and the import discipline of hwmodels."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hwmodels.latency import LatencyModel
+from hwmodels.partitions import full_gpu, mig_layout
+from hwmodels.specs import CALIBRATED_HW_DIR, DEFAULT_HW_DIR, DeviceSpec, load_device
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_NAMES = sorted(p.stem for p in DEFAULT_HW_DIR.glob("*.yaml"))
+CALIBRATED = sorted(p.stem for p in CALIBRATED_HW_DIR.glob("*-calibrated.yaml"))
+PUBLISHED_FIELDS = ("sm_count", "clock_ghz", "peak_tflops", "mem_bw_gbs", "mem_gb", "l2_mb",
+                    "tdp_w", "idle_w", "pcie_gbs", "nvlink_gbs", "mig")
+REQUIRED = {"v100", "a100-40gb", "a100-80gb", "a100-pcie-80gb", "a10", "t4", "l4", "h100-sxm",
+            "h100-pcie", "h200", "a30", "cpu"}
+
+
+def test_required_devices_exist() -> None:
+    assert REQUIRED <= set(CONF_NAMES)
+
+
+@pytest.mark.parametrize("name", CONF_NAMES + CALIBRATED)
+def test_every_spec_loads_and_cites_every_published_number(name: str) -> None:
+    spec = load_device(name)
+    missing = [f for f in PUBLISHED_FIELDS if f not in spec.sources]
+    assert not missing, f"{name}: no source for {missing}"
+    assert spec.peak("fp32") > 0 and spec.mem_bw_gbs > 0
+    if spec.kind == "gpu":
+        assert spec.peak("fp16") > spec.peak("fp32")  # tensor cores
+        assert spec.tdp_w > spec.idle_w > 0
+
+
+@pytest.mark.parametrize("name", CALIBRATED)
+def test_calibrated_specs_name_their_fit(name: str) -> None:
+    spec = load_device(name)
+    for f in ("eff_compute_max", "eff_memory", "launch_us", "batch_overhead_us"):
+        if spec.kind == "gpu" or f == "eff_compute_max":
+            assert "experiments.calibrate mode=fit" in spec.sources.get(f, ""), (name, f)
+
+
+def test_conf_specs_carry_the_fitted_parameters() -> None:
+    """conf/hw/<name>.yaml were updated in place from calibration/<name>-calibrated.yaml."""
+    for cal in CALIBRATED:
+        base = cal.removesuffix("-calibrated")
+        a, b = load_device(base), load_device(cal)
+        assert a.eff_compute_max == pytest.approx(b.eff_compute_max), base
+        assert dict(a.stacks) == dict(b.stacks), base
+
+
+def test_published_spec_numbers() -> None:
+    a100 = load_device("a100-80gb")
+    assert a100.peak("fp16") == 312e12 and a100.peak("int8") == 624e12  # T152
+    assert a100.mem_bw_gbs == 2039  # T144
+    assert load_device("h100-sxm").mem_bw_gbs == 3350  # T146
+    assert load_device("h200").mem_bw_gbs == 4800  # T147
+    assert load_device("t4").peak("fp16") == pytest.approx(65e12)  # T154
+    assert load_device("l4").peak("fp16") == 121e12  # T155
+    assert load_device("v100").peak("bf16") == load_device("v100").peak("fp16")  # fallback
+
+
+def test_spec_validation_and_overrides(tmp_path: Path) -> None:
+    base = load_device("a100-80gb").to_mapping()
+    DeviceSpec.from_mapping(base)  # round trip
+    with pytest.raises(ValueError, match="unknown key"):
+        DeviceSpec.from_mapping({**base, "bogus": 1})
+    with pytest.raises(ValueError, match="eff_compute_max"):
+        DeviceSpec.from_mapping({**base, "eff_compute_max": 1.5})
+    with pytest.raises(ValueError, match="kind"):
+        DeviceSpec.from_mapping({**base, "kind": "tpu"})
+    with pytest.raises(ValueError, match=r"stacks\.mlperf\.request_us must be a number"):
+        DeviceSpec.from_mapping({**base, "stacks": {"mlperf": {"request_us": "fast"}}})
+    with pytest.raises(ValueError, match="unknown device"):
+        load_device("no-such-gpu")
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({**base, "eff_compute_max": 0.5}))
+    assert load_device(str(path)).eff_compute_max == 0.5
+    spec = load_device("a100-80gb").replace(eff_precision={"int8": 0.5})
+    assert spec.eff_compute("int8") == pytest.approx(0.5 * spec.eff_compute_max)
+    assert spec.eff_compute("fp16") == spec.eff_compute_max
+
+
+def test_resnet50_batch1_on_a100_is_plausible() -> None:
+    d = load_device("a100-80gb")
+    for prec in ("fp16", "int8"):
+        t = float(LatencyModel(d, prec).latency_s("resnet50", 1, full_gpu(d)))
+        assert 0.3e-3 <= t <= 2e-3, (prec, t)
+
+
+def test_latency_grows_with_batch_and_throughput_saturates() -> None:
+    d = load_device("a100-80gb")
+    m = LatencyModel(d, "fp16")
+    for prof in ("resnet50", "bert-base", "mobilenet_v2", "dlrm-rm2", "gpt2-decode"):
+        t = m.table_s(prof, full_gpu(d), 64)
+        assert np.all(np.diff(t) > 0), prof
+        tput = np.arange(1, 65) / t
+        assert np.all(np.diff(tput) > -1e-9), prof
+
+
+def test_breakdown_adds_up() -> None:
+    d = load_device("t4")
+    br = LatencyModel(d, "int8").breakdown("resnet50", [1, 8, 64], full_gpu(d))
+    np.testing.assert_allclose(br.total_s, br.compute_s + br.memory_s + br.overhead_s)
+    assert np.all(br.flops > 0) and np.all(np.diff(br.bytes) > 0)
+
+
+@pytest.mark.parametrize("model", ["resnet50", "bert-base"])
+def test_mig_slice_ratios(model: str) -> None:
+    """T049: one 1g slice ~13% of the GPU; T055/T056: 7 slices together ~90%."""
+    from hwmodels.interference import InterferenceModel
+
+    d = load_device("a100-80gb")
+    lm = LatencyModel(d, "int8")
+    full, _ = lm.best_throughput(model, full_gpu(d), 1024)
+    one, _ = lm.best_throughput(model, mig_layout(d, ["1g.10gb"])[0], 1024)
+    assert 0.12 <= one / full <= 0.145
+    slices = mig_layout(d, ["1g.10gb"] * 7)
+    slow = InterferenceModel(d, "int8").slowdowns(slices, [(model, 64)] * 7)
+    assert 0.86 <= 7 * one / slow[0] / full <= 0.93
+
+
+def test_hwmodels_imports_no_torch_or_gymnasium() -> None:
+    code = (
+        "import sys, hwmodels, hwmodels.specs, hwmodels.latency, hwmodels.partitions, "
+        "hwmodels.workloads, hwmodels.interference, hwmodels.reconfig, hwmodels.power, "
+        "hwmodels.links, hwmodels.storage, hwmodels.calibration\n"
+        "bad = [m for m in ('torch', 'gymnasium', 'hydra', 'scipy') if m in sys.modules]\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True, timeout=60)
+    assert out.stdout.strip() == ""
