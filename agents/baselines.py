@@ -109,21 +109,38 @@ class ShortestExpectedFinishPolicy(HeuristicPolicy):
         return int(valid[best])
 
 
-#: Baselines by name, as configs and the evaluate app refer to them.
+#: Baselines of PartitionPlacement by name, as configs and the evaluate app refer to them.
 BASELINES: dict[str, Callable[[], HeuristicPolicy]] = {
     cls.name: cls
     for cls in (RandomPolicy, RoundRobinPolicy, LeastLoadedPolicy, ShortestExpectedFinishPolicy)
 }
 
+#: Baseline registries per environment family (the env id without namespace and version, up
+#: to the first '-': ``ldsgym/PartitionPlacement-H100-v0`` -> ``PartitionPlacement``).
+BASELINES_BY_ENV: dict[str, dict[str, Callable[[], HeuristicPolicy]]] = {
+    "PartitionPlacement": BASELINES,
+}
 
-def make_baseline(name: str) -> HeuristicPolicy:
-    """A baseline by name.
+
+def env_family(env_id: str) -> str:
+    """``ldsgym/PartitionPlacement-H100-v0`` -> ``PartitionPlacement``."""
+    return env_id.split("/")[-1].split("-")[0]
+
+
+def baselines_for(env_id: str) -> dict[str, Callable[[], HeuristicPolicy]]:
+    """The baseline registry of an environment id (empty if it has none)."""
+    return BASELINES_BY_ENV.get(env_family(env_id), {})
+
+
+def make_baseline(name: str, env_id: str = "ldsgym/PartitionPlacement-v0") -> HeuristicPolicy:
+    """A baseline by name for the environment ``env_id``.
 
     Raises:
         ValueError: unknown name, listing the known ones.
     """
+    registry = baselines_for(env_id)
     try:
-        return BASELINES[name]()
+        return registry[name]()
     except KeyError:
-        raise ValueError(f"policy '{name}': unknown baseline; known: {', '.join(BASELINES)}"
-                         ) from None
+        raise ValueError(f"policy '{name}': unknown baseline for {env_id}; known: "
+                         f"{', '.join(registry) or 'none'}") from None

@@ -18,7 +18,12 @@ from experiments.common import check_env_builds, env_spec, hydra_app, run_dir
 @hydra_app("evaluate")
 def main(cfg: DictConfig) -> None:
     """Evaluate and report."""
-    from experiments.pipeline import describe, evaluate_and_report, make_policies
+    from experiments.pipeline import (
+        baseline_names,
+        describe,
+        evaluate_and_report,
+        make_policies,
+    )
     from experiments.saved import current_overrides, load_model, saved_run_config
 
     model = None
@@ -26,10 +31,10 @@ def main(cfg: DictConfig) -> None:
     if cfg.run_dir is not None:
         env_cfg = saved_run_config(cfg.run_dir, current_overrides())
         model = load_model(env_cfg, cfg.run_dir)
-    names = list(cfg.policies) if cfg.policies is not None else (
-        (["learned"] if model is not None else []) + list(cfg.eval.baselines))
-    policies = make_policies(names, model)
     spec = env_spec(env_cfg)
+    names = list(cfg.policies) if cfg.policies is not None else (
+        (["learned"] if model is not None else []) + baseline_names(env_cfg, spec.env_id))
+    policies = make_policies(names, model, spec.env_id)
     check_env_builds(spec)
     header = describe(env_cfg, spec)
     if cfg.run_dir is not None:

@@ -22,7 +22,16 @@ from experiments.report import print_table, write_report
 PARITY_SEED = 20_000
 
 
-def make_policies(names: Sequence[str], model: Any | None) -> dict[str, Policy]:
+def baseline_names(cfg: DictConfig, env_id: str) -> list[str]:
+    """``eval.baselines``, or every baseline registered for the environment when null."""
+    from agents.baselines import baselines_for
+
+    if cfg.eval.baselines is None:
+        return list(baselines_for(env_id))
+    return [str(n) for n in cfg.eval.baselines]
+
+
+def make_policies(names: Sequence[str], model: Any | None, env_id: str) -> dict[str, Policy]:
     """Policies by name: ``learned`` (needs ``model``) and baselines.
 
     Raises:
@@ -36,7 +45,7 @@ def make_policies(names: Sequence[str], model: Any | None) -> dict[str, Policy]:
             out[name] = SB3Policy(model)
         else:
             try:
-                out[name] = make_baseline(name)
+                out[name] = make_baseline(name, env_id)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
     return out

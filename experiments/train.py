@@ -20,6 +20,7 @@ from experiments.common import check_env_builds, env_spec, hydra_app, run_dir
 @hydra_app("train")
 def main(cfg: DictConfig) -> None:
     """Train, export, evaluate, report."""
+    import torch
     from hydra.utils import instantiate
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
@@ -27,6 +28,7 @@ def main(cfg: DictConfig) -> None:
     from agents.callbacks import SchedMetricsCallback
     from experiments.common import UserError
     from experiments.pipeline import (
+        baseline_names,
         describe,
         evaluate_and_report,
         export_and_check,
@@ -34,16 +36,15 @@ def main(cfg: DictConfig) -> None:
         write_meta,
     )
 
-    import torch
-
     torch.set_num_threads(int(cfg.torch_threads))  # tiny MLPs: more threads only contend
     out = run_dir()
     spec = env_spec(cfg)
     check_env_builds(spec)
     if int(cfg.total_timesteps) < 1:
         raise UserError(f"total_timesteps: must be >= 1, got {cfg.total_timesteps}")
-    policies_names = ["learned", *cfg.eval.baselines]
-    make_policies([n for n in policies_names if n != "learned"], None)  # validate names early
+    policies_names = ["learned", *baseline_names(cfg, spec.env_id)]
+    # Validate the baseline names before training.
+    make_policies([n for n in policies_names if n != "learned"], None, spec.env_id)
 
     vec_env = make_vec_env(spec.make, n_envs=int(cfg.n_envs), seed=int(cfg.seed))
     try:
@@ -65,7 +66,7 @@ def main(cfg: DictConfig) -> None:
     extra = (f"Training: {int(cfg.total_timesteps)} steps in {train_s:.0f} s. "
              f"ONNX parity: {export['parity_agreement']:.2%} of {export['parity_samples']} "
              "observations.")
-    evaluate_and_report(cfg, spec, make_policies(policies_names, model), out,
+    evaluate_and_report(cfg, spec, make_policies(policies_names, model, spec.env_id), out,
                         describe(cfg, spec), extra)
     write_meta(out, cfg, {"train_seconds": train_s, "eval_seconds": time.perf_counter() - t1,
                           "total_timesteps": int(cfg.total_timesteps), **export})

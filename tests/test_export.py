@@ -14,7 +14,6 @@ from agents.policy import SB3Policy
 from experiments.common import EnvSpec
 from experiments.pipeline import collect_observations
 
-
 SLOTS = {"item_keys": ["queue", "queue_same", "busy", "finish", "size"],
          "global_keys": ["model", "sla", "rates"], "hidden": 32}
 

@@ -1,0 +1,213 @@
+"""Fast evaluation of heuristic baselines: whole episodes without the Gymnasium step overhead.
+
+A heuristic reads a few observation entries and the action mask; building the full ``Dict``
+observation (numpy arrays), the ``info`` dict and the mask array at every step costs far more
+than the decision itself. Environments that offer a *rollout* (``env.unwrapped.rollout``, see
+:meth:`envs.partition.PartitionPlacementEnv.rollout`) run the episode themselves and call a
+plain function at every decision::
+
+    a = decide(k, x)      # k: index into env.action_mask_table(); x: the requested features
+
+where ``x`` holds only the observation entries the heuristic declares (``features``), as Python
+floats equal to the float32 values of the observation. A :class:`Kernel` is such a function for
+one baseline, written to make exactly the choice its ``act(obs, mask)`` makes (ties, float32
+rounding and clipping included); the result is the same episode, so the same metrics, as
+stepping the env (``tests/test_fast_eval.py`` checks equality on several seeds, loads and
+baselines). Policies without a kernel (learned ones, unknown heuristics) and envs without a
+rollout use the ordinary loop; :func:`agents.evaluation.run_episode` picks the path.
+
+Adding a kernel for a new heuristic: write ``def kernel(policy, masks, sizes) -> Kernel`` that
+reproduces ``act`` and register it in :data:`KERNELS` under the policy's class (exact class, so
+a subclass that overrides ``act`` never inherits a kernel that would disagree with it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents.baselines import (
+    LeastLoadedPolicy,
+    RandomPolicy,
+    RoundRobinPolicy,
+    ShortestExpectedFinishPolicy,
+)
+from agents.policy import HeuristicPolicy
+
+#: ``decide(k, x) -> action``: ``k`` indexes the env's action-mask table, ``x`` the features.
+Decide = Callable[[int, tuple[float, ...]], int]
+
+#: Wrappers that only check or order calls, so bypassing them changes no result.
+_PASSIVE_WRAPPERS = ("PassiveEnvChecker", "OrderEnforcing")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One baseline's decision as a plain function over the features it declares.
+
+    Attributes:
+        features: Observation keys ``decide`` reads, in the order they are concatenated in
+            ``x``.
+        decide: The decision, see :data:`Decide`.
+    """
+
+    features: tuple[str, ...]
+    decide: Decide
+
+
+#: ``make(policy, masks, sizes) -> Kernel``: ``masks`` the env's action-mask table, ``sizes``
+#: the length of every observation entry.
+KernelFactory = Callable[[Any, Sequence[np.ndarray], Mapping[str, int]], Kernel]
+
+
+def _valid(mask: np.ndarray) -> tuple[int, ...]:
+    """Indices of valid non-reject actions (as ``agents.baselines._valid``)."""
+    return tuple(int(i) for i in np.flatnonzero(mask[:-1]))
+
+
+def _random(policy: RandomPolicy, masks: Sequence[np.ndarray],
+            sizes: Mapping[str, int]) -> Kernel:
+    """:class:`RandomPolicy`: the same generator call on the same array of valid actions."""
+    valid = [np.flatnonzero(mask[:-1]) for mask in masks]
+    reject = [len(mask) - 1 for mask in masks]
+
+    def decide(k: int, x: tuple[float, ...]) -> int:
+        v = valid[k]
+        return int(policy._rng.choice(v)) if len(v) else reject[k]
+
+    return Kernel((), decide)
+
+
+def _round_robin(policy: RoundRobinPolicy, masks: Sequence[np.ndarray],
+                 sizes: Mapping[str, int]) -> Kernel:
+    """:class:`RoundRobinPolicy`: its own cursor, advanced exactly as ``act`` does."""
+    mask_lists = [mask.tolist() for mask in masks]
+
+    def decide(k: int, x: tuple[float, ...]) -> int:
+        mask = mask_lists[k]
+        n = len(mask) - 1
+        start = policy._next
+        for j in range(n):
+            p = (start + j) % n
+            if mask[p]:
+                policy._next = (p + 1) % n
+                return p
+        return n
+
+    return Kernel((), decide)
+
+
+_MILLI_F32 = float(np.float32(1e-3))
+
+
+def _least_loaded(policy: LeastLoadedPolicy, masks: Sequence[np.ndarray],
+                  sizes: Mapping[str, int]) -> Kernel:
+    """:class:`LeastLoadedPolicy`: ``lexsort((-size, queue + busy * 1e-3))`` in float32.
+
+    ``act`` computes the key in float32 (``busy * 1e-3`` rounded, then the sum rounded). Here
+    both operations are done in float64 and rounded to float32, which gives the same float32
+    results (a float64 product of two float32 is exact, and rounding a float64 sum to float32
+    is the correctly rounded float32 sum: 53 >= 2 * 24 + 2). Ties go to the larger partition,
+    then to the lower index, as a stable ``lexsort`` does.
+    """
+    import struct
+
+    P = sizes["queue"]
+    valid = [_valid(mask) for mask in masks]
+    reject = [len(mask) - 1 for mask in masks]
+    codec = struct.Struct(f"<{P}f")
+    pack, unpack = codec.pack, codec.unpack
+
+    def decide(k: int, x: tuple[float, ...]) -> int:
+        v = valid[k]
+        if not v:
+            return reject[k]
+        queue = x[:P]
+        busy = unpack(pack(*[b * _MILLI_F32 for b in x[P:2 * P]]))
+        key = unpack(pack(*[q + b for q, b in zip(queue, busy, strict=True)]))
+        size = x[2 * P:]
+        best = v[0]
+        bk, bs = key[best], size[best]
+        for p in v[1:]:
+            kp = key[p]
+            if kp < bk or (kp == bk and size[p] > bs):
+                best, bk, bs = p, kp, size[p]
+        return best
+
+    return Kernel(("queue", "busy", "size"), decide)
+
+
+def _shortest_finish(policy: ShortestExpectedFinishPolicy, masks: Sequence[np.ndarray],
+                     sizes: Mapping[str, int]) -> Kernel:
+    """:class:`ShortestExpectedFinishPolicy`: first argmin of ``finish`` over valid actions."""
+    valid = [_valid(mask) for mask in masks]
+    reject = [len(mask) - 1 for mask in masks]
+    can_reject = [bool(mask[-1]) for mask in masks]
+    hopeless = policy.reject_hopeless
+
+    def decide(k: int, x: tuple[float, ...]) -> int:
+        v = valid[k]
+        if not v:
+            return reject[k]
+        best = v[0]
+        bf = x[best]
+        for p in v[1:]:
+            if x[p] < bf:
+                best, bf = p, x[p]
+        if hopeless and bf > 1.0 and can_reject[k]:
+            return reject[k]
+        return best
+
+    return Kernel(("finish",), decide)
+
+
+#: Kernels by the exact class of the baseline they reproduce.
+KERNELS: dict[type[HeuristicPolicy], KernelFactory] = {
+    RandomPolicy: _random,
+    RoundRobinPolicy: _round_robin,
+    LeastLoadedPolicy: _least_loaded,
+    ShortestExpectedFinishPolicy: _shortest_finish,
+}
+
+
+def rollout_env(env: gym.Env[Any, Any]) -> Any | None:
+    """The unwrapped env if it offers a rollout and no wrapper in between alters anything."""
+    inner: Any = env
+    while isinstance(inner, gym.Wrapper):
+        if type(inner).__name__ not in _PASSIVE_WRAPPERS:
+            return None
+        inner = inner.env
+    needed = ("rollout", "action_mask_table")
+    return inner if all(callable(getattr(inner, n, None)) for n in needed) else None
+
+
+def supports(env: gym.Env[Any, Any], policy: Any) -> bool:
+    """Whether :func:`run_fast` can evaluate ``policy`` on ``env``."""
+    return type(policy) in KERNELS and rollout_env(env) is not None
+
+
+def run_fast(env: gym.Env[Any, Any], policy: Any, seed: int) -> dict[str, Any]:
+    """One episode of a heuristic with a kernel: the final ``info`` + return and steps.
+
+    The same as :func:`agents.evaluation.run_episode` with the ordinary loop (minus
+    ``wall_s`` and ``seed``, which the caller adds).
+
+    Raises:
+        ValueError: no kernel for the policy, or no rollout in the env.
+    """
+    inner = rollout_env(env)
+    make = KERNELS.get(type(policy))
+    if inner is None or make is None:
+        raise ValueError(f"no fast path for {policy!r} on {env}")
+    reset = getattr(policy, "reset", None)
+    if reset is not None:
+        reset(seed)
+    space = inner.observation_space
+    sizes = {key: int(np.prod(box.shape)) for key, box in space.spaces.items()}
+    kernel = make(policy, inner.action_mask_table(), sizes)
+    result: dict[str, Any] = inner.rollout(kernel.decide, kernel.features, seed=seed)
+    return result
