@@ -487,8 +487,11 @@ def run_profile_check(cfg: DictConfig, out: Path, fit: bool) -> None:
         raise UserError(f"profile: {exc}") from None
     precision = "fp32" if device.kind == "cpu" else "fp16"
     held = {str(m) for m in cfg.fit.profile_holdout_models}
+    every = int(cfg.fit.profile_holdout_every)
+    if every < 0:
+        raise UserError(f"fit.profile_holdout_every: must be >= 0, got {every}")
     train = np.array([_base(r.model) not in held and _base(r.corunner_model) not in held
-                      for r in rows])
+                      and not (every and (i + 1) % every == 0) for i, r in enumerate(rows)])
     if fit:
         if not train.any():
             raise UserError("fit.profile_holdout_models: holds out every profile row")
@@ -496,8 +499,10 @@ def run_profile_check(cfg: DictConfig, out: Path, fit: bool) -> None:
                                  prior_weight=float(cfg.fit.prior_weight))
         device, pred = result.device, result.predicted_ms
         src = dict(device.sources)
+        what = ", ".join([*(f"every {every}th row" for _ in [0] if every),
+                          *(f"{m} rows" for m in sorted(held))]) or "none"
         text = (f"fitted by experiments.calibrate mode=fit on {path.name} "
-                f"({int(train.sum())} of {len(rows)} rows; held out: {', '.join(sorted(held))})")
+                f"({int(train.sum())} of {len(rows)} rows; held out: {what})")
         for k in result.params:
             src[k.split(".")[0]] = text
         device = device.replace(sources=src)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from collections.abc import Sequence
@@ -89,15 +90,25 @@ def evaluate_and_report(
     out: Path,
     header: str,
     extra: str = "",
-) -> dict[str, PolicyResult]:
-    """Score ``policies`` on the held-out seeds; write results.csv, report.md, plots; print."""
+) -> dict[float, dict[str, PolicyResult]]:
+    """Score ``policies`` on the held-out seeds (at every ``eval.loads``); write results.csv,
+    report.md and plots; print the tables. Returns the results per load."""
     seeds = [int(s) for s in cfg.eval.seeds]
     if not seeds:
         raise UserError("eval.seeds: give at least one seed")
-    results = evaluate(spec.make, policies, seeds, progress=bool(cfg.progress))
-    write_report(out, results, header, extra)
-    print_table(summary_rows(results), f"{spec.env_id} — {len(seeds)} held-out episodes")
-    return results
+    loads = cfg.eval.get("loads")
+    if loads is None:
+        loads = [float(spec.kwargs.get("load", 1.0))]
+    elif any(float(x) <= 0 for x in loads):
+        raise UserError(f"eval.loads: every load must be > 0, got {list(loads)}")
+    sweep = {}
+    for load in [float(x) for x in loads]:
+        make = functools.partial(spec.make, load=load)
+        sweep[load] = evaluate(make, policies, seeds, progress=bool(cfg.progress))
+        print_table(summary_rows(sweep[load]),
+                    f"{spec.env_id} at {load:.0%} load — {len(seeds)} held-out episodes")
+    write_report(out, sweep, header, extra)
+    return sweep
 
 
 def describe(cfg: DictConfig, spec: EnvSpec) -> str:

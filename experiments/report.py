@@ -26,9 +26,10 @@ _LABELS = {
 }
 
 
-def results_csv(results: Mapping[str, PolicyResult]) -> str:
-    """Every episode of every policy, one row each."""
-    rows = [{"policy": name, **ep} for name, res in results.items() for ep in res.episodes]
+def results_csv(sweep: Sequence[tuple[float, Mapping[str, PolicyResult]]]) -> str:
+    """Every episode of every policy at every load, one row each."""
+    rows = [{"load": load, "policy": name, **ep} for load, results in sweep
+            for name, res in results.items() for ep in res.episodes]
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
@@ -117,22 +118,68 @@ def comparison(rows: Sequence[Mapping[str, Any]], learned: str = "learned") -> s
             f"{base['sla_attainment']:.3f}.")
 
 
-def write_report(run_dir: Path, results: Mapping[str, PolicyResult], header: str,
+def plot_load_sweep(sweep: Mapping[float, Mapping[str, PolicyResult]], out_dir: Path) -> Path:
+    """``plots/goodput_vs_load.png``: goodput and SLA attainment per policy over offered load."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loads = sorted(sweep)
+    names = list(next(iter(sweep.values())))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name in names:
+        for ax, key in zip(axes, ("goodput", "sla_attainment"), strict=True):
+            ax.errorbar([lo * 100 for lo in loads], [sweep[lo][name].mean(key) for lo in loads],
+                        yerr=[sweep[lo][name].std(key) for lo in loads], marker="o",
+                        capsize=3, label=name)
+    for ax, key in zip(axes, ("goodput", "sla_attainment"), strict=True):
+        ax.set_xlabel("offered load (% of nominal capacity)")
+        ax.set_title(_LABELS[key])
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "goodput_vs_load.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dir: Path, sweep: Mapping[float, Mapping[str, PolicyResult]], header: str,
                  extra: str = "") -> str:
-    """Write results.csv, report.md and plots into ``run_dir``; returns the markdown table."""
-    rows = summary_rows(results)
-    table = markdown_table(rows)
-    plots = plot_results(results, run_dir / "plots")
-    body = [header, "", "## Results (held-out seeds)", "", table, ""]
-    cmp = comparison(rows)
-    if cmp:
-        body += [cmp, ""]
+    """Write results.csv, report.md and plots into ``run_dir``; returns the markdown tables.
+
+    Args:
+        run_dir: The run folder.
+        sweep: Results per offered load (one entry when no load sweep was asked for).
+        header: Markdown that says what was run.
+        extra: Markdown appended after the tables.
+    """
+    body = [header, ""]
+    tables = []
+    csv_rows = []
+    plot_dir = run_dir / "plots"
+    for load in sorted(sweep):
+        results = sweep[load]
+        rows = summary_rows(results)
+        table = markdown_table(rows)
+        tables.append(f"load {load:g}\n{table}")
+        body += [f"## Results at {load:.0%} offered load (held-out seeds)", "", table, ""]
+        cmp = comparison(rows)
+        if cmp:
+            body += [cmp, ""]
+        csv_rows.append((load, results))
+    plots = plot_results(sweep[max(sweep)], plot_dir)  # the heaviest load shows most
+    if len(sweep) > 1:
+        plots.append(plot_load_sweep(sweep, plot_dir))
     if extra:
         body += [extra, ""]
-    body += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
-    write_atomic(run_dir / "results.csv", results_csv(results))
+    body += ["## Plots", "", f"Bars and CDFs at {max(sweep):.0%} load.", ""]
+    body += [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+    write_atomic(run_dir / "results.csv", results_csv(csv_rows))
     write_atomic(run_dir / "report.md", "\n".join(body))
-    return table
+    return "\n\n".join(tables)
 
 
 def print_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
