@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -277,20 +278,23 @@ def _header(name: str) -> str:
 
 def _write_specs(specs: Mapping[str, DeviceSpec], names: Sequence[str], out: Path,
                  out_dir: str | None, install: bool, note: str) -> list[Path]:
-    written = []
+    written: list[Path] = []
+    text_by_name: dict[str, str] = {}
     for name in names:
         header = _header(name) + f"\n# {note}"
-        text = spec_yaml(specs[name], header)
+        text = text_by_name[name] = spec_yaml(specs[name], header)
         load_check = yaml.safe_load(text)
         DeviceSpec.from_mapping(load_check, origin=f"{name}-calibrated.yaml")
         write_atomic(out / "hw" / f"{name}-calibrated.yaml", text)
         if out_dir:
             target = (REPO / out_dir) if not Path(out_dir).is_absolute() else Path(out_dir)
-            write_atomic(target / f"{name}-calibrated.yaml", text)
             written.append(target / f"{name}-calibrated.yaml")
         if install:
-            write_atomic(HW_DIR / f"{name}.yaml", text)
             written.append(HW_DIR / f"{name}.yaml")
+    for path in written:
+        write_atomic(path, text_by_name[path.name.removesuffix(".yaml").removesuffix(
+            "-calibrated")])
+        path.chmod(0o644)  # committed files: readable like the rest of the checkout
     return written
 
 
@@ -321,9 +325,12 @@ def _report(results: Sequence[cal.Result], out: Path, title: str, extra: str = "
 
 def _split_ids(results: Sequence[cal.Result], devices: Sequence[str], models: Sequence[str],
                base: set[str]) -> tuple[list[str], list[str]]:
-    fam = {FAMILY.get(m, m) for m in models}
+    """Rows held out: on ``devices``, or of ``models`` (a name of :data:`FAMILY` holds out its
+    whole family: ``resnet50``, ``bert``, ``dlrm``; other names only their own rows)."""
+    names = set(models)
+    fam = {FAMILY.get(m, m) for m in models if m in FAMILY.values()}
     test = [r.id for r in results if r.id in base and (
-        r.device in devices or FAMILY.get(r.model, r.model) in fam)]
+        r.device in devices or r.model in names or FAMILY.get(r.model, "") in fam)]
     train = [i for i in sorted(base) if i not in set(test)]
     return train, test
 
@@ -378,7 +385,7 @@ def run_fit(cfg: DictConfig, out: Path) -> cal.FitResult:
         if not train or not test:
             raise UserError(f"fit.holdout.{split}: leaves {len(train)} rows to fit and "
                             f"{len(test)} to test")
-        res = cal.fit_targets(targets, devices, train, **kwargs)
+        res = _fit(targets, devices, train, kwargs)
         after = cal.validate(targets, res.devices)
         n_tr, m_tr, p_tr = _stats(after, set(train))
         n_te, m_te, p_te = _stats(after, set(test))
@@ -392,7 +399,7 @@ def run_fit(cfg: DictConfig, out: Path) -> cal.FitResult:
               f"(median {m_te:.1%}, p90 {p_te:.1%})")
     write_atomic(out / "holdout.csv", "\n".join(lines) + "\n")
     # The fit that the calibrated specs come from.
-    res = cal.fit_targets(targets, devices, sorted(base), **kwargs)
+    res = _fit(targets, devices, sorted(base), kwargs)
     after = cal.validate(targets, res.devices)
     when = datetime.date.today().isoformat()
     ids_by_device: dict[str, list[str]] = {}
@@ -408,7 +415,7 @@ def run_fit(cfg: DictConfig, out: Path) -> cal.FitResult:
             f"({when}, {git_revision()[:12]}); see calibration/FIDELITY.md.")
     written = _write_specs(specs, names, out, f.out_dir, bool(f.install), note)
     write_atomic(out / "fit.json", json.dumps({
-        "targets": str(path), "train_ids": res.train_ids, "params": res.params,
+        "targets": os.path.relpath(path, REPO), "train_ids": res.train_ids, "params": res.params,
         "fitted_devices": res.fitted_devices, "cost": res.cost, "success": res.success,
         "message": res.message, "per_device": per_device,
         "prior_weight": float(f.prior_weight)}, indent=2) + "\n")
@@ -419,6 +426,14 @@ def run_fit(cfg: DictConfig, out: Path) -> cal.FitResult:
     for w in written:
         print(f"wrote {w}")
     return res
+
+
+def _fit(targets: Sequence[cal.Target], devices: Mapping[str, DeviceSpec], train: Sequence[str],
+         kwargs: Mapping[str, Any]) -> cal.FitResult:
+    try:
+        return cal.fit_targets(targets, devices, train, **kwargs)
+    except ValueError as exc:
+        raise UserError(f"fit: {exc}") from None
 
 
 def _with_sources(res: cal.FitResult, ids_text: str, ids_by_device: Mapping[str, str]
@@ -495,11 +510,14 @@ def run_profile_check(cfg: DictConfig, out: Path, fit: bool) -> None:
     if fit:
         if not train.any():
             raise UserError("fit.profile_holdout_models: holds out every profile row")
-        result = cal.fit_profile(rows, device, train, precision,
-                                 prior_weight=float(cfg.fit.prior_weight))
+        try:
+            result = cal.fit_profile(rows, device, train, precision,
+                                     prior_weight=float(cfg.fit.prior_weight))
+        except ValueError as exc:
+            raise UserError(f"fit: {exc}") from None
         device, pred = result.device, result.predicted_ms
         src = dict(device.sources)
-        what = ", ".join([*(f"every {every}th row" for _ in [0] if every),
+        what = ", ".join([*(f"rows whose index is a multiple of {every}" for _ in [0] if every),
                           *(f"{m} rows" for m in sorted(held))]) or "none"
         text = (f"fitted by experiments.calibrate mode=fit on {path.name} "
                 f"({int(train.sum())} of {len(rows)} rows; held out: {what})")
@@ -514,7 +532,10 @@ def run_profile_check(cfg: DictConfig, out: Path, fit: bool) -> None:
             print(f"wrote {p}")
         params = "\n".join(f"- `{k}` = {_num(v)}" for k, v in result.params.items())
     else:
-        pred = cal.predict_profile(rows, device, precision)
+        try:
+            pred = cal.predict_profile(rows, device, precision)
+        except ValueError as exc:
+            raise UserError(f"profile: {exc}") from None
         params = ""
     meas = np.array([r.latency_ms for r in rows])
     err = np.abs(pred - meas) / meas
@@ -570,6 +591,10 @@ def plot_profile(rows: Sequence[cal.ProfileRow], meas: np.ndarray, pred: np.ndar
     ax.plot(grid, grid / 1.15, "k:", lw=0.6)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("measured latency, ms")
     ax.set_ylabel("predicted latency, ms")
     ax.set_title(title + " (dotted: +-15%)", fontsize=9)
@@ -591,6 +616,11 @@ def run_profile(cfg: DictConfig, out: Path) -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
         raise UserError(f"profile_run.device: must be auto, cpu or cuda, got '{device}'")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("profile_run.device: cuda requested but torch sees no CUDA device")
     batches = {str(k): tuple(int(b) for b in v) for k, v in p.batches.items()}
     models = tuple(str(m) for m in p.models)
     pairs = tuple((str(a), int(ab), str(b), int(bb)) for a, ab, b, bb in p.pairs)

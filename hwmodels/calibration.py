@@ -75,6 +75,7 @@ from measurements) has the columns :data:`PROFILE_COLUMNS`:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import math
 import re
@@ -310,7 +311,7 @@ class WorkloadRef:
     family: str = "cnn"
 
 
-def _workload(model: str, device: DeviceSpec, quantity: str) -> WorkloadRef | str:
+def _workload(model: str, device: DeviceSpec) -> WorkloadRef | str:
     m = model.strip()
     if m == "resnet50":
         # Triton clients send FP32 224x224x3 tensors.
@@ -432,7 +433,7 @@ def _plan_perf(t: Target, devices: Mapping[str, DeviceSpec]) -> Plan | str:
     if isinstance(found, str):
         return found
     name, dev = found
-    work = _workload(t.model, dev, q)
+    work = _workload(t.model, dev)
     if isinstance(work, str):
         return work
     published = parse_published(t.value)
@@ -746,7 +747,7 @@ def _pred_reconfig(plan: Plan, devices: Mapping[str, DeviceSpec]) -> list[float]
 
 def _pred_power(plan: Plan, devices: Mapping[str, DeviceSpec]) -> list[float]:
     dev = _dev(plan, devices)
-    work = _workload(plan.model, dev, "")
+    work = _workload(plan.model, dev)
     assert not isinstance(work, str)
     perf = Plan("offline", plan.device, plan.model, "int8", "mlperf", extra={"work": work})
     tput = _pred_perf(perf, devices)[0]
@@ -762,7 +763,7 @@ def _pred_ratio(plan: Plan, devices: Mapping[str, DeviceSpec]) -> list[float]:
         for name in (plan.device, plan.extra["other"]):
             assert name is not None
             dev = devices[name]
-            work = _workload(model, dev, "")
+            work = _workload(model, dev)
             assert not isinstance(work, str)
             perf = Plan("offline", name, model, "int8", "mlperf", extra={"work": work})
             vals.append(_pred_perf(perf, devices)[0])
@@ -1125,6 +1126,34 @@ def _get(device: DeviceSpec, name: str) -> float:
     return float(getattr(device, name))
 
 
+def default_value(name: str) -> float:
+    """The neutral starting value of a fittable parameter (the field's default).
+
+    Fits start here rather than from the specs' current values, so that a fit does not depend
+    on earlier fits written into ``conf/hw`` (and a held-out experiment cannot see, through its
+    starting point, the rows it holds out).
+    """
+    if name.startswith("stacks."):
+        _, stack, key = name.split(".")
+        return STACK_PARAMS[stack][key]
+    if name.startswith("eff_precision."):
+        return 1.0
+    if name.startswith("interference."):
+        return INTERFERENCE_DEFAULTS[name.split(".", 1)[1]]
+    field_ = next(f for f in dataclasses.fields(DeviceSpec) if f.name == name)
+    return float(field_.default)  # type: ignore[arg-type]
+
+
+def reset_fitted(device: DeviceSpec) -> DeviceSpec:
+    """``device`` with every parameter a published-target fit may set back at its default."""
+    return device.replace(
+        **{n: default_value(n) for n in GLOBAL_PARAMS if "." not in n},
+        eff_compute_max=default_value("eff_compute_max"),
+        eff_precision={}, stacks={},
+        interference={k: v for k, v in device.interference.items() if k != "mig"},
+    )
+
+
 def _set(device: DeviceSpec, name: str, value: float) -> DeviceSpec:
     if name.startswith("stacks."):
         _, stack, key = name.split(".")
@@ -1179,9 +1208,10 @@ def fit_targets(targets: Sequence[Target], devices: Mapping[str, DeviceSpec],
                 prior_weight: float = 0.02, max_nfev: int = 200) -> FitResult:
     """Fit efficiencies and stack overheads to the training targets (log relative error).
 
-    Parameters named in ``per_device`` are fitted for each device that has training rows
-    depending on them; the other :data:`GLOBAL_PARAMS` are shared by every GPU and the other
-    stack parameters by every device. Devices without training rows get, for each per-device
+    Every parameter starts from :func:`default_value`. Parameters named in ``per_device`` are
+    fitted for each device that has training rows depending on them; the other
+    :data:`GLOBAL_PARAMS` are shared by every GPU and the other stack parameters by every
+    device. Devices without training rows get, for each per-device
     parameter, the geometric mean of the values fitted for devices of their kind (or keep
     theirs when none was fitted). A weak prior (``prior_weight`` times the log distance from
     the starting value) keeps parameters that the data cannot pin down where they were.
@@ -1193,6 +1223,10 @@ def fit_targets(targets: Sequence[Target], devices: Mapping[str, DeviceSpec],
 
     for name in per_device:
         param_bounds(name)
+    original = devices
+    # Start every device from the defaults: parameters that no training row pins down must
+    # not keep values an earlier fit (written into conf/hw) got from the held-out rows.
+    devices = {n: reset_fitted(d) for n, d in devices.items()}
     train = set(train_ids)
     planned = [(t, plan_target(t, devices)) for t in targets if t.id in train]
     usable = [(t, p) for t, p in planned if isinstance(p, Plan) and p.fittable]
@@ -1201,7 +1235,9 @@ def fit_targets(targets: Sequence[Target], devices: Mapping[str, DeviceSpec],
     plans = [p for _, p in usable]
     used_devices = sorted({p.device for p in plans if p.device is not None})
     gpu_plans = [p for p in plans if p.device and devices[p.device].kind == "gpu"]
-    ref = devices[next((p.device for p in gpu_plans), used_devices[0]) or used_devices[0]]
+
+    def start(name: str, lo: float, hi: float) -> float:
+        return _clip(default_value(name) or lo * 10, lo, hi)
     candidates = [*GLOBAL_PARAMS, *PER_DEVICE_PARAMS,
                   *(f"stacks.{s}.{k}" for s, kv in STACK_PARAMS.items() for k in kv
                     if (s, k) not in FIXED_STACK_PARAMS)]
@@ -1212,18 +1248,16 @@ def fit_targets(targets: Sequence[Target], devices: Mapping[str, DeviceSpec],
             if devices[dev].kind == "cpu" and name in CPU_OWN_PARAMS and name not in per_device:
                 mine = [p for p in plans if p.device == dev]
                 if _relevant(name, mine):
-                    params.append(FitParam(name, dev, lo, hi,
-                                           _clip(_get(devices[dev], name), lo, hi)))
+                    params.append(FitParam(name, dev, lo, hi, start(name, lo, hi)))
         if name in per_device:
             for dev in used_devices:
                 mine = [p for p in plans if p.device == dev]
                 if _relevant(name, mine):
-                    params.append(FitParam(name, dev, lo, hi,
-                                           _clip(_get(devices[dev], name), lo, hi)))
+                    params.append(FitParam(name, dev, lo, hi, start(name, lo, hi)))
         elif name.startswith("stacks.") and _relevant(name, plans):
-            params.append(FitParam(name, "global", lo, hi, _clip(_get(ref, name), lo, hi)))
+            params.append(FitParam(name, "global", lo, hi, start(name, lo, hi)))
         elif name in GLOBAL_PARAMS and _relevant(name, gpu_plans):
-            params.append(FitParam(name, "global", lo, hi, _clip(_get(ref, name), lo, hi)))
+            params.append(FitParam(name, "global", lo, hi, start(name, lo, hi)))
     x0 = np.log([p.x0 for p in params])
     lo_z = np.log([p.lo for p in params])
     hi_z = np.log([p.hi for p in params])
@@ -1242,7 +1276,7 @@ def fit_targets(targets: Sequence[Target], devices: Mapping[str, DeviceSpec],
     fitted = apply_params(devices, params, values)
     for name, d in devices.items():
         if d.kind == "cpu" and name not in used_devices:
-            fitted[name] = d  # CPUs are fitted from profiles, not from GPU rows
+            fitted[name] = original[name]  # CPUs are fitted from profiles, not from GPU rows
             continue
         for pname in per_device:
             if pname.startswith("interference.mig") and d.mig is None:
@@ -1395,13 +1429,17 @@ def predict_profile(rows: Sequence[ProfileRow], device: DeviceSpec,
 
 
 PROFILE_PARAMS: dict[str, tuple[float, float]] = {
+    "sm_contention": (1e-3, 10.0),
     "eff_compute_max": (0.02, 1.0),
     "eff_compute_half_mflop": (0.001, 500.0),
     "eff_memory": (0.05, 1.0),
     "launch_us": (0.1, 2000.0),
     "batch_overhead_us": (1.0, 1e5),
 }
-"""Device parameters fitted to solo profile rows."""
+"""Device parameters fitted to solo profile rows. On a CPU running eager PyTorch,
+``eff_memory`` also absorbs the traffic of the unfused operators (batch norm, activations and
+adds run as separate passes over memory; the profiles count fused engines), so it comes out
+far below the fraction of the bandwidth a single stream reaches."""
 
 PROFILE_INTERFERENCE: dict[str, tuple[float, float]] = {
     "interference.mps_sm": (0.05, 3.0),
@@ -1430,7 +1468,7 @@ def fit_profile(rows: Sequence[ProfileRow], device: DeviceSpec, train: np.ndarra
 
     Args:
         rows: Profile measurements.
-        device: The device to fit (its values are the starting point).
+        device: The device to fit (the fitted parameters start from :func:`default_value`).
         train: Boolean mask of the rows to fit on; the others are held out.
         precision: Precision of the measurements.
         prior_weight: Weight of the log distance from the starting values.
@@ -1448,7 +1486,7 @@ def fit_profile(rows: Sequence[ProfileRow], device: DeviceSpec, train: np.ndarra
     if any(r.colocated for r, m in zip(rows, train, strict=True) if m):
         names += list(PROFILE_INTERFERENCE)
     bounds = {**PROFILE_PARAMS, **PROFILE_INTERFERENCE}
-    x0 = np.log([_clip(_get(device, n), *bounds[n]) for n in names])
+    x0 = np.log([_clip(default_value(n) or 0.1, *bounds[n]) for n in names])
     lo = np.log([bounds[n][0] for n in names])
     hi = np.log([bounds[n][1] for n in names])
     fit_rows = [r for r, m in zip(rows, train, strict=True) if m]

@@ -21,14 +21,19 @@ With ``A`` the *other* busy partitions of the same sharing domain:
   c_j + m_j`` is the fraction of time ``j`` keeps its SMs busy and ``S_mig`` the SM share of
   the largest MIG instance. ``mig`` is the slowdown with all other slices busy: fitted to
   published_targets T115-T117 (A100, -0.9 to -2.4%) and T118-T119 (A30, 165 W, -8.3/-8.8%).
-* **MPS** (shared L2 and DRAM, SM shares are caps): ``D = sum_{j in A} d_j``,
-  ``F = s_i + sum_{j in A} s_j u_j`` (SM oversubscription when > 1)::
+* **MPS** (shared L2 and DRAM, SM shares are caps): ``D = sum_{j in A} d_j``; the busy SMs
+  number ``n = S * (s_i + sum_{j in A} s_j u_j)`` of the device's ``S``; job ``i`` alone used
+  ``n_i = S * s_i``. Compute stretches by oversubscription and by the device's contention
+  ``sigma`` (``sm_contention``, the universal-scalability coefficient of the latency model)::
 
-      f_i = 1 + c_i * mps_sm * max(0, F - 1)
+      stretch = max(1, n / S) * (1 + sigma * (min(n, S) - 1)) / (1 + sigma * (n_i - 1))
+      f_i = 1 + c_i * mps_sm * (stretch - 1)
               + (m_i * mps_bw + c_i * mps_cache) * D
               + m_i * max(0, d_i + D - 1)                 # bandwidth saturated
 
-  On a CPU the overhead is host (CPU) work too, so ``c_i`` includes ``o_i`` there.
+  On GPUs ``sigma = 0`` and only oversubscription (MPS shares summing past 100%) stretches
+  compute. On a CPU the overhead is host (CPU) work too, so ``c_i`` and ``u_j`` include
+  ``o`` there.
 * **Time slicing** (one context at a time): ``f_i = (1 + sum_{j in A} u_j) *
   (1 + ts_switch)`` when ``A`` is not empty (the GPU is round-robined among busy contexts,
   each switch costing a fraction ``ts_switch``).
@@ -181,9 +186,14 @@ class InterferenceModel:
             else:  # mps
                 c = di.compute + (di.overhead if cpu else 0.0)
                 bw = sum(dj.bandwidth for dj in others)
-                oversub = di.sm_share + sum(dj.sm_share * (dj.busy + (dj.overhead if cpu else 0))
-                                            for dj in others)
-                out[i] = (1.0 + c * p["mps_sm"] * max(0.0, oversub - 1.0)
+                total = float(self.device.sm_count)
+                sigma = self.device.sm_contention
+                n = total * (di.sm_share + sum(
+                    dj.sm_share * (dj.busy + (dj.overhead if cpu else 0.0)) for dj in others))
+                n_i = total * di.sm_share
+                stretch = (max(1.0, n / total) * (1.0 + sigma * (min(n, total) - 1.0))
+                           / (1.0 + sigma * max(n_i - 1.0, 0.0)))
+                out[i] = (1.0 + c * p["mps_sm"] * max(0.0, stretch - 1.0)
                           + (di.memory * p["mps_bw"] + c * p["mps_cache"]) * bw
                           + di.memory * max(0.0, di.bandwidth + bw - 1.0))
         return out

@@ -5,11 +5,13 @@ a partition with ``S`` SMs and a fraction ``f`` of the device's memory bandwidth
 
     w      = flops_l * b / S                         # work per SM (FLOP)
     eff    = e_max * w / (w + w_half)                # small kernels under-fill the SMs
-    t_c    = flops_l * b / (peak_per_SM * S * eff)
+    t_c    = flops_l * b / (peak_per_SM * S_eff * eff),  S_eff = S / (1 + sigma (S - 1))
     t_m    = bytes_l(b) / (mem_bw * f * eff_memory)  # weights once per batch + activations
     t_l    = max(t_c, t_m) + kernels_l * launch
     T(b)   = sum_l t_l + batch_overhead
 
+``sigma`` is the device's ``sm_contention`` (0 for GPUs: SMs scale linearly; a CPU's cores
+share caches, memory and, in a virtual machine, physical cores).
 ``peak_per_SM`` is the device's dense peak for the precision (tensor cores for matmul layers,
 FP32 CUDA cores for the rest) divided by its SM count, so one MIG slice, several slices and the
 whole GPU all come out of the same formula. ``e_max`` is ``eff_compute_max`` times the fitted
@@ -105,7 +107,8 @@ class LatencyModel:
         per_sm = work / sms
         e_max = np.where(arr.is_matmul, d.eff_compute(self.precision), d.eff_compute_max)
         eff = e_max * per_sm / (per_sm + w_half)
-        peak = np.where(arr.is_matmul, self._peak_mm_per_sm, self._peak_vec_per_sm) * sms
+        scaled = sms / (1.0 + d.sm_contention * (sms - 1.0))
+        peak = np.where(arr.is_matmul, self._peak_mm_per_sm, self._peak_vec_per_sm) * scaled
         with np.errstate(divide="ignore", invalid="ignore"):
             t_c = np.where(work > 0, work / (peak * eff), 0.0)
         bytes_ = (arr.streamed_params + arr.act * bb) * self._bpe

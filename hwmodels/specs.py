@@ -62,6 +62,10 @@ class DeviceSpec:
         eff_memory: Fitted fraction of peak bandwidth reached by streaming kernels.
         launch_us: Fitted per-kernel launch/tail overhead in microseconds.
         batch_overhead_us: Fitted fixed cost per batch (host dispatch, copies) in microseconds.
+        sm_contention: Fitted contention coefficient ``sigma`` of the universal scalability
+            law: ``S`` SMs (cores) compute like ``S / (1 + sigma * (S - 1))`` of them. 0 (the
+            default, perfect scaling) for GPUs; CPUs with shared caches, memory and - in a
+            virtual machine - shared physical cores scale worse.
         eff_precision: Fitted multiplier of ``eff_compute_max`` per precision for tensor-core
             layers (e.g. INT8 engines reach a smaller fraction of their peak than FP16 ones);
             precisions not listed use 1.
@@ -91,6 +95,7 @@ class DeviceSpec:
     launch_us: float = 3.0
     batch_overhead_us: float = 100.0
     kind: str = "gpu"
+    sm_contention: float = 0.0
     eff_precision: Mapping[str, float] = field(default_factory=dict)
     stacks: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     interference: Mapping[str, float] = field(default_factory=dict)
@@ -121,8 +126,8 @@ class DeviceSpec:
             problems.append(f"kind must be one of {DEVICE_KINDS}, got {self.kind!r}")
         if self.kind == "cpu" and self.mig is not None:
             problems.append("a cpu has no MIG (set mig: null)")
-        for attr in ("eff_compute_half_mflop", "launch_us", "batch_overhead_us", "tdp_w",
-                     "idle_w", "l2_mb", "pcie_gbs", "nvlink_gbs"):
+        for attr in ("sm_contention", "eff_compute_half_mflop", "launch_us", "batch_overhead_us",
+                     "tdp_w", "idle_w", "l2_mb", "pcie_gbs", "nvlink_gbs"):
             if getattr(self, attr) < 0:
                 problems.append(f"{attr} must be >= 0, got {getattr(self, attr)}")
         if problems:

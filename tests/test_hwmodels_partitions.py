@@ -35,7 +35,7 @@ def test_a100_slice_sizes_and_starts() -> None:
         "4g.40gb": (56, 4, (0,)),
         "7g.80gb": (98, 8, (0,)),
     }
-    assert [p.mem_gb for p in MIG_TABLES["a100-40gb"].profiles][0] == pytest.approx(4.864)
+    assert MIG_TABLES["a100-40gb"].profiles[0].mem_gb == pytest.approx(4.864)
 
 
 def test_sms_lost_in_mig_mode() -> None:
