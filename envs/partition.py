@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+import struct
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -12,7 +13,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.presets import get_workload
-from envs.rewards import Outcome, Reward, make_reward
+from envs.rewards import GoodputReward, Outcome, Reward, make_reward
 from envs.sim.gpu import BatcherConfig, GpuServingSim
 from hwmodels.latency import LatencyModel
 from hwmodels.partitions import make_layout
@@ -37,6 +38,10 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
     ``max_batch`` items, waiting at most ``max_queue_delay_ms`` when idle); batch latency comes
     from the calibrated roofline model in :mod:`hwmodels`. Small slices are slower per query but
     there are more of them; the batcher rewards putting the same model together.
+
+    Heuristics that read a few observation entries can run a whole episode through
+    :meth:`rollout`, without building observations and infos every step (the same episode,
+    metrics and return as stepping; :mod:`agents.fast_eval` uses it).
 
     ## Action Space
 
@@ -93,7 +98,9 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
 
     ## Version History
 
-    * v0: first release.
+    * v0: first release. (Later speed work kept v0's dynamics; the only numeric change is in
+      the last bits of ``finish``: the queued-work estimate behind it is decreased once per
+      batch, and is exactly 0 when the queue is empty instead of carrying rounding residue.)
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -172,9 +179,11 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._sms_list = self._sms.tolist()
         sizes = {"model": M, "sla": 1, "queue": P, "queue_same": P, "busy": P, "finish": P,
                  "size": P, "rates": M}
+        self._feature_sizes = sizes
         offsets = np.cumsum([0, *sizes.values()])
         self._slices = [(k, slice(int(a), int(b)))
                         for k, a, b in zip(sizes, offsets[:-1], offsets[1:], strict=True)]
+        self._slice_list = [sl for _, sl in self._slices]
 
         box = spaces.Box
         self.observation_space: spaces.Dict = spaces.Dict({  # type: ignore[assignment]
@@ -189,28 +198,22 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         })
         self.action_space = spaces.Discrete(P + 1)
         self.sim: GpuServingSim | None = None
+        # Per model: the action mask (reject always valid) and the one-hot "model" feature.
+        self._mask_table = [np.array([f[m] for f in self._fits] + [True]) for m in range(M)]
+        self._onehot = [[1.0 if k == m else 0.0 for k in range(M)] for m in range(M)]
+        self._prange = range(P)
+        #: Batch-1 latency (s) of each model on each partition: ``[m][p]``, as sim.solo_s[p][m].
+        self._solo_of_model = [[lat[p, m, 0].item() for p in range(P)] for m in range(M)]
+        fn = self.reward_fn
+        self._reward_weights = (
+            (fn.late_weight, fn.drop_weight, fn.energy_weight, fn.reconfig_weight,
+             fn.backlog_weight) if type(fn) is GoodputReward else None)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
         """Draw a new trace and run to its first arrival."""
-        super().reset(seed=seed)
-        trace_seed = int(self.np_random.integers(0, 2**63 - 1))
-        arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix,
-                                     self.episode_queries, self.load * self.capacity_qps)
-        arrivals = arrivals.resolve_sla(self._solo_ms)
-        if self.request_sizes:
-            arrivals = dataclasses.replace(
-                arrivals, size=np.clip(arrivals.size, 1, self._table_len).astype(np.int32))
-        else:
-            arrivals = dataclasses.replace(arrivals, size=np.ones(len(arrivals), np.int32))
-        self.sim = GpuServingSim(self._latency, self._fits, arrivals, self.batcher, self._power)
-        self._rates = [0.0] * self.n_models
-        self._rate_t = 0.0
-        self._steps = 0
-        self._snapshot = (0, 0, 0, 0.0, 0.0)
-        self.sim.advance()
-        self._observe_arrival()
+        self._start(seed)
         return self._obs(), self._info()
 
     def step(self, action: np.int64 | int) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
@@ -232,38 +235,207 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
             sim.finalize_energy()
         else:
             self._observe_arrival()
-        c = sim.counters
-        snap = (c.good, c.late, c.dropped, c.energy_j, sim.backlog)
-        old = self._snapshot
-        self._snapshot = snap
-        reward = self.reward_fn(Outcome(snap[0] - old[0], snap[1] - old[1], snap[2] - old[2],
-                                        snap[3] - old[3], 0, snap[4] - old[4]))
+        reward = self._reward()
         obs = self._obs() if not truncated else self._last_obs
-        return obs, float(reward), False, truncated, self._info()
+        return obs, reward, False, truncated, self._info()
 
     def action_masks(self) -> np.ndarray:
         """Valid actions for the pending query (reject is always valid)."""
-        mask = np.ones(self.n_partitions + 1, dtype=bool)
-        if self.sim is not None and self.sim.pending is not None:
-            m = self.sim.pending_model()
-            mask[: self.n_partitions] = [f[m] for f in self._fits]
-        return mask
+        sim = self.sim
+        if sim is not None and sim.pending is not None:
+            return self._mask_table[sim.pending_model()].copy()
+        return np.ones(self.n_partitions + 1, dtype=bool)
 
     def latency_counts(self) -> list[int]:
         """Latency histogram of the episode so far (bins: ``envs.sim.metrics.BIN_EDGES_S``)."""
         return list(self.sim.counters.latency.counts) if self.sim is not None else []
 
+    # ------------------------------------------------------------------ fast path
+    def action_mask_table(self) -> list[np.ndarray]:
+        """Every action mask this env can produce, indexed by the ``k`` :meth:`rollout` passes.
+
+        The mask depends only on the pending query's model, so ``k`` is the model index and
+        ``action_masks()`` is ``action_mask_table()[k]`` for the pending query.
+        """
+        return [m.copy() for m in self._mask_table]
+
+    def rollout(self, decide: Callable[[int, tuple[float, ...]], int],
+                features: Sequence[str] = (), seed: int | None = None,
+                reset: bool = True) -> dict[str, Any]:
+        """One whole episode decided by ``decide``, without building observations or infos.
+
+        The fast path for heuristics (:mod:`agents.fast_eval`): ``reset(seed=seed)`` (unless
+        ``reset=False``: then the episode that ``reset`` started goes on), then at every
+        decision ``a = decide(k, x)`` where ``k`` indexes :meth:`action_mask_table` (the
+        current action mask) and ``x`` holds the observation entries named in ``features``,
+        concatenated in that order, as Python floats equal to the float32 values ``step`` would
+        have returned in the observation. The simulation, the rewards and the metrics are the
+        same code as in :meth:`step`, so the result equals stepping the env with the same
+        decisions, exactly.
+
+        Args:
+            decide: Picks the action (as ``step`` takes it) from the mask id and the features.
+            features: Observation keys ``decide`` reads (any of ``observation_space``'s).
+            seed: Episode seed, as for :meth:`reset`.
+            reset: Start a new episode; ``False`` finishes the current one, from its pending
+                query (for measuring the simulation apart from the trace's sampling).
+
+        Returns:
+            The final ``info`` of the episode, plus ``episode_return`` (the sum of the rewards,
+            added up in the same order as a loop over ``step`` does) and ``steps``.
+
+        Raises:
+            KeyError: an unknown feature.
+            ValueError: ``decide`` returned a masked or out-of-range action.
+            RuntimeError: ``reset=False`` without a started episode.
+        """
+        builders = [self._builders[k] for k in features]
+        width = sum(self._feature_sizes[k] for k in features)
+        codec = struct.Struct(f"<{width}f")  # packing rounds to float32 as numpy's cast does
+        pack, unpack = codec.pack, codec.unpack
+        one = builders[0] if len(builders) == 1 else None
+        track_rates = "rates" in features
+        if reset:
+            self._start(seed)
+        sim = self.sim
+        if sim is None or sim.pending is None:
+            raise RuntimeError("rollout(reset=False) needs an episode started by reset()")
+        reward_of = self._reward
+        total = 0.0
+        first = True
+        clip = _CLIP
+
+        def choose(now: float, m: int, deadline: float) -> int:
+            # Called right after the simulator reached this request: first the reward of the
+            # previous step (as step() computes it after advancing), then the decision.
+            nonlocal total, first
+            if first:
+                first = False
+            else:
+                if track_rates:
+                    self._observe_arrival()
+                total += reward_of()
+            if not width:
+                return decide(m, ())
+            sla = deadline - now
+            inv_sla = 1.0 / sla if sla > 0 else 1e3
+            if one is not None:
+                values = one(self, sim, m, now, sla, inv_sla)
+            else:
+                values = []
+                for build in builders:
+                    values += build(self, sim, m, now, sla, inv_sla)
+            return decide(m, unpack(pack(*[clip if v > clip else v for v in values])))
+
+        try:
+            steps = sim.run(choose)
+        except ValueError as exc:
+            raise ValueError(f"rollout: {exc}: the action is masked or out of range") from None
+        sim.finalize_energy()
+        total += reward_of()
+        self._steps += steps
+        return {**self._info(), "episode_return": total, "steps": steps}
+
     # ------------------------------------------------------------------ helpers
+    def _start(self, seed: int | None) -> None:
+        """``reset`` without the observation: a new trace, run to its first arrival."""
+        super().reset(seed=seed)
+        trace_seed = int(self.np_random.integers(0, 2**63 - 1))
+        arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix,
+                                     self.episode_queries, self.load * self.capacity_qps)
+        arrivals = arrivals.resolve_sla(self._solo_ms)
+        if self.request_sizes:
+            arrivals = dataclasses.replace(
+                arrivals, size=np.clip(arrivals.size, 1, self._table_len).astype(np.int32))
+        else:
+            arrivals = dataclasses.replace(arrivals, size=np.ones(len(arrivals), np.int32))
+        self.sim = GpuServingSim(self._latency, self._fits, arrivals, self.batcher, self._power)
+        self._rates = [0.0] * self.n_models
+        self._rate_t = 0.0
+        self._steps = 0
+        self._snapshot = (0, 0, 0, 0.0, 0.0)
+        self.sim.advance()
+        self._observe_arrival()
+
+    def _reward(self) -> float:
+        """The reward for what happened since the last call (counters' differences).
+
+        For a :class:`~envs.rewards.GoodputReward` (the default) this evaluates the same
+        expression as ``GoodputReward.__call__``, term by term in the same order (so the same
+        float), without building an :class:`~envs.rewards.Outcome` every step; any other reward
+        object gets its ``Outcome``.
+        """
+        sim = self.sim
+        assert sim is not None
+        c = sim.counters
+        good, completed, energy, backlog = c.good, c.completed, c.energy_j, sim.backlog
+        dropped = c.dropped_rejected + c.dropped_overflow + c.dropped_expired
+        g0, l0, d0, e0, b0 = self._snapshot
+        self._snapshot = (good, completed - good, dropped, energy, backlog)
+        dg, dl, dd, de, db = good - g0, completed - good - l0, dropped - d0, energy - e0, \
+            backlog - b0
+        w = self._reward_weights
+        if w is None:
+            return float(self.reward_fn(Outcome(dg, dl, dd, de, 0, db)))
+        return float(dg - w[0] * dl - w[1] * dd - w[2] * de - w[3] * 0 - w[4] * db)
+
     def _observe_arrival(self) -> None:
         sim = self.sim
         assert sim is not None
         now = sim.now
         decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
-        rates = self._rates
-        for k in range(len(rates)):
-            rates[k] *= decay
+        rates = self._rates = [r * decay for r in self._rates]
         rates[sim.pending_model()] += 1.0 / self.rate_window_s
         self._rate_t = now
+
+    # Observation features as float64 lists, before the float32 cast and the clip at _CLIP.
+    # One function per key, used by rollout; _obs inlines the same expressions (it runs every
+    # step) and tests/test_fast_eval.py checks that both agree value for value.
+    # Arguments: (env, sim, model of the query, now, time to its deadline, 1 / that time).
+    def _f_model(self, sim: GpuServingSim, m: int, now: float, sla: float,
+                 inv_sla: float) -> list[float]:
+        return self._onehot[m]
+
+    def _f_sla(self, sim: GpuServingSim, m: int, now: float, sla: float,
+               inv_sla: float) -> list[float]:
+        return [sla * 1e3 / self._max_sla_ms]
+
+    def _f_queue(self, sim: GpuServingSim, m: int, now: float, sla: float,
+                 inv_sla: float) -> list[float]:
+        inv_b = 1.0 / self.batcher.max_batch
+        return [q * inv_b for q in sim.queued_items]
+
+    def _f_queue_same(self, sim: GpuServingSim, m: int, now: float, sla: float,
+                      inv_sla: float) -> list[float]:
+        inv_b = 1.0 / self.batcher.max_batch
+        return [q[m] * inv_b for q in sim.queued_by_model]
+
+    def _f_busy(self, sim: GpuServingSim, m: int, now: float, sla: float,
+                inv_sla: float) -> list[float]:
+        t, b = sim.busy_until, sim.busy
+        return [(t[p] - now) * inv_sla if b[p] else 0.0 for p in self._prange]
+
+    def _f_finish(self, sim: GpuServingSim, m: int, now: float, sla: float,
+                  inv_sla: float) -> list[float]:
+        # sim.expected_finish_s(p, m) * inv_sla, inlined (same operations, same order).
+        t, b, w, solo = sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m]
+        return [((t[p] - now if b[p] else 0.0) + w[p] + solo[p]) * inv_sla
+                for p in self._prange]
+
+    def _f_size(self, sim: GpuServingSim, m: int, now: float, sla: float,
+                inv_sla: float) -> list[float]:
+        return self._sms_list
+
+    def _f_rates(self, sim: GpuServingSim, m: int, now: float, sla: float,
+                 inv_sla: float) -> list[float]:
+        inv_cap = 1.0 / self.capacity_qps
+        return [r * inv_cap for r in self._rates]
+
+    #: Feature functions by observation key, in the observation's order.
+    _builders: dict[str, Callable[..., list[float]]] = {  # noqa: RUF012
+        "model": _f_model, "sla": _f_sla, "queue": _f_queue, "queue_same": _f_queue_same,
+        "busy": _f_busy, "finish": _f_finish, "size": _f_size, "rates": _f_rates,
+    }
 
     def _obs(self) -> Obs:
         """One fresh float32 array per step; the dict values are views of it."""
@@ -274,24 +446,25 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         sla = sim.pending_deadline() - now
         inv_sla = 1.0 / sla if sla > 0 else 1e3
         inv_b = 1.0 / self.batcher.max_batch
-        busy_until, busy = sim.busy_until, sim.busy
-        onehot = [0.0] * self.n_models
-        onehot[m] = 1.0
         inv_cap = 1.0 / self.capacity_qps
-        values = [
-            *onehot,
-            sla * 1e3 / self._max_sla_ms,
-            *[q * inv_b for q in sim.queued_items],
-            *[q[m] * inv_b for q in sim.queued_by_model],
-            *[(busy_until[p] - now) * inv_sla if busy[p] else 0.0
-              for p in range(self.n_partitions)],
-            *[sim.expected_finish_s(p, m) * inv_sla for p in range(self.n_partitions)],
-            *self._sms_list,
-            *[r * inv_cap for r in self._rates],
-        ]
-        flat = np.array(values, dtype=np.float32)
-        np.minimum(flat, _CLIP, out=flat)
-        obs = {key: flat[sl] for key, sl in self._slices}
+        t, b, w, solo = sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m]
+        P = self._prange
+        c = _CLIP  # clipped here rather than with np.minimum afterwards: the same float32
+        # values (the cast is monotone and 10 is a float32), fewer numpy calls.
+        v = sla * 1e3 / self._max_sla_ms
+        values = self._onehot[m] + [c if v > c else v]
+        values += [c if (v := q * inv_b) > c else v for q in sim.queued_items]
+        values += [c if (v := q[m] * inv_b) > c else v for q in sim.queued_by_model]
+        values += [c if (v := (t[p] - now) * inv_sla if b[p] else 0.0) > c else v for p in P]
+        values += [c if (v := ((t[p] - now if b[p] else 0.0) + w[p] + solo[p]) * inv_sla) > c
+                   else v for p in P]
+        values += self._sms_list
+        values += [c if (v := r * inv_cap) > c else v for r in self._rates]
+        flat = np.fromiter(values, np.float32, len(values))
+        s = self._slice_list
+        obs = {"model": flat[s[0]], "sla": flat[s[1]], "queue": flat[s[2]],
+               "queue_same": flat[s[3]], "busy": flat[s[4]], "finish": flat[s[5]],
+               "size": flat[s[6]], "rates": flat[s[7]]}
         self._last_obs = obs
         return obs
 
@@ -299,4 +472,3 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         assert sim is not None
         return sim.counters.summary(sim.now)
-

@@ -1,31 +1,121 @@
-"""Simulation speed: env steps per second for every registered environment, as a ratio to
-``CartPole-v1``'s raw step measured in the same process.
+"""Simulation speed, measured in one run and reported as ratios so the numbers hold anywhere.
 
-    python -m experiments.bench                # writes bench.csv and bench.md in out_dir
+    python -m experiments.bench                       # bench.csv, bench.md, bench_scaling.png
+    python -m experiments.bench repeats=5 baselines.queries=100000 out_dir=/tmp/b
 
-The env step is timed the way an RL loop uses it: ``action_masks()`` then ``step()`` on the
-unwrapped environment, with a cheap deterministic action choice (the first valid partition in
-round-robin order), resets included.
+Four measurements, each against a reference timed in the same process:
+
+1. **Env steps**: ``action_masks()`` + ``step()`` per second for every registered environment
+   (unwrapped, a cheap round-robin action, resets included), over ``CartPole-v1``'s raw step.
+2. **Baselines without RL**: simulated queries per second of each heuristic over a long trace
+   through the fast path (:mod:`agents.fast_eval`, what ``experiments.evaluate`` uses), the
+   ordinary ``reset``/``step`` loop for comparison, and a plain ``heapq`` M/M/c event loop
+   (:func:`mmc_reference`) as the yardstick of "what Python can do".
+3. **Scaling**: cost per query (fast path) and per env step along the axes of
+   :data:`SCALING_AXES` (MIG slices 1 -> 7, offered load 0.5 -> 1.2), as a table and a PNG.
+4. **Memory**: peak memory of a 100k- and a 1M-query episode, each in a fresh subprocess
+   (``tracemalloc`` and the process's peak RSS), split into the trace's arrays (the input, which
+   grows with the episode) and what the simulation adds (which must not).
+
+Timings are best-of-``repeats`` with the candidates interleaved, because the machine may be
+shared; ``bench.md`` records the load average before and after.
 """
 
 from __future__ import annotations
 
 import csv
+import heapq
 import io
+import json
+import math
+import os
 import platform
+import subprocess
+import sys
 import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.common import UserError, hydra_app, write_atomic
 
+REPO = Path(__file__).resolve().parent.parent
 
-def _time_cartpole(steps: int) -> float:
-    env = gym.make("CartPole-v1").unwrapped
+
+# ---------------------------------------------------------------------------------- references
+def mmc_reference(n: int, servers: int = 4, load: float = 0.8,
+                  seed: int = 0) -> tuple[int, float]:
+    """A plain ``heapq`` M/M/c event loop: the yardstick for simulated queries per second.
+
+    Poisson arrivals at rate ``load * servers`` (service rate 1 per server), exponential
+    service, ``servers`` servers, one FIFO queue; arrivals and departures are events in one
+    heap of ``(time, seq, kind, query)`` tuples. Random numbers are drawn up front with numpy
+    (as the environments draw their traces).
+
+    Args:
+        n: Queries to simulate (all of them complete).
+        servers: Servers (``c``).
+        load: Utilisation ``rho = lambda / (c mu)``, below 1.
+        seed: Seed of the numpy generator.
+
+    Returns:
+        ``(completed, mean time in system)`` in units of the mean service time.
+    """
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0 / (load * servers), n).tolist()
+    service = rng.exponential(1.0, n).tolist()
+    arrived_at = [0.0] * n
+    heap: list[tuple[float, int, int, int]] = [(gaps[0], 0, 0, 0)]
+    push, pop = heapq.heappush, heapq.heappop
+    queue: deque[int] = deque()
+    free = servers
+    seq = 1
+    nxt = 1
+    done = 0
+    total = 0.0
+    while heap:
+        now, _, kind, i = pop(heap)
+        if kind == 0:  # arrival
+            arrived_at[i] = now
+            if nxt < n:
+                push(heap, (now + gaps[nxt], seq, 0, nxt))
+                seq += 1
+                nxt += 1
+            if free:
+                free -= 1
+                push(heap, (now + service[i], seq, 1, i))
+                seq += 1
+            else:
+                queue.append(i)
+        else:  # departure
+            done += 1
+            total += now - arrived_at[i]
+            if queue:
+                j = queue.popleft()
+                push(heap, (now + service[j], seq, 1, j))
+                seq += 1
+            else:
+                free += 1
+    return done, total / done
+
+
+def erlang_c_sojourn(servers: int, load: float) -> float:
+    """Mean time in an M/M/c system (service rate 1) from the Erlang-C formula."""
+    a = load * servers  # offered traffic in Erlangs
+    top = a ** servers / math.factorial(servers) / (1.0 - load)
+    wait_prob = top / (sum(a ** k / math.factorial(k) for k in range(servers)) + top)
+    return wait_prob / (servers - a) + 1.0
+
+
+def time_cartpole(steps: int) -> float:
+    """Raw ``step()`` calls per second of ``CartPole-v1`` (unwrapped, resets included)."""
+    env: Any = gym.make("CartPole-v1").unwrapped
     env.reset(seed=0)
     step = env.step
     t0 = time.perf_counter()
@@ -36,86 +126,529 @@ def _time_cartpole(steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def _time_env(env_id: str, steps: int) -> tuple[float, float]:
-    """(steps/s with masks, steps/s of step() alone) for one environment."""
-    env: Any = gym.make(env_id).unwrapped
+# ---------------------------------------------------------------------------------- env steps
+def time_env(env_id: str, steps: int, budget_s: float = math.inf,
+             **kwargs: Any) -> tuple[float, float]:
+    """(steps/s with ``action_masks()``, steps/s of ``step()`` alone) for one environment.
+
+    The actions cycle through the valid ones (round robin over the mask); the second pass
+    replays the same actions from the same seed without asking for masks. Each pass stops
+    after ``steps`` steps or ``budget_s`` seconds, whichever comes first (slow environments
+    still get a rate without holding the whole bench up).
+    """
+    import envs  # noqa: F401  (registers the ldsgym/ ids)
+
+    env: Any = gym.make(env_id, **kwargs).unwrapped
     env.reset(seed=0)
     n = env.action_space.n
     masks, step = env.action_masks, env.step
+    actions: list[int] = []
     k = 0
     t0 = time.perf_counter()
-    for _ in range(steps):
+    deadline = t0 + budget_s
+    for i in range(steps):
         mask = masks()
         k = (k + 1) % n
         while not mask[k]:
             k = (k + 1) % n
         _, _, term, trunc, _ = step(k)
+        actions.append(k)
         if term or trunc:
             env.reset()
-    with_masks = steps / (time.perf_counter() - t0)
+        if i & 255 == 255 and time.perf_counter() > deadline:
+            break
+    with_masks = len(actions) / (time.perf_counter() - t0)
     env.reset(seed=0)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        _, _, term, trunc, _ = step(0)
+    for a in actions:
+        _, _, term, trunc, _ = step(a)
         if term or trunc:
             env.reset()
-    alone = steps / (time.perf_counter() - t0)
+    alone = len(actions) / (time.perf_counter() - t0)
     return with_masks, alone
 
 
-def run_bench(env_ids: list[str], steps: int, repeats: int) -> list[dict[str, Any]]:
-    """Best-of-``repeats`` rates; CartPole is measured before each environment."""
+def bench_env_steps(env_ids: Sequence[str], steps: int, repeats: int,
+                    budget_s: float = math.inf) -> list[dict[str, Any]]:
+    """Best-of-``repeats`` step rates; CartPole is timed in the same rounds."""
     rows = []
     for env_id in env_ids:
-        cart = max(_time_cartpole(steps) for _ in range(repeats))
-        timings = [_time_env(env_id, steps) for _ in range(repeats)]
-        rate = max(t[0] for t in timings)
-        alone = max(t[1] for t in timings)
-        rows.append({
-            "env": env_id,
-            "steps_per_s": rate,
-            "step_only_per_s": alone,
-            "cartpole_steps_per_s": cart,
-            "cost_vs_cartpole": cart / rate,
-        })
+        cart, rate, alone = 0.0, 0.0, 0.0
+        for _ in range(repeats):
+            cart = max(cart, time_cartpole(steps))
+            r, a = time_env(env_id, steps, budget_s)
+            rate, alone = max(rate, r), max(alone, a)
+        rows.append({"env": env_id, "steps_per_s": rate, "step_only_per_s": alone,
+                     "cartpole_steps_per_s": cart, "cost_vs_cartpole": cart / rate})
     return rows
 
 
-def to_markdown(rows: list[dict[str, Any]]) -> str:
-    """The README table."""
+# ---------------------------------------------------------------------------------- baselines
+def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
+    t0 = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - t0
+
+
+def _replayer(actions: Sequence[int]) -> Callable[[int, tuple[float, ...]], int]:
+    nxt = iter(actions).__next__
+    return lambda k, x: nxt()
+
+
+def bench_baselines(env_id: str, policies: Sequence[str], queries: int, slow_queries: int,
+                    repeats: int, servers: int = 4, load: float = 0.8) -> list[dict[str, Any]]:
+    """Queries/s of each heuristic: fast path, ordinary loop, and the M/M/c reference.
+
+    Every round times the M/M/c loop and each policy's fast path once (interleaved, so a
+    burst of load on a shared machine hits all of them); the best round counts. The ordinary
+    ``reset``/``step`` loop is timed on ``slow_queries`` (it is many times slower).
+    """
+    import envs  # noqa: F401
+    from agents.baselines import make_baseline
+    from agents.evaluation import run_episode
+    from agents.fast_eval import kernel_for, rollout_env
+
+    env = gym.make(env_id, episode_queries=queries)
+    slow_env = gym.make(env_id, episode_queries=slow_queries)
+    # The simulator's share: the last policy's decisions replayed (no features, no kernel).
+    inner = rollout_env(env)
+    replay: list[int] = []
+    if inner is not None and policies:
+        policy = make_baseline(policies[-1], env_id)
+        policy.reset(0)
+        kernel = kernel_for(inner, policy)
+
+        def record(k: int, x: tuple[float, ...]) -> int:
+            replay.append(kernel.decide(k, x))
+            return replay[-1]
+
+        inner.rollout(record, kernel.features, seed=0)
+    best = {"mmc": math.inf, "replay": math.inf, **{p: math.inf for p in policies}}
+    for _ in range(repeats):
+        best["mmc"] = min(best["mmc"], _timed(mmc_reference, queries, servers, load))
+        for name in policies:
+            policy = make_baseline(name, env_id)
+            best[name] = min(best[name], _timed(run_episode, env, policy, 0))
+        if inner is not None and replay:
+            best["replay"] = min(best["replay"],
+                                 _timed(inner.rollout, _replayer(replay), (), seed=0))
+    mmc_rate = queries / best["mmc"]
+    rows: list[dict[str, Any]] = []
+    if replay:
+        rate = queries / best["replay"]
+        rows.append({"env": env_id, "policy": f"{policies[-1]} replayed (simulator only)",
+                     "fast_queries_per_s": rate, "mmc_queries_per_s": mmc_rate,
+                     "ratio_vs_mmc": rate / mmc_rate})
+    for name in policies:
+        policy = make_baseline(name, env_id)
+        slow = min(_timed(run_episode, slow_env, policy, 0, fast=False)
+                   for _ in range(max(1, repeats // 2)))
+        fast_rate = queries / best[name]
+        rows.append({"env": env_id, "policy": name, "fast_queries_per_s": fast_rate,
+                     "step_loop_queries_per_s": slow_queries / slow,
+                     "speedup": fast_rate * slow / slow_queries,
+                     "mmc_queries_per_s": mmc_rate, "ratio_vs_mmc": fast_rate / mmc_rate})
+    return rows
+
+
+# ---------------------------------------------------------------------------------- scaling
+@dataclass(frozen=True)
+class ScalingAxis:
+    """One axis of the scaling table: an env id and the kwargs that move along the axis.
+
+    Adding an axis (for this env or another, e.g. ``nodes`` of a ShardRouting env) is one
+    entry in :data:`SCALING_AXES`; axes of environments that are not registered are skipped.
+
+    Attributes:
+        name: Axis label (table column, plot title).
+        env_id: Registered environment id.
+        points: Point label -> env kwargs at that point.
+        policy: Baseline (of the env's registry) that drives the per-query measurement; it
+            goes through the fast path where the env offers one, else through the step loop.
+        scale: Fraction of the configured queries and steps to run per point (slower envs).
+    """
+
+    name: str
+    env_id: str
+    points: Mapping[str, Mapping[str, Any]]
+    policy: str = "shortest_finish"
+    scale: float = 1.0
+
+
+_A100_LAYOUTS = {
+    "1": ["7g"], "2": ["4g", "3g"], "3": ["4g", "2g", "1g"], "4": ["3g", "2g", "1g", "1g"],
+    "5": ["2g", "2g", "1g", "1g", "1g"], "6": ["2g", "1g", "1g", "1g", "1g", "1g"],
+    "7": ["1g"] * 7,
+}
+
+#: The scaling axes measured by default.
+SCALING_AXES: tuple[ScalingAxis, ...] = (
+    ScalingAxis("MIG slices", "ldsgym/PartitionPlacement-v0",
+                {k: {"layout": v} for k, v in _A100_LAYOUTS.items()}),
+    ScalingAxis("offered load", "ldsgym/PartitionPlacement-v0",
+                {f"{x:.1f}": {"load": x} for x in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)}),
+    ScalingAxis("nodes", "ldsgym/ShardRouting-v0",
+                {str(n): {"nodes": n} for n in (4, 8, 16, 32, 64)},
+                policy="least_outstanding", scale=0.1),
+    ScalingAxis("tables", "ldsgym/ShardRouting-v0",
+                {str(n): {"tables": n} for n in (8, 32, 128, 512)},
+                policy="least_outstanding", scale=0.1),
+)
+
+
+def bench_scaling(axes: Sequence[ScalingAxis], queries: int, steps: int,
+                  repeats: int) -> list[dict[str, Any]]:
+    """Microseconds per query (fast path) and per env step at every point of every axis."""
+    import envs
+    from agents.baselines import make_baseline
+    from agents.evaluation import run_episode
+
+    rows: list[dict[str, Any]] = []
+    for axis in axes:
+        if axis.env_id not in envs.registered_ids():
+            continue
+        first: dict[str, float] = {}
+        n_q, n_s = max(int(queries * axis.scale), 10), max(int(steps * axis.scale), 10)
+        for point, kwargs in axis.points.items():
+            env = gym.make(axis.env_id, episode_queries=n_q, **kwargs)
+            policy = make_baseline(axis.policy, axis.env_id)
+            episode = min(_timed(run_episode, env, policy, 0) for _ in range(repeats))
+            step_rate = max(time_env(axis.env_id, n_s, **kwargs)[0]
+                            for _ in range(repeats))
+            query_us, step_us = episode / n_q * 1e6, 1e6 / step_rate
+            first = first or {"query": query_us, "step": step_us}
+            rows.append({"axis": axis.name, "env": axis.env_id, "point": point,
+                         "policy": axis.policy, "us_per_query": query_us,
+                         "query_rel": query_us / first["query"], "step_us": step_us,
+                         "step_rel": step_us / first["step"]})
+    return rows
+
+
+def plot_scaling(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """One panel per axis: microseconds per query (fast path) and per env step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["axis"] for r in rows))
+    cols = min(max(len(names), 1), 2)
+    nrows = max(math.ceil(len(names) / cols), 1)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.5 * cols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        sel = [r for r in rows if r["axis"] == name]
+        x = [r["point"] for r in sel]
+        ax.plot(x, [r["us_per_query"] for r in sel], "o-",
+                label=f"per query ({sel[0]['policy']}, whole episodes)")
+        ax.plot(x, [r["step_us"] for r in sel], "s-", label="env step (masks + step)")
+        ax.set_title(f"{name} — {sel[0]['env']}")
+        ax.set_xlabel(name)
+        ax.set_ylabel("microseconds")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------- memory
+def _proc_status_mb(key: str) -> float | None:
+    """``VmRSS``/``VmHWM`` of this process from ``/proc/self/status`` (Linux), in MiB."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Make the peak-RSS mark the current RSS (Linux >= 4.0: ``/proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_probe(env_id: str, queries: int, policy_name: str, seed: int = 0,
+                 traced: bool = False) -> dict[str, Any]:
+    """Peak memory of one fast-path episode in *this* process (run it in a fresh one).
+
+    Reports the trace's own arrays, the peak while the trace is drawn (``reset``) and what
+    the simulation of the episode adds on top of where it started. By default from the
+    process's resident set (``/proc/self/status``; the peak mark is reset between the two
+    phases, so Linux only, else ``nan``); with ``traced=True`` from ``tracemalloc`` (exact
+    Python and numpy allocations, but about ten times slower).
+    """
+    import tracemalloc
+
+    import envs  # noqa: F401
+    from agents import fast_eval
+    from agents.baselines import make_baseline
+
+    env: Any = gym.make(env_id, episode_queries=queries).unwrapped
+    policy = make_baseline(policy_name, env_id)
+    policy.reset(seed)
+    kernel = fast_eval.kernel_for(env, policy)
+    nan = float("nan")
+    rss_start = _proc_status_mb("VmRSS") or nan
+    if traced:
+        tracemalloc.start()
+    env.reset(seed=seed)
+    if traced:
+        at_start, peak_reset = (x / 2**20 for x in tracemalloc.get_traced_memory())
+        tracemalloc.reset_peak()
+    else:
+        at_start = _proc_status_mb("VmRSS") or nan
+        peak_reset = (_proc_status_mb("VmHWM") or nan) - rss_start
+        if not _reset_peak_rss():
+            at_start = nan
+    trace_bytes = env.sim.trace_nbytes
+    t0 = time.perf_counter()
+    result = env.rollout(kernel.decide, kernel.features, reset=False)
+    wall = time.perf_counter() - t0
+    if traced:
+        peak_run = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    else:
+        peak_run = _proc_status_mb("VmHWM") or nan
+    return {"queries": queries, "completed": result["completed"],
+            "method": "tracemalloc" if traced else "rss",
+            "queries_per_s": queries / wall, "trace_mb": trace_bytes / 2**20,
+            "reset_peak_mb": peak_reset, "sim_growth_mb": peak_run - at_start,
+            "rss_start_mb": rss_start, "rss_peak_mb": _proc_status_mb("VmHWM") or nan}
+
+
+def bench_memory(env_id: str, sizes: Sequence[int], policy: str,
+                 traced: bool = False) -> list[dict[str, Any]]:
+    """:func:`memory_probe` for every size, each in a fresh Python process."""
+    rows = []
+    for n in sizes:
+        code = ("import json, sys; from experiments.bench import memory_probe; "
+                f"print(json.dumps(memory_probe({env_id!r}, {int(n)}, {policy!r}, "
+                f"traced={bool(traced)})))")
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                             text=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"memory probe ({n} queries) failed: {out.stderr[-2000:]}")
+        rows.append({"env": env_id, "policy": policy,
+                     **json.loads(out.stdout.strip().splitlines()[-1])})
+    return rows
+
+
+# ---------------------------------------------------------------------------------- report
+@dataclass
+class BenchResults:
+    """Everything one bench run measured, plus when and where."""
+
+    env_steps: list[dict[str, Any]] = field(default_factory=list)
+    baselines: list[dict[str, Any]] = field(default_factory=list)
+    scaling: list[dict[str, Any]] = field(default_factory=list)
+    memory: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+_SECTION_KEYS = {
+    "env_step": ("env_steps", "env", None),
+    "baseline": ("baselines", "policy", None),
+    "scaling": ("scaling", "axis", "point"),
+    "memory": ("memory", "env", "queries"),
+}
+
+
+def to_csv(res: BenchResults) -> str:
+    """Long format: one row per measured number (``section,name,point,metric,value``)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["section", "name", "point", "metric", "value"])
+    for section, (attr, name_key, point_key) in _SECTION_KEYS.items():
+        for row in getattr(res, attr):
+            point = row[point_key] if point_key else ""
+            for metric, value in row.items():
+                if metric in (name_key, point_key) or isinstance(value, str):
+                    continue
+                w.writerow([section, row[name_key], point, metric, value])
+    return buf.getvalue()
+
+
+def _goal(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def to_markdown(res: BenchResults) -> str:
+    """``bench.md``: the four tables and the goals."""
+    m = res.meta
     lines = [
-        "| environment | env steps/s (masks + step) | step() alone/s | CartPole-v1 raw steps/s "
-        "| step cost / CartPole step |",
-        "|---|---:|---:|---:|---:|",
+        f"Measured {m.get('date', '?')} on {m.get('machine', '?')} ({m.get('cpus', '?')} CPUs), "
+        f"Python {m.get('python', '?')}, numpy {m.get('numpy', '?')}; best of "
+        f"{m.get('repeats', '?')} interleaved rounds. Load average (1/5/15 min) before: "
+        f"{m.get('load_before', '?')}, after: {m.get('load_after', '?')}; wall time "
+        f"{m.get('wall_s', 0):.0f} s ({m.get('sections', '')}).",
+        "",
     ]
-    for r in rows:
-        lines.append(f"| `{r['env']}` | {r['steps_per_s']:,.0f} | {r['step_only_per_s']:,.0f} "
-                     f"| {r['cartpole_steps_per_s']:,.0f} | {r['cost_vs_cartpole']:.2f}x |")
+    if res.env_steps:
+        lines += ["### Env steps (RL loop) vs CartPole-v1", "",
+                  "| environment | env steps/s (masks + step) | step() alone/s "
+                  "| CartPole-v1 raw steps/s | step cost / CartPole step |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in res.env_steps:
+            lines.append(f"| `{r['env']}` | {r['steps_per_s']:,.0f} | {r['step_only_per_s']:,.0f}"
+                         f" | {r['cartpole_steps_per_s']:,.0f} | {r['cost_vs_cartpole']:.2f}x |")
+        over = [f"`{r['env']}` {r['cost_vs_cartpole']:.1f}x" for r in res.env_steps
+                if r["cost_vs_cartpole"] > 3.0]
+        ok = len(res.env_steps) - len(over)
+        lines += ["", f"Goal: env step at most 3x a CartPole step — met by {ok} of "
+                  f"{len(res.env_steps)} environments"
+                  + (f"; **not met** by {', '.join(over)}." if over else "."), ""]
+    if res.baselines:
+        b0 = res.baselines[0]
+        lines += [f"### Baselines over a long trace, no RL (`{b0['env']}`)", "",
+                  "Fast path (`agents.fast_eval`, used by `experiments.evaluate` for "
+                  "heuristics) vs the `reset`/`step` loop, and vs a plain heapq M/M/c event "
+                  f"loop ({m.get('mmc', '')}) timed in the same rounds.", "",
+                  "| policy | fast path queries/s | step loop queries/s | speedup "
+                  "| M/M/c queries/s | fast / M/M/c |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in res.baselines:
+            slow = (f"{r['step_loop_queries_per_s']:,.0f} | {r['speedup']:.1f}x"
+                    if "speedup" in r else "— | —")
+            lines.append(f"| {r['policy']} | {r['fast_queries_per_s']:,.0f} | {slow} "
+                         f"| {r['mmc_queries_per_s']:,.0f} | {r['ratio_vs_mmc']:.2f}x |")
+        ratios = [r["ratio_vs_mmc"] for r in res.baselines if "speedup" in r]
+        best, worst = max(ratios), min(ratios)
+        lines += ["", f"Goal: at least 0.5x the M/M/c rate — {_goal(worst >= 0.5)} "
+                  f"({worst:.2f}x to {best:.2f}x).", ""]
+    if res.scaling:
+        lines += ["### Cost per query along each axis", "",
+                  "Per query: a whole episode of the baseline named, through the fast path "
+                  "where the env has one (else the step loop); per step: `action_masks()` + "
+                  "`step()`. Relative: to the axis's first point.", "",
+                  "| axis | point | env (baseline) | µs/query | relative | env step µs "
+                  "| relative |", "|---|---|---|---:|---:|---:|---:|"]
+        for r in res.scaling:
+            lines.append(f"| {r['axis']} | {r['point']} | `{r['env']}` ({r['policy']}) "
+                         f"| {r['us_per_query']:.2f} | {r['query_rel']:.2f} "
+                         f"| {r['step_us']:.2f} | {r['step_rel']:.2f} |")
+        lines += ["", f"![scaling]({m.get('plot', 'bench_scaling.png')})", ""]
+    if res.memory:
+        how = ("tracemalloc" if res.memory[0]["method"] == "tracemalloc"
+               else "resident set, peak mark reset between the phases")
+        lines += [f"### Memory of one episode (`{res.memory[0]['env']}`, "
+                  f"{res.memory[0]['policy']}, fast path, a fresh process each; {how})", "",
+                  "| queries | trace arrays MB | drawing the trace adds (peak) MB "
+                  "| the simulation adds (peak) MB | process peak RSS MB | queries/s |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for r in res.memory:
+            lines.append(f"| {r['queries']:,} | {r['trace_mb']:.1f} | {r['reset_peak_mb']:.1f} "
+                         f"| {r['sim_growth_mb']:.2f} | {r['rss_peak_mb']:.0f} "
+                         f"| {r['queries_per_s']:,.0f} |")
+        growth = [r["sim_growth_mb"] for r in res.memory]
+        flat = max(growth) <= 2 * min(growth) + 2.0
+        per_q = (res.memory[-1]["trace_mb"] * 2**20 / res.memory[-1]["queries"]
+                 if res.memory[-1]["queries"] else 0.0)
+        lines += ["", f"Goal: memory flat over the episode — {_goal(flat)}: the simulation "
+                  f"adds {min(growth):.2f}–{max(growth):.2f} MB whatever the length (histogram "
+                  "of fixed size, lazily read quantiles, a window of the trace as Python "
+                  "lists, queues bounded by their capacity). What grows is the trace itself, "
+                  f"the episode's input: {per_q:.0f} bytes/query in numpy arrays, and the "
+                  "transient peak of drawing it (`traces/`) at the start of the episode.", ""]
     return "\n".join(lines)
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def run_bench(*, env_ids: Sequence[str], steps: int, repeats: int, step_budget_s: float,
+              baseline_env: str,
+              policies: Sequence[str], queries: int, slow_queries: int, mmc_servers: int,
+              mmc_load: float, scaling_axes: Sequence[ScalingAxis], scaling_queries: int,
+              scaling_steps: int, memory_sizes: Sequence[int], memory_policy: str,
+              memory_traced: bool = False) -> BenchResults:
+    """All four measurements (a section with no size, e.g. ``memory_sizes=[]``, is skipped)."""
+    t0 = time.perf_counter()
+    res = BenchResults(meta={
+        "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+        "repeats": repeats, "load_before": _load(),
+        "mmc": f"{mmc_servers} servers, utilisation {mmc_load}, {queries:,} queries",
+    })
+    took: dict[str, float] = {}
+    t = time.perf_counter()
+    if env_ids and steps:
+        res.env_steps = bench_env_steps(env_ids, steps, repeats, step_budget_s)
+        took["env steps"], t = time.perf_counter() - t, time.perf_counter()
+    if policies and queries:
+        res.baselines = bench_baselines(baseline_env, policies, queries, slow_queries, repeats,
+                                        mmc_servers, mmc_load)
+        took["baselines"], t = time.perf_counter() - t, time.perf_counter()
+    if scaling_axes and scaling_queries:
+        res.scaling = bench_scaling(scaling_axes, scaling_queries, scaling_steps, repeats)
+        took["scaling"], t = time.perf_counter() - t, time.perf_counter()
+    if memory_sizes:
+        res.memory = bench_memory(baseline_env, memory_sizes, memory_policy, memory_traced)
+        took["memory"] = time.perf_counter() - t
+    res.meta.update(load_after=_load(), wall_s=time.perf_counter() - t0,
+                    sections=", ".join(f"{k} {v:.0f} s" for k, v in took.items()))
+    return res
+
+
+def write_results(res: BenchResults, out: Path, plot_name: str = "bench_scaling.png") -> str:
+    """Write ``bench.csv``, ``bench.md`` and (with scaling rows) the plot; returns the md."""
+    write_atomic(out / "bench.csv", to_csv(res))
+    if res.scaling:
+        plot_scaling(res.scaling, out / plot_name)
+        res.meta["plot"] = plot_name
+    md = to_markdown(res)
+    write_atomic(out / "bench.md", md)
+    return md
 
 
 @hydra_app("bench")
 def main(cfg: DictConfig) -> None:
-    """Measure and write bench.csv / bench.md."""
+    """Measure and write bench.csv / bench.md / bench_scaling.png."""
     import envs
+    from agents.baselines import baselines_for
 
     ids = list(cfg.envs) if cfg.envs is not None else envs.registered_ids()
-    unknown = [i for i in ids if i not in envs.registered_ids()]
+    known = envs.registered_ids()
+    unknown = [i for i in ids if i not in known]
     if unknown:
-        raise UserError(f"envs: unknown id(s) {unknown}; registered: {envs.registered_ids()}")
+        raise UserError(f"envs: unknown id(s) {unknown}; registered: {known}")
     if int(cfg.steps) < 100 or int(cfg.repeats) < 1:
         raise UserError("steps must be >= 100 and repeats >= 1")
-    rows = run_bench(ids, int(cfg.steps), int(cfg.repeats))
-    out = Path(str(cfg.out_dir))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(out / "bench.csv", buf.getvalue())
-    md = (f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}"
-          f", Python {platform.python_version()}, numpy {np.__version__}; best of "
-          f"{cfg.repeats} x {cfg.steps} steps.\n\n" + to_markdown(rows) + "\n")
-    write_atomic(out / "bench.md", md)
+    b = cfg.baselines
+    if str(b.env) not in known:
+        raise UserError(f"baselines.env: unknown id '{b.env}'")
+    policies = list(b.policies) if b.policies is not None else list(baselines_for(str(b.env)))
+    unknown = [p for p in policies if p not in baselines_for(str(b.env))]
+    if unknown:
+        raise UserError(f"baselines.policies: unknown {unknown}; known: "
+                        f"{list(baselines_for(str(b.env)))}")
+    axes = [a for a in SCALING_AXES if cfg.scaling.axes is None or a.name in cfg.scaling.axes]
+    sizes: list[int] = OmegaConf.to_object(cfg.memory.sizes)  # type: ignore[assignment]
+    res = run_bench(env_ids=ids, steps=int(cfg.steps), repeats=int(cfg.repeats),
+                    step_budget_s=float(cfg.step_budget_s),
+                    baseline_env=str(b.env), policies=policies, queries=int(b.queries),
+                    slow_queries=int(b.step_loop_queries), mmc_servers=int(b.mmc_servers),
+                    mmc_load=float(b.mmc_load), scaling_axes=axes,
+                    scaling_queries=int(cfg.scaling.queries),
+                    scaling_steps=int(cfg.scaling.steps), memory_sizes=[int(s) for s in sizes],
+                    memory_policy=str(cfg.memory.policy),
+                    memory_traced=bool(cfg.memory.traced))
+    md = write_results(res, Path(str(cfg.out_dir)))
     print(md)
 
 

@@ -148,3 +148,96 @@ def test_backlog_integrates_time_in_system_over_sla() -> None:
     _run(sim, lambda s: s.place(0))
     # Latencies 10 ms and 20 ms, each in units of the 20 ms SLA: 0.5 + 1.0.
     assert sim.backlog == pytest.approx(1.5)
+
+
+def test_lazy_quantiles_equal_the_histogram_however_often_they_are_read() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.lognormal(-5, 1.0, 20_000)
+    every, never = LatencyHistogram(), LatencyHistogram()
+    for i, v in enumerate(x):
+        every.add(float(v))
+        never.add(float(v))
+        if i % 7 == 0:  # reading walks the bins; it must not change what is recorded
+            assert every.p99.value_s == every.quantile_s(0.99)
+            assert every.p50.value_s == every.quantile_s(0.50)
+    assert never.p50.value_s == every.p50.value_s == never.quantile_s(0.5)
+    assert never.p99.value_s == every.p99.value_s == never.quantile_s(0.99)
+    batch = LatencyHistogram()
+    starts = [1.0 - float(v) for v in x]
+    for k in range(0, len(starts), 8):
+        batch.add_finished(1.0, [(s,) for s in starts[k:k + 8]])
+        batch.p99.value_s  # noqa: B018  (reads in between)
+    assert batch.counts == never.counts and batch.n == never.n
+    assert batch.total_s == pytest.approx(never.total_s, rel=1e-12)
+    assert batch.p99.value_s == never.p99.value_s
+
+
+def test_pop_until_skips_cancelled_events_and_stops_at_the_horizon() -> None:
+    q = EventQueue()
+    a = q.schedule(1.0, kind=0, target=1)
+    q.schedule(2.0, kind=0, target=2)
+    q.schedule(3.0, kind=0, target=3)
+    EventQueue.cancel(a)
+    ev = q.pop_until(2.5)
+    assert ev is not None and ev.target == 2 and q.now == 2.0
+    assert q.pop_until(2.5) is None and q.now == 2.0
+    ev = q.pop_until(float("inf"))
+    assert ev is not None and ev.target == 3
+    assert q.pop_until(float("inf")) is None and len(q) == 0
+
+
+def _gpu_sim(n: int, seed: int = 0, chunk: int = 8192) -> GpuServingSim:
+    rng = np.random.default_rng(seed)
+    times = np.cumsum(rng.exponential(1 / 900.0, n))
+    arr = Arrivals(times, rng.integers(0, 2, n).astype(np.int32), np.ones(n, dtype=np.int32),
+                   np.full(n, 20.0), np.zeros(n, dtype=np.int8), ("a", "b"))
+    lat = [[[0.002 + 0.0005 * b for b in range(1, 9)] for _ in range(2)] for _ in range(3)]
+    return GpuServingSim(lat, [[True, True]] * 3, arr,
+                         BatcherConfig(max_batch=8, max_queue_delay_s=0.001, queue_capacity=16),
+                         power_w=[(10.0, 50.0)] * 3, chunk=chunk)
+
+
+def _shortest_queue(sim: GpuServingSim) -> int:
+    return min(range(sim.n_partitions), key=lambda p: (sim.queued_items[p], p))
+
+
+def test_run_equals_the_step_by_step_loop() -> None:
+    a, b = _gpu_sim(5_000, chunk=333), _gpu_sim(5_000, chunk=333)
+    _run(a, lambda s: s.place(_shortest_queue(s)) if s.pending % 11 else s.reject())
+    b.advance()
+    steps = b.run(lambda now, m, deadline: (
+        _shortest_queue(b) if b.pending % 11 else b.n_partitions))
+    assert steps == 5_000 and a.done and b.done
+    for attr in ("arrived", "completed", "good", "dropped_rejected", "dropped_overflow",
+                 "dropped_expired", "busy_s", "energy_j"):
+        assert getattr(a.counters, attr) == getattr(b.counters, attr), attr
+    assert a.counters.latency.counts == b.counters.latency.counts
+    assert a.backlog == b.backlog and a.now == b.now
+
+
+def test_simulator_memory_does_not_grow_with_the_episode() -> None:
+    """Histogram, queues, heap and the trace's Python-list window stay the same size."""
+    import tracemalloc
+
+    growth = {}
+    for n in (4_000, 40_000):
+        sim = _gpu_sim(n, chunk=1024)
+        sim.advance()
+        tracemalloc.start()
+        start, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        max_heap = max_queued = 0
+        while sim.pending is not None:
+            sim.place(_shortest_queue(sim))
+            sim.advance()
+            max_heap = max(max_heap, len(sim.events))
+            max_queued = max(max_queued, max(len(q) for qs in sim.queues for q in qs))
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        growth[n] = peak - start
+        assert len(sim.counters.latency.counts) < 2000
+        assert len(sim._ct) <= 1024  # the window of the trace held as Python lists
+        assert max_heap <= 2 * sim.n_partitions + 1 and max_queued <= 16
+        assert sim.counters.completed + sim.counters.dropped == n
+    # Ten times the queries, (about) the same memory: a chunk of lists and the queues.
+    assert growth[40_000] < 1.5 * growth[4_000] + 50_000

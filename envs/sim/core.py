@@ -33,17 +33,20 @@ class EventQueue:
 
     Attributes:
         now: Time of the last popped event (seconds).
+        heap: The heap itself, for reading only: ``heap[0][0]`` (when ``heap`` is not empty)
+            is a lower bound on the next live event's time, so a hot loop can skip a call to
+            :meth:`pop_until` when it is later than the horizon.
     """
 
-    __slots__ = ("_heap", "_seq", "now")
+    __slots__ = ("_seq", "heap", "now")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, int, Event]] = []
+        self.heap: list[tuple[float, int, int, Event]] = []
         self._seq = 0
         self.now = 0.0
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self.heap)
 
     def schedule(self, time: float, kind: int, target: int = 0, priority: int = 0) -> Event:
         """Add an event at ``time`` (not before :attr:`now`)."""
@@ -51,7 +54,7 @@ class EventQueue:
             raise ValueError(f"cannot schedule at {time} before now={self.now}")
         ev = Event(time, kind, target)
         self._seq += 1
-        heapq.heappush(self._heap, (time, priority, self._seq, ev))
+        heapq.heappush(self.heap, (time, priority, self._seq, ev))
         return ev
 
     @staticmethod
@@ -61,7 +64,7 @@ class EventQueue:
 
     def peek(self) -> float:
         """Time of the next live event, or ``inf`` when there is none."""
-        heap = self._heap
+        heap = self.heap
         while heap and heap[0][3].cancelled:
             heapq.heappop(heap)
         return heap[0][0] if heap else float("inf")
@@ -73,7 +76,7 @@ class EventQueue:
         Returns ``None`` (and leaves :attr:`now` alone) when the next live event is later, or
         there is none.
         """
-        heap = self._heap
+        heap = self.heap
         pop = heapq.heappop
         while heap:
             top = heap[0]
@@ -92,7 +95,7 @@ class EventQueue:
         Raises:
             IndexError: the queue holds no live event.
         """
-        heap = self._heap
+        heap = self.heap
         while True:
             time, _, _, ev = heapq.heappop(heap)
             if not ev.cancelled:

@@ -6,12 +6,20 @@ model of its oldest queued request, taking up to ``max_batch`` items of that mod
 partition waits at most ``max_queue_delay_s`` for a batch to fill. Batch latency comes from a
 precomputed table (hardware model) per (partition, model, batch size).
 
+Two ways to drive it, one event loop (:meth:`GpuServingSim._loop`) behind both: step by step
+(``advance``/``place``/``reject``, what the Gymnasium env does) or a whole episode with a
+decision function (:meth:`GpuServingSim.run`, the fast path for heuristics). Speed: per-request
+state is a small tuple in a deque, events are ``(time, priority, seq, Event)`` tuples, metrics
+are plain counters and a fixed-size histogram; nothing allocates a dict per event.
+
 Nothing here imports gymnasium or torch; :mod:`envs.partition` adapts it to Gymnasium.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from envs.sim.core import Event, EventQueue
@@ -91,7 +99,9 @@ class GpuServingSim:
         self.n_models = len(latency[0])
         self.batcher = batcher
         self.power_w = power_w
-        self._arrivals = arrivals
+        # Only the columns the simulation reads (other columns of the trace can be freed).
+        self._time_s, self._model = arrivals.time_s, arrivals.model
+        self._size, self._sla_ms = arrivals.size, arrivals.sla_ms
         self._chunk = max(int(chunk), 1)
         self._n = len(arrivals)
         # The current chunk of the trace as Python lists, from request index _base on.
@@ -135,7 +145,8 @@ class GpuServingSim:
         self._capacity = batcher.queue_capacity
         self._drop_expired = batcher.drop_expired
         self._item_cost = [[latency[p][m][B - 1] / B for m in range(M)] for p in range(P)]
-        self._solo = [[latency[p][m][0] for m in range(M)] for p in range(P)]
+        #: Batch-1 latency per (partition, model) in seconds.
+        self.solo_s = [[latency[p][m][0] for m in range(M)] for p in range(P)]
         self._energy_w = [busy - idle for idle, busy in power_w] if power_w is not None else None
 
     # ------------------------------------------------------------------ decisions
@@ -157,7 +168,7 @@ class GpuServingSim:
     def expected_finish_s(self, p: int, m: int) -> float:
         """Rough time from now until a new request of model ``m`` would finish on ``p``."""
         wait = self.busy_until[p] - self.events.now if self.busy[p] else 0.0
-        return wait + self.queued_work_s[p] + self._solo[p][m]
+        return wait + self.queued_work_s[p] + self.solo_s[p][m]
 
     def place(self, p: int) -> None:
         """Queue the pending request on partition ``p``.
@@ -172,6 +183,7 @@ class GpuServingSim:
         if not 0 <= p < self.n_partitions or not self.fits[p][m]:
             raise ValueError(f"partition {p} cannot serve model {m}")
         self.pending = None
+        # The same bookkeeping as in _loop (kept in step with it; tests compare both paths).
         size = self._csize[j]
         queued = self.queued_items[p] + size
         if queued > self._capacity:
@@ -180,9 +192,12 @@ class GpuServingSim:
             return
         self.queues[p][m].append((self._ct[j], self._cdead[j], self._cinv[j], size))
         self.queued_items[p] = queued
-        self.queued_by_model[p][m] += size
+        by_model = self.queued_by_model[p]
+        by_model[m] += size
         self.queued_work_s[p] += size * self._item_cost[p][m]
-        if not self.busy[p]:
+        # An idle partition waiting for its batch to fill (timeout pending) starts it only
+        # when this request fills it (see _loop).
+        if not self.busy[p] and (self._timeout[p] is None or by_model[m] >= self._max_batch):
             self._try_dispatch(p)
 
     def reject(self) -> None:
@@ -201,32 +216,42 @@ class GpuServingSim:
         """
         if self.pending is not None:
             raise RuntimeError("the pending request has not been decided")
-        events = self.events
-        pop_until = events.pop_until
-        nxt = self._next
-        if nxt < self._n:
-            j = nxt - self._base
-            if j >= self._clen:
-                self._load_chunk(nxt)
-                j = 0
-            t_arr = self._ct[j]
-            ev = pop_until(t_arr)
-            while ev is not None:
-                self._handle(ev)
-                ev = pop_until(t_arr)
-            events.now = t_arr
-            self.backlog += self._backlog_rate * (t_arr - self._backlog_t)
-            self._backlog_t = t_arr
-            self._backlog_rate += self._cinv[j]
-            self.pending = nxt
-            self._pj = j
-            self._next = nxt + 1
-            self.counters.arrived += 1
-        else:
-            ev = pop_until(_INF)
-            while ev is not None:
-                self._handle(ev)
-                ev = pop_until(_INF)
+        self._loop(None)
+
+    def run(self, decide: Callable[[float, int, float], int]) -> int:
+        """Decide every remaining request with ``decide`` and drain: the fast path.
+
+        Equivalent to (the same code and arithmetic as) the decision loop::
+
+            while sim.pending is not None:
+                a = decide(sim.now, sim.pending_model(), sim.pending_deadline())
+                sim.reject() if a == sim.n_partitions else sim.place(a)
+                sim.advance()
+
+        without a method call per request. ``decide(now, model, deadline)`` sees the
+        simulator between two requests as a step-by-step caller would (it may read any public
+        state: ``busy``, ``queued_items``, :attr:`counters`, ...).
+
+        Args:
+            decide: Returns the partition for the pending request, or ``n_partitions`` to
+                reject it.
+
+        Returns:
+            The number of decisions made.
+
+        Raises:
+            ValueError: ``decide`` returned an out-of-range partition or one the model does
+                not fit on (the request stays pending).
+        """
+        if self.pending is None:
+            self.advance()
+        return self._loop(decide) if self.pending is not None else 0
+
+    @property
+    def trace_nbytes(self) -> int:
+        """Bytes of the trace arrays the simulator holds (the part of memory that grows with
+        the episode: everything else is bounded by the requests in the system)."""
+        return sum(a.nbytes for a in (self._time_s, self._model, self._size, self._sla_ms))
 
     @property
     def done(self) -> bool:
@@ -234,33 +259,130 @@ class GpuServingSim:
         return self.pending is None and self._next >= self._n and len(self.events) == 0
 
     # ------------------------------------------------------------------ internals
+    def _loop(self, decide: Callable[[float, int, float], int] | None) -> int:
+        """The event loop behind :meth:`advance` (``decide=None``) and :meth:`run`.
+
+        With ``decide``, first decides the pending request, then runs to the next arrival, and
+        repeats until the trace is exhausted and drained. Without, runs to the next arrival
+        and returns. Per-request and per-event work is inlined here (this loop is where the
+        simulator spends its time); a batch starts in :meth:`_try_dispatch`.
+        """
+        P, fits, cap = self.n_partitions, self.fits, self._capacity
+        queues, queued, by_model = self.queues, self.queued_items, self.queued_by_model
+        work, cost, busy = self.queued_work_s, self._item_cost, self.busy
+        running, timeouts, B = self._running, self._timeout, self._max_batch
+        events, c = self.events, self.counters
+        heap = events.heap
+        heappop = heapq.heappop
+        hist = c.latency
+        dispatch = self._try_dispatch
+        n = self._n
+        j, nxt = self._pj, self._next
+        ct, cm, csize, cdead, cinv = self._ct, self._cm, self._csize, self._cdead, self._cinv
+        clen = self._clen
+        steps = 0
+        while True:
+            if decide is not None:
+                t = ct[j]
+                m = cm[j]
+                a = decide(t, m, cdead[j])
+                if a == P:
+                    self.pending = None
+                    c.dropped_rejected += 1
+                    self._backlog_rate -= cinv[j]
+                elif 0 <= a < P and fits[a][m]:
+                    # As place(a).
+                    self.pending = None
+                    size = csize[j]
+                    q = queued[a] + size
+                    if q > cap:
+                        c.dropped_overflow += 1
+                        self._backlog_rate -= cinv[j]
+                    else:
+                        queues[a][m].append((t, cdead[j], cinv[j], size))
+                        queued[a] = q
+                        pm = by_model[a]
+                        pm[m] += size
+                        work[a] += size * cost[a][m]
+                        # Idle and waiting for the batch to fill (a timeout is pending): the
+                        # oldest request and its due time are unchanged, so only a full batch
+                        # can start it now; _try_dispatch would return without effect.
+                        if not busy[a] and (timeouts[a] is None or pm[m] >= B):
+                            dispatch(a)
+                else:
+                    raise ValueError(f"partition {a} cannot serve model {m}")
+                steps += 1
+            # Run the events up to the next arrival (or all of them: the drain).
+            if nxt < n:
+                j = nxt - self._base
+                if j >= clen:
+                    self._load_chunk(nxt)
+                    j = 0
+                    ct, cm, csize, cdead, cinv = (self._ct, self._cm, self._csize, self._cdead,
+                                                  self._cinv)
+                    clen = self._clen
+                horizon = ct[j]
+            else:
+                horizon = _INF
+            while heap and heap[0][0] <= horizon:
+                now, _, _, ev = heappop(heap)
+                if ev.cancelled:
+                    continue
+                events.now = now
+                self.backlog += self._backlog_rate * (now - self._backlog_t)
+                self._backlog_t = now
+                p = ev.target
+                if ev.kind == BATCH_DONE:
+                    batch = running[p]
+                    rate = self._backlog_rate
+                    good = 0
+                    for req in batch:
+                        rate -= req[2]
+                        if now <= req[1] + 1e-12:
+                            good += 1
+                    self._backlog_rate = rate
+                    c.completed += len(batch)
+                    c.good += good
+                    hist.add_finished(now, batch)
+                    running[p] = []
+                    busy[p] = False
+                    self.running_model[p] = -1
+                    if queued[p]:
+                        dispatch(p)
+                else:  # BATCH_TIMEOUT
+                    timeouts[p] = None
+                    dispatch(p, True)
+            if nxt >= n:
+                return steps
+            events.now = horizon
+            self.backlog += self._backlog_rate * (horizon - self._backlog_t)
+            self._backlog_t = horizon
+            self._backlog_rate += cinv[j]
+            self.pending = nxt
+            self._pj = j
+            nxt += 1
+            self._next = nxt
+            c.arrived += 1
+            if decide is None:
+                return steps
+
     def _load_chunk(self, start: int) -> None:
         """Convert requests ``start..start+chunk`` of the trace to Python lists."""
-        a = self._arrivals
         end = min(start + self._chunk, self._n)
-        t = a.time_s[start:end]
-        sla_ms = a.sla_ms[start:end]
+        t = self._time_s[start:end]
+        sla_ms = self._sla_ms[start:end]
         self._ct = t.tolist()
-        self._cm = a.model[start:end].tolist()
-        self._csize = a.size[start:end].tolist()
+        self._cm = self._model[start:end].tolist()
+        self._csize = self._size[start:end].tolist()
         self._cdead = (t + sla_ms * 1e-3).tolist()
         self._cinv = (1e3 / sla_ms).tolist()
         self._base = start
         self._clen = end - start
 
-    def _handle(self, ev: Event) -> None:
-        t = ev.time
-        self.backlog += self._backlog_rate * (t - self._backlog_t)
-        self._backlog_t = t
-        if ev.kind == BATCH_DONE:
-            self._finish_batch(ev.target)
-        else:  # BATCH_TIMEOUT
-            self._timeout[ev.target] = None
-            self._try_dispatch(ev.target, force=True)
-
     def _try_dispatch(self, p: int, force: bool = False) -> None:
-        """Start a batch on idle partition ``p`` if one is due."""
-        if self.busy[p] or self.queued_items[p] == 0:
+        """Start a batch on idle partition ``p`` if one is due (or ``force``: the timeout)."""
+        queued = self.queued_items
+        if self.busy[p] or queued[p] == 0:
             return
         queues = self.queues[p]
         # The model of the oldest queued request goes next.
@@ -273,23 +395,26 @@ class GpuServingSim:
                     oldest = t0
                     m = k
         q = queues[m]
-        now = self.events.now
+        events = self.events
+        now = events.now
         B = self._max_batch
-        if not force and self.queued_by_model[p][m] < B:
+        by_model = self.queued_by_model[p]
+        timeouts = self._timeout
+        if not force and by_model[m] < B:
             due = oldest + self._delay_s
             if now < due:
-                if self._timeout[p] is None:
-                    self._timeout[p] = self.events.schedule(due, BATCH_TIMEOUT, p)
+                if timeouts[p] is None:
+                    timeouts[p] = events.schedule(due, BATCH_TIMEOUT, p)
                 return
-        pending_timeout = self._timeout[p]
+        pending_timeout = timeouts[p]
         if pending_timeout is not None:
             pending_timeout.cancelled = True
-            self._timeout[p] = None
+            timeouts[p] = None
         batch: list[tuple[float, float, float, int]] = []
         items = 0
         removed = 0
         expired = 0
-        solo_finish = now + self._solo[p][m]
+        solo_finish = now + self.solo_s[p][m]
         drop = self._drop_expired
         rate = self._backlog_rate
         popleft, append = q.popleft, batch.append
@@ -307,13 +432,14 @@ class GpuServingSim:
             append(req)
             items += s
         self._backlog_rate = rate
-        left = self.queued_items[p] - removed
-        self.queued_items[p] = left
-        self.queued_by_model[p][m] -= removed
-        self.queued_work_s[p] = self.queued_work_s[p] - removed * self._item_cost[p][m] \
-            if left else 0.0
+        left = queued[p] - removed
+        queued[p] = left
+        by_model[m] -= removed
+        work = self.queued_work_s
+        work[p] = work[p] - removed * self._item_cost[p][m] if left else 0.0
+        c = self.counters
         if expired:
-            self.counters.dropped_expired += expired
+            c.dropped_expired += expired
         if not batch:  # everything was expired; look at the other models
             self._try_dispatch(p, force)
             return
@@ -324,31 +450,11 @@ class GpuServingSim:
         self.busy_until[p] = end
         self.running_model[p] = m
         self._running[p] = batch
-        c = self.counters
         c.busy_s[p] += dur
-        if self._energy_w is not None:
-            c.energy_j += self._energy_w[p] * dur
-        self.events.schedule(end, BATCH_DONE, p)
-
-    def _finish_batch(self, p: int) -> None:
-        now = self.events.now
-        c = self.counters
-        batch = self._running[p]
-        rate = self._backlog_rate
-        good = 0
-        for req in batch:
-            rate -= req[2]
-            if now <= req[1] + 1e-12:
-                good += 1
-        self._backlog_rate = rate
-        c.completed += len(batch)
-        c.good += good
-        c.latency.add_since(now, [req[0] for req in batch])
-        self._running[p] = []
-        self.busy[p] = False
-        self.running_model[p] = -1
-        if self.queued_items[p]:
-            self._try_dispatch(p)
+        energy_w = self._energy_w
+        if energy_w is not None:
+            c.energy_j += energy_w[p] * dur
+        events.schedule(end, BATCH_DONE, p)
 
     def finalize_energy(self) -> None:
         """Add idle power over the elapsed time (call once at the end of an episode)."""

@@ -11,6 +11,7 @@ of the bin holding the ``ceil(q * n)``-th smallest sample, the same as :meth:`qu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -101,10 +102,11 @@ class LatencyHistogram:
         if k < bins[1]:
             self.below[1] += 1
 
-    def add_since(self, now: float, starts: list[float]) -> None:
-        """Record ``now - s`` for every ``s`` in ``starts`` (a batch that finished at ``now``).
+    def add_finished(self, now: float, requests: Sequence[Sequence[float]]) -> None:
+        """Record ``now - r[0]`` for every ``r`` in ``requests`` (``r[0]``: arrival time).
 
-        Same result as calling :meth:`add` for each, in order.
+        A batch that finished at ``now``; the same result as calling :meth:`add` for each
+        latency, in order.
         """
         counts = self.counts
         log = math.log
@@ -112,8 +114,8 @@ class LatencyHistogram:
         n0 = n1 = 0
         total = self.total_s
         last = _NBINS - 1
-        for s in starts:
-            lat = now - s
+        for r in requests:
+            lat = now - r[0]
             total += lat
             k = (int(log(lat / _LO_S) * _INV_LOG_G) + 1) if lat > _LO_S else 0
             if k > last:
@@ -124,7 +126,7 @@ class LatencyHistogram:
             if k < b1:
                 n1 += 1
         self.total_s = total
-        self.n += len(starts)
+        self.n += len(requests)
         below = self.below
         below[0] += n0
         below[1] += n1

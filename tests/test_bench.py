@@ -1,0 +1,92 @@
+"""experiments/bench.py: the M/M/c yardstick is right, every section runs on tiny sizes."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from experiments import bench
+from tests.conftest import run_app
+
+
+@pytest.mark.parametrize("servers, load", [(1, 0.5), (4, 0.7), (8, 0.8)])
+def test_mmc_reference_matches_erlang_c(servers: int, load: float) -> None:
+    done, mean = bench.mmc_reference(150_000, servers, load, seed=1)
+    assert done == 150_000
+    assert mean == pytest.approx(bench.erlang_c_sojourn(servers, load), rel=0.03)
+
+
+def test_erlang_c_closed_forms() -> None:
+    assert bench.erlang_c_sojourn(1, 0.5) == pytest.approx(2.0)  # M/M/1: 1 / (mu - lambda)
+    assert bench.erlang_c_sojourn(2, 0.5) == pytest.approx(4 / 3)  # 1 / (mu (1 - rho^2))
+
+
+def _tiny(tmp_path: Path, memory_sizes: tuple[int, ...] = ()) -> bench.BenchResults:
+    return bench.run_bench(
+        env_ids=["ldsgym/PartitionPlacement-v0"], steps=300, repeats=1, step_budget_s=5.0,
+        baseline_env="ldsgym/PartitionPlacement-v0",
+        policies=["round_robin", "shortest_finish"], queries=800, slow_queries=200,
+        mmc_servers=4, mmc_load=0.8, scaling_axes=bench.SCALING_AXES, scaling_queries=300,
+        scaling_steps=200, memory_sizes=list(memory_sizes), memory_policy="shortest_finish")
+
+
+def test_every_section_runs_and_writes_its_files(tmp_path: Path) -> None:
+    res = _tiny(tmp_path, memory_sizes=(1_000, 5_000))
+    md = bench.write_results(res, tmp_path)
+    assert (tmp_path / "bench_scaling.png").stat().st_size > 5_000
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "bench.csv").read_text())))
+    assert list(rows[0]) == ["section", "name", "point", "metric", "value"]
+    sections = {r["section"] for r in rows}
+    assert sections == {"env_step", "baseline", "scaling", "memory"}
+    metrics = {(r["section"], r["metric"]) for r in rows}
+    for needed in [("env_step", "cost_vs_cartpole"), ("baseline", "fast_queries_per_s"),
+                   ("baseline", "ratio_vs_mmc"), ("baseline", "mmc_queries_per_s"),
+                   ("scaling", "us_per_query"), ("scaling", "step_us"),
+                   ("memory", "sim_growth_mb"), ("memory", "trace_mb"),
+                   ("memory", "rss_peak_mb"), ("memory", "queries_per_s")]:
+        assert needed in metrics, needed
+    assert all(float(r["value"]) >= 0 for r in rows)
+    # Both default axes, every point of each.
+    points = {(r["name"], r["point"]) for r in rows if r["section"] == "scaling"}
+    assert len(points) == sum(len(a.points) for a in bench.SCALING_AXES)
+    for title in ("Env steps", "Baselines over a long trace", "Cost per query",
+                  "Memory of one episode", "Load average"):
+        assert title in md
+    assert md == (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_memory_probe_separates_the_trace_from_the_simulation(traced: bool) -> None:
+    small, large = bench.bench_memory("ldsgym/PartitionPlacement-v0", [2_000, 30_000],
+                                      "round_robin", traced=traced)
+    assert large["trace_mb"] == pytest.approx(15 * small["trace_mb"], rel=0.01)
+    assert large["method"] == ("tracemalloc" if traced else "rss")
+    # What the simulation adds is bounded by its chunk of the trace and the requests in the
+    # system, not by the episode length (nan where the platform cannot tell).
+    assert not large["sim_growth_mb"] > 2.0
+    assert large["completed"] > 0 and large["queries_per_s"] > 0
+
+
+def test_scaling_axes_are_one_entry_each_and_unknown_envs_are_skipped() -> None:
+    extra = bench.ScalingAxis("nodes", "ldsgym/NoSuchEnv-v0", {"4": {"nodes": 4}})
+    rows = bench.bench_scaling([extra, bench.SCALING_AXES[0]], queries=200, steps=100,
+                               repeats=1)
+    assert {r["axis"] for r in rows} == {bench.SCALING_AXES[0].name}
+    assert rows[0]["query_rel"] == 1.0 and rows[0]["step_rel"] == 1.0
+
+
+def test_bench_app_end_to_end(tmp_path: Path) -> None:
+    res = run_app("experiments.bench", f"out_dir={tmp_path}", "repeats=1", "steps=200",
+                  "envs=[ldsgym/PartitionPlacement-v0]", "baselines.queries=500",
+                  "baselines.step_loop_queries=100", "baselines.policies=[round_robin]",
+                  "scaling.queries=200", "scaling.steps=100", "scaling.axes=[MIG slices]",
+                  "memory.sizes=[1000]", f"hydra.run.dir={tmp_path}/h")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for name in ("bench.csv", "bench.md", "bench_scaling.png"):
+        assert (tmp_path / name).is_file(), name
+    bad = run_app("experiments.bench", "baselines.policies=[nope]", f"out_dir={tmp_path}/x",
+                  f"hydra.run.dir={tmp_path}/h2")
+    assert bad.returncode == 2 and "nope" in bad.stderr
