@@ -454,6 +454,7 @@ class BenchResults:
     baselines: list[dict[str, Any]] = field(default_factory=list)
     scaling: list[dict[str, Any]] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
+    traces: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -462,7 +463,27 @@ _SECTION_KEYS = {
     "baseline": ("baselines", "policy", None),
     "scaling": ("scaling", "axis", "point"),
     "memory": ("memory", "env", "queries"),
+    "traces": ("traces", "what", None),
 }
+
+
+def bench_traces(generated: int, replay_rows: int, repeats: int) -> list[dict[str, Any]]:
+    """Arrival generation per synthetic preset (arrivals/s) and a cold CSV replay (seconds)."""
+    import tempfile
+
+    from traces.bench import bench_generation_by_preset, bench_replay
+
+    rows: list[dict[str, Any]] = [
+        {"what": f"generate `{name}`", "value": rate, "unit": "arrivals/s",
+         "goal": 10e6, "met": rate >= 10e6}
+        for name, rate in bench_generation_by_preset(generated, repeats).items()
+    ]
+    if replay_rows:
+        with tempfile.TemporaryDirectory() as tmp:
+            secs = bench_replay(tmp, replay_rows, repeats)
+        rows.append({"what": f"replay a {replay_rows:,}-row CSV", "value": secs, "unit": "s",
+                     "goal": 2.0 * replay_rows / 1e6, "met": secs <= 2.0 * replay_rows / 1e6})
+    return rows
 
 
 def to_csv(res: BenchResults) -> str:
@@ -485,7 +506,7 @@ def _goal(ok: bool) -> str:
 
 
 def to_markdown(res: BenchResults) -> str:
-    """``bench.md``: the four tables and the goals."""
+    """``bench.md``: the tables and the goals."""
     m = res.meta
     lines = [
         f"Measured {m.get('date', '?')} on {m.get('machine', '?')} ({m.get('cpus', '?')} CPUs), "
@@ -561,6 +582,16 @@ def to_markdown(res: BenchResults) -> str:
                   "lists, queues bounded by their capacity). What grows is the trace itself, "
                   f"the episode's input: {per_q:.0f} bytes/query in numpy arrays, and the "
                   "transient peak of drawing it (`traces/`) at the start of the episode.", ""]
+    if res.traces:
+        lines += ["### Traces (`traces/`)", "",
+                  "| what | measured | goal | |", "|---|---:|---:|---|"]
+        for r in res.traces:
+            fmt = (f"{r['value'] / 1e6:.1f} M {r['unit']}" if r["unit"] == "arrivals/s"
+                   else f"{r['value']:.2f} {r['unit']}")
+            goal = (f">= {r['goal'] / 1e6:.0f} M/s" if r["unit"] == "arrivals/s"
+                    else f"<= {r['goal']:.1f} s")
+            lines.append(f"| {r['what']} | {fmt} | {goal} | {_goal(bool(r['met']))} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -576,8 +607,9 @@ def run_bench(*, env_ids: Sequence[str], steps: int, repeats: int, step_budget_s
               policies: Sequence[str], queries: int, slow_queries: int, mmc_servers: int,
               mmc_load: float, scaling_axes: Sequence[ScalingAxis], scaling_queries: int,
               scaling_steps: int, memory_sizes: Sequence[int], memory_policy: str,
-              memory_traced: bool = False) -> BenchResults:
-    """All four measurements (a section with no size, e.g. ``memory_sizes=[]``, is skipped)."""
+              memory_traced: bool = False, trace_generated: int = 0,
+              trace_replay_rows: int = 0) -> BenchResults:
+    """All five measurements (a section with no size, e.g. ``memory_sizes=[]``, is skipped)."""
     t0 = time.perf_counter()
     res = BenchResults(meta={
         "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
@@ -599,7 +631,10 @@ def run_bench(*, env_ids: Sequence[str], steps: int, repeats: int, step_budget_s
         took["scaling"], t = time.perf_counter() - t, time.perf_counter()
     if memory_sizes:
         res.memory = bench_memory(baseline_env, memory_sizes, memory_policy, memory_traced)
-        took["memory"] = time.perf_counter() - t
+        took["memory"], t = time.perf_counter() - t, time.perf_counter()
+    if trace_generated:
+        res.traces = bench_traces(trace_generated, trace_replay_rows, repeats)
+        took["traces"] = time.perf_counter() - t
     res.meta.update(load_after=_load(), wall_s=time.perf_counter() - t0,
                     sections=", ".join(f"{k} {v:.0f} s" for k, v in took.items()))
     return res
@@ -647,7 +682,9 @@ def main(cfg: DictConfig) -> None:
                     scaling_queries=int(cfg.scaling.queries),
                     scaling_steps=int(cfg.scaling.steps), memory_sizes=[int(s) for s in sizes],
                     memory_policy=str(cfg.memory.policy),
-                    memory_traced=bool(cfg.memory.traced))
+                    memory_traced=bool(cfg.memory.traced),
+                    trace_generated=int(cfg.traces.generated),
+                    trace_replay_rows=int(cfg.traces.replay_rows))
     md = write_results(res, Path(str(cfg.out_dir)))
     print(md)
 

@@ -83,10 +83,14 @@ def test_bench_app_end_to_end(tmp_path: Path) -> None:
                   "envs=[ldsgym/PartitionPlacement-v0]", "baselines.queries=500",
                   "baselines.step_loop_queries=100", "baselines.policies=[round_robin]",
                   "scaling.queries=200", "scaling.steps=100", "scaling.axes=[MIG slices]",
-                  "memory.sizes=[1000]", f"hydra.run.dir={tmp_path}/h")
+                  "memory.sizes=[1000]", "traces.generated=50000", "traces.replay_rows=20000",
+                  f"hydra.run.dir={tmp_path}/h")
     assert res.returncode == 0, res.stderr[-3000:]
     for name in ("bench.csv", "bench.md", "bench_scaling.png"):
         assert (tmp_path / name).is_file(), name
+    md = (tmp_path / "bench.md").read_text()
+    assert "generate `poisson`" in md and "replay a 20,000-row CSV" in md
+    assert "traces" in {r.split(",")[0] for r in (tmp_path / "bench.csv").read_text().split()}
     bad = run_app("experiments.bench", "baselines.policies=[nope]", f"out_dir={tmp_path}/x",
                   f"hydra.run.dir={tmp_path}/h2")
     assert bad.returncode == 2 and "nope" in bad.stderr
