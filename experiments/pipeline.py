@@ -104,7 +104,8 @@ def evaluate_and_report(
     sweep = {}
     for load in [float(x) for x in loads]:
         make = functools.partial(spec.make, load=load)
-        sweep[load] = evaluate(make, policies, seeds, progress=bool(cfg.progress))
+        sweep[load] = evaluate(make, policies, seeds, progress=bool(cfg.progress),
+                               fast=bool(cfg.eval.get("fast", True)))
         print_table(summary_rows(sweep[load]),
                     f"{spec.env_id} at {load:.0%} load — {len(seeds)} held-out episodes")
     write_report(out, sweep, header, extra)
