@@ -144,3 +144,11 @@ def make_baseline(name: str, env_id: str = "ldsgym/PartitionPlacement-v0") -> He
     except KeyError:
         raise ValueError(f"policy '{name}': unknown baseline for {env_id}; known: "
                          f"{', '.join(registry) or 'none'}") from None
+
+
+# Other environment families register their baselines here (imported last: they build on the
+# base classes above).
+from agents.shard_baselines import PLACEMENT_BASELINES, SHARD_BASELINES  # noqa: E402
+
+BASELINES_BY_ENV["ShardRouting"] = SHARD_BASELINES
+BASELINES_BY_ENV["ShardPlacement"] = PLACEMENT_BASELINES

@@ -17,6 +17,7 @@ Configure it with the observation keys that are per slot (shape ``(N,)``) and gl
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ class SlotFeatures(BaseFeaturesExtractor):
         self.n_items = n.pop()
         self.item_keys = list(item_keys)
         self.global_keys = list(global_keys)
-        self.n_global = sum(int(torch.Size(observation_space.spaces[k].shape).numel())
+        self.n_global = sum(math.prod(observation_space.spaces[k].shape or (1,))
                             for k in global_keys)
         super().__init__(observation_space, self.n_items * len(item_keys) + self.n_global)
 
@@ -119,6 +120,7 @@ class SlotScoringPolicy(MaskableActorCriticPolicy):
         self.item_keys = list(item_keys)
         self.global_keys = list(global_keys)
         self.hidden = int(hidden)
+        self.n_actions = int(action_space.n)
         kwargs["features_extractor_class"] = SlotFeatures
         kwargs["features_extractor_kwargs"] = {"item_keys": self.item_keys,
                                                "global_keys": self.global_keys}
@@ -128,17 +130,18 @@ class SlotScoringPolicy(MaskableActorCriticPolicy):
     def _build_mlp_extractor(self) -> None:
         fx = self.features_extractor
         assert isinstance(fx, SlotFeatures)
-        if int(self.action_space.n) != fx.n_items + 1:
-            raise ValueError(f"SlotScoringPolicy: {int(self.action_space.n)} actions, expected "
+        if self.n_actions != fx.n_items + 1:
+            raise ValueError(f"SlotScoringPolicy: {self.n_actions} actions, expected "
                              f"{fx.n_items} slots + reject")
-        self.mlp_extractor = SlotScorer(fx.n_items, len(fx.item_keys), fx.n_global, self.hidden)
+        self.mlp_extractor = SlotScorer(  # type: ignore[assignment]  # same interface
+            fx.n_items, len(fx.item_keys), fx.n_global, self.hidden)
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
         # The scorer already outputs one logit per action.
         self.action_net = nn.Identity()
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1),
-                                              **self.optimizer_kwargs)
+        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]  # Adam by default
+            self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

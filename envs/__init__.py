@@ -10,6 +10,8 @@ from gymnasium.envs.registration import register, registry
 
 from envs.partition import PartitionPlacementEnv
 from envs.presets import HW_PRESETS, WORKLOADS
+from envs.shard import SHARD_PRESETS, ShardRoutingEnv
+from envs.shard_placement import ShardPlacementEnv
 
 NAMESPACE = "ldsgym"
 
@@ -24,10 +26,17 @@ for _hw, _preset in HW_PRESETS.items():
     _register(f"{NAMESPACE}/PartitionPlacement-{_hw}-v0", "envs.partition:PartitionPlacementEnv",
               hw=_preset.hw, layout=list(_preset.layout))
 
+_register(f"{NAMESPACE}/ShardRouting-v0", "envs.shard:ShardRoutingEnv")
+for _name, _shard in SHARD_PRESETS.items():
+    _register(f"{NAMESPACE}/ShardRouting-{_name}-v0", "envs.shard:ShardRoutingEnv",
+              **_shard.kwargs())
+_register(f"{NAMESPACE}/ShardPlacement-v0", "envs.shard_placement:ShardPlacementEnv")
+
 
 def registered_ids() -> list[str]:
     """Every environment id in the ``ldsgym/`` namespace."""
     return sorted(k for k in registry if k.startswith(f"{NAMESPACE}/"))
 
 
-__all__ = ["HW_PRESETS", "NAMESPACE", "WORKLOADS", "PartitionPlacementEnv", "registered_ids"]
+__all__ = ["HW_PRESETS", "NAMESPACE", "SHARD_PRESETS", "WORKLOADS", "PartitionPlacementEnv",
+           "ShardPlacementEnv", "ShardRoutingEnv", "registered_ids"]

@@ -1,0 +1,290 @@
+"""Replica-selection heuristics for ``ldsgym/ShardRouting``, as :class:`~agents.policy.Policy`.
+
+Each reads only the observation of the pending sub-request and the action mask (actions
+``0..N-1`` are nodes, ``N`` sheds; a heuristic never sheds unless nothing else is valid).
+
+* ``random``: uniform over the live replicas.
+* ``round_robin``: cycles through each shard's live replicas.
+* ``static_hash``: a fixed replica per shard (a hash of the shard), another live one if it is
+  down (consistent hashing).
+* ``least_outstanding``: fewest outstanding sub-requests (join-the-shortest-queue; Envoy's
+  LEAST_REQUEST).
+* ``power_of_two``: two random live replicas, the less loaded of them (Mitzenmacher 2001).
+* ``locality``: the replica whose cache is warmest for the shard, among those within two
+  sub-requests of the shortest queue (consistent hashing with bounded loads).
+* ``latency_greedy``: the earliest predicted response (link + queue x measured slowdown +
+  service + link), like C3 (NSDI'15) and Clockwork.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from agents.policy import HeuristicPolicy, Obs
+
+_QUEUE_NORM = 8.0  # the env's scale of the ``queue`` feature
+
+
+def _valid(mask: np.ndarray) -> np.ndarray:
+    """Indices of valid node actions (the last action sheds)."""
+    return np.flatnonzero(mask[:-1])
+
+
+def _shard(obs: Obs) -> int:
+    return int(np.argmax(obs["shard"]))
+
+
+class ShardHeuristic(HeuristicPolicy):
+    """Base: nodes are the slots; the action count is ``N + 1`` (shed last)."""
+
+    @staticmethod
+    def n_actions(observation: Obs) -> int:
+        """``N + 1``: one action per node (the ``queue`` key) plus shed."""
+        return int(observation["queue"].shape[-1]) + 1
+
+    def act(self, obs: Obs, mask: np.ndarray) -> int:
+        """Choose among the valid nodes (shed only if none)."""
+        valid = _valid(mask)
+        if not len(valid):
+            return len(mask) - 1
+        return int(self.choose(obs, valid))
+
+    def choose(self, obs: Obs, valid: np.ndarray) -> int:
+        """One of ``valid`` (non-empty)."""
+        raise NotImplementedError
+
+
+class RandomReplica(ShardHeuristic):
+    """Uniformly random among the live replicas.
+
+    Args:
+        seed: Seed of its own generator (re-seeded by the harness each episode).
+    """
+
+    name = "random"
+
+    def __init__(self, seed: int | None = 0) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Re-seed (the harness passes the episode seed, so runs are reproducible)."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+
+    def choose(self, obs: Obs, valid: np.ndarray) -> int:
+        """A random live replica."""
+        return int(self._rng.choice(valid))
+
+
+class RoundRobinReplica(ShardHeuristic):
+    """Cycles through each shard's live replicas (one cursor per shard)."""
+
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self._next: dict[int, int] = {}
+
+    def reset(self, seed: int | None = None) -> None:
+        """Restart every cursor."""
+        self._next = {}
+
+    def choose(self, obs: Obs, valid: np.ndarray) -> int:
+        """The next live replica after the shard's last choice (in node order)."""
+        s = _shard(obs)
+        start = self._next.get(s, 0)
+        after = valid[valid >= start]
+        node = int(after[0]) if len(after) else int(valid[0])
+        self._next[s] = node + 1
+        return node
+
+
+class StaticHashReplica(ShardHeuristic):
+    """A fixed replica per shard: ``valid[hash(shard) % len(valid)]``.
+
+    Keeps each shard's traffic on one node (its cache stays warm for it) but ignores load;
+    when that node is down the shard moves to another live replica.
+    """
+
+    name = "static_hash"
+
+    def choose(self, obs: Obs, valid: np.ndarray) -> int:
+        """The shard's home replica among the live ones."""
+        s = _shard(obs)
+        return int(valid[(s * 2654435761 >> 7) % len(valid)])
+
+
+class LeastOutstanding(ShardHeuristic):
+    """Fewest outstanding sub-requests; ties to the emptier link, then the lower node."""
+
+    name = "least_outstanding"
+
+    def choose(self, obs: Obs, valid: np.ndarray) -> int:
+        """Join the shortest queue."""
+        order = np.lexsort((valid, obs["link"][valid], obs["queue"][valid]))
+        return int(valid[order[0]])
+
+
+class PowerOfTwo(ShardHeuristic):
+    """Power of two choices: sample two live replicas, take the one with fewer outstanding.
+
+    Args:
+        seed: Seed of its generator (re-seeded by ``reset(seed)``, so runs are reproducible).
+    """
+
+    name = "power_of_two"
+
+    def __init__(self, seed: int | None = 0) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Re-seed."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+
+    def choose(self, obs: Obs, valid: np.ndarray) -> int:
+        """The less loaded of two sampled replicas (ties: the first sampled)."""
+        if len(valid) == 1:
+            return int(valid[0])
+        a, b = self._rng.choice(valid, size=2, replace=False)
+        q = obs["queue"]
+        return int(b if q[b] < q[a] else a)
+
+
+class LocalityAware(ShardHeuristic):
+    """Cache-affinity with bounded load: the warmest cache for the shard among the replicas
+    whose queue is within ``slack`` sub-requests of the shortest.
+
+    Args:
+        slack: Extra outstanding sub-requests tolerated for a warmer cache.
+    """
+
+    name = "locality"
+
+    def __init__(self, slack: float = 2.0) -> None:
+        self.slack = slack
+
+    def choose(self, obs: Obs, valid: np.ndarray) -> int:
+        """Warmest cache among the nearly least loaded."""
+        q = obs["queue"][valid]
+        near = valid[q <= q.min() + self.slack / _QUEUE_NORM]
+        hit = obs["hit_shard"][near]
+        order = np.lexsort((near, obs["queue"][near], -hit))
+        return int(near[order[0]])
+
+
+class LatencyGreedy(ShardHeuristic):
+    """Latency-predictive: the replica whose response is predicted back first (``finish``:
+    link backlog and transfer, queued work and service at the measured slowdown, return)."""
+
+    name = "latency_greedy"
+
+    def choose(self, obs: Obs, valid: np.ndarray) -> int:
+        """Argmin of the predicted response time."""
+        order = np.lexsort((valid, obs["finish"][valid]))
+        return int(valid[order[0]])
+
+
+#: Baselines of ShardRouting by name (``BASELINES_BY_ENV["ShardRouting"]``).
+SHARD_BASELINES: dict[str, Callable[[], HeuristicPolicy]] = {
+    cls.name: cls
+    for cls in (RandomReplica, RoundRobinReplica, StaticHashReplica, LeastOutstanding,
+                PowerOfTwo, LocalityAware, LatencyGreedy)
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# ShardPlacement: action 0 keeps the placement, 1 + s * N + n toggles shard s on node n.
+# ---------------------------------------------------------------------------------------------
+
+
+class PlacementHeuristic(HeuristicPolicy):
+    """Base of the placement baselines (``S * N + 1`` actions, no-op first)."""
+
+    @staticmethod
+    def n_actions(observation: Obs) -> int:
+        """``1 + S * N`` (the ``holds`` key has ``S * N`` entries)."""
+        return int(observation["holds"].shape[-1]) + 1
+
+
+class StaticPlacement(PlacementHeuristic):
+    """Never changes the placement (the ShardRouting deployment)."""
+
+    name = "static"
+
+    def act(self, obs: Obs, mask: np.ndarray) -> int:
+        """Keep."""
+        return 0
+
+
+class RandomPlacement(PlacementHeuristic):
+    """Keeps the placement, except with probability ``p`` a random allowed toggle.
+
+    Args:
+        p: Probability of a change per decision.
+        seed: Seed of its generator (re-seeded by ``reset(seed)``).
+    """
+
+    name = "random"
+
+    def __init__(self, p: float = 0.02, seed: int | None = 0) -> None:
+        self.p = p
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Re-seed."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+
+    def act(self, obs: Obs, mask: np.ndarray) -> int:
+        """Mostly keep."""
+        toggles = np.flatnonzero(mask[1:]) + 1
+        if len(toggles) and self._rng.random() < self.p:
+            return int(self._rng.choice(toggles))
+        return 0
+
+
+class HotReplicate(PlacementHeuristic):
+    """Replicate the hottest shard onto the least busy node with a free slot; when no node has
+    one, drop a replica of a cold shard to make room (hot-shard replication).
+
+    Args:
+        hot: Per-replica demand (node-seconds per second) above which a shard gets a replica.
+        cold: Per-replica demand below which a replica may be dropped to make room.
+    """
+
+    name = "hot_replicate"
+
+    def __init__(self, hot: float = 0.5, cold: float = 0.2) -> None:
+        self.hot = hot
+        self.cold = cold
+
+    def act(self, obs: Obs, mask: np.ndarray) -> int:
+        """One change at a time, only when nothing is loading."""
+        if obs["loading"].any():
+            return 0
+        demand = obs["demand"]
+        n_nodes = len(obs["up"])
+        s = int(np.argmax(demand))
+        if demand[s] <= self.hot:
+            return 0
+        add = [n for n in range(n_nodes) if mask[1 + s * n_nodes + n]
+               and not obs["holds"][s * n_nodes + n]]
+        if add:
+            n = min(add, key=lambda k: (obs["util"][k], obs["queue"][k], k))
+            return 1 + s * n_nodes + n
+        holds = obs["holds"].reshape(-1, n_nodes)
+        drops = [(demand[c], -obs["util"][n], c, n) for c in range(len(demand)) if c != s
+                 and demand[c] < self.cold for n in range(n_nodes)
+                 if holds[c, n] and not holds[s, n] and mask[1 + c * n_nodes + n]]
+        if drops:
+            _, _, c, n = min(drops)
+            return 1 + c * n_nodes + n
+        return 0
+
+
+#: Baselines of ShardPlacement by name (``BASELINES_BY_ENV["ShardPlacement"]``).
+PLACEMENT_BASELINES: dict[str, Callable[[], HeuristicPolicy]] = {
+    cls.name: cls for cls in (StaticPlacement, RandomPlacement, HotReplicate)
+}

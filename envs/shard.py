@@ -1,0 +1,581 @@
+"""``ldsgym/ShardRouting-v0``: route each sub-request of a sharded DLRM to one replica."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.rewards import Outcome, Reward, make_reward
+from envs.sim.shard import (
+    CapacityEstimate,
+    ClusterSpec,
+    FaultEvent,
+    RandomDisruption,
+    ShardLayout,
+    ShardSim,
+    balance_tables,
+    estimate_capacity,
+    place_replicas,
+)
+from envs.sim.skew import DEFAULT_ALPHA, FITTED
+from hwmodels.latency import LatencyModel
+from hwmodels.links import LinkSpec, get_link
+from hwmodels.partitions import make_layout
+from hwmodels.specs import DeviceSpec, load_device
+from hwmodels.storage import get_tier
+from hwmodels.workloads import DLRM_V2_MULTI_HOT, DLRM_V2_ROWS, WorkloadProfile, build_profile
+from traces.arrivals import ModelClass, TraceSource, WorkloadMix, mix_from_spec
+from traces.presets import get_trace
+
+Obs = dict[str, np.ndarray]
+_CLIP = 10.0
+_QUEUE_NORM = 8.0  # outstanding sub-requests per node that read as 1.0
+
+#: Straggler defaults: each node slows down 3x about 10 times a second for ~10 ms (about 9% of
+#: the time). Time is compressed so that an episode of a few hundred milliseconds sees some.
+DEFAULT_STRAGGLERS: dict[str, float] = {"rate_hz": 10.0, "duration_ms": 10.0, "factor": 3.0}
+#: Random failures for ``faults="random"``: each node fails about twice a second for ~20 ms.
+DEFAULT_RANDOM_FAULTS: dict[str, float] = {"rate_hz": 2.0, "duration_ms": 20.0}
+
+
+@dataclass(frozen=True)
+class ShardPreset:
+    """A registered variant of ``ShardRouting`` (constructor kwargs that differ from the base).
+
+    Attributes:
+        nodes: Embedding nodes.
+        shards: Shards.
+        replication: Replicas per shard.
+        partition: ``"table"`` or ``"row"``.
+        extra: Other constructor kwargs.
+    """
+
+    nodes: int = 8
+    shards: int = 8
+    replication: int = 3
+    partition: str = "table"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def kwargs(self) -> dict[str, Any]:
+        """The kwargs to register (JSON-able)."""
+        return {"nodes": self.nodes, "shards": self.shards, "replication": self.replication,
+                "partition": self.partition, **self.extra}
+
+
+#: Variants registered as ``ldsgym/ShardRouting-<name>-v0``.
+SHARD_PRESETS: dict[str, ShardPreset] = {
+    "16N": ShardPreset(nodes=16, shards=16, replication=3),
+    # Table-wise sharding cannot spread DLRMv2's hot 100-lookup table over 64 nodes, so the
+    # large cluster hashes rows over 16 shards (4 replicas each: one shard per node).
+    "64N": ShardPreset(nodes=64, shards=16, replication=4, partition="row"),
+    "RowWise": ShardPreset(partition="row"),
+    "Faults": ShardPreset(extra={"faults": "random"}),
+}
+
+
+def recsys_tables(model: str, n_tables: int | None = None) -> tuple[tuple[int, ...],
+                                                                    tuple[int, ...], int]:
+    """``(rows, pooling, dim)`` of a recommendation model's embedding tables.
+
+    ``dlrm-v2`` uses the MLPerf table sizes and multi-hot sizes; other ``recsys`` profiles
+    are read from their embedding layers (rows = params / dim, pooling = gathered / dim).
+    ``n_tables`` cycles through the model's tables to make a wider (or narrower) model.
+
+    Raises:
+        ValueError: not a recommendation model, or ``n_tables < 1``.
+    """
+    prof = build_profile(model)
+    if prof.family != "recsys":
+        raise ValueError(f"model '{model}': not a recommendation model (family {prof.family})")
+    emb = [lay for lay in prof.layers if lay.kind == "embedding"]
+    dim = round(emb[0].act_out)
+    if model == "dlrm-v2":
+        rows, pooling = tuple(DLRM_V2_ROWS), tuple(DLRM_V2_MULTI_HOT)
+    else:
+        rows = tuple(int(lay.params // dim) for lay in emb)
+        pooling = tuple(round(lay.act_in / dim) for lay in emb)
+    if n_tables is not None:
+        if n_tables < 1:
+            raise ValueError(f"tables must be >= 1, got {n_tables}")
+        rows = tuple(rows[t % len(rows)] for t in range(n_tables))
+        pooling = tuple(pooling[t % len(pooling)] for t in range(n_tables))
+    return rows, pooling, dim
+
+
+def dense_latency_s(device: DeviceSpec, model: str, batch: int,
+                    precision: str = "fp16") -> tuple[float, float]:
+    """``(bottom, top)`` MLP latency of one request of ``batch`` samples on the whole device.
+
+    The profile's layers before the embeddings form the bottom MLP; those after (feature
+    interaction and the top/over arch) the top MLP; each is timed by the roofline model
+    (:class:`hwmodels.latency.LatencyModel`) as a model of its own.
+    """
+    prof = build_profile(model)
+    first = next(i for i, lay in enumerate(prof.layers) if lay.kind == "embedding")
+    last = max(i for i, lay in enumerate(prof.layers) if lay.kind == "embedding")
+    part = make_layout(device, ["full"])[0]
+    lat = LatencyModel(device, precision)
+    out = []
+    for name, layers in (("bottom", prof.layers[:first]), ("top", prof.layers[last + 1:])):
+        sub = WorkloadProfile(f"{model}.{name}", "recsys", tuple(layers), prof.description,
+                              prof.source)
+        out.append(float(lat.latency_s(sub, batch, part)))
+    return out[0], out[1]
+
+
+def _disruption(spec: Mapping[str, float] | None, defaults: Mapping[str, float]
+                ) -> RandomDisruption | None:
+    if spec is None:
+        return None
+    d = {**defaults, **spec}
+    unknown = set(d) - {"rate_hz", "duration_ms", "factor"}
+    if unknown:
+        raise ValueError(f"disruption: unknown key(s) {sorted(unknown)}")
+    return RandomDisruption(float(d["rate_hz"]), float(d["duration_ms"]) * 1e-3,
+                            float(d.get("factor", 1.0)))
+
+
+def _faults(spec: str | Mapping[str, float] | Sequence[Mapping[str, Any]] | None
+            ) -> tuple[tuple[FaultEvent, ...], RandomDisruption | None]:
+    if spec is None:
+        return (), None
+    if isinstance(spec, str):
+        if spec != "random":
+            raise ValueError(f"faults: expected 'random', a dict or a list, got '{spec}'")
+        return (), _disruption({}, DEFAULT_RANDOM_FAULTS)
+    if isinstance(spec, Mapping):
+        return (), _disruption(spec, DEFAULT_RANDOM_FAULTS)
+    events = []
+    for i, f in enumerate(spec):
+        f = dict(f)
+        try:
+            events.append(FaultEvent(float(f.pop("start_ms")) * 1e-3,
+                                     float(f.pop("duration_ms")) * 1e-3, int(f.pop("target")),
+                                     str(f.pop("kind", "node")), str(f.pop("mode", "fail")),
+                                     float(f.pop("factor", 4.0))))
+        except KeyError as exc:
+            raise ValueError(f"faults[{i}]: missing {exc}") from None
+        if f:
+            raise ValueError(f"faults[{i}]: unknown key(s) {sorted(f)}")
+    return tuple(events), None
+
+
+class ShardRoutingEnv(gym.Env[Obs, np.int64]):
+    """Route the sub-requests of a sharded recommendation model to embedding-node replicas.
+
+    ## Description
+
+    One DLRM (MLPerf DLRMv2 by default: 26 tables, 214 lookups per sample) serves requests of
+    ``batch`` samples. Its tables are split into ``shards`` shards (whole tables balanced by
+    load, or every table's rows hashed over the shards) and each shard is replicated on
+    ``replication`` of ``nodes`` embedding nodes (chained declustering). A central node runs the
+    bottom and top MLPs on a dense device (roofline latency of the model's MLP layers). A
+    request fans out one sub-request per shard over the nodes' links (fair-shared bandwidth,
+    latency and RPC overhead), each node serves lookups from DRAM (pinned small tables, and a
+    row cache whose hit rate follows the calibrated Zipf-like row popularity) or its NVMe SSD,
+    and the request completes when the last sub-request is back and the top MLP has run.
+    Nodes straggle at random; with ``faults`` they also fail (sub-requests on them are retried
+    elsewhere or fail, never lost). The simulator is :mod:`envs.sim.shard`.
+
+    The agent routes one sub-request per step. All sub-requests of a request are decided at its
+    arrival instant (in shard order); time advances after the last one.
+
+    ``info`` (every step): ``sla_attainment``, ``goodput``, ``p50/p99/mean_latency_ms`` are
+    end-to-end *request* metrics, ``requests_arrived/completed/good/dropped/in_system`` count
+    requests; ``arrived``, ``completed``, ``good``, ``late``, ``dropped`` (``_rejected`` shed,
+    ``_overflow`` node queue full, ``_failed`` no live replica or retries exhausted) and
+    ``in_system`` count *sub-requests*, the decision unit, so ``arrived == completed + dropped
+    + in_system`` holds at every step; also ``cache_hit_rate`` (lookups of SSD-backed tables
+    served from DRAM), ``link_utilization`` (mean and ``_max`` over link directions),
+    ``utilization`` (nodes), ``dense_utilization``, ``retried``, ``invalid_actions``,
+    ``capacity_qps``.
+
+    ## Action Space
+
+    ``Discrete(N + 1)``: ``0..N-1`` send the sub-request to that node; ``N`` sheds it (its
+    request fails), allowed only with ``allow_shed=True``. :meth:`action_masks` allows the
+    nodes that hold the shard and are up. It is never all-false: a sub-request whose every
+    replica is down fails in the simulator without being presented. A masked action is
+    replaced by the next valid node (cyclically) and counted in ``info["invalid_actions"]``,
+    so unmasked agents and Gymnasium's checker can step the env.
+
+    ## Observation Space
+
+    A ``Dict`` of float32 boxes in ``[0, 10]`` (``N`` nodes, ``S`` shards); times in units of
+    the request's SLA:
+
+    | key         | shape | meaning                                                         |
+    |-------------|-------|-----------------------------------------------------------------|
+    | ``queue``   | (N,)  | sub-requests outstanding at each node / 8                       |
+    | ``work``    | (N,)  | estimated work queued at each node (x measured slowdown) / SLA  |
+    | ``link``    | (N,)  | payload bytes in flight on each node's link / (bandwidth x SLA) |
+    | ``hit``     | (N,)  | each node's recent row-cache hit rate (all its shards)          |
+    | ``hit_shard``| (N,) | each node's recent hit rate on this shard (0: not held)         |
+    | ``occupancy``| (N,) | used share of each node's fast tier (pinned tables + cache)     |
+    | ``slow``    | (N,)  | each node's measured slowdown (1 = nominal)                     |
+    | ``up``      | (N,)  | 1 if the node is up and reachable                               |
+    | ``holds``   | (N,)  | 1 if the node holds this sub-request's shard                    |
+    | ``finish``  | (N,)  | predicted time until the response is back from each node / SLA  |
+    | ``shard``   | (S,)  | one-hot shard of the sub-request                                |
+    | ``size``    | (2,)  | its lookups / mean per sub-request; its response bytes / mean   |
+    | ``request`` | (2,)  | its request's sub-requests left to route (this one too) / S;    |
+    |             |       | the latest predicted finish among those already routed / SLA    |
+    | ``rates``   | (1,)  | recent request rate / capacity                                  |
+
+    ``finish`` = link backlog and transfer + (queued work + this service at the node's
+    running hit estimate) x measured slowdown + the response's transfer: what a
+    latency-predictive router (C3, Clockwork) computes.
+
+    ## Rewards
+
+    A reward object (:mod:`envs.rewards`) weighs the *requests* that finished since the last
+    decision (sub-requests only count through their request). Default ``goodput``:
+    ``good - late - dropped - backlog_weight * backlog``. Worked example: routing the last
+    sub-request of a request advances time 0.4 ms, during which two requests complete within
+    their SLA and one fails because its node crashed with no retries left:
+    ``r = 2 - 0 - 1 = 1``; steps that route the other sub-requests of a request take no time
+    and get ``0``.
+
+    ## Starting State
+
+    Empty queues, caches warm (each holding the rows an LRU holds in steady state, Che's
+    approximation), no node down; the first request's first sub-request is pending.
+
+    ## Episode End
+
+    Episodes last ``episode_queries`` *sub-request arrivals* (each a decision unless its shard
+    has no live replica), a truncation. The last request is cut to the shards the budget still
+    covers. After the last decision the system drains, so the final ``info`` counts every
+    sub-request and request as completed or dropped.
+
+    ## Arguments
+
+    ``gym.make("ldsgym/ShardRouting-v0", nodes=8, shards=8, replication=3, partition="table",
+    tables=None, model="dlrm-v2", batch=64, hw="a100-80gb", dense_devices=None, link=
+    "ethernet-25g", fast_tier="dram", slow_tier="nvme-ssd", cache_mb=64, cache_policy="lru",
+    pin_rows=65536, track_rows=0, workload=None, sla_ms=None, sla_multiple=8, trace="poisson",
+    load=0.8, episode_queries=1000, reward="goodput", stragglers=DEFAULT_STRAGGLERS,
+    faults=None, allow_shed=False, ...)``. ``load`` is the offered load as a fraction of the
+    analytic capacity (:func:`envs.sim.shard.estimate_capacity`: the busiest node under the best
+    split, the links, the dense devices). ``link`` is a :data:`hwmodels.links.LINKS` name or a
+    list with one per node. ``workload`` gives request classes (``weight``, ``sla_ms`` or
+    ``sla_multiple``, ``priority``; their names are labels, the served model is ``model``);
+    without it every request has SLA ``sla_ms`` or ``sla_multiple`` x the unloaded latency.
+    ``faults`` is ``"random"``, a dict (``rate_hz``, ``duration_ms``) of random node failures
+    (never the last live replica of a shard), or a list of ``{start_ms, duration_ms, target,
+    kind: node|link, mode: fail|slow, factor}``. ``alpha`` is the row-popularity exponent or
+    the name of a fit in :data:`envs.sim.skew.FITTED` (default: both years' statistics).
+
+    ## Version History
+
+    * v0: first release.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
+
+    def __init__(
+        self,
+        nodes: int = 8,
+        shards: int = 8,
+        replication: int = 3,
+        partition: str = "table",
+        tables: int | None = None,
+        model: str = "dlrm-v2",
+        batch: int = 64,
+        hw: str | Mapping[str, Any] | DeviceSpec = "a100-80gb",
+        dense_devices: int | None = None,
+        precision: str = "fp16",
+        link: str | Sequence[str] = "ethernet-25g",
+        fast_tier: str = "dram",
+        slow_tier: str = "nvme-ssd",
+        cache_mb: float = 64.0,
+        cache_policy: str = "lru",
+        pin_rows: int = 65536,
+        track_rows: int = 0,
+        elem_bytes: int = 4,
+        queue_depth: float = 64.0,
+        node_overhead_us: float = 20.0,
+        queue_capacity: int = 64,
+        max_retries: int = 2,
+        retry_delay_ms: float = 1.0,
+        alpha: float | str = "all",
+        workload: str | Sequence[Mapping[str, Any]] | WorkloadMix | None = None,
+        sla_ms: float | None = None,
+        sla_multiple: float = 8.0,
+        trace: str | TraceSource = "poisson",
+        load: float = 0.8,
+        episode_queries: int = 1000,
+        reward: str | dict[str, Any] | Reward = "goodput",
+        stragglers: Mapping[str, float] | None = DEFAULT_STRAGGLERS,
+        faults: str | Mapping[str, float] | Sequence[Mapping[str, Any]] | None = None,
+        allow_shed: bool = False,
+        rate_window_s: float = 0.05,
+        ewma: float = 0.2,
+    ) -> None:
+        if load <= 0:
+            raise ValueError(f"load must be > 0, got {load}")
+        if episode_queries < 1:
+            raise ValueError(f"episode_queries must be >= 1, got {episode_queries}")
+        if partition not in ("table", "row"):
+            raise ValueError(f"partition must be 'table' or 'row', got '{partition}'")
+        if nodes < 1 or shards < 1 or batch < 1:
+            raise ValueError("nodes, shards and batch must be >= 1")
+        if cache_policy not in ("lru", "lfu"):
+            raise ValueError(f"cache_policy must be 'lru' or 'lfu', got '{cache_policy}'")
+        if isinstance(alpha, str):
+            if alpha not in FITTED:
+                raise ValueError(f"alpha '{alpha}': unknown fit; known: {', '.join(FITTED)}")
+            alpha_v = FITTED[alpha].alpha
+        else:
+            alpha_v = float(alpha) if alpha is not None else DEFAULT_ALPHA
+        if alpha_v <= 0:
+            raise ValueError(f"alpha must be > 0, got {alpha_v}")
+        rows, pooling, dim = recsys_tables(model, tables)
+        self.device = load_device(hw)
+        bottom_s, top_s = dense_latency_s(self.device, model, batch, precision)
+        links = [link] * nodes if isinstance(link, str) else list(link)
+        if len(links) != nodes:
+            raise ValueError(f"link: {len(links)} links for {nodes} nodes")
+        link_specs: tuple[LinkSpec, ...] = tuple(get_link(str(x)) for x in links)
+        row_bytes = dim * elem_bytes
+        if partition == "row":
+            shard_tables = tuple(tuple(range(len(rows))) for _ in range(shards))
+        else:
+            slow_weight = [p * (1.0 if r > pin_rows else 0.05) for r, p in zip(rows, pooling,
+                                                                                strict=True)]
+            shard_tables = balance_tables(slow_weight, shards)
+        self.cluster = ClusterSpec(
+            n_nodes=nodes, table_rows=rows, pooling=pooling, dim=dim, elem_bytes=elem_bytes,
+            batch=batch, row_wise=partition == "row", shard_tables=shard_tables,
+            replicas=place_replicas(nodes, shards, replication), fast=get_tier(fast_tier),
+            slow=get_tier(slow_tier), queue_depth=queue_depth,
+            node_overhead_s=node_overhead_us * 1e-6,
+            cache_rows=int(cache_mb * 2**20 // row_bytes), track_rows=track_rows,
+            pin_rows=pin_rows, cache_policy=cache_policy, links=link_specs, bottom_s=bottom_s,
+            top_s=top_s, dense_servers=dense_devices or max(1, nodes // 8), alpha=alpha_v,
+            queue_capacity=queue_capacity, max_retries=max_retries,
+            retry_delay_s=retry_delay_ms * 1e-3)
+        self.layout = ShardLayout(self.cluster)
+        self.stragglers = _disruption(stragglers, DEFAULT_STRAGGLERS)
+        self.faults, self.random_faults = _faults(faults)
+        for f in self.faults:
+            if not 0 <= f.target < nodes:
+                raise ValueError(f"faults: target {f.target} out of range [0, {nodes})")
+        self.capacity: CapacityEstimate = estimate_capacity(self.layout, self.stragglers)
+        self.capacity_qps = self.capacity.capacity_qps
+        self.solo_ms = self.capacity.solo_s * 1e3
+        if workload is None:
+            self.mix = WorkloadMix((ModelClass(
+                model, sla_ms=sla_ms if sla_ms is not None else 1.0,
+                sla_multiple=None if sla_ms is not None else sla_multiple),))
+        elif isinstance(workload, WorkloadMix):
+            self.mix = workload
+        elif isinstance(workload, str):
+            raise ValueError(f"workload '{workload}': give request classes as a list of dicts")
+        else:
+            self.mix = mix_from_spec([dict(m) for m in workload])
+        self.trace = get_trace(trace)
+        self.load = float(load)
+        self.episode_queries = int(episode_queries)
+        self.reward_fn = make_reward(reward)
+        self.allow_shed = bool(allow_shed)
+        self.rate_window_s = float(rate_window_s)
+        self.ewma = float(ewma)
+
+        N, S = nodes, shards
+        self.n_nodes, self.n_shards = N, S
+        lay = self.layout
+        self._mean_lookups = lay.lookups_per_request / S
+        self._mean_resp = float(np.mean(lay.resp_bytes))
+        self._bps = np.array([lk.payload_bps for lk in link_specs])
+        self._fixed = np.array([(lk.latency_us + lk.rpc_us) * 1e-6 for lk in link_specs])
+        self._onehot = np.eye(S, dtype=np.float32)
+        self._holds_f = lay.holds.T.astype(np.float64)  # (S, N)
+        box = spaces.Box
+        per_node = ("queue", "work", "link", "hit", "hit_shard", "occupancy", "slow", "up",
+                    "holds", "finish")
+        obs_spaces: dict[str, spaces.Space[Any]] = {
+            k: box(0.0, _CLIP, (N,), np.float32) for k in per_node}
+        for k in ("hit", "hit_shard", "occupancy", "up", "holds"):
+            obs_spaces[k] = box(0.0, 1.0, (N,), np.float32)
+        obs_spaces["shard"] = box(0.0, 1.0, (S,), np.float32)
+        obs_spaces["size"] = box(0.0, _CLIP, (2,), np.float32)
+        obs_spaces["request"] = box(0.0, _CLIP, (2,), np.float32)
+        obs_spaces["rates"] = box(0.0, _CLIP, (1,), np.float32)
+        self.observation_space: spaces.Dict = spaces.Dict(obs_spaces)  # type: ignore[assignment]
+        self.action_space = spaces.Discrete(N + 1)
+        self.sim: ShardSim | None = None
+        self._last_obs: Obs | None = None
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
+        """Draw a new trace and run to the first sub-request."""
+        super().reset(seed=seed)
+        trace_seed, sim_seed = (int(x) for x in self.np_random.integers(0, 2**63 - 1, size=2))
+        # Requests needed to cover the budget of sub-requests (the last one may be cut).
+        n_req = -(-self.episode_queries // self.n_shards)
+        arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix, n_req,
+                                     self.load * self.capacity_qps)
+        arrivals = arrivals.resolve_sla(np.full(len(self.mix.models), self.solo_ms))
+        self.sim = ShardSim(
+            self.layout, arrivals.time_s, arrivals.sla_ms * 1e-3, self.episode_queries,
+            np.random.default_rng(sim_seed), faults=self.faults, stragglers=self.stragglers,
+            random_faults=self.random_faults, ewma=self.ewma, row_hit0=self.capacity.row_hit,
+            warm_rows=self.capacity.warm_rows)
+        self._max_sla = float(arrivals.sla_ms.max()) * 1e-3 if len(arrivals) else 1.0
+        self._rate = 0.0
+        self._rate_t = 0.0
+        self._seen_req = -1
+        self._req_pred = 0.0
+        self._snapshot = (0, 0, 0, 0.0)
+        self._invalid = 0
+        self.sim.advance()
+        self._on_pending()
+        return self._obs(), self._info()
+
+    def step(self, action: np.int64 | int) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
+        """Route (or shed) the pending sub-request and run to the next one."""
+        sim = self.sim
+        if sim is None or sim.pending is None:
+            raise RuntimeError("call reset() before step()")
+        a = int(action)
+        if not 0 <= a <= self.n_nodes:
+            raise ValueError(f"action {a} is out of range [0, {self.n_nodes}]")
+        mask = self.action_masks()
+        if not mask[a]:  # the next valid node, cyclically (agents should use the mask)
+            self._invalid += 1
+            valid = np.flatnonzero(mask[: self.n_nodes])
+            later = valid[valid >= a]
+            a = int(later[0]) if len(later) else int(valid[0])
+        if a == self.n_nodes:
+            sim.shed()
+        else:
+            pred = float(self._finish[a])
+            sim.route(a)
+            self._req_pred = max(self._req_pred, pred)
+        sim.advance()
+        truncated = sim.pending is None
+        if not truncated:
+            self._on_pending()
+        reward = self._reward()
+        obs = self._obs() if not truncated else self._last_obs
+        assert obs is not None
+        return obs, reward, False, truncated, self._info()
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions: the pending shard's live replicas (and shedding if allowed)."""
+        sim = self.sim
+        mask = np.zeros(self.n_nodes + 1, dtype=bool)
+        if sim is None or sim.pending is None:
+            mask[:] = True
+            return mask
+        mask[: self.n_nodes] = sim.mask()
+        mask[self.n_nodes] = self.allow_shed
+        return mask
+
+    def latency_counts(self) -> list[int]:
+        """Request latency histogram so far (bins: ``envs.sim.metrics.BIN_EDGES_S``)."""
+        return list(self.sim.req.latency.counts) if self.sim is not None else []
+
+    # ------------------------------------------------------------------ helpers
+    def _on_pending(self) -> None:
+        """Bookkeeping when a new sub-request becomes pending (rates, per-request state)."""
+        sim = self.sim
+        assert sim is not None and sim.pending is not None
+        req = sim.pending.req
+        if req.id != self._seen_req:
+            self._seen_req = req.id
+            self._req_pred = 0.0
+            now = sim.now
+            decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
+            self._rate = self._rate * decay + 1.0 / self.rate_window_s
+            self._rate_t = now
+        self._finish = self._predict_finish()
+
+    def _predict_finish(self) -> np.ndarray:
+        """Seconds until the pending sub-request's response would be back, per node."""
+        sim = self.sim
+        assert sim is not None and sim.pending is not None
+        return sim.predict_finish(sim.pending, self._fixed, self._bps)
+
+    def _obs(self) -> Obs:
+        sim = self.sim
+        assert sim is not None and sim.pending is not None
+        sub = sim.pending
+        now = sim.now
+        req = sub.req
+        inv_sla = 1.0 / max(req.deadline - req.arrival, 1e-9)
+        s = sub.shard
+        holds = self._holds_f[s]
+        N = self.n_nodes
+        vals = np.empty((10, N))
+        vals[0] = np.asarray(sim.outstanding) / _QUEUE_NORM
+        vals[1] = sim.remaining_work(now) * sim.measured_slow * inv_sla
+        vals[2] = ((sim.link_bytes(now, up=False) + sim.link_bytes(now, up=True))
+                   / (self._bps * sim.link_factor) * inv_sla)
+        vals[3] = sim.hit_rate
+        vals[4] = sim.row_hit[:, s] * holds
+        vals[5] = sim.cache_occupancy()
+        vals[6] = sim.measured_slow
+        vals[7] = sim.up()
+        vals[8] = holds
+        vals[9] = self._finish * inv_sla
+        flat = np.clip(vals, 0.0, _CLIP).astype(np.float32)
+        left = len(sim.fanout_left()) + 1
+        extra = np.array([sub.lookups / self._mean_lookups, sub.resp_bytes / self._mean_resp,
+                          left / self.n_shards, self._req_pred * inv_sla,
+                          self._rate / self.capacity_qps], dtype=np.float64)
+        ex = np.clip(extra, 0.0, _CLIP).astype(np.float32)
+        obs = {"queue": flat[0], "work": flat[1], "link": flat[2], "hit": flat[3],
+               "hit_shard": flat[4], "occupancy": flat[5], "slow": flat[6], "up": flat[7],
+               "holds": flat[8], "finish": flat[9], "shard": self._onehot[s].copy(),
+               "size": ex[0:2], "request": ex[2:4], "rates": ex[4:5]}
+        self._last_obs = obs
+        return obs
+
+    def _reward(self) -> float:
+        """The reward for the requests that finished since the last call."""
+        sim = self.sim
+        assert sim is not None
+        sim.sync_backlog()
+        c = sim.req
+        snap = (c.good, c.completed - c.good, c.dropped, sim.backlog)
+        old = self._snapshot
+        self._snapshot = snap
+        return float(self.reward_fn(Outcome(snap[0] - old[0], snap[1] - old[1],
+                                            snap[2] - old[2], 0.0, 0, snap[3] - old[3])))
+
+    def _info(self) -> dict[str, Any]:
+        sim = self.sim
+        assert sim is not None
+        now = sim.now
+        info: dict[str, Any] = sim.req.summary(now)
+        sub = sim.sub
+        req = sim.req
+        lookups = sum(sim.cache_lookups)
+        mean_link, max_link = sim.link_utilization(now)
+        info.update({
+            # Requests, end to end (sla_attainment, goodput and latencies above are theirs).
+            "requests_arrived": req.arrived, "requests_completed": req.completed,
+            "requests_good": req.good, "requests_dropped": req.dropped,
+            "requests_in_system": req.in_system,
+            "dense_utilization": info["utilization"],
+            # Sub-requests: the decision unit, so the conservation law is in these.
+            "arrived": sub.arrived, "completed": sub.completed, "good": sub.good,
+            "late": sub.completed - sub.good, "dropped": sub.dropped,
+            "dropped_rejected": sub.dropped_rejected, "dropped_overflow": sub.dropped_overflow,
+            "dropped_expired": sub.dropped_expired, "dropped_failed": sub.dropped_failed,
+            "in_system": sub.in_system, "retried": sim.sub_retried,
+            "utilization": sum(sub.busy_s) / (self.n_nodes * now) if now > 0 else 0.0,
+            "cache_hit_rate": sum(sim.cache_hits) / lookups if lookups else 0.0,
+            "link_utilization": mean_link, "link_utilization_max": max_link,
+            "capacity_qps": self.capacity_qps, "invalid_actions": self._invalid,
+        })
+        return info

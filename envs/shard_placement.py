@@ -1,0 +1,292 @@
+"""``ldsgym/ShardPlacement-v0``: decide which shards each node serves, paying the migrations."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from envs.rewards import Outcome
+from envs.shard import ShardRoutingEnv
+from envs.sim.shard import ShardSim
+
+Obs = dict[str, np.ndarray]
+_CLIP = 10.0
+
+
+class ShardPlacementEnv(ShardRoutingEnv):
+    """Place shard replicas on the embedding nodes while a built-in router serves requests.
+
+    ## Description
+
+    The cluster of ``ldsgym/ShardRouting-v0`` (same arguments, same simulator), but the agent
+    now controls *placement*: which nodes serve which shard. A new replica is a DRAM working
+    set (the node's SSD holds every table already): its pinned tables and the shard's hot rows
+    are shipped over the node's link, competing with the sub-requests on it, and the node
+    serves the shard (with a warm cache) once they are in. Dropping a replica frees its memory
+    slot at once (what is queued there finishes). Each node holds at most ``max_shards``
+    shards. Every sub-request is routed by the latency-predictive rule (the earliest predicted
+    response among the live replicas, as ``latency_greedy``).
+
+    The agent is consulted at every request arrival, before its sub-requests are routed; most
+    of the time the right answer is to leave the placement alone.
+
+    ## Action Space
+
+    ``Discrete(1 + S * N)``: ``0`` keeps the placement; ``1 + s * N + n`` toggles shard ``s``
+    on node ``n`` (starts loading it, or drops it). :meth:`action_masks` allows adding where the
+    node is up, has a free slot (held + loading < ``max_shards``) and does not hold or load the
+    shard, and
+    dropping where the shard keeps ``min_replicas`` replicas and another live one. Several
+    loads may be in flight (they share the links). A masked action is treated as ``0``.
+
+    ## Observation Space
+
+    A ``Dict`` of float32 boxes in ``[0, 10]``:
+
+    | key         | shape   | meaning                                                      |
+    |-------------|---------|--------------------------------------------------------------|
+    | ``holds``   | (S*N,)  | 1 where node ``n`` serves shard ``s`` (index ``s * N + n``)  |
+    | ``loading`` | (S*N,)  | 1 where a replica is being loaded                            |
+    | ``demand``  | (S,)    | each shard's recent work (node-seconds per second) / live replicas |
+    | ``replicas``| (S,)    | live replicas of each shard / N                              |
+    | ``queue``   | (N,)    | sub-requests outstanding at each node / 8                    |
+    | ``work``    | (N,)    | estimated work queued at each node / SLA                     |
+    | ``util``    | (N,)    | each node's recent busy fraction                             |
+    | ``slots``   | (N,)    | shards held or loading / ``max_shards``                      |
+    | ``up``      | (N,)    | 1 if the node is up and reachable                            |
+    | ``rates``   | (1,)    | recent request rate / capacity of the initial placement      |
+
+    ## Rewards
+
+    As ShardRouting (requests good/late/dropped and the backlog since the last decision),
+    minus ``reward.reconfig_weight`` per replica started. Worked example (``reconfig_weight
+    = 5``): the agent adds a replica of the hot shard; until the next arrival one request
+    completes in time: ``r = 1 - 5 = -4``; the cheaper queues pay it back over the episode.
+
+    ## Starting State
+
+    The initial placement of ShardRouting (chained declustering), warm caches, no migration.
+
+    ## Episode End
+
+    After ``episode_queries`` *requests* (truncation); the system then drains.
+
+    ## Arguments
+
+    Those of :class:`~envs.shard.ShardRoutingEnv` (``load`` is relative to the initial
+    placement's capacity) plus ``max_shards`` (slots per node; default one more than the
+    initial placement uses) and ``min_replicas`` (default 1).
+
+    ## Version History
+
+    * v0: first release.
+    """
+
+    def __init__(self, max_shards: int | None = None, min_replicas: int = 1,
+                 load: float = 1.0, reward: str | dict[str, Any] | Any = None,
+                 **kwargs: Any) -> None:
+        if reward is None:
+            reward = {"name": "goodput", "backlog_weight": 1.0, "reconfig_weight": 5.0}
+        super().__init__(load=load, reward=reward, **kwargs)
+        N, S = self.n_nodes, self.n_shards
+        held = self.layout.holds.sum(axis=1)
+        self.max_shards = int(max_shards) if max_shards is not None else int(held.max()) + 1
+        if self.max_shards < int(held.max()):
+            raise ValueError(f"max_shards={self.max_shards}: the initial placement already "
+                             f"puts {int(held.max())} shards on a node")
+        if min_replicas < 1:
+            raise ValueError(f"min_replicas must be >= 1, got {min_replicas}")
+        self.min_replicas = int(min_replicas)
+        box = spaces.Box
+        self.observation_space = spaces.Dict({
+            "holds": box(0.0, 1.0, (S * N,), np.float32),
+            "loading": box(0.0, 1.0, (S * N,), np.float32),
+            "demand": box(0.0, _CLIP, (S,), np.float32),
+            "replicas": box(0.0, 1.0, (S,), np.float32),
+            "queue": box(0.0, _CLIP, (N,), np.float32),
+            "work": box(0.0, _CLIP, (N,), np.float32),
+            "util": box(0.0, 1.0, (N,), np.float32),
+            "slots": box(0.0, 1.0, (N,), np.float32),
+            "up": box(0.0, 1.0, (N,), np.float32),
+            "rates": box(0.0, _CLIP, (1,), np.float32),
+        })
+        self.action_space = spaces.Discrete(1 + S * N)
+        # Rows shipped to warm a new replica: the steady-state cache share of each segment on
+        # the shard's first replica (the Che estimate).
+        warm = np.zeros(len(self.layout.seg_rows), dtype=np.int64)
+        for s, reps in enumerate(self.cluster.replicas):
+            segs = self.layout.seg_shard == s
+            warm[segs] = self.capacity.warm_rows[reps[0], segs]
+        self._warm_ship = warm
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
+        """Draw a new trace and run to the first request."""
+        super(ShardRoutingEnv, self).reset(seed=seed)
+        trace_seed, sim_seed = (int(x) for x in self.np_random.integers(0, 2**63 - 1, size=2))
+        n_req = self.episode_queries
+        arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix, n_req,
+                                     self.load * self.capacity_qps)
+        arrivals = arrivals.resolve_sla(np.full(len(self.mix.models), self.solo_ms))
+        budget = n_req * self.n_shards
+        self.sim = ShardSim(
+            self.layout, arrivals.time_s, arrivals.sla_ms * 1e-3, budget,
+            np.random.default_rng(sim_seed), faults=self.faults, stragglers=self.stragglers,
+            random_faults=self.random_faults, ewma=self.ewma, row_hit0=self.capacity.row_hit,
+            warm_rows=self.capacity.warm_rows, dynamic=True)
+        self._rate = 0.0
+        self._rate_t = 0.0
+        self._demand = np.zeros(self.n_shards)
+        self._busy_prev = np.zeros(self.n_nodes)
+        self._util = np.zeros(self.n_nodes)
+        self._util_t = 0.0
+        self._snapshot = (0, 0, 0, 0.0)
+        self._started = 0
+        self._invalid = 0
+        self.sim.advance()
+        self._observe()
+        return self._obs(), self._info()
+
+    def step(self, action: np.int64 | int) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
+        """Apply the placement change, route the request's sub-requests, run to the next one."""
+        sim = self.sim
+        if sim is None or sim.pending is None:
+            raise RuntimeError("call reset() before step()")
+        a = int(action)
+        if not 0 <= a <= self.n_shards * self.n_nodes:
+            raise ValueError(f"action {a} is out of range [0, {self.n_shards * self.n_nodes}]")
+        started = 0
+        if a and not self.action_masks()[a]:
+            self._invalid += 1
+        elif a:
+            s, n = divmod(a - 1, self.n_nodes)
+            if sim.holds[n, s]:
+                sim.drop_replica(s, n)
+            else:
+                sim.add_replica(s, n, self._warm_ship)
+                started = 1
+        self._started += started
+        req = sim.pending.req
+        while sim.pending is not None and sim.pending.req is req:
+            sub = sim.pending
+            finish = sim.predict_finish(sub, self._fixed, self._bps)
+            valid = sim.valid_nodes(sub.shard)
+            sim.route(min(valid, key=lambda k: (finish[k], k)))
+            if sim.pending is None:
+                sim.advance()
+        truncated = sim.pending is None
+        if not truncated:
+            self._observe()
+        reward = self._reward_placement(started)
+        obs = self._obs() if not truncated else self._last_obs
+        assert obs is not None
+        return obs, reward, False, truncated, self._info()
+
+    def action_masks(self) -> np.ndarray:
+        """No-op, and the toggles allowed now (see the class docstring)."""
+        sim = self.sim
+        N, S = self.n_nodes, self.n_shards
+        mask = np.zeros(1 + S * N, dtype=bool)
+        mask[0] = True
+        if sim is None or sim.pending is None:
+            return mask
+        up = np.asarray(sim.up())
+        used = sim.holds.sum(axis=1) + sim.loading.sum(axis=1)
+        add = ~sim.holds.T & ~sim.loading.T & (up & (used < self.max_shards))[None, :]
+        live = (sim.holds & up[:, None]).sum(axis=0)  # (S,)
+        total = sim.holds.sum(axis=0)
+        keep = (total - 1 >= self.min_replicas)[:, None] & (
+            (live[:, None] - (sim.holds.T & up[None, :])) >= 1)
+        drop = sim.holds.T & keep
+        mask[1:] = (add | drop).reshape(-1)
+        return mask
+
+    # ------------------------------------------------------------------ helpers
+    def _observe(self) -> None:
+        """Per-request bookkeeping: request rate, per-shard demand, node utilisation."""
+        sim = self.sim
+        assert sim is not None and sim.pending is not None
+        now = sim.now
+        dt = now - self._rate_t
+        decay = math.exp(-dt / self.rate_window_s)
+        self._rate = self._rate * decay + 1.0 / self.rate_window_s
+        # Demand: estimated node-seconds this request brings to each shard, as a rate.
+        work = np.zeros(self.n_shards)
+        req = sim.pending.req
+        for sub in (sim.pending, *sim.fanout_left()):
+            if sub.req is req:  # the nominal service at the replicas' mean hit estimate
+                reps = sim.replicas[sub.shard] or [0]
+                hit = float(sim.row_hit[reps, sub.shard].mean())
+                miss = sub.d_tracked * (1.0 - hit) + sub.d_untracked
+                work[sub.shard] = self.cluster.node_overhead_s + max(
+                    self.layout.c_fast * (sub.lookups - miss), self.layout.c_slow * miss)
+        self._demand = self._demand * decay + work / self.rate_window_s
+        busy = np.asarray(sim.sub.busy_s)
+        if now > self._util_t:
+            inst = np.clip((busy - self._busy_prev) / (now - self._util_t), 0.0, 1.0)
+            w = 1.0 - decay
+            self._util = self._util * (1.0 - w) + inst * w
+            self._busy_prev = busy
+            self._util_t = now
+        self._rate_t = now
+
+    def _obs(self) -> Obs:
+        sim = self.sim
+        assert sim is not None and sim.pending is not None
+        req = sim.pending.req
+        inv_sla = 1.0 / max(req.deadline - req.arrival, 1e-9)
+        N = self.n_nodes
+        up = np.asarray(sim.up(), dtype=np.float64)
+        live = np.maximum((sim.holds & up[:, None].astype(bool)).sum(axis=0), 1)
+        used = sim.holds.sum(axis=1) + sim.loading.sum(axis=1)
+
+        def f32(x: np.ndarray, hi: float = _CLIP) -> np.ndarray:
+            return np.clip(x, 0.0, hi).astype(np.float32)
+
+        obs = {
+            "holds": sim.holds.T.reshape(-1).astype(np.float32),
+            "loading": sim.loading.T.reshape(-1).astype(np.float32),
+            "demand": f32(self._demand / live),
+            "replicas": f32(sim.holds.sum(axis=0) / N, 1.0),
+            "queue": f32(np.asarray(sim.outstanding) / 8.0),
+            "work": f32(sim.remaining_work(sim.now) * inv_sla),
+            "util": f32(self._util, 1.0),
+            "slots": f32(used / self.max_shards, 1.0),
+            "up": up.astype(np.float32),
+            "rates": f32(np.array([self._rate / self.capacity_qps])),
+        }
+        self._last_obs = obs
+        return obs
+
+    def _reward_placement(self, started: int) -> float:
+        sim = self.sim
+        assert sim is not None
+        sim.sync_backlog()
+        c = sim.req
+        snap = (c.good, c.completed - c.good, c.dropped, sim.backlog)
+        old = self._snapshot
+        self._snapshot = snap
+        return float(self.reward_fn(Outcome(snap[0] - old[0], snap[1] - old[1],
+                                            snap[2] - old[2], 0.0, started, snap[3] - old[3])))
+
+    def _info(self) -> dict[str, Any]:
+        sim = self.sim
+        assert sim is not None
+        info = super()._info()
+        req = sim.req
+        # Requests are the decision unit here: the conservation law is in requests.
+        info.update({
+            "sub_arrived": info["arrived"], "sub_completed": info["completed"],
+            "sub_dropped": info["dropped"],
+            "arrived": req.arrived, "completed": req.completed, "good": req.good,
+            "late": req.completed - req.good, "dropped": req.dropped,
+            "in_system": req.in_system,
+            "migrations": sim.migrations, "migrations_failed": sim.migrations_failed,
+            "migration_mb": sim.migration_bytes / 1e6,
+            "replicas_total": int(sim.holds.sum()),
+        })
+        return info

@@ -1,0 +1,1404 @@
+"""One model over many devices (the survey's SIMD paradigm): sharded recommendation inference.
+
+A DLRM-style model serves requests, each a batch of ``B`` samples. Its embedding tables are
+partitioned into ``S`` shards (whole tables per shard, *table-wise*, or every table's rows
+spread over the shards by row id, *row-wise*) and every shard is replicated on ``r`` of ``N``
+nodes. A central node runs the dense MLPs. A request:
+
+1. arrives at the central node, which starts its bottom MLP on a dense device and fans out one
+   *sub-request* per shard: the lookups of the request's samples that fall in that shard;
+2. each sub-request is routed to one replica of its shard (the decision), travels over that
+   node's link (fair-shared with the other messages on it, plus latency and RPC overhead;
+   :mod:`hwmodels.links`), waits in the node's FIFO queue, is served from the node's memory
+   tiers, and its pooled embeddings travel back;
+3. when the last sub-request is back and the bottom MLP is done, the top MLP runs; then the
+   request is complete. Latency = completion - arrival; it is *good* if within its SLA.
+
+Node service (:mod:`hwmodels.storage`). Small tables are pinned in the fast tier (DRAM);
+large ones live on the slow tier (NVMe SSD) behind a row cache in the fast tier (LRU or LFU,
+:mod:`envs.sim.rowcache`) shared by every cached table segment on the node. Row popularity is
+the calibrated Zipf-like law of :mod:`envs.sim.skew`, so hit rates emerge from the skew and
+from what the routing sends where. Only the ``track_rows`` most popular rows of a segment are
+admitted to the cache (colder rows are always read from SSD): that bounds memory whatever the
+table size. Service time = overhead + max(fast reads, slow reads) at the tiers' per-read cost
+(reads overlap, as in :class:`hwmodels.storage.TieredEmbeddingStore`), times the node's current
+slowdown.
+
+Dynamics. Nodes become stragglers (slowed by a factor for a while) at random; nodes and links
+fail for a while, at random or on a schedule, or slow down. Nothing is lost: sub-requests queued
+or running on a failed node, or in flight to it, are retried by the client on the live replica
+with the fewest outstanding sub-requests after a detection delay, up to ``max_retries`` times;
+otherwise they fail. A sub-request whose shard has no live replica fails at once (it is never
+presented for a decision). A failed sub-request fails its request (fail-fast; the request's other
+sub-requests still run and are counted).
+
+Accounting. The decision unit is the sub-request, so the sub-request counters
+(:attr:`ShardSim.sub`) satisfy ``arrived == completed + dropped + in_system``; a sub-request is
+*good* if it is back before its request's deadline. Request counters (:attr:`ShardSim.req`)
+hold the end-to-end latency histogram and SLA attainment.
+
+Nothing here imports gymnasium or torch; :mod:`envs.shard` adapts it to Gymnasium.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from envs.sim.core import Event, EventQueue
+from envs.sim.metrics import Counters
+from envs.sim.pslink import PsLink
+from envs.sim.rowcache import LfuRowCache, LruRowCache
+from envs.sim.skew import bucket_masses, cdf, law_norm, sample_ranks
+from hwmodels.links import LinkSpec
+from hwmodels.storage import StorageTier
+
+ARRIVAL = 0
+LINK_DONE = 1
+SERVICE_DONE = 2
+REQUEST_DONE = 3
+FAULT = 4
+RETRY = 5
+STRAGGLER = 6
+RANDOM_FAULT = 7
+
+_INF = float("inf")
+
+
+# ---------------------------------------------------------------------------------------------
+# Static description
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """A scheduled fault.
+
+    Attributes:
+        start_s: When it starts (seconds from the episode start).
+        duration_s: How long it lasts.
+        target: Node index (its link, for ``kind="link"``).
+        kind: ``"node"`` or ``"link"``.
+        mode: ``"fail"`` (down) or ``"slow"`` (service or bandwidth divided by ``factor``).
+        factor: Slowdown factor for ``mode="slow"`` (> 1).
+    """
+
+    start_s: float
+    duration_s: float
+    target: int
+    kind: str = "node"
+    mode: str = "fail"
+    factor: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("node", "link"):
+            raise ValueError(f"fault kind must be 'node' or 'link', got {self.kind!r}")
+        if self.mode not in ("fail", "slow"):
+            raise ValueError(f"fault mode must be 'fail' or 'slow', got {self.mode!r}")
+        if self.start_s < 0 or self.duration_s <= 0:
+            raise ValueError("fault start must be >= 0 and duration > 0")
+        if self.mode == "slow" and self.factor <= 1.0:
+            raise ValueError(f"fault factor must be > 1, got {self.factor}")
+
+
+@dataclass(frozen=True)
+class RandomDisruption:
+    """Alternating renewal process per node: up for Exp(1/rate), disrupted for Exp(duration).
+
+    Attributes:
+        rate_hz: Disruptions per second per node (0 disables).
+        duration_s: Mean length of a disruption.
+        factor: Slowdown factor (stragglers); ignored for failures.
+    """
+
+    rate_hz: float = 0.0
+    duration_s: float = 0.01
+    factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.rate_hz < 0 or self.duration_s <= 0 or self.factor < 1.0:
+            raise ValueError("disruption: rate_hz >= 0, duration_s > 0, factor >= 1 needed")
+
+    @property
+    def fraction(self) -> float:
+        """Long-run fraction of time a node is disrupted."""
+        if self.rate_hz <= 0:
+            return 0.0
+        return self.duration_s / (1.0 / self.rate_hz + self.duration_s)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Everything static about the sharded deployment.
+
+    Attributes:
+        n_nodes: Embedding nodes ``N``.
+        table_rows: Rows per table ``(T,)``.
+        pooling: Lookups per sample per table ``(T,)``.
+        dim: Elements per embedding row.
+        elem_bytes: Bytes per element of stored rows and of pooled results.
+        batch: Samples per request ``B``.
+        row_wise: Shards are row ranges of every table (else whole tables).
+        shard_tables: Tables of each shard (table-wise), or every table for each shard.
+        replicas: Nodes holding each shard.
+        fast: Fast tier of every node (pinned tables and the row cache).
+        slow: Slow tier (the full cached tables).
+        queue_depth: Reads in flight per tier on a node.
+        node_overhead_s: Fixed cost of serving one sub-request (RPC handling, pooling setup).
+        cache_rows: Row-cache capacity per node (rows).
+        track_rows: Most popular rows per segment the cache admits (<= 0: automatic, see
+            :class:`ShardLayout`).
+        pin_rows: Segments with at most this many rows are pinned in the fast tier.
+        cache_policy: ``"lru"`` or ``"lfu"``.
+        links: Link of each node to the central node.
+        bottom_s: Bottom-MLP latency of one request on a dense device.
+        top_s: Top-MLP (interaction + over-arch) latency of one request.
+        dense_servers: Dense devices at the central node.
+        alpha: Popularity exponent of rows.
+        queue_capacity: Most sub-requests queued or served on one node; more are dropped.
+        max_retries: Retries of a sub-request whose node failed.
+        retry_delay_s: Time for the client to notice a failure and resend.
+        id_bytes: Bytes per looked-up id in a request message.
+        header_bytes: Bytes of every message's header.
+    """
+
+    n_nodes: int
+    table_rows: tuple[int, ...]
+    pooling: tuple[int, ...]
+    dim: int
+    elem_bytes: int
+    batch: int
+    row_wise: bool
+    shard_tables: tuple[tuple[int, ...], ...]
+    replicas: tuple[tuple[int, ...], ...]
+    fast: StorageTier
+    slow: StorageTier
+    queue_depth: float
+    node_overhead_s: float
+    cache_rows: int
+    track_rows: int
+    pin_rows: int
+    cache_policy: str
+    links: tuple[LinkSpec, ...]
+    bottom_s: float
+    top_s: float
+    dense_servers: int
+    alpha: float
+    queue_capacity: int = 64
+    max_retries: int = 2
+    retry_delay_s: float = 0.001
+    id_bytes: int = 8
+    header_bytes: int = 64
+
+    @property
+    def n_shards(self) -> int:
+        """Shards ``S``."""
+        return len(self.shard_tables)
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one stored row."""
+        return self.dim * self.elem_bytes
+
+    def read_cost_s(self, tier: StorageTier) -> float:
+        """Seconds per random row read on ``tier`` at :attr:`queue_depth` (linear in reads)."""
+        moved = math.ceil(self.row_bytes / tier.access_bytes) * tier.access_bytes
+        return max(tier.latency_us * 1e-6 / self.queue_depth, 1.0 / tier.iops,
+                   moved / (tier.bandwidth_gbs * 1e9))
+
+
+def _split_integer(total: int, weights: np.ndarray) -> np.ndarray:
+    """``total`` split in proportion to ``weights`` (largest remainders; sums to ``total``)."""
+    w = np.asarray(weights, dtype=np.float64)
+    share = total * w / w.sum()
+    out = np.floor(share).astype(np.int64)
+    rest = total - int(out.sum())
+    if rest:
+        out[np.argsort(-(share - out), kind="stable")[:rest]] += 1
+    return out
+
+
+def balance_tables(weights: Sequence[float], n_shards: int) -> tuple[tuple[int, ...], ...]:
+    """Table-wise sharding: longest-processing-time greedy on per-table load ``weights``.
+
+    Raises:
+        ValueError: more shards than tables.
+    """
+    if n_shards > len(weights):
+        raise ValueError(f"n_shards={n_shards}: table-wise sharding needs <= {len(weights)} "
+                         "shards (one table each at least)")
+    loads = [0.0] * n_shards
+    shards: list[list[int]] = [[] for _ in range(n_shards)]
+    for t in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
+        s = min(range(n_shards), key=lambda i: (loads[i], i))
+        shards[s].append(t)
+        loads[s] += weights[t]
+    return tuple(tuple(sorted(s)) for s in shards)
+
+
+def place_replicas(n_nodes: int, n_shards: int, replication: int) -> tuple[tuple[int, ...], ...]:
+    """Chained declustering: replica ``k`` of shard ``s`` on node ``(s * N // S + k) % N``.
+
+    Raises:
+        ValueError: more replicas than nodes.
+    """
+    if not 1 <= replication <= n_nodes:
+        raise ValueError(f"replication={replication}: must be in [1, n_nodes={n_nodes}]")
+    return tuple(tuple((s * n_nodes // n_shards + k) % n_nodes for k in range(replication))
+                 for s in range(n_shards))
+
+
+class ShardLayout:
+    """The static tables of a :class:`ClusterSpec`, built once and shared by every episode.
+
+    Segments are the (shard, table) pairs: a whole table (table-wise) or the rows of a table
+    whose popularity rank ``k`` has ``k % S == s`` (row-wise: ids are hashed over the shards,
+    so every shard gets a similar share of hot rows; local rank ``k // S``). Each cached
+    segment's tracked head (the rows its node's cache may admit) gets a range of *shard-space
+    keys*; a node's cache key space is the concatenation of the shard spaces it holds.
+
+    Args:
+        spec: The deployment.
+    """
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.spec = spec
+        N, S, T = spec.n_nodes, spec.n_shards, len(spec.table_rows)
+        rows = np.asarray(spec.table_rows, dtype=np.int64)
+        B = spec.batch
+        # A table is pinned when each of its segments fits under pin_rows.
+        seg_rows_t = -(-rows // S) if spec.row_wise else rows
+        table_pinned = seg_rows_t <= spec.pin_rows
+        # Tracked head per segment: spec.track_rows, or (<= 0) enough for 4x the cache over the
+        # node holding the most cached segments (at most 2**18 rows).
+        cached_in = np.array([sum(not table_pinned[t] for t in tables)
+                              for tables in spec.shard_tables])
+        per_node = np.zeros(N, dtype=np.int64)
+        for s_, reps in enumerate(spec.replicas):
+            for n in set(reps):
+                per_node[n] += cached_in[s_]
+        most = max(int(per_node.max()), 1)
+        #: Rows of a segment's tracked head (the most popular rows its cache may admit).
+        self.track_rows = int(spec.track_rows) if spec.track_rows > 0 else int(
+            min(2**18, max(1024, 4 * spec.cache_rows // most)))
+        track = self.track_rows
+        # Segments: (shard, table) pairs with their rows, tracked head and key offset.
+        seg_of = np.full((S, T), -1, dtype=np.int64)
+        seg_rows: list[int] = []
+        seg_track: list[int] = []
+        seg_pinned: list[bool] = []
+        seg_shard: list[int] = []
+        seg_table: list[int] = []
+        for s, tables in enumerate(spec.shard_tables):
+            for t in tables:
+                r = int(-(-(rows[t] - s) // S)) if spec.row_wise else int(rows[t])
+                if r <= 0:
+                    continue
+                seg_of[s, t] = len(seg_rows)
+                pinned = bool(table_pinned[t])
+                seg_rows.append(r)
+                seg_pinned.append(pinned)
+                seg_track.append(0 if pinned else min(r, track))
+                seg_shard.append(s)
+                seg_table.append(t)
+        self.seg_rows = np.array(seg_rows, dtype=np.int64)
+        self.seg_track = np.array(seg_track, dtype=np.int64)
+        self.seg_pinned = np.array(seg_pinned, dtype=bool)
+        self.seg_shard = np.array(seg_shard, dtype=np.int64)
+        self.seg_table = np.array(seg_table, dtype=np.int64)
+        self.seg_of = seg_of
+        # Shard-space key offsets of tracked segments; each shard's tracked rows are 0..K_s-1.
+        key_off = np.zeros(len(seg_rows), dtype=np.int64)
+        shard_keys = np.zeros(S, dtype=np.int64)
+        for j, s in enumerate(seg_shard):
+            key_off[j] = shard_keys[s]
+            shard_keys[s] += seg_track[j]
+        self.seg_key_off = key_off
+        self.shard_keys = shard_keys
+        # Request-wide keys: shard s's keys start at shard_base[s] (int32 when they fit).
+        self.shard_base = np.concatenate([[0], np.cumsum(shard_keys)]).astype(np.int64)
+        self.key_dtype = np.int32 if self.shard_base[-1] < 2**31 else np.int64
+        self.gseg_off = (self.shard_base[np.array(seg_shard, dtype=np.int64)] + key_off
+                         if len(seg_shard) else np.zeros(0, dtype=np.int64)).astype(self.key_dtype)
+        # Per node: offset of each held shard's key space in the node's cache key space.
+        self.holds = np.zeros((N, S), dtype=bool)
+        self.node_key_off = np.zeros((N, S), dtype=np.int64)
+        self.node_keys = np.zeros(N, dtype=np.int64)
+        for s, reps in enumerate(spec.replicas):
+            for n in reps:
+                if not self.holds[n, s]:
+                    self.holds[n, s] = True
+                    self.node_key_off[n, s] = self.node_keys[n]
+                    self.node_keys[n] += shard_keys[s]
+        self.replicas = [list(r) for r in spec.replicas]
+        self.node_key_off_list = self.node_key_off.tolist()
+        # Lookups of one request per table; cached tables are sampled, pinned ones counted.
+        n_t = np.asarray(spec.pooling, dtype=np.int64) * B
+        cached_t = np.flatnonzero(~table_pinned & (n_t > 0))
+        self.c_tables = cached_t
+        self.c_n = n_t[cached_t]
+        # Ranks below this bound are in a tracked head (row-wise: local rank < track_rows).
+        bound = np.minimum(rows[cached_t], track * (S if spec.row_wise else 1))
+        self.c_bound = bound.astype(np.float64)
+        self.c_ptracked = cdf(bound + 1.0, rows[cached_t], spec.alpha)
+        self.c_norm = law_norm(self.c_bound, spec.alpha)
+        table_shard = np.zeros(T, dtype=np.int64)
+        if not spec.row_wise:
+            for s, tables in enumerate(spec.shard_tables):
+                table_shard[list(tables)] = s
+        self.c_shard = table_shard[cached_t]
+        self.c_keyoff = (self.gseg_off[seg_of[table_shard[cached_t], cached_t]]
+                         if not spec.row_wise else np.zeros(0, dtype=self.key_dtype))
+        self.single = bool(len(bound) == 0 or bound.max() <= 2**24)
+        # Pinned lookups per shard: fixed (row-wise: each table's split by its rows' mass).
+        pinned_look = np.zeros(S, dtype=np.int64)
+        for tp in np.flatnonzero(table_pinned & (n_t > 0)).tolist():
+            if spec.row_wise:
+                ks = np.arange(int(rows[tp]))
+                mass = np.bincount(ks % S, weights=cdf(ks + 2.0, int(rows[tp]), spec.alpha)
+                                   - cdf(ks + 1.0, int(rows[tp]), spec.alpha), minlength=S)
+                pinned_look += _split_integer(int(n_t[tp]), mass)
+            else:
+                pinned_look[table_shard[tp]] += n_t[tp]
+        self.pinned_lookups = pinned_look
+        if not spec.row_wise:
+            cached_look = np.bincount(self.c_shard, weights=self.c_n, minlength=S)
+            self.cached_lookups_tw = cached_look.astype(np.int64)
+        #: Lookups of one request.
+        self.lookups_per_request = int(n_t.sum())
+        # Messages: ids out, pooled rows back (one pooled vector per sample and table).
+        tables_in = np.array([len(t) for t in spec.shard_tables])
+        self.resp_bytes = (spec.header_bytes + B * tables_in * spec.row_bytes).astype(float)
+        self.c_fast = spec.read_cost_s(spec.fast)
+        self.c_slow = spec.read_cost_s(spec.slow)
+        # Bytes pinned in the fast tier per node (for the occupancy feature).
+        pinned_rows = np.zeros(S)
+        for j in range(len(seg_rows)):
+            if seg_pinned[j]:
+                pinned_rows[seg_shard[j]] += seg_rows[j]
+        self.pinned_bytes = (self.holds @ pinned_rows) * spec.row_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Dynamic records
+# ---------------------------------------------------------------------------------------------
+
+
+class Request:
+    """One request in the system."""
+
+    __slots__ = ("arrival", "bottom_done", "deadline", "done", "failed", "fanout", "gathered",
+                 "id", "inv_sla", "left", "resolved")
+
+    def __init__(self, rid: int, arrival: float, deadline: float, bottom_done: float,
+                 fanout: int) -> None:
+        self.id = rid
+        self.arrival = arrival
+        self.deadline = deadline
+        self.inv_sla = 1.0 / max(deadline - arrival, 1e-9)
+        self.bottom_done = bottom_done
+        self.fanout = fanout
+        self.left = fanout  # sub-requests not yet back
+        self.resolved = 0  # sub-requests back or failed
+        self.gathered = arrival  # latest delivery so far
+        self.failed = False
+        self.done = False
+
+
+class SubRequest:
+    """The lookups of one request in one shard, and where they are."""
+
+    __slots__ = ("counts", "d_tracked", "d_untracked", "est_s", "flow_finish", "flow_seq", "id",
+                 "keys", "lookups", "node", "req", "req_bytes", "resp_bytes", "retries",
+                 "shard", "state")
+
+    def __init__(self, sid: int, req: Request, shard: int, keys: np.ndarray,
+                 counts: np.ndarray, d_untracked: int, lookups: int, req_bytes: float,
+                 resp_bytes: float) -> None:
+        self.id = sid
+        self.req = req
+        self.shard = shard
+        self.keys = keys  # distinct tracked shard-space keys
+        self.counts = counts  # lookups of each
+        self.d_tracked = len(keys)
+        self.d_untracked = d_untracked  # distinct rows never cached (always read from SSD)
+        self.lookups = lookups  # all lookups, pinned ones included
+        self.req_bytes = req_bytes
+        self.resp_bytes = resp_bytes
+        self.node = -1
+        self.retries = 0
+        self.state = 0  # 0 new, 1 to node, 2 queued/serving, 3 to central, 4 done, 5 failed
+        self.est_s = 0.0
+        self.flow_seq = 0
+        self.flow_finish = 0.0
+
+
+class Migration:
+    """Data in flight to a node that will serve a shard (see :meth:`ShardSim.add_replica`)."""
+
+    __slots__ = ("flow_finish", "flow_seq", "node", "shard", "warm")
+
+    def __init__(self, shard: int, node: int, warm: np.ndarray | None) -> None:
+        self.shard = shard
+        self.node = node
+        self.warm = warm
+        self.flow_seq = 0
+        self.flow_finish = 0.0
+
+
+class FanoutCounters(Counters):
+    """:class:`Counters` plus requests that failed (a sub-request could not be served)."""
+
+    __slots__ = ("dropped_failed",)
+
+    def __init__(self, n_partitions: int) -> None:
+        super().__init__(n_partitions)
+        self.dropped_failed = 0
+
+    @property
+    def dropped(self) -> int:
+        """All drops, failures included."""
+        return (self.dropped_rejected + self.dropped_overflow + self.dropped_expired
+                + self.dropped_failed)
+
+    @property
+    def in_system(self) -> int:
+        """Arrived and neither completed nor dropped."""
+        return self.arrived - self.completed - self.dropped
+
+    def summary(self, elapsed_s: float) -> dict[str, float]:
+        """:meth:`Counters.summary` with failures counted as drops."""
+        out = super().summary(elapsed_s)
+        f = self.dropped_failed
+        if f:
+            finished = self.completed + self.dropped
+            out["dropped"] += f
+            out["in_system"] -= f
+            out["sla_attainment"] = self.good / finished if finished else 1.0
+        out["dropped_failed"] = f
+        return out
+
+
+@dataclass
+class _Node:
+    """Mutable state of one embedding node."""
+
+    cache: LruRowCache | LfuRowCache
+    queue: deque[SubRequest] = field(default_factory=deque)
+    serving: SubRequest | None = None
+    service_event: Event | None = None
+    down: int = 0  # active failures of the node
+    link_down: int = 0  # active failures of its link
+    slow: float = 1.0  # current service slowdown (product of active slowdowns)
+    straggling: bool = False
+    randomly_down: bool = False
+    members: dict[int, SubRequest] = field(default_factory=dict)  # routed here, not back
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulator
+# ---------------------------------------------------------------------------------------------
+
+
+class ShardSim:
+    """Event-driven serving of a request trace on a sharded, replicated embedding cluster.
+
+    Args:
+        layout: The deployment's static tables (:class:`ShardLayout`).
+        arrival_s: Request arrival times (non-decreasing).
+        sla_s: Per-request SLA (seconds).
+        budget: Sub-requests in the episode (decisions plus any that fail without one); the
+            last request is cut to the shards the budget still covers.
+        rng: Generator for lookups and random disruptions.
+        faults: Scheduled faults.
+        stragglers: Random node slowdowns.
+        random_faults: Random node failures (never the last live replica of a shard).
+        ewma: Weight of the newest sample in the per-node running estimates.
+        row_hit0: Prior of the per-(node, shard) distinct-row hit estimate ``(N, S)`` (0.5
+            when not given), also restored when a node restarts.
+        warm_rows: Rows of each segment to start cached on each node ``(N, segments)``: its
+            hottest ones (:attr:`CapacityEstimate.warm_rows`, the LRU steady state). None
+            starts every cache cold.
+        dynamic: Replicas may be added and dropped during the episode
+            (:meth:`add_replica`, :meth:`drop_replica`); every node's cache then has room in
+            its key space for every shard.
+
+    The decision loop (as :class:`envs.sim.gpu.GpuServingSim`)::
+
+        sim.advance()                 # run to the first sub-request; sim.pending is it
+        while sim.pending is not None:
+            sim.route(node)           # or sim.shed()
+            sim.advance()             # next sub-request of this request, or of the next one
+    """
+
+    def __init__(
+        self,
+        layout: ShardLayout,
+        arrival_s: np.ndarray,
+        sla_s: np.ndarray,
+        budget: int,
+        rng: np.random.Generator,
+        faults: Sequence[FaultEvent] = (),
+        stragglers: RandomDisruption | None = None,
+        random_faults: RandomDisruption | None = None,
+        ewma: float = 0.2,
+        row_hit0: np.ndarray | None = None,
+        warm_rows: np.ndarray | None = None,
+        dynamic: bool = False,
+    ) -> None:
+        spec = self.spec = layout.spec
+        self.rng = rng
+        N, S = spec.n_nodes, spec.n_shards
+        self.n_nodes, self.n_shards = N, S
+        self._arrival = np.asarray(arrival_s, dtype=np.float64).tolist()
+        self._sla = np.asarray(sla_s, dtype=np.float64).tolist()
+        self.budget = int(budget)
+        self.ewma = float(ewma)
+        self.events = EventQueue()
+        #: Sub-request accounting (the decision unit); ``busy_s`` is node service time.
+        self.sub = FanoutCounters(N)
+        #: Request accounting (end-to-end latency, SLA); ``busy_s`` is dense-device time.
+        self.req = FanoutCounters(spec.dense_servers)
+        self.sub_failed = 0
+        self.sub_shed = 0
+        self.sub_retried = 0
+        self.lay = layout
+        self._row_hit0 = np.full((N, S), 0.5)
+        #: Which nodes hold (serve) each shard; mutable when ``dynamic``.
+        self.replicas = [list(r) for r in layout.replicas]
+        self.holds = layout.holds.copy()
+        #: Replicas being loaded (migration in flight), ``(N, S)``.
+        self.loading = np.zeros((N, S), dtype=bool)
+        self.dynamic = bool(dynamic)
+        if dynamic:
+            self.key_off = np.tile(layout.shard_base[:-1], (N, 1))
+            self._n_keys = np.full(N, int(layout.shard_base[-1]))
+        else:
+            self.key_off = layout.node_key_off
+            self._n_keys = layout.node_keys
+        self._key_off_list = self.key_off.tolist()
+        self.migrations = 0
+        self.migrations_failed = 0
+        self.migration_bytes = 0.0
+        self._migrating: dict[int, list[Migration]] = {}
+        self.nodes = [_Node(self._make_cache(n)) for n in range(N)]
+        self._up = np.ones(N, dtype=bool)
+        self._warm_rows = warm_rows
+        if warm_rows is not None:
+            for n in range(N):
+                self._warm(n)
+        self._cache_size = np.array([nd.cache.size for nd in self.nodes], dtype=np.float64)
+        self.links_down = [PsLink(lk.payload_bps, (lk.latency_us + lk.rpc_us) * 1e-6)
+                           for lk in spec.links]
+        self.links_up = [PsLink(lk.payload_bps, (lk.latency_us + lk.rpc_us) * 1e-6)
+                         for lk in spec.links]
+        self.dense_free = [0.0] * spec.dense_servers
+        #: Per node: sub-requests routed there and not back (in flight, queued, serving).
+        self.outstanding = np.zeros(N, dtype=np.int64)
+        #: Per node: estimated service of the sub-requests routed there and not yet started.
+        self.work_s = np.zeros(N)
+        #: Per node: end of the running service (in the past when idle).
+        self.service_end = np.zeros(N)
+        #: Per node: speed factor of its link (1 nominal).
+        self.link_factor = np.ones(N)
+        # Per link direction (2n down, 2n+1 up): bytes in flight at time lb_t, drain rate.
+        self._lb_bytes = np.zeros(2 * N)
+        self._lb_t = np.zeros(2 * N)
+        self._lb_rate = np.zeros(2 * N)
+        #: Running estimates the router can observe (updated when responses come back).
+        self.hit_rate = np.zeros(N)  # lookup hit rate of the row cache
+        if row_hit0 is not None:
+            self._row_hit0 = np.broadcast_to(np.asarray(row_hit0, dtype=np.float64),
+                                             (N, S)).copy()
+        self.row_hit = self._row_hit0.copy()  # (N, S) distinct-row hit rate
+        self.measured_slow = np.ones(N)
+        self.cache_lookups = [0] * N
+        self.cache_hits = [0] * N
+        #: Everything in flight, by id (events refer to them by id).
+        self._subs: dict[int, SubRequest] = {}
+        self._reqs: dict[int, Request] = {}
+        self._next_req = 0
+        self._next_sub = 0
+        self._created = 0
+        self._fanout: deque[SubRequest] = deque()
+        #: The sub-request awaiting a decision, or None when the episode's are all decided.
+        self.pending: SubRequest | None = None
+        self.backlog = 0.0  # integral of sum(1 / SLA) over requests in the system
+        self._backlog_rate = 0.0
+        self._backlog_t = 0.0
+        self._faults = list(faults)
+        self._stragglers = stragglers
+        self._random_faults = random_faults
+        for i, f in enumerate(self._faults):
+            if not 0 <= f.target < N:
+                raise ValueError(f"fault target {f.target} out of range [0, {N})")
+            self.events.schedule(f.start_s, FAULT, 2 * i)
+            self.events.schedule(f.start_s + f.duration_s, FAULT, 2 * i + 1)
+        for n in range(N):
+            if stragglers is not None and stragglers.rate_hz > 0:
+                self.events.schedule(rng.exponential(1.0 / stragglers.rate_hz), STRAGGLER, n)
+            if random_faults is not None and random_faults.rate_hz > 0:
+                self.events.schedule(rng.exponential(1.0 / random_faults.rate_hz),
+                                     RANDOM_FAULT, n)
+        #: Whether more requests will arrive.
+        self._arrivals_left = bool(self._arrival) and self.budget > 0
+        if self._arrivals_left:
+            self.events.schedule(self._arrival[0], ARRIVAL, 0)
+
+    def _warm(self, n: int) -> None:
+        """Fill node ``n``'s cache with its segments' hottest rows (``warm_rows[n]``)."""
+        assert self._warm_rows is not None
+        lay = self.lay
+        parts = []
+        for j in np.flatnonzero(self._warm_rows[n] > 0):
+            s = int(lay.seg_shard[j])
+            base = int(self.key_off[n, s] + lay.seg_key_off[j])
+            parts.append(np.arange(base, base + int(self._warm_rows[n, j]), dtype=np.int64))
+        if parts:
+            self.nodes[n].cache.warm(np.concatenate(parts))
+
+    def _make_cache(self, n: int) -> LruRowCache | LfuRowCache:
+        keys = int(self._n_keys[n])
+        if self.spec.cache_policy == "lfu":
+            return LfuRowCache(keys, self.spec.cache_rows)
+        return LruRowCache(keys, self.spec.cache_rows)
+
+    # ------------------------------------------------------------------ decisions
+    @property
+    def now(self) -> float:
+        """Simulated time in seconds."""
+        return self.events.now
+
+    def valid_nodes(self, shard: int) -> list[int]:
+        """Replicas of ``shard`` that are up and reachable."""
+        up = self._up
+        return [n for n in self.replicas[shard] if up[n]]
+
+    def fanout_left(self) -> tuple[SubRequest, ...]:
+        """Sub-requests of the current request still to be presented after :attr:`pending`."""
+        return tuple(self._fanout)
+
+    def mask(self) -> np.ndarray:
+        """Valid nodes for the pending sub-request, shape ``(N,)`` (all False when none)."""
+        m = np.zeros(self.n_nodes, dtype=bool)
+        if self.pending is not None:
+            m[self.valid_nodes(self.pending.shard)] = True
+        return m
+
+    def route(self, node: int) -> None:
+        """Send the pending sub-request to ``node``.
+
+        Raises:
+            RuntimeError: nothing is pending.
+            ValueError: ``node`` does not hold the shard or is down.
+        """
+        sub = self.pending
+        if sub is None:
+            raise RuntimeError("no pending sub-request; call advance() first")
+        if node not in self.valid_nodes(sub.shard):
+            raise ValueError(f"node {node} cannot serve shard {sub.shard} now")
+        self.pending = None
+        self._send(sub, node)
+
+    def shed(self) -> None:
+        """Drop the pending sub-request by decision (its request fails)."""
+        sub = self.pending
+        if sub is None:
+            raise RuntimeError("no pending sub-request; call advance() first")
+        self.pending = None
+        self.sub_shed += 1
+        self.sub.dropped_rejected += 1
+        self._fail_sub(sub, count=False)
+
+    def advance(self) -> None:
+        """Run to the next sub-request that needs a decision (drains after the last one)."""
+        while True:
+            while self._fanout:
+                sub = self._fanout.popleft()
+                self.sub.arrived += 1
+                if self.valid_nodes(sub.shard):
+                    self.pending = sub
+                    return
+                self._fail_sub(sub)
+            if not self._arrivals_left or not self._step_event(draining=False):
+                break
+        # Budget exhausted: drain what is in the system.
+        while self._subs or self._reqs:
+            if not self._step_event(draining=True):
+                break
+        self._sync_backlog(self.events.now)
+
+    # ------------------------------------------------------------------ the event loop
+    def _step_event(self, draining: bool) -> bool:
+        """Handle one event; False when there is nothing left to do."""
+        q = self.events
+        if draining and not (self._subs or self._reqs):
+            return False
+        if not q.heap:
+            return False
+        ev = q.pop()
+        kind = ev.kind
+        now = q.now
+        if kind == LINK_DONE:
+            self._on_link_done(ev.target, now)
+        elif kind == SERVICE_DONE:
+            self._on_service_done(ev.target, now)
+        elif kind == ARRIVAL:
+            self._on_arrival(ev.target, now)
+        elif kind == REQUEST_DONE:
+            self._on_request_done(ev.target, now)
+        elif kind == RETRY:
+            self._on_retry(ev.target, now)
+        elif kind == STRAGGLER:
+            self._on_straggler(ev.target, now)
+        elif kind == RANDOM_FAULT:
+            self._on_random_fault(ev.target, now)
+        elif kind == FAULT:
+            self._on_fault(ev.target, now)
+        return True
+
+    def _sync_backlog(self, now: float) -> None:
+        self.backlog += self._backlog_rate * (now - self._backlog_t)
+        self._backlog_t = now
+
+    def _on_arrival(self, i: int, now: float) -> None:
+        spec = self.spec
+        left = self.budget - self._created
+        fanout = min(self.n_shards, left)
+        # Bottom MLP on the first free dense device.
+        k = min(range(len(self.dense_free)), key=self.dense_free.__getitem__)
+        start = max(now, self.dense_free[k])
+        self.dense_free[k] = start + spec.bottom_s
+        self.req.busy_s[k] += spec.bottom_s
+        req = Request(self._next_req, now, now + self._sla[i], start + spec.bottom_s, fanout)
+        self._next_req += 1
+        self._reqs[req.id] = req
+        self.req.arrived += 1
+        self._sync_backlog(now)
+        self._backlog_rate += req.inv_sla
+        for sub in self._make_subrequests(req, fanout):
+            self._fanout.append(sub)
+        self._created += fanout
+        if self._created < self.budget and i + 1 < len(self._arrival):
+            self.events.schedule(max(self._arrival[i + 1], now), ARRIVAL, i + 1)
+        else:
+            self._arrivals_left = False
+
+    def _make_subrequests(self, req: Request, fanout: int) -> list[SubRequest]:
+        """Draw the request's lookups and split them into per-shard sub-requests.
+
+        Per cached table, the number of lookups in the tracked head is binomial; their ranks
+        come from the law truncated to the head (the same law conditioned on it). Lookups of
+        colder rows are counted, not drawn: each is one distinct SSD read (two of them on the
+        same cold row of a multi-million-row table within one sub-request are rare). Pinned
+        tables' lookups are only counted (always served from the fast tier).
+        """
+        spec = self.spec
+        lay = self.lay
+        S = self.n_shards
+        rng = self.rng
+        m = rng.binomial(lay.c_n, lay.c_ptracked)
+        rep = np.repeat(np.arange(len(m)), m)
+        ranks = sample_ranks(rng, lay.c_bound[rep], spec.alpha, lay.c_norm[rep], lay.single)
+        untracked_total = lay.c_n - m
+        if spec.row_wise:
+            shard = ranks % S
+            key = lay.gseg_off[lay.seg_of[shard, lay.c_tables[rep]]] + (ranks // S).astype(
+                lay.key_dtype)
+            untracked = rng.multinomial(int(untracked_total.sum()), np.full(S, 1.0 / S))
+            lookups = lay.pinned_lookups + np.bincount(shard, minlength=S) + untracked
+        else:
+            key = lay.c_keyoff[rep] + ranks.astype(lay.key_dtype)
+            untracked = np.bincount(lay.c_shard, weights=untracked_total,
+                                    minlength=S).astype(np.int64)
+            lookups = lay.pinned_lookups + lay.cached_lookups_tw
+        uniq, counts = np.unique(key, return_counts=True)
+        base = lay.shard_base
+        bounds = np.searchsorted(uniq, base)
+        out = []
+        for s in range(fanout):
+            a, b = int(bounds[s]), int(bounds[s + 1])
+            n_look = int(lookups[s])
+            keys = uniq[a:b].astype(np.int64) - base[s]
+            sub = SubRequest(self._next_sub, req, s, keys, counts[a:b], int(untracked[s]),
+                             n_look, spec.header_bytes + n_look * spec.id_bytes,
+                             float(self.lay.resp_bytes[s]))
+            self._next_sub += 1
+            out.append(sub)
+        return out
+
+    # ------------------------------------------------------------------ estimates
+    def estimate_service_s(self, sub: SubRequest, node: int) -> float:
+        """Nominal service time of ``sub`` on ``node`` with the node's running hit estimate."""
+        miss = sub.d_tracked * (1.0 - float(self.row_hit[node, sub.shard])) + sub.d_untracked
+        return self.spec.node_overhead_s + max(self.lay.c_fast * (sub.lookups - miss),
+                                               self.lay.c_slow * miss)
+
+    def remaining_work(self, now: float) -> np.ndarray:
+        """Per node: estimated seconds of work (the running sub-request and those routed)."""
+        return np.maximum(self.service_end - now, 0.0) + self.work_s
+
+    def link_bytes(self, now: float, up: bool) -> np.ndarray:
+        """Per node: payload bytes in flight on its link (``up``: towards the central node).
+
+        A fair-shared link drains at its full rate while busy, so the bytes left at ``now``
+        follow from those at its last change without touching every link.
+        """
+        k = 1 if up else 0
+        left = self._lb_bytes[k::2] - (now - self._lb_t[k::2]) * self._lb_rate[k::2]
+        return np.maximum(left, 0.0)
+
+    def sync_backlog(self) -> None:
+        """Bring :attr:`backlog` up to the current time."""
+        self._sync_backlog(self.events.now)
+
+    # ------------------------------------------------------------------ movement
+    def _send(self, sub: SubRequest, node: int) -> None:
+        now = self.events.now
+        sub.node = node
+        sub.state = 1
+        nd = self.nodes[node]
+        nd.members[sub.id] = sub
+        self._subs[sub.id] = sub
+        sub.est_s = self.estimate_service_s(sub, node)
+        self.work_s[node] += sub.est_s
+        self.outstanding[node] += 1
+        link = self.links_down[node]
+        link.add(now, sub.req_bytes, sub)
+        self._relink(2 * node, link)
+
+    def _relink(self, lid: int, link: PsLink) -> None:
+        if link.event is not None:
+            EventQueue.cancel(link.event)
+        now = self.events.now
+        t = link.next_done()
+        link.event = self.events.schedule(t, LINK_DONE, lid) if t < _INF else None
+        self._lb_bytes[lid] = link.outstanding_bytes(now)
+        self._lb_t[lid] = now
+        self._lb_rate[lid] = link.payload_bps * link.factor if link.n else 0.0
+
+    def _on_link_done(self, lid: int, now: float) -> None:
+        node, up = divmod(lid, 2)
+        link = self.links_up[node] if up else self.links_down[node]
+        link.event = None
+        arrive = now + link.fixed_s
+        for sub in link.pop_done(now):
+            if type(sub) is Migration:
+                self._finish_migration(sub)
+            elif up:
+                self._deliver(sub, arrive)
+            else:
+                self._enqueue(sub, node, arrive)
+        self._relink(lid, link)
+
+    def _enqueue(self, sub: SubRequest, node: int, ready: float) -> None:
+        nd = self.nodes[node]
+        load = len(nd.queue) + (nd.serving is not None)
+        if load >= self.spec.queue_capacity:
+            self.work_s[node] -= sub.est_s
+            self._leave_node(sub)
+            self.sub.dropped_overflow += 1
+            self._fail_sub(sub, count=False)
+            return
+        sub.state = 2
+        if nd.serving is None:
+            self._start_service(node, sub, ready)
+        else:
+            sub.flow_finish = ready  # reused as the time it reached the node
+            nd.queue.append(sub)
+
+    def _start_service(self, node: int, sub: SubRequest, ready: float) -> None:
+        nd = self.nodes[node]
+        now = max(self.events.now, ready)
+        w = self.work_s[node] - sub.est_s
+        self.work_s[node] = w if w > 1e-15 else 0.0
+        off = self._key_off_list[node][sub.shard]
+        hits, misses = nd.cache.access(sub.keys + off, sub.counts)
+        self._cache_size[node] = nd.cache.size
+        slow_reads = misses + sub.d_untracked
+        nominal = self.spec.node_overhead_s + max(self.lay.c_fast * (sub.lookups - slow_reads),
+                                                  self.lay.c_slow * slow_reads)
+        service = nominal * nd.slow
+        nd.serving = sub
+        self.service_end[node] = now + service
+        nd.service_event = self.events.schedule(now + service, SERVICE_DONE, node)
+        self.sub.busy_s[node] += service
+        # What the node reports back with the response (seen by the router on delivery).
+        a = self.ewma
+        cacheable = int(sub.counts.sum()) + sub.d_untracked
+        if cacheable:
+            self.cache_lookups[node] += cacheable
+            self.cache_hits[node] += hits
+            self.hit_rate[node] += a * (hits / cacheable - self.hit_rate[node])
+        if sub.d_tracked:
+            rh = self.row_hit[node, sub.shard]
+            self.row_hit[node, sub.shard] = rh + a * (1.0 - misses / sub.d_tracked - rh)
+        self.measured_slow[node] += a * (nd.slow - self.measured_slow[node])
+
+    def _on_service_done(self, node: int, now: float) -> None:
+        nd = self.nodes[node]
+        sub = nd.serving
+        assert sub is not None
+        nd.serving = None
+        nd.service_event = None
+        sub.state = 3
+        link = self.links_up[node]
+        link.add(now, sub.resp_bytes, sub)
+        self._relink(2 * node + 1, link)
+        if nd.queue:
+            nxt = nd.queue.popleft()
+            self._start_service(node, nxt, nxt.flow_finish)
+
+    def _leave_node(self, sub: SubRequest) -> None:
+        node = sub.node
+        if node >= 0:
+            self.nodes[node].members.pop(sub.id, None)
+            self.outstanding[node] -= 1
+
+    def _deliver(self, sub: SubRequest, at: float) -> None:
+        """``sub``'s response reaches the central node at ``at``."""
+        self._leave_node(sub)
+        sub.state = 4
+        del self._subs[sub.id]
+        req = sub.req
+        self.sub.completed += 1
+        if at <= req.deadline:
+            self.sub.good += 1
+        req.left -= 1
+        req.resolved += 1
+        if at > req.gathered:
+            req.gathered = at
+        if not req.failed and req.left == 0:
+            spec = self.spec
+            ready = max(req.gathered, req.bottom_done)
+            k = min(range(len(self.dense_free)), key=self.dense_free.__getitem__)
+            start = max(ready, self.dense_free[k])
+            self.dense_free[k] = start + spec.top_s
+            self.req.busy_s[k] += spec.top_s
+            self.events.schedule(start + spec.top_s, REQUEST_DONE, req.id)
+        elif req.failed and req.resolved == req.fanout:
+            self._reqs.pop(req.id, None)
+
+    def _on_request_done(self, rid: int, now: float) -> None:
+        req = self._reqs.pop(rid)
+        req.done = True
+        c = self.req
+        c.completed += 1
+        lat = now - req.arrival
+        c.latency.add(lat)
+        if now <= req.deadline:
+            c.good += 1
+        self._sync_backlog(now)
+        self._backlog_rate -= req.inv_sla
+
+    def _fail_sub(self, sub: SubRequest, count: bool = True) -> None:
+        """``sub`` fails; its request fails (once). ``count`` adds it to ``sub_failed``."""
+        if count:
+            self.sub_failed += 1
+            self.sub.dropped_failed += 1
+        sub.state = 5
+        self._subs.pop(sub.id, None)
+        req = sub.req
+        req.resolved += 1
+        req.left -= 1
+        if not req.failed:
+            req.failed = True
+            self.req.dropped_failed += 1
+            self._sync_backlog(self.events.now)
+            self._backlog_rate -= req.inv_sla
+        if req.resolved == req.fanout:
+            self._reqs.pop(req.id, None)
+
+    # ------------------------------------------------------------------ faults
+    def _evacuate(self, node: int, now: float, node_failed: bool) -> None:
+        """Pull every sub-request out of ``node`` (and its link) and retry or fail them."""
+        nd = self.nodes[node]
+        if nd.service_event is not None:
+            EventQueue.cancel(nd.service_event)
+            nd.service_event = None
+        nd.serving = None
+        nd.queue.clear()
+        self.work_s[node] = 0.0
+        self.service_end[node] = now
+        for sub in list(nd.members.values()):
+            if sub.state == 3 and node_failed:
+                continue  # the response is on the wire already: it arrives
+            if sub.state == 1:
+                self.links_down[node].abort(now, sub)
+            elif sub.state == 3:
+                self.links_up[node].abort(now, sub)
+            self._leave_node(sub)
+            sub.node = -1
+            sub.state = 0
+            if sub.retries < self.spec.max_retries:
+                sub.retries += 1
+                self.sub_retried += 1
+                self.events.schedule(now + self.spec.retry_delay_s, RETRY, sub.id)
+            else:
+                self._fail_sub(sub)
+        for mig in self._migrating.pop(node, []):
+            self.links_down[node].abort(now, mig)
+            self.loading[node, mig.shard] = False
+            self.migrations_failed += 1
+        self._relink(2 * node, self.links_down[node])
+        self._relink(2 * node + 1, self.links_up[node])
+
+    # ------------------------------------------------------------------ placement
+    def migration_bytes_of(self, shard: int, warm: np.ndarray | None) -> float:
+        """Bytes to ship to start serving ``shard`` on a new node: its pinned tables and the
+        hot rows to warm its cache (``warm[j]`` rows of segment ``j``). The full tables are on
+        every node's SSD already (a replica is a DRAM working set, not a copy of the model)."""
+        lay = self.lay
+        segs = lay.seg_shard == shard
+        rows = float(lay.seg_rows[segs & lay.seg_pinned].sum())
+        if warm is not None:
+            rows += float(warm[segs].sum())
+        return self.spec.header_bytes + rows * self.spec.row_bytes
+
+    def add_replica(self, shard: int, node: int, warm: np.ndarray | None = None) -> None:
+        """Start loading ``shard`` on ``node`` over its link; it serves once the data is in.
+
+        Args:
+            shard: The shard.
+            node: The node (must be up, not hold or be loading the shard).
+            warm: Rows of each segment shipped to warm the new replica's cache ``(segments,)``.
+
+        Raises:
+            ValueError: not dynamic, or the node holds, loads or cannot take the shard now.
+        """
+        if not self.dynamic:
+            raise ValueError("replicas are static; build the simulator with dynamic=True")
+        nd = self.nodes[node]
+        if self.holds[node, shard] or self.loading[node, shard] or nd.down or nd.link_down:
+            raise ValueError(f"node {node} cannot start loading shard {shard} now")
+        now = self.events.now
+        mig = Migration(shard, node, warm)
+        nbytes = self.migration_bytes_of(shard, warm)
+        self.loading[node, shard] = True
+        self._migrating.setdefault(node, []).append(mig)
+        self.migrations += 1
+        self.migration_bytes += nbytes
+        link = self.links_down[node]
+        link.add(now, nbytes, mig)
+        self._relink(2 * node, link)
+
+    def _finish_migration(self, mig: Migration) -> None:
+        n, s = mig.node, mig.shard
+        self._migrating[n].remove(mig)
+        self.loading[n, s] = False
+        self.holds[n, s] = True
+        self.replicas[s].append(n)
+        if mig.warm is not None:
+            lay = self.lay
+            parts = []
+            for j in np.flatnonzero((lay.seg_shard == s) & (mig.warm > 0)):
+                base = int(self.key_off[n, s] + lay.seg_key_off[j])
+                parts.append(np.arange(base, base + int(mig.warm[j]), dtype=np.int64))
+            if parts:
+                self.nodes[n].cache.warm(np.concatenate(parts))
+                self._cache_size[n] = self.nodes[n].cache.size
+
+    def drop_replica(self, shard: int, node: int) -> None:
+        """Stop routing ``shard`` to ``node`` (what is there already finishes).
+
+        Raises:
+            ValueError: not dynamic, or ``node`` does not hold ``shard``.
+        """
+        if not self.dynamic or not self.holds[node, shard]:
+            raise ValueError(f"node {node} does not hold shard {shard}")
+        self.holds[node, shard] = False
+        self.replicas[shard].remove(node)
+
+    # ------------------------------------------------------------------ routing helpers
+    def predict_finish(self, sub: SubRequest, fixed_s: np.ndarray, bps: np.ndarray
+                       ) -> np.ndarray:
+        """Seconds until ``sub``'s response would be back from each node (a prediction).
+
+        Link backlog and transfer, then (queued work + this service at the node's running hit
+        estimate) times its measured slowdown, then the response's transfer.
+
+        Args:
+            sub: The sub-request.
+            fixed_s: Per-node link latency + RPC overhead.
+            bps: Per-node link payload bandwidth (nominal).
+        """
+        now = self.events.now
+        lay = self.lay
+        miss = sub.d_tracked * (1.0 - self.row_hit[:, sub.shard]) + sub.d_untracked
+        svc = self.spec.node_overhead_s + np.maximum(lay.c_fast * (sub.lookups - miss),
+                                                     lay.c_slow * miss)
+        rate = bps * self.link_factor
+        t_down = fixed_s + (self.link_bytes(now, up=False) + sub.req_bytes) / rate
+        t_up = fixed_s + sub.resp_bytes / rate
+        return t_down + (self.remaining_work(now) + svc) * self.measured_slow + t_up
+
+    def _on_retry(self, sid: int, now: float) -> None:
+        sub = self._subs.get(sid)
+        if sub is None:
+            return
+        valid = self.valid_nodes(sub.shard)
+        if not valid:
+            self._fail_sub(sub)
+            return
+        best = min(valid, key=lambda n: (int(self.outstanding[n]), n))
+        self._send(sub, best)
+
+    def _set_down(self, node: int, now: float, kind: str, delta: int) -> None:
+        nd = self.nodes[node]
+        was_up = not nd.down and not nd.link_down
+        if kind == "node":
+            nd.down += delta
+        else:
+            nd.link_down += delta
+        self._up[node] = not nd.down and not nd.link_down
+        if was_up and (nd.down or nd.link_down):
+            self._evacuate(node, now, node_failed=kind == "node")
+        if kind == "node" and delta > 0 and nd.down == 1:
+            nd.cache.clear()  # the node restarts cold
+            self._cache_size[node] = 0
+            self.row_hit[node] = self._row_hit0[node]
+
+    def _on_fault(self, code: int, now: float) -> None:
+        f = self._faults[code // 2]
+        start = code % 2 == 0
+        n = f.target
+        if f.mode == "fail":
+            self._set_down(n, now, f.kind, 1 if start else -1)
+        elif f.kind == "node":
+            nd = self.nodes[n]
+            nd.slow = nd.slow * f.factor if start else nd.slow / f.factor
+        else:
+            for lid, link in ((2 * n, self.links_down[n]), (2 * n + 1, self.links_up[n])):
+                link.set_factor(now, link.factor / f.factor if start else link.factor * f.factor)
+                self._relink(lid, link)
+            self.link_factor[n] = self.links_down[n].factor
+
+    def _on_straggler(self, node: int, now: float) -> None:
+        st = self._stragglers
+        assert st is not None
+        nd = self.nodes[node]
+        if nd.straggling:
+            nd.straggling = False
+            nd.slow /= st.factor
+            self.events.schedule(now + self.rng.exponential(1.0 / st.rate_hz), STRAGGLER, node)
+        else:
+            nd.straggling = True
+            nd.slow *= st.factor
+            self.events.schedule(now + self.rng.exponential(st.duration_s), STRAGGLER, node)
+
+    def _on_random_fault(self, node: int, now: float) -> None:
+        rf = self._random_faults
+        assert rf is not None
+        nd = self.nodes[node]
+        if nd.randomly_down:
+            nd.randomly_down = False
+            self._set_down(node, now, "node", -1)
+            self.events.schedule(now + self.rng.exponential(1.0 / rf.rate_hz), RANDOM_FAULT,
+                                 node)
+            return
+        # Never take the last live replica of a shard down at random.
+        last = any(self.holds[node, s] and self.valid_nodes(s) == [node]
+                   for s in range(self.n_shards))
+        if last or nd.down or nd.link_down:
+            self.events.schedule(now + self.rng.exponential(1.0 / rf.rate_hz), RANDOM_FAULT,
+                                 node)
+            return
+        nd.randomly_down = True
+        self._set_down(node, now, "node", 1)
+        self.events.schedule(now + self.rng.exponential(rf.duration_s), RANDOM_FAULT, node)
+
+    # ------------------------------------------------------------------ reading
+    def up(self) -> np.ndarray:
+        """Per node: up and reachable (a bool array; do not modify)."""
+        return self._up
+
+    def cache_occupancy(self) -> np.ndarray:
+        """Per node: used share of the fast tier (pinned rows + cached rows)."""
+        rb = self.spec.row_bytes
+        full = self.lay.pinned_bytes + self.spec.cache_rows * rb
+        used = self.lay.pinned_bytes + self._cache_size * rb
+        return np.divide(used, full, out=np.zeros(self.n_nodes), where=full > 0)
+
+    def link_utilization(self, elapsed_s: float) -> tuple[float, float]:
+        """(mean, max) over link directions of the fraction of time carrying messages."""
+        if elapsed_s <= 0:
+            return 0.0, 0.0
+        busy = [lk.busy_s for lk in self.links_down] + [lk.busy_s for lk in self.links_up]
+        return sum(busy) / (len(busy) * elapsed_s), max(busy) / elapsed_s
+
+    def in_flight_requests(self) -> int:
+        """Requests not yet resolved."""
+        return len(self._reqs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Capacity and hit-rate estimates (for the env's ``load`` and the SLA default)
+# ---------------------------------------------------------------------------------------------
+
+
+def che_hit_rates(seg_rows: Sequence[int], seg_track: Sequence[int], rates: Sequence[float],
+                  alpha: float, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lookup hit rate and cached rows of segments sharing one LRU cache (Che's approximation).
+
+    Row ``k`` of segment ``j`` is looked up at rate ``rates[j] * p_j(k)``; under LRU it is
+    cached with probability ``1 - exp(-rate * T)`` where the characteristic time ``T`` fills
+    the cache: ``sum_j sum_{k < track_j} (1 - exp(-rate_jk T)) = capacity``. Rows past the
+    tracked head are never cached.
+
+    Returns:
+        ``(hit, rows)``: per segment, the fraction of its lookups that hit and the expected
+        rows of it in the cache.
+    """
+    parts: list[tuple[np.ndarray, np.ndarray, float] | None] = []
+    for rows, track, rate in zip(seg_rows, seg_track, rates, strict=True):
+        if track <= 0 or rate <= 0:
+            parts.append(None)
+            continue
+        edges, _, p = bucket_masses(int(rows), alpha, n_geo=300)
+        cut = np.clip(np.minimum(edges[1:], track) - edges[:-1], 0, None).astype(np.float64)
+        parts.append((cut, p, float(rate)))
+
+    def fill(T: float) -> tuple[np.ndarray, np.ndarray]:
+        hit = np.zeros(len(parts))
+        held = np.zeros(len(parts))
+        for j, part in enumerate(parts):
+            if part is not None:
+                c, p, rate = part
+                h = -np.expm1(-rate * p * T)
+                held[j] = float((c * h).sum())
+                hit[j] = float((c * p * h).sum())
+        return hit, held
+
+    tracked = sum(float(part[0].sum()) for part in parts if part is not None)
+    if tracked <= capacity:
+        full = [(0.0, 0.0) if part is None else (float((part[0] * part[1]).sum()),
+                                                 float(part[0].sum())) for part in parts]
+        return np.array([f[0] for f in full]), np.array([f[1] for f in full])
+    lo, hi = 1e-12, 1e15
+    for _ in range(80):
+        mid = math.sqrt(lo * hi)
+        if fill(mid)[1].sum() < capacity:
+            lo = mid
+        else:
+            hi = mid
+    return fill(math.sqrt(lo * hi))
+
+
+@dataclass(frozen=True)
+class CapacityEstimate:
+    """Requests/s the deployment sustains, by resource, and the unloaded latency.
+
+    Attributes:
+        capacity_qps: ``min`` of the three bounds.
+        nodes_qps: Bound of the embedding nodes with the best split of each shard's traffic
+            over its replicas (and the mean straggler slowdown).
+        links_qps: Bound of the busiest link direction under that split.
+        dense_qps: Bound of the dense devices.
+        solo_s: Latency of one request in an empty system.
+        service_s: Expected service time per (shard, node) ``(S, N)`` (inf where not held).
+        split: The traffic split used ``(S, N)``.
+        hit: Expected lookup hit rate per node on its cached segments ``(N,)``.
+        row_hit: Expected hit rate per (node, shard) ``(N, S)`` (a prior for the router).
+        warm_rows: Expected rows of each segment in each node's cache ``(N, segments)``.
+    """
+
+    capacity_qps: float
+    nodes_qps: float
+    links_qps: float
+    dense_qps: float
+    solo_s: float
+    service_s: np.ndarray
+    split: np.ndarray
+    hit: np.ndarray
+    row_hit: np.ndarray
+    warm_rows: np.ndarray
+
+
+def estimate_capacity(layout: ShardLayout, stragglers: RandomDisruption | None = None,
+                      iterations: int = 300) -> CapacityEstimate:
+    """Analytic capacity of a deployment (Che hit rates, balanced split, per-resource bounds).
+
+    Each replica is assumed to get an equal share of its shard's lookups for the hit rates;
+    the split that balances node load is then found by iterative proportional fitting. The
+    simulator's caches work at sub-request granularity and routing changes hit rates, so the
+    true saturation point differs by some percent (``tests/test_shard_sim.py`` measures it).
+    """
+    lay = layout
+    spec = lay.spec
+    N, S = spec.n_nodes, spec.n_shards
+    J = len(lay.seg_rows)
+    pooling = np.asarray(spec.pooling, dtype=np.float64)
+    seg_share = np.ones(J)
+    if spec.row_wise:  # share of the table's lookups in this residue class of ranks
+        for j, (t, s) in enumerate(zip(lay.seg_table, lay.seg_shard, strict=True)):
+            rows = int(spec.table_rows[t])
+            if rows <= 4096:
+                ks = np.arange(s, rows, S)
+                seg_share[j] = float((cdf(ks + 2.0, rows, spec.alpha)
+                                      - cdf(ks + 1.0, rows, spec.alpha)).sum())
+            else:
+                seg_share[j] = 1.0 / S
+    seg_lookups = spec.batch * pooling[lay.seg_table] * seg_share
+    hit_seg = np.zeros((N, J))
+    warm = np.zeros((N, J), dtype=np.int64)
+    node_hit = np.zeros(N)
+    memo: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+    reps = np.array([len(set(r)) for r in spec.replicas], dtype=np.float64)
+    for n in range(N):
+        held = [j for j in range(J) if lay.holds[n, lay.seg_shard[j]] and not lay.seg_pinned[j]]
+        if not held:
+            continue
+        rates = seg_lookups[held] / reps[lay.seg_shard[held]]
+        key = tuple(held)
+        if key not in memo:
+            memo[key] = che_hit_rates(lay.seg_rows[held].tolist(), lay.seg_track[held].tolist(),
+                                      rates.tolist(), spec.alpha, spec.cache_rows)
+        h, rows_held = memo[key]
+        hit_seg[n, held] = h
+        warm[n, held] = np.floor(rows_held).astype(np.int64)
+        node_hit[n] = float((h * rates).sum() / rates.sum())
+    service = np.full((S, N), np.inf)
+    lookups_s = np.zeros(S)
+    row_hit = np.full((N, S), 0.5)
+    for s in range(S):
+        segs = np.flatnonzero(lay.seg_shard == s)
+        total = float(seg_lookups[segs].sum())
+        lookups_s[s] = total
+        cach = segs[~lay.seg_pinned[segs]]
+        for n in range(N):
+            if not lay.holds[n, s]:
+                continue
+            miss = float((seg_lookups[cach] * (1.0 - hit_seg[n, cach])).sum())
+            service[s, n] = spec.node_overhead_s + max(lay.c_fast * (total - miss),
+                                                       lay.c_slow * miss)
+            if len(cach) and seg_lookups[cach].sum() > 0:
+                row_hit[n, s] = 1.0 - miss / float(seg_lookups[cach].sum())
+    held_sn = np.isfinite(service)
+    cost = np.where(held_sn, service, 0.0)
+    x = held_sn / held_sn.sum(axis=1, keepdims=True)
+    for _ in range(iterations):
+        load = (cost * x).sum(axis=0)
+        x = np.where(held_sn, x / np.maximum(load, 1e-12)[None, :], 0.0)
+        x = x / x.sum(axis=1, keepdims=True)
+    load = (cost * x).sum(axis=0)
+    derate = 1.0
+    if stragglers is not None:
+        derate = 1.0 + stragglers.fraction * (stragglers.factor - 1.0)
+    nodes_qps = 1.0 / (float(load.max()) * derate)
+    req_bytes = spec.header_bytes + lookups_s * spec.id_bytes
+    resp_bytes = lay.resp_bytes
+    down = (x * req_bytes[:, None]).sum(axis=0)
+    up = (x * resp_bytes[:, None]).sum(axis=0)
+    bps = np.array([lk.payload_bps for lk in spec.links])
+    links_qps = float(np.min(bps / np.maximum(np.maximum(down, up), 1e-12)))
+    dense_qps = spec.dense_servers / (spec.bottom_s + spec.top_s)
+    fixed = np.array([(lk.latency_us + lk.rpc_us) * 1e-6 for lk in spec.links])
+    fan = [float(np.min(np.where(held_sn[s], 2 * fixed + req_bytes[s] / bps + service[s]
+                                 + resp_bytes[s] / bps, np.inf))) for s in range(S)]
+    solo = max(spec.bottom_s, max(fan)) + spec.top_s
+    return CapacityEstimate(min(nodes_qps, links_qps, dense_qps), nodes_qps, links_qps,
+                            dense_qps, solo, service, x, node_hit, row_hit, warm)
