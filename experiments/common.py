@@ -159,6 +159,8 @@ def precheck_overrides(config_name: str, argv: list[str]) -> None:
     overrides = [a for a in argv if not a.startswith("-")]
     if any(a.startswith("-") and a not in ("--multirun", "-m") for a in argv):
         return  # --help, --cfg, ...: leave to Hydra
+    if "--multirun" in argv or "-m" in argv:
+        overrides = _first_of_each_sweep(overrides)
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
@@ -172,6 +174,24 @@ def precheck_overrides(config_name: str, argv: list[str]) -> None:
     missing = sorted(OmegaConf.missing_keys(job))
     if missing:
         _die(f"config key '{missing[0]}' is required: add {missing[0]}=...")
+
+
+def _first_of_each_sweep(overrides: list[str]) -> list[str]:
+    """``seed=0,1,2`` -> ``seed=0``: a multirun is checked through its first job."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:
+        _die(" ".join(str(exc).split()))
+    out = []
+    for raw, ov in zip(overrides, parsed, strict=True):
+        if ov.is_sweep_override():
+            first = next(iter(ov.sweep_string_iterator()))
+            out.append(f"{ov.get_key_element()}={first}")
+        else:
+            out.append(raw)
+    return out
 
 
 def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:

@@ -77,6 +77,7 @@ def test_baselines_alone(tmp_path: Path) -> None:
     (("experiments.evaluate", "run_dir=/no/such/run"), "run_dir"),
     (("experiments.evaluate", "policies=[learned]"), "learned"),
     (("experiments.export",), "run_dir"),
+    (("experiments.train", "-m", "seed=0,1", "nokey=3"), "nokey"),
 ])
 def test_bad_input_is_one_line(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
     res = run_app(*args, f"hydra.run.dir={tmp_path}/x", timeout=120)
