@@ -72,9 +72,11 @@ def env_spec(cfg: DictConfig) -> EnvSpec:
 
 
 def check_env_builds(spec: EnvSpec) -> None:
-    """Build the environment once so that bad input fails before any work is done."""
+    """Build and reset the environment once so that bad input fails before any work."""
     try:
-        spec.make().close()
+        env = spec.make()
+        env.reset(seed=0)  # draws a trace: a replayed file is read (and checked) here
+        env.close()
     except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
         raise UserError(f"env: {_first_line(exc)}") from None
 

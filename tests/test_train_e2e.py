@@ -88,3 +88,15 @@ def test_bad_input_is_one_line(tmp_path: Path, args: tuple[str, ...], needle: st
     assert len(lines) == 1, err
     assert needle in lines[0]
     assert not (tmp_path / "x" / "model.zip").exists()
+
+
+def test_bad_trace_file_is_one_line_naming_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time_s,model\n0.1,resnet50\nabc,bert-base\n")
+    res = run_app("experiments.train", "trace=poisson", "trace._target_=traces.CsvReplay",
+                  f"+trace.path={bad}", f"hydra.run.dir={tmp_path}/x", timeout=120)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.stderr
+    assert f"{bad}:3" in lines[0] and "time_s" in lines[0]
+    assert not (tmp_path / "x" / "model.zip").exists()
