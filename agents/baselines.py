@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from agents.policy import HeuristicPolicy, Obs
+from agents.policy import HeuristicPolicy, Obs, SeededRng
 
 
 def _valid(mask: np.ndarray) -> np.ndarray:
@@ -19,7 +19,7 @@ def _valid(mask: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask[:-1])
 
 
-class RandomPolicy(HeuristicPolicy):
+class RandomPolicy(SeededRng, HeuristicPolicy):
     """Uniformly random among the valid partitions (never rejects unless it must).
 
     Args:
@@ -27,14 +27,6 @@ class RandomPolicy(HeuristicPolicy):
     """
 
     name = "random"
-
-    def __init__(self, seed: int | None = 0) -> None:
-        self._rng = np.random.default_rng(seed)
-
-    def reset(self, seed: int | None = None) -> None:
-        """Re-seed (the harness passes the episode seed, so runs are reproducible)."""
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
 
     def act(self, obs: Obs, mask: np.ndarray) -> int:
         """A random valid partition."""

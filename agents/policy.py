@@ -82,6 +82,22 @@ class HeuristicPolicy(ABC):
         return f"{type(self).__name__}()"
 
 
+class SeededRng:
+    """Mixin for randomised heuristics: their own generator, re-seeded with the episode seed.
+
+    The harness calls ``reset(seed)`` at every episode start, so a randomised baseline draws the
+    same choices for the same episode whatever ran before it (no global RNG involved).
+    """
+
+    def __init__(self, seed: int | None = 0) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Re-seed (``None`` keeps the current generator)."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+
+
 class SB3Policy:
     """Wraps a trained (Maskable)PPO model in the :class:`Policy` interface."""
 

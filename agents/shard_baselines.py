@@ -18,11 +18,12 @@ Each reads only the observation of the pending sub-request and the action mask (
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 
 import numpy as np
 
-from agents.policy import HeuristicPolicy, Obs
+from agents.policy import HeuristicPolicy, Obs, SeededRng
 
 _QUEUE_NORM = 8.0  # the env's scale of the ``queue`` feature
 
@@ -51,12 +52,12 @@ class ShardHeuristic(HeuristicPolicy):
             return len(mask) - 1
         return int(self.choose(obs, valid))
 
+    @abstractmethod
     def choose(self, obs: Obs, valid: np.ndarray) -> int:
         """One of ``valid`` (non-empty)."""
-        raise NotImplementedError
 
 
-class RandomReplica(ShardHeuristic):
+class RandomReplica(SeededRng, ShardHeuristic):
     """Uniformly random among the live replicas.
 
     Args:
@@ -64,14 +65,6 @@ class RandomReplica(ShardHeuristic):
     """
 
     name = "random"
-
-    def __init__(self, seed: int | None = 0) -> None:
-        self._rng = np.random.default_rng(seed)
-
-    def reset(self, seed: int | None = None) -> None:
-        """Re-seed (the harness passes the episode seed, so runs are reproducible)."""
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
 
     def choose(self, obs: Obs, valid: np.ndarray) -> int:
         """A random live replica."""
@@ -126,7 +119,7 @@ class LeastOutstanding(ShardHeuristic):
         return int(valid[order[0]])
 
 
-class PowerOfTwo(ShardHeuristic):
+class PowerOfTwo(SeededRng, ShardHeuristic):
     """Power of two choices: sample two live replicas, take the one with fewer outstanding.
 
     Args:
@@ -134,14 +127,6 @@ class PowerOfTwo(ShardHeuristic):
     """
 
     name = "power_of_two"
-
-    def __init__(self, seed: int | None = 0) -> None:
-        self._rng = np.random.default_rng(seed)
-
-    def reset(self, seed: int | None = None) -> None:
-        """Re-seed."""
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
 
     def choose(self, obs: Obs, valid: np.ndarray) -> int:
         """The less loaded of two sampled replicas (ties: the first sampled)."""
@@ -218,7 +203,7 @@ class StaticPlacement(PlacementHeuristic):
         return 0
 
 
-class RandomPlacement(PlacementHeuristic):
+class RandomPlacement(SeededRng, PlacementHeuristic):
     """Keeps the placement, except with probability ``p`` a random allowed toggle.
 
     Args:
@@ -229,13 +214,8 @@ class RandomPlacement(PlacementHeuristic):
     name = "random"
 
     def __init__(self, p: float = 0.02, seed: int | None = 0) -> None:
+        super().__init__(seed)
         self.p = p
-        self._rng = np.random.default_rng(seed)
-
-    def reset(self, seed: int | None = None) -> None:
-        """Re-seed."""
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
 
     def act(self, obs: Obs, mask: np.ndarray) -> int:
         """Mostly keep."""
