@@ -144,3 +144,9 @@ from agents.shard_baselines import PLACEMENT_BASELINES, SHARD_BASELINES  # noqa:
 
 BASELINES_BY_ENV["ShardRouting"] = SHARD_BASELINES
 BASELINES_BY_ENV["ShardPlacement"] = PLACEMENT_BASELINES
+
+# MISD: PartitionPlacement baselines from the literature, and Repartition's.
+from agents.misd_baselines import MISD_PLACEMENT_BASELINES, REPARTITION_BASELINES  # noqa: E402
+
+BASELINES.update(MISD_PLACEMENT_BASELINES)
+BASELINES_BY_ENV["Repartition"] = REPARTITION_BASELINES

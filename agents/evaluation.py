@@ -61,9 +61,15 @@ def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int,
             a kernel and the env offers a rollout; the result is identical to the ordinary
             ``reset``/``step`` loop except for ``wall_s``. ``False`` forces the ordinary loop.
 
+    A policy with a ``bind_env(env, seed)`` method (an oracle, such as the best static layout
+    in hindsight) is handed the environment and the seed before the episode.
+
     Raises:
         RuntimeError: the policy picked a masked action.
     """
+    bind = getattr(policy, "bind_env", None)
+    if callable(bind):
+        bind(env, seed)
     if fast and fast_eval.supports(env, policy):
         t0 = time.perf_counter()
         try:

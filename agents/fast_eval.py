@@ -37,6 +37,7 @@ from agents.baselines import (
     RoundRobinPolicy,
     ShortestExpectedFinishPolicy,
 )
+from agents.misd_baselines import GpuletBestFit, InterferenceAwarePolicy, PremaPolicy
 from agents.policy import HeuristicPolicy
 
 #: ``decide(k, x) -> action``: ``k`` indexes the env's action-mask table, ``x`` the features.
@@ -169,12 +170,81 @@ def _shortest_finish(policy: ShortestExpectedFinishPolicy, masks: Sequence[np.nd
     return Kernel(("finish",), decide)
 
 
+def _gpulet_best_fit(policy: GpuletBestFit, masks: Sequence[np.ndarray],
+                    sizes: Mapping[str, int]) -> Kernel:
+    """:class:`GpuletBestFit`: among ``slack >= margin`` the smallest ``size``, then the least
+    slack, then the lower index (a stable ``lexsort``); else the first argmax of slack (or
+    reject when it is negative). ``margin`` is compared as the float32 numpy compares it."""
+    valid = [_valid(mask) for mask in masks]
+    reject = [len(mask) - 1 for mask in masks]
+    can_reject = [bool(mask[-1]) for mask in masks]
+    hopeless = policy.reject_hopeless
+    margin = float(np.float32(policy.margin))  # numpy compares a float32 array in float32
+
+    def decide(k: int, x: tuple[float, ...]) -> int:
+        v = valid[k]
+        if not v:
+            return reject[k]
+        P = len(x) // 2
+        slack, size = x[:P], x[P:]
+        best = -1
+        for p in v:
+            if slack[p] >= margin and (best < 0 or size[p] < size[best] or (
+                    size[p] == size[best] and slack[p] < slack[best])):
+                best = p
+        if best >= 0:
+            return best
+        best = v[0]
+        for p in v[1:]:
+            if slack[p] > slack[best]:
+                best = p
+        if hopeless and slack[best] < 0.0 and can_reject[k]:
+            return reject[k]
+        return best
+
+    return Kernel(("slack", "size"), decide)
+
+
+def _prema(policy: PremaPolicy, masks: Sequence[np.ndarray],
+           sizes: Mapping[str, int]) -> Kernel:
+    """:class:`PremaPolicy`: first argmin of ``finish_prio`` over valid actions."""
+    inner = _shortest_finish(policy, masks, sizes)  # type: ignore[arg-type]
+    return Kernel(("finish_prio",), inner.decide)
+
+
+def _interference_aware(policy: InterferenceAwarePolicy, masks: Sequence[np.ndarray],
+                        sizes: Mapping[str, int]) -> Kernel:
+    """:class:`InterferenceAwarePolicy`: first argmax of ``slack``; reject below 0."""
+    valid = [_valid(mask) for mask in masks]
+    reject = [len(mask) - 1 for mask in masks]
+    can_reject = [bool(mask[-1]) for mask in masks]
+    hopeless = policy.reject_hopeless
+
+    def decide(k: int, x: tuple[float, ...]) -> int:
+        v = valid[k]
+        if not v:
+            return reject[k]
+        best = v[0]
+        bs = x[best]
+        for p in v[1:]:
+            if x[p] > bs:
+                best, bs = p, x[p]
+        if hopeless and bs < 0.0 and can_reject[k]:
+            return reject[k]
+        return best
+
+    return Kernel(("slack",), decide)
+
+
 #: Kernels by the exact class of the baseline they reproduce.
 KERNELS: dict[type[HeuristicPolicy], KernelFactory] = {
     RandomPolicy: _random,
     RoundRobinPolicy: _round_robin,
     LeastLoadedPolicy: _least_loaded,
     ShortestExpectedFinishPolicy: _shortest_finish,
+    GpuletBestFit: _gpulet_best_fit,
+    PremaPolicy: _prema,
+    InterferenceAwarePolicy: _interference_aware,
 }
 
 

@@ -32,6 +32,22 @@ for _name, _shard in SHARD_PRESETS.items():
               **_shard.kwargs())
 _register(f"{NAMESPACE}/ShardPlacement-v0", "envs.shard_placement:ShardPlacementEnv")
 
+# MISD (one GPU, many models): re-partitioning, and the preset variants of both MISD envs.
+# Variants replaying real traces are registered where the shared data is present.
+from envs.presets import PLACEMENT_PRESETS, REPARTITION_PRESETS  # noqa: E402
+from envs.repartition import RepartitionEnv  # noqa: E402
+from traces.paths import shared_dir  # noqa: E402
+
+_register(f"{NAMESPACE}/Repartition-v0", "envs.repartition:RepartitionEnv")
+_SHARED = shared_dir()
+_HAS_SHARED = _SHARED is not None and (_SHARED / "traces" / "azure-llm-2023").is_dir()
+for _family, _entry, _presets in (
+        ("PartitionPlacement", "envs.partition:PartitionPlacementEnv", PLACEMENT_PRESETS),
+        ("Repartition", "envs.repartition:RepartitionEnv", REPARTITION_PRESETS)):
+    for _name, _misd in _presets.items():
+        if _HAS_SHARED or not _misd.shared_data:
+            _register(f"{NAMESPACE}/{_family}-{_name}-v0", _entry, **_misd.kwargs())
+
 
 def registered_ids() -> list[str]:
     """Every environment id in the ``ldsgym/`` namespace."""
@@ -40,3 +56,4 @@ def registered_ids() -> list[str]:
 
 __all__ = ["HW_PRESETS", "NAMESPACE", "SHARD_PRESETS", "WORKLOADS", "PartitionPlacementEnv",
            "ShardPlacementEnv", "ShardRoutingEnv", "registered_ids"]
+__all__ += ["RepartitionEnv"]

@@ -12,9 +12,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.misd import CoRunnerSlowdowns, normalise_layout
 from envs.presets import get_workload
 from envs.rewards import GoodputReward, Outcome, Reward, make_reward
 from envs.sim.gpu import BatcherConfig, GpuServingSim
+from envs.sim.misd import SharedGpuSim
+from hwmodels.interference import InterferenceModel
 from hwmodels.latency import LatencyModel
 from hwmodels.partitions import make_layout
 from hwmodels.specs import DeviceSpec, load_device
@@ -32,12 +35,21 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
     ## Description
 
     Several DNN models are co-served on one GPU split into partitions (by default an A100 as
-    ``3g + 2g + 1g + 1g`` MIG slices). Queries arrive from a trace (Poisson by default) with a
-    per-model SLA. At every arrival the agent picks the partition that serves the query, or
-    rejects it. Each partition runs a dynamic batcher (the oldest queued model goes next, up to
-    ``max_batch`` items, waiting at most ``max_queue_delay_ms`` when idle); batch latency comes
-    from the calibrated roofline model in :mod:`hwmodels`. Small slices are slower per query but
-    there are more of them; the batcher rewards putting the same model together.
+    ``3g + 2g + 1g + 1g`` MIG slices; or MPS shares, or time slices: ``sharing``). Queries
+    arrive from a trace (Poisson by default) with a per-model SLA. At every arrival the agent
+    picks the partition that serves the query, or rejects it. Each partition runs a dynamic
+    batcher (the oldest queued model goes next, up to ``max_batch`` items, waiting at most
+    ``max_queue_delay_ms`` when idle); batch latency comes from the calibrated roofline model
+    in :mod:`hwmodels`. Small slices are slower per query but there are more of them; the
+    batcher rewards putting the same model together.
+
+    MIG slices are isolated (the v0 simulator, :class:`envs.sim.gpu.GpuServingSim`). MPS shares
+    and time slices interfere: when a batch starts or stops on one partition, the batches
+    running on the others change speed (calibrated slowdowns, :mod:`hwmodels.interference`) and
+    their completion times are recomputed (:class:`envs.sim.misd.SharedGpuSim`). With
+    ``priorities=True`` each partition serves its most important queued class first at every
+    batch boundary (PREMA-style); ``preempt=True`` also kills a running batch of a less
+    important class when a more important query is queued behind it.
 
     Heuristics that read a few observation entries can run a whole episode through
     :meth:`rollout`, without building observations and infos every step (the same episode,
@@ -63,6 +75,16 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
     | ``finish``   | (P,)  | expected time until this query would finish there / its SLA      |
     | ``size``     | (P,)  | partition SMs / device SMs                                        |
     | ``rates``    | (M,)  | recent arrival rate per model (1 s EWMA) / capacity               |
+    | ``priority`` | (1,)  | the query's priority class: 1 most important, 0 least (0: one)    |
+    | ``slowdown`` | (P,)  | predicted slowdown - 1 of the query's batch there, from the       |
+    |              |       | batches running on the other partitions now (0 when isolated)     |
+    | ``finish_prio``| (P,)| as ``finish``, counting only queued work at least as important   |
+    | ``slack``    | (P,)  | 1 - (wait + (work ahead by priority + batch of one) x slowdown)   |
+    |              |       | / time to deadline, in ``[-10, 1]``: < 0 means it would be late   |
+    | ``resident`` | (P,)  | 1 where the partition is running the query's model now            |
+
+    With MIG (isolated slices) and one priority class, ``slowdown`` is 0, ``finish_prio`` is
+    ``finish`` and ``slack`` is ``1 - finish`` (unclipped above).
 
     ## Rewards
 
@@ -87,11 +109,20 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
     ``gym.make("ldsgym/PartitionPlacement-v0", hw="a100-80gb", layout=[...], workload=...,
     trace="poisson", load=0.8, episode_queries=1000, max_batch=8, max_queue_delay_ms=2,
     queue_capacity=64, drop_expired=True, precision="fp16", reward="goodput", rate_window_s=1,
-    request_sizes=False)``. ``hw`` is a
+    request_sizes=False, sharing=None, interference=None, priorities=False, preempt=False)``.
+    ``sharing`` is ``mig``, ``mps`` or ``ts`` (None: from the layout), with layouts such as
+    ``[3g, 2g, 1g, 1g]``, ``[mps:50, mps:30, mps:20]`` (or ``[50, 30, 20]`` with
+    ``sharing="mps"``) and ``[ts:3]`` (or ``[3]``); time slices each see the whole GPU, one at
+    a time, so together they count as one device in the capacity. ``interference`` (None: on
+    for MPS and time slicing, off for MIG) applies co-runner slowdowns; ``True`` with MIG applies
+    the small calibrated MIG factor. ``priorities`` serves requests by their priority class
+    (the workload's ``priority`` and request classes, e.g. ``workload="vision-nlp-prio"``).
+    ``hw`` is a
     device name from ``conf/hw``, a YAML path, a mapping or a :class:`DeviceSpec`; ``workload`` a
     preset name or a list of ``{name, weight, sla_ms, priority}``; ``trace`` a preset name or a
     :class:`traces.TraceSource`; ``load`` the offered load as a fraction of the layout's capacity
-    (queries/s at full batches for the mix). Each request is one query unless
+    (queries/s at full batches for the mix), or a range ``[lo, hi]`` from which every episode
+    draws its load uniformly (to train across loads). Each request is one query unless
     ``request_sizes=True``, when the trace's sizes count as items of the batch (clipped at 256).
     SLAs given as multiples (``sla_multiple``) are resolved against the model's batch-1 latency
     on its fastest partition.
@@ -101,6 +132,10 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
     * v0: first release. (Later speed work kept v0's dynamics; the only numeric change is in
       the last bits of ``finish``: the queued-work estimate behind it is decreased once per
       batch, and is exactly 0 when the queue is empty instead of carrying rounding residue.)
+      Later additions keep v0's dynamics for its defaults (MIG, one priority class): the
+      observation keys ``priority``, ``slowdown``, ``finish_prio``, ``slack``, ``resident``
+      were added, and the arguments ``sharing``, ``interference``, ``priorities``,
+      ``preempt`` (the shared-GPU simulator; off by default).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -111,7 +146,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         layout: Sequence[str] = ("3g", "2g", "1g", "1g"),
         workload: str | Sequence[Mapping[str, Any]] | WorkloadMix = "vision-nlp",
         trace: str | TraceSource = "poisson",
-        load: float = 0.8,
+        load: float | Sequence[float] = 0.8,
         episode_queries: int = 1000,
         max_batch: int = 8,
         max_queue_delay_ms: float = 2.0,
@@ -121,19 +156,31 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         reward: str | dict[str, Any] | Reward = "goodput",
         rate_window_s: float = 1.0,
         request_sizes: bool = False,
+        sharing: str | None = None,
+        interference: bool | None = None,
+        priorities: bool = False,
+        preempt: bool = False,
     ) -> None:
         self.device = load_device(hw)
-        self.partitions = make_layout(self.device, list(layout))
+        layout_spec, self.sharing = normalise_layout(layout, sharing)
+        self.partitions = make_layout(self.device, layout_spec)
         if isinstance(workload, str | WorkloadMix):
             self.mix = get_workload(workload)
         else:
             self.mix = mix_from_spec([dict(m) for m in workload])
         self.trace = get_trace(trace)
-        if load <= 0:
-            raise ValueError(f"load must be > 0, got {load}")
+        if isinstance(load, int | float):
+            lo = hi = float(load)
+        else:
+            lo, hi = (float(x) for x in load)
+        if not 0 < lo <= hi:
+            raise ValueError(f"load must be > 0 (or a range [lo, hi], 0 < lo <= hi), got {load}")
         if episode_queries < 1:
             raise ValueError(f"episode_queries must be >= 1, got {episode_queries}")
-        self.load = float(load)
+        #: Offered load of the current episode (drawn from ``load_range`` at each reset when
+        #: that is a range).
+        self.load = lo
+        self.load_range = (lo, hi)
         self.episode_queries = int(episode_queries)
         self.batcher = BatcherConfig(max_batch, max_queue_delay_ms * 1e-3, queue_capacity,
                                      drop_expired)
@@ -173,12 +220,34 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
              self.device.tdp_w * part.sms / self.device.sm_count)
             for part in self.partitions
         ]
+        if self.sharing == "ts":
+            # One context runs at a time: the contexts together are one device.
+            self.capacity_qps /= P
+            idle = self.device.idle_w / P
+            self._power = [(idle, idle + self.device.tdp_w - self.device.idle_w)] * P
+        self.interference = (self.sharing != "mig") if interference is None else bool(
+            interference)
+        self.priorities = bool(priorities)
+        self.preempt = bool(preempt)
+        levels = {m.priority for m in self.mix.models} | {
+            c.priority for m in self.mix.models for c in m.classes if c.priority is not None}
+        #: Priority values told apart (most important first) when ``priorities`` is on.
+        self.priority_levels = tuple(sorted(levels, reverse=True))
+        self.n_levels = len(self.priority_levels) if self.priorities else 1
+        self._slowdowns = CoRunnerSlowdowns(
+            InterferenceModel(self.device, precision), profiles, {0: self.partitions},
+            isolated_mig=False) if self.interference else None
+        self._fcache: dict[Any, tuple[float, ...]] = {}
+        #: Whether the simulator is :class:`~envs.sim.misd.SharedGpuSim` (interference or
+        #: priorities); otherwise the v0 simulator, :class:`~envs.sim.gpu.GpuServingSim`.
+        self.shared = self.interference or self.n_levels > 1 or self.preempt
         self._sms = np.array([p.sms / self.device.sm_count for p in self.partitions],
                              dtype=np.float32)
         self._max_sla_ms = float(self.mix.sla_ms.max())
         self._sms_list = self._sms.tolist()
         sizes = {"model": M, "sla": 1, "queue": P, "queue_same": P, "busy": P, "finish": P,
-                 "size": P, "rates": M}
+                 "size": P, "rates": M, "priority": 1, "slowdown": P, "finish_prio": P,
+                 "slack": P, "resident": P}
         self._feature_sizes = sizes
         offsets = np.cumsum([0, *sizes.values()])
         self._slices = [(k, slice(int(a), int(b)))
@@ -195,6 +264,11 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
             "finish": box(0.0, _CLIP, (P,), np.float32),
             "size": box(0.0, 1.0, (P,), np.float32),
             "rates": box(0.0, _CLIP, (M,), np.float32),
+            "priority": box(0.0, 1.0, (1,), np.float32),
+            "slowdown": box(0.0, _CLIP, (P,), np.float32),
+            "finish_prio": box(0.0, _CLIP, (P,), np.float32),
+            "slack": box(-_CLIP, 1.0, (P,), np.float32),
+            "resident": box(0.0, 1.0, (P,), np.float32),
         })
         self.action_space = spaces.Discrete(P + 1)
         self.sim: GpuServingSim | None = None
@@ -202,6 +276,8 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._mask_table = [np.array([f[m] for f in self._fits] + [True]) for m in range(M)]
         self._onehot = [[1.0 if k == m else 0.0 for k in range(M)] for m in range(M)]
         self._prange = range(P)
+        self._zeros_p = [0.0] * P
+        self._zero_then_zeros_p = [0.0] * (P + 1)  # priority, slowdown
         #: Batch-1 latency (s) of each model on each partition: ``[m][p]``, as sim.solo_s[p][m].
         self._solo_of_model = [[lat[p, m, 0].item() for p in range(P)] for m in range(M)]
         fn = self.reward_fn
@@ -341,6 +417,9 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         """``reset`` without the observation: a new trace, run to its first arrival."""
         super().reset(seed=seed)
         trace_seed = int(self.np_random.integers(0, 2**63 - 1))
+        lo, hi = self.load_range
+        if hi > lo:
+            self.load = lo + (hi - lo) * float(self.np_random.random())
         arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix,
                                      self.episode_queries, self.load * self.capacity_qps)
         arrivals = arrivals.resolve_sla(self._solo_ms)
@@ -349,7 +428,15 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                 arrivals, size=np.clip(arrivals.size, 1, self._table_len).astype(np.int32))
         else:
             arrivals = dataclasses.replace(arrivals, size=np.ones(len(arrivals), np.int32))
-        self.sim = GpuServingSim(self._latency, self._fits, arrivals, self.batcher, self._power)
+        if self.shared:
+            self.sim = SharedGpuSim(
+                self._latency, self._fits, arrivals, self.batcher, self._power,
+                slowdown=self._slowdowns, slowdown_cache=self._fcache,
+                priorities=self.priority_levels if self.priorities else False,
+                preempt=self.preempt)
+        else:
+            self.sim = GpuServingSim(self._latency, self._fits, arrivals, self.batcher,
+                                     self._power)
         self._rates = [0.0] * self.n_models
         self._rate_t = 0.0
         self._steps = 0
@@ -431,10 +518,67 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         inv_cap = 1.0 / self.capacity_qps
         return [r * inv_cap for r in self._rates]
 
+    def _f_priority(self, sim: GpuServingSim, m: int, now: float, sla: float,
+                    inv_sla: float) -> list[float]:
+        L = self.n_levels
+        return [(L - 1 - sim.pending_level()) / (L - 1)] if L > 1 else [0.0]  # type: ignore[attr-defined]
+
+    def _f_slowdown(self, sim: GpuServingSim, m: int, now: float, sla: float,
+                    inv_sla: float) -> list[float]:
+        if not self.interference:
+            return self._zeros_p
+        return [f - 1.0 for f in sim.predicted_slowdowns(m)]  # type: ignore[attr-defined]
+
+    def _f_finish_prio(self, sim: GpuServingSim, m: int, now: float, sla: float,
+                       inv_sla: float) -> list[float]:
+        return self._shared_finish(sim, m, now, inv_sla)[0]
+
+    def _f_slack(self, sim: GpuServingSim, m: int, now: float, sla: float,
+                 inv_sla: float) -> list[float]:
+        c = -_CLIP
+        return [c if v < c else v for v in self._shared_finish(sim, m, now, inv_sla)[1]]
+
+    def _f_resident(self, sim: GpuServingSim, m: int, now: float, sla: float,
+                    inv_sla: float) -> list[float]:
+        return [1.0 if r == m else 0.0 for r in sim.running_model]
+
+    def _shared_finish(self, sim: GpuServingSim, m: int, now: float,
+                       inv_sla: float) -> tuple[list[float], list[float]]:
+        """``finish_prio`` and ``slack`` before clipping (the expressions of :meth:`_obs`)."""
+        t, b, w, solo = sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m]
+        if not self.shared:
+            fin = [((t[p] - now if b[p] else 0.0) + w[p] + solo[p]) * inv_sla
+                   for p in self._prange]
+            return fin, [1.0 - v for v in fin]
+        return self._prio_slack(sim, m, now, inv_sla)  # type: ignore[arg-type]
+
+    def _prio_slack(self, sim: SharedGpuSim, m: int, now: float, inv_sla: float,
+                    f: list[float] | None = None) -> tuple[list[float], list[float]]:
+        """Finish counting only queued work at least as important as the query, and the
+        slack to its deadline with that and the predicted slowdowns ``f`` (shared simulator;
+        ``f`` is computed here when interference is on and it is not given)."""
+        t, b, solo = sim.busy_until, sim.busy, self._solo_of_model[m]
+        if self.n_levels > 1:
+            lev = sim.pending_level()
+            work = [sum(wl[:lev + 1]) for wl in sim.queued_work_level]
+        else:
+            work = sim.queued_work_s
+        if f is None and self.interference:
+            f = sim.predicted_slowdowns(m)
+        fin, slack = [], []
+        for p in self._prange:
+            wait = t[p] - now if b[p] else 0.0
+            fin.append((wait + work[p] + solo[p]) * inv_sla)
+            own = work[p] + solo[p]
+            slack.append(1.0 - (wait + (own * f[p] if f is not None else own)) * inv_sla)
+        return fin, slack
+
     #: Feature functions by observation key, in the observation's order.
     _builders: dict[str, Callable[..., list[float]]] = {  # noqa: RUF012
         "model": _f_model, "sla": _f_sla, "queue": _f_queue, "queue_same": _f_queue_same,
         "busy": _f_busy, "finish": _f_finish, "size": _f_size, "rates": _f_rates,
+        "priority": _f_priority, "slowdown": _f_slowdown, "finish_prio": _f_finish_prio,
+        "slack": _f_slack, "resident": _f_resident,
     }
 
     def _obs(self) -> Obs:
@@ -456,15 +600,41 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         values += [c if (v := q * inv_b) > c else v for q in sim.queued_items]
         values += [c if (v := q[m] * inv_b) > c else v for q in sim.queued_by_model]
         values += [c if (v := (t[p] - now) * inv_sla if b[p] else 0.0) > c else v for p in P]
-        values += [c if (v := ((t[p] - now if b[p] else 0.0) + w[p] + solo[p]) * inv_sla) > c
-                   else v for p in P]
+        fin = [((t[p] - now if b[p] else 0.0) + w[p] + solo[p]) * inv_sla for p in P]
+        fin_c = [c if v > c else v for v in fin]
+        values += fin_c
         values += self._sms_list
         values += [c if (v := r * inv_cap) > c else v for r in self._rates]
+        if self.shared:
+            f = sim.predicted_slowdowns(m) if self.interference else None  # type: ignore[attr-defined]
+            if self.n_levels > 1:
+                values += self._f_priority(sim, m, now, sla, inv_sla)
+            else:
+                values += [0.0]
+            values += [c if (v := x - 1.0) > c else v for x in f] if f is not None \
+                else self._zeros_p
+            if self.n_levels > 1:
+                fin_p, slack = self._prio_slack(sim, m, now, inv_sla, f)  # type: ignore[arg-type]
+                values += [c if v > c else v for v in fin_p]
+            else:  # _prio_slack's expressions with all queued work ahead: finish_prio = finish
+                values += fin_c
+                slack = [1.0 - ((t[p] - now if b[p] else 0.0) + (w[p] + solo[p]) * f[p])
+                         * inv_sla for p in P] if f is not None else [
+                    1.0 - ((t[p] - now if b[p] else 0.0) + (w[p] + solo[p])) * inv_sla
+                    for p in P]
+            values += [-c if v < -c else v for v in slack]
+        else:  # one priority class, no interference: finish_prio is finish
+            values += self._zero_then_zeros_p
+            values += fin_c
+            values += [-c if (v := 1.0 - x) < -c else v for x in fin]
+        values += [1.0 if r == m else 0.0 for r in sim.running_model]
         flat = np.fromiter(values, np.float32, len(values))
         s = self._slice_list
         obs = {"model": flat[s[0]], "sla": flat[s[1]], "queue": flat[s[2]],
                "queue_same": flat[s[3]], "busy": flat[s[4]], "finish": flat[s[5]],
-               "size": flat[s[6]], "rates": flat[s[7]]}
+               "size": flat[s[6]], "rates": flat[s[7]], "priority": flat[s[8]],
+               "slowdown": flat[s[9]], "finish_prio": flat[s[10]], "slack": flat[s[11]],
+               "resident": flat[s[12]]}
         self._last_obs = obs
         return obs
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from traces.arrivals import ModelClass, WorkloadMix
+from traces.arrivals import ModelClass, RequestClass, WorkloadMix
 
 #: Model mixes. SLAs: ResNet-50 15 ms is MLPerf's server bound (published_targets T003);
 #: MobileNetV2 at 10 ms and BERT-base at 50 ms (seq 384) are set the same way, a few times the
@@ -23,6 +23,15 @@ WORKLOADS: dict[str, tuple[ModelClass, ...]] = {
         ModelClass("resnet50", weight=0.4, sla_ms=15.0),
         ModelClass("mobilenet_v2", weight=0.3, sla_ms=10.0),
         ModelClass("googlenet", weight=0.3, sla_ms=10.0),
+    ),
+    # vision-nlp with two request classes per model (PREMA-style priorities): 30% interactive
+    # (priority 1, the SLAs above) and 70% batch (priority 0, four times the SLA).
+    "vision-nlp-prio": tuple(
+        ModelClass(name, weight=w, sla_ms=sla, classes=(
+            RequestClass("interactive", weight=0.3, sla_ms=sla, priority=1),
+            RequestClass("batch", weight=0.7, sla_ms=4 * sla, priority=0)))
+        for name, w, sla in (("resnet50", 0.4, 15.0), ("mobilenet_v2", 0.4, 10.0),
+                             ("bert-base", 0.2, 50.0))
     ),
 }
 
@@ -55,4 +64,58 @@ class HwPreset:
 HW_PRESETS: dict[str, HwPreset] = {
     "A100": HwPreset("a100-80gb", ("3g", "2g", "1g", "1g")),
     "H100": HwPreset("h100-sxm", ("3g", "2g", "1g", "1g")),
+}
+
+
+@dataclass(frozen=True)
+class MisdPreset:
+    """A registered variant of a MISD environment (kwargs that differ from the base id).
+
+    Attributes:
+        hw: Device name (``conf/hw``).
+        layout: Starting layout (MIG profiles, ``mps:<percent>`` or ``ts:<n>``).
+        workload: Model mix preset (:data:`WORKLOADS`).
+        trace: Trace preset (:data:`traces.presets.TRACE_PRESETS`).
+        shared_data: The trace replays real data from the shared directory: registered only
+            where that data is present.
+        extra: Other constructor kwargs.
+    """
+
+    hw: str = "a100-80gb"
+    layout: tuple[str, ...] = ("3g", "2g", "1g", "1g")
+    workload: str = "vision-nlp"
+    trace: str = "poisson"
+    shared_data: bool = False
+    extra: tuple[tuple[str, object], ...] = ()
+
+    def kwargs(self) -> dict[str, object]:
+        """The kwargs to register (JSON-able)."""
+        return {"hw": self.hw, "layout": list(self.layout), "workload": self.workload,
+                "trace": self.trace, **dict(self.extra)}
+
+
+_MPS = ("mps:40", "mps:30", "mps:15", "mps:15")
+
+#: ``ldsgym/PartitionPlacement-<name>-v0`` variants (besides :data:`HW_PRESETS`): hardware,
+#: sharing mode, priorities, bursty and real traces (``-AzureConv`` trains on the trace's
+#: training split; its ``-AzureConv-test`` twin replays the held-out split, for evaluation).
+PLACEMENT_PRESETS: dict[str, MisdPreset] = {
+    "A30": MisdPreset(hw="a30", layout=("2g", "1g", "1g")),
+    "MPS": MisdPreset(layout=_MPS),
+    "TS": MisdPreset(layout=("ts:3",)),
+    "Prio": MisdPreset(layout=_MPS, workload="vision-nlp-prio",
+                       extra=(("priorities", True), ("preempt", True))),
+    "MMPP": MisdPreset(trace="mmpp"),
+    "MPS-AzureConv": MisdPreset(layout=_MPS, trace="azure-conv", shared_data=True),
+    "MPS-AzureConv-test": MisdPreset(layout=_MPS, trace="azure-conv-test", shared_data=True),
+}
+
+#: ``ldsgym/Repartition-<name>-v0`` variants.
+REPARTITION_PRESETS: dict[str, MisdPreset] = {
+    "H100": MisdPreset(hw="h100-sxm"),
+    "A30": MisdPreset(hw="a30", layout=("2g", "1g", "1g")),
+    "MPS": MisdPreset(layout=_MPS),
+    "MMPP": MisdPreset(trace="mmpp"),
+    "AzureConv": MisdPreset(trace="azure-conv", shared_data=True),
+    "AzureConv-test": MisdPreset(trace="azure-conv-test", shared_data=True),
 }

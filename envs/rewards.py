@@ -9,6 +9,16 @@ arrivals, three requests finish within their SLA, one finishes late and one is d
 its queue was full: ``r = 3 - 1*1 - 1*1 = 1``. With ``energy_weight=0.01`` and 50 J spent in
 between, ``r = 1 - 0.5 = 0.5``. With ``backlog_weight=0.5`` and, in between, four requests
 each 2 ms in the system under a 10 ms SLA (backlog ``4 * 0.2 = 0.8``), ``r = 1 - 0.4 = 0.6``.
+
+Re-partitioning (``ldsgym/Repartition-v0``, one decision per interval): with
+``GoodputReward(reconfig_weight=500)``, an interval in which 6,000 requests finish in time,
+200 late, 300 are dropped and one re-partitioning starts weighs ``6000 - 200 - 300 - 500 =
+5000``; that environment divides by the queries its reference layout serves per interval
+(6,600), so ``r = 0.758``. The weight prices a re-partitioning in queries, on top of the
+queries its downtime loses (which the other terms already count).
+
+Choosing one by config: ``env.kwargs.reward={name: goodput, late_weight: 0.5,
+reconfig_weight: 200}`` or ``env.kwargs.reward=violations``.
 """
 
 from __future__ import annotations

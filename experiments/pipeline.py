@@ -83,6 +83,23 @@ def export_and_check(model: Any, spec: EnvSpec, out: Path, n_samples: int) -> di
     return {"onnx": str(path.name), "parity_samples": len(masks), "parity_agreement": agree}
 
 
+def eval_env_overrides(cfg: DictConfig) -> dict[str, Any]:
+    """``eval.env_overrides``: env kwargs that differ at evaluation, e.g. ``{trace:
+    azure-conv-test}`` (the held-out split of a real trace the agent trained on). Empty when
+    the key is absent.
+
+    Raises:
+        UserError: it is not a mapping.
+    """
+    over = cfg.eval.get("env_overrides")
+    if over is None:
+        return {}
+    value = OmegaConf.to_container(over, resolve=True) if OmegaConf.is_config(over) else over
+    if not isinstance(value, dict):
+        raise UserError(f"eval.env_overrides: expected a mapping of env kwargs, got {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
 def evaluate_and_report(
     cfg: DictConfig,
     spec: EnvSpec,
@@ -102,8 +119,11 @@ def evaluate_and_report(
     elif any(float(x) <= 0 for x in loads):
         raise UserError(f"eval.loads: every load must be > 0, got {list(loads)}")
     sweep = {}
+    overrides = eval_env_overrides(cfg)
+    if overrides:
+        header += f"\n- evaluation env overrides (eval.env_overrides): `{overrides}`"
     for load in [float(x) for x in loads]:
-        make = functools.partial(spec.make, load=load)
+        make = functools.partial(spec.make, **{**overrides, "load": load})
         sweep[load] = evaluate(make, policies, seeds, progress=bool(cfg.progress),
                                fast=bool(cfg.eval.get("fast", True)))
         print_table(summary_rows(sweep[load]),

@@ -15,7 +15,8 @@ from agents.evaluation import evaluate, run_episode
 from agents.policy import HeuristicPolicy, SB3Policy
 
 ENV = "ldsgym/PartitionPlacement-v0"
-KEYS = ("model", "sla", "queue", "queue_same", "busy", "finish", "size", "rates")
+KEYS = ("model", "sla", "queue", "queue_same", "busy", "finish", "size", "rates", "priority",
+        "slowdown", "finish_prio", "slack", "resident")
 
 #: Env variants that exercise different parts of the simulator and of the reward.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -27,6 +28,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                       "drop_weight": 1.7, "energy_weight": 0.01,
                                       "backlog_weight": 0.5}},
     "violations-reward-h100": {"hw": "h100-sxm", "reward": "violations", "load": 1.1},
+    # The shared-GPU simulator (envs/sim/misd.py): MPS interference, priorities, preemption.
+    "mps-interference": {"layout": ["mps:50", "mps:30", "mps:20"], "load": 1.1},
+    "priorities-preempt-ts": {"sharing": "ts", "layout": [3], "workload": "vision-nlp-prio",
+                              "priorities": True, "preempt": True, "load": 1.2},
 }
 
 
@@ -89,7 +94,8 @@ def test_evaluate_fast_and_slow_agree() -> None:
         assert np.array_equal(a[name].latency_counts, b[name].latency_counts)
 
 
-@pytest.mark.parametrize("variant", ["default", "sizes-dense-reward"])
+@pytest.mark.parametrize("variant", ["default", "sizes-dense-reward", "mps-interference",
+                                     "priorities-preempt-ts"])
 def test_rollout_features_are_the_observation_values(variant: str) -> None:
     """Every feature the fast path hands to a kernel equals the float32 observation entry."""
     n = 600
@@ -163,7 +169,10 @@ def _obs_and_x(rng: np.random.Generator, P: int, M: int,
     obs = {"model": np.eye(M, dtype=np.float32)[rng.integers(M)],
            "sla": vec(1), "queue": vec(P), "queue_same": vec(P), "busy": vec(P),
            "finish": vec(P), "size": rng.choice([1 / 7, 2 / 7, 3 / 7], P).astype(np.float32),
-           "rates": vec(M)}
+           "rates": vec(M), "priority": rng.choice([0.0, 1.0], 1).astype(np.float32),
+           "slowdown": vec(P), "finish_prio": vec(P),
+           "slack": np.minimum(np.float32(1.0), vec(P) - np.float32(rng.choice([0, 1, 5]))),
+           "resident": rng.choice([0.0, 1.0], P).astype(np.float32)}
     x = tuple(float(v) for k in features for v in obs[k])
     return obs, x
 

@@ -27,7 +27,10 @@ def test_run_folder_contents(run: Path) -> None:
     for policy in ("learned", "random", "round_robin", "least_loaded", "shortest_finish"):
         assert f"| {policy} |" in report
     rows = (run / "results.csv").read_text().splitlines()
-    assert len(rows) == 1 + 5 * 2  # header + 5 policies x 2 held-out seeds
+    from agents.baselines import baselines_for
+
+    n_policies = 1 + len(baselines_for("ldsgym/PartitionPlacement-v0"))  # learned + baselines
+    assert len(rows) == 1 + n_policies * 2  # header + policies x 2 held-out seeds
     assert "ONNX parity: 100.00%" in report
 
 

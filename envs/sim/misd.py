@@ -1,0 +1,721 @@
+"""A shared GPU at full fidelity: interference among co-runners, priorities, re-partitioning.
+
+:class:`SharedGpuSim` extends :class:`envs.sim.gpu.GpuServingSim` (same trace handling, same
+dynamic batcher, same counters) with three things the MISD literature schedules around:
+
+* **Interference (MPS shares, time slicing).** A running batch carries its remaining work in
+  *solo seconds* (its latency alone on its partition) and progresses at rate ``1 / f`` where
+  ``f >= 1`` is its slowdown given what runs on the other partitions. Whenever a batch starts
+  or stops anywhere on the device, every running batch is advanced to ``now`` at its old rate,
+  the slowdowns are recomputed (a ``slowdown`` callable, backed by
+  :class:`hwmodels.interference.InterferenceModel`) and each batch whose factor changed has its
+  completion event cancelled and rescheduled at ``now + remaining * f_new``. Dynamic energy is
+  charged per solo second of work (a stretched batch does the same work), busy time per wall
+  second.
+* **Priority classes (PREMA-style, preemption at batch boundaries).** Requests carry a
+  priority; each (partition, model) queue keeps one FIFO per priority level. When a partition
+  frees up, the model whose queue holds the most important request goes next (ties: the
+  oldest), and its batch is filled from the most important level down. With ``preempt=True`` a
+  request more important than the running batch kills it on arrival (the batch's requests go
+  back to the front of their queues; the work done is lost), PREMA's *kill* mechanism.
+* **Re-partitioning.** :meth:`SharedGpuSim.reconfigure` swaps the partitions of some *slots*
+  (a fixed number of slots holds the layout; a slot may be empty). Requests queued on changed
+  slots are handed back to the caller to be placed again; running batches there either finish
+  (``drain``) or are killed and handed back (``preempt``). Once drained, the changed slots stay
+  down for the given downtime (a :class:`hwmodels.reconfig.ReconfigModel` sample: destroy and
+  create instances, restart contexts, reload weights, warm up) and serve nothing; unchanged
+  slots keep serving throughout.
+
+With ``slowdown=None``, ``priorities=False`` and no reconfiguration the dynamics are exactly
+those of :class:`~envs.sim.gpu.GpuServingSim` (a test compares every counter and the latency
+histogram bit for bit). This loop is simpler and slower than the parent's fused one; the
+environments use the parent whenever none of the features above is on.
+
+Nothing here imports gymnasium or torch.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from envs.sim.core import Event
+from envs.sim.gpu import BATCH_DONE, BATCH_TIMEOUT, BatcherConfig, GpuServingSim
+from traces.arrivals import Arrivals
+
+SLOT_UP = 2
+_INF = float("inf")
+
+#: A queued request: ``(arrival_s, deadline_s, 1/SLA_s, size, level)``; level 0 is the most
+#: important priority class.
+Request = tuple[float, float, float, int, int]
+
+#: ``slowdown(layout_id, jobs) -> factors``: per slot, the slowdown (>= 1) of the batch running
+#: there given all of ``jobs`` (per slot ``(model, items)`` or ``None`` when idle).
+Slowdown = Callable[[Hashable, tuple[tuple[int, int] | None, ...]], Sequence[float]]
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """A partition installed in a slot.
+
+    Attributes:
+        latency: ``latency[m][b - 1]``: seconds for a batch of ``b`` items of model ``m``.
+        fits: ``fits[m]``: whether model ``m`` fits in the partition's memory.
+        power_w: ``(idle_w, busy_w)`` of the partition.
+    """
+
+    latency: Sequence[Sequence[float]]
+    fits: Sequence[bool]
+    power_w: tuple[float, float] = (0.0, 0.0)
+
+
+class SharedGpuSim(GpuServingSim):
+    """Serving on a shared, re-partitionable GPU (see the module docstring).
+
+    Args:
+        latency: ``latency[p][m]``: batch latencies of model ``m`` on slot ``p`` (as the
+            parent's); rows of empty slots are never read.
+        fits: ``fits[p][m]``; all False for an empty slot.
+        arrivals: The episode's requests.
+        batcher: Batching and admission knobs.
+        power_w: ``(idle_w, busy_w)`` per slot (``(0, 0)`` for an empty slot), or ``None``.
+        chunk: Requests converted from the trace's arrays to Python lists at a time.
+        slowdown: Interference among co-runners (None: none, every factor is 1). Its results
+            are cached per ``(layout_id, jobs)`` in ``slowdown_cache``.
+        slowdown_cache: A dict to cache slowdowns in (pass the same one to every episode):
+            per ``(layout_id, jobs)`` the factors, and per ``(layout_id, jobs, job)`` those
+            :meth:`predicted_slowdowns` returns.
+        layout_id: Names the current assignment of partitions to slots for ``slowdown``.
+        priorities: Serve by the requests' priority classes: True (the values found in the
+            trace), the priority values to tell apart (larger is more important; others fall
+            in with the next smaller one), or False (one class, FIFO by age).
+        preempt: Kill a running batch when a more important request is queued behind it.
+        active: Which slots hold a partition (default: all).
+
+    Attributes:
+        up_at: Per slot, the time from which it may start batches (``inf`` while draining for
+            a reconfiguration or when empty).
+        reconfigurations: Reconfigurations started.
+        downtime_s: Sum over reconfigurations of the time from their start to the changed
+            slots coming back up.
+        preemptions: Batches killed by more important requests.
+    """
+
+    def __init__(
+        self,
+        latency: list[list[list[float]]],
+        fits: list[list[bool]],
+        arrivals: Arrivals,
+        batcher: BatcherConfig,
+        power_w: list[tuple[float, float]] | None = None,
+        chunk: int = 8192,
+        *,
+        slowdown: Slowdown | None = None,
+        slowdown_cache: dict[Any, tuple[float, ...]] | None = None,
+        layout_id: Hashable = 0,
+        priorities: bool | Sequence[int] = False,
+        preempt: bool = False,
+        active: Sequence[bool] | None = None,
+    ) -> None:
+        super().__init__(latency, fits, arrivals, batcher, power_w, chunk)
+        P, M = self.n_partitions, self.n_models
+        self.latency = [list(row) for row in latency]
+        self.power_w = None if power_w is None else list(power_w)
+        self.fits = [list(row) for row in fits]
+        prio = np.asarray(arrivals.priority, dtype=np.int64)
+        if priorities is True:
+            values = sorted({int(v) for v in np.unique(prio)}, reverse=True) or [0]
+        elif priorities is False:
+            values = [0]
+        else:
+            values = sorted({int(v) for v in priorities}, reverse=True) or [0]
+        #: Priority values of the levels, most important first.
+        self.level_values: tuple[int, ...] = tuple(values)
+        if len(values) > 1:
+            # Level = how many known values are larger (clamped): unknown values fall in
+            # with the next less important known one.
+            known = np.array(values[::-1], dtype=np.int64)  # ascending
+            above = len(known) - np.searchsorted(known, prio, side="right")
+            self._level: np.ndarray | None = np.minimum(above, len(values) - 1).astype(np.int8)
+        else:
+            self._level = None
+        L = self.n_levels = len(self.level_values)
+        self._clev: list[int] = []
+        #: Per (slot, model, level): the queued requests (:data:`Request`), oldest first.
+        self.lqueues: list[list[list[deque[Request]]]] = [
+            [[deque() for _ in range(L)] for _ in range(M)] for _ in range(P)]
+        #: Estimated seconds of queued work per (slot, level), as ``queued_work_s``.
+        self.queued_work_level = [[0.0] * L for _ in range(P)]
+        self._lrunning: list[list[Request]] = [[] for _ in range(P)]
+        self._run_level = [L] * P
+        self.active = [True] * P if active is None else [bool(a) for a in active]
+        self.up_at = [0.0 if a else _INF for a in self.active]
+        self._done: list[Event | None] = [None] * P
+        self._factor = [1.0] * P
+        self._rem = [0.0] * P  # solo seconds of work left in the running batch at _rt
+        self._rt = [0.0] * P
+        self._job: list[tuple[int, int] | None] = [None] * P
+        self._jobcode = [-1] * P
+        self._slowdown = slowdown
+        self._fcache = {} if slowdown_cache is None else slowdown_cache
+        self.layout_id: Hashable = layout_id
+        self._last_key: tuple[int, ...] | None = None
+        self._priorities = L > 1
+        self._preempt = bool(preempt)
+        self._retiring = [False] * P
+        self._drain_left = 0
+        self._changed: list[int] = []
+        self._pending_downtime = 0.0
+        self._reconfig_start = 0.0
+        self.reconfig_until = 0.0
+        self.reconfigurations = 0
+        self.downtime_s = 0.0
+        self.preemptions = 0
+        self._idle_total = sum(i for i, _ in power_w) if power_w is not None else 0.0
+        self._idle_t = 0.0
+        self._idle_energy = 0.0
+        self._jk = max(len(r) for row in self.latency for r in row) + 1
+
+    # ------------------------------------------------------------------ decisions
+    @property
+    def reconfiguring(self) -> bool:
+        """A reconfiguration is draining or its slots are not up yet."""
+        return bool(self._changed) or self.events.now < self.reconfig_until
+
+    def pending_level(self) -> int:
+        """Priority level of the pending request (0 = most important)."""
+        assert self.pending is not None
+        return self._clev[self._pj] if self._priorities else 0
+
+    def predicted_slowdowns(self, m: int, items: int = 1) -> list[float]:
+        """Per slot, the slowdown a batch of ``items`` of model ``m`` would see there if it
+        started now, given what runs on the other slots (1 without interference)."""
+        P = self.n_partitions
+        fn = self._slowdown
+        if fn is None:
+            return [1.0] * P
+        code = m * self._jk + items
+        base = self._jobcode
+        cache, lid = self._fcache, self.layout_id
+        # The running set is fixed between two batch starts/stops: one lookup for all slots.
+        whole = (lid, self._last_key, code)
+        hit = cache.get(whole)
+        if hit is not None and self._last_key == tuple(base):
+            return list(hit)
+        out = []
+        for p in range(P):
+            if not self.active[p]:
+                out.append(1.0)
+                continue
+            key = (*base[:p], code, *base[p + 1:])
+            f = cache.get((lid, key))
+            if f is None:
+                jobs = list(self._job)
+                jobs[p] = (m, items)
+                f = cache[(lid, key)] = tuple(float(x) for x in fn(lid, tuple(jobs)))
+            out.append(f[p])
+        if self._last_key == tuple(base):
+            cache[whole] = tuple(out)
+        return out
+
+    def expected_finish_s(self, p: int, m: int) -> float:
+        """Rough time until a new request of model ``m`` would finish on ``p`` (its running
+        batch, its queue, its downtime, and a batch of one, all without interference)."""
+        now = self.events.now
+        wait = self.busy_until[p] - now if self.busy[p] else 0.0
+        down = self.up_at[p] - now
+        if down > wait:
+            wait = down
+        return wait + self.queued_work_s[p] + self.solo_s[p][m]
+
+    def place(self, p: int) -> None:
+        """Queue the pending request on slot ``p``.
+
+        Raises:
+            ValueError: ``p`` is out of range or the model does not fit on it.
+        """
+        if self.pending is None:
+            raise RuntimeError("no pending request; call advance() first")
+        j = self._pj
+        m = self._cm[j]
+        if not 0 <= p < self.n_partitions or not self.fits[p][m]:
+            raise ValueError(f"partition {p} cannot serve model {m}")
+        self.pending = None
+        lev = self._clev[j] if self._priorities else 0
+        self._admit(p, m, (self._ct[j], self._cdead[j], self._cinv[j], self._csize[j], lev))
+
+    def requeue(self, p: int, m: int, req: Request) -> None:
+        """Queue a request handed back by :meth:`reconfigure` on slot ``p``.
+
+        Raises:
+            ValueError: the model does not fit on ``p``.
+        """
+        if not 0 <= p < self.n_partitions or not self.fits[p][m]:
+            raise ValueError(f"partition {p} cannot serve model {m}")
+        self._admit(p, m, req)
+
+    def drop(self, req: Request) -> None:
+        """Reject a request handed back by :meth:`reconfigure`."""
+        self.counters.dropped_rejected += 1
+        self._backlog_rate -= req[2]
+
+    def run_until(self, decide: Callable[[float, int, float], int], t_end: float) -> int:
+        """Decide the requests arriving up to ``t_end`` with ``decide`` and run to ``t_end``.
+
+        Afterwards :attr:`now` is ``t_end`` and no request is pending. Once the trace is
+        exhausted, call :meth:`advance` to drain.
+
+        Returns:
+            The number of decisions made.
+        """
+        if self.pending is not None:
+            raise RuntimeError("the pending request has not been decided")
+        return self._loop(decide, t_end)
+
+    @property
+    def trace_done(self) -> bool:
+        """Every request of the trace has arrived."""
+        return self.pending is None and self._next >= self._n
+
+    # ------------------------------------------------------------------ re-partitioning
+    def reconfigure(self, changes: Mapping[int, SlotSpec | None], downtime_s: float, *,
+                    drain: bool = True,
+                    layout_id: Hashable | None = None) -> list[tuple[int, Request]]:
+        """Start changing the partitions of some slots.
+
+        Args:
+            changes: Per changed slot, its new partition (None: the slot becomes empty).
+                Slots not listed keep their partition, queue and running batch.
+            downtime_s: How long the changed slots stay down once drained.
+            drain: Let the batches running on changed slots finish first; ``False`` kills
+                them at once (their requests are handed back).
+            layout_id: The new ``layout_id`` for the slowdown function.
+
+        Returns:
+            ``(model, request)`` for every request that was queued (or, without ``drain``,
+            running) on a changed slot: the caller places each again with :meth:`requeue` or
+            rejects it with :meth:`drop`. They stay in the system meanwhile.
+
+        Raises:
+            RuntimeError: a reconfiguration is still under way.
+        """
+        if self.reconfiguring:
+            raise RuntimeError("a reconfiguration is still under way")
+        now = self.events.now
+        out: list[tuple[int, Request]] = []
+        M, L = self.n_models, self.n_levels
+        B = self._max_batch
+        self._accrue_idle(now)
+        for p, spec in sorted(changes.items()):
+            for m in range(M):
+                for dq in self.lqueues[p][m]:
+                    out.extend((m, r) for r in dq)
+                    dq.clear()
+            self.queued_items[p] = 0
+            self.queued_by_model[p] = [0] * M
+            self.queued_work_s[p] = 0.0
+            self.queued_work_level[p] = [0.0] * L
+            t = self._timeout[p]
+            if t is not None:
+                t.cancelled = True
+                self._timeout[p] = None
+            self.up_at[p] = _INF
+            if self.busy[p]:
+                if drain:
+                    self._retiring[p] = True
+                    self._drain_left += 1
+                else:
+                    m = self.running_model[p]
+                    out.extend((m, r) for r in self._kill(p, now))
+            if spec is None:
+                self.active[p] = False
+                self.fits[p] = [False] * M
+                self._item_cost[p] = [_INF] * M
+                self.solo_s[p] = [_INF] * M
+                if self.power_w is not None:
+                    self.power_w[p] = (0.0, 0.0)
+                if self._energy_w is not None:
+                    self._energy_w[p] = 0.0
+            else:
+                self.active[p] = True
+                lat = [list(r) for r in spec.latency]
+                self.latency[p] = lat
+                self.fits[p] = [bool(f) for f in spec.fits]
+                self._item_cost[p] = [lat[m][B - 1] / B for m in range(M)]
+                self.solo_s[p] = [lat[m][0] for m in range(M)]
+                if self.power_w is not None:
+                    self.power_w[p] = spec.power_w
+                if self._energy_w is not None:
+                    self._energy_w[p] = spec.power_w[1] - spec.power_w[0]
+        if layout_id is not None:
+            self.layout_id = layout_id
+            self._last_key = None
+        self._idle_total = sum(i for i, _ in self.power_w) if self.power_w is not None else 0.0
+        self.reconfigurations += 1
+        self._reconfig_start = now
+        self._changed = sorted(changes)
+        self._pending_downtime = float(downtime_s)
+        self._reshape(now)
+        if self._drain_left == 0:
+            self._bring_up(now)
+        return out
+
+    def _bring_up(self, now: float) -> None:
+        """The changed slots are drained: they come back after the downtime."""
+        t_up = now + self._pending_downtime
+        for p in self._changed:
+            self._retiring[p] = False
+            if self.active[p]:
+                self.up_at[p] = t_up
+                self.events.schedule(t_up, SLOT_UP, p)
+        self.reconfig_until = t_up
+        self.downtime_s += t_up - self._reconfig_start
+        self._changed = []
+
+    def _accrue_idle(self, now: float) -> None:
+        self._idle_energy += self._idle_total * (now - self._idle_t)
+        self._idle_t = now
+
+    def finalize_energy(self) -> None:
+        """Add idle power over the elapsed time (call once at the end of an episode)."""
+        if self.power_w is not None:
+            now = self.events.now
+            if self.reconfigurations == 0:  # the parent's arithmetic, for equal results
+                self.counters.energy_j += self._idle_total * now
+            else:
+                self._accrue_idle(now)
+                self.counters.energy_j += self._idle_energy
+
+    # ------------------------------------------------------------------ internals
+    def _load_chunk(self, start: int) -> None:
+        super()._load_chunk(start)
+        if self._level is not None:
+            self._clev = self._level[start:start + self._clen].tolist()
+
+    def _admit(self, p: int, m: int, req: Request) -> None:
+        """Queue ``req`` on ``p`` (or drop it: queue full) and start a batch if one is due."""
+        size = req[3]
+        queued = self.queued_items[p] + size
+        if queued > self._capacity:
+            self.counters.dropped_overflow += 1
+            self._backlog_rate -= req[2]
+            return
+        lev = req[4]
+        self.lqueues[p][m][lev].append(req)
+        self.queued_items[p] = queued
+        by_model = self.queued_by_model[p]
+        by_model[m] += size
+        w = size * self._item_cost[p][m]
+        self.queued_work_s[p] += w
+        self.queued_work_level[p][lev] += w
+        if self.busy[p]:
+            if self._preempt and lev < self._run_level[p] and not self._retiring[p]:
+                self.preemptions += 1
+                self._requeue_front(p, self.running_model[p], self._kill(p, self.events.now))
+                self._try_dispatch(p)
+                self._reshape(self.events.now)
+            return
+        if self._priorities:
+            t = self._timeout[p]
+            if t is not None:
+                t.cancelled = True
+                self._timeout[p] = None
+            self._try_dispatch(p)
+        elif self._timeout[p] is None or by_model[m] >= self._max_batch:
+            self._try_dispatch(p)
+        else:
+            return
+        if self._slowdown is not None:
+            self._reshape(self.events.now)
+
+    def _requeue_front(self, p: int, m: int, reqs: list[Request]) -> None:
+        """Put a killed batch's requests back at the front of their queues (in order)."""
+        qs = self.lqueues[p][m]
+        cost = self._item_cost[p][m]
+        for r in reversed(reqs):
+            qs[r[4]].appendleft(r)
+            self.queued_items[p] += r[3]
+            self.queued_by_model[p][m] += r[3]
+            self.queued_work_s[p] += r[3] * cost
+            self.queued_work_level[p][r[4]] += r[3] * cost
+
+    def _kill(self, p: int, now: float) -> list[Request]:
+        """Stop the batch running on ``p``; returns its requests (still in the system)."""
+        ev = self._done[p]
+        if ev is not None:
+            ev.cancelled = True
+        self._done[p] = None
+        f = self._factor[p]
+        rem = self._rem[p] - (now - self._rt[p]) / f
+        if rem < 0.0:
+            rem = 0.0
+        c = self.counters
+        c.busy_s[p] -= self.busy_until[p] - now
+        if self._energy_w is not None:
+            c.energy_j -= self._energy_w[p] * rem
+        reqs = self._lrunning[p]
+        self._lrunning[p] = []
+        self.busy[p] = False
+        self.busy_until[p] = now
+        self.running_model[p] = -1
+        self._run_level[p] = self.n_levels
+        self._job[p] = None
+        self._jobcode[p] = -1
+        return reqs
+
+    def _reshape(self, now: float) -> None:
+        """Recompute slowdowns after the set of running batches changed; reschedule ends."""
+        fn = self._slowdown
+        if fn is None:
+            return
+        key = tuple(self._jobcode)
+        if key == self._last_key:
+            return
+        self._last_key = key
+        ck = (self.layout_id, key)
+        f = self._fcache.get(ck)
+        if f is None:
+            if len(self._fcache) > 200_000:
+                self._fcache.clear()
+            f = self._fcache[ck] = tuple(float(x) for x in fn(self.layout_id, tuple(self._job)))
+        busy, factor, events = self.busy, self._factor, self.events
+        for q in range(self.n_partitions):
+            if not busy[q]:
+                continue
+            new = f[q]
+            old = factor[q]
+            if new == old:
+                continue
+            rem = self._rem[q] - (now - self._rt[q]) / old
+            if rem < 0.0:
+                rem = 0.0
+            self._rem[q] = rem
+            self._rt[q] = now
+            factor[q] = new
+            end = now + rem * new
+            ev = self._done[q]
+            if ev is not None:
+                ev.cancelled = True
+            self._done[q] = events.schedule(end, BATCH_DONE, q)
+            self.counters.busy_s[q] += end - self.busy_until[q]
+            self.busy_until[q] = end
+
+    def _loop(self, decide: Callable[[float, int, float], int] | None,
+              until: float = _INF) -> int:
+        """The event loop behind :meth:`advance`, :meth:`run` and :meth:`run_until`."""
+        P, fits = self.n_partitions, self.fits
+        events, c = self.events, self.counters
+        heap = events.heap
+        heappop = heapq.heappop
+        n = self._n
+        nxt = self._next
+        steps = 0
+        while True:
+            if decide is not None and self.pending is not None:
+                j = self._pj
+                m = self._cm[j]
+                a = decide(self._ct[j], m, self._cdead[j])
+                if a == P:
+                    self.pending = None
+                    c.dropped_rejected += 1
+                    self._backlog_rate -= self._cinv[j]
+                elif 0 <= a < P and fits[a][m]:
+                    self.place(a)
+                else:
+                    raise ValueError(f"partition {a} cannot serve model {m}")
+                steps += 1
+            if nxt < n:
+                j = nxt - self._base
+                if j >= self._clen:
+                    self._load_chunk(nxt)
+                    j = 0
+                horizon = self._ct[j]
+            else:
+                horizon = _INF
+            stop = horizon > until
+            h = until if stop else horizon
+            while heap and heap[0][0] <= h:
+                now, _, _, ev = heappop(heap)
+                if ev.cancelled:
+                    continue
+                events.now = now
+                self.backlog += self._backlog_rate * (now - self._backlog_t)
+                self._backlog_t = now
+                p = ev.target
+                kind = ev.kind
+                if kind == BATCH_DONE:
+                    self._finish(p, now)
+                elif kind == BATCH_TIMEOUT:
+                    self._timeout[p] = None
+                    self._try_dispatch(p, True)
+                    self._reshape(now)
+                else:  # SLOT_UP
+                    if self.queued_items[p] and not self.busy[p]:
+                        self._try_dispatch(p)
+                        self._reshape(now)
+            if stop:
+                events.now = until
+                self.backlog += self._backlog_rate * (until - self._backlog_t)
+                self._backlog_t = until
+                return steps
+            if nxt >= n:
+                return steps
+            events.now = horizon
+            self.backlog += self._backlog_rate * (horizon - self._backlog_t)
+            self._backlog_t = horizon
+            self._backlog_rate += self._cinv[j]
+            self.pending = nxt
+            self._pj = j
+            nxt += 1
+            self._next = nxt
+            c.arrived += 1
+            if decide is None:
+                return steps
+
+    def _finish(self, p: int, now: float) -> None:
+        """A batch completed on ``p``."""
+        c = self.counters
+        batch = self._lrunning[p]
+        rate = self._backlog_rate
+        good = 0
+        for req in batch:
+            rate -= req[2]
+            if now <= req[1] + 1e-12:
+                good += 1
+        self._backlog_rate = rate
+        c.completed += len(batch)
+        c.good += good
+        c.latency.add_finished(now, batch)
+        self._lrunning[p] = []
+        self.busy[p] = False
+        self.running_model[p] = -1
+        self._run_level[p] = self.n_levels
+        self._done[p] = None
+        self._job[p] = None
+        self._jobcode[p] = -1
+        if self._retiring[p]:
+            self._retiring[p] = False
+            self._drain_left -= 1
+            if self._drain_left == 0:
+                self._bring_up(now)
+        elif self.queued_items[p]:
+            self._try_dispatch(p)
+        self._reshape(now)
+
+    def _try_dispatch(self, p: int, force: bool = False) -> None:
+        """Start a batch on idle slot ``p`` if one is due (or ``force``: the timeout)."""
+        queued = self.queued_items
+        if self.busy[p] or queued[p] == 0:
+            return
+        events = self.events
+        now = events.now
+        if self.up_at[p] > now or self._retiring[p]:
+            return
+        queues = self.lqueues[p]
+        m = -1
+        oldest = _INF
+        if self._priorities:
+            L = self.n_levels
+            best = L
+            for k, qs in enumerate(queues):
+                for lev in range(best + 1 if best < L else L):  # only levels <= best can win
+                    q = qs[lev]
+                    if q:
+                        t0 = q[0][0]
+                        if lev < best or t0 < oldest:
+                            best, oldest, m = lev, t0, k
+                        break
+        else:
+            for k, qs in enumerate(queues):
+                q = qs[0]
+                if q:
+                    t0 = q[0][0]
+                    if t0 < oldest:
+                        oldest = t0
+                        m = k
+        B = self._max_batch
+        by_model = self.queued_by_model[p]
+        timeouts = self._timeout
+        if not force and by_model[m] < B:
+            due = oldest + self._delay_s
+            if now < due:
+                if timeouts[p] is None:
+                    timeouts[p] = events.schedule(due, BATCH_TIMEOUT, p)
+                return
+        pending_timeout = timeouts[p]
+        if pending_timeout is not None:
+            pending_timeout.cancelled = True
+            timeouts[p] = None
+        batch: list[Request] = []
+        items = 0
+        removed = 0
+        expired = 0
+        solo_finish = now + self.solo_s[p][m]
+        drop = self._drop_expired
+        rate = self._backlog_rate
+        cost = self._item_cost[p][m]
+        level_work = self.queued_work_level[p]
+        run_level = self.n_levels
+        full = False
+        for lev, q in enumerate(queues[m]):
+            removed_here = 0
+            while q:
+                req = q[0]
+                s = req[3]
+                if batch and items + s > B:
+                    full = True
+                    break
+                q.popleft()
+                removed += s
+                removed_here += s
+                if drop and req[1] < solo_finish:
+                    expired += 1
+                    rate -= req[2]
+                    continue
+                batch.append(req)
+                items += s
+                if lev < run_level:
+                    run_level = lev
+            if removed_here:
+                level_work[lev] -= removed_here * cost
+            if full:
+                break
+        self._backlog_rate = rate
+        left = queued[p] - removed
+        queued[p] = left
+        by_model[m] -= removed
+        work = self.queued_work_s
+        work[p] = work[p] - removed * cost if left else 0.0
+        if not left:
+            for lev in range(self.n_levels):
+                level_work[lev] = 0.0
+        c = self.counters
+        if expired:
+            c.dropped_expired += expired
+        if not batch:  # everything was expired; look at the other models
+            self._try_dispatch(p, force)
+            return
+        lat_table = self.latency[p][m]
+        dur = lat_table[min(items, len(lat_table)) - 1]
+        end = now + dur
+        self.busy[p] = True
+        self.busy_until[p] = end
+        self.running_model[p] = m
+        self._lrunning[p] = batch
+        self._run_level[p] = run_level
+        c.busy_s[p] += dur
+        energy_w = self._energy_w
+        if energy_w is not None:
+            c.energy_j += energy_w[p] * dur
+        self._done[p] = events.schedule(end, BATCH_DONE, p)
+        self._factor[p] = 1.0
+        self._rem[p] = dur
+        self._rt[p] = now
+        self._job[p] = (m, items)
+        self._jobcode[p] = m * self._jk + items
