@@ -7,7 +7,7 @@ synthetic processes draw the times, replayed traces read them from a file.
 SLA resolution: a model (or one of its request classes) may give its SLA as a multiple of the
 model's *solo latency* (``sla_multiple``) instead of absolute milliseconds. Traces do not know
 latencies, so :class:`Arrivals` carries the multiple per request in ``sla_multiple`` (NaN where
-the SLA is absolute) and a placeholder in ``sla_ms`` (the model's ``sla_ms``). The environment,
+the SLA is absolute) and a stand-in in ``sla_ms`` (the model's ``sla_ms``). The environment,
 which knows each model's solo latency on its hardware, calls :meth:`Arrivals.resolve_sla` once
 per episode before using ``sla_ms``.
 """
@@ -68,7 +68,7 @@ class ModelClass:
     Attributes:
         name: Workload profile name (see :mod:`hwmodels.workloads`).
         weight: Relative popularity (normalised over the mix).
-        sla_ms: Latency SLA of its queries in milliseconds (a placeholder when
+        sla_ms: Latency SLA of its queries in milliseconds (a stand-in when
             ``sla_multiple`` is set, see the module docstring).
         priority: Priority class, larger is more important (PREMA-style tokens use it).
         sla_multiple: SLA as a multiple of the model's solo latency, or None for the absolute
@@ -242,7 +242,7 @@ class Arrivals:
         size: Items in the request (images, samples) or prompt tokens of an LLM request;
             1 for single queries (int32).
         sla_ms: Latency budget of each request (float64); where ``sla_multiple`` is finite
-            this is a placeholder until :meth:`resolve_sla` is called.
+            this is a stand-in until :meth:`resolve_sla` is called.
         priority: Priority class (int8), larger is more important.
         models: Model names the indices refer to.
         output_size: Output tokens of LLM requests (int32); 0 when unknown.

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -449,13 +450,14 @@ def _merge_azure(paths: tuple[str, ...]) -> RawTrace:
                     epoch_s=origin)
 
 
-class _TableReplay(RowOptions):
+class _TableReplay(RowOptions, ABC):
     """Shared behaviour of row-per-request replays; subclasses say which files to read."""
 
     _kind = "csv"
 
+    @abstractmethod
     def _paths(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        """The files to read."""
 
     def load(self) -> TraceTable:
         """The cleaned trace (read once per process and options, then cached).
