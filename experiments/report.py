@@ -22,6 +22,7 @@ _LABELS = {
     "dropped": "dropped",
     "utilization": "util",
     "energy_per_query_j": "J/query",
+    "reconfigurations": "reconfig",
     "episode_return": "return",
 }
 
