@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from agents.policy import HeuristicPolicy, Obs, SeededRng
+from agents.policy import HeuristicPolicy, Obs, SeededRng, earliest_or_reject
 
 
 def _valid(mask: np.ndarray) -> np.ndarray:
@@ -91,14 +91,7 @@ class ShortestExpectedFinishPolicy(HeuristicPolicy):
 
     def act(self, obs: Obs, mask: np.ndarray) -> int:
         """Argmin of the predicted finish time over valid partitions."""
-        valid = _valid(mask)
-        if not len(valid):
-            return len(mask) - 1
-        finish = obs["finish"][valid]
-        best = int(np.argmin(finish))
-        if self.reject_hopeless and finish[best] > 1.0 and mask[-1]:
-            return len(mask) - 1
-        return int(valid[best])
+        return earliest_or_reject(obs["finish"], mask, self.reject_hopeless)
 
 
 #: Baselines of PartitionPlacement by name, as configs and the evaluate app refer to them.

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.policy import HeuristicPolicy, Obs
+from agents.policy import HeuristicPolicy, Obs, earliest_or_reject
 
 
 def _valid(mask: np.ndarray) -> np.ndarray:
@@ -97,14 +97,7 @@ class PremaPolicy(HeuristicPolicy):
 
     def act(self, obs: Obs, mask: np.ndarray) -> int:
         """Argmin of ``finish_prio`` over valid partitions."""
-        valid = _valid(mask)
-        if not len(valid):
-            return len(mask) - 1
-        finish = obs["finish_prio"][valid]
-        best = int(np.argmin(finish))
-        if self.reject_hopeless and finish[best] > 1.0 and mask[-1]:
-            return len(mask) - 1
-        return int(valid[best])
+        return earliest_or_reject(obs["finish_prio"], mask, self.reject_hopeless)
 
 
 class InterferenceAwarePolicy(HeuristicPolicy):

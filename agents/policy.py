@@ -82,6 +82,22 @@ class HeuristicPolicy(ABC):
         return f"{type(self).__name__}()"
 
 
+def earliest_or_reject(finish: np.ndarray, mask: np.ndarray, reject_hopeless: bool) -> int:
+    """The valid slot with the smallest predicted finish (in units of the SLA).
+
+    With ``reject_hopeless``, rejects (the last action) when even the best finish exceeds the
+    SLA and rejecting is allowed; rejects too when no slot is valid.
+    """
+    valid = np.flatnonzero(mask[:-1])
+    if not len(valid):
+        return len(mask) - 1
+    values = finish[valid]
+    best = int(np.argmin(values))
+    if reject_hopeless and values[best] > 1.0 and mask[-1]:
+        return len(mask) - 1
+    return int(valid[best])
+
+
 class SeededRng:
     """Mixin for randomised heuristics: their own generator, re-seeded with the episode seed.
 
