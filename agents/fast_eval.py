@@ -39,6 +39,8 @@ from agents.baselines import (
 )
 from agents.misd_baselines import GpuletBestFit, InterferenceAwarePolicy, PremaPolicy
 from agents.policy import HeuristicPolicy
+from envs.partition import _CLIP
+from envs.sim import gpu_jit
 
 #: ``decide(k, x) -> action``: ``k`` indexes the env's action-mask table, ``x`` the features.
 Decide = Callable[[int, tuple[float, ...]], int]
@@ -280,11 +282,14 @@ def kernel_for(env: Any, policy: Any) -> Kernel:
     return make(policy, env.action_mask_table(), sizes)
 
 
-def run_fast(env: gym.Env[Any, Any], policy: Any, seed: int) -> dict[str, Any]:
+def run_fast(env: gym.Env[Any, Any], policy: Any, seed: int,
+             compiled: bool = True) -> dict[str, Any]:
     """One episode of a heuristic with a kernel: the final ``info`` + return and steps.
 
     The same as :func:`agents.evaluation.run_episode` with the ordinary loop (minus
-    ``wall_s`` and ``seed``, which the caller adds).
+    ``wall_s`` and ``seed``, which the caller adds). Where the whole episode can run compiled
+    (:func:`compiled_rule`: numba installed, the v0 simulator, a rule in
+    :mod:`envs.sim.gpu_jit`), it does, unless ``compiled=False``; the result is the same.
 
     Raises:
         ValueError: no kernel for the policy, or no rollout in the env.
@@ -295,6 +300,133 @@ def run_fast(env: gym.Env[Any, Any], policy: Any, seed: int) -> dict[str, Any]:
     reset = getattr(policy, "reset", None)
     if reset is not None:
         reset(seed)
+    if compiled and compiled_rule(inner, policy) is not None:
+        return run_compiled(inner, policy, seed)
     kernel = kernel_for(inner, policy)
     result: dict[str, Any] = inner.rollout(kernel.decide, kernel.features, seed=seed)
     return result
+
+
+# ------------------------------------------------------------------------- compiled episodes
+#: The compiled decision rule (:mod:`envs.sim.gpu_jit`) of each baseline class (exact class).
+COMPILED_RULES: dict[type[HeuristicPolicy], int] = {
+    RandomPolicy: gpu_jit.RULE_RANDOM,
+    RoundRobinPolicy: gpu_jit.RULE_ROUND_ROBIN,
+    LeastLoadedPolicy: gpu_jit.RULE_LEAST_LOADED,
+    ShortestExpectedFinishPolicy: gpu_jit.RULE_EARLIEST,
+    PremaPolicy: gpu_jit.RULE_EARLIEST,
+    GpuletBestFit: gpu_jit.RULE_GPULET,
+    InterferenceAwarePolicy: gpu_jit.RULE_MAX_SLACK,
+}
+
+
+def compiled_rule(env: Any, policy: Any) -> int | None:
+    """The compiled rule that runs ``policy`` on ``env`` (unwrapped), or ``None``.
+
+    Compiled episodes need numba, a PartitionPlacement env on the v0 simulator (no MPS/TS
+    interference, no priority classes: the features the rules read are then plain functions
+    of the v0 state), the default reward class (its weights are compiled in) and a policy
+    whose class has a rule.
+    """
+    from envs.partition import PartitionPlacementEnv
+
+    rule = COMPILED_RULES.get(type(policy))
+    if (rule is None or not gpu_jit.AVAILABLE or not isinstance(env, PartitionPlacementEnv)
+            or env.shared or env._reward_weights is None):
+        return None
+    return rule
+
+
+def run_compiled(env: Any, policy: Any, seed: int | None,
+                 actions: np.ndarray | None = None,
+                 record: np.ndarray | None = None) -> dict[str, Any]:
+    """One whole episode of ``env`` (an unwrapped PartitionPlacement env on the v0 simulator)
+    decided by ``policy``'s compiled rule, or by ``actions`` (one per query, replayed).
+
+    ``env.reset(seed)`` draws the trace as usual; the episode then runs in
+    :func:`envs.sim.gpu_jit.run_episode` and its state is written back into ``env.sim``, so
+    ``info`` and everything read afterwards are what stepping would leave. ``record``, if
+    given (length ``episode_queries``), receives the actions taken.
+
+    Returns:
+        As :meth:`envs.partition.PartitionPlacementEnv.rollout`.
+
+    Raises:
+        ValueError: the policy has no compiled rule, or an action is masked or out of range.
+    """
+    if actions is not None:
+        rule = gpu_jit.RULE_REPLAY
+    else:
+        found = compiled_rule(env, policy)
+        if found is None:
+            raise ValueError(f"no compiled rule for {policy!r} on {env}")
+        rule = found
+    env._start(seed)
+    sim = env.sim
+    assert sim is not None and sim.pending == 0
+    n = sim._n
+    P = env.n_partitions
+    B = env.batcher.max_batch
+    lat = np.asarray(env._latency, dtype=np.float64)
+    masks = np.array(env._mask_table)
+    valid = np.ascontiguousarray(masks[:, :-1])
+    can_reject = np.ascontiguousarray(masks[:, -1])
+    model = sim._model
+    choices = np.zeros(0, np.int64)
+    if actions is not None:
+        choices = np.asarray(actions, dtype=np.int64)
+        if len(choices) < n:
+            raise ValueError(f"{len(choices)} actions for {n} queries")
+    elif rule == gpu_jit.RULE_RANDOM:
+        # act() draws rng.choice(valid) = valid[rng.integers(0, len(valid))] per query with a
+        # valid partition; drawn here in one call (numpy gives the same stream either way).
+        lens = valid.sum(axis=1)[model]
+        choices = np.full(n, -1, np.int64)
+        some = lens > 0
+        choices[some] = policy._rng.integers(0, lens[some])
+    power = sim.power_w
+    energy_w = np.array(sim._energy_w if sim._energy_w is not None else [0.0] * P)
+    idle_sum = sum(idle for idle, _ in power) if power is not None else 0.0
+    weights = np.array(env._reward_weights, dtype=np.float64)
+    counters = np.zeros(7, np.int64)
+    state = np.zeros(7)
+    busy_s = np.zeros(P)
+    busy_until = np.zeros(P)
+    hist = np.zeros(len(sim.counters.latency.counts), np.int64)
+    out = record if record is not None else np.zeros(0, np.int64)
+    rr = gpu_jit.run_episode(
+        sim._time_s, model, sim._size, sim._sla_ms, lat,
+        lat[:, :, B - 1] / B, np.asarray(sim.solo_s), energy_w, power is not None,
+        float(idle_sum), B, sim._delay_s, sim._capacity, sim._drop_expired,
+        valid, can_reject, np.asarray(env._sms_list, dtype=np.float64), _CLIP, weights,
+        rule, bool(getattr(policy, "reject_hopeless", False)),
+        float(np.float32(getattr(policy, "margin", 0.0))), choices,
+        int(getattr(policy, "_next", 0)), counters, state, busy_s, busy_until, hist, out)
+    if rr < 0:
+        raise ValueError(f"rollout: action {int(choices[counters[gpu_jit.C_STEPS]])} for "
+                         f"query {int(counters[gpu_jit.C_STEPS])} is masked or out of range")
+    if rule == gpu_jit.RULE_ROUND_ROBIN:
+        policy._next = rr
+    # Write the final state back, as GpuServingSim.run leaves it after the drain.
+    c = sim.counters
+    (c.arrived, c.completed, c.good, c.dropped_rejected, c.dropped_overflow,
+     c.dropped_expired) = (int(v) for v in counters[:6])
+    c.busy_s = busy_s.tolist()
+    c.energy_j = float(state[gpu_jit.S_ENERGY])
+    h = c.latency
+    h.counts = hist.tolist()
+    h.n = int(hist.sum())
+    h.total_s = float(state[gpu_jit.S_HIST_TOTAL])
+    h.bins = [0, 0]
+    h.below = [0, 0]
+    sim.events.now = float(state[gpu_jit.S_NOW])
+    sim.backlog = float(state[gpu_jit.S_BACKLOG])
+    sim._backlog_rate = float(state[gpu_jit.S_RATE])
+    sim._backlog_t = float(state[gpu_jit.S_BACKLOG_T])
+    sim.busy_until = busy_until.tolist()
+    sim.pending = None
+    sim._next = n
+    steps = int(counters[gpu_jit.C_STEPS])
+    env._steps += steps
+    env._snapshot = (c.good, c.completed - c.good, c.dropped, c.energy_j, sim.backlog)
+    return {**env._info(), "episode_return": float(state[gpu_jit.S_RETURN]), "steps": steps}

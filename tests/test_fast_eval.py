@@ -195,3 +195,61 @@ def test_kernels_match_act_on_adversarial_observations(name: str) -> None:
             k = int(rng.integers(len(masks)))
             obs, x = _obs_and_x(rng, P, 3, kernel.features)
             assert kernel.decide(k, x) == slow.act(obs, masks[k])
+
+
+# ------------------------------------------------------------------ compiled episodes (numba)
+@pytest.mark.parametrize("variant", ["default", "overload-small-queues", "7-slices-no-drops",
+                                     "sizes-dense-reward"])
+def test_compiled_episode_equals_python_rollout(variant: str) -> None:
+    """The compiled loop (envs/sim/gpu_jit.py) against the Python rollout, every baseline,
+    and the policy's state (generator, round-robin cursor) left where ``act`` leaves it."""
+    if not fast_eval.gpu_jit.AVAILABLE:
+        pytest.skip("numba is not installed")
+    env = gym.make(ENV, episode_queries=1500, **VARIANTS[variant]).unwrapped
+    for name in sorted(BASELINES):
+        for seed in (0, 5):
+            py, jit = BASELINES[name](), BASELINES[name]()
+            assert fast_eval.compiled_rule(env, jit) is not None
+            a = fast_eval.run_fast(env, py, seed, compiled=False)
+            a_counts = env.latency_counts()
+            b = fast_eval.run_fast(env, jit, seed, compiled=True)
+            assert b == a, name
+            assert env.latency_counts() == a_counts
+            assert getattr(py, "_next", None) == getattr(jit, "_next", None)
+            if hasattr(py, "_rng"):
+                assert py._rng.bit_generator.state == jit._rng.bit_generator.state
+
+
+def test_compiled_replay_and_masked_actions() -> None:
+    """Replaying recorded actions reproduces the episode; a masked action is refused."""
+    if not fast_eval.gpu_jit.AVAILABLE:
+        pytest.skip("numba is not installed")
+    env = gym.make(ENV, episode_queries=800, load=1.1).unwrapped
+    policy = BASELINES["least_loaded"]()
+    policy.reset(2)
+    record = np.zeros(800, np.int64)
+    first = fast_eval.run_compiled(env, policy, 2, record=record)
+    assert fast_eval.run_compiled(env, None, 2, actions=record) == first
+    assert set(np.unique(record)) <= set(range(env.n_partitions + 1))
+    only = [{"name": "resnet50", "sla_ms": 15}, {"name": "gpt2-xl-decode", "sla_ms": 100}]
+    from hwmodels.specs import load_device
+
+    hw = load_device("a100-80gb").replace(name="A100-40GB", mem_gb=40.0, mig="a100-40gb")
+    small = gym.make(ENV, hw=hw, layout=["4g.20gb", "1g.5gb", "1g.5gb"], precision="fp32",
+                     workload=only, episode_queries=300).unwrapped
+    with pytest.raises(ValueError, match="masked"):
+        fast_eval.run_compiled(small, None, 0, actions=np.full(300, 2))
+
+
+def test_compiled_path_only_where_it_is_exact() -> None:
+    """MPS/TS interference and priority classes use the shared simulator: no compiled rule."""
+    mps = gym.make(ENV, episode_queries=10, **VARIANTS["mps-interference"]).unwrapped
+    dense = gym.make(ENV, episode_queries=10, reward="violations").unwrapped
+    for env in (mps, dense):
+        assert fast_eval.compiled_rule(env, BASELINES["shortest_finish"]()) is None
+
+    class _Subclass(type(BASELINES["shortest_finish"]())):  # type: ignore[misc]
+        pass
+
+    plain = gym.make(ENV, episode_queries=10).unwrapped
+    assert fast_eval.compiled_rule(plain, _Subclass()) is None
