@@ -339,20 +339,22 @@ def compiled_rule(env: Any, policy: Any) -> int | None:
 
 def run_compiled(env: Any, policy: Any, seed: int | None,
                  actions: np.ndarray | None = None,
-                 record: np.ndarray | None = None) -> dict[str, Any]:
+                 record: np.ndarray | None = None, reset: bool = True) -> dict[str, Any]:
     """One whole episode of ``env`` (an unwrapped PartitionPlacement env on the v0 simulator)
     decided by ``policy``'s compiled rule, or by ``actions`` (one per query, replayed).
 
     ``env.reset(seed)`` draws the trace as usual; the episode then runs in
     :func:`envs.sim.gpu_jit.run_episode` and its state is written back into ``env.sim``, so
     ``info`` and everything read afterwards are what stepping would leave. ``record``, if
-    given (length ``episode_queries``), receives the actions taken.
+    given (length ``episode_queries``), receives the actions taken. ``reset=False`` runs the
+    episode that ``env.reset()`` has just started (``seed`` is then ignored).
 
     Returns:
         As :meth:`envs.partition.PartitionPlacementEnv.rollout`.
 
     Raises:
         ValueError: the policy has no compiled rule, or an action is masked or out of range.
+        RuntimeError: ``reset=False`` and no fresh episode (reset, nothing decided yet).
     """
     if actions is not None:
         rule = gpu_jit.RULE_REPLAY
@@ -361,9 +363,11 @@ def run_compiled(env: Any, policy: Any, seed: int | None,
         if found is None:
             raise ValueError(f"no compiled rule for {policy!r} on {env}")
         rule = found
-    env._start(seed)
+    if reset:
+        env._start(seed)
     sim = env.sim
-    assert sim is not None and sim.pending == 0
+    if sim is None or sim.pending != 0 or sim._next != 1:
+        raise RuntimeError("run_compiled(reset=False) needs an episode just started by reset()")
     n = sim._n
     P = env.n_partitions
     B = env.batcher.max_batch

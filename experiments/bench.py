@@ -197,54 +197,82 @@ def _replayer(actions: Sequence[int]) -> Callable[[int, tuple[float, ...]], int]
 
 def bench_baselines(env_id: str, policies: Sequence[str], queries: int, slow_queries: int,
                     repeats: int, servers: int = 4, load: float = 0.8) -> list[dict[str, Any]]:
-    """Queries/s of each heuristic: fast path, ordinary loop, and the M/M/c reference.
+    """Queries/s of each heuristic: the fast path, the Python kernels, the ordinary loop, and
+    the M/M/c reference.
 
-    Every round times the M/M/c loop and each policy's fast path once (interleaved, so a
-    burst of load on a shared machine hits all of them); the best round counts. The ordinary
-    ``reset``/``step`` loop is timed on ``slow_queries`` (it is many times slower).
+    The fast path is what ``experiments.evaluate`` runs: a compiled episode
+    (:mod:`envs.sim.gpu_jit`) where the env and policy allow it, else the Python kernels of
+    :mod:`agents.fast_eval`. Every round times the M/M/c loop and each policy's paths once
+    (interleaved, so a burst of load on a shared machine hits all of them); the best round
+    counts. The ordinary ``reset``/``step`` loop is timed on ``slow_queries`` (it is many
+    times slower). A "replayed" row times the simulator alone: the last policy's recorded
+    decisions fed back without features.
     """
     import envs  # noqa: F401
+    from agents import fast_eval
     from agents.baselines import make_baseline
     from agents.evaluation import run_episode
-    from agents.fast_eval import kernel_for, rollout_env
 
     env = gym.make(env_id, episode_queries=queries)
     slow_env = gym.make(env_id, episode_queries=slow_queries)
-    # The simulator's share: the last policy's decisions replayed (no features, no kernel).
-    inner = rollout_env(env)
+    inner = fast_eval.rollout_env(env)
     replay: list[int] = []
+    can_compile = False
     if inner is not None and policies:
         policy = make_baseline(policies[-1], env_id)
+        can_compile = fast_eval.compiled_rule(inner, policy) is not None
         policy.reset(0)
-        kernel = kernel_for(inner, policy)
+        kernel = fast_eval.kernel_for(inner, policy)
 
         def record(k: int, x: tuple[float, ...]) -> int:
             replay.append(kernel.decide(k, x))
             return replay[-1]
 
         inner.rollout(record, kernel.features, seed=0)
-    best = {"mmc": math.inf, "replay": math.inf, **{p: math.inf for p in policies}}
+        for name in policies:  # compile (or load the compiled code) outside the timings
+            run_episode(env, make_baseline(name, env_id), 0)
+    actions = np.array(replay, dtype=np.int64)
+    keys = ["mmc", "replay", "replay_jit", *policies, *(f"py:{p}" for p in policies)]
+    best = dict.fromkeys(keys, math.inf)
+
+    def python_path(name: str) -> float:
+        policy = make_baseline(name, env_id)
+        return _timed(fast_eval.run_fast, env, policy, 0, compiled=False)
+
     for _ in range(repeats):
         best["mmc"] = min(best["mmc"], _timed(mmc_reference, queries, servers, load))
         for name in policies:
             policy = make_baseline(name, env_id)
             best[name] = min(best[name], _timed(run_episode, env, policy, 0))
+            if inner is not None and fast_eval.supports(env, policy):
+                best[f"py:{name}"] = min(best[f"py:{name}"], python_path(name))
         if inner is not None and replay:
             best["replay"] = min(best["replay"],
                                  _timed(inner.rollout, _replayer(replay), (), seed=0))
+            if can_compile:
+                best["replay_jit"] = min(best["replay_jit"], _timed(
+                    fast_eval.run_compiled, inner, None, 0, actions=actions))
     mmc_rate = queries / best["mmc"]
     rows: list[dict[str, Any]] = []
+
+    def rate(key: str) -> float:
+        return queries / best[key] if math.isfinite(best[key]) else math.nan
+
     if replay:
-        rate = queries / best["replay"]
+        fast = rate("replay_jit") if can_compile else rate("replay")
         rows.append({"env": env_id, "policy": f"{policies[-1]} replayed (simulator only)",
-                     "fast_queries_per_s": rate, "mmc_queries_per_s": mmc_rate,
-                     "ratio_vs_mmc": rate / mmc_rate})
+                     "fast_queries_per_s": fast, "compiled": can_compile,
+                     "python_queries_per_s": rate("replay"),
+                     "mmc_queries_per_s": mmc_rate, "ratio_vs_mmc": fast / mmc_rate})
     for name in policies:
         policy = make_baseline(name, env_id)
         slow = min(_timed(run_episode, slow_env, policy, 0, fast=False)
                    for _ in range(max(1, repeats // 2)))
-        fast_rate = queries / best[name]
+        fast_rate = rate(name)
         rows.append({"env": env_id, "policy": name, "fast_queries_per_s": fast_rate,
+                     "compiled": inner is not None
+                     and fast_eval.compiled_rule(inner, policy) is not None,
+                     "python_queries_per_s": rate(f"py:{name}"),
                      "step_loop_queries_per_s": slow_queries / slow,
                      "speedup": fast_rate * slow / slow_queries,
                      "mmc_queries_per_s": mmc_rate, "ratio_vs_mmc": fast_rate / mmc_rate})
@@ -380,8 +408,10 @@ def _reset_peak_rss() -> bool:
 
 
 def memory_probe(env_id: str, queries: int, policy_name: str, seed: int = 0,
-                 traced: bool = False) -> dict[str, Any]:
-    """Peak memory of one fast-path episode in *this* process (run it in a fresh one).
+                 traced: bool = False, compiled: bool = False) -> dict[str, Any]:
+    """Peak memory of one fast-path episode in *this* process (run it in a fresh one):
+    the Python rollout (the simulator the RL step loop runs) or, with ``compiled``, the
+    compiled episode (:func:`agents.fast_eval.run_compiled`).
 
     Reports the trace's own arrays, the peak while the trace is drawn (``reset``) and what
     the simulation of the episode adds on top of where it started. By default from the
@@ -399,6 +429,9 @@ def memory_probe(env_id: str, queries: int, policy_name: str, seed: int = 0,
     policy = make_baseline(policy_name, env_id)
     policy.reset(seed)
     kernel = fast_eval.kernel_for(env, policy)
+    if compiled:  # compile (or load) the code before measuring
+        fast_eval.run_compiled(gym.make(env_id, episode_queries=100).unwrapped, policy, seed)
+        policy.reset(seed)
     nan = float("nan")
     rss_start = _proc_status_mb("VmRSS") or nan
     if traced:
@@ -414,7 +447,10 @@ def memory_probe(env_id: str, queries: int, policy_name: str, seed: int = 0,
             at_start = nan
     trace_bytes = env.sim.trace_nbytes
     t0 = time.perf_counter()
-    result = env.rollout(kernel.decide, kernel.features, reset=False)
+    if compiled:
+        result = fast_eval.run_compiled(env, policy, None, reset=False)
+    else:
+        result = env.rollout(kernel.decide, kernel.features, reset=False)
     wall = time.perf_counter() - t0
     if traced:
         peak_run = tracemalloc.get_traced_memory()[1] / 2**20
@@ -422,6 +458,7 @@ def memory_probe(env_id: str, queries: int, policy_name: str, seed: int = 0,
     else:
         peak_run = _proc_status_mb("VmHWM") or nan
     return {"queries": queries, "completed": result["completed"],
+            "path": "compiled" if compiled else "Python",
             "method": "tracemalloc" if traced else "rss",
             "queries_per_s": queries / wall, "trace_mb": trace_bytes / 2**20,
             "reset_peak_mb": peak_reset, "sim_growth_mb": peak_run - at_start,
@@ -430,18 +467,22 @@ def memory_probe(env_id: str, queries: int, policy_name: str, seed: int = 0,
 
 def bench_memory(env_id: str, sizes: Sequence[int], policy: str,
                  traced: bool = False) -> list[dict[str, Any]]:
-    """:func:`memory_probe` for every size, each in a fresh Python process."""
+    """:func:`memory_probe` for every size and both paths (the Python simulator, and the
+    compiled episode where numba is installed), each in a fresh Python process."""
+    from envs.sim import gpu_jit
+
     rows = []
-    for n in sizes:
+    for compiled, n in [(c, n) for c in (False, True)[:1 + gpu_jit.AVAILABLE] for n in sizes]:
         code = ("import json, sys; from experiments.bench import memory_probe; "
                 f"print(json.dumps(memory_probe({env_id!r}, {int(n)}, {policy!r}, "
-                f"traced={bool(traced)})))")
+                f"traced={bool(traced)}, compiled={compiled})))")
         out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                              text=True, check=False)
         if out.returncode != 0:
             raise RuntimeError(f"memory probe ({n} queries) failed: {out.stderr[-2000:]}")
-        rows.append({"env": env_id, "policy": policy,
-                     **json.loads(out.stdout.strip().splitlines()[-1])})
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append({"env": env_id, "policy": policy, "probe": f"{env_id} ({row['path']})",
+                     **row})
     return rows
 
 
@@ -462,7 +503,7 @@ _SECTION_KEYS = {
     "env_step": ("env_steps", "env", None),
     "baseline": ("baselines", "policy", None),
     "scaling": ("scaling", "axis", "point"),
-    "memory": ("memory", "env", "queries"),
+    "memory": ("memory", "probe", "queries"),
     "traces": ("traces", "what", None),
 }
 
@@ -497,6 +538,8 @@ def to_csv(res: BenchResults) -> str:
             for metric, value in row.items():
                 if metric in (name_key, point_key) or isinstance(value, str):
                     continue
+                if isinstance(value, bool):
+                    value = int(value)
                 w.writerow([section, row[name_key], point, metric, value])
     return buf.getvalue()
 
@@ -533,16 +576,25 @@ def to_markdown(res: BenchResults) -> str:
     if res.baselines:
         b0 = res.baselines[0]
         lines += [f"### Baselines over a long trace, no RL (`{b0['env']}`)", "",
-                  "Fast path (`agents.fast_eval`, used by `experiments.evaluate` for "
-                  "heuristics) vs the `reset`/`step` loop, and vs a plain heapq M/M/c event "
-                  f"loop ({m.get('mmc', '')}) timed in the same rounds.", "",
-                  "| policy | fast path queries/s | step loop queries/s | speedup "
-                  "| M/M/c queries/s | fast / M/M/c |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "Fast path (what `experiments.evaluate` runs for heuristics: a compiled "
+                  "episode, `envs/sim/gpu_jit.py`, where marked, else the Python kernels of "
+                  "`agents.fast_eval`; the same metrics as stepping, tested), the Python "
+                  "kernels alone, the `reset`/`step` loop, and a plain heapq M/M/c event loop "
+                  f"({m.get('mmc', '')}) timed in the same rounds. Episodes include drawing "
+                  "the trace.", "",
+                  "| policy | fast path queries/s | compiled | Python kernels queries/s "
+                  "| step loop queries/s | fast / step loop | M/M/c queries/s | fast / M/M/c |",
+                  "|---|---:|:-:|---:|---:|---:|---:|---:|"]
+
+        def num(x: Any) -> str:
+            return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.0f}"
+
         for r in res.baselines:
             slow = (f"{r['step_loop_queries_per_s']:,.0f} | {r['speedup']:.1f}x"
                     if "speedup" in r else "— | —")
-            lines.append(f"| {r['policy']} | {r['fast_queries_per_s']:,.0f} | {slow} "
+            jit = "yes" if r.get("compiled") else "no"
+            lines.append(f"| {r['policy']} | {num(r['fast_queries_per_s'])} | {jit} "
+                         f"| {num(r.get('python_queries_per_s'))} | {slow} "
                          f"| {r['mmc_queries_per_s']:,.0f} | {r['ratio_vs_mmc']:.2f}x |")
         ratios = [r["ratio_vs_mmc"] for r in res.baselines if "speedup" in r]
         best, worst = max(ratios), min(ratios)
@@ -565,15 +617,19 @@ def to_markdown(res: BenchResults) -> str:
                else "resident set, peak mark reset between the phases")
         lines += [f"### Memory of one episode (`{res.memory[0]['env']}`, "
                   f"{res.memory[0]['policy']}, fast path, a fresh process each; {how})", "",
-                  "| queries | trace arrays MB | drawing the trace adds (peak) MB "
+                  "| path | queries | trace arrays MB | drawing the trace adds (peak) MB "
                   "| the simulation adds (peak) MB | process peak RSS MB | queries/s |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for r in res.memory:
-            lines.append(f"| {r['queries']:,} | {r['trace_mb']:.1f} | {r['reset_peak_mb']:.1f} "
+            lines.append(f"| {r.get('path', 'Python')} | {r['queries']:,} | {r['trace_mb']:.1f}"
+                         f" | {r['reset_peak_mb']:.1f} "
                          f"| {r['sim_growth_mb']:.2f} | {r['rss_peak_mb']:.0f} "
                          f"| {r['queries_per_s']:,.0f} |")
         growth = [r["sim_growth_mb"] for r in res.memory]
-        flat = max(growth) <= 2 * min(growth) + 2.0
+        by_path: dict[str, list[float]] = {}
+        for r in res.memory:
+            by_path.setdefault(r.get("path", "Python"), []).append(r["sim_growth_mb"])
+        flat = all(max(g) <= 2 * min(g) + 2.0 for g in by_path.values())
         per_q = (res.memory[-1]["trace_mb"] * 2**20 / res.memory[-1]["queries"]
                  if res.memory[-1]["queries"] else 0.0)
         lines += ["", f"Goal: memory flat over the episode — {_goal(flat)}: the simulation "

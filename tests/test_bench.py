@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from envs.sim import gpu_jit
 from experiments import bench
 from tests.conftest import run_app
 
@@ -60,14 +61,17 @@ def test_every_section_runs_and_writes_its_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("traced", [False, True])
 def test_memory_probe_separates_the_trace_from_the_simulation(traced: bool) -> None:
-    small, large = bench.bench_memory("ldsgym/PartitionPlacement-v0", [2_000, 30_000],
-                                      "round_robin", traced=traced)
-    assert large["trace_mb"] == pytest.approx(15 * small["trace_mb"], rel=0.01)
-    assert large["method"] == ("tracemalloc" if traced else "rss")
-    # What the simulation adds is bounded by its chunk of the trace and the requests in the
-    # system, not by the episode length (nan where the platform cannot tell).
-    assert not large["sim_growth_mb"] > 2.0
-    assert large["completed"] > 0 and large["queries_per_s"] > 0
+    rows = bench.bench_memory("ldsgym/PartitionPlacement-v0", [2_000, 30_000], "round_robin",
+                              traced=traced)
+    paths = ["Python", "compiled"] if gpu_jit.AVAILABLE else ["Python"]
+    assert [r["path"] for r in rows] == [p for p in paths for _ in range(2)]
+    for small, large in zip(rows[::2], rows[1::2], strict=True):
+        assert large["trace_mb"] == pytest.approx(15 * small["trace_mb"], rel=0.01)
+        assert large["method"] == ("tracemalloc" if traced else "rss")
+        # What the simulation adds is bounded by its chunk of the trace and the requests in
+        # the system, not by the episode length (nan where the platform cannot tell).
+        assert not large["sim_growth_mb"] > 2.0
+        assert large["completed"] > 0 and large["queries_per_s"] > 0
 
 
 def test_scaling_axes_are_one_entry_each_and_unknown_envs_are_skipped() -> None:
