@@ -168,9 +168,37 @@ def time_env(env_id: str, steps: int, budget_s: float = math.inf,
     return with_masks, alone
 
 
+def arrivals_per_step(env_id: str, steps: int = 20, **kwargs: Any) -> float:
+    """Mean requests arriving per ``step()`` (``info["arrived"]``), with the actions of
+    :func:`time_env`: 1 where a step decides one arrival, many where a step is a control
+    interval (Repartition), ``nan`` where ``info`` has no ``arrived``."""
+    import envs  # noqa: F401
+
+    env: Any = gym.make(env_id, **kwargs).unwrapped
+    _, info = env.reset(seed=0)
+    n = env.action_space.n
+    before = info.get("arrived")
+    if before is None:
+        return math.nan
+    total = 0
+    k = 0
+    for _ in range(steps):
+        mask = env.action_masks()
+        k = (k + 1) % n
+        while not mask[k]:
+            k = (k + 1) % n
+        _, _, term, trunc, info = env.step(k)
+        total += info["arrived"] - before
+        before = info["arrived"]
+        if term or trunc:
+            before = env.reset()[1]["arrived"]
+    return total / steps
+
+
 def bench_env_steps(env_ids: Sequence[str], steps: int, repeats: int,
                     budget_s: float = math.inf) -> list[dict[str, Any]]:
-    """Best-of-``repeats`` step rates; CartPole is timed in the same rounds."""
+    """Best-of-``repeats`` step rates; CartPole is timed in the same rounds. Also the cost
+    per arriving request, for environments whose step simulates many (an interval)."""
     rows = []
     for env_id in env_ids:
         cart, rate, alone = 0.0, 0.0, 0.0
@@ -178,8 +206,12 @@ def bench_env_steps(env_ids: Sequence[str], steps: int, repeats: int,
             cart = max(cart, time_cartpole(steps))
             r, a = time_env(env_id, steps, budget_s)
             rate, alone = max(rate, r), max(alone, a)
+        per_step = arrivals_per_step(env_id, 20 if rate < 1000 else 2000)
         rows.append({"env": env_id, "steps_per_s": rate, "step_only_per_s": alone,
-                     "cartpole_steps_per_s": cart, "cost_vs_cartpole": cart / rate})
+                     "cartpole_steps_per_s": cart, "cost_vs_cartpole": cart / rate,
+                     "arrivals_per_step": per_step,
+                     "cost_per_arrival_vs_cartpole": cart / rate / per_step
+                     if per_step and per_step > 0 else math.nan})
     return rows
 
 
@@ -561,12 +593,23 @@ def to_markdown(res: BenchResults) -> str:
     ]
     if res.env_steps:
         lines += ["### Env steps (RL loop) vs CartPole-v1", "",
+                  "Arrivals/step: requests arriving per step (`info[\"arrived\"]`; "
+                  "ShardRouting counts sub-requests); per-arrival cost: the step cost "
+                  "divided by them (a Repartition step simulates a whole interval).", "",
                   "| environment | env steps/s (masks + step) | step() alone/s "
-                  "| CartPole-v1 raw steps/s | step cost / CartPole step |",
-                  "|---|---:|---:|---:|---:|"]
+                  "| CartPole-v1 raw steps/s | step cost / CartPole step | arrivals/step "
+                  "| per-arrival cost / CartPole step |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+
+        def per(r: Mapping[str, Any], key: str, fmt: str, unit: str = "") -> str:
+            v = r.get(key, math.nan)
+            return "—" if v is None or math.isnan(v) else format(v, fmt) + unit
+
         for r in res.env_steps:
             lines.append(f"| `{r['env']}` | {r['steps_per_s']:,.0f} | {r['step_only_per_s']:,.0f}"
-                         f" | {r['cartpole_steps_per_s']:,.0f} | {r['cost_vs_cartpole']:.2f}x |")
+                         f" | {r['cartpole_steps_per_s']:,.0f} | {r['cost_vs_cartpole']:.2f}x "
+                         f"| {per(r, 'arrivals_per_step', ',.1f')} "
+                         f"| {per(r, 'cost_per_arrival_vs_cartpole', '.2f', 'x')} |")
         over = [f"`{r['env']}` {r['cost_vs_cartpole']:.1f}x" for r in res.env_steps
                 if r["cost_vs_cartpole"] > 3.0]
         ok = len(res.env_steps) - len(over)
