@@ -284,23 +284,16 @@ def run_episode(time_s: np.ndarray, model: np.ndarray, size: np.ndarray, sla_ms:
                     a = best
                     if reject_hopeless and fx[best] > 1.0 and can_reject[m]:
                         a = P
-            elif rule == RULE_MAX_SLACK:
-                for p in range(P):
-                    if valid[m, p] and (best < 0 or fy[p] > fy[best]):
-                        best = p
-                if best >= 0:
-                    a = best
-                    if reject_hopeless and fy[best] < 0.0 and can_reject[m]:
-                        a = P
-            else:  # RULE_GPULET
-                for p in range(P):
-                    if valid[m, p] and fy[p] >= margin_f32 and (
-                            best < 0 or sms_f32[p] < sms_f32[best] or (
-                                sms_f32[p] == sms_f32[best] and fy[p] < fy[best])):
-                        best = p
-                if best >= 0:
-                    a = best
-                else:
+            else:
+                if rule == RULE_GPULET:  # the smallest partition that leaves the margin
+                    for p in range(P):
+                        if valid[m, p] and fy[p] >= margin_f32 and (
+                                best < 0 or sms_f32[p] < sms_f32[best] or (
+                                    sms_f32[p] == sms_f32[best] and fy[p] < fy[best])):
+                            best = p
+                    if best >= 0:
+                        a = best
+                if best < 0:  # the most slack (interference_aware; gpulet's fallback)
                     for p in range(P):
                         if valid[m, p] and (best < 0 or fy[p] > fy[best]):
                             best = p
