@@ -171,15 +171,16 @@ def time_env(env_id: str, steps: int, budget_s: float = math.inf,
 def arrivals_per_step(env_id: str, steps: int = 20, **kwargs: Any) -> float:
     """Mean requests arriving per ``step()`` (``info["arrived"]``), with the actions of
     :func:`time_env`: 1 where a step decides one arrival, many where a step is a control
-    interval (Repartition), ``nan`` where ``info`` has no ``arrived``."""
+    interval (Repartition), ``nan`` where ``info`` has no ``arrived``. Arrivals up to the
+    first decision (``reset``) count towards the first step."""
     import envs  # noqa: F401
 
     env: Any = gym.make(env_id, **kwargs).unwrapped
     _, info = env.reset(seed=0)
     n = env.action_space.n
-    before = info.get("arrived")
-    if before is None:
+    if "arrived" not in info:
         return math.nan
+    before = 0
     total = 0
     k = 0
     for _ in range(steps):
@@ -190,8 +191,9 @@ def arrivals_per_step(env_id: str, steps: int = 20, **kwargs: Any) -> float:
         _, _, term, trunc, info = env.step(k)
         total += info["arrived"] - before
         before = info["arrived"]
-        if term or trunc:
-            before = env.reset()[1]["arrived"]
+        if term or trunc:  # the next episode counts its arrivals from zero again
+            env.reset()
+            before = 0
     return total / steps
 
 

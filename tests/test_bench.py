@@ -43,7 +43,8 @@ def test_every_section_runs_and_writes_its_files(tmp_path: Path) -> None:
     sections = {r["section"] for r in rows}
     assert sections == {"env_step", "baseline", "scaling", "memory"}
     metrics = {(r["section"], r["metric"]) for r in rows}
-    for needed in [("env_step", "cost_vs_cartpole"), ("baseline", "fast_queries_per_s"),
+    for needed in [("env_step", "cost_vs_cartpole"), ("env_step", "arrivals_per_step"),
+                   ("env_step", "cost_per_arrival_vs_cartpole"), ("baseline", "fast_queries_per_s"),
                    ("baseline", "ratio_vs_mmc"), ("baseline", "mmc_queries_per_s"),
                    ("scaling", "us_per_query"), ("scaling", "step_us"),
                    ("memory", "sim_growth_mb"), ("memory", "trace_mb"),
@@ -72,6 +73,13 @@ def test_memory_probe_separates_the_trace_from_the_simulation(traced: bool) -> N
         # the system, not by the episode length (nan where the platform cannot tell).
         assert not large["sim_growth_mb"] > 2.0
         assert large["completed"] > 0 and large["queries_per_s"] > 0
+
+
+def test_arrivals_per_step_tells_decision_steps_from_interval_steps() -> None:
+    assert bench.arrivals_per_step("ldsgym/PartitionPlacement-v0", 300) == 1.0
+    assert bench.arrivals_per_step("ldsgym/PartitionPlacement-v0", 300, episode_queries=50) \
+        == 1.0  # resets on the way
+    assert bench.arrivals_per_step("ldsgym/Repartition-v0", 3) > 100  # a step is an interval
 
 
 def test_scaling_axes_are_one_entry_each_and_unknown_envs_are_skipped() -> None:
