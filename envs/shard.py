@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.rewards import Outcome, Reward, make_reward
+from envs.rewards import GoodputReward, Outcome, Reward, ViolationReward, make_reward
 from envs.sim.shard import (
     CapacityEstimate,
     ClusterSpec,
@@ -36,6 +36,17 @@ from traces.presets import get_trace
 Obs = dict[str, np.ndarray]
 _CLIP = 10.0
 _QUEUE_NORM = 8.0  # outstanding sub-requests per node that read as 1.0
+#: Reward types that are pure functions of the outcome (their value of an empty one is cached).
+_PURE_REWARDS = (GoodputReward, ViolationReward)
+
+
+#: The ``clip`` ufunc: ``np.clip`` without its Python-level wrapper (same loops, same bits).
+_clip_ufunc: np.ufunc = (getattr(np, "_core", None) or np.core).umath.clip
+
+
+def _clip(x: float, hi: float = _CLIP) -> float:
+    """``np.clip(x, 0, hi)`` of one float, to the bit (NaN and -0.0 pass through)."""
+    return 0.0 if x < 0.0 else (hi if x > hi else x)
 
 #: Straggler defaults: each node slows down 3x about 10 times a second for ~10 ms (about 9% of
 #: the time). Time is compressed so that an episode of a few hundred milliseconds sees some.
@@ -412,6 +423,11 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self.action_space = spaces.Discrete(N + 1)
         self.sim: ShardSim | None = None
         self._last_obs: Obs | None = None
+        self._zero_reward: tuple[Reward, float] | None = None
+        self._summary: dict[str, Any] = {}
+        self._shard_masks: dict[int, np.ndarray] = {}  # shard -> mask, at _mask_version
+        self._mask_version = -1
+        self._summary_key: tuple[Any, ...] | None = None
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -428,7 +444,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             self.layout, arrivals.time_s, arrivals.sla_ms * 1e-3, self.episode_queries,
             np.random.default_rng(sim_seed), faults=self.faults, stragglers=self.stragglers,
             random_faults=self.random_faults, ewma=self.ewma, row_hit0=self.capacity.row_hit,
-            warm_rows=self.capacity.warm_rows)
+            warm_rows=self.capacity.warm_rows, recycle=self.sim)
         self._max_sla = float(arrivals.sla_ms.max()) * 1e-3 if len(arrivals) else 1.0
         self._rate = 0.0
         self._rate_t = 0.0
@@ -436,6 +452,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._req_pred = 0.0
         self._snapshot = (0, 0, 0, 0.0)
         self._invalid = 0
+        self._alloc_buffers()
         self.sim.advance()
         self._on_pending()
         return self._obs(), self._info()
@@ -446,20 +463,23 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         if sim is None or sim.pending is None:
             raise RuntimeError("call reset() before step()")
         a = int(action)
-        if not 0 <= a <= self.n_nodes:
-            raise ValueError(f"action {a} is out of range [0, {self.n_nodes}]")
-        mask = self.action_masks()
+        N = self.n_nodes
+        if not 0 <= a <= N:
+            raise ValueError(f"action {a} is out of range [0, {N}]")
+        mask = self._pending_mask(sim)
         if not mask[a]:  # the next valid node, cyclically (agents should use the mask)
             self._invalid += 1
-            valid = np.flatnonzero(mask[: self.n_nodes])
+            valid = np.flatnonzero(mask[:N])
             later = valid[valid >= a]
             a = int(later[0]) if len(later) else int(valid[0])
-        if a == self.n_nodes:
+        if a == N:
             sim.shed()
         else:
             pred = float(self._finish[a])
             sim.route(a)
-            self._req_pred = max(self._req_pred, pred)
+            self._routed.append(a)
+            if pred > self._req_pred:  # max(self._req_pred, pred), keeping the first on ties
+                self._req_pred = pred
         sim.advance()
         truncated = sim.pending is None
         if not truncated:
@@ -472,12 +492,24 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     def action_masks(self) -> np.ndarray:
         """Valid actions: the pending shard's live replicas (and shedding if allowed)."""
         sim = self.sim
-        mask = np.zeros(self.n_nodes + 1, dtype=bool)
         if sim is None or sim.pending is None:
-            mask[:] = True
-            return mask
-        mask[: self.n_nodes] = sim.mask()
-        mask[self.n_nodes] = self.allow_shed
+            return np.ones(self.n_nodes + 1, dtype=bool)
+        return self._pending_mask(sim).copy()
+
+    def _pending_mask(self, sim: ShardSim) -> np.ndarray:
+        """The mask of the pending sub-request (cached until it or the topology changes; do
+        not modify)."""
+        sub = sim.pending
+        assert sub is not None
+        if sim.topology_version != self._mask_version:
+            self._shard_masks.clear()
+            self._mask_version = sim.topology_version
+        mask = self._shard_masks.get(sub.shard)
+        if mask is None:
+            mask = np.zeros(self.n_nodes + 1, dtype=bool)
+            mask[sim.valid_nodes(sub.shard)] = True
+            mask[self.n_nodes] = self.allow_shed
+            self._shard_masks[sub.shard] = mask
         return mask
 
     def latency_counts(self) -> list[int]:
@@ -485,6 +517,41 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         return list(self.sim.req.latency.counts) if self.sim is not None else []
 
     # ------------------------------------------------------------------ helpers
+    def _alloc_buffers(self) -> None:
+        """Scratch arrays of the per-step arithmetic (reused; nothing returned aliases them)."""
+        N = self.n_nodes
+        self._shard_masks.clear()
+        self._mask_version = -1
+        self._lb = np.empty((2, N))  # bytes in flight per link direction
+        self._rw = np.empty(N)  # remaining work
+        self._rate_n = np.empty(N)  # link payload rate now
+        self._b1 = np.empty(N)
+        self._b2 = np.empty(N)
+        self._b3 = np.empty(N)
+        self._b4 = np.empty(N)
+        self._fin = np.empty(N)
+        self._vals = np.empty((10, N))
+        self._lb_flat = self._lb.reshape(-1)  # views
+        self._vals_flat = self._vals.reshape(-1)
+        # (sim, events handled, request) when the node rows above were last computed in full,
+        # and the nodes routed since (only their rows changed when the key still holds).
+        self._node_key: tuple[Any, ...] | None = None
+        self._routed: list[int] = []
+        self._rows_full = True  # _obs must fill every row of _vals
+        # Per shard: the response's transfer time t_up at the current link speeds.
+        self._t_up: dict[int, np.ndarray] = {}
+        self._rate_key: tuple[Any, ...] | None = None
+        self._one = np.array(1.0)
+        self._c_fast = np.array(self.layout.c_fast)
+        self._c_slow = np.array(self.layout.c_slow)
+        self._overhead = np.array(self.cluster.node_overhead_s)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "_lb" in state:  # pickle copied the flat views: point them at the buffers again
+            self._lb_flat = self._lb.reshape(-1)
+            self._vals_flat = self._vals.reshape(-1)
+
     def _on_pending(self) -> None:
         """Bookkeeping when a new sub-request becomes pending (rates, per-request state)."""
         sim = self.sim
@@ -500,39 +567,118 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._finish = self._predict_finish()
 
     def _predict_finish(self) -> np.ndarray:
-        """Seconds until the pending sub-request's response would be back, per node."""
+        """Seconds until the pending sub-request's response would be back, per node.
+
+        :meth:`envs.sim.shard.ShardSim.predict_finish` (the same operations in the same
+        order, so the same bits) into reused buffers; also leaves the link backlogs, the
+        remaining work and the link rates there for :meth:`_obs`.
+        """
         sim = self.sim
         assert sim is not None and sim.pending is not None
-        return sim.predict_finish(sim.pending, self._fixed, self._bps)
+        sub = sim.pending
+        now = sim.now
+        lb, rw = self._lb, self._rw
+        key = (sim, sim.events_handled, sub.req)
+        if key == self._node_key:
+            # No event since the last decision of this request: only the routed nodes moved.
+            for a in self._routed:
+                self._update_node(sim, a, now, sub.req.inv_sla)
+        else:
+            sim.link_bytes_both(now, out=lb)
+            np.subtract(sim.service_end, now, out=rw)
+            np.maximum(rw, 0.0, out=rw)
+            rw += sim.work_s
+            self._node_key = key
+            self._rows_full = True
+        self._routed.clear()
+        rate_key = (sim, sim.link_version)
+        if rate_key != self._rate_key:
+            np.multiply(self._bps, sim.link_factor, out=self._rate_n)
+            self._t_up.clear()
+            self._rate_key = rate_key
+        rate = self._rate_n
+        # (Positional outputs and 0-d constants: the ufuncs' cheapest calling forms.)
+        add, sub_, mul = np.add, np.subtract, np.multiply
+        b1, b2, b3 = self._b1, self._b2, self._b3
+        # miss = d_tracked * (1 - row_hit) + d_untracked
+        miss = sub_(self._one, sim.row_hit[:, sub.shard], b1)
+        mul(miss, sub.d_tracked, miss)
+        add(miss, sub.d_untracked, miss)
+        # svc = overhead + max(c_fast * (lookups - miss), c_slow * miss)
+        svc = sub_(sub.lookups, miss, b2)
+        mul(svc, self._c_fast, svc)
+        np.maximum(svc, mul(miss, self._c_slow, b3), out=svc)
+        add(svc, self._overhead, svc)
+        # t_down = fixed + (bytes down + req_bytes) / rate; t_up = fixed + resp_bytes / rate
+        t_down = add(lb[0], sub.req_bytes, b3)
+        np.divide(t_down, rate, t_down)
+        add(t_down, self._fixed, t_down)
+        t_up = self._t_up.get(sub.shard)
+        if t_up is None:
+            t_up = np.divide(sub.resp_bytes, rate)
+            t_up += self._fixed
+            self._t_up[sub.shard] = t_up
+        # t_down + (remaining + svc) * slow + t_up
+        add(svc, rw, svc)
+        mul(svc, sim.measured_slow, svc)
+        fin = add(t_down, svc, self._fin)
+        add(fin, t_up, fin)
+        return fin
+
+    def _update_node(self, sim: ShardSim, a: int, now: float, inv_sla: float) -> None:
+        """Refresh node ``a``'s entries of the node rows after routing to it, in plain floats
+        with numpy's semantics (the same bits as recomputing the whole rows)."""
+        x = float(sim.service_end[a]) - now
+        rw = (x if x > 0.0 or x != x else 0.0) + float(sim.work_s[a])  # np.maximum(x, 0.0)
+        self._rw[a] = rw
+        N = self.n_nodes
+        b = N + a
+        lbb, lbt, lbr = sim._lb_bytes, sim._lb_t, sim._lb_rate
+        left = float(lbb[a]) - (now - float(lbt[a])) * float(lbr[a])
+        down = left if left > 0.0 or left != left else 0.0
+        left = float(lbb[b]) - (now - float(lbt[b])) * float(lbr[b])
+        up = left if left > 0.0 or left != left else 0.0
+        lb = self._lb_flat  # (2, N) flattened: downlinks, then uplinks
+        lb[a] = down
+        lb[b] = up
+        vals = self._vals_flat  # (10, N) flattened, row r at r * N
+        vals[a] = int(sim.outstanding[a]) / _QUEUE_NORM
+        vals[b] = rw * float(sim.measured_slow[a]) * inv_sla
+        vals[b + N] = (down + up) / float(self._rate_n[a]) * inv_sla
 
     def _obs(self) -> Obs:
         sim = self.sim
         assert sim is not None and sim.pending is not None
         sub = sim.pending
-        now = sim.now
         req = sub.req
-        inv_sla = 1.0 / max(req.deadline - req.arrival, 1e-9)
+        inv_sla = req.inv_sla  # 1 / max(deadline - arrival, 1e-9)
         s = sub.shard
         holds = self._holds_f[s]
-        N = self.n_nodes
-        vals = np.empty((10, N))
-        vals[0] = np.asarray(sim.outstanding) / _QUEUE_NORM
-        vals[1] = sim.remaining_work(now) * sim.measured_slow * inv_sla
-        vals[2] = ((sim.link_bytes(now, up=False) + sim.link_bytes(now, up=True))
-                   / (self._bps * sim.link_factor) * inv_sla)
-        vals[3] = sim.hit_rate
-        vals[4] = sim.row_hit[:, s] * holds
-        vals[5] = sim.cache_occupancy()
-        vals[6] = sim.measured_slow
-        vals[7] = sim.up()
+        vals = self._vals
+        # _predict_finish ran at this instant for this sub-request: its buffers are current.
+        mul = np.multiply
+        if self._rows_full:
+            np.divide(sim.outstanding, _QUEUE_NORM, vals[0])
+            mul(self._rw, sim.measured_slow, vals[1])
+            mul(vals[1], inv_sla, vals[1])
+            lb = self._lb
+            np.add(lb[0], lb[1], vals[2])
+            np.divide(vals[2], self._rate_n, vals[2])
+            mul(vals[2], inv_sla, vals[2])
+            feat = sim.node_features  # hit rate, occupancy, slowdown, up
+            vals[3] = feat[0]
+            vals[5:8] = feat[1:4]
+            self._rows_full = False
+        mul(sim.row_hit[:, s], holds, vals[4])
         vals[8] = holds
-        vals[9] = self._finish * inv_sla
-        flat = np.clip(vals, 0.0, _CLIP).astype(np.float32)
-        left = len(sim.fanout_left()) + 1
-        extra = np.array([sub.lookups / self._mean_lookups, sub.resp_bytes / self._mean_resp,
-                          left / self.n_shards, self._req_pred * inv_sla,
-                          self._rate / self.capacity_qps], dtype=np.float64)
-        ex = np.clip(extra, 0.0, _CLIP).astype(np.float32)
+        mul(self._fin, inv_sla, vals[9])
+        flat = np.empty(vals.shape, dtype=np.float32)
+        _clip_ufunc(vals, 0.0, _CLIP, out=flat, casting="unsafe")
+        left = sim.fanout_left_count() + 1
+        ex = np.array([_clip(sub.lookups / self._mean_lookups),
+                       _clip(sub.resp_bytes / self._mean_resp), _clip(left / self.n_shards),
+                       _clip(self._req_pred * inv_sla), _clip(self._rate / self.capacity_qps)],
+                      dtype=np.float32)
         obs = {"queue": flat[0], "work": flat[1], "link": flat[2], "hit": flat[3],
                "hit_shard": flat[4], "occupancy": flat[5], "slow": flat[6], "up": flat[7],
                "holds": flat[8], "finish": flat[9], "shard": self._onehot[s].copy(),
@@ -546,36 +692,63 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         assert sim is not None
         sim.sync_backlog()
         c = sim.req
-        snap = (c.good, c.completed - c.good, c.dropped, sim.backlog)
+        good = c.good
+        snap = (good, c.completed - good, c.dropped_rejected + c.dropped_overflow
+                + c.dropped_expired + c.dropped_failed, sim.backlog)
         old = self._snapshot
         self._snapshot = snap
-        return float(self.reward_fn(Outcome(snap[0] - old[0], snap[1] - old[1],
-                                            snap[2] - old[2], 0.0, 0, snap[3] - old[3])))
+        return self._reward_of(snap[0] - old[0], snap[1] - old[1], snap[2] - old[2], 0,
+                               snap[3] - old[3])
+
+    def _reward_of(self, good: int, late: int, dropped: int, reconfigurations: int,
+                   backlog: float) -> float:
+        """``float(reward_fn(Outcome(...)))``; an empty outcome (most steps: the sub-requests
+        of one request are routed at one instant) reuses the built-in rewards' value of it."""
+        fn = self.reward_fn
+        if (not (good or late or dropped or reconfigurations) and backlog == 0.0
+                and math.copysign(1.0, backlog) > 0.0):
+            zero = self._zero_reward
+            if zero is not None and zero[0] is fn:
+                return zero[1]
+            value = float(fn(Outcome(good, late, dropped, 0.0, reconfigurations, backlog)))
+            if type(fn) in _PURE_REWARDS:
+                self._zero_reward = (fn, value)
+            return value
+        return float(fn(Outcome(good, late, dropped, 0.0, reconfigurations, backlog)))
 
     def _info(self) -> dict[str, Any]:
         sim = self.sim
         assert sim is not None
         now = sim.now
-        info: dict[str, Any] = sim.req.summary(now)
         sub = sim.sub
         req = sim.req
-        lookups = sum(sim.cache_lookups)
+        # The request summary only changes with an event, time or a failed request (a shed
+        # or an unroutable sub-request): reuse it between the decisions of one request.
+        key = (sim, sim.events_handled, now, req.dropped_failed)
+        if key != self._summary_key:
+            self._summary, self._summary_key = req.summary(now), key
+        summary = self._summary
+        lookups = sim.cache_lookups_total
         mean_link, max_link = sim.link_utilization(now)
-        info.update({
+        req_dropped = (req.dropped_rejected + req.dropped_overflow + req.dropped_expired
+                       + req.dropped_failed)
+        sub_dropped = (sub.dropped_rejected + sub.dropped_overflow + sub.dropped_expired
+                       + sub.dropped_failed)
+        return {
+            **summary,
             # Requests, end to end (sla_attainment, goodput and latencies above are theirs).
             "requests_arrived": req.arrived, "requests_completed": req.completed,
-            "requests_good": req.good, "requests_dropped": req.dropped,
-            "requests_in_system": req.in_system,
-            "dense_utilization": info["utilization"],
+            "requests_good": req.good, "requests_dropped": req_dropped,
+            "requests_in_system": req.arrived - req.completed - req_dropped,
+            "dense_utilization": summary["utilization"],
             # Sub-requests: the decision unit, so the conservation law is in these.
             "arrived": sub.arrived, "completed": sub.completed, "good": sub.good,
-            "late": sub.completed - sub.good, "dropped": sub.dropped,
+            "late": sub.completed - sub.good, "dropped": sub_dropped,
             "dropped_rejected": sub.dropped_rejected, "dropped_overflow": sub.dropped_overflow,
             "dropped_expired": sub.dropped_expired, "dropped_failed": sub.dropped_failed,
-            "in_system": sub.in_system, "retried": sim.sub_retried,
+            "in_system": sub.arrived - sub.completed - sub_dropped, "retried": sim.sub_retried,
             "utilization": sum(sub.busy_s) / (self.n_nodes * now) if now > 0 else 0.0,
-            "cache_hit_rate": sum(sim.cache_hits) / lookups if lookups else 0.0,
+            "cache_hit_rate": sim.cache_hits_total / lookups if lookups else 0.0,
             "link_utilization": mean_link, "link_utilization_max": max_link,
             "capacity_qps": self.capacity_qps, "invalid_actions": self._invalid,
-        })
-        return info
+        }

@@ -9,11 +9,30 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.rewards import Outcome
-from envs.shard import ShardRoutingEnv
+from envs.shard import ShardRoutingEnv, _clip, _clip_ufunc
 from envs.sim.shard import ShardSim
 
 Obs = dict[str, np.ndarray]
 _CLIP = 10.0
+
+
+def _f32(x: np.ndarray, hi: float = _CLIP) -> np.ndarray:
+    """``np.clip(x, 0, hi).astype(np.float32)`` in one ufunc call."""
+    out = np.empty(x.shape, dtype=np.float32)
+    _clip_ufunc(x, 0.0, hi, out=out, casting="unsafe")
+    return out
+
+
+def _mean(values: list[float], table: np.ndarray, rows: list[int], col: int) -> float:
+    """``float(table[rows, col].mean())`` given ``values`` (those entries as floats): numpy
+    sums fewer than 8 values one after the other (then divides), so plain floats give the
+    same bits; longer ones go to numpy (pairwise summation)."""
+    if len(values) < 8:
+        acc = values[0]
+        for v in values[1:]:
+            acc += v
+        return acc / len(values)
+    return float(table[rows, col].mean())
 
 
 class ShardPlacementEnv(ShardRoutingEnv):
@@ -121,6 +140,12 @@ class ShardPlacementEnv(ShardRoutingEnv):
             segs = self.layout.seg_shard == s
             warm[segs] = self.capacity.warm_rows[reps[0], segs]
         self._warm_ship = warm
+        self._fixed_list: list[float] = self._fixed.tolist()
+        self._bps_list: list[float] = self._bps.tolist()
+        self._pmask = np.ones(1 + S * N, dtype=bool)
+        self._pmask_key: tuple[ShardSim, int] | None = None
+        self._tobs: dict[str, np.ndarray] = {}
+        self._tobs_key: tuple[ShardSim, int] | None = None
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -137,7 +162,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
             self.layout, arrivals.time_s, arrivals.sla_ms * 1e-3, budget,
             np.random.default_rng(sim_seed), faults=self.faults, stragglers=self.stragglers,
             random_faults=self.random_faults, ewma=self.ewma, row_hit0=self.capacity.row_hit,
-            warm_rows=self.capacity.warm_rows, dynamic=True)
+            warm_rows=self.capacity.warm_rows, recycle=self.sim, dynamic=True)
         self._rate = 0.0
         self._rate_t = 0.0
         self._demand = np.zeros(self.n_shards)
@@ -160,7 +185,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
         if not 0 <= a <= self.n_shards * self.n_nodes:
             raise ValueError(f"action {a} is out of range [0, {self.n_shards * self.n_nodes}]")
         started = 0
-        if a and not self.action_masks()[a]:
+        if a and not self._placement_mask(sim)[a]:
             self._invalid += 1
         elif a:
             s, n = divmod(a - 1, self.n_nodes)
@@ -171,11 +196,10 @@ class ShardPlacementEnv(ShardRoutingEnv):
                 started = 1
         self._started += started
         req = sim.pending.req
+        fixed, bps = self._fixed_list, self._bps_list
+        # The latency-predictive rule: min(valid, key=(predict_finish(sub)[k], k)).
         while sim.pending is not None and sim.pending.req is req:
-            sub = sim.pending
-            finish = sim.predict_finish(sub, self._fixed, self._bps)
-            valid = sim.valid_nodes(sub.shard)
-            sim.route(min(valid, key=lambda k: (finish[k], k)))
+            sim.route(sim.earliest_replica(sim.pending, fixed, bps))
             if sim.pending is None:
                 sim.advance()
         truncated = sim.pending is None
@@ -189,11 +213,21 @@ class ShardPlacementEnv(ShardRoutingEnv):
     def action_masks(self) -> np.ndarray:
         """No-op, and the toggles allowed now (see the class docstring)."""
         sim = self.sim
+        if sim is None or sim.pending is None:
+            mask = np.zeros(1 + self.n_shards * self.n_nodes, dtype=bool)
+            mask[0] = True
+            return mask
+        return self._placement_mask(sim).copy()
+
+    def _placement_mask(self, sim: ShardSim) -> np.ndarray:
+        """:meth:`action_masks` while a request is pending, cached until the placement or a
+        node's state changes (do not modify)."""
+        if self._pmask_key is not None and self._pmask_key[0] is sim and (
+                self._pmask_key[1] == sim.topology_version):
+            return self._pmask
         N, S = self.n_nodes, self.n_shards
         mask = np.zeros(1 + S * N, dtype=bool)
         mask[0] = True
-        if sim is None or sim.pending is None:
-            return mask
         up = np.asarray(sim.up())
         used = sim.holds.sum(axis=1) + sim.loading.sum(axis=1)
         add = ~sim.holds.T & ~sim.loading.T & (up & (used < self.max_shards))[None, :]
@@ -203,6 +237,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
             (live[:, None] - (sim.holds.T & up[None, :])) >= 1)
         drop = sim.holds.T & keep
         mask[1:] = (add | drop).reshape(-1)
+        self._pmask, self._pmask_key = mask, (sim, sim.topology_version)
         return mask
 
     # ------------------------------------------------------------------ helpers
@@ -217,13 +252,16 @@ class ShardPlacementEnv(ShardRoutingEnv):
         # Demand: estimated node-seconds this request brings to each shard, as a rate.
         work = np.zeros(self.n_shards)
         req = sim.pending.req
+        row_hit = sim.row_hit
+        overhead = self.cluster.node_overhead_s
+        c_fast, c_slow = self.layout.c_fast, self.layout.c_slow
         for sub in (sim.pending, *sim.fanout_left()):
             if sub.req is req:  # the nominal service at the replicas' mean hit estimate
-                reps = sim.replicas[sub.shard] or [0]
-                hit = float(sim.row_hit[reps, sub.shard].mean())
+                s = sub.shard
+                reps = sim.replicas[s] or [0]
+                hit = _mean([float(row_hit[n, s]) for n in reps], row_hit, reps, s)
                 miss = sub.d_tracked * (1.0 - hit) + sub.d_untracked
-                work[sub.shard] = self.cluster.node_overhead_s + max(
-                    self.layout.c_fast * (sub.lookups - miss), self.layout.c_slow * miss)
+                work[s] = overhead + max(c_fast * (sub.lookups - miss), c_slow * miss)
         self._demand = self._demand * decay + work / self.rate_window_s
         busy = np.asarray(sim.sub.busy_s)
         if now > self._util_t:
@@ -234,30 +272,43 @@ class ShardPlacementEnv(ShardRoutingEnv):
             self._util_t = now
         self._rate_t = now
 
+    def _topology_obs(self, sim: ShardSim) -> dict[str, np.ndarray]:
+        """The parts of the observation that only change with the placement or a node's
+        state (cached per :attr:`ShardSim.topology_version`; callers copy them)."""
+        key = self._tobs_key
+        if key is not None and key[0] is sim and key[1] == sim.topology_version:
+            return self._tobs
+        N = self.n_nodes
+        up = np.asarray(sim.up(), dtype=np.float64)
+        used = sim.holds.sum(axis=1) + sim.loading.sum(axis=1)
+        self._tobs = {
+            "holds": sim.holds.T.reshape(-1).astype(np.float32),
+            "loading": sim.loading.T.reshape(-1).astype(np.float32),
+            "replicas": _f32(sim.holds.sum(axis=0) / N, 1.0),
+            "slots": _f32(used / self.max_shards, 1.0),
+            "up": up.astype(np.float32),
+            "live": np.maximum((sim.holds & up[:, None].astype(bool)).sum(axis=0), 1),
+        }
+        self._tobs_key = (sim, sim.topology_version)
+        return self._tobs
+
     def _obs(self) -> Obs:
         sim = self.sim
         assert sim is not None and sim.pending is not None
         req = sim.pending.req
-        inv_sla = 1.0 / max(req.deadline - req.arrival, 1e-9)
-        N = self.n_nodes
-        up = np.asarray(sim.up(), dtype=np.float64)
-        live = np.maximum((sim.holds & up[:, None].astype(bool)).sum(axis=0), 1)
-        used = sim.holds.sum(axis=1) + sim.loading.sum(axis=1)
-
-        def f32(x: np.ndarray, hi: float = _CLIP) -> np.ndarray:
-            return np.clip(x, 0.0, hi).astype(np.float32)
-
+        inv_sla = req.inv_sla  # 1 / max(deadline - arrival, 1e-9)
+        topo = self._topology_obs(sim)
         obs = {
-            "holds": sim.holds.T.reshape(-1).astype(np.float32),
-            "loading": sim.loading.T.reshape(-1).astype(np.float32),
-            "demand": f32(self._demand / live),
-            "replicas": f32(sim.holds.sum(axis=0) / N, 1.0),
-            "queue": f32(np.asarray(sim.outstanding) / 8.0),
-            "work": f32(sim.remaining_work(sim.now) * inv_sla),
-            "util": f32(self._util, 1.0),
-            "slots": f32(used / self.max_shards, 1.0),
-            "up": up.astype(np.float32),
-            "rates": f32(np.array([self._rate / self.capacity_qps])),
+            "holds": topo["holds"].copy(),
+            "loading": topo["loading"].copy(),
+            "demand": _f32(self._demand / topo["live"]),
+            "replicas": topo["replicas"].copy(),
+            "queue": _f32(np.divide(sim.outstanding, 8.0)),
+            "work": _f32(sim.remaining_work(sim.now) * inv_sla),
+            "util": _f32(self._util, 1.0),
+            "slots": topo["slots"].copy(),
+            "up": topo["up"].copy(),
+            "rates": np.array([_clip(self._rate / self.capacity_qps)], dtype=np.float32),
         }
         self._last_obs = obs
         return obs

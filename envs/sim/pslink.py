@@ -61,14 +61,21 @@ class PsLink:
     def add(self, now: float, nbytes: float, msg: Any) -> None:
         """Start sending ``nbytes`` for ``msg`` (an object with ``flow_seq`` and ``flow_finish``
         attributes that the link sets)."""
-        self._sync(now)
-        finish = self.v + float(nbytes)
-        self._seq += 1
-        msg.flow_seq = self._seq
+        n = self.n
+        dt = now - self.t  # _sync(now), inlined
+        if dt > 0.0 and n:
+            self.v += dt * self.payload_bps * self.factor / n
+            self.busy_s += dt
+        self.t = now
+        nbytes = float(nbytes)
+        finish = self.v + nbytes
+        seq = self._seq + 1
+        self._seq = seq
+        msg.flow_seq = seq
         msg.flow_finish = finish
-        heapq.heappush(self._heap, (finish, self._seq, msg))
-        self.n += 1
-        self.bytes_done += float(nbytes)
+        heapq.heappush(self._heap, (finish, seq, msg))
+        self.n = n + 1
+        self.bytes_done += nbytes
         self._sum_finish += finish
 
     def abort(self, now: float, msg: Any) -> None:
@@ -118,6 +125,26 @@ class PsLink:
         if self.n == 0:
             self._sum_finish = 0.0
         return done
+
+    def state(self, now: float) -> tuple[float, float, float]:
+        """``(next_done(), outstanding_bytes(now), drain rate)`` in one call; the drain rate is
+        ``payload_bps * factor`` while a message is in flight, else 0."""
+        heap = self._heap
+        while heap and heap[0][2].flow_seq != heap[0][1]:
+            heapq.heappop(heap)
+        n = self.n
+        if not n:
+            return (float("inf") if not heap or self.factor <= 0.0
+                    else self.t + max(heap[0][0] - self.v, 0.0) / (self.payload_bps
+                                                                    * self.factor / n)), 0.0, 0.0
+        full = self.payload_bps * self.factor
+        if not heap or self.factor <= 0.0:
+            done = float("inf")
+        else:
+            done = self.t + max(heap[0][0] - self.v, 0.0) / (full / n)
+        dt = now - self.t
+        v = self.v + (dt * self.payload_bps * self.factor / n if dt > 0 else 0.0)
+        return done, max(self._sum_finish - n * v, 0.0), full
 
     def outstanding_bytes(self, now: float) -> float:
         """Payload bytes still to send over all messages in flight."""

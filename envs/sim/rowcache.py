@@ -25,6 +25,22 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Ticks at which :meth:`LruRowCache.clear` restarts them from 1 (``last1`` is int32).
+_TICK_LIMIT = 2**30
+
+
+def _disjoint(starts: list[int], lengths: list[int]) -> bool:
+    """Whether the ranges ``[start, start + length)`` (non-empty ones) do not overlap."""
+    spans = sorted((a, a + n) for a, n in zip(starts, lengths, strict=True) if n > 0)
+    return all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1))
+
+
+def _ranges(starts: list[int], lengths: list[int]) -> np.ndarray:
+    """The keys of the ranges, concatenated (what :meth:`warm` takes)."""
+    parts = [np.arange(a, a + n, dtype=np.int64) for a, n in zip(starts, lengths, strict=True)
+             if n > 0]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
 
 class LruRowCache:
     """LRU over ``n_keys`` rows holding at most ``capacity`` of them (tick granularity).
@@ -34,7 +50,7 @@ class LruRowCache:
         capacity: Rows the cache holds (>= 0).
     """
 
-    __slots__ = ("_alive", "_base", "capacity", "last1", "oldest", "size", "tick")
+    __slots__ = ("_alive", "_base", "_stale", "capacity", "last1", "oldest", "size", "tick")
 
     def __init__(self, n_keys: int, capacity: int) -> None:
         if capacity < 0 or n_keys < 0:
@@ -49,13 +65,21 @@ class LruRowCache:
         self.tick = 1
         #: Rows in the cache.
         self.size = 0
+        self._stale = True  # no key accessed since the last clear (all last1 < oldest)
 
     def clear(self) -> None:
-        """Forget everything (a restarted node)."""
-        self.last1.fill(0)
+        """Forget everything (a restarted node).
+
+        Every key's last tick is before the current one, so moving ``oldest`` to it empties
+        the cache without touching ``last1`` (zeroed only when the ticks grow large).
+        """
+        if self.tick >= _TICK_LIMIT:
+            self.last1.fill(0)
+            self.tick = 1
         self._alive.fill(0)
         self._base = self.oldest = self.tick
         self.size = 0
+        self._stale = True
 
     def warm(self, keys: np.ndarray) -> None:
         """Add ``keys`` (distinct) as one most-recent tick; keys already cached are skipped,
@@ -64,6 +88,7 @@ class LruRowCache:
         keys = keys[self.last1[keys] < self.oldest][: self.capacity]
         if not len(keys):
             return
+        self._stale = False
         t = self.tick
         if t - self._base >= len(self._alive):
             self._compact()
@@ -76,8 +101,56 @@ class LruRowCache:
             self._alive[self.oldest - self._base] = 0
             self.oldest += 1
 
-    def access(self, keys: np.ndarray, counts: np.ndarray) -> tuple[int, int]:
+    def warm_ranges(self, starts: list[int], lengths: list[int]) -> None:
+        """:meth:`warm` of the keys of the ranges ``[start, start + length)`` in order, on
+        slices of the key space rather than an array of keys (same result)."""
+        if not _disjoint(starts, lengths):
+            self.warm(_ranges(starts, lengths))
+            return
+        cap = self.capacity
+        oldest = self.oldest
+        t = self.tick
+        last1 = self.last1
+        stale = self._stale  # every key is out of the cache: no need to look
+        taken = 0
+        for a, n in zip(starts, lengths, strict=True):
+            if taken >= cap:
+                break
+            if n <= 0:
+                continue
+            view = last1[a: a + n]
+            room = cap - taken
+            fresh = None if stale else view < oldest
+            if fresh is None or fresh.all():
+                k = min(n, room)
+                view[:k] = t
+            else:
+                idx = np.flatnonzero(fresh)[:room]
+                k = len(idx)
+                view[idx] = t
+            taken += k
+        if not taken:
+            return
+        self._stale = False
+        if t - self._base >= len(self._alive):
+            self._compact()
+        self._alive[t - self._base] = taken
+        self.size += taken
+        self.tick = t + 1
+        while self.size > self.capacity:
+            self.size -= int(self._alive[self.oldest - self._base])
+            self._alive[self.oldest - self._base] = 0
+            self.oldest += 1
+
+    def access(self, keys: np.ndarray, counts: np.ndarray, offset: int = 0,
+               total: int | None = None) -> tuple[int, int]:
         """One batch: distinct ``keys`` looked up ``counts`` times each.
+
+        Args:
+            keys: Distinct keys (``offset`` is added to each).
+            counts: Lookups of each key.
+            offset: Added to every key (saves the caller an array).
+            total: ``counts.sum()`` if the caller knows it.
 
         Returns:
             ``(hits, misses)``: lookups served from the cache, and distinct rows fetched (the
@@ -86,23 +159,29 @@ class LruRowCache:
         n = len(keys)
         if n == 0:
             return 0, 0
-        total = int(counts.sum())
+        if total is None:
+            total = int(counts.sum())
         if self.capacity == 0:
             return total - n, n
-        prev = self.last1[keys]
-        cached = prev >= self.oldest
-        n_cached = int(np.count_nonzero(cached))
-        misses = n - n_cached
+        self._stale = False
+        last1 = self.last1[offset:] if offset else self.last1
+        prev = last1[keys]
+        oldest = self.oldest
+        t = self.tick
+        # Ticks of the cached keys relative to oldest - 1 (bin 0: not cached).
+        rel = np.subtract(prev, oldest - 1, out=prev)
+        np.maximum(rel, 0, out=rel)
+        per_tick = np.bincount(rel, minlength=t - oldest + 1)
+        misses = int(per_tick[0])
         alive = self._alive
         base = self._base
-        if n_cached:
-            alive -= np.bincount(prev[cached] - base, minlength=len(alive))[: len(alive)]
-        t = self.tick
+        if misses < n:
+            alive[oldest - base: t - base] -= per_tick[1:]
         if t - base >= len(alive):
             self._compact()
             alive, base = self._alive, self._base
         alive[t - base] = n
-        self.last1[keys] = t
+        last1[keys] = t
         self.tick = t + 1
         size = self.size + misses
         cap = self.capacity
@@ -165,19 +244,53 @@ class LfuRowCache:
         if self.theta <= 2:
             self.size += len(keys)
 
-    def access(self, keys: np.ndarray, counts: np.ndarray) -> tuple[int, int]:
+    def warm_ranges(self, starts: list[int], lengths: list[int]) -> None:
+        """:meth:`warm` of the keys of the ranges ``[start, start + length)`` in order, on
+        slices of the key space rather than an array of keys (same result)."""
+        if not _disjoint(starts, lengths):
+            self.warm(_ranges(starts, lengths))
+            return
+        room = max(self.capacity - self.size, 0)
+        count = self.count
+        taken = 0
+        for a, n in zip(starts, lengths, strict=True):
+            if taken >= room:
+                break
+            if n <= 0:
+                continue
+            view = count[a: a + n]
+            fresh = view == 0
+            left = room - taken
+            if fresh.all():
+                k = min(n, left)
+                view[:k] = 2
+            else:
+                idx = np.flatnonzero(fresh)[:left]
+                k = len(idx)
+                view[idx] = 2
+            taken += k
+        if not taken:
+            return
+        self._hist[2] += taken
+        if self.theta <= 2:
+            self.size += taken
+
+    def access(self, keys: np.ndarray, counts: np.ndarray, offset: int = 0,
+               total: int | None = None) -> tuple[int, int]:
         """One batch; see :meth:`LruRowCache.access`."""
         n = len(keys)
         if n == 0:
             return 0, 0
-        total = int(counts.sum())
+        if total is None:
+            total = int(counts.sum())
         if self.capacity == 0:
             return total - n, n
-        old = self.count[keys]
+        count = self.count[offset:] if offset else self.count
+        old = count[keys]
         new = old + counts.astype(np.int32)
         theta = self.theta
         misses = int(np.count_nonzero(old < theta))
-        self.count[keys] = new
+        count[keys] = new
         top = int(new.max())
         if top >= len(self._hist):
             grown = np.zeros(max(2 * len(self._hist), top + 1), dtype=np.int64)

@@ -53,7 +53,7 @@ from envs.sim.core import Event, EventQueue
 from envs.sim.metrics import Counters
 from envs.sim.pslink import PsLink
 from envs.sim.rowcache import LfuRowCache, LruRowCache
-from envs.sim.skew import bucket_masses, cdf, law_norm, sample_ranks
+from envs.sim.skew import bucket_masses, cdf, law_norm
 from hwmodels.links import LinkSpec
 from hwmodels.storage import StorageTier
 
@@ -354,6 +354,18 @@ class ShardLayout:
         self.c_keyoff = (self.gseg_off[seg_of[table_shard[cached_t], cached_t]]
                          if not spec.row_wise else np.zeros(0, dtype=self.key_dtype))
         self.single = bool(len(bound) == 0 or bound.max() <= 2**24)
+        # The same in the sampling dtype (what sample_ranks converts them to per lookup).
+        dtype = np.float32 if self.single else np.float64
+        self.c_norm_d = self.c_norm.astype(dtype)
+        self.c_ub = self.c_bound.astype(dtype).astype(np.int64) - 1
+        self.c_power = dtype(1.0 / (1.0 - spec.alpha)) if abs(spec.alpha - 1.0) >= 1e-9 else None
+        self.row_pvals = np.full(S, 1.0 / S)
+        # Row-wise: request-wide key offset of (cached table i, shard s) at i * S + s, and
+        # the shifts that replace % S and // S on ranks (>= 0) when S is a power of two.
+        self.c_row_base = np.arange(len(cached_t), dtype=np.int64) * S
+        self.c_gseg = (self.gseg_off[seg_of[:, cached_t]].T.reshape(-1) if spec.row_wise
+                       else np.zeros(0, dtype=self.key_dtype))
+        self.shard_shift = S.bit_length() - 1 if S & (S - 1) == 0 else -1
         # Pinned lookups per shard: fixed (row-wise: each table's split by its rows' mass).
         pinned_look = np.zeros(S, dtype=np.int64)
         for tp in np.flatnonzero(table_pinned & (n_t > 0)).tolist():
@@ -368,11 +380,14 @@ class ShardLayout:
         if not spec.row_wise:
             cached_look = np.bincount(self.c_shard, weights=self.c_n, minlength=S)
             self.cached_lookups_tw = cached_look.astype(np.int64)
+            #: Lookups of each shard's sub-request (table-wise: the same every request).
+            self.lookups_tw: list[int] = (pinned_look + self.cached_lookups_tw).tolist()
         #: Lookups of one request.
         self.lookups_per_request = int(n_t.sum())
         # Messages: ids out, pooled rows back (one pooled vector per sample and table).
         tables_in = np.array([len(t) for t in spec.shard_tables])
         self.resp_bytes = (spec.header_bytes + B * tables_in * spec.row_bytes).astype(float)
+        self.resp_bytes_list: list[float] = self.resp_bytes.tolist()
         self.c_fast = spec.read_cost_s(spec.fast)
         self.c_slow = spec.read_cost_s(spec.slow)
         # Bytes pinned in the fast tier per node (for the occupancy feature).
@@ -414,16 +429,19 @@ class SubRequest:
 
     __slots__ = ("counts", "d_tracked", "d_untracked", "est_s", "flow_finish", "flow_seq", "id",
                  "keys", "lookups", "node", "req", "req_bytes", "resp_bytes", "retries",
-                 "shard", "state")
+                 "shard", "state", "tracked_lookups")
 
     def __init__(self, sid: int, req: Request, shard: int, keys: np.ndarray,
                  counts: np.ndarray, d_untracked: int, lookups: int, req_bytes: float,
-                 resp_bytes: float) -> None:
+                 resp_bytes: float, tracked_lookups: int | None = None) -> None:
         self.id = sid
         self.req = req
         self.shard = shard
-        self.keys = keys  # distinct tracked shard-space keys
+        self.keys = keys  # distinct tracked shard-space keys (do not modify)
         self.counts = counts  # lookups of each
+        #: ``counts.sum()``: lookups of tracked rows.
+        self.tracked_lookups = (int(counts.sum()) if tracked_lookups is None
+                                else tracked_lookups)
         self.d_tracked = len(keys)
         self.d_untracked = d_untracked  # distinct rows never cached (always read from SSD)
         self.lookups = lookups  # all lookups, pinned ones included
@@ -526,6 +544,8 @@ class ShardSim:
         dynamic: Replicas may be added and dropped during the episode
             (:meth:`add_replica`, :meth:`drop_replica`); every node's cache then has room in
             its key space for every shard.
+        recycle: The previous episode's simulator of the same layout: its (LRU) caches are
+            emptied and reused instead of allocated, and it must not be used afterwards.
 
     The decision loop (as :class:`envs.sim.gpu.GpuServingSim`)::
 
@@ -549,6 +569,7 @@ class ShardSim:
         row_hit0: np.ndarray | None = None,
         warm_rows: np.ndarray | None = None,
         dynamic: bool = False,
+        recycle: ShardSim | None = None,
     ) -> None:
         spec = self.spec = layout.spec
         self.rng = rng
@@ -585,13 +606,41 @@ class ShardSim:
         self.migrations_failed = 0
         self.migration_bytes = 0.0
         self._migrating: dict[int, list[Migration]] = {}
-        self.nodes = [_Node(self._make_cache(n)) for n in range(N)]
+        self.nodes = [_Node(cache) for cache in self._recycled_caches(recycle)]
         self._up = np.ones(N, dtype=bool)
+        #: Per-node features the env's observation reads together, one row each: the row
+        #: cache's running hit rate (:attr:`hit_rate` is a view of it), the fast-tier
+        #: occupancy, the measured slowdown (:attr:`measured_slow`), and up (1.0) or down.
+        self.node_features = np.zeros((4, N))
+        self.node_features[2:] = 1.0
+        # Per link direction: bytes in flight at time lb_t, drain rate. Flat index
+        # ``up * N + node`` (downlinks first); ``_lb2_*`` are ``(2, N)`` views of them.
+        self._lb_bytes = np.zeros(2 * N)
+        self._lb_t = np.zeros(2 * N)
+        self._lb_rate = np.zeros(2 * N)
+        self._bind_views()
         self._warm_rows = warm_rows
         if warm_rows is not None:
             for n in range(N):
                 self._warm(n)
         self._cache_size = np.array([nd.cache.size for nd in self.nodes], dtype=np.float64)
+        # Fast-tier occupancy per node, kept up to date with the cache sizes (see
+        # :meth:`_set_cache_size`); ``cache_occupancy`` returns a copy.
+        rb = spec.row_bytes
+        self._occ_pinned = layout.pinned_bytes.tolist()
+        self._occ_full = (layout.pinned_bytes + spec.cache_rows * rb).tolist()
+        for n in range(N):
+            self._set_cache_size(n, self.nodes[n].cache.size)
+        #: Bumped whenever a node goes up or down or a replica is added or dropped (what the
+        #: action masks depend on besides the pending sub-request); caches key on it.
+        self.topology_version = 0
+        self._live_cache: dict[int, tuple[int, ...]] = {}
+        self._live_version = -1
+        #: Events handled so far. Between two decisions with no event in between only the
+        #: routing itself changed the state (the routed node's queue, work and link).
+        self.events_handled = 0
+        #: Bumped whenever a link's speed factor (:attr:`link_factor`) changes.
+        self.link_version = 0
         self.links_down = [PsLink(lk.payload_bps, (lk.latency_us + lk.rpc_us) * 1e-6)
                            for lk in spec.links]
         self.links_up = [PsLink(lk.payload_bps, (lk.latency_us + lk.rpc_us) * 1e-6)
@@ -605,19 +654,20 @@ class ShardSim:
         self.service_end = np.zeros(N)
         #: Per node: speed factor of its link (1 nominal).
         self.link_factor = np.ones(N)
-        # Per link direction (2n down, 2n+1 up): bytes in flight at time lb_t, drain rate.
-        self._lb_bytes = np.zeros(2 * N)
-        self._lb_t = np.zeros(2 * N)
-        self._lb_rate = np.zeros(2 * N)
-        #: Running estimates the router can observe (updated when responses come back).
-        self.hit_rate = np.zeros(N)  # lookup hit rate of the row cache
+        # busy_s of every link direction (downlinks, then uplinks), refreshed by _relink
+        # (every change of a link is followed by one).
+        self._link_busy = [0.0] * (2 * N)
+        #: Running estimates the router can observe (updated when responses come back):
+        #: hit_rate and measured_slow (rows of node_features), and row_hit.
         if row_hit0 is not None:
             self._row_hit0 = np.broadcast_to(np.asarray(row_hit0, dtype=np.float64),
                                              (N, S)).copy()
         self.row_hit = self._row_hit0.copy()  # (N, S) distinct-row hit rate
-        self.measured_slow = np.ones(N)
         self.cache_lookups = [0] * N
         self.cache_hits = [0] * N
+        #: ``sum(cache_lookups)``, ``sum(cache_hits)``.
+        self.cache_lookups_total = 0
+        self.cache_hits_total = 0
         #: Everything in flight, by id (events refer to them by id).
         self._subs: dict[int, SubRequest] = {}
         self._reqs: dict[int, Request] = {}
@@ -653,13 +703,58 @@ class ShardSim:
         """Fill node ``n``'s cache with its segments' hottest rows (``warm_rows[n]``)."""
         assert self._warm_rows is not None
         lay = self.lay
-        parts = []
-        for j in np.flatnonzero(self._warm_rows[n] > 0):
-            s = int(lay.seg_shard[j])
-            base = int(self.key_off[n, s] + lay.seg_key_off[j])
-            parts.append(np.arange(base, base + int(self._warm_rows[n, j]), dtype=np.int64))
-        if parts:
-            self.nodes[n].cache.warm(np.concatenate(parts))
+        segs = np.flatnonzero(self._warm_rows[n] > 0)
+        if len(segs):
+            starts = (self.key_off[n, lay.seg_shard[segs]] + lay.seg_key_off[segs]).tolist()
+            self.nodes[n].cache.warm_ranges(starts, self._warm_rows[n, segs].tolist())
+
+    #: Attributes that are views of others (rebuilt by :meth:`_bind_views`, not pickled).
+    _VIEWS = ("hit_rate", "_occ", "measured_slow", "_lb2_bytes", "_lb2_t", "_lb2_rate")
+
+    def _bind_views(self) -> None:
+        """Point the view attributes at the arrays they share memory with."""
+        feat = self.node_features
+        self.hit_rate = feat[0]
+        self._occ = feat[1]
+        self.measured_slow = feat[2]
+        N = self.n_nodes
+        self._lb2_bytes = self._lb_bytes.reshape(2, N)
+        self._lb2_t = self._lb_t.reshape(2, N)
+        self._lb2_rate = self._lb_rate.reshape(2, N)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        for name in self._VIEWS:  # pickle would copy them and lose the sharing
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._bind_views()
+
+    def _set_cache_size(self, node: int, size: int) -> None:
+        """Record node ``node``'s cache size (and its fast-tier occupancy)."""
+        self._cache_size[node] = size
+        full = self._occ_full[node]
+        self._occ[node] = ((self._occ_pinned[node] + float(size) * self.spec.row_bytes) / full
+                           if full > 0 else 0.0)
+
+    def _recycled_caches(self, old: ShardSim | None) -> list[LruRowCache | LfuRowCache]:
+        """One empty cache per node: ``old``'s LRU caches cleared (it must not be used
+        afterwards) when it has the same layout, else new ones. Clearing an LRU cache costs
+        O(1) where a new one costs its key space in zeroed memory."""
+        N = self.n_nodes
+        if (old is not None and old is not self and old.lay is self.lay
+                and old.dynamic == self.dynamic and len(old.nodes) == N
+                and all(type(nd.cache) is LruRowCache for nd in old.nodes)
+                and self.spec.cache_policy == "lru"):
+            caches = [nd.cache for nd in old.nodes if isinstance(nd.cache, LruRowCache)]
+            if all(len(c.last1) == int(k) for c, k in zip(caches, self._n_keys, strict=True)):
+                old.nodes = []
+                for cache in caches:
+                    cache.clear()
+                return list(caches)
+        return [self._make_cache(n) for n in range(N)]
 
     def _make_cache(self, n: int) -> LruRowCache | LfuRowCache:
         keys = int(self._n_keys[n])
@@ -675,12 +770,26 @@ class ShardSim:
 
     def valid_nodes(self, shard: int) -> list[int]:
         """Replicas of ``shard`` that are up and reachable."""
-        up = self._up
-        return [n for n in self.replicas[shard] if up[n]]
+        return list(self._live(shard))
+
+    def _live(self, shard: int) -> tuple[int, ...]:
+        """:meth:`valid_nodes` as a tuple, cached per :attr:`topology_version`."""
+        if self._live_version != self.topology_version:
+            self._live_cache.clear()
+            self._live_version = self.topology_version
+        live = self._live_cache.get(shard)
+        if live is None:
+            up = self._up
+            live = self._live_cache[shard] = tuple(n for n in self.replicas[shard] if up[n])
+        return live
 
     def fanout_left(self) -> tuple[SubRequest, ...]:
         """Sub-requests of the current request still to be presented after :attr:`pending`."""
         return tuple(self._fanout)
+
+    def fanout_left_count(self) -> int:
+        """``len(fanout_left())`` without building the tuple."""
+        return len(self._fanout)
 
     def mask(self) -> np.ndarray:
         """Valid nodes for the pending sub-request, shape ``(N,)`` (all False when none)."""
@@ -699,7 +808,7 @@ class ShardSim:
         sub = self.pending
         if sub is None:
             raise RuntimeError("no pending sub-request; call advance() first")
-        if node not in self.valid_nodes(sub.shard):
+        if node not in self._live(sub.shard):
             raise ValueError(f"node {node} cannot serve shard {sub.shard} now")
         self.pending = None
         self._send(sub, node)
@@ -720,7 +829,7 @@ class ShardSim:
             while self._fanout:
                 sub = self._fanout.popleft()
                 self.sub.arrived += 1
-                if self.valid_nodes(sub.shard):
+                if self._live(sub.shard):
                     self.pending = sub
                     return
                 self._fail_sub(sub)
@@ -741,6 +850,7 @@ class ShardSim:
         if not q.heap:
             return False
         ev = q.pop()
+        self.events_handled += 1
         kind = ev.kind
         now = q.now
         if kind == LINK_DONE:
@@ -802,34 +912,80 @@ class ShardSim:
         S = self.n_shards
         rng = self.rng
         m = rng.binomial(lay.c_n, lay.c_ptracked)
-        rep = np.repeat(np.arange(len(m)), m)
-        ranks = sample_ranks(rng, lay.c_bound[rep], spec.alpha, lay.c_norm[rep], lay.single)
+        ranks = self._sample_ranks(m)
         untracked_total = lay.c_n - m
         if spec.row_wise:
-            shard = ranks % S
-            key = lay.gseg_off[lay.seg_of[shard, lay.c_tables[rep]]] + (ranks // S).astype(
-                lay.key_dtype)
-            untracked = rng.multinomial(int(untracked_total.sum()), np.full(S, 1.0 / S))
-            lookups = lay.pinned_lookups + np.bincount(shard, minlength=S) + untracked
+            # shard = ranks % S; key = gseg_off[seg_of[shard, table]] + ranks // S
+            if lay.shard_shift >= 0:
+                shard = ranks & (S - 1)
+                local = ranks >> lay.shard_shift
+            else:
+                shard = ranks % S
+                local = ranks // S
+            idx = lay.c_row_base.repeat(m)
+            idx += shard
+            key: np.ndarray = lay.c_gseg[idx]
+            key += local.astype(lay.key_dtype)
+            untracked = rng.multinomial(int(untracked_total.sum()), lay.row_pvals)
+            lookups = (lay.pinned_lookups + np.bincount(shard, minlength=S) + untracked).tolist()
         else:
-            key = lay.c_keyoff[rep] + ranks.astype(lay.key_dtype)
+            key = lay.c_keyoff.repeat(m)
+            np.add(key, ranks.astype(lay.key_dtype), out=key)
             untracked = np.bincount(lay.c_shard, weights=untracked_total,
                                     minlength=S).astype(np.int64)
-            lookups = lay.pinned_lookups + lay.cached_lookups_tw
-        uniq, counts = np.unique(key, return_counts=True)
+            lookups = lay.lookups_tw
+        # np.unique(key, return_counts=True), and where each shard's keys start.
+        key.sort()
+        n = len(key)
         base = lay.shard_base
-        bounds = np.searchsorted(uniq, base)
+        if n:
+            first = np.empty(n, dtype=bool)
+            first[0] = True
+            np.not_equal(key[1:], key[:-1], out=first[1:])
+            starts = first.nonzero()[0]
+            uniq = key[starts]
+            counts = np.empty(len(starts), dtype=np.intp)
+            np.subtract(starts[1:], starts[:-1], out=counts[:-1])
+            counts[-1] = n - starts[-1]
+        else:
+            uniq = key
+            counts = np.zeros(0, dtype=np.intp)
+        bounds = uniq.searchsorted(base)
+        # Shard-space keys (the request-wide key minus the shard's base), for every shard.
+        rel = uniq.astype(np.int64)
+        rel -= base[:-1].repeat(bounds[1:] - bounds[:-1])
+        tracked = key.searchsorted(base).tolist()  # lookup positions of each shard
+        bl = bounds.tolist()
+        untracked_l = untracked.tolist()
+        resp = lay.resp_bytes_list
+        header, id_bytes = spec.header_bytes, spec.id_bytes
         out = []
+        sid = self._next_sub
         for s in range(fanout):
-            a, b = int(bounds[s]), int(bounds[s + 1])
-            n_look = int(lookups[s])
-            keys = uniq[a:b].astype(np.int64) - base[s]
-            sub = SubRequest(self._next_sub, req, s, keys, counts[a:b], int(untracked[s]),
-                             n_look, spec.header_bytes + n_look * spec.id_bytes,
-                             float(self.lay.resp_bytes[s]))
-            self._next_sub += 1
-            out.append(sub)
+            a, b = bl[s], bl[s + 1]
+            n_look = lookups[s]
+            out.append(SubRequest(sid + s, req, s, rel[a:b], counts[a:b], untracked_l[s],
+                                  n_look, header + n_look * id_bytes, resp[s],
+                                  tracked[s + 1] - tracked[s]))
+        self._next_sub = sid + fanout
         return out
+
+    def _sample_ranks(self, m: np.ndarray) -> np.ndarray:
+        """:func:`envs.sim.skew.sample_ranks` of ``m[i]`` lookups of cached table ``i`` (ranks
+        in its tracked head): the same draws and operations, on precomputed tables."""
+        lay = self.lay
+        c: np.ndarray = lay.c_norm_d.repeat(m)
+        u: np.ndarray = self.rng.random(c.shape, dtype=c.dtype)
+        if lay.c_power is None:
+            x = np.exp(u * c)
+        else:
+            x = np.multiply(u, c, out=c)
+            x += 1.0
+            np.power(x, lay.c_power, out=x)
+        k = x.astype(np.int64)
+        k -= 1
+        np.maximum(k, 0, out=k)
+        return np.minimum(k, lay.c_ub.repeat(m), out=k)
 
     # ------------------------------------------------------------------ estimates
     def estimate_service_s(self, sub: SubRequest, node: int) -> float:
@@ -849,8 +1005,18 @@ class ShardSim:
         follow from those at its last change without touching every link.
         """
         k = 1 if up else 0
-        left = self._lb_bytes[k::2] - (now - self._lb_t[k::2]) * self._lb_rate[k::2]
+        left = self._lb2_bytes[k] - (now - self._lb2_t[k]) * self._lb2_rate[k]
         return np.maximum(left, 0.0)
+
+    def link_bytes_both(self, now: float, out: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`link_bytes` of both directions as one ``(2, N)`` array (row 0 towards the
+        nodes, row 1 back), written into ``out`` when given."""
+        if out is None:
+            out = np.empty((2, self.n_nodes))
+        np.subtract(now, self._lb2_t, out=out)
+        out *= self._lb2_rate
+        np.subtract(self._lb2_bytes, out, out=out)
+        return np.maximum(out, 0.0, out=out)
 
     def sync_backlog(self) -> None:
         """Bring :attr:`backlog` up to the current time."""
@@ -861,25 +1027,35 @@ class ShardSim:
         now = self.events.now
         sub.node = node
         sub.state = 1
-        nd = self.nodes[node]
-        nd.members[sub.id] = sub
-        self._subs[sub.id] = sub
-        sub.est_s = self.estimate_service_s(sub, node)
-        self.work_s[node] += sub.est_s
+        sid = sub.id
+        self.nodes[node].members[sid] = sub
+        self._subs[sid] = sub
+        # estimate_service_s(sub, node), inlined
+        lay = self.lay
+        miss = sub.d_tracked * (1.0 - float(self.row_hit[node, sub.shard])) + sub.d_untracked
+        est = self.spec.node_overhead_s + max(lay.c_fast * (sub.lookups - miss),
+                                              lay.c_slow * miss)
+        sub.est_s = est
+        work_s = self.work_s
+        work_s[node] = float(work_s[node]) + est
         self.outstanding[node] += 1
         link = self.links_down[node]
         link.add(now, sub.req_bytes, sub)
         self._relink(2 * node, link)
 
     def _relink(self, lid: int, link: PsLink) -> None:
-        if link.event is not None:
-            EventQueue.cancel(link.event)
-        now = self.events.now
-        t = link.next_done()
-        link.event = self.events.schedule(t, LINK_DONE, lid) if t < _INF else None
-        self._lb_bytes[lid] = link.outstanding_bytes(now)
-        self._lb_t[lid] = now
-        self._lb_rate[lid] = link.payload_bps * link.factor if link.n else 0.0
+        ev = link.event
+        if ev is not None:
+            ev.cancelled = True  # EventQueue.cancel
+        events = self.events
+        now = events.now
+        t, left, rate = link.state(now)
+        link.event = events.schedule(t, LINK_DONE, lid) if t < _INF else None
+        i = (lid & 1) * self.n_nodes + (lid >> 1)
+        self._lb_bytes[i] = left
+        self._lb_t[i] = now
+        self._lb_rate[i] = rate
+        self._link_busy[i] = link.busy_s
 
     def _on_link_done(self, lid: int, now: float) -> None:
         node, up = divmod(lid, 2)
@@ -913,31 +1089,43 @@ class ShardSim:
 
     def _start_service(self, node: int, sub: SubRequest, ready: float) -> None:
         nd = self.nodes[node]
-        now = max(self.events.now, ready)
-        w = self.work_s[node] - sub.est_s
-        self.work_s[node] = w if w > 1e-15 else 0.0
-        off = self._key_off_list[node][sub.shard]
-        hits, misses = nd.cache.access(sub.keys + off, sub.counts)
-        self._cache_size[node] = nd.cache.size
+        now = self.events.now
+        if ready > now:
+            now = ready
+        work_s = self.work_s
+        w = float(work_s[node]) - sub.est_s
+        work_s[node] = w if w > 1e-15 else 0.0
+        shard = sub.shard
+        hits, misses = nd.cache.access(sub.keys, sub.counts, self._key_off_list[node][shard],
+                                       sub.tracked_lookups)
+        self._set_cache_size(node, nd.cache.size)
         slow_reads = misses + sub.d_untracked
-        nominal = self.spec.node_overhead_s + max(self.lay.c_fast * (sub.lookups - slow_reads),
-                                                  self.lay.c_slow * slow_reads)
-        service = nominal * nd.slow
+        lay = self.lay
+        nominal = self.spec.node_overhead_s + max(lay.c_fast * (sub.lookups - slow_reads),
+                                                  lay.c_slow * slow_reads)
+        slow = nd.slow
+        service = nominal * slow
         nd.serving = sub
-        self.service_end[node] = now + service
-        nd.service_event = self.events.schedule(now + service, SERVICE_DONE, node)
+        end = now + service
+        self.service_end[node] = end
+        nd.service_event = self.events.schedule(end, SERVICE_DONE, node)
         self.sub.busy_s[node] += service
         # What the node reports back with the response (seen by the router on delivery).
         a = self.ewma
-        cacheable = int(sub.counts.sum()) + sub.d_untracked
+        cacheable = sub.tracked_lookups + sub.d_untracked
         if cacheable:
             self.cache_lookups[node] += cacheable
             self.cache_hits[node] += hits
-            self.hit_rate[node] += a * (hits / cacheable - self.hit_rate[node])
+            self.cache_lookups_total += cacheable
+            self.cache_hits_total += hits
+            hr = float(self.hit_rate[node])
+            self.hit_rate[node] = hr + a * (hits / cacheable - hr)
         if sub.d_tracked:
-            rh = self.row_hit[node, sub.shard]
-            self.row_hit[node, sub.shard] = rh + a * (1.0 - misses / sub.d_tracked - rh)
-        self.measured_slow[node] += a * (nd.slow - self.measured_slow[node])
+            row_hit = self.row_hit
+            rh = float(row_hit[node, shard])
+            row_hit[node, shard] = rh + a * (1.0 - misses / sub.d_tracked - rh)
+        ms = float(self.measured_slow[node])
+        self.measured_slow[node] = ms + a * (slow - ms)
 
     def _on_service_done(self, node: int, now: float) -> None:
         nd = self.nodes[node]
@@ -1043,6 +1231,7 @@ class ShardSim:
         for mig in self._migrating.pop(node, []):
             self.links_down[node].abort(now, mig)
             self.loading[node, mig.shard] = False
+            self.topology_version += 1
             self.migrations_failed += 1
         self._relink(2 * node, self.links_down[node])
         self._relink(2 * node + 1, self.links_up[node])
@@ -1079,6 +1268,7 @@ class ShardSim:
         mig = Migration(shard, node, warm)
         nbytes = self.migration_bytes_of(shard, warm)
         self.loading[node, shard] = True
+        self.topology_version += 1
         self._migrating.setdefault(node, []).append(mig)
         self.migrations += 1
         self.migration_bytes += nbytes
@@ -1092,15 +1282,15 @@ class ShardSim:
         self.loading[n, s] = False
         self.holds[n, s] = True
         self.replicas[s].append(n)
+        self.topology_version += 1
         if mig.warm is not None:
             lay = self.lay
-            parts = []
-            for j in np.flatnonzero((lay.seg_shard == s) & (mig.warm > 0)):
-                base = int(self.key_off[n, s] + lay.seg_key_off[j])
-                parts.append(np.arange(base, base + int(mig.warm[j]), dtype=np.int64))
-            if parts:
-                self.nodes[n].cache.warm(np.concatenate(parts))
-                self._cache_size[n] = self.nodes[n].cache.size
+            segs = np.flatnonzero((lay.seg_shard == s) & (mig.warm > 0))
+            if len(segs):
+                off = int(self.key_off[n, s])
+                self.nodes[n].cache.warm_ranges((off + lay.seg_key_off[segs]).tolist(),
+                                                mig.warm[segs].tolist())
+                self._set_cache_size(n, self.nodes[n].cache.size)
 
     def drop_replica(self, shard: int, node: int) -> None:
         """Stop routing ``shard`` to ``node`` (what is there already finishes).
@@ -1112,6 +1302,7 @@ class ShardSim:
             raise ValueError(f"node {node} does not hold shard {shard}")
         self.holds[node, shard] = False
         self.replicas[shard].remove(node)
+        self.topology_version += 1
 
     # ------------------------------------------------------------------ routing helpers
     def predict_finish(self, sub: SubRequest, fixed_s: np.ndarray, bps: np.ndarray
@@ -1136,6 +1327,45 @@ class ShardSim:
         t_up = fixed_s + sub.resp_bytes / rate
         return t_down + (self.remaining_work(now) + svc) * self.measured_slow + t_up
 
+    def earliest_replica(self, sub: SubRequest, fixed_s: Sequence[float],
+                         bps: Sequence[float]) -> int:
+        """``min(valid_nodes(sub.shard), key=lambda k: (predict_finish(...)[k], k))``.
+
+        The prediction of :meth:`predict_finish` for the live replicas only, in plain floats
+        (the same operations in the same order, so the same bits); ``fixed_s`` and ``bps``
+        are per-node lists. Raises ``ValueError`` (from ``min``) when no replica is live.
+        """
+        now = self.events.now
+        s = sub.shard
+        lay = self.lay
+        c_fast, c_slow = lay.c_fast, lay.c_slow
+        overhead = self.spec.node_overhead_s
+        d_tracked, d_untracked, lookups = sub.d_tracked, sub.d_untracked, sub.lookups
+        req_bytes, resp_bytes = sub.req_bytes, sub.resp_bytes
+        row_hit, link_factor = self.row_hit, self.link_factor
+        lb_bytes, lb_t, lb_rate = self._lb_bytes, self._lb_t, self._lb_rate
+        service_end, work_s, slow = self.service_end, self.work_s, self.measured_slow
+        best = -1
+        best_t = 0.0
+        for k in self._live(s):
+            # np.maximum(a, b) is ``a if a > b or a is NaN else b`` (b on ties, e.g. -0.0).
+            miss = d_tracked * (1.0 - float(row_hit[k, s])) + d_untracked
+            fast, slow_ = c_fast * (lookups - miss), c_slow * miss
+            svc = overhead + (fast if fast > slow_ or fast != fast else slow_)
+            rate = bps[k] * float(link_factor[k])
+            left = float(lb_bytes[k]) - (now - float(lb_t[k])) * float(lb_rate[k])
+            t_down = fixed_s[k] + ((left if left > 0.0 or left != left else 0.0)
+                                   + req_bytes) / rate
+            t_up = fixed_s[k] + resp_bytes / rate
+            x = float(service_end[k]) - now
+            rw = (x if x > 0.0 or x != x else 0.0) + float(work_s[k])
+            t = t_down + (rw + svc) * float(slow[k]) + t_up
+            if best < 0 or t < best_t or (t == best_t and k < best):
+                best, best_t = k, t
+        if best < 0:
+            raise ValueError("min() arg is an empty sequence")
+        return best
+
     def _on_retry(self, sid: int, now: float) -> None:
         sub = self._subs.get(sid)
         if sub is None:
@@ -1154,12 +1384,15 @@ class ShardSim:
             nd.down += delta
         else:
             nd.link_down += delta
-        self._up[node] = not nd.down and not nd.link_down
+        up = not nd.down and not nd.link_down
+        self._up[node] = up
+        self.node_features[3, node] = 1.0 if up else 0.0
+        self.topology_version += 1
         if was_up and (nd.down or nd.link_down):
             self._evacuate(node, now, node_failed=kind == "node")
         if kind == "node" and delta > 0 and nd.down == 1:
             nd.cache.clear()  # the node restarts cold
-            self._cache_size[node] = 0
+            self._set_cache_size(node, 0)
             self.row_hit[node] = self._row_hit0[node]
 
     def _on_fault(self, code: int, now: float) -> None:
@@ -1176,6 +1409,7 @@ class ShardSim:
                 link.set_factor(now, link.factor / f.factor if start else link.factor * f.factor)
                 self._relink(lid, link)
             self.link_factor[n] = self.links_down[n].factor
+            self.link_version += 1
 
     def _on_straggler(self, node: int, now: float) -> None:
         st = self._stragglers
@@ -1218,16 +1452,13 @@ class ShardSim:
 
     def cache_occupancy(self) -> np.ndarray:
         """Per node: used share of the fast tier (pinned rows + cached rows)."""
-        rb = self.spec.row_bytes
-        full = self.lay.pinned_bytes + self.spec.cache_rows * rb
-        used = self.lay.pinned_bytes + self._cache_size * rb
-        return np.divide(used, full, out=np.zeros(self.n_nodes), where=full > 0)
+        return self._occ.copy()
 
     def link_utilization(self, elapsed_s: float) -> tuple[float, float]:
         """(mean, max) over link directions of the fraction of time carrying messages."""
         if elapsed_s <= 0:
             return 0.0, 0.0
-        busy = [lk.busy_s for lk in self.links_down] + [lk.busy_s for lk in self.links_up]
+        busy = self._link_busy  # [down links..., up links...], kept by _relink
         return sum(busy) / (len(busy) * elapsed_s), max(busy) / elapsed_s
 
     def in_flight_requests(self) -> int:
