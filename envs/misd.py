@@ -9,6 +9,7 @@ starts or stops.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,12 @@ from hwmodels.latency import LatencyModel
 from hwmodels.partitions import Partition, make_layout
 from hwmodels.specs import DeviceSpec
 from hwmodels.workloads import WorkloadProfile
+
+#: ``sum()`` of floats adds them one by one in order up to Python 3.11 (3.12 compensates).
+_PLAIN_SUM = sys.version_info < (3, 12)
+
+#: What :class:`CoRunnerSlowdowns` reads about one job (see its ``_row``).
+_Row = tuple[float, ...]
 
 #: Sharing modes of the ``sharing`` argument: MIG slices, MPS shares, time slices.
 SHARING_MODES = ("mig", "mps", "ts")
@@ -175,9 +182,14 @@ class CoRunnerSlowdowns:
         self.layouts = dict(layouts)
         self.isolated_mig = isolated_mig
         self._demands: dict[tuple[int, int, Partition], Demand] = {}
-        # Per (layout id, slot, model, items): (c, m, d, s, busy, overhead) of the job there.
+        # Per (layout id, slot, model, items): the job's row (see _row).
         self._rows: dict[tuple[Hashable, int, int, int], tuple[float, ...]] = {}
         self._domains: dict[Hashable, list[str | None]] = {}
+        # Per (layout id, jobs): _aggregates' result.
+        self._aggs: dict[tuple[Hashable, tuple[tuple[int, int] | None, ...]], tuple[
+            list[tuple[float, ...] | None], list[tuple[float, ...] | None]]] = {}
+        self._info: dict[Hashable, tuple[list[str | None], list[tuple[int, ...]],
+                                         list[dict[tuple[int, int], _Row]]]] = {}
         p = model.params
         self._mig, self._ts = p["mig"], p["ts_switch"]
         self._mps = (p["mps_sm"], p["mps_bw"], p["mps_cache"])
@@ -207,66 +219,199 @@ class CoRunnerSlowdowns:
             self._domains[layout_id] = doms
         return doms
 
+    def _layout_info(self, layout_id: Hashable) -> tuple[
+            list[str | None], list[tuple[int, ...]], list[dict[tuple[int, int], _Row]]]:
+        """Per slot of the layout: its domain, the slots it interferes with (ascending, itself
+        excluded; none for a slot without a domain) and its rows by job (filled lazily)."""
+        info = self._info.get(layout_id)
+        if info is None:
+            doms = self._domain_list(layout_id)
+            shared = ("mps", "time")
+            compat = []
+            for i, mode in enumerate(doms):
+                compat.append(() if mode is None else tuple(
+                    j for j, dj in enumerate(doms) if j != i and dj is not None
+                    and (dj == mode or (mode in shared and dj in shared))))
+            info = self._info[layout_id] = (doms, compat, [{} for _ in doms])
+        return info
+
     def _row(self, layout_id: Hashable, i: int, m: int, items: int) -> tuple[float, ...]:
+        """What the formula reads about the job on slot ``i``, each term the same float
+        whatever it is combined with (see :meth:`_factor`)::
+
+            (bandwidth, sm_share * busy, busy, sm_share * (busy + overhead if cpu),
+             sm_share, c * mps_sm, memory * mps_bw + c * mps_cache, memory,
+             1 + sigma * max(sm_count * sm_share - 1, 0), max(mig_total - sm_share, 1e-9))
+
+        with ``c = compute + (overhead if cpu)``.
+        """
         key = (layout_id, i, m, items)
         row = self._rows.get(key)
         if row is None:
             part = self.layouts[layout_id][i]
             assert part is not None
             d = self.demand(m, items, part)
-            row = self._rows[key] = (d.compute, d.memory, d.bandwidth, d.sm_share, d.busy,
-                                     d.overhead)
+            cpu = self._cpu
+            mps_sm, mps_bw, mps_cache = self._mps
+            si, mi = d.sm_share, d.memory
+            c = d.compute + (d.overhead if cpu else 0.0)
+            n_i = self._total * si
+            row = self._rows[key] = (
+                d.bandwidth, si * d.busy, d.busy, si * (d.busy + (d.overhead if cpu else 0.0)),
+                si, c * mps_sm, mi * mps_bw + c * mps_cache, mi,
+                1.0 + self._sigma * max(n_i - 1.0, 0.0), max(self._mig_total - si, 1e-9))
         return row
+
+    def _slot_row(self, layout_id: Hashable, rows: dict[tuple[int, int], tuple[float, ...]],
+                  i: int, job: tuple[int, int]) -> tuple[float, ...]:
+        row = rows.get(job)
+        if row is None:
+            row = rows[job] = self._row(layout_id, i, job[0], job[1])
+        return row
+
+    def _aggregates(self, layout_id: Hashable, jobs: tuple[tuple[int, int] | None, ...]
+                    ) -> tuple[list[tuple[float, ...] | None], list[tuple[float, ...] | None]]:
+        """The rows of ``jobs`` (None: idle, or no domain) and per slot ``p`` with a domain,
+        the sums over the jobs running on its compatible
+        slots ``j != p`` that the formula reads (None: no such job): ``(bandwidth, sm_share *
+        (busy + overhead if cpu))`` for MPS, ``(busy,)`` for time slices, ``(sm_share *
+        busy,)`` for MIG. Each is added up in slot order from 0, as ``sum()`` does, so it is
+        the same float as the interference model's sum. Cached: the simulator asks for the
+        running jobs when a batch starts or stops (all slots), and again for the predictions
+        of the decisions until the next one (each slot, for the query's model)."""
+        key = (layout_id, jobs)
+        hit = self._aggs.get(key)
+        if hit is not None:
+            return hit
+        doms, compat, slot_rows = self._layout_info(layout_id)
+        n = len(doms)
+        rows: list[tuple[float, ...] | None] = [None] * n
+        for i in range(n):
+            job = jobs[i]
+            if job is not None and doms[i] is not None:
+                row = slot_rows[i].get(job)
+                rows[i] = row if row is not None else self._slot_row(
+                    layout_id, slot_rows[i], i, job)
+        aggs: list[tuple[float, ...] | None] = [None] * n
+        plain = _PLAIN_SUM
+        for p in range(n):
+            mode = doms[p]
+            if mode is None:
+                continue
+            if not plain:
+                aggs[p] = self._sums(mode, compat[p], rows)
+            elif mode == "time" or mode == "mig":  # as _sums: sum() adds in order from 0
+                i = 2 if mode == "time" else 1
+                acc: float = 0
+                k = 0
+                for j in compat[p]:
+                    rj = rows[j]
+                    if rj is not None:
+                        acc += rj[i]
+                        k = 1
+                if k:
+                    aggs[p] = (acc,)
+            else:
+                bw: float = 0
+                nn: float = 0
+                k = 0
+                for j in compat[p]:
+                    rj = rows[j]
+                    if rj is not None:
+                        bw += rj[0]
+                        nn += rj[3]
+                        k = 1
+                if k:
+                    aggs[p] = (bw, nn)
+        result = (rows, aggs)
+        if len(self._aggs) > 100_000:
+            self._aggs.clear()
+        self._aggs[key] = result
+        return result
+
+    @staticmethod
+    def _sums(mode: str | None, slots: tuple[int, ...], rows: list[tuple[float, ...] | None]
+              ) -> tuple[float, ...] | None:
+        """One slot's entry of :meth:`_aggregates`, over the rows of ``slots``, with
+        ``sum()`` (:meth:`_aggregates` inlines the same where ``sum()`` adds one by one)."""
+        others = [rj for j in slots if (rj := rows[j]) is not None]
+        if not others:
+            return None
+        if mode == "time":
+            return (sum([rj[2] for rj in others]),)
+        if mode == "mig":
+            return (sum([rj[1] for rj in others]),)
+        return (sum([rj[0] for rj in others]), sum([rj[3] for rj in others]))
+
+    def _factors(self, doms: list[str | None], mine: list[tuple[float, ...] | None],
+                 aggs: list[tuple[float, ...] | None]) -> list[float]:
+        """Per slot ``i``, the slowdown of the job of row ``mine[i]`` next to the co-runners
+        summed up in ``aggs[i]`` (1 without either): the expressions of
+        :meth:`InterferenceModel.slowdowns_from_demands`, in its order (the same floats;
+        ``max(a, x)`` is written ``x if x > a else a`` and ``min(x, a)`` ``a if a < x else x``,
+        which is what they return; with ``sm_contention == 0`` the stretch's factors of
+        exactly 1 are left out, as the demands are finite)."""
+        out = [1.0] * len(doms)
+        total, sigma = self._total, self._sigma
+        for i, ri in enumerate(mine):
+            if ri is None:
+                continue
+            agg = aggs[i]
+            if agg is None:
+                continue
+            mode = doms[i]
+            if mode == "time":
+                out[i] = (1.0 + agg[0]) * (1.0 + self._ts)
+            elif mode == "mig":
+                busy = agg[0] / ri[9]
+                out[i] = 1.0 + self._mig * (1.0 if 1.0 < busy else busy)
+            else:  # mps (and any other shared mode, as in the interference model)
+                bw = agg[0]
+                nn = total * (ri[4] + agg[1])
+                x = nn / total
+                if sigma == 0.0:  # (x * (1 + 0 * y)) / (1 + 0 * z) is x for finite y, z
+                    stretch = x if x > 1.0 else 1.0
+                else:
+                    stretch = ((x if x > 1.0 else 1.0)
+                               * (1.0 + sigma * ((total if total < nn else nn) - 1.0)) / ri[8])
+                x = stretch - 1.0
+                y = ri[0] + bw - 1.0
+                out[i] = (1.0 + ri[5] * (x if x > 0.0 else 0.0) + ri[6] * bw
+                          + ri[7] * (y if y > 0.0 else 0.0))
+        return out
 
     def __call__(self, layout_id: Hashable,
                  jobs: tuple[tuple[int, int] | None, ...]) -> list[float]:
         """Slowdown per slot."""
-        doms = self._domain_list(layout_id)
-        n = len(doms)
-        out = [1.0] * n
-        rows: list[tuple[float, ...] | None] = [None] * n
+        doms = self._layout_info(layout_id)[0]
         count = 0
-        for i in range(n):
-            job = jobs[i]
+        for i, job in enumerate(jobs):
             if job is not None and doms[i] is not None:
-                rows[i] = self._row(layout_id, i, job[0], job[1])
                 count += 1
         if count < 2:
-            return out
-        shared = ("mps", "time")
-        cpu, total, sigma = self._cpu, self._total, self._sigma
-        mps_sm, mps_bw, mps_cache = self._mps
+            return [1.0] * len(doms)
+        rows, aggs = self._aggregates(layout_id, jobs)
+        return self._factors(doms, rows, aggs)
+
+    def predicted(self, layout_id: Hashable, jobs: tuple[tuple[int, int] | None, ...],
+                  job: tuple[int, int], active: Sequence[bool] | None = None) -> list[float]:
+        """Per slot ``p``, the slowdown ``job`` would see on ``p`` next to ``jobs`` on the
+        other slots: ``self(layout_id, jobs with p's replaced by job)[p]`` for every ``p``
+        (1 where ``active[p]`` is False), computed in one pass."""
+        doms, _, slot_rows = self._layout_info(layout_id)
+        aggs = self._aggregates(layout_id, jobs)[1]
+        n = len(doms)
+        mine: list[tuple[float, ...] | None] = [None] * n
         for i in range(n):
-            ri = rows[i]
-            if ri is None:
-                continue
-            mode = doms[i]
-            others = [rj for j, rj in enumerate(rows) if j != i and rj is not None
-                      and (doms[j] == mode or (mode in shared and doms[j] in shared))]
-            if not others:
-                continue
-            # The expressions of InterferenceModel.slowdowns_from_demands, in its order.
-            ci, mi, di_bw, si, _, oi = ri
-            if mode == "mig":
-                rest = max(self._mig_total - si, 1e-9)
-                busy = sum(rj[3] * rj[4] for rj in others) / rest
-                out[i] = 1.0 + self._mig * min(busy, 1.0)
-            elif mode == "time":
-                out[i] = (1.0 + sum(rj[4] for rj in others)) * (1.0 + self._ts)
-            else:  # mps
-                c = ci + (oi if cpu else 0.0)
-                bw = sum(rj[2] for rj in others)
-                nn = total * (si + sum(rj[3] * (rj[4] + (rj[5] if cpu else 0.0))
-                                       for rj in others))
-                n_i = total * si
-                stretch = (max(1.0, nn / total) * (1.0 + sigma * (min(nn, total) - 1.0))
-                           / (1.0 + sigma * max(n_i - 1.0, 0.0)))
-                out[i] = (1.0 + c * mps_sm * max(0.0, stretch - 1.0)
-                          + (mi * mps_bw + c * mps_cache) * bw
-                          + mi * max(0.0, di_bw + bw - 1.0))
-        return out
+            if aggs[i] is not None and (active is None or active[i]):
+                row = slot_rows[i].get(job)
+                mine[i] = row if row is not None else self._slot_row(
+                    layout_id, slot_rows[i], i, job)
+        return self._factors(doms, mine, aggs)
 
     def __getstate__(self) -> dict[str, Any]:
         # The interference model caches by object id, which a copy must not inherit.
         self.model._cache.clear()
-        return self.__dict__.copy()
+        state = self.__dict__.copy()
+        state["_aggs"] = {}  # a cache of results, rebuilt as needed
+        return state

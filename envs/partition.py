@@ -253,6 +253,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._slices = [(k, slice(int(a), int(b)))
                         for k, a, b in zip(sizes, offsets[:-1], offsets[1:], strict=True)]
         self._slice_list = [sl for _, sl in self._slices]
+        self._obs_len = int(offsets[-1])
 
         box = spaces.Box
         self.observation_space: spaces.Dict = spaces.Dict({  # type: ignore[assignment]
@@ -277,7 +278,10 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._onehot = [[1.0 if k == m else 0.0 for k in range(M)] for m in range(M)]
         self._prange = range(P)
         self._zeros_p = [0.0] * P
+        self._ones_p = [1.0] * P
         self._zero_then_zeros_p = [0.0] * (P + 1)  # priority, slowdown
+        self._inv_b = 1.0 / self.batcher.max_batch
+        self._inv_cap = 1.0 / self.capacity_qps
         #: Batch-1 latency (s) of each model on each partition: ``[m][p]``, as sim.solo_s[p][m].
         self._solo_of_model = [[lat[p, m, 0].item() for p in range(P)] for m in range(M)]
         fn = self.reward_fn
@@ -589,52 +593,97 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         now = sim.now
         sla = sim.pending_deadline() - now
         inv_sla = 1.0 / sla if sla > 0 else 1e3
-        inv_b = 1.0 / self.batcher.max_batch
-        inv_cap = 1.0 / self.capacity_qps
-        t, b, w, solo = sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m]
-        P = self._prange
+        inv_b = self._inv_b
         c = _CLIP  # clipped here rather than with np.minimum afterwards: the same float32
-        # values (the cast is monotone and 10 is a float32), fewer numpy calls.
+        # values (the cast is monotone and 10 is a float32), fewer numpy calls. The same
+        # expressions as the _f_* builders (tests/test_fast_eval.py compares them), per
+        # partition in one loop; "wt" is the time left in its running batch (0 when idle).
         v = sla * 1e3 / self._max_sla_ms
-        values = self._onehot[m] + [c if v > c else v]
-        values += [c if (v := q * inv_b) > c else v for q in sim.queued_items]
-        values += [c if (v := q[m] * inv_b) > c else v for q in sim.queued_by_model]
-        values += [c if (v := (t[p] - now) * inv_sla if b[p] else 0.0) > c else v for p in P]
-        fin = [((t[p] - now if b[p] else 0.0) + w[p] + solo[p]) * inv_sla for p in P]
-        fin_c = [c if v > c else v for v in fin]
-        values += fin_c
-        values += self._sms_list
-        values += [c if (v := r * inv_cap) > c else v for r in self._rates]
-        if self.shared:
-            f = sim.predicted_slowdowns(m) if self.interference else None  # type: ignore[attr-defined]
+        sla_c = c if v > c else v
+        inv_cap = self._inv_cap
+        rates = [c if (v := r * inv_cap) > c else v for r in self._rates]
+        rows: list[tuple[float, ...]] = []
+        add = rows.append
+        if not self.shared:  # one priority class, no interference: finish_prio is finish
+            for x, y, ww, z, q, qm, r in zip(sim.busy_until, sim.busy, sim.queued_work_s,
+                                             self._solo_of_model[m], sim.queued_items,
+                                             sim.queued_by_model, sim.running_model, strict=True):
+                if y:
+                    wt = x - now
+                    bz = wt * inv_sla
+                    if bz > c:
+                        bz = c
+                else:
+                    wt = bz = 0.0
+                fin = (wt + ww + z) * inv_sla
+                qv = q * inv_b
+                qs = qm[m] * inv_b
+                v = 1.0 - fin
+                add((c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
+                     -c if v < -c else v, 1.0 if r == m else 0.0))
+            queue, same, busy, fin_c, slack, res = zip(*rows, strict=True)
+            values = [*self._onehot[m], sla_c, *queue, *same, *busy, *fin_c, *self._sms_list,
+                      *rates, *self._zero_then_zeros_p, *fin_c, *slack, *res]
+        else:
+            # Predicted slowdowns (1 without interference: x * 1.0 is x, 1.0 - 1.0 is 0).
+            f = sim._predicted(m) if self.interference else self._ones_p  # type: ignore[attr-defined]
             if self.n_levels > 1:
-                values += self._f_priority(sim, m, now, sla, inv_sla)
-            else:
-                values += [0.0]
-            values += [c if (v := x - 1.0) > c else v for x in f] if f is not None \
-                else self._zeros_p
-            if self.n_levels > 1:
-                fin_p, slack = self._prio_slack(sim, m, now, inv_sla, f)  # type: ignore[arg-type]
-                values += [c if v > c else v for v in fin_p]
-            else:  # _prio_slack's expressions with all queued work ahead: finish_prio = finish
-                values += fin_c
-                slack = [1.0 - ((t[p] - now if b[p] else 0.0) + (w[p] + solo[p]) * f[p])
-                         * inv_sla for p in P] if f is not None else [
-                    1.0 - ((t[p] - now if b[p] else 0.0) + (w[p] + solo[p])) * inv_sla
-                    for p in P]
-            values += [-c if v < -c else v for v in slack]
-        else:  # one priority class, no interference: finish_prio is finish
-            values += self._zero_then_zeros_p
-            values += fin_c
-            values += [-c if (v := 1.0 - x) < -c else v for x in fin]
-        values += [1.0 if r == m else 0.0 for r in sim.running_model]
-        flat = np.fromiter(values, np.float32, len(values))
-        s = self._slice_list
-        obs = {"model": flat[s[0]], "sla": flat[s[1]], "queue": flat[s[2]],
-               "queue_same": flat[s[3]], "busy": flat[s[4]], "finish": flat[s[5]],
-               "size": flat[s[6]], "rates": flat[s[7]], "priority": flat[s[8]],
-               "slowdown": flat[s[9]], "finish_prio": flat[s[10]], "slack": flat[s[11]],
-               "resident": flat[s[12]]}
+                # _prio_slack: only the queued work at least as important counts.
+                lev = sim.pending_level()  # type: ignore[attr-defined]
+                top = lev + 1
+                L1 = self.n_levels - 1
+                prio = (L1 - lev) / L1
+                for x, y, ww, z, g, q, qm, r, wl in zip(
+                        sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m], f,
+                        sim.queued_items, sim.queued_by_model, sim.running_model,
+                        sim.queued_work_level, strict=True):  # type: ignore[attr-defined]
+                    if y:
+                        wt = x - now
+                        bz = wt * inv_sla
+                        if bz > c:
+                            bz = c
+                    else:
+                        wt = bz = 0.0
+                    fin = (wt + ww + z) * inv_sla
+                    wp = sum(wl[:top])
+                    fp = (wt + wp + z) * inv_sla
+                    v = 1.0 - (wt + (wp + z) * g) * inv_sla
+                    qv = q * inv_b
+                    qs = qm[m] * inv_b
+                    g = g - 1.0
+                    add((c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
+                         c if g > c else g, c if fp > c else fp, -c if v < -c else v,
+                         1.0 if r == m else 0.0))
+                queue, same, busy, fin_c, slow, fin_p, slack, res = zip(*rows, strict=True)
+            else:  # all queued work is ahead: finish_prio = finish
+                prio = 0.0
+                for x, y, ww, z, g, q, qm, r in zip(
+                        sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m], f,
+                        sim.queued_items, sim.queued_by_model, sim.running_model, strict=True):
+                    if y:
+                        wt = x - now
+                        bz = wt * inv_sla
+                        if bz > c:
+                            bz = c
+                    else:
+                        wt = bz = 0.0
+                    fin = (wt + ww + z) * inv_sla
+                    v = 1.0 - (wt + (ww + z) * g) * inv_sla
+                    qv = q * inv_b
+                    qs = qm[m] * inv_b
+                    g = g - 1.0
+                    add((c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
+                         c if g > c else g, -c if v < -c else v, 1.0 if r == m else 0.0))
+                queue, same, busy, fin_c, slow, slack, res = zip(*rows, strict=True)
+                fin_p = fin_c
+            values = [*self._onehot[m], sla_c, *queue, *same, *busy, *fin_c, *self._sms_list,
+                      *rates, prio, *slow, *fin_p, *slack, *res]
+        flat = np.fromiter(values, np.float32, self._obs_len)
+        s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12 = self._slice_list
+        obs = {"model": flat[s0], "sla": flat[s1], "queue": flat[s2], "queue_same": flat[s3],
+               "busy": flat[s4], "finish": flat[s5], "size": flat[s6], "rates": flat[s7],
+               "priority": flat[s8], "slowdown": flat[s9], "finish_prio": flat[s10],
+               "slack": flat[s11], "resident": flat[s12]}
         self._last_obs = obs
         return obs
 

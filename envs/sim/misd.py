@@ -163,6 +163,9 @@ class SharedGpuSim(GpuServingSim):
         self._job: list[tuple[int, int] | None] = [None] * P
         self._jobcode = [-1] * P
         self._slowdown = slowdown
+        # A slowdown callable may predict a new job's factor on every slot in one call
+        # (CoRunnerSlowdowns.predicted); otherwise it is asked once per slot.
+        self._predict: Callable[..., list[float]] | None = getattr(slowdown, "predicted", None)
         self._fcache = {} if slowdown_cache is None else slowdown_cache
         self.layout_id: Hashable = layout_id
         self._last_key: tuple[int, ...] | None = None
@@ -196,33 +199,42 @@ class SharedGpuSim(GpuServingSim):
     def predicted_slowdowns(self, m: int, items: int = 1) -> list[float]:
         """Per slot, the slowdown a batch of ``items`` of model ``m`` would see there if it
         started now, given what runs on the other slots (1 without interference)."""
-        P = self.n_partitions
+        if self._slowdown is None:
+            return [1.0] * self.n_partitions
+        return list(self._predicted(m, items))
+
+    def _predicted(self, m: int, items: int = 1) -> Sequence[float]:
+        """:meth:`predicted_slowdowns` (with a slowdown function), not copied: read only."""
         fn = self._slowdown
-        if fn is None:
-            return [1.0] * P
-        code = m * self._jk + items
-        base = self._jobcode
+        assert fn is not None
         cache, lid = self._fcache, self.layout_id
         # The running set is fixed between two batch starts/stops: one lookup for all slots.
-        whole = (lid, self._last_key, code)
+        key = tuple(self._jobcode)
+        whole = (lid, key, m * self._jk + items)
         hit = cache.get(whole)
-        if hit is not None and self._last_key == tuple(base):
-            return list(hit)
-        out = []
-        for p in range(P):
-            if not self.active[p]:
-                out.append(1.0)
-                continue
-            key = (*base[:p], code, *base[p + 1:])
-            f = cache.get((lid, key))
-            if f is None:
-                jobs = list(self._job)
-                jobs[p] = (m, items)
-                f = cache[(lid, key)] = tuple(float(x) for x in fn(lid, tuple(jobs)))
-            out.append(f[p])
-        if self._last_key == tuple(base):
-            cache[whole] = tuple(out)
-        return out
+        if hit is not None:
+            return hit
+        if len(cache) > 200_000:
+            cache.clear()
+        predict = self._predict
+        if predict is not None:
+            out = predict(lid, tuple(self._job), (m, items), self.active)
+        else:
+            out = []
+            code = m * self._jk + items
+            for p in range(self.n_partitions):
+                if not self.active[p]:
+                    out.append(1.0)
+                    continue
+                kp = (*key[:p], code, *key[p + 1:])
+                f = cache.get((lid, kp))
+                if f is None:
+                    jobs = list(self._job)
+                    jobs[p] = (m, items)
+                    f = cache[(lid, kp)] = tuple(float(x) for x in fn(lid, tuple(jobs)))
+                out.append(f[p])
+        hit = cache[whole] = tuple(out)
+        return hit
 
     def expected_finish_s(self, p: int, m: int) -> float:
         """Rough time until a new request of model ``m`` would finish on ``p`` (its running
@@ -483,50 +495,152 @@ class SharedGpuSim(GpuServingSim):
         if f is None:
             if len(self._fcache) > 200_000:
                 self._fcache.clear()
-            f = self._fcache[ck] = tuple(float(x) for x in fn(self.layout_id, tuple(self._job)))
-        busy, factor, events = self.busy, self._factor, self.events
-        for q in range(self.n_partitions):
-            if not busy[q]:
+            if self._predict is not None:  # a CoRunnerSlowdowns: a list of floats
+                f = self._fcache[ck] = tuple(fn(self.layout_id, tuple(self._job)))
+            else:
+                f = self._fcache[ck] = tuple(float(x) for x in fn(self.layout_id,
+                                                                  tuple(self._job)))
+        busy, factor = self.busy, self._factor
+        for q, b in enumerate(busy):
+            if not b:
                 continue
             new = f[q]
             old = factor[q]
             if new == old:
                 continue
-            rem = self._rem[q] - (now - self._rt[q]) / old
+            rems, rts, done = self._rem, self._rt, self._done
+            rem = rems[q] - (now - rts[q]) / old
             if rem < 0.0:
                 rem = 0.0
-            self._rem[q] = rem
-            self._rt[q] = now
+            rems[q] = rem
+            rts[q] = now
             factor[q] = new
             end = now + rem * new
-            ev = self._done[q]
+            ev = done[q]
             if ev is not None:
                 ev.cancelled = True
-            self._done[q] = events.schedule(end, BATCH_DONE, q)
+            done[q] = self.events.schedule(end, BATCH_DONE, q)
             self.counters.busy_s[q] += end - self.busy_until[q]
             self.busy_until[q] = end
 
     def _loop(self, decide: Callable[[float, int, float], int] | None,
               until: float = _INF) -> int:
-        """The event loop behind :meth:`advance`, :meth:`run` and :meth:`run_until`."""
+        """The event loop behind :meth:`advance`, :meth:`run` and :meth:`run_until`.
+
+        Without ``decide`` (:meth:`advance`: a few events, then the next arrival) the loop
+        below; with it, :meth:`_run_loop`, the same with more inlined (it runs long)."""
+        if decide is not None:
+            return self._run_loop(decide, until)
+        events, c = self.events, self.counters
+        heap = events.heap
+        heappop = heapq.heappop
+        nxt = self._next
+        if nxt < self._n:
+            j = nxt - self._base
+            if j >= self._clen:
+                self._load_chunk(nxt)
+                j = 0
+            horizon = self._ct[j]
+        else:
+            horizon = _INF
+        stop = horizon > until
+        h = until if stop else horizon
+        while heap and heap[0][0] <= h:
+            now, _, _, ev = heappop(heap)
+            if ev.cancelled:
+                continue
+            events.now = now
+            self.backlog += self._backlog_rate * (now - self._backlog_t)
+            self._backlog_t = now
+            p = ev.target
+            kind = ev.kind
+            if kind == BATCH_DONE:
+                self._finish(p, now)
+            elif kind == BATCH_TIMEOUT:
+                self._timeout[p] = None
+                self._try_dispatch(p, True)
+                self._reshape(now)
+            else:  # SLOT_UP
+                if self.queued_items[p] and not self.busy[p]:
+                    self._try_dispatch(p)
+                    self._reshape(now)
+        if stop:
+            events.now = until
+            self.backlog += self._backlog_rate * (until - self._backlog_t)
+            self._backlog_t = until
+            return 0
+        if nxt >= self._n:
+            return 0
+        events.now = horizon
+        self.backlog += self._backlog_rate * (horizon - self._backlog_t)
+        self._backlog_t = horizon
+        self._backlog_rate += self._cinv[j]
+        self.pending = nxt
+        self._pj = j
+        self._next = nxt + 1
+        c.arrived += 1
+        return 0
+
+    def _run_loop(self, decide: Callable[[float, int, float], int],
+                  until: float = _INF) -> int:
+        """:meth:`_loop` with ``decide``: decides every request up to ``until``."""
         P, fits = self.n_partitions, self.fits
         events, c = self.events, self.counters
         heap = events.heap
         heappop = heapq.heappop
+        dispatch, reshape, admit = self._try_dispatch, self._reshape, self._admit
+        timeouts = self._timeout
+        prio = self._priorities
+        # Inlined below: place() without priorities or preemption (else _admit), and a
+        # batch's completion (_finish, the same statements).
+        simple = not prio and not self._preempt
+        shaped = self._slowdown is not None
+        cap, B = self._capacity, self._max_batch
+        queued, by_model, work, cost = (self.queued_items, self.queued_by_model,
+                                        self.queued_work_s, self._item_cost)
+        work_level, lqueues = self.queued_work_level, self.lqueues
+        busy, running_model, lrunning = self.busy, self.running_model, self._lrunning
+        run_level, done, job, jobcode = self._run_level, self._done, self._job, self._jobcode
+        retiring = self._retiring
+        hist = c.latency
         n = self._n
         nxt = self._next
+        # The trace's current chunk (reloaded below when the next request is past it).
+        ct, cm, cdead, cinv, csize, clev = (self._ct, self._cm, self._cdead, self._cinv,
+                                            self._csize, self._clev)
         steps = 0
         while True:
-            if decide is not None and self.pending is not None:
+            if self.pending is not None:
                 j = self._pj
-                m = self._cm[j]
-                a = decide(self._ct[j], m, self._cdead[j])
+                m = cm[j]
+                a = decide(ct[j], m, cdead[j])
                 if a == P:
                     self.pending = None
                     c.dropped_rejected += 1
-                    self._backlog_rate -= self._cinv[j]
+                    self._backlog_rate -= cinv[j]
                 elif 0 <= a < P and fits[a][m]:
-                    self.place(a)
+                    # As place(a).
+                    self.pending = None
+                    if not simple:
+                        admit(a, m, (ct[j], cdead[j], cinv[j], csize[j], clev[j] if prio else 0))
+                    else:  # as _admit (one level, no preemption)
+                        size = csize[j]
+                        q = queued[a] + size
+                        if q > cap:
+                            c.dropped_overflow += 1
+                            self._backlog_rate -= cinv[j]
+                        else:
+                            lqueues[a][m][0].append((ct[j], cdead[j], cinv[j], size, 0))
+                            queued[a] = q
+                            pm = by_model[a]
+                            pm[m] += size
+                            w = size * cost[a][m]
+                            work[a] += w
+                            work_level[a][0] += w
+                            if not busy[a] and (timeouts[a] is None or pm[m] >= B):
+                                dispatch(a)
+                                if shaped:
+                                    reshape(events.now)
                 else:
                     raise ValueError(f"partition {a} cannot serve model {m}")
                 steps += 1
@@ -535,7 +649,9 @@ class SharedGpuSim(GpuServingSim):
                 if j >= self._clen:
                     self._load_chunk(nxt)
                     j = 0
-                horizon = self._ct[j]
+                    ct, cm, cdead, cinv, csize, clev = (self._ct, self._cm, self._cdead,
+                                                        self._cinv, self._csize, self._clev)
+                horizon = ct[j]
             else:
                 horizon = _INF
             stop = horizon > until
@@ -549,16 +665,42 @@ class SharedGpuSim(GpuServingSim):
                 self._backlog_t = now
                 p = ev.target
                 kind = ev.kind
-                if kind == BATCH_DONE:
-                    self._finish(p, now)
+                if kind == BATCH_DONE:  # as _finish(p, now)
+                    batch = lrunning[p]
+                    rate = self._backlog_rate
+                    good = 0
+                    for req in batch:
+                        rate -= req[2]
+                        if now <= req[1] + 1e-12:
+                            good += 1
+                    self._backlog_rate = rate
+                    c.completed += len(batch)
+                    c.good += good
+                    hist.add_finished(now, batch)
+                    lrunning[p] = []
+                    busy[p] = False
+                    running_model[p] = -1
+                    run_level[p] = self.n_levels
+                    done[p] = None
+                    job[p] = None
+                    jobcode[p] = -1
+                    if retiring[p]:
+                        retiring[p] = False
+                        self._drain_left -= 1
+                        if self._drain_left == 0:
+                            self._bring_up(now)
+                    elif queued[p]:
+                        dispatch(p)
+                    if shaped:
+                        reshape(now)
                 elif kind == BATCH_TIMEOUT:
-                    self._timeout[p] = None
-                    self._try_dispatch(p, True)
-                    self._reshape(now)
+                    timeouts[p] = None
+                    dispatch(p, True)
+                    reshape(now)
                 else:  # SLOT_UP
                     if self.queued_items[p] and not self.busy[p]:
-                        self._try_dispatch(p)
-                        self._reshape(now)
+                        dispatch(p)
+                        reshape(now)
             if stop:
                 events.now = until
                 self.backlog += self._backlog_rate * (until - self._backlog_t)
@@ -569,14 +711,12 @@ class SharedGpuSim(GpuServingSim):
             events.now = horizon
             self.backlog += self._backlog_rate * (horizon - self._backlog_t)
             self._backlog_t = horizon
-            self._backlog_rate += self._cinv[j]
+            self._backlog_rate += cinv[j]
             self.pending = nxt
             self._pj = j
             nxt += 1
             self._next = nxt
             c.arrived += 1
-            if decide is None:
-                return steps
 
     def _finish(self, p: int, now: float) -> None:
         """A batch completed on ``p``."""
@@ -663,29 +803,50 @@ class SharedGpuSim(GpuServingSim):
         level_work = self.queued_work_level[p]
         run_level = self.n_levels
         full = False
-        for lev, q in enumerate(queues[m]):
-            removed_here = 0
+        if run_level == 1:  # one level: the loop below, for one queue
+            q = queues[m][0]
+            popleft, append = q.popleft, batch.append
             while q:
                 req = q[0]
                 s = req[3]
                 if batch and items + s > B:
-                    full = True
                     break
-                q.popleft()
+                popleft()
                 removed += s
-                removed_here += s
                 if drop and req[1] < solo_finish:
                     expired += 1
                     rate -= req[2]
                     continue
-                batch.append(req)
+                append(req)
                 items += s
-                if lev < run_level:
-                    run_level = lev
-            if removed_here:
-                level_work[lev] -= removed_here * cost
-            if full:
-                break
+            if batch:
+                run_level = 0
+            if removed:
+                level_work[0] -= removed * cost
+        else:
+            for lev, q in enumerate(queues[m]):
+                removed_here = 0
+                while q:
+                    req = q[0]
+                    s = req[3]
+                    if batch and items + s > B:
+                        full = True
+                        break
+                    q.popleft()
+                    removed += s
+                    removed_here += s
+                    if drop and req[1] < solo_finish:
+                        expired += 1
+                        rate -= req[2]
+                        continue
+                    batch.append(req)
+                    items += s
+                    if lev < run_level:
+                        run_level = lev
+                if removed_here:
+                    level_work[lev] -= removed_here * cost
+                if full:
+                    break
         self._backlog_rate = rate
         left = queued[p] - removed
         queued[p] = left
