@@ -253,3 +253,14 @@ def test_compiled_path_only_where_it_is_exact() -> None:
 
     plain = gym.make(ENV, episode_queries=10).unwrapped
     assert fast_eval.compiled_rule(plain, _Subclass()) is None
+
+
+def test_without_numba_the_python_kernels_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numba missing (``gpu_jit.AVAILABLE`` False): the same results through Python."""
+    env = gym.make(ENV, episode_queries=400)
+    want = run_episode(env, BASELINES["shortest_finish"](), 3, fast=False)
+    monkeypatch.setattr(fast_eval.gpu_jit, "AVAILABLE", False)
+    assert fast_eval.compiled_rule(env.unwrapped, BASELINES["shortest_finish"]()) is None
+    got = run_episode(env, BASELINES["shortest_finish"](), 3)
+    want.pop("wall_s"), got.pop("wall_s")
+    assert got == want
