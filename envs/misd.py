@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.sim.misd import evict_oldest
 from hwmodels.interference import Demand, InterferenceModel
 from hwmodels.latency import LatencyModel
 from hwmodels.partitions import Partition, make_layout
@@ -27,6 +28,8 @@ _PLAIN_SUM = sys.version_info < (3, 12)
 
 #: What :class:`CoRunnerSlowdowns` reads about one job (see its ``_row``).
 _Row = tuple[float, ...]
+#: Per slot, a row or a sum of rows (None: none).
+_PerSlot = tuple[tuple[float, ...] | None, ...]
 
 #: Sharing modes of the ``sharing`` argument: MIG slices, MPS shares, time slices.
 SHARING_MODES = ("mig", "mps", "ts")
@@ -186,8 +189,8 @@ class CoRunnerSlowdowns:
         self._rows: dict[tuple[Hashable, int, int, int], tuple[float, ...]] = {}
         self._domains: dict[Hashable, list[str | None]] = {}
         # Per (layout id, jobs): _aggregates' result.
-        self._aggs: dict[tuple[Hashable, tuple[tuple[int, int] | None, ...]], tuple[
-            list[tuple[float, ...] | None], list[tuple[float, ...] | None]]] = {}
+        self._aggs: dict[tuple[Hashable, tuple[tuple[int, int] | None, ...]],
+                         tuple[_PerSlot, _PerSlot]] = {}
         self._info: dict[Hashable, tuple[list[str | None], list[tuple[int, ...]],
                                          list[dict[tuple[int, int], _Row]]]] = {}
         p = model.params
@@ -270,7 +273,7 @@ class CoRunnerSlowdowns:
         return row
 
     def _aggregates(self, layout_id: Hashable, jobs: tuple[tuple[int, int] | None, ...]
-                    ) -> tuple[list[tuple[float, ...] | None], list[tuple[float, ...] | None]]:
+                    ) -> tuple[_PerSlot, _PerSlot]:
         """The rows of ``jobs`` (None: idle, or no domain) and per slot ``p`` with a domain,
         the sums over the jobs running on its compatible
         slots ``j != p`` that the formula reads (None: no such job): ``(bandwidth, sm_share *
@@ -323,9 +326,11 @@ class CoRunnerSlowdowns:
                         k = 1
                 if k:
                     aggs[p] = (bw, nn)
-        result = (rows, aggs)
+        # Stored as tuples: tuples of floats leave the garbage collector's watch, so a large
+        # cache does not slow its collections down (lists would stay tracked).
+        result = (tuple(rows), tuple(aggs))
         if len(self._aggs) > 100_000:
-            self._aggs.clear()
+            evict_oldest(self._aggs)
         self._aggs[key] = result
         return result
 
@@ -343,8 +348,8 @@ class CoRunnerSlowdowns:
             return (sum([rj[1] for rj in others]),)
         return (sum([rj[0] for rj in others]), sum([rj[3] for rj in others]))
 
-    def _factors(self, doms: list[str | None], mine: list[tuple[float, ...] | None],
-                 aggs: list[tuple[float, ...] | None]) -> list[float]:
+    def _factors(self, doms: list[str | None], mine: Sequence[tuple[float, ...] | None],
+                 aggs: Sequence[tuple[float, ...] | None]) -> list[float]:
         """Per slot ``i``, the slowdown of the job of row ``mine[i]`` next to the co-runners
         summed up in ``aggs[i]`` (1 without either): the expressions of
         :meth:`InterferenceModel.slowdowns_from_demands`, in its order (the same floats;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -26,6 +27,13 @@ from traces.arrivals import TraceSource, WorkloadMix, mix_from_spec
 from traces.presets import get_trace
 
 Obs = dict[str, np.ndarray]
+_frombuffer = np.frombuffer
+#: Interference callables and slowdown caches shared by the envs of one process, per
+#: (device, precision, models, partitions, latency table length); the last _SHARED_MAX
+#: configurations created are kept.
+_SHARED_SLOWDOWNS: dict[tuple[Any, ...],
+                        tuple[CoRunnerSlowdowns, dict[Any, tuple[float, ...]]]] = {}
+_SHARED_MAX = 4
 _CLIP = 10.0
 
 
@@ -139,6 +147,11 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
+    # Episode state, set by _start (declared for the type checker).
+    _steps: int
+    _rates: list[float]
+    _rate_t: float
+    _snapshot: tuple[int, int, int, float, float]
 
     def __init__(
         self,
@@ -234,10 +247,22 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         #: Priority values told apart (most important first) when ``priorities`` is on.
         self.priority_levels = tuple(sorted(levels, reverse=True))
         self.n_levels = len(self.priority_levels) if self.priorities else 1
-        self._slowdowns = CoRunnerSlowdowns(
-            InterferenceModel(self.device, precision), profiles, {0: self.partitions},
-            isolated_mig=False) if self.interference else None
+        self._slowdowns: CoRunnerSlowdowns | None = None
         self._fcache: dict[Any, tuple[float, ...]] = {}
+        if self.interference:
+            # Shared by every env with the same device, precision, models, partitions and
+            # table length (the factors are pure functions of these and of the cache keys),
+            # so vectorised and re-created envs start warm; it changes no result.
+            share = (repr(self.device), precision, tuple(m.name for m in self.mix.models),
+                     tuple(self.partitions), table_len)
+            hit = _SHARED_SLOWDOWNS.get(share)
+            if hit is None:
+                if len(_SHARED_SLOWDOWNS) >= _SHARED_MAX:  # forget the oldest configuration
+                    _SHARED_SLOWDOWNS.pop(next(iter(_SHARED_SLOWDOWNS)), None)
+                hit = _SHARED_SLOWDOWNS[share] = (CoRunnerSlowdowns(
+                    InterferenceModel(self.device, precision), profiles, {0: self.partitions},
+                    isolated_mig=False), {})
+            self._slowdowns, self._fcache = hit
         #: Whether the simulator is :class:`~envs.sim.misd.SharedGpuSim` (interference or
         #: priorities); otherwise the v0 simulator, :class:`~envs.sim.gpu.GpuServingSim`.
         self.shared = self.interference or self.n_levels > 1 or self.preempt
@@ -254,6 +279,8 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                         for k, a, b in zip(sizes, offsets[:-1], offsets[1:], strict=True)]
         self._slice_list = [sl for _, sl in self._slices]
         self._obs_len = int(offsets[-1])
+        #: The observation's views of its flat array, by key, in one call.
+        self._views = operator.itemgetter(*self._slice_list)
 
         box = spaces.Box
         self.observation_space: spaces.Dict = spaces.Dict({  # type: ignore[assignment]
@@ -279,7 +306,40 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._prange = range(P)
         self._zeros_p = [0.0] * P
         self._ones_p = [1.0] * P
-        self._zero_then_zeros_p = [0.0] * (P + 1)  # priority, slowdown
+        # _obs gathers its values in one "raw" list, in the order it computes them, and
+        # reorders them with an itemgetter into the observation's order: [sla, priority,
+        # *rates, *model one-hot, *size, 0.0] (the per-model constants appended as one
+        # list), then per partition a row of features (which ones: _obs's three branches).
+        head = 2 + M
+        self._obs_const = [[*self._onehot[m], *self._sms_list, 0.0] for m in range(M)]
+        zero = head + M + P
+        rows_at = head + M + P + 1
+
+        def gather(width: int, cols: dict[str, int | None]) -> Callable[[list[float]],
+                                                                        tuple[float, ...]]:
+            def per_p(k: int | None) -> list[int]:
+                return [zero] * P if k is None else [rows_at + p * width + k for p in range(P)]
+            order = [*range(head, head + M), 0, *per_p(cols["queue"]),
+                     *per_p(cols["queue_same"]), *per_p(cols["busy"]),
+                     *per_p(cols["finish"]), *range(head + M, head + M + P),
+                     *range(2, head), 1, *per_p(cols["slowdown"]),
+                     *per_p(cols["finish_prio"]), *per_p(cols["slack"]),
+                     *per_p(cols["resident"])]
+            assert len(order) == self._obs_len
+            return operator.itemgetter(*order)
+
+        base = {"queue": 0, "queue_same": 1, "busy": 2, "finish": 3}
+        #: Rows (queue, same, busy, finish, slack, resident): isolated, one class.
+        self._gather_iso = gather(6, {**base, "slowdown": None, "finish_prio": 3, "slack": 4,
+                                      "resident": 5})
+        #: Rows (queue, same, busy, finish, slowdown, slack, resident): shared, one class.
+        self._gather_shared = gather(7, {**base, "slowdown": 4, "finish_prio": 3, "slack": 5,
+                                         "resident": 6})
+        #: Rows (queue, same, busy, finish, slowdown, finish_prio, slack, resident).
+        self._gather_prio = gather(8, {**base, "slowdown": 4, "finish_prio": 5, "slack": 6,
+                                       "resident": 7})
+        # Packing rounds each float to float32 as numpy's cast does (the same values).
+        self._pack = struct.Struct(f"={self._obs_len}f").pack
         self._inv_b = 1.0 / self.batcher.max_batch
         self._inv_cap = 1.0 / self.capacity_qps
         #: Batch-1 latency (s) of each model on each partition: ``[m][p]``, as sim.solo_s[p][m].
@@ -288,6 +348,15 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._reward_weights = (
             (fn.late_weight, fn.drop_weight, fn.energy_weight, fn.reconfig_weight,
              fn.backlog_weight) if type(fn) is GoodputReward else None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_pack"]  # a Struct's method does not pickle; rebuilt by __setstate__
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pack = struct.Struct(f"={self._obs_len}f").pack
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -302,28 +371,45 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         if sim is None or sim.pending is None:
             raise RuntimeError("call reset() before step()")
         a = int(action)
-        if a == self.n_partitions:
+        P = self.n_partitions
+        if a == P:
             sim.reject()
-        elif 0 <= a < self.n_partitions and self._fits[a][sim.pending_model()]:
+        elif 0 <= a < P and self._fits[a][sim._cm[sim._pj]]:
             sim.place(a)
         else:
             raise ValueError(f"action {a} is masked or out of range for this query")
         self._steps += 1
-        sim.advance()
-        truncated = sim.pending is None
-        if truncated:
+        sim._loop(None)  # sim.advance(): nothing is pending after place/reject
+        if sim.pending is None:  # truncated
             sim.finalize_energy()
-        else:
-            self._observe_arrival()
-        reward = self._reward()
-        obs = self._obs() if not truncated else self._last_obs
-        return obs, reward, False, truncated, self._info()
+            return self._last_obs, self._reward(), False, True, self._info()
+        # _observe_arrival, _reward and _info inlined (the same statements; this runs every
+        # step).
+        now = sim.events.now
+        decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
+        rates = self._rates = [r * decay for r in self._rates]
+        rates[sim._cm[sim._pj]] += 1.0 / self.rate_window_s
+        self._rate_t = now
+        w = self._reward_weights
+        if w is None:
+            reward = self._reward()
+        else:  # GoodputReward: see _reward
+            c = sim.counters
+            good, completed, energy, backlog = c.good, c.completed, c.energy_j, sim.backlog
+            dropped = c.dropped_rejected + c.dropped_overflow + c.dropped_expired
+            g0, l0, d0, e0, b0 = self._snapshot
+            late = completed - good
+            self._snapshot = (good, late, dropped, energy, backlog)
+            reward = float(good - g0 - w[0] * (late - l0) - w[1] * (dropped - d0)
+                           - w[2] * (energy - e0) - w[3] * 0 - w[4] * (backlog - b0))
+        obs = self._obs()
+        return obs, reward, False, False, sim.counters.summary(now)
 
     def action_masks(self) -> np.ndarray:
         """Valid actions for the pending query (reject is always valid)."""
         sim = self.sim
         if sim is not None and sim.pending is not None:
-            return self._mask_table[sim.pending_model()].copy()
+            return self._mask_table[sim._cm[sim._pj]].copy()  # sim.pending_model()
         return np.ones(self.n_partitions + 1, dtype=bool)
 
     def latency_counts(self) -> list[int]:
@@ -589,22 +675,24 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         """One fresh float32 array per step; the dict values are views of it."""
         sim = self.sim
         assert sim is not None and sim.pending is not None
-        m = sim.pending_model()
-        now = sim.now
-        sla = sim.pending_deadline() - now
+        j = sim._pj
+        m = sim._cm[j]
+        now = sim.events.now
+        sla = sim._cdead[j] - now
         inv_sla = 1.0 / sla if sla > 0 else 1e3
         inv_b = self._inv_b
         c = _CLIP  # clipped here rather than with np.minimum afterwards: the same float32
         # values (the cast is monotone and 10 is a float32), fewer numpy calls. The same
         # expressions as the _f_* builders (tests/test_fast_eval.py compares them), per
         # partition in one loop; "wt" is the time left in its running batch (0 when idle).
+        # The values go to one list in the order computed (see _gather_*) and are reordered
+        # into the observation's order by an itemgetter.
         v = sla * 1e3 / self._max_sla_ms
-        sla_c = c if v > c else v
         inv_cap = self._inv_cap
-        rates = [c if (v := r * inv_cap) > c else v for r in self._rates]
-        rows: list[tuple[float, ...]] = []
-        add = rows.append
         if not self.shared:  # one priority class, no interference: finish_prio is finish
+            raw = [c if v > c else v, 0.0]
+            raw += [c if (v := r * inv_cap) > c else v for r in self._rates]
+            raw += self._obs_const[m]
             for x, y, ww, z, q, qm, r in zip(sim.busy_until, sim.busy, sim.queued_work_s,
                                              self._solo_of_model[m], sim.queued_items,
                                              sim.queued_by_model, sim.running_model, strict=True):
@@ -619,20 +707,26 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                 qv = q * inv_b
                 qs = qm[m] * inv_b
                 v = 1.0 - fin
-                add((c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
-                     -c if v < -c else v, 1.0 if r == m else 0.0))
-            queue, same, busy, fin_c, slack, res = zip(*rows, strict=True)
-            values = [*self._onehot[m], sla_c, *queue, *same, *busy, *fin_c, *self._sms_list,
-                      *rates, *self._zero_then_zeros_p, *fin_c, *slack, *res]
+                raw += (c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
+                        -c if v < -c else v, 1.0 if r == m else 0.0)
+            values = self._gather_iso(raw)
         else:
             # Predicted slowdowns (1 without interference: x * 1.0 is x, 1.0 - 1.0 is 0).
-            f = sim._predicted(m) if self.interference else self._ones_p  # type: ignore[attr-defined]
+            if self.interference:  # sim._predicted(m), its per-running-set dict first
+                f = sim._pred_now.get(m * sim._jk + 1)  # type: ignore[attr-defined]
+                if f is None:
+                    f = sim._predicted(m)  # type: ignore[attr-defined]
+            else:
+                f = self._ones_p
             if self.n_levels > 1:
                 # _prio_slack: only the queued work at least as important counts.
-                lev = sim.pending_level()  # type: ignore[attr-defined]
-                top = lev + 1
+                lev = sim._clev[j] if sim._priorities else 0  # type: ignore[attr-defined]
+                top = lev + 1  # (lev: sim.pending_level())
+                one = top == 1
                 L1 = self.n_levels - 1
-                prio = (L1 - lev) / L1
+                raw = [c if v > c else v, (L1 - lev) / L1]
+                raw += [c if (v := r * inv_cap) > c else v for r in self._rates]
+                raw += self._obs_const[m]
                 for x, y, ww, z, g, q, qm, r, wl in zip(
                         sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m], f,
                         sim.queued_items, sim.queued_by_model, sim.running_model,
@@ -645,18 +739,21 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                     else:
                         wt = bz = 0.0
                     fin = (wt + ww + z) * inv_sla
-                    wp = sum(wl[:top])
+                    # sum(wl[:top]); for the top level alone, what sum() computes: 0 + wl[0].
+                    wp = 0.0 + wl[0] if one else sum(wl[:top])
                     fp = (wt + wp + z) * inv_sla
                     v = 1.0 - (wt + (wp + z) * g) * inv_sla
                     qv = q * inv_b
                     qs = qm[m] * inv_b
                     g = g - 1.0
-                    add((c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
-                         c if g > c else g, c if fp > c else fp, -c if v < -c else v,
-                         1.0 if r == m else 0.0))
-                queue, same, busy, fin_c, slow, fin_p, slack, res = zip(*rows, strict=True)
+                    raw += (c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
+                            c if g > c else g, c if fp > c else fp, -c if v < -c else v,
+                            1.0 if r == m else 0.0)
+                values = self._gather_prio(raw)
             else:  # all queued work is ahead: finish_prio = finish
-                prio = 0.0
+                raw = [c if v > c else v, 0.0]
+                raw += [c if (v := r * inv_cap) > c else v for r in self._rates]
+                raw += self._obs_const[m]
                 for x, y, ww, z, g, q, qm, r in zip(
                         sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m], f,
                         sim.queued_items, sim.queued_by_model, sim.running_model, strict=True):
@@ -672,18 +769,14 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                     qv = q * inv_b
                     qs = qm[m] * inv_b
                     g = g - 1.0
-                    add((c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
-                         c if g > c else g, -c if v < -c else v, 1.0 if r == m else 0.0))
-                queue, same, busy, fin_c, slow, slack, res = zip(*rows, strict=True)
-                fin_p = fin_c
-            values = [*self._onehot[m], sla_c, *queue, *same, *busy, *fin_c, *self._sms_list,
-                      *rates, prio, *slow, *fin_p, *slack, *res]
-        flat = np.fromiter(values, np.float32, self._obs_len)
-        s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12 = self._slice_list
-        obs = {"model": flat[s0], "sla": flat[s1], "queue": flat[s2], "queue_same": flat[s3],
-               "busy": flat[s4], "finish": flat[s5], "size": flat[s6], "rates": flat[s7],
-               "priority": flat[s8], "slowdown": flat[s9], "finish_prio": flat[s10],
-               "slack": flat[s11], "resident": flat[s12]}
+                    raw += (c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
+                            c if g > c else g, -c if v < -c else v, 1.0 if r == m else 0.0)
+                values = self._gather_shared(raw)
+        flat = _frombuffer(bytearray(self._pack(*values)), np.float32)
+        s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12 = self._views(flat)
+        obs = {"model": s0, "sla": s1, "queue": s2, "queue_same": s3, "busy": s4,
+               "finish": s5, "size": s6, "rates": s7, "priority": s8, "slowdown": s9,
+               "finish_prio": s10, "slack": s11, "resident": s12}
         self._last_obs = obs
         return obs
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from math import ceil
 
 import numpy as np
 
@@ -196,15 +197,45 @@ class Counters:
 
         ``sla_attainment`` is the fraction of *finished* requests (completed or dropped) that
         completed within their SLA; ``goodput`` is such requests per simulated second.
-        Built from plain attributes in one dict display (it runs every env step).
+        Built from plain attributes in one dict display (it runs every env step); the p50/p99
+        catch-up of :attr:`StreamingQuantile.bin` is inlined (the same walk, the same bins).
         """
         completed, good = self.completed, self.good
-        dropped = self.dropped_rejected + self.dropped_overflow + self.dropped_expired
+        rejected, overflow, expired = (self.dropped_rejected, self.dropped_overflow,
+                                       self.dropped_expired)
+        dropped = rejected + overflow + expired
         finished = completed + dropped
         lat = self.latency
         n = lat.n
-        busy = self.busy_s
+        if n:
+            counts, bins, below = lat.counts, lat.bins, lat.below
+            rank = (n + 1) >> 1  # ceil(0.50 * n), exact: as StreamingQuantile.bin for p50
+            b, bl = bins[0], below[0]
+            while rank > bl + counts[b]:
+                bl += counts[b]
+                b += 1
+            while rank <= bl:
+                b -= 1
+                bl -= counts[b]
+            bins[0] = b
+            below[0] = bl
+            p50 = _EDGES[b] * 1e3
+            rank = ceil(0.99 * n)  # p99
+            b, bl = bins[1], below[1]
+            while rank > bl + counts[b]:
+                bl += counts[b]
+                b += 1
+            while rank <= bl:
+                b -= 1
+                bl -= counts[b]
+            bins[1] = b
+            below[1] = bl
+            p99 = _EDGES[b] * 1e3
+            mean = lat.total_s / n * 1e3
+        else:
+            p50 = p99 = mean = 0.0
         if elapsed_s > 0:
+            busy = self.busy_s
             goodput = good / elapsed_s
             util = sum(busy) / (len(busy) * elapsed_s)
         else:
@@ -212,17 +243,17 @@ class Counters:
         return {
             "sla_attainment": good / finished if finished else 1.0,
             "goodput": goodput,
-            "p50_latency_ms": _EDGES[lat.p50.bin] * 1e3 if n else 0.0,
-            "p99_latency_ms": _EDGES[lat.p99.bin] * 1e3 if n else 0.0,
-            "mean_latency_ms": lat.total_s / n * 1e3 if n else 0.0,
+            "p50_latency_ms": p50,
+            "p99_latency_ms": p99,
+            "mean_latency_ms": mean,
             "arrived": self.arrived,
             "completed": completed,
             "good": good,
             "late": completed - good,
             "dropped": dropped,
-            "dropped_rejected": self.dropped_rejected,
-            "dropped_overflow": self.dropped_overflow,
-            "dropped_expired": self.dropped_expired,
+            "dropped_rejected": rejected,
+            "dropped_overflow": overflow,
+            "dropped_expired": expired,
             "in_system": self.arrived - completed - dropped,
             "utilization": util,
             "energy_per_query_j": self.energy_j / completed if completed else 0.0,

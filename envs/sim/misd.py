@@ -40,6 +40,7 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,17 @@ from traces.arrivals import Arrivals
 
 SLOT_UP = 2
 _INF = float("inf")
+#: Entries a slowdown cache holds before its older half is forgotten.
+_CACHE_MAX = 200_000
+
+
+def evict_oldest(cache: dict[Any, Any]) -> None:
+    """Forget the older half of ``cache`` (by insertion): a bounded cache that keeps what was
+    added recently, instead of starting cold again (the entries are pure functions of their
+    keys, so what is forgotten is recomputed to the same values)."""
+    for key in list(islice(cache, len(cache) // 2)):
+        cache.pop(key, None)
+
 
 #: A queued request: ``(arrival_s, deadline_s, 1/SLA_s, size, level)``; level 0 is the most
 #: important priority class.
@@ -90,7 +102,9 @@ class SharedGpuSim(GpuServingSim):
             are cached per ``(layout_id, jobs)`` in ``slowdown_cache``.
         slowdown_cache: A dict to cache slowdowns in (pass the same one to every episode):
             per ``(layout_id, jobs)`` the factors, and per ``(layout_id, jobs, job)`` those
-            :meth:`predicted_slowdowns` returns.
+            :meth:`predicted_slowdowns` returns. Bounded: past ``_CACHE_MAX`` entries its
+            older half is forgotten (:func:`evict_oldest`). Simulators with the same slowdown
+            function may share one.
         layout_id: Names the current assignment of partitions to slots for ``slowdown``.
         priorities: Serve by the requests' priority classes: True (the values found in the
             trace), the priority values to tell apart (larger is more important; others fall
@@ -169,6 +183,9 @@ class SharedGpuSim(GpuServingSim):
         self._fcache = {} if slowdown_cache is None else slowdown_cache
         self.layout_id: Hashable = layout_id
         self._last_key: tuple[int, ...] | None = None
+        #: The predictions of _predicted for the running set ``_last_key``, by job code (every
+        #: change of the running set is followed by _reshape, which starts a new dict).
+        self._pred_now: dict[int, Sequence[float]] = {}
         self._priorities = L > 1
         self._preempt = bool(preempt)
         self._retiring = [False] * P
@@ -207,21 +224,25 @@ class SharedGpuSim(GpuServingSim):
         """:meth:`predicted_slowdowns` (with a slowdown function), not copied: read only."""
         fn = self._slowdown
         assert fn is not None
+        code = m * self._jk + items
+        hit = self._pred_now.get(code)
+        if hit is not None:
+            return hit
         cache, lid = self._fcache, self.layout_id
         # The running set is fixed between two batch starts/stops: one lookup for all slots.
         key = tuple(self._jobcode)
-        whole = (lid, key, m * self._jk + items)
+        whole = (lid, key, code)
         hit = cache.get(whole)
         if hit is not None:
+            self._pred_now[code] = hit
             return hit
-        if len(cache) > 200_000:
-            cache.clear()
+        if len(cache) > _CACHE_MAX:
+            evict_oldest(cache)
         predict = self._predict
         if predict is not None:
             out = predict(lid, tuple(self._job), (m, items), self.active)
         else:
             out = []
-            code = m * self._jk + items
             for p in range(self.n_partitions):
                 if not self.active[p]:
                     out.append(1.0)
@@ -233,7 +254,7 @@ class SharedGpuSim(GpuServingSim):
                     jobs[p] = (m, items)
                     f = cache[(lid, kp)] = tuple(float(x) for x in fn(lid, tuple(jobs)))
                 out.append(f[p])
-        hit = cache[whole] = tuple(out)
+        hit = cache[whole] = self._pred_now[code] = tuple(out)
         return hit
 
     def expected_finish_s(self, p: int, m: int) -> float:
@@ -368,6 +389,7 @@ class SharedGpuSim(GpuServingSim):
         if layout_id is not None:
             self.layout_id = layout_id
             self._last_key = None
+        self._pred_now = {}  # the active slots may have changed
         self._idle_total = sum(i for i, _ in self.power_w) if self.power_w is not None else 0.0
         self.reconfigurations += 1
         self._reconfig_start = now
@@ -490,11 +512,12 @@ class SharedGpuSim(GpuServingSim):
         if key == self._last_key:
             return
         self._last_key = key
+        self._pred_now = {}
         ck = (self.layout_id, key)
         f = self._fcache.get(ck)
         if f is None:
-            if len(self._fcache) > 200_000:
-                self._fcache.clear()
+            if len(self._fcache) > _CACHE_MAX:
+                evict_oldest(self._fcache)
             if self._predict is not None:  # a CoRunnerSlowdowns: a list of floats
                 f = self._fcache[ck] = tuple(fn(self.layout_id, tuple(self._job)))
             else:
