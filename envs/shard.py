@@ -12,6 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.rewards import GoodputReward, Outcome, Reward, ViolationReward, make_reward
+from envs.sim import shard_jit
 from envs.sim.shard import (
     CapacityEstimate,
     ClusterSpec,
@@ -422,12 +423,14 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self.observation_space: spaces.Dict = spaces.Dict(obs_spaces)  # type: ignore[assignment]
         self.action_space = spaces.Discrete(N + 1)
         self.sim: ShardSim | None = None
+        shard_jit.warm_up()
         self._last_obs: Obs | None = None
         self._zero_reward: tuple[Reward, float] | None = None
         self._summary: dict[str, Any] = {}
         self._shard_masks: dict[int, np.ndarray] = {}  # shard -> mask, at _mask_version
         self._mask_version = -1
         self._summary_key: tuple[Any, ...] | None = None
+        self._info_base: dict[str, Any] | None = None  # _info at _summary_key
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -545,6 +548,15 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._c_fast = np.array(self.layout.c_fast)
         self._c_slow = np.array(self.layout.c_slow)
         self._overhead = np.array(self.cluster.node_overhead_s)
+        # routing_obs's constants: fixed link cost per node; c_fast, c_slow, overhead.
+        self._consts = np.zeros((2, max(N, 6)))
+        self._consts[0, :N] = self._fixed
+        self._consts[1, :6] = (self.layout.c_fast, self.layout.c_slow,
+                               self.cluster.node_overhead_s, self._mean_lookups,
+                               self._mean_resp, self.capacity_qps)
+        self._flat: np.ndarray | None = None  # the node rows of the observation, when jitted
+        self._flat_given = False  # _obs returned views of it already
+        self._extra = np.empty(0, dtype=np.float32)  # and the shard, size, request, rates
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -564,7 +576,36 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
             self._rate = self._rate * decay + 1.0 / self.rate_window_s
             self._rate_t = now
-        self._finish = self._predict_finish()
+        if shard_jit.AVAILABLE:
+            self._finish = self._predict_finish_jit()
+        else:
+            self._flat = None
+            self._finish = self._predict_finish()
+
+    def _predict_finish_jit(self) -> np.ndarray:
+        """:meth:`_predict_finish` and the node rows of :meth:`_obs` (clipped, float32, into
+        a new ``self._flat``) in one compiled pass (:func:`envs.sim.shard_jit.routing_obs`:
+        the same operations on every node, so the same bits)."""
+        sim = self.sim
+        assert sim is not None and sim.pending is not None
+        sub = sim.pending
+        rate_key = (sim, sim.link_version)
+        if rate_key != self._rate_key:
+            np.multiply(self._bps, sim.link_factor, out=self._rate_n)
+            self._t_up.clear()
+            self._rate_key = rate_key
+        self._node_key = None  # the incremental buffers of _predict_finish are not kept
+        self._routed.clear()
+        flat = self._flat = np.empty((10, self.n_nodes), dtype=np.float32)
+        extra = self._extra = np.empty(self.n_shards + 5, dtype=np.float32)
+        self._flat_given = False
+        shard_jit.routing_obs(sim.events.now, sub.shard, sub.d_tracked, sub.d_untracked,
+                              sub.lookups, sub.req_bytes, sub.resp_bytes, sub.req.inv_sla,
+                              sim.row_hit, sim._lb_bytes, sim._lb_t, sim._lb_rate,
+                              sim.service_end, sim.work_s, sim.outstanding, sim.node_features,
+                              self._rate_n, self._consts, self._holds_f, self._fin, flat,
+                              extra, sim.fanout_left_count() + 1, self._req_pred, self._rate)
+        return self._fin
 
     def _predict_finish(self) -> np.ndarray:
         """Seconds until the pending sub-request's response would be back, per node.
@@ -650,8 +691,21 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         assert sim is not None and sim.pending is not None
         sub = sim.pending
-        req = sub.req
-        inv_sla = req.inv_sla  # 1 / max(deadline - arrival, 1e-9)
+        flat = self._flat
+        if flat is not None:  # _predict_finish_jit filled it at this instant
+            extra = self._extra
+            if self._flat_given:  # a second call: its arrays must not alias the first's
+                flat, extra = flat.copy(), extra.copy()
+            self._flat_given = True
+            S = self.n_shards
+            obs = {"queue": flat[0], "work": flat[1], "link": flat[2], "hit": flat[3],
+                   "hit_shard": flat[4], "occupancy": flat[5], "slow": flat[6], "up": flat[7],
+                   "holds": flat[8], "finish": flat[9], "shard": extra[:S],
+                   "size": extra[S:S + 2], "request": extra[S + 2:S + 4],
+                   "rates": extra[S + 4:]}
+            self._last_obs = obs
+            return obs
+        inv_sla = sub.req.inv_sla  # 1 / max(deadline - arrival, 1e-9)
         s = sub.shard
         holds = self._holds_f[s]
         vals = self._vals
@@ -674,6 +728,11 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         mul(self._fin, inv_sla, vals[9])
         flat = np.empty(vals.shape, dtype=np.float32)
         _clip_ufunc(vals, 0.0, _CLIP, out=flat, casting="unsafe")
+        return self._obs_dict(flat, sim, sub, inv_sla)
+
+    def _obs_dict(self, flat: np.ndarray, sim: ShardSim, sub: Any, inv_sla: float) -> Obs:
+        """The observation from its clipped node rows ``flat`` ((10, N) float32, new)."""
+        s = sub.shard
         left = sim.fanout_left_count() + 1
         ex = np.array([_clip(sub.lookups / self._mean_lookups),
                        _clip(sub.resp_bytes / self._mean_resp), _clip(left / self.n_shards),
@@ -723,32 +782,49 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         sub = sim.sub
         req = sim.req
         # The request summary only changes with an event, time or a failed request (a shed
-        # or an unroutable sub-request): reuse it between the decisions of one request.
+        # or an unroutable sub-request): reuse it between the decisions of one request, and
+        # so every entry that changes only with those; the others are refreshed below.
         key = (sim, sim.events_handled, now, req.dropped_failed)
-        if key != self._summary_key:
-            self._summary, self._summary_key = req.summary(now), key
-        summary = self._summary
-        lookups = sim.cache_lookups_total
-        mean_link, max_link = sim.link_utilization(now)
-        req_dropped = (req.dropped_rejected + req.dropped_overflow + req.dropped_expired
-                       + req.dropped_failed)
+        mean_link, max_link = sim.link_utilization(now)  # a link's first message at `now`
         sub_dropped = (sub.dropped_rejected + sub.dropped_overflow + sub.dropped_expired
                        + sub.dropped_failed)
-        return {
-            **summary,
-            # Requests, end to end (sla_attainment, goodput and latencies above are theirs).
-            "requests_arrived": req.arrived, "requests_completed": req.completed,
-            "requests_good": req.good, "requests_dropped": req_dropped,
-            "requests_in_system": req.arrived - req.completed - req_dropped,
-            "dense_utilization": summary["utilization"],
-            # Sub-requests: the decision unit, so the conservation law is in these.
-            "arrived": sub.arrived, "completed": sub.completed, "good": sub.good,
-            "late": sub.completed - sub.good, "dropped": sub_dropped,
-            "dropped_rejected": sub.dropped_rejected, "dropped_overflow": sub.dropped_overflow,
-            "dropped_expired": sub.dropped_expired, "dropped_failed": sub.dropped_failed,
-            "in_system": sub.arrived - sub.completed - sub_dropped, "retried": sim.sub_retried,
-            "utilization": sum(sub.busy_s) / (self.n_nodes * now) if now > 0 else 0.0,
-            "cache_hit_rate": sim.cache_hits_total / lookups if lookups else 0.0,
-            "link_utilization": mean_link, "link_utilization_max": max_link,
-            "capacity_qps": self.capacity_qps, "invalid_actions": self._invalid,
-        }
+        base = self._info_base
+        if key != self._summary_key or base is None:
+            self._summary, self._summary_key = req.summary(now), key
+            summary = self._summary
+            lookups = sim.cache_lookups_total
+            req_dropped = (req.dropped_rejected + req.dropped_overflow + req.dropped_expired
+                           + req.dropped_failed)
+            base = self._info_base = {
+                **summary,
+                # Requests, end to end (sla_attainment, goodput and latencies are theirs).
+                "requests_arrived": req.arrived, "requests_completed": req.completed,
+                "requests_good": req.good, "requests_dropped": req_dropped,
+                "requests_in_system": req.arrived - req.completed - req_dropped,
+                "dense_utilization": summary["utilization"],
+                # Sub-requests: the decision unit, so the conservation law is in these.
+                "arrived": sub.arrived, "completed": sub.completed, "good": sub.good,
+                "late": sub.completed - sub.good, "dropped": sub_dropped,
+                "dropped_rejected": sub.dropped_rejected,
+                "dropped_overflow": sub.dropped_overflow,
+                "dropped_expired": sub.dropped_expired, "dropped_failed": sub.dropped_failed,
+                "in_system": sub.arrived - sub.completed - sub_dropped,
+                "retried": sim.sub_retried,
+                "utilization": sum(sub.busy_s) / (self.n_nodes * now) if now > 0 else 0.0,
+                "cache_hit_rate": sim.cache_hits_total / lookups if lookups else 0.0,
+                "link_utilization": mean_link, "link_utilization_max": max_link,
+                "capacity_qps": self.capacity_qps, "invalid_actions": self._invalid,
+            }
+            return base.copy()
+        # Between events at one instant only routing, shedding and unroutable sub-requests
+        # change the state: the sub-request counts, and the links a message joined.
+        info = base.copy()
+        info["arrived"] = sub.arrived
+        info["dropped"] = sub_dropped
+        info["dropped_rejected"] = sub.dropped_rejected
+        info["dropped_failed"] = sub.dropped_failed
+        info["in_system"] = sub.arrived - sub.completed - sub_dropped
+        info["link_utilization"] = mean_link
+        info["link_utilization_max"] = max_link
+        info["invalid_actions"] = self._invalid
+        return info

@@ -10,6 +10,7 @@ from gymnasium import spaces
 
 from envs.rewards import Outcome
 from envs.shard import ShardRoutingEnv, _clip, _clip_ufunc
+from envs.sim import shard_jit
 from envs.sim.shard import ShardSim
 
 Obs = dict[str, np.ndarray]
@@ -196,7 +197,8 @@ class ShardPlacementEnv(ShardRoutingEnv):
                 started = 1
         self._started += started
         req = sim.pending.req
-        fixed, bps = self._fixed_list, self._bps_list
+        fixed, bps = ((self._fixed, self._bps) if shard_jit.AVAILABLE
+                      else (self._fixed_list, self._bps_list))
         # The latency-predictive rule: min(valid, key=(predict_finish(sub)[k], k)).
         while sim.pending is not None and sim.pending.req is req:
             sim.route(sim.earliest_replica(sim.pending, fixed, bps))
@@ -224,6 +226,9 @@ class ShardPlacementEnv(ShardRoutingEnv):
         node's state changes (do not modify)."""
         if self._pmask_key is not None and self._pmask_key[0] is sim and (
                 self._pmask_key[1] == sim.topology_version):
+            return self._pmask
+        if shard_jit.AVAILABLE:
+            self._topology_jit(sim)
             return self._pmask
         N, S = self.n_nodes, self.n_shards
         mask = np.zeros(1 + S * N, dtype=bool)
@@ -253,19 +258,22 @@ class ShardPlacementEnv(ShardRoutingEnv):
         work = np.zeros(self.n_shards)
         req = sim.pending.req
         row_hit = sim.row_hit
+        rh_t = row_hit.T.tolist()  # (S, N) as floats
         overhead = self.cluster.node_overhead_s
         c_fast, c_slow = self.layout.c_fast, self.layout.c_slow
         for sub in (sim.pending, *sim.fanout_left()):
             if sub.req is req:  # the nominal service at the replicas' mean hit estimate
                 s = sub.shard
                 reps = sim.replicas[s] or [0]
-                hit = _mean([float(row_hit[n, s]) for n in reps], row_hit, reps, s)
+                rh = rh_t[s]
+                hit = _mean([rh[n] for n in reps], row_hit, reps, s)
                 miss = sub.d_tracked * (1.0 - hit) + sub.d_untracked
                 work[s] = overhead + max(c_fast * (sub.lookups - miss), c_slow * miss)
         self._demand = self._demand * decay + work / self.rate_window_s
         busy = np.asarray(sim.sub.busy_s)
         if now > self._util_t:
-            inst = np.clip((busy - self._busy_prev) / (now - self._util_t), 0.0, 1.0)
+            inst = (busy - self._busy_prev) / (now - self._util_t)
+            _clip_ufunc(inst, 0.0, 1.0, out=inst)  # np.clip without its wrapper
             w = 1.0 - decay
             self._util = self._util * (1.0 - w) + inst * w
             self._busy_prev = busy
@@ -277,6 +285,9 @@ class ShardPlacementEnv(ShardRoutingEnv):
         state (cached per :attr:`ShardSim.topology_version`; callers copy them)."""
         key = self._tobs_key
         if key is not None and key[0] is sim and key[1] == sim.topology_version:
+            return self._tobs
+        if shard_jit.AVAILABLE:
+            self._topology_jit(sim)
             return self._tobs
         N = self.n_nodes
         up = np.asarray(sim.up(), dtype=np.float64)
@@ -292,12 +303,51 @@ class ShardPlacementEnv(ShardRoutingEnv):
         self._tobs_key = (sim, sim.topology_version)
         return self._tobs
 
+    def _topology_jit(self, sim: ShardSim) -> None:
+        """:meth:`_placement_mask` and :meth:`_topology_obs` in one compiled pass
+        (:func:`envs.sim.shard_jit.placement_topology`), both cached."""
+        N, S = self.n_nodes, self.n_shards
+        mask = np.empty(1 + S * N, dtype=bool)
+        f32 = np.empty(2 * S * N + S + 2 * N, dtype=np.float32)
+        live = np.empty(S, dtype=np.int64)
+        holds_f, loading_f = f32[:S * N], f32[S * N:2 * S * N]
+        replicas, slots, up = (f32[2 * S * N:2 * S * N + S], f32[2 * S * N + S:-N],
+                               f32[-N:])
+        shard_jit.placement_topology(sim.holds, sim.loading, sim.up(), self.max_shards,
+                                     self.min_replicas, mask, holds_f, loading_f, replicas,
+                                     slots, up, live)
+        key = (sim, sim.topology_version)
+        self._pmask, self._pmask_key = mask, key
+        self._tobs = {"holds": holds_f, "loading": loading_f, "replicas": replicas,
+                      "slots": slots, "up": up, "live": live}
+        self._tobs_key = key
+
     def _obs(self) -> Obs:
         sim = self.sim
         assert sim is not None and sim.pending is not None
         req = sim.pending.req
         inv_sla = req.inv_sla  # 1 / max(deadline - arrival, 1e-9)
         topo = self._topology_obs(sim)
+        if shard_jit.AVAILABLE:
+            S, N = self.n_shards, self.n_nodes
+            f = np.empty(S + 3 * N, dtype=np.float32)
+            shard_jit.placement_obs(self._demand, topo["live"], sim.outstanding,
+                                    sim.service_end, sim.work_s, sim.events.now, inv_sla,
+                                    self._util, f)
+            obs = {
+                "holds": topo["holds"].copy(),
+                "loading": topo["loading"].copy(),
+                "demand": f[:S],
+                "replicas": topo["replicas"].copy(),
+                "queue": f[S:S + N],
+                "work": f[S + N:S + 2 * N],
+                "util": f[S + 2 * N:],
+                "slots": topo["slots"].copy(),
+                "up": topo["up"].copy(),
+                "rates": np.array([_clip(self._rate / self.capacity_qps)], dtype=np.float32),
+            }
+            self._last_obs = obs
+            return obs
         obs = {
             "holds": topo["holds"].copy(),
             "loading": topo["loading"].copy(),

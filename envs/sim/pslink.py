@@ -106,7 +106,11 @@ class PsLink:
 
     def pop_done(self, now: float) -> list[Any]:
         """The messages finished by ``now`` (removed from the link)."""
-        self._sync(now)
+        dt = now - self.t  # self._sync(now), inlined
+        if dt > 0.0 and self.n:
+            self.v += dt * self.payload_bps * self.factor / self.n
+            self.busy_s += dt
+        self.t = now
         heap = self._heap
         done = []
         limit = self.v + _EPS_BYTES
@@ -141,10 +145,12 @@ class PsLink:
         if not heap or self.factor <= 0.0:
             done = float("inf")
         else:
-            done = self.t + max(heap[0][0] - self.v, 0.0) / (full / n)
+            x = heap[0][0] - self.v
+            done = self.t + (0.0 if 0.0 > x else x) / (full / n)  # max(x, 0.0)
         dt = now - self.t
         v = self.v + (dt * self.payload_bps * self.factor / n if dt > 0 else 0.0)
-        return done, max(self._sum_finish - n * v, 0.0), full
+        x = self._sum_finish - n * v
+        return done, (0.0 if 0.0 > x else x), full
 
     def outstanding_bytes(self, now: float) -> float:
         """Payload bytes still to send over all messages in flight."""

@@ -46,9 +46,11 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from heapq import heappop, heappush
 
 import numpy as np
 
+from envs.sim import shard_jit
 from envs.sim.core import Event, EventQueue
 from envs.sim.metrics import Counters
 from envs.sim.pslink import PsLink
@@ -377,11 +379,13 @@ class ShardLayout:
             else:
                 pinned_look[table_shard[tp]] += n_t[tp]
         self.pinned_lookups = pinned_look
+        self.pinned_lookups_list: list[int] = pinned_look.tolist()
         if not spec.row_wise:
             cached_look = np.bincount(self.c_shard, weights=self.c_n, minlength=S)
             self.cached_lookups_tw = cached_look.astype(np.int64)
             #: Lookups of each shard's sub-request (table-wise: the same every request).
             self.lookups_tw: list[int] = (pinned_look + self.cached_lookups_tw).tolist()
+        self._c_shard_n = list(zip(self.c_shard.tolist(), self.c_n.tolist(), strict=True))
         #: Lookups of one request.
         self.lookups_per_request = int(n_t.sum())
         # Messages: ids out, pooled rows back (one pooled vector per sample and table).
@@ -396,6 +400,15 @@ class ShardLayout:
             if seg_pinned[j]:
                 pinned_rows[seg_shard[j]] += seg_rows[j]
         self.pinned_bytes = (self.holds @ pinned_rows) * spec.row_bytes
+
+
+    def untracked_tw(self, m: np.ndarray) -> list[int]:
+        """Table-wise: lookups of untracked rows per shard when cached table ``i`` has
+        ``m[i]`` tracked ones (``bincount(c_shard, weights=c_n - m)``, in integers)."""
+        out = [0] * self.spec.n_shards
+        for (s, n), k in zip(self._c_shard_n, m.tolist(), strict=True):
+            out[s] += n - k
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -847,9 +860,14 @@ class ShardSim:
         q = self.events
         if draining and not (self._subs or self._reqs):
             return False
-        if not q.heap:
+        heap = q.heap
+        if not heap:
             return False
-        ev = q.pop()
+        while True:  # q.pop(), inlined
+            t, _, _, ev = heappop(heap)
+            if not ev.cancelled:
+                q.now = t
+                break
         self.events_handled += 1
         kind = ev.kind
         now = q.now
@@ -907,6 +925,8 @@ class ShardSim:
         same cold row of a multi-million-row table within one sub-request are rare). Pinned
         tables' lookups are only counted (always served from the fast tier).
         """
+        if shard_jit.AVAILABLE:
+            return self._make_subrequests_jit(req, fanout)
         spec = self.spec
         lay = self.lay
         S = self.n_shards
@@ -957,6 +977,57 @@ class ShardSim:
         tracked = key.searchsorted(base).tolist()  # lookup positions of each shard
         bl = bounds.tolist()
         untracked_l = untracked.tolist()
+        resp = lay.resp_bytes_list
+        header, id_bytes = spec.header_bytes, spec.id_bytes
+        out = []
+        sid = self._next_sub
+        for s in range(fanout):
+            a, b = bl[s], bl[s + 1]
+            n_look = lookups[s]
+            out.append(SubRequest(sid + s, req, s, rel[a:b], counts[a:b], untracked_l[s],
+                                  n_look, header + n_look * id_bytes, resp[s],
+                                  tracked[s + 1] - tracked[s]))
+        self._next_sub = sid + fanout
+        return out
+
+    def _make_subrequests_jit(self, req: Request, fanout: int) -> list[SubRequest]:
+        """:meth:`_make_subrequests` with the array work in compiled kernels
+        (:mod:`envs.sim.shard_jit`): the same draws, the same power and sort, the same
+        results."""
+        spec = self.spec
+        lay = self.lay
+        S = self.n_shards
+        rng = self.rng
+        m = rng.binomial(lay.c_n, lay.c_ptracked)
+        n = int(m.sum())
+        norm: np.ndarray = lay.c_norm_d
+        u: np.ndarray = rng.random(n, dtype=norm.dtype)
+        if lay.c_power is None:
+            x = np.exp(u * norm.repeat(m))
+        else:
+            shard_jit.scale_draws(u, m, norm)
+            x = np.power(u, lay.c_power, out=u)
+        key = np.empty(n, dtype=lay.key_dtype)
+        if spec.row_wise:
+            shard_jit.row_keys(x, m, lay.c_ub, lay.c_gseg, S, key)
+            untracked_l = rng.multinomial(int((lay.c_n - m).sum()), lay.row_pvals).tolist()
+        else:
+            shard_jit.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
+            untracked_l = lay.untracked_tw(m)
+        key.sort()
+        rel = np.empty(n, dtype=np.int64)
+        counts = np.empty(n, dtype=np.intp)
+        bounds = np.empty(S + 1, dtype=np.int64)
+        tracked_a = np.empty(S + 1, dtype=np.int64)
+        shard_jit.split_sorted(key, lay.shard_base, rel, counts, bounds, tracked_a)
+        bl = bounds.tolist()
+        tracked = tracked_a.tolist()
+        if spec.row_wise:
+            pinned = lay.pinned_lookups_list
+            lookups = [pinned[s] + (tracked[s + 1] - tracked[s]) + untracked_l[s]
+                       for s in range(S)]
+        else:
+            lookups = lay.lookups_tw
         resp = lay.resp_bytes_list
         header, id_bytes = spec.header_bytes, spec.id_bytes
         out = []
@@ -1050,7 +1121,14 @@ class ShardSim:
         events = self.events
         now = events.now
         t, left, rate = link.state(now)
-        link.event = events.schedule(t, LINK_DONE, lid) if t < _INF else None
+        if t < _INF:  # events.schedule(t, LINK_DONE, lid), inlined
+            if t < now:
+                raise ValueError(f"cannot schedule at {t} before now={now}")
+            ev = link.event = Event(t, LINK_DONE, lid)
+            events._seq += 1
+            heappush(events.heap, (t, 0, events._seq, ev))
+        else:
+            link.event = None
         i = (lid & 1) * self.n_nodes + (lid >> 1)
         self._lb_bytes[i] = left
         self._lb_t[i] = now
@@ -1096,19 +1174,30 @@ class ShardSim:
         w = float(work_s[node]) - sub.est_s
         work_s[node] = w if w > 1e-15 else 0.0
         shard = sub.shard
-        hits, misses = nd.cache.access(sub.keys, sub.counts, self._key_off_list[node][shard],
-                                       sub.tracked_lookups)
-        self._set_cache_size(node, nd.cache.size)
+        cache = nd.cache
+        hits, misses = cache.access(sub.keys, sub.counts, self._key_off_list[node][shard],
+                                    sub.tracked_lookups)
+        # self._set_cache_size(node, cache.size), inlined
+        size = cache.size
+        self._cache_size[node] = size
+        full = self._occ_full[node]
+        self._occ[node] = ((self._occ_pinned[node] + float(size) * self.spec.row_bytes) / full
+                           if full > 0 else 0.0)
         slow_reads = misses + sub.d_untracked
         lay = self.lay
-        nominal = self.spec.node_overhead_s + max(lay.c_fast * (sub.lookups - slow_reads),
-                                                  lay.c_slow * slow_reads)
+        fast, slow_ = lay.c_fast * (sub.lookups - slow_reads), lay.c_slow * slow_reads
+        nominal = self.spec.node_overhead_s + (slow_ if slow_ > fast else fast)  # max()
         slow = nd.slow
         service = nominal * slow
         nd.serving = sub
         end = now + service
         self.service_end[node] = end
-        nd.service_event = self.events.schedule(end, SERVICE_DONE, node)
+        events = self.events
+        if end < events.now:  # events.schedule(end, SERVICE_DONE, node), inlined
+            raise ValueError(f"cannot schedule at {end} before now={events.now}")
+        ev = nd.service_event = Event(end, SERVICE_DONE, node)
+        events._seq += 1
+        heappush(events.heap, (end, 0, events._seq, ev))
         self.sub.busy_s[node] += service
         # What the node reports back with the response (seen by the router on delivery).
         a = self.ewma
@@ -1327,19 +1416,29 @@ class ShardSim:
         t_up = fixed_s + sub.resp_bytes / rate
         return t_down + (self.remaining_work(now) + svc) * self.measured_slow + t_up
 
-    def earliest_replica(self, sub: SubRequest, fixed_s: Sequence[float],
-                         bps: Sequence[float]) -> int:
+    def earliest_replica(self, sub: SubRequest, fixed_s: Sequence[float] | np.ndarray,
+                         bps: Sequence[float] | np.ndarray) -> int:
         """``min(valid_nodes(sub.shard), key=lambda k: (predict_finish(...)[k], k))``.
 
         The prediction of :meth:`predict_finish` for the live replicas only, in plain floats
         (the same operations in the same order, so the same bits); ``fixed_s`` and ``bps``
-        are per-node lists. Raises ``ValueError`` (from ``min``) when no replica is live.
+        are per-node lists (or float64 arrays: then compiled, when numba is there). Raises
+        ``ValueError`` (from ``min``) when no replica is live.
         """
         now = self.events.now
         s = sub.shard
         lay = self.lay
         c_fast, c_slow = lay.c_fast, lay.c_slow
         overhead = self.spec.node_overhead_s
+        if shard_jit.AVAILABLE and type(fixed_s) is np.ndarray and type(bps) is np.ndarray:
+            best = shard_jit.earliest_replica(
+                now, s, sub.d_tracked, sub.d_untracked, sub.lookups, sub.req_bytes,
+                sub.resp_bytes, self.holds, self._up, self.row_hit, self.link_factor,
+                self._lb_bytes, self._lb_t, self._lb_rate, self.service_end, self.work_s,
+                self.measured_slow, fixed_s, bps, c_fast, c_slow, overhead)
+            if best < 0:
+                raise ValueError("min() arg is an empty sequence")
+            return best
         d_tracked, d_untracked, lookups = sub.d_tracked, sub.d_untracked, sub.lookups
         req_bytes, resp_bytes = sub.req_bytes, sub.resp_bytes
         row_hit, link_factor = self.row_hit, self.link_factor

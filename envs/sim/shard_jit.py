@@ -1,0 +1,412 @@
+"""Compiled (numba) kernels of the sharded-serving simulator's hot spots.
+
+Each kernel does what a few numpy calls in :mod:`envs.sim.shard`, :mod:`envs.sim.rowcache` and
+:mod:`envs.shard` do, in one pass and with the same results to the bit: integer work (row-cache
+probes, rank clipping, key building, dedup of sorted keys) is exact; the float arithmetic is the
+same IEEE operations in the same order, element by element (no reductions, no fast-math, so no
+contraction into fused multiply-adds; numpy's error model, so a division by zero gives inf or
+NaN as numpy's does instead of raising). The random draws stay in numpy's ``Generator`` (the
+stream is unchanged), and so do the float32 ``power``/``exp`` of the rank sampling and the sort
+(numpy's SIMD versions; ``libm``'s could round differently).
+
+numba is optional: :data:`AVAILABLE` is False without it (or with ``LDSGYM_NO_JIT=1`` in the
+environment) and callers use their numpy path, which ``tests/test_shard_fastpath.py`` checks
+against these kernels.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+try:  # numba is a dependency, but the simulator must still work without it
+    from numba import njit
+    AVAILABLE = os.environ.get("LDSGYM_NO_JIT", "") in ("", "0")
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    AVAILABLE = False
+
+    def njit(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
+        def wrap(fn: Any) -> Any:
+            return fn
+        return wrap
+
+
+# ------------------------------------------------------------------------------ row caches
+@njit(cache=True, nogil=True, error_model="numpy")
+def lru_access(last1: np.ndarray, alive: np.ndarray, keys: np.ndarray, offset: int,
+               oldest: int, base: int, t: int, cap: int, size: int) -> tuple[int, int, int]:
+    """The array part of :meth:`envs.sim.rowcache.LruRowCache.access` (``n > 0``, ``cap > 0``,
+    ``alive`` already compacted so that ``t - base < len(alive)``).
+
+    Returns:
+        ``(misses, oldest, size)`` after the batch.
+    """
+    n = keys.shape[0]
+    misses = 0
+    for i in range(n):
+        j = offset + keys[i]
+        p = last1[j]
+        if p >= oldest:
+            alive[p - base] -= 1
+        else:
+            misses += 1
+        last1[j] = t
+    alive[t - base] = n
+    size += misses
+    o = oldest
+    while size > cap:
+        size -= alive[o - base]
+        alive[o - base] = 0
+        o += 1
+    return misses, o, size
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def lfu_top(count: np.ndarray, keys: np.ndarray, counts: np.ndarray, offset: int) -> int:
+    """``int((count[offset + keys] + counts.astype(int32)).max())`` (int32 arithmetic)."""
+    top = -(2**31)
+    for i in range(keys.shape[0]):
+        v = int(np.int32(count[offset + keys[i]] + np.int32(counts[i])))
+        if v > top:
+            top = v
+    return top
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def lfu_access(count: np.ndarray, hist: np.ndarray, keys: np.ndarray, counts: np.ndarray,
+               offset: int, theta: int, cap: int, size: int) -> tuple[int, int, int]:
+    """The array part of :meth:`envs.sim.rowcache.LfuRowCache.access` (``n > 0``,
+    ``cap > 0``, ``hist`` long enough for every new count).
+
+    Returns:
+        ``(misses, theta, size)`` after the batch.
+    """
+    misses = 0
+    for i in range(keys.shape[0]):
+        j = offset + keys[i]
+        old = count[j]
+        new = np.int32(old + np.int32(counts[i]))
+        if old < theta:
+            misses += 1
+            if new >= theta:
+                size += 1
+        if old > 0:
+            hist[old] -= 1
+        hist[new] += 1
+        count[j] = new
+    while size > cap:
+        size -= hist[theta]
+        theta += 1
+    return misses, theta, size
+
+
+# ------------------------------------------------------------------------------ lookups
+@njit(cache=True, nogil=True, error_model="numpy")
+def scale_draws(u: np.ndarray, m: np.ndarray, norm: np.ndarray) -> None:
+    """``u = u * norm.repeat(m) + 1`` in place, in ``u``'s dtype (the argument of the power
+    in :meth:`envs.sim.shard.ShardSim._sample_ranks`)."""
+    one = u.dtype.type(1.0)
+    i = 0
+    for t in range(m.shape[0]):
+        c = norm[t]
+        for _ in range(m[t]):
+            u[i] = u[i] * c + one
+            i += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def table_keys(x: np.ndarray, m: np.ndarray, ub: np.ndarray, keyoff: np.ndarray,
+               key: np.ndarray) -> None:
+    """Table-wise request keys: ``keyoff.repeat(m) + clip(int64(x) - 1, 0, ub.repeat(m))``
+    into ``key`` (whose dtype is the key dtype)."""
+    i = 0
+    for t in range(m.shape[0]):
+        u = ub[t]
+        off = keyoff[t]
+        for _ in range(m[t]):
+            k = int(x[i]) - 1
+            if k < 0:
+                k = 0
+            if k > u:
+                k = u
+            key[i] = off + k
+            i += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def row_keys(x: np.ndarray, m: np.ndarray, ub: np.ndarray, gseg: np.ndarray, n_shards: int,
+             key: np.ndarray) -> None:
+    """Row-wise request keys: rank ``k`` (as :func:`table_keys`) of cached table ``t`` is
+    key ``gseg[t * S + k % S] + k // S``."""
+    i = 0
+    S = n_shards
+    for t in range(m.shape[0]):
+        u = ub[t]
+        row = t * S
+        for _ in range(m[t]):
+            k = int(x[i]) - 1
+            if k < 0:
+                k = 0
+            if k > u:
+                k = u
+            key[i] = gseg[row + k % S] + k // S
+            i += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.ndarray,
+                 bounds: np.ndarray, tracked: np.ndarray) -> int:
+    """``np.unique(key, return_counts=True)`` of sorted ``key`` split at ``base`` (shard
+    ``s``'s keys are ``base[s] <= key < base[s + 1]``): ``rel`` gets each distinct key minus
+    its shard's base, ``counts`` its lookups, ``bounds[s]`` the first distinct key of shard
+    ``s``, ``tracked[s]`` its first lookup (both ``searchsorted(base)``).
+
+    Returns:
+        The number of distinct keys.
+    """
+    n = key.shape[0]
+    nb = base.shape[0]
+    if n == 0:
+        for s in range(nb):
+            bounds[s] = 0
+            tracked[s] = 0
+        return 0
+    # Distinct keys and their first lookup, without data-dependent branches (random keys
+    # would mispredict them): every lookup writes its key's slot, a new key moves on.
+    u = 0
+    start = 0
+    prev = key[0]
+    rel[0] = key[0]
+    for i in range(n):
+        k = key[i]
+        new = k != prev
+        u += new
+        start = i if new else start
+        rel[u] = k
+        counts[u] = i + 1 - start
+        prev = k
+    u += 1
+    # Shard boundaries: binary searches (searchsorted, side="left").
+    for s in range(nb):
+        b = base[s]
+        lo, hi = 0, u
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if rel[mid] < b:
+                lo = mid + 1
+            else:
+                hi = mid
+        bounds[s] = lo
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if key[mid] < b:
+                lo = mid + 1
+            else:
+                hi = mid
+        tracked[s] = lo
+    for s in range(nb - 1):
+        b = base[s]
+        for j in range(bounds[s], bounds[s + 1]):
+            rel[j] -= b
+    return u
+
+
+# ------------------------------------------------------------------------------ observation
+@njit(cache=True, nogil=True, error_model="numpy")
+def routing_obs(now: float, s: int, d_tracked: int, d_untracked: int, lookups: int,
+                req_bytes: float, resp_bytes: float, inv_sla: float, row_hit: np.ndarray,
+                lb_bytes: np.ndarray, lb_t: np.ndarray, lb_rate: np.ndarray,
+                service_end: np.ndarray, work_s: np.ndarray, outstanding: np.ndarray,
+                feat: np.ndarray, rate: np.ndarray, consts: np.ndarray, holds: np.ndarray,
+                fin: np.ndarray, out: np.ndarray, extra: np.ndarray, left: int,
+                req_pred: float, req_rate: float) -> None:
+    """The predicted finish of every node (into ``fin``) and the node rows of the
+    ``ShardRouting`` observation, clipped to [0, 10], into ``out`` ((10, N) float32):
+    the formulas of :meth:`envs.shard.ShardRoutingEnv._predict_finish` and ``_obs``.
+
+    ``rate`` is the link payload rate now per node, ``consts`` rows are the per-node fixed
+    link cost and ``(c_fast, c_slow, overhead, mean lookups, mean response bytes, capacity)``
+    in the first columns of row 1. ``extra`` ((S + 5,) float32) gets the one-hot shard and
+    the clipped ``size``, ``request`` and ``rates`` entries (``left``: sub-requests of the
+    request still to route, this one too; ``req_rate``: the recent request rate).
+    """
+    N = fin.shape[0]
+    c_fast = consts[1, 0]
+    c_slow = consts[1, 1]
+    overhead = consts[1, 2]
+    S = extra.shape[0] - 5
+    for j in range(S):
+        extra[j] = 0.0
+    extra[s] = 1.0
+    _put1(extra, S, lookups / consts[1, 3])
+    _put1(extra, S + 1, resp_bytes / consts[1, 4])
+    _put1(extra, S + 2, left / S)
+    _put1(extra, S + 3, req_pred * inv_sla)
+    _put1(extra, S + 4, req_rate / consts[1, 5])
+    dt = np.float64(d_tracked)
+    du = np.float64(d_untracked)
+    lk = np.float64(lookups)
+    for n in range(N):
+        # link bytes in flight (np.maximum(x, 0.0): x if x > 0 or x is NaN, else 0.0)
+        x = lb_bytes[n] - (now - lb_t[n]) * lb_rate[n]
+        down = x if x > 0.0 or x != x else 0.0
+        x = lb_bytes[N + n] - (now - lb_t[N + n]) * lb_rate[N + n]
+        up = x if x > 0.0 or x != x else 0.0
+        x = service_end[n] - now
+        rw = (x if x > 0.0 or x != x else 0.0) + work_s[n]
+        rh = row_hit[n, s]
+        miss = (1.0 - rh) * dt + du
+        fast = (lk - miss) * c_fast
+        slow_ = miss * c_slow
+        svc = (fast if fast > slow_ or fast != fast else slow_) + overhead
+        r = rate[n]
+        fixed = consts[0, n]
+        t_down = (down + req_bytes) / r + fixed
+        t_up = resp_bytes / r + fixed
+        ms = feat[2, n]
+        f = t_down + (svc + rw) * ms
+        f = f + t_up
+        fin[n] = f
+        h = holds[s, n]
+        _put(out, 0, n, outstanding[n] / 8.0)
+        _put(out, 1, n, rw * ms * inv_sla)
+        _put(out, 2, n, (down + up) / r * inv_sla)
+        _put(out, 3, n, feat[0, n])
+        _put(out, 4, n, rh * h)
+        _put(out, 5, n, feat[1, n])
+        _put(out, 6, n, feat[2, n])
+        _put(out, 7, n, feat[3, n])
+        _put(out, 8, n, h)
+        _put(out, 9, n, f * inv_sla)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _put(out: np.ndarray, r: int, n: int, x: float) -> None:
+    """``out[r, n] = float32(np.clip(x, 0, 10))`` (NaN and -0.0 pass through)."""
+    out[r, n] = np.float32(0.0 if x < 0.0 else (10.0 if x > 10.0 else x))
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _put1(out: np.ndarray, i: int, x: float) -> None:
+    """``out[i] = float32(np.clip(x, 0, 10))`` (NaN and -0.0 pass through)."""
+    out[i] = np.float32(0.0 if x < 0.0 else (10.0 if x > 10.0 else x))
+
+
+# ------------------------------------------------------------------------------ placement
+@njit(cache=True, nogil=True, error_model="numpy")
+def placement_topology(holds: np.ndarray, loading: np.ndarray, up: np.ndarray,
+                       max_shards: int, min_replicas: int, mask: np.ndarray,
+                       holds_f: np.ndarray, loading_f: np.ndarray, replicas_f: np.ndarray,
+                       slots_f: np.ndarray, up_f: np.ndarray, live: np.ndarray) -> None:
+    """``ShardPlacement``'s action mask and the topology parts of its observation (see
+    ``ShardPlacementEnv._placement_mask`` and ``_topology_obs``) from ``holds`` and
+    ``loading`` ``(N, S)`` and ``up`` ``(N,)``; counts are integers, so exact."""
+    N, S = holds.shape
+    mask[0] = True
+    for n in range(N):
+        used = 0
+        for s in range(S):
+            used += holds[n, s] + loading[n, s]
+        ok = up[n] and used < max_shards
+        x = used / max_shards
+        slots_f[n] = np.float32(0.0 if x < 0.0 else (1.0 if x > 1.0 else x))
+        up_f[n] = np.float32(1.0 if up[n] else 0.0)
+        for s in range(S):
+            mask[1 + s * N + n] = ok and not holds[n, s] and not loading[n, s]
+    for s in range(S):
+        total = 0
+        lv = 0
+        for n in range(N):
+            h = holds[n, s]
+            total += h
+            lv += h and up[n]
+            holds_f[s * N + n] = np.float32(1.0 if h else 0.0)
+            loading_f[s * N + n] = np.float32(1.0 if loading[n, s] else 0.0)
+        x = total / N
+        replicas_f[s] = np.float32(0.0 if x < 0.0 else (1.0 if x > 1.0 else x))
+        live[s] = lv if lv > 1 else 1
+        if total - 1 >= min_replicas:
+            for n in range(N):
+                if holds[n, s] and lv - (1 if up[n] else 0) >= 1:
+                    mask[1 + s * N + n] = True
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def earliest_replica(now: float, s: int, d_tracked: int, d_untracked: int, lookups: int,
+                     req_bytes: float, resp_bytes: float, holds: np.ndarray,
+                     up: np.ndarray, row_hit: np.ndarray, link_factor: np.ndarray,
+                     lb_bytes: np.ndarray, lb_t: np.ndarray, lb_rate: np.ndarray,
+                     service_end: np.ndarray, work_s: np.ndarray, slow: np.ndarray,
+                     fixed: np.ndarray, bps: np.ndarray,
+                     c_fast: float, c_slow: float, overhead: float) -> int:
+    """:meth:`envs.sim.shard.ShardSim.earliest_replica` (the same float operations in the
+    same order) over the live replicas: the nodes ``k`` with ``holds[k, s]`` and ``up[k]``,
+    in increasing order (the least ``(t, k)`` does not depend on the order); -1 when there
+    is none."""
+    best = -1
+    best_t = 0.0
+    for k in range(holds.shape[0]):
+        if not (holds[k, s] and up[k]):
+            continue
+        miss = d_tracked * (1.0 - row_hit[k, s]) + d_untracked
+        fast = c_fast * (lookups - miss)
+        slow_ = c_slow * miss
+        svc = overhead + (fast if fast > slow_ or fast != fast else slow_)
+        rate = bps[k] * link_factor[k]
+        left = lb_bytes[k] - (now - lb_t[k]) * lb_rate[k]
+        t_down = fixed[k] + ((left if left > 0.0 or left != left else 0.0) + req_bytes) / rate
+        t_up = fixed[k] + resp_bytes / rate
+        x = service_end[k] - now
+        rw = (x if x > 0.0 or x != x else 0.0) + work_s[k]
+        t = t_down + (rw + svc) * slow[k] + t_up
+        if best < 0 or t < best_t or (t == best_t and k < best):
+            best = k
+            best_t = t
+    return best
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def placement_obs(demand: np.ndarray, live: np.ndarray, outstanding: np.ndarray,
+                  service_end: np.ndarray, work_s: np.ndarray, now: float, inv_sla: float,
+                  util: np.ndarray, out: np.ndarray) -> None:
+    """``ShardPlacement``'s ``demand`` (S), ``queue``, ``work`` and ``util`` (N each) entries,
+    clipped and float32, into ``out`` in that order (see ``ShardPlacementEnv._obs``)."""
+    S = demand.shape[0]
+    N = outstanding.shape[0]
+    for s in range(S):
+        _put1(out, s, demand[s] / live[s])
+    for n in range(N):
+        _put1(out, S + n, outstanding[n] / 8.0)
+        x = service_end[n] - now
+        _put1(out, S + N + n, ((x if x > 0.0 or x != x else 0.0) + work_s[n]) * inv_sla)
+        u = util[n]
+        out[S + 2 * N + n] = np.float32(0.0 if u < 0.0 else (1.0 if u > 1.0 else u))
+
+
+_WARM = False
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernels that a shard env first calls inside
+    ``step`` (the others run in ``reset``), once per process, so that no step pays for it."""
+    global _WARM
+    if _WARM or not AVAILABLE:
+        return
+    _WARM = True
+    i64, f64 = np.ones(2, dtype=np.int64), np.ones(2)
+    keys, counts = np.arange(2, dtype=np.int64), np.ones(2, dtype=np.intp)
+    lru_access(np.zeros(4, dtype=np.int32), np.zeros(8, dtype=np.int64), keys, 0, 1, 1, 1,
+               4, 0)
+    count = np.zeros(4, dtype=np.int32)
+    lfu_top(count, keys, counts, 0)
+    lfu_access(count, np.zeros(8, dtype=np.int64), keys, counts, 0, 1, 4, 0)
+    holds, up = np.ones((2, 2), dtype=bool), np.ones(2, dtype=bool)
+    f32 = np.zeros(2, dtype=np.float32)
+    placement_topology(holds, holds.copy(), up, 2, 1, np.zeros(5, dtype=bool), f32, f32, f32,
+                       f32, f32, i64)
+    for req_bytes in (0, 0.0):
+        earliest_replica(0.0, 0, 1, 1, 1, req_bytes, 1.0, holds, up, np.zeros((2, 2)), f64,
+                         f64, f64, f64, f64, f64, f64, f64, f64, 1.0, 1.0, 1.0)

@@ -1,0 +1,173 @@
+"""The compiled kernels of :mod:`envs.sim.shard_jit` and the numpy paths they replace agree.
+
+Every caller keeps its numpy path for when numba is missing (``shard_jit.AVAILABLE`` False);
+each test runs both and wants the same bits: row-cache state, sub-requests, and whole
+trajectories of the shard envs.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers the ids)
+from envs.sim import shard_jit
+from envs.sim.rowcache import LfuRowCache, LruRowCache
+
+pytestmark = pytest.mark.skipif(not shard_jit.AVAILABLE, reason="numba not available")
+
+_FAULTS = [
+    {"start_ms": 5, "duration_ms": 30, "target": 1, "kind": "link", "mode": "fail"},
+    {"start_ms": 20, "duration_ms": 50, "target": 2, "kind": "link", "mode": "slow",
+     "factor": 3},
+    {"start_ms": 10, "duration_ms": 40, "target": 3, "kind": "node", "mode": "slow"},
+    {"start_ms": 30, "duration_ms": 20, "target": 4, "kind": "node", "mode": "fail"},
+]
+
+
+def _state(cache: LruRowCache | LfuRowCache) -> list[object]:
+    out: list[object] = []
+    for name in type(cache).__slots__:
+        v = getattr(cache, name)
+        out.append(v.tobytes() if isinstance(v, np.ndarray) else v)
+    return out
+
+
+@pytest.mark.parametrize("cls", [LruRowCache, LfuRowCache])
+@pytest.mark.parametrize("cap", [0, 1, 150, 700, 5000])
+def test_cache_kernels_are_the_numpy_access(cls: type, cap: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(cap)
+    a, b = cls(6000, cap), cls(6000, cap)
+    a.warm(np.arange(100, 100 + cap // 2))
+    b.warm(np.arange(100, 100 + cap // 2))
+    for i in range(400):
+        off = int(rng.integers(0, 1000))
+        keys = np.unique(rng.zipf(1.2, int(rng.integers(0, 300))) % 5000)
+        counts = rng.integers(1, 40 if i % 50 == 49 else 4, len(keys))  # grows LFU's hist
+        total = int(counts.sum()) if i % 2 else None
+        monkeypatch.setattr(shard_jit, "AVAILABLE", True)
+        ra = a.access(keys, counts, off, total)
+        monkeypatch.setattr(shard_jit, "AVAILABLE", False)
+        rb = b.access(keys, counts, off, total)
+        assert ra == rb
+        assert _state(a) == _state(b)
+        if i % 131 == 130:
+            a.clear()
+            b.clear()
+
+
+def test_lru_kernel_across_compactions(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Many small ticks in a big cache: ``alive`` is compacted and grown along the way.
+    a, b = LruRowCache(3000, 2500), LruRowCache(3000, 2500)
+    rng = np.random.default_rng(7)
+    for _ in range(600):
+        keys = np.unique(rng.integers(0, 3000, int(rng.integers(1, 12))))
+        counts = np.ones(len(keys), dtype=np.intp)
+        monkeypatch.setattr(shard_jit, "AVAILABLE", True)
+        ra = a.access(keys, counts)
+        monkeypatch.setattr(shard_jit, "AVAILABLE", False)
+        assert ra == b.access(keys, counts)
+        assert _state(a) == _state(b)
+
+
+def test_split_sorted_is_unique_and_searchsorted() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        S = int(rng.integers(1, 9))
+        base = np.concatenate([[0], np.cumsum(rng.integers(0, 50, S))]).astype(np.int64)
+        n = int(rng.integers(0, 300)) if base[-1] else 0
+        key = np.sort(rng.integers(0, max(int(base[-1]), 1), n)).astype(
+            np.int32 if trial % 2 else np.int64)
+        rel = np.empty(n, dtype=np.int64)
+        counts = np.empty(n, dtype=np.intp)
+        bounds = np.empty(S + 1, dtype=np.int64)
+        tracked = np.empty(S + 1, dtype=np.int64)
+        u = shard_jit.split_sorted(key, base, rel, counts, bounds, tracked)
+        uniq, cnt = np.unique(key, return_counts=True)
+        b = np.searchsorted(uniq, base)
+        assert u == len(uniq)
+        assert np.array_equal(bounds, b)
+        assert np.array_equal(tracked, np.searchsorted(key, base))
+        assert np.array_equal(counts[:u], cnt)
+        assert np.array_equal(rel[:u], uniq - base[:-1].repeat(np.diff(b)))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"partition": "row"}, {"partition": "row", "shards": 6, "nodes": 6},
+    {"shards": 5, "nodes": 7, "tables": 30}, {"alpha": 1.0}, {"alpha": 1.2, "partition": "row"},
+    {"nodes": 64, "shards": 16, "replication": 4, "partition": "row"}, {"track_rows": 20},
+])
+def test_subrequests_jit_is_the_numpy_draw(kwargs: dict, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    env = gym.make("ldsgym/ShardRouting-v0", **kwargs).unwrapped
+    env.reset(seed=4)
+    sim = env.sim
+    req = sim.pending.req
+    for fanout in (sim.n_shards, 3, sim.n_shards, 1):
+        state = sim.rng.bit_generator.state
+        nxt = sim._next_sub
+        monkeypatch.setattr(shard_jit, "AVAILABLE", False)
+        ref = sim._make_subrequests(req, fanout)
+        after = sim.rng.bit_generator.state
+        sim.rng.bit_generator.state = state
+        sim._next_sub = nxt
+        monkeypatch.setattr(shard_jit, "AVAILABLE", True)
+        got = sim._make_subrequests(req, fanout)
+        assert sim.rng.bit_generator.state == after  # the same draws
+        assert len(got) == len(ref) == fanout
+        for g, r in zip(got, ref, strict=True):
+            assert g.keys.dtype == r.keys.dtype and np.array_equal(g.keys, r.keys)
+            assert g.counts.dtype == r.counts.dtype and np.array_equal(g.counts, r.counts)
+            for name in ("id", "shard", "d_tracked", "d_untracked", "lookups", "req_bytes",
+                         "resp_bytes", "tracked_lookups"):
+                gv, rv = getattr(g, name), getattr(r, name)
+                assert gv == rv and type(gv) is type(rv), name
+
+
+def _trajectory(env_id: str, kwargs: dict, steps: int) -> list[object]:
+    env = gym.make(env_id, **kwargs).unwrapped
+    obs, info = env.reset(seed=11)
+    out: list[object] = []
+    for i in range(steps):
+        mask = env.action_masks()
+        valid = np.flatnonzero(mask)
+        a = int(valid[(i * 7) % len(valid)]) if i % 5 else (i * 3) % env.action_space.n
+        obs, r, term, trunc, info = env.step(a)
+        out.append((mask.tobytes(), {k: (v.dtype, v.tobytes()) for k, v in obs.items()},
+                    repr(r), term, trunc, repr(sorted(info.items()))))
+        if trunc:
+            obs, info = env.reset()
+    return out
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), [
+    ("ldsgym/ShardRouting-v0", {"episode_queries": 500}),
+    ("ldsgym/ShardRouting-v0", {"episode_queries": 500, "faults": _FAULTS,
+                                "allow_shed": True, "cache_policy": "lfu"}),
+    ("ldsgym/ShardRouting-RowWise-v0", {"episode_queries": 500}),
+    ("ldsgym/ShardRouting-64N-v0", {"episode_queries": 500}),
+    ("ldsgym/ShardRouting-Faults-v0", {"episode_queries": 500, "alpha": 1.0}),
+    ("ldsgym/ShardPlacement-v0", {"episode_queries": 60, "faults": "random"}),
+])
+def test_envs_step_the_same_with_and_without_numba(env_id: str, kwargs: dict,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    steps = 150 if "Placement" in env_id else 1200
+    monkeypatch.setattr(shard_jit, "AVAILABLE", True)
+    fast = _trajectory(env_id, kwargs, steps)
+    monkeypatch.setattr(shard_jit, "AVAILABLE", False)
+    assert fast == _trajectory(env_id, kwargs, steps)
+
+
+def test_kernels_divide_by_zero_as_numpy_does() -> None:
+    # numpy's error model: a zero link rate gives inf, as the numpy path, instead of raising.
+    holds, up = np.ones((2, 1), dtype=bool), np.ones(2, dtype=bool)
+    one, zero = np.ones(2), np.zeros(2)
+    best = shard_jit.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, up, np.zeros((2, 1)),
+                                      one, zero, zero, zero, zero, zero, one, zero, zero,
+                                      1.0, 1.0, 1.0)
+    assert best == 0  # both inf: the lower node
+    assert shard_jit.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, ~up,
+                                      np.zeros((2, 1)), one, zero, zero, zero, zero, zero, one,
+                                      zero, zero, 1.0, 1.0, 1.0) == -1
