@@ -21,12 +21,14 @@ at ``clip``, rounded to float32) and compared as the policies compare them. ``RU
 takes the actions from an array (the simulator's own share of the cost, and a way to replay a
 recorded episode).
 
-numba is optional: :data:`AVAILABLE` is False without it and callers use the Python path.
+numba is optional: :data:`AVAILABLE` is False without it (or with ``LDSGYM_NO_JIT=1`` in the
+environment) and callers use the Python path.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -35,7 +37,7 @@ from envs.sim.metrics import _INV_LOG_G, _LO_S, _NBINS
 
 try:  # numba is a dependency, but the simulator must still work without it
     from numba import njit
-    AVAILABLE = True
+    AVAILABLE = os.environ.get("LDSGYM_NO_JIT", "") in ("", "0")
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     AVAILABLE = False
 
