@@ -28,23 +28,12 @@ environment) and callers use the Python path.
 from __future__ import annotations
 
 import math
-import os
-from typing import Any
 
 import numpy as np
 
+from envs.sim.jit import AVAILABLE as AVAILABLE
+from envs.sim.jit import njit
 from envs.sim.metrics import _INV_LOG_G, _LO_S, _NBINS
-
-try:  # numba is a dependency, but the simulator must still work without it
-    from numba import njit
-    AVAILABLE = os.environ.get("LDSGYM_NO_JIT", "") in ("", "0")
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    AVAILABLE = False
-
-    def njit(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
-        def wrap(fn: Any) -> Any:
-            return fn
-        return wrap
 
 RULE_REPLAY = 0
 RULE_RANDOM = 1

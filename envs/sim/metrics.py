@@ -26,6 +26,18 @@ BIN_EDGES_S = _LO_S * _GROWTH ** np.arange(_NBINS)
 _EDGES = BIN_EDGES_S.tolist()
 
 
+def _walk(counts: list[int], b: int, below: int, rank: int) -> tuple[int, int]:
+    """Move a tracked bin ``b`` (with ``below`` samples under it) to the bin holding the
+    ``rank``-th smallest sample: ``below < rank <= below + counts[b]`` afterwards."""
+    while rank > below + counts[b]:
+        below += counts[b]
+        b += 1
+    while rank <= below:
+        b -= 1
+        below -= counts[b]
+    return b, below
+
+
 class StreamingQuantile:
     """One quantile of a :class:`LatencyHistogram`, caught up when it is read.
 
@@ -53,14 +65,7 @@ class StreamingQuantile:
         s = self._slot
         if h.n == 0:
             return 0
-        rank = math.ceil(self.q * h.n)
-        counts, b, below = h.counts, h.bins[s], h.below[s]
-        while rank > below + counts[b]:
-            below += counts[b]
-            b += 1
-        while rank <= below:
-            b -= 1
-            below -= counts[b]
+        b, below = _walk(h.counts, h.bins[s], h.below[s], math.ceil(self.q * h.n))
         h.bins[s] = b
         h.below[s] = below
         return b
@@ -209,28 +214,12 @@ class Counters:
         n = lat.n
         if n:
             counts, bins, below = lat.counts, lat.bins, lat.below
-            rank = (n + 1) >> 1  # ceil(0.50 * n), exact: as StreamingQuantile.bin for p50
-            b, bl = bins[0], below[0]
-            while rank > bl + counts[b]:
-                bl += counts[b]
-                b += 1
-            while rank <= bl:
-                b -= 1
-                bl -= counts[b]
-            bins[0] = b
-            below[0] = bl
-            p50 = _EDGES[b] * 1e3
-            rank = ceil(0.99 * n)  # p99
-            b, bl = bins[1], below[1]
-            while rank > bl + counts[b]:
-                bl += counts[b]
-                b += 1
-            while rank <= bl:
-                b -= 1
-                bl -= counts[b]
-            bins[1] = b
-            below[1] = bl
-            p99 = _EDGES[b] * 1e3
+            # As StreamingQuantile.bin; (n + 1) >> 1 is ceil(0.50 * n) exactly.
+            b0, l0 = _walk(counts, bins[0], below[0], (n + 1) >> 1)
+            b1, l1 = _walk(counts, bins[1], below[1], ceil(0.99 * n))
+            bins[0], below[0], bins[1], below[1] = b0, l0, b1, l1
+            p50 = _EDGES[b0] * 1e3
+            p99 = _EDGES[b1] * 1e3
             mean = lat.total_s / n * 1e3
         else:
             p50 = p99 = mean = 0.0

@@ -16,21 +16,9 @@ against these kernels.
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 import numpy as np
 
-try:  # numba is a dependency, but the simulator must still work without it
-    from numba import njit
-    AVAILABLE = os.environ.get("LDSGYM_NO_JIT", "") in ("", "0")
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    AVAILABLE = False
-
-    def njit(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
-        def wrap(fn: Any) -> Any:
-            return fn
-        return wrap
+from envs.sim.jit import AVAILABLE, njit
 
 
 # ------------------------------------------------------------------------------ row caches

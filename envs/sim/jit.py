@@ -1,0 +1,25 @@
+"""numba, where it is installed and wanted: the one switch for the compiled kernels.
+
+:data:`AVAILABLE` is False without numba or with ``LDSGYM_NO_JIT=1`` in the environment; the
+modules with compiled kernels (:mod:`envs.sim.gpu_jit`, :mod:`envs.sim.shard_jit`) then leave
+their callers on the pure numpy/Python paths, which give the same results (tested). Without
+numba, :func:`njit` returns the function unchanged, so the kernels still import.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+try:  # numba is a dependency, but the simulator must still work without it
+    from numba import njit
+    AVAILABLE = os.environ.get("LDSGYM_NO_JIT", "") in ("", "0")
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    AVAILABLE = False
+
+    def njit(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
+        def wrap(fn: Any) -> Any:
+            return fn
+        return wrap
+
+__all__ = ["AVAILABLE", "njit"]
