@@ -977,6 +977,15 @@ class ShardSim:
         tracked = key.searchsorted(base).tolist()  # lookup positions of each shard
         bl = bounds.tolist()
         untracked_l = untracked.tolist()
+        return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l, lookups)
+
+    def _subrequests(self, req: Request, fanout: int, rel: np.ndarray, counts: np.ndarray,
+                     bl: list[int], tracked: list[int], untracked_l: list[int],
+                     lookups: list[int]) -> list[SubRequest]:
+        """The request's sub-requests from its distinct shard-space keys ``rel`` (with their
+        ``counts``), shard ``s`` holding ``rel[bl[s]:bl[s + 1]]``; ``tracked`` the cumulative
+        tracked lookups per shard, ``untracked_l`` and ``lookups`` per shard."""
+        lay, spec = self.lay, self.spec
         resp = lay.resp_bytes_list
         header, id_bytes = spec.header_bytes, spec.id_bytes
         out = []
@@ -1028,18 +1037,7 @@ class ShardSim:
                        for s in range(S)]
         else:
             lookups = lay.lookups_tw
-        resp = lay.resp_bytes_list
-        header, id_bytes = spec.header_bytes, spec.id_bytes
-        out = []
-        sid = self._next_sub
-        for s in range(fanout):
-            a, b = bl[s], bl[s + 1]
-            n_look = lookups[s]
-            out.append(SubRequest(sid + s, req, s, rel[a:b], counts[a:b], untracked_l[s],
-                                  n_look, header + n_look * id_bytes, resp[s],
-                                  tracked[s + 1] - tracked[s]))
-        self._next_sub = sid + fanout
-        return out
+        return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l, lookups)
 
     def _sample_ranks(self, m: np.ndarray) -> np.ndarray:
         """:func:`envs.sim.skew.sample_ranks` of ``m[i]`` lookups of cached table ``i`` (ranks
