@@ -148,9 +148,9 @@ def _least_loaded(policy: LeastLoadedPolicy, masks: Sequence[np.ndarray],
     return Kernel(("queue", "busy", "size"), decide)
 
 
-def _shortest_finish(policy: ShortestExpectedFinishPolicy, masks: Sequence[np.ndarray],
-                     sizes: Mapping[str, int]) -> Kernel:
-    """:class:`ShortestExpectedFinishPolicy`: first argmin of ``finish`` over valid actions."""
+def _earliest(policy: Any, masks: Sequence[np.ndarray], limit: float) -> Decide:
+    """First argmin of ``x`` over the valid actions; reject (if ``policy.reject_hopeless``
+    and the mask allows it) when even that exceeds ``limit``."""
     valid = [_valid(mask) for mask in masks]
     reject = [len(mask) - 1 for mask in masks]
     can_reject = [bool(mask[-1]) for mask in masks]
@@ -165,11 +165,17 @@ def _shortest_finish(policy: ShortestExpectedFinishPolicy, masks: Sequence[np.nd
         for p in v[1:]:
             if x[p] < bf:
                 best, bf = p, x[p]
-        if hopeless and bf > 1.0 and can_reject[k]:
+        if hopeless and bf > limit and can_reject[k]:
             return reject[k]
         return best
 
-    return Kernel(("finish",), decide)
+    return decide
+
+
+def _shortest_finish(policy: ShortestExpectedFinishPolicy, masks: Sequence[np.ndarray],
+                     sizes: Mapping[str, int]) -> Kernel:
+    """:class:`ShortestExpectedFinishPolicy`: first argmin of ``finish`` over valid actions."""
+    return Kernel(("finish",), _earliest(policy, masks, 1.0))
 
 
 def _gpulet_best_fit(policy: GpuletBestFit, masks: Sequence[np.ndarray],
@@ -216,24 +222,13 @@ def _prema(policy: PremaPolicy, masks: Sequence[np.ndarray],
 
 def _interference_aware(policy: InterferenceAwarePolicy, masks: Sequence[np.ndarray],
                         sizes: Mapping[str, int]) -> Kernel:
-    """:class:`InterferenceAwarePolicy`: first argmax of ``slack``; reject below 0."""
-    valid = [_valid(mask) for mask in masks]
-    reject = [len(mask) - 1 for mask in masks]
-    can_reject = [bool(mask[-1]) for mask in masks]
-    hopeless = policy.reject_hopeless
+    """:class:`InterferenceAwarePolicy`: first argmax of ``slack``; reject below 0. That is the
+    first argmin of ``-slack``, rejected above 0 (negation is exact, so every comparison and
+    tie comes out the same)."""
+    earliest = _earliest(policy, masks, 0.0)
 
     def decide(k: int, x: tuple[float, ...]) -> int:
-        v = valid[k]
-        if not v:
-            return reject[k]
-        best = v[0]
-        bs = x[best]
-        for p in v[1:]:
-            if x[p] > bs:
-                best, bs = p, x[p]
-        if hopeless and bs < 0.0 and can_reject[k]:
-            return reject[k]
-        return best
+        return earliest(k, tuple([-v for v in x]))
 
     return Kernel(("slack",), decide)
 
