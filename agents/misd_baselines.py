@@ -47,6 +47,16 @@ def _valid(mask: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask[:-1])
 
 
+def _most_slack(slack: np.ndarray, valid: np.ndarray, mask: np.ndarray,
+                reject_hopeless: bool) -> int:
+    """The valid partition with the most ``slack`` (``slack[i]`` of ``valid[i]``; the first on
+    ties), or reject when that is negative and ``reject_hopeless``."""
+    best = int(np.argmax(slack))
+    if reject_hopeless and slack[best] < 0.0 and mask[-1]:
+        return len(mask) - 1
+    return int(valid[best])
+
+
 class GpuletBestFit(HeuristicPolicy):
     """Greedy best fit: the smallest partition that still meets the deadline.
 
@@ -77,10 +87,7 @@ class GpuletBestFit(HeuristicPolicy):
         if len(ok):
             order = np.lexsort((slack[ok], size[ok]))  # size first, then slack; stable
             return int(valid[ok[order[0]]])
-        best = int(np.argmax(slack))
-        if self.reject_hopeless and slack[best] < 0.0 and mask[-1]:
-            return len(mask) - 1
-        return int(valid[best])
+        return _most_slack(slack, valid, mask, self.reject_hopeless)
 
 
 class PremaPolicy(HeuristicPolicy):
@@ -117,11 +124,7 @@ class InterferenceAwarePolicy(HeuristicPolicy):
         valid = _valid(mask)
         if not len(valid):
             return len(mask) - 1
-        slack = obs["slack"][valid]
-        best = int(np.argmax(slack))
-        if self.reject_hopeless and slack[best] < 0.0 and mask[-1]:
-            return len(mask) - 1
-        return int(valid[best])
+        return _most_slack(obs["slack"][valid], valid, mask, self.reject_hopeless)
 
 
 #: PartitionPlacement baselines added by this module, by name (agents.baselines adds them).
