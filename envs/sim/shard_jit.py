@@ -143,6 +143,19 @@ def row_keys(x: np.ndarray, m: np.ndarray, ub: np.ndarray, gseg: np.ndarray, n_s
             i += 1
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _lower_bound(a: np.ndarray, n: int, b: int) -> int:
+    """The first ``i < n`` with ``a[i] >= b`` (``n`` if none): ``searchsorted(a[:n], b)``."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < b:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.ndarray,
                  bounds: np.ndarray, tracked: np.ndarray) -> int:
@@ -179,22 +192,8 @@ def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.
     # Shard boundaries: binary searches (searchsorted, side="left").
     for s in range(nb):
         b = base[s]
-        lo, hi = 0, u
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if rel[mid] < b:
-                lo = mid + 1
-            else:
-                hi = mid
-        bounds[s] = lo
-        lo, hi = 0, n
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if key[mid] < b:
-                lo = mid + 1
-            else:
-                hi = mid
-        tracked[s] = lo
+        bounds[s] = _lower_bound(rel, u, b)
+        tracked[s] = _lower_bound(key, n, b)
     for s in range(nb - 1):
         b = base[s]
         for j in range(bounds[s], bounds[s + 1]):
