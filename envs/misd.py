@@ -31,6 +31,10 @@ _Row = tuple[float, ...]
 #: Per slot, a row or a sum of rows (None: none).
 _PerSlot = tuple[tuple[float, ...] | None, ...]
 
+#: Per slot of a layout of MPS shares (and empty slots): its rows by job, the MPS slots, and
+#: per slot the other MPS slots (ascending); see :meth:`CoRunnerSlowdowns._mps_info`.
+_MpsInfo = tuple[list[dict[tuple[int, int], _Row]], tuple[int, ...], list[tuple[int, ...]]]
+
 #: Sharing modes of the ``sharing`` argument: MIG slices, MPS shares, time slices.
 SHARING_MODES = ("mig", "mps", "ts")
 
@@ -167,7 +171,9 @@ class CoRunnerSlowdowns:
     idle and empty slots). The formula is evaluated here on plain floats, term for term and in
     the same order as the interference model (so the same floats; a test compares them), which
     is several times faster than going through its dataclasses: the simulator asks whenever a
-    batch starts or stops in a running set it has not seen yet.
+    batch starts or stops in a running set it has not seen yet. On layouts of MPS shares (and
+    empty slots) the sums and the factors are fused (:meth:`_mps_call`, :meth:`_mps_predicted`):
+    the same statements without the cache of sums, whose key costs more than the sums there.
 
     Args:
         model: The calibrated interference model of the device.
@@ -193,6 +199,12 @@ class CoRunnerSlowdowns:
                          tuple[_PerSlot, _PerSlot]] = {}
         self._info: dict[Hashable, tuple[list[str | None], list[tuple[int, ...]],
                                          list[dict[tuple[int, int], _Row]]]] = {}
+        # Per layout id: _mps_info's result (None: not a layout of MPS shares only).
+        self._fused: dict[Hashable, _MpsInfo | None] = {}
+        # Per slot, the sums over its co-runners (see _aggregates) for the last (layout id,
+        # jobs) _mps_call or _mps_predicted saw.
+        self._last_sums: tuple[Hashable, tuple[tuple[int, int] | None, ...],
+                               tuple[tuple[float, float] | None, ...]] | None = None
         p = model.params
         self._mig, self._ts = p["mig"], p["ts_switch"]
         self._mps = (p["mps_sm"], p["mps_bw"], p["mps_cache"])
@@ -236,6 +248,20 @@ class CoRunnerSlowdowns:
                     j for j, dj in enumerate(doms) if j != i and dj is not None
                     and (dj == mode or (mode in shared and dj in shared))))
             info = self._info[layout_id] = (doms, compat, [{} for _ in doms])
+        return info
+
+    def _mps_info(self, layout_id: Hashable) -> _MpsInfo | None:
+        """:data:`_MpsInfo` of a layout whose slots are MPS shares or empty (None for any
+        other layout, or where ``sum()`` does not add one by one): what the fast paths of
+        :meth:`__call__` and :meth:`predicted` read."""
+        if layout_id in self._fused:
+            return self._fused[layout_id]
+        doms, compat, slot_rows = self._layout_info(layout_id)
+        info: _MpsInfo | None = None
+        if _PLAIN_SUM and all(d is None or d == "mps" for d in doms):
+            slots = tuple(i for i, d in enumerate(doms) if d is not None)
+            info = (slot_rows, slots, compat)
+        self._fused[layout_id] = info
         return info
 
     def _row(self, layout_id: Hashable, i: int, m: int, items: int) -> tuple[float, ...]:
@@ -388,6 +414,12 @@ class CoRunnerSlowdowns:
     def __call__(self, layout_id: Hashable,
                  jobs: tuple[tuple[int, int] | None, ...]) -> list[float]:
         """Slowdown per slot."""
+        try:
+            mps = self._fused[layout_id]
+        except KeyError:
+            mps = self._mps_info(layout_id)
+        if mps is not None:
+            return self._mps_call(layout_id, jobs, mps)
         doms = self._layout_info(layout_id)[0]
         count = 0
         for i, job in enumerate(jobs):
@@ -403,6 +435,12 @@ class CoRunnerSlowdowns:
         """Per slot ``p``, the slowdown ``job`` would see on ``p`` next to ``jobs`` on the
         other slots: ``self(layout_id, jobs with p's replaced by job)[p]`` for every ``p``
         (1 where ``active[p]`` is False), computed in one pass."""
+        try:
+            mps = self._fused[layout_id]
+        except KeyError:
+            mps = self._mps_info(layout_id)
+        if mps is not None:
+            return self._mps_predicted(layout_id, jobs, job, active, mps)
         doms, _, slot_rows = self._layout_info(layout_id)
         aggs = self._aggregates(layout_id, jobs)[1]
         n = len(doms)
@@ -414,9 +452,126 @@ class CoRunnerSlowdowns:
                     layout_id, slot_rows[i], i, job)
         return self._factors(doms, mine, aggs)
 
+    # MPS shares only: _aggregates and _factors fused, without the cache of sums (cheaper
+    # than building its key). The same statements, so the same floats (a test compares).
+    def _mps_call(self, layout_id: Hashable, jobs: tuple[tuple[int, int] | None, ...],
+                  info: _MpsInfo) -> list[float]:
+        """:meth:`__call__` on a layout of MPS shares."""
+        slot_rows, slots, compat = info
+        n = len(jobs)
+        rows: list[tuple[float, ...] | None] = [None] * n
+        count = 0
+        for i in slots:
+            job = jobs[i]
+            if job is not None:
+                row = slot_rows[i].get(job)
+                rows[i] = row if row is not None else self._slot_row(
+                    layout_id, slot_rows[i], i, job)
+                count += 1
+        out = [1.0] * n
+        if count < 2:
+            return out
+        total, sigma = self._total, self._sigma
+        # The sums of idle slots too: _mps_predicted reads them next (for the same jobs).
+        sums: list[tuple[float, float] | None] = [None] * n
+        for i in slots:
+            bw: float = 0
+            nn: float = 0
+            k = 0
+            for j in compat[i]:
+                rj = rows[j]
+                if rj is not None:
+                    bw += rj[0]
+                    nn += rj[3]
+                    k = 1
+            if k:
+                sums[i] = (bw, nn)
+            ri = rows[i]
+            if ri is None:
+                continue
+            # count >= 2: another job runs, so the sums are not empty.
+            nn = total * (ri[4] + nn)
+            x = nn / total
+            if sigma == 0.0:
+                stretch = x if x > 1.0 else 1.0
+            else:
+                stretch = ((x if x > 1.0 else 1.0)
+                           * (1.0 + sigma * ((total if total < nn else nn) - 1.0)) / ri[8])
+            x = stretch - 1.0
+            y = ri[0] + bw - 1.0
+            out[i] = (1.0 + ri[5] * (x if x > 0.0 else 0.0) + ri[6] * bw
+                      + ri[7] * (y if y > 0.0 else 0.0))
+        self._last_sums = (layout_id, jobs, tuple(sums))
+        return out
+
+    def _mps_predicted(self, layout_id: Hashable, jobs: tuple[tuple[int, int] | None, ...],
+                       job: tuple[int, int], active: Sequence[bool] | None,
+                       info: _MpsInfo) -> list[float]:
+        """:meth:`predicted` on a layout of MPS shares. The sums over the co-runners of each
+        slot are kept for the last ``(layout_id, jobs)`` asked here or in :meth:`_mps_call`
+        (the simulator asks for the running set when it changes, then for jobs next to it)."""
+        slot_rows, slots, compat = info
+        last = self._last_sums
+        if last is not None and last[1] == jobs and last[0] == layout_id:
+            sums = last[2]
+        else:
+            n = len(jobs)
+            rows: list[tuple[float, ...] | None] = [None] * n
+            for i in slots:
+                other = jobs[i]
+                if other is not None:
+                    row = slot_rows[i].get(other)
+                    rows[i] = row if row is not None else self._slot_row(
+                        layout_id, slot_rows[i], i, other)
+            sums_l: list[tuple[float, float] | None] = [None] * n
+            for i in slots:
+                bw: float = 0
+                nn: float = 0
+                k = 0
+                for j in compat[i]:
+                    rj = rows[j]
+                    if rj is not None:
+                        bw += rj[0]
+                        nn += rj[3]
+                        k = 1
+                if k:
+                    sums_l[i] = (bw, nn)
+            sums = tuple(sums_l)
+            self._last_sums = (layout_id, jobs, sums)
+        out = [1.0] * len(sums)
+        total, sigma = self._total, self._sigma
+        for i in slots:
+            agg = sums[i]
+            if agg is None or (active is not None and not active[i]):
+                continue
+            mine = slot_rows[i]
+            ri = mine.get(job)
+            if ri is None:
+                ri = self._slot_row(layout_id, mine, i, job)
+            bw = agg[0]
+            nn = total * (ri[4] + agg[1])
+            x = nn / total
+            if sigma == 0.0:
+                stretch = x if x > 1.0 else 1.0
+            else:
+                stretch = ((x if x > 1.0 else 1.0)
+                           * (1.0 + sigma * ((total if total < nn else nn) - 1.0)) / ri[8])
+            x = stretch - 1.0
+            y = ri[0] + bw - 1.0
+            out[i] = (1.0 + ri[5] * (x if x > 0.0 else 0.0) + ri[6] * bw
+                      + ri[7] * (y if y > 0.0 else 0.0))
+        return out
+
     def __getstate__(self) -> dict[str, Any]:
         # The interference model caches by object id, which a copy must not inherit.
         self.model._cache.clear()
         state = self.__dict__.copy()
         state["_aggs"] = {}  # a cache of results, rebuilt as needed
+        state["_last_sums"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # States pickled before the fused MPS paths existed lack their (derived) caches.
+        self.__dict__.setdefault("_fused", {})
+        self.__dict__.setdefault("_last_sums", None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 from typing import Any
 
 import gymnasium as gym
@@ -140,3 +142,43 @@ def test_inlined_sums_equal_sum(layout: list[str], monkeypatch: pytest.MonkeyPat
     inlined = run()
     monkeypatch.setattr(misd, "_PLAIN_SUM", False)  # the path for Pythons whose sum() differs
     assert run() == inlined
+
+
+@pytest.mark.parametrize(("hw", "layout", "sigma"), [
+    ("a100-80gb", ["mps:40", "mps:30", "mps:15", "mps:15"], None),
+    ("a100-80gb", ["mps:40", None, "mps:30", None], None),
+    ("a100-80gb", ["mps:40", "mps:30", "mps:15", "mps:15"], 0.05),
+    ("xeon-8380h-4s", ["mps:50", "mps:50"], None),
+    ("xeon-8380h-4s", ["mps:20", "mps:30", "mps:50"], 0.02),
+])
+def test_mps_fast_path_equals_the_generic_one(hw: str, layout: list[str | None],
+                                              sigma: float | None) -> None:
+    """The fused paths for layouts of MPS shares (and empty slots) give the generic path's
+    floats, in any order of asking (the sums kept for the last running set included)."""
+    dev = load_device(hw)
+    if sigma is not None:  # the stretch's contention terms
+        dev = dataclasses.replace(dev, sm_contention=sigma)
+    profiles = [build_profile(n) for n in NAMES]
+    made = iter(make_layout(dev, [x for x in layout if x is not None]))
+    parts = [None if x is None else next(made) for x in layout]
+    fast = CoRunnerSlowdowns(InterferenceModel(dev), profiles, {3: parts})
+    plain = CoRunnerSlowdowns(InterferenceModel(dev), profiles, {3: parts})
+    plain._fused[3] = None  # the generic path
+    assert fast._mps_info(3) is not None
+    rng = np.random.default_rng(7)
+    P = len(parts)
+    for _ in range(400):
+        jobs = tuple(None if x is None or rng.random() < 0.3
+                     else (int(rng.integers(3)), int(rng.integers(1, 9))) for x in layout)
+        if rng.random() < 0.7:
+            assert fast(3, jobs) == plain(3, jobs)
+        for _ in range(int(rng.integers(0, 4))):
+            job = (int(rng.integers(3)), int(rng.integers(1, 9)))
+            active = None if rng.random() < 0.3 else [bool(rng.random() < 0.9)
+                                                      for _ in range(P)]
+            assert fast.predicted(3, jobs, job, active) == plain.predicted(3, jobs, job, active)
+    copied = pickle.loads(pickle.dumps(fast))
+    assert copied._last_sums is None and copied(3, jobs) == fast(3, jobs)
+    del copied.__dict__["_fused"]  # as pickled before the fused paths
+    again = pickle.loads(pickle.dumps(copied))
+    assert again(3, jobs) == fast(3, jobs)
