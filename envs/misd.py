@@ -454,12 +454,11 @@ class CoRunnerSlowdowns:
 
     # MPS shares only: _aggregates and _factors fused, without the cache of sums (cheaper
     # than building its key). The same statements, so the same floats (a test compares).
-    def _mps_call(self, layout_id: Hashable, jobs: tuple[tuple[int, int] | None, ...],
-                  info: _MpsInfo) -> list[float]:
-        """:meth:`__call__` on a layout of MPS shares."""
-        slot_rows, slots, compat = info
-        n = len(jobs)
-        rows: list[tuple[float, ...] | None] = [None] * n
+    def _mps_rows(self, layout_id: Hashable, jobs: tuple[tuple[int, int] | None, ...],
+                  info: _MpsInfo) -> tuple[list[tuple[float, ...] | None], int]:
+        """The rows of the running ``jobs`` per slot (None: idle), and how many run."""
+        slot_rows, slots, _ = info
+        rows: list[tuple[float, ...] | None] = [None] * len(jobs)
         count = 0
         for i in slots:
             job = jobs[i]
@@ -468,12 +467,15 @@ class CoRunnerSlowdowns:
                 rows[i] = row if row is not None else self._slot_row(
                     layout_id, slot_rows[i], i, job)
                 count += 1
-        out = [1.0] * n
-        if count < 2:
-            return out
-        total, sigma = self._total, self._sigma
-        # The sums of idle slots too: _mps_predicted reads them next (for the same jobs).
-        sums: list[tuple[float, float] | None] = [None] * n
+        return rows, count
+
+    @staticmethod
+    def _mps_sums(rows: list[tuple[float, ...] | None], info: _MpsInfo
+                  ) -> tuple[tuple[float, float] | None, ...]:
+        """Per slot, ``(bandwidth, sm_share * busy)`` summed over the jobs on its co-runner
+        slots in slot order (None: no co-runner runs), idle slots included."""
+        _, slots, compat = info
+        sums: list[tuple[float, float] | None] = [None] * len(rows)
         for i in slots:
             bw: float = 0
             nn: float = 0
@@ -486,22 +488,40 @@ class CoRunnerSlowdowns:
                     k = 1
             if k:
                 sums[i] = (bw, nn)
+        return tuple(sums)
+
+    def _mps_factor(self, ri: tuple[float, ...], agg: tuple[float, float]) -> float:
+        """The slowdown of the job with row ``ri`` given its co-runners' sums ``agg``."""
+        total, sigma = self._total, self._sigma
+        bw = agg[0]
+        nn = total * (ri[4] + agg[1])
+        x = nn / total
+        if sigma == 0.0:
+            stretch = x if x > 1.0 else 1.0
+        else:
+            stretch = ((x if x > 1.0 else 1.0)
+                       * (1.0 + sigma * ((total if total < nn else nn) - 1.0)) / ri[8])
+        x = stretch - 1.0
+        y = ri[0] + bw - 1.0
+        return (1.0 + ri[5] * (x if x > 0.0 else 0.0) + ri[6] * bw
+                + ri[7] * (y if y > 0.0 else 0.0))
+
+    def _mps_call(self, layout_id: Hashable, jobs: tuple[tuple[int, int] | None, ...],
+                  info: _MpsInfo) -> list[float]:
+        """:meth:`__call__` on a layout of MPS shares."""
+        rows, count = self._mps_rows(layout_id, jobs, info)
+        out = [1.0] * len(jobs)
+        if count < 2:
+            return out
+        # The sums of idle slots too: _mps_predicted reads them next (for the same jobs).
+        sums = self._mps_sums(rows, info)
+        self._last_sums = (layout_id, jobs, sums)
+        factor = self._mps_factor
+        for i in info[1]:
             ri = rows[i]
-            if ri is None:
-                continue
-            # count >= 2: another job runs, so the sums are not empty.
-            nn = total * (ri[4] + nn)
-            x = nn / total
-            if sigma == 0.0:
-                stretch = x if x > 1.0 else 1.0
-            else:
-                stretch = ((x if x > 1.0 else 1.0)
-                           * (1.0 + sigma * ((total if total < nn else nn) - 1.0)) / ri[8])
-            x = stretch - 1.0
-            y = ri[0] + bw - 1.0
-            out[i] = (1.0 + ri[5] * (x if x > 0.0 else 0.0) + ri[6] * bw
-                      + ri[7] * (y if y > 0.0 else 0.0))
-        self._last_sums = (layout_id, jobs, tuple(sums))
+            if ri is not None:
+                # count >= 2: another job runs, so the sums are not empty.
+                out[i] = factor(ri, sums[i])  # type: ignore[arg-type]
         return out
 
     def _mps_predicted(self, layout_id: Hashable, jobs: tuple[tuple[int, int] | None, ...],
@@ -510,36 +530,15 @@ class CoRunnerSlowdowns:
         """:meth:`predicted` on a layout of MPS shares. The sums over the co-runners of each
         slot are kept for the last ``(layout_id, jobs)`` asked here or in :meth:`_mps_call`
         (the simulator asks for the running set when it changes, then for jobs next to it)."""
-        slot_rows, slots, compat = info
+        slot_rows, slots, _ = info
         last = self._last_sums
         if last is not None and last[1] == jobs and last[0] == layout_id:
             sums = last[2]
         else:
-            n = len(jobs)
-            rows: list[tuple[float, ...] | None] = [None] * n
-            for i in slots:
-                other = jobs[i]
-                if other is not None:
-                    row = slot_rows[i].get(other)
-                    rows[i] = row if row is not None else self._slot_row(
-                        layout_id, slot_rows[i], i, other)
-            sums_l: list[tuple[float, float] | None] = [None] * n
-            for i in slots:
-                bw: float = 0
-                nn: float = 0
-                k = 0
-                for j in compat[i]:
-                    rj = rows[j]
-                    if rj is not None:
-                        bw += rj[0]
-                        nn += rj[3]
-                        k = 1
-                if k:
-                    sums_l[i] = (bw, nn)
-            sums = tuple(sums_l)
+            sums = self._mps_sums(self._mps_rows(layout_id, jobs, info)[0], info)
             self._last_sums = (layout_id, jobs, sums)
         out = [1.0] * len(sums)
-        total, sigma = self._total, self._sigma
+        factor = self._mps_factor
         for i in slots:
             agg = sums[i]
             if agg is None or (active is not None and not active[i]):
@@ -548,18 +547,7 @@ class CoRunnerSlowdowns:
             ri = mine.get(job)
             if ri is None:
                 ri = self._slot_row(layout_id, mine, i, job)
-            bw = agg[0]
-            nn = total * (ri[4] + agg[1])
-            x = nn / total
-            if sigma == 0.0:
-                stretch = x if x > 1.0 else 1.0
-            else:
-                stretch = ((x if x > 1.0 else 1.0)
-                           * (1.0 + sigma * ((total if total < nn else nn) - 1.0)) / ri[8])
-            x = stretch - 1.0
-            y = ri[0] + bw - 1.0
-            out[i] = (1.0 + ri[5] * (x if x > 0.0 else 0.0) + ri[6] * bw
-                      + ri[7] * (y if y > 0.0 else 0.0))
+            out[i] = factor(ri, agg)
         return out
 
     def __getstate__(self) -> dict[str, Any]:
