@@ -12,10 +12,15 @@ Four measurements, each against a reference timed in the same process:
    ordinary ``reset``/``step`` loop for comparison, and a plain ``heapq`` M/M/c event loop
    (:func:`mmc_reference`) as the yardstick of "what Python can do".
 3. **Scaling**: cost per query (fast path) and per env step along the axes of
-   :data:`SCALING_AXES` (MIG slices 1 -> 7, offered load 0.5 -> 1.2), as a table and a PNG.
+   :data:`SCALING_AXES` (MIG slices 1 -> 7, offered load 0.5 -> 1.2, nodes 4 -> 64, tables
+   8 -> 512), as a table and a PNG.
 4. **Memory**: peak memory of a 100k- and a 1M-query episode, each in a fresh subprocess
    (``tracemalloc`` and the process's peak RSS), split into the trace's arrays (the input, which
    grows with the episode) and what the simulation adds (which must not).
+5. **Traces**: arrivals generated per second per synthetic preset, and a cold CSV replay.
+6. **Where a step's time goes** (the sharded-serving envs, whose steps cost most): drawing
+   the request's embedding lookups, the rest of the simulation, and the Gymnasium adapter,
+   beside the numpy floor of the lookup draws alone (:func:`step_breakdown`).
 
 Timings are best-of-``repeats`` with the candidates interleaved, because the machine may be
 shared; ``bench.md`` records the load average before and after.
@@ -169,16 +174,19 @@ def time_env(env_id: str, steps: int, budget_s: float = math.inf, seed: int = 0,
 
 
 def arrivals_per_step(env_id: str, steps: int = 20, **kwargs: Any) -> float:
-    """Mean requests arriving per ``step()`` (``info["arrived"]``), with the actions of
-    :func:`time_env`: 1 where a step decides one arrival, many where a step is a control
-    interval (Repartition), ``nan`` where ``info`` has no ``arrived``. Arrivals up to the
-    first decision (``reset``) count towards the first step."""
+    """Mean requests arriving per ``step()`` (``info["arrived"]``; ``info["sub_arrived"]``
+    where the env has it, so that a ShardPlacement step, one request, counts its
+    sub-requests as ShardRouting's do), with the actions of :func:`time_env`: 1 where a step
+    decides one arrival, many where a step is a control interval (Repartition) or a whole
+    request, ``nan`` where ``info`` has no ``arrived``. Arrivals up to the first decision
+    (``reset``) count towards the first step."""
     import envs  # noqa: F401
 
     env: Any = gym.make(env_id, **kwargs).unwrapped
     _, info = env.reset(seed=0)
     n = env.action_space.n
-    if "arrived" not in info:
+    key = "sub_arrived" if "sub_arrived" in info else "arrived"
+    if key not in info:
         return math.nan
     before = 0
     total = 0
@@ -189,8 +197,8 @@ def arrivals_per_step(env_id: str, steps: int = 20, **kwargs: Any) -> float:
         while not mask[k]:
             k = (k + 1) % n
         _, _, term, trunc, info = env.step(k)
-        total += info["arrived"] - before
-        before = info["arrived"]
+        total += info[key] - before
+        before = info[key]
         if term or trunc:  # the next episode counts its arrivals from zero again
             env.reset()
             before = 0
@@ -220,6 +228,108 @@ def bench_env_steps(env_ids: Sequence[str], steps: int, repeats: int,
                      "arrivals_per_step": per_step,
                      "cost_per_arrival_vs_cartpole": cart / rate / per_step
                      if per_step and per_step > 0 else math.nan})
+    return rows
+
+
+# ------------------------------------------------------------------------------ step breakdown
+def lookup_floor_us(env_id: str, requests: int = 200, seed: int = 0, **kwargs: Any) -> float:
+    """Microseconds per request of the numpy primitives a request's embedding lookups need
+    and nothing else: the binomial split of each cached table's lookups, their float32
+    uniforms, the power that maps them to Zipf ranks, and the sort of their keys (an ideal
+    implementation of the lookup model in numpy still pays these)."""
+    import envs  # noqa: F401
+
+    env: Any = gym.make(env_id, **kwargs).unwrapped
+    env.reset(seed=seed)
+    lay = env.layout
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    for _ in range(requests):
+        m = rng.binomial(lay.c_n, lay.c_ptracked)
+        u = rng.random(int(m.sum()), dtype=lay.c_norm_d.dtype)
+        u += 1.0  # the power's argument lies in [1, ...)
+        if lay.c_power is None:
+            np.exp(u, out=u)
+        else:
+            np.power(u, lay.c_power, out=u)
+        u.view(np.int32 if u.dtype == np.float32 else np.int64).sort()
+    return (time.perf_counter() - t0) / requests * 1e6
+
+
+def step_breakdown(env_id: str, steps: int, seed: int = 0, **kwargs: Any) -> dict[str, Any]:
+    """Where one ``action_masks()`` + ``step()`` of a sharded-serving env spends its time.
+
+    Times ``steps`` steps (the actions of :func:`time_env`) with the simulator's
+    ``_make_subrequests`` (drawing a request's lookups and splitting them into sub-requests)
+    and ``advance`` (everything the simulator does between two decisions) wrapped in timers,
+    restored afterwards; the adapter is the rest. The wrappers add two timer calls each, so
+    the parts sum to a little more than :func:`time_env`'s step. Also the numpy floor of the
+    lookup draws (:func:`lookup_floor_us`) per sub-request.
+    """
+    import envs  # noqa: F401
+    from envs.sim.shard import ShardSim
+
+    acc = {"lookups": 0.0, "advance": 0.0}
+    clock = time.perf_counter
+    orig_make, orig_advance = ShardSim._make_subrequests, ShardSim.advance
+
+    def make(self: ShardSim, *a: Any) -> Any:
+        t = clock()
+        out = orig_make(self, *a)
+        acc["lookups"] += clock() - t
+        return out
+
+    def advance(self: ShardSim) -> None:
+        t = clock()
+        orig_advance(self)
+        acc["advance"] += clock() - t
+
+    env: Any = gym.make(env_id, **kwargs).unwrapped
+    env.reset(seed=seed)
+    n = env.action_space.n
+    ShardSim._make_subrequests = make  # type: ignore[method-assign,assignment]
+    ShardSim.advance = advance  # type: ignore[method-assign]
+    try:
+        acc["lookups"] = acc["advance"] = 0.0
+        k = 0
+        t0 = clock()
+        for _ in range(steps):
+            mask = env.action_masks()
+            k = (k + 1) % n
+            while not mask[k]:
+                k = (k + 1) % n
+            _, _, term, trunc, _ = env.step(k)
+            if term or trunc:
+                env.reset()
+        total = clock() - t0
+    finally:
+        ShardSim._make_subrequests = orig_make  # type: ignore[method-assign]
+        ShardSim.advance = orig_advance  # type: ignore[method-assign]
+    subs = arrivals_per_step(env_id, min(steps, 2000), **kwargs)
+    fanout = int(env.n_shards)
+    us = 1e6 / steps
+    return {"env": env_id, "step_us": total * us, "lookups_us": acc["lookups"] * us,
+            "simulation_us": (acc["advance"] - acc["lookups"]) * us,
+            "adapter_us": (total - acc["advance"]) * us,
+            "lookup_floor_us": lookup_floor_us(env_id, seed=seed, **kwargs) / fanout * subs,
+            "sub_requests_per_step": subs}
+
+
+def bench_breakdown(env_ids: Sequence[str], steps: int, repeats: int) -> list[dict[str, Any]]:
+    """:func:`step_breakdown` per env, the round with the fastest step, and CartPole's step
+    timed in the same rounds."""
+    rows = []
+    for env_id in env_ids:
+        best: dict[str, Any] | None = None
+        cart = 0.0
+        for k in range(repeats):
+            cart = max(cart, time_cartpole(20000))
+            row = step_breakdown(env_id, steps, seed=k)
+            if best is None or row["step_us"] < best["step_us"]:
+                best = row
+        assert best is not None
+        best["cartpole_us"] = 1e6 / cart
+        rows.append(best)
     return rows
 
 
@@ -536,6 +646,7 @@ class BenchResults:
     scaling: list[dict[str, Any]] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
     traces: list[dict[str, Any]] = field(default_factory=list)
+    breakdown: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -545,6 +656,7 @@ _SECTION_KEYS = {
     "scaling": ("scaling", "axis", "point"),
     "memory": ("memory", "probe", "queries"),
     "traces": ("traces", "what", None),
+    "breakdown": ("breakdown", "env", None),
 }
 
 
@@ -689,6 +801,26 @@ def to_markdown(res: BenchResults) -> str:
                   "lists, queues bounded by their capacity). What grows is the trace itself, "
                   f"the episode's input: {per_q:.0f} bytes/query in numpy arrays, and the "
                   "transient peak of drawing it (`traces/`) at the start of the episode.", ""]
+    if res.breakdown:
+        lines += ["### Where a sharded-serving step's time goes", "",
+                  "µs per `action_masks()` + `step()`, split by timers around the simulator's "
+                  "lookup drawing (`ShardSim._make_subrequests`: a request's ~7,500 Zipf "
+                  "lookups drawn, sorted, deduplicated and split into sub-requests, "
+                  "amortised over its sub-requests) and the rest of `ShardSim.advance` "
+                  "(events: links, queues, row caches, service, delivery); the adapter is "
+                  "the rest (masks, routing, observation, reward, info). Numpy floor: the "
+                  "binomial, uniform, power and sort calls of the lookups alone, with "
+                  "nothing around them.", "",
+                  "| environment | sub-requests/step | step µs | lookups µs | numpy floor µs "
+                  "| other simulation µs | adapter µs | CartPole step µs | floor / CartPole |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in res.breakdown:
+            lines.append(f"| `{r['env']}` | {r['sub_requests_per_step']:.1f} "
+                         f"| {r['step_us']:.1f} | {r['lookups_us']:.1f} "
+                         f"| {r['lookup_floor_us']:.1f} | {r['simulation_us']:.1f} "
+                         f"| {r['adapter_us']:.1f} | {r['cartpole_us']:.2f} "
+                         f"| {r['lookup_floor_us'] / r['cartpole_us']:.2f}x |")
+        lines.append("")
     if res.traces:
         lines += ["### Traces (`traces/`)", "",
                   "| what | measured | goal | |", "|---|---:|---:|---|"]
@@ -715,8 +847,9 @@ def run_bench(*, env_ids: Sequence[str], steps: int, repeats: int, step_budget_s
               mmc_load: float, scaling_axes: Sequence[ScalingAxis], scaling_queries: int,
               scaling_steps: int, memory_sizes: Sequence[int], memory_policy: str,
               memory_traced: bool = False, trace_generated: int = 0,
-              trace_replay_rows: int = 0) -> BenchResults:
-    """All five measurements (a section with no size, e.g. ``memory_sizes=[]``, is skipped)."""
+              trace_replay_rows: int = 0, breakdown_envs: Sequence[str] = (),
+              breakdown_steps: int = 0) -> BenchResults:
+    """All six measurements (a section with no size, e.g. ``memory_sizes=[]``, is skipped)."""
     t0 = time.perf_counter()
     res = BenchResults(meta={
         "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
@@ -741,7 +874,10 @@ def run_bench(*, env_ids: Sequence[str], steps: int, repeats: int, step_budget_s
         took["memory"], t = time.perf_counter() - t, time.perf_counter()
     if trace_generated:
         res.traces = bench_traces(trace_generated, trace_replay_rows, repeats)
-        took["traces"] = time.perf_counter() - t
+        took["traces"], t = time.perf_counter() - t, time.perf_counter()
+    if breakdown_envs and breakdown_steps:
+        res.breakdown = bench_breakdown(breakdown_envs, breakdown_steps, repeats)
+        took["breakdown"] = time.perf_counter() - t
     res.meta.update(load_after=_load(), wall_s=time.perf_counter() - t0,
                     sections=", ".join(f"{k} {v:.0f} s" for k, v in took.items()))
     return res
@@ -781,6 +917,11 @@ def main(cfg: DictConfig) -> None:
                         f"{list(baselines_for(str(b.env)))}")
     axes = [a for a in SCALING_AXES if cfg.scaling.axes is None or a.name in cfg.scaling.axes]
     sizes: list[int] = OmegaConf.to_object(cfg.memory.sizes)  # type: ignore[assignment]
+    breakdown = [str(e) for e in cfg.breakdown.envs or ()]
+    unknown = [i for i in breakdown if i not in known or "Shard" not in i]
+    if unknown:
+        raise UserError(f"breakdown.envs: {unknown} are not registered ShardRouting or "
+                        "ShardPlacement ids")
     res = run_bench(env_ids=ids, steps=int(cfg.steps), repeats=int(cfg.repeats),
                     step_budget_s=float(cfg.step_budget_s),
                     baseline_env=str(b.env), policies=policies, queries=int(b.queries),
@@ -791,7 +932,8 @@ def main(cfg: DictConfig) -> None:
                     memory_policy=str(cfg.memory.policy),
                     memory_traced=bool(cfg.memory.traced),
                     trace_generated=int(cfg.traces.generated),
-                    trace_replay_rows=int(cfg.traces.replay_rows))
+                    trace_replay_rows=int(cfg.traces.replay_rows),
+                    breakdown_envs=breakdown, breakdown_steps=int(cfg.breakdown.steps))
     md = write_results(res, Path(str(cfg.out_dir)))
     print(md)
 

@@ -81,6 +81,22 @@ def test_arrivals_per_step_tells_decision_steps_from_interval_steps() -> None:
     assert bench.arrivals_per_step("ldsgym/PartitionPlacement-v0", 300, episode_queries=50) \
         == one  # resets on the way
     assert bench.arrivals_per_step("ldsgym/Repartition-v0", 3) > 100  # a step is an interval
+    # A ShardPlacement step is a whole request: it counts the sub-requests (one per shard).
+    assert bench.arrivals_per_step("ldsgym/ShardPlacement-v0", 40) == pytest.approx(8.0, abs=0.3)
+
+
+def test_step_breakdown_parts_add_up_and_the_timers_come_off() -> None:
+    from envs.sim.shard import ShardSim
+
+    before = (ShardSim._make_subrequests, ShardSim.advance)
+    row = bench.step_breakdown("ldsgym/ShardRouting-v0", 400)
+    assert (ShardSim._make_subrequests, ShardSim.advance) == before
+    parts = row["lookups_us"] + row["simulation_us"] + row["adapter_us"]
+    assert parts == pytest.approx(row["step_us"], rel=1e-9)
+    assert min(row["lookups_us"], row["simulation_us"], row["adapter_us"]) > 0
+    # The floor is per sub-request: a request's draws shared by its 8 sub-requests.
+    assert row["sub_requests_per_step"] == pytest.approx(1.0, abs=0.01)
+    assert 0 < row["lookup_floor_us"] < bench.lookup_floor_us("ldsgym/ShardRouting-v0", 20)
 
 
 def test_scaling_axes_are_one_entry_each_and_unknown_envs_are_skipped() -> None:
@@ -97,13 +113,19 @@ def test_bench_app_end_to_end(tmp_path: Path) -> None:
                   "baselines.step_loop_queries=100", "baselines.policies=[round_robin]",
                   "scaling.queries=200", "scaling.steps=100", "scaling.axes=[MIG slices]",
                   "memory.sizes=[1000]", "traces.generated=50000", "traces.replay_rows=20000",
+                  "breakdown.envs=[ldsgym/ShardRouting-v0]", "breakdown.steps=200",
                   f"hydra.run.dir={tmp_path}/h")
     assert res.returncode == 0, res.stderr[-3000:]
     for name in ("bench.csv", "bench.md", "bench_scaling.png"):
         assert (tmp_path / name).is_file(), name
     md = (tmp_path / "bench.md").read_text()
     assert "generate `poisson`" in md and "replay a 20,000-row CSV" in md
-    assert "traces" in {r.split(",")[0] for r in (tmp_path / "bench.csv").read_text().split()}
+    sections = {r.split(",")[0] for r in (tmp_path / "bench.csv").read_text().split()}
+    assert {"traces", "breakdown"} <= sections
+    assert "Where a sharded-serving step's time goes" in md
     bad = run_app("experiments.bench", "baselines.policies=[nope]", f"out_dir={tmp_path}/x",
                   f"hydra.run.dir={tmp_path}/h2")
     assert bad.returncode == 2 and "nope" in bad.stderr
+    bad = run_app("experiments.bench", "breakdown.envs=[ldsgym/PartitionPlacement-v0]",
+                  f"out_dir={tmp_path}/y", f"hydra.run.dir={tmp_path}/h3")
+    assert bad.returncode == 2 and "breakdown.envs" in bad.stderr
