@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from agents.misd_baselines import MISD_PLACEMENT_BASELINES, REPARTITION_BASELINES
 from agents.policy import HeuristicPolicy, Obs, SeededRng, earliest_or_reject
+from agents.shard_baselines import PLACEMENT_BASELINES, SHARD_BASELINES
 
 
 def _valid(mask: np.ndarray) -> np.ndarray:
@@ -94,16 +96,21 @@ class ShortestExpectedFinishPolicy(HeuristicPolicy):
         return earliest_or_reject(obs["finish"], mask, self.reject_hopeless)
 
 
-#: Baselines of PartitionPlacement by name, as configs and the evaluate app refer to them.
+#: Baselines of PartitionPlacement by name, as configs and the evaluate app refer to them:
+#: these four, then the MISD literature's (gpulet, PREMA, interference-aware).
 BASELINES: dict[str, Callable[[], HeuristicPolicy]] = {
-    cls.name: cls
-    for cls in (RandomPolicy, RoundRobinPolicy, LeastLoadedPolicy, ShortestExpectedFinishPolicy)
+    **{cls.name: cls for cls in (RandomPolicy, RoundRobinPolicy, LeastLoadedPolicy,
+                                 ShortestExpectedFinishPolicy)},
+    **MISD_PLACEMENT_BASELINES,
 }
 
 #: Baseline registries per environment family (the env id without namespace and version, up
 #: to the first '-': ``ldsgym/PartitionPlacement-H100-v0`` -> ``PartitionPlacement``).
 BASELINES_BY_ENV: dict[str, dict[str, Callable[[], HeuristicPolicy]]] = {
     "PartitionPlacement": BASELINES,
+    "Repartition": REPARTITION_BASELINES,
+    "ShardRouting": SHARD_BASELINES,
+    "ShardPlacement": PLACEMENT_BASELINES,
 }
 
 
@@ -130,16 +137,3 @@ def make_baseline(name: str, env_id: str = "ldsgym/PartitionPlacement-v0") -> He
         raise ValueError(f"policy '{name}': unknown baseline for {env_id}; known: "
                          f"{', '.join(registry) or 'none'}") from None
 
-
-# Other environment families register their baselines here (imported last: they build on the
-# base classes above).
-from agents.shard_baselines import PLACEMENT_BASELINES, SHARD_BASELINES  # noqa: E402
-
-BASELINES_BY_ENV["ShardRouting"] = SHARD_BASELINES
-BASELINES_BY_ENV["ShardPlacement"] = PLACEMENT_BASELINES
-
-# MISD: PartitionPlacement baselines from the literature, and Repartition's.
-from agents.misd_baselines import MISD_PLACEMENT_BASELINES, REPARTITION_BASELINES  # noqa: E402
-
-BASELINES.update(MISD_PLACEMENT_BASELINES)
-BASELINES_BY_ENV["Repartition"] = REPARTITION_BASELINES
