@@ -259,38 +259,37 @@ def lookup_floor_us(env_id: str, requests: int = 200, seed: int = 0, **kwargs: A
 def step_breakdown(env_id: str, steps: int, seed: int = 0, **kwargs: Any) -> dict[str, Any]:
     """Where one ``action_masks()`` + ``step()`` of a sharded-serving env spends its time.
 
-    Times ``steps`` steps (the actions of :func:`time_env`) with the simulator's
-    ``_make_subrequests`` (drawing a request's lookups and splitting them into sub-requests)
-    and ``advance`` (everything the simulator does between two decisions) wrapped in timers,
-    restored afterwards; the adapter is the rest. The wrappers add two timer calls each, so
-    the parts sum to a little more than :func:`time_env`'s step. Also the numpy floor of the
-    lookup draws (:func:`lookup_floor_us`) per sub-request.
+    Times ``steps`` steps (the actions of :func:`time_env`) with timers around the
+    simulator's ``_make_subrequests`` (drawing a request's lookups and splitting them into
+    sub-requests) and its decision calls ``route``, ``shed`` and ``advance`` (everything the
+    simulator does for a decision and up to the next one), restored afterwards; the adapter
+    is the rest. The timers add two clock reads per call, so the parts sum to a little more
+    than :func:`time_env`'s step. Also the numpy floor of the lookup draws
+    (:func:`lookup_floor_us`) per sub-request.
     """
     import envs  # noqa: F401
     from envs.sim.shard import ShardSim
 
-    acc = {"lookups": 0.0, "advance": 0.0}
+    acc = {"lookups": 0.0, "simulation": 0.0}
     clock = time.perf_counter
-    orig_make, orig_advance = ShardSim._make_subrequests, ShardSim.advance
+    timed = {"_make_subrequests": "lookups", "route": "simulation", "shed": "simulation",
+             "advance": "simulation"}
+    originals = {name: getattr(ShardSim, name) for name in timed}
 
-    def make(self: ShardSim, *a: Any) -> Any:
-        t = clock()
-        out = orig_make(self, *a)
-        acc["lookups"] += clock() - t
-        return out
-
-    def advance(self: ShardSim) -> None:
-        t = clock()
-        orig_advance(self)
-        acc["advance"] += clock() - t
+    def timer(fn: Callable[..., Any], key: str) -> Callable[..., Any]:
+        def wrapped(*a: Any) -> Any:
+            t = clock()
+            out = fn(*a)
+            acc[key] += clock() - t
+            return out
+        return wrapped
 
     env: Any = gym.make(env_id, **kwargs).unwrapped
     env.reset(seed=seed)
     n = env.action_space.n
-    ShardSim._make_subrequests = make  # type: ignore[method-assign,assignment]
-    ShardSim.advance = advance  # type: ignore[method-assign]
     try:
-        acc["lookups"] = acc["advance"] = 0.0
+        for name, key in timed.items():
+            setattr(ShardSim, name, timer(originals[name], key))
         k = 0
         t0 = clock()
         for _ in range(steps):
@@ -303,14 +302,14 @@ def step_breakdown(env_id: str, steps: int, seed: int = 0, **kwargs: Any) -> dic
                 env.reset()
         total = clock() - t0
     finally:
-        ShardSim._make_subrequests = orig_make  # type: ignore[method-assign]
-        ShardSim.advance = orig_advance  # type: ignore[method-assign]
+        for name, fn in originals.items():
+            setattr(ShardSim, name, fn)
     subs = arrivals_per_step(env_id, min(steps, 2000), **kwargs)
     fanout = int(env.n_shards)
     us = 1e6 / steps
     return {"env": env_id, "step_us": total * us, "lookups_us": acc["lookups"] * us,
-            "simulation_us": (acc["advance"] - acc["lookups"]) * us,
-            "adapter_us": (total - acc["advance"]) * us,
+            "simulation_us": (acc["simulation"] - acc["lookups"]) * us,
+            "adapter_us": (total - acc["simulation"]) * us,
             "lookup_floor_us": lookup_floor_us(env_id, seed=seed, **kwargs) / fanout * subs,
             "sub_requests_per_step": subs}
 
@@ -806,11 +805,12 @@ def to_markdown(res: BenchResults) -> str:
                   "µs per `action_masks()` + `step()`, split by timers around the simulator's "
                   "lookup drawing (`ShardSim._make_subrequests`: a request's ~7,500 Zipf "
                   "lookups drawn, sorted, deduplicated and split into sub-requests, "
-                  "amortised over its sub-requests) and the rest of `ShardSim.advance` "
-                  "(events: links, queues, row caches, service, delivery); the adapter is "
-                  "the rest (masks, routing, observation, reward, info). Numpy floor: the "
-                  "binomial, uniform, power and sort calls of the lookups alone, with "
-                  "nothing around them.", "",
+                  "amortised over its sub-requests) and the rest of the simulator's decision "
+                  "calls, `route`/`shed` and `advance` (events: links, queues, row caches, "
+                  "service, delivery); the adapter is the rest (masks, the observation with "
+                  "its predictions, reward, info; ShardPlacement's built-in router). Numpy "
+                  "floor: the binomial, uniform, power and sort calls of the lookups alone, "
+                  "with nothing around them.", "",
                   "| environment | sub-requests/step | step µs | lookups µs | numpy floor µs "
                   "| other simulation µs | adapter µs | CartPole step µs | floor / CartPole |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
