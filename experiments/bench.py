@@ -2,6 +2,7 @@
 
     python -m experiments.bench                       # bench.csv, bench.md, bench_scaling.png
     python -m experiments.bench repeats=5 baselines.queries=100000 out_dir=/tmp/b
+    python -m experiments.bench profile.env=ldsgym/ShardRouting-v0   # profile.html/.txt only
 
 Four measurements, each against a reference timed in the same process:
 
@@ -22,6 +23,9 @@ Four measurements, each against a reference timed in the same process:
    the request's embedding lookups, the rest of the simulation, and the Gymnasium adapter,
    beside the numpy floor of the lookup draws alone (:func:`step_breakdown`).
 
+With ``profile.env`` set it measures nothing of the above: it profiles that environment's step
+loop with pyinstrument instead (:func:`profile_env`), to find what to make faster.
+
 Timings are best-of-``repeats`` with the candidates interleaved, because the machine may be
 shared; ``bench.md`` records the load average before and after.
 """
@@ -39,7 +43,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +177,25 @@ def time_env(env_id: str, steps: int, budget_s: float = math.inf, seed: int = 0,
     return with_masks, alone
 
 
+def cycle_steps(env: Any, steps: int) -> Iterator[tuple[int, dict[str, Any], bool]]:
+    """Step an (unwrapped, reset) env ``steps`` times with :func:`time_env`'s actions: the
+    next valid one after the last, round robin over ``action_masks()``; resets at an
+    episode's end. Yields ``(action, info, ended)`` per step (``info`` of that step, before
+    any reset)."""
+    n = env.action_space.n
+    k = 0
+    for _ in range(steps):
+        mask = env.action_masks()
+        k = (k + 1) % n
+        while not mask[k]:
+            k = (k + 1) % n
+        _, _, term, trunc, info = env.step(k)
+        ended = bool(term or trunc)
+        yield k, info, ended
+        if ended:
+            env.reset()
+
+
 def arrivals_per_step(env_id: str, steps: int = 20, **kwargs: Any) -> float:
     """Mean requests arriving per ``step()`` (``info["arrived"]``; ``info["sub_arrived"]``
     where the env has it, so that a ShardPlacement step, one request, counts its
@@ -184,23 +207,15 @@ def arrivals_per_step(env_id: str, steps: int = 20, **kwargs: Any) -> float:
 
     env: Any = gym.make(env_id, **kwargs).unwrapped
     _, info = env.reset(seed=0)
-    n = env.action_space.n
     key = "sub_arrived" if "sub_arrived" in info else "arrived"
     if key not in info:
         return math.nan
     before = 0
     total = 0
-    k = 0
-    for _ in range(steps):
-        mask = env.action_masks()
-        k = (k + 1) % n
-        while not mask[k]:
-            k = (k + 1) % n
-        _, _, term, trunc, info = env.step(k)
+    for _, info, ended in cycle_steps(env, steps):
         total += info[key] - before
         before = info[key]
-        if term or trunc:  # the next episode counts its arrivals from zero again
-            env.reset()
+        if ended:  # the next episode counts its arrivals from zero again
             before = 0
     return total / steps
 
@@ -286,20 +301,12 @@ def step_breakdown(env_id: str, steps: int, seed: int = 0, **kwargs: Any) -> dic
 
     env: Any = gym.make(env_id, **kwargs).unwrapped
     env.reset(seed=seed)
-    n = env.action_space.n
     try:
         for name, key in timed.items():
             setattr(ShardSim, name, timer(originals[name], key))
-        k = 0
         t0 = clock()
-        for _ in range(steps):
-            mask = env.action_masks()
-            k = (k + 1) % n
-            while not mask[k]:
-                k = (k + 1) % n
-            _, _, term, trunc, _ = env.step(k)
-            if term or trunc:
-                env.reset()
+        for _ in cycle_steps(env, steps):
+            pass
         total = clock() - t0
     finally:
         for name, fn in originals.items():
@@ -330,6 +337,42 @@ def bench_breakdown(env_ids: Sequence[str], steps: int, repeats: int) -> list[di
         best["cartpole_us"] = 1e6 / cart
         rows.append(best)
     return rows
+
+
+# ------------------------------------------------------------------------------------- profile
+def profile_env(env_id: str, steps: int, out: Path, seed: int = 0, warmup: int = 500,
+                interval_s: float = 1e-3) -> Path:
+    """Profile ``steps`` steps of ``env_id`` (the actions of :func:`time_env`) with pyinstrument
+    after ``warmup`` unprofiled ones (numba compiles, caches fill): writes ``profile.html``
+    (the call tree to explore in a browser) and ``profile.txt`` (the call tree, then the
+    functions by their own time: the hot spots) into ``out``. Returns the text file."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        raise UserError("profile: pyinstrument is not installed (pip install pyinstrument)"
+                        ) from None
+    import envs  # noqa: F401
+
+    env: Any = gym.make(env_id).unwrapped
+    env.reset(seed=seed)
+    for _ in cycle_steps(env, warmup):
+        pass
+    profiler = Profiler(interval=interval_s)
+    profiler.start()
+    t0 = time.perf_counter()
+    for _ in cycle_steps(env, steps):
+        pass
+    took = time.perf_counter() - t0
+    profiler.stop()
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "profile.html", profiler.output_html())
+    head = (f"{env_id}: {steps:,} steps (action_masks + step) in {took:.2f} s under the "
+            f"profiler, {took / steps * 1e6:.1f} µs/step\n\n")
+    text = (head + profiler.output_text(unicode=True, color=False)
+            + "\nBy own time (hot spots):\n\n" + profiler.output_text(
+                unicode=True, color=False, flat=True))
+    write_atomic(out / "profile.txt", text)
+    return out / "profile.txt"
 
 
 # ---------------------------------------------------------------------------------- baselines
@@ -900,8 +943,17 @@ def main(cfg: DictConfig) -> None:
     import envs
     from agents.baselines import baselines_for
 
-    ids = list(cfg.envs) if cfg.envs is not None else envs.registered_ids()
     known = envs.registered_ids()
+    if cfg.profile.env is not None:
+        if str(cfg.profile.env) not in known:
+            raise UserError(f"profile.env: unknown id '{cfg.profile.env}'; registered: {known}")
+        if int(cfg.profile.steps) < 1:
+            raise UserError("profile.steps must be >= 1")
+        path = profile_env(str(cfg.profile.env), int(cfg.profile.steps), Path(str(cfg.out_dir)))
+        print(path.read_text())
+        print(f"wrote {path} and {path.with_suffix('.html')}")
+        return
+    ids = list(cfg.envs) if cfg.envs is not None else envs.registered_ids()
     unknown = [i for i in ids if i not in known]
     if unknown:
         raise UserError(f"envs: unknown id(s) {unknown}; registered: {known}")

@@ -130,3 +130,17 @@ def test_bench_app_end_to_end(tmp_path: Path) -> None:
     bad = run_app("experiments.bench", "breakdown.envs=[ldsgym/PartitionPlacement-v0]",
                   f"out_dir={tmp_path}/y", f"hydra.run.dir={tmp_path}/h3")
     assert bad.returncode == 2 and "breakdown.envs" in bad.stderr
+
+
+def test_profile_mode_writes_the_call_tree_and_the_hot_spots(tmp_path: Path) -> None:
+    res = run_app("experiments.bench", "profile.env=ldsgym/PartitionPlacement-v0",
+                  "profile.steps=300", f"out_dir={tmp_path}", f"hydra.run.dir={tmp_path}/h")
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = (tmp_path / "profile.txt").read_text()
+    assert "PartitionPlacementEnv.step" in text and "By own time (hot spots)" in text
+    assert (tmp_path / "profile.html").stat().st_size > 1_000
+    assert not (tmp_path / "bench.md").exists()  # profiling measures nothing else
+    bad = run_app("experiments.bench", "profile.env=ldsgym/Nope-v0", f"out_dir={tmp_path}/x",
+                  f"hydra.run.dir={tmp_path}/h2")
+    assert bad.returncode == 2 and "profile.env" in bad.stderr
+    assert "Traceback" not in bad.stderr
