@@ -527,7 +527,6 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._mask_version = -1
         self._lb = np.empty((2, N))  # bytes in flight per link direction
         self._rw = np.empty(N)  # remaining work
-        self._rate_n = np.empty(N)  # link payload rate now
         self._b1 = np.empty(N)
         self._b2 = np.empty(N)
         self._b3 = np.empty(N)
@@ -548,21 +547,30 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._c_fast = np.array(self.layout.c_fast)
         self._c_slow = np.array(self.layout.c_slow)
         self._overhead = np.array(self.cluster.node_overhead_s)
-        # routing_obs's constants: fixed link cost per node; c_fast, c_slow, overhead.
-        self._consts = np.zeros((2, max(N, 6)))
+        # routing_obs's constants (see there): fixed link cost per node; c_fast, c_slow,
+        # overhead, mean lookups and response bytes, capacity; the link payload rate now per
+        # node (_rate_n is a view of it); which nodes hold each shard.
+        self._consts = np.zeros((3 + self.n_shards, max(N, 6)))
         self._consts[0, :N] = self._fixed
         self._consts[1, :6] = (self.layout.c_fast, self.layout.c_slow,
                                self.cluster.node_overhead_s, self._mean_lookups,
                                self._mean_resp, self.capacity_qps)
-        self._flat: np.ndarray | None = None  # the node rows of the observation, when jitted
-        self._flat_given = False  # _obs returned views of it already
-        self._extra = np.empty(0, dtype=np.float32)  # and the shard, size, request, rates
+        self._consts[3:, :N] = self._holds_f
+        self._rate_n = self._consts[2, :N]
+        self._out: np.ndarray | None = None  # the observation's entries, when jitted
+        # Where each entry of the observation is in _out, in the order of _obs's dict.
+        x = 10 * N + self.n_shards
+        self._out_slices = (*(slice(r * N, (r + 1) * N) for r in range(10)),
+                            slice(10 * N, x), slice(x, x + 2), slice(x + 2, x + 4),
+                            slice(x + 4, x + 5))
+        self._out_given = False  # _obs returned views of it already
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        if "_lb" in state:  # pickle copied the flat views: point them at the buffers again
+        if "_lb" in state:  # pickle copied the views: point them at the buffers again
             self._lb_flat = self._lb.reshape(-1)
             self._vals_flat = self._vals.reshape(-1)
+            self._rate_n = self._consts[2, :self.n_nodes]
 
     def _on_pending(self) -> None:
         """Bookkeeping when a new sub-request becomes pending (rates, per-request state)."""
@@ -579,13 +587,13 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         if shard_jit.AVAILABLE:
             self._finish = self._predict_finish_jit()
         else:
-            self._flat = None
+            self._out = None
             self._finish = self._predict_finish()
 
     def _predict_finish_jit(self) -> np.ndarray:
-        """:meth:`_predict_finish` and the node rows of :meth:`_obs` (clipped, float32, into
-        a new ``self._flat``) in one compiled pass (:func:`envs.sim.shard_jit.routing_obs`:
-        the same operations on every node, so the same bits)."""
+        """:meth:`_predict_finish` and the entries of :meth:`_obs` (clipped, float32, into a
+        new ``self._out``) in one compiled pass (:func:`envs.sim.shard_jit.routing_obs`: the
+        same operations on every node, so the same bits)."""
         sim = self.sim
         assert sim is not None and sim.pending is not None
         sub = sim.pending
@@ -596,15 +604,13 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             self._rate_key = rate_key
         self._node_key = None  # the incremental buffers of _predict_finish are not kept
         self._routed.clear()
-        flat = self._flat = np.empty((10, self.n_nodes), dtype=np.float32)
-        extra = self._extra = np.empty(self.n_shards + 5, dtype=np.float32)
-        self._flat_given = False
+        out = self._out = np.empty(10 * self.n_nodes + self.n_shards + 5, dtype=np.float32)
+        self._out_given = False
         shard_jit.routing_obs(sim.events.now, sub.shard, sub.d_tracked, sub.d_untracked,
                               sub.lookups, sub.req_bytes, sub.resp_bytes, sub.req.inv_sla,
-                              sim.row_hit, sim._lb_bytes, sim._lb_t, sim._lb_rate,
-                              sim.service_end, sim.work_s, sim.outstanding, sim.node_features,
-                              self._rate_n, self._consts, self._holds_f, self._fin, flat,
-                              extra, sim.fanout_left_count() + 1, self._req_pred, self._rate)
+                              sim.fanout_left_count() + 1, self._req_pred, self._rate,
+                              sim.row_hit, sim.node_state, sim.outstanding, self._consts,
+                              self._fin, out)
         return self._fin
 
     def _predict_finish(self) -> np.ndarray:
@@ -691,18 +697,16 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         assert sim is not None and sim.pending is not None
         sub = sim.pending
-        flat = self._flat
-        if flat is not None:  # _predict_finish_jit filled it at this instant
-            extra = self._extra
-            if self._flat_given:  # a second call: its arrays must not alias the first's
-                flat, extra = flat.copy(), extra.copy()
-            self._flat_given = True
-            S = self.n_shards
-            obs = {"queue": flat[0], "work": flat[1], "link": flat[2], "hit": flat[3],
-                   "hit_shard": flat[4], "occupancy": flat[5], "slow": flat[6], "up": flat[7],
-                   "holds": flat[8], "finish": flat[9], "shard": extra[:S],
-                   "size": extra[S:S + 2], "request": extra[S + 2:S + 4],
-                   "rates": extra[S + 4:]}
+        out = self._out
+        if out is not None:  # _predict_finish_jit filled it at this instant
+            if self._out_given:  # a second call: its arrays must not alias the first's
+                out = out.copy()
+            self._out_given = True
+            q, w, lk, h, hs, oc, sl, up, ho, fi, sh, sz, rq, ra = self._out_slices
+            obs = {"queue": out[q], "work": out[w], "link": out[lk], "hit": out[h],
+                   "hit_shard": out[hs], "occupancy": out[oc], "slow": out[sl],
+                   "up": out[up], "holds": out[ho], "finish": out[fi], "shard": out[sh],
+                   "size": out[sz], "request": out[rq], "rates": out[ra]}
             self._last_obs = obs
             return obs
         inv_sla = sub.req.inv_sla  # 1 / max(deadline - arrival, 1e-9)

@@ -17,7 +17,7 @@ import envs  # noqa: F401  (registers the ids)
 from envs.shard import ShardRoutingEnv
 from envs.shard_placement import ShardPlacementEnv
 from envs.sim.rowcache import LfuRowCache, LruRowCache
-from envs.sim.shard import ShardSim
+from envs.sim.shard import ShardSim, _Arena
 
 _LINK_FAULTS = [
     {"start_ms": 5, "duration_ms": 30, "target": 1, "kind": "link", "mode": "fail"},
@@ -183,15 +183,75 @@ def test_reset_reuses_the_caches_and_pickles_keep_the_shared_rows() -> None:
     env.reset(seed=0)
     old = env.sim
     caches = [nd.cache for nd in old.nodes]
+    held = old.pending
+    keys, counts = held.keys.copy(), held.counts.copy()
     env.reset(seed=0)
     assert [nd.cache for nd in env.sim.nodes] == caches and old.nodes == []
+    assert env.sim._arena is old._arena  # and the memory of the draws
     for _ in range(30):
         env.step(int(np.flatnonzero(env.action_masks())[0]))
+    assert np.array_equal(held.keys, keys) and np.array_equal(held.counts, counts)
     clone = pickle.loads(pickle.dumps(env))
-    sim = clone.sim
-    assert np.shares_memory(sim.hit_rate, sim.node_features)
-    assert np.shares_memory(sim.measured_slow, sim.node_features)
-    assert np.shares_memory(sim._lb2_bytes, sim._lb_bytes)
+    for sim in (env.sim, clone.sim):
+        for name in ShardSim._VIEWS:
+            assert np.shares_memory(getattr(sim, name), sim.node_state), name
+        assert np.shares_memory(sim.hit_rate, sim.node_features)
+        assert np.shares_memory(sim.measured_slow, sim.node_features)
+        assert np.shares_memory(sim._lb2_bytes, sim._lb_bytes)
+    assert np.shares_memory(clone._rate_n, clone._consts)
+    a, b = env.action_masks(), clone.action_masks()
+    assert np.array_equal(a, b)
+    act = int(np.flatnonzero(a)[-1])
+    for x, y in zip(env.step(act), clone.step(act), strict=True):
+        assert repr(x) == repr(y)
+
+
+def test_link_utilization_is_over_the_links_busy_times() -> None:
+    env = gym.make("ldsgym/ShardRouting-v0", faults=_LINK_FAULTS).unwrapped
+    env.reset(seed=3)
+    for i in range(600):
+        env.step(int(np.flatnonzero(env.action_masks())[i % 2 - 1]))
+        sim = env.sim
+        busy = [lk.busy_s for lk in sim.links_down + sim.links_up]
+        assert busy == sim._link_busy
+        now = sim.now
+        assert sim.link_utilization(now) == (sum(busy) / (len(busy) * now), max(busy) / now)
+
+
+def test_arena_reuses_a_buffer_only_when_nothing_points_into_it() -> None:
+    arena = _Arena(100)
+    a, b = arena.take(60), arena.take(40)
+    assert a.base is b.base and not np.shares_memory(a, b)
+    c = arena.take(30)  # the first buffer is full: a second one
+    assert c.base is not a.base
+    big = arena.take(500)
+    assert big.base is None and len(big) == 500
+    del a
+    d = arena.take(80)  # b still points into the first buffer: a third one
+    assert d.base is not b.base and d.base is not c.base
+    first = id(b.base)
+    del b
+    e = arena.take(90)
+    assert id(e.base) == first  # free again
+    assert len(arena._bufs) == 3
+
+
+def test_kept_keys_survive_later_draws() -> None:
+    # Sub-requests keep views of the arena: later requests must not write over them.
+    env = gym.make("ldsgym/ShardRouting-v0").unwrapped
+    env.reset(seed=5)
+    sim = env.sim
+    req = sim.pending.req
+    kept = [sim._make_subrequests(req, sim.n_shards) for _ in range(40)]
+    copies = [[(s.keys.copy(), s.counts.copy()) for s in subs] for subs in kept]
+    for _ in range(300):
+        sim._make_subrequests(req, sim.n_shards)  # dropped at once: their memory is reused
+    del kept[::2], copies[::2]
+    for _ in range(300):
+        sim._make_subrequests(req, sim.n_shards)
+    for subs, cps in zip(kept, copies, strict=True):
+        for s, (k, c) in zip(subs, cps, strict=True):
+            assert np.array_equal(s.keys, k) and np.array_equal(s.counts, c)
 
 
 def _reference_subrequests(sim: ShardSim, fanout: int) -> list[tuple]:

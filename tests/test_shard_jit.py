@@ -82,16 +82,40 @@ def test_split_sorted_is_unique_and_searchsorted() -> None:
             np.int32 if trial % 2 else np.int64)
         rel = np.empty(n, dtype=np.int64)
         counts = np.empty(n, dtype=np.intp)
-        bounds = np.empty(S + 1, dtype=np.int64)
-        tracked = np.empty(S + 1, dtype=np.int64)
-        u = shard_jit.split_sorted(key, base, rel, counts, bounds, tracked)
+        out = np.empty((3, S + 1), dtype=np.int64)
+        look = rng.integers(0, 1000, S)
+        sign = 1 if trial % 3 else -1
+        u = shard_jit.split_sorted(key, base, rel, counts, out, look, sign)
         uniq, cnt = np.unique(key, return_counts=True)
         b = np.searchsorted(uniq, base)
+        tracked = np.searchsorted(key, base)
         assert u == len(uniq)
-        assert np.array_equal(bounds, b)
-        assert np.array_equal(tracked, np.searchsorted(key, base))
+        assert np.array_equal(out[0], b)
+        assert np.array_equal(out[1], tracked)
+        assert np.array_equal(out[2], np.append(look + sign * np.diff(tracked), 0))
         assert np.array_equal(counts[:u], cnt)
         assert np.array_equal(rel[:u], uniq - base[:-1].repeat(np.diff(b)))
+
+
+@pytest.mark.parametrize("top", [1.0, 7.0, 2.0**24, 2.0**31, 2.0**40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rank_clipping_is_the_int64_clip(top: float, dtype: type) -> None:
+    # Values around the bounds, fractions, huge ones, inf and NaN, in both key kernels.
+    with np.errstate(over="ignore"):
+        x = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.999, top - 1, top - 0.5, top, top + 1,
+                      2 * top, 1e30, 1e300, np.inf, np.nan]).astype(dtype)
+    m = np.array([len(x)], dtype=np.int64)
+    ub = np.array([int(dtype(top)) - 1], dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        k = x.astype(np.int64) - 1
+    want = np.clip(k, 0, ub[0])
+    key = np.empty(len(x), dtype=np.int64)
+    shard_jit.table_keys(x, m, ub, np.array([5], dtype=np.int64), key)
+    assert np.array_equal(key, want + 5)
+    for S, shift in ((4, 2), (3, -1)):
+        gseg = np.arange(S, dtype=np.int64) * 10**12
+        shard_jit.row_keys(x, m, ub, gseg, S, shift, key)
+        assert np.array_equal(key, gseg[want % S] + want // S)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -124,6 +148,25 @@ def test_subrequests_jit_is_the_numpy_draw(kwargs: dict, monkeypatch: pytest.Mon
                          "resp_bytes", "tracked_lookups"):
                 gv, rv = getattr(g, name), getattr(r, name)
                 assert gv == rv and type(gv) is type(rv), name
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"partition": "row"}, {"tables": 60}])
+def test_binomials_one_at_a_time_are_the_array_draw(kwargs: dict) -> None:
+    env = gym.make("ldsgym/ShardRouting-v0", **kwargs).unwrapped
+    env.reset(seed=2)
+    sim, lay = env.sim, env.layout
+    req = sim.pending.req
+    for _ in range(5):
+        state, nxt = sim.rng.bit_generator.state, sim._next_sub
+        out = {}
+        for scalar in (False, True):
+            sim.rng.bit_generator.state, sim._next_sub = state, nxt
+            lay.c_scalar = scalar
+            subs = sim._make_subrequests(req, sim.n_shards)
+            out[scalar] = ([(s.keys.tobytes(), s.counts.tobytes(), s.d_untracked, s.lookups,
+                             s.req_bytes, s.tracked_lookups) for s in subs],
+                           sim.rng.bit_generator.state)
+        assert out[False] == out[True]
 
 
 def _trajectory(env_id: str, kwargs: dict, steps: int) -> list[object]:
@@ -162,12 +205,13 @@ def test_envs_step_the_same_with_and_without_numba(env_id: str, kwargs: dict,
 
 def test_kernels_divide_by_zero_as_numpy_does() -> None:
     # numpy's error model: a zero link rate gives inf, as the numpy path, instead of raising.
-    holds, up = np.ones((2, 1), dtype=bool), np.ones(2, dtype=bool)
+    holds = np.ones((2, 1), dtype=bool)
+    state = np.zeros((13, 2))
+    state[10:12] = 1.0  # measured slowdown, up; link speed factor (row 12) 0
     one, zero = np.ones(2), np.zeros(2)
-    best = shard_jit.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, up, np.zeros((2, 1)),
-                                      one, zero, zero, zero, zero, zero, one, zero, zero,
-                                      1.0, 1.0, 1.0)
+    best = shard_jit.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, np.zeros((2, 1)),
+                                      state, one, zero, 1.0, 1.0, 1.0)
     assert best == 0  # both inf: the lower node
-    assert shard_jit.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, ~up,
-                                      np.zeros((2, 1)), one, zero, zero, zero, zero, zero, one,
-                                      zero, zero, 1.0, 1.0, 1.0) == -1
+    state[11] = 0.0  # both down
+    assert shard_jit.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, np.zeros((2, 1)),
+                                      state, one, zero, 1.0, 1.0, 1.0) == -1

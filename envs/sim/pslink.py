@@ -13,7 +13,7 @@ not part of the sharing: the simulator adds it to the delivery time.
 
 from __future__ import annotations
 
-import heapq
+from heapq import heappop, heappush
 from typing import Any
 
 _EPS_BYTES = 1e-3
@@ -73,7 +73,7 @@ class PsLink:
         self._seq = seq
         msg.flow_seq = seq
         msg.flow_finish = finish
-        heapq.heappush(self._heap, (finish, seq, msg))
+        heappush(self._heap, (finish, seq, msg))
         self.n = n + 1
         self.bytes_done += nbytes
         self._sum_finish += finish
@@ -98,7 +98,7 @@ class PsLink:
         """Time the next message finishes (``inf`` when none, or when the link is stopped)."""
         heap = self._heap
         while heap and heap[0][2].flow_seq != heap[0][1]:
-            heapq.heappop(heap)
+            heappop(heap)
         if not heap or self.factor <= 0.0:
             return float("inf")
         rate = self.payload_bps * self.factor / self.n
@@ -117,11 +117,11 @@ class PsLink:
         while heap:
             finish, seq, msg = heap[0]
             if msg.flow_seq != seq:
-                heapq.heappop(heap)
+                heappop(heap)
                 continue
             if finish > limit:
                 break
-            heapq.heappop(heap)
+            heappop(heap)
             msg.flow_seq = 0
             self.n -= 1
             self._sum_finish -= finish
@@ -135,7 +135,7 @@ class PsLink:
         ``payload_bps * factor`` while a message is in flight, else 0."""
         heap = self._heap
         while heap and heap[0][2].flow_seq != heap[0][1]:
-            heapq.heappop(heap)
+            heappop(heap)
         n = self.n
         if not n:
             return (float("inf") if not heap or self.factor <= 0.0

@@ -43,15 +43,17 @@ Nothing here imports gymnasium or torch; :mod:`envs.shard` adapts it to Gymnasiu
 from __future__ import annotations
 
 import math
+import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
+from typing import Any, cast
 
 import numpy as np
 
 from envs.sim import shard_jit
-from envs.sim.core import Event, EventQueue
+from envs.sim.core import EventQueue
 from envs.sim.metrics import Counters
 from envs.sim.pslink import PsLink
 from envs.sim.rowcache import LfuRowCache, LruRowCache
@@ -69,6 +71,17 @@ STRAGGLER = 6
 RANDOM_FAULT = 7
 
 _INF = float("inf")
+
+#: An event on the simulator's heap: ``[cancelled, kind, target]``. The simulator pops its
+#: own events (:meth:`ShardSim._step_event`; :meth:`EventQueue.pop` and ``peek`` are not used
+#: on its queue), so a list does what :class:`envs.sim.core.Event` does at a quarter of the
+#: cost of making one; heap entries are ``(time, 0, seq, event)`` as EventQueue's.
+_Ev = list[Any]
+#: ``np.intp`` is int64 (the counts of distinct keys can live in an :class:`_Arena`).
+_INTP64 = np.dtype(np.intp) == np.dtype(np.int64)
+#: Most cached tables whose binomial lookup counts are drawn one at a time (cheaper than
+#: one array draw up to about this many; the same numbers either way).
+_SCALAR_DRAWS = 12
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,6 +360,11 @@ class ShardLayout:
         bound = np.minimum(rows[cached_t], track * (S if spec.row_wise else 1))
         self.c_bound = bound.astype(np.float64)
         self.c_ptracked = cdf(bound + 1.0, rows[cached_t], spec.alpha)
+        # The binomial draws table by table (as plain ints) when there are few tables: see
+        # ShardSim._make_subrequests_jit.
+        self.c_scalar = len(cached_t) <= _SCALAR_DRAWS
+        self.c_n_p = list(zip(self.c_n.tolist(), self.c_ptracked.tolist(), strict=True))
+        self.c_n_total = int(self.c_n.sum())
         self.c_norm = law_norm(self.c_bound, spec.alpha)
         table_shard = np.zeros(T, dtype=np.int64)
         if not spec.row_wise:
@@ -385,7 +403,9 @@ class ShardLayout:
             self.cached_lookups_tw = cached_look.astype(np.int64)
             #: Lookups of each shard's sub-request (table-wise: the same every request).
             self.lookups_tw: list[int] = (pinned_look + self.cached_lookups_tw).tolist()
-        self._c_shard_n = list(zip(self.c_shard.tolist(), self.c_n.tolist(), strict=True))
+            #: Request bytes of each shard's sub-request (table-wise).
+            self.req_bytes_tw: list[int] = [spec.header_bytes + n * spec.id_bytes
+                                            for n in self.lookups_tw]
         #: Lookups of one request.
         self.lookups_per_request = int(n_t.sum())
         # Messages: ids out, pooled rows back (one pooled vector per sample and table).
@@ -402,18 +422,65 @@ class ShardLayout:
         self.pinned_bytes = (self.holds @ pinned_rows) * spec.row_bytes
 
 
-    def untracked_tw(self, m: np.ndarray) -> list[int]:
-        """Table-wise: lookups of untracked rows per shard when cached table ``i`` has
-        ``m[i]`` tracked ones (``bincount(c_shard, weights=c_n - m)``, in integers)."""
-        out = [0] * self.spec.n_shards
-        for (s, n), k in zip(self._c_shard_n, m.tolist(), strict=True):
-            out[s] += n - k
-        return out
-
-
 # ---------------------------------------------------------------------------------------------
 # Dynamic records
 # ---------------------------------------------------------------------------------------------
+
+
+class _Arena:
+    """Reused memory for the arrays that outlive a request's draw: its distinct keys and
+    their counts, which its sub-requests keep as views until they are done.
+
+    Fresh arrays of that size (tens of kB per request) come from memory that the allocator
+    keeps returning to the operating system, so every request paid page faults on them (as
+    much time as the sort). Here they are slices of a few large int64 buffers instead; a
+    buffer is reused once nothing points into it any more (views keep their base alive, so
+    its reference count says so exactly), and its contents are always written before they
+    are read.
+
+    Args:
+        size: Elements per buffer (bigger requests get arrays of their own).
+    """
+
+    __slots__ = ("_bufs", "_cur", "_pos", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+        self._bufs: list[np.ndarray] = []
+        self._cur: np.ndarray | None = None
+        self._pos = 0
+
+    def take(self, n: int) -> np.ndarray:
+        """``n`` int64 elements (uninitialised) no live array shares."""
+        cur = self._cur
+        pos = self._pos
+        if cur is None or pos + n > self.size:
+            if n > self.size:
+                return np.empty(n, dtype=np.int64)
+            cur = self._cur = self._free()
+            pos = 0
+        self._pos = pos + n
+        return cur[pos:pos + n]
+
+    def _free(self) -> np.ndarray:
+        """A buffer no view points into (a new one when every buffer is in use)."""
+        self._cur = None
+        for buf, refs in zip(self._bufs, _refcounts(self._bufs), strict=True):
+            if refs <= _UNREFERENCED:
+                return buf
+        buf = np.empty(self.size, dtype=np.int64)
+        self._bufs.append(buf)
+        return buf
+
+
+def _refcounts(objs: list[np.ndarray]) -> list[int]:
+    """``sys.getrefcount`` of each object of ``objs``."""
+    return [sys.getrefcount(x) for x in objs]
+
+
+#: What :func:`_refcounts` says of an object that only its list holds (measured, as what the
+#: interpreter counts of the list, the loop and the call may change between versions).
+_UNREFERENCED = _refcounts([np.empty(0)])[0]
 
 
 class Request:
@@ -446,15 +513,14 @@ class SubRequest:
 
     def __init__(self, sid: int, req: Request, shard: int, keys: np.ndarray,
                  counts: np.ndarray, d_untracked: int, lookups: int, req_bytes: float,
-                 resp_bytes: float, tracked_lookups: int | None = None) -> None:
+                 resp_bytes: float, tracked_lookups: int) -> None:
         self.id = sid
         self.req = req
         self.shard = shard
         self.keys = keys  # distinct tracked shard-space keys (do not modify)
         self.counts = counts  # lookups of each
         #: ``counts.sum()``: lookups of tracked rows.
-        self.tracked_lookups = (int(counts.sum()) if tracked_lookups is None
-                                else tracked_lookups)
+        self.tracked_lookups = tracked_lookups
         self.d_tracked = len(keys)
         self.d_untracked = d_untracked  # distinct rows never cached (always read from SSD)
         self.lookups = lookups  # all lookups, pinned ones included
@@ -521,7 +587,7 @@ class _Node:
     cache: LruRowCache | LfuRowCache
     queue: deque[SubRequest] = field(default_factory=deque)
     serving: SubRequest | None = None
-    service_event: Event | None = None
+    service_event: _Ev | None = None
     down: int = 0  # active failures of the node
     link_down: int = 0  # active failures of its link
     slow: float = 1.0  # current service slowdown (product of active slowdowns)
@@ -558,7 +624,8 @@ class ShardSim:
             (:meth:`add_replica`, :meth:`drop_replica`); every node's cache then has room in
             its key space for every shard.
         recycle: The previous episode's simulator of the same layout: its (LRU) caches are
-            emptied and reused instead of allocated, and it must not be used afterwards.
+            emptied and reused instead of allocated, and so is the memory of its lookup
+            draws; it must not be used afterwards.
 
     The decision loop (as :class:`envs.sim.gpu.GpuServingSim`)::
 
@@ -593,6 +660,8 @@ class ShardSim:
         self.budget = int(budget)
         self.ewma = float(ewma)
         self.events = EventQueue()
+        #: ``events.heap``, holding :data:`_Ev` events.
+        self._heap = cast("list[tuple[float, int, int, _Ev]]", self.events.heap)
         #: Sub-request accounting (the decision unit); ``busy_s`` is node service time.
         self.sub = FanoutCounters(N)
         #: Request accounting (end-to-end latency, SLA); ``busy_s`` is dense-device time.
@@ -621,16 +690,14 @@ class ShardSim:
         self._migrating: dict[int, list[Migration]] = {}
         self.nodes = [_Node(cache) for cache in self._recycled_caches(recycle)]
         self._up = np.ones(N, dtype=bool)
-        #: Per-node features the env's observation reads together, one row each: the row
-        #: cache's running hit rate (:attr:`hit_rate` is a view of it), the fast-tier
-        #: occupancy, the measured slowdown (:attr:`measured_slow`), and up (1.0) or down.
-        self.node_features = np.zeros((4, N))
-        self.node_features[2:] = 1.0
-        # Per link direction: bytes in flight at time lb_t, drain rate. Flat index
-        # ``up * N + node`` (downlinks first); ``_lb2_*`` are ``(2, N)`` views of them.
-        self._lb_bytes = np.zeros(2 * N)
-        self._lb_t = np.zeros(2 * N)
-        self._lb_rate = np.zeros(2 * N)
+        #: Per-node state that the env's observation kernels read together, one row each
+        #: (the attributes named here are views of its rows, see :meth:`_bind_views`): per
+        #: link direction the bytes in flight at time lb_t, lb_t and the drain rate (rows 0-1,
+        #: 2-3 and 4-5: downlinks, then uplinks; ``_lb_*`` are them flat, index
+        #: ``up * N + node``, and ``_lb2_*`` as ``(2, N)``), :attr:`service_end`,
+        #: :attr:`work_s`, the four rows of :attr:`node_features` and :attr:`link_factor`.
+        self.node_state = np.zeros((13, N))
+        self.node_state[10:] = 1.0  # measured slowdown, up, link speed factor
         self._bind_views()
         self._warm_rows = warm_rows
         if warm_rows is not None:
@@ -661,15 +728,11 @@ class ShardSim:
         self.dense_free = [0.0] * spec.dense_servers
         #: Per node: sub-requests routed there and not back (in flight, queued, serving).
         self.outstanding = np.zeros(N, dtype=np.int64)
-        #: Per node: estimated service of the sub-requests routed there and not yet started.
-        self.work_s = np.zeros(N)
-        #: Per node: end of the running service (in the past when idle).
-        self.service_end = np.zeros(N)
-        #: Per node: speed factor of its link (1 nominal).
-        self.link_factor = np.ones(N)
         # busy_s of every link direction (downlinks, then uplinks), refreshed by _relink
-        # (every change of a link is followed by one).
+        # (every change of a link is followed by one), and their max: busy times only grow,
+        # so the max so far is the max of the list.
         self._link_busy = [0.0] * (2 * N)
+        self._link_busy_max = 0.0
         #: Running estimates the router can observe (updated when responses come back):
         #: hit_rate and measured_slow (rows of node_features), and row_hit.
         if row_hit0 is not None:
@@ -688,6 +751,20 @@ class ShardSim:
         self._next_sub = 0
         self._created = 0
         self._fanout: deque[SubRequest] = deque()
+        # Memory of the lookup draws (see _make_subrequests_jit): scratch for the most
+        # lookups of one request, and the keys and counts that sub-requests keep; the
+        # previous episode's when recycling (its live sub-requests keep their memory, and
+        # the scratch is only used within a call).
+        self._u_buf: np.ndarray
+        self._key_buf: np.ndarray
+        self._arena: _Arena
+        if recycle is not None and recycle.lay is layout:
+            self._u_buf, self._key_buf = recycle._u_buf, recycle._key_buf
+            self._arena = recycle._arena
+        else:
+            self._u_buf = np.empty(layout.c_n_total, dtype=layout.c_norm_d.dtype)
+            self._key_buf = np.empty(layout.c_n_total, dtype=layout.key_dtype)
+            self._arena = _Arena(max(2**16, 32 * layout.c_n_total))
         #: The sub-request awaiting a decision, or None when the episode's are all decided.
         self.pending: SubRequest | None = None
         self.backlog = 0.0  # integral of sum(1 / SLA) over requests in the system
@@ -699,18 +776,18 @@ class ShardSim:
         for i, f in enumerate(self._faults):
             if not 0 <= f.target < N:
                 raise ValueError(f"fault target {f.target} out of range [0, {N})")
-            self.events.schedule(f.start_s, FAULT, 2 * i)
-            self.events.schedule(f.start_s + f.duration_s, FAULT, 2 * i + 1)
+            self._schedule(f.start_s, FAULT, 2 * i)
+            self._schedule(f.start_s + f.duration_s, FAULT, 2 * i + 1)
         for n in range(N):
             if stragglers is not None and stragglers.rate_hz > 0:
-                self.events.schedule(rng.exponential(1.0 / stragglers.rate_hz), STRAGGLER, n)
+                self._schedule(rng.exponential(1.0 / stragglers.rate_hz), STRAGGLER, n)
             if random_faults is not None and random_faults.rate_hz > 0:
-                self.events.schedule(rng.exponential(1.0 / random_faults.rate_hz),
+                self._schedule(rng.exponential(1.0 / random_faults.rate_hz),
                                      RANDOM_FAULT, n)
         #: Whether more requests will arrive.
         self._arrivals_left = bool(self._arrival) and self.budget > 0
         if self._arrivals_left:
-            self.events.schedule(self._arrival[0], ARRIVAL, 0)
+            self._schedule(self._arrival[0], ARRIVAL, 0)
 
     def _warm(self, n: int) -> None:
         """Fill node ``n``'s cache with its segments' hottest rows (``warm_rows[n]``)."""
@@ -722,18 +799,30 @@ class ShardSim:
             self.nodes[n].cache.warm_ranges(starts, self._warm_rows[n, segs].tolist())
 
     #: Attributes that are views of others (rebuilt by :meth:`_bind_views`, not pickled).
-    _VIEWS = ("hit_rate", "_occ", "measured_slow", "_lb2_bytes", "_lb2_t", "_lb2_rate")
+    _VIEWS = ("_lb_bytes", "_lb_t", "_lb_rate", "_lb2_bytes", "_lb2_t", "_lb2_rate",
+              "service_end", "work_s", "node_features", "link_factor", "hit_rate", "_occ",
+              "measured_slow")
 
     def _bind_views(self) -> None:
-        """Point the view attributes at the arrays they share memory with."""
-        feat = self.node_features
+        """Point the view attributes at the rows of :attr:`node_state`."""
+        st = self.node_state
+        self._lb2_bytes, self._lb2_t, self._lb2_rate = st[0:2], st[2:4], st[4:6]
+        self._lb_bytes = self._lb2_bytes.reshape(-1)  # contiguous rows: views
+        self._lb_t = self._lb2_t.reshape(-1)
+        self._lb_rate = self._lb2_rate.reshape(-1)
+        #: Per node: end of the running service (in the past when idle).
+        self.service_end = st[6]
+        #: Per node: estimated service of the sub-requests routed there and not yet started.
+        self.work_s = st[7]
+        #: Per-node features the env's observation reads together, one row each: the row
+        #: cache's running hit rate (:attr:`hit_rate` is a view of it), the fast-tier
+        #: occupancy, the measured slowdown (:attr:`measured_slow`), and up (1.0) or down.
+        feat = self.node_features = st[8:12]
         self.hit_rate = feat[0]
         self._occ = feat[1]
         self.measured_slow = feat[2]
-        N = self.n_nodes
-        self._lb2_bytes = self._lb_bytes.reshape(2, N)
-        self._lb2_t = self._lb_t.reshape(2, N)
-        self._lb2_rate = self._lb_rate.reshape(2, N)
+        #: Per node: speed factor of its link (1 nominal).
+        self.link_factor = st[12]
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -846,11 +935,11 @@ class ShardSim:
                     self.pending = sub
                     return
                 self._fail_sub(sub)
-            if not self._arrivals_left or not self._step_event(draining=False):
+            if not self._arrivals_left or not self._step_event(False):
                 break
         # Budget exhausted: drain what is in the system.
         while self._subs or self._reqs:
-            if not self._step_event(draining=True):
+            if not self._step_event(True):
                 break
         self._sync_backlog(self.events.now)
 
@@ -860,34 +949,43 @@ class ShardSim:
         q = self.events
         if draining and not (self._subs or self._reqs):
             return False
-        heap = q.heap
+        heap = self._heap
         if not heap:
             return False
-        while True:  # q.pop(), inlined
+        while True:  # q.pop() of an _Ev, inlined
             t, _, _, ev = heappop(heap)
-            if not ev.cancelled:
-                q.now = t
+            if not ev[0]:
+                q.now = now = t
                 break
         self.events_handled += 1
-        kind = ev.kind
-        now = q.now
+        _, kind, target = ev
         if kind == LINK_DONE:
-            self._on_link_done(ev.target, now)
+            self._on_link_done(target, now)
         elif kind == SERVICE_DONE:
-            self._on_service_done(ev.target, now)
+            self._on_service_done(target, now)
         elif kind == ARRIVAL:
-            self._on_arrival(ev.target, now)
+            self._on_arrival(target, now)
         elif kind == REQUEST_DONE:
-            self._on_request_done(ev.target, now)
+            self._on_request_done(target, now)
         elif kind == RETRY:
-            self._on_retry(ev.target, now)
+            self._on_retry(target, now)
         elif kind == STRAGGLER:
-            self._on_straggler(ev.target, now)
+            self._on_straggler(target, now)
         elif kind == RANDOM_FAULT:
-            self._on_random_fault(ev.target, now)
+            self._on_random_fault(target, now)
         elif kind == FAULT:
-            self._on_fault(ev.target, now)
+            self._on_fault(target, now)
         return True
+
+    def _schedule(self, time: float, kind: int, target: int) -> _Ev:
+        """:meth:`EventQueue.schedule` of an :data:`_Ev`."""
+        events = self.events
+        if time < events.now:
+            raise ValueError(f"cannot schedule at {time} before now={events.now}")
+        ev = [False, kind, target]
+        events._seq += 1
+        heappush(self._heap, (time, 0, events._seq, ev))
+        return ev
 
     def _sync_backlog(self, now: float) -> None:
         self.backlog += self._backlog_rate * (now - self._backlog_t)
@@ -908,11 +1006,10 @@ class ShardSim:
         self.req.arrived += 1
         self._sync_backlog(now)
         self._backlog_rate += req.inv_sla
-        for sub in self._make_subrequests(req, fanout):
-            self._fanout.append(sub)
+        self._fanout.extend(self._make_subrequests(req, fanout))
         self._created += fanout
         if self._created < self.budget and i + 1 < len(self._arrival):
-            self.events.schedule(max(self._arrival[i + 1], now), ARRIVAL, i + 1)
+            self._schedule(max(self._arrival[i + 1], now), ARRIVAL, i + 1)
         else:
             self._arrivals_left = False
 
@@ -977,67 +1074,82 @@ class ShardSim:
         tracked = key.searchsorted(base).tolist()  # lookup positions of each shard
         bl = bounds.tolist()
         untracked_l = untracked.tolist()
-        return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l, lookups)
+        return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l, lookups,
+                                 None)
 
     def _subrequests(self, req: Request, fanout: int, rel: np.ndarray, counts: np.ndarray,
                      bl: list[int], tracked: list[int], untracked_l: list[int],
-                     lookups: list[int]) -> list[SubRequest]:
+                     lookups: list[int], req_bytes: Sequence[float] | None
+                     ) -> list[SubRequest]:
         """The request's sub-requests from its distinct shard-space keys ``rel`` (with their
         ``counts``), shard ``s`` holding ``rel[bl[s]:bl[s + 1]]``; ``tracked`` the cumulative
-        tracked lookups per shard, ``untracked_l`` and ``lookups`` per shard."""
+        tracked lookups per shard, ``untracked_l``, ``lookups`` and (None: computed from
+        ``lookups``) ``req_bytes`` per shard."""
         lay, spec = self.lay, self.spec
+        if req_bytes is None:
+            header, id_bytes = spec.header_bytes, spec.id_bytes
+            req_bytes = [header + n_look * id_bytes for n_look in lookups]
         resp = lay.resp_bytes_list
-        header, id_bytes = spec.header_bytes, spec.id_bytes
-        out = []
         sid = self._next_sub
-        for s in range(fanout):
-            a, b = bl[s], bl[s + 1]
-            n_look = lookups[s]
-            out.append(SubRequest(sid + s, req, s, rel[a:b], counts[a:b], untracked_l[s],
-                                  n_look, header + n_look * id_bytes, resp[s],
-                                  tracked[s + 1] - tracked[s]))
         self._next_sub = sid + fanout
-        return out
+        return [SubRequest(sid + s, req, s, rel[bl[s]:bl[s + 1]], counts[bl[s]:bl[s + 1]],
+                           untracked_l[s], lookups[s], req_bytes[s], resp[s],
+                           tracked[s + 1] - tracked[s]) for s in range(fanout)]
 
     def _make_subrequests_jit(self, req: Request, fanout: int) -> list[SubRequest]:
         """:meth:`_make_subrequests` with the array work in compiled kernels
         (:mod:`envs.sim.shard_jit`): the same draws, the same power and sort, the same
-        results."""
-        spec = self.spec
+        results.
+
+        With few cached tables the binomials are drawn one table at a time: the array draw
+        calls the same ``random_binomial`` on each (n, p) pair in order, so the stream and
+        the numbers are the same, without the array call's argument checks (a few numpy
+        reductions). The uniforms are drawn into a reused buffer (``out=`` fills it as the
+        sized call fills a new array), and the keys and counts that the sub-requests keep
+        come from an :class:`_Arena`. Table-wise, a shard's untracked lookups are its cached
+        lookups minus its tracked ones (every key of a table falls in its shard's key
+        range), which the split kernel counts.
+        """
         lay = self.lay
-        S = self.n_shards
         rng = self.rng
-        m = rng.binomial(lay.c_n, lay.c_ptracked)
-        n = int(m.sum())
+        if lay.c_scalar:
+            binomial = rng.binomial
+            ml = [binomial(k, p) for k, p in lay.c_n_p]
+            m = np.array(ml, dtype=np.int64)
+        else:
+            m = rng.binomial(lay.c_n, lay.c_ptracked)
+            ml = m.tolist()
+        n = sum(ml)
         norm: np.ndarray = lay.c_norm_d
-        u: np.ndarray = rng.random(n, dtype=norm.dtype)
+        u: np.ndarray = rng.random(dtype=norm.dtype, out=self._u_buf[:n])
         if lay.c_power is None:
             x = np.exp(u * norm.repeat(m))
         else:
             shard_jit.scale_draws(u, m, norm)
             x = np.power(u, lay.c_power, out=u)
-        key = np.empty(n, dtype=lay.key_dtype)
-        if spec.row_wise:
-            shard_jit.row_keys(x, m, lay.c_ub, lay.c_gseg, S, key)
-            untracked_l = rng.multinomial(int((lay.c_n - m).sum()), lay.row_pvals).tolist()
-        else:
-            shard_jit.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
-            untracked_l = lay.untracked_tw(m)
+        key = self._key_buf[:n]
+        out = np.empty((3, self.n_shards + 1), dtype=np.int64)
+        arena = self._arena
+        rel = arena.take(n)
+        counts = arena.take(n) if _INTP64 else np.empty(n, dtype=np.intp)
+        if lay.spec.row_wise:
+            shard_jit.row_keys(x, m, lay.c_ub, lay.c_gseg, self.n_shards, lay.shard_shift, key)
+            untracked = rng.multinomial(lay.c_n_total - n, lay.row_pvals)
+            key.sort()
+            # out[2]: pinned + untracked + tracked lookups per shard
+            shard_jit.split_sorted(key, lay.shard_base, rel, counts, out,
+                                   lay.pinned_lookups + untracked, 1)
+            bl, tracked, lookups = out.tolist()
+            return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked.tolist(),
+                                     lookups, None)
+        shard_jit.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
         key.sort()
-        rel = np.empty(n, dtype=np.int64)
-        counts = np.empty(n, dtype=np.intp)
-        bounds = np.empty(S + 1, dtype=np.int64)
-        tracked_a = np.empty(S + 1, dtype=np.int64)
-        shard_jit.split_sorted(key, lay.shard_base, rel, counts, bounds, tracked_a)
-        bl = bounds.tolist()
-        tracked = tracked_a.tolist()
-        if spec.row_wise:
-            pinned = lay.pinned_lookups_list
-            lookups = [pinned[s] + (tracked[s + 1] - tracked[s]) + untracked_l[s]
-                       for s in range(S)]
-        else:
-            lookups = lay.lookups_tw
-        return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l, lookups)
+        # out[2]: cached - tracked lookups per shard, the untracked ones
+        shard_jit.split_sorted(key, lay.shard_base, rel, counts, out, lay.cached_lookups_tw,
+                               -1)
+        bl, tracked, untracked_l = out.tolist()
+        return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l,
+                                 lay.lookups_tw, lay.req_bytes_tw)
 
     def _sample_ranks(self, m: np.ndarray) -> np.ndarray:
         """:func:`envs.sim.skew.sample_ranks` of ``m[i]`` lookups of cached table ``i`` (ranks
@@ -1099,11 +1211,11 @@ class ShardSim:
         sid = sub.id
         self.nodes[node].members[sid] = sub
         self._subs[sid] = sub
-        # estimate_service_s(sub, node), inlined
+        # estimate_service_s(sub, node), inlined (max(a, b) is ``b if b > a else a``)
         lay = self.lay
         miss = sub.d_tracked * (1.0 - float(self.row_hit[node, sub.shard])) + sub.d_untracked
-        est = self.spec.node_overhead_s + max(lay.c_fast * (sub.lookups - miss),
-                                              lay.c_slow * miss)
+        fast, slow = lay.c_fast * (sub.lookups - miss), lay.c_slow * miss
+        est = self.spec.node_overhead_s + (slow if slow > fast else fast)
         sub.est_s = est
         work_s = self.work_s
         work_s[node] = float(work_s[node]) + est
@@ -1115,23 +1227,26 @@ class ShardSim:
     def _relink(self, lid: int, link: PsLink) -> None:
         ev = link.event
         if ev is not None:
-            ev.cancelled = True  # EventQueue.cancel
+            ev[0] = True  # cancelled
         events = self.events
         now = events.now
         t, left, rate = link.state(now)
-        if t < _INF:  # events.schedule(t, LINK_DONE, lid), inlined
+        if t < _INF:  # self._schedule(t, LINK_DONE, lid), inlined
             if t < now:
                 raise ValueError(f"cannot schedule at {t} before now={now}")
-            ev = link.event = Event(t, LINK_DONE, lid)
+            ev = link.event = [False, LINK_DONE, lid]
             events._seq += 1
-            heappush(events.heap, (t, 0, events._seq, ev))
+            heappush(self._heap, (t, 0, events._seq, ev))
         else:
             link.event = None
         i = (lid & 1) * self.n_nodes + (lid >> 1)
         self._lb_bytes[i] = left
         self._lb_t[i] = now
         self._lb_rate[i] = rate
-        self._link_busy[i] = link.busy_s
+        busy = link.busy_s
+        self._link_busy[i] = busy
+        if busy > self._link_busy_max:
+            self._link_busy_max = busy
 
     def _on_link_done(self, lid: int, now: float) -> None:
         node, up = divmod(lid, 2)
@@ -1191,11 +1306,11 @@ class ShardSim:
         end = now + service
         self.service_end[node] = end
         events = self.events
-        if end < events.now:  # events.schedule(end, SERVICE_DONE, node), inlined
+        if end < events.now:  # self._schedule(end, SERVICE_DONE, node), inlined
             raise ValueError(f"cannot schedule at {end} before now={events.now}")
-        ev = nd.service_event = Event(end, SERVICE_DONE, node)
+        ev = nd.service_event = [False, SERVICE_DONE, node]
         events._seq += 1
-        heappush(events.heap, (end, 0, events._seq, ev))
+        heappush(self._heap, (end, 0, events._seq, ev))
         self.sub.busy_s[node] += service
         # What the node reports back with the response (seen by the router on delivery).
         a = self.ewma
@@ -1236,25 +1351,29 @@ class ShardSim:
 
     def _deliver(self, sub: SubRequest, at: float) -> None:
         """``sub``'s response reaches the central node at ``at``."""
-        self._leave_node(sub)
+        node = sub.node  # self._leave_node(sub), inlined
+        if node >= 0:
+            self.nodes[node].members.pop(sub.id, None)
+            self.outstanding[node] -= 1
         sub.state = 4
         del self._subs[sub.id]
         req = sub.req
-        self.sub.completed += 1
+        c = self.sub
+        c.completed += 1
         if at <= req.deadline:
-            self.sub.good += 1
+            c.good += 1
         req.left -= 1
         req.resolved += 1
         if at > req.gathered:
             req.gathered = at
         if not req.failed and req.left == 0:
             spec = self.spec
-            ready = max(req.gathered, req.bottom_done)
+            ready = req.bottom_done if req.bottom_done > req.gathered else req.gathered  # max()
             k = min(range(len(self.dense_free)), key=self.dense_free.__getitem__)
             start = max(ready, self.dense_free[k])
             self.dense_free[k] = start + spec.top_s
             self.req.busy_s[k] += spec.top_s
-            self.events.schedule(start + spec.top_s, REQUEST_DONE, req.id)
+            self._schedule(start + spec.top_s, REQUEST_DONE, req.id)
         elif req.failed and req.resolved == req.fanout:
             self._reqs.pop(req.id, None)
 
@@ -1293,7 +1412,7 @@ class ShardSim:
         """Pull every sub-request out of ``node`` (and its link) and retry or fail them."""
         nd = self.nodes[node]
         if nd.service_event is not None:
-            EventQueue.cancel(nd.service_event)
+            nd.service_event[0] = True  # cancelled
             nd.service_event = None
         nd.serving = None
         nd.queue.clear()
@@ -1312,7 +1431,7 @@ class ShardSim:
             if sub.retries < self.spec.max_retries:
                 sub.retries += 1
                 self.sub_retried += 1
-                self.events.schedule(now + self.spec.retry_delay_s, RETRY, sub.id)
+                self._schedule(now + self.spec.retry_delay_s, RETRY, sub.id)
             else:
                 self._fail_sub(sub)
         for mig in self._migrating.pop(node, []):
@@ -1431,9 +1550,8 @@ class ShardSim:
         if shard_jit.AVAILABLE and type(fixed_s) is np.ndarray and type(bps) is np.ndarray:
             best = shard_jit.earliest_replica(
                 now, s, sub.d_tracked, sub.d_untracked, sub.lookups, sub.req_bytes,
-                sub.resp_bytes, self.holds, self._up, self.row_hit, self.link_factor,
-                self._lb_bytes, self._lb_t, self._lb_rate, self.service_end, self.work_s,
-                self.measured_slow, fixed_s, bps, c_fast, c_slow, overhead)
+                sub.resp_bytes, self.holds, self.row_hit, self.node_state, fixed_s, bps,
+                c_fast, c_slow, overhead)
             if best < 0:
                 raise ValueError("min() arg is an empty sequence")
             return best
@@ -1515,11 +1633,11 @@ class ShardSim:
         if nd.straggling:
             nd.straggling = False
             nd.slow /= st.factor
-            self.events.schedule(now + self.rng.exponential(1.0 / st.rate_hz), STRAGGLER, node)
+            self._schedule(now + self.rng.exponential(1.0 / st.rate_hz), STRAGGLER, node)
         else:
             nd.straggling = True
             nd.slow *= st.factor
-            self.events.schedule(now + self.rng.exponential(st.duration_s), STRAGGLER, node)
+            self._schedule(now + self.rng.exponential(st.duration_s), STRAGGLER, node)
 
     def _on_random_fault(self, node: int, now: float) -> None:
         rf = self._random_faults
@@ -1528,19 +1646,19 @@ class ShardSim:
         if nd.randomly_down:
             nd.randomly_down = False
             self._set_down(node, now, "node", -1)
-            self.events.schedule(now + self.rng.exponential(1.0 / rf.rate_hz), RANDOM_FAULT,
+            self._schedule(now + self.rng.exponential(1.0 / rf.rate_hz), RANDOM_FAULT,
                                  node)
             return
         # Never take the last live replica of a shard down at random.
         last = any(self.holds[node, s] and self.valid_nodes(s) == [node]
                    for s in range(self.n_shards))
         if last or nd.down or nd.link_down:
-            self.events.schedule(now + self.rng.exponential(1.0 / rf.rate_hz), RANDOM_FAULT,
+            self._schedule(now + self.rng.exponential(1.0 / rf.rate_hz), RANDOM_FAULT,
                                  node)
             return
         nd.randomly_down = True
         self._set_down(node, now, "node", 1)
-        self.events.schedule(now + self.rng.exponential(rf.duration_s), RANDOM_FAULT, node)
+        self._schedule(now + self.rng.exponential(rf.duration_s), RANDOM_FAULT, node)
 
     # ------------------------------------------------------------------ reading
     def up(self) -> np.ndarray:
@@ -1556,7 +1674,7 @@ class ShardSim:
         if elapsed_s <= 0:
             return 0.0, 0.0
         busy = self._link_busy  # [down links..., up links...], kept by _relink
-        return sum(busy) / (len(busy) * elapsed_s), max(busy) / elapsed_s
+        return sum(busy) / (len(busy) * elapsed_s), self._link_busy_max / elapsed_s
 
     def in_flight_requests(self) -> int:
         """Requests not yet resolved."""

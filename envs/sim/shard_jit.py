@@ -94,53 +94,85 @@ def lfu_access(count: np.ndarray, hist: np.ndarray, keys: np.ndarray, counts: np
 @njit(cache=True, nogil=True, error_model="numpy")
 def scale_draws(u: np.ndarray, m: np.ndarray, norm: np.ndarray) -> None:
     """``u = u * norm.repeat(m) + 1`` in place, in ``u``'s dtype (the argument of the power
-    in :meth:`envs.sim.shard.ShardSim._sample_ranks`)."""
+    in :meth:`envs.sim.shard.ShardSim._sample_ranks`).
+
+    Each table's run is a view indexed from 0 (here and in the key kernels): numba then knows
+    the index is not negative, and the loop compiles to vector code."""
     one = u.dtype.type(1.0)
     i = 0
     for t in range(m.shape[0]):
         c = norm[t]
-        for _ in range(m[t]):
-            u[i] = u[i] * c + one
-            i += 1
+        v = u[i:i + m[t]]
+        for j in range(v.shape[0]):
+            v[j] = v[j] * c + one
+        i += m[t]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def table_keys(x: np.ndarray, m: np.ndarray, ub: np.ndarray, keyoff: np.ndarray,
                key: np.ndarray) -> None:
     """Table-wise request keys: ``keyoff.repeat(m) + clip(int64(x) - 1, 0, ub.repeat(m))``
-    into ``key`` (whose dtype is the key dtype)."""
+    into ``key`` (whose dtype is the key dtype); the rank clipping is :func:`_rank`'s."""
     i = 0
+    one = x.dtype.type(1.0)
     for t in range(m.shape[0]):
-        u = ub[t]
+        top = x.dtype.type(ub[t] + 1)
         off = keyoff[t]
-        for _ in range(m[t]):
-            k = int(x[i]) - 1
-            if k < 0:
-                k = 0
-            if k > u:
-                k = u
-            key[i] = off + k
-            i += 1
+        xt = x[i:i + m[t]]
+        kt = key[i:i + m[t]]
+        if top < 2147483648.0:
+            for j in range(xt.shape[0]):
+                kt[j] = off + _rank32(xt[j], one, top)
+        else:
+            for j in range(xt.shape[0]):
+                kt[j] = off + _rank(xt[j], one, top)
+        i += m[t]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def row_keys(x: np.ndarray, m: np.ndarray, ub: np.ndarray, gseg: np.ndarray, n_shards: int,
-             key: np.ndarray) -> None:
+             shift: int, key: np.ndarray) -> None:
     """Row-wise request keys: rank ``k`` (as :func:`table_keys`) of cached table ``t`` is
-    key ``gseg[t * S + k % S] + k // S``."""
+    key ``gseg[t * S + k % S] + k // S`` (``shift >= 0``: ``S == 2**shift``, so the shard and
+    the local rank of a rank, which is >= 0, are its low bits and the rest)."""
     i = 0
     S = n_shards
+    low = S - 1
+    one = x.dtype.type(1.0)
     for t in range(m.shape[0]):
-        u = ub[t]
-        row = t * S
-        for _ in range(m[t]):
-            k = int(x[i]) - 1
-            if k < 0:
-                k = 0
-            if k > u:
-                k = u
-            key[i] = gseg[row + k % S] + k // S
-            i += 1
+        top = x.dtype.type(ub[t] + 1)
+        gt = gseg[t * S:(t + 1) * S]
+        xt = x[i:i + m[t]]
+        kt = key[i:i + m[t]]
+        if shift >= 0 and top < 2147483648.0:
+            for j in range(xt.shape[0]):
+                k = _rank32(xt[j], one, top)
+                kt[j] = gt[k & low] + (k >> shift)
+        else:
+            for j in range(xt.shape[0]):
+                r = _rank(xt[j], one, top)
+                kt[j] = gt[r % S] + r // S
+        i += m[t]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _rank(x: float, one: float, top: float) -> np.int64:
+    """``clip(int64(x) - 1, 0, top - 1)`` for ``x >= 0`` (a power or an exponential) and an
+    integral ``top`` (``ub + 1``, exact in ``x``'s dtype). Clipping in floats first, to
+    ``[1, top]``, truncates to the same integer; a NaN or an infinity becomes ``top`` (its
+    int64 conversion is the least int64, which ``- 1`` wraps to the largest)."""
+    y = one if x < one else x
+    y = y if y < top else top
+    return np.int64(y) - 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _rank32(x: float, one: float, top: float) -> np.int32:
+    """:func:`_rank` for ``top < 2**31``: the clipped value converts exactly to int32, which
+    compiles to the vector conversion (about twice as fast as the int64 one)."""
+    y = one if x < one else x
+    y = y if y < top else top
+    return np.int32(y) - np.int32(1)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -158,11 +190,13 @@ def _lower_bound(a: np.ndarray, n: int, b: int) -> int:
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.ndarray,
-                 bounds: np.ndarray, tracked: np.ndarray) -> int:
+                 out: np.ndarray, look: np.ndarray, sign: int) -> int:
     """``np.unique(key, return_counts=True)`` of sorted ``key`` split at ``base`` (shard
     ``s``'s keys are ``base[s] <= key < base[s + 1]``): ``rel`` gets each distinct key minus
-    its shard's base, ``counts`` its lookups, ``bounds[s]`` the first distinct key of shard
-    ``s``, ``tracked[s]`` its first lookup (both ``searchsorted(base)``).
+    its shard's base, ``counts`` its lookups; ``out`` ((3, len(base)) int64) gets in row 0 the
+    first distinct key of each shard and in row 1 its first lookup (both
+    ``searchsorted(base)``), and in row 2 ``look[s] + sign * (its lookups)`` per shard
+    (``out[2, -1]`` is 0).
 
     Returns:
         The number of distinct keys.
@@ -171,11 +205,12 @@ def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.
     nb = base.shape[0]
     if n == 0:
         for s in range(nb):
-            bounds[s] = 0
-            tracked[s] = 0
+            out[0, s] = 0
+            out[1, s] = 0
+            out[2, s] = look[s] if s < nb - 1 else 0
         return 0
-    # Distinct keys and their first lookup, without data-dependent branches (random keys
-    # would mispredict them): every lookup writes its key's slot, a new key moves on.
+    # Distinct keys and their lookups, without data-dependent branches (random keys would
+    # mispredict them): every lookup writes its key's slot, a new key moves on.
     u = 0
     start = 0
     prev = key[0]
@@ -192,88 +227,86 @@ def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.
     # Shard boundaries: binary searches (searchsorted, side="left").
     for s in range(nb):
         b = base[s]
-        bounds[s] = _lower_bound(rel, u, b)
-        tracked[s] = _lower_bound(key, n, b)
+        out[0, s] = _lower_bound(rel, u, b)
+        out[1, s] = _lower_bound(key, n, b)
     for s in range(nb - 1):
         b = base[s]
-        for j in range(bounds[s], bounds[s + 1]):
+        for j in range(out[0, s], out[0, s + 1]):
             rel[j] -= b
+        out[2, s] = look[s] + sign * (out[1, s + 1] - out[1, s])
+    out[2, nb - 1] = 0
     return u
 
 
 # ------------------------------------------------------------------------------ observation
 @njit(cache=True, nogil=True, error_model="numpy")
 def routing_obs(now: float, s: int, d_tracked: int, d_untracked: int, lookups: int,
-                req_bytes: float, resp_bytes: float, inv_sla: float, row_hit: np.ndarray,
-                lb_bytes: np.ndarray, lb_t: np.ndarray, lb_rate: np.ndarray,
-                service_end: np.ndarray, work_s: np.ndarray, outstanding: np.ndarray,
-                feat: np.ndarray, rate: np.ndarray, consts: np.ndarray, holds: np.ndarray,
-                fin: np.ndarray, out: np.ndarray, extra: np.ndarray, left: int,
-                req_pred: float, req_rate: float) -> None:
-    """The predicted finish of every node (into ``fin``) and the node rows of the
-    ``ShardRouting`` observation, clipped to [0, 10], into ``out`` ((10, N) float32):
+                req_bytes: float, resp_bytes: float, inv_sla: float, left: int,
+                req_pred: float, req_rate: float, row_hit: np.ndarray, state: np.ndarray,
+                outstanding: np.ndarray, consts: np.ndarray, fin: np.ndarray,
+                out: np.ndarray) -> None:
+    """The predicted finish of every node (into ``fin``) and the ``ShardRouting``
+    observation's entries, clipped to [0, 10], into ``out`` (float32, ``10 N + S + 5``):
     the formulas of :meth:`envs.shard.ShardRoutingEnv._predict_finish` and ``_obs``.
 
-    ``rate`` is the link payload rate now per node, ``consts`` rows are the per-node fixed
-    link cost and ``(c_fast, c_slow, overhead, mean lookups, mean response bytes, capacity)``
-    in the first columns of row 1. ``extra`` ((S + 5,) float32) gets the one-hot shard and
-    the clipped ``size``, ``request`` and ``rates`` entries (``left``: sub-requests of the
-    request still to route, this one too; ``req_rate``: the recent request rate).
+    ``state`` is :attr:`envs.sim.shard.ShardSim.node_state`. ``consts`` rows: the per-node
+    fixed link cost; ``(c_fast, c_slow, overhead, mean lookups, mean response bytes,
+    capacity)``; the link payload rate now per node; then, per shard, whether each node holds
+    it (1.0 or 0.0). ``out`` gets the ten node rows (row ``r`` at ``r * N``), then the
+    one-hot shard and the clipped ``size``, ``request`` and ``rates`` entries (``left``:
+    sub-requests of the request still to route, this one too; ``req_rate``: the recent
+    request rate).
     """
     N = fin.shape[0]
     c_fast = consts[1, 0]
     c_slow = consts[1, 1]
     overhead = consts[1, 2]
-    S = extra.shape[0] - 5
+    S = out.shape[0] - 10 * N - 5
+    x0 = 10 * N
     for j in range(S):
-        extra[j] = 0.0
-    extra[s] = 1.0
-    _put1(extra, S, lookups / consts[1, 3])
-    _put1(extra, S + 1, resp_bytes / consts[1, 4])
-    _put1(extra, S + 2, left / S)
-    _put1(extra, S + 3, req_pred * inv_sla)
-    _put1(extra, S + 4, req_rate / consts[1, 5])
+        out[x0 + j] = 0.0
+    out[x0 + s] = 1.0
+    x0 += S
+    _put1(out, x0, lookups / consts[1, 3])
+    _put1(out, x0 + 1, resp_bytes / consts[1, 4])
+    _put1(out, x0 + 2, left / S)
+    _put1(out, x0 + 3, req_pred * inv_sla)
+    _put1(out, x0 + 4, req_rate / consts[1, 5])
     dt = np.float64(d_tracked)
     du = np.float64(d_untracked)
     lk = np.float64(lookups)
     for n in range(N):
         # link bytes in flight (np.maximum(x, 0.0): x if x > 0 or x is NaN, else 0.0)
-        x = lb_bytes[n] - (now - lb_t[n]) * lb_rate[n]
+        x = state[0, n] - (now - state[2, n]) * state[4, n]
         down = x if x > 0.0 or x != x else 0.0
-        x = lb_bytes[N + n] - (now - lb_t[N + n]) * lb_rate[N + n]
+        x = state[1, n] - (now - state[3, n]) * state[5, n]
         up = x if x > 0.0 or x != x else 0.0
-        x = service_end[n] - now
-        rw = (x if x > 0.0 or x != x else 0.0) + work_s[n]
+        x = state[6, n] - now
+        rw = (x if x > 0.0 or x != x else 0.0) + state[7, n]
         rh = row_hit[n, s]
         miss = (1.0 - rh) * dt + du
         fast = (lk - miss) * c_fast
         slow_ = miss * c_slow
         svc = (fast if fast > slow_ or fast != fast else slow_) + overhead
-        r = rate[n]
+        r = consts[2, n]
         fixed = consts[0, n]
         t_down = (down + req_bytes) / r + fixed
         t_up = resp_bytes / r + fixed
-        ms = feat[2, n]
+        ms = state[10, n]
         f = t_down + (svc + rw) * ms
         f = f + t_up
         fin[n] = f
-        h = holds[s, n]
-        _put(out, 0, n, outstanding[n] / 8.0)
-        _put(out, 1, n, rw * ms * inv_sla)
-        _put(out, 2, n, (down + up) / r * inv_sla)
-        _put(out, 3, n, feat[0, n])
-        _put(out, 4, n, rh * h)
-        _put(out, 5, n, feat[1, n])
-        _put(out, 6, n, feat[2, n])
-        _put(out, 7, n, feat[3, n])
-        _put(out, 8, n, h)
-        _put(out, 9, n, f * inv_sla)
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _put(out: np.ndarray, r: int, n: int, x: float) -> None:
-    """``out[r, n] = float32(np.clip(x, 0, 10))`` (NaN and -0.0 pass through)."""
-    out[r, n] = np.float32(0.0 if x < 0.0 else (10.0 if x > 10.0 else x))
+        h = consts[3 + s, n]
+        _put1(out, n, outstanding[n] / 8.0)
+        _put1(out, N + n, rw * ms * inv_sla)
+        _put1(out, 2 * N + n, (down + up) / r * inv_sla)
+        _put1(out, 3 * N + n, state[8, n])
+        _put1(out, 4 * N + n, rh * h)
+        _put1(out, 5 * N + n, state[9, n])
+        _put1(out, 6 * N + n, ms)
+        _put1(out, 7 * N + n, state[11, n])
+        _put1(out, 8 * N + n, h)
+        _put1(out, 9 * N + n, f * inv_sla)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -324,31 +357,29 @@ def placement_topology(holds: np.ndarray, loading: np.ndarray, up: np.ndarray,
 @njit(cache=True, nogil=True, error_model="numpy")
 def earliest_replica(now: float, s: int, d_tracked: int, d_untracked: int, lookups: int,
                      req_bytes: float, resp_bytes: float, holds: np.ndarray,
-                     up: np.ndarray, row_hit: np.ndarray, link_factor: np.ndarray,
-                     lb_bytes: np.ndarray, lb_t: np.ndarray, lb_rate: np.ndarray,
-                     service_end: np.ndarray, work_s: np.ndarray, slow: np.ndarray,
-                     fixed: np.ndarray, bps: np.ndarray,
-                     c_fast: float, c_slow: float, overhead: float) -> int:
+                     row_hit: np.ndarray, state: np.ndarray, fixed: np.ndarray,
+                     bps: np.ndarray, c_fast: float, c_slow: float, overhead: float) -> int:
     """:meth:`envs.sim.shard.ShardSim.earliest_replica` (the same float operations in the
-    same order) over the live replicas: the nodes ``k`` with ``holds[k, s]`` and ``up[k]``,
-    in increasing order (the least ``(t, k)`` does not depend on the order); -1 when there
-    is none."""
+    same order) over the live replicas: the nodes ``k`` with ``holds[k, s]`` that are up
+    (``state`` is :attr:`envs.sim.shard.ShardSim.node_state`, whose up row is 1.0 exactly
+    for them), in increasing order (the least ``(t, k)`` does not depend on the order); -1
+    when there is none."""
     best = -1
     best_t = 0.0
     for k in range(holds.shape[0]):
-        if not (holds[k, s] and up[k]):
+        if not (holds[k, s] and state[11, k] != 0.0):
             continue
         miss = d_tracked * (1.0 - row_hit[k, s]) + d_untracked
         fast = c_fast * (lookups - miss)
         slow_ = c_slow * miss
         svc = overhead + (fast if fast > slow_ or fast != fast else slow_)
-        rate = bps[k] * link_factor[k]
-        left = lb_bytes[k] - (now - lb_t[k]) * lb_rate[k]
+        rate = bps[k] * state[12, k]
+        left = state[0, k] - (now - state[2, k]) * state[4, k]
         t_down = fixed[k] + ((left if left > 0.0 or left != left else 0.0) + req_bytes) / rate
         t_up = fixed[k] + resp_bytes / rate
-        x = service_end[k] - now
-        rw = (x if x > 0.0 or x != x else 0.0) + work_s[k]
-        t = t_down + (rw + svc) * slow[k] + t_up
+        x = state[6, k] - now
+        rw = (x if x > 0.0 or x != x else 0.0) + state[7, k]
+        t = t_down + (rw + svc) * state[10, k] + t_up
         if best < 0 or t < best_t or (t == best_t and k < best):
             best = k
             best_t = t
@@ -394,6 +425,7 @@ def warm_up() -> None:
     f32 = np.zeros(2, dtype=np.float32)
     placement_topology(holds, holds.copy(), up, 2, 1, np.zeros(5, dtype=bool), f32, f32, f32,
                        f32, f32, i64)
+    state = np.ones((13, 2))
     for req_bytes in (0, 0.0):
-        earliest_replica(0.0, 0, 1, 1, 1, req_bytes, 1.0, holds, up, np.zeros((2, 2)), f64,
-                         f64, f64, f64, f64, f64, f64, f64, f64, 1.0, 1.0, 1.0)
+        earliest_replica(0.0, 0, 1, 1, 1, req_bytes, 1.0, holds, np.zeros((2, 2)), state, f64,
+                         f64, 1.0, 1.0, 1.0)
