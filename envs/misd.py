@@ -205,6 +205,8 @@ class CoRunnerSlowdowns:
         # jobs) _mps_call or _mps_predicted saw.
         self._last_sums: tuple[Hashable, tuple[tuple[int, int] | None, ...],
                                tuple[tuple[float, float] | None, ...]] | None = None
+        # Per (layout id, job): the job's row on every MPS slot (None elsewhere).
+        self._job_rows: dict[tuple[Hashable, tuple[int, int]], _PerSlot] = {}
         p = model.params
         self._mig, self._ts = p["mig"], p["ts_switch"]
         self._mps = (p["mps_sm"], p["mps_bw"], p["mps_cache"])
@@ -490,21 +492,33 @@ class CoRunnerSlowdowns:
                 sums[i] = (bw, nn)
         return tuple(sums)
 
-    def _mps_factor(self, ri: tuple[float, ...], agg: tuple[float, float]) -> float:
-        """The slowdown of the job with row ``ri`` given its co-runners' sums ``agg``."""
+    def _mps_factors(self, out: list[float], slots: tuple[int, ...],
+                     rows: Sequence[tuple[float, ...] | None],
+                     sums: Sequence[tuple[float, float] | None],
+                     active: Sequence[bool] | None = None) -> list[float]:
+        """``out[i]``, for each MPS slot ``i`` with a row ``rows[i]`` and co-runner sums
+        ``sums[i]`` (and ``active[i]``, when given): the slowdown of the job of that row next
+        to those co-runners. One call for all slots (the formula once, as in :meth:`_factors`).
+        Returns ``out``."""
         total, sigma = self._total, self._sigma
-        bw = agg[0]
-        nn = total * (ri[4] + agg[1])
-        x = nn / total
-        if sigma == 0.0:
-            stretch = x if x > 1.0 else 1.0
-        else:
-            stretch = ((x if x > 1.0 else 1.0)
-                       * (1.0 + sigma * ((total if total < nn else nn) - 1.0)) / ri[8])
-        x = stretch - 1.0
-        y = ri[0] + bw - 1.0
-        return (1.0 + ri[5] * (x if x > 0.0 else 0.0) + ri[6] * bw
-                + ri[7] * (y if y > 0.0 else 0.0))
+        for i in slots:
+            ri = rows[i]
+            agg = sums[i]
+            if ri is None or agg is None or (active is not None and not active[i]):
+                continue
+            bw = agg[0]
+            nn = total * (ri[4] + agg[1])
+            x = nn / total
+            if sigma == 0.0:
+                stretch = x if x > 1.0 else 1.0
+            else:
+                stretch = ((x if x > 1.0 else 1.0)
+                           * (1.0 + sigma * ((total if total < nn else nn) - 1.0)) / ri[8])
+            x = stretch - 1.0
+            y = ri[0] + bw - 1.0
+            out[i] = (1.0 + ri[5] * (x if x > 0.0 else 0.0) + ri[6] * bw
+                      + ri[7] * (y if y > 0.0 else 0.0))
+        return out
 
     def _mps_call(self, layout_id: Hashable, jobs: tuple[tuple[int, int] | None, ...],
                   info: _MpsInfo) -> list[float]:
@@ -514,22 +528,18 @@ class CoRunnerSlowdowns:
         if count < 2:
             return out
         # The sums of idle slots too: _mps_predicted reads them next (for the same jobs).
+        # With count >= 2 every running job has a co-runner, so its sums are not None.
         sums = self._mps_sums(rows, info)
         self._last_sums = (layout_id, jobs, sums)
-        factor = self._mps_factor
-        for i in info[1]:
-            ri = rows[i]
-            if ri is not None:
-                # count >= 2: another job runs, so the sums are not empty.
-                out[i] = factor(ri, sums[i])  # type: ignore[arg-type]
-        return out
+        return self._mps_factors(out, info[1], rows, sums)
 
     def _mps_predicted(self, layout_id: Hashable, jobs: tuple[tuple[int, int] | None, ...],
                        job: tuple[int, int], active: Sequence[bool] | None,
                        info: _MpsInfo) -> list[float]:
         """:meth:`predicted` on a layout of MPS shares. The sums over the co-runners of each
         slot are kept for the last ``(layout_id, jobs)`` asked here or in :meth:`_mps_call`
-        (the simulator asks for the running set when it changes, then for jobs next to it)."""
+        (the simulator asks for the running set when it changes, then for jobs next to it);
+        the rows of ``job`` on every MPS slot, per ``(layout_id, job)``."""
         slot_rows, slots, _ = info
         last = self._last_sums
         if last is not None and last[1] == jobs and last[0] == layout_id:
@@ -537,18 +547,14 @@ class CoRunnerSlowdowns:
         else:
             sums = self._mps_sums(self._mps_rows(layout_id, jobs, info)[0], info)
             self._last_sums = (layout_id, jobs, sums)
-        out = [1.0] * len(sums)
-        factor = self._mps_factor
-        for i in slots:
-            agg = sums[i]
-            if agg is None or (active is not None and not active[i]):
-                continue
-            mine = slot_rows[i]
-            ri = mine.get(job)
-            if ri is None:
-                ri = self._slot_row(layout_id, mine, i, job)
-            out[i] = factor(ri, agg)
-        return out
+        key = (layout_id, job)
+        mine = self._job_rows.get(key)
+        if mine is None:
+            rows: list[tuple[float, ...] | None] = [None] * len(sums)
+            for i in slots:
+                rows[i] = self._slot_row(layout_id, slot_rows[i], i, job)
+            mine = self._job_rows[key] = tuple(rows)
+        return self._mps_factors([1.0] * len(sums), slots, mine, sums, active)
 
     def __getstate__(self) -> dict[str, Any]:
         # The interference model caches by object id, which a copy must not inherit.
@@ -563,3 +569,4 @@ class CoRunnerSlowdowns:
         # States pickled before the fused MPS paths existed lack their (derived) caches.
         self.__dict__.setdefault("_fused", {})
         self.__dict__.setdefault("_last_sums", None)
+        self.__dict__.setdefault("_job_rows", {})

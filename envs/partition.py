@@ -27,7 +27,6 @@ from traces.arrivals import TraceSource, WorkloadMix, mix_from_spec
 from traces.presets import get_trace
 
 Obs = dict[str, np.ndarray]
-_frombuffer = np.frombuffer
 #: Interference callables and slowdown caches shared by the envs of one process, per
 #: (device, precision, models, partitions, latency table length); the last _SHARED_MAX
 #: configurations created are kept.
@@ -306,40 +305,35 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._prange = range(P)
         self._zeros_p = [0.0] * P
         self._ones_p = [1.0] * P
-        # _obs gathers its values in one "raw" list, in the order it computes them, and
-        # reorders them with an itemgetter into the observation's order: [sla, priority,
-        # *rates, *model one-hot, *size, 0.0] (the per-model constants appended as one
-        # list), then per partition a row of features (which ones: _obs's three branches).
+        # _obs collects its values in one "raw" list, in the order it computes them, packs
+        # them as float32 and puts them into the observation's order with one numpy index
+        # (cheaper than reordering the Python floats first): [sla, priority, *rates,
+        # *model one-hot, *size, 0.0] (the per-model constants appended as one list), then
+        # per partition a row of features: which ones depends on _obs's branch, fixed here.
         head = 2 + M
         self._obs_const = [[*self._onehot[m], *self._sms_list, 0.0] for m in range(M)]
         zero = head + M + P
         rows_at = head + M + P + 1
+        cols: dict[str, int | None] = {"queue": 0, "queue_same": 1, "busy": 2, "finish": 3}
+        if not self.shared:  # (queue, same, busy, finish, slack, resident)
+            cols.update(slowdown=None, finish_prio=3, slack=4, resident=5)
+        elif self.n_levels == 1:  # (queue, same, busy, finish, slowdown, slack, resident)
+            cols.update(slowdown=4, finish_prio=3, slack=5, resident=6)
+        else:  # (queue, same, busy, finish, slowdown, finish_prio, slack, resident)
+            cols.update(slowdown=4, finish_prio=5, slack=6, resident=7)
+        width = 1 + max(k for k in cols.values() if k is not None)
 
-        def gather(width: int, cols: dict[str, int | None]) -> Callable[[list[float]],
-                                                                        tuple[float, ...]]:
-            def per_p(k: int | None) -> list[int]:
-                return [zero] * P if k is None else [rows_at + p * width + k for p in range(P)]
-            order = [*range(head, head + M), 0, *per_p(cols["queue"]),
-                     *per_p(cols["queue_same"]), *per_p(cols["busy"]),
-                     *per_p(cols["finish"]), *range(head + M, head + M + P),
-                     *range(2, head), 1, *per_p(cols["slowdown"]),
-                     *per_p(cols["finish_prio"]), *per_p(cols["slack"]),
-                     *per_p(cols["resident"])]
-            assert len(order) == self._obs_len
-            return operator.itemgetter(*order)
-
-        base = {"queue": 0, "queue_same": 1, "busy": 2, "finish": 3}
-        #: Rows (queue, same, busy, finish, slack, resident): isolated, one class.
-        self._gather_iso = gather(6, {**base, "slowdown": None, "finish_prio": 3, "slack": 4,
-                                      "resident": 5})
-        #: Rows (queue, same, busy, finish, slowdown, slack, resident): shared, one class.
-        self._gather_shared = gather(7, {**base, "slowdown": 4, "finish_prio": 3, "slack": 5,
-                                         "resident": 6})
-        #: Rows (queue, same, busy, finish, slowdown, finish_prio, slack, resident).
-        self._gather_prio = gather(8, {**base, "slowdown": 4, "finish_prio": 5, "slack": 6,
-                                       "resident": 7})
-        # Packing rounds each float to float32 as numpy's cast does (the same values).
-        self._pack = struct.Struct(f"={self._obs_len}f").pack
+        def per_p(k: int | None) -> list[int]:
+            return [zero] * P if k is None else [rows_at + p * width + k for p in range(P)]
+        order = [*range(head, head + M), 0, *per_p(cols["queue"]), *per_p(cols["queue_same"]),
+                 *per_p(cols["busy"]), *per_p(cols["finish"]), *range(head + M, head + M + P),
+                 *range(2, head), 1, *per_p(cols["slowdown"]), *per_p(cols["finish_prio"]),
+                 *per_p(cols["slack"]), *per_p(cols["resident"])]
+        assert len(order) == self._obs_len
+        #: Where each observation entry is in _obs's raw values.
+        self._obs_order = np.array(order, dtype=np.intp)
+        self._raw_len = rows_at + P * width
+        self._bind_scratch()
         self._inv_b = 1.0 / self.batcher.max_batch
         self._inv_cap = 1.0 / self.capacity_qps
         #: Batch-1 latency (s) of each model on each partition: ``[m][p]``, as sim.solo_s[p][m].
@@ -349,14 +343,27 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
             (fn.late_weight, fn.drop_weight, fn.energy_weight, fn.reconfig_weight,
              fn.backlog_weight) if type(fn) is GoodputReward else None)
 
+    def _bind_scratch(self) -> None:
+        """The scratch space of :meth:`_obs`: its raw values are packed into one bytearray
+        (packing rounds each float to float32 as numpy's cast does: the same values), which
+        one float32 array views; indexing that array by ``_obs_order`` copies them out in the
+        observation's order, into a fresh array (the scratch never leaves the env)."""
+        codec = struct.Struct(f"={self._raw_len}f")
+        self._raw_buf = bytearray(codec.size)
+        self._raw_f32 = np.frombuffer(self._raw_buf, np.float32)
+        self._pack_into = codec.pack_into
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_pack"]  # a Struct's method does not pickle; rebuilt by __setstate__
+        # A Struct's method does not pickle, and a copy of the view would not share the
+        # buffer: rebuilt by __setstate__.
+        for key in ("_raw_buf", "_raw_f32", "_pack_into"):
+            del state[key]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._pack = struct.Struct(f"={self._obs_len}f").pack
+        self._bind_scratch()
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -372,10 +379,19 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
             raise RuntimeError("call reset() before step()")
         a = int(action)
         P = self.n_partitions
+        j = sim._pj
+        m = sim._cm[j]
         if a == P:
             sim.reject()
-        elif 0 <= a < P and self._fits[a][sim._cm[sim._pj]]:
-            sim.place(a)
+        elif 0 <= a < P and self._fits[a][m]:
+            if self.shared:  # sim.place(a), whose checks are the ones above
+                shared: SharedGpuSim = sim  # type: ignore[assignment]
+                shared.pending = None
+                lev = shared._clev[j] if shared._priorities else 0
+                shared._admit(a, m, (shared._ct[j], shared._cdead[j], shared._cinv[j],
+                                     shared._csize[j], lev))
+            else:
+                sim.place(a)
         else:
             raise ValueError(f"action {a} is masked or out of range for this query")
         self._steps += 1
@@ -387,7 +403,9 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         # step).
         now = sim.events.now
         decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
-        rates = self._rates = [r * decay for r in self._rates]
+        rates = self._rates
+        for k, r in enumerate(rates):  # (cheaper than a new list by a comprehension)
+            rates[k] = r * decay
         rates[sim._cm[sim._pj]] += 1.0 / self.rate_window_s
         self._rate_t = now
         w = self._reward_weights
@@ -685,14 +703,22 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         # values (the cast is monotone and 10 is a float32), fewer numpy calls. The same
         # expressions as the _f_* builders (tests/test_fast_eval.py compares them), per
         # partition in one loop; "wt" is the time left in its running batch (0 when idle).
-        # The values go to one list in the order computed (see _gather_*) and are reordered
-        # into the observation's order by an itemgetter.
+        # The values go to one list in the order computed, reordered into the observation's
+        # order after the float32 cast (see _obs_order).
         v = sla * 1e3 / self._max_sla_ms
-        inv_cap = self._inv_cap
-        if not self.shared:  # one priority class, no interference: finish_prio is finish
+        L1 = self.n_levels - 1
+        if L1:  # the query's priority class, lev (sim.pending_level())
+            lev = sim._clev[j] if sim._priorities else 0  # type: ignore[attr-defined]
+            raw = [c if v > c else v, (L1 - lev) / L1]
+        else:
+            lev = 0
             raw = [c if v > c else v, 0.0]
-            raw += [c if (v := r * inv_cap) > c else v for r in self._rates]
-            raw += self._obs_const[m]
+        inv_cap = self._inv_cap
+        for r in self._rates:  # (a loop is cheaper than a comprehension on Python 3.11)
+            v = r * inv_cap
+            raw.append(c if v > c else v)
+        raw += self._obs_const[m]
+        if not self.shared:  # one priority class, no interference: finish_prio is finish
             for x, y, ww, z, q, qm, r in zip(sim.busy_until, sim.busy, sim.queued_work_s,
                                              self._solo_of_model[m], sim.queued_items,
                                              sim.queued_by_model, sim.running_model, strict=True):
@@ -709,7 +735,6 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                 v = 1.0 - fin
                 raw += (c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
                         -c if v < -c else v, 1.0 if r == m else 0.0)
-            values = self._gather_iso(raw)
         else:
             # Predicted slowdowns (1 without interference: x * 1.0 is x, 1.0 - 1.0 is 0).
             if self.interference:  # sim._predicted(m), its per-running-set dict first
@@ -718,15 +743,12 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                     f = sim._predicted(m)  # type: ignore[attr-defined]
             else:
                 f = self._ones_p
-            if self.n_levels > 1:
+            if L1:
                 # _prio_slack: only the queued work at least as important counts.
-                lev = sim._clev[j] if sim._priorities else 0  # type: ignore[attr-defined]
-                top = lev + 1  # (lev: sim.pending_level())
+                top = lev + 1
                 one = top == 1
-                L1 = self.n_levels - 1
-                raw = [c if v > c else v, (L1 - lev) / L1]
-                raw += [c if (v := r * inv_cap) > c else v for r in self._rates]
-                raw += self._obs_const[m]
+                every = lev == L1  # wl[:top] is all of wl...
+                two = every and L1 == 1  # ...and two levels (the usual)
                 for x, y, ww, z, g, q, qm, r, wl in zip(
                         sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m], f,
                         sim.queued_items, sim.queued_by_model, sim.running_model,
@@ -739,8 +761,11 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                     else:
                         wt = bz = 0.0
                     fin = (wt + ww + z) * inv_sla
-                    # sum(wl[:top]); for the top level alone, what sum() computes: 0 + wl[0].
-                    wp = 0.0 + wl[0] if one else sum(wl[:top])
+                    # sum(wl[:top]): written out as sum() adds for the top level alone (0 +
+                    # wl[0]) and for two levels (0 + wl[0] + wl[1]); sum(wl) for all levels
+                    # (no slice to copy).
+                    wp = (0.0 + wl[0] if one else 0.0 + wl[0] + wl[1] if two
+                          else sum(wl) if every else sum(wl[:top]))
                     fp = (wt + wp + z) * inv_sla
                     v = 1.0 - (wt + (wp + z) * g) * inv_sla
                     qv = q * inv_b
@@ -749,11 +774,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                     raw += (c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
                             c if g > c else g, c if fp > c else fp, -c if v < -c else v,
                             1.0 if r == m else 0.0)
-                values = self._gather_prio(raw)
             else:  # all queued work is ahead: finish_prio = finish
-                raw = [c if v > c else v, 0.0]
-                raw += [c if (v := r * inv_cap) > c else v for r in self._rates]
-                raw += self._obs_const[m]
                 for x, y, ww, z, g, q, qm, r in zip(
                         sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m], f,
                         sim.queued_items, sim.queued_by_model, sim.running_model, strict=True):
@@ -771,8 +792,9 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                     g = g - 1.0
                     raw += (c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
                             c if g > c else g, -c if v < -c else v, 1.0 if r == m else 0.0)
-                values = self._gather_shared(raw)
-        flat = _frombuffer(bytearray(self._pack(*values)), np.float32)
+        # A fresh, writeable float32 array (the index copies), in the observation's order.
+        self._pack_into(self._raw_buf, 0, *raw)
+        flat = self._raw_f32[self._obs_order]
         s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12 = self._views(flat)
         obs = {"model": s0, "sla": s1, "queue": s2, "queue_same": s3, "busy": s4,
                "finish": s5, "size": s6, "rates": s7, "priority": s8, "slowdown": s9,

@@ -112,3 +112,46 @@ def test_predictions_follow_the_running_set(env_id: str) -> None:
         if trunc:
             env.reset()
             sim = env.sim
+
+
+def test_summary_between_samples_repeats_the_last_read() -> None:
+    """The latencies summary keeps until the next sample are those it would compute again."""
+    rng = np.random.default_rng(1)
+    c = Counters(2)
+    lat = c.latency
+    for _ in range(400):
+        for _ in range(int(rng.integers(0, 3))):
+            lat.add(float(rng.lognormal(-5, 1.5)))
+        s = c.summary(1.0)
+        again = c.summary(1.0)
+        assert again == s and again is not s
+        n = lat.n
+        assert s["p50_latency_ms"] == lat.quantile_s(0.50) * 1e3
+        assert s["p99_latency_ms"] == lat.quantile_s(0.99) * 1e3
+        assert s["mean_latency_ms"] == (lat.total_s / n * 1e3 if n else 0.0)
+
+
+@pytest.mark.parametrize("env_id", ["ldsgym/PartitionPlacement-v0",
+                                    "ldsgym/PartitionPlacement-MPS-v0",
+                                    "ldsgym/PartitionPlacement-Prio-v0"])
+def test_observations_and_infos_are_the_callers(env_id: str) -> None:
+    """Every observation is fresh memory (not the scratch space _obs packs into) and every
+    info a fresh dict: scribbling over them changes no later step."""
+    want = _trajectory(gym.make(env_id).unwrapped, 5, 300)
+    env = gym.make(env_id).unwrapped
+    obs, info = env.reset(seed=5)
+    got: list[Any] = [{k: v.tobytes() for k, v in obs.items()}, dict(info)]
+    before = obs
+    for t in range(300):
+        for v in obs.values():
+            assert v.flags.writeable and not np.shares_memory(v, env._raw_f32)
+            v[...] = -1.0
+        info["arrived"] = -1
+        valid = np.flatnonzero(env.action_masks())
+        obs, r, term, trunc, info = env.step(int(valid[(t * 7) % len(valid)]))
+        assert not any(np.shares_memory(obs[k], before[k]) for k in obs) or trunc
+        got.append(({k: v.tobytes() for k, v in obs.items()}, r, term, trunc, dict(info)))
+        before = obs
+        if term or trunc:
+            env.reset()
+    assert got == want

@@ -10,6 +10,8 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+_heappush = heapq.heappush
+
 
 @dataclass(slots=True, eq=False)
 class Event:
@@ -53,8 +55,8 @@ class EventQueue:
         if time < self.now:
             raise ValueError(f"cannot schedule at {time} before now={self.now}")
         ev = Event(time, kind, target)
-        self._seq += 1
-        heapq.heappush(self.heap, (time, priority, self._seq, ev))
+        seq = self._seq = self._seq + 1
+        _heappush(self.heap, (time, priority, seq, ev))
         return ev
 
     @staticmethod

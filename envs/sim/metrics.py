@@ -82,7 +82,7 @@ class LatencyHistogram:
     Memory is fixed (``len(counts)`` bins, independent of the number of samples).
     """
 
-    __slots__ = ("below", "bins", "counts", "n", "p50", "p99", "total_s")
+    __slots__ = ("_read", "below", "bins", "counts", "n", "p50", "p99", "total_s")
 
     def __init__(self) -> None:
         self.counts = [0] * _NBINS
@@ -93,6 +93,10 @@ class LatencyHistogram:
         self.below = [0, 0]
         self.p50 = StreamingQuantile(self, 0, 0.50)
         self.p99 = StreamingQuantile(self, 1, 0.99)
+        #: ``(n, p50_ms, p99_ms, mean_ms)`` as :meth:`Counters.summary` last read them. The
+        #: counts change only with ``n`` (every sample adds to both), so these are the values
+        #: for as long as ``n`` is.
+        self._read: tuple[int, float, float, float] = (0, 0.0, 0.0, 0.0)
 
     def add(self, latency_s: float) -> None:
         """Record one latency."""
@@ -203,7 +207,8 @@ class Counters:
         ``sla_attainment`` is the fraction of *finished* requests (completed or dropped) that
         completed within their SLA; ``goodput`` is such requests per simulated second.
         Built from plain attributes in one dict display (it runs every env step); the p50/p99
-        catch-up of :attr:`StreamingQuantile.bin` is inlined (the same walk, the same bins).
+        catch-up of :attr:`StreamingQuantile.bin` is inlined (the same walk, the same bins) and
+        skipped, with the latencies read last time, while no sample has come in since.
         """
         completed, good = self.completed, self.good
         rejected, overflow, expired = (self.dropped_rejected, self.dropped_overflow,
@@ -212,7 +217,10 @@ class Counters:
         finished = completed + dropped
         lat = self.latency
         n = lat.n
-        if n:
+        read = lat._read
+        if read[0] == n:  # no sample since the last read (with n == 0: all zeros)
+            _, p50, p99, mean = read
+        else:
             counts, bins, below = lat.counts, lat.bins, lat.below
             # As StreamingQuantile.bin; (n + 1) >> 1 is ceil(0.50 * n) exactly.
             b0, l0 = _walk(counts, bins[0], below[0], (n + 1) >> 1)
@@ -221,8 +229,7 @@ class Counters:
             p50 = _EDGES[b0] * 1e3
             p99 = _EDGES[b1] * 1e3
             mean = lat.total_s / n * 1e3
-        else:
-            p50 = p99 = mean = 0.0
+            lat._read = (n, p50, p99, mean)
         if elapsed_s > 0:
             busy = self.busy_s
             goodput = good / elapsed_s

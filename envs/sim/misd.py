@@ -465,7 +465,9 @@ class SharedGpuSim(GpuServingSim):
             self._try_dispatch(p)
         else:
             return
-        if self._slowdown is not None:
+        # Only a batch started on p changes the running set; else there is nothing to
+        # reschedule (the running set is the one _reshape saw last, or none ever ran).
+        if self._slowdown is not None and self.busy[p]:
             self._reshape(self.events.now)
 
     def _requeue_front(self, p: int, m: int, reqs: list[Request]) -> None:
@@ -524,6 +526,9 @@ class SharedGpuSim(GpuServingSim):
                 f = self._fcache[ck] = tuple(float(x) for x in fn(self.layout_id,
                                                                   tuple(self._job)))
         busy, factor = self.busy, self._factor
+        rems, rts, done, until = self._rem, self._rt, self._done, self.busy_until
+        busy_s = self.counters.busy_s
+        events, push = self.events, heapq.heappush
         for q, b in enumerate(busy):
             if not b:
                 continue
@@ -531,7 +536,6 @@ class SharedGpuSim(GpuServingSim):
             old = factor[q]
             if new == old:
                 continue
-            rems, rts, done = self._rem, self._rt, self._done
             rem = rems[q] - (now - rts[q]) / old
             if rem < 0.0:
                 rem = 0.0
@@ -542,9 +546,13 @@ class SharedGpuSim(GpuServingSim):
             ev = done[q]
             if ev is not None:
                 ev.cancelled = True
-            done[q] = self.events.schedule(end, BATCH_DONE, q)
-            self.counters.busy_s[q] += end - self.busy_until[q]
-            self.busy_until[q] = end
+            # events.schedule(end, BATCH_DONE, q) inlined (end >= now; this runs about once
+            # per decision): the same event, heap entry and sequence number.
+            ev = done[q] = Event(end, BATCH_DONE, q)
+            seq = events._seq = events._seq + 1
+            push(events.heap, (end, 0, seq, ev))
+            busy_s[q] += end - until[q]
+            until[q] = end
 
     def _loop(self, decide: Callable[[float, int, float], int] | None,
               until: float = _INF) -> int:
@@ -784,16 +792,23 @@ class SharedGpuSim(GpuServingSim):
         m = -1
         oldest = _INF
         if self._priorities:
-            L = self.n_levels
-            best = L
+            # Per model, its most important queued request (the head of its first non-empty
+            # level); the model whose one is of a more important level wins, then the older.
+            best = self.n_levels
             for k, qs in enumerate(queues):
-                for lev in range(best + 1 if best < L else L):  # only levels <= best can win
-                    q = qs[lev]
+                lev = 0
+                for q in qs:
                     if q:
-                        t0 = q[0][0]
-                        if lev < best or t0 < oldest:
-                            best, oldest, m = lev, t0, k
                         break
+                    lev += 1
+                else:  # nothing queued for this model
+                    continue
+                if lev < best:
+                    best, oldest, m = lev, q[0][0], k
+                elif lev == best:
+                    t0 = q[0][0]
+                    if t0 < oldest:
+                        oldest, m = t0, k
         else:
             for k, qs in enumerate(queues):
                 q = qs[0]
