@@ -144,3 +144,17 @@ def test_profile_mode_writes_the_call_tree_and_the_hot_spots(tmp_path: Path) -> 
                   f"hydra.run.dir={tmp_path}/h2")
     assert bad.returncode == 2 and "profile.env" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_step_goal_counts_interval_steps_per_arrival_and_names_the_rest() -> None:
+    def row(env: str, cost: float, arrivals: float) -> dict[str, object]:
+        return {"env": env, "steps_per_s": 1.0, "step_only_per_s": 1.0,
+                "cartpole_steps_per_s": cost, "cost_vs_cartpole": cost,
+                "arrivals_per_step": arrivals, "cost_per_arrival_vs_cartpole": cost / arrivals}
+
+    res = bench.BenchResults(env_steps=[row("a", 2.0, 1.0), row("interval", 900.0, 4000.0),
+                                        row("slow", 6.5, 1.0), row("request", 60.0, 8.0)])
+    goal = next(x for x in bench.to_markdown(res).splitlines() if x.startswith("Goal"))
+    assert "met by 1 of 4" in goal and "by 1 more per simulated arrival" in goal
+    assert "`interval` 0.23x" in goal
+    assert goal.endswith("**not met** by `slow` 6.5x, `request` 60.0x (7.5x per sub-request).")
