@@ -385,7 +385,7 @@ class CoRunnerSlowdowns:
         which is what they return; with ``sm_contention == 0`` the stretch's factors of
         exactly 1 are left out, as the demands are finite)."""
         out = [1.0] * len(doms)
-        total, sigma = self._total, self._sigma
+        shared: list[int] = []  # MPS slots: their formula is _mps_factors'
         for i, ri in enumerate(mine):
             if ri is None:
                 continue
@@ -399,18 +399,9 @@ class CoRunnerSlowdowns:
                 busy = agg[0] / ri[9]
                 out[i] = 1.0 + self._mig * (1.0 if 1.0 < busy else busy)
             else:  # mps (and any other shared mode, as in the interference model)
-                bw = agg[0]
-                nn = total * (ri[4] + agg[1])
-                x = nn / total
-                if sigma == 0.0:  # (x * (1 + 0 * y)) / (1 + 0 * z) is x for finite y, z
-                    stretch = x if x > 1.0 else 1.0
-                else:
-                    stretch = ((x if x > 1.0 else 1.0)
-                               * (1.0 + sigma * ((total if total < nn else nn) - 1.0)) / ri[8])
-                x = stretch - 1.0
-                y = ri[0] + bw - 1.0
-                out[i] = (1.0 + ri[5] * (x if x > 0.0 else 0.0) + ri[6] * bw
-                          + ri[7] * (y if y > 0.0 else 0.0))
+                shared.append(i)
+        if shared:
+            self._mps_factors(out, tuple(shared), mine, aggs)
         return out
 
     def __call__(self, layout_id: Hashable,
@@ -494,12 +485,12 @@ class CoRunnerSlowdowns:
 
     def _mps_factors(self, out: list[float], slots: tuple[int, ...],
                      rows: Sequence[tuple[float, ...] | None],
-                     sums: Sequence[tuple[float, float] | None],
+                     sums: Sequence[tuple[float, ...] | None],
                      active: Sequence[bool] | None = None) -> list[float]:
         """``out[i]``, for each MPS slot ``i`` with a row ``rows[i]`` and co-runner sums
         ``sums[i]`` (and ``active[i]``, when given): the slowdown of the job of that row next
-        to those co-runners. One call for all slots (the formula once, as in :meth:`_factors`).
-        Returns ``out``."""
+        to those co-runners. One call for all slots; the one place of the MPS formula (the
+        fused paths and :meth:`_factors` call it). Returns ``out``."""
         total, sigma = self._total, self._sigma
         for i in slots:
             ri = rows[i]
