@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from sb3_contrib import MaskablePPO
+from stable_baselines3.common.logger import Logger
 
 import envs  # noqa: F401
 from agents.export import OnnxPolicy, export_onnx, parity
@@ -26,6 +27,7 @@ def trained(request: pytest.FixtureRequest,
                       else (SlotScoringPolicy, SLOTS))
     model = MaskablePPO(policy, spec.make(), n_steps=256, batch_size=128,
                         n_epochs=2, seed=0, policy_kwargs=kwargs, device="cpu")
+    model.set_logger(Logger(None, []))  # SB3's default would leave an empty SB3-* dir in /tmp
     model.learn(512)  # enough to move the weights away from their initialisation
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "policy.onnx")
     return model, spec, path
