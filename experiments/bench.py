@@ -4,7 +4,7 @@
     python -m experiments.bench repeats=5 baselines.queries=100000 out_dir=/tmp/b
     python -m experiments.bench profile.env=ldsgym/ShardRouting-v0   # profile.html/.txt only
 
-Four measurements, each against a reference timed in the same process:
+Six measurements, each against a reference timed in the same process where one applies:
 
 1. **Env steps**: ``action_masks()`` + ``step()`` per second for every registered environment
    (unwrapped, a cheap round-robin action, resets included), over ``CartPole-v1``'s raw step.
