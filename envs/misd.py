@@ -325,6 +325,7 @@ class CoRunnerSlowdowns:
                     layout_id, slot_rows[i], i, job)
         aggs: list[tuple[float, ...] | None] = [None] * n
         plain = _PLAIN_SUM
+        shared: list[int] = []  # MPS slots: summed by _mps_sums
         for p in range(n):
             mode = doms[p]
             if mode is None:
@@ -343,17 +344,11 @@ class CoRunnerSlowdowns:
                 if k:
                     aggs[p] = (acc,)
             else:
-                bw: float = 0
-                nn: float = 0
-                k = 0
-                for j in compat[p]:
-                    rj = rows[j]
-                    if rj is not None:
-                        bw += rj[0]
-                        nn += rj[3]
-                        k = 1
-                if k:
-                    aggs[p] = (bw, nn)
+                shared.append(p)
+        if shared:
+            sums = self._mps_sums(rows, (slot_rows, tuple(shared), compat))
+            for p in shared:
+                aggs[p] = sums[p]
         # Stored as tuples: tuples of floats leave the garbage collector's watch, so a large
         # cache does not slow its collections down (lists would stay tracked).
         result = (tuple(rows), tuple(aggs))
