@@ -1,0 +1,32 @@
+"""Every env and every baseline does exactly what the recorded golden trajectories say.
+
+The cases and how they are digested are in ``tests/golden.py``; a change of behaviour
+re-records them there (``python tests/golden.py --write <prefix>``) in a commit that says so.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import golden
+
+RECORDED = golden.load()
+CASES = dict(golden.cases())
+SAME_PLATFORM = RECORDED["platform"] == golden.platform_fingerprint()
+
+
+def test_every_case_is_recorded_and_every_recording_is_a_case() -> None:
+    assert sorted(CASES) == sorted(RECORDED["cases"])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_trajectory(name: str) -> None:
+    got = CASES[name]()
+    want = RECORDED["cases"][name]
+    assert got["rounded"] == want["rounded"], f"{name}: trajectory changed"
+    if SAME_PLATFORM:
+        assert got["exact"] == want["exact"], f"{name}: trajectory changed in the last bits"
