@@ -40,7 +40,7 @@ from agents.baselines import (
 from agents.misd_baselines import GpuletBestFit, InterferenceAwarePolicy, PremaPolicy
 from agents.policy import HeuristicPolicy
 from envs.partition import _CLIP
-from envs.sim import gpu_jit
+from envs.sim.device import compiled as gpu_jit
 
 #: ``decide(k, x) -> action``: ``k`` indexes the env's action-mask table, ``x`` the features.
 Decide = Callable[[int, tuple[float, ...]], int]
@@ -284,7 +284,7 @@ def run_fast(env: gym.Env[Any, Any], policy: Any, seed: int,
     The same as :func:`agents.evaluation.run_episode` with the ordinary loop (minus
     ``wall_s`` and ``seed``, which the caller adds). Where the whole episode can run compiled
     (:func:`compiled_rule`: numba installed, the v0 simulator, a rule in
-    :mod:`envs.sim.gpu_jit`), it does, unless ``compiled=False``; the result is the same.
+    :mod:`envs.sim.device.compiled`), it does, unless ``compiled=False``; the result is the same.
 
     Raises:
         ValueError: no kernel for the policy, or no rollout in the env.
@@ -303,7 +303,8 @@ def run_fast(env: gym.Env[Any, Any], policy: Any, seed: int,
 
 
 # ------------------------------------------------------------------------- compiled episodes
-#: The compiled decision rule (:mod:`envs.sim.gpu_jit`) of each baseline class (exact class).
+#: The compiled decision rule (:mod:`envs.sim.device.compiled`) of each baseline class (exact
+#: class).
 COMPILED_RULES: dict[type[HeuristicPolicy], int] = {
     RandomPolicy: gpu_jit.RULE_RANDOM,
     RoundRobinPolicy: gpu_jit.RULE_ROUND_ROBIN,
@@ -339,7 +340,7 @@ def run_compiled(env: Any, policy: Any, seed: int | None,
     decided by ``policy``'s compiled rule, or by ``actions`` (one per query, replayed).
 
     ``env.reset(seed)`` draws the trace as usual; the episode then runs in
-    :func:`envs.sim.gpu_jit.run_episode` and its state is written back into ``env.sim``, so
+    :func:`envs.sim.device.compiled.run_episode` and its state is written back into ``env.sim``, so
     ``info`` and everything read afterwards are what stepping would leave. ``record``, if
     given (length ``episode_queries``), receives the actions taken. ``reset=False`` runs the
     episode that ``env.reset()`` has just started (``seed`` is then ignored).

@@ -13,11 +13,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.misd import CoRunnerSlowdowns, normalise_layout
 from envs.presets import get_workload
 from envs.rewards import GoodputReward, Outcome, Reward, make_reward
-from envs.sim.gpu import BatcherConfig, GpuServingSim
-from envs.sim.misd import SharedGpuSim
+from envs.sim.device.serving import BatcherConfig, GpuServingSim
+from envs.sim.device.shared import SharedGpuSim
+from envs.sim.device.tables import CoRunnerSlowdowns, normalise_layout
 from hwmodels.interference import InterferenceModel
 from hwmodels.latency import LatencyModel
 from hwmodels.partitions import make_layout
@@ -50,13 +50,13 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
     in :mod:`hwmodels`. Small slices are slower per query but there are more of them; the
     batcher rewards putting the same model together.
 
-    MIG slices are isolated (the v0 simulator, :class:`envs.sim.gpu.GpuServingSim`). MPS shares
-    and time slices interfere: when a batch starts or stops on one partition, the batches
+    MIG slices are isolated (the v0 simulator, :class:`envs.sim.device.serving.GpuServingSim`). MPS
+    shares and time slices interfere: when a batch starts or stops on one partition, the batches
     running on the others change speed (calibrated slowdowns, :mod:`hwmodels.interference`) and
-    their completion times are recomputed (:class:`envs.sim.misd.SharedGpuSim`). With
-    ``priorities=True`` each partition serves its most important queued class first at every
-    batch boundary (PREMA-style); ``preempt=True`` also kills a running batch of a less
-    important class when a more important query is queued behind it.
+    their completion times are recomputed (:class:`envs.sim.device.shared.SharedGpuSim`). With
+    ``priorities=True`` each partition serves its most important queued class first at every batch
+    boundary (PREMA-style); ``preempt=True`` also kills a running batch of a less important class
+    when a more important query is queued behind it.
 
     Heuristics that read a few observation entries can run a whole episode through
     :meth:`rollout`, without building observations and infos every step (the same episode,
@@ -262,8 +262,8 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                     InterferenceModel(self.device, precision), profiles, {0: self.partitions},
                     isolated_mig=False), {})
             self._slowdowns, self._fcache = hit
-        #: Whether the simulator is :class:`~envs.sim.misd.SharedGpuSim` (interference or
-        #: priorities); otherwise the v0 simulator, :class:`~envs.sim.gpu.GpuServingSim`.
+        #: Whether the simulator is :class:`~envs.sim.device.shared.SharedGpuSim` (interference or
+        #: priorities); otherwise the v0 simulator, :class:`~envs.sim.device.serving.GpuServingSim`.
         self.shared = self.interference or self.n_levels > 1 or self.preempt
         self._sms = np.array([p.sms / self.device.sm_count for p in self.partitions],
                              dtype=np.float32)

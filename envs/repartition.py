@@ -11,11 +11,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.misd import CoRunnerSlowdowns, PartitionTables, normalise_layout
 from envs.presets import get_workload
 from envs.rewards import Outcome, Reward, make_reward
-from envs.sim.gpu import BatcherConfig
-from envs.sim.misd import SharedGpuSim, SlotSpec
+from envs.sim.device.serving import BatcherConfig
+from envs.sim.device.shared import SharedGpuSim, SlotSpec
+from envs.sim.device.tables import CoRunnerSlowdowns, PartitionTables, normalise_layout
 from hwmodels.interference import InterferenceModel
 from hwmodels.partitions import Partition, enumerate_layouts, make_layout, mig_table
 from hwmodels.reconfig import ReconfigModel
@@ -111,7 +111,7 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     (``reconfig_mode="drain"``) or drop it back into the queues (``"preempt"``), then stay down
     for the sampled time of destroying and creating instances, restarting contexts, reloading
     weights and warming up, and serve nothing meanwhile. Queries queued on changed partitions
-    are routed again. MPS shares interfere (:class:`envs.sim.misd.SharedGpuSim`).
+    are routed again. MPS shares interfere (:class:`envs.sim.device.shared.SharedGpuSim`).
 
     ## Action Space
 

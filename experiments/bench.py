@@ -393,7 +393,7 @@ def bench_baselines(env_id: str, policies: Sequence[str], queries: int, slow_que
     the M/M/c reference.
 
     The fast path is what ``experiments.evaluate`` runs: a compiled episode
-    (:mod:`envs.sim.gpu_jit`) where the env and policy allow it, else the Python kernels of
+    (:mod:`envs.sim.device.compiled`) where the env and policy allow it, else the Python kernels of
     :mod:`agents.fast_eval`. Every round times the M/M/c loop and each policy's paths once
     (interleaved, so a burst of load on a shared machine hits all of them); the best round
     counts. The ordinary ``reset``/``step`` loop is timed on ``slow_queries`` (it is many
@@ -661,7 +661,7 @@ def bench_memory(env_id: str, sizes: Sequence[int], policy: str,
                  traced: bool = False) -> list[dict[str, Any]]:
     """:func:`memory_probe` for every size and both paths (the Python simulator, and the
     compiled episode where numba is installed), each in a fresh Python process."""
-    from envs.sim import gpu_jit
+    from envs.sim.device import compiled as gpu_jit
 
     rows = []
     for compiled, n in [(c, n) for c in (False, True)[:1 + gpu_jit.AVAILABLE] for n in sizes]:
@@ -795,7 +795,8 @@ def to_markdown(res: BenchResults) -> str:
         b0 = res.baselines[0]
         lines += [f"### Baselines over a long trace, no RL (`{b0['env']}`)", "",
                   "Fast path (what `experiments.evaluate` runs for heuristics: a compiled "
-                  "episode, `envs/sim/gpu_jit.py`, where marked, else the Python kernels of "
+                  "episode, `envs/sim/device/compiled.py`, where marked, else the Python "
+                  "kernels of "
                   "`agents.fast_eval`; the same metrics as stepping, tested), the Python "
                   "kernels alone, the `reset`/`step` loop, and a plain heapq M/M/c event loop "
                   f"({m.get('mmc', '')}) timed in the same rounds. Episodes include drawing "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from envs.sim import gpu_jit
+from envs.sim.device import compiled as gpu_jit
 from experiments import bench
 from tests.conftest import run_app
 

@@ -28,7 +28,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                       "drop_weight": 1.7, "energy_weight": 0.01,
                                       "backlog_weight": 0.5}},
     "violations-reward-h100": {"hw": "h100-sxm", "reward": "violations", "load": 1.1},
-    # The shared-GPU simulator (envs/sim/misd.py): MPS interference, priorities, preemption.
+    # The shared-GPU simulator (envs/sim/device/shared.py): MPS interference, priorities,
+    # preemption.
     "mps-interference": {"layout": ["mps:50", "mps:30", "mps:20"], "load": 1.1},
     "priorities-preempt-ts": {"sharing": "ts", "layout": [3], "workload": "vision-nlp-prio",
                               "priorities": True, "preempt": True, "load": 1.2},
@@ -201,7 +202,7 @@ def test_kernels_match_act_on_adversarial_observations(name: str) -> None:
 @pytest.mark.parametrize("variant", ["default", "overload-small-queues", "7-slices-no-drops",
                                      "sizes-dense-reward"])
 def test_compiled_episode_equals_python_rollout(variant: str) -> None:
-    """The compiled loop (envs/sim/gpu_jit.py) against the Python rollout, every baseline,
+    """The compiled loop (envs/sim/device/compiled.py) against the Python rollout, every baseline,
     and the policy's state (generator, round-robin cursor) left where ``act`` leaves it."""
     if not fast_eval.gpu_jit.AVAILABLE:
         pytest.skip("numba is not installed")

@@ -9,8 +9,8 @@ import pytest
 import envs  # noqa: F401  (registers the ids)
 from agents.baselines import baselines_for
 from agents.evaluation import run_episode
-from envs.sim.gpu import GpuServingSim
-from envs.sim.misd import SharedGpuSim
+from envs.sim.device.serving import GpuServingSim
+from envs.sim.device.shared import SharedGpuSim
 
 ENV = "ldsgym/PartitionPlacement-v0"
 

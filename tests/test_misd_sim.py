@@ -1,13 +1,14 @@
-"""The shared-GPU simulator (envs/sim/misd.py): interference, priorities, re-partitioning."""
+"""The shared-GPU simulator (envs/sim/device/shared.py): interference, priorities,
+re-partitioning."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from envs.misd import CoRunnerSlowdowns, normalise_layout
-from envs.sim.gpu import BatcherConfig, GpuServingSim
-from envs.sim.misd import SharedGpuSim, SlotSpec
+from envs.sim.device.serving import BatcherConfig, GpuServingSim
+from envs.sim.device.shared import SharedGpuSim, SlotSpec
+from envs.sim.device.tables import CoRunnerSlowdowns, normalise_layout
 from hwmodels.interference import InterferenceModel
 from hwmodels.partitions import make_layout
 from hwmodels.specs import load_device

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the ids)
-from envs.misd import CoRunnerSlowdowns
 from envs.repartition import _NamedReconfigModel
+from envs.sim.device.tables import CoRunnerSlowdowns
 from hwmodels.interference import InterferenceModel
 from hwmodels.partitions import make_layout
 from hwmodels.reconfig import ReconfigModel
@@ -124,7 +124,7 @@ def test_named_reconfig_steps_equal_the_model() -> None:
 
 @pytest.mark.parametrize("layout", [["mps:40", "mps:30", "mps:15", "mps:15"], ["ts:3"]])
 def test_inlined_sums_equal_sum(layout: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import envs.misd as misd
+    import envs.sim.device.tables as misd
 
     dev = load_device("a100-80gb")
     profiles = [build_profile(n) for n in NAMES]

@@ -12,9 +12,9 @@ import pytest
 
 import envs  # noqa: F401  (registers the ids)
 import envs.partition as partition
-import envs.sim.misd as sim_misd
+import envs.sim.device.shared as sim_misd
+from envs.sim.device.shared import evict_oldest
 from envs.sim.metrics import Counters
-from envs.sim.misd import evict_oldest
 
 
 def _trajectory(env: Any, seed: int, steps: int) -> list[Any]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from envs.sim.core import EventQueue
-from envs.sim.gpu import BatcherConfig, GpuServingSim
+from envs.sim.device.serving import BatcherConfig, GpuServingSim
 from envs.sim.metrics import LatencyHistogram
 from traces.arrivals import Arrivals
 

@@ -3,7 +3,7 @@
 :func:`normalise_layout` reads a layout in any of the accepted spellings for a sharing mode;
 :class:`PartitionTables` turns a layout into what the simulators read (latency per batch
 size, which models fit, power, the layout's nominal capacity); :class:`CoRunnerSlowdowns` is
-the picklable interference callable :class:`envs.sim.misd.SharedGpuSim` asks when a batch
+the picklable interference callable :class:`envs.sim.device.shared.SharedGpuSim` asks when a batch
 starts or stops.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.sim.misd import evict_oldest
+from envs.sim.device.shared import evict_oldest
 from hwmodels.interference import Demand, InterferenceModel
 from hwmodels.latency import LatencyModel
 from hwmodels.partitions import Partition, make_layout
@@ -163,7 +163,7 @@ class PartitionTables:
 
 
 class CoRunnerSlowdowns:
-    """The interference callable of :class:`envs.sim.misd.SharedGpuSim` over named layouts.
+    """The interference callable of :class:`envs.sim.device.shared.SharedGpuSim` over named layouts.
 
     ``slowdowns(layout_id, jobs)`` looks the layout's partitions (per slot; None for an empty
     slot) up in ``layouts`` and returns the factors of

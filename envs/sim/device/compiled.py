@@ -1,4 +1,4 @@
-"""A compiled (numba) run of :class:`envs.sim.gpu.GpuServingSim` with a heuristic deciding.
+"""A compiled (numba) run of :class:`~envs.sim.device.serving.GpuServingSim`, a heuristic deciding.
 
 The fast path for evaluating baselines over long traces (issue [H]): the whole episode, the
 simulator *and* the decision rule, runs as one compiled loop instead of a Python call per

@@ -1,7 +1,7 @@
 """A shared GPU at full fidelity: interference among co-runners, priorities, re-partitioning.
 
-:class:`SharedGpuSim` extends :class:`envs.sim.gpu.GpuServingSim` (same trace handling, same
-dynamic batcher, same counters) with three things the MISD literature schedules around:
+:class:`SharedGpuSim` extends :class:`~envs.sim.device.serving.GpuServingSim` (same trace handling,
+same dynamic batcher, same counters) with three things the MISD literature schedules around:
 
 * **Interference (MPS shares, time slicing).** A running batch carries its remaining work in
   *solo seconds* (its latency alone on its partition) and progresses at rate ``1 / f`` where
@@ -26,8 +26,8 @@ dynamic batcher, same counters) with three things the MISD literature schedules 
   create instances, restart contexts, reload weights, warm up) and serve nothing; unchanged
   slots keep serving throughout.
 
-With ``slowdown=None``, ``priorities=False`` and no reconfiguration the dynamics are exactly
-those of :class:`~envs.sim.gpu.GpuServingSim` (a test compares every counter and the latency
+With ``slowdown=None``, ``priorities=False`` and no reconfiguration the dynamics are exactly those
+of :class:`~envs.sim.device.serving.GpuServingSim` (a test compares every counter and the latency
 histogram bit for bit). This loop is simpler and slower than the parent's fused one; the
 environments use the parent whenever none of the features above is on.
 
@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from envs.sim.core import Event
-from envs.sim.gpu import BATCH_DONE, BATCH_TIMEOUT, BatcherConfig, GpuServingSim
+from envs.sim.device.serving import BATCH_DONE, BATCH_TIMEOUT, BatcherConfig, GpuServingSim
 from traces.arrivals import Arrivals
 
 SLOT_UP = 2
