@@ -14,11 +14,7 @@ import numpy as np
 from agents.misd_baselines import MISD_PLACEMENT_BASELINES, REPARTITION_BASELINES
 from agents.policy import HeuristicPolicy, Obs, SeededRng, earliest_or_reject
 from agents.shard_baselines import PLACEMENT_BASELINES, SHARD_BASELINES
-
-
-def _valid(mask: np.ndarray) -> np.ndarray:
-    """Indices of valid non-reject actions."""
-    return np.flatnonzero(mask[:-1])
+from envs.sim.device import rules
 
 
 class RandomPolicy(SeededRng, HeuristicPolicy):
@@ -32,8 +28,11 @@ class RandomPolicy(SeededRng, HeuristicPolicy):
 
     def act(self, obs: Obs, mask: np.ndarray) -> int:
         """A random valid partition."""
-        valid = _valid(mask)
-        return int(self._rng.choice(valid)) if len(valid) else len(mask) - 1
+        n_valid = int(np.count_nonzero(mask[:-1]))
+        if not n_valid:
+            return len(mask) - 1
+        # rng.choice(valid) draws rng.integers(0, len(valid)): the same stream, one rule.
+        return rules.nth_valid(int(self.rng.integers(0, n_valid)), mask.tolist(), len(mask) - 1)
 
 
 class RoundRobinPolicy(HeuristicPolicy):
@@ -42,21 +41,17 @@ class RoundRobinPolicy(HeuristicPolicy):
     name = "round_robin"
 
     def __init__(self) -> None:
-        self._next = 0
+        #: The partition the next search starts at.
+        self.cursor = 0
 
     def reset(self, seed: int | None = None) -> None:
         """Start again at partition 0."""
-        self._next = 0
+        self.cursor = 0
 
     def act(self, obs: Obs, mask: np.ndarray) -> int:
         """The next valid partition in cyclic order."""
-        n = len(mask) - 1
-        for k in range(n):
-            p = (self._next + k) % n
-            if mask[p]:
-                self._next = (p + 1) % n
-                return p
-        return n
+        p, self.cursor = rules.round_robin(self.cursor, mask.tolist(), len(mask) - 1)
+        return p
 
 
 class LeastLoadedPolicy(HeuristicPolicy):
@@ -66,13 +61,9 @@ class LeastLoadedPolicy(HeuristicPolicy):
 
     def act(self, obs: Obs, mask: np.ndarray) -> int:
         """The valid partition with the shortest queue."""
-        valid = _valid(mask)
-        if not len(valid):
-            return len(mask) - 1
-        queue = obs["queue"][valid] + obs["busy"][valid] * 1e-3
-        size = obs["size"][valid] if "size" in obs else np.zeros(len(valid))
-        order = np.lexsort((-size, queue))
-        return int(valid[order[0]])
+        key = rules.least_loaded_keys(obs["queue"].tolist(), obs["busy"].tolist())
+        size = obs["size"].tolist() if "size" in obs else [0.0] * len(key)
+        return rules.least_loaded(key, size, mask.tolist())
 
 
 class ShortestExpectedFinishPolicy(HeuristicPolicy):

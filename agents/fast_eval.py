@@ -23,7 +23,6 @@ a subclass that overrides ``act`` never inherits a kernel that would disagree wi
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +40,7 @@ from agents.misd_baselines import GpuletBestFit, InterferenceAwarePolicy, PremaP
 from agents.policy import HeuristicPolicy
 from envs.partition import _CLIP
 from envs.sim.device import compiled as gpu_jit
+from envs.sim.device import rules
 
 #: ``decide(k, x) -> action``: ``k`` indexes the env's action-mask table, ``x`` the features.
 Decide = Callable[[int, tuple[float, ...]], int]
@@ -68,25 +68,23 @@ class Kernel:
 KernelFactory = Callable[[Any, Sequence[np.ndarray], Mapping[str, int]], Kernel]
 
 
-def _valid(mask: np.ndarray) -> tuple[int, ...]:
-    """Indices of valid non-reject actions (as ``agents.baselines._valid``)."""
-    return tuple(int(i) for i in np.flatnonzero(mask[:-1]))
+def _mask_lists(masks: Sequence[np.ndarray]) -> tuple[list[list[bool]], list[int], list[bool]]:
+    """Per mask: its entries as a list, the reject action, whether rejecting is allowed."""
+    return ([mask.tolist() for mask in masks], [len(mask) - 1 for mask in masks],
+            [bool(mask[-1]) for mask in masks])
 
 
 def _random(policy: RandomPolicy, masks: Sequence[np.ndarray],
             sizes: Mapping[str, int]) -> Kernel:
-    """:class:`RandomPolicy`: the same draw from the policy's own generator.
-
-    ``act`` calls ``rng.choice(valid)``; numpy's ``Generator.choice`` on a 1-D array draws its
-    index as ``rng.integers(0, len(valid))`` (same generator state afterwards), which is five
-    times cheaper to call. The fast-vs-slow equality tests guard this equivalence.
-    """
-    valid = [_valid(mask) for mask in masks]
-    reject = [len(mask) - 1 for mask in masks]
+    """:class:`RandomPolicy`: the same draw from the policy's own generator
+    (``rng.integers(0, number valid)``, then :func:`~envs.sim.device.rules.nth_valid`)."""
+    lists, reject, _ = _mask_lists(masks)
+    n_valid = [sum(mask[:-1]) for mask in lists]
+    nth = rules.nth_valid
 
     def decide(k: int, x: tuple[float, ...]) -> int:
-        v = valid[k]
-        return v[int(policy._rng.integers(0, len(v)))] if v else reject[k]
+        n = n_valid[k]
+        return nth(int(policy.rng.integers(0, n)), lists[k], reject[k]) if n else reject[k]
 
     return Kernel((), decide)
 
@@ -94,141 +92,79 @@ def _random(policy: RandomPolicy, masks: Sequence[np.ndarray],
 def _round_robin(policy: RoundRobinPolicy, masks: Sequence[np.ndarray],
                  sizes: Mapping[str, int]) -> Kernel:
     """:class:`RoundRobinPolicy`: its own cursor, advanced exactly as ``act`` does."""
-    mask_lists = [mask.tolist() for mask in masks]
+    lists, reject, _ = _mask_lists(masks)
+    rr = rules.round_robin
 
     def decide(k: int, x: tuple[float, ...]) -> int:
-        mask = mask_lists[k]
-        n = len(mask) - 1
-        start = policy._next
-        for j in range(n):
-            p = (start + j) % n
-            if mask[p]:
-                policy._next = (p + 1) % n
-                return p
-        return n
+        p, policy.cursor = rr(policy.cursor, lists[k], reject[k])
+        return p
 
     return Kernel((), decide)
 
 
-_MILLI_F32 = float(np.float32(1e-3))
-
-
 def _least_loaded(policy: LeastLoadedPolicy, masks: Sequence[np.ndarray],
                   sizes: Mapping[str, int]) -> Kernel:
-    """:class:`LeastLoadedPolicy`: ``lexsort((-size, queue + busy * 1e-3))`` in float32.
-
-    ``act`` computes the key in float32 (``busy * 1e-3`` rounded, then the sum rounded). Here
-    both operations are done in float64 and rounded to float32, which gives the same float32
-    results (a float64 product of two float32 is exact, and rounding a float64 sum to float32
-    is the correctly rounded float32 sum: 53 >= 2 * 24 + 2). Ties go to the larger partition,
-    then to the lower index, as a stable ``lexsort`` does.
-    """
+    """:class:`LeastLoadedPolicy`: :func:`~envs.sim.device.rules.least_loaded` on the key of
+    :func:`~envs.sim.device.rules.least_loaded_key`, as ``act``."""
     P = sizes["queue"]
-    valid = [_valid(mask) for mask in masks]
-    reject = [len(mask) - 1 for mask in masks]
-    codec = struct.Struct(f"<{P}f")
-    pack, unpack = codec.pack, codec.unpack
+    lists, _, _ = _mask_lists(masks)
+    keys, rule = rules.least_loaded_keys, rules.least_loaded
 
     def decide(k: int, x: tuple[float, ...]) -> int:
-        v = valid[k]
-        if not v:
-            return reject[k]
-        queue = x[:P]
-        busy = unpack(pack(*[b * _MILLI_F32 for b in x[P:2 * P]]))
-        key = unpack(pack(*[q + b for q, b in zip(queue, busy, strict=True)]))
-        size = x[2 * P:]
-        best = v[0]
-        bk, bs = key[best], size[best]
-        for p in v[1:]:
-            kp = key[p]
-            if kp < bk or (kp == bk and size[p] > bs):
-                best, bk, bs = p, kp, size[p]
-        return best
+        return rule(keys(x[:P], x[P:2 * P]), x[2 * P:], lists[k])
 
     return Kernel(("queue", "busy", "size"), decide)
 
 
-def _earliest(policy: Any, masks: Sequence[np.ndarray], limit: float) -> Decide:
-    """First argmin of ``x`` over the valid actions; reject (if ``policy.reject_hopeless``
-    and the mask allows it) when even that exceeds ``limit``."""
-    valid = [_valid(mask) for mask in masks]
-    reject = [len(mask) - 1 for mask in masks]
-    can_reject = [bool(mask[-1]) for mask in masks]
-    hopeless = policy.reject_hopeless
+def _earliest(policy: Any, masks: Sequence[np.ndarray]) -> Decide:
+    """:func:`~envs.sim.device.rules.earliest` on ``x`` (finish in units of the SLA)."""
+    lists, _, can_reject = _mask_lists(masks)
+    hopeless = bool(policy.reject_hopeless)
+    rule = rules.earliest
 
     def decide(k: int, x: tuple[float, ...]) -> int:
-        v = valid[k]
-        if not v:
-            return reject[k]
-        best = v[0]
-        bf = x[best]
-        for p in v[1:]:
-            if x[p] < bf:
-                best, bf = p, x[p]
-        if hopeless and bf > limit and can_reject[k]:
-            return reject[k]
-        return best
+        return rule(x, lists[k], hopeless, can_reject[k])
 
     return decide
 
 
 def _shortest_finish(policy: ShortestExpectedFinishPolicy, masks: Sequence[np.ndarray],
                      sizes: Mapping[str, int]) -> Kernel:
-    """:class:`ShortestExpectedFinishPolicy`: first argmin of ``finish`` over valid actions."""
-    return Kernel(("finish",), _earliest(policy, masks, 1.0))
+    """:class:`ShortestExpectedFinishPolicy`: earliest ``finish``."""
+    return Kernel(("finish",), _earliest(policy, masks))
 
 
 def _gpulet_best_fit(policy: GpuletBestFit, masks: Sequence[np.ndarray],
-                    sizes: Mapping[str, int]) -> Kernel:
-    """:class:`GpuletBestFit`: among ``slack >= margin`` the smallest ``size``, then the least
-    slack, then the lower index (a stable ``lexsort``); else the first argmax of slack (or
-    reject when it is negative). ``margin`` is compared as the float32 numpy compares it."""
-    valid = [_valid(mask) for mask in masks]
-    reject = [len(mask) - 1 for mask in masks]
-    can_reject = [bool(mask[-1]) for mask in masks]
-    hopeless = policy.reject_hopeless
-    margin = float(np.float32(policy.margin))  # numpy compares a float32 array in float32
+                     sizes: Mapping[str, int]) -> Kernel:
+    """:class:`GpuletBestFit`: :func:`~envs.sim.device.rules.best_fit` on ``slack`` and
+    ``size``, the margin rounded to float32 as ``act`` does."""
+    lists, _, can_reject = _mask_lists(masks)
+    hopeless = bool(policy.reject_hopeless)
+    margin = rules.f32(policy.margin)
+    rule = rules.best_fit
 
     def decide(k: int, x: tuple[float, ...]) -> int:
-        v = valid[k]
-        if not v:
-            return reject[k]
         P = len(x) // 2
-        slack, size = x[:P], x[P:]
-        best = -1
-        for p in v:
-            if slack[p] >= margin and (best < 0 or size[p] < size[best] or (
-                    size[p] == size[best] and slack[p] < slack[best])):
-                best = p
-        if best >= 0:
-            return best
-        best = v[0]
-        for p in v[1:]:
-            if slack[p] > slack[best]:
-                best = p
-        if hopeless and slack[best] < 0.0 and can_reject[k]:
-            return reject[k]
-        return best
+        return rule(x[:P], x[P:], lists[k], margin, hopeless, can_reject[k])
 
     return Kernel(("slack", "size"), decide)
 
 
 def _prema(policy: PremaPolicy, masks: Sequence[np.ndarray],
            sizes: Mapping[str, int]) -> Kernel:
-    """:class:`PremaPolicy`: first argmin of ``finish_prio`` over valid actions."""
-    inner = _shortest_finish(policy, masks, sizes)  # type: ignore[arg-type]
-    return Kernel(("finish_prio",), inner.decide)
+    """:class:`PremaPolicy`: earliest ``finish_prio``."""
+    return Kernel(("finish_prio",), _earliest(policy, masks))
 
 
 def _interference_aware(policy: InterferenceAwarePolicy, masks: Sequence[np.ndarray],
                         sizes: Mapping[str, int]) -> Kernel:
-    """:class:`InterferenceAwarePolicy`: first argmax of ``slack``; reject below 0. That is the
-    first argmin of ``-slack``, rejected above 0 (negation is exact, so every comparison and
-    tie comes out the same)."""
-    earliest = _earliest(policy, masks, 0.0)
+    """:class:`InterferenceAwarePolicy`: :func:`~envs.sim.device.rules.most_slack`."""
+    lists, _, can_reject = _mask_lists(masks)
+    hopeless = bool(policy.reject_hopeless)
+    rule = rules.most_slack
 
     def decide(k: int, x: tuple[float, ...]) -> int:
-        return earliest(k, tuple([-v for v in x]))
+        return rule(x, lists[k], hopeless, can_reject[k])
 
     return Kernel(("slack",), decide)
 
@@ -383,7 +319,7 @@ def run_compiled(env: Any, policy: Any, seed: int | None,
         lens = valid.sum(axis=1)[model]
         choices = np.full(n, -1, np.int64)
         some = lens > 0
-        choices[some] = policy._rng.integers(0, lens[some])
+        choices[some] = policy.rng.integers(0, lens[some])
     power = sim.power_w
     energy_w = np.array(sim._energy_w if sim._energy_w is not None else [0.0] * P)
     idle_sum = sum(idle for idle, _ in power) if power is not None else 0.0
@@ -401,12 +337,12 @@ def run_compiled(env: Any, policy: Any, seed: int | None,
         valid, can_reject, np.asarray(env._sms_list, dtype=np.float64), _CLIP, weights,
         rule, bool(getattr(policy, "reject_hopeless", False)),
         float(np.float32(getattr(policy, "margin", 0.0))), choices,
-        int(getattr(policy, "_next", 0)), counters, state, busy_s, busy_until, hist, out)
+        int(getattr(policy, "cursor", 0)), counters, state, busy_s, busy_until, hist, out)
     if rr < 0:
         raise ValueError(f"rollout: action {int(choices[counters[gpu_jit.C_STEPS]])} for "
                          f"query {int(counters[gpu_jit.C_STEPS])} is masked or out of range")
     if rule == gpu_jit.RULE_ROUND_ROBIN:
-        policy._next = rr
+        policy.cursor = rr
     # Write the final state back, as GpuServingSim.run leaves it after the drain.
     c = sim.counters
     (c.arrived, c.completed, c.good, c.dropped_rejected, c.dropped_overflow,

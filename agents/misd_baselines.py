@@ -40,21 +40,7 @@ from typing import Any
 import numpy as np
 
 from agents.policy import HeuristicPolicy, Obs, earliest_or_reject
-
-
-def _valid(mask: np.ndarray) -> np.ndarray:
-    """Indices of valid non-reject actions."""
-    return np.flatnonzero(mask[:-1])
-
-
-def _most_slack(slack: np.ndarray, valid: np.ndarray, mask: np.ndarray,
-                reject_hopeless: bool) -> int:
-    """The valid partition with the most ``slack`` (``slack[i]`` of ``valid[i]``; the first on
-    ties), or reject when that is negative and ``reject_hopeless``."""
-    best = int(np.argmax(slack))
-    if reject_hopeless and slack[best] < 0.0 and mask[-1]:
-        return len(mask) - 1
-    return int(valid[best])
+from envs.sim.device import rules
 
 
 class GpuletBestFit(HeuristicPolicy):
@@ -78,16 +64,9 @@ class GpuletBestFit(HeuristicPolicy):
 
     def act(self, obs: Obs, mask: np.ndarray) -> int:
         """See the class docstring."""
-        valid = _valid(mask)
-        if not len(valid):
-            return len(mask) - 1
-        slack = obs["slack"][valid]
-        size = obs["size"][valid]
-        ok = np.flatnonzero(slack >= self.margin)
-        if len(ok):
-            order = np.lexsort((slack[ok], size[ok]))  # size first, then slack; stable
-            return int(valid[ok[order[0]]])
-        return _most_slack(slack, valid, mask, self.reject_hopeless)
+        # The observation is float32: the margin is compared as a float32, as numpy would.
+        return rules.best_fit(obs["slack"].tolist(), obs["size"].tolist(), mask.tolist(),
+                              rules.f32(self.margin), self.reject_hopeless, bool(mask[-1]))
 
 
 class PremaPolicy(HeuristicPolicy):
@@ -121,10 +100,8 @@ class InterferenceAwarePolicy(HeuristicPolicy):
 
     def act(self, obs: Obs, mask: np.ndarray) -> int:
         """Argmax of ``slack`` over valid partitions."""
-        valid = _valid(mask)
-        if not len(valid):
-            return len(mask) - 1
-        return _most_slack(obs["slack"][valid], valid, mask, self.reject_hopeless)
+        return rules.most_slack(obs["slack"].tolist(), mask.tolist(), self.reject_hopeless,
+                                bool(mask[-1]))
 
 
 #: PartitionPlacement baselines added by this module, by name (agents.baselines adds them).

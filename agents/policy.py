@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from envs.sim.device import rules
+
 Obs = dict[str, np.ndarray]
 
 
@@ -88,14 +90,7 @@ def earliest_or_reject(finish: np.ndarray, mask: np.ndarray, reject_hopeless: bo
     With ``reject_hopeless``, rejects (the last action) when even the best finish exceeds the
     SLA and rejecting is allowed; rejects too when no slot is valid.
     """
-    valid = np.flatnonzero(mask[:-1])
-    if not len(valid):
-        return len(mask) - 1
-    values = finish[valid]
-    best = int(np.argmin(values))
-    if reject_hopeless and values[best] > 1.0 and mask[-1]:
-        return len(mask) - 1
-    return int(valid[best])
+    return rules.earliest(finish.tolist(), mask.tolist(), reject_hopeless, bool(mask[-1]))
 
 
 class SeededRng:
@@ -106,12 +101,13 @@ class SeededRng:
     """
 
     def __init__(self, seed: int | None = 0) -> None:
-        self._rng = np.random.default_rng(seed)
+        #: The policy's own generator (the fast paths draw from it exactly as ``act`` does).
+        self.rng = np.random.default_rng(seed)
 
     def reset(self, seed: int | None = None) -> None:
         """Re-seed (``None`` keeps the current generator)."""
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            self.rng = np.random.default_rng(seed)
 
 
 class SB3Policy:

@@ -68,7 +68,7 @@ class RandomReplica(SeededRng, ShardHeuristic):
 
     def choose(self, obs: Obs, valid: np.ndarray) -> int:
         """A random live replica."""
-        return int(self._rng.choice(valid))
+        return int(self.rng.choice(valid))
 
 
 class RoundRobinReplica(ShardHeuristic):
@@ -132,7 +132,7 @@ class PowerOfTwo(SeededRng, ShardHeuristic):
         """The less loaded of two sampled replicas (ties: the first sampled)."""
         if len(valid) == 1:
             return int(valid[0])
-        a, b = self._rng.choice(valid, size=2, replace=False)
+        a, b = self.rng.choice(valid, size=2, replace=False)
         q = obs["queue"]
         return int(b if q[b] < q[a] else a)
 
@@ -220,8 +220,8 @@ class RandomPlacement(SeededRng, PlacementHeuristic):
     def act(self, obs: Obs, mask: np.ndarray) -> int:
         """Mostly keep."""
         toggles = np.flatnonzero(mask[1:]) + 1
-        if len(toggles) and self._rng.random() < self.p:
-            return int(self._rng.choice(toggles))
+        if len(toggles) and self.rng.random() < self.p:
+            return int(self.rng.choice(toggles))
         return 0
 
 

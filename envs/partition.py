@@ -737,10 +737,8 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                         -c if v < -c else v, 1.0 if r == m else 0.0)
         else:
             # Predicted slowdowns (1 without interference: x * 1.0 is x, 1.0 - 1.0 is 0).
-            if self.interference:  # sim._predicted(m), its per-running-set dict first
-                f = sim._pred_now.get(m * sim._jk + 1)  # type: ignore[attr-defined]
-                if f is None:
-                    f = sim._predicted(m)  # type: ignore[attr-defined]
+            if self.interference:
+                f = sim.predicted(m)  # type: ignore[attr-defined]
             else:
                 f = self._ones_p
             if L1:

@@ -13,6 +13,7 @@ from gymnasium import spaces
 
 from envs.presets import get_workload
 from envs.rewards import Outcome, Reward, make_reward
+from envs.sim.device import rules
 from envs.sim.device.serving import BatcherConfig
 from envs.sim.device.shared import SharedGpuSim, SlotSpec
 from envs.sim.device.tables import CoRunnerSlowdowns, PartitionTables, normalise_layout
@@ -546,10 +547,8 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         return self._route(now, m, deadline)
 
     def _router(self) -> Callable[[float, int, float], int]:
-        """:meth:`_route_counted` for the queries of one interval, as a closure over the
-        simulator's state: the same decisions (the same expressions, in the same order),
-        fewer lookups. Built for each interval (the partitions only change between two:
-        which slots hold each model, and their batch-1 latencies, are read once here)."""
+        """:meth:`_route_counted` for the queries of one interval, with what only changes
+        between two intervals (which slots hold each model) read once."""
         sim = self.sim
         assert sim is not None
         kind = self.placement
@@ -557,94 +556,37 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
             return self._route_counted
         P = self.n_slots
         counts = self._counts
-        fits, solo = sim.fits, sim.solo_s
-        busy, until, up, work = sim.busy, sim.busy_until, sim.up_at, sim.queued_work_s
-        # Per model: (slot, batch-1 latency) of the slots that hold it, in slot order.
-        cands = [[(p, solo[p][m]) for p in range(P) if fits[p][m]]
-                 for m in range(self.n_models)]
-        inf = _INF
+        fits = sim.fits
+        rows = [[fits[p][m] for p in range(P)] for m in range(self.n_models)]
+        finish, earliest = sim.finish_times_s, rules.earliest
+        predict = sim.predicted if kind == "interference_aware" and sim.interferes else None
 
-        if kind == "shortest_finish":
-            def route(now: float, m: int, deadline: float) -> int:
-                counts[m] += 1
-                best, bf = P, inf
-                for p, s in cands[m]:
-                    wait = until[p] - now if busy[p] else 0.0
-                    d = up[p] - now
-                    if d > wait:
-                        wait = d
-                    fin = wait + (work[p] + s)
-                    if fin < bf:
-                        best, bf = p, fin
-                if best < P and now + bf > deadline:
-                    return P  # hopeless everywhere: reject, as Clockwork does
-                return best
-            return route
-
-        if sim._slowdown is not None:
-            predict = sim._predicted  # read only: not copied
-        else:
-            ones = [1.0] * P  # as predicted_slowdowns: x * 1.0 is x
-
-            def predict(m: int, items: int = 1) -> Sequence[float]:
-                return ones
-
-        def route_ia(now: float, m: int, deadline: float) -> int:
+        def route(now: float, m: int, deadline: float) -> int:
             counts[m] += 1
-            f = predict(m)
-            best, bf = P, inf
-            for p, s in cands[m]:
-                wait = until[p] - now if busy[p] else 0.0
-                d = up[p] - now
-                if d > wait:
-                    wait = d
-                fin = wait + (work[p] + s) * f[p]
-                if fin < bf:
-                    best, bf = p, fin
-            if best < P and now + bf > deadline:
-                return P
-            return best
-        return route_ia
+            fin = finish(m, now, predict(m) if predict is not None else None)
+            # hopeless everywhere: reject, as Clockwork does
+            return earliest(fin, rows[m], True, True, now, deadline)
+        return route
 
     def _route(self, now: float, m: int, deadline: float) -> int:
         """The slot for a query of model ``m`` (``n_slots``: reject), by ``placement``."""
         sim = self.sim
         assert sim is not None
         P = self.n_slots
-        fits, busy, until, up = sim.fits, sim.busy, sim.busy_until, sim.up_at
+        fits, up = sim.fits, sim.up_at
         kind = self.placement
         if kind == "round_robin" or kind == "least_loaded":
-            ok = [p for p in range(P) if fits[p][m] and up[p] <= now]
-            if not ok:
-                ok = [p for p in range(P) if fits[p][m]]
-            if not ok:
-                return P
+            # The slots that are up, else every slot that holds the model (it waits).
+            ok = [bool(fits[p][m] and up[p] <= now) for p in range(P)]
+            if not any(ok):
+                ok = [bool(fits[p][m]) for p in range(P)]
             if kind == "round_robin":
-                start = self._rr
-                for j in range(P):
-                    p = (start + j) % P
-                    if p in ok:
-                        self._rr = (p + 1) % P
-                        return p
-            q, sms = sim.queued_items, self._sms
-            return min(ok, key=lambda p: (q[p], -sms[p], p))
-        work, solo = sim.queued_work_s, sim.solo_s
+                p, self._rr = rules.round_robin(self._rr, ok, P)
+                return p
+            return rules.least_loaded(sim.queued_items, self._sms, ok)
         f = sim.predicted_slowdowns(m) if kind == "interference_aware" else None
-        best, bf = P, _INF
-        for p in range(P):
-            if not fits[p][m]:
-                continue
-            wait = until[p] - now if busy[p] else 0.0
-            d = up[p] - now
-            if d > wait:
-                wait = d
-            own = work[p] + solo[p][m]
-            fin = wait + (own * f[p] if f is not None else own)
-            if fin < bf:
-                best, bf = p, fin
-        if best < P and now + bf > deadline:
-            return P  # hopeless everywhere: reject, as Clockwork does
-        return best
+        return rules.earliest(sim.finish_times_s(m, now, f), [fits[p][m] for p in range(P)],
+                              True, True, now, deadline)
 
     # ------------------------------------------------------------------ observation
     def _snapshot(self) -> tuple[int, int, int, float, float, int]:

@@ -218,7 +218,7 @@ def test_compiled_episode_equals_python_rollout(variant: str) -> None:
             assert env.latency_counts() == a_counts
             assert getattr(py, "_next", None) == getattr(jit, "_next", None)
             if hasattr(py, "_rng"):
-                assert py._rng.bit_generator.state == jit._rng.bit_generator.state
+                assert py.rng.bit_generator.state == jit.rng.bit_generator.state
 
 
 def test_compiled_replay_and_masked_actions() -> None:

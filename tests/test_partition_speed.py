@@ -106,7 +106,7 @@ def test_predictions_follow_the_running_set(env_id: str) -> None:
         m = sim._cm[sim._pj]
         assert tuple(sim._jobcode) == sim._last_key or sim._last_key is None
         want = tuple(fn.predicted(sim.layout_id, tuple(sim._job), (m, 1), sim.active))
-        assert tuple(sim._predicted(m)) == want
+        assert tuple(sim.predicted(m)) == want
         valid = np.flatnonzero(env.action_masks())
         _, _, _, trunc, _ = env.step(int(valid[(t * 7) % len(valid)]))
         if trunc:

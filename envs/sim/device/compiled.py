@@ -31,6 +31,14 @@ import math
 
 import numpy as np
 
+from envs.sim.device.rules import best_fit_jit as best_fit
+from envs.sim.device.rules import earliest_jit as earliest
+from envs.sim.device.rules import f32_jit as _f32
+from envs.sim.device.rules import least_loaded_jit as least_loaded
+from envs.sim.device.rules import least_loaded_key_jit as least_loaded_key
+from envs.sim.device.rules import most_slack_jit as most_slack
+from envs.sim.device.rules import nth_valid_jit as nth_valid
+from envs.sim.device.rules import round_robin_jit as round_robin
 from envs.sim.jit import AVAILABLE as AVAILABLE
 from envs.sim.jit import njit
 from envs.sim.metrics import _INV_LOG_G, _LO_S, _NBINS
@@ -43,17 +51,10 @@ RULE_EARLIEST = 4  # shortest_finish and prema (first argmin of finish; reject i
 RULE_GPULET = 5
 RULE_MAX_SLACK = 6  # interference_aware on the v0 simulator
 
-_MILLI_F32 = float(np.float32(1e-3))
-
 # Counter slots of the ``counters`` array.
 C_ARRIVED, C_COMPLETED, C_GOOD, C_REJECTED, C_OVERFLOW, C_EXPIRED, C_STEPS = range(7)
 # Float slots of the ``state`` array.
 S_NOW, S_BACKLOG, S_RATE, S_BACKLOG_T, S_ENERGY, S_RETURN, S_HIST_TOTAL = range(7)
-
-
-@njit(cache=True, nogil=True)
-def _f32(x: float) -> float:
-    return float(np.float32(x))
 
 
 @njit(cache=True, nogil=True)
@@ -226,38 +227,19 @@ def run_episode(time_s: np.ndarray, model: np.ndarray, size: np.ndarray, sla_ms:
         if rule == RULE_REPLAY:
             a = choices[i]
         elif rule == RULE_RANDOM:
-            k = choices[i]
-            if k >= 0:
-                for p in range(P):
-                    if valid[m, p]:
-                        if k == 0:
-                            a = p
-                            break
-                        k -= 1
+            if choices[i] >= 0:
+                a = nth_valid(choices[i], valid[m], P)
         elif rule == RULE_ROUND_ROBIN:
-            for j in range(P):
-                p = (rr_next + j) % P
-                if valid[m, p]:
-                    rr_next = (p + 1) % P
-                    a = p
-                    break
+            a, rr_next = round_robin(rr_next, valid[m], P)
         elif rule == RULE_LEAST_LOADED:
-            best = -1
-            bk = 0.0
-            bs = 0.0
+            # queue and busy per partition, as the env's observation (clipped, float32).
             for p in range(P):
-                if not valid[m, p]:
-                    continue
                 q = queued[p] * inv_b
                 q = _f32(clip if q > clip else q)
                 b = (busy_until[p] - now) * inv_sla if busy[p] else 0.0
                 b = _f32(clip if b > clip else b)
-                key = _f32(q + _f32(b * _MILLI_F32))
-                sz = sms_f32[p]
-                if best < 0 or key < bk or (key == bk and sz > bs):
-                    best, bk, bs = p, key, sz
-            if best >= 0:
-                a = best
+                fx[p] = least_loaded_key(q, b)
+            a = least_loaded(fx, sms_f32, valid[m])
         else:
             # finish (and slack = 1 - finish) per partition, as the env's observation.
             for p in range(P):
@@ -266,32 +248,12 @@ def run_episode(time_s: np.ndarray, model: np.ndarray, size: np.ndarray, sla_ms:
                 s = 1.0 - v
                 s = -clip if s < -clip else s
                 fy[p] = _f32(clip if s > clip else s)
-            best = -1
             if rule == RULE_EARLIEST:
-                for p in range(P):
-                    if valid[m, p] and (best < 0 or fx[p] < fx[best]):
-                        best = p
-                if best >= 0:
-                    a = best
-                    if reject_hopeless and fx[best] > 1.0 and can_reject[m]:
-                        a = P
-            else:
-                if rule == RULE_GPULET:  # the smallest partition that leaves the margin
-                    for p in range(P):
-                        if valid[m, p] and fy[p] >= margin_f32 and (
-                                best < 0 or sms_f32[p] < sms_f32[best] or (
-                                    sms_f32[p] == sms_f32[best] and fy[p] < fy[best])):
-                            best = p
-                    if best >= 0:
-                        a = best
-                if best < 0:  # the most slack (interference_aware; gpulet's fallback)
-                    for p in range(P):
-                        if valid[m, p] and (best < 0 or fy[p] > fy[best]):
-                            best = p
-                    if best >= 0:
-                        a = best
-                        if reject_hopeless and fy[best] < 0.0 and can_reject[m]:
-                            a = P
+                a = earliest(fx, valid[m], reject_hopeless, can_reject[m], 0.0, 1.0)
+            elif rule == RULE_GPULET:
+                a = best_fit(fy, sms_f32, valid[m], margin_f32, reject_hopeless, can_reject[m])
+            else:  # RULE_MAX_SLACK
+                a = most_slack(fy, valid[m], reject_hopeless, can_reject[m])
         if record:
             actions_out[i] = a
         # ---- apply it (GpuServingSim._loop with decide)

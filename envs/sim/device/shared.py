@@ -183,7 +183,7 @@ class SharedGpuSim(GpuServingSim):
         self._fcache = {} if slowdown_cache is None else slowdown_cache
         self.layout_id: Hashable = layout_id
         self._last_key: tuple[int, ...] | None = None
-        #: The predictions of _predicted for the running set ``_last_key``, by job code (every
+        #: The predictions of predicted for the running set ``_last_key``, by job code (every
         #: change of the running set is followed by _reshape, which starts a new dict).
         self._pred_now: dict[int, Sequence[float]] = {}
         self._priorities = L > 1
@@ -218,10 +218,16 @@ class SharedGpuSim(GpuServingSim):
         started now, given what runs on the other slots (1 without interference)."""
         if self._slowdown is None:
             return [1.0] * self.n_partitions
-        return list(self._predicted(m, items))
+        return list(self.predicted(m, items))
 
-    def _predicted(self, m: int, items: int = 1) -> Sequence[float]:
-        """:meth:`predicted_slowdowns` (with a slowdown function), not copied: read only."""
+    @property
+    def interferes(self) -> bool:
+        """Whether co-runners slow each other down (a slowdown function is set)."""
+        return self._slowdown is not None
+
+    def predicted(self, m: int, items: int = 1) -> Sequence[float]:
+        """:meth:`predicted_slowdowns`, not copied (cached: read only); needs
+        :attr:`interferes`."""
         fn = self._slowdown
         assert fn is not None
         code = m * self._jk + items
@@ -266,6 +272,30 @@ class SharedGpuSim(GpuServingSim):
         if down > wait:
             wait = down
         return wait + self.queued_work_s[p] + self.solo_s[p][m]
+
+    def finish_times_s(self, m: int, now: float,
+                       slowdowns: Sequence[float] | None = None) -> list[float]:
+        """Per slot, :meth:`expected_finish_s` for model ``m`` at ``now``, the batch of one and
+        the queued work slowed down by ``slowdowns`` (per slot) when given: the finish time
+        the placement rules of ``Repartition`` compare (``wait + (work + solo) x slowdown``)."""
+        out: list[float] = []
+        append = out.append
+        for t, b, u, w, row in zip(self.busy_until, self.busy, self.up_at, self.queued_work_s,
+                                   self.solo_s, strict=True):
+            wait = t - now if b else 0.0
+            d = u - now
+            append(wait + (w + row[m]) if d <= wait else d + (w + row[m]))
+        if slowdowns is None:
+            return out
+        # The same, the own work slowed down: wait + (work + solo) x slowdown.
+        out = []
+        append = out.append
+        for t, b, u, w, row, f in zip(self.busy_until, self.busy, self.up_at,
+                                      self.queued_work_s, self.solo_s, slowdowns, strict=True):
+            wait = t - now if b else 0.0
+            d = u - now
+            append(wait + (w + row[m]) * f if d <= wait else d + (w + row[m]) * f)
+        return out
 
     def place(self, p: int) -> None:
         """Queue the pending request on slot ``p``.
