@@ -17,7 +17,12 @@ from envs.presets import get_workload
 from envs.rewards import GoodputReward, Outcome, Reward, make_reward
 from envs.sim.device.serving import BatcherConfig, GpuServingSim
 from envs.sim.device.shared import SharedGpuSim
-from envs.sim.device.tables import CoRunnerSlowdowns, normalise_layout
+from envs.sim.device.tables import (
+    CoRunnerSlowdowns,
+    capacity_qps,
+    normalise_layout,
+    per_item_s,
+)
 from hwmodels.interference import InterferenceModel
 from hwmodels.latency import LatencyModel
 from hwmodels.partitions import make_layout
@@ -143,6 +148,13 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
       observation keys ``priority``, ``slowdown``, ``finish_prio``, ``slack``, ``resident``
       were added, and the arguments ``sharing``, ``interference``, ``priorities``,
       ``preempt`` (the shared-GPU simulator; off by default).
+    * v0, ``request_sizes=True`` only (issue 12): the capacity read the last entry of the
+      256-long latency table (a batch of 256) divided by ``max_batch``, so ``load=0.8``
+      offered ~180 queries/s and ran the GPU at 2-5%; it now reads the batch of ``max_batch``
+      (one capacity for every env, :func:`envs.sim.device.tables.capacity_qps`): 5,270
+      queries/s, 92% utilisation, as without sizes. With sizes ``load`` counts items: the
+      trace's clock is stretched by the mean items per query. Without ``request_sizes``
+      nothing changed.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -222,19 +234,18 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._fits = fits.tolist()
         #: Batch-1 latency per model on its fastest partition: the base of SLA multiples.
         self._solo_ms = np.where(fits, lat[:, :, 0], np.inf).min(axis=0) * 1e3
-        per_item = lat[:, :, -1] / max_batch  # (P, M) seconds per item at full batches
-        mix_cost = (np.where(fits, per_item, np.inf) * self.mix.probabilities).sum(axis=1)
-        #: Queries/s the layout sustains for this mix at full batches (each partition serving
-        #: the whole mix; partitions that cannot hold some model count as zero).
-        self.capacity_qps = float(np.sum(1.0 / mix_cost[np.isfinite(mix_cost)]))
+        #: Queries/s the layout sustains for this mix at full batches (what ``load=1`` means;
+        #: :func:`envs.sim.device.tables.capacity_qps`).
+        self.capacity_qps = capacity_qps(per_item_s(lat, fits, max_batch),
+                                         self.mix.probabilities,
+                                         [p.mode == "time" for p in self.partitions])
         self._power = [
             (self.device.idle_w * part.sms / self.device.sm_count,
              self.device.tdp_w * part.sms / self.device.sm_count)
             for part in self.partitions
         ]
         if self.sharing == "ts":
-            # One context runs at a time: the contexts together are one device.
-            self.capacity_qps /= P
+            # One context runs at a time (the capacity counts them as one device).
             idle = self.device.idle_w / P
             self._power = [(idle, idle + self.device.tdp_w - self.device.idle_w)] * P
         self.interference = (self.sharing != "mig") if interference is None else bool(
@@ -532,8 +543,11 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                                      self.episode_queries, self.load * self.capacity_qps)
         arrivals = arrivals.resolve_sla(self._solo_ms)
         if self.request_sizes:
-            arrivals = dataclasses.replace(
-                arrivals, size=np.clip(arrivals.size, 1, self._table_len).astype(np.int32))
+            size = np.clip(arrivals.size, 1, self._table_len).astype(np.int32)
+            # The capacity counts items (one per query at full batches): stretch the trace's
+            # clock by the mean items per query, so that ``load`` is offered items / capacity.
+            arrivals = dataclasses.replace(arrivals, size=size,
+                                           time_s=arrivals.time_s * float(size.mean()))
         else:
             arrivals = dataclasses.replace(arrivals, size=np.ones(len(arrivals), np.int32))
         if self.shared:

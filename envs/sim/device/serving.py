@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from envs.sim.core import Event, EventQueue
 from envs.sim.metrics import Counters
 from traces.arrivals import Arrivals
@@ -252,6 +254,16 @@ class GpuServingSim:
         """Bytes of the trace arrays the simulator holds (the part of memory that grows with
         the episode: everything else is bounded by the requests in the system)."""
         return sum(a.nbytes for a in (self._time_s, self._model, self._size, self._sla_ms))
+
+    @property
+    def trace_sizes(self) -> np.ndarray:
+        """Items of every request of the episode's trace (read only)."""
+        return self._size
+
+    @property
+    def trace_times_s(self) -> np.ndarray:
+        """Arrival time of every request of the episode's trace (read only)."""
+        return self._time_s
 
     @property
     def done(self) -> bool:

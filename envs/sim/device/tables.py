@@ -85,6 +85,33 @@ def normalise_layout(layout: Sequence[Any], sharing: str | None = None) -> tuple
     return out, sharing
 
 
+def per_item_s(latency: np.ndarray, fits: np.ndarray, max_batch: int) -> np.ndarray:
+    """``(P, M)`` seconds per item at full batches: a batch of ``max_batch``'s latency divided
+    by ``max_batch`` (``inf`` where the model does not fit). ``latency`` is ``(P, M, B)``
+    with ``B >= max_batch`` (tables may reach past ``max_batch`` for large requests)."""
+    return np.where(fits, latency[:, :, max_batch - 1] / max_batch, np.inf)
+
+
+def capacity_qps(per_item: np.ndarray, probabilities: np.ndarray,
+                 time_sliced: Sequence[bool]) -> float:
+    """Queries/s a layout sustains for a mix at full batches: what ``load=1.0`` means.
+
+    Each partition serves the whole mix it can hold (a partition that cannot hold some model
+    of the mix counts as zero); time slices take turns on one device, so together they count
+    as one partition of their mean capacity.
+
+    Args:
+        per_item: :func:`per_item_s`, ``(P, M)``.
+        probabilities: The mix's popularity, ``(M,)``.
+        time_sliced: Per partition, whether it is a time slice.
+    """
+    mix_cost = (per_item * probabilities).sum(axis=1)
+    caps = np.where(np.isfinite(mix_cost), 1.0 / mix_cost, 0.0)
+    sliced = np.asarray(time_sliced, dtype=bool)
+    return float(caps[~sliced].sum()) + (float(caps[sliced].sum() / sliced.sum())
+                                         if sliced.any() else 0.0)
+
+
 @dataclass(frozen=True)
 class PartitionTables:
     """What the simulators read about one layout.
@@ -144,13 +171,10 @@ class PartitionTables:
         lat = np.array(lat_rows)  # (P, M, B)
         fits = np.array([[prof.weight_bytes(precision) * 1.2 <= part.mem_gb * 1e9
                           for prof in profiles] for part in parts])
-        per_item = np.where(fits, lat[:, :, max_batch - 1] / max_batch, np.inf)
-        mix_cost = (per_item * probabilities).sum(axis=1)
-        caps = np.where(np.isfinite(mix_cost), 1.0 / mix_cost, 0.0)
-        sliced = np.array([p.mode == "time" for p in parts])
-        cap = float(caps[~sliced].sum()) + (float(caps[sliced].sum() / sliced.sum())
-                                            if sliced.any() else 0.0)
-        n_ts = int(sliced.sum())
+        per_item = per_item_s(lat, fits, max_batch)
+        sliced = [p.mode == "time" for p in parts]
+        cap = capacity_qps(per_item, probabilities, sliced)
+        n_ts = sum(sliced)
         power = []
         for part in parts:
             if part.mode == "time":
