@@ -38,7 +38,6 @@ from agents.baselines import (
 )
 from agents.misd_baselines import GpuletBestFit, InterferenceAwarePolicy, PremaPolicy
 from agents.policy import HeuristicPolicy
-from envs.partition import _CLIP
 from envs.sim.device import compiled as gpu_jit
 from envs.sim.device import rules
 
@@ -255,16 +254,11 @@ COMPILED_RULES: dict[type[HeuristicPolicy], int] = {
 def compiled_rule(env: Any, policy: Any) -> int | None:
     """The compiled rule that runs ``policy`` on ``env`` (unwrapped), or ``None``.
 
-    Compiled episodes need numba, a PartitionPlacement env on the v0 simulator (no MPS/TS
-    interference, no priority classes: the features the rules read are then plain functions
-    of the v0 state), the default reward class (its weights are compiled in) and a policy
-    whose class has a rule.
+    Compiled episodes need an env that compiles (``env.compiles``: numba, the v0 simulator,
+    a linear reward) and a policy whose exact class has a rule.
     """
-    from envs.partition import PartitionPlacementEnv
-
     rule = COMPILED_RULES.get(type(policy))
-    if (rule is None or not gpu_jit.AVAILABLE or not isinstance(env, PartitionPlacementEnv)
-            or env.shared or env._reward_weights is None):
+    if rule is None or not getattr(env, "compiles", False):
         return None
     return rule
 
@@ -272,14 +266,9 @@ def compiled_rule(env: Any, policy: Any) -> int | None:
 def run_compiled(env: Any, policy: Any, seed: int | None,
                  actions: np.ndarray | None = None,
                  record: np.ndarray | None = None, reset: bool = True) -> dict[str, Any]:
-    """One whole episode of ``env`` (an unwrapped PartitionPlacement env on the v0 simulator)
-    decided by ``policy``'s compiled rule, or by ``actions`` (one per query, replayed).
-
-    ``env.reset(seed)`` draws the trace as usual; the episode then runs in
-    :func:`envs.sim.device.compiled.run_episode` and its state is written back into ``env.sim``, so
-    ``info`` and everything read afterwards are what stepping would leave. ``record``, if
-    given (length ``episode_queries``), receives the actions taken. ``reset=False`` runs the
-    episode that ``env.reset()`` has just started (``seed`` is then ignored).
+    """One whole episode of ``env`` (an unwrapped env that compiles) decided by ``policy``'s
+    compiled rule, or by ``actions`` (one per query, replayed): ``env.run_compiled``, with
+    the policy's parameters and state (its generator's draws, its cursor).
 
     Returns:
         As :meth:`envs.partition.PartitionPlacementEnv.rollout`.
@@ -288,81 +277,39 @@ def run_compiled(env: Any, policy: Any, seed: int | None,
         ValueError: the policy has no compiled rule, or an action is masked or out of range.
         RuntimeError: ``reset=False`` and no fresh episode (reset, nothing decided yet).
     """
+    choices: Any = None
     if actions is not None:
         rule = gpu_jit.RULE_REPLAY
+        replay = np.asarray(actions, dtype=np.int64)
+
+        def choices(model: np.ndarray) -> np.ndarray:
+            if len(replay) < len(model):
+                raise ValueError(f"{len(replay)} actions for {len(model)} queries")
+            return replay
     else:
         found = compiled_rule(env, policy)
         if found is None:
             raise ValueError(f"no compiled rule for {policy!r} on {env}")
         rule = found
-    if reset:
-        env._start(seed)
-    sim = env.sim
-    if sim is None or sim.pending != 0 or sim._next != 1:
-        raise RuntimeError("run_compiled(reset=False) needs an episode just started by reset()")
-    n = sim._n
-    P = env.n_partitions
-    B = env.batcher.max_batch
-    lat = np.asarray(env._latency, dtype=np.float64)
-    masks = np.array(env._mask_table)
-    valid = np.ascontiguousarray(masks[:, :-1])
-    can_reject = np.ascontiguousarray(masks[:, -1])
-    model = sim._model
-    choices = np.zeros(0, np.int64)
-    if actions is not None:
-        choices = np.asarray(actions, dtype=np.int64)
-        if len(choices) < n:
-            raise ValueError(f"{len(choices)} actions for {n} queries")
-    elif rule == gpu_jit.RULE_RANDOM:
-        # act() draws rng.choice(valid) = valid[rng.integers(0, len(valid))] per query with a
-        # valid partition; drawn here in one call (numpy gives the same stream either way).
-        lens = valid.sum(axis=1)[model]
-        choices = np.full(n, -1, np.int64)
-        some = lens > 0
-        choices[some] = policy.rng.integers(0, lens[some])
-    power = sim.power_w
-    energy_w = np.array(sim._energy_w if sim._energy_w is not None else [0.0] * P)
-    idle_sum = sum(idle for idle, _ in power) if power is not None else 0.0
-    weights = np.array(env._reward_weights, dtype=np.float64)
-    counters = np.zeros(7, np.int64)
-    state = np.zeros(7)
-    busy_s = np.zeros(P)
-    busy_until = np.zeros(P)
-    hist = np.zeros(len(sim.counters.latency.counts), np.int64)
-    out = record if record is not None else np.zeros(0, np.int64)
-    rr = gpu_jit.run_episode(
-        sim._time_s, model, sim._size, sim._sla_ms, lat,
-        lat[:, :, B - 1] / B, np.asarray(sim.solo_s), energy_w, power is not None,
-        float(idle_sum), B, sim._delay_s, sim._capacity, sim._drop_expired,
-        valid, can_reject, np.asarray(env._sms_list, dtype=np.float64), _CLIP, weights,
-        rule, bool(getattr(policy, "reject_hopeless", False)),
-        float(np.float32(getattr(policy, "margin", 0.0))), choices,
-        int(getattr(policy, "cursor", 0)), counters, state, busy_s, busy_until, hist, out)
-    if rr < 0:
-        raise ValueError(f"rollout: action {int(choices[counters[gpu_jit.C_STEPS]])} for "
-                         f"query {int(counters[gpu_jit.C_STEPS])} is masked or out of range")
+    if rule == gpu_jit.RULE_RANDOM:
+        # act() draws rng.integers(0, number valid) per query with a valid partition; drawn
+        # here in one call (numpy gives the same stream either way).
+        n_valid = np.array([m[:-1].sum() for m in env.action_mask_table()])
+
+        def choices(model: np.ndarray) -> np.ndarray:
+            lens = n_valid[model]
+            out = np.full(len(model), -1, np.int64)
+            some = lens > 0
+            out[some] = policy.rng.integers(0, lens[some])
+            return out
+    try:
+        result, cursor = env.run_compiled(
+            rule, seed=seed, reset=reset,
+            reject_hopeless=bool(getattr(policy, "reject_hopeless", False)),
+            margin=float(getattr(policy, "margin", 0.0)), choices=choices,
+            cursor=int(getattr(policy, "cursor", 0)), record=record)
+    except ValueError as exc:
+        raise ValueError(f"rollout: {exc}") from None
     if rule == gpu_jit.RULE_ROUND_ROBIN:
-        policy.cursor = rr
-    # Write the final state back, as GpuServingSim.run leaves it after the drain.
-    c = sim.counters
-    (c.arrived, c.completed, c.good, c.dropped_rejected, c.dropped_overflow,
-     c.dropped_expired) = (int(v) for v in counters[:6])
-    c.busy_s = busy_s.tolist()
-    c.energy_j = float(state[gpu_jit.S_ENERGY])
-    h = c.latency
-    h.counts = hist.tolist()
-    h.n = int(hist.sum())
-    h.total_s = float(state[gpu_jit.S_HIST_TOTAL])
-    h.bins = [0, 0]
-    h.below = [0, 0]
-    sim.events.now = float(state[gpu_jit.S_NOW])
-    sim.backlog = float(state[gpu_jit.S_BACKLOG])
-    sim._backlog_rate = float(state[gpu_jit.S_RATE])
-    sim._backlog_t = float(state[gpu_jit.S_BACKLOG_T])
-    sim.busy_until = busy_until.tolist()
-    sim.pending = None
-    sim._next = n
-    steps = int(counters[gpu_jit.C_STEPS])
-    env._steps += steps
-    env._snapshot = (c.good, c.completed - c.good, c.dropped, c.energy_j, sim.backlog)
-    return {**env._info(), "episode_return": float(state[gpu_jit.S_RETURN]), "steps": steps}
+        policy.cursor = cursor
+    return result

@@ -14,7 +14,8 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.presets import get_workload
-from envs.rewards import GoodputReward, Outcome, Reward, make_reward
+from envs.rewards import Outcome, Reward, make_reward
+from envs.sim.device import compiled, rules
 from envs.sim.device.serving import BatcherConfig, GpuServingSim
 from envs.sim.device.shared import SharedGpuSim
 from envs.sim.device.tables import (
@@ -349,10 +350,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._inv_cap = 1.0 / self.capacity_qps
         #: Batch-1 latency (s) of each model on each partition: ``[m][p]``, as sim.solo_s[p][m].
         self._solo_of_model = [[lat[p, m, 0].item() for p in range(P)] for m in range(M)]
-        fn = self.reward_fn
-        self._reward_weights = (
-            (fn.late_weight, fn.drop_weight, fn.energy_weight, fn.reconfig_weight,
-             fn.backlog_weight) if type(fn) is GoodputReward else None)
+        self._reward_value = getattr(self.reward_fn, "value", None)
 
     def _bind_scratch(self) -> None:
         """The scratch space of :meth:`_obs`: its raw values are packed into one bytearray
@@ -390,23 +388,14 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
             raise RuntimeError("call reset() before step()")
         a = int(action)
         P = self.n_partitions
-        j = sim._pj
-        m = sim._cm[j]
         if a == P:
             sim.reject()
-        elif 0 <= a < P and self._fits[a][m]:
-            if self.shared:  # sim.place(a), whose checks are the ones above
-                shared: SharedGpuSim = sim  # type: ignore[assignment]
-                shared.pending = None
-                lev = shared._clev[j] if shared._priorities else 0
-                shared._admit(a, m, (shared._ct[j], shared._cdead[j], shared._cinv[j],
-                                     shared._csize[j], lev))
-            else:
-                sim.place(a)
+        elif 0 <= a < P and self._fits[a][sim.pending_model()]:
+            sim.place(a)
         else:
             raise ValueError(f"action {a} is masked or out of range for this query")
         self._steps += 1
-        sim._loop(None)  # sim.advance(): nothing is pending after place/reject
+        sim.advance()
         if sim.pending is None:  # truncated
             sim.finalize_energy()
             return self._last_obs, self._reward(), False, True, self._info()
@@ -417,20 +406,9 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         rates = self._rates
         for k, r in enumerate(rates):  # (cheaper than a new list by a comprehension)
             rates[k] = r * decay
-        rates[sim._cm[sim._pj]] += 1.0 / self.rate_window_s
+        rates[sim.pending_model()] += 1.0 / self.rate_window_s
         self._rate_t = now
-        w = self._reward_weights
-        if w is None:
-            reward = self._reward()
-        else:  # GoodputReward: see _reward
-            c = sim.counters
-            good, completed, energy, backlog = c.good, c.completed, c.energy_j, sim.backlog
-            dropped = c.dropped_rejected + c.dropped_overflow + c.dropped_expired
-            g0, l0, d0, e0, b0 = self._snapshot
-            late = completed - good
-            self._snapshot = (good, late, dropped, energy, backlog)
-            reward = float(good - g0 - w[0] * (late - l0) - w[1] * (dropped - d0)
-                           - w[2] * (energy - e0) - w[3] * 0 - w[4] * (backlog - b0))
+        reward = self._reward()
         obs = self._obs()
         return obs, reward, False, False, sim.counters.summary(now)
 
@@ -438,7 +416,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         """Valid actions for the pending query (reject is always valid)."""
         sim = self.sim
         if sim is not None and sim.pending is not None:
-            return self._mask_table[sim._cm[sim._pj]].copy()  # sim.pending_model()
+            return self._mask_table[sim.pending_model()].copy()
         return np.ones(self.n_partitions + 1, dtype=bool)
 
     def latency_counts(self) -> list[int]:
@@ -531,6 +509,50 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._steps += steps
         return {**self._info(), "episode_return": total, "steps": steps}
 
+    @property
+    def compiles(self) -> bool:
+        """Whether :meth:`run_compiled` can run this env: numba, the v0 simulator (isolated
+        partitions, one priority class: the features the rules read are plain functions of
+        its state) and a reward with linear ``weights`` (compiled in)."""
+        return (compiled.AVAILABLE and not self.shared
+                and getattr(self.reward_fn, "weights", None) is not None)
+
+    def run_compiled(self, rule: int, *, seed: int | None = None, reset: bool = True,
+                     reject_hopeless: bool = False, margin: float = 0.0,
+                     choices: np.ndarray | None = None, cursor: int = 0,
+                     record: np.ndarray | None = None) -> tuple[dict[str, Any], int]:
+        """One whole episode as one compiled loop, decided by ``rule``
+        (:data:`envs.sim.device.compiled.RULE_EARLIEST`, ...): the same episode, metrics and
+        return as stepping the env with that rule's baseline (:attr:`compiles` must hold).
+
+        ``reset=False`` runs the episode :meth:`reset` has just started (``seed`` ignored).
+        ``choices``/``cursor``/``record``: see
+        :meth:`envs.sim.device.serving.GpuServingSim.run_compiled`; ``choices`` may also be a
+        function of the trace's model indices (called after the reset, for pre-drawn
+        random choices).
+
+        Returns:
+            As :meth:`rollout`, and round robin's cursor afterwards.
+        """
+        if reset:
+            self._start(seed)
+        sim = self.sim
+        if sim is None:
+            raise RuntimeError("run_compiled(reset=False) needs an episode started by reset()")
+        if callable(choices):
+            choices = choices(sim.trace_models)
+        masks = np.array(self._mask_table)
+        cursor, steps, total = sim.run_compiled(
+            rule, valid=masks[:, :-1], can_reject=masks[:, -1],
+            size_f32=np.asarray(self._sms_list, dtype=np.float64), clip=_CLIP,
+            weights=self.reward_fn.weights,  # type: ignore[attr-defined]
+            reject_hopeless=reject_hopeless, margin_f32=rules.f32(margin), choices=choices,
+            cursor=cursor, record=record)
+        self._steps += steps
+        c = sim.counters
+        self._snapshot = (c.good, c.completed - c.good, c.dropped, c.energy_j, sim.backlog)
+        return {**self._info(), "episode_return": total, "steps": steps}, cursor
+
     # ------------------------------------------------------------------ helpers
     def _start(self, seed: int | None) -> None:
         """``reset`` without the observation: a new trace, run to its first arrival."""
@@ -567,13 +589,9 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._observe_arrival()
 
     def _reward(self) -> float:
-        """The reward for what happened since the last call (counters' differences).
-
-        For a :class:`~envs.rewards.GoodputReward` (the default) this evaluates the same
-        expression as ``GoodputReward.__call__``, term by term in the same order (so the same
-        float), without building an :class:`~envs.rewards.Outcome` every step; any other reward
-        object gets its ``Outcome``.
-        """
+        """The reward for what happened since the last call (counters' differences): the
+        reward object's ``value`` of the :class:`~envs.rewards.Outcome`'s fields where it has
+        one (the built-in rewards; no object per step), else its ``Outcome``."""
         sim = self.sim
         assert sim is not None
         c = sim.counters
@@ -583,10 +601,10 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._snapshot = (good, completed - good, dropped, energy, backlog)
         dg, dl, dd, de, db = good - g0, completed - good - l0, dropped - d0, energy - e0, \
             backlog - b0
-        w = self._reward_weights
-        if w is None:
+        value = self._reward_value
+        if value is None:
             return float(self.reward_fn(Outcome(dg, dl, dd, de, 0, db)))
-        return float(dg - w[0] * dl - w[1] * dd - w[2] * de - w[3] * 0 - w[4] * db)
+        return float(value(dg, dl, dd, de, 0, db))
 
     def _observe_arrival(self) -> None:
         sim = self.sim
@@ -707,10 +725,9 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         """One fresh float32 array per step; the dict values are views of it."""
         sim = self.sim
         assert sim is not None and sim.pending is not None
-        j = sim._pj
-        m = sim._cm[j]
+        m, deadline, lev = sim.pending_query()
         now = sim.events.now
-        sla = sim._cdead[j] - now
+        sla = deadline - now
         inv_sla = 1.0 / sla if sla > 0 else 1e3
         inv_b = self._inv_b
         c = _CLIP  # clipped here rather than with np.minimum afterwards: the same float32
@@ -721,11 +738,9 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         # order after the float32 cast (see _obs_order).
         v = sla * 1e3 / self._max_sla_ms
         L1 = self.n_levels - 1
-        if L1:  # the query's priority class, lev (sim.pending_level())
-            lev = sim._clev[j] if sim._priorities else 0  # type: ignore[attr-defined]
+        if L1:  # the query's priority class
             raw = [c if v > c else v, (L1 - lev) / L1]
         else:
-            lev = 0
             raw = [c if v > c else v, 0.0]
         inv_cap = self._inv_cap
         for r in self._rates:  # (a loop is cheaper than a comprehension on Python 3.11)

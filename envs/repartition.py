@@ -445,7 +445,7 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         self._slot_time += active * (t_end - self._t)
         self._t = t_end
         self._steps += 1
-        truncated = sim._next >= sim._n
+        truncated = sim.all_arrived
         if truncated:
             sim.advance()  # drain: no decision is left
             sim.finalize_energy()

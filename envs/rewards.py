@@ -79,14 +79,23 @@ class GoodputReward:
 
     def __call__(self, outcome: Outcome) -> float:
         """See the class docstring."""
-        return (
-            outcome.good
-            - self.late_weight * outcome.late
-            - self.drop_weight * outcome.dropped
-            - self.energy_weight * outcome.energy_j
-            - self.reconfig_weight * outcome.reconfigurations
-            - self.backlog_weight * outcome.backlog
-        )
+        return self.value(outcome.good, outcome.late, outcome.dropped, outcome.energy_j,
+                          outcome.reconfigurations, outcome.backlog)
+
+    def value(self, good: int, late: int, dropped: int, energy_j: float,
+              reconfigurations: int, backlog: float) -> float:
+        """The reward of an :class:`Outcome` given as its fields (what the environments
+        call every step, without building the object)."""
+        return (good - self.late_weight * late - self.drop_weight * dropped
+                - self.energy_weight * energy_j - self.reconfig_weight * reconfigurations
+                - self.backlog_weight * backlog)
+
+    @property
+    def weights(self) -> tuple[float, float, float, float, float]:
+        """``(late, drop, energy, reconfig, backlog)`` weights: the compiled episode
+        (:mod:`envs.sim.device.compiled`) evaluates :meth:`value` with them."""
+        return (self.late_weight, self.drop_weight, self.energy_weight,
+                self.reconfig_weight, self.backlog_weight)
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,11 @@ class ViolationReward:
     def __call__(self, outcome: Outcome) -> float:
         """See the class docstring."""
         return -float(outcome.late + outcome.dropped)
+
+    def value(self, good: int, late: int, dropped: int, energy_j: float,
+              reconfigurations: int, backlog: float) -> float:
+        """As :meth:`GoodputReward.value`."""
+        return -float(late + dropped)
 
 
 REWARDS: dict[str, type] = {"goodput": GoodputReward, "violations": ViolationReward}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,6 +161,17 @@ class GpuServingSim:
         """Model index of the pending request."""
         assert self.pending is not None
         return self._cm[self._pj]
+
+    def pending_query(self) -> tuple[int, float, int]:
+        """Model index, absolute deadline and priority level (0: most important) of the
+        pending request, in one call (the adapters' per-step read)."""
+        j = self._pj
+        return self._cm[j], self._cdead[j], 0
+
+    @property
+    def all_arrived(self) -> bool:
+        """Every request of the trace has arrived (the last may still be pending)."""
+        return self._next >= self._n
 
     def pending_deadline(self) -> float:
         """Absolute deadline of the pending request."""
@@ -467,6 +478,94 @@ class GpuServingSim:
         if energy_w is not None:
             c.energy_j += energy_w[p] * dur
         events.schedule(end, BATCH_DONE, p)
+
+    @property
+    def trace_models(self) -> np.ndarray:
+        """Model index of every request of the episode's trace (read only)."""
+        return self._model
+
+    def run_compiled(self, rule: int, *, valid: np.ndarray, can_reject: np.ndarray,
+                     size_f32: np.ndarray, clip: float, weights: Sequence[float],
+                     reject_hopeless: bool = False, margin_f32: float = 0.0,
+                     choices: np.ndarray | None = None, cursor: int = 0,
+                     record: np.ndarray | None = None) -> tuple[int, int, float]:
+        """The rest of the episode as one compiled loop (:mod:`envs.sim.device.compiled`):
+        every request decided by ``rule`` (``RULE_*``), then the drain and
+        :meth:`finalize_energy`; the simulator is left exactly as :meth:`run` leaves it.
+
+        Needs an episode whose first request is pending and nothing decided yet. The
+        decision reads the observation's features as the env computes them (clipped at
+        ``clip``, float32) and the rewards are a linear goodput reward's ``weights``.
+
+        Args:
+            rule: The decision rule; ``RULE_REPLAY`` takes ``choices`` as the actions.
+            valid: ``(M, P)``: which partitions may serve each model (the action masks).
+            can_reject: ``(M,)``: whether rejecting is allowed.
+            size_f32: The ``size`` feature per partition (float32 values).
+            clip: Where the features are clipped.
+            weights: ``(late, drop, energy, reconfig, backlog)`` of the reward.
+            reject_hopeless, margin_f32: The rule's parameters.
+            choices: Per request, the action (``RULE_REPLAY``) or the index among the valid
+                partitions (``RULE_RANDOM``, pre-drawn; -1: none valid).
+            cursor: Round robin's cursor.
+            record: If given (one per request), receives the actions taken.
+
+        Returns:
+            ``(cursor, decisions, episode return)``: round robin's cursor afterwards.
+
+        Raises:
+            ValueError: an action is masked or out of range.
+            RuntimeError: not at the start of an episode.
+        """
+        from envs.sim.device import compiled
+
+        if self.pending != 0 or self._next != 1:
+            raise RuntimeError("run_compiled needs an episode just started (first request "
+                               "pending, nothing decided)")
+        P, B = self.n_partitions, self._max_batch
+        lat = np.asarray(self.latency, dtype=np.float64)
+        power = self.power_w
+        energy_w = np.array(self._energy_w if self._energy_w is not None else [0.0] * P)
+        idle_sum = sum(idle for idle, _ in power) if power is not None else 0.0
+        counters = np.zeros(7, np.int64)
+        state = np.zeros(7)
+        busy_s = np.zeros(P)
+        busy_until = np.zeros(P)
+        hist = np.zeros(len(self.counters.latency.counts), np.int64)
+        cursor = compiled.run_episode(
+            self._time_s, self._model, self._size, self._sla_ms, lat,
+            lat[:, :, B - 1] / B, np.asarray(self.solo_s), energy_w, power is not None,
+            float(idle_sum), B, self._delay_s, self._capacity, self._drop_expired,
+            np.ascontiguousarray(valid), np.ascontiguousarray(can_reject),
+            np.asarray(size_f32, dtype=np.float64), clip,
+            np.asarray(weights, dtype=np.float64), rule, reject_hopeless, margin_f32,
+            np.zeros(0, np.int64) if choices is None else np.asarray(choices, np.int64),
+            cursor, counters, state, busy_s, busy_until, hist,
+            record if record is not None else np.zeros(0, np.int64))
+        steps = int(counters[compiled.C_STEPS])
+        if cursor < 0:
+            raise ValueError(f"action {int(choices[steps]) if choices is not None else -1} "
+                             f"for query {steps} is masked or out of range")
+        # The final state, as run() leaves it after the drain.
+        c = self.counters
+        (c.arrived, c.completed, c.good, c.dropped_rejected, c.dropped_overflow,
+         c.dropped_expired) = (int(v) for v in counters[:6])
+        c.busy_s = busy_s.tolist()
+        c.energy_j = float(state[compiled.S_ENERGY])
+        h = c.latency
+        h.counts = hist.tolist()
+        h.n = int(hist.sum())
+        h.total_s = float(state[compiled.S_HIST_TOTAL])
+        h.bins = [0, 0]
+        h.below = [0, 0]
+        self.events.now = float(state[compiled.S_NOW])
+        self.backlog = float(state[compiled.S_BACKLOG])
+        self._backlog_rate = float(state[compiled.S_RATE])
+        self._backlog_t = float(state[compiled.S_BACKLOG_T])
+        self.busy_until = busy_until.tolist()
+        self.pending = None
+        self._next = self._n
+        return cursor, steps, float(state[compiled.S_RETURN])
 
     def finalize_energy(self) -> None:
         """Add idle power over the elapsed time (call once at the end of an episode)."""

@@ -208,6 +208,11 @@ class SharedGpuSim(GpuServingSim):
         """A reconfiguration is draining or its slots are not up yet."""
         return bool(self._changed) or self.events.now < self.reconfig_until
 
+    def pending_query(self) -> tuple[int, float, int]:
+        """See :meth:`GpuServingSim.pending_query` (with the request's priority level)."""
+        j = self._pj
+        return self._cm[j], self._cdead[j], self._clev[j] if self._priorities else 0
+
     def pending_level(self) -> int:
         """Priority level of the pending request (0 = most important)."""
         assert self.pending is not None
