@@ -126,17 +126,20 @@ def _no_wall(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k not in ("wall_s",)}
 
 
-def _step_case(env_id: str) -> Callable[[], dict[str, str]]:
+def _step_case(env_id: str, kwargs: dict[str, Any] | None = None,
+               steps: int | None = STEPS) -> Callable[[], dict[str, str]]:
+    """Reset, then ``steps`` random valid actions (``None``: to the episode's end)."""
     def run() -> dict[str, str]:
         import envs  # noqa: F401
 
-        env = gym.make(env_id)
+        env = gym.make(env_id, **(kwargs or {}))
         d = Digest()
         rng = np.random.default_rng(SEED)
         obs, info = env.reset(seed=SEED)
         d.add(obs)
         d.add(info)
-        for _ in range(STEPS):
+        k = 0
+        while steps is None or k < steps:
             mask = np.asarray(env.unwrapped.action_masks(), dtype=bool)
             d.add(mask)
             a = _draw(rng, env.action_space, mask)
@@ -145,6 +148,7 @@ def _step_case(env_id: str) -> Callable[[], dict[str, str]]:
             d.add(obs)
             d.add([float(reward), bool(terminated), bool(truncated)])
             d.add(info)
+            k += 1
             if terminated or truncated:
                 break
         env.close()
@@ -253,33 +257,8 @@ def cases() -> Iterator[tuple[str, Callable[[], dict[str, str]]]]:
     for placement in PLACEMENTS:
         for env_id in ("ldsgym/Repartition-v0", "ldsgym/Repartition-MPS-v0"):
             tag = env_id.split("/")[1].removesuffix("-v0")
-            yield f"repartition/{tag}/{placement}", _step_with(
-                env_id, {"placement": placement, "episode_queries": 20_000})
-
-
-def _step_with(env_id: str, kwargs: dict[str, Any]) -> Callable[[], dict[str, str]]:
-    def run() -> dict[str, str]:
-        import envs  # noqa: F401
-
-        env = gym.make(env_id, **kwargs)
-        d = Digest()
-        rng = np.random.default_rng(SEED)
-        obs, info = env.reset(seed=SEED)
-        d.add(obs)
-        while True:
-            mask = np.asarray(env.unwrapped.action_masks(), dtype=bool)
-            a = _draw(rng, env.action_space, mask)
-            d.add(a)
-            obs, reward, terminated, truncated, info = env.step(a)
-            d.add(obs)
-            d.add([float(reward), bool(terminated), bool(truncated)])
-            d.add(info)
-            if terminated or truncated:
-                break
-        env.close()
-        return d.result()
-
-    return run
+            yield f"repartition/{tag}/{placement}", _step_case(
+                env_id, {"placement": placement, "episode_queries": 20_000}, None)
 
 
 def load() -> dict[str, Any]:
