@@ -8,6 +8,7 @@ install:
 lint:
 	ruff check .
 	mypy
+	lint-imports
 
 test:
 	python -m pytest -q

@@ -127,6 +127,9 @@ def test_mig_slice_ratios(model: str) -> None:
 
 
 def test_hwmodels_imports_no_torch_or_gymnasium() -> None:
+    # Kept next to the import-linter contracts (pyproject.toml), which forbid torch/gymnasium/
+    # hydra anywhere in hwmodels but cannot say "scipy only inside functions" (calibration
+    # imports scipy.optimize lazily) nor see modules loaded through third-party ones.
     code = (
         "import sys, hwmodels, hwmodels.specs, hwmodels.latency, hwmodels.partitions, "
         "hwmodels.workloads, hwmodels.interference, hwmodels.reconfig, hwmodels.power, "

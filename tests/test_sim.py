@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,37 +9,6 @@ from envs.sim.core import EventQueue
 from envs.sim.device.serving import BatcherConfig, GpuServingSim
 from envs.sim.metrics import LatencyHistogram
 from traces.arrivals import Arrivals
-
-REPO = Path(__file__).resolve().parent.parent
-FORBIDDEN = ("gymnasium", "gym", "torch", "stable_baselines3", "sb3_contrib", "hydra",
-             "omegaconf")
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-@pytest.mark.parametrize("folder", ["envs/sim", "hwmodels", "traces"])
-def test_lower_layers_import_no_rl_or_config_libraries(folder: str) -> None:
-    for path in sorted((REPO / folder).glob("*.py")):
-        bad = _imports(path) & set(FORBIDDEN)
-        assert not bad, f"{path.relative_to(REPO)} imports {bad}"
-
-
-@pytest.mark.parametrize("module", ["hwmodels.latency", "hwmodels.partitions", "traces"])
-def test_importing_lower_layers_loads_no_torch_or_gymnasium(module: str) -> None:
-    code = (f"import sys, {module}; "
-            "bad = [m for m in ('torch', 'gymnasium', 'stable_baselines3') if m in sys.modules];"
-            "print(bad); sys.exit(1 if bad else 0)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_event_queue_orders_by_time_priority_then_insertion() -> None:

@@ -55,6 +55,9 @@ def _cv(a: Arrivals) -> float:
 
 
 def test_import_pulls_no_gymnasium_torch_or_matplotlib() -> None:
+    # Kept next to the import-linter contracts (pyproject.toml), which forbid gymnasium/torch/
+    # hydra anywhere in traces but cannot say "matplotlib and scipy only inside functions"
+    # (traces.stats imports matplotlib lazily) nor see modules loaded through third-party ones.
     code = ("import sys, traces, traces.stats; "
             "bad = sorted({m.split('.')[0] for m in sys.modules} & "
             "{'gymnasium', 'torch', 'matplotlib', 'hydra', 'scipy'}); "
