@@ -12,7 +12,8 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.rewards import GoodputReward, Outcome, Reward, ViolationReward, make_reward
-from envs.sim import shard_jit
+from envs.sim.dlrm import kernels
+from envs.sim.dlrm.skew import DEFAULT_ALPHA, FITTED
 from envs.sim.shard import (
     CapacityEstimate,
     ClusterSpec,
@@ -24,7 +25,6 @@ from envs.sim.shard import (
     estimate_capacity,
     place_replicas,
 )
-from envs.sim.skew import DEFAULT_ALPHA, FITTED
 from hwmodels.latency import LatencyModel
 from hwmodels.links import LinkSpec, get_link
 from hwmodels.partitions import make_layout
@@ -282,7 +282,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     ``faults`` is ``"random"``, a dict (``rate_hz``, ``duration_ms``) of random node failures
     (never the last live replica of a shard), or a list of ``{start_ms, duration_ms, target,
     kind: node|link, mode: fail|slow, factor}``. ``alpha`` is the row-popularity exponent or
-    the name of a fit in :data:`envs.sim.skew.FITTED` (default: both years' statistics).
+    the name of a fit in :data:`envs.sim.dlrm.skew.FITTED` (default: both years' statistics).
 
     ## Version History
 
@@ -423,7 +423,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self.observation_space: spaces.Dict = spaces.Dict(obs_spaces)  # type: ignore[assignment]
         self.action_space = spaces.Discrete(N + 1)
         self.sim: ShardSim | None = None
-        shard_jit.warm_up()
+        kernels.warm_up()
         self._last_obs: Obs | None = None
         self._zero_reward: tuple[Reward, float] | None = None
         self._summary: dict[str, Any] = {}
@@ -584,7 +584,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
             self._rate = self._rate * decay + 1.0 / self.rate_window_s
             self._rate_t = now
-        if shard_jit.AVAILABLE:
+        if kernels.AVAILABLE:
             self._finish = self._predict_finish_jit()
         else:
             self._out = None
@@ -592,7 +592,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
 
     def _predict_finish_jit(self) -> np.ndarray:
         """:meth:`_predict_finish` and the entries of :meth:`_obs` (clipped, float32, into a
-        new ``self._out``) in one compiled pass (:func:`envs.sim.shard_jit.routing_obs`: the
+        new ``self._out``) in one compiled pass (:func:`envs.sim.kernels.routing_obs`: the
         same operations on every node, so the same bits)."""
         sim = self.sim
         assert sim is not None and sim.pending is not None
@@ -606,7 +606,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._routed.clear()
         out = self._out = np.empty(10 * self.n_nodes + self.n_shards + 5, dtype=np.float32)
         self._out_given = False
-        shard_jit.routing_obs(sim.events.now, sub.shard, sub.d_tracked, sub.d_untracked,
+        kernels.routing_obs(sim.events.now, sub.shard, sub.d_tracked, sub.d_untracked,
                               sub.lookups, sub.req_bytes, sub.resp_bytes, sub.req.inv_sla,
                               sim.fanout_left_count() + 1, self._req_pred, self._rate,
                               sim.row_hit, sim.node_state, sim.outstanding, self._consts,

@@ -16,7 +16,7 @@ import pytest
 import envs  # noqa: F401  (registers the ids)
 from envs.shard import ShardRoutingEnv
 from envs.shard_placement import ShardPlacementEnv
-from envs.sim.rowcache import LfuRowCache, LruRowCache
+from envs.sim.dlrm.rowcache import LfuRowCache, LruRowCache
 from envs.sim.shard import ShardSim, _Arena
 
 _LINK_FAULTS = [
@@ -256,7 +256,7 @@ def test_kept_keys_survive_later_draws() -> None:
 
 def _reference_subrequests(sim: ShardSim, fanout: int) -> list[tuple]:
     """The lookups of one request the plain way (np.unique, sample_ranks, 2-D indexing)."""
-    from envs.sim.skew import sample_ranks
+    from envs.sim.dlrm.skew import sample_ranks
 
     spec, lay, S, rng = sim.spec, sim.lay, sim.n_shards, sim.rng
     m = rng.binomial(lay.c_n, lay.c_ptracked)

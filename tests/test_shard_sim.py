@@ -10,7 +10,7 @@ import pytest
 
 import envs  # noqa: F401  (registers the ids)
 from agents.shard_baselines import LeastOutstanding, PowerOfTwo
-from envs.sim.pslink import PsLink
+from envs.sim.dlrm.pslink import PsLink
 from envs.sim.shard import (
     ClusterSpec,
     FaultEvent,
@@ -175,8 +175,8 @@ def test_che_estimate_tracks_the_simulated_lru() -> None:
     rows, track, cap = 2_000_000, 40_000, 8_000
     hit, held = che_hit_rates([rows], [track], [1.0], 0.98, cap)
     assert held.sum() == pytest.approx(cap, rel=1e-3)
-    from envs.sim.rowcache import LruRowCache
-    from envs.sim.skew import sample_ranks
+    from envs.sim.dlrm.rowcache import LruRowCache
+    from envs.sim.dlrm.skew import sample_ranks
 
     rng = np.random.default_rng(0)
     cache = LruRowCache(track, cap)

@@ -33,7 +33,7 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("folder", ["envs/sim", "hwmodels", "traces"])
 def test_lower_layers_import_no_rl_or_config_libraries(folder: str) -> None:
-    for path in sorted((REPO / folder).glob("*.py")):
+    for path in sorted((REPO / folder).rglob("*.py")):
         bad = _imports(path) & set(FORBIDDEN)
         assert not bad, f"{path.relative_to(REPO)} imports {bad}"
 

@@ -16,8 +16,8 @@ nodes. A central node runs the dense MLPs. A request:
 
 Node service (:mod:`hwmodels.storage`). Small tables are pinned in the fast tier (DRAM);
 large ones live on the slow tier (NVMe SSD) behind a row cache in the fast tier (LRU or LFU,
-:mod:`envs.sim.rowcache`) shared by every cached table segment on the node. Row popularity is
-the calibrated Zipf-like law of :mod:`envs.sim.skew`, so hit rates emerge from the skew and
+:mod:`envs.sim.dlrm.rowcache`) shared by every cached table segment on the node. Row popularity is
+the calibrated Zipf-like law of :mod:`envs.sim.dlrm.skew`, so hit rates emerge from the skew and
 from what the routing sends where. Only the ``track_rows`` most popular rows of a segment are
 admitted to the cache (colder rows are always read from SSD): that bounds memory whatever the
 table size. Service time = overhead + max(fast reads, slow reads) at the tiers' per-read cost
@@ -52,12 +52,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from envs.sim import shard_jit
 from envs.sim.core import EventQueue
+from envs.sim.dlrm import kernels
+from envs.sim.dlrm.pslink import PsLink
+from envs.sim.dlrm.rowcache import LfuRowCache, LruRowCache
+from envs.sim.dlrm.skew import bucket_masses, cdf, law_norm
 from envs.sim.metrics import Counters
-from envs.sim.pslink import PsLink
-from envs.sim.rowcache import LfuRowCache, LruRowCache
-from envs.sim.skew import bucket_masses, cdf, law_norm
 from hwmodels.links import LinkSpec
 from hwmodels.storage import StorageTier
 
@@ -1022,7 +1022,7 @@ class ShardSim:
         same cold row of a multi-million-row table within one sub-request are rare). Pinned
         tables' lookups are only counted (always served from the fast tier).
         """
-        if shard_jit.AVAILABLE:
+        if kernels.AVAILABLE:
             return self._make_subrequests_jit(req, fanout)
         spec = self.spec
         lay = self.lay
@@ -1098,7 +1098,7 @@ class ShardSim:
 
     def _make_subrequests_jit(self, req: Request, fanout: int) -> list[SubRequest]:
         """:meth:`_make_subrequests` with the array work in compiled kernels
-        (:mod:`envs.sim.shard_jit`): the same draws, the same power and sort, the same
+        (:mod:`envs.sim.dlrm.kernels`): the same draws, the same power and sort, the same
         results.
 
         With few cached tables the binomials are drawn one table at a time: the array draw
@@ -1125,7 +1125,7 @@ class ShardSim:
         if lay.c_power is None:
             x = np.exp(u * norm.repeat(m))
         else:
-            shard_jit.scale_draws(u, m, norm)
+            kernels.scale_draws(u, m, norm)
             x = np.power(u, lay.c_power, out=u)
         key = self._key_buf[:n]
         out = np.empty((3, self.n_shards + 1), dtype=np.int64)
@@ -1133,26 +1133,26 @@ class ShardSim:
         rel = arena.take(n)
         counts = arena.take(n) if _INTP64 else np.empty(n, dtype=np.intp)
         if lay.spec.row_wise:
-            shard_jit.row_keys(x, m, lay.c_ub, lay.c_gseg, self.n_shards, lay.shard_shift, key)
+            kernels.row_keys(x, m, lay.c_ub, lay.c_gseg, self.n_shards, lay.shard_shift, key)
             untracked = rng.multinomial(lay.c_n_total - n, lay.row_pvals)
             key.sort()
             # out[2]: pinned + untracked + tracked lookups per shard
-            shard_jit.split_sorted(key, lay.shard_base, rel, counts, out,
+            kernels.split_sorted(key, lay.shard_base, rel, counts, out,
                                    lay.pinned_lookups + untracked, 1)
             bl, tracked, lookups = out.tolist()
             return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked.tolist(),
                                      lookups, None)
-        shard_jit.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
+        kernels.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
         key.sort()
         # out[2]: cached - tracked lookups per shard, the untracked ones
-        shard_jit.split_sorted(key, lay.shard_base, rel, counts, out, lay.cached_lookups_tw,
+        kernels.split_sorted(key, lay.shard_base, rel, counts, out, lay.cached_lookups_tw,
                                -1)
         bl, tracked, untracked_l = out.tolist()
         return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l,
                                  lay.lookups_tw, lay.req_bytes_tw)
 
     def _sample_ranks(self, m: np.ndarray) -> np.ndarray:
-        """:func:`envs.sim.skew.sample_ranks` of ``m[i]`` lookups of cached table ``i`` (ranks
+        """:func:`envs.sim.dlrm.skew.sample_ranks` of ``m[i]`` lookups of cached table ``i`` (ranks
         in its tracked head): the same draws and operations, on precomputed tables."""
         lay = self.lay
         c: np.ndarray = lay.c_norm_d.repeat(m)
@@ -1547,8 +1547,8 @@ class ShardSim:
         lay = self.lay
         c_fast, c_slow = lay.c_fast, lay.c_slow
         overhead = self.spec.node_overhead_s
-        if shard_jit.AVAILABLE and type(fixed_s) is np.ndarray and type(bps) is np.ndarray:
-            best = shard_jit.earliest_replica(
+        if kernels.AVAILABLE and type(fixed_s) is np.ndarray and type(bps) is np.ndarray:
+            best = kernels.earliest_replica(
                 now, s, sub.d_tracked, sub.d_untracked, sub.lookups, sub.req_bytes,
                 sub.resp_bytes, self.holds, self.row_hit, self.node_state, fixed_s, bps,
                 c_fast, c_slow, overhead)

@@ -1,6 +1,6 @@
 """Compiled (numba) kernels of the sharded-serving simulator's hot spots.
 
-Each kernel does what a few numpy calls in :mod:`envs.sim.shard`, :mod:`envs.sim.rowcache` and
+Each kernel does what a few numpy calls in :mod:`envs.sim.shard`, :mod:`envs.sim.dlrm.rowcache` and
 :mod:`envs.shard` do, in one pass and with the same results to the bit: integer work (row-cache
 probes, rank clipping, key building, dedup of sorted keys) is exact; the float arithmetic is the
 same IEEE operations in the same order, element by element (no reductions, no fast-math, so no
@@ -25,7 +25,7 @@ from envs.sim.jit import AVAILABLE, njit
 @njit(cache=True, nogil=True, error_model="numpy")
 def lru_access(last1: np.ndarray, alive: np.ndarray, keys: np.ndarray, offset: int,
                oldest: int, base: int, t: int, cap: int, size: int) -> tuple[int, int, int]:
-    """The array part of :meth:`envs.sim.rowcache.LruRowCache.access` (``n > 0``, ``cap > 0``,
+    """The array part of :meth:`envs.sim.dlrm.rowcache.LruRowCache.access` (``n > 0``, ``cap > 0``,
     ``alive`` already compacted so that ``t - base < len(alive)``).
 
     Returns:
@@ -65,7 +65,7 @@ def lfu_top(count: np.ndarray, keys: np.ndarray, counts: np.ndarray, offset: int
 @njit(cache=True, nogil=True, error_model="numpy")
 def lfu_access(count: np.ndarray, hist: np.ndarray, keys: np.ndarray, counts: np.ndarray,
                offset: int, theta: int, cap: int, size: int) -> tuple[int, int, int]:
-    """The array part of :meth:`envs.sim.rowcache.LfuRowCache.access` (``n > 0``,
+    """The array part of :meth:`envs.sim.dlrm.rowcache.LfuRowCache.access` (``n > 0``,
     ``cap > 0``, ``hist`` long enough for every new count).
 
     Returns:
