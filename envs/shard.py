@@ -12,9 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.rewards import GoodputReward, Outcome, Reward, ViolationReward, make_reward
-from envs.sim.dlrm import kernels
-from envs.sim.dlrm.skew import DEFAULT_ALPHA, FITTED
-from envs.sim.shard import (
+from envs.sim.dlrm import (
     CapacityEstimate,
     ClusterSpec,
     FaultEvent,
@@ -23,8 +21,10 @@ from envs.sim.shard import (
     ShardSim,
     balance_tables,
     estimate_capacity,
+    kernels,
     place_replicas,
 )
+from envs.sim.dlrm.skew import DEFAULT_ALPHA, FITTED
 from hwmodels.latency import LatencyModel
 from hwmodels.links import LinkSpec, get_link
 from hwmodels.partitions import make_layout
@@ -193,7 +193,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     row cache whose hit rate follows the calibrated Zipf-like row popularity) or its NVMe SSD,
     and the request completes when the last sub-request is back and the top MLP has run.
     Nodes straggle at random; with ``faults`` they also fail (sub-requests on them are retried
-    elsewhere or fail, never lost). The simulator is :mod:`envs.sim.shard`.
+    elsewhere or fail, never lost). The simulator is :mod:`envs.sim.dlrm`.
 
     The agent routes one sub-request per step. All sub-requests of a request are decided at its
     arrival instant (in shard order); time advances after the last one.
@@ -274,7 +274,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     pin_rows=65536, track_rows=0, workload=None, sla_ms=None, sla_multiple=8, trace="poisson",
     load=0.8, episode_queries=1000, reward="goodput", stragglers=DEFAULT_STRAGGLERS,
     faults=None, allow_shed=False, ...)``. ``load`` is the offered load as a fraction of the
-    analytic capacity (:func:`envs.sim.shard.estimate_capacity`: the busiest node under the best
+    analytic capacity (:func:`envs.sim.dlrm.estimate_capacity`: the busiest node under the best
     split, the links, the dense devices). ``link`` is a :data:`hwmodels.links.LINKS` name or a
     list with one per node. ``workload`` gives request classes (``weight``, ``sla_ms`` or
     ``sla_multiple``, ``priority``; their names are labels, the served model is ``model``);
@@ -616,7 +616,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     def _predict_finish(self) -> np.ndarray:
         """Seconds until the pending sub-request's response would be back, per node.
 
-        :meth:`envs.sim.shard.ShardSim.predict_finish` (the same operations in the same
+        :meth:`envs.sim.dlrm.cluster.ShardSim.predict_finish` (the same operations in the same
         order, so the same bits) into reused buffers; also leaves the link backlogs, the
         remaining work and the link rates there for :meth:`_obs`.
         """

@@ -10,8 +10,7 @@ from gymnasium import spaces
 
 from envs.rewards import Outcome
 from envs.shard import ShardRoutingEnv, _clip, _clip_ufunc
-from envs.sim.dlrm import kernels
-from envs.sim.shard import ShardSim
+from envs.sim.dlrm import ShardSim, kernels
 
 Obs = dict[str, np.ndarray]
 _CLIP = 10.0

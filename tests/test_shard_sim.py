@@ -1,4 +1,4 @@
-"""The sharded-serving simulator (envs/sim/shard.py): fan-out timing, links, faults, scale."""
+"""The sharded-serving simulator (envs/sim/dlrm/): fan-out timing, links, faults, scale."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 
 import envs  # noqa: F401  (registers the ids)
 from agents.shard_baselines import LeastOutstanding, PowerOfTwo
-from envs.sim.dlrm.pslink import PsLink
-from envs.sim.shard import (
+from envs.sim.dlrm import (
     ClusterSpec,
     FaultEvent,
     ShardLayout,
@@ -20,6 +19,7 @@ from envs.sim.shard import (
     estimate_capacity,
     place_replicas,
 )
+from envs.sim.dlrm.pslink import PsLink
 from hwmodels.links import LinkSpec
 from hwmodels.storage import get_tier
 

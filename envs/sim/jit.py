@@ -1,7 +1,7 @@
 """numba, where it is installed and wanted: the one switch for the compiled kernels.
 
 :data:`AVAILABLE` is False without numba or with ``LDSGYM_NO_JIT=1`` in the environment; the
-modules with compiled kernels (:mod:`envs.sim.gpu_jit`, :mod:`envs.sim.shard_jit`) then leave
+modules with compiled kernels (:mod:`envs.sim.gpu_jit`, :mod:`envs.sim.dlrm.kernels`) then leave
 their callers on the pure numpy/Python paths, which give the same results (tested). Without
 numba, :func:`njit` returns the function unchanged, so the kernels still import.
 """
