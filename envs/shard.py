@@ -12,8 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.rewards import GoodputReward, Outcome, Reward, ViolationReward, make_reward
-from envs.sim import shard_jit
-from envs.sim.shard import (
+from envs.sim.dlrm import (
     CapacityEstimate,
     ClusterSpec,
     FaultEvent,
@@ -22,9 +21,10 @@ from envs.sim.shard import (
     ShardSim,
     balance_tables,
     estimate_capacity,
+    kernels,
     place_replicas,
 )
-from envs.sim.skew import DEFAULT_ALPHA, FITTED
+from envs.sim.dlrm.skew import DEFAULT_ALPHA, FITTED
 from hwmodels.latency import LatencyModel
 from hwmodels.links import LinkSpec, get_link
 from hwmodels.partitions import make_layout
@@ -193,7 +193,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     row cache whose hit rate follows the calibrated Zipf-like row popularity) or its NVMe SSD,
     and the request completes when the last sub-request is back and the top MLP has run.
     Nodes straggle at random; with ``faults`` they also fail (sub-requests on them are retried
-    elsewhere or fail, never lost). The simulator is :mod:`envs.sim.shard`.
+    elsewhere or fail, never lost). The simulator is :mod:`envs.sim.dlrm`.
 
     The agent routes one sub-request per step. All sub-requests of a request are decided at its
     arrival instant (in shard order); time advances after the last one.
@@ -274,7 +274,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     pin_rows=65536, track_rows=0, workload=None, sla_ms=None, sla_multiple=8, trace="poisson",
     load=0.8, episode_queries=1000, reward="goodput", stragglers=DEFAULT_STRAGGLERS,
     faults=None, allow_shed=False, ...)``. ``load`` is the offered load as a fraction of the
-    analytic capacity (:func:`envs.sim.shard.estimate_capacity`: the busiest node under the best
+    analytic capacity (:func:`envs.sim.dlrm.estimate_capacity`: the busiest node under the best
     split, the links, the dense devices). ``link`` is a :data:`hwmodels.links.LINKS` name or a
     list with one per node. ``workload`` gives request classes (``weight``, ``sla_ms`` or
     ``sla_multiple``, ``priority``; their names are labels, the served model is ``model``);
@@ -282,7 +282,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     ``faults`` is ``"random"``, a dict (``rate_hz``, ``duration_ms``) of random node failures
     (never the last live replica of a shard), or a list of ``{start_ms, duration_ms, target,
     kind: node|link, mode: fail|slow, factor}``. ``alpha`` is the row-popularity exponent or
-    the name of a fit in :data:`envs.sim.skew.FITTED` (default: both years' statistics).
+    the name of a fit in :data:`envs.sim.dlrm.skew.FITTED` (default: both years' statistics).
 
     ## Version History
 
@@ -423,7 +423,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self.observation_space: spaces.Dict = spaces.Dict(obs_spaces)  # type: ignore[assignment]
         self.action_space = spaces.Discrete(N + 1)
         self.sim: ShardSim | None = None
-        shard_jit.warm_up()
+        kernels.warm_up()
         self._last_obs: Obs | None = None
         self._zero_reward: tuple[Reward, float] | None = None
         self._summary: dict[str, Any] = {}
@@ -584,7 +584,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
             self._rate = self._rate * decay + 1.0 / self.rate_window_s
             self._rate_t = now
-        if shard_jit.AVAILABLE:
+        if kernels.AVAILABLE:
             self._finish = self._predict_finish_jit()
         else:
             self._out = None
@@ -592,7 +592,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
 
     def _predict_finish_jit(self) -> np.ndarray:
         """:meth:`_predict_finish` and the entries of :meth:`_obs` (clipped, float32, into a
-        new ``self._out``) in one compiled pass (:func:`envs.sim.shard_jit.routing_obs`: the
+        new ``self._out``) in one compiled pass (:func:`envs.sim.kernels.routing_obs`: the
         same operations on every node, so the same bits)."""
         sim = self.sim
         assert sim is not None and sim.pending is not None
@@ -606,7 +606,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._routed.clear()
         out = self._out = np.empty(10 * self.n_nodes + self.n_shards + 5, dtype=np.float32)
         self._out_given = False
-        shard_jit.routing_obs(sim.events.now, sub.shard, sub.d_tracked, sub.d_untracked,
+        kernels.routing_obs(sim.events.now, sub.shard, sub.d_tracked, sub.d_untracked,
                               sub.lookups, sub.req_bytes, sub.resp_bytes, sub.req.inv_sla,
                               sim.fanout_left_count() + 1, self._req_pred, self._rate,
                               sim.row_hit, sim.node_state, sim.outstanding, self._consts,
@@ -616,7 +616,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     def _predict_finish(self) -> np.ndarray:
         """Seconds until the pending sub-request's response would be back, per node.
 
-        :meth:`envs.sim.shard.ShardSim.predict_finish` (the same operations in the same
+        :meth:`envs.sim.dlrm.cluster.ShardSim.predict_finish` (the same operations in the same
         order, so the same bits) into reused buffers; also leaves the link backlogs, the
         remaining work and the link rates there for :meth:`_obs`.
         """

@@ -10,8 +10,7 @@ from gymnasium import spaces
 
 from envs.rewards import Outcome
 from envs.shard import ShardRoutingEnv, _clip, _clip_ufunc
-from envs.sim import shard_jit
-from envs.sim.shard import ShardSim
+from envs.sim.dlrm import ShardSim, kernels
 
 Obs = dict[str, np.ndarray]
 _CLIP = 10.0
@@ -197,7 +196,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
                 started = 1
         self._started += started
         req = sim.pending.req
-        fixed, bps = ((self._fixed, self._bps) if shard_jit.AVAILABLE
+        fixed, bps = ((self._fixed, self._bps) if kernels.AVAILABLE
                       else (self._fixed_list, self._bps_list))
         # The latency-predictive rule: min(valid, key=(predict_finish(sub)[k], k)).
         while sim.pending is not None and sim.pending.req is req:
@@ -227,7 +226,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
         if self._pmask_key is not None and self._pmask_key[0] is sim and (
                 self._pmask_key[1] == sim.topology_version):
             return self._pmask
-        if shard_jit.AVAILABLE:
+        if kernels.AVAILABLE:
             self._topology_jit(sim)
             return self._pmask
         N, S = self.n_nodes, self.n_shards
@@ -286,7 +285,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
         key = self._tobs_key
         if key is not None and key[0] is sim and key[1] == sim.topology_version:
             return self._tobs
-        if shard_jit.AVAILABLE:
+        if kernels.AVAILABLE:
             self._topology_jit(sim)
             return self._tobs
         N = self.n_nodes
@@ -305,7 +304,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
 
     def _topology_jit(self, sim: ShardSim) -> None:
         """:meth:`_placement_mask` and :meth:`_topology_obs` in one compiled pass
-        (:func:`envs.sim.shard_jit.placement_topology`), both cached."""
+        (:func:`envs.sim.kernels.placement_topology`), both cached."""
         N, S = self.n_nodes, self.n_shards
         mask = np.empty(1 + S * N, dtype=bool)
         f32 = np.empty(2 * S * N + S + 2 * N, dtype=np.float32)
@@ -313,7 +312,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
         holds_f, loading_f = f32[:S * N], f32[S * N:2 * S * N]
         replicas, slots, up = (f32[2 * S * N:2 * S * N + S], f32[2 * S * N + S:-N],
                                f32[-N:])
-        shard_jit.placement_topology(sim.holds, sim.loading, sim.up(), self.max_shards,
+        kernels.placement_topology(sim.holds, sim.loading, sim.up(), self.max_shards,
                                      self.min_replicas, mask, holds_f, loading_f, replicas,
                                      slots, up, live)
         key = (sim, sim.topology_version)
@@ -328,10 +327,10 @@ class ShardPlacementEnv(ShardRoutingEnv):
         req = sim.pending.req
         inv_sla = req.inv_sla  # 1 / max(deadline - arrival, 1e-9)
         topo = self._topology_obs(sim)
-        if shard_jit.AVAILABLE:
+        if kernels.AVAILABLE:
             S, N = self.n_shards, self.n_nodes
             f = np.empty(S + 3 * N, dtype=np.float32)
-            shard_jit.placement_obs(self._demand, topo["live"], sim.outstanding,
+            kernels.placement_obs(self._demand, topo["live"], sim.outstanding,
                                     sim.service_end, sim.work_s, sim.events.now, inv_sla,
                                     self._util, f)
             obs = {

@@ -283,7 +283,7 @@ def step_breakdown(env_id: str, steps: int, seed: int = 0, **kwargs: Any) -> dic
     (:func:`lookup_floor_us`) per sub-request.
     """
     import envs  # noqa: F401
-    from envs.sim.shard import ShardSim
+    from envs.sim.dlrm import ShardSim
 
     acc = {"lookups": 0.0, "simulation": 0.0}
     clock = time.perf_counter

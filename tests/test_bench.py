@@ -86,7 +86,7 @@ def test_arrivals_per_step_tells_decision_steps_from_interval_steps() -> None:
 
 
 def test_step_breakdown_parts_add_up_and_the_timers_come_off() -> None:
-    from envs.sim.shard import ShardSim
+    from envs.sim.dlrm import ShardSim
 
     names = ("_make_subrequests", "route", "shed", "advance")
     before = [ShardSim.__dict__[name] for name in names]

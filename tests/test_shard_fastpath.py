@@ -16,8 +16,9 @@ import pytest
 import envs  # noqa: F401  (registers the ids)
 from envs.shard import ShardRoutingEnv
 from envs.shard_placement import ShardPlacementEnv
-from envs.sim.rowcache import LfuRowCache, LruRowCache
-from envs.sim.shard import ShardSim, _Arena
+from envs.sim.dlrm import ShardSim
+from envs.sim.dlrm.records import Arena
+from envs.sim.dlrm.rowcache import LfuRowCache, LruRowCache
 
 _LINK_FAULTS = [
     {"start_ms": 5, "duration_ms": 30, "target": 1, "kind": "link", "mode": "fail"},
@@ -219,7 +220,7 @@ def test_link_utilization_is_over_the_links_busy_times() -> None:
 
 
 def test_arena_reuses_a_buffer_only_when_nothing_points_into_it() -> None:
-    arena = _Arena(100)
+    arena = Arena(100)
     a, b = arena.take(60), arena.take(40)
     assert a.base is b.base and not np.shares_memory(a, b)
     c = arena.take(30)  # the first buffer is full: a second one
@@ -256,7 +257,7 @@ def test_kept_keys_survive_later_draws() -> None:
 
 def _reference_subrequests(sim: ShardSim, fanout: int) -> list[tuple]:
     """The lookups of one request the plain way (np.unique, sample_ranks, 2-D indexing)."""
-    from envs.sim.skew import sample_ranks
+    from envs.sim.dlrm.skew import sample_ranks
 
     spec, lay, S, rng = sim.spec, sim.lay, sim.n_shards, sim.rng
     m = rng.binomial(lay.c_n, lay.c_ptracked)

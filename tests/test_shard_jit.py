@@ -1,6 +1,6 @@
-"""The compiled kernels of :mod:`envs.sim.shard_jit` and the numpy paths they replace agree.
+"""The compiled kernels of :mod:`envs.sim.dlrm.kernels` and the numpy paths they replace agree.
 
-Every caller keeps its numpy path for when numba is missing (``shard_jit.AVAILABLE`` False);
+Every caller keeps its numpy path for when numba is missing (``kernels.AVAILABLE`` False);
 each test runs both and wants the same bits: row-cache state, sub-requests, and whole
 trajectories of the shard envs.
 """
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the ids)
-from envs.sim import shard_jit
-from envs.sim.rowcache import LfuRowCache, LruRowCache
+from envs.sim.dlrm import kernels
+from envs.sim.dlrm.rowcache import LfuRowCache, LruRowCache
 
-pytestmark = pytest.mark.skipif(not shard_jit.AVAILABLE, reason="numba not available")
+pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba not available")
 
 _FAULTS = [
     {"start_ms": 5, "duration_ms": 30, "target": 1, "kind": "link", "mode": "fail"},
@@ -47,9 +47,9 @@ def test_cache_kernels_are_the_numpy_access(cls: type, cap: int,
         keys = np.unique(rng.zipf(1.2, int(rng.integers(0, 300))) % 5000)
         counts = rng.integers(1, 40 if i % 50 == 49 else 4, len(keys))  # grows LFU's hist
         total = int(counts.sum()) if i % 2 else None
-        monkeypatch.setattr(shard_jit, "AVAILABLE", True)
+        monkeypatch.setattr(kernels, "AVAILABLE", True)
         ra = a.access(keys, counts, off, total)
-        monkeypatch.setattr(shard_jit, "AVAILABLE", False)
+        monkeypatch.setattr(kernels, "AVAILABLE", False)
         rb = b.access(keys, counts, off, total)
         assert ra == rb
         assert _state(a) == _state(b)
@@ -65,9 +65,9 @@ def test_lru_kernel_across_compactions(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(600):
         keys = np.unique(rng.integers(0, 3000, int(rng.integers(1, 12))))
         counts = np.ones(len(keys), dtype=np.intp)
-        monkeypatch.setattr(shard_jit, "AVAILABLE", True)
+        monkeypatch.setattr(kernels, "AVAILABLE", True)
         ra = a.access(keys, counts)
-        monkeypatch.setattr(shard_jit, "AVAILABLE", False)
+        monkeypatch.setattr(kernels, "AVAILABLE", False)
         assert ra == b.access(keys, counts)
         assert _state(a) == _state(b)
 
@@ -85,7 +85,7 @@ def test_split_sorted_is_unique_and_searchsorted() -> None:
         out = np.empty((3, S + 1), dtype=np.int64)
         look = rng.integers(0, 1000, S)
         sign = 1 if trial % 3 else -1
-        u = shard_jit.split_sorted(key, base, rel, counts, out, look, sign)
+        u = kernels.split_sorted(key, base, rel, counts, out, look, sign)
         uniq, cnt = np.unique(key, return_counts=True)
         b = np.searchsorted(uniq, base)
         tracked = np.searchsorted(key, base)
@@ -110,11 +110,11 @@ def test_rank_clipping_is_the_int64_clip(top: float, dtype: type) -> None:
         k = x.astype(np.int64) - 1
     want = np.clip(k, 0, ub[0])
     key = np.empty(len(x), dtype=np.int64)
-    shard_jit.table_keys(x, m, ub, np.array([5], dtype=np.int64), key)
+    kernels.table_keys(x, m, ub, np.array([5], dtype=np.int64), key)
     assert np.array_equal(key, want + 5)
     for S, shift in ((4, 2), (3, -1)):
         gseg = np.arange(S, dtype=np.int64) * 10**12
-        shard_jit.row_keys(x, m, ub, gseg, S, shift, key)
+        kernels.row_keys(x, m, ub, gseg, S, shift, key)
         assert np.array_equal(key, gseg[want % S] + want // S)
 
 
@@ -132,12 +132,12 @@ def test_subrequests_jit_is_the_numpy_draw(kwargs: dict, monkeypatch: pytest.Mon
     for fanout in (sim.n_shards, 3, sim.n_shards, 1):
         state = sim.rng.bit_generator.state
         nxt = sim._next_sub
-        monkeypatch.setattr(shard_jit, "AVAILABLE", False)
+        monkeypatch.setattr(kernels, "AVAILABLE", False)
         ref = sim._make_subrequests(req, fanout)
         after = sim.rng.bit_generator.state
         sim.rng.bit_generator.state = state
         sim._next_sub = nxt
-        monkeypatch.setattr(shard_jit, "AVAILABLE", True)
+        monkeypatch.setattr(kernels, "AVAILABLE", True)
         got = sim._make_subrequests(req, fanout)
         assert sim.rng.bit_generator.state == after  # the same draws
         assert len(got) == len(ref) == fanout
@@ -197,9 +197,9 @@ def _trajectory(env_id: str, kwargs: dict, steps: int) -> list[object]:
 def test_envs_step_the_same_with_and_without_numba(env_id: str, kwargs: dict,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     steps = 150 if "Placement" in env_id else 1200
-    monkeypatch.setattr(shard_jit, "AVAILABLE", True)
+    monkeypatch.setattr(kernels, "AVAILABLE", True)
     fast = _trajectory(env_id, kwargs, steps)
-    monkeypatch.setattr(shard_jit, "AVAILABLE", False)
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
     assert fast == _trajectory(env_id, kwargs, steps)
 
 
@@ -209,9 +209,9 @@ def test_kernels_divide_by_zero_as_numpy_does() -> None:
     state = np.zeros((13, 2))
     state[10:12] = 1.0  # measured slowdown, up; link speed factor (row 12) 0
     one, zero = np.ones(2), np.zeros(2)
-    best = shard_jit.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, np.zeros((2, 1)),
+    best = kernels.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, np.zeros((2, 1)),
                                       state, one, zero, 1.0, 1.0, 1.0)
     assert best == 0  # both inf: the lower node
     state[11] = 0.0  # both down
-    assert shard_jit.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, np.zeros((2, 1)),
+    assert kernels.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, np.zeros((2, 1)),
                                       state, one, zero, 1.0, 1.0, 1.0) == -1

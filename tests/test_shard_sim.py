@@ -1,4 +1,4 @@
-"""The sharded-serving simulator (envs/sim/shard.py): fan-out timing, links, faults, scale."""
+"""The sharded-serving simulator (envs/sim/dlrm/): fan-out timing, links, faults, scale."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 
 import envs  # noqa: F401  (registers the ids)
 from agents.shard_baselines import LeastOutstanding, PowerOfTwo
-from envs.sim.pslink import PsLink
-from envs.sim.shard import (
+from envs.sim.dlrm import (
     ClusterSpec,
     FaultEvent,
     ShardLayout,
@@ -20,6 +19,7 @@ from envs.sim.shard import (
     estimate_capacity,
     place_replicas,
 )
+from envs.sim.dlrm.pslink import PsLink
 from hwmodels.links import LinkSpec
 from hwmodels.storage import get_tier
 
@@ -175,8 +175,8 @@ def test_che_estimate_tracks_the_simulated_lru() -> None:
     rows, track, cap = 2_000_000, 40_000, 8_000
     hit, held = che_hit_rates([rows], [track], [1.0], 0.98, cap)
     assert held.sum() == pytest.approx(cap, rel=1e-3)
-    from envs.sim.rowcache import LruRowCache
-    from envs.sim.skew import sample_ranks
+    from envs.sim.dlrm.rowcache import LruRowCache
+    from envs.sim.dlrm.skew import sample_ranks
 
     rng = np.random.default_rng(0)
     cache = LruRowCache(track, cap)

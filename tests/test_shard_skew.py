@@ -1,4 +1,4 @@
-"""Row popularity calibration (envs/sim/skew.py) and the vectorised row caches."""
+"""Row popularity calibration (envs/sim/dlrm/skew.py) and the vectorised row caches."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.sim.rowcache import LfuRowCache, LruRowCache
-from envs.sim.skew import (
+from envs.sim.dlrm.rowcache import LfuRowCache, LruRowCache
+from envs.sim.dlrm.skew import (
     FITTED,
     LOCALITY_TARGETS,
     REFERENCE_ROWS,

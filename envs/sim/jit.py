@@ -1,9 +1,9 @@
 """numba, where it is installed and wanted: the one switch for the compiled kernels.
 
-:data:`AVAILABLE` is False without numba or with ``LDSGYM_NO_JIT=1`` in the environment; the modules
-with compiled kernels (:mod:`envs.sim.device.compiled`, :mod:`envs.sim.shard_jit`) then leave their
-callers on the pure numpy/Python paths, which give the same results (tested). Without numba,
-:func:`njit` returns the function unchanged, so the kernels still import.
+:data:`AVAILABLE` is False without numba or with ``LDSGYM_NO_JIT=1`` in the environment; the
+modules with compiled kernels (:mod:`envs.sim.device.compiled`, :mod:`envs.sim.dlrm.kernels`)
+then leave their callers on the pure numpy/Python paths, which give the same results (tested).
+Without numba, :func:`njit` returns the function unchanged, so the kernels still import.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.sim import shard_jit
+from envs.sim.dlrm import kernels
 
 #: Ticks at which :meth:`LruRowCache.clear` restarts them from 1 (``last1`` is int32).
 _TICK_LIMIT = 2**30
@@ -166,11 +166,11 @@ class LruRowCache:
         if self.capacity == 0:
             return total - n, n
         self._stale = False
-        if shard_jit.AVAILABLE:  # the same, one pass over the keys
+        if kernels.AVAILABLE:  # the same, one pass over the keys
             t = self.tick
             if t - self._base >= len(self._alive):
                 self._compact()  # (before the decrements: they only touch kept ticks)
-            misses, self.oldest, self.size = shard_jit.lru_access(
+            misses, self.oldest, self.size = kernels.lru_access(
                 self.last1, self._alive, keys, offset, self.oldest, self._base, t,
                 self.capacity, self.size)
             self.tick = t + 1
@@ -296,13 +296,13 @@ class LfuRowCache:
             total = int(counts.sum())
         if self.capacity == 0:
             return total - n, n
-        if shard_jit.AVAILABLE:  # the same, one pass over the keys
-            top = shard_jit.lfu_top(self.count, keys, counts, offset)
+        if kernels.AVAILABLE:  # the same, one pass over the keys
+            top = kernels.lfu_top(self.count, keys, counts, offset)
             if top >= len(self._hist):
                 grown = np.zeros(max(2 * len(self._hist), top + 1), dtype=np.int64)
                 grown[: len(self._hist)] = self._hist
                 self._hist = grown
-            misses, self.theta, self.size = shard_jit.lfu_access(
+            misses, self.theta, self.size = kernels.lfu_access(
                 self.count, self._hist, keys, counts, offset, self.theta, self.capacity,
                 self.size)
             return total - misses, misses

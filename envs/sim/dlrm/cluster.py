@@ -1,4 +1,6 @@
-"""One model over many devices (the survey's SIMD paradigm): sharded recommendation inference.
+"""The sharded-cluster simulator (:class:`ShardSim`): its event loop, routing and faults.
+
+One model over many devices (the survey's SIMD paradigm): sharded recommendation inference.
 
 A DLRM-style model serves requests, each a batch of ``B`` samples. Its embedding tables are
 partitioned into ``S`` shards (whole tables per shard, *table-wise*, or every table's rows
@@ -16,8 +18,8 @@ nodes. A central node runs the dense MLPs. A request:
 
 Node service (:mod:`hwmodels.storage`). Small tables are pinned in the fast tier (DRAM);
 large ones live on the slow tier (NVMe SSD) behind a row cache in the fast tier (LRU or LFU,
-:mod:`envs.sim.rowcache`) shared by every cached table segment on the node. Row popularity is
-the calibrated Zipf-like law of :mod:`envs.sim.skew`, so hit rates emerge from the skew and
+:mod:`envs.sim.dlrm.rowcache`) shared by every cached table segment on the node. Row popularity is
+the calibrated Zipf-like law of :mod:`envs.sim.dlrm.skew`, so hit rates emerge from the skew and
 from what the routing sends where. Only the ``track_rows`` most popular rows of a segment are
 admitted to the cache (colder rows are always read from SSD): that bounds memory whatever the
 table size. Service time = overhead + max(fast reads, slow reads) at the tiers' per-read cost
@@ -42,8 +44,6 @@ Nothing here imports gymnasium or torch; :mod:`envs.shard` adapts it to Gymnasiu
 
 from __future__ import annotations
 
-import math
-import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,14 +52,13 @@ from typing import Any, cast
 
 import numpy as np
 
-from envs.sim import shard_jit
 from envs.sim.core import EventQueue
-from envs.sim.metrics import Counters
-from envs.sim.pslink import PsLink
-from envs.sim.rowcache import LfuRowCache, LruRowCache
-from envs.sim.skew import bucket_masses, cdf, law_norm
-from hwmodels.links import LinkSpec
-from hwmodels.storage import StorageTier
+from envs.sim.dlrm import kernels
+from envs.sim.dlrm.layout import ShardLayout
+from envs.sim.dlrm.pslink import PsLink
+from envs.sim.dlrm.records import Arena, FanoutCounters, Migration, Request, SubRequest
+from envs.sim.dlrm.rowcache import LfuRowCache, LruRowCache
+from envs.sim.dlrm.spec import FaultEvent, RandomDisruption
 
 ARRIVAL = 0
 LINK_DONE = 1
@@ -77,507 +76,8 @@ _INF = float("inf")
 #: on its queue), so a list does what :class:`envs.sim.core.Event` does at a quarter of the
 #: cost of making one; heap entries are ``(time, 0, seq, event)`` as EventQueue's.
 _Ev = list[Any]
-#: ``np.intp`` is int64 (the counts of distinct keys can live in an :class:`_Arena`).
+#: ``np.intp`` is int64 (the counts of distinct keys can live in an :class:`Arena`).
 _INTP64 = np.dtype(np.intp) == np.dtype(np.int64)
-#: Most cached tables whose binomial lookup counts are drawn one at a time (cheaper than
-#: one array draw up to about this many; the same numbers either way).
-_SCALAR_DRAWS = 12
-
-
-# ---------------------------------------------------------------------------------------------
-# Static description
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FaultEvent:
-    """A scheduled fault.
-
-    Attributes:
-        start_s: When it starts (seconds from the episode start).
-        duration_s: How long it lasts.
-        target: Node index (its link, for ``kind="link"``).
-        kind: ``"node"`` or ``"link"``.
-        mode: ``"fail"`` (down) or ``"slow"`` (service or bandwidth divided by ``factor``).
-        factor: Slowdown factor for ``mode="slow"`` (> 1).
-    """
-
-    start_s: float
-    duration_s: float
-    target: int
-    kind: str = "node"
-    mode: str = "fail"
-    factor: float = 4.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("node", "link"):
-            raise ValueError(f"fault kind must be 'node' or 'link', got {self.kind!r}")
-        if self.mode not in ("fail", "slow"):
-            raise ValueError(f"fault mode must be 'fail' or 'slow', got {self.mode!r}")
-        if self.start_s < 0 or self.duration_s <= 0:
-            raise ValueError("fault start must be >= 0 and duration > 0")
-        if self.mode == "slow" and self.factor <= 1.0:
-            raise ValueError(f"fault factor must be > 1, got {self.factor}")
-
-
-@dataclass(frozen=True)
-class RandomDisruption:
-    """Alternating renewal process per node: up for Exp(1/rate), disrupted for Exp(duration).
-
-    Attributes:
-        rate_hz: Disruptions per second per node (0 disables).
-        duration_s: Mean length of a disruption.
-        factor: Slowdown factor (stragglers); ignored for failures.
-    """
-
-    rate_hz: float = 0.0
-    duration_s: float = 0.01
-    factor: float = 3.0
-
-    def __post_init__(self) -> None:
-        if self.rate_hz < 0 or self.duration_s <= 0 or self.factor < 1.0:
-            raise ValueError("disruption: rate_hz >= 0, duration_s > 0, factor >= 1 needed")
-
-    @property
-    def fraction(self) -> float:
-        """Long-run fraction of time a node is disrupted."""
-        if self.rate_hz <= 0:
-            return 0.0
-        return self.duration_s / (1.0 / self.rate_hz + self.duration_s)
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    """Everything static about the sharded deployment.
-
-    Attributes:
-        n_nodes: Embedding nodes ``N``.
-        table_rows: Rows per table ``(T,)``.
-        pooling: Lookups per sample per table ``(T,)``.
-        dim: Elements per embedding row.
-        elem_bytes: Bytes per element of stored rows and of pooled results.
-        batch: Samples per request ``B``.
-        row_wise: Shards are row ranges of every table (else whole tables).
-        shard_tables: Tables of each shard (table-wise), or every table for each shard.
-        replicas: Nodes holding each shard.
-        fast: Fast tier of every node (pinned tables and the row cache).
-        slow: Slow tier (the full cached tables).
-        queue_depth: Reads in flight per tier on a node.
-        node_overhead_s: Fixed cost of serving one sub-request (RPC handling, pooling setup).
-        cache_rows: Row-cache capacity per node (rows).
-        track_rows: Most popular rows per segment the cache admits (<= 0: automatic, see
-            :class:`ShardLayout`).
-        pin_rows: Segments with at most this many rows are pinned in the fast tier.
-        cache_policy: ``"lru"`` or ``"lfu"``.
-        links: Link of each node to the central node.
-        bottom_s: Bottom-MLP latency of one request on a dense device.
-        top_s: Top-MLP (interaction + over-arch) latency of one request.
-        dense_servers: Dense devices at the central node.
-        alpha: Popularity exponent of rows.
-        queue_capacity: Most sub-requests queued or served on one node; more are dropped.
-        max_retries: Retries of a sub-request whose node failed.
-        retry_delay_s: Time for the client to notice a failure and resend.
-        id_bytes: Bytes per looked-up id in a request message.
-        header_bytes: Bytes of every message's header.
-    """
-
-    n_nodes: int
-    table_rows: tuple[int, ...]
-    pooling: tuple[int, ...]
-    dim: int
-    elem_bytes: int
-    batch: int
-    row_wise: bool
-    shard_tables: tuple[tuple[int, ...], ...]
-    replicas: tuple[tuple[int, ...], ...]
-    fast: StorageTier
-    slow: StorageTier
-    queue_depth: float
-    node_overhead_s: float
-    cache_rows: int
-    track_rows: int
-    pin_rows: int
-    cache_policy: str
-    links: tuple[LinkSpec, ...]
-    bottom_s: float
-    top_s: float
-    dense_servers: int
-    alpha: float
-    queue_capacity: int = 64
-    max_retries: int = 2
-    retry_delay_s: float = 0.001
-    id_bytes: int = 8
-    header_bytes: int = 64
-
-    @property
-    def n_shards(self) -> int:
-        """Shards ``S``."""
-        return len(self.shard_tables)
-
-    @property
-    def row_bytes(self) -> int:
-        """Bytes of one stored row."""
-        return self.dim * self.elem_bytes
-
-    def read_cost_s(self, tier: StorageTier) -> float:
-        """Seconds per random row read on ``tier`` at :attr:`queue_depth` (linear in reads)."""
-        moved = math.ceil(self.row_bytes / tier.access_bytes) * tier.access_bytes
-        return max(tier.latency_us * 1e-6 / self.queue_depth, 1.0 / tier.iops,
-                   moved / (tier.bandwidth_gbs * 1e9))
-
-
-def _split_integer(total: int, weights: np.ndarray) -> np.ndarray:
-    """``total`` split in proportion to ``weights`` (largest remainders; sums to ``total``)."""
-    w = np.asarray(weights, dtype=np.float64)
-    share = total * w / w.sum()
-    out = np.floor(share).astype(np.int64)
-    rest = total - int(out.sum())
-    if rest:
-        out[np.argsort(-(share - out), kind="stable")[:rest]] += 1
-    return out
-
-
-def balance_tables(weights: Sequence[float], n_shards: int) -> tuple[tuple[int, ...], ...]:
-    """Table-wise sharding: longest-processing-time greedy on per-table load ``weights``.
-
-    Raises:
-        ValueError: more shards than tables.
-    """
-    if n_shards > len(weights):
-        raise ValueError(f"n_shards={n_shards}: table-wise sharding needs <= {len(weights)} "
-                         "shards (one table each at least)")
-    loads = [0.0] * n_shards
-    shards: list[list[int]] = [[] for _ in range(n_shards)]
-    for t in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
-        s = min(range(n_shards), key=lambda i: (loads[i], i))
-        shards[s].append(t)
-        loads[s] += weights[t]
-    return tuple(tuple(sorted(s)) for s in shards)
-
-
-def place_replicas(n_nodes: int, n_shards: int, replication: int) -> tuple[tuple[int, ...], ...]:
-    """Chained declustering: replica ``k`` of shard ``s`` on node ``(s * N // S + k) % N``.
-
-    Raises:
-        ValueError: more replicas than nodes.
-    """
-    if not 1 <= replication <= n_nodes:
-        raise ValueError(f"replication={replication}: must be in [1, n_nodes={n_nodes}]")
-    return tuple(tuple((s * n_nodes // n_shards + k) % n_nodes for k in range(replication))
-                 for s in range(n_shards))
-
-
-class ShardLayout:
-    """The static tables of a :class:`ClusterSpec`, built once and shared by every episode.
-
-    Segments are the (shard, table) pairs: a whole table (table-wise) or the rows of a table
-    whose popularity rank ``k`` has ``k % S == s`` (row-wise: ids are hashed over the shards,
-    so every shard gets a similar share of hot rows; local rank ``k // S``). Each cached
-    segment's tracked head (the rows its node's cache may admit) gets a range of *shard-space
-    keys*; a node's cache key space is the concatenation of the shard spaces it holds.
-
-    Args:
-        spec: The deployment.
-    """
-
-    def __init__(self, spec: ClusterSpec) -> None:
-        self.spec = spec
-        N, S, T = spec.n_nodes, spec.n_shards, len(spec.table_rows)
-        rows = np.asarray(spec.table_rows, dtype=np.int64)
-        B = spec.batch
-        # A table is pinned when each of its segments fits under pin_rows.
-        seg_rows_t = -(-rows // S) if spec.row_wise else rows
-        table_pinned = seg_rows_t <= spec.pin_rows
-        # Tracked head per segment: spec.track_rows, or (<= 0) enough for 4x the cache over the
-        # node holding the most cached segments (at most 2**18 rows).
-        cached_in = np.array([sum(not table_pinned[t] for t in tables)
-                              for tables in spec.shard_tables])
-        per_node = np.zeros(N, dtype=np.int64)
-        for s_, reps in enumerate(spec.replicas):
-            for n in set(reps):
-                per_node[n] += cached_in[s_]
-        most = max(int(per_node.max()), 1)
-        #: Rows of a segment's tracked head (the most popular rows its cache may admit).
-        self.track_rows = int(spec.track_rows) if spec.track_rows > 0 else int(
-            min(2**18, max(1024, 4 * spec.cache_rows // most)))
-        track = self.track_rows
-        # Segments: (shard, table) pairs with their rows, tracked head and key offset.
-        seg_of = np.full((S, T), -1, dtype=np.int64)
-        seg_rows: list[int] = []
-        seg_track: list[int] = []
-        seg_pinned: list[bool] = []
-        seg_shard: list[int] = []
-        seg_table: list[int] = []
-        for s, tables in enumerate(spec.shard_tables):
-            for t in tables:
-                r = int(-(-(rows[t] - s) // S)) if spec.row_wise else int(rows[t])
-                if r <= 0:
-                    continue
-                seg_of[s, t] = len(seg_rows)
-                pinned = bool(table_pinned[t])
-                seg_rows.append(r)
-                seg_pinned.append(pinned)
-                seg_track.append(0 if pinned else min(r, track))
-                seg_shard.append(s)
-                seg_table.append(t)
-        self.seg_rows = np.array(seg_rows, dtype=np.int64)
-        self.seg_track = np.array(seg_track, dtype=np.int64)
-        self.seg_pinned = np.array(seg_pinned, dtype=bool)
-        self.seg_shard = np.array(seg_shard, dtype=np.int64)
-        self.seg_table = np.array(seg_table, dtype=np.int64)
-        self.seg_of = seg_of
-        # Shard-space key offsets of tracked segments; each shard's tracked rows are 0..K_s-1.
-        key_off = np.zeros(len(seg_rows), dtype=np.int64)
-        shard_keys = np.zeros(S, dtype=np.int64)
-        for j, s in enumerate(seg_shard):
-            key_off[j] = shard_keys[s]
-            shard_keys[s] += seg_track[j]
-        self.seg_key_off = key_off
-        self.shard_keys = shard_keys
-        # Request-wide keys: shard s's keys start at shard_base[s] (int32 when they fit).
-        self.shard_base = np.concatenate([[0], np.cumsum(shard_keys)]).astype(np.int64)
-        self.key_dtype = np.int32 if self.shard_base[-1] < 2**31 else np.int64
-        self.gseg_off = (self.shard_base[np.array(seg_shard, dtype=np.int64)] + key_off
-                         if len(seg_shard) else np.zeros(0, dtype=np.int64)).astype(self.key_dtype)
-        # Per node: offset of each held shard's key space in the node's cache key space.
-        self.holds = np.zeros((N, S), dtype=bool)
-        self.node_key_off = np.zeros((N, S), dtype=np.int64)
-        self.node_keys = np.zeros(N, dtype=np.int64)
-        for s, reps in enumerate(spec.replicas):
-            for n in reps:
-                if not self.holds[n, s]:
-                    self.holds[n, s] = True
-                    self.node_key_off[n, s] = self.node_keys[n]
-                    self.node_keys[n] += shard_keys[s]
-        self.replicas = [list(r) for r in spec.replicas]
-        self.node_key_off_list = self.node_key_off.tolist()
-        # Lookups of one request per table; cached tables are sampled, pinned ones counted.
-        n_t = np.asarray(spec.pooling, dtype=np.int64) * B
-        cached_t = np.flatnonzero(~table_pinned & (n_t > 0))
-        self.c_tables = cached_t
-        self.c_n = n_t[cached_t]
-        # Ranks below this bound are in a tracked head (row-wise: local rank < track_rows).
-        bound = np.minimum(rows[cached_t], track * (S if spec.row_wise else 1))
-        self.c_bound = bound.astype(np.float64)
-        self.c_ptracked = cdf(bound + 1.0, rows[cached_t], spec.alpha)
-        # The binomial draws table by table (as plain ints) when there are few tables: see
-        # ShardSim._make_subrequests_jit.
-        self.c_scalar = len(cached_t) <= _SCALAR_DRAWS
-        self.c_n_p = list(zip(self.c_n.tolist(), self.c_ptracked.tolist(), strict=True))
-        self.c_n_total = int(self.c_n.sum())
-        self.c_norm = law_norm(self.c_bound, spec.alpha)
-        table_shard = np.zeros(T, dtype=np.int64)
-        if not spec.row_wise:
-            for s, tables in enumerate(spec.shard_tables):
-                table_shard[list(tables)] = s
-        self.c_shard = table_shard[cached_t]
-        self.c_keyoff = (self.gseg_off[seg_of[table_shard[cached_t], cached_t]]
-                         if not spec.row_wise else np.zeros(0, dtype=self.key_dtype))
-        self.single = bool(len(bound) == 0 or bound.max() <= 2**24)
-        # The same in the sampling dtype (what sample_ranks converts them to per lookup).
-        dtype = np.float32 if self.single else np.float64
-        self.c_norm_d = self.c_norm.astype(dtype)
-        self.c_ub = self.c_bound.astype(dtype).astype(np.int64) - 1
-        self.c_power = dtype(1.0 / (1.0 - spec.alpha)) if abs(spec.alpha - 1.0) >= 1e-9 else None
-        self.row_pvals = np.full(S, 1.0 / S)
-        # Row-wise: request-wide key offset of (cached table i, shard s) at i * S + s, and
-        # the shifts that replace % S and // S on ranks (>= 0) when S is a power of two.
-        self.c_row_base = np.arange(len(cached_t), dtype=np.int64) * S
-        self.c_gseg = (self.gseg_off[seg_of[:, cached_t]].T.reshape(-1) if spec.row_wise
-                       else np.zeros(0, dtype=self.key_dtype))
-        self.shard_shift = S.bit_length() - 1 if S & (S - 1) == 0 else -1
-        # Pinned lookups per shard: fixed (row-wise: each table's split by its rows' mass).
-        pinned_look = np.zeros(S, dtype=np.int64)
-        for tp in np.flatnonzero(table_pinned & (n_t > 0)).tolist():
-            if spec.row_wise:
-                ks = np.arange(int(rows[tp]))
-                mass = np.bincount(ks % S, weights=cdf(ks + 2.0, int(rows[tp]), spec.alpha)
-                                   - cdf(ks + 1.0, int(rows[tp]), spec.alpha), minlength=S)
-                pinned_look += _split_integer(int(n_t[tp]), mass)
-            else:
-                pinned_look[table_shard[tp]] += n_t[tp]
-        self.pinned_lookups = pinned_look
-        self.pinned_lookups_list: list[int] = pinned_look.tolist()
-        if not spec.row_wise:
-            cached_look = np.bincount(self.c_shard, weights=self.c_n, minlength=S)
-            self.cached_lookups_tw = cached_look.astype(np.int64)
-            #: Lookups of each shard's sub-request (table-wise: the same every request).
-            self.lookups_tw: list[int] = (pinned_look + self.cached_lookups_tw).tolist()
-            #: Request bytes of each shard's sub-request (table-wise).
-            self.req_bytes_tw: list[int] = [spec.header_bytes + n * spec.id_bytes
-                                            for n in self.lookups_tw]
-        #: Lookups of one request.
-        self.lookups_per_request = int(n_t.sum())
-        # Messages: ids out, pooled rows back (one pooled vector per sample and table).
-        tables_in = np.array([len(t) for t in spec.shard_tables])
-        self.resp_bytes = (spec.header_bytes + B * tables_in * spec.row_bytes).astype(float)
-        self.resp_bytes_list: list[float] = self.resp_bytes.tolist()
-        self.c_fast = spec.read_cost_s(spec.fast)
-        self.c_slow = spec.read_cost_s(spec.slow)
-        # Bytes pinned in the fast tier per node (for the occupancy feature).
-        pinned_rows = np.zeros(S)
-        for j in range(len(seg_rows)):
-            if seg_pinned[j]:
-                pinned_rows[seg_shard[j]] += seg_rows[j]
-        self.pinned_bytes = (self.holds @ pinned_rows) * spec.row_bytes
-
-
-# ---------------------------------------------------------------------------------------------
-# Dynamic records
-# ---------------------------------------------------------------------------------------------
-
-
-class _Arena:
-    """Reused memory for the arrays that outlive a request's draw: its distinct keys and
-    their counts, which its sub-requests keep as views until they are done.
-
-    Fresh arrays of that size (tens of kB per request) come from memory that the allocator
-    keeps returning to the operating system, so every request paid page faults on them (as
-    much time as the sort). Here they are slices of a few large int64 buffers instead; a
-    buffer is reused once nothing points into it any more (views keep their base alive, so
-    its reference count says so exactly), and its contents are always written before they
-    are read.
-
-    Args:
-        size: Elements per buffer (bigger requests get arrays of their own).
-    """
-
-    __slots__ = ("_bufs", "_cur", "_pos", "size")
-
-    def __init__(self, size: int) -> None:
-        self.size = int(size)
-        self._bufs: list[np.ndarray] = []
-        self._cur: np.ndarray | None = None
-        self._pos = 0
-
-    def take(self, n: int) -> np.ndarray:
-        """``n`` int64 elements (uninitialised) no live array shares."""
-        cur = self._cur
-        pos = self._pos
-        if cur is None or pos + n > self.size:
-            if n > self.size:
-                return np.empty(n, dtype=np.int64)
-            cur = self._cur = self._free()
-            pos = 0
-        self._pos = pos + n
-        return cur[pos:pos + n]
-
-    def _free(self) -> np.ndarray:
-        """A buffer no view points into (a new one when every buffer is in use)."""
-        self._cur = None
-        for buf, refs in zip(self._bufs, _refcounts(self._bufs), strict=True):
-            if refs <= _UNREFERENCED:
-                return buf
-        buf = np.empty(self.size, dtype=np.int64)
-        self._bufs.append(buf)
-        return buf
-
-
-def _refcounts(objs: list[np.ndarray]) -> list[int]:
-    """``sys.getrefcount`` of each object of ``objs``."""
-    return [sys.getrefcount(x) for x in objs]
-
-
-#: What :func:`_refcounts` says of an object that only its list holds (measured, as what the
-#: interpreter counts of the list, the loop and the call may change between versions).
-_UNREFERENCED = _refcounts([np.empty(0)])[0]
-
-
-class Request:
-    """One request in the system."""
-
-    __slots__ = ("arrival", "bottom_done", "deadline", "done", "failed", "fanout", "gathered",
-                 "id", "inv_sla", "left", "resolved")
-
-    def __init__(self, rid: int, arrival: float, deadline: float, bottom_done: float,
-                 fanout: int) -> None:
-        self.id = rid
-        self.arrival = arrival
-        self.deadline = deadline
-        self.inv_sla = 1.0 / max(deadline - arrival, 1e-9)
-        self.bottom_done = bottom_done
-        self.fanout = fanout
-        self.left = fanout  # sub-requests not yet back
-        self.resolved = 0  # sub-requests back or failed
-        self.gathered = arrival  # latest delivery so far
-        self.failed = False
-        self.done = False
-
-
-class SubRequest:
-    """The lookups of one request in one shard, and where they are."""
-
-    __slots__ = ("counts", "d_tracked", "d_untracked", "est_s", "flow_finish", "flow_seq", "id",
-                 "keys", "lookups", "node", "req", "req_bytes", "resp_bytes", "retries",
-                 "shard", "state", "tracked_lookups")
-
-    def __init__(self, sid: int, req: Request, shard: int, keys: np.ndarray,
-                 counts: np.ndarray, d_untracked: int, lookups: int, req_bytes: float,
-                 resp_bytes: float, tracked_lookups: int) -> None:
-        self.id = sid
-        self.req = req
-        self.shard = shard
-        self.keys = keys  # distinct tracked shard-space keys (do not modify)
-        self.counts = counts  # lookups of each
-        #: ``counts.sum()``: lookups of tracked rows.
-        self.tracked_lookups = tracked_lookups
-        self.d_tracked = len(keys)
-        self.d_untracked = d_untracked  # distinct rows never cached (always read from SSD)
-        self.lookups = lookups  # all lookups, pinned ones included
-        self.req_bytes = req_bytes
-        self.resp_bytes = resp_bytes
-        self.node = -1
-        self.retries = 0
-        self.state = 0  # 0 new, 1 to node, 2 queued/serving, 3 to central, 4 done, 5 failed
-        self.est_s = 0.0
-        self.flow_seq = 0
-        self.flow_finish = 0.0
-
-
-class Migration:
-    """Data in flight to a node that will serve a shard (see :meth:`ShardSim.add_replica`)."""
-
-    __slots__ = ("flow_finish", "flow_seq", "node", "shard", "warm")
-
-    def __init__(self, shard: int, node: int, warm: np.ndarray | None) -> None:
-        self.shard = shard
-        self.node = node
-        self.warm = warm
-        self.flow_seq = 0
-        self.flow_finish = 0.0
-
-
-class FanoutCounters(Counters):
-    """:class:`Counters` plus requests that failed (a sub-request could not be served)."""
-
-    __slots__ = ("dropped_failed",)
-
-    def __init__(self, n_partitions: int) -> None:
-        super().__init__(n_partitions)
-        self.dropped_failed = 0
-
-    @property
-    def dropped(self) -> int:
-        """All drops, failures included."""
-        return (self.dropped_rejected + self.dropped_overflow + self.dropped_expired
-                + self.dropped_failed)
-
-    @property
-    def in_system(self) -> int:
-        """Arrived and neither completed nor dropped."""
-        return self.arrived - self.completed - self.dropped
-
-    def summary(self, elapsed_s: float) -> dict[str, float]:
-        """:meth:`Counters.summary` with failures counted as drops."""
-        out = super().summary(elapsed_s)
-        f = self.dropped_failed
-        if f:
-            finished = self.completed + self.dropped
-            out["dropped"] += f
-            out["in_system"] -= f
-            out["sla_attainment"] = self.good / finished if finished else 1.0
-        out["dropped_failed"] = f
-        return out
 
 
 @dataclass
@@ -594,11 +94,6 @@ class _Node:
     straggling: bool = False
     randomly_down: bool = False
     members: dict[int, SubRequest] = field(default_factory=dict)  # routed here, not back
-
-
-# ---------------------------------------------------------------------------------------------
-# The simulator
-# ---------------------------------------------------------------------------------------------
 
 
 class ShardSim:
@@ -618,8 +113,8 @@ class ShardSim:
         row_hit0: Prior of the per-(node, shard) distinct-row hit estimate ``(N, S)`` (0.5
             when not given), also restored when a node restarts.
         warm_rows: Rows of each segment to start cached on each node ``(N, segments)``: its
-            hottest ones (:attr:`CapacityEstimate.warm_rows`, the LRU steady state). None
-            starts every cache cold.
+            hottest ones (:attr:`~envs.sim.dlrm.capacity.CapacityEstimate.warm_rows`, the
+            LRU steady state). None starts every cache cold.
         dynamic: Replicas may be added and dropped during the episode
             (:meth:`add_replica`, :meth:`drop_replica`); every node's cache then has room in
             its key space for every shard.
@@ -757,14 +252,14 @@ class ShardSim:
         # the scratch is only used within a call).
         self._u_buf: np.ndarray
         self._key_buf: np.ndarray
-        self._arena: _Arena
+        self._arena: Arena
         if recycle is not None and recycle.lay is layout:
             self._u_buf, self._key_buf = recycle._u_buf, recycle._key_buf
             self._arena = recycle._arena
         else:
             self._u_buf = np.empty(layout.c_n_total, dtype=layout.c_norm_d.dtype)
             self._key_buf = np.empty(layout.c_n_total, dtype=layout.key_dtype)
-            self._arena = _Arena(max(2**16, 32 * layout.c_n_total))
+            self._arena = Arena(max(2**16, 32 * layout.c_n_total))
         #: The sub-request awaiting a decision, or None when the episode's are all decided.
         self.pending: SubRequest | None = None
         self.backlog = 0.0  # integral of sum(1 / SLA) over requests in the system
@@ -1022,7 +517,7 @@ class ShardSim:
         same cold row of a multi-million-row table within one sub-request are rare). Pinned
         tables' lookups are only counted (always served from the fast tier).
         """
-        if shard_jit.AVAILABLE:
+        if kernels.AVAILABLE:
             return self._make_subrequests_jit(req, fanout)
         spec = self.spec
         lay = self.lay
@@ -1098,7 +593,7 @@ class ShardSim:
 
     def _make_subrequests_jit(self, req: Request, fanout: int) -> list[SubRequest]:
         """:meth:`_make_subrequests` with the array work in compiled kernels
-        (:mod:`envs.sim.shard_jit`): the same draws, the same power and sort, the same
+        (:mod:`envs.sim.dlrm.kernels`): the same draws, the same power and sort, the same
         results.
 
         With few cached tables the binomials are drawn one table at a time: the array draw
@@ -1106,7 +601,7 @@ class ShardSim:
         the numbers are the same, without the array call's argument checks (a few numpy
         reductions). The uniforms are drawn into a reused buffer (``out=`` fills it as the
         sized call fills a new array), and the keys and counts that the sub-requests keep
-        come from an :class:`_Arena`. Table-wise, a shard's untracked lookups are its cached
+        come from an :class:`Arena`. Table-wise, a shard's untracked lookups are its cached
         lookups minus its tracked ones (every key of a table falls in its shard's key
         range), which the split kernel counts.
         """
@@ -1125,7 +620,7 @@ class ShardSim:
         if lay.c_power is None:
             x = np.exp(u * norm.repeat(m))
         else:
-            shard_jit.scale_draws(u, m, norm)
+            kernels.scale_draws(u, m, norm)
             x = np.power(u, lay.c_power, out=u)
         key = self._key_buf[:n]
         out = np.empty((3, self.n_shards + 1), dtype=np.int64)
@@ -1133,26 +628,26 @@ class ShardSim:
         rel = arena.take(n)
         counts = arena.take(n) if _INTP64 else np.empty(n, dtype=np.intp)
         if lay.spec.row_wise:
-            shard_jit.row_keys(x, m, lay.c_ub, lay.c_gseg, self.n_shards, lay.shard_shift, key)
+            kernels.row_keys(x, m, lay.c_ub, lay.c_gseg, self.n_shards, lay.shard_shift, key)
             untracked = rng.multinomial(lay.c_n_total - n, lay.row_pvals)
             key.sort()
             # out[2]: pinned + untracked + tracked lookups per shard
-            shard_jit.split_sorted(key, lay.shard_base, rel, counts, out,
+            kernels.split_sorted(key, lay.shard_base, rel, counts, out,
                                    lay.pinned_lookups + untracked, 1)
             bl, tracked, lookups = out.tolist()
             return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked.tolist(),
                                      lookups, None)
-        shard_jit.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
+        kernels.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
         key.sort()
         # out[2]: cached - tracked lookups per shard, the untracked ones
-        shard_jit.split_sorted(key, lay.shard_base, rel, counts, out, lay.cached_lookups_tw,
+        kernels.split_sorted(key, lay.shard_base, rel, counts, out, lay.cached_lookups_tw,
                                -1)
         bl, tracked, untracked_l = out.tolist()
         return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l,
                                  lay.lookups_tw, lay.req_bytes_tw)
 
     def _sample_ranks(self, m: np.ndarray) -> np.ndarray:
-        """:func:`envs.sim.skew.sample_ranks` of ``m[i]`` lookups of cached table ``i`` (ranks
+        """:func:`envs.sim.dlrm.skew.sample_ranks` of ``m[i]`` lookups of cached table ``i`` (ranks
         in its tracked head): the same draws and operations, on precomputed tables."""
         lay = self.lay
         c: np.ndarray = lay.c_norm_d.repeat(m)
@@ -1547,8 +1042,8 @@ class ShardSim:
         lay = self.lay
         c_fast, c_slow = lay.c_fast, lay.c_slow
         overhead = self.spec.node_overhead_s
-        if shard_jit.AVAILABLE and type(fixed_s) is np.ndarray and type(bps) is np.ndarray:
-            best = shard_jit.earliest_replica(
+        if kernels.AVAILABLE and type(fixed_s) is np.ndarray and type(bps) is np.ndarray:
+            best = kernels.earliest_replica(
                 now, s, sub.d_tracked, sub.d_untracked, sub.lookups, sub.req_bytes,
                 sub.resp_bytes, self.holds, self.row_hit, self.node_state, fixed_s, bps,
                 c_fast, c_slow, overhead)
@@ -1679,172 +1174,3 @@ class ShardSim:
     def in_flight_requests(self) -> int:
         """Requests not yet resolved."""
         return len(self._reqs)
-
-
-# ---------------------------------------------------------------------------------------------
-# Capacity and hit-rate estimates (for the env's ``load`` and the SLA default)
-# ---------------------------------------------------------------------------------------------
-
-
-def che_hit_rates(seg_rows: Sequence[int], seg_track: Sequence[int], rates: Sequence[float],
-                  alpha: float, capacity: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lookup hit rate and cached rows of segments sharing one LRU cache (Che's approximation).
-
-    Row ``k`` of segment ``j`` is looked up at rate ``rates[j] * p_j(k)``; under LRU it is
-    cached with probability ``1 - exp(-rate * T)`` where the characteristic time ``T`` fills
-    the cache: ``sum_j sum_{k < track_j} (1 - exp(-rate_jk T)) = capacity``. Rows past the
-    tracked head are never cached.
-
-    Returns:
-        ``(hit, rows)``: per segment, the fraction of its lookups that hit and the expected
-        rows of it in the cache.
-    """
-    parts: list[tuple[np.ndarray, np.ndarray, float] | None] = []
-    for rows, track, rate in zip(seg_rows, seg_track, rates, strict=True):
-        if track <= 0 or rate <= 0:
-            parts.append(None)
-            continue
-        edges, _, p = bucket_masses(int(rows), alpha, n_geo=300)
-        cut = np.clip(np.minimum(edges[1:], track) - edges[:-1], 0, None).astype(np.float64)
-        parts.append((cut, p, float(rate)))
-
-    def fill(T: float) -> tuple[np.ndarray, np.ndarray]:
-        hit = np.zeros(len(parts))
-        held = np.zeros(len(parts))
-        for j, part in enumerate(parts):
-            if part is not None:
-                c, p, rate = part
-                h = -np.expm1(-rate * p * T)
-                held[j] = float((c * h).sum())
-                hit[j] = float((c * p * h).sum())
-        return hit, held
-
-    tracked = sum(float(part[0].sum()) for part in parts if part is not None)
-    if tracked <= capacity:
-        full = [(0.0, 0.0) if part is None else (float((part[0] * part[1]).sum()),
-                                                 float(part[0].sum())) for part in parts]
-        return np.array([f[0] for f in full]), np.array([f[1] for f in full])
-    lo, hi = 1e-12, 1e15
-    for _ in range(80):
-        mid = math.sqrt(lo * hi)
-        if fill(mid)[1].sum() < capacity:
-            lo = mid
-        else:
-            hi = mid
-    return fill(math.sqrt(lo * hi))
-
-
-@dataclass(frozen=True)
-class CapacityEstimate:
-    """Requests/s the deployment sustains, by resource, and the unloaded latency.
-
-    Attributes:
-        capacity_qps: ``min`` of the three bounds.
-        nodes_qps: Bound of the embedding nodes with the best split of each shard's traffic
-            over its replicas (and the mean straggler slowdown).
-        links_qps: Bound of the busiest link direction under that split.
-        dense_qps: Bound of the dense devices.
-        solo_s: Latency of one request in an empty system.
-        service_s: Expected service time per (shard, node) ``(S, N)`` (inf where not held).
-        split: The traffic split used ``(S, N)``.
-        hit: Expected lookup hit rate per node on its cached segments ``(N,)``.
-        row_hit: Expected hit rate per (node, shard) ``(N, S)`` (a prior for the router).
-        warm_rows: Expected rows of each segment in each node's cache ``(N, segments)``.
-    """
-
-    capacity_qps: float
-    nodes_qps: float
-    links_qps: float
-    dense_qps: float
-    solo_s: float
-    service_s: np.ndarray
-    split: np.ndarray
-    hit: np.ndarray
-    row_hit: np.ndarray
-    warm_rows: np.ndarray
-
-
-def estimate_capacity(layout: ShardLayout, stragglers: RandomDisruption | None = None,
-                      iterations: int = 300) -> CapacityEstimate:
-    """Analytic capacity of a deployment (Che hit rates, balanced split, per-resource bounds).
-
-    Each replica is assumed to get an equal share of its shard's lookups for the hit rates;
-    the split that balances node load is then found by iterative proportional fitting. The
-    simulator's caches work at sub-request granularity and routing changes hit rates, so the
-    true saturation point differs by some percent (``tests/test_shard_sim.py`` measures it).
-    """
-    lay = layout
-    spec = lay.spec
-    N, S = spec.n_nodes, spec.n_shards
-    J = len(lay.seg_rows)
-    pooling = np.asarray(spec.pooling, dtype=np.float64)
-    seg_share = np.ones(J)
-    if spec.row_wise:  # share of the table's lookups in this residue class of ranks
-        for j, (t, s) in enumerate(zip(lay.seg_table, lay.seg_shard, strict=True)):
-            rows = int(spec.table_rows[t])
-            if rows <= 4096:
-                ks = np.arange(s, rows, S)
-                seg_share[j] = float((cdf(ks + 2.0, rows, spec.alpha)
-                                      - cdf(ks + 1.0, rows, spec.alpha)).sum())
-            else:
-                seg_share[j] = 1.0 / S
-    seg_lookups = spec.batch * pooling[lay.seg_table] * seg_share
-    hit_seg = np.zeros((N, J))
-    warm = np.zeros((N, J), dtype=np.int64)
-    node_hit = np.zeros(N)
-    memo: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
-    reps = np.array([len(set(r)) for r in spec.replicas], dtype=np.float64)
-    for n in range(N):
-        held = [j for j in range(J) if lay.holds[n, lay.seg_shard[j]] and not lay.seg_pinned[j]]
-        if not held:
-            continue
-        rates = seg_lookups[held] / reps[lay.seg_shard[held]]
-        key = tuple(held)
-        if key not in memo:
-            memo[key] = che_hit_rates(lay.seg_rows[held].tolist(), lay.seg_track[held].tolist(),
-                                      rates.tolist(), spec.alpha, spec.cache_rows)
-        h, rows_held = memo[key]
-        hit_seg[n, held] = h
-        warm[n, held] = np.floor(rows_held).astype(np.int64)
-        node_hit[n] = float((h * rates).sum() / rates.sum())
-    service = np.full((S, N), np.inf)
-    lookups_s = np.zeros(S)
-    row_hit = np.full((N, S), 0.5)
-    for s in range(S):
-        segs = np.flatnonzero(lay.seg_shard == s)
-        total = float(seg_lookups[segs].sum())
-        lookups_s[s] = total
-        cach = segs[~lay.seg_pinned[segs]]
-        for n in range(N):
-            if not lay.holds[n, s]:
-                continue
-            miss = float((seg_lookups[cach] * (1.0 - hit_seg[n, cach])).sum())
-            service[s, n] = spec.node_overhead_s + max(lay.c_fast * (total - miss),
-                                                       lay.c_slow * miss)
-            if len(cach) and seg_lookups[cach].sum() > 0:
-                row_hit[n, s] = 1.0 - miss / float(seg_lookups[cach].sum())
-    held_sn = np.isfinite(service)
-    cost = np.where(held_sn, service, 0.0)
-    x = held_sn / held_sn.sum(axis=1, keepdims=True)
-    for _ in range(iterations):
-        load = (cost * x).sum(axis=0)
-        x = np.where(held_sn, x / np.maximum(load, 1e-12)[None, :], 0.0)
-        x = x / x.sum(axis=1, keepdims=True)
-    load = (cost * x).sum(axis=0)
-    derate = 1.0
-    if stragglers is not None:
-        derate = 1.0 + stragglers.fraction * (stragglers.factor - 1.0)
-    nodes_qps = 1.0 / (float(load.max()) * derate)
-    req_bytes = spec.header_bytes + lookups_s * spec.id_bytes
-    resp_bytes = lay.resp_bytes
-    down = (x * req_bytes[:, None]).sum(axis=0)
-    up = (x * resp_bytes[:, None]).sum(axis=0)
-    bps = np.array([lk.payload_bps for lk in spec.links])
-    links_qps = float(np.min(bps / np.maximum(np.maximum(down, up), 1e-12)))
-    dense_qps = spec.dense_servers / (spec.bottom_s + spec.top_s)
-    fixed = np.array([(lk.latency_us + lk.rpc_us) * 1e-6 for lk in spec.links])
-    fan = [float(np.min(np.where(held_sn[s], 2 * fixed + req_bytes[s] / bps + service[s]
-                                 + resp_bytes[s] / bps, np.inf))) for s in range(S)]
-    solo = max(spec.bottom_s, max(fan)) + spec.top_s
-    return CapacityEstimate(min(nodes_qps, links_qps, dense_qps), nodes_qps, links_qps,
-                            dense_qps, solo, service, x, node_hit, row_hit, warm)

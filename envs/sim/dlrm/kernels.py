@@ -1,13 +1,13 @@
 """Compiled (numba) kernels of the sharded-serving simulator's hot spots.
 
-Each kernel does what a few numpy calls in :mod:`envs.sim.shard`, :mod:`envs.sim.rowcache` and
-:mod:`envs.shard` do, in one pass and with the same results to the bit: integer work (row-cache
-probes, rank clipping, key building, dedup of sorted keys) is exact; the float arithmetic is the
-same IEEE operations in the same order, element by element (no reductions, no fast-math, so no
-contraction into fused multiply-adds; numpy's error model, so a division by zero gives inf or
-NaN as numpy's does instead of raising). The random draws stay in numpy's ``Generator`` (the
-stream is unchanged), and so do the float32 ``power``/``exp`` of the rank sampling and the sort
-(numpy's SIMD versions; ``libm``'s could round differently).
+Each kernel does what a few numpy calls in :mod:`envs.sim.dlrm.cluster`,
+:mod:`envs.sim.dlrm.rowcache` and :mod:`envs.shard` do, in one pass and with the same results to
+the bit: integer work (row-cache probes, rank clipping, key building, dedup of sorted keys) is
+exact; the float arithmetic is the same IEEE operations in the same order, element by element (no
+reductions, no fast-math, so no contraction into fused multiply-adds; numpy's error model, so a
+division by zero gives inf or NaN as numpy's does instead of raising). The random draws stay in
+numpy's ``Generator`` (the stream is unchanged), and so do the float32 ``power``/``exp`` of the
+rank sampling and the sort (numpy's SIMD versions; ``libm``'s could round differently).
 
 numba is optional: :data:`AVAILABLE` is False without it (or with ``LDSGYM_NO_JIT=1`` in the
 environment) and callers use their numpy path, which ``tests/test_shard_fastpath.py`` checks
@@ -25,7 +25,7 @@ from envs.sim.jit import AVAILABLE, njit
 @njit(cache=True, nogil=True, error_model="numpy")
 def lru_access(last1: np.ndarray, alive: np.ndarray, keys: np.ndarray, offset: int,
                oldest: int, base: int, t: int, cap: int, size: int) -> tuple[int, int, int]:
-    """The array part of :meth:`envs.sim.rowcache.LruRowCache.access` (``n > 0``, ``cap > 0``,
+    """The array part of :meth:`envs.sim.dlrm.rowcache.LruRowCache.access` (``n > 0``, ``cap > 0``,
     ``alive`` already compacted so that ``t - base < len(alive)``).
 
     Returns:
@@ -65,7 +65,7 @@ def lfu_top(count: np.ndarray, keys: np.ndarray, counts: np.ndarray, offset: int
 @njit(cache=True, nogil=True, error_model="numpy")
 def lfu_access(count: np.ndarray, hist: np.ndarray, keys: np.ndarray, counts: np.ndarray,
                offset: int, theta: int, cap: int, size: int) -> tuple[int, int, int]:
-    """The array part of :meth:`envs.sim.rowcache.LfuRowCache.access` (``n > 0``,
+    """The array part of :meth:`envs.sim.dlrm.rowcache.LfuRowCache.access` (``n > 0``,
     ``cap > 0``, ``hist`` long enough for every new count).
 
     Returns:
@@ -94,7 +94,7 @@ def lfu_access(count: np.ndarray, hist: np.ndarray, keys: np.ndarray, counts: np
 @njit(cache=True, nogil=True, error_model="numpy")
 def scale_draws(u: np.ndarray, m: np.ndarray, norm: np.ndarray) -> None:
     """``u = u * norm.repeat(m) + 1`` in place, in ``u``'s dtype (the argument of the power
-    in :meth:`envs.sim.shard.ShardSim._sample_ranks`).
+    in :meth:`envs.sim.dlrm.cluster.ShardSim._sample_ranks`).
 
     Each table's run is a view indexed from 0 (here and in the key kernels): numba then knows
     the index is not negative, and the loop compiles to vector code."""
@@ -249,7 +249,7 @@ def routing_obs(now: float, s: int, d_tracked: int, d_untracked: int, lookups: i
     observation's entries, clipped to [0, 10], into ``out`` (float32, ``10 N + S + 5``):
     the formulas of :meth:`envs.shard.ShardRoutingEnv._predict_finish` and ``_obs``.
 
-    ``state`` is :attr:`envs.sim.shard.ShardSim.node_state`. ``consts`` rows: the per-node
+    ``state`` is :attr:`envs.sim.dlrm.cluster.ShardSim.node_state`. ``consts`` rows: the per-node
     fixed link cost; ``(c_fast, c_slow, overhead, mean lookups, mean response bytes,
     capacity)``; the link payload rate now per node; then, per shard, whether each node holds
     it (1.0 or 0.0). ``out`` gets the ten node rows (row ``r`` at ``r * N``), then the
@@ -359,9 +359,9 @@ def earliest_replica(now: float, s: int, d_tracked: int, d_untracked: int, looku
                      req_bytes: float, resp_bytes: float, holds: np.ndarray,
                      row_hit: np.ndarray, state: np.ndarray, fixed: np.ndarray,
                      bps: np.ndarray, c_fast: float, c_slow: float, overhead: float) -> int:
-    """:meth:`envs.sim.shard.ShardSim.earliest_replica` (the same float operations in the
+    """:meth:`envs.sim.dlrm.cluster.ShardSim.earliest_replica` (the same float operations in the
     same order) over the live replicas: the nodes ``k`` with ``holds[k, s]`` that are up
-    (``state`` is :attr:`envs.sim.shard.ShardSim.node_state`, whose up row is 1.0 exactly
+    (``state`` is :attr:`envs.sim.dlrm.cluster.ShardSim.node_state`, whose up row is 1.0 exactly
     for them), in increasing order (the least ``(t, k)`` does not depend on the order); -1
     when there is none."""
     best = -1
