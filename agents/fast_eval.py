@@ -103,8 +103,8 @@ def _round_robin(policy: RoundRobinPolicy, masks: Sequence[np.ndarray],
 
 def _least_loaded(policy: LeastLoadedPolicy, masks: Sequence[np.ndarray],
                   sizes: Mapping[str, int]) -> Kernel:
-    """:class:`LeastLoadedPolicy`: :func:`~envs.sim.device.rules.least_loaded` on the key of
-    :func:`~envs.sim.device.rules.least_loaded_key`, as ``act``."""
+    """:class:`LeastLoadedPolicy`: :func:`~envs.sim.device.rules.least_loaded` on the keys of
+    :func:`~envs.sim.device.rules.least_loaded_keys`, as ``act``."""
     P = sizes["queue"]
     lists, _, _ = _mask_lists(masks)
     keys, rule = rules.least_loaded_keys, rules.least_loaded

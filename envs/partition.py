@@ -390,10 +390,11 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         P = self.n_partitions
         if a == P:
             sim.reject()
-        elif 0 <= a < P and self._fits[a][sim.pending_model()]:
-            sim.place(a)
         else:
-            raise ValueError(f"action {a} is masked or out of range for this query")
+            try:
+                sim.place(a)  # checks the range and that the model fits, before any change
+            except ValueError:
+                raise ValueError(f"action {a} is masked or out of range for this query") from None
         self._steps += 1
         sim.advance()
         if sim.pending is None:  # truncated

@@ -557,15 +557,19 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         P = self.n_slots
         counts = self._counts
         fits = sim.fits
-        rows = [[fits[p][m] for p in range(P)] for m in range(self.n_models)]
+        # Per model, the slots that hold it (in slot order): only those are compared.
+        cands = [[p for p in range(P) if fits[p][m]] for m in range(self.n_models)]
+        every = [[True] * len(c) for c in cands]
         finish, earliest = sim.finish_times_s, rules.earliest
         predict = sim.predicted if kind == "interference_aware" and sim.interferes else None
 
         def route(now: float, m: int, deadline: float) -> int:
             counts[m] += 1
-            fin = finish(m, now, predict(m) if predict is not None else None)
+            slots = cands[m]
+            fin = finish(m, now, predict(m) if predict is not None else None, slots)
             # hopeless everywhere: reject, as Clockwork does
-            return earliest(fin, rows[m], True, True, now, deadline)
+            i = earliest(fin, every[m], True, True, now, deadline)
+            return slots[i] if i < len(slots) else P
         return route
 
     def _route(self, now: float, m: int, deadline: float) -> int:

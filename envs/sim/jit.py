@@ -14,12 +14,15 @@ from typing import Any
 try:  # numba is a dependency, but the simulator must still work without it
     from numba import njit
     AVAILABLE = os.environ.get("LDSGYM_NO_JIT", "") in ("", "0")
+    #: numba is importable (``njit`` compiles, lazily, even when :data:`AVAILABLE` is off).
+    INSTALLED = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     AVAILABLE = False
+    INSTALLED = False
 
     def njit(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
         def wrap(fn: Any) -> Any:
             return fn
         return wrap
 
-__all__ = ["AVAILABLE", "njit"]
+__all__ = ["AVAILABLE", "INSTALLED", "njit"]

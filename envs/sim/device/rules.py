@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.sim.jit import njit
+from envs.sim.jit import INSTALLED, njit
 
 #: float32(1e-3) as a float: the weight of ``busy`` in least-loaded's key.
 MILLI_F32 = 0.0010000000474974513
@@ -50,12 +50,16 @@ def earliest(values: Sequence[float], valid: Sequence[Any], reject_hopeless: boo
     """
     n = len(values)
     best = -1
+    low = 0.0
     for p in range(n):
-        if valid[p] and (best < 0 or values[p] < values[best]):
-            best = p
+        if valid[p]:
+            v = values[p]
+            if best < 0 or v < low:
+                best = p
+                low = v
     if best < 0:
         return n
-    if reject_hopeless and can_reject and offset + values[best] > limit:
+    if reject_hopeless and can_reject and offset + low > limit:
         return n
     return best
 
@@ -163,7 +167,7 @@ _CODECS: dict[int, struct.Struct] = {}
 def _compiled(fn: Any, **calls: Any) -> Any:
     """``fn`` compiled by numba, the rules it calls replaced by their compiled twins (a
     compiled function can only call compiled ones); ``fn`` itself when numba is missing."""
-    if not hasattr(njit(lambda: None), "py_func"):  # numba missing: njit is the identity
+    if not INSTALLED:  # njit is the identity
         return fn
     scope = {**fn.__globals__, **calls}
     twin = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.sim.core import Event, EventQueue
+from envs.sim.device import compiled
 from envs.sim.metrics import Counters
 from traces.arrivals import Arrivals
 
@@ -517,8 +518,6 @@ class GpuServingSim:
             ValueError: an action is masked or out of range.
             RuntimeError: not at the start of an episode.
         """
-        from envs.sim.device import compiled
-
         if self.pending != 0 or self._next != 1:
             raise RuntimeError("run_compiled needs an episode just started (first request "
                                "pending, nothing decided)")

@@ -278,28 +278,23 @@ class SharedGpuSim(GpuServingSim):
             wait = down
         return wait + self.queued_work_s[p] + self.solo_s[p][m]
 
-    def finish_times_s(self, m: int, now: float,
-                       slowdowns: Sequence[float] | None = None) -> list[float]:
-        """Per slot, :meth:`expected_finish_s` for model ``m`` at ``now``, the batch of one and
-        the queued work slowed down by ``slowdowns`` (per slot) when given: the finish time
-        the placement rules of ``Repartition`` compare (``wait + (work + solo) x slowdown``)."""
+    def finish_times_s(self, m: int, now: float, slowdowns: Sequence[float] | None = None,
+                       slots: Sequence[int] | None = None) -> list[float]:
+        """Per slot (or per slot of ``slots``, in that order), :meth:`expected_finish_s` for
+        model ``m`` at ``now``, the batch of one and the queued work slowed down by
+        ``slowdowns`` (per slot) when given: the finish time the placement rules of
+        ``Repartition`` compare (``wait + (work + solo) x slowdown``)."""
+        until, busy, up, work, solo = (self.busy_until, self.busy, self.up_at,
+                                       self.queued_work_s, self.solo_s)
         out: list[float] = []
         append = out.append
-        for t, b, u, w, row in zip(self.busy_until, self.busy, self.up_at, self.queued_work_s,
-                                   self.solo_s, strict=True):
-            wait = t - now if b else 0.0
-            d = u - now
-            append(wait + (w + row[m]) if d <= wait else d + (w + row[m]))
-        if slowdowns is None:
-            return out
-        # The same, the own work slowed down: wait + (work + solo) x slowdown.
-        out = []
-        append = out.append
-        for t, b, u, w, row, f in zip(self.busy_until, self.busy, self.up_at,
-                                      self.queued_work_s, self.solo_s, slowdowns, strict=True):
-            wait = t - now if b else 0.0
-            d = u - now
-            append(wait + (w + row[m]) * f if d <= wait else d + (w + row[m]) * f)
+        for p in range(self.n_partitions) if slots is None else slots:
+            wait = until[p] - now if busy[p] else 0.0
+            d = up[p] - now
+            if d > wait:
+                wait = d
+            own = work[p] + solo[p][m]
+            append(wait + (own * slowdowns[p] if slowdowns is not None else own))
         return out
 
     def place(self, p: int) -> None:
