@@ -558,7 +558,7 @@ class SharedGpuSim(GpuServingSim):
         busy, factor = self.busy, self._factor
         rems, rts, done, until = self._rem, self._rt, self._done, self.busy_until
         busy_s = self.counters.busy_s
-        events, push = self.events, heapq.heappush
+        schedule = self.events.schedule
         for q, b in enumerate(busy):
             if not b:
                 continue
@@ -576,75 +576,18 @@ class SharedGpuSim(GpuServingSim):
             ev = done[q]
             if ev is not None:
                 ev.cancelled = True
-            # events.schedule(end, BATCH_DONE, q) inlined (end >= now; this runs about once
-            # per decision): the same event, heap entry and sequence number.
-            ev = done[q] = Event(end, BATCH_DONE, q)
-            seq = events._seq = events._seq + 1
-            push(events.heap, (end, 0, seq, ev))
+            done[q] = schedule(end, BATCH_DONE, q)
             busy_s[q] += end - until[q]
             until[q] = end
 
     def _loop(self, decide: Callable[[float, int, float], int] | None,
               until: float = _INF) -> int:
-        """The event loop behind :meth:`advance`, :meth:`run` and :meth:`run_until`.
+        """The event loop behind :meth:`advance` (``decide=None``: run to the next arrival and
+        return), :meth:`run` and :meth:`run_until` (decide every request up to ``until``).
 
-        Without ``decide`` (:meth:`advance`: a few events, then the next arrival) the loop
-        below; with it, :meth:`_run_loop`, the same with more inlined (it runs long)."""
-        if decide is not None:
-            return self._run_loop(decide, until)
-        events, c = self.events, self.counters
-        heap = events.heap
-        heappop = heapq.heappop
-        nxt = self._next
-        if nxt < self._n:
-            j = nxt - self._base
-            if j >= self._clen:
-                self._load_chunk(nxt)
-                j = 0
-            horizon = self._ct[j]
-        else:
-            horizon = _INF
-        stop = horizon > until
-        h = until if stop else horizon
-        while heap and heap[0][0] <= h:
-            now, _, _, ev = heappop(heap)
-            if ev.cancelled:
-                continue
-            events.now = now
-            self.backlog += self._backlog_rate * (now - self._backlog_t)
-            self._backlog_t = now
-            p = ev.target
-            kind = ev.kind
-            if kind == BATCH_DONE:
-                self._finish(p, now)
-            elif kind == BATCH_TIMEOUT:
-                self._timeout[p] = None
-                self._try_dispatch(p, True)
-                self._reshape(now)
-            else:  # SLOT_UP
-                if self.queued_items[p] and not self.busy[p]:
-                    self._try_dispatch(p)
-                    self._reshape(now)
-        if stop:
-            events.now = until
-            self.backlog += self._backlog_rate * (until - self._backlog_t)
-            self._backlog_t = until
-            return 0
-        if nxt >= self._n:
-            return 0
-        events.now = horizon
-        self.backlog += self._backlog_rate * (horizon - self._backlog_t)
-        self._backlog_t = horizon
-        self._backlog_rate += self._cinv[j]
-        self.pending = nxt
-        self._pj = j
-        self._next = nxt + 1
-        c.arrived += 1
-        return 0
-
-    def _run_loop(self, decide: Callable[[float, int, float], int],
-                  until: float = _INF) -> int:
-        """:meth:`_loop` with ``decide``: decides every request up to ``until``."""
+        Per-request and per-event work is inlined (this loop is where the simulator spends
+        its time): placing without priorities or preemption (else :meth:`_admit`) and a
+        batch's completion."""
         P, fits = self.n_partitions, self.fits
         events, c = self.events, self.counters
         heap = events.heap
@@ -652,8 +595,6 @@ class SharedGpuSim(GpuServingSim):
         dispatch, reshape, admit = self._try_dispatch, self._reshape, self._admit
         timeouts = self._timeout
         prio = self._priorities
-        # Inlined below: place() without priorities or preemption (else _admit), and a
-        # batch's completion (_finish, the same statements).
         simple = not prio and not self._preempt
         shaped = self._slowdown is not None
         cap, B = self._capacity, self._max_batch
@@ -671,7 +612,7 @@ class SharedGpuSim(GpuServingSim):
                                             self._csize, self._clev)
         steps = 0
         while True:
-            if self.pending is not None:
+            if decide is not None and self.pending is not None:
                 j = self._pj
                 m = cm[j]
                 a = decide(ct[j], m, cdead[j])
@@ -726,7 +667,7 @@ class SharedGpuSim(GpuServingSim):
                 self._backlog_t = now
                 p = ev.target
                 kind = ev.kind
-                if kind == BATCH_DONE:  # as _finish(p, now)
+                if kind == BATCH_DONE:
                     batch = lrunning[p]
                     rate = self._backlog_rate
                     good = 0
@@ -778,36 +719,8 @@ class SharedGpuSim(GpuServingSim):
             nxt += 1
             self._next = nxt
             c.arrived += 1
-
-    def _finish(self, p: int, now: float) -> None:
-        """A batch completed on ``p``."""
-        c = self.counters
-        batch = self._lrunning[p]
-        rate = self._backlog_rate
-        good = 0
-        for req in batch:
-            rate -= req[2]
-            if now <= req[1] + 1e-12:
-                good += 1
-        self._backlog_rate = rate
-        c.completed += len(batch)
-        c.good += good
-        c.latency.add_finished(now, batch)
-        self._lrunning[p] = []
-        self.busy[p] = False
-        self.running_model[p] = -1
-        self._run_level[p] = self.n_levels
-        self._done[p] = None
-        self._job[p] = None
-        self._jobcode[p] = -1
-        if self._retiring[p]:
-            self._retiring[p] = False
-            self._drain_left -= 1
-            if self._drain_left == 0:
-                self._bring_up(now)
-        elif self.queued_items[p]:
-            self._try_dispatch(p)
-        self._reshape(now)
+            if decide is None:
+                return steps
 
     def _try_dispatch(self, p: int, force: bool = False) -> None:
         """Start a batch on idle slot ``p`` if one is due (or ``force``: the timeout)."""
