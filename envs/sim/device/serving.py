@@ -21,6 +21,7 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,40 @@ from traces.arrivals import Arrivals
 BATCH_DONE = 0
 BATCH_TIMEOUT = 1
 _INF = float("inf")
+
+
+def take(q: deque[Any], batch: list[Any], items: int, limit: int, solo_finish: float,
+         drop: bool, rate: float) -> tuple[int, int, int, float]:
+    """Move requests from the head of ``q`` into ``batch`` (the batcher's one filling rule).
+
+    Takes requests in order while the batch holds at most ``limit`` items (a first request
+    always fits); with ``drop``, a request whose deadline ``req[1]`` is before
+    ``solo_finish`` (even a batch of one would be late) leaves the queue but not into the
+    batch (expired). Requests are tuples ``(arrival_s, deadline_s, 1/SLA_s, size, ...)``.
+
+    Returns:
+        ``(items, removed, expired, rate)``: items in the batch now, items taken off the
+        queue, requests expired, and the backlog rate ``rate`` less each expired request's
+        ``1/SLA`` (subtracted one by one). ``q`` is left non-empty only when the batch is
+        full.
+    """
+    removed = 0
+    expired = 0
+    popleft, append = q.popleft, batch.append
+    while q:
+        req = q[0]
+        s = req[3]
+        if batch and items + s > limit:
+            break
+        popleft()
+        removed += s
+        if drop and req[1] < solo_finish:
+            expired += 1
+            rate -= req[2]
+            continue
+        append(req)
+        items += s
+    return items, removed, expired, rate
 
 
 @dataclass(frozen=True)
@@ -298,8 +333,7 @@ class GpuServingSim:
         events, c = self.events, self.counters
         heap = events.heap
         heappop = heapq.heappop
-        hist = c.latency
-        dispatch = self._try_dispatch
+        dispatch, complete = self._try_dispatch, self._complete
         n = self._n
         j, nxt = self._pj, self._next
         ct, cm, csize, cdead, cinv = self._ct, self._cm, self._csize, self._cdead, self._cinv
@@ -357,17 +391,7 @@ class GpuServingSim:
                 self._backlog_t = now
                 p = ev.target
                 if ev.kind == BATCH_DONE:
-                    batch = running[p]
-                    rate = self._backlog_rate
-                    good = 0
-                    for req in batch:
-                        rate -= req[2]
-                        if now <= req[1] + 1e-12:
-                            good += 1
-                    self._backlog_rate = rate
-                    c.completed += len(batch)
-                    c.good += good
-                    hist.add_finished(now, batch)
+                    complete(now, running[p])
                     running[p] = []
                     busy[p] = False
                     self.running_model[p] = -1
@@ -405,8 +429,7 @@ class GpuServingSim:
 
     def _try_dispatch(self, p: int, force: bool = False) -> None:
         """Start a batch on idle partition ``p`` if one is due (or ``force``: the timeout)."""
-        queued = self.queued_items
-        if self.busy[p] or queued[p] == 0:
+        if self.busy[p] or self.queued_items[p] == 0:
             return
         queues = self.queues[p]
         # The model of the oldest queued request goes next.
@@ -418,55 +441,54 @@ class GpuServingSim:
                 if t0 < oldest:
                     oldest = t0
                     m = k
-        q = queues[m]
-        events = self.events
-        now = events.now
-        B = self._max_batch
-        by_model = self.queued_by_model[p]
+        now = self.events.now
+        if not self._due(p, m, oldest, now, force):
+            return
+        batch: list[tuple[float, float, float, int]] = []
+        items, removed, expired, self._backlog_rate = take(
+            queues[m], batch, 0, self._max_batch, now + self.solo_s[p][m], self._drop_expired,
+            self._backlog_rate)
+        self._dequeued(p, m, removed, expired)
+        if not batch:  # everything was expired; look at the other models
+            self._try_dispatch(p, force)
+            return
+        self._start_batch(p, m, batch, items, now)
+
+    # The batcher's pieces, shared with SharedGpuSim (one copy of each rule).
+    def _due(self, p: int, m: int, oldest: float, now: float, force: bool) -> bool:
+        """Whether a batch of model ``m`` starts on ``p`` now: it is full, ``force`` (the
+        timeout fired), or its oldest request has waited ``max_queue_delay_s``; else arm
+        the timeout (once). A batch that starts cancels a pending timeout."""
         timeouts = self._timeout
-        if not force and by_model[m] < B:
+        if not force and self.queued_by_model[p][m] < self._max_batch:
             due = oldest + self._delay_s
             if now < due:
                 if timeouts[p] is None:
-                    timeouts[p] = events.schedule(due, BATCH_TIMEOUT, p)
-                return
+                    timeouts[p] = self.events.schedule(due, BATCH_TIMEOUT, p)
+                return False
         pending_timeout = timeouts[p]
         if pending_timeout is not None:
             pending_timeout.cancelled = True
             timeouts[p] = None
-        batch: list[tuple[float, float, float, int]] = []
-        items = 0
-        removed = 0
-        expired = 0
-        solo_finish = now + self.solo_s[p][m]
-        drop = self._drop_expired
-        rate = self._backlog_rate
-        popleft, append = q.popleft, batch.append
-        while q:
-            req = q[0]
-            s = req[3]
-            if batch and items + s > B:
-                break
-            popleft()
-            removed += s
-            if drop and req[1] < solo_finish:
-                expired += 1
-                rate -= req[2]
-                continue
-            append(req)
-            items += s
-        self._backlog_rate = rate
+        return True
+
+    def _dequeued(self, p: int, m: int, removed: int, expired: int) -> None:
+        """Book ``removed`` items of model ``m`` taken off ``p``'s queue, ``expired`` of
+        them dropped (the queued work is exactly 0.0 once the queue is empty)."""
+        queued = self.queued_items
         left = queued[p] - removed
         queued[p] = left
-        by_model[m] -= removed
+        self.queued_by_model[p][m] -= removed
         work = self.queued_work_s
         work[p] = work[p] - removed * self._item_cost[p][m] if left else 0.0
-        c = self.counters
         if expired:
-            c.dropped_expired += expired
-        if not batch:  # everything was expired; look at the other models
-            self._try_dispatch(p, force)
-            return
+            self.counters.dropped_expired += expired
+
+    def _start_batch(self, p: int, m: int, batch: list[Any], items: int,
+                     now: float) -> tuple[Event, float]:
+        """Run ``batch`` (``items`` of model ``m``) on ``p`` from ``now``: its latency from
+        the table, busy time and dynamic energy booked; returns its completion event and
+        its duration."""
         lat_table = self.latency[p][m]
         dur = lat_table[min(items, len(lat_table)) - 1]
         end = now + dur
@@ -474,11 +496,27 @@ class GpuServingSim:
         self.busy_until[p] = end
         self.running_model[p] = m
         self._running[p] = batch
+        c = self.counters
         c.busy_s[p] += dur
         energy_w = self._energy_w
         if energy_w is not None:
             c.energy_j += energy_w[p] * dur
-        events.schedule(end, BATCH_DONE, p)
+        return self.events.schedule(end, BATCH_DONE, p), dur
+
+    def _complete(self, now: float, batch: list[Any]) -> None:
+        """Book a finished batch: completed, good (done by its deadline), the latency
+        histogram, and the backlog rate its requests leave."""
+        rate = self._backlog_rate
+        good = 0
+        for req in batch:
+            rate -= req[2]
+            if now <= req[1] + 1e-12:
+                good += 1
+        self._backlog_rate = rate
+        c = self.counters
+        c.completed += len(batch)
+        c.good += good
+        c.latency.add_finished(now, batch)
 
     @property
     def trace_models(self) -> np.ndarray:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from envs.sim.core import Event
-from envs.sim.device.serving import BATCH_DONE, BATCH_TIMEOUT, BatcherConfig, GpuServingSim
+from envs.sim.device.serving import BATCH_DONE, BATCH_TIMEOUT, BatcherConfig, GpuServingSim, take
 from traces.arrivals import Arrivals
 
 SLOT_UP = 2
@@ -166,7 +166,6 @@ class SharedGpuSim(GpuServingSim):
             [[deque() for _ in range(L)] for _ in range(M)] for _ in range(P)]
         #: Estimated seconds of queued work per (slot, level), as ``queued_work_s``.
         self.queued_work_level = [[0.0] * L for _ in range(P)]
-        self._lrunning: list[list[Request]] = [[] for _ in range(P)]
         self._run_level = [L] * P
         self.active = [True] * P if active is None else [bool(a) for a in active]
         self.up_at = [0.0 if a else _INF for a in self.active]
@@ -525,8 +524,8 @@ class SharedGpuSim(GpuServingSim):
         c.busy_s[p] -= self.busy_until[p] - now
         if self._energy_w is not None:
             c.energy_j -= self._energy_w[p] * rem
-        reqs = self._lrunning[p]
-        self._lrunning[p] = []
+        reqs = self._running[p]
+        self._running[p] = []
         self.busy[p] = False
         self.busy_until[p] = now
         self.running_model[p] = -1
@@ -593,6 +592,7 @@ class SharedGpuSim(GpuServingSim):
         heap = events.heap
         heappop = heapq.heappop
         dispatch, reshape, admit = self._try_dispatch, self._reshape, self._admit
+        complete = self._complete
         timeouts = self._timeout
         prio = self._priorities
         simple = not prio and not self._preempt
@@ -601,10 +601,9 @@ class SharedGpuSim(GpuServingSim):
         queued, by_model, work, cost = (self.queued_items, self.queued_by_model,
                                         self.queued_work_s, self._item_cost)
         work_level, lqueues = self.queued_work_level, self.lqueues
-        busy, running_model, lrunning = self.busy, self.running_model, self._lrunning
+        busy, running_model, running = self.busy, self.running_model, self._running
         run_level, done, job, jobcode = self._run_level, self._done, self._job, self._jobcode
         retiring = self._retiring
-        hist = c.latency
         n = self._n
         nxt = self._next
         # The trace's current chunk (reloaded below when the next request is past it).
@@ -668,18 +667,8 @@ class SharedGpuSim(GpuServingSim):
                 p = ev.target
                 kind = ev.kind
                 if kind == BATCH_DONE:
-                    batch = lrunning[p]
-                    rate = self._backlog_rate
-                    good = 0
-                    for req in batch:
-                        rate -= req[2]
-                        if now <= req[1] + 1e-12:
-                            good += 1
-                    self._backlog_rate = rate
-                    c.completed += len(batch)
-                    c.good += good
-                    hist.add_finished(now, batch)
-                    lrunning[p] = []
+                    complete(now, running[p])
+                    running[p] = []
                     busy[p] = False
                     running_model[p] = -1
                     run_level[p] = self.n_levels
@@ -760,102 +749,40 @@ class SharedGpuSim(GpuServingSim):
                     if t0 < oldest:
                         oldest = t0
                         m = k
-        B = self._max_batch
-        by_model = self.queued_by_model[p]
-        timeouts = self._timeout
-        if not force and by_model[m] < B:
-            due = oldest + self._delay_s
-            if now < due:
-                if timeouts[p] is None:
-                    timeouts[p] = events.schedule(due, BATCH_TIMEOUT, p)
-                return
-        pending_timeout = timeouts[p]
-        if pending_timeout is not None:
-            pending_timeout.cancelled = True
-            timeouts[p] = None
+        if not self._due(p, m, oldest, now, force):
+            return
         batch: list[Request] = []
         items = 0
-        removed = 0
-        expired = 0
         solo_finish = now + self.solo_s[p][m]
         drop = self._drop_expired
         rate = self._backlog_rate
         cost = self._item_cost[p][m]
         level_work = self.queued_work_level[p]
         run_level = self.n_levels
-        full = False
-        if run_level == 1:  # one level: the loop below, for one queue
-            q = queues[m][0]
-            popleft, append = q.popleft, batch.append
-            while q:
-                req = q[0]
-                s = req[3]
-                if batch and items + s > B:
-                    break
-                popleft()
-                removed += s
-                if drop and req[1] < solo_finish:
-                    expired += 1
-                    rate -= req[2]
-                    continue
-                append(req)
-                items += s
-            if batch:
-                run_level = 0
-            if removed:
-                level_work[0] -= removed * cost
-        else:
-            for lev, q in enumerate(queues[m]):
-                removed_here = 0
-                while q:
-                    req = q[0]
-                    s = req[3]
-                    if batch and items + s > B:
-                        full = True
-                        break
-                    q.popleft()
-                    removed += s
-                    removed_here += s
-                    if drop and req[1] < solo_finish:
-                        expired += 1
-                        rate -= req[2]
-                        continue
-                    batch.append(req)
-                    items += s
-                    if lev < run_level:
-                        run_level = lev
-                if removed_here:
-                    level_work[lev] -= removed_here * cost
-                if full:
-                    break
+        removed = expired = 0
+        # From the most important level down, as far as the batch has room.
+        for lev, q in enumerate(queues[m]):
+            before = items
+            items, took, dropped, rate = take(q, batch, items, self._max_batch, solo_finish,
+                                              drop, rate)
+            if took:
+                removed += took
+                expired += dropped
+                level_work[lev] -= took * cost
+            if items > before and lev < run_level:
+                run_level = lev
+            if q:  # full
+                break
         self._backlog_rate = rate
-        left = queued[p] - removed
-        queued[p] = left
-        by_model[m] -= removed
-        work = self.queued_work_s
-        work[p] = work[p] - removed * cost if left else 0.0
-        if not left:
+        self._dequeued(p, m, removed, expired)
+        if not self.queued_items[p]:
             for lev in range(self.n_levels):
                 level_work[lev] = 0.0
-        c = self.counters
-        if expired:
-            c.dropped_expired += expired
         if not batch:  # everything was expired; look at the other models
             self._try_dispatch(p, force)
             return
-        lat_table = self.latency[p][m]
-        dur = lat_table[min(items, len(lat_table)) - 1]
-        end = now + dur
-        self.busy[p] = True
-        self.busy_until[p] = end
-        self.running_model[p] = m
-        self._lrunning[p] = batch
         self._run_level[p] = run_level
-        c.busy_s[p] += dur
-        energy_w = self._energy_w
-        if energy_w is not None:
-            c.energy_j += energy_w[p] * dur
-        self._done[p] = events.schedule(end, BATCH_DONE, p)
+        self._done[p], dur = self._start_batch(p, m, batch, items, now)
         self._factor[p] = 1.0
         self._rem[p] = dur
         self._rt[p] = now
