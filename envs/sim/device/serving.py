@@ -175,7 +175,8 @@ class GpuServingSim:
         self.busy_until = [0.0] * P  # end of the running batch (<= now when idle)
         self.busy = [False] * P
         self.running_model = [-1] * P
-        self._running: list[list[tuple[float, float, float, int]]] = [[] for _ in range(P)]
+        #: Per partition, the requests of its running batch (tuples as queued).
+        self._running: list[list[Any]] = [[] for _ in range(P)]
         self._timeout: list[Event | None] = [None] * P
         B = batcher.max_batch
         self._max_batch = B
