@@ -233,7 +233,12 @@ class GpuServingSim:
         if not 0 <= p < self.n_partitions or not self.fits[p][m]:
             raise ValueError(f"partition {p} cannot serve model {m}")
         self.pending = None
-        # The same bookkeeping as in _loop (kept in step with it; tests compare both paths).
+        self._queue_pending(p, m, j)
+
+    def _queue_pending(self, p: int, m: int, j: int) -> None:
+        """Queue request ``j`` of the current chunk (model ``m``) on ``p``, or drop it (the
+        queue is full), and start a batch if one is due: :meth:`place`'s bookkeeping, also
+        the loop's."""
         size = self._csize[j]
         queued = self.queued_items[p] + size
         if queued > self._capacity:
@@ -245,8 +250,8 @@ class GpuServingSim:
         by_model = self.queued_by_model[p]
         by_model[m] += size
         self.queued_work_s[p] += size * self._item_cost[p][m]
-        # An idle partition waiting for its batch to fill (timeout pending) starts it only
-        # when this request fills it (see _loop).
+        # Idle and waiting for the batch to fill (a timeout is pending): the oldest request
+        # and its due time are unchanged, so only a full batch can start it now.
         if not self.busy[p] and (self._timeout[p] is None or by_model[m] >= self._max_batch):
             self._try_dispatch(p)
 
@@ -325,19 +330,19 @@ class GpuServingSim:
         With ``decide``, first decides the pending request, then runs to the next arrival, and
         repeats until the trace is exhausted and drained. Without, runs to the next arrival
         and returns. Per-request and per-event work is inlined here (this loop is where the
-        simulator spends its time); a batch starts in :meth:`_try_dispatch`.
+        simulator spends its time); a request is queued by :meth:`_queue_pending`, a batch
+        starts in :meth:`_try_dispatch` and ends in :meth:`_complete`.
         """
-        P, fits, cap = self.n_partitions, self.fits, self._capacity
-        queues, queued, by_model = self.queues, self.queued_items, self.queued_by_model
-        work, cost, busy = self.queued_work_s, self._item_cost, self.busy
-        running, timeouts, B = self._running, self._timeout, self._max_batch
+        P, fits = self.n_partitions, self.fits
+        queued, busy, running, timeouts = self.queued_items, self.busy, self._running, self._timeout
         events, c = self.events, self.counters
         heap = events.heap
         heappop = heapq.heappop
         dispatch, complete = self._try_dispatch, self._complete
+        queue_pending = self._queue_pending
         n = self._n
         j, nxt = self._pj, self._next
-        ct, cm, csize, cdead, cinv = self._ct, self._cm, self._csize, self._cdead, self._cinv
+        ct, cm, cdead, cinv = self._ct, self._cm, self._cdead, self._cinv
         clen = self._clen
         steps = 0
         while True:
@@ -349,25 +354,9 @@ class GpuServingSim:
                     self.pending = None
                     c.dropped_rejected += 1
                     self._backlog_rate -= cinv[j]
-                elif 0 <= a < P and fits[a][m]:
-                    # As place(a).
+                elif 0 <= a < P and fits[a][m]:  # as place(a)
                     self.pending = None
-                    size = csize[j]
-                    q = queued[a] + size
-                    if q > cap:
-                        c.dropped_overflow += 1
-                        self._backlog_rate -= cinv[j]
-                    else:
-                        queues[a][m].append((t, cdead[j], cinv[j], size))
-                        queued[a] = q
-                        pm = by_model[a]
-                        pm[m] += size
-                        work[a] += size * cost[a][m]
-                        # Idle and waiting for the batch to fill (a timeout is pending): the
-                        # oldest request and its due time are unchanged, so only a full batch
-                        # can start it now; _try_dispatch would return without effect.
-                        if not busy[a] and (timeouts[a] is None or pm[m] >= B):
-                            dispatch(a)
+                    queue_pending(a, m, j)
                 else:
                     raise ValueError(f"partition {a} cannot serve model {m}")
                 steps += 1
@@ -377,8 +366,7 @@ class GpuServingSim:
                 if j >= clen:
                     self._load_chunk(nxt)
                     j = 0
-                    ct, cm, csize, cdead, cinv = (self._ct, self._cm, self._csize, self._cdead,
-                                                  self._cinv)
+                    ct, cm, cdead, cinv = self._ct, self._cm, self._cdead, self._cinv
                     clen = self._clen
                 horizon = ct[j]
             else:

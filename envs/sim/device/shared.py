@@ -296,19 +296,7 @@ class SharedGpuSim(GpuServingSim):
             append(wait + (own * slowdowns[p] if slowdowns is not None else own))
         return out
 
-    def place(self, p: int) -> None:
-        """Queue the pending request on slot ``p``.
-
-        Raises:
-            ValueError: ``p`` is out of range or the model does not fit on it.
-        """
-        if self.pending is None:
-            raise RuntimeError("no pending request; call advance() first")
-        j = self._pj
-        m = self._cm[j]
-        if not 0 <= p < self.n_partitions or not self.fits[p][m]:
-            raise ValueError(f"partition {p} cannot serve model {m}")
-        self.pending = None
+    def _queue_pending(self, p: int, m: int, j: int) -> None:
         lev = self._clev[j] if self._priorities else 0
         self._admit(p, m, (self._ct[j], self._cdead[j], self._cinv[j], self._csize[j], lev))
 
@@ -595,12 +583,8 @@ class SharedGpuSim(GpuServingSim):
         complete = self._complete
         timeouts = self._timeout
         prio = self._priorities
-        simple = not prio and not self._preempt
         shaped = self._slowdown is not None
-        cap, B = self._capacity, self._max_batch
-        queued, by_model, work, cost = (self.queued_items, self.queued_by_model,
-                                        self.queued_work_s, self._item_cost)
-        work_level, lqueues = self.queued_work_level, self.lqueues
+        queued = self.queued_items
         busy, running_model, running = self.busy, self.running_model, self._running
         run_level, done, job, jobcode = self._run_level, self._done, self._job, self._jobcode
         retiring = self._retiring
@@ -619,29 +603,9 @@ class SharedGpuSim(GpuServingSim):
                     self.pending = None
                     c.dropped_rejected += 1
                     self._backlog_rate -= cinv[j]
-                elif 0 <= a < P and fits[a][m]:
-                    # As place(a).
+                elif 0 <= a < P and fits[a][m]:  # as place(a)
                     self.pending = None
-                    if not simple:
-                        admit(a, m, (ct[j], cdead[j], cinv[j], csize[j], clev[j] if prio else 0))
-                    else:  # as _admit (one level, no preemption)
-                        size = csize[j]
-                        q = queued[a] + size
-                        if q > cap:
-                            c.dropped_overflow += 1
-                            self._backlog_rate -= cinv[j]
-                        else:
-                            lqueues[a][m][0].append((ct[j], cdead[j], cinv[j], size, 0))
-                            queued[a] = q
-                            pm = by_model[a]
-                            pm[m] += size
-                            w = size * cost[a][m]
-                            work[a] += w
-                            work_level[a][0] += w
-                            if not busy[a] and (timeouts[a] is None or pm[m] >= B):
-                                dispatch(a)
-                                if shaped:
-                                    reshape(events.now)
+                    admit(a, m, (ct[j], cdead[j], cinv[j], csize[j], clev[j] if prio else 0))
                 else:
                     raise ValueError(f"partition {a} cannot serve model {m}")
                 steps += 1
