@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from typing import Any
 
 _heappush = heapq.heappush
 
@@ -31,13 +32,19 @@ class Event:
 
 
 class EventQueue:
-    """The event heap of one simulator.
+    """The event heap of one simulator: every simulator's loop runs on it.
+
+    The contract (what the hot loops of ``envs.sim.device`` and ``envs.sim.dlrm`` rely on):
+    events enter only through :meth:`schedule` or :meth:`push` (which number them) and leave
+    through :meth:`cancel` (a flag) or by being popped. A loop may pop :attr:`heap` itself
+    with ``heapq.heappop`` instead of calling :meth:`pop_until` (a method call per event is
+    a measurable share of a step): it then skips entries whose event is ``cancelled`` and
+    sets :attr:`now` to the popped time, exactly as :meth:`pop_until` does.
 
     Attributes:
-        now: Time of the last popped event (seconds).
-        heap: The heap itself, for reading only: ``heap[0][0]`` (when ``heap`` is not empty)
-            is a lower bound on the next live event's time, so a hot loop can skip a call to
-            :meth:`pop_until` when it is later than the horizon.
+        now: Time of the last popped event (seconds); loops that pop :attr:`heap` set it.
+        heap: The heap of ``(time, priority, seq, Event)`` entries: ``heap[0][0]`` (when
+            ``heap`` is not empty) is a lower bound on the next live event's time.
     """
 
     __slots__ = ("_seq", "heap", "now")
@@ -58,6 +65,13 @@ class EventQueue:
         seq = self._seq = self._seq + 1
         _heappush(self.heap, (time, priority, seq, ev))
         return ev
+
+    def push(self, time: float, event: Any) -> None:
+        """Add an event object a simulator made itself (for example a cheaper list with its
+        own cancel flag, which the simulator's loop then pops and checks), numbered as
+        :meth:`schedule` numbers its events; ``time`` must not be before :attr:`now`."""
+        seq = self._seq = self._seq + 1
+        _heappush(self.heap, (time, 0, seq, event))
 
     @staticmethod
     def cancel(event: Event) -> None:

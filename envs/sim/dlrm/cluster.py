@@ -47,7 +47,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from heapq import heappop, heappush
+from heapq import heappop
 from typing import Any, cast
 
 import numpy as np
@@ -478,8 +478,7 @@ class ShardSim:
         if time < events.now:
             raise ValueError(f"cannot schedule at {time} before now={events.now}")
         ev = [False, kind, target]
-        events._seq += 1
-        heappush(self._heap, (time, 0, events._seq, ev))
+        events.push(time, ev)
         return ev
 
     def _sync_backlog(self, now: float) -> None:
@@ -726,12 +725,11 @@ class ShardSim:
         events = self.events
         now = events.now
         t, left, rate = link.state(now)
-        if t < _INF:  # self._schedule(t, LINK_DONE, lid), inlined
+        if t < _INF:  # self._schedule(t, LINK_DONE, lid) without a call
             if t < now:
                 raise ValueError(f"cannot schedule at {t} before now={now}")
             ev = link.event = [False, LINK_DONE, lid]
-            events._seq += 1
-            heappush(self._heap, (t, 0, events._seq, ev))
+            events.push(t, ev)
         else:
             link.event = None
         i = (lid & 1) * self.n_nodes + (lid >> 1)
@@ -801,11 +799,10 @@ class ShardSim:
         end = now + service
         self.service_end[node] = end
         events = self.events
-        if end < events.now:  # self._schedule(end, SERVICE_DONE, node), inlined
+        if end < events.now:  # self._schedule(end, SERVICE_DONE, node) without a call
             raise ValueError(f"cannot schedule at {end} before now={events.now}")
         ev = nd.service_event = [False, SERVICE_DONE, node]
-        events._seq += 1
-        heappush(self._heap, (end, 0, events._seq, ev))
+        events.push(end, ev)
         self.sub.busy_s[node] += service
         # What the node reports back with the response (seen by the router on delivery).
         a = self.ewma
