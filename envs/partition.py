@@ -13,6 +13,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.partition_features import CLIP as _CLIP
+from envs.partition_features import PER_PARTITION, PER_QUERY, features
 from envs.presets import get_workload
 from envs.rewards import Outcome, Reward, make_reward
 from envs.sim.device import compiled, rules
@@ -39,7 +41,6 @@ Obs = dict[str, np.ndarray]
 _SHARED_SLOWDOWNS: dict[tuple[Any, ...],
                         tuple[CoRunnerSlowdowns, dict[Any, tuple[float, ...]]]] = {}
 _SHARED_MAX = 4
-_CLIP = 10.0
 
 
 class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
@@ -314,7 +315,6 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         # Per model: the action mask (reject always valid) and the one-hot "model" feature.
         self._mask_table = [np.array([f[m] for f in self._fits] + [True]) for m in range(M)]
         self._onehot = [[1.0 if k == m else 0.0 for k in range(M)] for m in range(M)]
-        self._prange = range(P)
         self._zeros_p = [0.0] * P
         self._ones_p = [1.0] * P
         # _obs collects its values in one "raw" list, in the order it computes them, packs
@@ -326,13 +326,14 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._obs_const = [[*self._onehot[m], *self._sms_list, 0.0] for m in range(M)]
         zero = head + M + P
         rows_at = head + M + P + 1
-        cols: dict[str, int | None] = {"queue": 0, "queue_same": 1, "busy": 2, "finish": 3}
-        if not self.shared:  # (queue, same, busy, finish, slack, resident)
-            cols.update(slowdown=None, finish_prio=3, slack=4, resident=5)
-        elif self.n_levels == 1:  # (queue, same, busy, finish, slowdown, slack, resident)
-            cols.update(slowdown=4, finish_prio=3, slack=5, resident=6)
-        else:  # (queue, same, busy, finish, slowdown, finish_prio, slack, resident)
-            cols.update(slowdown=4, finish_prio=5, slack=6, resident=7)
+        #: The variant of the observation's features (envs.partition_features).
+        self._variant = ("isolated" if not self.shared else
+                         "shared" if self.n_levels == 1 else "levels")
+        feats = features(self._variant)
+        assert tuple(PER_QUERY) == ("sla", "priority", "rates")  # the head's order below
+        cols: dict[str, int | None] = {k: i for i, k in enumerate(feats.columns)}
+        cols.update({k: cols[v] for k, v in feats.same.items()})
+        cols.update({k: None for k in PER_PARTITION if k not in cols})
         width = 1 + max(k for k in cols.values() if k is not None)
 
         def per_p(k: int | None) -> list[int]:
@@ -353,10 +354,13 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._reward_value = getattr(self.reward_fn, "value", None)
 
     def _bind_scratch(self) -> None:
-        """The scratch space of :meth:`_obs`: its raw values are packed into one bytearray
-        (packing rounds each float to float32 as numpy's cast does: the same values), which
-        one float32 array views; indexing that array by ``_obs_order`` copies them out in the
-        observation's order, into a fresh array (the scratch never leaves the env)."""
+        """The features' compiled functions, and the scratch space of :meth:`_obs`: its raw
+        values are packed into one bytearray (packing rounds each float to float32 as numpy's
+        cast does: the same values), which one float32 array views; indexing that array by
+        ``_obs_order`` copies them out in the observation's order, into a fresh array (the
+        scratch never leaves the env)."""
+        feats = features(self._variant)
+        self._raw, self._builders = feats.raw, feats.builders
         codec = struct.Struct(f"={self._raw_len}f")
         self._raw_buf = bytearray(codec.size)
         self._raw_f32 = np.frombuffer(self._raw_buf, np.float32)
@@ -364,9 +368,9 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        # A Struct's method does not pickle, and a copy of the view would not share the
-        # buffer: rebuilt by __setstate__.
-        for key in ("_raw_buf", "_raw_f32", "_pack_into"):
+        # A Struct's method and the compiled features do not pickle, and a copy of the view
+        # would not share the buffer: rebuilt by __setstate__.
+        for key in ("_raw_buf", "_raw_f32", "_pack_into", "_raw", "_builders"):
             del state[key]
         return state
 
@@ -616,112 +620,6 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         rates[sim.pending_model()] += 1.0 / self.rate_window_s
         self._rate_t = now
 
-    # Observation features as float64 lists, before the float32 cast and the clip at _CLIP.
-    # One function per key, used by rollout; _obs inlines the same expressions (it runs every
-    # step) and tests/test_fast_eval.py checks that both agree value for value.
-    # Arguments: (env, sim, model of the query, now, time to its deadline, 1 / that time).
-    def _f_model(self, sim: GpuServingSim, m: int, now: float, sla: float,
-                 inv_sla: float) -> list[float]:
-        return self._onehot[m]
-
-    def _f_sla(self, sim: GpuServingSim, m: int, now: float, sla: float,
-               inv_sla: float) -> list[float]:
-        return [sla * 1e3 / self._max_sla_ms]
-
-    def _f_queue(self, sim: GpuServingSim, m: int, now: float, sla: float,
-                 inv_sla: float) -> list[float]:
-        inv_b = 1.0 / self.batcher.max_batch
-        return [q * inv_b for q in sim.queued_items]
-
-    def _f_queue_same(self, sim: GpuServingSim, m: int, now: float, sla: float,
-                      inv_sla: float) -> list[float]:
-        inv_b = 1.0 / self.batcher.max_batch
-        return [q[m] * inv_b for q in sim.queued_by_model]
-
-    def _f_busy(self, sim: GpuServingSim, m: int, now: float, sla: float,
-                inv_sla: float) -> list[float]:
-        t, b = sim.busy_until, sim.busy
-        return [(t[p] - now) * inv_sla if b[p] else 0.0 for p in self._prange]
-
-    def _f_finish(self, sim: GpuServingSim, m: int, now: float, sla: float,
-                  inv_sla: float) -> list[float]:
-        # sim.expected_finish_s(p, m) * inv_sla, inlined (same operations, same order).
-        t, b, w, solo = sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m]
-        return [((t[p] - now if b[p] else 0.0) + w[p] + solo[p]) * inv_sla
-                for p in self._prange]
-
-    def _f_size(self, sim: GpuServingSim, m: int, now: float, sla: float,
-                inv_sla: float) -> list[float]:
-        return self._sms_list
-
-    def _f_rates(self, sim: GpuServingSim, m: int, now: float, sla: float,
-                 inv_sla: float) -> list[float]:
-        inv_cap = 1.0 / self.capacity_qps
-        return [r * inv_cap for r in self._rates]
-
-    def _f_priority(self, sim: GpuServingSim, m: int, now: float, sla: float,
-                    inv_sla: float) -> list[float]:
-        L = self.n_levels
-        return [(L - 1 - sim.pending_level()) / (L - 1)] if L > 1 else [0.0]  # type: ignore[attr-defined]
-
-    def _f_slowdown(self, sim: GpuServingSim, m: int, now: float, sla: float,
-                    inv_sla: float) -> list[float]:
-        if not self.interference:
-            return self._zeros_p
-        return [f - 1.0 for f in sim.predicted_slowdowns(m)]  # type: ignore[attr-defined]
-
-    def _f_finish_prio(self, sim: GpuServingSim, m: int, now: float, sla: float,
-                       inv_sla: float) -> list[float]:
-        return self._shared_finish(sim, m, now, inv_sla)[0]
-
-    def _f_slack(self, sim: GpuServingSim, m: int, now: float, sla: float,
-                 inv_sla: float) -> list[float]:
-        c = -_CLIP
-        return [c if v < c else v for v in self._shared_finish(sim, m, now, inv_sla)[1]]
-
-    def _f_resident(self, sim: GpuServingSim, m: int, now: float, sla: float,
-                    inv_sla: float) -> list[float]:
-        return [1.0 if r == m else 0.0 for r in sim.running_model]
-
-    def _shared_finish(self, sim: GpuServingSim, m: int, now: float,
-                       inv_sla: float) -> tuple[list[float], list[float]]:
-        """``finish_prio`` and ``slack`` before clipping (the expressions of :meth:`_obs`)."""
-        t, b, w, solo = sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m]
-        if not self.shared:
-            fin = [((t[p] - now if b[p] else 0.0) + w[p] + solo[p]) * inv_sla
-                   for p in self._prange]
-            return fin, [1.0 - v for v in fin]
-        return self._prio_slack(sim, m, now, inv_sla)  # type: ignore[arg-type]
-
-    def _prio_slack(self, sim: SharedGpuSim, m: int, now: float, inv_sla: float,
-                    f: list[float] | None = None) -> tuple[list[float], list[float]]:
-        """Finish counting only queued work at least as important as the query, and the
-        slack to its deadline with that and the predicted slowdowns ``f`` (shared simulator;
-        ``f`` is computed here when interference is on and it is not given)."""
-        t, b, solo = sim.busy_until, sim.busy, self._solo_of_model[m]
-        if self.n_levels > 1:
-            lev = sim.pending_level()
-            work = [sum(wl[:lev + 1]) for wl in sim.queued_work_level]
-        else:
-            work = sim.queued_work_s
-        if f is None and self.interference:
-            f = sim.predicted_slowdowns(m)
-        fin, slack = [], []
-        for p in self._prange:
-            wait = t[p] - now if b[p] else 0.0
-            fin.append((wait + work[p] + solo[p]) * inv_sla)
-            own = work[p] + solo[p]
-            slack.append(1.0 - (wait + (own * f[p] if f is not None else own)) * inv_sla)
-        return fin, slack
-
-    #: Feature functions by observation key, in the observation's order.
-    _builders: dict[str, Callable[..., list[float]]] = {  # noqa: RUF012
-        "model": _f_model, "sla": _f_sla, "queue": _f_queue, "queue_same": _f_queue_same,
-        "busy": _f_busy, "finish": _f_finish, "size": _f_size, "rates": _f_rates,
-        "priority": _f_priority, "slowdown": _f_slowdown, "finish_prio": _f_finish_prio,
-        "slack": _f_slack, "resident": _f_resident,
-    }
-
     def _obs(self) -> Obs:
         """One fresh float32 array per step; the dict values are views of it."""
         sim = self.sim
@@ -730,96 +628,9 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         now = sim.events.now
         sla = deadline - now
         inv_sla = 1.0 / sla if sla > 0 else 1e3
-        inv_b = self._inv_b
-        c = _CLIP  # clipped here rather than with np.minimum afterwards: the same float32
-        # values (the cast is monotone and 10 is a float32), fewer numpy calls. The same
-        # expressions as the _f_* builders (tests/test_fast_eval.py compares them), per
-        # partition in one loop; "wt" is the time left in its running batch (0 when idle).
-        # The values go to one list in the order computed, reordered into the observation's
-        # order after the float32 cast (see _obs_order).
-        v = sla * 1e3 / self._max_sla_ms
-        L1 = self.n_levels - 1
-        if L1:  # the query's priority class
-            raw = [c if v > c else v, (L1 - lev) / L1]
-        else:
-            raw = [c if v > c else v, 0.0]
-        inv_cap = self._inv_cap
-        for r in self._rates:  # (a loop is cheaper than a comprehension on Python 3.11)
-            v = r * inv_cap
-            raw.append(c if v > c else v)
-        raw += self._obs_const[m]
-        if not self.shared:  # one priority class, no interference: finish_prio is finish
-            for x, y, ww, z, q, qm, r in zip(sim.busy_until, sim.busy, sim.queued_work_s,
-                                             self._solo_of_model[m], sim.queued_items,
-                                             sim.queued_by_model, sim.running_model, strict=True):
-                if y:
-                    wt = x - now
-                    bz = wt * inv_sla
-                    if bz > c:
-                        bz = c
-                else:
-                    wt = bz = 0.0
-                fin = (wt + ww + z) * inv_sla
-                qv = q * inv_b
-                qs = qm[m] * inv_b
-                v = 1.0 - fin
-                raw += (c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
-                        -c if v < -c else v, 1.0 if r == m else 0.0)
-        else:
-            # Predicted slowdowns (1 without interference: x * 1.0 is x, 1.0 - 1.0 is 0).
-            if self.interference:
-                f = sim.predicted(m)  # type: ignore[attr-defined]
-            else:
-                f = self._ones_p
-            if L1:
-                # _prio_slack: only the queued work at least as important counts.
-                top = lev + 1
-                one = top == 1
-                every = lev == L1  # wl[:top] is all of wl...
-                two = every and L1 == 1  # ...and two levels (the usual)
-                for x, y, ww, z, g, q, qm, r, wl in zip(
-                        sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m], f,
-                        sim.queued_items, sim.queued_by_model, sim.running_model,
-                        sim.queued_work_level, strict=True):  # type: ignore[attr-defined]
-                    if y:
-                        wt = x - now
-                        bz = wt * inv_sla
-                        if bz > c:
-                            bz = c
-                    else:
-                        wt = bz = 0.0
-                    fin = (wt + ww + z) * inv_sla
-                    # sum(wl[:top]): written out as sum() adds for the top level alone (0 +
-                    # wl[0]) and for two levels (0 + wl[0] + wl[1]); sum(wl) for all levels
-                    # (no slice to copy).
-                    wp = (0.0 + wl[0] if one else 0.0 + wl[0] + wl[1] if two
-                          else sum(wl) if every else sum(wl[:top]))
-                    fp = (wt + wp + z) * inv_sla
-                    v = 1.0 - (wt + (wp + z) * g) * inv_sla
-                    qv = q * inv_b
-                    qs = qm[m] * inv_b
-                    g = g - 1.0
-                    raw += (c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
-                            c if g > c else g, c if fp > c else fp, -c if v < -c else v,
-                            1.0 if r == m else 0.0)
-            else:  # all queued work is ahead: finish_prio = finish
-                for x, y, ww, z, g, q, qm, r in zip(
-                        sim.busy_until, sim.busy, sim.queued_work_s, self._solo_of_model[m], f,
-                        sim.queued_items, sim.queued_by_model, sim.running_model, strict=True):
-                    if y:
-                        wt = x - now
-                        bz = wt * inv_sla
-                        if bz > c:
-                            bz = c
-                    else:
-                        wt = bz = 0.0
-                    fin = (wt + ww + z) * inv_sla
-                    v = 1.0 - (wt + (ww + z) * g) * inv_sla
-                    qv = q * inv_b
-                    qs = qm[m] * inv_b
-                    g = g - 1.0
-                    raw += (c if qv > c else qv, c if qs > c else qs, bz, c if fin > c else fin,
-                            c if g > c else g, -c if v < -c else v, 1.0 if r == m else 0.0)
+        # The per-query values, the per-model constants, then a row per partition: the
+        # features' one table (envs.partition_features), clipped as they are computed.
+        raw = self._raw(self, sim, m, now, sla, inv_sla, lev)
         # A fresh, writeable float32 array (the index copies), in the observation's order.
         self._pack_into(self._raw_buf, 0, *raw)
         flat = self._raw_f32[self._obs_order]
