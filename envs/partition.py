@@ -14,7 +14,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.partition_features import CLIP as _CLIP
-from envs.partition_features import PER_PARTITION, PER_QUERY, features
+from envs.partition_features import OBSERVATION, features
 from envs.presets import get_workload
 from envs.rewards import Outcome, Reward, make_reward
 from envs.sim.device import compiled, rules
@@ -282,9 +282,14 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
                              dtype=np.float32)
         self._max_sla_ms = float(self.mix.sla_ms.max())
         self._sms_list = self._sms.tolist()
-        sizes = {"model": M, "sla": 1, "queue": P, "queue_same": P, "busy": P, "finish": P,
-                 "size": P, "rates": M, "priority": 1, "slowdown": P, "finish_prio": P,
-                 "slack": P, "resident": P}
+        #: The variant of the observation's features (envs.partition_features).
+        self._variant = ("isolated" if not self.shared else
+                         "shared" if self.n_levels == 1 else "levels")
+        # _obs collects its values in one "raw" list, in the order it computes them, packs
+        # them as float32 and puts them into the observation's order with one numpy index
+        # (cheaper than reordering the Python floats first); the layout comes with the
+        # features of the variant.
+        sizes, order, self._raw_len = features(self._variant).layout(P, M)
         self._feature_sizes = sizes
         offsets = np.cumsum([0, *sizes.values()])
         self._slices = [(k, slice(int(a), int(b)))
@@ -293,23 +298,11 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._obs_len = int(offsets[-1])
         #: The observation's views of its flat array, by key, in one call.
         self._views = operator.itemgetter(*self._slice_list)
-
-        box = spaces.Box
+        #: Where each observation entry is in _obs's raw values.
+        self._obs_order = np.array(order, dtype=np.intp)
         self.observation_space: spaces.Dict = spaces.Dict({  # type: ignore[assignment]
-            "model": box(0.0, 1.0, (M,), np.float32),
-            "sla": box(0.0, _CLIP, (1,), np.float32),
-            "queue": box(0.0, _CLIP, (P,), np.float32),
-            "queue_same": box(0.0, _CLIP, (P,), np.float32),
-            "busy": box(0.0, _CLIP, (P,), np.float32),
-            "finish": box(0.0, _CLIP, (P,), np.float32),
-            "size": box(0.0, 1.0, (P,), np.float32),
-            "rates": box(0.0, _CLIP, (M,), np.float32),
-            "priority": box(0.0, 1.0, (1,), np.float32),
-            "slowdown": box(0.0, _CLIP, (P,), np.float32),
-            "finish_prio": box(0.0, _CLIP, (P,), np.float32),
-            "slack": box(-_CLIP, 1.0, (P,), np.float32),
-            "resident": box(0.0, 1.0, (P,), np.float32),
-        })
+            k: spaces.Box(lo, hi, (sizes[k],), np.float32)
+            for k, (_, lo, hi) in OBSERVATION.items()})
         self.action_space = spaces.Discrete(P + 1)
         self.sim: GpuServingSim | None = None
         # Per model: the action mask (reject always valid) and the one-hot "model" feature.
@@ -317,35 +310,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._onehot = [[1.0 if k == m else 0.0 for k in range(M)] for m in range(M)]
         self._zeros_p = [0.0] * P
         self._ones_p = [1.0] * P
-        # _obs collects its values in one "raw" list, in the order it computes them, packs
-        # them as float32 and puts them into the observation's order with one numpy index
-        # (cheaper than reordering the Python floats first): [sla, priority, *rates,
-        # *model one-hot, *size, 0.0] (the per-model constants appended as one list), then
-        # per partition a row of features: which ones depends on _obs's branch, fixed here.
-        head = 2 + M
-        self._obs_const = [[*self._onehot[m], *self._sms_list, 0.0] for m in range(M)]
-        zero = head + M + P
-        rows_at = head + M + P + 1
-        #: The variant of the observation's features (envs.partition_features).
-        self._variant = ("isolated" if not self.shared else
-                         "shared" if self.n_levels == 1 else "levels")
-        feats = features(self._variant)
-        assert tuple(PER_QUERY) == ("sla", "priority", "rates")  # the head's order below
-        cols: dict[str, int | None] = {k: i for i, k in enumerate(feats.columns)}
-        cols.update({k: cols[v] for k, v in feats.same.items()})
-        cols.update({k: None for k in PER_PARTITION if k not in cols})
-        width = 1 + max(k for k in cols.values() if k is not None)
-
-        def per_p(k: int | None) -> list[int]:
-            return [zero] * P if k is None else [rows_at + p * width + k for p in range(P)]
-        order = [*range(head, head + M), 0, *per_p(cols["queue"]), *per_p(cols["queue_same"]),
-                 *per_p(cols["busy"]), *per_p(cols["finish"]), *range(head + M, head + M + P),
-                 *range(2, head), 1, *per_p(cols["slowdown"]), *per_p(cols["finish_prio"]),
-                 *per_p(cols["slack"]), *per_p(cols["resident"])]
-        assert len(order) == self._obs_len
-        #: Where each observation entry is in _obs's raw values.
-        self._obs_order = np.array(order, dtype=np.intp)
-        self._raw_len = rows_at + P * width
+        self._obs_const = [features(self._variant).constants(self, m) for m in range(M)]
         self._bind_scratch()
         self._inv_b = 1.0 / self.batcher.max_batch
         self._inv_cap = 1.0 / self.capacity_qps
@@ -360,7 +325,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         ``_obs_order`` copies them out in the observation's order, into a fresh array (the
         scratch never leaves the env)."""
         feats = features(self._variant)
-        self._raw, self._builders = feats.raw, feats.builders
+        self._raw, self._builders, self._as_dict = feats.raw, feats.builders, feats.as_dict
         codec = struct.Struct(f"={self._raw_len}f")
         self._raw_buf = bytearray(codec.size)
         self._raw_f32 = np.frombuffer(self._raw_buf, np.float32)
@@ -370,7 +335,8 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         state = self.__dict__.copy()
         # A Struct's method and the compiled features do not pickle, and a copy of the view
         # would not share the buffer: rebuilt by __setstate__.
-        for key in ("_raw_buf", "_raw_f32", "_pack_into", "_raw", "_builders"):
+        for key in ("_raw_buf", "_raw_f32", "_pack_into", "_raw", "_builders",
+                    "_as_dict"):
             del state[key]
         return state
 
@@ -634,10 +600,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         # A fresh, writeable float32 array (the index copies), in the observation's order.
         self._pack_into(self._raw_buf, 0, *raw)
         flat = self._raw_f32[self._obs_order]
-        s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12 = self._views(flat)
-        obs = {"model": s0, "sla": s1, "queue": s2, "queue_same": s3, "busy": s4,
-               "finish": s5, "size": s6, "rates": s7, "priority": s8, "slowdown": s9,
-               "finish_prio": s10, "slack": s11, "resident": s12}
+        obs = self._as_dict(self._views(flat))
         self._last_obs = obs
         return obs
 

@@ -14,16 +14,20 @@ expression text, so they agree bit for bit:
 Names an expression may use. Per query: ``m`` (its model), ``now``, ``sla`` (seconds to its
 deadline), ``inv_sla`` (``1 / sla``; ``1e3`` when the deadline has passed), ``lev`` (its
 priority level, 0 most important), ``L1`` (levels - 1), ``inv_b`` (``1 / max_batch``),
-``inv_cap`` (``1 / capacity``), ``env``. Per partition: ``wt`` (time left in its running
+``inv_cap`` (``1 / capacity``), ``self`` (the env). Per partition: ``wt`` (time left in its running
 batch, 0 when idle), ``ww`` (its queued work, s), ``wp`` (its queued work at least as
 important as the query), ``z`` (the query's batch-1 latency there), ``g`` (the predicted
 slowdown of the query's batch there; 1 without interference), ``q`` (items queued), ``qm``
 (items queued per model), ``r`` (the model it runs, -1 idle), and ``v_<key>`` (the unclipped
 value of a feature computed before it in the row).
 
-Adding an observation feature: one row in :data:`PER_PARTITION` (or :data:`PER_QUERY`), its
-box in the env's ``observation_space`` and its size in ``sizes``; the fused rows, the
-builders and the observation's order follow.
+Adding an observation feature: one row in :data:`PER_PARTITION` (or :data:`PER_QUERY`) and
+one in :data:`OBSERVATION` (its place, shape and bounds); the fused values, the builders,
+the observation space and the observation's order follow.
+
+The generated functions are methods of ``PartitionPlacementEnv`` written from the table
+(their first argument, ``self``, is the env; they read its attributes as its other methods
+do); the env binds them for its variant.
 """
 
 from __future__ import annotations
@@ -53,11 +57,30 @@ PER_PARTITION: dict[str, tuple[str, str | None]] = {
 #: item ``x`` of it, else one value. ``model`` and ``size`` are per-model constants (the
 #: one-hot model, the partitions' SM shares) that the env keeps ready.
 PER_QUERY: dict[str, tuple[str, str | None, str | None]] = {
-    "sla": ("sla * 1e3 / env._max_sla_ms", None, "hi"),
+    "sla": ("sla * 1e3 / self._max_sla_ms", None, "hi"),
     "priority": ("(L1 - lev) / L1 if L1 else 0.0", None, None),
-    "rates": ("x * inv_cap", "env._rates", "hi"),
+    "rates": ("x * inv_cap", "self._rates", "hi"),
 }
-CONSTANT = {"model": "env._onehot[m]", "size": "env._sms_list"}
+CONSTANT = {"model": "self._onehot[m]", "size": "self._sms_list"}
+
+
+#: The observation, in its order: key -> (shape, low, high); shape ``"P"`` is one value per
+#: partition, ``"M"`` one per model, ``1`` one value.
+OBSERVATION: dict[str, tuple[str | int, float, float]] = {
+    "model": ("M", 0.0, 1.0),
+    "sla": (1, 0.0, CLIP),
+    "queue": ("P", 0.0, CLIP),
+    "queue_same": ("P", 0.0, CLIP),
+    "busy": ("P", 0.0, CLIP),
+    "finish": ("P", 0.0, CLIP),
+    "size": ("P", 0.0, 1.0),
+    "rates": ("M", 0.0, CLIP),
+    "priority": (1, 0.0, 1.0),
+    "slowdown": ("P", 0.0, CLIP),
+    "finish_prio": ("P", 0.0, CLIP),
+    "slack": ("P", -CLIP, 1.0),
+    "resident": ("P", 0.0, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -109,17 +132,53 @@ class Features:
         columns: Per-partition keys in the order of each partition's row in the fused raw
             values (``same``/``zero`` keys are not in it).
         same: As the variant's (a key -> the key whose column it reads).
-        raw: ``raw(env, sim, m, now, sla, inv_sla, lev)``: every value of the observation,
+        raw: ``raw(self, sim, m, now, sla, inv_sla, lev)``: every value of the observation,
             clipped, as Python floats in the order computed: the :data:`PER_QUERY` values,
-            ``env._obs_const[m]`` (the per-model constants), then a row per partition.
-        builders: Per key, ``build(env, sim, m, now, sla, inv_sla)``: the unclipped values
+            ``self._obs_const[m]`` (the :data:`CONSTANT` values and one 0.0), then a row per
+            partition (:attr:`columns`).
+        builders: Per key, ``build(self, sim, m, now, sla, inv_sla)``: the unclipped values
             (``slack`` clipped below), as Python floats.
+        as_dict: The observation dict from its per-key views (in :data:`OBSERVATION`'s
+            order).
+        constants: ``constants(self, m)``: the :data:`CONSTANT` values for model ``m`` and
+            the 0.0 that constant-0 keys read (``self._obs_const[m]``).
     """
 
     columns: tuple[str, ...]
     same: Mapping[str, str]
     raw: Callable[..., list[float]]
     builders: Mapping[str, Callable[..., list[float]]]
+    as_dict: Callable[[tuple[Any, ...]], dict[str, Any]]
+    constants: Callable[[Any, int], list[float]]
+
+    def layout(self, P: int, M: int) -> tuple[dict[str, int], list[int], int]:
+        """For ``P`` partitions and ``M`` models: the size of each observation key, where
+        each observation entry is in :attr:`raw`'s values (a constant-0 key reads the one 0.0
+        that follows the constants), and how many values :attr:`raw` returns."""
+        n = {"P": P, "M": M, 1: 1}
+        sizes = {k: n[shape] for k, (shape, _, _) in OBSERVATION.items()}
+        at: dict[str, int] = {}
+        pos = 0
+        for key in (*PER_QUERY, *CONSTANT):
+            at[key] = pos
+            pos += sizes[key]
+        zero = pos
+        rows_at = pos + 1
+        width = len(self.columns)
+        order: list[int] = []
+        for key in OBSERVATION:
+            if key in at:
+                order += range(at[key], at[key] + sizes[key])
+                continue
+            col = self.columns.index(self.same.get(key, key)) if key not in self.zero else -1
+            order += [zero if col < 0 else rows_at + p * width + col for p in range(P)]
+        return sizes, order, rows_at + P * width
+
+    @property
+    def zero(self) -> tuple[str, ...]:
+        """Per-partition keys that are constant 0 in this variant."""
+        return tuple(k for k in PER_PARTITION
+                     if k not in self.columns and k not in self.same)
 
 
 def _expr(variant: Variant, key: str) -> str:
@@ -166,15 +225,15 @@ def _prologue(variant: Variant, keys: list[str], builder: bool = False,
     from the simulator; the fused values are passed it)."""
     if names is None:
         names = {n for k in keys for n in _NAME.findall(_expr(variant, k))}
-    out = ["    c = CLIP", "    inv_b = env._inv_b"]
+    out = ["    c = CLIP", "    inv_b = self._inv_b"]
     if "z" in names:
-        out.append("    solo = env._solo_of_model[m]")
+        out.append("    solo = self._solo_of_model[m]")
     if builder and ("wp" in names or "wl" in names):
         out.append("    lev = sim.pending_level()")
     if "g" in names:
-        out.append("    f = sim.predicted(m) if env.interference else env._ones_p")
+        out.append("    f = sim.predicted(m) if self.interference else self._ones_p")
     if "wp" in names or "wl" in names:
-        out += ["    top = lev + 1", "    one = top == 1", "    every = lev == env.n_levels - 1",
+        out += ["    top = lev + 1", "    one = top == 1", "    every = lev == self.n_levels - 1",
                 "    two = every and lev == 1"]
     return out
 
@@ -202,8 +261,8 @@ def compile_features(variant_name: str) -> Features:
     columns = [k for k in PER_PARTITION if k not in variant.same and k not in variant.zero]
     ns: dict[str, Any] = {"CLIP": CLIP}
     # The fused values: the per-query ones, the per-model constants, a row per partition.
-    src = ["def raw(env, sim, m, now, sla, inv_sla, lev):", *_prologue(variant, columns),
-           "    L1 = env.n_levels - 1", "    inv_cap = env._inv_cap", "    raw = []",
+    src = ["def raw(self, sim, m, now, sla, inv_sla, lev):", *_prologue(variant, columns),
+           "    L1 = self.n_levels - 1", "    inv_cap = self._inv_cap", "    raw = []",
            "    append = raw.append"]
     for expr, over, how in PER_QUERY.values():
         if over is None:
@@ -211,7 +270,7 @@ def compile_features(variant_name: str) -> Features:
         else:
             src += [f"    for x in {over}:", f"        v = {expr}",
                     f"        append({_clip('v', how)})"]
-    src.append("    raw += env._obs_const[m]")
+    src.append("    raw += self._obs_const[m]")
 
     def fused(keys: str) -> str:
         vals = [_clip(f"v_{k}", PER_PARTITION[k][1]) for k in keys.split()]
@@ -220,16 +279,16 @@ def compile_features(variant_name: str) -> Features:
     src.append(_loop(variant, columns, fused, "    "))
     src.append("    return raw")
     for key, (expr, over, _) in PER_QUERY.items():
-        src += [f"def build_{key}(env, sim, m, now, sla, inv_sla):",
-                "    L1 = env.n_levels - 1", "    inv_cap = env._inv_cap",
+        src += [f"def build_{key}(self, sim, m, now, sla, inv_sla):",
+                "    L1 = self.n_levels - 1", "    inv_cap = self._inv_cap",
                 "    lev = sim.pending_level() if L1 else 0",
                 f"    return [{expr}{'' if over is None else f' for x in {over}'}]"]
     for key, expr in CONSTANT.items():
-        src += [f"def build_{key}(env, sim, m, now, sla, inv_sla):", f"    return {expr}"]
+        src += [f"def build_{key}(self, sim, m, now, sla, inv_sla):", f"    return {expr}"]
     for key in PER_PARTITION:
-        src.append(f"def build_{key}(env, sim, m, now, sla, inv_sla):")
+        src.append(f"def build_{key}(self, sim, m, now, sla, inv_sla):")
         if key in variant.zero:
-            src.append("    return env._zeros_p")
+            src.append("    return self._zeros_p")
             continue
         target = variant.same.get(key, key)
         expr = _inline(variant, target)
@@ -242,9 +301,16 @@ def compile_features(variant_name: str) -> Features:
             src.append(f"    return [{_clip('v', 'lo')} for v in [{expr} {each}]]")
         else:
             src.append(f"    return [{expr} {each}]")
+    src += ["def constants(self, m):",
+            f"    return [{', '.join(f'*{e}' for e in CONSTANT.values())}, 0.0]"]
+    names = [f"s{i}" for i in range(len(OBSERVATION))]
+    src += ["def as_dict(views):", f"    {', '.join(names)}, = views",
+            "    return {" + ", ".join(f"{k!r}: {s}" for k, s in zip(OBSERVATION, names,
+                                                                     strict=True)) + "}"]
     exec(compile("\n".join(src), f"<features:{variant_name}>", "exec"), ns)
     builders = {k: ns[f"build_{k}"] for k in (*PER_QUERY, *CONSTANT, *PER_PARTITION)}
-    return Features(tuple(columns), dict(variant.same), ns["raw"], builders)
+    return Features(tuple(columns), dict(variant.same), ns["raw"], builders, ns["as_dict"],
+                    ns["constants"])
 
 
 #: The compiled features, per variant (made once per process).
