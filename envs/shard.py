@@ -42,10 +42,10 @@ _PURE_REWARDS = (GoodputReward, ViolationReward)
 
 
 #: The ``clip`` ufunc: ``np.clip`` without its Python-level wrapper (same loops, same bits).
-_clip_ufunc: np.ufunc = (getattr(np, "_core", None) or np.core).umath.clip
+clip_ufunc: np.ufunc = (getattr(np, "_core", None) or np.core).umath.clip
 
 
-def _clip(x: float, hi: float = _CLIP) -> float:
+def clip(x: float, hi: float = _CLIP) -> float:
     """``np.clip(x, 0, hi)`` of one float, to the bit (NaN and -0.0 pass through)."""
     return 0.0 if x < 0.0 else (hi if x > hi else x)
 
@@ -680,7 +680,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._rw[a] = rw
         N = self.n_nodes
         b = N + a
-        lbb, lbt, lbr = sim._lb_bytes, sim._lb_t, sim._lb_rate
+        lbb, lbt, lbr = sim.inflight_bytes, sim.inflight_t, sim.inflight_rate
         left = float(lbb[a]) - (now - float(lbt[a])) * float(lbr[a])
         down = left if left > 0.0 or left != left else 0.0
         left = float(lbb[b]) - (now - float(lbt[b])) * float(lbr[b])
@@ -731,16 +731,16 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         vals[8] = holds
         mul(self._fin, inv_sla, vals[9])
         flat = np.empty(vals.shape, dtype=np.float32)
-        _clip_ufunc(vals, 0.0, _CLIP, out=flat, casting="unsafe")
+        clip_ufunc(vals, 0.0, _CLIP, out=flat, casting="unsafe")
         return self._obs_dict(flat, sim, sub, inv_sla)
 
     def _obs_dict(self, flat: np.ndarray, sim: ShardSim, sub: Any, inv_sla: float) -> Obs:
         """The observation from its clipped node rows ``flat`` ((10, N) float32, new)."""
         s = sub.shard
         left = sim.fanout_left_count() + 1
-        ex = np.array([_clip(sub.lookups / self._mean_lookups),
-                       _clip(sub.resp_bytes / self._mean_resp), _clip(left / self.n_shards),
-                       _clip(self._req_pred * inv_sla), _clip(self._rate / self.capacity_qps)],
+        ex = np.array([clip(sub.lookups / self._mean_lookups),
+                       clip(sub.resp_bytes / self._mean_resp), clip(left / self.n_shards),
+                       clip(self._req_pred * inv_sla), clip(self._rate / self.capacity_qps)],
                       dtype=np.float32)
         obs = {"queue": flat[0], "work": flat[1], "link": flat[2], "hit": flat[3],
                "hit_shard": flat[4], "occupancy": flat[5], "slow": flat[6], "up": flat[7],

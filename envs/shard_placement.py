@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.rewards import Outcome
-from envs.shard import ShardRoutingEnv, _clip, _clip_ufunc
+from envs.shard import ShardRoutingEnv, clip, clip_ufunc
 from envs.sim.dlrm import ShardSim, kernels
 
 Obs = dict[str, np.ndarray]
@@ -19,7 +19,7 @@ _CLIP = 10.0
 def _f32(x: np.ndarray, hi: float = _CLIP) -> np.ndarray:
     """``np.clip(x, 0, hi).astype(np.float32)`` in one ufunc call."""
     out = np.empty(x.shape, dtype=np.float32)
-    _clip_ufunc(x, 0.0, hi, out=out, casting="unsafe")
+    clip_ufunc(x, 0.0, hi, out=out, casting="unsafe")
     return out
 
 
@@ -272,7 +272,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
         busy = np.asarray(sim.sub.busy_s)
         if now > self._util_t:
             inst = (busy - self._busy_prev) / (now - self._util_t)
-            _clip_ufunc(inst, 0.0, 1.0, out=inst)  # np.clip without its wrapper
+            clip_ufunc(inst, 0.0, 1.0, out=inst)  # np.clip without its wrapper
             w = 1.0 - decay
             self._util = self._util * (1.0 - w) + inst * w
             self._busy_prev = busy
@@ -343,7 +343,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
                 "util": f[S + 2 * N:],
                 "slots": topo["slots"].copy(),
                 "up": topo["up"].copy(),
-                "rates": np.array([_clip(self._rate / self.capacity_qps)], dtype=np.float32),
+                "rates": np.array([clip(self._rate / self.capacity_qps)], dtype=np.float32),
             }
             self._last_obs = obs
             return obs
@@ -357,7 +357,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
             "util": _f32(self._util, 1.0),
             "slots": topo["slots"].copy(),
             "up": topo["up"].copy(),
-            "rates": np.array([_clip(self._rate / self.capacity_qps)], dtype=np.float32),
+            "rates": np.array([clip(self._rate / self.capacity_qps)], dtype=np.float32),
         }
         self._last_obs = obs
         return obs

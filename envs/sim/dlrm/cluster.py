@@ -187,9 +187,11 @@ class ShardSim:
         self._up = np.ones(N, dtype=bool)
         #: Per-node state that the env's observation kernels read together, one row each
         #: (the attributes named here are views of its rows, see :meth:`_bind_views`): per
-        #: link direction the bytes in flight at time lb_t, lb_t and the drain rate (rows 0-1,
-        #: 2-3 and 4-5: downlinks, then uplinks; ``_lb_*`` are them flat, index
-        #: ``up * N + node``, and ``_lb2_*`` as ``(2, N)``), :attr:`service_end`,
+        #: link direction the bytes in flight at time inflight_t, inflight_t and the drain
+        #: rate (rows 0-1, 2-3 and 4-5: downlinks, then uplinks; :attr:`inflight_bytes`,
+        #: :attr:`inflight_t` and :attr:`inflight_rate` are them flat, index
+        #: ``up * N + node``, and ``_lb2_*`` as
+        #: ``(2, N)``), :attr:`service_end`,
         #: :attr:`work_s`, the four rows of :attr:`node_features` and :attr:`link_factor`.
         self.node_state = np.zeros((13, N))
         self.node_state[10:] = 1.0  # measured slowdown, up, link speed factor
@@ -294,7 +296,8 @@ class ShardSim:
             self.nodes[n].cache.warm_ranges(starts, self._warm_rows[n, segs].tolist())
 
     #: Attributes that are views of others (rebuilt by :meth:`_bind_views`, not pickled).
-    _VIEWS = ("_lb_bytes", "_lb_t", "_lb_rate", "_lb2_bytes", "_lb2_t", "_lb2_rate",
+    _VIEWS = ("inflight_bytes", "inflight_t", "inflight_rate", "_lb2_bytes", "_lb2_t",
+              "_lb2_rate",
               "service_end", "work_s", "node_features", "link_factor", "hit_rate", "_occ",
               "measured_slow")
 
@@ -302,9 +305,9 @@ class ShardSim:
         """Point the view attributes at the rows of :attr:`node_state`."""
         st = self.node_state
         self._lb2_bytes, self._lb2_t, self._lb2_rate = st[0:2], st[2:4], st[4:6]
-        self._lb_bytes = self._lb2_bytes.reshape(-1)  # contiguous rows: views
-        self._lb_t = self._lb2_t.reshape(-1)
-        self._lb_rate = self._lb2_rate.reshape(-1)
+        self.inflight_bytes = self._lb2_bytes.reshape(-1)  # contiguous rows: views
+        self.inflight_t = self._lb2_t.reshape(-1)
+        self.inflight_rate = self._lb2_rate.reshape(-1)
         #: Per node: end of the running service (in the past when idle).
         self.service_end = st[6]
         #: Per node: estimated service of the sub-requests routed there and not yet started.
@@ -733,9 +736,9 @@ class ShardSim:
         else:
             link.event = None
         i = (lid & 1) * self.n_nodes + (lid >> 1)
-        self._lb_bytes[i] = left
-        self._lb_t[i] = now
-        self._lb_rate[i] = rate
+        self.inflight_bytes[i] = left
+        self.inflight_t[i] = now
+        self.inflight_rate[i] = rate
         busy = link.busy_s
         self._link_busy[i] = busy
         if busy > self._link_busy_max:
@@ -1050,7 +1053,7 @@ class ShardSim:
         d_tracked, d_untracked, lookups = sub.d_tracked, sub.d_untracked, sub.lookups
         req_bytes, resp_bytes = sub.req_bytes, sub.resp_bytes
         row_hit, link_factor = self.row_hit, self.link_factor
-        lb_bytes, lb_t, lb_rate = self._lb_bytes, self._lb_t, self._lb_rate
+        lb_bytes, lb_t, lb_rate = self.inflight_bytes, self.inflight_t, self.inflight_rate
         service_end, work_s, slow = self.service_end, self.work_s, self.measured_slow
         best = -1
         best_t = 0.0
