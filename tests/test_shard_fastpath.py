@@ -198,7 +198,7 @@ def test_reset_reuses_the_caches_and_pickles_keep_the_shared_rows() -> None:
             assert np.shares_memory(getattr(sim, name), sim.node_state), name
         assert np.shares_memory(sim.hit_rate, sim.node_features)
         assert np.shares_memory(sim.measured_slow, sim.node_features)
-        assert np.shares_memory(sim._lb2_bytes, sim._lb_bytes)
+        assert np.shares_memory(sim._lb2_bytes, sim.inflight_bytes)
     assert np.shares_memory(clone._rate_n, clone._consts)
     a, b = env.action_masks(), clone.action_masks()
     assert np.array_equal(a, b)
