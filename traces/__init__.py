@@ -19,6 +19,7 @@ from traces.arrivals import (
 )
 from traces.bench import bench_generation, bench_generation_by_preset, bench_replay
 from traces.formats import read_azure_llm, read_generic_csv, read_jsonl
+from traces.mixture import Mixture
 from traces.paths import shared_dir
 from traces.presets import SYNTHETIC_PRESETS, TRACE_PRESETS, get_trace
 from traces.replay import (
@@ -45,6 +46,7 @@ __all__ = [
     "Diurnal",
     "FlashCrowd",
     "JsonlReplay",
+    "Mixture",
     "ModelClass",
     "PiecewiseRate",
     "Poisson",

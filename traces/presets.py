@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import partial
 
 from traces.arrivals import Poisson, TraceSource
+from traces.mixture import Mixture
 from traces.replay import AzureLLMReplay, Split
 from traces.servegen import ServeGenReplay
 from traces.synthetic import MMPP2, Diurnal, FlashCrowd, PiecewiseRate, Renewal
@@ -61,3 +62,13 @@ def get_trace(spec: str | TraceSource) -> TraceSource:
         raise ValueError(
             f"trace: expected a preset name or a TraceSource, got {type(spec).__name__}")
     return spec
+
+#: Mixtures (issue [N]): per episode one source drawn from several, to train policies that
+#: hold up on arrival processes they were not trained on. ``mixture`` needs no data files;
+#: ``mixture-real`` adds the training windows of the shared real traces (their ``-test``
+#: twins stay held out for evaluation).
+_SYNTHETIC_MIX = ("poisson", "gamma-bursty", "weibull-bursty", "mmpp", "diurnal")
+TRACE_PRESETS["mixture"] = partial(Mixture, traces=_SYNTHETIC_MIX)
+TRACE_PRESETS["mixture-real"] = partial(
+    Mixture, traces=(*_SYNTHETIC_MIX, "azure-code", "azure-conv", "servegen-m-large"),
+    weights=(1, 1, 1, 1, 1, 2.5, 2.5, 2.5))
