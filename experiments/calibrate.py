@@ -248,6 +248,10 @@ def spec_yaml(spec: DeviceSpec, header: str) -> str:
                 inner = ", ".join(f"{k}: {_num(v)}" for k, v in value.items())
                 lines.append(f"{key}: {{{inner}}}")
             continue
+        if isinstance(value, list):
+            if value:
+                lines.append(f"{key}: {json.dumps(value)}")
+            continue
         if value is None:
             lines.append(f"{key}: null")
         elif isinstance(value, str):

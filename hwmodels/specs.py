@@ -74,6 +74,9 @@ class DeviceSpec:
         interference: Parameters of :class:`hwmodels.interference.InterferenceModel`.
         reconfig: Parameters of :class:`hwmodels.reconfig.ReconfigModel`.
         power: Parameters of :class:`hwmodels.power.PowerModel`.
+        aliases: Other published names of the device (vendors' and papers' spellings, e.g.
+            ``H100-SXM``, ``H100-SXM5``), by which calibration finds it; see
+            :func:`hwmodels.calibration.device_name`.
         sources: Where each published number comes from.
     """
 
@@ -101,6 +104,7 @@ class DeviceSpec:
     interference: Mapping[str, float] = field(default_factory=dict)
     reconfig: Mapping[str, float] = field(default_factory=dict)
     power: Mapping[str, float] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -160,6 +164,8 @@ class DeviceSpec:
                 value = {k: dict(v) for k, v in value.items()}
             elif isinstance(value, Mapping):
                 value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
             out[f.name] = value
         return out
 
@@ -189,6 +195,10 @@ class DeviceSpec:
         kwargs = {k: v for k, v in data.items() if k in names}
         try:
             kwargs["peak_tflops"] = _floats(kwargs["peak_tflops"], "peak_tflops")
+            aliases = kwargs.get("aliases") or ()
+            if isinstance(aliases, str) or not all(isinstance(a, str) for a in aliases):
+                raise ValueError(f"aliases must be a list of names, got {aliases!r}")
+            kwargs["aliases"] = tuple(aliases)
             kwargs["sources"] = {str(k): str(v)
                                  for k, v in dict(kwargs.get("sources") or {}).items()}
             for key in ("eff_precision", *_TABLES):
