@@ -50,6 +50,8 @@ def test_conf_specs_carry_the_fitted_parameters() -> None:
     """conf/hw/<name>.yaml were updated in place from calibration/<name>-calibrated.yaml."""
     for cal in CALIBRATED:
         base = cal.removesuffix("-calibrated")
+        if base not in CONF_NAMES:  # a profile fit under its own name (a100-40gb-gpulet)
+            continue
         a, b = load_device(base), load_device(cal)
         assert a.eff_compute_max == pytest.approx(b.eff_compute_max), base
         assert dict(a.stacks) == dict(b.stacks), base

@@ -413,6 +413,13 @@ DGX_A100_HOST_W = 1000.0
 550 W for 6 NVSwitches, 9 NICs, memory, storage and fans (assumption; the DGX A100 datasheet's
 6.5 kW maximum minus 8 x 400 W GPUs leaves 3.3 kW at peak)."""
 
+def _plan_colocation(t: Target, devices: Mapping[str, DeviceSpec]) -> Plan | str:
+    """gpulet samples (PyTorch eager on an A100 under MPS): the whole data set is the check."""
+    return ("a sample of the gpulet co-location measurements (PyTorch eager, TF32): checked "
+            "with all 4,095 rows by experiments.calibrate profile=gpulet:PATH hw=a100-40gb "
+            "(calibration/FIDELITY.md, Interference) and by the hwmodels tests")
+
+
 _PLANNERS: dict[str, Callable[[Target, Mapping[str, DeviceSpec]], Plan | str]] = {
     "throughput": _plan_perf,
     "latency": _plan_perf,
@@ -420,6 +427,7 @@ _PLANNERS: dict[str, Callable[[Target, Mapping[str, DeviceSpec]], Plan | str]] =
     "mig": _plan_mig,
     "mps": _plan_mig,
     "interf": _plan_interf,
+    "colocation": _plan_colocation,
     "spec": _plan_spec,
     "model": _plan_model,
     "rec": _plan_rec,
