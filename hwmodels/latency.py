@@ -10,10 +10,12 @@ a partition with ``S`` SMs and a fraction ``f`` of the device's memory bandwidth
     t_l    = max(t_c, t_m) + kernels_l * launch
     T(b)   = sum_l t_l + batch_overhead
 
-A partition with a fraction ``s`` of the SMs streams at most ``s / bw_sm_fraction`` of the
-device's bandwidth (``bw_sm_fraction``: the fraction of SMs that saturates DRAM, fitted; 0: no
-such limit), so memory-bound layers (depthwise convolutions, pooling, an eager framework's
-unfused batch norms) slow down on small MPS shares, as measured.
+An MPS share with a fraction ``s`` of the SMs streams at most ``s / bw_sm_fraction`` of the
+device's bandwidth (``bw_sm_fraction``: the fraction of SMs that saturates DRAM, fitted on MPS
+shares; 0: no such limit), so memory-bound layers (depthwise convolutions, pooling, an eager
+framework's unfused batch norms) slow down on small MPS shares, as measured. MIG slices keep
+the bandwidth of their memory slices (fitted on published MIG rows; no MIG measurement
+constrains a per-SM limit).
 
 **Eager frameworks** (``eager=True``, PyTorch eager): every layer dispatches its
 ``eager_ops`` operators (conv, batch norm, activation, add, ``torch.cat``, one kernel each;
@@ -144,7 +146,7 @@ class LatencyModel:
         kernels = arr.eager_ops if self.eager else arr.kernels
         bytes_ = (arr.streamed_params + act * bb) * self._bpe
         bw_fraction = partition.bw_fraction
-        if d.bw_sm_fraction > 0:
+        if d.bw_sm_fraction > 0 and partition.mode == "mps":
             reach = sms / d.sm_count / d.bw_sm_fraction
             if reach < bw_fraction:
                 bw_fraction = reach

@@ -64,9 +64,9 @@ class DeviceSpec:
         eff_memory: Fitted fraction of peak bandwidth reached by streaming kernels.
         launch_us: Fitted per-kernel launch/tail overhead in microseconds.
         batch_overhead_us: Fitted fixed cost per batch (host dispatch, copies) in microseconds.
-        bw_sm_fraction: Fitted fraction of the SMs that saturates the memory bandwidth: a
-            partition with a fraction ``s`` of the SMs reaches at most ``s / bw_sm_fraction``
-            of it (0, the default: no such limit).
+        bw_sm_fraction: Fitted fraction of the SMs that saturates the memory bandwidth: an
+            MPS share with a fraction ``s`` of the SMs reaches at most ``s / bw_sm_fraction``
+            of it (0, the default: no such limit; see :mod:`hwmodels.latency`).
         sm_contention: Fitted contention coefficient ``sigma`` of the universal scalability
             law: ``S`` SMs (cores) compute like ``S / (1 + sigma * (S - 1))`` of them. 0 (the
             default, perfect scaling) for GPUs; CPUs with shared caches, memory and - in a

@@ -69,14 +69,14 @@ def test_pipeline_is_never_faster_than_either_side() -> None:
 
 
 def test_bandwidth_limit_leaves_mig_and_full_gpu_alone() -> None:
-    """bw_sm_fraction caps only partitions with fewer SMs than needed to saturate DRAM: MIG
-    slices already own their share of the bandwidth (so MIG latencies do not change)."""
+    """bw_sm_fraction caps MPS shares with fewer SMs than needed to saturate DRAM; MIG slices
+    keep their memory slices' bandwidth (so MIG latencies do not change)."""
     from hwmodels.partitions import mig_layout
 
     d = load_device("a100-80gb")
     assert d.bw_sm_fraction > 0
     off = d.replace(bw_sm_fraction=0.0)
-    for layout in (["1g.10gb"], ["2g.20gb"], ["3g.40gb"], ["7g.80gb"]):
+    for layout in (["1g.10gb"], ["1g.20gb"], ["2g.20gb"], ["3g.40gb"], ["7g.80gb"]):
         p = mig_layout(d, layout)[0]
         assert float(LatencyModel(d).latency_s("mobilenet_v2", 64, p)) == float(
             LatencyModel(off).latency_s("mobilenet_v2", 64, p))
