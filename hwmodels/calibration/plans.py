@@ -356,6 +356,9 @@ def _plan_mig(t: Target, devices: Mapping[str, DeviceSpec]) -> Plan | str:
         if "shadow" in q or "Re-allocation" in q:
             return Plan("reconfig", "a100-80gb", "-", published=tuple(published),
                         extra={"what": "mps_shadow"})
+        if "MIG instance operations" in q and len(published) == 3:
+            return Plan("reconfig", "a100-80gb", "-", published=tuple(published),
+                        extra={"what": "mig_ops"})
         return f"quantity '{q}' not modelled"
     return _plan_perf(t, devices)
 

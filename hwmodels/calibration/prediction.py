@@ -189,6 +189,12 @@ def _pred_reconfig(plan: Plan, devices: Mapping[str, DeviceSpec]) -> list[float]
     if plan.extra["what"] == "mig_mode":  # seconds to switch MIG on (no instance yet)
         steps = ReconfigModel(dev).steps(["full"], ["7g.80gb"], [None])
         return [steps["mode"]]
+    if plan.extra["what"] == "mig_ops":  # create 7 x 1g, destroy 7 x 1g, 7 x 1g -> 2 x 3g
+        rc = ReconfigModel(dev)
+        seven, two = ["1g.10gb"] * 7, ["3g.40gb"] * 2
+        create = rc.steps(two, seven, [None] * 7)["create"]
+        switch = rc.steps(seven, two, [None] * 2)
+        return [create, switch["destroy"], switch["destroy"] + switch["create"]]
     # milliseconds to move an MPS share to a standby client (GSLICE's shadow instance)
     model = ReconfigModel(dev, params={"mps_shadow": 1.0})
     return [model.mean(["mps:50", "mps:50"], ["mps:30", "mps:70"], ["resnet50", "resnet50"],
