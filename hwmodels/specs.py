@@ -139,8 +139,9 @@ class DeviceSpec:
             problems.append("a cpu has no MIG (set mig: null)")
         if not 0 <= self.bw_sm_fraction <= 1:
             problems.append(f"bw_sm_fraction must be in [0, 1], got {self.bw_sm_fraction}")
-        for attr in ("sm_contention", "eff_compute_half_mflop", "eff_vector_half_mflop", "launch_us", "batch_overhead_us",
-                     "tdp_w", "idle_w", "l2_mb", "pcie_gbs", "nvlink_gbs"):
+        for attr in ("sm_contention", "eff_compute_half_mflop", "eff_vector_half_mflop",
+                     "launch_us", "batch_overhead_us", "tdp_w", "idle_w", "l2_mb", "pcie_gbs",
+                     "nvlink_gbs"):
             if getattr(self, attr) < 0:
                 problems.append(f"{attr} must be >= 0, got {getattr(self, attr)}")
         if problems:

@@ -138,7 +138,7 @@ def test_gpulet_reader_and_fixed_split(tmp_path: Path) -> None:
             assert t == (r.model == "resnet50")
         else:
             assert t == (r.model in ("resnet50", "vgg16", "mobilenet_v2"))
-    with pytest.raises(ValueError, match="no data/inference.csv"):
+    with pytest.raises(ValueError, match=r"no data/inference\.csv"):
         cal.read_gpulet(tmp_path / "nowhere")
     f = cal.measured_slowdowns(rows)
     assert np.isnan(f[0]) and np.isfinite(f[len(rows) - 1])

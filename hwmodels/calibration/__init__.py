@@ -26,6 +26,9 @@ The public names of all of them are importable from here.
 """
 
 from hwmodels.calibration.fitting import FitResult, fit_targets
+from hwmodels.calibration.gpulet import HELD_OUT as GPULET_HELD_OUT
+from hwmodels.calibration.gpulet import is_training as gpulet_is_training
+from hwmodels.calibration.gpulet import read_gpulet
 from hwmodels.calibration.params import (
     CPU_OWN_PARAMS,
     DEFAULT_PER_DEVICE,
@@ -54,9 +57,6 @@ from hwmodels.calibration.plans import (
     plan_target,
 )
 from hwmodels.calibration.prediction import STACK_PARAMS, predict, stack_latency, stack_params
-from hwmodels.calibration.gpulet import HELD_OUT as GPULET_HELD_OUT
-from hwmodels.calibration.gpulet import is_training as gpulet_is_training
-from hwmodels.calibration.gpulet import read_gpulet
 from hwmodels.calibration.profiles import (
     GPU_PROFILE_INTERFERENCE,
     GPU_PROFILE_PARAMS,
@@ -100,11 +100,11 @@ __all__ = [
     "DEFAULT_PER_DEVICE",
     "DGX_A100_HOST_W",
     "FIT_KINDS",
+    "FIXED_STACK_PARAMS",
+    "GLOBAL_PARAMS",
     "GPULET_HELD_OUT",
     "GPU_PROFILE_INTERFERENCE",
     "GPU_PROFILE_PARAMS",
-    "FIXED_STACK_PARAMS",
-    "GLOBAL_PARAMS",
     "HARDWARE",
     "MLPERF_BERT_SEQ_LEN",
     "MLPERF_DLRM_PAIRS",

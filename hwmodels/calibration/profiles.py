@@ -212,12 +212,13 @@ PROFILE_PARAMS: dict[str, tuple[float, float]] = {
     "launch_us": (0.1, 2000.0),
     "batch_overhead_us": (1.0, 1e5),
 }
-"""Device parameters fitted to solo profile rows (on a GPU also ``bw_sm_fraction``, and
-``stacks.<stack>.host_us`` for a stack with host dispatch: the other stack parameters are
-then set neutral, so that the device's own parameters describe that stack). On a CPU running eager PyTorch,
-``eff_memory`` also absorbs the traffic of the unfused operators (batch norm, activations and
-adds run as separate passes over memory; the profiles count fused engines), so it comes out
-far below the fraction of the bandwidth a single stream reaches."""
+"""Device parameters fitted to solo profile rows (on a GPU without ``sm_contention`` but with
+:data:`GPU_PROFILE_PARAMS`, and ``stacks.<stack>.host_us`` for a stack with host dispatch: the
+other stack parameters are then set neutral, so that the device's own parameters describe that
+stack). On a CPU running eager PyTorch, ``eff_memory`` also absorbs the traffic of the unfused
+operators (batch norm, activations and adds run as separate passes over memory; the CPU
+profiles count fused engines), so it comes out far below the fraction of the bandwidth a single
+stream reaches."""
 
 PROFILE_INTERFERENCE: dict[str, tuple[float, float]] = {
     "interference.mps_sm": (0.05, 3.0),
