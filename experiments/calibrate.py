@@ -686,6 +686,10 @@ def run_profile(cfg: DictConfig, out: Path) -> None:
 
         if not torch.cuda.is_available():
             raise UserError("profile_run.device: cuda requested but torch sees no CUDA device")
+    colocation = str(p.get("colocation", "processes"))
+    if colocation not in pt.COLOCATION or (colocation == "streams" and device != "cuda"):
+        raise UserError(f"profile_run.colocation: '{colocation}' needs one of "
+                        f"{', '.join(pt.COLOCATION)} (streams: on CUDA only)")
     batches = {str(k): tuple(int(b) for b in v) for k, v in p.batches.items()}
     models = tuple(str(m) for m in p.models)
     pairs = tuple((str(a), int(ab), str(b), int(bb)) for a, ab, b, bb in p.pairs)
@@ -701,7 +705,7 @@ def run_profile(cfg: DictConfig, out: Path) -> None:
                           tuple(float(s) for s in p.colocated_shares), int(p.repeats),
                           float(p.min_time_s), int(p.passes))
     before = pt.microbenchmarks()
-    rows = pt.run_profile(plan, device)
+    rows = pt.run_profile(plan, device, colocation=colocation)
     text = cal.write_profile("", rows)
     write_atomic(out / "profile.csv", text)
     bench = {"device": device, "before": before, "after": pt.microbenchmarks()}
