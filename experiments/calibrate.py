@@ -46,6 +46,9 @@ from hwmodels.specs import CALIBRATED_HW_DIR, DeviceSpec, load_device
 REPO = Path(__file__).resolve().parent.parent
 HW_DIR = CONF_DIR / "hw"
 MODES = ("validate", "fit", "profile")
+GPULET_PREFIX = "gpulet:"
+"""``profile=gpulet:PATH``: the gpulet measurements from a checkout or mirror at PATH, with
+their fixed split (:mod:`hwmodels.calibration.gpulet`)."""
 FAMILY = {"resnet50": "resnet50", "bert-99": "bert", "bert-large": "bert", "dlrm-99": "dlrm",
           "dlrm (Criteo)": "dlrm"}
 
@@ -248,6 +251,10 @@ def spec_yaml(spec: DeviceSpec, header: str) -> str:
                 inner = ", ".join(f"{k}: {_num(v)}" for k, v in value.items())
                 lines.append(f"{key}: {{{inner}}}")
             continue
+        if isinstance(value, list):
+            if value:
+                lines.append(f"{key}: {json.dumps(value)}")
+            continue
         if value is None:
             lines.append(f"{key}: null")
         elif isinstance(value, str):
@@ -277,11 +284,12 @@ def _header(name: str) -> str:
 
 
 def _write_specs(specs: Mapping[str, DeviceSpec], names: Sequence[str], out: Path,
-                 out_dir: str | None, install: bool, note: str) -> list[Path]:
+                 out_dir: str | None, install: bool, note: str,
+                 header_of: str | None = None) -> list[Path]:
     written: list[Path] = []
     text_by_name: dict[str, str] = {}
     for name in names:
-        header = _header(name) + f"\n# {note}"
+        header = _header(header_of or name) + f"\n# {note}"
         text = text_by_name[name] = spec_yaml(specs[name], header)
         load_check = yaml.safe_load(text)
         DeviceSpec.from_mapping(load_check, origin=f"{name}-calibrated.yaml")
@@ -493,20 +501,30 @@ def run_profile_check(cfg: DictConfig, out: Path, fit: bool) -> None:
                                          origin=f"hw={name}")
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    path = Path(str(cfg.profile))
-    if not path.is_file():
+    source = str(cfg.profile)
+    gpulet = source.startswith(GPULET_PREFIX)
+    path = Path(source.removeprefix(GPULET_PREFIX))
+    if not path.exists() or (not gpulet and not path.is_file()):
         raise UserError(f"profile: {path}: no such file")
     try:
-        rows = cal.read_profile(path)
+        rows = cal.read_gpulet(path) if gpulet else cal.read_profile(path)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"profile: {exc}") from None
+    if gpulet:  # a copy for the run folder only: the data's licence is not stated
+        write_atomic(out / "profile.csv", cal.write_profile("", rows))
+    label = "gpulet (github.com/0909wlgur/Gpulet, fixed split)" if gpulet else path.name
     precision = "fp32" if device.kind == "cpu" else "fp16"
     held = {str(m) for m in cfg.fit.profile_holdout_models}
     every = int(cfg.fit.profile_holdout_every)
     if every < 0:
         raise UserError(f"fit.profile_holdout_every: must be >= 0, got {every}")
-    train = np.array([_base(r.model) not in held and _base(r.corunner_model) not in held
-                      and not (every and (i + 1) % every == 0) for i, r in enumerate(rows)])
+    if gpulet:
+        train = np.array([cal.gpulet_is_training(r) for r in rows])
+    else:
+        train = np.array([_base(r.model) not in held and _base(r.corunner_model) not in held
+                          and not (every and (i + 1) % every == 0)
+                          for i, r in enumerate(rows)])
+    out_name = str(cfg.fit.get("profile_spec") or name)
     if fit:
         if not train.any():
             raise UserError("fit.profile_holdout_models: holds out every profile row")
@@ -519,15 +537,18 @@ def run_profile_check(cfg: DictConfig, out: Path, fit: bool) -> None:
         src = dict(device.sources)
         what = ", ".join([*(f"rows whose index is a multiple of {every}" for _ in [0] if every),
                           *(f"{m} rows" for m in sorted(held))]) or "none"
-        text = (f"fitted by experiments.calibrate mode=fit on {path.name} "
+        if gpulet:
+            what = cal.GPULET_HELD_OUT
+        text = (f"fitted by experiments.calibrate mode=fit on {label} "
                 f"({int(train.sum())} of {len(rows)} rows; held out: {what})")
         for k in result.params:
             src[k.split(".")[0]] = text
         device = device.replace(sources=src)
-        note = (f"Fitted parameters: experiments.calibrate mode=fit profile={path.name} "
+        note = (f"Fitted parameters: experiments.calibrate mode=fit profile={label} "
                 f"({datetime.date.today().isoformat()}, {git_revision()[:12]}).")
-        written = _write_specs({name: device}, [name], out, cfg.fit.out_dir,
-                               bool(cfg.fit.install), note)
+        written = _write_specs({out_name: device}, [out_name], out, cfg.fit.out_dir,
+                               bool(cfg.fit.install) and out_name == name, note,
+                               header_of=name)
         for p in written:
             print(f"wrote {p}")
         params = "\n".join(f"- `{k}` = {_num(v)}" for k, v in result.params.items())
@@ -547,11 +568,55 @@ def run_profile_check(cfg: DictConfig, out: Path, fit: bool) -> None:
                      f"{e:.4f},{'train' if t else 'test'}")
     write_atomic(out / "profile_validation.csv", "\n".join(lines) + "\n")
     table = profile_table(rows, err, train)
-    title = f"{'fit' if fit else 'validate'} {name} on {path.name}"
-    md = f"# {title}\n\n{table}\n" + (f"\n## Fitted parameters\n\n{params}\n" if params else "")
+    title = f"{'fit' if fit else 'validate'} {name} on {label}"
+    md = f"# {title}\n\n{table}\n"
+    if any(r.colocated for r in rows):
+        f_pred = cal.predicted_slowdowns(rows, device, precision)
+        md += "\n## Co-located rows\n\n" + colocation_table(rows, pred, f_pred, train) + "\n"
+    md += "\n## Solo rows by model\n\n" + model_table(rows, err, train) + "\n"
+    md += f"\n## Fitted parameters\n\n{params}\n" if params else ""
     write_atomic(out / "summary.md", md)
     plot_profile(rows, meas, pred, train, out / "profile.png", title)
     print(md)
+
+
+def colocation_table(rows: Sequence[cal.ProfileRow], pred_ms: np.ndarray, f_pred: np.ndarray,
+                     train: np.ndarray) -> str:
+    """Co-located rows, fitted and held out apart: the error of the co-located latency and of
+    the slowdown (over the measured solo row of the same model, batch and share), and the
+    Spearman rank correlation of predicted and measured slowdowns."""
+    stats = cal.colocation_stats(rows, pred_ms, f_pred, train)
+    out = ["| co-located rows | n | latency median err. | latency p90 | slowdown median err. | "
+           "slowdown p90 | Spearman (slowdown) | mean slowdown measured / predicted |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, st in stats.items():
+        out.append(f"| {label} | {st.n} | {100 * st.latency_median:.1f}% | "
+                   f"{100 * st.latency_p90:.1f}% | {100 * st.slowdown_median:.1f}% | "
+                   f"{100 * st.slowdown_p90:.1f}% | {st.spearman:.2f} | "
+                   f"{st.measured_mean:.3f} / {st.predicted_mean:.3f} |")
+    return "\n".join(out) + "\n"
+
+
+def model_table(rows: Sequence[cal.ProfileRow], err: np.ndarray, train: np.ndarray) -> str:
+    """Median and p90 error of the solo rows per measured model (and its split)."""
+    out = ["| model | split | n | median rel. error | p90 |", "|---|---|---:|---:|---:|"]
+    models = sorted({r.model for r in rows if not r.colocated})
+    for m in models:
+        mask = np.array([r.model == m and not r.colocated for r in rows])
+        split = {"train" if t else "held out" for t in train[mask]}
+        e = err[mask]
+        out.append(f"| {m} | {', '.join(sorted(split))} | {int(mask.sum())} | "
+                   f"{100 * np.median(e):.1f}% | {100 * np.percentile(e, 90):.1f}% |")
+    solo = np.array([not r.colocated for r in rows])
+    for label, mask in [("all models, fitted", solo & train), ("all models, held out",
+                                                              solo & ~train)]:
+        if mask.any():
+            med = np.median([np.median(err[mask & np.array([r.model == m for r in rows])])
+                             for m in models if (mask & np.array([r.model == m
+                                                                  for r in rows])).any()])
+            out.append(f"| {label} (median of the per-model medians) | | {int(mask.sum())} "
+                       f"| {100 * med:.1f}% | |")
+    return "\n".join(out) + "\n"
 
 
 def profile_table(rows: Sequence[cal.ProfileRow], err: np.ndarray, train: np.ndarray) -> str:
@@ -621,6 +686,10 @@ def run_profile(cfg: DictConfig, out: Path) -> None:
 
         if not torch.cuda.is_available():
             raise UserError("profile_run.device: cuda requested but torch sees no CUDA device")
+    colocation = str(p.get("colocation", "processes"))
+    if colocation not in pt.COLOCATION or (colocation == "streams" and device != "cuda"):
+        raise UserError(f"profile_run.colocation: '{colocation}' needs one of "
+                        f"{', '.join(pt.COLOCATION)} (streams: on CUDA only)")
     batches = {str(k): tuple(int(b) for b in v) for k, v in p.batches.items()}
     models = tuple(str(m) for m in p.models)
     pairs = tuple((str(a), int(ab), str(b), int(bb)) for a, ab, b, bb in p.pairs)
@@ -636,7 +705,7 @@ def run_profile(cfg: DictConfig, out: Path) -> None:
                           tuple(float(s) for s in p.colocated_shares), int(p.repeats),
                           float(p.min_time_s), int(p.passes))
     before = pt.microbenchmarks()
-    rows = pt.run_profile(plan, device)
+    rows = pt.run_profile(plan, device, colocation=colocation)
     text = cal.write_profile("", rows)
     write_atomic(out / "profile.csv", text)
     bench = {"device": device, "before": before, "after": pt.microbenchmarks()}

@@ -7,6 +7,13 @@ are built here from their definitions with random weights (the same shapes as
 ``resnet50``, ``mobilenet_v2`` and ``bert-base``/``bert-large`` (``@N`` sets the sequence
 length).
 
+On a GPU nothing about the device is changed (no MPS daemon, no clocks, no MIG): a co-runner
+either runs in a second process, so the driver time-slices the two contexts
+(``colocation="processes"``), or on a second CUDA stream of the measuring process, so their
+kernels may run concurrently (``colocation="streams"``). Rows record how they were measured
+(GPU: ``stack="eager"``, ``precision``), so that ``experiments.calibrate mode=validate
+profile=...`` checks them as they are.
+
 Measurements run in worker processes (``multiprocessing`` with ``spawn``), each with its own
 thread count and, on Linux, its own CPU cores, so that a co-runner occupies the cores the
 measured model does not (the CPU analogue of an MPS share) or the same ones (time slicing,
@@ -230,6 +237,45 @@ def _measure_worker(conn: Any, device: str, half: bool) -> None:
         conn.send(_time(cache[key], repeats, min_time_s))
 
 
+def _stream_pair_worker(conn: Any, half: bool) -> None:
+    """Serve ``(spec, batch, co_spec, co_batch, repeats, min_time_s)`` on a pipe: time ``spec``
+    on one CUDA stream while a thread runs ``co_spec`` back to back on another stream of the
+    same process (both contend for the GPU and for the interpreter, as two models served by
+    one process do)."""
+    import threading
+
+    _setup(1, None, "cuda")
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        spec, batch, co_spec, co_batch, repeats, min_time_s = msg
+        mine, theirs = torch.cuda.Stream(), torch.cuda.Stream()
+        with torch.cuda.stream(mine):
+            run = _runner(spec, batch, "cuda", half)
+        with torch.cuda.stream(theirs):
+            co_run = _runner(co_spec, co_batch, "cuda", half)
+        stop = threading.Event()
+
+        def loop(co_run: Callable[[], None] = co_run, theirs: Any = theirs,
+                 stop: threading.Event = stop) -> None:
+            with torch.cuda.stream(theirs):
+                while not stop.is_set():
+                    co_run()
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            with torch.cuda.stream(mine):
+                ms = _time(run, repeats, min_time_s)
+        finally:
+            stop.set()
+            thread.join()
+        conn.send(ms)
+        del run, co_run
+        torch.cuda.empty_cache()
+
+
 def _corunner_worker(conn: Any, device: str, half: bool, stop: Any) -> None:
     """Run ``(spec, batch, threads, cores)`` back to back from "ready" until ``stop`` is set."""
     cache: dict[tuple[str, int], Callable[[], None]] = {}
@@ -285,7 +331,22 @@ def _cores_for(share: float, n: int) -> tuple[list[int], list[int]]:
     return mine, other
 
 
+def measured_precision(device: str, half: bool) -> str:
+    """How the rows of :func:`run_profile` computed: ``fp16``, else ``tf32`` on a GPU that
+    PyTorch lets use TF32 for its convolutions, else ``fp32``."""
+    if half:
+        return "fp16"
+    if device == "cuda" and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return "fp32"
+
+
+COLOCATION = ("processes", "streams")
+"""How a GPU co-runner runs (see the module docstring)."""
+
+
 def run_profile(plan: ProfilePlan, device: str = "cpu", *, half: bool | None = None,
+                colocation: str = "processes",
                 log: Callable[[str], None] = print) -> list[ProfileRow]:
     """Measure the plan; returns profile rows (see :data:`hwmodels.calibration.PROFILE_COLUMNS`).
 
@@ -293,9 +354,18 @@ def run_profile(plan: ProfilePlan, device: str = "cpu", *, half: bool | None = N
         plan: What to measure.
         device: ``"cpu"`` or ``"cuda"``.
         half: FP16 on CUDA (default: True on CUDA, False on CPU).
+        colocation: ``"processes"`` or, on CUDA only, ``"streams"`` (see the module docstring).
         log: Progress messages.
+
+    Raises:
+        ValueError: an unknown ``colocation``, or streams without CUDA.
     """
+    if colocation not in COLOCATION:
+        raise ValueError(f"colocation must be one of {COLOCATION}, got {colocation!r}")
+    if colocation == "streams" and device != "cuda":
+        raise ValueError("colocation='streams' needs device='cuda'")
     half = device == "cuda" if half is None else half
+    precision = measured_precision(device, half)
     ncores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
     if device == "cuda":
@@ -306,8 +376,13 @@ def run_profile(plan: ProfilePlan, device: str = "cpu", *, half: bool | None = N
     co_parent, co_child = ctx.Pipe()
     stop = ctx.Event()
     co = ctx.Process(target=_corunner_worker, args=(co_child, device, half, stop), daemon=True)
+    pair_parent, pair_child = ctx.Pipe()
+    pair = (ctx.Process(target=_stream_pair_worker, args=(pair_child, half), daemon=True)
+            if colocation == "streams" else None)
     worker.start()
     co.start()
+    if pair is not None:
+        pair.start()
     best: dict[tuple[str, int, float, str, int], float] = {}
 
     def measure(spec: str, batch: int, share: float) -> float:
@@ -333,6 +408,10 @@ def run_profile(plan: ProfilePlan, device: str = "cpu", *, half: bool | None = N
                 for share in co_shares:
                     for a, ab, b, bb in ((spec, batch, other, obatch),
                                          (other, obatch, spec, batch)):
+                        if pair is not None:
+                            pair_parent.send((a, ab, b, bb, plan.repeats, plan.min_time_s))
+                            keep((a, ab, share, b, bb), float(pair_parent.recv()))
+                            continue
                         _, theirs = _cores_for(share, ncores)
                         stop.clear()
                         co_parent.send((b, bb, len(theirs),
@@ -345,12 +424,19 @@ def run_profile(plan: ProfilePlan, device: str = "cpu", *, half: bool | None = N
                             co_parent.recv()  # "stopped"
                         keep((a, ab, share, b, bb), ms)
     finally:
-        for conn, proc in ((parent, worker), (co_parent, co)):
+        procs = [(parent, worker), (co_parent, co)]
+        if pair is not None:
+            procs.append((pair_parent, pair))
+        for conn, proc in procs:
             conn.send(None)
             proc.join(30)
             if proc.is_alive():
                 proc.terminate()
-    return [ProfileRow(m, b, s, ms, c, cb) for (m, b, s, c, cb), ms in best.items()]
+    # GPU rows say how they were measured; CPU rows keep the defaults (the cpu spec's own
+    # parameters describe eager PyTorch there).
+    stack, prec = ("eager", precision) if device == "cuda" else ("", "")
+    return [ProfileRow(m, b, s, ms, c, cb, stack=stack, precision=prec)
+            for (m, b, s, c, cb), ms in best.items()]
 
 
 def microbenchmarks(threads: int | None = None) -> dict[str, float]:

@@ -21,18 +21,26 @@ With ``A`` the *other* busy partitions of the same sharing domain:
   c_j + m_j`` is the fraction of time ``j`` keeps its SMs busy and ``S_mig`` the SM share of
   the largest MIG instance. ``mig`` is the slowdown with all other slices busy: fitted to
   published_targets T115-T117 (A100, -0.9 to -2.4%) and T118-T119 (A30, 165 W, -8.3/-8.8%).
-* **MPS** (shared L2 and DRAM, SM shares are caps): ``D = sum_{j in A} d_j``; the busy SMs
-  number ``n = S * (s_i + sum_{j in A} s_j u_j)`` of the device's ``S``; job ``i`` alone used
-  ``n_i = S * s_i``. Compute stretches by oversubscription and by the device's contention
-  ``sigma`` (``sm_contention``, the universal-scalability coefficient of the latency model)::
+* **MPS** (shared L2 and DRAM, SM shares are caps): ``D = sum_{j in A} d_j``; the load of the
+  co-runners on the SMs ``L = sum_{j in A} s_j u_j``; the busy SMs number ``n = S * (s_i +
+  L)`` of the device's ``S``; job ``i`` alone used ``n_i = S * s_i``. Compute stretches by
+  oversubscription and by the device's contention ``sigma`` (``sm_contention``, the
+  universal-scalability coefficient of the latency model)::
 
       stretch = max(1, n / S) * (1 + sigma * (min(n, S) - 1)) / (1 + sigma * (n_i - 1))
-      f_i = 1 + c_i * mps_sm * (stretch - 1)
-              + (m_i * mps_bw + c_i * mps_cache) * D
-              + m_i * max(0, d_i + D - 1)                 # bandwidth saturated
+      g_i = 1 + o_i * mps_host                                # launches and host work
+              + c_i * mps_sm * (stretch - 1)                  # shares past 100%
+              + (m_i * mps_bw + c_i * mps_cache) * D          # bandwidth and L2
+              + m_i * max(0, d_i + D - 1)                     # bandwidth saturated
+              + c_i * mps_overlap * L                         # SMs shared within 100%
+      f_i = max(g_i, h_i * (1 + mps_host))
 
-  On GPUs ``sigma = 0`` and only oversubscription (MPS shares summing past 100%) stretches
-  compute. On a CPU the overhead is host (CPU) work too, so ``c_i`` and ``u_j`` include
+  ``h_i`` is the host dispatch time of an eager framework over the solo latency
+  (:attr:`Demand.host`; 0 for engines): a host-bound job is as slow as its host work, which a
+  co-runner stretches by ``mps_host``. MPS does not give a client SMs of its own (its share
+  caps how many it may use), so co-runners whose shares sum to 100% still meet on the SMs
+  (``mps_overlap``). On GPUs ``sigma = 0`` and only oversubscription stretches compute the
+  ``mps_sm`` way. On a CPU the overhead is host (CPU) work too, so ``c_i`` and ``u_j`` include
   ``o`` there.
 * **Time slicing** (one context at a time): ``f_i = (1 + sum_{j in A} u_j) *
   (1 + ts_switch)`` when ``A`` is not empty (the GPU is round-robined among busy contexts,
@@ -60,15 +68,29 @@ from hwmodels.workloads import WorkloadProfile, build_profile
 DEFAULTS: dict[str, float] = {
     "mig": 0.016,
     "mps_sm": 1.0,
-    "mps_bw": 1.0,
-    "mps_cache": 0.2,
+    "mps_bw": 0.001,
+    "mps_cache": 0.00321354,
+    "mps_host": 0.501737,
+    "mps_overlap": 0.226987,
     "ts_switch": 0.03,
 }
-"""Default parameters. ``mig``: mean of T115-T117 (A100). ``mps_*``: assumptions for GPUs, set
-so that ResNet-50 and BERT-base sharing an A100 50/50 under MPS lose 5-8% (published_targets
-T122, second-hand: 5-10%; T123: 90% of 250 pairs lose < 17%), unless a spec's
-``interference`` table overrides them (the CPU's are fitted to co-located measurements).
-``ts_switch``: assumption, a few percent per round of context switches."""
+"""Default parameters (a spec's ``interference`` table overrides them; the CPU's are fitted to
+its own co-located measurements). ``mig``: mean of T115-T117 (A100). ``mps_bw``,
+``mps_cache``, ``mps_host``, ``mps_overlap``: fitted by ``python -m experiments.calibrate
+mode=fit profile=gpulet:PATH hw=a100-40gb`` to the 1,225 co-located rows of the gpulet
+measurements (PyTorch eager, TF32, A100) whose measured model is ResNet-50, on the log error
+of the slowdown; held out: the 2,450 rows measuring DenseNet-121 and VGG-19
+(``calibration/FIDELITY.md``, "Interference"). Bandwidth and L2 contention come out near
+zero there (CNNs on a 40 MB L2). Used for every GPU without its own fit. ``mps_sm``:
+assumption (oversubscribed shares; MPS measurements give the co-runner the rest of the SMs, so
+none constrains it). ``ts_switch``: assumption, a few percent per round of context
+switches."""
+
+CPU_DEFAULTS: dict[str, float] = {"mps_bw": 1.0, "mps_cache": 0.2, "mps_host": 0.0,
+                                  "mps_overlap": 0.0}
+"""What a CPU without its own ``interference`` table uses instead of the GPU fits above: the
+earlier assumptions for bandwidth and cache (``mps_bw`` 1, ``mps_cache`` 0.2), and no separate
+host or SM-overlap terms (a CPU's overhead is already counted as compute there)."""
 
 Job = tuple[WorkloadProfile | str, int]
 
@@ -84,6 +106,8 @@ class Demand:
         bandwidth: Average bytes/s over the device's sustained bandwidth (``d``).
         sm_share: Partition SMs over the device's SMs (``s``).
         latency_s: Its solo batch latency.
+        host: Host dispatch time of an eager framework over the latency (``h``; 0 for
+            engines, whose launches are in ``overhead``).
     """
 
     compute: float
@@ -92,6 +116,7 @@ class Demand:
     bandwidth: float
     sm_share: float
     latency_s: float
+    host: float = 0.0
 
     @property
     def busy(self) -> float:
@@ -112,8 +137,10 @@ class InterferenceModel:
     """
 
     def __init__(self, device: DeviceSpec, precision: str = "fp16",
-                 params: Mapping[str, float] | None = None) -> None:
-        merged = {**DEFAULTS, **device.interference, **(params or {})}
+                 params: Mapping[str, float] | None = None, *,
+                 latency: LatencyModel | None = None) -> None:
+        base = {**DEFAULTS, **CPU_DEFAULTS} if device.kind == "cpu" else DEFAULTS
+        merged = {**base, **device.interference, **(params or {})}
         unknown = sorted(set(merged) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"hw '{device.name}': unknown interference parameter(s) {unknown}; "
@@ -123,7 +150,7 @@ class InterferenceModel:
             raise ValueError(f"hw '{device.name}': interference parameters must be >= 0: {bad}")
         self.device = device
         self.params = merged
-        self.latency = LatencyModel(device, precision)
+        self.latency = LatencyModel(device, precision) if latency is None else latency
         self._mig_total = self._mig_share()
         # (id(profile), batch, partition) -> (profile, demand); the profile is kept alive so
         # that its id cannot be reused.
@@ -193,9 +220,14 @@ class InterferenceModel:
                 n_i = total * di.sm_share
                 stretch = (max(1.0, n / total) * (1.0 + sigma * (min(n, total) - 1.0))
                            / (1.0 + sigma * max(n_i - 1.0, 0.0)))
-                out[i] = (1.0 + c * p["mps_sm"] * max(0.0, stretch - 1.0)
-                          + (di.memory * p["mps_bw"] + c * p["mps_cache"]) * bw
-                          + di.memory * max(0.0, di.bandwidth + bw - 1.0))
+                load = sum(dj.sm_share * (dj.busy + (dj.overhead if cpu else 0.0))
+                           for dj in others)
+                gpu = (1.0 + di.overhead * p["mps_host"]
+                       + c * p["mps_sm"] * max(0.0, stretch - 1.0)
+                       + (di.memory * p["mps_bw"] + c * p["mps_cache"]) * bw
+                       + di.memory * max(0.0, di.bandwidth + bw - 1.0)
+                       + c * p["mps_overlap"] * load)
+                out[i] = max(gpu, di.host * (1.0 + p["mps_host"]))
         return out
 
 
@@ -217,4 +249,5 @@ def _demand(model: LatencyModel, profile: WorkloadProfile, batch: int,
         bandwidth=float(br.bytes) / total / sustained,
         sm_share=partition.sms / d.sm_count,
         latency_s=total,
+        host=float(br.host_s) / total,
     )

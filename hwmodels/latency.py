@@ -10,6 +10,25 @@ a partition with ``S`` SMs and a fraction ``f`` of the device's memory bandwidth
     t_l    = max(t_c, t_m) + kernels_l * launch
     T(b)   = sum_l t_l + batch_overhead
 
+An MPS share with a fraction ``s`` of the SMs streams at most ``s / bw_sm_fraction`` of the
+device's bandwidth (``bw_sm_fraction``: the fraction of SMs that saturates DRAM, fitted on MPS
+shares; 0: no such limit), so memory-bound layers (depthwise convolutions, pooling, an eager
+framework's unfused batch norms) slow down on small MPS shares, as measured. MIG slices keep
+the bandwidth of their memory slices (fitted on published MIG rows; no MIG measurement
+constrains a per-SM limit).
+
+**Eager frameworks** (``eager=True``, PyTorch eager): every layer dispatches its
+``eager_ops`` operators (conv, batch norm, activation, add, ``torch.cat``, one kernel each;
+:class:`~hwmodels.workloads.Layer`) and moves their unfused traffic ``eager_act``. The host
+spends ``host_us`` per operator and the GPU runs kernel ``k`` once it was issued, so with
+``H_k`` the host time up to kernel ``k`` and ``G_{>=k}`` the GPU time from ``k`` on::
+
+    T(b) = max_k (H_k + G_{>=k}) + batch_overhead
+
+which is ``sum_l t_l`` when the GPU is the bottleneck (large batches) and the host's
+dispatch time when it is not (small batches: PyTorch eager latency at batch 1 hardly depends
+on the SM share).
+
 ``sigma`` is the device's ``sm_contention`` (0 for GPUs: SMs scale linearly; a CPU's cores
 share caches, memory and, in a virtual machine, physical cores).
 ``peak_per_SM`` is the device's dense peak for the precision (tensor cores for matmul layers,
@@ -44,9 +63,11 @@ class LatencyBreakdown:
         total_s: Batch latency (``compute_s + memory_s + overhead_s``).
         compute_s: Time in layers whose compute time exceeds their memory time.
         memory_s: Time in memory-bound layers.
-        overhead_s: Kernel launches and the per-batch overhead.
+        overhead_s: Kernel launches, the per-batch overhead and (eager) the host dispatch
+            time the GPU waits for.
         flops: FLOPs executed.
         bytes: Bytes moved to and from device memory.
+        host_s: Host dispatch time of an eager framework (0 otherwise), hidden or not.
     """
 
     total_s: np.ndarray
@@ -55,6 +76,7 @@ class LatencyBreakdown:
     overhead_s: np.ndarray
     flops: np.ndarray
     bytes: np.ndarray
+    host_s: np.ndarray | float = 0.0
 
 
 class LatencyModel:
@@ -63,9 +85,16 @@ class LatencyModel:
     Args:
         device: The device and its calibrated efficiencies.
         precision: Numeric precision of the served engines (``"fp16"``, ``"int8"``, ...).
+        eager: Run as an eager framework (see the module docstring).
+        host_us: Host dispatch time per eager operator in microseconds.
     """
 
-    def __init__(self, device: DeviceSpec, precision: str = "fp16") -> None:
+    def __init__(self, device: DeviceSpec, precision: str = "fp16", *, eager: bool = False,
+                 host_us: float = 0.0) -> None:
+        if host_us < 0:
+            raise ValueError(f"host_us must be >= 0, got {host_us}")
+        self.eager = bool(eager)
+        self.host_us = float(host_us)
         if precision not in BYTES_PER_ELEMENT:
             raise ValueError(
                 f"precision '{precision}' unknown; known: {', '.join(BYTES_PER_ELEMENT)}"
@@ -103,7 +132,9 @@ class LatencyModel:
         bb = b.reshape(-1, 1)  # (B, 1) against layers (L,)
         sms = float(partition.sms)
         work = arr.flops * bb  # (B, L) FLOPs
-        w_half = d.eff_compute_half_mflop * 1e6
+        w_half: np.ndarray | float = d.eff_compute_half_mflop * 1e6
+        if d.eff_vector_half_mflop > 0:
+            w_half = np.where(arr.is_matmul, w_half, d.eff_vector_half_mflop * 1e6)
         per_sm = work / sms
         e_max = np.where(arr.is_matmul, d.eff_compute(self.precision), d.eff_compute_max)
         eff = e_max * per_sm / (per_sm + w_half)
@@ -111,21 +142,42 @@ class LatencyModel:
         peak = np.where(arr.is_matmul, self._peak_mm_per_sm, self._peak_vec_per_sm) * scaled
         with np.errstate(divide="ignore", invalid="ignore"):
             t_c = np.where(work > 0, work / (peak * eff), 0.0)
-        bytes_ = (arr.streamed_params + arr.act * bb) * self._bpe
-        t_m = bytes_ / (d.mem_bw_gbs * 1e9 * partition.bw_fraction * d.eff_memory)
+        act = arr.act + arr.eager_act if self.eager else arr.act
+        kernels = arr.eager_ops if self.eager else arr.kernels
+        bytes_ = (arr.streamed_params + act * bb) * self._bpe
+        bw_fraction = partition.bw_fraction
+        if d.bw_sm_fraction > 0 and partition.mode == "mps":
+            reach = sms / d.sm_count / d.bw_sm_fraction
+            if reach < bw_fraction:
+                bw_fraction = reach
+        t_m = bytes_ / (d.mem_bw_gbs * 1e9 * bw_fraction * d.eff_memory)
         compute_bound = t_c >= t_m
-        t_over = arr.kernels.sum() * (d.launch_us * 1e-6) + d.batch_overhead_us * 1e-6
+        t_over = kernels.sum() * (d.launch_us * 1e-6) + d.batch_overhead_us * 1e-6
         compute = np.where(compute_bound, t_c, 0.0).sum(axis=1)
         memory = np.where(compute_bound, 0.0, t_m).sum(axis=1)
         overhead = np.full_like(compute, t_over)
+        total = compute + memory + overhead
+        host: np.ndarray | float = 0.0
+        if self.eager and self.host_us > 0:
+            # GPU time per layer (roofline + launch gaps), host time per layer; the batch
+            # ends when the last kernel does: max over k of (issue time of k + GPU time
+            # from k on).
+            gpu = np.maximum(t_c, t_m) + kernels * (d.launch_us * 1e-6)
+            issue = np.cumsum(kernels * (self.host_us * 1e-6))
+            tail = np.cumsum(gpu[:, ::-1], axis=1)[:, ::-1]
+            pipe = (issue + tail).max(axis=1)
+            total = np.maximum(pipe, gpu.sum(axis=1)) + d.batch_overhead_us * 1e-6
+            overhead = total - compute - memory
+            host = np.full_like(compute, issue[-1])
         shape = b.shape
         return LatencyBreakdown(
-            total_s=(compute + memory + overhead).reshape(shape),
+            total_s=total.reshape(shape),
             compute_s=compute.reshape(shape),
             memory_s=memory.reshape(shape),
             overhead_s=overhead.reshape(shape),
             flops=work.sum(axis=1).reshape(shape),
             bytes=bytes_.sum(axis=1).reshape(shape),
+            host_s=host if isinstance(host, float) else host.reshape(shape),
         )
 
     def table_s(self, profile: WorkloadProfile | str, partition: Partition,

@@ -5,8 +5,10 @@ spec's ``reconfig`` table overrides :data:`DEFAULTS`, e.g. ``hw.reconfig.gi_crea
 
     drain      the running batches finish (the caller passes how long; default drain_s)
     mode       MIG mode toggles when switching between MIG and non-MIG layouts (mig_mode_s)
-    destroy    each MIG instance that goes away: gi_destroy_s (serial, one driver call each)
-    create     each new MIG instance: gi_create_s (serial)
+    destroy    each MIG instance that goes away: gi_destroy_s + gi_destroy_slice_s per compute
+               slice of its profile (serial, one driver call each)
+    create     each new MIG instance: gi_create_s + gi_create_slice_s per compute slice of its
+               profile (serial)
     restart    each model process on a new or changed partition starts a CUDA context
                (context_s, in parallel); an MPS client whose share changes must restart
                (published_targets T066), unless a standby "shadow" client takes over
@@ -20,10 +22,15 @@ A sample multiplies every step's mean by an independent log-normal factor with m
 coefficient of variation ``cv``, so ``mean()`` is the exact expectation of ``sample()``.
 
 Sources: MIG mode toggle 4-5 s on A100-SXM4-80GB (published_targets T063, mig-parted log) and
-about 2 s on A100-PCIe-40GB (T064); MIG instance create/destroy latencies are unpublished (T063
-notes the gap): the defaults are assumptions of the same order as the driver's mode change
-split over instances. CUDA context start and engine load are assumptions (a second or so on
-datacenter GPUs). PCIe bandwidth comes from the device spec (T126, T127).
+about 2 s on A100-PCIe-40GB (T064). Instance create/destroy: one measured A100 log (T162, low
+confidence) has creating 7 x 1g take 2.5 s and destroying them 4.4 s: ``gi_create_slice_s`` =
+2.5 / 7 = 0.357 s per compute slice and ``gi_destroy_s`` = 4.4 / 7 = 0.629 s per instance.
+Checked on the same log's 7 x 1g -> 2 x 3g switch (not used to set them): 4.4 + 2 x 3 x 0.357
+= 6.54 s against 6.5 s measured (the earlier per-instance assumptions, 0.3 s and 0.6 s, gave
+3.3 s). Assumed: that creation scales with the compute slices (the log has one 3g data point)
+and destruction does not (only 1g instances were destroyed), and no fixed per-instance
+creation cost (``gi_create_s`` = 0). CUDA context start and engine load are assumptions (a
+second or so on datacenter GPUs). PCIe bandwidth comes from the device spec (T126, T127).
 """
 
 from __future__ import annotations
@@ -33,15 +40,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from hwmodels.partitions import make_layout
+from hwmodels.partitions import make_layout, mig_table
 from hwmodels.specs import DeviceSpec
 from hwmodels.workloads import WorkloadProfile, build_profile
 
 DEFAULTS: dict[str, float] = {
     "drain_s": 0.0,
     "mig_mode_s": 4.5,
-    "gi_destroy_s": 0.3,
-    "gi_create_s": 0.6,
+    "gi_destroy_s": 0.629,
+    "gi_destroy_slice_s": 0.0,
+    "gi_create_s": 0.0,
+    "gi_create_slice_s": 0.357,
     "context_s": 1.0,
     "load_s": 0.5,
     "pcie_eff": 0.8,
@@ -138,10 +147,12 @@ class ReconfigModel:
         same_kind = kind_old == kind_new
         if kind_old == "mig":
             gone = Counter(old) - Counter(new) if same_kind else Counter(old)
-            out["destroy"] = p["gi_destroy_s"] * sum(gone.values())
+            out["destroy"] = sum(n * (p["gi_destroy_s"] + p["gi_destroy_slice_s"]
+                                      * self._slices(name)) for name, n in gone.items())
         if kind_new == "mig":
             made = Counter(new) - Counter(old) if same_kind else Counter(new)
-            out["create"] = p["gi_create_s"] * sum(made.values())
+            out["create"] = sum(n * (p["gi_create_s"] + p["gi_create_slice_s"]
+                                     * self._slices(name)) for name, n in made.items())
         loaded = [m for m in fresh if m is not None]
         if loaded:
             shadow = kind_old == kind_new == "mps" and p["mps_shadow"] > 0
@@ -151,6 +162,11 @@ class ReconfigModel:
             out["reload"] = 0.0 if shadow else nbytes / link + p["load_s"]
             out["warmup"] = 0.0 if shadow else p["warmup_s"]
         return out
+
+    def _slices(self, name: str) -> int:
+        """Compute slices of MIG profile ``name`` on this device."""
+        assert self.device.mig is not None
+        return mig_table(self.device.mig).profile(name).compute_slices
 
     def mean(self, old_layout: Sequence[str], new_layout: Sequence[str],
              models: Sequence[Model], old_models: Sequence[Model] | None = None,

@@ -59,9 +59,14 @@ class DeviceSpec:
         eff_compute_max: Fitted fraction of peak compute reached by large kernels.
         eff_compute_half_mflop: Fitted per-SM work (MFLOP) at which a kernel reaches half of
             ``eff_compute_max`` (small kernels under-fill the SMs).
+        eff_vector_half_mflop: The same for layers on the CUDA cores (batch norm, pooling,
+            depthwise convolutions); 0 (the default): ``eff_compute_half_mflop``.
         eff_memory: Fitted fraction of peak bandwidth reached by streaming kernels.
         launch_us: Fitted per-kernel launch/tail overhead in microseconds.
         batch_overhead_us: Fitted fixed cost per batch (host dispatch, copies) in microseconds.
+        bw_sm_fraction: Fitted fraction of the SMs that saturates the memory bandwidth: an
+            MPS share with a fraction ``s`` of the SMs reaches at most ``s / bw_sm_fraction``
+            of it (0, the default: no such limit; see :mod:`hwmodels.latency`).
         sm_contention: Fitted contention coefficient ``sigma`` of the universal scalability
             law: ``S`` SMs (cores) compute like ``S / (1 + sigma * (S - 1))`` of them. 0 (the
             default, perfect scaling) for GPUs; CPUs with shared caches, memory and - in a
@@ -74,6 +79,9 @@ class DeviceSpec:
         interference: Parameters of :class:`hwmodels.interference.InterferenceModel`.
         reconfig: Parameters of :class:`hwmodels.reconfig.ReconfigModel`.
         power: Parameters of :class:`hwmodels.power.PowerModel`.
+        aliases: Other published names of the device (vendors' and papers' spellings, e.g.
+            ``H100-SXM``, ``H100-SXM5``), by which calibration finds it; see
+            :func:`hwmodels.calibration.device_name`.
         sources: Where each published number comes from.
     """
 
@@ -91,16 +99,19 @@ class DeviceSpec:
     mig: str | None = None
     eff_compute_max: float = 0.6
     eff_compute_half_mflop: float = 2.0
+    eff_vector_half_mflop: float = 0.0
     eff_memory: float = 0.8
     launch_us: float = 3.0
     batch_overhead_us: float = 100.0
     kind: str = "gpu"
     sm_contention: float = 0.0
+    bw_sm_fraction: float = 0.0
     eff_precision: Mapping[str, float] = field(default_factory=dict)
     stacks: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     interference: Mapping[str, float] = field(default_factory=dict)
     reconfig: Mapping[str, float] = field(default_factory=dict)
     power: Mapping[str, float] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,8 +137,11 @@ class DeviceSpec:
             problems.append(f"kind must be one of {DEVICE_KINDS}, got {self.kind!r}")
         if self.kind == "cpu" and self.mig is not None:
             problems.append("a cpu has no MIG (set mig: null)")
-        for attr in ("sm_contention", "eff_compute_half_mflop", "launch_us", "batch_overhead_us",
-                     "tdp_w", "idle_w", "l2_mb", "pcie_gbs", "nvlink_gbs"):
+        if not 0 <= self.bw_sm_fraction <= 1:
+            problems.append(f"bw_sm_fraction must be in [0, 1], got {self.bw_sm_fraction}")
+        for attr in ("sm_contention", "eff_compute_half_mflop", "eff_vector_half_mflop",
+                     "launch_us", "batch_overhead_us", "tdp_w", "idle_w", "l2_mb", "pcie_gbs",
+                     "nvlink_gbs"):
             if getattr(self, attr) < 0:
                 problems.append(f"{attr} must be >= 0, got {getattr(self, attr)}")
         if problems:
@@ -160,6 +174,8 @@ class DeviceSpec:
                 value = {k: dict(v) for k, v in value.items()}
             elif isinstance(value, Mapping):
                 value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
             out[f.name] = value
         return out
 
@@ -189,6 +205,10 @@ class DeviceSpec:
         kwargs = {k: v for k, v in data.items() if k in names}
         try:
             kwargs["peak_tflops"] = _floats(kwargs["peak_tflops"], "peak_tflops")
+            aliases = kwargs.get("aliases") or ()
+            if isinstance(aliases, str) or not all(isinstance(a, str) for a in aliases):
+                raise ValueError(f"aliases must be a list of names, got {aliases!r}")
+            kwargs["aliases"] = tuple(aliases)
             kwargs["sources"] = {str(k): str(v)
                                  for k, v in dict(kwargs.get("sources") or {}).items()}
             for key in ("eff_precision", *_TABLES):

@@ -31,8 +31,9 @@ Conventions (all counts are *per sample*, weights aside):
 Models (:data:`MODEL_NAMES`):
 
 * CNNs at batch-1 image shapes: ``resnet50`` (v1.5), ``mobilenet_v2``, ``googlenet`` (no
-  auxiliary heads), ``inception_v3`` (299x299, no auxiliary head), ``vgg16``; all as in
-  torchvision.
+  auxiliary heads), ``inception_v3`` (299x299, no auxiliary head), ``vgg16``, ``vgg19``,
+  ``resnet101``, ``resnet152``, ``densenet121``, ``densenet169``, ``densenet201``; all as in
+  torchvision (parameter counts equal torchvision's, checked by the tests).
 * Transformers: ``bert-base``, ``bert-large`` (encoder with embeddings and pooler, default
   ``seq_len`` 384 as in MLPerf SQuAD); ``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``
   are *prefill* of ``seq_len`` tokens (default 512), and the same names with a ``-decode``
@@ -46,6 +47,7 @@ Models (:data:`MODEL_NAMES`):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -104,6 +106,12 @@ class Layer:
         act_out: Activation elements written per sample.
         kernels: GPU kernel launches this layer takes (fused conv + BN + ReLU = 1; 0 for a
             layer whose work is done by another layer's launch).
+        eager_ops: Operators a framework running eagerly dispatches for this layer, one
+            kernel each (PyTorch eager: conv, batch norm, activation and residual add are
+            four); None: the same as ``kernels``.
+        eager_act: Activation elements the unfused operators read and write on top of
+            ``act_in + act_out`` (batch norm and activation: 2 per output element each, an
+            add: 2 more, a concatenation: 2 per element copied).
     """
 
     name: str
@@ -113,11 +121,15 @@ class Layer:
     act_in: float
     act_out: float
     kernels: int = 1
+    eager_ops: int | None = None
+    eager_act: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"layer {self.name!r}: kind {self.kind!r} not in {KINDS}")
-        for attr in ("flops", "params", "act_in", "act_out", "kernels"):
+        if self.eager_ops is not None and self.eager_ops < 0:
+            raise ValueError(f"layer {self.name!r}: eager_ops must be >= 0")
+        for attr in ("flops", "params", "act_in", "act_out", "kernels", "eager_act"):
             value = getattr(self, attr)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"layer {self.name!r}: {attr}={value!r} must be finite and >= 0")
@@ -134,6 +146,11 @@ class LayerArrays:
         act: Activation elements read and written per sample (``act_in + act_out``).
         kernels: Kernel launches per batch.
         is_matmul: Whether the layer runs on tensor cores (kinds in :data:`MATMUL_KINDS`).
+        eager_ops: Operators dispatched per batch by an eager framework
+            (:attr:`Layer.eager_ops`).
+        eager_act: Extra activation elements per sample of the unfused operators
+            (:attr:`Layer.eager_act`).
+        is_depthwise: Whether the layer is a depthwise convolution.
     """
 
     flops: np.ndarray
@@ -141,6 +158,9 @@ class LayerArrays:
     act: np.ndarray
     kernels: np.ndarray
     is_matmul: np.ndarray
+    eager_ops: np.ndarray
+    eager_act: np.ndarray
+    is_depthwise: np.ndarray
 
     @classmethod
     def from_layers(cls, layers: Sequence[Layer]) -> LayerArrays:
@@ -152,9 +172,13 @@ class LayerArrays:
         act = np.array([lay.act_in + lay.act_out for lay in layers], dtype=np.float64)
         kernels = np.array([lay.kernels for lay in layers], dtype=np.float64)
         is_matmul = np.array([lay.kind in MATMUL_KINDS for lay in layers], dtype=bool)
-        for arr in (flops, streamed, act, kernels, is_matmul):
+        eager_ops = np.array([lay.kernels if lay.eager_ops is None else lay.eager_ops
+                              for lay in layers], dtype=np.float64)
+        eager_act = np.array([lay.eager_act for lay in layers], dtype=np.float64)
+        depthwise = np.array([lay.kind == "dwconv" for lay in layers], dtype=bool)
+        for arr in (flops, streamed, act, kernels, is_matmul, eager_ops, eager_act, depthwise):
             arr.flags.writeable = False
-        return cls(flops, streamed, act, kernels, is_matmul)
+        return cls(flops, streamed, act, kernels, is_matmul, eager_ops, eager_act, depthwise)
 
 
 @dataclass(frozen=True)
@@ -309,8 +333,12 @@ class _CnnBuilder:
         bias: bool = False,
         bn: bool = True,
         residual: bool = False,
+        act: bool = True,
     ) -> _FMap:
         """Conv (+ BN + activation, + residual add if ``residual``) as one fused kernel.
+
+        ``act``: an activation follows (False: a projection or a shortcut); it only changes the
+        eager operator count (``eager_ops``, ``eager_act``), as engines fuse it for free.
 
         Returns:
             The output feature map.
@@ -332,9 +360,22 @@ class _CnnBuilder:
                 + (2 * cout if bn else 0),
                 act_in=float(x.elements + (y.elements if residual else 0)),
                 act_out=float(y.elements),
+                eager_ops=1 + int(bn) + int(act) + int(residual),
+                eager_act=2.0 * y.elements * (int(bn) + int(act) + int(residual)),
             )
         )
         return y
+
+    def norm_act(self, name: str, x: _FMap, *, concat: bool = False) -> _FMap:
+        """Batch norm + ReLU in front of a convolution (pre-activation, as in DenseNet): one
+        kernel in an engine (it cannot be folded into the next conv's weights across the ReLU);
+        eagerly two operators, plus a ``torch.cat`` of the block's features if ``concat``."""
+        self.layers.append(
+            Layer(name, "norm", flops=2.0 * x.elements, params=2 * x.c,
+                  act_in=float(x.elements), act_out=float(x.elements),
+                  eager_ops=2 + int(concat),
+                  eager_act=2.0 * x.elements * (1 + int(concat))))
+        return x
 
     def pool(self, name: str, x: _FMap, k: int, stride: int, pad: int = 0, *,
              ceil_mode: bool = False) -> _FMap:
@@ -352,9 +393,12 @@ class _CnnBuilder:
                                  act_in=float(x.elements), act_out=float(y.elements)))
         return y
 
-    def fc(self, name: str, x: _FMap, n: int) -> _FMap:
-        """A fully connected layer over the flattened feature map."""
-        self.layers.append(_gemm(name, 1, x.elements, n))
+    def fc(self, name: str, x: _FMap, n: int, *, act: bool = False) -> _FMap:
+        """A fully connected layer over the flattened feature map (+ a ReLU if ``act``)."""
+        layer = _gemm(name, 1, x.elements, n)
+        if act:
+            layer = dataclasses.replace(layer, eager_ops=2, eager_act=2.0 * n)
+        self.layers.append(layer)
         return _FMap(n, 1, 1)
 
 
@@ -369,13 +413,29 @@ def _image(size: int) -> _FMap:
 _TORCHVISION = "torchvision.models ({}) definition"
 
 
-def _resnet50() -> WorkloadProfile:
-    """ResNet-50 v1.5: the stride of a downsampling bottleneck sits on its 3x3 conv."""
+_RESNET_BLOCKS: dict[str, tuple[int, int, int, int]] = {
+    "resnet50": (3, 4, 6, 3),
+    "resnet101": (3, 4, 23, 3),
+    "resnet152": (3, 8, 36, 3),
+}
+"""Bottleneck blocks per stage (He et al. 2016, Table 1; torchvision ``resnet.py``)."""
+
+_RESNET_SOURCES: dict[str, str] = {
+    "resnet50": "; published 25.56 M params / 4.12 GMAC: published_targets.csv T103 "
+    "(mmclassification model_zoo)",
+    "resnet101": "; torchvision reports 44,549,160 params",
+    "resnet152": "; torchvision reports 60,192,808 params",
+}
+
+
+def _resnet(name: str) -> WorkloadProfile:
+    """ResNet v1.5 (50/101/152 layers): the stride of a downsampling bottleneck sits on its 3x3
+    conv."""
     b = _CnnBuilder()
     x = b.conv("conv1", _image(224), 64, 7, 2, 3)
     x = b.pool("maxpool", x, 3, 2, 1)
     for stage, (width, blocks, stride) in enumerate(
-        [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], start=1
+        zip((64, 128, 256, 512), _RESNET_BLOCKS[name], (1, 2, 2, 2), strict=True), start=1
     ):
         for i in range(blocks):
             s = stride if i == 0 else 1
@@ -383,15 +443,13 @@ def _resnet50() -> WorkloadProfile:
             y = b.conv(f"{p}.conv1", x, width, 1)
             y = b.conv(f"{p}.conv2", y, width, 3, s, 1)
             if i == 0:  # projection shortcut
-                b.conv(f"{p}.downsample", x, width * 4, 1, s)
+                b.conv(f"{p}.downsample", x, width * 4, 1, s, act=False)
             x = b.conv(f"{p}.conv3", y, width * 4, 1, residual=True)
     x = b.global_pool("avgpool", x)
     b.fc("fc", x, 1000)
     return WorkloadProfile(
-        "resnet50", "cnn", tuple(b.layers), "224x224x3 image",
-        _TORCHVISION.format("resnet50, v1.5")
-        + "; published 25.56 M params / 4.12 GMAC: published_targets.csv T103 "
-        "(mmclassification model_zoo)",
+        name, "cnn", tuple(b.layers), "224x224x3 image",
+        _TORCHVISION.format(f"{name}, v1.5") + _RESNET_SOURCES[name],
     )
 
 
@@ -409,7 +467,7 @@ def _mobilenet_v2() -> WorkloadProfile:
             hidden = x.c * t
             y = b.conv(f"{p}.expand", x, hidden, 1) if t != 1 else x
             y = b.conv(f"{p}.dw", y, hidden, 3, stride, 1, groups=hidden)
-            x = b.conv(f"{p}.project", y, c, 1, residual=stride == 1 and x.c == c)
+            x = b.conv(f"{p}.project", y, c, 1, residual=stride == 1 and x.c == c, act=False)
             idx += 1
     x = b.conv(f"features.{idx}", x, 1280, 1)
     x = b.global_pool("avgpool", x)
@@ -554,12 +612,22 @@ def _inception_v3() -> WorkloadProfile:
     )
 
 
-def _vgg16() -> WorkloadProfile:
-    """VGG-16 (configuration D, no batch norm): 13 biased 3x3 convs and three FC layers."""
+_VGG_CONVS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+"""3x3 convs per stage: configurations D and E (Simonyan & Zisserman 2015, Table 1)."""
+
+_VGG_SOURCES: dict[str, str] = {
+    "vgg16": "; published 138.36 M params / 15.5 GMAC: published_targets.csv T107 "
+    "(mmclassification model_zoo)",
+    "vgg19": "; torchvision reports 143,667,240 params / 19.63 GFLOPS (multiply-adds)",
+}
+
+
+def _vgg(name: str) -> WorkloadProfile:
+    """VGG-16/19 (configurations D/E, no batch norm): biased 3x3 convs and three FC layers."""
     b = _CnnBuilder()
     x = _image(224)
     conv_idx, pool_idx = 0, 0
-    for stage_width, convs in [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]:
+    for stage_width, convs in zip((64, 128, 256, 512, 512), _VGG_CONVS[name], strict=True):
         for _ in range(convs):
             conv_idx += 1
             x = b.conv(f"conv{conv_idx}", x, stage_width, 3, 1, 1, bias=True, bn=False)
@@ -568,12 +636,55 @@ def _vgg16() -> WorkloadProfile:
     if (x.h, x.w) != (7, 7):  # torchvision's AdaptiveAvgPool2d((7, 7)) is an identity at 224
         x = b.global_pool("avgpool", x, 7)
     for i, n in enumerate((4096, 4096, 1000), start=1):
-        x = b.fc(f"fc{i}", x, n)
+        x = b.fc(f"fc{i}", x, n, act=i < 3)
     return WorkloadProfile(
-        "vgg16", "cnn", tuple(b.layers), "224x224x3 image",
-        _TORCHVISION.format("vgg16")
-        + "; published 138.36 M params / 15.5 GMAC: published_targets.csv T107 "
-        "(mmclassification model_zoo)",
+        name, "cnn", tuple(b.layers), "224x224x3 image",
+        _TORCHVISION.format(name) + _VGG_SOURCES[name],
+    )
+
+
+_DENSENET_BLOCKS: dict[str, tuple[int, int, int, int]] = {
+    "densenet121": (6, 12, 24, 16),
+    "densenet169": (6, 12, 32, 32),
+    "densenet201": (6, 12, 48, 32),
+}
+"""Dense layers per block (Huang et al. 2017, Table 1; torchvision ``densenet.py``)."""
+
+_DENSENET_PARAMS = {"densenet121": "7,978,856", "densenet169": "14,149,480",
+                    "densenet201": "20,013,928"}
+
+
+def _densenet(name: str) -> WorkloadProfile:
+    """DenseNet-BC (growth rate 32, bottleneck width 4 x 32, compression 0.5), as torchvision:
+    every dense layer is BN-ReLU-conv1x1(128)-BN-ReLU-conv3x3(32) on the concatenation of the
+    block's features (an engine writes each layer's 32 new channels into the block's buffer;
+    eagerly, ``torch.cat`` copies the features every layer)."""
+    growth, width = 32, 4 * 32
+    b = _CnnBuilder()
+    x = b.conv("features.conv0", _image(224), 64, 7, 2, 3)
+    x = b.pool("features.pool0", x, 3, 2, 1)
+    blocks = _DENSENET_BLOCKS[name]
+    for bi, layers in enumerate(blocks, start=1):
+        c = x.c
+        for li in range(1, layers + 1):
+            p = f"features.denseblock{bi}.denselayer{li}"
+            inp = _FMap(c, x.h, x.w)
+            b.norm_act(f"{p}.norm1", inp, concat=True)
+            y = b.conv(f"{p}.conv1", inp, width, 1)
+            b.conv(f"{p}.conv2", y, growth, 3, 1, 1, bn=False, act=False)
+            c += growth
+        x = _FMap(c, x.h, x.w)
+        if bi < len(blocks):
+            p = f"features.transition{bi}"
+            b.norm_act(f"{p}.norm", x)
+            x = b.conv(f"{p}.conv", x, x.c // 2, 1, bn=False, act=False)
+            x = b.pool(f"{p}.pool", x, 2, 2)
+    b.norm_act("features.norm5", x)
+    x = b.global_pool("avgpool", x)
+    b.fc("classifier", x, 1000)
+    return WorkloadProfile(
+        name, "cnn", tuple(b.layers), "224x224x3 image",
+        _TORCHVISION.format(name) + f"; torchvision reports {_DENSENET_PARAMS[name]} params",
     )
 
 
@@ -810,11 +921,17 @@ def _dlrm_v2() -> WorkloadProfile:
 # ---------------------------------------------------------------------------------------------
 
 _CNN_BUILDERS: dict[str, Callable[[], WorkloadProfile]] = {
-    "resnet50": _resnet50,
+    "resnet50": functools.partial(_resnet, "resnet50"),
     "mobilenet_v2": _mobilenet_v2,
     "googlenet": _googlenet,
     "inception_v3": _inception_v3,
-    "vgg16": _vgg16,
+    "vgg16": functools.partial(_vgg, "vgg16"),
+    "vgg19": functools.partial(_vgg, "vgg19"),
+    "resnet101": functools.partial(_resnet, "resnet101"),
+    "resnet152": functools.partial(_resnet, "resnet152"),
+    "densenet121": functools.partial(_densenet, "densenet121"),
+    "densenet169": functools.partial(_densenet, "densenet169"),
+    "densenet201": functools.partial(_densenet, "densenet201"),
 }
 
 _RECSYS_BUILDERS: dict[str, Callable[[], WorkloadProfile]] = {

@@ -241,6 +241,10 @@ def test_cli_validate_writes_outputs(tmp_path: Path) -> None:
     (["targets=/nonexistent/t.csv"], "/nonexistent/t.csv: no such file"),
     (["mode=fit", "profile=calibration/cpu_profile.csv"], "hw="),
     (["mode=fit", "fit.per_device=[nope]"], "fit.per_device"),
+    (["mode=profile", "profile_run.device=cpu", "profile_run.colocation=streams"],
+     "profile_run.colocation"),
+    (["mode=fit", "profile=gpulet:/nonexistent/gpulet", "hw=a100-40gb"],
+     "/nonexistent/gpulet: no such file"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
     out = _run(tmp_path, *args)

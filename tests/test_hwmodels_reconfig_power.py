@@ -25,7 +25,7 @@ def test_steps(rc: ReconfigModel) -> None:
     s = rc.steps(["full"], ["3g.40gb", "3g.40gb"], ["resnet50", "bert-large"], drain_s=0.2)
     assert set(s) == set(STEPS)
     assert s["mode"] == DEFAULTS["mig_mode_s"]  # T063: 4-5 s to enable MIG
-    assert s["create"] == pytest.approx(2 * DEFAULTS["gi_create_s"])
+    assert s["create"] == pytest.approx(2 * 3 * DEFAULTS["gi_create_slice_s"])
     assert s["drain"] == 0.2
     # Weights of ResNet-50 and BERT-large in FP16 over PCIe Gen4 at 80%.
     nbytes = (25.56e6 + 335.1e6) * 2
@@ -34,10 +34,23 @@ def test_steps(rc: ReconfigModel) -> None:
     k = rc.steps(["3g.40gb", "3g.40gb"], ["3g.40gb", "2g.20gb", "1g.10gb"],
                  ["resnet50", "bert-base", None])
     assert k["mode"] == 0 and k["destroy"] == DEFAULTS["gi_destroy_s"]
-    assert k["create"] == pytest.approx(2 * DEFAULTS["gi_create_s"])
+    assert k["create"] == pytest.approx(3 * DEFAULTS["gi_create_slice_s"])
     # Same layout, different model: reload without re-partitioning.
     m = rc.steps(["7g.80gb"], ["7g.80gb"], ["bert-base"], old_models=["resnet50"])
     assert m["create"] == 0 and m["reload"] > 0
+
+
+def test_mig_operations_match_the_measured_log(rc: ReconfigModel) -> None:
+    """T162 (one A100 log, low confidence): 7 x 1g created in 2.5 s, destroyed in 4.4 s
+    (these set the per-operation costs); 7 x 1g -> 2 x 3g took 6.5 s (a check)."""
+    seven = ["1g.10gb"] * 7
+    empty = [None] * 7
+    assert rc.steps(["3g.40gb", "3g.40gb"], seven, empty)["create"] == pytest.approx(2.5,
+                                                                                      rel=0.01)
+    switch = rc.steps(seven, ["3g.40gb", "3g.40gb"], [None, None])
+    assert switch["destroy"] == pytest.approx(4.4, rel=0.01)
+    assert switch["destroy"] > rc.steps(["3g.40gb", "3g.40gb"], seven, empty)["create"]
+    assert switch["destroy"] + switch["create"] == pytest.approx(6.5, rel=0.05)
 
 
 def test_mps_restart_vs_shadow() -> None:

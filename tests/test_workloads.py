@@ -291,3 +291,48 @@ def test_layer_validation() -> None:
     with pytest.raises(ValueError, match="duplicate"):
         lay = Layer("x", "gemm", 1.0, 1, 1.0, 1.0)
         WorkloadProfile("m", "cnn", (lay, lay), "d", "s")
+
+
+# torchvision.models documentation (pytorch.org/vision/stable/models.html), "Params" column.
+TORCHVISION_PARAMS = {
+    "vgg19": 143_667_240,
+    "densenet121": 7_978_856,
+    "densenet169": 14_149_480,
+    "densenet201": 20_013_928,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "resnet50": 25_557_032,
+    "vgg16": 138_357_544,
+    "mobilenet_v2": 3_504_872,
+    "inception_v3": 23_834_568,
+}
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
+def test_parameter_counts_equal_torchvision(name: str) -> None:
+    assert build_profile(name).params == TORCHVISION_PARAMS[name]
+
+
+def test_deeper_variants_cost_more() -> None:
+    macs = {n: build_profile(n).macs / 1e9 for n in TORCHVISION_PARAMS}
+    # torchvision's GFLOPS (multiply-adds) column: 19.63, 2.83, 3.36, 4.29, 7.80, 11.51;
+    # the profiles add pooling and batch-norm work (< 1%).
+    for name, published in [("vgg19", 19.63), ("densenet121", 2.83), ("densenet169", 3.36),
+                            ("densenet201", 4.29), ("resnet101", 7.80), ("resnet152", 11.51)]:
+        assert macs[name] == pytest.approx(published, rel=0.01), name
+    assert macs["resnet50"] < macs["resnet101"] < macs["resnet152"]
+    assert macs["vgg16"] < macs["vgg19"]
+
+
+def test_eager_operator_counts() -> None:
+    """PyTorch eager dispatches conv, batch norm, activation and add separately."""
+    r50 = build_profile("resnet50").arrays()
+    # 53 convs + 53 BNs + 49 ReLUs + 16 adds + 2 pools + 1 linear
+    assert r50.eager_ops.sum() == 174
+    assert build_profile("resnet50").kernels == 56  # the fused engine's count is unchanged
+    dense = build_profile("densenet121")
+    cats = [lay for lay in dense.layers if lay.name.endswith("norm1")]
+    assert len(cats) == 58 and all(lay.eager_ops == 3 for lay in cats)
+    assert dense.arrays().eager_act.sum() > 0
+    mob = build_profile("mobilenet_v2").arrays()
+    assert mob.is_depthwise.sum() == 17

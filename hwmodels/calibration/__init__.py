@@ -17,12 +17,18 @@ by job:
 * :mod:`~hwmodels.calibration.fitting`: fitting them to published targets
   (:func:`fit_targets`);
 * :mod:`~hwmodels.calibration.profiles`: profile CSVs of latencies measured on a local device,
-  their prediction and their fit (:func:`fit_profile`).
+  their prediction and their fit (:func:`fit_profile`), errors on co-located rows
+  (:func:`colocation_stats`);
+* :mod:`~hwmodels.calibration.gpulet`: the public gpulet co-location measurements as profile
+  rows (:func:`read_gpulet`) and their fixed split (:func:`gpulet_is_training`).
 
 The public names of all of them are importable from here.
 """
 
 from hwmodels.calibration.fitting import FitResult, fit_targets
+from hwmodels.calibration.gpulet import HELD_OUT as GPULET_HELD_OUT
+from hwmodels.calibration.gpulet import is_training as gpulet_is_training
+from hwmodels.calibration.gpulet import read_gpulet
 from hwmodels.calibration.params import (
     CPU_OWN_PARAMS,
     DEFAULT_PER_DEVICE,
@@ -50,18 +56,26 @@ from hwmodels.calibration.plans import (
     mlperf_dlrm_profile,
     plan_target,
 )
-from hwmodels.calibration.prediction import STACK_PARAMS, predict, stack_params
+from hwmodels.calibration.prediction import STACK_PARAMS, predict, stack_latency, stack_params
 from hwmodels.calibration.profiles import (
+    GPU_PROFILE_INTERFERENCE,
+    GPU_PROFILE_PARAMS,
     PROFILE_COLUMNS,
     PROFILE_INTERFERENCE,
+    PROFILE_OPTIONAL_COLUMNS,
     PROFILE_PARAMS,
+    ColocationStats,
     ProfileFit,
     ProfileRow,
+    colocation_stats,
     fit_profile,
+    measured_slowdowns,
     parse_model,
     predict_profile,
+    predicted_slowdowns,
     read_profile,
     share_partitions,
+    spearman,
     write_profile,
 )
 from hwmodels.calibration.targets import (
@@ -88,6 +102,9 @@ __all__ = [
     "FIT_KINDS",
     "FIXED_STACK_PARAMS",
     "GLOBAL_PARAMS",
+    "GPULET_HELD_OUT",
+    "GPU_PROFILE_INTERFERENCE",
+    "GPU_PROFILE_PARAMS",
     "HARDWARE",
     "MLPERF_BERT_SEQ_LEN",
     "MLPERF_DLRM_PAIRS",
@@ -97,11 +114,13 @@ __all__ = [
     "PER_DEVICE_PARAMS",
     "PROFILE_COLUMNS",
     "PROFILE_INTERFERENCE",
+    "PROFILE_OPTIONAL_COLUMNS",
     "PROFILE_PARAMS",
     "STACK_BOUNDS",
     "STACK_PARAMS",
     "TARGET_COLUMNS",
     "Bound",
+    "ColocationStats",
     "FitParam",
     "FitResult",
     "Plan",
@@ -112,12 +131,15 @@ __all__ = [
     "Target",
     "WorkloadRef",
     "apply_params",
+    "colocation_stats",
     "default_value",
     "device_name",
     "evaluate",
     "fit_profile",
     "fit_targets",
+    "gpulet_is_training",
     "is_performance",
+    "measured_slowdowns",
     "mlperf_dlrm_profile",
     "param_bounds",
     "parse_model",
@@ -125,10 +147,14 @@ __all__ = [
     "plan_target",
     "predict",
     "predict_profile",
+    "predicted_slowdowns",
+    "read_gpulet",
     "read_profile",
     "read_targets",
     "reset_fitted",
     "share_partitions",
+    "spearman",
+    "stack_latency",
     "stack_params",
     "summarize",
     "validate",

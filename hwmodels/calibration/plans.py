@@ -125,30 +125,55 @@ def workload_ref(model: str, device: DeviceSpec) -> WorkloadRef | str:
     return f"no workload profile for model '{model}'"
 
 
-HARDWARE: tuple[tuple[str, str], ...] = (
-    (r"^A100-SXM4-80GB(\s*\(per GPU of 8\))?$", "a100-80gb"),
-    (r"^A100-80GB$", "a100-80gb"),
-    (r"^A100-SXM4-80GB( MIG.*| 7x1g.*)$", "a100-80gb"),
-    (r"^A100-PCIe-80GB( MIG.*)?$", "a100-pcie-80gb"),
-    (r"^A100-SXM4-40GB$", "a100-40gb"),
-    (r"^A100$", "a100-80gb"),
-    (r"^A10(\s*\(per GPU of 8\))?$", "a10"),
-    (r"^A30( MIG.*)?$", "a30"),
-    (r"^T4$", "t4"),
-    (r"^L4$", "l4"),
-    (r"^V100(-32GB|-16GB)?$", "v100"),
-    (r"^H100-SXM5$", "h100-sxm"),
-    (r"^H200-SXM$", "h200"),
-    (r"^4x Xeon Gold 8380H \(CPU\)$", "xeon-8380h-4s"),
-)
-"""``(regular expression, conf/hw name)`` for the hardware column."""
+HARDWARE: tuple[tuple[str, str], ...] = ()
+"""``(regular expression, conf/hw name)`` for hardware strings that are not a device name with
+a suffix (:func:`device_name` finds the others by the ``name`` and ``aliases`` of the
+``conf/hw`` YAMLs)."""
+
+_SUFFIXES = (re.compile(r"\s*\(per GPU of \d+\)$"), re.compile(r"\s+(MIG|\dx\dg)\b.*$"))
+"""A per-GPU note and a MIG layout after the device name (``"A100-SXM4-80GB MIG 1g.10gb"``)."""
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s_]+", "-", name.strip().lower())
+
+
+@functools.cache
+def _published_names() -> dict[str, str]:
+    """Normalised published name -> ``conf/hw`` name, from every YAML's name and aliases.
+
+    Raises:
+        ValueError: two devices claim the same name.
+    """
+    from hwmodels.specs import DEFAULT_HW_DIR, load_device
+
+    out: dict[str, str] = {}
+    for path in sorted(DEFAULT_HW_DIR.glob("*.yaml")):
+        spec = load_device(str(path))
+        for name in (spec.name, *spec.aliases):
+            key = _key(name)
+            if out.get(key, path.stem) != path.stem:
+                raise ValueError(f"published name {name!r} is claimed by both "
+                                 f"{out[key]} and {path.stem}")
+            out[key] = path.stem
+    return out
 
 
 def device_name(hardware: str) -> str | None:
-    """The ``conf/hw`` name for a targets CSV hardware string, or None."""
+    """The ``conf/hw`` name for a targets CSV hardware string, or None.
+
+    A string names a device by its YAML ``name`` or one of its ``aliases`` (case, spaces and
+    underscores aside), optionally followed by ``(per GPU of 8)`` or a MIG layout.
+    """
+    text = hardware.strip()
     for pattern, name in HARDWARE:
-        if re.match(pattern, hardware.strip()):
+        if re.match(pattern, text):
             return name
+    names = _published_names()
+    for candidate in (text, *(rx.sub("", text) for rx in _SUFFIXES)):
+        hit = names.get(_key(candidate))
+        if hit is not None:
+            return hit
     return None
 
 
@@ -331,6 +356,9 @@ def _plan_mig(t: Target, devices: Mapping[str, DeviceSpec]) -> Plan | str:
         if "shadow" in q or "Re-allocation" in q:
             return Plan("reconfig", "a100-80gb", "-", published=tuple(published),
                         extra={"what": "mps_shadow"})
+        if "MIG instance operations" in q and len(published) == 3:
+            return Plan("reconfig", "a100-80gb", "-", published=tuple(published),
+                        extra={"what": "mig_ops"})
         return f"quantity '{q}' not modelled"
     return _plan_perf(t, devices)
 
@@ -388,6 +416,13 @@ DGX_A100_HOST_W = 1000.0
 550 W for 6 NVSwitches, 9 NICs, memory, storage and fans (assumption; the DGX A100 datasheet's
 6.5 kW maximum minus 8 x 400 W GPUs leaves 3.3 kW at peak)."""
 
+def _plan_colocation(t: Target, devices: Mapping[str, DeviceSpec]) -> Plan | str:
+    """gpulet samples (PyTorch eager on an A100 under MPS): the whole data set is the check."""
+    return ("a sample of the gpulet co-location measurements (PyTorch eager, TF32): checked "
+            "with all 4,095 rows by experiments.calibrate profile=gpulet:PATH hw=a100-40gb "
+            "(calibration/FIDELITY.md, Interference) and by the hwmodels tests")
+
+
 _PLANNERS: dict[str, Callable[[Target, Mapping[str, DeviceSpec]], Plan | str]] = {
     "throughput": _plan_perf,
     "latency": _plan_perf,
@@ -395,6 +430,7 @@ _PLANNERS: dict[str, Callable[[Target, Mapping[str, DeviceSpec]], Plan | str]] =
     "mig": _plan_mig,
     "mps": _plan_mig,
     "interf": _plan_interf,
+    "colocation": _plan_colocation,
     "spec": _plan_spec,
     "model": _plan_model,
     "rec": _plan_rec,

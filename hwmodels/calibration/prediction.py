@@ -8,8 +8,12 @@ the load may reach ``rho = g / (1 + g)`` with ``g = server_c * (L / T - 1)`` as 
 M/D/1 queue: the throughput is the best ``rho * b / T(b)`` over batches with ``T(b) < L``),
 ``triton`` (end to end through a Triton client:
 ``request_us`` per request plus ``us_per_mb`` per MB of input, for the serialisation and
-copy of the tensors), ``eager`` (PyTorch eager AMP: efficiency scaled by ``eff_scale``, a
-framework cost ``batch_us`` per batch and ``launch_us`` per kernel) and ``cudagraph``
+copy of the tensors), ``eager`` (PyTorch eager: efficiency scaled by ``eff_scale``, a
+framework cost ``batch_us`` per batch and ``launch_us`` per kernel; with ``host_us > 0`` the
+eager operators of :class:`~hwmodels.latency.LatencyModel` with ``eager=True``, the host
+dispatching each in ``host_us``, overlapped with the GPU (fitted on measured eager
+latencies, ``experiments.calibrate mode=fit profile=...``); with ``host_us = 0``, as the
+published-target fits have it, the fused kernels with additive costs) and ``cudagraph``
 (PyTorch AMP with CUDA graphs: ``eff_scale`` and ``batch_us``).
 
 Predictions by kind: Offline throughput = best samples/s over batch sizes (the engine chooses
@@ -54,7 +58,7 @@ STACK_PARAMS: dict[str, dict[str, float]] = {
     "engine": {},
     "mlperf": {"request_us": 30.0, "server_c": 2.0},
     "triton": {"request_us": 400.0, "us_per_mb": 400.0},
-    "eager": {"eff_scale": 0.5, "batch_us": 10000.0, "launch_us": 10.0},
+    "eager": {"eff_scale": 0.5, "batch_us": 10000.0, "launch_us": 10.0, "host_us": 0.0},
     "cudagraph": {"eff_scale": 0.5, "batch_us": 100.0},
 }
 """Serving-stack parameters and their starting values (see the module docstring)."""
@@ -67,6 +71,19 @@ def stack_params(device: DeviceSpec, stack: str) -> dict[str, float]:
     return {**STACK_PARAMS[stack], **device.stacks.get(stack, {})}
 
 
+def stack_latency(device: DeviceSpec, precision: str, stack: str) -> LatencyModel:
+    """The latency model of engines of ``precision`` served by ``stack`` on ``device`` (its
+    per-batch request overheads, ``request_us``/``us_per_mb``, aside)."""
+    st = stack_params(device, stack)
+    d = device.replace(
+        eff_compute_max=min(1.0, device.eff_compute_max * st.get("eff_scale", 1.0)),
+        batch_overhead_us=device.batch_overhead_us + st.get("batch_us", 0.0),
+        launch_us=device.launch_us + st.get("launch_us", 0.0),
+    )
+    host_us = st.get("host_us", 0.0)
+    return LatencyModel(d, precision, eager=stack == "eager" and host_us > 0, host_us=host_us)
+
+
 def _partition(device: DeviceSpec, layout: Sequence[str]) -> Partition:
     return full_gpu(device) if list(layout) == ["full"] else mig_layout(device, layout)[0]
 
@@ -75,15 +92,9 @@ class _Latency:
     """Batch latency (s) of one plan, as a function of samples per batch."""
 
     def __init__(self, device: DeviceSpec, plan: Plan) -> None:
-        st = stack_params(device, plan.stack)
-        self.stack = st
-        d = device.replace(
-            eff_compute_max=min(1.0, device.eff_compute_max * st.get("eff_scale", 1.0)),
-            batch_overhead_us=device.batch_overhead_us + st.get("batch_us", 0.0),
-            launch_us=device.launch_us + st.get("launch_us", 0.0),
-        )
+        self.stack = stack_params(device, plan.stack)
         self.work: WorkloadRef = plan.extra["work"]
-        self.model = LatencyModel(d, plan.precision)
+        self.model = stack_latency(device, plan.precision, plan.stack)
         self.partition = _partition(device, plan.layout)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -178,6 +189,12 @@ def _pred_reconfig(plan: Plan, devices: Mapping[str, DeviceSpec]) -> list[float]
     if plan.extra["what"] == "mig_mode":  # seconds to switch MIG on (no instance yet)
         steps = ReconfigModel(dev).steps(["full"], ["7g.80gb"], [None])
         return [steps["mode"]]
+    if plan.extra["what"] == "mig_ops":  # create 7 x 1g, destroy 7 x 1g, 7 x 1g -> 2 x 3g
+        rc = ReconfigModel(dev)
+        seven, two = ["1g.10gb"] * 7, ["3g.40gb"] * 2
+        create = rc.steps(two, seven, [None] * 7)["create"]
+        switch = rc.steps(seven, two, [None] * 2)
+        return [create, switch["destroy"], switch["destroy"] + switch["create"]]
     # milliseconds to move an MPS share to a standby client (GSLICE's shadow instance)
     model = ReconfigModel(dev, params={"mps_shadow": 1.0})
     return [model.mean(["mps:50", "mps:50"], ["mps:30", "mps:70"], ["resnet50", "resnet50"],

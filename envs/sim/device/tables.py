@@ -234,6 +234,7 @@ class CoRunnerSlowdowns:
         p = model.params
         self._mig, self._ts = p["mig"], p["ts_switch"]
         self._mps = (p["mps_sm"], p["mps_bw"], p["mps_cache"])
+        self._mps_host, self._mps_overlap = p["mps_host"], p["mps_overlap"]
         self._cpu = model.device.kind == "cpu"
         self._total = float(model.device.sm_count)
         self._sigma = model.device.sm_contention
@@ -296,7 +297,8 @@ class CoRunnerSlowdowns:
 
             (bandwidth, sm_share * busy, busy, sm_share * (busy + overhead if cpu),
              sm_share, c * mps_sm, memory * mps_bw + c * mps_cache, memory,
-             1 + sigma * max(sm_count * sm_share - 1, 0), max(mig_total - sm_share, 1e-9))
+             1 + sigma * max(sm_count * sm_share - 1, 0), max(mig_total - sm_share, 1e-9),
+             overhead * mps_host, host * (1 + mps_host), c * mps_overlap)
 
         with ``c = compute + (overhead if cpu)``.
         """
@@ -314,7 +316,9 @@ class CoRunnerSlowdowns:
             row = self._rows[key] = (
                 d.bandwidth, si * d.busy, d.busy, si * (d.busy + (d.overhead if cpu else 0.0)),
                 si, c * mps_sm, mi * mps_bw + c * mps_cache, mi,
-                1.0 + self._sigma * max(n_i - 1.0, 0.0), max(self._mig_total - si, 1e-9))
+                1.0 + self._sigma * max(n_i - 1.0, 0.0), max(self._mig_total - si, 1e-9),
+                d.overhead * self._mps_host, d.host * (1.0 + self._mps_host),
+                c * self._mps_overlap)
         return row
 
     def _slot_row(self, layout_id: Hashable, rows: dict[tuple[int, int], tuple[float, ...]],
@@ -526,8 +530,9 @@ class CoRunnerSlowdowns:
                            * (1.0 + sigma * ((total if total < nn else nn) - 1.0)) / ri[8])
             x = stretch - 1.0
             y = ri[0] + bw - 1.0
-            out[i] = (1.0 + ri[5] * (x if x > 0.0 else 0.0) + ri[6] * bw
-                      + ri[7] * (y if y > 0.0 else 0.0))
+            f = (1.0 + ri[10] + ri[5] * (x if x > 0.0 else 0.0) + ri[6] * bw
+                 + ri[7] * (y if y > 0.0 else 0.0) + ri[12] * agg[1])
+            out[i] = ri[11] if ri[11] > f else f
         return out
 
     def _mps_call(self, layout_id: Hashable, jobs: tuple[tuple[int, int] | None, ...],
