@@ -60,17 +60,17 @@ def test_every_base_env_takes_the_mixture(env_id: str) -> None:
     env = gym.make(env_id, trace="mixture", **kwargs)
     seen = []
     for seed in (1, 2):
-        obs, info = env.reset(seed=seed)
+        _, info = env.reset(seed=seed)
         for _ in range(20):
             valid = np.flatnonzero(env.unwrapped.action_masks())
-            obs, _, term, trunc, info = env.step(int(valid[0]))
+            _, _, term, trunc, info = env.step(int(valid[0]))
             if term or trunc:
                 break
         seen.append(info["arrived"])
     env.reset(seed=1)  # the same seed, the same episode
     for _ in range(20):
         valid = np.flatnonzero(env.unwrapped.action_masks())
-        obs, _, term, trunc, info = env.step(int(valid[0]))
+        _, _, term, trunc, info = env.step(int(valid[0]))
         if term or trunc:
             break
     assert info["arrived"] == seen[0]
