@@ -115,7 +115,10 @@ def evaluate_and_report(
         raise UserError("eval.seeds: give at least one seed")
     loads = cfg.eval.get("loads")
     if loads is None:
-        loads = [float(spec.kwargs.get("load", 1.0))]
+        # The env's load; trained across a range [lo, hi]: both ends.
+        load = spec.kwargs.get("load", 1.0)
+        ranged = OmegaConf.is_list(load) or isinstance(load, list | tuple)
+        loads = sorted({float(x) for x in load}) if ranged else [float(load)]
     elif any(float(x) <= 0 for x in loads):
         raise UserError(f"eval.loads: every load must be > 0, got {list(loads)}")
     sweep = {}

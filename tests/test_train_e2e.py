@@ -71,6 +71,16 @@ def test_baselines_alone(tmp_path: Path) -> None:
     assert "| shortest_finish |" in (tmp_path / "b" / "report.md").read_text()
 
 
+def test_an_env_trained_across_a_load_range_is_evaluated_at_both_ends(tmp_path: Path) -> None:
+    res = run_app("experiments.evaluate", "policies=[shortest_finish]", "progress=false",
+                  "eval.seeds=[1]", "env.kwargs.episode_queries=100",
+                  "env.kwargs.load=[0.8,1.2]", f"hydra.run.dir={tmp_path}/r")
+    assert res.returncode == 0, res.stderr[-3000:]
+    loads = {line.split(",")[0] for line in
+             (tmp_path / "r" / "results.csv").read_text().splitlines()[1:]}
+    assert loads == {"0.8", "1.2"}
+
+
 @pytest.mark.parametrize("args, needle", [
     (("experiments.train", "no_such_key=1"), "no_such_key"),
     (("experiments.train", "hw=no-such-gpu"), "hw"),
