@@ -22,7 +22,6 @@ def main(cfg: DictConfig) -> None:
     """Train, export, evaluate, report."""
     import torch
     from hydra.utils import instantiate
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
 
     from agents.callbacks import SchedMetricsCallback
@@ -35,6 +34,7 @@ def main(cfg: DictConfig) -> None:
         make_policies,
         write_meta,
     )
+    from experiments.vecenv import finish_training, make_training_env
 
     torch.set_num_threads(int(cfg.torch_threads))  # tiny MLPs: more threads only contend
     out = run_dir()
@@ -46,7 +46,7 @@ def main(cfg: DictConfig) -> None:
     # Validate the baseline names before training.
     make_policies([n for n in policies_names if n != "learned"], None, spec.env_id)
 
-    vec_env = make_vec_env(spec.make, n_envs=int(cfg.n_envs), seed=int(cfg.seed))
+    vec_env = make_training_env(cfg, spec)  # vec_env group: dummy/subproc, VecNormalize
     try:
         model = instantiate(cfg.agent, _convert_="all")(env=vec_env, seed=int(cfg.seed))
     except Exception as exc:
@@ -58,6 +58,7 @@ def main(cfg: DictConfig) -> None:
     train_s = time.perf_counter() - t0
     vec_env.close()
     model.save(out / "model.zip")
+    model = finish_training(model, vec_env, out)  # + vecnormalize.pkl when normalising
 
     export = export_and_check(model, spec, out, int(cfg.export.parity_samples))
     print(f"policy.onnx: ONNX and torch agree on {export['parity_agreement']:.2%} of "
