@@ -53,7 +53,6 @@ class Job:
     env_id: str
     seed: int
     variant: str
-    train_load: float | None
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -112,13 +111,11 @@ def _load_job(path: Path) -> Job:
         else []
     variant = " ".join(sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~")
                               not in _NOT_VARIANT and not o.startswith("hydra")))
-    train_load = OmegaConf.select(cfg, "env.kwargs.load", default=None)
     with open(path / "results.csv", newline="") as fh:
         rows = [_parse_row(r) for r in csv.DictReader(fh)]
     if not rows:
         raise ValueError(f"{path / 'results.csv'}: no rows")
-    return Job(path, str(cfg.env.id), int(cfg.seed), variant,
-               None if train_load is None else float(train_load), rows)
+    return Job(path, str(cfg.env.id), int(cfg.seed), variant, rows)
 
 
 def _parse_row(row: Mapping[str, str]) -> dict[str, Any]:
