@@ -106,3 +106,59 @@ def test_every_search_space_composes_with_its_study(search: str) -> None:
     for key in sweeper.params:  # every searched key exists in the study's agent config
         assert OmegaConf.select(cfg, key) is not None, key
     assert cfg.objective in ("goodput", "sla_attainment")
+
+
+@pytest.fixture()
+def ray_cluster(tmp_path: Path):
+    """A one-node Ray cluster started with ``ray start --head`` (stopped after the test)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "head.log"
+    ray_cli = Path(sys.executable).parent / "ray"
+    with open(log, "w") as fh:
+        head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", f"--port={port}",
+                                 "--num-cpus=2", "--include-dashboard=false",
+                                 "--object-store-memory=200000000"], stdout=fh, stderr=fh,
+                                env={**os.environ})
+    try:
+        deadline = time.monotonic() + 120
+        while "block forever" not in log.read_text():
+            assert head.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.send_signal(signal.SIGTERM)  # --block: stops the cluster's processes and exits
+        head.wait(timeout=60)
+        # `ray stop` would also forget the cluster; without it ray.init() would later try to
+        # join this one (gone) instead of starting its own.
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
+
+
+def test_two_jobs_on_an_existing_cluster(ray_cluster: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "c"
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}  # `ray start` turns token auth on
+    res = subprocess.run([sys.executable, "-m", "experiments.train", "-m",
+                          "hydra/launcher=ray_cluster",
+                          f"hydra.launcher.ray.init.address={ray_cluster}", *QUICK, "seed=0,1",
+                          f"hydra.sweep.dir={root}"], capture_output=True, text=True,
+                         timeout=900, env=env, cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert "Connected to Ray cluster" in out and "Started a local Ray instance" not in out
+    for job in (root / "0", root / "1"):
+        assert (job / "meta.json").is_file() and (job / "results.csv").is_file()

@@ -135,3 +135,18 @@ def test_bad_vec_env_is_one_line(tmp_path: Path) -> None:
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "vec_env.kind" in lines[0] and "Traceback" not in res.stderr
     assert not (tmp_path / "x" / "model.zip").exists()
+
+
+def test_scaling_app_measures_both_vec_envs(tmp_path: Path) -> None:
+    import csv
+
+    res = run_app("experiments.scaling", "experiment=quick", "scaling.n_envs=[1,2]",
+                  "scaling.timesteps=256", f"hydra.run.dir={tmp_path}/s")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    with open(tmp_path / "s" / "scaling.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["vec_env"], r["n_envs"]) for r in rows] == [
+        ("dummy", "1"), ("subproc", "1"), ("dummy", "2"), ("subproc", "2")]
+    assert all(float(r["env_steps_per_s"]) > 0 and float(r["learn_steps_per_s"]) > 0
+               for r in rows)
+    assert "| subproc | 2 |" in (tmp_path / "s" / "scaling.md").read_text()
