@@ -22,14 +22,27 @@ _NEG = -1e9
 class OnnxablePolicy(torch.nn.Module):
     """The deterministic, masked actor of an SB3 actor-critic policy as a plain module."""
 
-    def __init__(self, policy: Any, keys: Sequence[str]) -> None:
+    def __init__(self, policy: Any, keys: Sequence[str], normalizer: Any | None = None) -> None:
+        """``normalizer``: an :class:`agents.normalize.ObsNormalizer` (a run trained with
+        VecNormalize) whose frozen statistics become part of the graph, so that the exported
+        policy still takes raw observations."""
         super().__init__()
         self.policy = policy
         self.keys = list(keys)
+        self.norm_keys = [k for k in self.keys if normalizer is not None and k in normalizer.mean]
+        self.clip = float(normalizer.clip_obs) if normalizer is not None else 0.0
+        for i, key in enumerate(self.norm_keys):
+            mean, scale = normalizer.float32_stats(key)  # type: ignore[union-attr]
+            self.register_buffer(f"norm_mean_{i}", torch.as_tensor(mean))
+            self.register_buffer(f"norm_scale_{i}", torch.as_tensor(scale))
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``inputs`` = observation tensors in :attr:`keys` order, then the action mask."""
         obs = dict(zip(self.keys, inputs[:-1], strict=True))
+        for i, key in enumerate(self.norm_keys):
+            scaled = (obs[key] - getattr(self, f"norm_mean_{i}")) / getattr(
+                self, f"norm_scale_{i}")
+            obs[key] = torch.clamp(scaled, -self.clip, self.clip)
         mask = inputs[-1]
         features = self.policy.extract_features(obs, self.policy.pi_features_extractor)
         latent = self.policy.mlp_extractor.forward_actor(features)
@@ -39,7 +52,11 @@ class OnnxablePolicy(torch.nn.Module):
 
 
 def export_onnx(model: Any, path: str | Path) -> Path:
-    """Write ``model``'s policy (an SB3/sb3-contrib algorithm) to ``path`` as ONNX."""
+    """Write ``model``'s policy (an SB3/sb3-contrib algorithm) to ``path`` as ONNX.
+
+    A model wrapped in :class:`agents.normalize.NormalizedModel` is exported with its
+    observation normalisation inside the graph (the inputs stay raw observations).
+    """
     policy = model.policy.to("cpu").eval()
     space = model.observation_space
     keys = list(space.spaces.keys())
@@ -54,7 +71,7 @@ def export_onnx(model: Any, path: str | Path) -> Path:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            OnnxablePolicy(policy, keys),
+            OnnxablePolicy(policy, keys, getattr(model, "obs_normalizer", None)),
             (*dummy, mask),
             input_names=[*keys, "action_mask"],
             output_names=["action", "logits"],

@@ -32,6 +32,10 @@ def main(cfg: DictConfig) -> None:
         env_cfg = saved_run_config(cfg.run_dir, current_overrides())
         model = load_model(env_cfg, cfg.run_dir)
     spec = env_spec(env_cfg)
+    if model is not None:
+        from experiments.vecenv import with_saved_normalization
+
+        model = with_saved_normalization(model, cfg.run_dir, spec)
     names = list(cfg.policies) if cfg.policies is not None else (
         (["learned"] if model is not None else []) + baseline_names(env_cfg, spec.env_id))
     policies = make_policies(names, model, spec.env_id)

@@ -17,10 +17,12 @@ def main(cfg: DictConfig) -> None:
     """Export, then compare actions on held-out observations."""
     from experiments.pipeline import export_and_check
     from experiments.saved import current_overrides, load_model, saved_run_config
+    from experiments.vecenv import with_saved_normalization
 
     env_cfg = saved_run_config(cfg.run_dir, current_overrides())
     model = load_model(env_cfg, cfg.run_dir)
     spec = env_spec(env_cfg)
+    model = with_saved_normalization(model, cfg.run_dir, spec)  # vecnormalize.pkl, if any
     out = Path(cfg.run_dir)
     result = export_and_check(model, spec, out, int(cfg.export.parity_samples))
     write_json(out / "export.json", result)

@@ -18,11 +18,11 @@ from experiments.common import check_env_builds, env_spec, hydra_app, run_dir
 
 
 @hydra_app("train")
-def main(cfg: DictConfig) -> None:
-    """Train, export, evaluate, report."""
+def main(cfg: DictConfig) -> float:
+    """Train, export, evaluate, report; returns the learned policy's ``objective`` metric
+    (what a sweeper such as Optuna optimises, see :mod:`experiments.sweeps`)."""
     import torch
     from hydra.utils import instantiate
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
 
     from agents.callbacks import SchedMetricsCallback
@@ -35,6 +35,8 @@ def main(cfg: DictConfig) -> None:
         make_policies,
         write_meta,
     )
+    from experiments.sweeps import objective_metric, objective_value
+    from experiments.vecenv import finish_training, make_training_env
 
     torch.set_num_threads(int(cfg.torch_threads))  # tiny MLPs: more threads only contend
     out = run_dir()
@@ -42,11 +44,12 @@ def main(cfg: DictConfig) -> None:
     check_env_builds(spec)
     if int(cfg.total_timesteps) < 1:
         raise UserError(f"total_timesteps: must be >= 1, got {cfg.total_timesteps}")
+    objective_metric(cfg)  # a bad `objective` fails before training
     policies_names = ["learned", *baseline_names(cfg, spec.env_id)]
     # Validate the baseline names before training.
     make_policies([n for n in policies_names if n != "learned"], None, spec.env_id)
 
-    vec_env = make_vec_env(spec.make, n_envs=int(cfg.n_envs), seed=int(cfg.seed))
+    vec_env = make_training_env(cfg, spec)  # vec_env group: dummy/subproc, VecNormalize
     try:
         model = instantiate(cfg.agent, _convert_="all")(env=vec_env, seed=int(cfg.seed))
     except Exception as exc:
@@ -58,6 +61,7 @@ def main(cfg: DictConfig) -> None:
     train_s = time.perf_counter() - t0
     vec_env.close()
     model.save(out / "model.zip")
+    model = finish_training(model, vec_env, out)  # + vecnormalize.pkl when normalising
 
     export = export_and_check(model, spec, out, int(cfg.export.parity_samples))
     print(f"policy.onnx: ONNX and torch agree on {export['parity_agreement']:.2%} of "
@@ -66,11 +70,12 @@ def main(cfg: DictConfig) -> None:
     extra = (f"Training: {int(cfg.total_timesteps)} steps in {train_s:.0f} s. "
              f"ONNX parity: {export['parity_agreement']:.2%} of {export['parity_samples']} "
              "observations.")
-    evaluate_and_report(cfg, spec, make_policies(policies_names, model, spec.env_id), out,
-                        describe(cfg, spec), extra)
+    policies = make_policies(policies_names, model, spec.env_id)
+    sweep = evaluate_and_report(cfg, spec, policies, out, describe(cfg, spec), extra)
     write_meta(out, cfg, {"train_seconds": train_s, "eval_seconds": time.perf_counter() - t1,
                           "total_timesteps": int(cfg.total_timesteps), **export})
     print(f"run folder: {out}")
+    return objective_value(cfg, sweep)
 
 
 if __name__ == "__main__":
