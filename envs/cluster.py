@@ -23,6 +23,7 @@ from envs.sim.cluster.spec import (
     warm_residents,
 )
 from envs.sim.device.serving import BatcherConfig
+from hwmodels.specs import DeviceSpec, load_device
 from hwmodels.workloads import build_profile
 from traces.arrivals import TraceSource, WorkloadMix, mix_from_spec
 from traces.presets import get_trace
@@ -32,6 +33,14 @@ Obs = dict[str, np.ndarray]
 CLIP = 10.0
 #: Per-slot keys of the observation (each of shape ``(S,)``), in order.
 SLOT_KEYS = ("queue", "busy", "finish", "resident", "loading", "free_mem", "energy", "price")
+
+
+def _group(spec: Mapping[str, Any]) -> DeviceGroup:
+    """A device group from a config mapping (``{hw, layout, price_per_hour, link, count}``)."""
+    d = dict(spec)
+    return DeviceGroup(hw=d["hw"], layout=tuple(d.get("layout", ("full",))),
+                       price_per_hour=float(d.get("price_per_hour", 1.0)),
+                       link=str(d.get("link", "ethernet-25g")), count=int(d.get("count", 1)))
 
 
 def _clip(x: float) -> float:
@@ -109,9 +118,13 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
     ``gym.make("ldsgym/ClusterRouting-v0", cluster="8", workload="cluster-zipf",
     trace="poisson", load=0.8, episode_queries=1000, max_batch=8, max_queue_delay_ms=2,
     queue_capacity=64, drop_expired=True, precision="fp16", reward="goodput",
-    rate_window_s=1, interference=True)``. ``cluster`` is a preset name
-    (:data:`envs.sim.cluster.spec.CLUSTER_PRESETS`: ``"8"``, ``"16"``) or a list of device
-    groups (``{hw, layout, price_per_hour, link, count}``); ``load`` the offered load as a
+    rate_window_s=1, interference=True, hw=None, hw_price_per_hour=1)``. ``cluster`` is a
+    preset name (:data:`envs.sim.cluster.spec.CLUSTER_PRESETS`: ``"8"``, ``"16"``) or a list
+    of device groups (``{hw, layout, price_per_hour, link, count}``). ``hw`` (a ``conf/hw`` name, a
+    mapping or a :class:`~hwmodels.specs.DeviceSpec`; what the train app's ``hw`` group
+    passes) makes the cluster homogeneous instead: as many whole devices of that kind as the
+    preset has, on 100 GbE, at ``hw_price_per_hour`` each (drop the group, ``~hw``, for the
+    preset's heterogeneous cluster). ``load`` the offered load as a
     fraction of the cluster's capacity (the sum over devices of
     :func:`envs.sim.device.tables.capacity_qps` for the mix), or a range ``[lo, hi]`` drawn per
     episode. ``info`` holds the metrics of :meth:`envs.sim.cluster.sim.ClusterSim.summary`
@@ -145,6 +158,8 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         reward: str | dict[str, Any] | Reward = "goodput",
         rate_window_s: float = 1.0,
         interference: bool = True,
+        hw: str | Mapping[str, Any] | DeviceSpec | None = None,
+        hw_price_per_hour: float = 1.0,
     ) -> None:
         if isinstance(cluster, str):
             try:
@@ -153,9 +168,10 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
                 raise ValueError(f"cluster '{cluster}': unknown preset; known: "
                                  f"{', '.join(CLUSTER_PRESETS)}") from None
         else:
-            groups = tuple(g if isinstance(g, DeviceGroup) else DeviceGroup(
-                **{k: (tuple(v) if k == "layout" else v) for k, v in dict(g).items()})
-                for g in cluster)
+            groups = tuple(g if isinstance(g, DeviceGroup) else _group(g) for g in cluster)
+        if hw is not None:  # a homogeneous cluster of as many whole devices of this kind
+            groups = (DeviceGroup(load_device(hw), ("full",), float(hw_price_per_hour),
+                                  "ethernet-100g", sum(g.count for g in groups)),)
         self.groups = groups
         if isinstance(workload, str | WorkloadMix):
             self.mix = get_workload(workload)

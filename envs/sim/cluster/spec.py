@@ -34,7 +34,7 @@ from envs.sim.device.tables import CoRunnerSlowdowns, PartitionTables, normalise
 from hwmodels.interference import InterferenceModel
 from hwmodels.links import get_link
 from hwmodels.reconfig import DEFAULTS as RECONFIG_DEFAULTS
-from hwmodels.specs import load_device
+from hwmodels.specs import DeviceSpec, load_device
 from hwmodels.workloads import WorkloadProfile
 
 #: A model's footprint in memory: its weights plus 20% workspace (as ``PartitionTables.fits``).
@@ -46,14 +46,14 @@ class DeviceGroup:
     """``count`` devices of one kind.
 
     Attributes:
-        hw: Device name (``conf/hw``).
+        hw: Device name (``conf/hw``), or its spec.
         layout: Its partitions: ``("full",)``, MIG profiles, ``("mps:50", ...)``.
         price_per_hour: US$ per device-hour (see the module docstring).
         link: Network link from the router (:data:`hwmodels.links.LINKS`).
         count: How many.
     """
 
-    hw: str
+    hw: str | DeviceSpec
     layout: tuple[str, ...] = ("full",)
     price_per_hour: float = 1.0
     link: str = "ethernet-25g"
@@ -61,9 +61,14 @@ class DeviceGroup:
 
     def __post_init__(self) -> None:
         if self.count < 1:
-            raise ValueError(f"device group {self.hw}: count must be >= 1, got {self.count}")
+            raise ValueError(f"device group {self.label}: count must be >= 1, got {self.count}")
         if self.price_per_hour < 0:
-            raise ValueError(f"device group {self.hw}: price_per_hour must be >= 0")
+            raise ValueError(f"device group {self.label}: price_per_hour must be >= 0")
+
+    @property
+    def label(self) -> str:
+        """The device's name as given (a ``conf/hw`` name, or the spec's name)."""
+        return self.hw if isinstance(self.hw, str) else self.hw.name
 
 
 def _groups(*rows: tuple[str, tuple[str, ...], float, str, int]) -> tuple[DeviceGroup, ...]:
@@ -175,12 +180,13 @@ def build_tables(groups: Sequence[DeviceGroup], profiles: Sequence[WorkloadProfi
     hop, copy_bps, fixed, price, idle = [], [], [], [], []
     capacity = 0.0
     lat_cache: dict[tuple[Any, ...], np.ndarray] = {}
-    built: dict[tuple[str, tuple[str, ...]], tuple[PartitionTables, CoRunnerSlowdowns | None]] = {}
+    built: dict[tuple[str, str, tuple[str, ...]],
+                tuple[PartitionTables, CoRunnerSlowdowns | None]] = {}
     req_bytes = [request_bytes(p) for p in profiles]
     for g in groups:
         device = load_device(g.hw)
         layout, sharing = normalise_layout(g.layout)
-        key = (g.hw, tuple(layout))
+        key = (g.label, repr(device), tuple(layout))
         if key not in built:
             tab = PartitionTables.build(device, layout, profiles, probabilities, max_batch,
                                         precision, cache=lat_cache)
@@ -191,12 +197,12 @@ def build_tables(groups: Sequence[DeviceGroup], profiles: Sequence[WorkloadProfi
             built[key] = (tab, sd)
         tab, sd = built[key]
         if device.pcie_gbs <= 0:
-            raise ValueError(f"hw '{g.hw}': no host link (pcie_gbs = 0) to load weights over")
+            raise ValueError(f"hw '{g.label}': no host link (pcie_gbs = 0) to load weights over")
         params = {**RECONFIG_DEFAULTS, **device.reconfig}
         link = get_link(g.link)
         for k in range(g.count):
             d = len(names)
-            names.append(f"{g.hw}#{k}")
+            names.append(f"{g.label}#{k}")
             latency.append(tab.latency)
             fits.append(tab.fits)
             power.append(list(tab.power_w))

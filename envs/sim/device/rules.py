@@ -208,7 +208,8 @@ least_loaded_key_jit = _compiled(least_loaded_key, f32=f32_jit)
 round_robin_jit = _compiled(round_robin)
 nth_valid_jit = _compiled(nth_valid)
 
-__all__ = ["MILLI_F32", "best_fit", "best_fit_jit", "cheapest_within", "earliest", "earliest_jit", "f32",
-           "f32_all", "f32_jit", "least_loaded", "least_loaded_jit", "least_loaded_key",
-           "least_loaded_key_jit", "least_loaded_keys", "most_slack", "most_slack_jit", "nth_valid",
-           "nth_valid_jit", "round_robin", "round_robin_jit", "two_choices"]
+__all__ = ["MILLI_F32", "best_fit", "best_fit_jit", "cheapest_within", "earliest",
+           "earliest_jit", "f32", "f32_all", "f32_jit", "least_loaded", "least_loaded_jit",
+           "least_loaded_key", "least_loaded_key_jit", "least_loaded_keys", "most_slack",
+           "most_slack_jit", "nth_valid", "nth_valid_jit", "round_robin", "round_robin_jit",
+           "two_choices"]
