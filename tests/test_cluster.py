@@ -261,3 +261,14 @@ def test_informed_routers_beat_random_at_high_load() -> None:
     assert sla["least_loaded"] > sla["random"]
     assert sla["earliest_finish"] > sla["least_loaded"] + 0.1
     assert sla["cache_aware"] > sla["random"] + 0.1
+
+
+@pytest.mark.parametrize("preset, devices, slots", [("8", 8, 13), ("16", 16, 26), ("64", 64, 104)])
+def test_cluster_presets(preset: str, devices: int, slots: int) -> None:
+    from envs.sim.cluster import CLUSTER_PRESETS
+
+    tab = _tables(*CLUSTER_PRESETS[preset])
+    assert len(tab.device_names) == devices and len(tab.slots) == slots
+    # Capacity adds up over devices: the 64-device cluster is four 16-device ones.
+    if preset == "64":
+        assert tab.capacity_qps == pytest.approx(4 * _tables(*CLUSTER_PRESETS["16"]).capacity_qps)

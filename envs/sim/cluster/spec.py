@@ -90,6 +90,11 @@ CLUSTER_PRESETS: dict[str, tuple[DeviceGroup, ...]] = {
                   ("a10", ("full",), 1.00, _ETH25, 2), ("a100-80gb", _MIG, 3.70, _ETH100, 2),
                   ("a100-80gb", _MPS, 3.70, _ETH100, 2),
                   ("h100-sxm", ("full",), 6.50, _ETH100, 2)),
+    # 64 devices, 104 slots (the 16-device mix four times; not registered as an id yet).
+    "64": _groups(("t4", ("full",), 0.35, _ETH25, 16), ("l4", ("full",), 0.80, _ETH25, 16),
+                  ("a10", ("full",), 1.00, _ETH25, 8), ("a100-80gb", _MIG, 3.70, _ETH100, 8),
+                  ("a100-80gb", _MPS, 3.70, _ETH100, 8),
+                  ("h100-sxm", ("full",), 6.50, _ETH100, 8)),
 }
 
 
