@@ -9,9 +9,10 @@ each rule is a pure function of :mod:`envs.sim.device.rules`.
   the network hop and any weight load; rejects a query no slot can finish within its SLA.
 * ``cheapest_meeting_sla`` (INFaaS): the cheapest slot (dollars per query of this model
   there) among those predicted to meet the SLA; else the earliest finish.
-* ``static_assignment``: a fixed model-to-slots placement (each model stays on the slots it
-  was resident on when the router first saw it: the warm start's popularity packing), the
-  earliest finish among them; a model with no such slot falls back to the earliest finish.
+* ``static_assignment``: a fixed model-to-slots placement planned once per episode by
+  best-fit packing (:func:`best_fit_plan`: models by popularity, replicas in proportion to it,
+  each replica on the slot with the least memory left that holds it), then the earliest
+  finish among the model's slots; a model without one falls back to the earliest finish.
 * ``cache_aware`` (Shepherd/AlpaServe-like placement-aware routing): slots where the model is
   resident first, the earliest finish among them; else the earliest finish.
 """
@@ -113,24 +114,69 @@ class CheapestMeetingSla(HeuristicPolicy):
         return p if p >= 0 else _earliest(obs, valid, True, bool(mask[-1]))
 
 
+def best_fit_plan(popularity: list[float], footprint: list[float],
+                  mem: list[float]) -> list[list[bool]]:
+    """A static placement of models on slots by best-fit packing.
+
+    First pass, models in order of popularity (ties: index): model ``m`` gets up to ``max(1,
+    round(share x S))`` replicas (``share``: its popularity over the total), each on the slot
+    with the least memory left that still holds it and does not hold it yet (ties: the lower
+    index). Second pass, in the same order: every model is added to every slot that still has
+    room for it (the memory left is filled with the most popular models). Footprints and
+    memories are in any one unit.
+
+    Returns:
+        ``plan[m][s]``: whether model ``m`` is placed on slot ``s``.
+    """
+    S, M = len(mem), len(popularity)
+    total = sum(popularity) or 1.0
+    left = list(mem)
+    plan = [[False] * S for _ in range(M)]
+    order = sorted(range(M), key=lambda k: (-popularity[k], k))
+
+    def place(m: int) -> bool:
+        need = footprint[m]
+        best = -1
+        for s in range(S):
+            if not plan[m][s] and left[s] >= need and (best < 0 or left[s] < left[best]):
+                best = s
+        if best < 0:
+            return False
+        plan[m][best] = True
+        left[best] -= need
+        return True
+
+    for m in order:
+        for _ in range(min(S, max(1, round(popularity[m] / total * S)))):
+            if not place(m):
+                break
+    for m in order:
+        while place(m):
+            pass
+    return plan
+
+
 class StaticAssignment(HeuristicPolicy):
-    """A fixed placement: each model keeps the slots it was resident on when first seen."""
+    """A fixed placement by best-fit packing (:func:`best_fit_plan`), planned at the first
+    decision of an episode from the constant ``popularity``, ``footprint`` and ``mem``
+    features; the earliest finish among the model's slots."""
 
     name = "static_assignment"
 
     def __init__(self) -> None:
-        self.plan: dict[int, list[bool]] = {}
+        self.plan: list[list[bool]] | None = None
 
     def reset(self, seed: int | None = None) -> None:
-        """Forget the placement (a new episode starts warm again)."""
-        self.plan = {}
+        """Forget the placement (planned again at the next decision)."""
+        self.plan = None
 
     def act(self, obs: Obs, mask: np.ndarray) -> int:
         """The earliest finish among the model's assigned slots."""
+        if self.plan is None:
+            self.plan = best_fit_plan(obs["popularity"].tolist(), obs["footprint"].tolist(),
+                                      obs["mem"].tolist())
         m = int(np.argmax(obs["model"]))
-        assigned = self.plan.get(m)
-        if assigned is None:
-            assigned = self.plan[m] = (obs["resident"] > 0.5).tolist()
+        assigned = self.plan[m]
         valid = mask.tolist()
         mine = [v and a for v, a in zip(valid[:-1], assigned, strict=True)]
         if any(mine):

@@ -32,7 +32,8 @@ Obs = dict[str, np.ndarray]
 #: Observation values are clipped to ``[0, CLIP]``.
 CLIP = 10.0
 #: Per-slot keys of the observation (each of shape ``(S,)``), in order.
-SLOT_KEYS = ("queue", "busy", "finish", "resident", "loading", "free_mem", "energy", "price")
+SLOT_KEYS = ("queue", "busy", "finish", "resident", "loading", "free_mem", "energy", "price",
+             "mem")
 
 
 def _group(spec: Mapping[str, Any]) -> DeviceGroup:
@@ -91,6 +92,10 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
     |              |       | largest over the slots                                            |
     | ``price``    | (S,)  | dollars per query of this model there at full batches / the       |
     |              |       | largest over the slots                                            |
+    | ``mem``      | (S,)  | the slot's memory / the largest slot's (constant)                 |
+    | ``popularity``| (M,) | the mix's popularity / the most popular model's (constant)        |
+    | ``footprint``| (M,)  | each model's weights + workspace / the largest slot's memory      |
+    |              |       | (constant): with ``mem``, what a placement plan packs             |
 
     ## Rewards
 
@@ -229,7 +234,14 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         self._max_sla_s = float(self.mix.sla_ms.max()) * 1e-3
         self._inv_b = 1.0 / max_batch
         self._inv_cap = 1.0 / self.capacity_qps
-        sizes = {"model": M, "sla": 1, "rates": M, **dict.fromkeys(SLOT_KEYS, S)}
+        sizes = {"model": M, "sla": 1, "rates": M, "popularity": M, "footprint": M,
+                 **dict.fromkeys(SLOT_KEYS, S)}
+        biggest = max(tab.slot_mem_bytes)
+        self._mem = np.array([b / biggest for b in tab.slot_mem_bytes], dtype=np.float32)
+        prob = self.mix.probabilities
+        self._popularity = (prob / prob.max()).astype(np.float32)
+        self._footprint = np.array([_clip(b / biggest) for b in tab.footprint_bytes],
+                                   dtype=np.float32)
         self.observation_space: spaces.Dict = spaces.Dict({  # type: ignore[assignment]
             k: spaces.Box(0.0, CLIP, (n,), np.float32) for k, n in sizes.items()})
         self.action_space = spaces.Discrete(S + 1)
@@ -347,6 +359,9 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             "free_mem": np.array(free, dtype=np.float32),
             "energy": np.array(self._energy_of[m], dtype=np.float32),
             "price": np.array(self._price_of[m], dtype=np.float32),
+            "mem": self._mem.copy(),
+            "popularity": self._popularity.copy(),
+            "footprint": self._footprint.copy(),
         }
         self._last_obs = obs
         return obs

@@ -272,3 +272,15 @@ def test_cluster_presets(preset: str, devices: int, slots: int) -> None:
     # Capacity adds up over devices: the 64-device cluster is four 16-device ones.
     if preset == "64":
         assert tab.capacity_qps == pytest.approx(4 * _tables(*CLUSTER_PRESETS["16"]).capacity_qps)
+
+
+def test_best_fit_plan_packs_popular_models_first() -> None:
+    from agents.cluster_baselines import best_fit_plan
+
+    # Slots of 10 and 4; models (popularity, size): a (0.6, 3), b (0.3, 5), c (0.1, 4).
+    plan = best_fit_plan([0.6, 0.3, 0.1], [3.0, 5.0, 4.0], [10.0, 4.0])
+    # First pass: a gets round(0.6 x 2) = 1 replica on the tighter slot that holds it (4 -> 1
+    # left); b and c one each on slot 0 (10 -> 5 -> 1). Fill: nothing else fits.
+    assert plan == [[False, True], [True, False], [True, False]]
+    plan = best_fit_plan([0.5, 0.5], [1.0, 1.0], [3.0, 3.0])
+    assert plan == [[True, True], [True, True]]  # the fill pass replicates everywhere
