@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from agents.cluster_baselines import CLUSTER_BASELINES
 from agents.misd_baselines import MISD_PLACEMENT_BASELINES, REPARTITION_BASELINES
 from agents.policy import HeuristicPolicy, Obs, SeededRng, earliest_or_reject
 from agents.shard_baselines import PLACEMENT_BASELINES, SHARD_BASELINES
@@ -102,6 +103,7 @@ BASELINES_BY_ENV: dict[str, dict[str, Callable[[], HeuristicPolicy]]] = {
     "Repartition": REPARTITION_BASELINES,
     "ShardRouting": SHARD_BASELINES,
     "ShardPlacement": PLACEMENT_BASELINES,
+    "ClusterRouting": CLUSTER_BASELINES,
 }
 
 

@@ -49,6 +49,13 @@ for _family, _entry, _presets in (
             _register(f"{NAMESPACE}/{_family}-{_name}-v0", _entry, **_misd.kwargs())
 
 
+# MIMD (a heterogeneous cluster behind a router): ClusterRouting, from its cluster presets.
+from envs.cluster import ClusterRoutingEnv  # noqa: E402
+
+_register(f"{NAMESPACE}/ClusterRouting-v0", "envs.cluster:ClusterRoutingEnv")
+_register(f"{NAMESPACE}/ClusterRouting-16-v0", "envs.cluster:ClusterRoutingEnv", cluster="16")
+
+
 def registered_ids() -> list[str]:
     """Every environment id in the ``ldsgym/`` namespace."""
     return sorted(k for k in registry if k.startswith(f"{NAMESPACE}/"))
@@ -57,3 +64,4 @@ def registered_ids() -> list[str]:
 __all__ = ["HW_PRESETS", "NAMESPACE", "SHARD_PRESETS", "WORKLOADS", "PartitionPlacementEnv",
            "ShardPlacementEnv", "ShardRoutingEnv", "registered_ids"]
 __all__ += ["RepartitionEnv"]
+__all__ += ["ClusterRoutingEnv"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from traces.arrivals import ModelClass, RequestClass, WorkloadMix
+from traces.arrivals import ModelClass, RequestClass, WorkloadMix, zipf_weights
 
 #: Model mixes. SLAs: ResNet-50 15 ms is MLPerf's server bound (published_targets T003);
 #: MobileNetV2 at 10 ms and BERT-base at 50 ms (seq 384) are set the same way, a few times the
@@ -34,6 +34,25 @@ WORKLOADS: dict[str, tuple[ModelClass, ...]] = {
                              ("bert-base", 0.2, 50.0))
     ),
 }
+
+#: The cluster's mix (``ldsgym/ClusterRouting-v0``): 22 models, Zipf popularity (s = 1) in
+#: this order, fine-tuned copies of one architecture as ``<arch>@<variant>`` (same profile,
+#: own weights: each needs its own load). SLAs a few times the batch-1 latency on a T4 (the
+#: slowest GPU of the presets), ResNet-50's 15 ms as above.
+_CLUSTER_MODELS = (
+    ("resnet50", 15.0), ("bert-base", 50.0), ("gpt2-large-decode", 50.0),
+    ("mobilenet_v2", 10.0), ("gpt2-xl-decode", 80.0), ("bert-base@ft1", 50.0),
+    ("googlenet", 10.0), ("gpt2-decode", 20.0), ("bert-large", 150.0),
+    ("gpt2-large-decode@ft1", 50.0), ("resnet50@ft1", 15.0), ("inception_v3", 20.0),
+    ("bert-base@ft2", 50.0), ("gpt2-medium-decode", 30.0), ("gpt2-xl-decode@ft1", 80.0),
+    ("vgg16", 40.0), ("bert-base@ft3", 50.0), ("gpt2-large-decode@ft2", 50.0),
+    ("resnet50@ft2", 15.0), ("bert-base@ft4", 50.0), ("gpt2-xl-decode@ft2", 80.0),
+    ("gpt2-large-decode@ft3", 50.0),
+)
+WORKLOADS["cluster-zipf"] = tuple(
+    ModelClass(name, weight=float(w), sla_ms=sla)
+    for (name, sla), w in zip(_CLUSTER_MODELS, zipf_weights(len(_CLUSTER_MODELS), 1.0),
+                              strict=True))
 
 
 def get_workload(spec: str | WorkloadMix) -> WorkloadMix:

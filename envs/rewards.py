@@ -9,6 +9,8 @@ arrivals, three requests finish within their SLA, one finishes late and one is d
 its queue was full: ``r = 3 - 1*1 - 1*1 = 1``. With ``energy_weight=0.01`` and 50 J spent in
 between, ``r = 1 - 0.5 = 0.5``. With ``backlog_weight=0.5`` and, in between, four requests
 each 2 ms in the system under a 10 ms SLA (backlog ``4 * 0.2 = 0.8``), ``r = 1 - 0.4 = 0.6``.
+With ``cost_weight=1000`` and US$0.0002 of device time spent in between, ``r = 1 - 0.2 =
+0.8`` (``ldsgym/ClusterRouting-v0`` prices its devices; elsewhere the cost is 0).
 
 Re-partitioning (``ldsgym/Repartition-v0``, one decision per interval): with
 ``GoodputReward(reconfig_weight=500)``, an interval in which 6,000 requests finish in time,
@@ -39,6 +41,7 @@ class Outcome:
         reconfigurations: Re-partitionings started.
         backlog: Time requests spent in the system, each in units of its own SLA (summed over
             requests): a dense latency signal whose episode total is ``sum(latency / SLA)``.
+        cost_usd: Dollars spent (``ldsgym/ClusterRouting-v0``: busy device time at its price).
     """
 
     good: int = 0
@@ -47,6 +50,7 @@ class Outcome:
     energy_j: float = 0.0
     reconfigurations: int = 0
     backlog: float = 0.0
+    cost_usd: float = 0.0
 
 
 class Reward(Protocol):
@@ -60,7 +64,7 @@ class Reward(Protocol):
 @dataclass(frozen=True)
 class GoodputReward:
     """``good - late_weight*late - drop_weight*dropped - energy_weight*J - reconfig_weight*n
-    - backlog_weight*backlog``.
+    - backlog_weight*backlog - cost_weight*usd``.
 
     Args:
         late_weight: Cost of a request served after its deadline.
@@ -69,6 +73,7 @@ class GoodputReward:
         reconfig_weight: Cost per re-partitioning.
         backlog_weight: Cost per SLA-length of time a request spends in the system (a dense
             signal that reaches the agent before requests finish).
+        cost_weight: Cost per US dollar spent (environments that price their devices).
     """
 
     late_weight: float = 1.0
@@ -76,19 +81,22 @@ class GoodputReward:
     energy_weight: float = 0.0
     reconfig_weight: float = 0.0
     backlog_weight: float = 0.0
+    cost_weight: float = 0.0
 
     def __call__(self, outcome: Outcome) -> float:
         """See the class docstring."""
         return self.value(outcome.good, outcome.late, outcome.dropped, outcome.energy_j,
-                          outcome.reconfigurations, outcome.backlog)
+                          outcome.reconfigurations, outcome.backlog, outcome.cost_usd)
 
     def value(self, good: int, late: int, dropped: int, energy_j: float,
-              reconfigurations: int, backlog: float) -> float:
+              reconfigurations: int, backlog: float, cost_usd: float = 0.0) -> float:
         """The reward of an :class:`Outcome` given as its fields (what the environments
-        call every step, without building the object)."""
-        return (good - self.late_weight * late - self.drop_weight * dropped
-                - self.energy_weight * energy_j - self.reconfig_weight * reconfigurations
-                - self.backlog_weight * backlog)
+        call every step, without building the object). The cost term enters only where
+        ``cost_usd`` is non-zero, so environments without prices get the same floats."""
+        r = (good - self.late_weight * late - self.drop_weight * dropped
+             - self.energy_weight * energy_j - self.reconfig_weight * reconfigurations
+             - self.backlog_weight * backlog)
+        return r - self.cost_weight * cost_usd if cost_usd else r
 
     @property
     def weights(self) -> tuple[float, float, float, float, float]:
@@ -107,7 +115,7 @@ class ViolationReward:
         return -float(outcome.late + outcome.dropped)
 
     def value(self, good: int, late: int, dropped: int, energy_j: float,
-              reconfigurations: int, backlog: float) -> float:
+              reconfigurations: int, backlog: float, cost_usd: float = 0.0) -> float:
         """As :meth:`GoodputReward.value`."""
         return -float(late + dropped)
 

@@ -243,6 +243,7 @@ def cases() -> Iterator[tuple[str, Callable[[], dict[str, str]]]]:
         "ldsgym/ShardRouting-v0": {"episode_queries": 2000},
         "ldsgym/ShardRouting-Faults-v0": {"episode_queries": 2000},
         "ldsgym/ShardPlacement-v0": {},
+        "ldsgym/ClusterRouting-v0": {"episode_queries": 1500, "load": 1.1},
     }
     for env_id, kwargs in others.items():
         family = env_id.split("/")[1].split("-")[0]

@@ -131,6 +131,30 @@ def nth_valid(k: int, valid: Sequence[Any], n: int) -> int:
     return n
 
 
+def cheapest_within(cost: Sequence[float], values: Sequence[float], valid: Sequence[Any],
+                    limit: float = 1.0) -> int:
+    """INFaaS: the first valid partition with the smallest ``cost`` among those whose
+    ``values`` (predicted finish, in units of the SLA) meet ``limit``; ``-1`` when none does
+    (the caller falls back, e.g. to :func:`earliest`)."""
+    best = -1
+    for p in range(len(values)):
+        if valid[p] and values[p] <= limit and (best < 0 or cost[p] < cost[best]):
+            best = p
+    return best
+
+
+def two_choices(i: int, j: int, key: Sequence[float], valid: Sequence[Any], n: int) -> int:
+    """Power of two choices: of the ``i``-th and ``j``-th valid partitions (as
+    :func:`nth_valid`), the one with the smaller ``key`` (ties to the first); ``n`` when none
+    is valid."""
+    a, b = nth_valid(i, valid, n), nth_valid(j, valid, n)
+    if a == n:
+        return b
+    if b == n:
+        return a
+    return b if key[b] < key[a] else a
+
+
 def least_loaded_key(queue: float, busy: float) -> float:
     """Least-loaded's key for a partition from its ``queue`` and ``busy`` observation entries
     (float32 values): ``queue + busy * 1e-3`` in float32 arithmetic, as numpy computes it on
@@ -184,7 +208,8 @@ least_loaded_key_jit = _compiled(least_loaded_key, f32=f32_jit)
 round_robin_jit = _compiled(round_robin)
 nth_valid_jit = _compiled(nth_valid)
 
-__all__ = ["MILLI_F32", "best_fit", "best_fit_jit", "earliest", "earliest_jit", "f32",
-           "f32_all", "f32_jit", "least_loaded", "least_loaded_jit", "least_loaded_key",
-           "least_loaded_key_jit", "least_loaded_keys", "most_slack", "most_slack_jit", "nth_valid",
-           "nth_valid_jit", "round_robin", "round_robin_jit"]
+__all__ = ["MILLI_F32", "best_fit", "best_fit_jit", "cheapest_within", "earliest",
+           "earliest_jit", "f32", "f32_all", "f32_jit", "least_loaded", "least_loaded_jit",
+           "least_loaded_key", "least_loaded_key_jit", "least_loaded_keys", "most_slack",
+           "most_slack_jit", "nth_valid", "nth_valid_jit", "round_robin", "round_robin_jit",
+           "two_choices"]

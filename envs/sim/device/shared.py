@@ -310,6 +310,27 @@ class SharedGpuSim(GpuServingSim):
             raise ValueError(f"partition {p} cannot serve model {m}")
         self._admit(p, m, req)
 
+    def arrive(self, p: int, m: int, req: Request) -> None:
+        """A request that arrives from outside the trace (routed here by a cluster), queued on
+        slot ``p`` as :meth:`place` queues a trace request: it counts as arrived, its
+        ``1/SLA`` joins the backlog rate, and it is queued (or dropped: queue full) by the
+        same bookkeeping. Call it at the request's delivery time (advance the device there
+        first, e.g. with :meth:`run_until`); ``req[0]`` is its arrival at the cluster, so its
+        latency counts the way there. A device built with an empty trace and driven only
+        through this method and :meth:`run_until` is a passive device a router drives.
+
+        Raises:
+            ValueError: ``p`` is out of range or the model does not fit on it.
+        """
+        if not 0 <= p < self.n_partitions or not self.fits[p][m]:
+            raise ValueError(f"partition {p} cannot serve model {m}")
+        now = self.events.now
+        self.backlog += self._backlog_rate * (now - self._backlog_t)
+        self._backlog_t = now
+        self.counters.arrived += 1
+        self._backlog_rate += req[2]
+        self._admit(p, m, req)
+
     def drop(self, req: Request) -> None:
         """Reject a request handed back by :meth:`reconfigure`."""
         self.counters.dropped_rejected += 1

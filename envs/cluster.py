@@ -1,0 +1,367 @@
+"""``ldsgym/ClusterRouting-v0``: route each query to a device (partition) of a heterogeneous
+cluster, loading and evicting models as needed."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.presets import get_workload
+from envs.rewards import Outcome, Reward, make_reward
+from envs.sim.cluster.sim import ClusterSim
+from envs.sim.cluster.spec import (
+    CLUSTER_PRESETS,
+    DeviceGroup,
+    base_model,
+    build_tables,
+    warm_residents,
+)
+from envs.sim.device.serving import BatcherConfig
+from hwmodels.specs import DeviceSpec, load_device
+from hwmodels.workloads import build_profile
+from traces.arrivals import TraceSource, WorkloadMix, mix_from_spec
+from traces.presets import get_trace
+
+Obs = dict[str, np.ndarray]
+#: Observation values are clipped to ``[0, CLIP]``.
+CLIP = 10.0
+#: Per-slot keys of the observation (each of shape ``(S,)``), in order.
+SLOT_KEYS = ("queue", "busy", "finish", "resident", "loading", "free_mem", "energy", "price",
+             "mem")
+
+
+def _group(spec: Mapping[str, Any]) -> DeviceGroup:
+    """A device group from a config mapping (``{hw, layout, price_per_hour, link, count}``)."""
+    d = dict(spec)
+    return DeviceGroup(hw=d["hw"], layout=tuple(d.get("layout", ("full",))),
+                       price_per_hour=float(d.get("price_per_hour", 1.0)),
+                       link=str(d.get("link", "ethernet-25g")), count=int(d.get("count", 1)))
+
+
+def _clip(x: float) -> float:
+    return CLIP if not x < CLIP else (x if x > 0.0 else 0.0)
+
+
+class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
+    """Route inference queries across a heterogeneous cluster that must load models.
+
+    ## Description
+
+    A router fronts a cluster of different devices (by default 8: two T4s, two L4s, an A10,
+    an A100 as MIG slices ``3g+2g+1g+1g``, an A100 under MPS ``50/30/20`` and an H100), each a
+    full device simulator (:class:`envs.sim.device.shared.SharedGpuSim`: dynamic batching,
+    interference among MPS shares), reached over a network link with its own latency and
+    bandwidth (:mod:`hwmodels.links`) and priced per hour. Queries for 22 models (Zipf
+    popularity, fine-tuned copies of one architecture among them) arrive from a trace. At every
+    arrival the agent picks the *slot* (a partition of a device) that serves the query, or
+    rejects it. A slot holds the models that fit its memory; a query for a model the slot lacks
+    evicts least recently used idle models and loads the weights over the device's host link
+    (hundreds of milliseconds: far beyond the SLAs), and the query waits for the load. The
+    simulator is :class:`envs.sim.cluster.sim.ClusterSim`.
+
+    ## Action Space
+
+    ``Discrete(S + 1)``: ``0..S-1`` route the query to that slot, ``S`` rejects it.
+    :meth:`action_masks` allows the slots that can hold the query's model (its partition's
+    memory, after evicting idle models); rejecting is always allowed, so a mask is never empty.
+
+    ## Observation Space
+
+    A ``Dict`` of float32 boxes in ``[0, 10]`` (S slots, M models):
+
+    | key          | shape | meaning                                                           |
+    |--------------|-------|-------------------------------------------------------------------|
+    | ``model``    | (M,)  | one-hot model of the query                                        |
+    | ``sla``      | (1,)  | its SLA / the largest SLA of the mix                              |
+    | ``rates``    | (M,)  | recent arrival rate per model (1 s EWMA) / the cluster's capacity |
+    | ``queue``    | (S,)  | items queued and in transit per slot / ``max_batch``              |
+    | ``busy``     | (S,)  | time left in the slot's running batch / the query's SLA           |
+    | ``finish``   | (S,)  | expected time until the query would finish there (network hop or  |
+    |              |       | load, wait, queued work, its batch) / its SLA                     |
+    | ``resident`` | (S,)  | 1 where the query's model is resident on the slot                 |
+    | ``loading``  | (S,)  | time until the model's weights would be ready there / its SLA     |
+    |              |       | (0: loaded; a whole load where it is not resident)                |
+    | ``free_mem`` | (S,)  | fraction of the slot's memory not held by models                  |
+    | ``energy``   | (S,)  | joules per query of this model there at full batches / the        |
+    |              |       | largest over the slots                                            |
+    | ``price``    | (S,)  | dollars per query of this model there at full batches / the       |
+    |              |       | largest over the slots                                            |
+    | ``mem``      | (S,)  | the slot's memory / the largest slot's (constant)                 |
+    | ``popularity``| (M,) | the mix's popularity / the most popular model's (constant)        |
+    | ``footprint``| (M,)  | each model's weights + workspace / the largest slot's memory      |
+    |              |       | (constant): with ``mem``, what a placement plan packs             |
+
+    ## Rewards
+
+    A reward object (:mod:`envs.rewards`) weighs what happened since the last decision: the
+    default ``goodput`` reward is ``good - late - dropped``; ``energy_weight`` prices joules
+    (the devices' dynamic energy and idle power) and ``cost_weight`` dollars (each slot's busy
+    time at its share of its device's hourly price). Worked example, with
+    ``reward={name: goodput, energy_weight: 0.01, cost_weight: 1000}``: between two arrivals
+    five queries finish in time, one late, none dropped; the cluster spent 30 J and its slots
+    were busy for US$0.0001 of device time: ``r = 5 - 1 - 0.3 - 0.1 = 3.6``.
+
+    ## Starting State
+
+    Idle devices with empty queues; every slot holds the most popular models that fit its
+    memory (a warm cluster); the first query of a freshly drawn trace is pending.
+
+    ## Episode End
+
+    Episodes last ``episode_queries`` decisions (a truncation). After the last decision the
+    queries in transit are delivered and every device drains, so the final ``info`` counts
+    every query as completed or dropped.
+
+    ## Arguments
+
+    ``gym.make("ldsgym/ClusterRouting-v0", cluster="8", workload="cluster-zipf",
+    trace="poisson", load=0.8, episode_queries=1000, max_batch=8, max_queue_delay_ms=2,
+    queue_capacity=64, drop_expired=True, precision="fp16", reward="goodput",
+    rate_window_s=1, interference=True, hw=None, hw_price_per_hour=1)``. ``cluster`` is a
+    preset name (:data:`envs.sim.cluster.spec.CLUSTER_PRESETS`: ``"8"``, ``"16"``) or a list
+    of device groups (``{hw, layout, price_per_hour, link, count}``). ``hw`` (a ``conf/hw`` name, a
+    mapping or a :class:`~hwmodels.specs.DeviceSpec`; what the train app's ``hw`` group
+    passes) makes the cluster homogeneous instead: as many whole devices of that kind as the
+    preset has, on 100 GbE, at ``hw_price_per_hour`` each (drop the group, ``~hw``, for the
+    preset's heterogeneous cluster). ``load`` the offered load as a
+    fraction of the cluster's capacity (the sum over devices of
+    :func:`envs.sim.device.tables.capacity_qps` for the mix), or a range ``[lo, hi]`` drawn per
+    episode. ``info`` holds the metrics of :meth:`envs.sim.cluster.sim.ClusterSim.summary`
+    (``sla_attainment``, ``goodput``, ``p99_latency_ms``, ``energy_per_query_j``,
+    ``cost_per_query_usd``, ``loads``, ``evictions``, ...).
+
+    ## Version History
+
+    * v0: first release (issue 15): routing, network hops, weight loads with LRU eviction,
+      presets of 8 and 16 devices.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
+    _steps: int
+    _rates: list[float]
+    _rate_t: float
+    _snapshot: tuple[int, int, int, float, float, float]
+
+    def __init__(
+        self,
+        cluster: str | Sequence[Mapping[str, Any] | DeviceGroup] = "8",
+        workload: str | Sequence[Mapping[str, Any]] | WorkloadMix = "cluster-zipf",
+        trace: str | TraceSource = "poisson",
+        load: float | Sequence[float] = 0.8,
+        episode_queries: int = 1000,
+        max_batch: int = 8,
+        max_queue_delay_ms: float = 2.0,
+        queue_capacity: int = 64,
+        drop_expired: bool = True,
+        precision: str = "fp16",
+        reward: str | dict[str, Any] | Reward = "goodput",
+        rate_window_s: float = 1.0,
+        interference: bool = True,
+        hw: str | Mapping[str, Any] | DeviceSpec | None = None,
+        hw_price_per_hour: float = 1.0,
+    ) -> None:
+        if isinstance(cluster, str):
+            try:
+                groups = CLUSTER_PRESETS[cluster]
+            except KeyError:
+                raise ValueError(f"cluster '{cluster}': unknown preset; known: "
+                                 f"{', '.join(CLUSTER_PRESETS)}") from None
+        else:
+            groups = tuple(g if isinstance(g, DeviceGroup) else _group(g) for g in cluster)
+        if hw is not None:  # a homogeneous cluster of as many whole devices of this kind
+            groups = (DeviceGroup(load_device(hw), ("full",), float(hw_price_per_hour),
+                                  "ethernet-100g", sum(g.count for g in groups)),)
+        self.groups = groups
+        if isinstance(workload, str | WorkloadMix):
+            self.mix = get_workload(workload)
+        else:
+            self.mix = mix_from_spec([dict(m) for m in workload])
+        self.trace = get_trace(trace)
+        if isinstance(load, int | float):
+            lo = hi = float(load)
+        else:
+            lo, hi = (float(x) for x in load)
+        if not 0 < lo <= hi:
+            raise ValueError(f"load must be > 0 (or a range [lo, hi], 0 < lo <= hi), got {load}")
+        if episode_queries < 1:
+            raise ValueError(f"episode_queries must be >= 1, got {episode_queries}")
+        self.load = lo
+        self.load_range = (lo, hi)
+        self.episode_queries = int(episode_queries)
+        self.batcher = BatcherConfig(max_batch, max_queue_delay_ms * 1e-3, queue_capacity,
+                                     drop_expired)
+        self.reward_fn = make_reward(reward)
+        self._reward_value = getattr(self.reward_fn, "value", None)
+        self.rate_window_s = float(rate_window_s)
+        profiles = [build_profile(base_model(n)) for n in self.mix.names]
+        self.tables = build_tables(groups, profiles, self.mix.probabilities, max_batch,
+                                   precision, interference)
+        tab = self.tables
+        S, M = len(tab.slots), len(profiles)
+        self.n_slots, self.n_models = S, M
+        self.capacity_qps = tab.capacity_qps
+        order = np.argsort(-self.mix.probabilities, kind="stable").tolist()
+        #: Per slot, the models resident at the start of an episode (LRU first).
+        self.initial_residents = warm_residents(tab, order)
+        self._slowdown_caches: list[dict[Any, tuple[float, ...]] | None] = [
+            {} if sd is not None else None for sd in tab.slowdowns]
+        # Per model: joules and dollars per query on each slot at full batches, normalised by
+        # the largest over the slots where it fits (0 where it does not).
+        self._energy_of: list[list[float]] = []
+        self._price_of: list[list[float]] = []
+        per_item = tab.per_item_s
+        for m in range(M):
+            e_row, c_row = [], []
+            for s, (d, p) in enumerate(tab.slots):
+                t = float(per_item[s, m])
+                busy_w = tab.power_w[d][p][1]
+                e_row.append(busy_w * t if math.isfinite(t) else 0.0)
+                c_row.append(tab.price_per_s[d] * tab.slot_share[s] * t
+                             if math.isfinite(t) else 0.0)
+            e_max, c_max = max(e_row) or 1.0, max(c_row) or 1.0
+            self._energy_of.append([x / e_max for x in e_row])
+            self._price_of.append([x / c_max for x in c_row])
+        self._solo_ms = np.array([
+            min(tab.latency[d][p][m][0] for d, p in tab.slots if tab.fits[d][p][m])
+            for m in range(M)]) * 1e3
+        self._onehot = [[1.0 if k == m else 0.0 for k in range(M)] for m in range(M)]
+        self._max_sla_s = float(self.mix.sla_ms.max()) * 1e-3
+        self._inv_b = 1.0 / max_batch
+        self._inv_cap = 1.0 / self.capacity_qps
+        sizes = {"model": M, "sla": 1, "rates": M, "popularity": M, "footprint": M,
+                 **dict.fromkeys(SLOT_KEYS, S)}
+        biggest = max(tab.slot_mem_bytes)
+        self._mem = np.array([b / biggest for b in tab.slot_mem_bytes], dtype=np.float32)
+        prob = self.mix.probabilities
+        self._popularity = (prob / prob.max()).astype(np.float32)
+        self._footprint = np.array([_clip(b / biggest) for b in tab.footprint_bytes],
+                                   dtype=np.float32)
+        self.observation_space: spaces.Dict = spaces.Dict({  # type: ignore[assignment]
+            k: spaces.Box(0.0, CLIP, (n,), np.float32) for k, n in sizes.items()})
+        self.action_space = spaces.Discrete(S + 1)
+        self.sim: ClusterSim | None = None
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
+        """Draw a new trace, start a warm cluster and run to the first arrival."""
+        super().reset(seed=seed)
+        trace_seed = int(self.np_random.integers(0, 2**63 - 1))
+        lo, hi = self.load_range
+        if hi > lo:
+            self.load = lo + (hi - lo) * float(self.np_random.random())
+        arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix,
+                                     self.episode_queries, self.load * self.capacity_qps)
+        arrivals = arrivals.resolve_sla(self._solo_ms)
+        arrivals = dataclasses.replace(arrivals, size=np.ones(len(arrivals), np.int32))
+        self.sim = ClusterSim(self.tables, arrivals, self.batcher, self.initial_residents,
+                              self._slowdown_caches)
+        self._rates = [0.0] * self.n_models
+        self._rate_t = 0.0
+        self._steps = 0
+        self._snapshot = (0, 0, 0, 0.0, 0.0, 0.0)
+        self.sim.advance()
+        self._observe_arrival()
+        return self._obs(), self.sim.summary()
+
+    def step(self, action: np.int64 | int) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
+        """Route (or reject) the pending query and run to the next arrival."""
+        sim = self.sim
+        if sim is None or sim.pending is None:
+            raise RuntimeError("call reset() before step()")
+        a = int(action)
+        if a == self.n_slots:
+            sim.reject()
+        else:
+            try:
+                sim.route(a)  # checks the range and the memory, before any change
+            except ValueError:
+                raise ValueError(f"action {a} is masked or out of range for this query") from None
+        self._steps += 1
+        sim.advance()
+        if sim.pending is None:  # truncated: drained
+            return self._last_obs, self._reward(), False, True, sim.summary()
+        self._observe_arrival()
+        reward = self._reward()
+        return self._obs(), reward, False, False, sim.summary()
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions for the pending query (reject is always valid)."""
+        sim = self.sim
+        if sim is not None and sim.pending is not None:
+            m = sim.pending_query()[0]
+            return np.array([*sim.valid_slots(m), True], dtype=bool)
+        return np.ones(self.n_slots + 1, dtype=bool)
+
+    def latency_counts(self) -> list[int]:
+        """Latency histogram of the episode so far (bins: ``envs.sim.metrics.BIN_EDGES_S``)."""
+        return list(self.sim.latency.counts) if self.sim is not None else []
+
+    # ------------------------------------------------------------------ internals
+    def _observe_arrival(self) -> None:
+        sim = self.sim
+        assert sim is not None
+        now = sim.now
+        decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
+        rates = self._rates = [r * decay for r in self._rates]
+        rates[sim.pending_query()[0]] += 1.0 / self.rate_window_s
+        self._rate_t = now
+
+    def _reward(self) -> float:
+        """The reward for what happened since the last call (the counters' differences)."""
+        sim = self.sim
+        assert sim is not None
+        c = sim.counters()
+        good, completed, energy = c.good, c.completed, c.energy_j
+        backlog, cost = sim.backlog(), sim.used_cost_usd()
+        dropped = c.dropped
+        g0, l0, d0, e0, b0, c0 = self._snapshot
+        self._snapshot = (good, completed - good, dropped, energy, backlog, cost)
+        out = Outcome(good - g0, completed - good - l0, dropped - d0, energy - e0, 0,
+                      backlog - b0, cost - c0)
+        value = self._reward_value
+        if value is None:
+            return float(self.reward_fn(out))
+        return float(value(out.good, out.late, out.dropped, out.energy_j, 0, out.backlog,
+                           out.cost_usd))
+
+    def _obs(self) -> Obs:
+        sim = self.sim
+        assert sim is not None and sim.pending is not None
+        m, deadline, sla = sim.pending_query()
+        left = deadline - sim.now
+        inv_sla = 1.0 / left if left > 0 else 1e3
+        tab = self.tables
+        inv_b = self._inv_b
+        queue = [_clip(q * inv_b) for q in sim.queued_items()]
+        busy = [_clip(b * inv_sla) for b in sim.busy_left_s()]
+        finish = [_clip(f * inv_sla) for f in sim.finish_estimates_s(m)]
+        resident = [1.0 if m in r else 0.0 for r in sim.resident]
+        loading = [_clip(sim.load_wait_s(s, m) * inv_sla) for s in range(self.n_slots)]
+        free = [_clip(1.0 - u / c) for u, c in zip(sim.mem_used, tab.slot_mem_bytes,
+                                                   strict=True)]
+        inv_cap = self._inv_cap
+        obs = {
+            "model": np.array(self._onehot[m], dtype=np.float32),
+            "sla": np.array([_clip(sla / self._max_sla_s)], dtype=np.float32),
+            "rates": np.array([_clip(r * inv_cap) for r in self._rates], dtype=np.float32),
+            "queue": np.array(queue, dtype=np.float32),
+            "busy": np.array(busy, dtype=np.float32),
+            "finish": np.array(finish, dtype=np.float32),
+            "resident": np.array(resident, dtype=np.float32),
+            "loading": np.array(loading, dtype=np.float32),
+            "free_mem": np.array(free, dtype=np.float32),
+            "energy": np.array(self._energy_of[m], dtype=np.float32),
+            "price": np.array(self._price_of[m], dtype=np.float32),
+            "mem": self._mem.copy(),
+            "popularity": self._popularity.copy(),
+            "footprint": self._footprint.copy(),
+        }
+        self._last_obs = obs
+        return obs
