@@ -103,7 +103,8 @@ BASELINES_BY_ENV: dict[str, dict[str, Callable[[], HeuristicPolicy]]] = {
     "Repartition": REPARTITION_BASELINES,
     "ShardRouting": SHARD_BASELINES,
     "ShardPlacement": PLACEMENT_BASELINES,
-    "ClusterRouting": CLUSTER_BASELINES,
+    "ClusterRouting": {"random": RandomPolicy, "round_robin": RoundRobinPolicy,
+                       **CLUSTER_BASELINES},
 }
 
 

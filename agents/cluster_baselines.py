@@ -31,38 +31,6 @@ def _earliest(obs: Obs, valid: list[bool], reject_hopeless: bool, can_reject: bo
     return rules.earliest(obs["finish"].tolist(), valid, reject_hopeless, can_reject)
 
 
-class ClusterRandom(SeededRng, HeuristicPolicy):
-    """Uniformly random among the valid slots."""
-
-    name = "random"
-
-    def act(self, obs: Obs, mask: np.ndarray) -> int:
-        """A random valid slot."""
-        n = len(mask) - 1
-        n_valid = int(np.count_nonzero(mask[:-1]))
-        if not n_valid:
-            return n
-        return rules.nth_valid(int(self.rng.integers(0, n_valid)), mask.tolist(), n)
-
-
-class ClusterRoundRobin(HeuristicPolicy):
-    """Cycles through the slots, skipping those that cannot take the query."""
-
-    name = "round_robin"
-
-    def __init__(self) -> None:
-        self.cursor = 0
-
-    def reset(self, seed: int | None = None) -> None:
-        """Start again at slot 0."""
-        self.cursor = 0
-
-    def act(self, obs: Obs, mask: np.ndarray) -> int:
-        """The next valid slot in cyclic order."""
-        p, self.cursor = rules.round_robin(self.cursor, mask.tolist(), len(mask) - 1)
-        return p
-
-
 class ClusterLeastLoaded(HeuristicPolicy):
     """Join the shortest queue (queued and in-transit items), ties to the slot that frees up
     first."""
@@ -198,8 +166,10 @@ class CacheAware(HeuristicPolicy):
         return _earliest(obs, valid, True, bool(mask[-1]))
 
 
-#: Baselines of ClusterRouting by name.
+#: Baselines of ClusterRouting by name that are its own (``random`` and ``round_robin`` are
+#: PartitionPlacement's, which read nothing but the mask: :data:`agents.baselines.BASELINES_BY_ENV`
+#: adds them).
 CLUSTER_BASELINES: dict[str, Callable[[], HeuristicPolicy]] = {
-    cls.name: cls for cls in (ClusterRandom, ClusterRoundRobin, ClusterLeastLoaded, PowerOfTwo,
-                              EarliestFinish, CheapestMeetingSla, StaticAssignment, CacheAware)
+    cls.name: cls for cls in (ClusterLeastLoaded, PowerOfTwo, EarliestFinish,
+                              CheapestMeetingSla, StaticAssignment, CacheAware)
 }

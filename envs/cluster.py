@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.presets import get_workload
+from envs.presets import get_workload, load_range
 from envs.rewards import Outcome, Reward, make_reward
 from envs.sim.cluster.sim import ClusterSim
 from envs.sim.cluster.spec import (
@@ -25,7 +25,7 @@ from envs.sim.cluster.spec import (
 from envs.sim.device.serving import BatcherConfig
 from hwmodels.specs import DeviceSpec, load_device
 from hwmodels.workloads import build_profile
-from traces.arrivals import TraceSource, WorkloadMix, mix_from_spec
+from traces.arrivals import TraceSource, WorkloadMix
 from traces.presets import get_trace
 
 Obs = dict[str, np.ndarray]
@@ -178,17 +178,9 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             groups = (DeviceGroup(load_device(hw), ("full",), float(hw_price_per_hour),
                                   "ethernet-100g", sum(g.count for g in groups)),)
         self.groups = groups
-        if isinstance(workload, str | WorkloadMix):
-            self.mix = get_workload(workload)
-        else:
-            self.mix = mix_from_spec([dict(m) for m in workload])
+        self.mix = get_workload(workload)
         self.trace = get_trace(trace)
-        if isinstance(load, int | float):
-            lo = hi = float(load)
-        else:
-            lo, hi = (float(x) for x in load)
-        if not 0 < lo <= hi:
-            raise ValueError(f"load must be > 0 (or a range [lo, hi], 0 < lo <= hi), got {load}")
+        lo, hi = load_range(load)
         if episode_queries < 1:
             raise ValueError(f"episode_queries must be >= 1, got {episode_queries}")
         self.load = lo

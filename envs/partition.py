@@ -15,7 +15,7 @@ from gymnasium import spaces
 
 from envs.partition_features import CLIP as _CLIP
 from envs.partition_features import OBSERVATION, features
-from envs.presets import get_workload
+from envs.presets import get_workload, load_range
 from envs.rewards import Outcome, Reward, make_reward
 from envs.sim.device import compiled, rules
 from envs.sim.device.serving import BatcherConfig, GpuServingSim
@@ -31,7 +31,7 @@ from hwmodels.latency import LatencyModel
 from hwmodels.partitions import make_layout
 from hwmodels.specs import DeviceSpec, load_device
 from hwmodels.workloads import build_profile
-from traces.arrivals import TraceSource, WorkloadMix, mix_from_spec
+from traces.arrivals import TraceSource, WorkloadMix
 from traces.presets import get_trace
 
 Obs = dict[str, np.ndarray]
@@ -190,17 +190,9 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self.device = load_device(hw)
         layout_spec, self.sharing = normalise_layout(layout, sharing)
         self.partitions = make_layout(self.device, layout_spec)
-        if isinstance(workload, str | WorkloadMix):
-            self.mix = get_workload(workload)
-        else:
-            self.mix = mix_from_spec([dict(m) for m in workload])
+        self.mix = get_workload(workload)
         self.trace = get_trace(trace)
-        if isinstance(load, int | float):
-            lo = hi = float(load)
-        else:
-            lo, hi = (float(x) for x in load)
-        if not 0 < lo <= hi:
-            raise ValueError(f"load must be > 0 (or a range [lo, hi], 0 < lo <= hi), got {load}")
+        lo, hi = load_range(load)
         if episode_queries < 1:
             raise ValueError(f"episode_queries must be >= 1, got {episode_queries}")
         #: Offered load of the current episode (drawn from ``load_range`` at each reset when

@@ -6,9 +6,11 @@ the names mean.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from traces.arrivals import ModelClass, RequestClass, WorkloadMix, zipf_weights
+from traces.arrivals import ModelClass, RequestClass, WorkloadMix, mix_from_spec, zipf_weights
 
 #: Model mixes. SLAs: ResNet-50 15 ms is MLPerf's server bound (published_targets T003);
 #: MobileNetV2 at 10 ms and BERT-base at 50 ms (seq 384) are set the same way, a few times the
@@ -55,20 +57,39 @@ WORKLOADS["cluster-zipf"] = tuple(
                               strict=True))
 
 
-def get_workload(spec: str | WorkloadMix) -> WorkloadMix:
-    """A workload mix from a preset name or a mix.
+def get_workload(spec: str | WorkloadMix | Sequence[Mapping[str, Any]]) -> WorkloadMix:
+    """A workload mix from a preset name, a mix, or a list of model dicts
+    (``{name, weight, sla_ms, priority, ...}``, :func:`traces.arrivals.mix_from_spec`).
 
     Raises:
-        ValueError: unknown name, listing the known ones.
+        ValueError: unknown name, listing the known ones; a bad model dict.
     """
     if isinstance(spec, WorkloadMix):
         return spec
+    if not isinstance(spec, str):
+        return mix_from_spec([dict(m) for m in spec])
     try:
         return WorkloadMix(WORKLOADS[spec])
     except KeyError:
         raise ValueError(
             f"workload '{spec}': unknown preset; known: {', '.join(sorted(WORKLOADS))}"
         ) from None
+
+
+def load_range(load: float | Sequence[float]) -> tuple[float, float]:
+    """``load`` as ``(lo, hi)``: one offered load (``lo == hi``) or a range each episode draws
+    from uniformly.
+
+    Raises:
+        ValueError: not ``0 < lo <= hi``.
+    """
+    if isinstance(load, int | float):
+        lo = hi = float(load)
+    else:
+        lo, hi = (float(x) for x in load)
+    if not 0 < lo <= hi:
+        raise ValueError(f"load must be > 0 (or a range [lo, hi], 0 < lo <= hi), got {load}")
+    return lo, hi
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from hwmodels.partitions import Partition, enumerate_layouts, make_layout, mig_t
 from hwmodels.reconfig import ReconfigModel
 from hwmodels.specs import DeviceSpec, load_device
 from hwmodels.workloads import WorkloadProfile, build_profile
-from traces.arrivals import TraceSource, WorkloadMix, mix_from_spec
+from traces.arrivals import TraceSource, WorkloadMix
 from traces.presets import get_trace
 
 Obs = dict[str, np.ndarray]
@@ -219,10 +219,7 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     ) -> None:
         self.device = load_device(hw)
         start, self.sharing = normalise_layout(layout, sharing)
-        if isinstance(workload, str | WorkloadMix):
-            self.mix = get_workload(workload)
-        else:
-            self.mix = mix_from_spec([dict(m) for m in workload])
+        self.mix = get_workload(workload)
         self.trace = get_trace(trace)
         if load <= 0:
             raise ValueError(f"load must be > 0, got {load}")
