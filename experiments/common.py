@@ -190,9 +190,7 @@ def precheck(config_name: str, argv: list[str], startup: Startup | None = None) 
             try:
                 cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
             except Exception as exc:
-                text = " ".join(str(exc).split())
-                text = text.replace(" To append to your config use", "; to add a key use")
-                _die(text.split(" full_key:")[0].split(" Config search path:")[0])
+                _die(_compose_message(exc))
             job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
             missing = sorted(OmegaConf.missing_keys(job))
             if missing:
@@ -205,6 +203,18 @@ def precheck(config_name: str, argv: list[str], startup: Startup | None = None) 
                                   if not o.lstrip("+~").startswith("hydra.")])
     finally:
         GlobalHydra.instance().clear()
+
+
+def _compose_message(exc: BaseException) -> str:
+    """One line from Hydra's composition error (and the schema's type error behind it)."""
+    text = " ".join(str(exc).split())
+    text = text.replace(" To append to your config use", "; to add a key use")
+    cause = exc.__cause__
+    if isinstance(cause, OmegaConfBaseException) and text.startswith("Error merging override"):
+        key = getattr(cause, "full_key", None) or text.split()[-1].split("=")[0]
+        reason = " ".join(str(cause).split(" full_key:")[0].split())
+        text = f"config key '{key}' ({text.split()[-1]}): {reason}"
+    return text.split(" full_key:")[0].split(" Config search path:")[0]
 
 
 def _first_of_each_sweep(overrides: list[str]) -> list[str]:
