@@ -78,13 +78,25 @@ def env_spec(cfg: DictConfig) -> EnvSpec:
 
 
 def check_env_builds(spec: EnvSpec) -> None:
-    """Build and reset the environment once so that bad input fails before any work."""
+    """Build and reset the environment once so that bad input fails before any work; print the
+    replayed trace's warnings (rows out of time order, a time far beyond the rest) as
+    ``traces.stats`` does, once per process."""
     try:
         env = spec.make()
         env.reset(seed=0)  # draws a trace: a replayed file is read (and checked) here
         env.close()
     except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
         raise UserError(f"env: {_first_line(exc)}") from None
+    trace = spec.kwargs.get("trace")
+    report = getattr(trace, "report", None) if hasattr(trace, "load") else None
+    for message in getattr(report, "warnings", ()):
+        line = f"warning: {report.source}: {message}"  # type: ignore[union-attr]
+        if line not in _WARNED:
+            _WARNED.add(line)
+            print(line, file=sys.stderr)
+
+
+_WARNED: set[str] = set()
 
 
 def _first_line(exc: BaseException) -> str:
