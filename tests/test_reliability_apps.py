@@ -71,6 +71,25 @@ def test_bad_train_input_writes_nothing(tmp_path: Path, arg: str, needle: str) -
     assert list(tmp_path.iterdir()) == []  # no runs/<date>/<time>/ left behind
 
 
+@pytest.mark.parametrize("args, needle", [
+    (("targets={bin}",), "targets: {bin}: not UTF-8"),
+    (("mode=fit", "profile={bin}", "hw=cpu"), "profile: {bin}: not UTF-8"),
+])
+def test_binary_calibration_input_writes_nothing(tmp_path: Path, args: tuple[str, ...],
+                                                 needle: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    binary = tmp_path / "b.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    res = subprocess.run([sys.executable, "-m", "experiments.calibrate",
+                          *(a.format(bin=binary) for a in args)], cwd=work,
+                         capture_output=True, text=True, timeout=120, env=_env())
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle.format(bin=binary) in lines[0], res.stderr
+    assert list(work.iterdir()) == []
+
+
 @pytest.mark.parametrize("app", ["experiments.evaluate", "experiments.export"])
 @pytest.mark.parametrize("kind", ["truncated", "foreign"])
 def test_corrupt_model_is_one_line_and_untouched(tmp_path: Path, app: str, kind: str) -> None:
