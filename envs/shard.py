@@ -292,8 +292,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
 
     * v0: first release.
     * v0 (unchanged dynamics): masked, out-of-range and non-integer actions raise ``ValueError``
-      in every env (:mod:`envs.actions`) instead of being replaced by the next valid node; valid actions give the same episodes as before
-      (golden trajectories bit-identical).
+      in every env (:mod:`envs.actions`) instead of being replaced by the next valid node; valid
+      actions give the same episodes as before (golden trajectories bit-identical).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012

@@ -107,8 +107,8 @@ class ShardPlacementEnv(ShardRoutingEnv):
 
     * v0: first release.
     * v0 (unchanged dynamics): masked, out-of-range and non-integer actions raise ``ValueError``
-      in every env (:mod:`envs.actions`) instead of being treated as ``0``; valid actions give the same episodes as before
-      (golden trajectories bit-identical).
+      in every env (:mod:`envs.actions`) instead of being treated as ``0``; valid actions give the
+      same episodes as before (golden trajectories bit-identical).
     """
 
     def __init__(self, max_shards: int | None = None, min_replicas: int = 1,
