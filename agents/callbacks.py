@@ -109,7 +109,8 @@ def rng_state() -> dict[str, Any]:
     """The torch, NumPy (global) and ``random`` generator states of this process."""
     import torch
 
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    # SB3 draws minibatch orders from NumPy's global generator: it is part of the state.
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),  # noqa: NPY002
             "random": random.getstate()}
 
 
@@ -118,7 +119,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     import torch
 
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
     random.setstate(state["random"])
 
 

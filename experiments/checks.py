@@ -77,4 +77,6 @@ def check_train(cfg: DictConfig, resumes: int = 0) -> None:
     at_least("total_timesteps", cfg.total_timesteps, 1)
     n_envs = at_least("n_envs", cfg.n_envs, 1)
     at_least("checkpoint.every_steps", cfg.checkpoint.every_steps, 0)
+    if str(cfg.vec_env) not in ("dummy", "subproc"):
+        raise UserError(f"vec_env: must be dummy or subproc, got '{cfg.vec_env}'")
     check_eval_seeds(cfg, training_seeds(int(cfg.seed), n_envs, resumes))

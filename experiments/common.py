@@ -313,6 +313,14 @@ def hydra_app(config_name: str, startup: Startup | None = None,
                 _log_to_file(str(exc))
                 print(str(exc), file=sys.stderr)
                 sys.exit(exc.exit_status)
+            except Exception as exc:
+                from agents.vec import EnvCrash
+
+                if not isinstance(exc, EnvCrash):
+                    raise
+                _log_to_file(f"error: {exc}")  # the run folder keeps what was written
+                print(f"error: {exc}", file=sys.stderr)
+                sys.exit(1)
             finally:
                 interrupts.restore()
 

@@ -57,6 +57,7 @@ class TrainConf:
     seed: int = 0
     total_timesteps: int = 150000
     n_envs: int = 4
+    vec_env: str = "dummy"
     progress: bool = True
     torch_threads: int = 1
     eval: EvalConf = field(default_factory=EvalConf)
@@ -74,7 +75,7 @@ class EvaluateConf(TrainConf):
 
 
 @dataclass
-class ExportConf_(TrainConf):  # noqa: N801  (ExportConf is the export.* group)
+class ExportConf_(TrainConf):
     """``conf/export.yaml``: re-export a run's policy."""
 
     run_dir: str = "???"

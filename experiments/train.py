@@ -194,10 +194,10 @@ def train(cfg: DictConfig, start: TrainStart, out: Path,
         stopped training (a checkpoint was saved).
     """
     from hydra.utils import get_class, instantiate
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
     from agents.callbacks import Checkpointer, SchedMetricsCallback, replace_file, set_rng_state
+    from agents.vec import TrainingEnvs
     from experiments.saved import load_model
 
     resume = start.resume
@@ -208,7 +208,9 @@ def train(cfg: DictConfig, start: TrainStart, out: Path,
     resumes = resume.resumes + 1 if resume is not None and from_ckpt else 0
     n_envs = int(cfg.n_envs)
     seeds = training_seeds(int(cfg.seed), n_envs, resumes)
-    vec_env: Any = make_vec_env(start.spec.make, n_envs=n_envs, seed=seeds.start)
+    envs = TrainingEnvs(start.spec.make, start.spec.env_id, n_envs, seeds.start,
+                        subproc=str(cfg.vec_env) == "subproc")
+    vec_env: Any = envs.vec_env
     if from_ckpt:
         import torch
 
@@ -233,9 +235,11 @@ def train(cfg: DictConfig, start: TrainStart, out: Path,
         model.learn(total_timesteps=max(int(cfg.total_timesteps) - done_before, 0),
                     callback=[SchedMetricsCallback(), checkpointer],
                     progress_bar=bool(cfg.progress), reset_num_timesteps=not from_ckpt)
+    except (EOFError, BrokenPipeError, ConnectionError) as exc:  # a SubprocVecEnv worker died
+        raise envs.crash(exc) from None
     finally:
         interrupts.on_signal = None
-        vec_env.close()
+        envs.close()
     train_s = prior_s + time.perf_counter() - t0
     steps = int(model.num_timesteps)
     if checkpointer.stop_requested:
@@ -272,7 +276,7 @@ def _logger(folder: Path, purge_step: int | None) -> Any:
                                 CSVOutputFormat(str(csv_path))])
 
 
-def _ContinuedCSV(path: Path) -> Any:  # noqa: N802  (a class built on demand: SB3 is lazy here)
+def _ContinuedCSV(path: Path) -> Any:
     """SB3's CSV writer appending to an existing ``progress.csv`` (its header kept)."""
     from stable_baselines3.common.logger import CSVOutputFormat
 
@@ -281,7 +285,7 @@ def _ContinuedCSV(path: Path) -> Any:  # noqa: N802  (a class built on demand: S
             if not Path(filename).is_file() or Path(filename).stat().st_size == 0:
                 super().__init__(filename)
                 return
-            self.file = open(filename, "r+")  # noqa: SIM115  (SB3 closes it)
+            self.file = open(filename, "r+")
             header = self.file.readline().rstrip("\n")
             self.keys = header.split(",") if header else []
             self.file.seek(0, 2)

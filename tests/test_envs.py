@@ -12,9 +12,9 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
-from envs.wrappers import NearestValidAction
 from agents.baselines import BASELINES, baselines_for, env_family
 from agents.evaluation import masks_of, run_episode
+from envs.wrappers import NearestValidAction
 
 ENV_IDS = envs.registered_ids()
 SMALL = {"episode_queries": 150}

@@ -3,6 +3,7 @@ written on rejection, foreign files reported and left untouched."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -119,7 +120,7 @@ def test_interrupt_then_resume_finishes_with_one_tensorboard_run(tmp_path: Path)
         time.sleep(0.1)
     assert proc.poll() is None, "training ended before the first checkpoint"
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    _stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
@@ -140,7 +141,7 @@ def test_interrupt_then_resume_finishes_with_one_tensorboard_run(tmp_path: Path)
     steps = [e.step for e in acc.Scalars("time/fps")]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)
     assert steps[-1] >= total
-    gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(steps)]
     assert max(gaps) <= 2 * 512  # one rollout = n_steps 256 x 2 envs; none lost at the resume
     assert any(s < stopped for s in steps) and any(s > stopped for s in steps)
 
