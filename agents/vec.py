@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import gymnasium as gym
 
@@ -49,7 +49,7 @@ class CrashReport(gym.Wrapper[Any, Any, Any, Any]):
         except Exception as exc:
             self._crash(exc, "step")
 
-    def _crash(self, exc: Exception, where: str) -> Any:
+    def _crash(self, exc: Exception, where: str) -> NoReturn:
         text = " ".join(str(exc).split()) or type(exc).__name__
         message = (f"env {self.env_id} (worker {self.index}, seed {self.seed}) raised in "
                    f"{where}: {type(exc).__name__}: {text}")
@@ -68,8 +68,9 @@ class TrainingEnvs:
         from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
         self.report_dir = tempfile.mkdtemp(prefix="ldsgym-workers-") if subproc else None
-        fns = [functools.partial(_build, make, env_id, i, seed + i, self.report_dir)
-               for i in range(n_envs)]
+        fns: list[Callable[[], gym.Env[Any, Any]]] = [
+            functools.partial(_build, make, env_id, i, seed + i, self.report_dir)
+            for i in range(n_envs)]
         self.vec_env: Any = SubprocVecEnv(fns) if subproc else DummyVecEnv(fns)
         self.vec_env.seed(seed)  # env i: seed + i at its first reset
 

@@ -19,12 +19,12 @@ import numpy as np
 from gymnasium import spaces
 
 
-def checked_action(action: Any, space: spaces.Discrete, mask: np.ndarray | None) -> int:
+def checked_action(action: Any, space: spaces.Space[Any], mask: np.ndarray | None) -> int:
     """``action`` as an ``int`` if the rule above allows it.
 
     Args:
         action: What ``step`` received.
-        space: The environment's action space.
+        space: The environment's action space (a ``Discrete``).
         mask: The current action mask (``None``: every action in range is allowed).
 
     Raises:
@@ -34,7 +34,7 @@ def checked_action(action: Any, space: spaces.Discrete, mask: np.ndarray | None)
         raise ValueError(f"action {action!r}: actions are integers in {space} "
                          f"(got {type(action).__name__})")
     a = int(action)
-    if not 0 <= a - int(space.start) < int(space.n):
+    if not isinstance(space, spaces.Discrete) or not 0 <= a - int(space.start) < int(space.n):
         raise ValueError(f"action {a} is out of range for {space}")
     if mask is not None and not mask[a]:
         raise ValueError(f"action {a} is masked (valid now: "
