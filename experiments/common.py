@@ -328,10 +328,15 @@ def hydra_app(config_name: str, startup: Startup | None = None,
                           version_base="1.3")(task)
 
         def entry() -> Any:
-            if expand_argv is not None:
-                with user_errors():
-                    sys.argv[1:] = expand_argv(sys.argv[1:])
-            precheck(config_name, sys.argv[1:], startup)
+            try:
+                if expand_argv is not None:
+                    with user_errors():
+                        sys.argv[1:] = expand_argv(sys.argv[1:])
+                precheck(config_name, sys.argv[1:], startup)
+            except KeyboardInterrupt:
+                print("interrupted by SIGINT before the run started; nothing was written",
+                      file=sys.stderr)
+                sys.exit(130)
             return main()
 
         return entry
