@@ -53,23 +53,52 @@ BAD_TRAIN = [
     ("n_envs=0", "n_envs"),
     ("n_envs=-1", "n_envs"),
     ("seed=abc", "seed"),
+    ("n_envs=1.5", "n_envs"),
+    ("total_timesteps=0", "total_timesteps"),
     ("export.parity_samples=0", "export.parity_samples"),
-    ("env.kwargs.max_queue_delay_ms=-1", "-1"),
+    ("env.kwargs.max_queue_delay_ms=-1", "max_queue_delay_ms: a duration must be >= 0 ms, got -1"),
     ("eval.seeds=[1,10000]", "eval.seeds"),
+    ("eval.loads=[0.5,0]", "eval.loads"),
     ("checkpoint.every_steps=-5", "checkpoint.every_steps"),
+    ("vec_env=threads", "vec_env"),
+    ("torch_threads=0", "torch_threads"),
     ("resume=/no/such/run", "resume"),
 ]
 
 
+def _run_in_process(module: str, args: list[str], cwd: Path, capsys: pytest.CaptureFixture[str],
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """``python -m module args`` in this process (the start-up checks run before Hydra, so a
+    rejected run ends there): exit status and stderr."""
+    import importlib
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [module, *args])
+    app = importlib.import_module(module)
+    with pytest.raises(SystemExit) as info:
+        app.main()
+    return int(info.value.code or 0), capsys.readouterr().err
+
+
 @pytest.mark.parametrize("arg, needle", BAD_TRAIN)
-def test_bad_train_input_writes_nothing(tmp_path: Path, arg: str, needle: str) -> None:
-    res = subprocess.run([sys.executable, "-m", "experiments.train", arg], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120, env=_env())
-    assert res.returncode == 2, res.stderr[-2000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+def test_bad_train_input_writes_nothing(tmp_path: Path, arg: str, needle: str,
+                                        capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    status, err = _run_in_process("experiments.train", [arg], tmp_path, capsys, monkeypatch)
+    assert status == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
     assert needle in lines[0]
     assert list(tmp_path.iterdir()) == []  # no runs/<date>/<time>/ left behind
+
+
+def test_bad_input_in_a_fresh_process_writes_nothing(tmp_path: Path) -> None:
+    """The same as a user sees it: a new process, exit status 2, one line, no folder."""
+    res = subprocess.run([sys.executable, "-m", "experiments.train", "n_envs=0"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, env=_env())
+    assert res.returncode == 2
+    assert res.stderr.strip() == "error: n_envs: must be >= 1, got 0"
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -77,32 +106,35 @@ def test_bad_train_input_writes_nothing(tmp_path: Path, arg: str, needle: str) -
     (("mode=fit", "profile={bin}", "hw=cpu"), "profile: {bin}: not UTF-8"),
 ])
 def test_binary_calibration_input_writes_nothing(tmp_path: Path, args: tuple[str, ...],
-                                                 needle: str) -> None:
+                                                 needle: str, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     work = tmp_path / "work"
     work.mkdir()
     binary = tmp_path / "b.csv"
     binary.write_bytes(bytes(range(256)) * 4)
-    res = subprocess.run([sys.executable, "-m", "experiments.calibrate",
-                          *(a.format(bin=binary) for a in args)], cwd=work,
-                         capture_output=True, text=True, timeout=120, env=_env())
-    assert res.returncode == 2
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and needle.format(bin=binary) in lines[0], res.stderr
+    status, err = _run_in_process("experiments.calibrate",
+                                  [a.format(bin=binary) for a in args], work, capsys, monkeypatch)
+    assert status == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle.format(bin=binary) in lines[0], err
     assert list(work.iterdir()) == []
 
 
 @pytest.mark.parametrize("app", ["experiments.evaluate", "experiments.export"])
 @pytest.mark.parametrize("kind", ["truncated", "foreign"])
-def test_corrupt_model_is_one_line_and_untouched(tmp_path: Path, app: str, kind: str) -> None:
+def test_corrupt_model_is_one_line_and_untouched(tmp_path: Path, app: str, kind: str,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     whole = _zip_bytes(tmp_path)
     # A zip cut short, or a whole zip that is not an SB3 model.
     data = whole[: len(whole) // 3] if kind == "truncated" else whole
     run = _run_with_model(tmp_path / kind, data)
     before = _snapshot(run)
-    res = run_app(app, f"run_dir={run}", "progress=false", timeout=120)
-    assert res.returncode == 2
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    status, err = _run_in_process(app, [f"run_dir={run}", "progress=false"], tmp_path,
+                                  capsys, monkeypatch)
+    assert status == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
     assert str(run / "model.zip") in lines[0] and "not a model saved by" in lines[0]
     assert _snapshot(run) == before  # no eval-*/export-* folder, the file untouched
 
