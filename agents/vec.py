@@ -14,6 +14,7 @@ import functools
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -95,7 +96,12 @@ class TrainingEnvs:
 def _build(make: Callable[[], gym.Env[Any, Any]], env_id: str, index: int, seed: int,
            report_dir: str | None) -> gym.Env[Any, Any]:
     """One training env, as ``make_vec_env`` builds it (``Monitor`` for episode statistics),
-    inside :class:`CrashReport`."""
+    inside :class:`CrashReport`. In a worker process SIGINT is ignored: Ctrl-C reaches the whole
+    process group, and the trainer, not its workers, decides how to stop (it saves a
+    checkpoint, then closes them)."""
     from stable_baselines3.common.monitor import Monitor
+
+    if report_dir is not None and mp.parent_process() is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     return CrashReport(Monitor(make()), env_id, index, seed, report_dir)
