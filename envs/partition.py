@@ -213,6 +213,8 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self.load = lo
         self.load_range = (lo, hi)
         self.episode_queries = int(episode_queries)
+        if not max_queue_delay_ms >= 0:  # reported in the unit given (BatcherConfig has seconds)
+            raise ValueError(f"max_queue_delay_ms must be >= 0, got {max_queue_delay_ms}")
         self.batcher = BatcherConfig(max_batch, max_queue_delay_ms * 1e-3, queue_capacity,
                                      drop_expired)
         self.reward_fn = make_reward(reward)

@@ -249,6 +249,8 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         self.placement = placement
         self.drain = reconfig_mode == "drain"
         self.history = int(history)
+        if not max_queue_delay_ms >= 0:  # reported in the unit given (BatcherConfig has seconds)
+            raise ValueError(f"max_queue_delay_ms must be >= 0, got {max_queue_delay_ms}")
         self.batcher = BatcherConfig(max_batch, max_queue_delay_ms * 1e-3, queue_capacity,
                                      drop_expired)
         self.precision = precision

@@ -91,3 +91,9 @@ def test_nearest_valid_action_wrapper_substitutes_and_counts(env_id: str) -> Non
     env.reset(seed=2)
     _, _, _, _, info = env.step(int(np.flatnonzero(env.action_masks())[0]))
     assert info["substituted_actions"] == 0
+
+
+@pytest.mark.parametrize("env_id", ["ldsgym/PartitionPlacement-v0", "ldsgym/Repartition-v0"])
+def test_negative_delay_is_reported_in_the_unit_given(env_id: str) -> None:
+    with pytest.raises(ValueError, match=r"max_queue_delay_ms must be >= 0, got -1$"):
+        gym.make(env_id, max_queue_delay_ms=-1)
