@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import multiprocessing as mp
-import os
 import shutil
 import signal
 import tempfile
@@ -56,7 +55,7 @@ class CrashReport(gym.Wrapper[Any, Any, Any, Any]):
                    f"{where}: {type(exc).__name__}: {text}")
         if self.report_dir is not None and mp.parent_process() is not None:
             Path(self.report_dir, f"worker-{self.index}.txt").write_text(message + "\n")
-            os._exit(1)  # the parent reports it; no traceback from the worker
+            raise SystemExit(1)  # the worker ends quietly; the parent reports the message
         raise EnvCrash(message) from exc
 
 

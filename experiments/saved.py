@@ -45,6 +45,13 @@ def load_model(cfg: DictConfig, run_dir: str | Path) -> Any:
     return load_model_file(cfg, path)
 
 
+def algorithm(cfg: DictConfig) -> Any:
+    """The SB3 algorithm class of the run's ``agent`` config."""
+    from hydra.utils import get_class
+
+    return get_class(str(cfg.agent._target_))
+
+
 def load_model_file(cfg: DictConfig, path: Path) -> Any:
     """Load a model saved by the run's algorithm (``cfg.agent._target_``).
 
@@ -54,9 +61,7 @@ def load_model_file(cfg: DictConfig, path: Path) -> Any:
     """
     import zipfile
 
-    from hydra.utils import get_class
-
-    algo: Any = get_class(str(cfg.agent._target_))
+    algo = algorithm(cfg)
     if not zipfile.is_zipfile(path):
         raise UserError(f"{path}: not a model saved by {algo.__name__} (not a zip archive: "
                         "truncated or a different file)")

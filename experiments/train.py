@@ -193,12 +193,12 @@ def train(cfg: DictConfig, start: TrainStart, out: Path,
         ``(model, training seconds in all, steps)``; ``model`` is ``None`` when a signal
         stopped training (a checkpoint was saved).
     """
-    from hydra.utils import get_class, instantiate
+    from hydra.utils import instantiate
     from stable_baselines3.common.vec_env import VecNormalize
 
     from agents.callbacks import Checkpointer, SchedMetricsCallback, replace_file, set_rng_state
     from agents.vec import TrainingEnvs
-    from experiments.saved import load_model
+    from experiments.saved import algorithm, load_model
 
     resume = start.resume
     if resume is not None and resume.finished:
@@ -216,8 +216,7 @@ def train(cfg: DictConfig, start: TrainStart, out: Path,
 
         if (ckpt / "vecnormalize.pkl").is_file():
             vec_env = VecNormalize.load(str(ckpt / "vecnormalize.pkl"), vec_env)
-        algo: Any = get_class(str(cfg.agent._target_))
-        model = algo.load(str(ckpt / "model.zip"), env=vec_env, device="cpu")
+        model = algorithm(cfg).load(str(ckpt / "model.zip"), env=vec_env, device="cpu")
         set_rng_state(torch.load(ckpt / "rng.pt", weights_only=False))
     else:
         try:
