@@ -177,8 +177,15 @@ def test_interrupt_then_resume_finishes_with_one_tensorboard_run(tmp_path: Path)
     assert max(gaps) <= 2 * 512  # one rollout = n_steps 256 x 2 envs; none lost at the resume
     assert any(s < stopped for s in steps) and any(s > stopped for s in steps)
 
-    # Resuming a finished run exports, evaluates and reports again; the model is kept.
+
+@pytest.mark.expensive
+def test_resuming_a_finished_run_reports_again_and_keeps_the_model(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = run_app("experiments.train", *QUICK, "total_timesteps=512", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-3000:]
     model = (out / "model.zip").read_bytes()
+    (out / "report.md").unlink()
     res = run_app("experiments.train", f"resume={out}", timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "model.zip").read_bytes() == model
+    assert (out / "report.md").is_file()

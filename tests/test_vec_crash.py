@@ -42,6 +42,7 @@ def test_crash_in_one_process_names_env_worker_and_seed() -> None:
     envs.close()
 
 
+@pytest.mark.expensive  # starts two worker processes (~10 s)
 def test_crash_in_a_subprocess_worker_names_env_worker_and_seed() -> None:
     envs = TrainingEnvs(Boom, "test/Boom-v0", 2, seed=7, subproc=True)
     envs.vec_env.reset()
