@@ -58,6 +58,11 @@ class Checkpointer(CheckpointCallback):
 
     Training stops at the next environment step after :meth:`request_stop` (e.g. from a signal
     handler): the callback saves a checkpoint and returns ``False``, which ends ``learn``.
+
+    A checkpoint holds the learner as it was when the rollout in progress began: on-policy
+    algorithms change their weights only between rollouts, and a partial rollout is not saved
+    (SB3 keeps no rollout buffer in ``model.zip``), so its steps are not counted either. The
+    step count of a resumed run, and its TensorBoard steps, continue from that rollout's start.
     """
 
     def __init__(self, save_freq: int, save_path: str | Path, state: dict[str, Any] | None = None,
@@ -74,6 +79,10 @@ class Checkpointer(CheckpointCallback):
         self.state = dict(state or {})
         self.stop_requested = False
         self.saved_at: int | None = None
+        self._rollout_start: int | None = None
+
+    def _on_rollout_start(self) -> None:
+        self._rollout_start = int(self.model.num_timesteps)
 
     def request_stop(self) -> None:
         """Save and stop at the next step (safe to call from a signal handler)."""
@@ -93,15 +102,21 @@ class Checkpointer(CheckpointCallback):
 
         folder = Path(self.save_path)
         folder.mkdir(parents=True, exist_ok=True)
-        replace_file(folder / "model.zip", lambda tmp: self.model.save(tmp))
+        now = int(self.model.num_timesteps)
+        steps = now if self._rollout_start is None else self._rollout_start
+        self.model.num_timesteps = steps  # the learner as at the rollout's start (see above)
+        try:
+            replace_file(folder / "model.zip", lambda tmp: self.model.save(tmp))
+        finally:
+            self.model.num_timesteps = now
         vec_norm = self.model.get_vec_normalize_env()
         if vec_norm is not None:
             replace_file(folder / "vecnormalize.pkl", lambda tmp: vec_norm.save(tmp))
         replace_file(folder / "rng.pt", lambda tmp: torch.save(rng_state(), tmp))
-        state = {**self.state, "num_timesteps": int(self.model.num_timesteps)}
+        state = {**self.state, "num_timesteps": steps}
         replace_file(folder / "state.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps(state) + "\n"))
-        self.saved_at = int(self.model.num_timesteps)
+                     lambda tmp: Path(tmp).write_text(json.dumps(state) + "\n"))
+        self.saved_at = steps
         return folder
 
 

@@ -163,9 +163,9 @@ def main(cfg: DictConfig, start: TrainStart, interrupts: Interrupts) -> None:
                           f"checkpoint); {resume_hint}") from None
     if model is None:  # stopped by a signal: the checkpoint is saved
         signum = interrupts.received or 2
-        raise Interrupted(signum, f"interrupted by {signal_name(signum)} at step {steps:,} of "
-                          f"{int(cfg.total_timesteps):,}: checkpoint saved in {out / CHECKPOINT}"
-                          f"; {resume_hint}")
+        raise Interrupted(signum, f"interrupted by {signal_name(signum)}: checkpoint at step "
+                          f"{steps:,} of {int(cfg.total_timesteps):,} saved in "
+                          f"{out / CHECKPOINT}; {resume_hint}")
     try:
         export = export_and_check(model, spec, out, int(cfg.export.parity_samples))
         print(f"policy.onnx: ONNX and torch agree on {export['parity_agreement']:.2%} of "
@@ -224,7 +224,8 @@ def train(cfg: DictConfig, start: TrainStart, out: Path,
         except Exception as exc:
             raise UserError(f"agent: {' '.join(str(exc).split())}") from None
     done_before = int(model.num_timesteps)
-    model.set_logger(_logger(out / "tb", done_before if from_ckpt else None))
+    # Resumed: TensorBoard drops what the interrupted run logged after the checkpoint's step.
+    model.set_logger(_logger(out / "tb", done_before + 1 if from_ckpt else None))
     checkpointer = Checkpointer(int(cfg.checkpoint.every_steps) // n_envs, ckpt,
                                 state={"resumes": resumes})
     prior_s = resume.train_seconds if resume is not None else 0.0
@@ -244,7 +245,7 @@ def train(cfg: DictConfig, start: TrainStart, out: Path,
     if checkpointer.stop_requested:
         checkpointer.state["train_seconds"] = train_s
         checkpointer.save_now()  # again, with the wall time
-        return None, train_s, steps
+        return None, train_s, int(checkpointer.saved_at or 0)
     replace_file(out / "model.zip", lambda tmp: model.save(tmp))
     # Training is done: keep only the state (for a resume that re-runs export and evaluation).
     shutil.rmtree(ckpt, ignore_errors=True)
