@@ -1,10 +1,18 @@
-"""Stable-Baselines3 callbacks: scheduling metrics to TensorBoard under ``sched/`` and ``hw/``."""
+"""Stable-Baselines3 callbacks: scheduling metrics to TensorBoard under ``sched/`` and ``hw/``;
+resumable checkpoints."""
 
 from __future__ import annotations
 
+import json
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from stable_baselines3.common.callbacks import BaseCallback
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 
 #: info key -> TensorBoard tag, logged (as a mean over the episodes that ended) every rollout.
 SCALARS = {
@@ -37,3 +45,109 @@ class SchedMetricsCallback(BaseCallback):
                 if key in info:
                     self.logger.record_mean(tag, float(info[key]))
         return True
+
+
+class Checkpointer(CheckpointCallback):
+    """SB3's :class:`CheckpointCallback` keeping one resumable checkpoint, written atomically.
+
+    Every ``save_freq`` calls (``every_steps // n_envs``) and whenever :meth:`save_now` is
+    called, ``<save_path>/model.zip`` (and ``vecnormalize.pkl`` when the env is normalised)
+    is replaced by the current model, then ``state.json`` (the step count) and ``rng.pt`` (the
+    torch, NumPy and ``random`` generator states). A file is written under a temporary name and
+    renamed, so an interruption at any moment leaves the previous checkpoint whole.
+
+    Training stops at the next environment step after :meth:`request_stop` (e.g. from a signal
+    handler): the callback saves a checkpoint and returns ``False``, which ends ``learn``.
+
+    A checkpoint holds the learner as it was when the rollout in progress began: on-policy
+    algorithms change their weights only between rollouts, and a partial rollout is not saved
+    (SB3 keeps no rollout buffer in ``model.zip``), so its steps are not counted either. The
+    step count of a resumed run, and its TensorBoard steps, continue from that rollout's start.
+    """
+
+    def __init__(self, save_freq: int, save_path: str | Path, state: dict[str, Any] | None = None,
+                 verbose: int = 0) -> None:
+        """
+        Args:
+            save_freq: Save every this many calls (one call = one step of every env); 0 = only
+                through :meth:`save_now` and :meth:`request_stop`.
+            save_path: The checkpoint folder.
+            state: Extra entries for ``state.json`` (e.g. how often the run was resumed).
+        """
+        super().__init__(save_freq=int(save_freq), save_path=str(save_path),
+                         name_prefix="model", save_vecnormalize=True, verbose=verbose)
+        self.state = dict(state or {})
+        self.stop_requested = False
+        self.saved_at: int | None = None
+        self._rollout_start: int | None = None
+
+    def _on_rollout_start(self) -> None:
+        self._rollout_start = int(self.model.num_timesteps)
+
+    def request_stop(self) -> None:
+        """Save and stop at the next step (safe to call from a signal handler)."""
+        self.stop_requested = True
+
+    def _on_step(self) -> bool:
+        if self.stop_requested:
+            self.save_now()
+            return False
+        if self.save_freq > 0 and self.n_calls % self.save_freq == 0:
+            self.save_now()
+        return True
+
+    def save_now(self) -> Path:
+        """Write the checkpoint now; returns its folder."""
+        import torch
+
+        folder = Path(self.save_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        now = int(self.model.num_timesteps)
+        steps = now if self._rollout_start is None else self._rollout_start
+        self.model.num_timesteps = steps  # the learner as at the rollout's start (see above)
+        try:
+            replace_file(folder / "model.zip", lambda tmp: self.model.save(tmp))
+        finally:
+            self.model.num_timesteps = now
+        vec_norm = self.model.get_vec_normalize_env()
+        if vec_norm is not None:
+            replace_file(folder / "vecnormalize.pkl", lambda tmp: vec_norm.save(tmp))
+        replace_file(folder / "rng.pt", lambda tmp: torch.save(rng_state(), tmp))
+        state = {**self.state, "num_timesteps": steps}
+        replace_file(folder / "state.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps(state) + "\n"))
+        self.saved_at = steps
+        return folder
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, NumPy (global) and ``random`` generator states of this process."""
+    import torch
+
+    # SB3 draws minibatch orders from NumPy's global generator: it is part of the state.
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),  # noqa: NPY002
+            "random": random.getstate()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    random.setstate(state["random"])
+
+
+def replace_file(path: Path, write: Callable[[str], Any]) -> None:
+    """``write(tmp)`` then rename ``tmp`` over ``path`` (same folder, so the rename is atomic).
+
+    The temporary name keeps ``path``'s suffix: SB3's ``save`` appends ``.zip`` otherwise.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -104,6 +104,7 @@ def evaluate(
     seeds: Sequence[int],
     progress: bool = True,
     fast: bool = True,
+    on_episode: Callable[[Mapping[str, PolicyResult]], None] | None = None,
 ) -> dict[str, PolicyResult]:
     """Run every policy on every seed (the same seeds for all) in fresh environments.
 
@@ -115,6 +116,8 @@ def evaluate(
         fast: Evaluate heuristics through their kernels (:mod:`agents.fast_eval`) where the
             env allows it: the same results, many times faster. ``False`` steps every policy
             through ``reset``/``step``.
+        on_episode: Called with the results so far after every episode (e.g. to write them,
+            so that an interrupted evaluation keeps what it finished).
     """
     results = {name: PolicyResult(name) for name in policies}
     bar = tqdm(total=len(policies) * len(seeds), desc="evaluating", unit="ep",
@@ -132,6 +135,8 @@ def evaluate(
                     res.latency_counts = c if res.latency_counts is None else (
                         res.latency_counts + c)
                 bar.update()
+                if on_episode is not None:
+                    on_episode(results)
     finally:
         env.close()
         bar.close()

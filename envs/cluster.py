@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.actions import checked_action
 from envs.presets import get_workload, load_range
 from envs.rewards import Outcome, Reward, make_reward
 from envs.sim.cluster.sim import ClusterSim
@@ -70,6 +71,8 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
     ``Discrete(S + 1)``: ``0..S-1`` route the query to that slot, ``S`` rejects it.
     :meth:`action_masks` allows the slots that can hold the query's model (its partition's
     memory, after evicting idle models); rejecting is always allowed, so a mask is never empty.
+    A masked, out-of-range or non-integer action raises ``ValueError`` and changes nothing (the
+    rule of every ldsgym env, :mod:`envs.actions`).
 
     ## Observation Space
 
@@ -267,14 +270,11 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         if sim is None or sim.pending is None:
             raise RuntimeError("call reset() before step()")
-        a = int(action)
+        a = checked_action(action, self.action_space, self.action_masks())
         if a == self.n_slots:
             sim.reject()
         else:
-            try:
-                sim.route(a)  # checks the range and the memory, before any change
-            except ValueError:
-                raise ValueError(f"action {a} is masked or out of range for this query") from None
+            sim.route(a)
         self._steps += 1
         sim.advance()
         if sim.pending is None:  # truncated: drained

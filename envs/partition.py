@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.actions import checked_action
 from envs.partition_features import CLIP as _CLIP
 from envs.partition_features import OBSERVATION, features
 from envs.presets import get_workload, load_range
@@ -73,7 +74,10 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
 
     ``Discrete(P + 1)``: ``0..P-1`` queue the query on that partition, ``P`` rejects it.
     :meth:`action_masks` forbids partitions whose memory cannot hold the query's model;
-    rejecting is always allowed, so a mask is never empty.
+    rejecting is always allowed, so a mask is never empty. The action rule of every ldsgym env
+    (:mod:`envs.actions`): ``step`` raises ``ValueError``, changing nothing, for a masked
+    action, an index out of range or a non-integer (``0.5``); an unmasked agent can use
+    :class:`envs.wrappers.NearestValidAction`.
 
     ## Observation Space
 
@@ -157,6 +161,8 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
       queries/s, 92% utilisation, as without sizes. With sizes ``load`` counts items: the
       trace's clock is stretched by the mean items per query. Without ``request_sizes``
       nothing changed.
+    * v0 (unchanged dynamics): non-integer actions (``0.5``) raise ``ValueError`` like masked
+      ones, the rule of every env (:mod:`envs.actions`).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -200,6 +206,8 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self.load = lo
         self.load_range = (lo, hi)
         self.episode_queries = int(episode_queries)
+        if not max_queue_delay_ms >= 0:  # reported in the unit given (BatcherConfig has seconds)
+            raise ValueError(f"max_queue_delay_ms must be >= 0, got {max_queue_delay_ms}")
         self.batcher = BatcherConfig(max_batch, max_queue_delay_ms * 1e-3, queue_capacity,
                                      drop_expired)
         self.reward_fn = make_reward(reward)
@@ -348,15 +356,11 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         if sim is None or sim.pending is None:
             raise RuntimeError("call reset() before step()")
-        a = int(action)
-        P = self.n_partitions
-        if a == P:
+        a = checked_action(action, self.action_space, self._mask_table[sim.pending_model()])
+        if a == self.n_partitions:
             sim.reject()
         else:
-            try:
-                sim.place(a)  # checks the range and that the model fits, before any change
-            except ValueError:
-                raise ValueError(f"action {a} is masked or out of range for this query") from None
+            sim.place(a)
         self._steps += 1
         sim.advance()
         if sim.pending is None:  # truncated

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.actions import checked_action
 from envs.presets import get_workload
 from envs.rewards import Outcome, Reward, make_reward
 from envs.sim.device import rules
@@ -118,7 +119,10 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
 
     ``Discrete(L + 1)``: ``0`` keeps the layout, ``1 + l`` switches to ``candidates[l]``
     (``1 + current`` keeps it too). While a reconfiguration is under way :meth:`action_masks`
-    allows only these two (a switch asked for then is ignored: the layout is kept). The first
+    allows only these two. The action rule of every ldsgym env (:mod:`envs.actions`): ``step``
+    raises ``ValueError``, changing nothing, for a masked action (a switch asked for during a
+    reconfiguration), an index out of range or a non-integer; an unmasked agent can use
+    :class:`envs.wrappers.NearestValidAction`. The first
     decision of an episode (at time 0, before any query) chooses the starting layout for free:
     the GPU is provisioned before traffic starts.
 
@@ -186,6 +190,9 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     ## Version History
 
     * v0: first release.
+    * v0 (unchanged dynamics): masked, out-of-range and non-integer actions raise ``ValueError``
+      in every env (:mod:`envs.actions`) (a switch during a reconfiguration was ignored before);
+      valid actions give the same episodes as before (golden trajectories bit-identical).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -239,6 +246,8 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         self.placement = placement
         self.drain = reconfig_mode == "drain"
         self.history = int(history)
+        if not max_queue_delay_ms >= 0:  # reported in the unit given (BatcherConfig has seconds)
+            raise ValueError(f"max_queue_delay_ms must be >= 0, got {max_queue_delay_ms}")
         self.batcher = BatcherConfig(max_batch, max_queue_delay_ms * 1e-3, queue_capacity,
                                      drop_expired)
         self.precision = precision
@@ -429,9 +438,7 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         if sim is None or self._t < 0:
             raise RuntimeError("call reset() before step()")
-        a = int(action)
-        if not 0 <= a <= self.n_layouts:
-            raise ValueError(f"action {a} is out of range")
+        a = checked_action(action, self.action_space, self.action_masks())
         self._reconfigs_step = 0
         if a > 0 and a - 1 != self._current and not sim.reconfiguring:
             self._switch(a - 1, free=self._steps == 0 and sim.now == 0.0)

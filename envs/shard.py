@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.actions import checked_action
 from envs.rewards import GoodputReward, Outcome, Reward, ViolationReward, make_reward
 from envs.sim.dlrm import (
     CapacityEstimate,
@@ -213,9 +214,12 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     ``Discrete(N + 1)``: ``0..N-1`` send the sub-request to that node; ``N`` sheds it (its
     request fails), allowed only with ``allow_shed=True``. :meth:`action_masks` allows the
     nodes that hold the shard and are up. It is never all-false: a sub-request whose every
-    replica is down fails in the simulator without being presented. A masked action is
-    replaced by the next valid node (cyclically) and counted in ``info["invalid_actions"]``,
-    so unmasked agents and Gymnasium's checker can step the env.
+    replica is down fails in the simulator without being presented. The action rule of every
+    ldsgym env (:mod:`envs.actions`): ``step`` raises ``ValueError``, changing nothing, for a
+    masked action, an index out of range or a non-integer; an unmasked agent (or a checker
+    sampling the whole space) can use :class:`envs.wrappers.NearestValidAction`, which
+    substitutes the next valid node and counts it. (``info["invalid_actions"]`` stays 0: it
+    counted the substitutions this env made before that rule.)
 
     ## Observation Space
 
@@ -287,6 +291,9 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     ## Version History
 
     * v0: first release.
+    * v0 (unchanged dynamics): masked, out-of-range and non-integer actions raise ``ValueError``
+      in every env (:mod:`envs.actions`) instead of being replaced by the next valid node; valid
+      actions give the same episodes as before (golden trajectories bit-identical).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -465,17 +472,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         if sim is None or sim.pending is None:
             raise RuntimeError("call reset() before step()")
-        a = int(action)
-        N = self.n_nodes
-        if not 0 <= a <= N:
-            raise ValueError(f"action {a} is out of range [0, {N}]")
-        mask = self._pending_mask(sim)
-        if not mask[a]:  # the next valid node, cyclically (agents should use the mask)
-            self._invalid += 1
-            valid = np.flatnonzero(mask[:N])
-            later = valid[valid >= a]
-            a = int(later[0]) if len(later) else int(valid[0])
-        if a == N:
+        a = checked_action(action, self.action_space, self._pending_mask(sim))
+        if a == self.n_nodes:
             sim.shed()
         else:
             pred = float(self._finish[a])

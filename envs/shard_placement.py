@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from envs.actions import checked_action
 from envs.rewards import Outcome
 from envs.shard import ShardRoutingEnv, clip, clip_ufunc
 from envs.sim.dlrm import ShardSim, kernels
@@ -59,7 +60,10 @@ class ShardPlacementEnv(ShardRoutingEnv):
     node is up, has a free slot (held + loading < ``max_shards``) and does not hold or load the
     shard, and
     dropping where the shard keeps ``min_replicas`` replicas and another live one. Several
-    loads may be in flight (they share the links). A masked action is treated as ``0``.
+    loads may be in flight (they share the links). The action rule of every ldsgym env
+    (:mod:`envs.actions`): ``step`` raises ``ValueError``, changing nothing, for a masked
+    action, an index out of range or a non-integer; an unmasked agent can use
+    :class:`envs.wrappers.NearestValidAction`. (``info["invalid_actions"]`` stays 0.)
 
     ## Observation Space
 
@@ -102,6 +106,9 @@ class ShardPlacementEnv(ShardRoutingEnv):
     ## Version History
 
     * v0: first release.
+    * v0 (unchanged dynamics): masked, out-of-range and non-integer actions raise ``ValueError``
+      in every env (:mod:`envs.actions`) instead of being treated as ``0``; valid actions give the
+      same episodes as before (golden trajectories bit-identical).
     """
 
     def __init__(self, max_shards: int | None = None, min_replicas: int = 1,
@@ -181,13 +188,9 @@ class ShardPlacementEnv(ShardRoutingEnv):
         sim = self.sim
         if sim is None or sim.pending is None:
             raise RuntimeError("call reset() before step()")
-        a = int(action)
-        if not 0 <= a <= self.n_shards * self.n_nodes:
-            raise ValueError(f"action {a} is out of range [0, {self.n_shards * self.n_nodes}]")
+        a = checked_action(action, self.action_space, self._placement_mask(sim))
         started = 0
-        if a and not self._placement_mask(sim)[a]:
-            self._invalid += 1
-        elif a:
+        if a:
             s, n = divmod(a - 1, self.n_nodes)
             if sim.holds[n, s]:
                 sim.drop_replica(s, n)

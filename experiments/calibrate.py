@@ -85,7 +85,9 @@ def load_targets(path: str | None) -> tuple[Path, list[cal.Target]]:
         raise UserError(f"targets: {p}: no such file")
     try:
         return p, cal.read_targets(p)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise UserError(f"targets: {p}: not UTF-8 text (a binary file?)") from None
+    except ValueError as exc:
         raise UserError(f"targets: {exc}") from None
 
 
@@ -508,7 +510,9 @@ def run_profile_check(cfg: DictConfig, out: Path, fit: bool) -> None:
         raise UserError(f"profile: {path}: no such file")
     try:
         rows = cal.read_gpulet(path) if gpulet else cal.read_profile(path)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise UserError(f"profile: {path}: not UTF-8 text (a binary file?)") from None
+    except ValueError as exc:
         raise UserError(f"profile: {exc}") from None
     if gpulet:  # a copy for the run folder only: the data's licence is not stated
         write_atomic(out / "profile.csv", cal.write_profile("", rows))
@@ -716,12 +720,31 @@ def run_profile(cfg: DictConfig, out: Path) -> None:
     print(f"wrote {out / 'profile.csv'} ({len(rows)} rows)")
 
 
-@hydra_app("calibrate")
-def main(cfg: DictConfig) -> None:
-    """Dispatch on ``mode``."""
+def startup(cfg: DictConfig, _overrides: list[str]) -> None:
+    """The mode and the input files (targets, profile), checked before the run folder exists."""
     mode = str(cfg.mode)
     if mode not in MODES:
         raise UserError(f"mode: unknown '{mode}'; choose one of {', '.join(MODES)}")
+    if mode == "profile":
+        return
+    if cfg.profile is not None:
+        path = Path(str(cfg.profile))
+        if not path.is_file():
+            raise UserError(f"profile: {path}: no such file")
+        try:
+            cal.read_profile(path)
+        except UnicodeDecodeError:
+            raise UserError(f"profile: {path}: not UTF-8 text (a binary file?)") from None
+        except ValueError as exc:
+            raise UserError(f"profile: {exc}") from None
+    else:
+        load_targets(cfg.targets)
+
+
+@hydra_app("calibrate", startup=startup)
+def main(cfg: DictConfig, _ready: None, _interrupts: object) -> None:
+    """Dispatch on ``mode``."""
+    mode = str(cfg.mode)
     out = run_dir()
     if mode == "profile":
         run_profile(cfg, out)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,12 +18,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import gymnasium as gym
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from experiments import schema
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+schema.register()  # the key types of conf/train.yaml, evaluate.yaml, export.yaml
 
 
 class UserError(Exception):
@@ -72,13 +78,25 @@ def env_spec(cfg: DictConfig) -> EnvSpec:
 
 
 def check_env_builds(spec: EnvSpec) -> None:
-    """Build and reset the environment once so that bad input fails before any work."""
+    """Build and reset the environment once so that bad input fails before any work; print the
+    replayed trace's warnings (rows out of time order, a time far beyond the rest) as
+    ``traces.stats`` does, once per process."""
     try:
         env = spec.make()
         env.reset(seed=0)  # draws a trace: a replayed file is read (and checked) here
         env.close()
     except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
         raise UserError(f"env: {_first_line(exc)}") from None
+    trace = spec.kwargs.get("trace")
+    report = getattr(trace, "report", None) if hasattr(trace, "load") else None
+    for message in getattr(report, "warnings", ()):
+        line = f"warning: {report.source}: {message}"  # type: ignore[union-attr]
+        if line not in _WARNED:
+            _WARNED.add(line)
+            print(line, file=sys.stderr)
+
+
+_WARNED: set[str] = set()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -135,25 +153,37 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn input errors into one line on stderr and exit status 2 (no traceback)."""
-    from omegaconf.errors import OmegaConfBaseException
-
     try:
         yield
     except UserError as exc:
         _die(str(exc))
     except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        _die(f"config key '{key}': {msg}" if key else f"config: {msg}")
+        _die(_config_message(exc))
 
 
-def _die(message: str) -> None:
+def _config_message(exc: BaseException) -> str:
+    key = getattr(exc, "full_key", None)
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"config key '{key}': {msg}" if key else f"config: {msg}"
+
+
+def _die(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
-def precheck_overrides(config_name: str, argv: list[str]) -> None:
-    """Compose the config with the command-line overrides before Hydra runs the app.
+#: An app's start-up checks: ``(cfg, command-line overrides) -> what the app needs``. They run
+#: once before Hydra creates the run folder (nothing is written if they fail) and again inside
+#: the task, where their result is handed to the app.
+Startup = Callable[[DictConfig, list[str]], Any]
+
+#: Folders on the way to the run folder that existed before Hydra ran (never removed).
+_EXISTED: set[Path] = set()
+
+
+def precheck(config_name: str, argv: list[str], startup: Startup | None = None) -> None:
+    """Compose the config with the command-line overrides and run the app's start-up checks,
+    all before Hydra runs the app.
 
     Hydra's own report of a bad override spans several lines; this gives one line naming the
     key and exits with status 2, before anything is created or written.
@@ -164,21 +194,39 @@ def precheck_overrides(config_name: str, argv: list[str]) -> None:
     overrides = [a for a in argv if not a.startswith("-")]
     if any(a.startswith("-") and a not in ("--multirun", "-m") for a in argv):
         return  # --help, --cfg, ...: leave to Hydra
-    if "--multirun" in argv or "-m" in argv:
+    multirun = "--multirun" in argv or "-m" in argv
+    if multirun:
         overrides = _first_of_each_sweep(overrides)
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    except Exception as exc:
-        text = " ".join(str(exc).split())
-        text = text.replace(" To append to your config use", "; to add a key use")
-        _die(text.split(" full_key:")[0].split(" Config search path:")[0])
+            try:
+                cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+            except Exception as exc:
+                _die(_compose_message(exc))
+            job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
+            missing = sorted(OmegaConf.missing_keys(job))
+            if missing:
+                _die(f"config key '{missing[0]}' is required: add {missing[0]}=...")
+            with user_errors():
+                out = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
+                _EXISTED.update(p for p in (out, *out.parents) if p.exists())
+                if startup is not None:
+                    startup(job, [o for o in overrides
+                                  if not o.lstrip("+~").startswith("hydra.")])
     finally:
         GlobalHydra.instance().clear()
-    job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
-    missing = sorted(OmegaConf.missing_keys(job))
-    if missing:
-        _die(f"config key '{missing[0]}' is required: add {missing[0]}=...")
+
+
+def _compose_message(exc: BaseException) -> str:
+    """One line from Hydra's composition error (and the schema's type error behind it)."""
+    text = " ".join(str(exc).split())
+    text = text.replace(" To append to your config use", "; to add a key use")
+    cause = exc.__cause__
+    if isinstance(cause, OmegaConfBaseException) and text.startswith("Error merging override"):
+        key = getattr(cause, "full_key", None) or text.split()[-1].split("=")[0]
+        reason = " ".join(str(cause).split(" full_key:")[0].split())
+        text = f"config key '{key}' ({text.split()[-1]}): {reason}"
+    return text.split(" full_key:")[0].split(" Config search path:")[0]
 
 
 def _first_of_each_sweep(overrides: list[str]) -> list[str]:
@@ -199,26 +247,111 @@ def _first_of_each_sweep(overrides: list[str]) -> list[str]:
     return out
 
 
-def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
-    """Decorator: a Hydra main over ``conf/<config_name>.yaml`` with one-line input errors."""
+def _remove_debris(out: Path, job_name: str) -> None:
+    """Remove a run folder that holds only what Hydra put there (``.hydra/``, ``<job>.log``),
+    and the folders above it that Hydra created for it and that are now empty."""
+    if not out.is_dir() or out in _EXISTED:
+        return
+    if not {p.name for p in out.iterdir()} <= {".hydra", f"{job_name}.log"}:
+        return
+    logging.shutdown()  # close the log file before removing it
+    shutil.rmtree(out, ignore_errors=True)
+    for parent in out.parents:
+        if parent in _EXISTED or not parent.is_dir() or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
+def _log_to_file(message: str) -> None:
+    """Append ``message`` to the run's log file (Hydra's file handler) only."""
+    record = logging.LogRecord("experiments", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def hydra_app(config_name: str, startup: Startup | None = None,
+              expand_argv: Callable[[list[str]], list[str]] | None = None,
+              ) -> Callable[[Callable[..., Any]], Callable[[], Any]]:
+    """Decorator: a Hydra main over ``conf/<config_name>.yaml`` with one-line input errors.
+
+    With ``startup``, the app is called as ``fn(cfg, startup(cfg, overrides), interrupts)``
+    (:class:`~experiments.interrupts.Interrupts`, to route signals while it trains): the checks run
+    before Hydra creates the run folder, so bad input leaves nothing behind, and again inside
+    the task (a multirun job other than the first is checked there; if that fails, the folder
+    Hydra made for it is removed). A failure after the start-up checks keeps the run folder and
+    writes the error into its log. SIGINT/SIGTERM end the app with one line and status 130/143.
+    ``expand_argv`` rewrites the command line first (``resume=RUN_DIR`` -> the run's overrides).
+    """
     import hydra
 
-    def wrap(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+    def wrap(fn: Callable[..., Any]) -> Callable[[], Any]:
         @functools.wraps(fn)
         def task(cfg: DictConfig) -> Any:
-            import logging
+            from experiments.interrupts import Interrupted, Interrupts
 
             logging.getLogger("matplotlib").setLevel(logging.WARNING)
-            with user_errors():
-                return fn(cfg)
+            interrupts = Interrupts().install()
+            try:
+                if startup is None:
+                    with user_errors():
+                        return fn(cfg)
+                try:
+                    ready = startup(cfg, current_overrides())
+                except (UserError, OmegaConfBaseException) as exc:
+                    message = str(exc) if isinstance(exc, UserError) else _config_message(exc)
+                    if cfg.get("resume") is None:
+                        _remove_debris(run_dir(), str(_hydra_job_name()))
+                    _die(message)
+                try:
+                    return fn(cfg, ready, interrupts)
+                except (UserError, OmegaConfBaseException) as exc:
+                    message = str(exc) if isinstance(exc, UserError) else _config_message(exc)
+                    _log_to_file(f"error: {message}")
+                    _die(message)
+            except Interrupted as exc:
+                _log_to_file(str(exc))
+                print(str(exc), file=sys.stderr)
+                sys.exit(exc.exit_status)
+            except Exception as exc:
+                from agents.vec import EnvCrash
+
+                if not isinstance(exc, EnvCrash):
+                    raise
+                _log_to_file(f"error: {exc}")  # the run folder keeps what was written
+                print(f"error: {exc}", file=sys.stderr)
+                sys.exit(1)
+            finally:
+                interrupts.restore()
 
         main = hydra.main(config_path=str(CONF_DIR), config_name=config_name,
                           version_base="1.3")(task)
 
         def entry() -> Any:
-            precheck_overrides(config_name, sys.argv[1:])
+            try:
+                if expand_argv is not None:
+                    with user_errors():
+                        sys.argv[1:] = expand_argv(sys.argv[1:])
+                precheck(config_name, sys.argv[1:], startup)
+            except KeyboardInterrupt:
+                print("interrupted by SIGINT before the run started; nothing was written",
+                      file=sys.stderr)
+                sys.exit(130)
             return main()
 
         return entry
 
     return wrap
+
+
+def _hydra_job_name() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return str(HydraConfig.get().job.name)
+
+
+def current_overrides() -> list[str]:
+    """This invocation's command-line overrides."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return [str(o) for o in HydraConfig.get().overrides.task]

@@ -5,32 +5,46 @@
     python -m experiments.evaluate policies=[least_loaded,shortest_finish]   # baselines alone
 
 With ``run_dir`` the environment is the run's own (its overrides, then this command's), and
-results go to ``<run_dir>/eval-<time>/`` so the run's original report is kept.
+results go to ``<run_dir>/eval-<time>/`` so the run's original report is kept. Every input is
+checked before that folder is created; ``results.csv`` is rewritten (atomically) after every
+episode, so an interrupted evaluation keeps the rows it finished.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from omegaconf import DictConfig
 
-from experiments.common import check_env_builds, env_spec, hydra_app, run_dir
+from experiments.checks import check_common, check_eval_seeds, training_seeds
+from experiments.common import EnvSpec, check_env_builds, env_spec, hydra_app, run_dir
+from experiments.interrupts import Interrupted, Interrupts, signal_name
 
 
-@hydra_app("evaluate")
-def main(cfg: DictConfig) -> None:
-    """Evaluate and report."""
-    from experiments.pipeline import (
-        baseline_names,
-        describe,
-        evaluate_and_report,
-        make_policies,
-    )
-    from experiments.saved import current_overrides, load_model, saved_run_config
+@dataclass(frozen=True)
+class EvalStart:
+    """The result of the start-up checks."""
 
+    env_cfg: DictConfig
+    spec: EnvSpec
+    policies: dict[str, object]
+
+
+def startup(cfg: DictConfig, overrides: list[str]) -> EvalStart:
+    """Every check that can fail on the user's input, before any work."""
+    from experiments.pipeline import baseline_names, make_policies
+    from experiments.saved import load_model, saved_run_config
+
+    check_common(cfg)
     model = None
     env_cfg = cfg
     if cfg.run_dir is not None:
-        env_cfg = saved_run_config(cfg.run_dir, current_overrides())
+        env_cfg = saved_run_config(cfg.run_dir, overrides)
+        check_common(env_cfg)
+        check_eval_seeds(env_cfg, training_seeds(int(env_cfg.seed), int(env_cfg.n_envs)))
         model = load_model(env_cfg, cfg.run_dir)
+    else:
+        check_eval_seeds(cfg, ())
     spec = env_spec(env_cfg)
     if model is not None:
         from experiments.vecenv import with_saved_normalization
@@ -40,10 +54,23 @@ def main(cfg: DictConfig) -> None:
         (["learned"] if model is not None else []) + baseline_names(env_cfg, spec.env_id))
     policies = make_policies(names, model, spec.env_id)
     check_env_builds(spec)
-    header = describe(env_cfg, spec)
+    return EvalStart(env_cfg, spec, dict(policies))
+
+
+@hydra_app("evaluate", startup=startup)
+def main(cfg: DictConfig, start: EvalStart, _interrupts: Interrupts) -> None:
+    """Evaluate and report."""
+    from experiments.pipeline import describe, evaluate_and_report
+
+    header = describe(start.env_cfg, start.spec)
     if cfg.run_dir is not None:
         header += f"\n- model: `{cfg.run_dir}/model.zip`"
-    evaluate_and_report(env_cfg, spec, policies, run_dir(), header)
+    try:
+        evaluate_and_report(start.env_cfg, start.spec, start.policies,  # type: ignore[arg-type]
+                            run_dir(), header)
+    except Interrupted as exc:
+        raise Interrupted(exc.signum, f"interrupted by {signal_name(exc.signum)}: the finished "
+                          f"episodes are in {run_dir() / 'results.csv'}") from None
     print(f"report: {run_dir() / 'report.md'}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,8 @@ from agents.baselines import make_baseline
 from agents.evaluation import PolicyResult, evaluate, masks_of, summary_rows
 from agents.export import export_onnx, parity
 from agents.policy import Policy, SB3Policy
-from experiments.common import EnvSpec, UserError, write_json
-from experiments.report import print_table, write_report
+from experiments.common import EnvSpec, UserError, write_atomic, write_json
+from experiments.report import print_table, results_csv, write_report
 
 #: Seeds of the observations used for the ONNX parity check (apart from evaluation seeds).
 PARITY_SEED = 20_000
@@ -121,14 +121,19 @@ def evaluate_and_report(
         loads = sorted({float(x) for x in load}) if ranged else [float(load)]
     elif any(float(x) <= 0 for x in loads):
         raise UserError(f"eval.loads: every load must be > 0, got {list(loads)}")
-    sweep = {}
+    sweep: dict[float, dict[str, PolicyResult]] = {}
     overrides = eval_env_overrides(cfg)
     if overrides:
         header += f"\n- evaluation env overrides (eval.env_overrides): `{overrides}`"
+    def save_partial(load: float, results: Mapping[str, PolicyResult]) -> None:
+        done = [(x, r) for x, r in sweep.items()] + [(load, results)]
+        write_atomic(out / "results.csv", results_csv(done))
+
     for load in [float(x) for x in loads]:
         make = functools.partial(spec.make, **{**overrides, "load": load})
         sweep[load] = evaluate(make, policies, seeds, progress=bool(cfg.progress),
-                               fast=bool(cfg.eval.get("fast", True)))
+                               fast=bool(cfg.eval.get("fast", True)),
+                               on_episode=functools.partial(save_partial, load))
         print_table(summary_rows(sweep[load]),
                     f"{spec.env_id} at {load:.0%} load — {len(seeds)} held-out episodes")
     write_report(out, sweep, header, extra)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import UserError
+from experiments.common import UserError, current_overrides  # noqa: F401  (re-exported)
 
 #: Keys of the evaluate/export apps that are not part of the training config.
-_APP_KEYS = ("run_dir=", "policies=", "+run_dir=", "+policies=")
+_APP_KEYS = ("run_dir=", "policies=", "+run_dir=", "+policies=", "resume=", "+resume=")
 
 
 def saved_run_config(run_dir: str | Path, extra_overrides: list[str]) -> DictConfig:
@@ -38,17 +39,37 @@ def load_model(cfg: DictConfig, run_dir: str | Path) -> Any:
     Raises:
         UserError: no ``model.zip`` in the run folder.
     """
-    from hydra.utils import get_class
-
     path = Path(run_dir) / "model.zip"
     if not path.is_file():
         raise UserError(f"run_dir={run_dir}: no model.zip (did training finish?)")
-    algo: Any = get_class(str(cfg.agent._target_))
-    return algo.load(str(path), device="cpu")
+    return load_model_file(cfg, path)
 
 
-def current_overrides() -> list[str]:
-    """This invocation's command-line overrides."""
-    from hydra.core.hydra_config import HydraConfig
+def algorithm(cfg: DictConfig) -> Any:
+    """The SB3 algorithm class of the run's ``agent`` config."""
+    from hydra.utils import get_class
 
-    return [str(o) for o in HydraConfig.get().overrides.task]
+    return get_class(str(cfg.agent._target_))
+
+
+def load_model_file(cfg: DictConfig, path: Path) -> Any:
+    """Load a model saved by the run's algorithm (``cfg.agent._target_``).
+
+    Raises:
+        UserError: the file is not such a model (truncated, foreign, another algorithm); the
+            message names the file and the problem, the file is left as it is.
+    """
+    import zipfile
+
+    algo = algorithm(cfg)
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a model saved by {algo.__name__} (not a zip archive: "
+                        "truncated or a different file)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return algo.load(str(path), device="cpu")
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise UserError(f"{path}: not a model saved by {algo.__name__} "
+                        f"({type(exc).__name__}: {text})") from None

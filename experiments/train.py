@@ -3,79 +3,317 @@
     python -m experiments.train                      # MaskablePPO on PartitionPlacement-v0
     python -m experiments.train env.kwargs.load=1.0 total_timesteps=200000
     python -m experiments.train experiment=quick     # a tiny smoke run
+    python -m experiments.train resume=runs/2026-11-29/10-00-00   # continue an interrupted run
 
-Writes into the Hydra run folder: ``.hydra/``, ``tb/``, ``model.zip``, ``policy.onnx``,
-``report.md``, ``results.csv``, ``plots/*.png``, ``meta.json``.
+Writes into the Hydra run folder: ``.hydra/``, ``tb/``, ``checkpoint/``, ``model.zip``,
+``policy.onnx``, ``report.md``, ``results.csv``, ``plots/*.png``, ``meta.json``.
+
+SIGINT or SIGTERM during training saves a checkpoint (``checkpoint/``: model, VecNormalize
+statistics if any, step count, RNG states) and exits with 130/143 after one line saying how to
+resume; ``checkpoint.every_steps`` also saves one periodically. ``resume=RUN_DIR`` composes the
+run's config again (its own overrides, then any given now), loads the checkpoint and continues
+from its step count in the same folder and TensorBoard run; a run whose training had finished
+is exported, evaluated and reported again.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import check_env_builds, env_spec, hydra_app, run_dir
+from experiments.checks import check_train, training_seeds
+from experiments.common import (
+    EnvSpec,
+    UserError,
+    check_env_builds,
+    env_spec,
+    hydra_app,
+    run_dir,
+)
+from experiments.interrupts import Interrupted, Interrupts, signal_name
+
+CHECKPOINT = "checkpoint"
 
 
-@hydra_app("train")
-def main(cfg: DictConfig) -> float:
-    """Train, export, evaluate, report; returns the learned policy's ``objective`` metric
-    (what a sweeper such as Optuna optimises, see :mod:`experiments.sweeps`)."""
+@dataclass(frozen=True)
+class ResumeState:
+    """What an earlier, interrupted run of this folder left."""
+
+    num_timesteps: int  # steps in the checkpoint (0: none was saved)
+    resumes: int  # how often the run has been resumed before
+    train_seconds: float  # training wall time so far
+    finished: bool  # model.zip is there: training is done
+
+
+@dataclass(frozen=True)
+class TrainStart:
+    """The result of the start-up checks."""
+
+    spec: EnvSpec
+    policy_names: list[str]
+    resume: ResumeState | None
+
+
+def expand_resume(argv: list[str]) -> list[str]:
+    """``resume=RUN_DIR [more overrides]`` -> the run's saved overrides, the new ones,
+    ``resume=RUN_DIR`` and ``hydra.run.dir=RUN_DIR`` (the run continues in its own folder)."""
+    given = [a for a in argv if a.startswith(("resume=", "+resume="))]
+    if not given:
+        return argv
+    value = given[-1].split("=", 1)[1].strip("'\"")
+    if value in ("", "null"):
+        return [a for a in argv if a not in given]
+    if "-m" in argv or "--multirun" in argv:
+        raise UserError("resume: continues one run; it cannot be combined with --multirun")
+    path = Path(value)
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    if not path.is_dir():
+        raise UserError(f"resume={value}: no such directory")
+    if not overrides_file.is_file():
+        raise UserError(f"resume={value}: not a training run folder (no .hydra/overrides.yaml)")
+    try:
+        saved = [str(o) for o in OmegaConf.load(overrides_file)]
+    except Exception as exc:
+        raise UserError(f"{overrides_file}: not a list of overrides "
+                        f"({' '.join(str(exc).split())[:120]})") from None
+    saved = [o for o in saved if not o.startswith(("resume=", "+resume="))]
+    rest = [a for a in argv if a not in given]
+    return [*saved, *rest, f"resume={_quote(value)}", f"hydra.run.dir={_quote(value)}"]
+
+
+def _quote(value: str) -> str:
+    return value if re.fullmatch(r"[\w./-]+", value) else "'" + value.replace("'", "\\'") + "'"
+
+
+def resume_state(cfg: DictConfig) -> ResumeState | None:
+    """Read what ``cfg.resume`` left (``None`` for a new run).
+
+    Raises:
+        UserError: the folder or its checkpoint is missing or unreadable (naming the file).
+    """
+    if cfg.get("resume") is None:
+        return None
+    run = Path(str(cfg.resume))
+    if not (run / ".hydra" / "overrides.yaml").is_file():
+        raise UserError(f"resume={cfg.resume}: not a training run folder")
+    state_file = run / CHECKPOINT / "state.json"
+    state: dict[str, Any] = {}
+    if state_file.is_file():
+        try:
+            state = json.loads(state_file.read_text())
+            int(state["num_timesteps"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{state_file}: not a checkpoint state ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:120]})") from None
+    finished = (run / "model.zip").is_file()
+    steps = int(state.get("num_timesteps", 0))
+    if not finished and steps > 0:
+        from experiments.saved import load_model_file
+
+        load_model_file(cfg, run / CHECKPOINT / "model.zip")  # a readable checkpoint?
+    if finished:
+        from experiments.saved import load_model
+
+        load_model(cfg, run)
+    return ResumeState(steps, int(state.get("resumes", 0)),
+                       float(state.get("train_seconds", 0.0)), finished)
+
+
+def startup(cfg: DictConfig, _overrides: list[str]) -> TrainStart:
+    """Every check that can fail on the user's input, before any work."""
+    from experiments.pipeline import baseline_names, make_policies
+
+    resume = resume_state(cfg)
+    check_train(cfg, resumes=0 if resume is None else resume.resumes + 1)
+    from experiments.sweeps import objective_metric
+
+    objective_metric(cfg)  # a bad `objective` fails before training
+    spec = env_spec(cfg)
+    check_env_builds(spec)
+    names = ["learned", *baseline_names(cfg, spec.env_id)]
+    make_policies([n for n in names if n != "learned"], None, spec.env_id)
+    return TrainStart(spec, names, resume)
+
+
+@hydra_app("train", startup=startup, expand_argv=expand_resume)
+def main(cfg: DictConfig, start: TrainStart, interrupts: Interrupts) -> float:
+    """Train (or resume), export, evaluate, report; returns the learned policy's
+    ``objective`` metric (what a sweeper such as Optuna optimises, see
+    :mod:`experiments.sweeps`)."""
     import torch
-    from hydra.utils import instantiate
-    from stable_baselines3.common.logger import configure
 
-    from agents.callbacks import SchedMetricsCallback
-    from experiments.common import UserError
     from experiments.pipeline import (
-        baseline_names,
         describe,
         evaluate_and_report,
         export_and_check,
         make_policies,
         write_meta,
     )
-    from experiments.sweeps import objective_metric, objective_value
-    from experiments.vecenv import finish_training, make_training_env
 
     torch.set_num_threads(int(cfg.torch_threads))  # tiny MLPs: more threads only contend
     out = run_dir()
-    spec = env_spec(cfg)
-    check_env_builds(spec)
-    if int(cfg.total_timesteps) < 1:
-        raise UserError(f"total_timesteps: must be >= 1, got {cfg.total_timesteps}")
-    objective_metric(cfg)  # a bad `objective` fails before training
-    policies_names = ["learned", *baseline_names(cfg, spec.env_id)]
-    # Validate the baseline names before training.
-    make_policies([n for n in policies_names if n != "learned"], None, spec.env_id)
-
-    vec_env = make_training_env(cfg, spec)  # vec_env group: dummy/subproc, VecNormalize
+    spec = start.spec
+    resume_hint = f"resume with: python -m experiments.train resume={out}"
     try:
-        model = instantiate(cfg.agent, _convert_="all")(env=vec_env, seed=int(cfg.seed))
-    except Exception as exc:
-        raise UserError(f"agent: {' '.join(str(exc).split())}") from None
-    model.set_logger(configure(str(out / "tb"), ["tensorboard", "csv"]))
-    t0 = time.perf_counter()
-    model.learn(total_timesteps=int(cfg.total_timesteps), callback=SchedMetricsCallback(),
-                progress_bar=bool(cfg.progress))
-    train_s = time.perf_counter() - t0
-    vec_env.close()
-    model.save(out / "model.zip")
-    model = finish_training(model, vec_env, out)  # + vecnormalize.pkl when normalising
-
-    export = export_and_check(model, spec, out, int(cfg.export.parity_samples))
-    print(f"policy.onnx: ONNX and torch agree on {export['parity_agreement']:.2%} of "
-          f"{export['parity_samples']} held-out observations")
-    t1 = time.perf_counter()
-    extra = (f"Training: {int(cfg.total_timesteps)} steps in {train_s:.0f} s. "
-             f"ONNX parity: {export['parity_agreement']:.2%} of {export['parity_samples']} "
-             "observations.")
-    policies = make_policies(policies_names, model, spec.env_id)
-    sweep = evaluate_and_report(cfg, spec, policies, out, describe(cfg, spec), extra)
+        model, train_s, steps = train(cfg, start, out, interrupts)
+    except Interrupted as exc:
+        raise Interrupted(exc.signum, f"interrupted by {signal_name(exc.signum)} (no new "
+                          f"checkpoint); {resume_hint}") from None
+    if model is None:  # stopped by a signal: the checkpoint is saved
+        signum = interrupts.received or 2
+        raise Interrupted(signum, f"interrupted by {signal_name(signum)}: checkpoint at step "
+                          f"{steps:,} of {int(cfg.total_timesteps):,} saved in "
+                          f"{out / CHECKPOINT}; {resume_hint}")
+    try:
+        export = export_and_check(model, spec, out, int(cfg.export.parity_samples))
+        print(f"policy.onnx: ONNX and torch agree on {export['parity_agreement']:.2%} of "
+              f"{export['parity_samples']} held-out observations")
+        t1 = time.perf_counter()
+        extra = (f"Training: {steps} steps in {train_s:.0f} s. "
+                 f"ONNX parity: {export['parity_agreement']:.2%} of "
+                 f"{export['parity_samples']} observations.")
+        sweep = evaluate_and_report(cfg, spec,
+                                    make_policies(start.policy_names, model, spec.env_id),
+                                    out, describe(cfg, spec), extra)
+    except Interrupted as exc:
+        raise Interrupted(exc.signum, f"interrupted by {signal_name(exc.signum)} after training"
+                          f" (model.zip saved; finished evaluation rows in {out / 'results.csv'})"
+                          f"; to export, evaluate and report again, {resume_hint}") from None
     write_meta(out, cfg, {"train_seconds": train_s, "eval_seconds": time.perf_counter() - t1,
-                          "total_timesteps": int(cfg.total_timesteps), **export})
+                          "total_timesteps": steps, **export})
     print(f"run folder: {out}")
+    from experiments.sweeps import objective_value
+
     return objective_value(cfg, sweep)
+
+
+def train(cfg: DictConfig, start: TrainStart, out: Path,
+          interrupts: Interrupts) -> tuple[Any | None, float, int]:
+    """Train from scratch or from the checkpoint; save ``model.zip``.
+
+    Returns:
+        ``(model, training seconds in all, steps)``; ``model`` is ``None`` when a signal
+        stopped training (a checkpoint was saved).
+    """
+    from hydra.utils import instantiate
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.callbacks import Checkpointer, SchedMetricsCallback, replace_file, set_rng_state
+    from agents.vec import TrainingEnvs
+    from experiments.saved import algorithm, load_model
+    from experiments.vecenv import (
+        finish_training,
+        vec_env_kind,
+        vec_env_start_method,
+        with_normalization,
+        with_saved_normalization,
+    )
+
+    resume = start.resume
+    if resume is not None and resume.finished:
+        model = with_saved_normalization(load_model(cfg, out), out, start.spec)
+        return model, resume.train_seconds, int(cfg.total_timesteps)
+    ckpt = out / CHECKPOINT
+    from_ckpt = resume is not None and resume.num_timesteps > 0
+    resumes = resume.resumes + 1 if resume is not None and from_ckpt else 0
+    n_envs = int(cfg.n_envs)
+    seeds = training_seeds(int(cfg.seed), n_envs, resumes)
+    envs = TrainingEnvs(start.spec.make, start.spec.env_id, n_envs, seeds.start,
+                        subproc=vec_env_kind(cfg) == "subproc",
+                        start_method=vec_env_start_method(cfg))
+    vec_env: Any = envs.vec_env
+    if not from_ckpt:
+        vec_env = with_normalization(cfg, vec_env)  # vec_env.normalize: SB3 VecNormalize
+    elif (ckpt / "vecnormalize.pkl").is_file():
+        vec_env = VecNormalize.load(str(ckpt / "vecnormalize.pkl"), vec_env)
+    if from_ckpt:
+        import torch
+
+        model = algorithm(cfg).load(str(ckpt / "model.zip"), env=vec_env, device="cpu")
+        set_rng_state(torch.load(ckpt / "rng.pt", weights_only=False))
+    else:
+        try:
+            model = instantiate(cfg.agent, _convert_="all")(env=vec_env, seed=int(cfg.seed))
+        except Exception as exc:
+            raise UserError(f"agent: {' '.join(str(exc).split())}") from None
+    done_before = int(model.num_timesteps)
+    # Resumed: TensorBoard drops what the interrupted run logged after the checkpoint's step.
+    model.set_logger(_logger(out / "tb", done_before + 1 if from_ckpt else None))
+    checkpointer = Checkpointer(int(cfg.checkpoint.every_steps) // n_envs, ckpt,
+                                state={"resumes": resumes})
+    prior_s = resume.train_seconds if resume is not None else 0.0
+    t0 = time.perf_counter()
+    interrupts.on_signal = checkpointer.request_stop
+    try:
+        model.learn(total_timesteps=max(int(cfg.total_timesteps) - done_before, 0),
+                    callback=[SchedMetricsCallback(), checkpointer],
+                    progress_bar=bool(cfg.progress), reset_num_timesteps=not from_ckpt)
+    except (EOFError, BrokenPipeError, ConnectionError) as exc:  # a SubprocVecEnv worker died
+        raise envs.crash(exc) from None
+    finally:
+        interrupts.on_signal = None
+        envs.close()
+    train_s = prior_s + time.perf_counter() - t0
+    steps = int(model.num_timesteps)
+    if checkpointer.stop_requested:
+        checkpointer.state["train_seconds"] = train_s
+        checkpointer.save_now()  # again, with the wall time
+        return None, train_s, int(checkpointer.saved_at or 0)
+    replace_file(out / "model.zip", lambda tmp: model.save(tmp))
+    model = finish_training(model, vec_env, out)  # + vecnormalize.pkl when normalising
+    # Training is done: keep only the state (for a resume that re-runs export and evaluation).
+    shutil.rmtree(ckpt, ignore_errors=True)
+    ckpt.mkdir()
+    (ckpt / "state.json").write_text(json.dumps(
+        {"num_timesteps": steps, "resumes": resumes, "train_seconds": train_s,
+         "finished": True}) + "\n")
+    return model, train_s, steps
+
+
+def _logger(folder: Path, purge_step: int | None) -> Any:
+    """SB3 logger to TensorBoard and CSV in ``folder``. On resume, the same TensorBoard run
+    (``purge_step`` drops anything logged past the checkpoint) and the CSV continued."""
+    from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
+    from torch.utils.tensorboard import SummaryWriter
+
+    class ResumedTensorBoard(TensorBoardOutputFormat):
+        def __init__(self, log_dir: str, step: int) -> None:
+            self.writer = SummaryWriter(log_dir=log_dir, purge_step=step)
+            self._is_closed = False
+
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = folder / "progress.csv"
+    if purge_step is not None:
+        return Logger(str(folder), [ResumedTensorBoard(str(folder), purge_step),
+                                    _ContinuedCSV(csv_path)])
+    return Logger(str(folder), [TensorBoardOutputFormat(str(folder)),
+                                CSVOutputFormat(str(csv_path))])
+
+
+def _ContinuedCSV(path: Path) -> Any:
+    """SB3's CSV writer appending to an existing ``progress.csv`` (its header kept)."""
+    from stable_baselines3.common.logger import CSVOutputFormat
+
+    class ContinuedCSV(CSVOutputFormat):
+        def __init__(self, filename: str) -> None:
+            if not Path(filename).is_file() or Path(filename).stat().st_size == 0:
+                super().__init__(filename)
+                return
+            self.file = open(filename, "r+")
+            header = self.file.readline().rstrip("\n")
+            self.keys = header.split(",") if header else []
+            self.file.seek(0, 2)
+            self.separator = ","
+            self.quotechar = '"'
+
+    return ContinuedCSV(str(path))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The training VecEnv from the ``vec_env`` config group (SB3 DummyVecEnv or SubprocVecEnv,
-optionally under VecNormalize), and the saved normalisation of a finished run."""
+"""The ``vec_env`` config group (SB3 DummyVecEnv or SubprocVecEnv, optionally under
+VecNormalize; the training envs themselves are :class:`agents.vec.TrainingEnvs`, which report a
+crashed worker), and the saved normalisation of a finished run."""
 
 from __future__ import annotations
 
@@ -26,27 +27,29 @@ def _settings(cfg: DictConfig) -> dict[str, Any]:
     return settings
 
 
-def make_training_env(cfg: DictConfig, spec: EnvSpec) -> Any:
-    """``n_envs`` training environments seeded from ``seed``, as ``vec_env`` asks.
+def vec_env_kind(cfg: DictConfig) -> str:
+    """``vec_env.kind``: ``dummy`` or ``subproc``.
 
     Raises:
-        UserError: an unknown ``vec_env.kind``, or ``n_envs`` < 1.
+        UserError: another kind.
     """
-    from stable_baselines3.common import vec_env as sb3_vec
-    from stable_baselines3.common.env_util import make_vec_env
-
-    s = _settings(cfg)
-    kind = str(s["kind"])
+    kind = str(_settings(cfg)["kind"])
     if kind not in KINDS:
         raise UserError(f"vec_env.kind: unknown '{kind}'; expected one of {', '.join(KINDS)}")
-    n_envs = int(cfg.n_envs)
-    if n_envs < 1:
-        raise UserError(f"n_envs: must be >= 1, got {n_envs}")
-    kwargs = {}
-    if kind == "subproc" and s["start_method"] is not None:
-        kwargs["start_method"] = str(s["start_method"])
-    venv = make_vec_env(spec.make, n_envs=n_envs, seed=int(cfg.seed),
-                        vec_env_cls=getattr(sb3_vec, KINDS[kind]), vec_env_kwargs=kwargs)
+    return kind
+
+
+def vec_env_start_method(cfg: DictConfig) -> str | None:
+    """SubprocVecEnv's multiprocessing start method (``None``: SB3's default)."""
+    method = _settings(cfg)["start_method"]
+    return None if method is None else str(method)
+
+
+def with_normalization(cfg: DictConfig, venv: Any) -> Any:
+    """``venv`` under SB3 ``VecNormalize`` when ``vec_env.normalize``, else ``venv``."""
+    from stable_baselines3.common import vec_env as sb3_vec
+
+    s = _settings(cfg)
     if not bool(s["normalize"]):
         return venv
     gamma = float(cfg.agent.get("gamma", 0.99)) if "agent" in cfg else 0.99
@@ -54,6 +57,24 @@ def make_training_env(cfg: DictConfig, spec: EnvSpec) -> Any:
                                 norm_reward=bool(s["norm_reward"]),
                                 clip_obs=float(s["clip_obs"]),
                                 clip_reward=float(s["clip_reward"]), gamma=gamma)
+
+
+def make_training_env(cfg: DictConfig, spec: EnvSpec) -> Any:
+    """``n_envs`` training environments seeded from ``seed``, as ``vec_env`` asks (the
+    training loop's :class:`agents.vec.TrainingEnvs`, under VecNormalize when asked).
+
+    Raises:
+        UserError: an unknown ``vec_env.kind``, or ``n_envs`` < 1.
+    """
+    from agents.vec import TrainingEnvs
+
+    n_envs = int(cfg.n_envs)
+    if n_envs < 1:
+        raise UserError(f"n_envs: must be >= 1, got {n_envs}")
+    envs = TrainingEnvs(spec.make, spec.env_id, n_envs, int(cfg.seed),
+                        subproc=vec_env_kind(cfg) == "subproc",
+                        start_method=vec_env_start_method(cfg))
+    return with_normalization(cfg, envs.vec_env)
 
 
 def finish_training(model: Any, venv: Any, out: Path) -> Any:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,6 +19,15 @@ def run_app(*args: str, cwd: Path | None = None,
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd or REPO, capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+# Property-based tests: a few examples by default (CI's budget); ``--hypothesis-profile=fuzz``
+# for a long local run.
+settings.register_profile("ci", max_examples=3, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=300, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

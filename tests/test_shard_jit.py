@@ -14,6 +14,7 @@ import pytest
 import envs  # noqa: F401  (registers the ids)
 from envs.sim.dlrm import kernels
 from envs.sim.dlrm.rowcache import LfuRowCache, LruRowCache
+from envs.wrappers import NearestValidAction
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba not available")
 
@@ -170,7 +171,8 @@ def test_binomials_one_at_a_time_are_the_array_draw(kwargs: dict) -> None:
 
 
 def _trajectory(env_id: str, kwargs: dict, steps: int) -> list[object]:
-    env = gym.make(env_id, **kwargs).unwrapped
+    # Every fifth action is any index, masked or not, through the explicit substitute.
+    env = NearestValidAction(gym.make(env_id, **kwargs).unwrapped)
     obs, info = env.reset(seed=11)
     out: list[object] = []
     for i in range(steps):

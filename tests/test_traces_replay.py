@@ -324,7 +324,7 @@ def test_stats_cli_bad_file_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_stats_cli_prints_statistics_and_writes_a_png(tmp_path: Path) -> None:
     t = _poisson_times(3000, 20.0)
     p = _write_csv(tmp_path / "good.csv", t)
-    out = _run_stats(str(p), cwd=tmp_path)
+    out = _run_stats(str(p), "--plot", str(tmp_path / "good_rate.png"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     g = np.diff(t)
     assert "requests: 3000" in out.stdout

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from traces.report import TraceFormatError
+from traces.report import TraceFormatError, check_text, printable
 
 ColKind = Literal["float", "int", "cat", "str"]
 
@@ -88,6 +88,7 @@ def read_csv(path: str, kinds: Mapping[str, ColKind], required: tuple[str, ...] 
     if data is None:
         with open(path, "rb") as f:
             data = f.read()
+    check_text(str(path), data)
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if data.startswith(b"\xef\xbb\xbf"):
@@ -99,7 +100,7 @@ def read_csv(path: str, kinds: Mapping[str, ColKind], required: tuple[str, ...] 
     header = tuple(h.strip() for h in head.split(","))
     for name in required:
         if name not in header:
-            raise TraceFormatError(path, 1, f"missing column '{name}' (header: {head.strip()})")
+            raise TraceFormatError(path, 1, f"missing column '{name}' (header: {printable(head)})")
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
         raise TraceFormatError(path, 1, f"duplicate column(s) {dup}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from traces.csvfast import Column, Table, read_csv
-from traces.report import TraceFormatError
+from traces.report import TraceFormatError, check_text
 
 #: Columns of the generic CSV format and their types.
 GENERIC_COLUMNS = {"time_s": "float", "model": "cat", "size": "int", "priority": "int",
@@ -207,6 +207,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> RawTrace:
     p = str(path)
     with open(p, "rb") as f:
         data = f.read()
+    check_text(p, data)
     text = data.decode("utf-8", errors="replace")
     if '"hash_ids"' in text:  # Mooncake's block-hash lists are unused and costly to parse
         text = _HASH_IDS.sub("", text)

@@ -147,6 +147,31 @@ class TraceTable:
         return len(self.time_s)
 
 
+#: A gap this many times the median gap is reported as an outlier (a time far beyond the rest).
+GAP_OUTLIER_RATIO = 1000.0
+
+
+def gap_outlier(ts: np.ndarray) -> str | None:
+    """A warning when the largest gap between sorted times is at least
+    :data:`GAP_OUTLIER_RATIO` times the median positive gap and over half the trace's span
+    (one stray time, e.g. ``1e9`` among seconds, or a hole that is most of the trace)."""
+    if len(ts) < 3:
+        return None
+    gaps = np.diff(ts)
+    positive = gaps[gaps > 0]
+    if len(positive) == 0:
+        return None
+    median = float(np.median(positive))
+    i = int(np.argmax(gaps))
+    big = float(gaps[i])
+    span = float(ts[-1] - ts[0])
+    if big < GAP_OUTLIER_RATIO * median or big <= 0.5 * span:
+        return None
+    return (f"a gap of {big:.6g} s after t = {float(ts[i]):.6g} s is {big / median:.3g} x the "
+            f"median gap ({median:.3g} s) and {big / span:.0%} of the trace's span: a time far "
+            "beyond the rest? (kept as it is)")
+
+
 def clean(raw: RawTrace, *, start_s: float | None = None, end_s: float | None = None,
           zero_size: Literal["skip", "keep"] = "skip", trim_ramp: bool = False,
           ramp_threshold: float = 0.1, source: str | None = None) -> TraceTable:
@@ -175,8 +200,10 @@ def clean(raw: RawTrace, *, start_s: float | None = None, end_s: float | None = 
             msgs.append(f"{zero_rows} rows with size 0 skipped (zero_size='keep' keeps them)")
         elif zero_rows:
             msgs.append(f"{zero_rows} rows with size 0 kept")
+    warns: list[str] = []
     if unsorted:
-        msgs.append(f"{unsorted} rows earlier than the row before them (rows sorted by time)")
+        warns.append(f"{unsorted} rows earlier than the row before them (rows sorted by time)")
+        msgs.append(warns[-1])
     idx = np.flatnonzero(keep)
     if unsorted:
         idx = idx[np.argsort(t[idx], kind="stable")]
@@ -195,6 +222,10 @@ def clean(raw: RawTrace, *, start_s: float | None = None, end_s: float | None = 
         skipped_ramp = len(idx) - (hi - lo)
         idx, ts = idx[lo:hi], ts[lo:hi]
 
+    outlier = gap_outlier(ts)
+    if outlier:
+        warns.append(outlier)
+        msgs.append(outlier)
     tied = int(np.count_nonzero(np.diff(ts) == 0)) if len(ts) > 1 else 0
     quantum = detect_quantum(ts)
     quantized = False
@@ -229,7 +260,7 @@ def clean(raw: RawTrace, *, start_s: float | None = None, end_s: float | None = 
         skipped_zero_size=skipped_zero, unsorted_rows=unsorted, tied_rows=tied,
         quantum_s=quantum, quantized=quantized, ramp_up_s=ramp_up_s, ramp_up_rows=ramp_up_rows,
         ramp_down_s=ramp_down_s, ramp_down_rows=ramp_down_rows, skipped_ramp=skipped_ramp,
-        cut_rows=cut, messages=tuple(msgs))
+        cut_rows=cut, messages=tuple(msgs), warnings=tuple(warns))
     return TraceTable(
         source=name, time_s=ts, model=model, model_names=model_names,
         model_first_line=model_first, tenant=tenant, tenant_names=tenant_names,

@@ -25,6 +25,30 @@ class TraceFormatError(ValueError):
         super().__init__(f"{where}: {self.problem}")
 
 
+def check_text(path: str, data: bytes) -> None:
+    """Refuse binary data given as a text trace (one line, no raw bytes echoed).
+
+    Raises:
+        TraceFormatError: a NUL byte in the first 64 KiB, or a first line that is not UTF-8.
+    """
+    head = data[: 1 << 16]
+    if b"\x00" in head:
+        raise TraceFormatError(path, None, "binary data (NUL bytes), not a text trace file")
+    first = head.split(b"\n", 1)[0]
+    try:
+        first.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if len(first) < len(head) or exc.start < len(first) - 4:  # not a cut multi-byte char
+            raise TraceFormatError(path, 1, "the first line is not UTF-8 text (a binary "
+                                            "file?)") from None
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """``text`` for a one-line message: control characters escaped, at most ``limit`` chars."""
+    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text.strip())
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
 @dataclass(frozen=True)
 class TraceReport:
     """Counts and messages from loading and cleaning one trace.
@@ -54,6 +78,8 @@ class TraceReport:
         skipped_ramp: Ramp rows dropped (``trim_ramp=True``).
         cut_rows: Rows outside ``[start_s, end_s)`` (a cut window), dropped.
         messages: Human-readable findings, one line each.
+        warnings: The findings that suggest a damaged file (rows out of time order, a gap or a
+            time far beyond the rest); also in ``messages``. Apps print them as warnings.
     """
 
     source: str
@@ -72,6 +98,7 @@ class TraceReport:
     skipped_ramp: int = 0
     cut_rows: int = 0
     messages: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def skipped(self) -> int:

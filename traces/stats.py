@@ -7,8 +7,9 @@ are sampled (``--n`` requests at ``--rate`` qps, seed ``--seed``; ServeGen at it
 
 Printed: requests, duration, mean rate, CV of inter-arrival times, index of dispersion of
 counts (variance / mean of per-bin counts) at 1, 10 and 60 s, peak/mean of per-minute counts,
-per-model (and per-tenant) shares, and the load report. A PNG of the rate over time is written
-to ``--plot`` (default ``<stem>_rate.png`` in the current directory; ``--no-plot`` skips it).
+per-model (and per-tenant) shares, and the load report (its warnings, such as rows out of time
+order or a time far beyond the rest, are also printed to stderr as ``warning:`` lines). A PNG of
+the rate over time is written only where ``--plot PATH`` asks; nothing is written by default.
 
 Malformed input prints one line ``<file>:<line>: <problem>`` to stderr and exits with 2.
 """
@@ -135,6 +136,7 @@ def plot_rate(t: np.ndarray, path: str | Path, title: str = "") -> Path:
     ax.set_ylim(bottom=0)
     fig.tight_layout()
     out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
     return out
@@ -208,8 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  description="Statistics and a rate plot of an arrival trace.")
     ap.add_argument("source", help="trace file (csv, jsonl, Azure csv, ServeGen rates csv) or "
                                    "preset name")
-    ap.add_argument("--plot", default=None, help="PNG path (default: ./<stem>_rate.png)")
-    ap.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    ap.add_argument("--plot", default=None, metavar="PATH",
+                    help="write a PNG of the rate over time to PATH (default: no plot)")
+    ap.add_argument("--no-plot", action="store_true", help=argparse.SUPPRESS)  # the default
     ap.add_argument("--n", type=int, default=100_000,
                     help="requests to sample from generative sources (default 100000)")
     ap.add_argument("--rate", type=float, default=100.0,
@@ -226,9 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     stats = trace_stats(t, labels)
     print(format_stats(args.source, stats, report))
-    if not args.no_plot and len(t) > 1:
-        stem = Path(args.source).stem if Path(args.source).is_file() else args.source
-        out = plot_rate(t, args.plot or f"{stem}_rate.png", title=args.source)
+    for message in report.warnings if report is not None else ():
+        print(f"warning: {report.source}: {message}", file=sys.stderr)  # type: ignore[union-attr]
+    if args.plot and not args.no_plot and len(t) > 1:
+        out = plot_rate(t, args.plot, title=args.source)
         print(f"rate plot: {out}")
     return 0
 

@@ -28,6 +28,7 @@ import numpy as np
 from envs.sim.core import Event, EventQueue
 from envs.sim.device import compiled
 from envs.sim.metrics import Counters
+from envs.sim.packing import pack, unpack
 from traces.arrivals import Arrivals
 
 BATCH_DONE = 0
@@ -187,6 +188,19 @@ class GpuServingSim:
         #: Batch-1 latency per (partition, model) in seconds.
         self.solo_s = [[latency[p][m][0] for m in range(M)] for p in range(P)]
         self._energy_w = [busy - idle for idle, busy in power_w] if power_w is not None else None
+
+    #: The trace columns, pickled compressed (model ids, sizes and SLAs repeat a few values).
+    _PACKED = ("_time_s", "_model", "_size", "_sla_ms")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in self._PACKED:
+            state[key] = pack(state[key])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({k: unpack(v) if k in self._PACKED else v
+                              for k, v in state.items()})
 
     # ------------------------------------------------------------------ decisions
     @property

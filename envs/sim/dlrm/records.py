@@ -9,6 +9,7 @@ memory of the sub-requests' keys and counts.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,14 @@ class Arena:
         self._bufs: list[np.ndarray] = []
         self._cur: np.ndarray | None = None
         self._pos = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Only the size: the buffers are scratch memory (written before read), and the live
+        arrays that were views into them are pickled as arrays of their own."""
+        return {"size": self.size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["size"])  # type: ignore[misc]
 
     def take(self, n: int) -> np.ndarray:
         """``n`` int64 elements (uninitialised) no live array shares."""
