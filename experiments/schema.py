@@ -64,6 +64,15 @@ class TrainConf:
     export: ExportConf = field(default_factory=ExportConf)
     checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
     resume: Optional[str] = None  # noqa: UP045
+    # The learned policy's metric a sweeper optimises (experiments/sweeps.py; null: goodput).
+    objective: Optional[str] = None  # noqa: UP045
+
+
+@dataclass
+class ScalingConf(TrainConf):
+    """``conf/scaling.yaml``: SB3 throughput of the VecEnvs (experiments/scaling.py)."""
+
+    scaling: Any = None
 
 
 @dataclass
@@ -87,3 +96,4 @@ def register() -> None:
     cs.store(group="schema", name="train", node=TrainConf, package="_global_")
     cs.store(group="schema", name="evaluate", node=EvaluateConf, package="_global_")
     cs.store(group="schema", name="export", node=ExportConf_, package="_global_")
+    cs.store(group="schema", name="scaling", node=ScalingConf, package="_global_")
