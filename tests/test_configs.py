@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from experiments.common import CONF_DIR, env_spec
 from hwmodels.partitions import enumerate_layouts
+from traces.paths import shared_dir
 
 GROUPS = {p.name: sorted(x.stem for x in p.glob("*.yaml")) for p in CONF_DIR.iterdir()
           if p.is_dir()}
@@ -42,6 +43,9 @@ ENV_OPTIONS = [(g, o) for g, o in OPTIONS if g in ("hw", "workload", "trace", "e
 
 @pytest.mark.parametrize("group, option", ENV_OPTIONS)
 def test_group_option_builds_an_environment(group: str, option: str) -> None:
+    if (group == "trace" and option.startswith(("azure-", "servegen-", "mixture-real"))
+            and shared_dir() is None):
+        pytest.skip(f"trace={option} replays the shared real traces (../shared is absent)")
     overrides = [f"{group}={option}", "env.kwargs.episode_queries=50"]
     cfg = _compose("train", overrides)
     if group == "hw":  # a layout that exists on this device

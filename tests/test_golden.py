@@ -14,12 +14,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import golden
 
+from traces.paths import shared_dir
+
 RECORDED = golden.load()
 CASES = dict(golden.cases())
 SAME_PLATFORM = RECORDED["platform"] == golden.platform_fingerprint()
 
 
 def test_every_case_is_recorded_and_every_recording_is_a_case() -> None:
+    if shared_dir() is None:  # the ids that replay the shared real traces are not registered
+        assert set(CASES) <= set(RECORDED["cases"])
+        return
     assert sorted(CASES) == sorted(RECORDED["cases"])
 
 
