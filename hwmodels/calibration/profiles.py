@@ -180,6 +180,19 @@ def share_partitions(device: DeviceSpec, share: float, colocated: bool
     return a, b
 
 
+def _row_models(device: DeviceSpec, row: ProfileRow, precision: str,
+                cache: dict[tuple[str, str], tuple[LatencyModel, InterferenceModel]]
+                ) -> tuple[LatencyModel, InterferenceModel]:
+    """The latency and interference models of ``row``'s stack and precision (the engine
+    stack and ``precision`` where the row names none), made once per pair in ``cache``."""
+    key = (row.stack or "engine", row.precision or precision)
+    pair = cache.get(key)
+    if pair is None:
+        lat = stack_latency(device, key[1], key[0])
+        pair = cache[key] = (lat, InterferenceModel(device, key[1], latency=lat))
+    return pair
+
+
 def predict_profile(rows: Sequence[ProfileRow], device: DeviceSpec,
                     precision: str = "fp32") -> np.ndarray:
     """Predicted ``latency_ms`` of every profile row on ``device`` (``precision`` and the
@@ -187,12 +200,7 @@ def predict_profile(rows: Sequence[ProfileRow], device: DeviceSpec,
     models: dict[tuple[str, str], tuple[LatencyModel, InterferenceModel]] = {}
     out = np.empty(len(rows))
     for i, r in enumerate(rows):
-        key = (r.stack or "engine", r.precision or precision)
-        pair = models.get(key)
-        if pair is None:
-            lat = stack_latency(device, key[1], key[0])
-            pair = models[key] = (lat, InterferenceModel(device, key[1], latency=lat))
-        model, intf = pair
+        model, intf = _row_models(device, r, precision, models)
         prof = parse_model(r.model)
         mine, other = share_partitions(device, r.share, r.colocated)
         t = float(model.latency_s(prof, r.batch, mine))
@@ -415,16 +423,11 @@ def _colocated_demands(rows: Sequence[ProfileRow], device: DeviceSpec, precision
     jobs: list[Any] = []
     lats: dict[tuple[str, str], tuple[LatencyModel, InterferenceModel]] = {}
     for k, r in enumerate(rows):
-        key = (r.stack or "engine", r.precision or precision)
-        pair = lats.get(key)
-        if pair is None:
-            lat = stack_latency(device, key[1], key[0])
-            pair = lats[key] = (lat, InterferenceModel(device, key[1], latency=lat))
-        lat, model = pair
+        lat, model = _row_models(device, r, precision, lats)
         prof, co = parse_model(r.model), parse_model(r.corunner_model)
         mine, other = share_partitions(device, r.share, True)
         demands = [model.demand(prof, r.batch, mine), model.demand(co, r.corunner_batch, other)]
-        jobs.append((key[1], lat, [mine, other], demands))
+        jobs.append((r.precision or precision, lat, [mine, other], demands))
         if np.isfinite(f_meas[k]):
             target[k], base[k] = f_meas[k], 1.0
         else:
