@@ -15,7 +15,7 @@ from traces.arrivals import Poisson, TraceSource
 from traces.mixture import Mixture
 from traces.replay import AzureLLMReplay, Split
 from traces.servegen import ServeGenReplay
-from traces.synthetic import MMPP2, Diurnal, FlashCrowd, PiecewiseRate, Renewal
+from traces.synthetic import MMPP2, Diurnal, FlashCrowd, MixShift, PiecewiseRate, Renewal
 
 #: Name -> factory of a trace source. Environments accept these names for ``trace=``.
 TRACE_PRESETS: dict[str, Callable[[], TraceSource]] = {
@@ -30,6 +30,9 @@ TRACE_PRESETS: dict[str, Callable[[], TraceSource]] = {
                            decay=0.05, time_unit="episode"),
     "step-schedule": partial(PiecewiseRate, levels=(0.5, 1.0, 2.0, 1.0),
                              durations=(0.25, 0.25, 0.25, 0.25), time_unit="episode"),
+    # The model mix rotates twice per episode (each model most requested in turn), the rate
+    # stays: the drifting workload of the online-learning study (issue [N]).
+    "mix-shift": partial(MixShift, durations=(1 / 3, 1 / 3, 1 / 3), time_unit="episode"),
 }
 
 #: Synthetic presets (no data files needed).

@@ -471,3 +471,89 @@ class PiecewiseRate:
         else:
             times = invert_intensity(e, edges, lam, tail_rate=float(lam[-1]))
         return _label(times, mix, rng)
+
+
+@dataclass(frozen=True)
+class MixShift:
+    """The model mix shifts in steps while requests keep arriving at the target rate.
+
+    A workload whose *mix* drifts (issue [N], online learning): in phase ``k`` each request's
+    model is drawn with the popularity ``weights[k]``; the arrival process itself is a renewal
+    process at ``rate_qps * rate_scale`` (Poisson for ``cv = 1``). A policy tuned to one mix
+    must adapt when it changes.
+
+    Args:
+        durations: Duration of each phase (in ``time_unit``).
+        weights: Per phase, the relative popularity of each model in mix order. None: phase
+            ``k`` takes the mix's own popularity rotated by ``k`` places (model ``i`` gets the
+            weight of model ``i - k``), so each model becomes the most requested in turn.
+        repeat: Cycle through the phases; otherwise the last phase continues.
+        cv: CV of the inter-arrival times (1 = Poisson).
+        time_unit: ``s`` or ``episode``.
+        rate_scale: Multiplies the target rate.
+    """
+
+    durations: tuple[float, ...] = (0.5, 0.5)
+    weights: tuple[tuple[float, ...], ...] | None = None
+    repeat: bool = False
+    cv: float = 1.0
+    time_unit: TimeUnit = "episode"
+    rate_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "durations", tuple(float(x) for x in self.durations))
+        if not self.durations or min(self.durations) <= 0:
+            raise ValueError("MixShift: durations must be non-empty and > 0")
+        if self.weights is not None:
+            w = tuple(tuple(float(x) for x in row) for row in self.weights)
+            object.__setattr__(self, "weights", w)
+            if len(w) != len(self.durations):
+                raise ValueError(f"MixShift: {len(w)} weight rows for {len(self.durations)} "
+                                 "phases; give one row per duration")
+            for k, row in enumerate(w):
+                if not row or min(row) < 0 or sum(row) <= 0:
+                    raise ValueError(f"MixShift: weights[{k}] must be >= 0 with a positive sum,"
+                                     f" got {list(row)}")
+        if not self.cv >= 0:
+            raise ValueError(f"MixShift: cv must be >= 0, got {self.cv}")
+
+    def phase_probabilities(self, mix: WorkloadMix) -> np.ndarray:
+        """``(phases, models)``: each phase's normalised popularity.
+
+        Raises:
+            ValueError: a weight row whose length is not the mix's number of models.
+        """
+        m = len(mix.models)
+        if self.weights is None:
+            base = mix.probabilities
+            rows = np.stack([np.roll(base, k) for k in range(len(self.durations))])
+        else:
+            bad = [len(r) for r in self.weights if len(r) != m]
+            if bad:
+                raise ValueError(f"MixShift: a weight row has {bad[0]} entries but the workload "
+                                 f"has {m} models ({', '.join(mix.names)})")
+            rows = np.asarray(self.weights, dtype=np.float64)
+        return rows / rows.sum(axis=1, keepdims=True)
+
+    def phase_edges_s(self, n: int, rate_qps: float) -> np.ndarray:
+        """Start of each phase and end of the last, in seconds (one cycle)."""
+        unit = _unit_seconds(self.time_unit, n, _rate(rate_qps, self.rate_scale))
+        return np.concatenate(([0.0], np.cumsum(np.asarray(self.durations) * unit)))
+
+    def sample(self, rng: np.random.Generator, mix: WorkloadMix, n: int,
+               rate_qps: float) -> Arrivals:
+        """``n`` arrivals at the target rate, models drawn per phase."""
+        rate = _rate(rate_qps, self.rate_scale)
+        n = _check_n(n)
+        probs = self.phase_probabilities(mix)
+        edges = self.phase_edges_s(n, rate_qps)
+        times = _unit_arrivals(rng, n, self.cv) / rate
+        t = np.mod(times, edges[-1]) if self.repeat else times
+        phase = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(probs) - 1)
+        cdf = np.cumsum(probs, axis=1)
+        cdf[:, -1] = 1.0
+        u = rng.random(n)
+        model = np.zeros(n, dtype=np.int32)
+        for j in range(cdf.shape[1] - 1):
+            np.add(model, u >= cdf[phase, j], out=model, casting="unsafe")
+        return Arrivals.from_mix(times, mix, rng, model=model)

@@ -1,0 +1,88 @@
+"""A drifting model mix (``trace=mix-shift``, :class:`traces.MixShift`): per phase the models
+are drawn with that phase's popularity, the arrival rate does not change, and every environment
+accepts it."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers the ids)
+from traces import MixShift, get_trace, zipf_mix
+
+MIX = zipf_mix(["resnet50", "mobilenet_v2", "bert-base"], 1.0)
+
+
+def test_each_phase_draws_its_own_mix_at_one_rate() -> None:
+    src = MixShift(durations=(1.0, 2.0), weights=((8, 1, 1), (0, 1, 3)), time_unit="s")
+    arr = src.sample(np.random.default_rng(3), MIX, 80_000, 20_000.0)
+    t, m = arr.time_s, arr.model
+    assert np.all(np.diff(t) >= 0)
+    assert len(t) / t[-1] == pytest.approx(20_000.0, rel=0.02)
+    first, second = m[t < 1.0], m[(t >= 1.0) & (t < 3.0)]
+    assert np.bincount(first, minlength=3) / len(first) == pytest.approx([0.8, 0.1, 0.1], abs=0.01)
+    assert np.bincount(second, minlength=3) / len(second) == pytest.approx([0, 0.25, 0.75],
+                                                                           abs=0.01)
+    # Without repeat the last phase continues past the schedule.
+    late = m[t >= 3.0]
+    assert len(late) > 1000 and not np.any(late == 0)
+
+
+def test_default_rotates_the_workloads_own_popularity() -> None:
+    src = get_trace("mix-shift")
+    assert isinstance(src, MixShift)
+    p = src.phase_probabilities(MIX)
+    assert p.shape == (3, 3)
+    for k in range(3):
+        assert p[k] == pytest.approx(np.roll(MIX.probabilities, k))
+    # Episode time unit: each phase is a third of the expected episode.
+    n, rate = 30_000, 1_000.0
+    arr = src.sample(np.random.default_rng(0), MIX, n, rate)
+    edges = src.phase_edges_s(n, rate)
+    assert edges[-1] == pytest.approx(n / rate)
+    for k in range(3):
+        sel = arr.model[(arr.time_s >= edges[k]) & (arr.time_s < edges[k + 1])]
+        assert np.argmax(np.bincount(sel, minlength=3)) == k  # model k is the most requested
+
+
+def test_repeat_cycles_and_same_seed_same_trace() -> None:
+    src = MixShift(durations=(0.5, 0.5), weights=((1, 0, 0), (0, 0, 1)), repeat=True,
+                   time_unit="s")
+    a = src.sample(np.random.default_rng(5), MIX, 20_000, 4_000.0)
+    b = src.sample(np.random.default_rng(5), MIX, 20_000, 4_000.0)
+    assert np.array_equal(a.time_s, b.time_s) and np.array_equal(a.model, b.model)
+    in_second_half = np.mod(a.time_s, 1.0) >= 0.5
+    assert np.all(a.model[in_second_half] == 2) and np.all(a.model[~in_second_half] == 0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"durations": ()}, "durations"),
+    ({"durations": (1.0, -1.0)}, "durations"),
+    ({"durations": (1.0,), "weights": ((1, 1), (1, 1))}, "one row per duration"),
+    ({"durations": (1.0,), "weights": ((0, 0),)}, "positive sum"),
+    ({"cv": -1.0}, "cv"),
+])
+def test_bad_parameters_name_what_is_wrong(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        MixShift(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_weight_row_of_the_wrong_length_names_the_models() -> None:
+    src = MixShift(durations=(1.0,), weights=((1, 2),))
+    with pytest.raises(ValueError, match="resnet50, mobilenet_v2, bert-base"):
+        src.sample(np.random.default_rng(0), MIX, 10, 1.0)
+
+
+@pytest.mark.parametrize("env_id", ["ldsgym/PartitionPlacement-v0",
+                                    "ldsgym/PartitionPlacement-MPS-v0"])
+def test_environments_accept_it(env_id: str) -> None:
+    env = gym.make(env_id, trace="mix-shift", episode_queries=600)
+    env.reset(seed=1)
+    done, steps = False, 0
+    while not done:
+        mask = env.unwrapped.action_masks()  # type: ignore[attr-defined]
+        _, _, term, trunc, info = env.step(int(np.flatnonzero(mask)[0]))
+        done, steps = term or trunc, steps + 1
+    assert info["arrived"] == 600
+    env.close()
