@@ -32,7 +32,7 @@ class EvalStart:
 
 def startup(cfg: DictConfig, overrides: list[str]) -> EvalStart:
     """Every check that can fail on the user's input, before any work."""
-    from experiments.pipeline import baseline_names, make_policies
+    from experiments.pipeline import baseline_names, check_eval_traces, make_policies
     from experiments.saved import load_model, saved_run_config
 
     check_common(cfg)
@@ -54,6 +54,7 @@ def startup(cfg: DictConfig, overrides: list[str]) -> EvalStart:
         (["learned"] if model is not None else []) + baseline_names(env_cfg, spec.env_id))
     policies = make_policies(names, model, spec.env_id)
     check_env_builds(spec)
+    check_eval_traces(env_cfg, spec)
     return EvalStart(env_cfg, spec, dict(policies))
 
 

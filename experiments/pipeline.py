@@ -17,7 +17,7 @@ from agents.evaluation import PolicyResult, evaluate, masks_of, summary_rows
 from agents.export import export_onnx, parity
 from agents.policy import Policy, SB3Policy
 from experiments.common import EnvSpec, UserError, write_atomic, write_json
-from experiments.report import print_table, results_csv, write_report
+from experiments.report import print_table, results_csv, write_report, write_trace_report
 
 #: Seeds of the observations used for the ONNX parity check (apart from evaluation seeds).
 PARITY_SEED = 20_000
@@ -100,6 +100,55 @@ def eval_env_overrides(cfg: DictConfig) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
+def eval_traces(cfg: DictConfig) -> list[str]:
+    """``eval.traces``: trace presets to evaluate on, each apart (e.g. the held-out windows of
+    every shared real trace); empty when null, then the env's own trace is used.
+
+    Raises:
+        UserError: not a list of known preset names, or a name repeated.
+    """
+    names = cfg.eval.get("traces")
+    if names is None:
+        return []
+    from traces import TRACE_PRESETS
+
+    out = [str(n) for n in names]
+    if not out:
+        raise UserError("eval.traces: give at least one trace preset, or null for the env's own")
+    for name in out:
+        if name not in TRACE_PRESETS:
+            raise UserError(f"eval.traces: unknown trace preset '{name}'; known: "
+                            f"{', '.join(sorted(TRACE_PRESETS))}")
+    if len(set(out)) != len(out):
+        raise UserError(f"eval.traces: repeated presets in {out}")
+    return out
+
+
+def check_eval_traces(cfg: DictConfig, spec: EnvSpec) -> None:
+    """Build the environment once on each of ``eval.traces`` (reads and checks replayed files)
+    before any work, so that a missing trace fails at start-up."""
+    from experiments.common import check_env_builds
+
+    overrides = eval_env_overrides(cfg)
+    for name in eval_traces(cfg):
+        try:
+            check_env_builds(EnvSpec(spec.env_id, {**spec.kwargs, **overrides, "trace": name}))
+        except UserError as exc:
+            raise UserError(f"eval.traces: {name}: {exc}") from None
+
+
+def eval_loads(cfg: DictConfig, spec: EnvSpec) -> list[float]:
+    """``eval.loads``, or the env's own load (both ends of a trained range)."""
+    loads = cfg.eval.get("loads")
+    if loads is None:
+        load = spec.kwargs.get("load", 1.0)
+        ranged = OmegaConf.is_list(load) or isinstance(load, list | tuple)
+        return sorted({float(x) for x in load}) if ranged else [float(load)]
+    if any(float(x) <= 0 for x in loads):
+        raise UserError(f"eval.loads: every load must be > 0, got {list(loads)}")
+    return [float(x) for x in loads]
+
+
 def evaluate_and_report(
     cfg: DictConfig,
     spec: EnvSpec,
@@ -108,36 +157,45 @@ def evaluate_and_report(
     header: str,
     extra: str = "",
 ) -> dict[float, dict[str, PolicyResult]]:
-    """Score ``policies`` on the held-out seeds (at every ``eval.loads``); write results.csv,
-    report.md and plots; print the tables. Returns the results per load."""
+    """Score ``policies`` on the held-out seeds (at every ``eval.loads``, on every
+    ``eval.traces``); write results.csv, report.md and plots; print the tables. Returns the
+    results per load (of the first of ``eval.traces`` when given)."""
     seeds = [int(s) for s in cfg.eval.seeds]
     if not seeds:
         raise UserError("eval.seeds: give at least one seed")
-    loads = cfg.eval.get("loads")
-    if loads is None:
-        # The env's load; trained across a range [lo, hi]: both ends.
-        load = spec.kwargs.get("load", 1.0)
-        ranged = OmegaConf.is_list(load) or isinstance(load, list | tuple)
-        loads = sorted({float(x) for x in load}) if ranged else [float(load)]
-    elif any(float(x) <= 0 for x in loads):
-        raise UserError(f"eval.loads: every load must be > 0, got {list(loads)}")
-    sweep: dict[float, dict[str, PolicyResult]] = {}
+    loads = eval_loads(cfg, spec)
     overrides = eval_env_overrides(cfg)
     if overrides:
         header += f"\n- evaluation env overrides (eval.env_overrides): `{overrides}`"
-    def save_partial(load: float, results: Mapping[str, PolicyResult]) -> None:
-        done = [(x, r) for x, r in sweep.items()] + [(load, results)]
-        write_atomic(out / "results.csv", results_csv(done))
+    traces = eval_traces(cfg)
+    runs: list[tuple[str | None, float, Mapping[str, PolicyResult]]] = []
 
-    for load in [float(x) for x in loads]:
-        make = functools.partial(spec.make, **{**overrides, "load": load})
-        sweep[load] = evaluate(make, policies, seeds, progress=bool(cfg.progress),
-                               fast=bool(cfg.eval.get("fast", True)),
-                               on_episode=functools.partial(save_partial, load))
-        print_table(summary_rows(sweep[load]),
-                    f"{spec.env_id} at {load:.0%} load — {len(seeds)} held-out episodes")
-    write_report(out, sweep, header, extra)
-    return sweep
+    def save_partial(trace: str | None, load: float, results: Mapping[str, PolicyResult]) -> None:
+        write_atomic(out / "results.csv", results_csv(
+            [(lo, r) for _, lo, r in runs] + [(load, results)],
+            traces=[t for t, _, _ in runs] + [trace] if traces else None))
+
+    by_trace: dict[str, dict[float, dict[str, PolicyResult]]] = {}
+    todo: list[str | None] = list(traces) if traces else [None]
+    for trace in todo:
+        sweep: dict[float, dict[str, PolicyResult]] = {}
+        where = {} if trace is None else {"trace": trace}
+        for load in loads:
+            make = functools.partial(spec.make, **{**overrides, **where, "load": load})
+            sweep[load] = evaluate(make, policies, seeds, progress=bool(cfg.progress),
+                                   fast=bool(cfg.eval.get("fast", True)),
+                                   on_episode=functools.partial(save_partial, trace, load))
+            runs.append((trace, load, sweep[load]))
+            on = "" if trace is None else f" on {trace}"
+            print_table(summary_rows(sweep[load]),
+                        f"{spec.env_id}{on} at {load:.0%} load — {len(seeds)} held-out episodes")
+        by_trace[str(trace)] = sweep
+    if not traces:
+        write_report(out, by_trace["None"], header, extra)
+        return by_trace["None"]
+    header += f"\n- evaluated on each trace apart (eval.traces): {', '.join(traces)}"
+    write_trace_report(out, by_trace, header, extra)
+    return by_trace[traces[0]]
 
 
 def describe(cfg: DictConfig, spec: EnvSpec) -> str:

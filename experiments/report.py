@@ -27,9 +27,13 @@ _LABELS = {
 }
 
 
-def results_csv(sweep: Sequence[tuple[float, Mapping[str, PolicyResult]]]) -> str:
-    """Every episode of every policy at every load, one row each."""
-    rows = [{"load": load, "policy": name, **ep} for load, results in sweep
+def results_csv(sweep: Sequence[tuple[float, Mapping[str, PolicyResult]]],
+                traces: Sequence[str | None] | None = None) -> str:
+    """Every episode of every policy at every load, one row each (with a ``trace`` column when
+    ``traces`` names each entry's trace)."""
+    rows = [{**({} if traces is None else {"trace": traces[i]}), "load": load, "policy": name,
+             **ep}
+            for i, (load, results) in enumerate(sweep)
             for name, res in results.items() for ep in res.episodes]
     keys: list[str] = []
     for r in rows:
@@ -181,6 +185,152 @@ def write_report(run_dir: Path, sweep: Mapping[float, Mapping[str, PolicyResult]
     write_atomic(run_dir / "results.csv", results_csv(csv_rows))
     write_atomic(run_dir / "report.md", "\n".join(body))
     return "\n\n".join(tables)
+
+
+def robustness_rows(by_trace: Mapping[str, Mapping[float, Mapping[str, PolicyResult]]],
+                    learned: str = "learned") -> list[dict[str, Any]]:
+    """Per trace and load: the learned policy's goodput against the best other policy.
+
+    Each row: ``trace``, ``load``, ``learned`` (goodput, NaN without a learned policy),
+    ``best`` (the best other policy's name), ``best_goodput`` and ``vs_best`` (relative
+    difference, NaN without a learned policy).
+    """
+    rows = []
+    for trace, sweep in by_trace.items():
+        for load in sorted(sweep):
+            results = sweep[load]
+            others = {n: r.mean("goodput") for n, r in results.items() if n != learned}
+            best = max(others, key=lambda n: others[n]) if others else ""
+            b = others.get(best, float("nan"))
+            g = results[learned].mean("goodput") if learned in results else float("nan")
+            rows.append({"trace": trace, "load": load, "learned": g, "best": best,
+                         "best_goodput": b, "vs_best": (g - b) / b if b else float("nan")})
+    return rows
+
+
+def robustness_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: one row per trace, one column per load; each cell the learned policy's goodput
+    vs the best other policy (or the best policy and its goodput without a learned one)."""
+    loads = sorted({r["load"] for r in rows})
+    traces = list(dict.fromkeys(r["trace"] for r in rows))
+    cell = {(r["trace"], r["load"]): r for r in rows}
+    lines = ["| trace | " + " | ".join(f"{lo:.0%}" for lo in loads) + " |",
+             "|---|" + "---:|" * len(loads)]
+    for t in traces:
+        cells = []
+        for lo in loads:
+            r = cell.get((t, lo))
+            if r is None:
+                cells.append("")
+            elif np.isnan(r["vs_best"]):
+                cells.append(f"{r['best']} {r['best_goodput']:.0f} q/s")
+            else:
+                cells.append(f"{r['vs_best']:+.1%} vs {r['best']}")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_robustness(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> Path | None:
+    """``plots/robustness.png``: learned vs best baseline goodput (%) per trace and load, a
+    heat map (red: the learned policy loses). None without a learned policy."""
+    if not rows or all(np.isnan(r["vs_best"]) for r in rows):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loads = sorted({r["load"] for r in rows})
+    traces = list(dict.fromkeys(r["trace"] for r in rows))
+    grid = np.full((len(traces), len(loads)), np.nan)
+    for r in rows:
+        grid[traces.index(r["trace"]), loads.index(r["load"])] = 100 * r["vs_best"]
+    lim = max(5.0, float(np.nanmax(np.abs(grid))))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(loads), 1.2 + 0.55 * len(traces)))
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(len(traces)):
+        for j in range(len(loads)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:+.1f}%", ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(len(loads)), [f"{lo:.0%}" for lo in loads])
+    ax.set_yticks(range(len(traces)), traces)
+    ax.set_xlabel("offered load")
+    ax.set_title("learned vs best baseline goodput")
+    fig.colorbar(im, ax=ax, label="%")
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "robustness.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_trace_report(run_dir: Path,
+                       by_trace: Mapping[str, Mapping[float, Mapping[str, PolicyResult]]],
+                       header: str, extra: str = "") -> str:
+    """Like :func:`write_report` for an evaluation on several traces: a robustness table
+    (learned vs best baseline per trace and load) and its heat map first, then each trace's
+    tables; results.csv gains a ``trace`` column. Returns the robustness table."""
+    rows = robustness_rows(by_trace)
+    table = robustness_table(rows)
+    print_robustness(rows)
+    body = [header, "", "## Robustness: learned vs the best baseline, per trace and load", "",
+            "Goodput of the learned policy relative to the best other policy on the same "
+            "held-out episodes.", "", table, ""]
+    plot_dir = run_dir / "plots"
+    plots = [p for p in [plot_robustness(rows, plot_dir)] if p is not None]
+    csv_entries = []
+    names = []
+    for trace, sweep in by_trace.items():
+        for load in sorted(sweep):
+            summary = summary_rows(sweep[load])
+            body += [f"## {trace} at {load:.0%} offered load (held-out seeds)", "",
+                     markdown_table(summary), ""]
+            cmp = comparison(summary)
+            if cmp:
+                body += [cmp, ""]
+            csv_entries.append((load, sweep[load]))
+            names.append(trace)
+        if len(sweep) > 1:
+            path = plot_load_sweep(sweep, plot_dir)
+            renamed = path.with_name(f"goodput_vs_load_{_slug(trace)}.png")
+            path.replace(renamed)
+            plots.append(renamed)
+    if extra:
+        body += [extra, ""]
+    body += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+    write_atomic(run_dir / "results.csv", results_csv(csv_entries, traces=names))
+    write_atomic(run_dir / "report.md", "\n".join(body))
+    return table
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def print_robustness(rows: Sequence[Mapping[str, Any]]) -> None:
+    """The robustness table on the console."""
+    from rich.console import Console
+    from rich.table import Table
+
+    loads = sorted({r["load"] for r in rows})
+    table = Table(title="learned vs best baseline goodput, per trace and load")
+    table.add_column("trace", no_wrap=True)
+    for lo in loads:
+        table.add_column(f"{lo:.0%}", justify="right")
+    cell = {(r["trace"], r["load"]): r for r in rows}
+    for t in dict.fromkeys(r["trace"] for r in rows):
+        out = []
+        for lo in loads:
+            r = cell.get((t, lo))
+            if r is None:
+                out.append("")
+            elif np.isnan(r["vs_best"]):
+                out.append(f"{r['best']} {r['best_goodput']:.0f}")
+            else:
+                out.append(f"{r['vs_best']:+.1%} ({r['best']})")
+        table.add_row(t, *out)
+    Console(width=max(Console().width, 120)).print(table)
 
 
 def print_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:

@@ -28,6 +28,7 @@ class EvalConf:
     baselines: Optional[list[str]] = None  # noqa: UP045
     loads: Optional[list[float]] = None  # noqa: UP045
     env_overrides: dict[str, Any] = field(default_factory=dict)
+    traces: Optional[list[str]] = None  # noqa: UP045
     fast: bool = True
 
 

@@ -128,7 +128,7 @@ def resume_state(cfg: DictConfig) -> ResumeState | None:
 
 def startup(cfg: DictConfig, _overrides: list[str]) -> TrainStart:
     """Every check that can fail on the user's input, before any work."""
-    from experiments.pipeline import baseline_names, make_policies
+    from experiments.pipeline import baseline_names, check_eval_traces, make_policies
 
     resume = resume_state(cfg)
     check_train(cfg, resumes=0 if resume is None else resume.resumes + 1)
@@ -137,6 +137,7 @@ def startup(cfg: DictConfig, _overrides: list[str]) -> TrainStart:
     objective_metric(cfg)  # a bad `objective` fails before training
     spec = env_spec(cfg)
     check_env_builds(spec)
+    check_eval_traces(cfg, spec)
     names = ["learned", *baseline_names(cfg, spec.env_id)]
     make_policies([n for n in names if n != "learned"], None, spec.env_id)
     return TrainStart(spec, names, resume)

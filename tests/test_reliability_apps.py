@@ -59,6 +59,8 @@ BAD_TRAIN = [
     ("env.kwargs.max_queue_delay_ms=-1", "max_queue_delay_ms: a duration must be >= 0 ms, got -1"),
     ("eval.seeds=[1,10000]", "eval.seeds"),
     ("eval.loads=[0.5,0]", "eval.loads"),
+    ("eval.traces=[no-such-trace]", "eval.traces"),
+    ("eval.traces=[]", "eval.traces"),
     ("checkpoint.every_steps=-5", "checkpoint.every_steps"),
     ("vec_env=threads", "vec_env"),
     ("torch_threads=0", "torch_threads"),
