@@ -65,6 +65,8 @@ class TrainConf:
     export: ExportConf = field(default_factory=ExportConf)
     checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
     resume: Optional[str] = None  # noqa: UP045
+    # The online-learning study after evaluation (experiments/online.py; null: off).
+    online: Any = None
     # The learned policy's metric a sweeper optimises (experiments/sweeps.py; null: goodput).
     objective: Optional[str] = None  # noqa: UP045
 

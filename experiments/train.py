@@ -36,6 +36,7 @@ from experiments.common import (
     env_spec,
     hydra_app,
     run_dir,
+    write_atomic,
 )
 from experiments.interrupts import Interrupted, Interrupts, signal_name
 
@@ -138,6 +139,9 @@ def startup(cfg: DictConfig, _overrides: list[str]) -> TrainStart:
     spec = env_spec(cfg)
     check_env_builds(spec)
     check_eval_traces(cfg, spec)
+    from experiments.online import online_settings
+
+    online_settings(cfg)  # experiment=online: its keys checked before any work
     names = ["learned", *baseline_names(cfg, spec.env_id)]
     make_policies([n for n in names if n != "learned"], None, spec.env_id)
     return TrainStart(spec, names, resume)
@@ -183,6 +187,14 @@ def main(cfg: DictConfig, start: TrainStart, interrupts: Interrupts) -> float:
         sweep = evaluate_and_report(cfg, spec,
                                     make_policies(start.policy_names, model, spec.env_id),
                                     out, describe(cfg, spec), extra)
+        if cfg.get("online") is not None:
+            from experiments.online import run_online
+
+            section = run_online(cfg, spec, model,
+                                 [n for n in start.policy_names if n != "learned"], out)
+            report = out / "report.md"
+            write_atomic(report, report.read_text() + "\n" + section)
+            print(f"online study: {out / 'online_summary.csv'}, {out / 'plots/online_goodput.png'}")
     except Interrupted as exc:
         raise Interrupted(exc.signum, f"interrupted by {signal_name(exc.signum)} after training"
                           f" (model.zip saved; finished evaluation rows in {out / 'results.csv'})"

@@ -1,0 +1,127 @@
+"""Learning online while serving (issue [N], ``experiment=online``): the three arms serve the
+same arrivals, the online arm really trains, windows and recovery times are computed right, and
+bad ``online.*`` input is one line with nothing written."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs  # noqa: F401  (registers the ids)
+from agents.baselines import make_baseline
+from agents.online import Timeline, recovery_times, serve, serve_learning
+from agents.policy import SB3Policy
+from tests.conftest import run_app
+from tests.test_reliability_apps import _run_in_process
+
+
+def _timeline(name: str, times: list[float], good: list[int]) -> Timeline:
+    t = Timeline(name)
+    for i, (x, g) in enumerate(zip(times, good, strict=True)):
+        t.record({"sim_time_s": x, "arrived": i + 1, "good": g})
+    return t
+
+
+def test_windows_count_good_queries_per_second_and_fraction() -> None:
+    t = _timeline("a", [0.5, 1.5, 2.5, 3.5], [1, 1, 2, 3])
+    goodput, frac = t.windows(np.array([0.0, 2.0, 4.0]))
+    # [0, 2): arrivals 1-2, good 0 -> 1 ; [2, 4): arrivals 3-4, good 1 -> 3
+    assert goodput.tolist() == [0.5, 1.0]
+    assert frac.tolist() == [0.5, 1.0]
+
+
+def test_recovery_is_measured_from_each_shift() -> None:
+    times = list(np.arange(0.0, 20.0, 0.01))
+    # Arm "fast" serves everything in time; arm "slow" loses every query for 3 s after the
+    # shift at 10 s, then serves everything again.
+    fast = _timeline("fast", times, list(range(1, len(times) + 1)))
+    good, g = [], 0
+    for x in times:
+        g += 0 if 10.0 <= x < 13.0 else 1
+        good.append(g)
+    slow = _timeline("slow", times, good)
+    never = _timeline("never", times, [min(i + 1, 1000) for i in range(len(times))])
+    rec = recovery_times([fast, slow, never], [10.0], 20.0, window_s=1.0, fraction=0.95)
+    assert rec["fast"][0] == pytest.approx(1.0)          # its first full window
+    assert rec["slow"][0] == pytest.approx(4.0, abs=0.3)  # 3 s outage + one window
+    assert math.isnan(rec["never"][0])
+
+
+def _agent(venv: gym.Env, n_steps: int = 64) -> object:
+    from sb3_contrib import MaskablePPO
+
+    return MaskablePPO("MultiInputPolicy", venv, n_steps=n_steps, batch_size=32, n_epochs=1,
+                       seed=0, device="cpu", policy_kwargs={"net_arch": [16]})
+
+
+def test_the_arms_serve_the_same_arrivals_and_the_online_arm_learns() -> None:
+    make = functools.partial(gym.make, "ldsgym/PartitionPlacement-v0", trace="mix-shift",
+                             episode_queries=400)
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    pretrained = _agent(DummyVecEnv([make]))
+    before = [p.detach().clone() for p in pretrained.policy.parameters()]  # type: ignore[attr-defined]
+    frozen = serve(make, SB3Policy(pretrained), 30_000, "frozen")
+    heuristic = serve(make, make_baseline("least_loaded"), 30_000, "least_loaded")
+    online, learner = serve_learning(make, _agent, pretrained, 30_000)
+    # One decision per arriving query, at its arrival time: the same arrivals for every arm
+    # (the last step's clock is the end of the drain, which depends on the policy).
+    assert len(frozen.time_s) == len(heuristic.time_s) == len(online.time_s) == 400
+    assert frozen.time_s[:-1] == heuristic.time_s[:-1] == online.time_s[:-1]
+    assert frozen.final["arrived"] == online.final["arrived"] == 400
+    # The learner started from the pretrained weights and changed them (6 updates of 64 steps);
+    # the pretrained model itself is untouched.
+    after = list(learner.policy.parameters())  # type: ignore[attr-defined]
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    assert all(torch.equal(a, b) for a, b in
+               zip(pretrained.policy.parameters(), before, strict=True))  # type: ignore[attr-defined]
+    assert learner.num_timesteps >= 400  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("arg, needle", [
+    ("online.update_every=0", "online.update_every"),
+    ("online.trace=no-such", "online.trace"),
+    ("online.seed=10000", "online.seed"),
+    ("+online.typo=1", "online.typo"),
+    ("online.trace.weights=[[1,1]]", "online.trace"),
+])
+def test_bad_online_input_writes_nothing(tmp_path: Path, arg: str, needle: str,
+                                         capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    status, err = _run_in_process("experiments.train", ["experiment=online", arg], tmp_path,
+                                  capsys, monkeypatch)
+    assert status == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert needle in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_experiment_online_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = run_app("experiments.train", "experiment=online", "total_timesteps=512", "n_envs=1",
+                  "env.kwargs.episode_queries=200", "eval.seeds=[10000]",
+                  "eval.baselines=[least_loaded,shortest_finish]",
+                  "export.parity_samples=100", "online.episode_queries=1500",
+                  "online.update_every=128", "online.windows=6", "agent.n_steps=128",
+                  "agent.batch_size=64", "agent.n_epochs=1", "progress=false",
+                  f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr
+    with open(out / "online_summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    arms = [r["arm"] for r in summary]
+    assert arms[0].startswith("best heuristic (") and arms[0].split("(")[1].rstrip(")") in (
+        "least_loaded", "shortest_finish")
+    assert arms[1:] == ["frozen", "online (PPO while serving)"]
+    assert {"recover_s_shift1", "recover_s_shift2"} <= set(summary[0])  # two mix shifts
+    with open(out / "online.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3 * 6
+    assert (out / "plots" / "online_goodput.png").stat().st_size > 1000
+    assert "## Online learning" in (out / "report.md").read_text()
