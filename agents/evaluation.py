@@ -23,6 +23,7 @@ REPORT_METRICS = (
     "dropped",
     "utilization",
     "energy_per_query_j",
+    "cost_per_query_usd",
     "reconfigurations",
     "episode_return",
 )

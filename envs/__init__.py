@@ -53,7 +53,8 @@ for _family, _entry, _presets in (
 from envs.cluster import ClusterRoutingEnv  # noqa: E402
 
 _register(f"{NAMESPACE}/ClusterRouting-v0", "envs.cluster:ClusterRoutingEnv")
-_register(f"{NAMESPACE}/ClusterRouting-16-v0", "envs.cluster:ClusterRoutingEnv", cluster="16")
+_register(f"{NAMESPACE}/ClusterRouting-16-v0", "envs.cluster:ClusterRoutingEnv", cluster="16",
+          episode_queries=600_000)
 
 
 def registered_ids() -> list[str]:

@@ -24,6 +24,7 @@ from envs.sim.cluster.spec import (
     warm_residents,
 )
 from envs.sim.device.serving import BatcherConfig
+from envs.sim.metrics import Counters
 from hwmodels.specs import DeviceSpec, load_device
 from hwmodels.workloads import build_profile
 from traces.arrivals import TraceSource, WorkloadMix
@@ -47,6 +48,15 @@ def _group(spec: Mapping[str, Any]) -> DeviceGroup:
 
 def _clip(x: float) -> float:
     return CLIP if not x < CLIP else (x if x > 0.0 else 0.0)
+
+
+def _clip_array(x: np.ndarray) -> np.ndarray:
+    """:func:`_clip` elementwise (the same values: NaN -> CLIP, negatives and -0.0 -> 0.0),
+    as float32."""
+    out = np.fmin(x, CLIP)
+    np.fmax(out, 0.0, out=out)
+    out += 0.0  # -0.0 -> 0.0
+    return out.astype(np.float32)
 
 
 class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
@@ -124,7 +134,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
     ## Arguments
 
     ``gym.make("ldsgym/ClusterRouting-v0", cluster="8", workload="cluster-zipf",
-    trace="poisson", load=0.8, episode_queries=1000, max_batch=8, max_queue_delay_ms=2,
+    trace="zipf-shift", load=0.8, episode_queries=300000, max_batch=8, max_queue_delay_ms=2,
     queue_capacity=64, drop_expired=True, precision="fp16", reward="goodput",
     rate_window_s=1, interference=True, hw=None, hw_price_per_hour=1)``. ``cluster`` is a
     preset name (:data:`envs.sim.cluster.spec.CLUSTER_PRESETS`: ``"8"``, ``"16"``) or a list
@@ -142,7 +152,12 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
     ## Version History
 
     * v0: first release (issue 15): routing, network hops, weight loads with LRU eviction,
-      presets of 8 and 16 devices.
+      presets of 8 and 16 devices. Default traffic ``zipf-shift`` (Poisson arrivals, the
+      popularity rotating by five ranks every quarter episode:
+      :class:`traces.shift.PopularityShift`) and 300,000 queries per episode (about 20 s of
+      simulated time at load 1.0 on 8 devices, 40 loads' worth: a load, 0.5-0.75 s,
+      amortises; the 16-device id 600,000). Was Poisson, 1,000 queries (65 ms, shorter than
+      one load).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -150,14 +165,15 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
     _rates: list[float]
     _rate_t: float
     _snapshot: tuple[int, int, int, float, float, float]
+    _mask: np.ndarray | None
 
     def __init__(
         self,
         cluster: str | Sequence[Mapping[str, Any] | DeviceGroup] = "8",
         workload: str | Sequence[Mapping[str, Any]] | WorkloadMix = "cluster-zipf",
-        trace: str | TraceSource = "poisson",
+        trace: str | TraceSource = "zipf-shift",
         load: float | Sequence[float] = 0.8,
-        episode_queries: int = 1000,
+        episode_queries: int = 300_000,
         max_batch: int = 8,
         max_queue_delay_ms: float = 2.0,
         queue_capacity: int = 64,
@@ -208,8 +224,8 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             {} if sd is not None else None for sd in tab.slowdowns]
         # Per model: joules and dollars per query on each slot at full batches, normalised by
         # the largest over the slots where it fits (0 where it does not).
-        self._energy_of: list[list[float]] = []
-        self._price_of: list[list[float]] = []
+        self._energy_of: list[np.ndarray] = []
+        self._price_of: list[np.ndarray] = []
         per_item = tab.per_item_s
         for m in range(M):
             e_row, c_row = [], []
@@ -220,12 +236,13 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
                 c_row.append(tab.price_per_s[d] * tab.slot_share[s] * t
                              if math.isfinite(t) else 0.0)
             e_max, c_max = max(e_row) or 1.0, max(c_row) or 1.0
-            self._energy_of.append([x / e_max for x in e_row])
-            self._price_of.append([x / c_max for x in c_row])
+            self._energy_of.append(np.array([x / e_max for x in e_row], dtype=np.float32))
+            self._price_of.append(np.array([x / c_max for x in c_row], dtype=np.float32))
         self._solo_ms = np.array([
             min(tab.latency[d][p][m][0] for d, p in tab.slots if tab.fits[d][p][m])
             for m in range(M)]) * 1e3
-        self._onehot = [[1.0 if k == m else 0.0 for k in range(M)] for m in range(M)]
+        self._onehot = list(np.eye(M, dtype=np.float32))
+        self._slot_mem = np.array(tab.slot_mem_bytes, dtype=np.float64)
         self._max_sla_s = float(self.mix.sla_ms.max()) * 1e-3
         self._inv_b = 1.0 / max_batch
         self._inv_cap = 1.0 / self.capacity_qps
@@ -261,6 +278,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         self._rate_t = 0.0
         self._steps = 0
         self._snapshot = (0, 0, 0, 0.0, 0.0, 0.0)
+        self._mask = None
         self.sim.advance()
         self._observe_arrival()
         return self._obs(), self.sim.summary()
@@ -276,19 +294,23 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         else:
             sim.route(a)
         self._steps += 1
+        self._mask = None
         sim.advance()
+        c = sim.counters()
         if sim.pending is None:  # truncated: drained
-            return self._last_obs, self._reward(), False, True, sim.summary()
+            return self._last_obs, self._reward(c), False, True, sim.summary(c)
         self._observe_arrival()
-        reward = self._reward()
-        return self._obs(), reward, False, False, sim.summary()
+        reward = self._reward(c)
+        return self._obs(), reward, False, False, sim.summary(c)
 
     def action_masks(self) -> np.ndarray:
         """Valid actions for the pending query (reject is always valid)."""
         sim = self.sim
         if sim is not None and sim.pending is not None:
-            m = sim.pending_query()[0]
-            return np.array([*sim.valid_slots(m), True], dtype=bool)
+            if self._mask is None:  # once per decision: nothing changes until step()
+                m = sim.pending_query()[0]
+                self._mask = np.array([*sim.valid_slots(m), True], dtype=bool)
+            return self._mask.copy()
         return np.ones(self.n_slots + 1, dtype=bool)
 
     def latency_counts(self) -> list[int]:
@@ -305,11 +327,11 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         rates[sim.pending_query()[0]] += 1.0 / self.rate_window_s
         self._rate_t = now
 
-    def _reward(self) -> float:
-        """The reward for what happened since the last call (the counters' differences)."""
+    def _reward(self, c: Counters) -> float:
+        """The reward for what happened since the last call (the differences of the counters
+        ``c``, :meth:`ClusterSim.counters` now)."""
         sim = self.sim
         assert sim is not None
-        c = sim.counters()
         good, completed, energy = c.good, c.completed, c.energy_j
         backlog, cost = sim.backlog(), sim.used_cost_usd()
         dropped = c.dropped
@@ -329,28 +351,20 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         m, deadline, sla = sim.pending_query()
         left = deadline - sim.now
         inv_sla = 1.0 / left if left > 0 else 1e3
-        tab = self.tables
-        inv_b = self._inv_b
-        queue = [_clip(q * inv_b) for q in sim.queued_items()]
-        busy = [_clip(b * inv_sla) for b in sim.busy_left_s()]
-        finish = [_clip(f * inv_sla) for f in sim.finish_estimates_s(m)]
-        resident = [1.0 if m in r else 0.0 for r in sim.resident]
-        loading = [_clip(sim.load_wait_s(s, m) * inv_sla) for s in range(self.n_slots)]
-        free = [_clip(1.0 - u / c) for u, c in zip(sim.mem_used, tab.slot_mem_bytes,
-                                                   strict=True)]
-        inv_cap = self._inv_cap
+        load_wait = sim.load_wait_s
         obs = {
-            "model": np.array(self._onehot[m], dtype=np.float32),
+            "model": self._onehot[m].copy(),
             "sla": np.array([_clip(sla / self._max_sla_s)], dtype=np.float32),
-            "rates": np.array([_clip(r * inv_cap) for r in self._rates], dtype=np.float32),
-            "queue": np.array(queue, dtype=np.float32),
-            "busy": np.array(busy, dtype=np.float32),
-            "finish": np.array(finish, dtype=np.float32),
-            "resident": np.array(resident, dtype=np.float32),
-            "loading": np.array(loading, dtype=np.float32),
-            "free_mem": np.array(free, dtype=np.float32),
-            "energy": np.array(self._energy_of[m], dtype=np.float32),
-            "price": np.array(self._price_of[m], dtype=np.float32),
+            "rates": _clip_array(np.array(self._rates) * self._inv_cap),
+            "queue": _clip_array(np.array(sim.queued_items()) * self._inv_b),
+            "busy": _clip_array(np.array(sim.busy_left_s()) * inv_sla),
+            "finish": _clip_array(np.array(sim.finish_estimates_s(m)) * inv_sla),
+            "resident": np.array([m in r for r in sim.resident], dtype=np.float32),
+            "loading": _clip_array(np.array([load_wait(s, m) for s in range(self.n_slots)])
+                                   * inv_sla),
+            "free_mem": _clip_array(1.0 - np.array(sim.mem_used) / self._slot_mem),
+            "energy": self._energy_of[m].copy(),
+            "price": self._price_of[m].copy(),
             "mem": self._mem.copy(),
             "popularity": self._popularity.copy(),
             "footprint": self._footprint.copy(),

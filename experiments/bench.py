@@ -14,7 +14,7 @@ Six measurements, each against a reference timed in the same process where one a
    (:func:`mmc_reference`) as the yardstick of "what Python can do".
 3. **Scaling**: cost per query (fast path) and per env step along the axes of
    :data:`SCALING_AXES` (MIG slices 1 -> 7, offered load 0.5 -> 1.2, nodes 4 -> 64, tables
-   8 -> 512), as a table and a PNG.
+   8 -> 512, ClusterRouting devices 8 -> 1,024), as a table and a PNG.
 4. **Memory**: peak memory of a 100k- and a 1M-query episode, each in a fresh subprocess
    (``tracemalloc`` and the process's peak RSS), split into the trace's arrays (the input, which
    grows with the episode) and what the simulation adds (which must not).
@@ -513,6 +513,9 @@ SCALING_AXES: tuple[ScalingAxis, ...] = (
     ScalingAxis("tables", "ldsgym/ShardRouting-v0",
                 {str(n): {"tables": n} for n in (8, 32, 128, 512)},
                 policy="least_outstanding", scale=0.1),
+    ScalingAxis("devices", "ldsgym/ClusterRouting-v0",
+                {n: {"cluster": n} for n in ("8", "16", "64", "1024")},
+                policy="least_loaded", scale=0.1),
 )
 
 

@@ -22,6 +22,7 @@ _LABELS = {
     "dropped": "dropped",
     "utilization": "util",
     "energy_per_query_j": "J/query",
+    "cost_per_query_usd": "$/query",
     "reconfigurations": "reconfig",
     "episode_return": "return",
 }
@@ -50,6 +51,8 @@ def _fmt(value: float, key: str) -> str:
         return f"{value:.3f}"
     if key == "energy_per_query_j":
         return f"{value:.4f}"
+    if key == "cost_per_query_usd":
+        return f"{value:.3g}"
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 

@@ -33,6 +33,7 @@ from traces.replay import (
 )
 from traces.report import TraceFormatError, TraceReport
 from traces.servegen import ServeGenReplay
+from traces.shift import PopularityShift
 from traces.sizes import SizeDist
 from traces.synthetic import MMPP2, Diurnal, FlashCrowd, MixShift, PiecewiseRate, Renewal
 
@@ -51,6 +52,7 @@ __all__ = [
     "ModelClass",
     "PiecewiseRate",
     "Poisson",
+    "PopularityShift",
     "Renewal",
     "RequestClass",
     "RowOptions",

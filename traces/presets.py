@@ -15,6 +15,7 @@ from traces.arrivals import Poisson, TraceSource
 from traces.mixture import Mixture
 from traces.replay import AzureLLMReplay, Split
 from traces.servegen import ServeGenReplay
+from traces.shift import PopularityShift
 from traces.synthetic import MMPP2, Diurnal, FlashCrowd, MixShift, PiecewiseRate, Renewal
 
 #: Name -> factory of a trace source. Environments accept these names for ``trace=``.
@@ -75,3 +76,11 @@ TRACE_PRESETS["mixture"] = partial(Mixture, traces=_SYNTHETIC_MIX)
 TRACE_PRESETS["mixture-real"] = partial(
     Mixture, traces=(*_SYNTHETIC_MIX, "azure-code", "azure-conv", "servegen-m-large"),
     weights=(1, 1, 1, 1, 1, 2.5, 2.5, 2.5))
+
+#: Popularity that shifts during the episode (issue 15): the base's arrivals, models rotated
+#: by ``shift`` popularity ranks every quarter of the episode; ``servegen-m-large-shift`` keeps
+#: the ServeGen tenants' burst patterns (training windows; ``-test``: the held-out ones).
+TRACE_PRESETS["zipf-shift"] = partial(PopularityShift, base="poisson", period=0.25, shift=5)
+for _split, _suffix in _SPLITS:
+    TRACE_PRESETS[f"servegen-m-large-shift{_suffix}"] = partial(
+        PopularityShift, base=f"servegen-m-large{_suffix}", period=0.25, shift=5)

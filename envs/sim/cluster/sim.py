@@ -21,10 +21,12 @@ to slot ``s``:
 
 Deliveries wait in one heap in time order. Before each decision, every delivery due is handed
 to its device (the device advanced to the delivery time first, with
-:meth:`~envs.sim.device.shared.SharedGpuSim.run_until`), then every device is advanced to the
-decision time. Each device is a full :class:`~envs.sim.device.shared.SharedGpuSim` (its
-batcher, its interference on MPS shares, its counters); all devices record latencies into one
-histogram, so the cluster's percentiles are exact.
+:meth:`~envs.sim.device.shared.SharedGpuSim.run_passive`), then every device is advanced to the
+decision time (:func:`~envs.sim.device.shared.run_passive`: only devices with an event due run
+their event loop; the others move their clock and backlog). Each device is a full
+:class:`~envs.sim.device.shared.SharedGpuSim` (its batcher, its interference on MPS shares,
+its counters); all devices record latencies into one histogram, so the cluster's
+percentiles are exact.
 
 Conservation: ``arrived = completed + dropped + in_system``, where the cluster's dropped are
 its rejections plus the devices' drops, and ``in_system`` holds the queries in transit,
@@ -45,16 +47,11 @@ import numpy as np
 
 from envs.sim.cluster.spec import ClusterTables
 from envs.sim.device.serving import BatcherConfig
-from envs.sim.device.shared import SharedGpuSim
+from envs.sim.device.shared import SharedGpuSim, run_passive
 from envs.sim.metrics import Counters, LatencyHistogram
 from traces.arrivals import Arrivals
 
 _INF = float("inf")
-
-
-def _no_arrivals(now: float, m: int, deadline: float) -> int:
-    """The decision function of a passive device (it has no trace of its own)."""
-    raise RuntimeError("a cluster's device has no arrivals of its own")
 
 
 def _empty_trace(models: tuple[str, ...]) -> Arrivals:
@@ -143,9 +140,20 @@ class ClusterSim:
         #: Per slot and model, queries routed there and not yet delivered.
         self.in_transit = [[0] * M for _ in range(S)]
         self.transit_total = 0
+        #: Per slot, queries in transit to it (the sum of its row of ``in_transit``).
+        self.transit_n = [0] * S
         self._heap: list[tuple[float, int, int, int, tuple[float, float, float, int, int]]] = []
         self._seq = 0
         self._per_item = tables.per_item_s.tolist()
+        # Per model, the slots whose partition it fits (the only ones a query of it may take),
+        # each as (slot, device, partition, hop of the model to that device).
+        self._fit_slots: list[list[tuple[int, int, int, float]]] = [
+            [(s, d, p, tables.hop_s[d][m]) for s, (d, p) in enumerate(self.slots)
+             if tables.fits[d][p][m]] for m in range(M)]
+        self._counters = Counters(S)
+        self._counters.latency = self.latency
+        self._slot_dev = [self.devices[d] for d, _ in self.slots]
+        self._slot_part = [p for _, p in self.slots]
 
     # ------------------------------------------------------------------ decisions
     def pending_query(self) -> tuple[int, float, float]:
@@ -187,8 +195,25 @@ class ClusterSim:
         return False
 
     def valid_slots(self, m: int) -> list[bool]:
-        """:meth:`can_route` for every slot."""
-        return [self.can_route(s, m) for s in range(self.n_slots)]
+        """:meth:`can_route` for every slot (the same tests, over the slots ``m`` fits)."""
+        out = [False] * self.n_slots
+        resident, used, cap = self.resident, self.mem_used, self.tables.slot_mem_bytes
+        fp = self.tables.footprint_bytes
+        need = fp[m]
+        for s, _, _, _ in self._fit_slots[m]:
+            if m in resident[s]:
+                out[s] = True
+                continue
+            free = cap[s] - used[s]
+            if need <= free:
+                out[s] = True
+                continue
+            for k in self._evictable(s, m):
+                free += fp[k]
+                if need <= free:
+                    out[s] = True
+                    break
+        return out
 
     def load_wait_s(self, s: int, m: int) -> float:
         """Seconds from now until model ``m``'s weights would be ready on slot ``s`` if a
@@ -246,6 +271,7 @@ class ClusterSim:
         if t_ready > t:
             t = t_ready
         self.in_transit[s][m] += 1
+        self.transit_n[s] += 1
         self.transit_total += 1
         self._seq += 1
         heapq.heappush(self._heap, (t, self._seq, s, m, (
@@ -267,8 +293,7 @@ class ClusterSim:
         if self._next < self._n:
             t = self._times[self._next]
             self._deliver(t)
-            for dev in self.devices:
-                dev.run_until(_no_arrivals, t)
+            run_passive(self.devices, t)
             self.now = t
             self.pending = self._next
             self._next += 1
@@ -290,8 +315,9 @@ class ClusterSim:
             when, _, s, m, req = heapq.heappop(heap)
             d, p = slots[s]
             dev = devices[d]
-            dev.run_until(_no_arrivals, when)
+            dev.run_passive(when)
             transit[s][m] -= 1
+            self.transit_n[s] -= 1
             self.transit_total -= 1
             dev.arrive(p, m, req)
             if when > self.now:
@@ -308,44 +334,48 @@ class ClusterSim:
         would finish: ``max(hop, load wait)`` + the device's wait, queued work and batch of
         one (:meth:`~envs.sim.device.shared.SharedGpuSim.finish_times_s`), plus the work of
         the queries in transit to that slot (``inf`` where the model does not fit)."""
-        out: list[float] = []
+        out = [_INF] * self.n_slots
         now = self.now
         tab = self.tables
         per_item = self._per_item
-        s = 0
-        for d, dev in enumerate(self.devices):
-            hop = tab.hop_s[d][m]
-            for p, f in enumerate(dev.finish_times_s(m, now)):
-                if not tab.fits[d][p][m]:
-                    out.append(_INF)
-                    s += 1
-                    continue
-                wait = self.load_wait_s(s, m)
-                transit = self.in_transit[s]
-                extra = 0.0
-                if self.transit_total:
-                    for k, n in enumerate(transit):
-                        if n:
-                            extra += n * per_item[s][k]
-                out.append((wait if wait > hop else hop) + f + extra)
-                s += 1
+        devices, ready_at, link_free = self.devices, self.ready_at, self.link_free_at
+        transit_n, in_transit = self.transit_n, self.in_transit
+        for s, d, p, hop in self._fit_slots[m]:
+            dev = devices[d]
+            # dev.finish_times_s(m, now)[p], inlined
+            wait = dev.busy_until[p] - now if dev.busy[p] else 0.0
+            down = dev.up_at[p] - now
+            if down > wait:
+                wait = down
+            f = wait + (dev.queued_work_s[p] + dev.solo_s[p][m])
+            # self.load_wait_s(s, m), inlined
+            r = ready_at[s].get(m)
+            if r is not None:
+                load = r - now if r > now else 0.0
+            else:
+                start = link_free[d]
+                if start < now:
+                    start = now
+                load = start - now + tab.load_time_s(d, m)
+            extra = 0.0
+            if transit_n[s]:
+                for k, n in enumerate(in_transit[s]):
+                    if n:
+                        extra += n * per_item[s][k]
+            out[s] = (load if load > hop else hop) + f + extra
         return out
 
     def queued_items(self) -> list[int]:
         """Per slot, items queued there plus queries in transit to it."""
-        out = []
-        for s, (d, p) in enumerate(self.slots):
-            out.append(self.devices[d].queued_items[p] + sum(self.in_transit[s]))
-        return out
+        return [dev.queued_items[p] + n
+                for dev, p, n in zip(self._slot_dev, self._slot_part, self.transit_n,
+                                     strict=True)]
 
     def busy_left_s(self) -> list[float]:
         """Per slot, seconds left in its running batch (0 when idle)."""
         now = self.now
-        out = []
-        for d, p in self.slots:
-            dev = self.devices[d]
-            out.append(dev.busy_until[p] - now if dev.busy[p] else 0.0)
-        return out
+        return [dev.busy_until[p] - now if dev.busy[p] else 0.0
+                for dev, p in zip(self._slot_dev, self._slot_part, strict=True)]
 
     def energy_j(self) -> float:
         """Energy so far: the devices' dynamic energy plus idle power over the elapsed time."""
@@ -365,9 +395,11 @@ class ClusterSim:
         return sum(self.tables.price_per_s) * self.now
 
     def counters(self) -> Counters:
-        """The cluster's counters (a fresh object: sums over the devices, the router's
-        arrivals and rejections, the shared latency histogram)."""
-        c = Counters(self.n_slots)
+        """The cluster's counters: sums over the devices, the router's arrivals and
+        rejections, the shared latency histogram. One object, refreshed by every call (read it
+        before the simulation moves on)."""
+        c = self._counters
+        c.completed = c.good = c.dropped_overflow = c.dropped_expired = 0
         c.arrived = self.arrived
         c.dropped_rejected = self.rejected
         busy: list[float] = []
@@ -389,11 +421,12 @@ class ClusterSim:
         counted from delivery)."""
         return sum(dev.backlog for dev in self.devices)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self, counters: Counters | None = None) -> dict[str, float]:
         """The info metrics (:meth:`envs.sim.metrics.Counters.summary`) plus the cluster's:
         ``in_transit``, ``loads``, ``evictions``, ``load_s``, ``cost_per_query_usd``
-        (provisioned), ``used_cost_per_query_usd``."""
-        c = self.counters()
+        (provisioned), ``used_cost_per_query_usd``. ``counters``: :meth:`counters` of this
+        moment when the caller has them already."""
+        c = self.counters() if counters is None else counters
         out = c.summary(self.now)
         done = c.completed
         out["in_transit"] = self.transit_total

@@ -55,6 +55,20 @@ _INF = float("inf")
 _CACHE_MAX = 200_000
 
 
+def run_passive(devices: Sequence[SharedGpuSim], t_end: float) -> None:
+    """:meth:`SharedGpuSim.run_passive` for each of ``devices`` (passive devices: no trace of
+    their own, nothing pending), the idle case inlined: a cluster moves every device to each
+    decision time, and most have no event due."""
+    for dev in devices:
+        heap = dev.events.heap
+        if heap and heap[0][0] <= t_end:
+            dev._loop(None, t_end)
+        else:
+            dev.events.now = t_end
+            dev.backlog += dev._backlog_rate * (t_end - dev._backlog_t)
+            dev._backlog_t = t_end
+
+
 def evict_oldest(cache: dict[Any, Any]) -> None:
     """Forget the older half of ``cache`` (by insertion): a bounded cache that keeps what was
     added recently, instead of starting cold again (the entries are pure functions of their
@@ -348,6 +362,19 @@ class SharedGpuSim(GpuServingSim):
         if self.pending is not None:
             raise RuntimeError("the pending request has not been decided")
         return self._loop(decide, t_end)
+
+    def run_passive(self, t_end: float) -> None:
+        """:meth:`run_until` ``t_end`` for a passive device (no trace of its own, nothing
+        pending: a cluster's device): with no event due by ``t_end`` only its clock and backlog
+        move to ``t_end``, with the same arithmetic as :meth:`run_until` (which this skips:
+        its set-up costs more than that); else :meth:`run_until`."""
+        heap = self.events.heap
+        if heap and heap[0][0] <= t_end:
+            self._loop(None, t_end)
+            return
+        self.events.now = t_end
+        self.backlog += self._backlog_rate * (t_end - self._backlog_t)
+        self._backlog_t = t_end
 
     @property
     def trace_done(self) -> bool:
