@@ -26,9 +26,11 @@ from envs.sim.dlrm import (
     place_replicas,
 )
 from envs.sim.dlrm.skew import DEFAULT_ALPHA, FITTED
+from hwmodels.energy import ClusterEnergy
 from hwmodels.latency import LatencyModel
 from hwmodels.links import LinkSpec, get_link
 from hwmodels.partitions import make_layout
+from hwmodels.power import PowerModel
 from hwmodels.specs import DeviceSpec, load_device
 from hwmodels.storage import get_tier
 from hwmodels.workloads import DLRM_V2_MULTI_HOT, DLRM_V2_ROWS, WorkloadProfile, build_profile
@@ -142,6 +144,24 @@ def dense_latency_s(device: DeviceSpec, model: str, batch: int,
     return out[0], out[1]
 
 
+def dense_busy_w(device: DeviceSpec, model: str, batch: int, precision: str = "fp16") -> float:
+    """Power of a dense device while it runs the DLRM's MLPs (the bottom and top MLPs'
+    :meth:`hwmodels.power.PowerModel.busy_w`, weighted by their latencies)."""
+    prof = build_profile(model)
+    first = next(i for i, lay in enumerate(prof.layers) if lay.kind == "embedding")
+    last = max(i for i, lay in enumerate(prof.layers) if lay.kind == "embedding")
+    part = make_layout(device, ["full"])[0]
+    pm = PowerModel(device, precision)
+    num = den = 0.0
+    for name, layers in (("bottom", prof.layers[:first]), ("top", prof.layers[last + 1:])):
+        sub = WorkloadProfile(f"{model}.{name}", "recsys", tuple(layers), prof.description,
+                              prof.source)
+        t = float(pm.latency.latency_s(sub, batch, part))
+        num += pm.busy_w(sub, batch, part) * t
+        den += t
+    return num / den if den > 0 else device.idle_w
+
+
 def _disruption(spec: Mapping[str, float] | None, defaults: Mapping[str, float]
                 ) -> RandomDisruption | None:
     if spec is None:
@@ -207,7 +227,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     + in_system`` holds at every step; also ``cache_hit_rate`` (lookups of SSD-backed tables
     served from DRAM), ``link_utilization`` (mean and ``_max`` over link directions),
     ``utilization`` (nodes), ``dense_utilization``, ``retried``, ``invalid_actions``,
-    ``capacity_qps``.
+    ``capacity_qps``; and energy (:mod:`hwmodels.energy`): ``energy_j`` so far,
+    ``energy_per_query_j`` (per completed request) and ``power_w`` (mean since the start).
 
     ## Action Space
 
@@ -277,9 +298,10 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     "ethernet-25g", fast_tier="dram", slow_tier="nvme-ssd", cache_mb=64, cache_policy="lru",
     pin_rows=65536, track_rows=0, workload=None, sla_ms=None, sla_multiple=8, trace="poisson",
     load=0.8, episode_queries=1000, reward="goodput", stragglers=DEFAULT_STRAGGLERS,
-    faults=None, allow_shed=False, ...)``. ``load`` is the offered load as a fraction of the
-    analytic capacity (:func:`envs.sim.dlrm.estimate_capacity`: the busiest node under the best
-    split, the links, the dense devices). ``link`` is a :data:`hwmodels.links.LINKS` name or a
+    faults=None, allow_shed=False, node_hw="xeon-8380h-4s", energy=None, ...)``. ``load`` is
+    the offered load as a fraction of the analytic capacity
+    (:func:`envs.sim.dlrm.estimate_capacity`: the busiest node under the best split, the links,
+    the dense devices). ``link`` is a :data:`hwmodels.links.LINKS` name or a
     list with one per node. ``workload`` gives request classes (``weight``, ``sla_ms`` or
     ``sla_multiple``, ``priority``; their names are labels, the served model is ``model``);
     without it every request has SLA ``sla_ms`` or ``sla_multiple`` x the unloaded latency.
@@ -287,6 +309,11 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     (never the last live replica of a shard), or a list of ``{start_ms, duration_ms, target,
     kind: node|link, mode: fail|slow, factor}``. ``alpha`` is the row-popularity exponent or
     the name of a fit in :data:`envs.sim.dlrm.skew.FITTED` (default: both years' statistics).
+    ``node_hw`` is the embedding nodes' host (its ``idle_w``, ``tdp_w`` and power table set
+    their power; the dense devices' is ``hw``'s) and ``energy`` overrides fields of
+    :class:`hwmodels.energy.ClusterEnergy` (``idle_w``, ``node_dynamic_w``,
+    ``fast_j_per_read``, ``slow_j_per_read``, ``link_j_per_byte``, ``dense_dynamic_w``);
+    energy never changes the dynamics, only ``info`` and a reward with ``energy_weight``.
 
     ## Version History
 
@@ -336,6 +363,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         allow_shed: bool = False,
         rate_window_s: float = 0.05,
         ewma: float = 0.2,
+        node_hw: str | Mapping[str, Any] | DeviceSpec = "xeon-8380h-4s",
+        energy: Mapping[str, float] | None = None,
     ) -> None:
         if load <= 0:
             raise ValueError(f"load must be > 0, got {load}")
@@ -381,6 +410,16 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             queue_capacity=queue_capacity, max_retries=max_retries,
             retry_delay_s=retry_delay_ms * 1e-3)
         self.layout = ShardLayout(self.cluster)
+        self.node_device = load_device(node_hw)
+        node_pm = PowerModel(self.node_device)
+        self.energy_model = ClusterEnergy.build(
+            n_nodes=nodes, node_idle_w=self.node_device.idle_w,
+            node_dynamic_w=(self.node_device.tdp_w - self.node_device.idle_w)
+            * node_pm.params["memory_weight"],
+            fast=self.cluster.fast, slow=self.cluster.slow, row_bytes=row_bytes,
+            links=link_specs, dense_servers=self.cluster.dense_servers,
+            dense_idle_w=self.device.idle_w,
+            dense_busy_w=dense_busy_w(self.device, model, batch, precision), overrides=energy)
         self.stragglers = _disruption(stragglers, DEFAULT_STRAGGLERS)
         self.faults, self.random_faults = _faults(faults)
         for f in self.faults:
@@ -403,6 +442,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self.load = float(load)
         self.episode_queries = int(episode_queries)
         self.reward_fn = make_reward(reward)
+        #: Whether the reward prices joules (else its energy term is 0 and not computed).
+        self._prices_energy = bool(getattr(self.reward_fn, "energy_weight", 0.0))
         self.allow_shed = bool(allow_shed)
         self.rate_window_s = float(rate_window_s)
         self.ewma = float(ewma)
@@ -465,6 +506,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._alloc_buffers()
         self.sim.advance()
         self._on_pending()
+        self._energy_prev = self.energy_j()  # what the reward's energy term counts from
         return self._obs(), self._info()
 
     def step(self, action: np.int64 | int) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
@@ -759,13 +801,51 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         old = self._snapshot
         self._snapshot = snap
         return self._reward_of(snap[0] - old[0], snap[1] - old[1], snap[2] - old[2], 0,
-                               snap[3] - old[3])
+                               snap[3] - old[3], self._energy_delta())
+
+    def _energy_delta(self) -> float:
+        """Joules since the last reward when the reward prices energy (else 0, not computed)."""
+        if not self._prices_energy:
+            return 0.0
+        e = self.energy_j()
+        delta = e - self._energy_prev
+        self._energy_prev = e
+        return delta
+
+    def energy_breakdown(self) -> dict[str, float]:
+        """Joules spent so far by part (:meth:`hwmodels.energy.ClusterEnergy.breakdown_j`):
+        the idle floor of every device and link, node service, fast- and slow-tier reads,
+        bytes on the links and dense-device MLP time. Node and dense busy time count from
+        the start of each service."""
+        sim = self.sim
+        if sim is None:
+            return {}
+        return self.energy_model.breakdown_j(sim.now, sum(sim.sub.busy_s), sim.fast_reads_total,
+                                             sim.slow_reads_total, sim.link_bytes_sent,
+                                             sum(sim.req.busy_s))
+
+    def energy_j(self) -> float:
+        """Joules spent so far (the sum of :meth:`energy_breakdown`, inlined: every step's
+        ``info`` has it)."""
+        sim = self.sim
+        if sim is None:
+            return 0.0
+        m = self.energy_model
+        links = 0.0
+        for j, b in zip(m.link_j_per_byte, sim.link_bytes_sent, strict=True):
+            links += j * b
+        return (m.idle_w * sim.now + m.node_dynamic_w * sum(sim.sub.busy_s)
+                + m.fast_j_per_read * sim.fast_reads_total
+                + m.slow_j_per_read * sim.slow_reads_total + links
+                + m.dense_dynamic_w * sum(sim.req.busy_s))
 
     def _reward_of(self, good: int, late: int, dropped: int, reconfigurations: int,
-                   backlog: float) -> float:
+                   backlog: float, energy: float = 0.0) -> float:
         """``float(reward_fn(Outcome(...)))``; an empty outcome (most steps: the sub-requests
         of one request are routed at one instant) reuses the built-in rewards' value of it."""
         fn = self.reward_fn
+        if energy:
+            return float(fn(Outcome(good, late, dropped, energy, reconfigurations, backlog)))
         if (not (good or late or dropped or reconfigurations) and backlog == 0.0
                 and math.copysign(1.0, backlog) > 0.0):
             zero = self._zero_reward
@@ -817,7 +897,9 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                 "link_utilization": mean_link, "link_utilization_max": max_link,
                 "capacity_qps": self.capacity_qps, "invalid_actions": self._invalid,
             }
-            return base.copy()
+            info = base.copy()
+            self._energy_info(info, now, req.completed)
+            return info
         # Between events at one instant only routing, shedding and unroutable sub-requests
         # change the state: the sub-request counts, and the links a message joined.
         info = base.copy()
@@ -829,4 +911,13 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         info["link_utilization"] = mean_link
         info["link_utilization_max"] = max_link
         info["invalid_actions"] = self._invalid
+        self._energy_info(info, now, req.completed)
         return info
+
+    def _energy_info(self, info: dict[str, Any], now: float, completed: int) -> None:
+        """``energy_j`` so far, ``energy_per_query_j`` (per completed request) and the mean
+        ``power_w`` since the episode began."""
+        e = self.energy_j()
+        info["energy_j"] = e
+        info["energy_per_query_j"] = e / completed if completed else 0.0
+        info["power_w"] = e / now if now > 0 else 0.0
