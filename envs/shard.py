@@ -40,6 +40,8 @@ from traces.presets import get_trace
 Obs = dict[str, np.ndarray]
 _CLIP = 10.0
 _QUEUE_NORM = 8.0  # outstanding sub-requests per node that read as 1.0
+#: Observation entries added by ``request_obs=True`` (see the class docstring).
+REQUEST_KEYS = ("req_routed", "slack", "link_depth", "ssd_depth")
 #: Reward types that are pure functions of the outcome (their value of an empty one is cached).
 _PURE_REWARDS = (GoodputReward, ViolationReward)
 
@@ -90,6 +92,8 @@ SHARD_PRESETS: dict[str, ShardPreset] = {
     # large cluster hashes rows over 16 shards (4 replicas each: one shard per node).
     "64N": ShardPreset(nodes=64, shards=16, replication=4, partition="row"),
     "RowWise": ShardPreset(partition="row"),
+    # The default cluster with the request-aware observation entries (``request_obs``).
+    "RequestAware": ShardPreset(extra={"request_obs": True}),
     "Faults": ShardPreset(extra={"faults": "random"}),
 }
 
@@ -265,6 +269,21 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     |             |       | the latest predicted finish among those already routed / SLA    |
     | ``rates``   | (1,)  | recent request rate / capacity                                  |
 
+    With ``request_obs=True`` (``ldsgym/ShardRouting-RequestAware-v0``) four more (N,) entries
+    describe the request around the decision (:data:`REQUEST_KEYS`):
+
+    | key          | meaning                                                               |
+    |--------------|-----------------------------------------------------------------------|
+    | ``req_routed``| latest predicted finish of this request's sub-requests already routed |
+    |              | to each node (0: none) / SLA                                          |
+    | ``slack``    | how far each node's ``finish`` lies below the request's critical path |
+    |              | (the latest predicted finish routed so far) / SLA; 0: it would extend |
+    | ``link_depth``| messages in flight on each node's link (both directions) / 8        |
+    | ``ssd_depth``| outstanding sub-requests x the node's recent miss rate / 8: the       |
+    |              | expected sub-requests waiting on the SSD                              |
+
+    Per-shard cache warmth is ``hit_shard``.
+
     ``finish`` = link backlog and transfer + (queued work + this service at the node's
     running hit estimate) x measured slowdown + the response's transfer: what a
     latency-predictive router (C3, Clockwork) computes.
@@ -365,6 +384,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         ewma: float = 0.2,
         node_hw: str | Mapping[str, Any] | DeviceSpec = "xeon-8380h-4s",
         energy: Mapping[str, float] | None = None,
+        request_obs: bool = False,
     ) -> None:
         if load <= 0:
             raise ValueError(f"load must be > 0, got {load}")
@@ -468,6 +488,11 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         obs_spaces["size"] = box(0.0, _CLIP, (2,), np.float32)
         obs_spaces["request"] = box(0.0, _CLIP, (2,), np.float32)
         obs_spaces["rates"] = box(0.0, _CLIP, (1,), np.float32)
+        self.request_obs = bool(request_obs)
+        if self.request_obs:
+            for k in REQUEST_KEYS:
+                obs_spaces[k] = box(0.0, _CLIP, (N,), np.float32)
+        self._req_node = np.zeros(N)
         self.observation_space: spaces.Dict = spaces.Dict(obs_spaces)  # type: ignore[assignment]
         self.action_space = spaces.Discrete(N + 1)
         self.sim: ShardSim | None = None
@@ -521,6 +546,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             pred = float(self._finish[a])
             sim.route(a)
             self._routed.append(a)
+            if pred > self._req_node[a]:
+                self._req_node[a] = pred
             if pred > self._req_pred:  # max(self._req_pred, pred), keeping the first on ties
                 self._req_pred = pred
         sim.advance()
@@ -620,6 +647,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         if req.id != self._seen_req:
             self._seen_req = req.id
             self._req_pred = 0.0
+            if self.request_obs:
+                self._req_node[:] = 0.0
             now = sim.now
             decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
             self._rate = self._rate * decay + 1.0 / self.rate_window_s
@@ -747,6 +776,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                    "hit_shard": out[hs], "occupancy": out[oc], "slow": out[sl],
                    "up": out[up], "holds": out[ho], "finish": out[fi], "shard": out[sh],
                    "size": out[sz], "request": out[rq], "rates": out[ra]}
+            if self.request_obs:
+                self._request_obs(obs, sim, sub.req.inv_sla)
             self._last_obs = obs
             return obs
         inv_sla = sub.req.inv_sla  # 1 / max(deadline - arrival, 1e-9)
@@ -786,8 +817,29 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                "hit_shard": flat[4], "occupancy": flat[5], "slow": flat[6], "up": flat[7],
                "holds": flat[8], "finish": flat[9], "shard": self._onehot[s].copy(),
                "size": ex[0:2], "request": ex[2:4], "rates": ex[4:5]}
+        if self.request_obs:
+            self._request_obs(obs, sim, inv_sla)
         self._last_obs = obs
         return obs
+
+    def _request_obs(self, obs: Obs, sim: ShardSim, inv_sla: float) -> None:
+        """Add the request-aware entries (:data:`REQUEST_KEYS`) to ``obs``."""
+        N = self.n_nodes
+        vals = np.empty((4, N))
+        np.multiply(self._req_node, inv_sla, vals[0])
+        np.subtract(self._req_pred, self._fin, vals[1])
+        np.maximum(vals[1], 0.0, vals[1])
+        vals[1] *= inv_sla
+        vals[2] = [lk.n for lk in sim.links_down]
+        vals[2] += [lk.n for lk in sim.links_up]
+        vals[2] /= _QUEUE_NORM
+        np.subtract(1.0, sim.hit_rate, vals[3])
+        vals[3] *= sim.outstanding
+        vals[3] /= _QUEUE_NORM
+        flat = np.empty((4, N), dtype=np.float32)
+        clip_ufunc(vals, 0.0, _CLIP, out=flat, casting="unsafe")
+        for i, k in enumerate(REQUEST_KEYS):
+            obs[k] = flat[i]
 
     def _reward(self) -> float:
         """The reward for the requests that finished since the last call."""

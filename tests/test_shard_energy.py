@@ -121,3 +121,32 @@ def test_placement_migrations_cost_link_energy() -> None:
     while info["requests_completed"] == 0:
         *_, info = env.step(0)
     assert info["energy_j"] > e0 > 0 and info["energy_per_query_j"] > 0
+
+
+def test_request_aware_entries() -> None:
+    """RequestAware-v0: the plain env's entries, dynamics and rewards, plus REQUEST_KEYS that
+    agree with the request's own entries."""
+    from envs.shard import REQUEST_KEYS
+
+    plain = gym.make("ldsgym/ShardRouting-v0", episode_queries=200)
+    aware = gym.make("ldsgym/ShardRouting-RequestAware-v0", episode_queries=200)
+    o0, _ = plain.reset(seed=2)
+    o1, _ = aware.reset(seed=2)
+    policy = LatencyGreedy()
+    done, seen_slack = False, False
+    while not done:
+        for k in o0:
+            assert np.array_equal(o0[k], o1[k]), k
+        assert set(o1) - set(o0) == set(REQUEST_KEYS)
+        crit = float(o1["request"][1])  # critical path so far / SLA
+        expect = np.clip(np.maximum(crit - o1["finish"], 0.0), 0, 10)
+        assert np.allclose(o1["slack"], expect, atol=1e-5)
+        assert o1["req_routed"].max() == pytest.approx(crit, abs=1e-6)
+        seen_slack |= bool(o1["slack"].max() > 0)
+        assert aware.observation_space.contains(o1)
+        a, _ = policy.predict(o0, action_masks=plain.unwrapped.action_masks())
+        o0, r0, _, t0, _ = plain.step(int(a))
+        o1, r1, _, t1, _ = aware.step(int(a))
+        assert r0 == r1 and t0 == t1
+        done = t0
+    assert seen_slack
