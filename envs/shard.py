@@ -94,6 +94,26 @@ SHARD_PRESETS: dict[str, ShardPreset] = {
     "RowWise": ShardPreset(partition="row"),
     # The default cluster with the request-aware observation entries (``request_obs``).
     "RequestAware": ShardPreset(extra={"request_obs": True}),
+    # Scenarios where a myopic router pays (each with the request-aware entries):
+    # heterogeneous nodes: two on 100G, four on 25G, two on 10G links, and the two 10G nodes
+    # also serve at half speed all episode (older hosts).
+    "Hetero": ShardPreset(extra={
+        "request_obs": True,
+        "link": ["ethernet-100g"] * 2 + ["ethernet-25g"] * 4 + ["ethernet-10g"] * 2,
+        "faults": [{"start_ms": 0.0, "duration_ms": 1e9, "target": n, "kind": "node",
+                    "mode": "slow", "factor": 2.0} for n in (6, 7)]}),
+    # Scheduled slowdowns of nodes and links during the episode (a few hundred ms).
+    "Slowdowns": ShardPreset(extra={
+        "request_obs": True,
+        "faults": [
+            {"start_ms": 20.0, "duration_ms": 60.0, "target": 0, "kind": "node", "mode": "slow",
+             "factor": 4.0},
+            {"start_ms": 50.0, "duration_ms": 80.0, "target": 3, "kind": "link", "mode": "slow",
+             "factor": 4.0},
+            {"start_ms": 100.0, "duration_ms": 100.0, "target": 5, "kind": "node",
+             "mode": "slow", "factor": 3.0}]}),
+    # Bursty arrivals (gamma inter-arrival times with a high coefficient of variation).
+    "Bursty": ShardPreset(extra={"request_obs": True, "trace": "gamma-bursty"}),
     "Faults": ShardPreset(extra={"faults": "random"}),
 }
 
