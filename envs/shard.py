@@ -26,9 +26,11 @@ from envs.sim.dlrm import (
     place_replicas,
 )
 from envs.sim.dlrm.skew import DEFAULT_ALPHA, FITTED
+from hwmodels.energy import ClusterEnergy
 from hwmodels.latency import LatencyModel
 from hwmodels.links import LinkSpec, get_link
 from hwmodels.partitions import make_layout
+from hwmodels.power import PowerModel
 from hwmodels.specs import DeviceSpec, load_device
 from hwmodels.storage import get_tier
 from hwmodels.workloads import DLRM_V2_MULTI_HOT, DLRM_V2_ROWS, WorkloadProfile, build_profile
@@ -38,6 +40,8 @@ from traces.presets import get_trace
 Obs = dict[str, np.ndarray]
 _CLIP = 10.0
 _QUEUE_NORM = 8.0  # outstanding sub-requests per node that read as 1.0
+#: Observation entries added by ``request_obs=True`` (see the class docstring).
+REQUEST_KEYS = ("req_routed", "slack", "link_depth", "ssd_depth")
 #: Reward types that are pure functions of the outcome (their value of an empty one is cached).
 _PURE_REWARDS = (GoodputReward, ViolationReward)
 
@@ -88,6 +92,28 @@ SHARD_PRESETS: dict[str, ShardPreset] = {
     # large cluster hashes rows over 16 shards (4 replicas each: one shard per node).
     "64N": ShardPreset(nodes=64, shards=16, replication=4, partition="row"),
     "RowWise": ShardPreset(partition="row"),
+    # The default cluster with the request-aware observation entries (``request_obs``).
+    "RequestAware": ShardPreset(extra={"request_obs": True}),
+    # Scenarios where a myopic router pays (each with the request-aware entries):
+    # heterogeneous nodes: two on 100G, four on 25G, two on 10G links, and the two 10G nodes
+    # also serve at half speed all episode (older hosts).
+    "Hetero": ShardPreset(extra={
+        "request_obs": True,
+        "link": ["ethernet-100g"] * 2 + ["ethernet-25g"] * 4 + ["ethernet-10g"] * 2,
+        "faults": [{"start_ms": 0.0, "duration_ms": 1e9, "target": n, "kind": "node",
+                    "mode": "slow", "factor": 2.0} for n in (6, 7)]}),
+    # Scheduled slowdowns of nodes and links during the episode (a few hundred ms).
+    "Slowdowns": ShardPreset(extra={
+        "request_obs": True,
+        "faults": [
+            {"start_ms": 20.0, "duration_ms": 60.0, "target": 0, "kind": "node", "mode": "slow",
+             "factor": 4.0},
+            {"start_ms": 50.0, "duration_ms": 80.0, "target": 3, "kind": "link", "mode": "slow",
+             "factor": 4.0},
+            {"start_ms": 100.0, "duration_ms": 100.0, "target": 5, "kind": "node",
+             "mode": "slow", "factor": 3.0}]}),
+    # Bursty arrivals (gamma inter-arrival times with a high coefficient of variation).
+    "Bursty": ShardPreset(extra={"request_obs": True, "trace": "gamma-bursty"}),
     "Faults": ShardPreset(extra={"faults": "random"}),
 }
 
@@ -140,6 +166,24 @@ def dense_latency_s(device: DeviceSpec, model: str, batch: int,
                               prof.source)
         out.append(float(lat.latency_s(sub, batch, part)))
     return out[0], out[1]
+
+
+def dense_busy_w(device: DeviceSpec, model: str, batch: int, precision: str = "fp16") -> float:
+    """Power of a dense device while it runs the DLRM's MLPs (the bottom and top MLPs'
+    :meth:`hwmodels.power.PowerModel.busy_w`, weighted by their latencies)."""
+    prof = build_profile(model)
+    first = next(i for i, lay in enumerate(prof.layers) if lay.kind == "embedding")
+    last = max(i for i, lay in enumerate(prof.layers) if lay.kind == "embedding")
+    part = make_layout(device, ["full"])[0]
+    pm = PowerModel(device, precision)
+    num = den = 0.0
+    for name, layers in (("bottom", prof.layers[:first]), ("top", prof.layers[last + 1:])):
+        sub = WorkloadProfile(f"{model}.{name}", "recsys", tuple(layers), prof.description,
+                              prof.source)
+        t = float(pm.latency.latency_s(sub, batch, part))
+        num += pm.busy_w(sub, batch, part) * t
+        den += t
+    return num / den if den > 0 else device.idle_w
 
 
 def _disruption(spec: Mapping[str, float] | None, defaults: Mapping[str, float]
@@ -207,7 +251,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     + in_system`` holds at every step; also ``cache_hit_rate`` (lookups of SSD-backed tables
     served from DRAM), ``link_utilization`` (mean and ``_max`` over link directions),
     ``utilization`` (nodes), ``dense_utilization``, ``retried``, ``invalid_actions``,
-    ``capacity_qps``.
+    ``capacity_qps``; and energy (:mod:`hwmodels.energy`): ``energy_j`` so far,
+    ``energy_per_query_j`` (per completed request) and ``power_w`` (mean since the start).
 
     ## Action Space
 
@@ -244,6 +289,21 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     |             |       | the latest predicted finish among those already routed / SLA    |
     | ``rates``   | (1,)  | recent request rate / capacity                                  |
 
+    With ``request_obs=True`` (``ldsgym/ShardRouting-RequestAware-v0``) four more (N,) entries
+    describe the request around the decision (:data:`REQUEST_KEYS`):
+
+    | key          | meaning                                                               |
+    |--------------|-----------------------------------------------------------------------|
+    | ``req_routed``| latest predicted finish of this request's sub-requests already routed |
+    |              | to each node (0: none) / SLA                                          |
+    | ``slack``    | how far each node's ``finish`` lies below the request's critical path |
+    |              | (the latest predicted finish routed so far) / SLA; 0: it would extend |
+    | ``link_depth``| messages in flight on each node's link (both directions) / 8        |
+    | ``ssd_depth``| outstanding sub-requests x the node's recent miss rate / 8: the       |
+    |              | expected sub-requests waiting on the SSD                              |
+
+    Per-shard cache warmth is ``hit_shard``.
+
     ``finish`` = link backlog and transfer + (queued work + this service at the node's
     running hit estimate) x measured slowdown + the response's transfer: what a
     latency-predictive router (C3, Clockwork) computes.
@@ -277,9 +337,10 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     "ethernet-25g", fast_tier="dram", slow_tier="nvme-ssd", cache_mb=64, cache_policy="lru",
     pin_rows=65536, track_rows=0, workload=None, sla_ms=None, sla_multiple=8, trace="poisson",
     load=0.8, episode_queries=1000, reward="goodput", stragglers=DEFAULT_STRAGGLERS,
-    faults=None, allow_shed=False, ...)``. ``load`` is the offered load as a fraction of the
-    analytic capacity (:func:`envs.sim.dlrm.estimate_capacity`: the busiest node under the best
-    split, the links, the dense devices). ``link`` is a :data:`hwmodels.links.LINKS` name or a
+    faults=None, allow_shed=False, node_hw="xeon-8380h-4s", energy=None, ...)``. ``load`` is
+    the offered load as a fraction of the analytic capacity
+    (:func:`envs.sim.dlrm.estimate_capacity`: the busiest node under the best split, the links,
+    the dense devices). ``link`` is a :data:`hwmodels.links.LINKS` name or a
     list with one per node. ``workload`` gives request classes (``weight``, ``sla_ms`` or
     ``sla_multiple``, ``priority``; their names are labels, the served model is ``model``);
     without it every request has SLA ``sla_ms`` or ``sla_multiple`` x the unloaded latency.
@@ -287,6 +348,11 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     (never the last live replica of a shard), or a list of ``{start_ms, duration_ms, target,
     kind: node|link, mode: fail|slow, factor}``. ``alpha`` is the row-popularity exponent or
     the name of a fit in :data:`envs.sim.dlrm.skew.FITTED` (default: both years' statistics).
+    ``node_hw`` is the embedding nodes' host (its ``idle_w``, ``tdp_w`` and power table set
+    their power; the dense devices' is ``hw``'s) and ``energy`` overrides fields of
+    :class:`hwmodels.energy.ClusterEnergy` (``idle_w``, ``node_dynamic_w``,
+    ``fast_j_per_read``, ``slow_j_per_read``, ``link_j_per_byte``, ``dense_dynamic_w``);
+    energy never changes the dynamics, only ``info`` and a reward with ``energy_weight``.
 
     ## Version History
 
@@ -336,6 +402,9 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         allow_shed: bool = False,
         rate_window_s: float = 0.05,
         ewma: float = 0.2,
+        node_hw: str | Mapping[str, Any] | DeviceSpec = "xeon-8380h-4s",
+        energy: Mapping[str, float] | None = None,
+        request_obs: bool = False,
     ) -> None:
         if load <= 0:
             raise ValueError(f"load must be > 0, got {load}")
@@ -381,6 +450,16 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             queue_capacity=queue_capacity, max_retries=max_retries,
             retry_delay_s=retry_delay_ms * 1e-3)
         self.layout = ShardLayout(self.cluster)
+        self.node_device = load_device(node_hw)
+        node_pm = PowerModel(self.node_device)
+        self.energy_model = ClusterEnergy.build(
+            n_nodes=nodes, node_idle_w=self.node_device.idle_w,
+            node_dynamic_w=(self.node_device.tdp_w - self.node_device.idle_w)
+            * node_pm.params["memory_weight"],
+            fast=self.cluster.fast, slow=self.cluster.slow, row_bytes=row_bytes,
+            links=link_specs, dense_servers=self.cluster.dense_servers,
+            dense_idle_w=self.device.idle_w,
+            dense_busy_w=dense_busy_w(self.device, model, batch, precision), overrides=energy)
         self.stragglers = _disruption(stragglers, DEFAULT_STRAGGLERS)
         self.faults, self.random_faults = _faults(faults)
         for f in self.faults:
@@ -403,6 +482,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self.load = float(load)
         self.episode_queries = int(episode_queries)
         self.reward_fn = make_reward(reward)
+        #: Whether the reward prices joules (else its energy term is 0 and not computed).
+        self._prices_energy = bool(getattr(self.reward_fn, "energy_weight", 0.0))
         self.allow_shed = bool(allow_shed)
         self.rate_window_s = float(rate_window_s)
         self.ewma = float(ewma)
@@ -427,6 +508,11 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         obs_spaces["size"] = box(0.0, _CLIP, (2,), np.float32)
         obs_spaces["request"] = box(0.0, _CLIP, (2,), np.float32)
         obs_spaces["rates"] = box(0.0, _CLIP, (1,), np.float32)
+        self.request_obs = bool(request_obs)
+        if self.request_obs:
+            for k in REQUEST_KEYS:
+                obs_spaces[k] = box(0.0, _CLIP, (N,), np.float32)
+        self._req_node = np.zeros(N)
         self.observation_space: spaces.Dict = spaces.Dict(obs_spaces)  # type: ignore[assignment]
         self.action_space = spaces.Discrete(N + 1)
         self.sim: ShardSim | None = None
@@ -465,6 +551,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._alloc_buffers()
         self.sim.advance()
         self._on_pending()
+        self._energy_prev = self.energy_j()  # what the reward's energy term counts from
         return self._obs(), self._info()
 
     def step(self, action: np.int64 | int) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
@@ -479,6 +566,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             pred = float(self._finish[a])
             sim.route(a)
             self._routed.append(a)
+            if pred > self._req_node[a]:
+                self._req_node[a] = pred
             if pred > self._req_pred:  # max(self._req_pred, pred), keeping the first on ties
                 self._req_pred = pred
         sim.advance()
@@ -578,6 +667,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         if req.id != self._seen_req:
             self._seen_req = req.id
             self._req_pred = 0.0
+            if self.request_obs:
+                self._req_node[:] = 0.0
             now = sim.now
             decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
             self._rate = self._rate * decay + 1.0 / self.rate_window_s
@@ -705,6 +796,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                    "hit_shard": out[hs], "occupancy": out[oc], "slow": out[sl],
                    "up": out[up], "holds": out[ho], "finish": out[fi], "shard": out[sh],
                    "size": out[sz], "request": out[rq], "rates": out[ra]}
+            if self.request_obs:
+                self._request_obs(obs, sim, sub.req.inv_sla)
             self._last_obs = obs
             return obs
         inv_sla = sub.req.inv_sla  # 1 / max(deadline - arrival, 1e-9)
@@ -744,8 +837,29 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                "hit_shard": flat[4], "occupancy": flat[5], "slow": flat[6], "up": flat[7],
                "holds": flat[8], "finish": flat[9], "shard": self._onehot[s].copy(),
                "size": ex[0:2], "request": ex[2:4], "rates": ex[4:5]}
+        if self.request_obs:
+            self._request_obs(obs, sim, inv_sla)
         self._last_obs = obs
         return obs
+
+    def _request_obs(self, obs: Obs, sim: ShardSim, inv_sla: float) -> None:
+        """Add the request-aware entries (:data:`REQUEST_KEYS`) to ``obs``."""
+        N = self.n_nodes
+        vals = np.empty((4, N))
+        np.multiply(self._req_node, inv_sla, vals[0])
+        np.subtract(self._req_pred, self._fin, vals[1])
+        np.maximum(vals[1], 0.0, vals[1])
+        vals[1] *= inv_sla
+        vals[2] = [lk.n for lk in sim.links_down]
+        vals[2] += [lk.n for lk in sim.links_up]
+        vals[2] /= _QUEUE_NORM
+        np.subtract(1.0, sim.hit_rate, vals[3])
+        vals[3] *= sim.outstanding
+        vals[3] /= _QUEUE_NORM
+        flat = np.empty((4, N), dtype=np.float32)
+        clip_ufunc(vals, 0.0, _CLIP, out=flat, casting="unsafe")
+        for i, k in enumerate(REQUEST_KEYS):
+            obs[k] = flat[i]
 
     def _reward(self) -> float:
         """The reward for the requests that finished since the last call."""
@@ -759,13 +873,51 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         old = self._snapshot
         self._snapshot = snap
         return self._reward_of(snap[0] - old[0], snap[1] - old[1], snap[2] - old[2], 0,
-                               snap[3] - old[3])
+                               snap[3] - old[3], self._energy_delta())
+
+    def _energy_delta(self) -> float:
+        """Joules since the last reward when the reward prices energy (else 0, not computed)."""
+        if not self._prices_energy:
+            return 0.0
+        e = self.energy_j()
+        delta = e - self._energy_prev
+        self._energy_prev = e
+        return delta
+
+    def energy_breakdown(self) -> dict[str, float]:
+        """Joules spent so far by part (:meth:`hwmodels.energy.ClusterEnergy.breakdown_j`):
+        the idle floor of every device and link, node service, fast- and slow-tier reads,
+        bytes on the links and dense-device MLP time. Node and dense busy time count from
+        the start of each service."""
+        sim = self.sim
+        if sim is None:
+            return {}
+        return self.energy_model.breakdown_j(sim.now, sum(sim.sub.busy_s), sim.fast_reads_total,
+                                             sim.slow_reads_total, sim.link_bytes_sent,
+                                             sum(sim.req.busy_s))
+
+    def energy_j(self) -> float:
+        """Joules spent so far (the sum of :meth:`energy_breakdown`, inlined: every step's
+        ``info`` has it)."""
+        sim = self.sim
+        if sim is None:
+            return 0.0
+        m = self.energy_model
+        links = 0.0
+        for j, b in zip(m.link_j_per_byte, sim.link_bytes_sent, strict=True):
+            links += j * b
+        return (m.idle_w * sim.now + m.node_dynamic_w * sum(sim.sub.busy_s)
+                + m.fast_j_per_read * sim.fast_reads_total
+                + m.slow_j_per_read * sim.slow_reads_total + links
+                + m.dense_dynamic_w * sum(sim.req.busy_s))
 
     def _reward_of(self, good: int, late: int, dropped: int, reconfigurations: int,
-                   backlog: float) -> float:
+                   backlog: float, energy: float = 0.0) -> float:
         """``float(reward_fn(Outcome(...)))``; an empty outcome (most steps: the sub-requests
         of one request are routed at one instant) reuses the built-in rewards' value of it."""
         fn = self.reward_fn
+        if energy:
+            return float(fn(Outcome(good, late, dropped, energy, reconfigurations, backlog)))
         if (not (good or late or dropped or reconfigurations) and backlog == 0.0
                 and math.copysign(1.0, backlog) > 0.0):
             zero = self._zero_reward
@@ -817,7 +969,9 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                 "link_utilization": mean_link, "link_utilization_max": max_link,
                 "capacity_qps": self.capacity_qps, "invalid_actions": self._invalid,
             }
-            return base.copy()
+            info = base.copy()
+            self._energy_info(info, now, req.completed)
+            return info
         # Between events at one instant only routing, shedding and unroutable sub-requests
         # change the state: the sub-request counts, and the links a message joined.
         info = base.copy()
@@ -829,4 +983,13 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         info["link_utilization"] = mean_link
         info["link_utilization_max"] = max_link
         info["invalid_actions"] = self._invalid
+        self._energy_info(info, now, req.completed)
         return info
+
+    def _energy_info(self, info: dict[str, Any], now: float, completed: int) -> None:
+        """``energy_j`` so far, ``energy_per_query_j`` (per completed request) and the mean
+        ``power_w`` since the episode began."""
+        e = self.energy_j()
+        info["energy_j"] = e
+        info["energy_per_query_j"] = e / completed if completed else 0.0
+        info["power_w"] = e / now if now > 0 else 0.0

@@ -181,6 +181,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
         self._invalid = 0
         self.sim.advance()
         self._observe()
+        self._energy_prev = self.energy_j()
         return self._obs(), self._info()
 
     def step(self, action: np.int64 | int) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
@@ -374,7 +375,8 @@ class ShardPlacementEnv(ShardRoutingEnv):
         old = self._snapshot
         self._snapshot = snap
         return float(self.reward_fn(Outcome(snap[0] - old[0], snap[1] - old[1],
-                                            snap[2] - old[2], 0.0, started, snap[3] - old[3])))
+                                            snap[2] - old[2], self._energy_delta(), started,
+                                            snap[3] - old[3])))
 
     def _info(self) -> dict[str, Any]:
         sim = self.sim

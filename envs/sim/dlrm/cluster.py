@@ -241,6 +241,12 @@ class ShardSim:
         #: ``sum(cache_lookups)``, ``sum(cache_hits)``.
         self.cache_lookups_total = 0
         self.cache_hits_total = 0
+        #: Activity that the energy model prices (:mod:`hwmodels.energy`): rows read from the
+        #: fast and the slow tier, and bytes sent over each node's link (both directions,
+        #: aborted messages and migrations included).
+        self.fast_reads_total = 0.0
+        self.slow_reads_total = 0.0
+        self.link_bytes_sent = [0.0] * N
         #: Everything in flight, by id (events refer to them by id).
         self._subs: dict[int, SubRequest] = {}
         self._reqs: dict[int, Request] = {}
@@ -717,6 +723,7 @@ class ShardSim:
         work_s = self.work_s
         work_s[node] = float(work_s[node]) + est
         self.outstanding[node] += 1
+        self.link_bytes_sent[node] += sub.req_bytes
         link = self.links_down[node]
         link.add(now, sub.req_bytes, sub)
         self._relink(2 * node, link)
@@ -793,6 +800,8 @@ class ShardSim:
         self._occ[node] = ((self._occ_pinned[node] + float(size) * self.spec.row_bytes) / full
                            if full > 0 else 0.0)
         slow_reads = misses + sub.d_untracked
+        self.slow_reads_total += slow_reads
+        self.fast_reads_total += sub.lookups - slow_reads
         lay = self.lay
         fast, slow_ = lay.c_fast * (sub.lookups - slow_reads), lay.c_slow * slow_reads
         nominal = self.spec.node_overhead_s + (slow_ if slow_ > fast else fast)  # max()
@@ -831,6 +840,7 @@ class ShardSim:
         nd.serving = None
         nd.service_event = None
         sub.state = 3
+        self.link_bytes_sent[node] += sub.resp_bytes
         link = self.links_up[node]
         link.add(now, sub.resp_bytes, sub)
         self._relink(2 * node + 1, link)
@@ -973,6 +983,7 @@ class ShardSim:
         self._migrating.setdefault(node, []).append(mig)
         self.migrations += 1
         self.migration_bytes += nbytes
+        self.link_bytes_sent[node] += nbytes
         link = self.links_down[node]
         link.add(now, nbytes, mig)
         self._relink(2 * node, link)
