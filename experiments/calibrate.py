@@ -728,11 +728,13 @@ def startup(cfg: DictConfig, _overrides: list[str]) -> None:
     if mode == "profile":
         return
     if cfg.profile is not None:
-        path = Path(str(cfg.profile))
-        if not path.is_file():
+        source = str(cfg.profile)
+        gpulet = source.startswith(GPULET_PREFIX)
+        path = Path(source.removeprefix(GPULET_PREFIX))
+        if not (path.exists() if gpulet else path.is_file()):
             raise UserError(f"profile: {path}: no such file")
         try:
-            cal.read_profile(path)
+            cal.read_gpulet(path) if gpulet else cal.read_profile(path)
         except UnicodeDecodeError:
             raise UserError(f"profile: {path}: not UTF-8 text (a binary file?)") from None
         except ValueError as exc:

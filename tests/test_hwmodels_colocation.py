@@ -5,6 +5,8 @@ its format; a test over the real data runs where a mirror of it is present)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +121,20 @@ def _write_gpulet(root: Path) -> None:
                 lat = 0.007 if m == "resnet50" else 0.004
                 pairs.append(f"{m},1,{s},{co},8,throughput,{1 / lat:.3f},latency,{lat},1")
     (root / "data" / "interference.csv").write_text("\n".join(pairs) + "\n")
+
+
+def test_cli_fits_a_gpulet_checkout(tmp_path: Path) -> None:
+    """``profile=gpulet:DIR`` passes the start-up checks (a directory, not a file) and fits."""
+    _write_gpulet(tmp_path / "gpulet")
+    out = subprocess.run([sys.executable, "-m", "experiments.calibrate", "mode=fit",
+                          f"profile=gpulet:{tmp_path / 'gpulet'}", "hw=a100-40gb",
+                          "fit.profile_spec=a100-40gb-test", f"fit.out_dir={tmp_path / 'fit'}",
+                          f"hydra.run.dir={tmp_path / 'run'}"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "fit" / "a100-40gb-test-calibrated.yaml").is_file()
+    assert "held out, co-located" in (tmp_path / "run" / "summary.md").read_text()
 
 
 def test_gpulet_reader_and_fixed_split(tmp_path: Path) -> None:
