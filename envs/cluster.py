@@ -136,13 +136,13 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
     ``gym.make("ldsgym/ClusterRouting-v0", cluster="8", workload="cluster-zipf",
     trace="zipf-shift", load=0.8, episode_queries=300000, max_batch=8, max_queue_delay_ms=2,
     queue_capacity=64, drop_expired=True, precision="fp16", reward="goodput",
-    rate_window_s=1, interference=True, hw=None, hw_price_per_hour=1)``. ``cluster`` is a
-    preset name (:data:`envs.sim.cluster.spec.CLUSTER_PRESETS`: ``"8"``, ``"16"``) or a list
-    of device groups (``{hw, layout, price_per_hour, link, count}``). ``hw`` (a ``conf/hw`` name, a
-    mapping or a :class:`~hwmodels.specs.DeviceSpec`; what the train app's ``hw`` group
-    passes) makes the cluster homogeneous instead: as many whole devices of that kind as the
-    preset has, on 100 GbE, at ``hw_price_per_hour`` each (drop the group, ``~hw``, for the
-    preset's heterogeneous cluster). ``load`` the offered load as a
+    rate_window_s=1, interference=True, hw=None, hw_price_per_hour=1)``. ``cluster`` is a preset
+    name (:data:`envs.sim.cluster.spec.CLUSTER_PRESETS`: ``"8"``, ``"16"``, ``"64"``,
+    ``"1024"``) or a list of device groups (``{hw, layout, price_per_hour, link, count}``).
+    ``hw`` (a ``conf/hw`` name, a mapping or a :class:`~hwmodels.specs.DeviceSpec`; what the
+    train app's ``hw`` group passes) makes the cluster homogeneous instead: as many whole
+    devices of that kind as the preset has, on 100 GbE, at ``hw_price_per_hour`` each (drop the
+    group, ``~hw``, for the preset's heterogeneous cluster). ``load`` the offered load as a
     fraction of the cluster's capacity (the sum over devices of
     :func:`envs.sim.device.tables.capacity_qps` for the mix), or a range ``[lo, hi]`` drawn per
     episode. ``info`` holds the metrics of :meth:`envs.sim.cluster.sim.ClusterSim.summary`
