@@ -27,7 +27,7 @@ from envs.sim.device.serving import BatcherConfig
 from envs.sim.metrics import Counters
 from hwmodels.specs import DeviceSpec, load_device
 from hwmodels.workloads import build_profile
-from traces.arrivals import TraceSource, WorkloadMix
+from traces.arrivals import Arrivals, TraceSource, WorkloadMix
 from traces.presets import get_trace
 
 Obs = dict[str, np.ndarray]
@@ -136,13 +136,13 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
     ``gym.make("ldsgym/ClusterRouting-v0", cluster="8", workload="cluster-zipf",
     trace="zipf-shift", load=0.8, episode_queries=300000, max_batch=8, max_queue_delay_ms=2,
     queue_capacity=64, drop_expired=True, precision="fp16", reward="goodput",
-    rate_window_s=1, interference=True, hw=None, hw_price_per_hour=1)``. ``cluster`` is a
-    preset name (:data:`envs.sim.cluster.spec.CLUSTER_PRESETS`: ``"8"``, ``"16"``) or a list
-    of device groups (``{hw, layout, price_per_hour, link, count}``). ``hw`` (a ``conf/hw`` name, a
-    mapping or a :class:`~hwmodels.specs.DeviceSpec`; what the train app's ``hw`` group
-    passes) makes the cluster homogeneous instead: as many whole devices of that kind as the
-    preset has, on 100 GbE, at ``hw_price_per_hour`` each (drop the group, ``~hw``, for the
-    preset's heterogeneous cluster). ``load`` the offered load as a
+    rate_window_s=1, interference=True, hw=None, hw_price_per_hour=1)``. ``cluster`` is a preset
+    name (:data:`envs.sim.cluster.spec.CLUSTER_PRESETS`: ``"8"``, ``"16"``, ``"64"``,
+    ``"1024"``) or a list of device groups (``{hw, layout, price_per_hour, link, count}``).
+    ``hw`` (a ``conf/hw`` name, a mapping or a :class:`~hwmodels.specs.DeviceSpec`; what the
+    train app's ``hw`` group passes) makes the cluster homogeneous instead: as many whole
+    devices of that kind as the preset has, on 100 GbE, at ``hw_price_per_hour`` each (drop the
+    group, ``~hw``, for the preset's heterogeneous cluster). ``load`` the offered load as a
     fraction of the cluster's capacity (the sum over devices of
     :func:`envs.sim.device.tables.capacity_qps` for the mix), or a range ``[lo, hi]`` drawn per
     episode. ``info`` holds the metrics of :meth:`envs.sim.cluster.sim.ClusterSim.summary`
@@ -166,6 +166,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
     _rate_t: float
     _snapshot: tuple[int, int, int, float, float, float]
     _mask: np.ndarray | None
+    _trace_seed: int
 
     def __init__(
         self,
@@ -264,14 +265,11 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
               options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
         """Draw a new trace, start a warm cluster and run to the first arrival."""
         super().reset(seed=seed)
-        trace_seed = int(self.np_random.integers(0, 2**63 - 1))
+        trace_seed = self._trace_seed = int(self.np_random.integers(0, 2**63 - 1))
         lo, hi = self.load_range
         if hi > lo:
             self.load = lo + (hi - lo) * float(self.np_random.random())
-        arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix,
-                                     self.episode_queries, self.load * self.capacity_qps)
-        arrivals = arrivals.resolve_sla(self._solo_ms)
-        arrivals = dataclasses.replace(arrivals, size=np.ones(len(arrivals), np.int32))
+        arrivals = self._draw_arrivals(trace_seed)
         self.sim = ClusterSim(self.tables, arrivals, self.batcher, self.initial_residents,
                               self._slowdown_caches)
         self._rates = [0.0] * self.n_models
@@ -318,6 +316,26 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         return list(self.sim.latency.counts) if self.sim is not None else []
 
     # ------------------------------------------------------------------ internals
+    def _draw_arrivals(self, trace_seed: int) -> Arrivals:
+        """The episode's queries, from its trace seed and load (the same every time)."""
+        arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix,
+                                     self.episode_queries, self.load * self.capacity_qps)
+        arrivals = arrivals.resolve_sla(self._solo_ms)
+        return dataclasses.replace(arrivals, size=np.ones(len(arrivals), np.int32))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The trace's columns (hundreds of thousands of queries) are drawn again from the
+        # episode's seed when unpickled instead of travelling.
+        state = self.__dict__.copy()
+        if state.get("sim") is not None:
+            state["sim"] = state["sim"].without_trace()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.sim is not None:
+            self.sim.attach_trace(self._draw_arrivals(self._trace_seed))
+
     def _observe_arrival(self) -> None:
         sim = self.sim
         assert sim is not None

@@ -40,6 +40,7 @@ of its device's price (what a router can lower by its choices; the reward's cost
 
 from __future__ import annotations
 
+import copy
 import heapq
 from collections.abc import Sequence
 
@@ -106,13 +107,7 @@ class ClusterSim:
                                slowdown_cache=cache)
             dev.counters.latency = self.latency
             self.devices.append(dev)
-        self._times = arrivals.time_s.tolist()
-        self._models = arrivals.model.tolist()
-        self._sizes = arrivals.size.tolist()
-        sla_ms = arrivals.sla_ms
-        self._dead = (arrivals.time_s + sla_ms * 1e-3).tolist()
-        self._inv = (1e3 / sla_ms).tolist()
-        self._n = len(self._times)
+        self.attach_trace(arrivals)
         self._next = 0
         #: Index of the query awaiting a decision, or None once the trace is exhausted.
         self.pending: int | None = None
@@ -154,6 +149,28 @@ class ClusterSim:
         self._counters.latency = self.latency
         self._slot_dev = [self.devices[d] for d, _ in self.slots]
         self._slot_part = [p for _, p in self.slots]
+
+    #: The per-query columns of the trace (what :meth:`without_trace` drops).
+    _TRACE_KEYS = ("_times", "_models", "_sizes", "_dead", "_inv")
+
+    def attach_trace(self, arrivals: Arrivals) -> None:
+        """Take the episode's queries (at construction, or again after :meth:`without_trace`:
+        the same arrivals, e.g. drawn again from the same seed)."""
+        self._times = arrivals.time_s.tolist()
+        self._models = arrivals.model.tolist()
+        self._sizes = arrivals.size.tolist()
+        sla_ms = arrivals.sla_ms
+        self._dead = (arrivals.time_s + sla_ms * 1e-3).tolist()
+        self._inv = (1e3 / sla_ms).tolist()
+        self._n = len(self._times)
+
+    def without_trace(self) -> ClusterSim:
+        """A shallow copy without the trace's columns (to pickle small: the owner draws the
+        trace again and :meth:`attach_trace` s it)."""
+        clone = copy.copy(self)
+        for key in self._TRACE_KEYS:
+            delattr(clone, key)
+        return clone
 
     # ------------------------------------------------------------------ decisions
     def pending_query(self) -> tuple[int, float, float]:
