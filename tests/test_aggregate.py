@@ -56,6 +56,7 @@ def best_of(root: Path) -> str:
     return max(BASELINES, key=lambda b: np.mean([m[(1.0, b)]["goodput"] for m in job_means]))
 
 
+@pytest.mark.expensive  # two real training jobs (50 s); t interval: tested by hand
 def test_aggregate_a_real_multirun(multirun: Path) -> None:
     res = run_app("experiments.aggregate", f"multirun_dir={multirun}")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -92,6 +93,7 @@ def test_aggregate_a_real_multirun(multirun: Path) -> None:
     assert f"summary_plots/{plots[0].name}" in md
 
 
+@pytest.mark.expensive  # two real training jobs (50 s); t interval: tested by hand
 def test_learned_vs_best_is_paired(multirun: Path) -> None:
     from experiments.aggregate import find_jobs, learned_vs_best, per_job_means
 
@@ -108,6 +110,7 @@ def test_learned_vs_best_is_paired(multirun: Path) -> None:
     assert row["difference_ci"] == pytest.approx(half)
 
 
+@pytest.mark.expensive  # two real training jobs (50 s); t interval: tested by hand
 def test_a_folder_of_runs_with_one_seed(multirun: Path, tmp_path: Path) -> None:
     shutil.copytree(multirun / "0", tmp_path / "runs" / "2026-12-06" / "10-00-00")
     res = run_app("experiments.aggregate", f"multirun_dir={tmp_path / 'runs'}")
@@ -128,6 +131,7 @@ def test_bad_input_is_one_line(arg: str, needle: str, tmp_path: Path) -> None:
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.stderr
 
 
+@pytest.mark.expensive  # two real training jobs (50 s); t interval: tested by hand
 def test_a_folder_without_finished_jobs(multirun: Path, tmp_path: Path) -> None:
     shutil.copytree(multirun / "2", tmp_path / "only" / "0")
     res = run_app("experiments.aggregate", f"multirun_dir={tmp_path / 'only'}")

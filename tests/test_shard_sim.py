@@ -20,6 +20,7 @@ from envs.sim.dlrm import (
     place_replicas,
 )
 from envs.sim.dlrm.pslink import PsLink
+from envs.sim.dlrm.rowcache import LfuRowCache, LruRowCache
 from hwmodels.links import LinkSpec
 from hwmodels.storage import get_tier
 
@@ -286,3 +287,25 @@ def test_capacity_estimate_reports_every_bound() -> None:
 def test_bad_arguments_name_the_problem(kwargs: dict, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         _env(**kwargs)
+
+
+@pytest.mark.parametrize("cls", [LruRowCache, LfuRowCache])
+def test_row_caches_pickle_sparse_and_go_on_alike(cls: type) -> None:
+    """A cache pickles its resident rows (LRU) or counted rows (LFU) only, and the copy gives
+    the same hits and misses as the original from then on."""
+    import pickle
+
+    rng = np.random.default_rng(5)
+    a = cls(200_000, 5_000)
+    a.warm_ranges([10, 500], [300, 200])
+    for _ in range(300):
+        keys = np.unique(rng.zipf(1.3, 400) % 200_000)
+        a.access(keys, rng.integers(1, 4, len(keys)))
+    blob = pickle.dumps(a)
+    assert len(blob) < 200_000 / 4  # well under the dense array's 4 B per key
+    b = pickle.loads(blob)
+    for _ in range(300):
+        keys = np.unique(rng.zipf(1.3, 400) % 200_000)
+        counts = rng.integers(1, 4, len(keys))
+        assert a.access(keys, counts) == b.access(keys, counts)
+        assert a.size == b.size

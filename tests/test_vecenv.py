@@ -88,12 +88,14 @@ def _learned_row(report: str) -> str:
     return match.group(0)
 
 
+@pytest.mark.expensive  # trains in subprocesses (15-35 s); the normalizer: test above
 def test_subproc_training_saves_vecnormalize(normalized_run: Path) -> None:
     for name in ("model.zip", "vecnormalize.pkl", "policy.onnx", "report.md"):
         assert (normalized_run / name).is_file(), name
     assert "ONNX parity: 100.00%" in (normalized_run / "report.md").read_text()
 
 
+@pytest.mark.expensive  # trains in subprocesses (15-35 s); the normalizer: test above
 def test_evaluate_reloads_vecnormalize(normalized_run: Path) -> None:
     trained = _learned_row((normalized_run / "report.md").read_text())
     res = run_app("experiments.evaluate", f"run_dir={normalized_run}", "progress=false",
@@ -104,6 +106,7 @@ def test_evaluate_reloads_vecnormalize(normalized_run: Path) -> None:
     assert _learned_row(report) == trained
 
 
+@pytest.mark.expensive  # trains in subprocesses (15-35 s); the normalizer: test above
 def test_export_bakes_normalization_into_onnx(normalized_run: Path) -> None:
     res = run_app("experiments.export", f"run_dir={normalized_run}", "export.parity_samples=800")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -137,6 +140,7 @@ def test_bad_vec_env_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "x" / "model.zip").exists()
 
 
+@pytest.mark.expensive  # trains in subprocesses (15-35 s); the normalizer: test above
 def test_scaling_app_measures_both_vec_envs(tmp_path: Path) -> None:
     import csv
 

@@ -3,7 +3,9 @@
 Row-cache arrays hold one entry per embedding row and are mostly zeros early in an episode;
 trace arrays repeat a few values (model ids, SLAs, sizes). :func:`pack` stores an array as
 zlib-compressed bytes (level 1: fast); :func:`unpack` gives back an equal, writable array.
-Small arrays are left as they are.
+Small arrays are left as they are. :class:`Ints` stores an integer array of any size in few
+bytes (a sub-request's row ids and counts); :class:`Sparse` keeps only chosen entries of an
+array (an LRU cache's resident rows, an LFU cache's rows with a count), zeros elsewhere.
 """
 
 from __future__ import annotations
@@ -42,6 +44,96 @@ class Packed:
         return out
 
 
+def _smallest_uint(top: int) -> np.dtype[Any]:
+    """The smallest unsigned integer dtype that holds ``0..top``."""
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.uint64)
+
+
+class Ints:
+    """A one-dimensional integer array in few bytes: an increasing one as the gaps between
+    its entries, every one as offsets from the smallest value in the smallest unsigned dtype
+    that holds them, zlib-compressed (whatever its size). Values must fit in int64.
+
+    Args:
+        a: The array.
+    """
+
+    __slots__ = ("data", "dtype", "increasing", "low", "n", "packed", "writeable")
+
+    def __init__(self, a: np.ndarray) -> None:
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            raise ValueError(f"Ints takes a 1-d integer array, got {a.dtype} {a.shape}")
+        self.dtype = a.dtype.str
+        self.n = len(a)
+        self.writeable = bool(a.flags.writeable)
+        v = a.astype(np.int64)
+        self.increasing = bool(len(v) > 1 and (v[1:] >= v[:-1]).all())
+        if self.increasing:
+            v[1:] = np.diff(v)
+        self.low = int(v.min()) if len(v) else 0
+        v -= self.low
+        packed = v.astype(_smallest_uint(int(v.max()) if len(v) else 0))
+        self.packed = packed.dtype.str
+        self.data = zlib.compress(packed.tobytes(), 1)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.data, self.dtype, self.increasing, self.low, self.n, self.packed,
+                self.writeable)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        (self.data, self.dtype, self.increasing, self.low, self.n, self.packed,
+         self.writeable) = state
+
+    def array(self) -> np.ndarray:
+        """The array again (writable when it was)."""
+        v = np.frombuffer(zlib.decompress(self.data), dtype=np.dtype(self.packed))
+        v = v.astype(np.int64) + self.low
+        if self.increasing:
+            np.cumsum(v, out=v)
+        out = v.astype(np.dtype(self.dtype))
+        out.flags.writeable = self.writeable
+        return out
+
+
+class Sparse:
+    """An integer array kept only at some positions (zeros elsewhere when given back): the
+    positions and their values as :class:`Ints`, so runs of neighbouring rows and values in
+    a narrow range (an LRU cache's ticks) cost a few bits each.
+
+    Args:
+        a: A one-dimensional integer array.
+        where: The positions to keep, increasing.
+    """
+
+    __slots__ = ("dtype", "n", "values", "where", "writeable")
+
+    def __init__(self, a: np.ndarray, where: np.ndarray) -> None:
+        if a.ndim != 1:
+            raise ValueError(f"Sparse takes a 1-d array, got shape {a.shape}")
+        self.dtype = a.dtype.str
+        self.n = len(a)
+        self.writeable = bool(a.flags.writeable)
+        where = np.asarray(where, dtype=np.int64)
+        self.where = Ints(where)
+        self.values = Ints(a[where])
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.dtype, self.n, self.values, self.where, self.writeable)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.dtype, self.n, self.values, self.where, self.writeable = state
+
+    def array(self) -> np.ndarray:
+        """The array again, with zeros at the positions not kept (writable when it was)."""
+        out = np.zeros(self.n, dtype=np.dtype(self.dtype))
+        out[self.where.array()] = self.values.array()
+        out.flags.writeable = self.writeable
+        return out
+
+
 def pack(a: Any) -> Any:
     """``a`` as a :class:`Packed` when it is a large array, else ``a`` itself."""
     if isinstance(a, np.ndarray) and a.nbytes >= MIN_BYTES and a.dtype != object:
@@ -51,7 +143,7 @@ def pack(a: Any) -> Any:
 
 def unpack(a: Any) -> Any:
     """The inverse of :func:`pack`."""
-    return a.array() if isinstance(a, Packed) else a
+    return a.array() if isinstance(a, Packed | Ints | Sparse) else a
 
 
 def slots_state(obj: Any, names: tuple[str, ...], packed: tuple[str, ...]) -> dict[str, Any]:

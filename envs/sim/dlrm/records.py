@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from envs.sim.metrics import Counters
+from envs.sim.packing import Ints, set_slots_state
 
 
 class Arena:
@@ -129,6 +130,17 @@ class SubRequest:
         self.est_s = 0.0
         self.flow_seq = 0
         self.flow_finish = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled with ``keys`` (increasing) and ``counts`` as :class:`Ints`: a few bytes a
+        row instead of 16 (a queue of thousands of sub-requests stays small)."""
+        state = {n: getattr(self, n) for n in self.__slots__ if hasattr(self, n)}
+        state["keys"] = Ints(self.keys)
+        state["counts"] = Ints(self.counts)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        set_slots_state(self, state)
 
 
 class Migration:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from envs.sim.dlrm import kernels
-from envs.sim.packing import set_slots_state, slots_state
+from envs.sim.packing import Sparse, set_slots_state, slots_state
 
 #: Ticks at which :meth:`LruRowCache.clear` restarts them from 1 (``last1`` is int32).
 _TICK_LIMIT = 2**30
@@ -58,8 +58,15 @@ class LruRowCache:
     __slots__ = ("_alive", "_base", "_stale", "capacity", "last1", "oldest", "size", "tick")
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled with ``last1`` compressed (mostly zeros: a few kB instead of 4 B/row)."""
-        return slots_state(self, self.__slots__, ("last1", "_alive"))
+        """Pickled with ``last1`` kept only for the resident rows (:class:`Sparse`).
+
+        A row whose last access is before ``oldest`` behaves as one never looked up (every
+        read compares ``last1`` with ``oldest``, which never decreases), so it comes back as
+        0: the copy goes on exactly as the original, in tens of kB instead of 4 B per key.
+        """
+        state = slots_state(self, self.__slots__, ("_alive",))
+        state["last1"] = Sparse(self.last1, np.flatnonzero(self.last1 >= self.oldest))
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         set_slots_state(self, state)
@@ -236,8 +243,11 @@ class LfuRowCache:
     __slots__ = ("_hist", "capacity", "count", "size", "theta")
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled with ``count`` compressed (mostly zeros: a few kB instead of 4 B/row)."""
-        return slots_state(self, self.__slots__, ("count", "_hist"))
+        """Pickled with ``count`` kept only for the rows looked up so far (:class:`Sparse`):
+        every count matters (a row is counted also while not cached), zeros are left out."""
+        state = slots_state(self, self.__slots__, ("_hist",))
+        state["count"] = Sparse(self.count, np.flatnonzero(self.count))
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         set_slots_state(self, state)
