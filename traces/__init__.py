@@ -34,7 +34,7 @@ from traces.replay import (
 from traces.report import TraceFormatError, TraceReport
 from traces.servegen import ServeGenReplay
 from traces.sizes import SizeDist
-from traces.synthetic import MMPP2, Diurnal, FlashCrowd, PiecewiseRate, Renewal
+from traces.synthetic import MMPP2, Diurnal, FlashCrowd, MixSchedule, PiecewiseRate, Renewal
 
 __all__ = [
     "MMPP2",
@@ -46,6 +46,7 @@ __all__ = [
     "Diurnal",
     "FlashCrowd",
     "JsonlReplay",
+    "MixSchedule",
     "Mixture",
     "ModelClass",
     "PiecewiseRate",

@@ -15,7 +15,7 @@ from traces.arrivals import Poisson, TraceSource
 from traces.mixture import Mixture
 from traces.replay import AzureLLMReplay, Split
 from traces.servegen import ServeGenReplay
-from traces.synthetic import MMPP2, Diurnal, FlashCrowd, PiecewiseRate, Renewal
+from traces.synthetic import MMPP2, Diurnal, FlashCrowd, MixSchedule, PiecewiseRate, Renewal
 
 #: Name -> factory of a trace source. Environments accept these names for ``trace=``.
 TRACE_PRESETS: dict[str, Callable[[], TraceSource]] = {
@@ -30,6 +30,9 @@ TRACE_PRESETS: dict[str, Callable[[], TraceSource]] = {
                            decay=0.05, time_unit="episode"),
     "step-schedule": partial(PiecewiseRate, levels=(0.5, 1.0, 2.0, 1.0),
                              durations=(0.25, 0.25, 0.25, 0.25), time_unit="episode"),
+    # the model mix drifts over a day (real clock); -hour: the same drift over one hour
+    "mix-diurnal": MixSchedule,
+    "mix-hourly": partial(MixSchedule, period=3600.0, grid=360),
 }
 
 #: Synthetic presets (no data files needed).
@@ -40,6 +43,10 @@ for _split, _suffix in _SPLITS:
     for _svc in ("code", "conv", "both"):
         TRACE_PRESETS[f"azure-{_svc}{_suffix}"] = partial(AzureLLMReplay, service=_svc,
                                                           split=_split)
+    # code and conv as two tenants, each its own model: the mix drifts as the services do
+    TRACE_PRESETS[f"azure-tenants{_suffix}"] = partial(
+        AzureLLMReplay, service="both", split=_split, rate_mode="scale",
+        tenant_models={"code": "bert-base", "conv": "resnet50"})
     for _ds in ("m-large", "mm-image", "deepseek-r1"):
         TRACE_PRESETS[f"servegen-{_ds}{_suffix}"] = partial(ServeGenReplay, dataset=_ds,
                                                             split=_split)
