@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +25,7 @@ from hwmodels.specs import DeviceSpec, load_device
 from hwmodels.workloads import WorkloadProfile, build_profile
 from traces.arrivals import TraceSource, WorkloadMix
 from traces.presets import get_trace
+from traces.replay import RateMode, WindowOptions
 
 Obs = dict[str, np.ndarray]
 _CLIP = 10.0
@@ -180,7 +181,14 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     reconfig_mode="drain", reconfig_params=None, history=8, max_batch=8,
     max_queue_delay_ms=2.0, queue_capacity=64, drop_expired=True, precision="fp16",
     reward="goodput", interference=None, priorities=False, request_sizes=False, mps_step=10,
-    mps_max_parts=4)``. ``candidates`` lists the layouts to choose from (default: every
+    mps_max_parts=4, rate_mode="scale", episode_s=None)``. ``rate_mode`` replaces the
+    ``rate_mode`` of a replayed trace (:class:`traces.replay.WindowOptions`: Azure, CSV,
+    ServeGen): ``scale`` (default) keeps the trace's clock and multiplies its rate per tenant
+    and window, so an hour of trace is an hour of simulated time and a minutes-long drift of
+    the mix stays minutes long (``compress`` shrinks time instead: ~1,000x for Azure at GPU
+    rates); ``None`` keeps the trace's own. Synthetic traces ignore it. ``episode_s`` sets the
+    episode's length in seconds instead of ``episode_queries`` (``episode_s x load x capacity``
+    arrivals). ``candidates`` lists the layouts to choose from (default: every
     maximal MIG layout on which each model fits somewhere, or every MPS share vector in steps
     of ``mps_step`` percent with at most ``mps_max_parts`` clients); the starting layout is
     added when it is not among them. ``placement`` is one of :data:`PLACEMENTS`.
@@ -190,6 +198,8 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     ## Version History
 
     * v0: first release.
+    * v0 (physics change, issue 16): replayed traces default to ``rate_mode="scale"`` (the
+      trace's clock kept) instead of their own ``compress``; ``episode_s``.
     * v0 (unchanged dynamics): masked, out-of-range and non-integer actions raise ``ValueError``
       in every env (:mod:`envs.actions`) (a switch during a reconfiguration was ignored before);
       valid actions give the same episodes as before (golden trajectories bit-identical).
@@ -223,11 +233,23 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         request_sizes: bool = False,
         mps_step: int = 10,
         mps_max_parts: int = 4,
+        rate_mode: str | None = "scale",
+        episode_s: float | None = None,
     ) -> None:
         self.device = load_device(hw)
         start, self.sharing = normalise_layout(layout, sharing)
         self.mix = get_workload(workload)
         self.trace = get_trace(trace)
+        if rate_mode is not None:
+            if rate_mode not in ("scale", "compress", "thin", "native"):
+                raise ValueError(f"rate_mode must be scale|compress|thin|native or null, got "
+                                 f"'{rate_mode}'")
+            if isinstance(self.trace, WindowOptions):
+                self.trace = dataclasses.replace(
+                    self.trace, rate_mode=cast("RateMode", rate_mode))
+        if episode_s is not None and not episode_s > 0:
+            raise ValueError(f"episode_s must be > 0, got {episode_s}")
+        self.episode_s = None if episode_s is None else float(episode_s)
         if load <= 0:
             raise ValueError(f"load must be > 0, got {load}")
         if episode_queries < 1:
@@ -388,8 +410,9 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         self._reconfig_rng = np.random.default_rng(reconfig_seed)
         self._route_rng = np.random.default_rng(route_seed)
         rate = self.load * self.capacity_qps
-        arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix,
-                                     self.episode_queries, rate)
+        n = (self.episode_queries if self.episode_s is None
+             else max(1, math.ceil(self.episode_s * rate)))
+        arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix, n, rate)
         solo = self._best_solo[self.start_index] * 1e3
         arrivals = arrivals.resolve_sla(solo)
         if self.request_sizes:

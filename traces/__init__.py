@@ -35,7 +35,15 @@ from traces.report import TraceFormatError, TraceReport
 from traces.servegen import ServeGenReplay
 from traces.shift import PopularityShift
 from traces.sizes import SizeDist
-from traces.synthetic import MMPP2, Diurnal, FlashCrowd, MixShift, PiecewiseRate, Renewal
+from traces.synthetic import (
+    MMPP2,
+    Diurnal,
+    FlashCrowd,
+    MixSchedule,
+    MixShift,
+    PiecewiseRate,
+    Renewal,
+)
 
 __all__ = [
     "MMPP2",
@@ -47,6 +55,7 @@ __all__ = [
     "Diurnal",
     "FlashCrowd",
     "JsonlReplay",
+    "MixSchedule",
     "MixShift",
     "Mixture",
     "ModelClass",

@@ -16,7 +16,15 @@ from traces.mixture import Mixture
 from traces.replay import AzureLLMReplay, Split
 from traces.servegen import ServeGenReplay
 from traces.shift import PopularityShift
-from traces.synthetic import MMPP2, Diurnal, FlashCrowd, MixShift, PiecewiseRate, Renewal
+from traces.synthetic import (
+    MMPP2,
+    Diurnal,
+    FlashCrowd,
+    MixSchedule,
+    MixShift,
+    PiecewiseRate,
+    Renewal,
+)
 
 #: Name -> factory of a trace source. Environments accept these names for ``trace=``.
 TRACE_PRESETS: dict[str, Callable[[], TraceSource]] = {
@@ -34,6 +42,9 @@ TRACE_PRESETS: dict[str, Callable[[], TraceSource]] = {
     # The model mix rotates twice per episode (each model most requested in turn), the rate
     # stays: the drifting workload of the online-learning study (issue [N]).
     "mix-shift": partial(MixShift, durations=(1 / 3, 1 / 3, 1 / 3), time_unit="episode"),
+    # the model mix drifts over a day (real clock); -hour: the same drift over one hour
+    "mix-diurnal": MixSchedule,
+    "mix-hourly": partial(MixSchedule, period=3600.0, grid=360),
 }
 
 #: Synthetic presets (no data files needed).
@@ -44,6 +55,10 @@ for _split, _suffix in _SPLITS:
     for _svc in ("code", "conv", "both"):
         TRACE_PRESETS[f"azure-{_svc}{_suffix}"] = partial(AzureLLMReplay, service=_svc,
                                                           split=_split)
+    # code and conv as two tenants, each its own model: the mix drifts as the services do
+    TRACE_PRESETS[f"azure-tenants{_suffix}"] = partial(
+        AzureLLMReplay, service="both", split=_split, rate_mode="scale",
+        tenant_models={"code": "bert-base", "conv": "resnet50"})
     for _ds in ("m-large", "mm-image", "deepseek-r1"):
         TRACE_PRESETS[f"servegen-{_ds}{_suffix}"] = partial(ServeGenReplay, dataset=_ds,
                                                             split=_split)

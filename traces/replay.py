@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -46,7 +47,7 @@ from traces.paths import shared_file
 from traces.report import TraceFormatError, TraceReport
 
 Split = Literal["train", "test", "all"]
-RateMode = Literal["compress", "thin", "native"]
+RateMode = Literal["compress", "thin", "native", "scale"]
 TenantMapping = Literal["weighted", "round_robin", "mix"]
 
 _QUANTA = (60.0, 10.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5, 1e-6)
@@ -326,12 +327,16 @@ class WindowOptions:
         split: ``train``, ``test`` or ``all``.
         test_fraction: Share of each block's time that is test.
         split_blocks: Number of equal blocks the time range is cut into before splitting.
-        rate_mode: ``compress``, ``thin`` or ``native``.
+        rate_mode: ``compress``, ``thin``, ``native`` or ``scale`` (keeps the trace's clock).
         rate_reference: ``window`` (every episode exactly at the target rate) or ``trace``.
         rate_scale: Multiplies the target rate.
         loop: Repeat a segment that is shorter than an episode instead of failing.
         tenant_mapping: ``weighted``, ``round_robin``, or ``mix`` (ignore tenants, draw models
             from the mix).
+        tenant_models: Explicit tenant -> model (mix) name map (e.g. ``{code: bert-base,
+            conv: resnet50}``); tenants not listed follow ``tenant_mapping``.
+        scale_window_s: Bin of trace time within which ``rate_mode="scale"`` regenerates
+            arrivals (row replays; ServeGen uses its fitted windows).
     """
 
     split: Split = "all"
@@ -342,16 +347,24 @@ class WindowOptions:
     rate_scale: float = 1.0
     loop: bool = True
     tenant_mapping: TenantMapping = "weighted"
+    tenant_models: Mapping[str, str] | tuple[tuple[str, str], ...] | None = None
+    scale_window_s: float = 60.0
 
     def __post_init__(self) -> None:
+        if self.tenant_models is not None:
+            pairs = dict(self.tenant_models)  # stored as sorted pairs: hashable, comparable
+            object.__setattr__(self, "tenant_models",
+                               tuple(sorted((str(k), str(v)) for k, v in pairs.items())))
+        if not self.scale_window_s > 0:
+            raise ValueError(f"replay: scale_window_s must be > 0, got {self.scale_window_s}")
         if self.split not in ("train", "test", "all"):
             raise ValueError(f"replay: split must be train|test|all, got '{self.split}'")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"replay: test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.split_blocks < 1:
             raise ValueError(f"replay: split_blocks must be >= 1, got {self.split_blocks}")
-        if self.rate_mode not in ("compress", "thin", "native"):
-            raise ValueError(f"replay: rate_mode must be compress|thin|native, got "
+        if self.rate_mode not in ("compress", "thin", "native", "scale"):
+            raise ValueError(f"replay: rate_mode must be compress|thin|native|scale, got "
                              f"'{self.rate_mode}'")
         if self.rate_reference not in ("window", "trace"):
             raise ValueError(f"replay: rate_reference must be window|trace, got "
@@ -362,6 +375,23 @@ class WindowOptions:
         if not self.rate_scale > 0:
             raise ValueError(f"replay: rate_scale must be > 0, got {self.rate_scale}")
 
+    def tenant_lut(self, volume: np.ndarray, names: tuple[str, ...],
+                   mix: WorkloadMix) -> np.ndarray:
+        """Tenant code -> model index: :func:`tenant_model_map` by ``tenant_mapping``, then
+        the explicit ``tenant_models`` entries.
+
+        Raises:
+            ValueError: a ``tenant_models`` tenant not in the trace or model not in the mix.
+        """
+        lut = tenant_model_map(volume, mix, "weighted" if self.tenant_mapping == "mix"
+                               else self.tenant_mapping)
+        for tenant, model in dict(self.tenant_models or ()).items():
+            if tenant not in names:
+                raise ValueError(f"replay: tenant_models names tenant '{tenant}'; the trace has "
+                                 f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
+            lut[names.index(tenant)] = mix.index(model)
+        return lut
+
     def _target(self, rate_qps: float) -> float:
         if self.rate_mode == "native":
             return math.nan
@@ -369,6 +399,143 @@ class WindowOptions:
         if not rate > 0 or not math.isfinite(rate):
             raise ValueError(f"trace: arrival rate must be > 0 and finite, got {rate}")
         return rate
+
+
+def stochastic_round(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """``floor(x)`` plus one with probability ``x - floor(x)`` (unbiased integer counts)."""
+    lo = np.floor(x)
+    return (lo + (rng.random(len(x)) < x - lo)).astype(np.int64)
+
+
+def renewal_fill(rng: np.random.Generator, start: np.ndarray, width: np.ndarray,
+                 k: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``k[g]`` arrivals inside ``[start[g], start[g] + width[g])`` for every group ``g``: the
+    normalised partial sums of ``k + 1`` Gamma(``shape[g]``) gaps (so the gaps have CV
+    ``1 / sqrt(shape)`` and the count is exactly ``k``), as ServeGen's regeneration.
+
+    Returns:
+        ``(times, group)``, grouped (not sorted across groups).
+    """
+    k = np.asarray(k, dtype=np.int64)
+    pos_k = np.flatnonzero(k > 0)
+    if len(pos_k) == 0:
+        return np.empty(0), np.empty(0, dtype=np.int64)
+    kk = k[pos_k]
+    g_len = kk + 1
+    seg_start = np.concatenate(([0], np.cumsum(g_len)[:-1]))
+    gaps = rng.standard_gamma(np.repeat(shape[pos_k], g_len))
+    tot = np.add.reduceat(gaps, seg_start)
+    flat = ~(tot > 0) | ~np.isfinite(tot)
+    if flat.any():  # every gap underflowed: spread evenly
+        gaps[np.repeat(flat, g_len)] = 1.0
+        tot = np.add.reduceat(gaps, seg_start)
+    gaps /= np.repeat(tot, g_len)
+    cs = np.cumsum(gaps)
+    before = np.concatenate(([0.0], cs[seg_start[1:] - 1]))
+    pos = cs - np.repeat(before, g_len)
+    keep = np.ones(len(cs), dtype=bool)
+    keep[seg_start + kk] = False  # the (k+1)-th partial sum is the window's end
+    group = np.repeat(pos_k, kk)
+    times = start[group] + width[group] * np.clip(pos[keep], 0.0, 1.0 - 1e-12)
+    return times, group
+
+
+def _cv_shape(t: np.ndarray, tenant: np.ndarray, n_tenants: int) -> np.ndarray:
+    """Per tenant, the Gamma shape ``1 / cv^2`` of its inter-arrival times (cv clipped to
+    [0.2, 5]; 1 for a tenant with fewer than 3 requests)."""
+    out = np.ones(n_tenants)
+    for c in range(n_tenants):
+        tc = t[tenant == c]
+        if len(tc) >= 3:
+            g = np.diff(tc)
+            mu = float(g.mean())
+            if mu > 0:
+                cv = min(max(float(g.std()) / mu, 0.2), 5.0)
+                out[c] = 1.0 / (cv * cv)
+    return out
+
+
+def scale_rows(rng: np.random.Generator, t: np.ndarray, tenant: np.ndarray | None, i0: int,
+               i1: int, n: int, target: float, reference: str, bin_s: float, loop: bool,
+               name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``rate_mode="scale"`` for rows ``[i0, i1)`` of sorted times ``t``: ``n`` arrivals on the
+    trace's clock from a uniformly drawn start, at the rate multiplied (see the module doc).
+
+    Returns:
+        ``(rows, times)``: per arrival the recorded row whose attributes it copies, and its
+        time from the window's start (sorted).
+    """
+    seg = t[i0:i1]
+    cnt = i1 - i0
+    base = float(seg[0])
+    span = float(seg[-1]) - base
+    period = span + span / (cnt - 1) if span > 0 else 1.0
+    nb = max(1, math.ceil(period / bin_s))
+    tc = (np.zeros(cnt, dtype=np.int64) if tenant is None
+          else np.asarray(tenant[i0:i1], dtype=np.int64))
+    T = int(tc.max()) + 1
+    b = np.minimum(((seg - base) // bin_s).astype(np.int64), nb - 1)
+    grp = b * T + tc
+    order = np.argsort(grp, kind="stable")
+    gcount = np.bincount(grp, minlength=nb * T)
+    gstart = np.concatenate(([0], np.cumsum(gcount)[:-1]))
+    shape = np.tile(_cv_shape(seg - base, tc, T), nb)
+    bstart = np.repeat(np.arange(nb) * bin_s, T)
+    bwidth = np.repeat(np.minimum(bin_s, period - np.arange(nb) * bin_s), T)
+    per_bin = gcount.reshape(nb, T).sum(axis=1).astype(np.float64)
+    t0 = float(rng.random()) * period
+    b0 = min(int(t0 // bin_s), nb - 1)
+    if reference == "window":  # the trace's count over n / target seconds from t0
+        dur = n / target
+        cum = np.concatenate(([0.0], np.cumsum(per_bin)))
+        edges = np.minimum(np.arange(nb + 1) * bin_s, period)
+
+        def count_to(x: float) -> float:
+            wraps, r = divmod(x, period)
+            return wraps * cum[-1] + float(np.interp(r, edges, cum))
+
+        c = count_to(t0 + dur) - count_to(t0)
+        factor = n / c if c >= 1 else target / (cnt / period)
+    else:
+        factor = target / (cnt / period)
+    parts_t: list[np.ndarray] = []
+    parts_r: list[np.ndarray] = []
+    have = 0
+    off = b0
+    first = True
+    while have < n:
+        need = (n - have) + 10 * math.sqrt(n - have) + 10
+        offs: list[int] = []
+        acc = 0.0
+        while acc < need or not offs:
+            if off >= nb and not loop:
+                raise ValueError(f"{name}: the split holds too few requests for {n} at this "
+                                 "rate; use loop=True, a larger split or fewer requests")
+            offs.append(off)
+            acc += per_bin[off % nb] * factor
+            off += 1
+            if len(offs) > 4 * nb and acc == 0:
+                raise ValueError(f"{name}: the window holds no requests")
+        o = np.asarray(offs)
+        groups = ((o % nb)[:, None] * T + np.arange(T)[None, :]).ravel()
+        shift = np.repeat((o // nb) * period, T)
+        k = stochastic_round(rng, gcount[groups] * factor)
+        times, g = renewal_fill(rng, bstart[groups] + shift, bwidth[groups], k, shape[groups])
+        gg = groups[g]
+        src = order[gstart[gg] + (rng.random(len(gg)) * gcount[gg]).astype(np.int64)
+                    .clip(0, np.maximum(gcount[gg] - 1, 0))]
+        srt = np.argsort(times, kind="stable")
+        times, src = times[srt], src[srt]
+        if first:
+            sel = times >= t0
+            times, src = times[sel], src[sel]
+            first = False
+        parts_t.append(times)
+        parts_r.append(src)
+        have += len(times)
+    times = np.concatenate(parts_t)[:n] - t0
+    rows = np.concatenate(parts_r)[:n] + i0
+    return rows, times
 
 
 def _choose_segment(rng: np.random.Generator, counts: np.ndarray) -> int:
@@ -547,7 +714,10 @@ class _TableReplay(RowOptions, ABC):
         p = target / seg_rate if mode == "thin" else 1.0
         if mode == "thin" and p >= 1.0:
             mode = "compress"
-        if mode == "thin":
+        if mode == "scale":
+            rows, times = scale_rows(rng, t, table.tenant, i0, i1, n, target,
+                                     self.rate_reference, self.scale_window_s, self.loop, name)
+        elif mode == "thin":
             m = math.ceil(n / p + 8 * math.sqrt(n / p) + 32)
             while True:
                 rows, times, t0 = window_positions(rng, t, i0, i1, m, self.loop, name)
@@ -558,9 +728,10 @@ class _TableReplay(RowOptions, ABC):
             rows, times = rows[kept[:n]], times[kept[:n]]
         else:
             rows, times, t0 = window_positions(rng, t, i0, i1, n, self.loop, name)
-        times = times - t0
+        if mode != "scale":
+            times = times - t0
         q = table.quantum_s
-        if self.spread_quantized and q:
+        if self.spread_quantized and q and mode != "scale":
             times = times + rng.random(len(times)) * q
             order = np.argsort(times, kind="stable")
             rows, times = rows[order], times[order]
@@ -580,7 +751,7 @@ class _TableReplay(RowOptions, ABC):
             model = model_lut[table.model[rows]]  # type: ignore[index]
         elif table.tenant is not None and self.tenant_mapping != "mix":
             volume = np.bincount(table.tenant, minlength=len(table.tenant_names))
-            model = tenant_model_map(volume, mix, self.tenant_mapping)[table.tenant[rows]]
+            model = self.tenant_lut(volume, tuple(table.tenant_names), mix)[table.tenant[rows]]
 
         def col(c: np.ndarray | None) -> np.ndarray | None:
             return None if c is None else c[rows]

@@ -40,7 +40,7 @@ import numpy as np
 from traces.arrivals import Arrivals, WorkloadMix
 from traces.csvfast import read_csv
 from traces.paths import shared_file
-from traces.replay import Split, WindowOptions, tenant_model_map
+from traces.replay import Split, WindowOptions, stochastic_round
 from traces.report import TraceFormatError, TraceReport
 
 SIZE_PROBS = np.array([0.10, 0.25, 0.50, 0.75, 0.90, 0.95, 0.99, 1.0])
@@ -223,7 +223,8 @@ def _load(rates: str, sizes: str | None, stamp: tuple[tuple[int, int], ...], win
 
 
 def regenerate(rng: np.random.Generator, data: ServeGenData, windows: np.ndarray,
-               shift: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               shift: np.ndarray, factor: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Arrivals of every client in the given windows, sorted by time.
 
     Args:
@@ -231,6 +232,9 @@ def regenerate(rng: np.random.Generator, data: ServeGenData, windows: np.ndarray
         data: The data set.
         windows: Window indices to generate.
         shift: Seconds added to each window's times (for a segment that repeats).
+        factor: Multiply each (client, window) count by this (stochastically rounded) and
+            regenerate that many arrivals in the window (``rate_mode="scale"``); None: the
+            data's counts.
 
     Returns:
         ``(times, client, data_time)`` sorted by time; ``data_time`` is without the shift.
@@ -242,6 +246,8 @@ def regenerate(rng: np.random.Generator, data: ServeGenData, windows: np.ndarray
     base = np.repeat(windows * data.window_s, lens)
     sh = np.repeat(shift, lens)
     k = data.count[rows]
+    if factor is not None:
+        k = stochastic_round(rng, k * float(factor))
     pos_k = k > 0
     rows, base, sh, k = rows[pos_k], base[pos_k], sh[pos_k], k[pos_k]
     if len(rows) == 0:
@@ -405,11 +411,16 @@ class ServeGenReplay(WindowOptions):
         if mode == "thin" and p >= 1.0:
             mode = "compress"
         m = n if mode != "thin" else math.ceil(n / p + 8 * math.sqrt(n / p) + 32)
-        if m > seg_total and not self.loop:
+        if mode == "scale":
+            times, client, t_abs, t0 = self._window(rng, data, w0, w1, n, target)
+            times = times - t0
+        elif m > seg_total and not self.loop:
             raise ValueError(f"{data.source}: the split holds {seg_total} requests but the "
                              f"episode needs {m}; use loop=True, a larger split or fewer "
                              "requests")
-        if mode == "thin":
+        if mode == "scale":
+            pass
+        elif mode == "thin":
             while True:
                 times, client, t_abs, t0 = self._window(rng, data, w0, w1, m)
                 kept = np.flatnonzero(rng.random(len(times)) < p)
@@ -419,7 +430,7 @@ class ServeGenReplay(WindowOptions):
             times, client, t_abs = times[kept[:n]], client[kept[:n]], t_abs[kept[:n]]
         else:
             times, client, t_abs, t0 = self._window(rng, data, w0, w1, m)
-        times = times - t0
+            times = times - t0
         if mode == "compress":
             if self.rate_reference == "window":
                 span = float(times[-1] - times[0])
@@ -431,7 +442,8 @@ class ServeGenReplay(WindowOptions):
             times = times * (native / target)
         model = None
         if self.tenant_mapping != "mix":
-            model = tenant_model_map(data.client_volume, mix, self.tenant_mapping)[client]
+            model = self.tenant_lut(data.client_volume, tuple(
+                f"client-{c}" for c in data.client_ids.tolist()), mix)[client]
         fields = self.size_fields
         if fields is None:
             fields = ("input_tokens",) if "input_tokens" in data.sizes else tuple(
@@ -442,9 +454,24 @@ class ServeGenReplay(WindowOptions):
             output_size=_sample_sizes(rng, data, self.output_fields, client, t_abs),
             tenant=client, tenants=tuple(f"client-{c}" for c in data.client_ids.tolist()))
 
+    def _scale_factor(self, cum: np.ndarray, edges: np.ndarray, t0: float, m: int,
+                      target: float) -> float:
+        """The count multiplier of ``rate_mode="scale"``: ``rate_reference="window"``, ``m``
+        over the data's count in the ``m / target`` seconds from ``t0``; ``"trace"``, target
+        over the segment's mean rate."""
+        seg_rate = float(cum[-1]) / float(edges[-1] - edges[0])
+        if self.rate_reference == "window":
+            c = _count_to(cum, edges, t0 + m / target) - _count_to(cum, edges, t0)
+            if c >= 1:
+                return m / c
+        return target / seg_rate
+
     def _window(self, rng: np.random.Generator, data: ServeGenData, w0: int, w1: int,
-                m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """``m`` arrivals from a start drawn in windows ``[w0, w1)`` (repeating past ``w1``).
+                m: int, target: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """``m`` arrivals from a start drawn in windows ``[w0, w1)`` (repeating past ``w1``);
+        with ``target`` (``rate_mode="scale"``) every window's counts are multiplied so the
+        arrivals come at ``target`` on average (see :meth:`_scale_factor`).
 
         Returns:
             ``(times, client, data_time, t0)``.
@@ -454,10 +481,16 @@ class ServeGenReplay(WindowOptions):
         wc = data.window_count[w0:w1].astype(np.float64)
         cum = np.concatenate(([0.0], np.cumsum(wc)))
         edges = (w0 + np.arange(span + 1)) * w
-        slack = m + 10 * math.sqrt(m) + 10
-        t_max = float(np.interp(cum[-1] - slack, cum, edges)) if cum[-1] > slack else \
-            float(edges[-1]) - 1e-9 * w
-        t0 = float(edges[0]) + float(rng.random()) * (t_max - float(edges[0]))
+        factor: float | None = None
+        if target is not None:
+            t0 = float(edges[0]) + float(rng.random()) * (float(edges[-1]) - float(edges[0]))
+            factor = self._scale_factor(cum, edges, t0, m, target)
+            wc = wc * factor
+        else:
+            slack = m + 10 * math.sqrt(m) + 10
+            t_max = float(np.interp(cum[-1] - slack, cum, edges)) if cum[-1] > slack else \
+                float(edges[-1]) - 1e-9 * w
+            t0 = float(edges[0]) + float(rng.random()) * (t_max - float(edges[0]))
         off = min(int((t0 - edges[0]) // w), span - 1)
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         have = 0
@@ -470,7 +503,10 @@ class ServeGenReplay(WindowOptions):
                 acc += wc[off % span]
                 off += 1
             o = np.asarray(offs)
-            tt, cc, dt = regenerate(rng, data, w0 + o % span, (o // span) * span * w)
+            if factor is not None and not self.loop and off > span:
+                raise ValueError(f"{data.source}: the split is too short for {m} requests at "
+                                 "this rate; use loop=True, a larger split or fewer requests")
+            tt, cc, dt = regenerate(rng, data, w0 + o % span, (o // span) * span * w, factor)
             if not parts:
                 sel = tt >= t0
                 tt, cc, dt = tt[sel], cc[sel], dt[sel]
@@ -480,3 +516,11 @@ class ServeGenReplay(WindowOptions):
         client = np.concatenate([p[1] for p in parts])[:m]
         data_time = np.concatenate([p[2] for p in parts])[:m]
         return times, client, data_time, t0
+
+
+def _count_to(cum: np.ndarray, edges: np.ndarray, x: float) -> float:
+    """Requests of windows ``edges`` (cumulative ``cum``) before time ``x``, the segment
+    repeating past its end."""
+    period = float(edges[-1] - edges[0])
+    wraps, r = divmod(x - float(edges[0]), period)
+    return wraps * float(cum[-1]) + float(np.interp(float(edges[0]) + r, edges, cum))

@@ -556,4 +556,88 @@ class MixShift:
         model = np.zeros(n, dtype=np.int32)
         for j in range(cdf.shape[1] - 1):
             np.add(model, u >= cdf[phase, j], out=model, casting="unsafe")
+class MixSchedule:
+    """A diurnal *mix* schedule: each model's share of the arrivals follows its own daily
+    curve, so the model mix drifts over the episode (the total rate may follow one too).
+
+    Model ``m``'s share at time ``t`` is proportional to ``p_m * max(0, 1 + a cos(2 pi (t/P +
+    phase - phases[m])))`` (``p_m`` its popularity in the workload mix), averaged over ``grid``
+    cells per period; the total intensity is ``rate * (1 + rate_amplitude sin(2 pi (t/P +
+    phase)))``, exactly averaged per cell as :class:`Diurnal`. Each arrival's model is drawn
+    from the shares of its cell. With the default ``period`` of a day in seconds the clock is
+    real: an hour-long episode sees an hour's drift.
+
+    Args:
+        amplitude: Relative amplitude ``a`` of each model's share curve (>= 0; above 1 a model
+            is absent for part of the day).
+        phases: Per model (in the mix's order), the time of its peak in periods; None spreads
+            the peaks evenly (``m / M``).
+        period: Period ``P`` in ``time_unit``.
+        phase: Start of the episode in periods (a time of day); None draws it per episode.
+        rate_amplitude: Relative amplitude of the total rate in [0, 1] (0: constant).
+        cv: CV of the unit-rate arrival process (1: Poisson).
+        time_unit: ``s`` or ``episode``.
+        grid: Piecewise-constant cells per period.
+        rate_scale: Multiplies the target rate.
+    """
+
+    amplitude: float = 0.8
+    phases: tuple[float, ...] | None = None
+    period: float = 86400.0
+    phase: float | None = None
+    rate_amplitude: float = 0.0
+    cv: float = 1.0
+    time_unit: TimeUnit = "s"
+    grid: int = 1440
+    rate_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.amplitude >= 0 or not math.isfinite(self.amplitude):
+            raise ValueError(f"MixSchedule: amplitude must be >= 0, got {self.amplitude}")
+        if not 0 <= self.rate_amplitude <= 1:
+            raise ValueError(f"MixSchedule: rate_amplitude must be in [0, 1], got "
+                             f"{self.rate_amplitude}")
+        if not self.period > 0:
+            raise ValueError(f"MixSchedule: period must be > 0, got {self.period}")
+        if self.grid < 4:
+            raise ValueError(f"MixSchedule: grid must be >= 4, got {self.grid}")
+        if self.phases is not None:
+            object.__setattr__(self, "phases", tuple(float(x) for x in self.phases))
+
+    def shares(self, mix: WorkloadMix, phase: float) -> np.ndarray:
+        """``(grid, M)``: each cell's model probabilities, the episode starting at ``phase``."""
+        M = len(mix.models)
+        if self.phases is not None and len(self.phases) != M:
+            raise ValueError(f"MixSchedule: {len(self.phases)} phases for {M} models")
+        ph = np.arange(M) / M if self.phases is None else np.asarray(self.phases)
+        g = self.grid
+        # cell means of max(0, 1 + a cos(.)) by 16-point averaging within each cell
+        x = (np.arange(g * 16) + 0.5) / (g * 16)
+        curve = np.maximum(0.0, 1.0 + self.amplitude * np.cos(
+            2 * np.pi * (x[:, None] + phase - ph[None, :])))
+        w = curve.reshape(g, 16, M).mean(axis=1) * mix.probabilities[None, :]
+        tot = w.sum(axis=1, keepdims=True)
+        w = np.where(tot > 0, w / np.where(tot > 0, tot, 1.0), 1.0 / M)
+        return w
+
+    def sample(self, rng: np.random.Generator, mix: WorkloadMix, n: int,
+               rate_qps: float) -> Arrivals:
+        """``n`` arrivals at mean rate ``rate_qps * rate_scale`` whose mix drifts."""
+        rate = _rate(rate_qps, self.rate_scale)
+        n = _check_n(n)
+        period_s = self.period * _unit_seconds(self.time_unit, n, rate)
+        phase = float(rng.random()) if self.phase is None else float(self.phase)
+        e = _unit_arrivals(rng, n, self.cv)
+        lam = rate * _sine_cell_means(self.grid, self.rate_amplitude, phase)
+        edges = np.linspace(0.0, period_s, self.grid + 1)
+        times = invert_periodic(e, edges, lam)
+        cell = np.minimum((np.mod(times, period_s) / period_s * self.grid).astype(np.int64),
+                          self.grid - 1)
+        cum = np.cumsum(self.shares(mix, phase), axis=1)
+        cum[:, -1] = 1.0
+        u = rng.random(n)
+        model = np.zeros(n, dtype=np.int32)
+        c = cum[cell]
+        for k in range(cum.shape[1] - 1):
+            model += (u >= c[:, k]).astype(np.int32)
         return Arrivals.from_mix(times, mix, rng, model=model)
