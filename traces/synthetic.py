@@ -556,6 +556,11 @@ class MixShift:
         model = np.zeros(n, dtype=np.int32)
         for j in range(cdf.shape[1] - 1):
             np.add(model, u >= cdf[phase, j], out=model, casting="unsafe")
+        return Arrivals.from_mix(times, mix, rng, model=model)
+
+
+
+@dataclass(frozen=True)
 class MixSchedule:
     """A diurnal *mix* schedule: each model's share of the arrivals follows its own daily
     curve, so the model mix drifts over the episode (the total rate may follow one too).
