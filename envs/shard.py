@@ -848,7 +848,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         vals = np.empty((4, N))
         np.multiply(self._req_node, inv_sla, vals[0])
         np.subtract(self._req_pred, self._fin, vals[1])
-        np.maximum(vals[1], 0.0, vals[1])
+        np.maximum(vals[1], 0.0, out=vals[1])
         vals[1] *= inv_sla
         vals[2] = [lk.n for lk in sim.links_down]
         vals[2] += [lk.n for lk in sim.links_up]

@@ -83,6 +83,23 @@ def test_scale_is_reproducible_and_refuses_bad_options(tmp_path: Path) -> None:
             np.random.default_rng(0), MIX, 10_000, 5.0)
 
 
+def test_scale_refuses_a_time_far_beyond_the_rest(tmp_path: Path) -> None:
+    """One row at 1e9 s would cut the trace into 16.7 M bins (it ran out of memory before):
+    one line naming the file and the cause, before any large allocation."""
+    t = np.cumsum(np.random.default_rng(0).exponential(0.01, 2_000))
+    t[-1] = 1e9
+    path = tmp_path / "outlier.csv"
+    path.write_text("time_s,model\n" + "".join(f"{x:.6f},resnet50\n" for x in t))
+    with pytest.raises(ValueError, match=r"outlier\.csv: rate_mode='scale' would cut .* "
+                       r"1[0-9],[0-9,]+ bins .*far beyond the rest"):
+        CsvReplay(str(path), rate_mode="scale").sample(np.random.default_rng(0), MIX, 1_000,
+                                                      500.0)
+    # the same trace in 10^4-s bins fits, and the default mode never bins it
+    CsvReplay(str(path), rate_mode="scale", scale_window_s=1e4).sample(
+        np.random.default_rng(0), MIX, 1_000, 500.0)
+    CsvReplay(str(path)).sample(np.random.default_rng(0), MIX, 1_000, 500.0)
+
+
 def test_renewal_fill_counts_and_cv() -> None:
     rng = np.random.default_rng(0)
     k = np.array([0, 5, 20_000])

@@ -455,6 +455,12 @@ def _cv_shape(t: np.ndarray, tenant: np.ndarray, n_tenants: int) -> np.ndarray:
     return out
 
 
+#: Most (bin, tenant) groups ``rate_mode="scale"`` builds for a split: about 3.8 years of trace
+#: time in 60 s bins for one tenant (each group costs a few numbers; a time far beyond the
+#: rest would otherwise ask for memory without bound).
+MAX_SCALE_BINS = 2_000_000
+
+
 def scale_rows(rng: np.random.Generator, t: np.ndarray, tenant: np.ndarray | None, i0: int,
                i1: int, n: int, target: float, reference: str, bin_s: float, loop: bool,
                name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -474,6 +480,11 @@ def scale_rows(rng: np.random.Generator, t: np.ndarray, tenant: np.ndarray | Non
     tc = (np.zeros(cnt, dtype=np.int64) if tenant is None
           else np.asarray(tenant[i0:i1], dtype=np.int64))
     T = int(tc.max()) + 1
+    if nb * T > MAX_SCALE_BINS:
+        raise ValueError(
+            f"{name}: rate_mode='scale' would cut {span:.4g} s of trace into {nb:,} bins of "
+            f"{bin_s:g} s x {T} tenant(s), over the limit of {MAX_SCALE_BINS:,} (a time far "
+            "beyond the rest?); check the trace's times or raise scale_window_s")
     b = np.minimum(((seg - base) // bin_s).astype(np.int64), nb - 1)
     grp = b * T + tc
     order = np.argsort(grp, kind="stable")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from envs.sim.dlrm.layout import ShardLayout
 from envs.sim.dlrm.skew import bucket_masses, cdf
 from envs.sim.dlrm.spec import RandomDisruption
+from envs.sim.packing import pack, unpack
 
 
 def che_hit_rates(seg_rows: Sequence[int], seg_track: Sequence[int], rates: Sequence[float],
@@ -94,6 +96,16 @@ class CapacityEstimate:
     hit: np.ndarray
     row_hit: np.ndarray
     warm_rows: np.ndarray
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["warm_rows"] = pack(self.warm_rows)  # integers, mostly repeats: compressed
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state["warm_rows"] = unpack(state["warm_rows"])
+        object.__setattr__(self, "__dict__", state)  # frozen: no __setattr__
 
 
 def estimate_capacity(layout: ShardLayout, stragglers: RandomDisruption | None = None,

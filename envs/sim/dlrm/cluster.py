@@ -59,6 +59,7 @@ from envs.sim.dlrm.pslink import PsLink
 from envs.sim.dlrm.records import Arena, FanoutCounters, Migration, Request, SubRequest
 from envs.sim.dlrm.rowcache import LfuRowCache, LruRowCache
 from envs.sim.dlrm.spec import FaultEvent, RandomDisruption
+from envs.sim.packing import pack, unpack
 
 ARRIVAL = 0
 LINK_DONE = 1
@@ -332,9 +333,18 @@ class ShardSim:
         state = self.__dict__.copy()
         for name in self._VIEWS:  # pickle would copy them and lose the sharing
             state.pop(name, None)
+        # Scratch buffers (written before every read) go as their size; the warm-up rows
+        # (integers, mostly repeats) compressed.
+        state["_u_buf"] = (self._u_buf.dtype.str, len(self._u_buf))
+        state["_key_buf"] = (self._key_buf.dtype.str, len(self._key_buf))
+        state["_warm_rows"] = pack(self._warm_rows)
         return state
 
-    def __setstate__(self, state: dict[str, object]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name in ("_u_buf", "_key_buf"):
+            dtype, n = state[name]
+            state[name] = np.empty(n, dtype=np.dtype(dtype))
+        state["_warm_rows"] = unpack(state["_warm_rows"])
         self.__dict__.update(state)
         self._bind_views()
 
