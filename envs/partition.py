@@ -377,7 +377,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._rate_t = now
         reward = self._reward()
         obs = self._obs()
-        return obs, reward, False, False, sim.counters.summary(now)
+        return obs, reward, False, False, sim.summary()
 
     def action_masks(self) -> np.ndarray:
         """Valid actions for the pending query (reject is always valid)."""
@@ -603,4 +603,4 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
     def _info(self) -> dict[str, Any]:
         sim = self.sim
         assert sim is not None
-        return sim.counters.summary(sim.now)
+        return sim.summary()

@@ -734,9 +734,10 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     def _info(self) -> dict[str, Any]:
         sim = self.sim
         assert sim is not None
-        info: dict[str, Any] = sim.counters.summary(sim.now)
-        # Utilisation over the partitions that existed (slots are empty in smaller layouts).
-        info["utilization"] = (sum(sim.counters.busy_s) / self._slot_time
+        info: dict[str, Any] = sim.summary()
+        # Utilisation over the partitions that existed (slots are empty in smaller layouts),
+        # running batches counted up to now only.
+        info["utilization"] = ((sum(sim.counters.busy_s) - sim.busy_ahead_s()) / self._slot_time
                                if self._slot_time > 0 else 0.0)
         info["reconfigurations"] = sim.reconfigurations
         info["downtime_s"] = sim.downtime_s

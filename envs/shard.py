@@ -944,7 +944,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                        + sub.dropped_failed)
         base = self._info_base
         if key != self._summary_key or base is None:
-            self._summary, self._summary_key = req.summary(now), key
+            node_ahead, dense_ahead = sim.busy_ahead_s(now)
+            self._summary, self._summary_key = req.summary(now, dense_ahead), key
             summary = self._summary
             lookups = sim.cache_lookups_total
             req_dropped = (req.dropped_rejected + req.dropped_overflow + req.dropped_expired
@@ -964,7 +965,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                 "dropped_expired": sub.dropped_expired, "dropped_failed": sub.dropped_failed,
                 "in_system": sub.arrived - sub.completed - sub_dropped,
                 "retried": sim.sub_retried,
-                "utilization": sum(sub.busy_s) / (self.n_nodes * now) if now > 0 else 0.0,
+                "utilization": ((sum(sub.busy_s) - node_ahead) / (self.n_nodes * now)
+                                if now > 0 else 0.0),
                 "cache_hit_rate": sim.cache_hits_total / lookups if lookups else 0.0,
                 "link_utilization": mean_link, "link_utilization_max": max_link,
                 "capacity_qps": self.capacity_qps, "invalid_actions": self._invalid,

@@ -444,7 +444,8 @@ class ClusterSim:
         (provisioned), ``used_cost_per_query_usd``. ``counters``: :meth:`counters` of this
         moment when the caller has them already."""
         c = self.counters() if counters is None else counters
-        out = c.summary(self.now)
+        now = self.now
+        out = c.summary(now, sum(dev.busy_ahead_s(now) for dev in self.devices))
         done = c.completed
         out["in_transit"] = self.transit_total
         out["loads"] = self.loads

@@ -208,6 +208,20 @@ class GpuServingSim:
         """Simulated time in seconds."""
         return self.events.now
 
+    def busy_ahead_s(self, now: float | None = None) -> float:
+        """Busy time in ``counters.busy_s`` that lies after ``now`` (default: the clock): a
+        batch's whole duration is counted when it starts, so this is what the running
+        batches have left (subtracted where a utilization over the elapsed time is
+        reported)."""
+        if now is None:
+            now = self.events.now
+        return sum(u - now for u, b in zip(self.busy_until, self.busy, strict=True)
+                   if b and u > now)
+
+    def summary(self) -> dict[str, float]:
+        """``counters.summary`` at the current time, busy time clipped at the clock."""
+        return self.counters.summary(self.events.now, self.busy_ahead_s())
+
     def pending_model(self) -> int:
         """Model index of the pending request."""
         assert self.pending is not None

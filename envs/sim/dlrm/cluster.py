@@ -95,6 +95,7 @@ class _Node:
     straggling: bool = False
     randomly_down: bool = False
     members: dict[int, SubRequest] = field(default_factory=dict)  # routed here, not back
+    service_s: float = 0.0  # length of the running (or last) service, counted in busy_s
 
 
 class ShardSim:
@@ -224,6 +225,11 @@ class ShardSim:
         self.links_up = [PsLink(lk.payload_bps, (lk.latency_us + lk.rpc_us) * 1e-6)
                          for lk in spec.links]
         self.dense_free = [0.0] * spec.dense_servers
+        #: Per dense device, ``(start, end)`` of its MLP jobs that may not have ended (each is
+        #: counted whole in ``req.busy_s`` when scheduled; a top MLP can wait for its bottom
+        #: MLP, so a device's jobs ahead may have gaps between them).
+        self._dense_jobs: list[deque[tuple[float, float]]] = [
+            deque() for _ in range(spec.dense_servers)]
         #: Per node: sub-requests routed there and not back (in flight, queued, serving).
         self.outstanding = np.zeros(N, dtype=np.int64)
         # busy_s of every link direction (downlinks, then uplinks), refreshed by _relink
@@ -292,6 +298,24 @@ class ShardSim:
         self._arrivals_left = bool(self._arrival) and self.budget > 0
         if self._arrivals_left:
             self._schedule(self._arrival[0], ARRIVAL, 0)
+
+    def busy_ahead_s(self, now: float) -> tuple[float, float]:
+        """Busy time counted in ``sub.busy_s`` and ``req.busy_s`` that lies after ``now``
+        (a service or an MLP is counted whole when it starts): the rest of the running
+        services, and the dense work scheduled past ``now``."""
+        nodes = 0.0
+        for n, nd in enumerate(self.nodes):
+            if nd.serving is not None:
+                # A service that starts later than now (its input arrives then) has all of
+                # its length ahead, not more.
+                nodes += min(max(float(self.service_end[n]) - now, 0.0), nd.service_s)
+        dense = 0.0
+        for jobs in self._dense_jobs:
+            while jobs and jobs[0][1] <= now:
+                jobs.popleft()
+            for start, end in jobs:
+                dense += end - (start if start > now else now)
+        return nodes, dense
 
     def _warm(self, n: int) -> None:
         """Fill node ``n``'s cache with its segments' hottest rows (``warm_rows[n]``)."""
@@ -513,6 +537,7 @@ class ShardSim:
         start = max(now, self.dense_free[k])
         self.dense_free[k] = start + spec.bottom_s
         self.req.busy_s[k] += spec.bottom_s
+        self._dense_jobs[k].append((start, start + spec.bottom_s))
         req = Request(self._next_req, now, now + self._sla[i], start + spec.bottom_s, fanout)
         self._next_req += 1
         self._reqs[req.id] = req
@@ -818,6 +843,7 @@ class ShardSim:
         slow = nd.slow
         service = nominal * slow
         nd.serving = sub
+        nd.service_s = service
         end = now + service
         self.service_end[node] = end
         events = self.events
@@ -888,6 +914,7 @@ class ShardSim:
             start = max(ready, self.dense_free[k])
             self.dense_free[k] = start + spec.top_s
             self.req.busy_s[k] += spec.top_s
+            self._dense_jobs[k].append((start, start + spec.top_s))
             self._schedule(start + spec.top_s, REQUEST_DONE, req.id)
         elif req.failed and req.resolved == req.fanout:
             self._reqs.pop(req.id, None)
@@ -929,6 +956,9 @@ class ShardSim:
         if nd.service_event is not None:
             nd.service_event[0] = True  # cancelled
             nd.service_event = None
+        if nd.serving is not None:  # its whole service was counted busy when it started
+            self.sub.busy_s[node] -= min(max(0.0, float(self.service_end[node]) - now),
+                                         nd.service_s)
         nd.serving = None
         nd.queue.clear()
         self.work_s[node] = 0.0

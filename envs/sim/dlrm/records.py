@@ -177,9 +177,9 @@ class FanoutCounters(Counters):
         """Arrived and neither completed nor dropped."""
         return self.arrived - self.completed - self.dropped
 
-    def summary(self, elapsed_s: float) -> dict[str, float]:
+    def summary(self, elapsed_s: float, busy_ahead_s: float = 0.0) -> dict[str, float]:
         """:meth:`Counters.summary` with failures counted as drops."""
-        out = super().summary(elapsed_s)
+        out = super().summary(elapsed_s, busy_ahead_s)
         f = self.dropped_failed
         if f:
             finished = self.completed + self.dropped
