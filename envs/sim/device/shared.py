@@ -17,7 +17,8 @@ same dynamic batcher, same counters) with three things the MISD literature sched
   frees up, the model whose queue holds the most important request goes next (ties: the
   oldest), and its batch is filled from the most important level down. With ``preempt=True`` a
   request more important than the running batch kills it on arrival (the batch's requests go
-  back to the front of their queues; the work done is lost), PREMA's *kill* mechanism.
+  back to the front of their queues, also when that takes a queue past ``queue_capacity``:
+  they were admitted; the work done is lost), PREMA's *kill* mechanism.
 * **Re-partitioning.** :meth:`SharedGpuSim.reconfigure` swaps the partitions of some *slots*
   (a fixed number of slots holds the layout; a slot may be empty). Requests queued on changed
   slots are handed back to the caller to be placed again; running batches there either finish
