@@ -211,25 +211,35 @@ def robustness_rows(by_trace: Mapping[str, Mapping[float, Mapping[str, PolicyRes
     return rows
 
 
-def robustness_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown: one row per trace, one column per load; each cell the learned policy's goodput
-    vs the best other policy (or the best policy and its goodput without a learned one)."""
+def _robustness_grid(rows: Sequence[Mapping[str, Any]], no_learned: str,
+                     learned: str) -> tuple[list[float], list[tuple[str, list[str]]]]:
+    """The loads (columns) and, per trace, its cells: ``no_learned`` formatted with the best
+    policy's name and goodput where there is no learned policy, ``learned`` with the relative
+    difference and the best policy's name, "" where the trace was not run at that load."""
     loads = sorted({r["load"] for r in rows})
-    traces = list(dict.fromkeys(r["trace"] for r in rows))
     cell = {(r["trace"], r["load"]): r for r in rows}
-    lines = ["| trace | " + " | ".join(f"{lo:.0%}" for lo in loads) + " |",
-             "|---|" + "---:|" * len(loads)]
-    for t in traces:
+    out = []
+    for t in dict.fromkeys(r["trace"] for r in rows):
         cells = []
         for lo in loads:
             r = cell.get((t, lo))
             if r is None:
                 cells.append("")
             elif np.isnan(r["vs_best"]):
-                cells.append(f"{r['best']} {r['best_goodput']:.0f} q/s")
+                cells.append(no_learned.format(best=r["best"], goodput=r["best_goodput"]))
             else:
-                cells.append(f"{r['vs_best']:+.1%} vs {r['best']}")
-        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+                cells.append(learned.format(vs=r["vs_best"], best=r["best"]))
+        out.append((t, cells))
+    return loads, out
+
+
+def robustness_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: one row per trace, one column per load; each cell the learned policy's goodput
+    vs the best other policy (or the best policy and its goodput without a learned one)."""
+    loads, grid = _robustness_grid(rows, "{best} {goodput:.0f} q/s", "{vs:+.1%} vs {best}")
+    lines = ["| trace | " + " | ".join(f"{lo:.0%}" for lo in loads) + " |",
+             "|---|" + "---:|" * len(loads)]
+    lines += [f"| {t} | " + " | ".join(cells) + " |" for t, cells in grid]
     return "\n".join(lines)
 
 
@@ -316,23 +326,13 @@ def print_robustness(rows: Sequence[Mapping[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    loads = sorted({r["load"] for r in rows})
+    loads, grid = _robustness_grid(rows, "{best} {goodput:.0f}", "{vs:+.1%} ({best})")
     table = Table(title="learned vs best baseline goodput, per trace and load")
     table.add_column("trace", no_wrap=True)
     for lo in loads:
         table.add_column(f"{lo:.0%}", justify="right")
-    cell = {(r["trace"], r["load"]): r for r in rows}
-    for t in dict.fromkeys(r["trace"] for r in rows):
-        out = []
-        for lo in loads:
-            r = cell.get((t, lo))
-            if r is None:
-                out.append("")
-            elif np.isnan(r["vs_best"]):
-                out.append(f"{r['best']} {r['best_goodput']:.0f}")
-            else:
-                out.append(f"{r['vs_best']:+.1%} ({r['best']})")
-        table.add_row(t, *out)
+    for t, cells in grid:
+        table.add_row(t, *cells)
     Console(width=max(Console().width, 120)).print(table)
 
 
