@@ -156,6 +156,9 @@ def test_every_device_found_under_its_published_names(path: Path) -> None:
         assert device_name(name) == path.stem, name
         assert device_name(f"  {name.upper()} ") == path.stem, name
         assert device_name(f"{name} (per GPU of 8)") == path.stem, name
+        assert device_name(f"NVIDIA {name}") == path.stem, name
+        if name[-1].isalnum():   # MLPerf system names append the GPU count and stack
+            assert device_name(f"{name}x8_TRT") == path.stem, name
         if spec.mig is not None:
             assert device_name(f"{name} MIG 1g.10gb") == path.stem, name
 
@@ -168,6 +171,14 @@ def test_hopper_published_names() -> None:
     for name in ("H100-PCIe", "H100-PCIE", "H100-PCIe-80GB"):
         assert device_name(name) == "h100-pcie"
     assert device_name("H200-SXM") == "h200"
+    # MLPerf system names and the names nvidia-smi / torch.cuda report.
+    assert device_name("H100-SXM-80GBx8_TRT") == "h100-sxm"
+    assert device_name("H100-PCIe-80GBx1") == "h100-pcie"
+    assert device_name("H200-SXM-141GBx1_TRT") == "h200"
+    assert device_name("NVIDIA H100 80GB HBM3") == "h100-sxm"
+    assert device_name("NVIDIA H100 PCIe") == "h100-pcie"
+    assert device_name("NVIDIA H200") == "h200"
+    assert device_name("NVIDIA H100 NVL") is None   # no conf/hw device
     assert device_name("TPU v5e") is None
 
 
