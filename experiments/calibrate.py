@@ -334,13 +334,15 @@ def _report(results: Sequence[cal.Result], out: Path, title: str, extra: str = "
 
 
 def _split_ids(results: Sequence[cal.Result], devices: Sequence[str], models: Sequence[str],
-               base: set[str]) -> tuple[list[str], list[str]]:
-    """Rows held out: on ``devices``, or of ``models`` (a name of :data:`FAMILY` holds out its
-    whole family: ``resnet50``, ``bert``, ``dlrm``; other names only their own rows)."""
+               base: set[str], ids: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """Rows held out: on ``devices``, of ``models`` (a name of :data:`FAMILY` holds out its
+    whole family: ``resnet50``, ``bert``, ``dlrm``; other names only their own rows), or
+    named in ``ids``."""
     names = set(models)
     fam = {FAMILY.get(m, m) for m in models if m in FAMILY.values()}
     test = [r.id for r in results if r.id in base and (
-        r.device in devices or r.model in names or FAMILY.get(r.model, "") in fam)]
+        r.device in devices or r.model in names or FAMILY.get(r.model, "") in fam
+        or r.id in ids)]
     train = [i for i in sorted(base) if i not in set(test)]
     return train, test
 
@@ -377,21 +379,26 @@ def run_fit(cfg: DictConfig, out: Path) -> cal.FitResult:
                               "max_nfev": int(f.max_nfev)}
     # Leave-out experiments.
     lines = ["split,held_out_devices,held_out_models,n_train,train_median,train_p90,n_test,"
-             "test_median,test_p90,test_gpu_median"]
+             "test_median,test_p90,test_gpu_median,held_out_ids"]
     md = ["| held out | fitted rows | median | p90 | held-out rows | median | p90 |",
           "|---|---:|---:|---:|---:|---:|---:|"]
     holdout = OmegaConf.to_container(f.holdout, resolve=True) or {}
     assert isinstance(holdout, dict)
     for key, spec in holdout.items():
         split = str(key)
-        if not isinstance(spec, dict) or set(spec) - {"devices", "models"}:
-            raise UserError(f"fit.holdout.{split}: expected {{devices: [...], models: [...]}}")
+        if not isinstance(spec, dict) or set(spec) - {"devices", "models", "ids"}:
+            raise UserError(f"fit.holdout.{split}: expected "
+                            f"{{devices: [...], models: [...], ids: [...]}}")
         hd = [str(x) for x in spec.get("devices") or []]
         hm = [str(x) for x in spec.get("models") or []]
+        hi = [str(x) for x in spec.get("ids") or []]
         bad = sorted(set(hd) - set(devices))
         if bad:
             raise UserError(f"fit.holdout.{split}.devices: unknown device(s) {bad}")
-        train, test = _split_ids(before, hd, hm, base)
+        bad = sorted(set(hi) - {t.id for t in targets})
+        if bad:
+            raise UserError(f"fit.holdout.{split}.ids: unknown target id(s) {bad}")
+        train, test = _split_ids(before, hd, hm, base, hi)
         if not train or not test:
             raise UserError(f"fit.holdout.{split}: leaves {len(train)} rows to fit and "
                             f"{len(test)} to test")
@@ -401,8 +408,8 @@ def run_fit(cfg: DictConfig, out: Path) -> cal.FitResult:
         n_te, m_te, p_te = _stats(after, set(test))
         _, m_gpu, _ = _stats([r for r in after if not r.device.startswith("xeon")], set(test))
         lines.append(f"{split},{' '.join(hd)},{' '.join(hm)},{n_tr},{m_tr:.4f},{p_tr:.4f},"
-                     f"{n_te},{m_te:.4f},{p_te:.4f},{m_gpu:.4f}")
-        what = ", ".join([*hd, *hm])
+                     f"{n_te},{m_te:.4f},{p_te:.4f},{m_gpu:.4f},{' '.join(hi)}")
+        what = ", ".join([*hd, *hm, *hi])
         md.append(f"| {split}: {what} | {n_tr} | {100 * m_tr:.1f}% | {100 * p_tr:.1f}% | {n_te} | "
                   f"{100 * m_te:.1f}% | {100 * p_te:.1f}% |")
         print(f"holdout {split}: fitted {n_tr} rows (median {m_tr:.1%}), held out {n_te} "

@@ -10,6 +10,16 @@ a partition with ``S`` SMs and a fraction ``f`` of the device's memory bandwidth
     t_l    = max(t_c, t_m) + kernels_l * launch
     T(b)   = sum_l t_l + batch_overhead
 
+Activations stay in the L2 where they fit (GPUs with ``l2_act_fraction > 0``; compiled engines,
+not PyTorch eager, see :func:`hwmodels.calibration.stack_latency`). With ``C`` the usable L2
+(``l2_act_fraction`` of it; under MIG the slice's share, ``f`` times it) and
+``h_l = min(1, C / (b (act_in + act_out) bytes))`` the part of layer ``l``'s input and output
+that fit together, ``h_l * act_out`` of its output stays in the L2 and the next layer reads
+``min(h_l * act_out_l, h_{l+1} * act_in_{l+1})`` of its input from there; the rest moves to and
+from DRAM. Inputs no previous layer just wrote (embedding rows gathered from their tables, a
+decode step's KV cache) always come from DRAM. Large-L2 GPUs (L4: 48 MB, H100: 50 MB) run
+small-batch CNN layers from the L2; larger batches spill gradually (no cliff in batch).
+
 An MPS share with a fraction ``s`` of the SMs streams at most ``s / bw_sm_fraction`` of the
 device's bandwidth (``bw_sm_fraction``: the fraction of SMs that saturates DRAM, fitted on MPS
 shares; 0: no such limit), so memory-bound layers (depthwise convolutions, pooling, an eager
@@ -144,7 +154,11 @@ class LatencyModel:
             t_c = np.where(work > 0, work / (peak * eff), 0.0)
         act = arr.act + arr.eager_act if self.eager else arr.act
         kernels = arr.eager_ops if self.eager else arr.kernels
-        bytes_ = (arr.streamed_params + act * bb) * self._bpe
+        act_bytes = act * bb * self._bpe
+        if d.kind == "gpu" and d.l2_act_fraction > 0 and d.l2_mb > 0:
+            act_bytes = act_bytes - self._l2_resident(arr.act_in, arr.act_out, bb, self._bpe,
+                                                      d, partition) * self._bpe
+        bytes_ = arr.streamed_params * self._bpe + act_bytes
         bw_fraction = partition.bw_fraction
         if d.bw_sm_fraction > 0 and partition.mode == "mps":
             reach = sms / d.sm_count / d.bw_sm_fraction
@@ -179,6 +193,25 @@ class LatencyModel:
             bytes=bytes_.sum(axis=1).reshape(shape),
             host_s=host if isinstance(host, float) else host.reshape(shape),
         )
+
+    @staticmethod
+    def _l2_resident(act_in: np.ndarray, act_out: np.ndarray, bb: np.ndarray, bpe: float,
+                     d: DeviceSpec, partition: Partition) -> np.ndarray:
+        """Activation elements per batch (B, L) that stay in the L2 instead of DRAM.
+
+        A layer's output stays in the usable L2 (``l2_act_fraction`` of it; a MIG slice owns
+        its memory slices' share) in the proportion ``h = min(1, L2 / (b (act_in + act_out)
+        bytes))`` in which its input and output fit together, and the next layer reads that
+        part of its input from there. Inputs that no previous layer just wrote (embedding
+        rows gathered from their tables, a decode step's KV cache) come from DRAM.
+        """
+        cap = d.l2_act_fraction * d.l2_mb * 2**20 * partition.bw_fraction
+        work = (act_in + act_out) * bb * bpe
+        h = np.minimum(1.0, cap / np.maximum(work, 1e-30))
+        out_kept = h * act_out
+        prev_out = np.concatenate([np.zeros((bb.shape[0], 1)), out_kept[:, :-1]], axis=1)
+        in_kept = np.minimum(prev_out, act_in * h)
+        return (out_kept + in_kept) * bb
 
     def table_s(self, profile: WorkloadProfile | str, partition: Partition,
                 max_batch: int) -> np.ndarray:

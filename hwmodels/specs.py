@@ -51,6 +51,10 @@ class DeviceSpec:
         mem_bw_gbs: Peak memory bandwidth in GB/s.
         mem_gb: Memory capacity in GB.
         l2_mb: Last-level cache in MB.
+        l2_act_fraction: Fraction of the L2 (of a MIG slice's share of it) that holds a
+            layer's activations: a GPU layer whose inputs and outputs fit in it moves no
+            activation bytes to or from DRAM (0, the default: activations always go to DRAM;
+            see :mod:`hwmodels.latency`).
         tdp_w: Board power limit in W.
         idle_w: Idle power in W.
         pcie_gbs: Host link bandwidth per direction in GB/s.
@@ -92,6 +96,7 @@ class DeviceSpec:
     mem_gb: float
     clock_ghz: float = 1.0
     l2_mb: float = 0.0
+    l2_act_fraction: float = 0.0
     tdp_w: float = 0.0
     idle_w: float = 0.0
     pcie_gbs: float = 0.0
@@ -139,6 +144,8 @@ class DeviceSpec:
             problems.append("a cpu has no MIG (set mig: null)")
         if not 0 <= self.bw_sm_fraction <= 1:
             problems.append(f"bw_sm_fraction must be in [0, 1], got {self.bw_sm_fraction}")
+        if not 0 <= self.l2_act_fraction <= 1:
+            problems.append(f"l2_act_fraction must be in [0, 1], got {self.l2_act_fraction}")
         for attr in ("sm_contention", "eff_compute_half_mflop", "eff_vector_half_mflop",
                      "launch_us", "batch_overhead_us", "tdp_w", "idle_w", "l2_mb", "pcie_gbs",
                      "nvlink_gbs"):

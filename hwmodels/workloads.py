@@ -151,6 +151,8 @@ class LayerArrays:
         eager_act: Extra activation elements per sample of the unfused operators
             (:attr:`Layer.eager_act`).
         is_depthwise: Whether the layer is a depthwise convolution.
+        act_in: Activation elements read per sample (:attr:`Layer.act_in`).
+        act_out: Activation elements written per sample (:attr:`Layer.act_out`).
     """
 
     flops: np.ndarray
@@ -161,6 +163,8 @@ class LayerArrays:
     eager_ops: np.ndarray
     eager_act: np.ndarray
     is_depthwise: np.ndarray
+    act_in: np.ndarray
+    act_out: np.ndarray
 
     @classmethod
     def from_layers(cls, layers: Sequence[Layer]) -> LayerArrays:
@@ -176,9 +180,13 @@ class LayerArrays:
                               for lay in layers], dtype=np.float64)
         eager_act = np.array([lay.eager_act for lay in layers], dtype=np.float64)
         depthwise = np.array([lay.kind == "dwconv" for lay in layers], dtype=bool)
-        for arr in (flops, streamed, act, kernels, is_matmul, eager_ops, eager_act, depthwise):
+        act_in = np.array([lay.act_in for lay in layers], dtype=np.float64)
+        act_out = np.array([lay.act_out for lay in layers], dtype=np.float64)
+        for arr in (flops, streamed, act, kernels, is_matmul, eager_ops, eager_act, depthwise,
+                    act_in, act_out):
             arr.flags.writeable = False
-        return cls(flops, streamed, act, kernels, is_matmul, eager_ops, eager_act, depthwise)
+        return cls(flops, streamed, act, kernels, is_matmul, eager_ops, eager_act, depthwise,
+                   act_in, act_out)
 
 
 @dataclass(frozen=True)

@@ -130,8 +130,14 @@ HARDWARE: tuple[tuple[str, str], ...] = ()
 a suffix (:func:`device_name` finds the others by the ``name`` and ``aliases`` of the
 ``conf/hw`` YAMLs)."""
 
-_SUFFIXES = (re.compile(r"\s*\(per GPU of \d+\)$"), re.compile(r"\s+(MIG|\dx\dg)\b.*$"))
-"""A per-GPU note and a MIG layout after the device name (``"A100-SXM4-80GB MIG 1g.10gb"``)."""
+_SUFFIXES = (re.compile(r"\s*\(per GPU of \d+\)$"), re.compile(r"\s+(MIG|\dx\dg)\b.*$"),
+             re.compile(r"(?<=[0-9A-Za-z])x\d+(_[0-9A-Za-z]+)*$"))
+"""A per-GPU note, a MIG layout (``"A100-SXM4-80GB MIG 1g.10gb"``) or an MLPerf system count and
+stack (``"H100-SXM-80GBx8_TRT"``) after the device name."""
+
+_PREFIX = re.compile(r"^(NVIDIA|Tesla)\s+", re.IGNORECASE)
+"""A vendor or product-line word before the device name, as ``nvidia-smi`` and
+``torch.cuda.get_device_name`` report it (``"NVIDIA H100 80GB HBM3"``)."""
 
 
 def _key(name: str) -> str:
@@ -163,14 +169,16 @@ def device_name(hardware: str) -> str | None:
     """The ``conf/hw`` name for a targets CSV hardware string, or None.
 
     A string names a device by its YAML ``name`` or one of its ``aliases`` (case, spaces and
-    underscores aside), optionally followed by ``(per GPU of 8)`` or a MIG layout.
+    underscores aside), optionally after ``NVIDIA``/``Tesla`` and followed by ``(per GPU of 8)``,
+    a MIG layout or an MLPerf system count (``x8_TRT``).
     """
     text = hardware.strip()
     for pattern, name in HARDWARE:
         if re.match(pattern, text):
             return name
     names = _published_names()
-    for candidate in (text, *(rx.sub("", text) for rx in _SUFFIXES)):
+    bare = _PREFIX.sub("", text)
+    for candidate in (text, bare, *(rx.sub("", bare) for rx in _SUFFIXES)):
         hit = names.get(_key(candidate))
         if hit is not None:
             return hit

@@ -79,6 +79,10 @@ def stack_latency(device: DeviceSpec, precision: str, stack: str) -> LatencyMode
         eff_compute_max=min(1.0, device.eff_compute_max * st.get("eff_scale", 1.0)),
         batch_overhead_us=device.batch_overhead_us + st.get("batch_us", 0.0),
         launch_us=device.launch_us + st.get("launch_us", 0.0),
+        # PyTorch eager: no L2-resident activations. The 4,095 measured eager A100 rows
+        # (gpulet) are fitted worse with them (held-out slowdown median 7.4% -> 8.5%,
+        # calibration/FIDELITY.md), so only compiled engines keep activations in the L2.
+        l2_act_fraction=0.0 if stack == "eager" else device.l2_act_fraction,
     )
     host_us = st.get("host_us", 0.0)
     return LatencyModel(d, precision, eager=stack == "eager" and host_us > 0, host_us=host_us)
