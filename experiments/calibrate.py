@@ -59,9 +59,10 @@ FAMILY = {"resnet50": "resnet50", "bert-99": "bert", "bert-large": "bert", "dlrm
 
 
 def default_targets() -> Path | None:
-    """``../shared/calibration/published_targets.csv`` if present, else the committed copy."""
-    for p in (REPO.parent / "shared" / "calibration" / "published_targets.csv",
-              REPO / "calibration" / "published_targets.csv"):
+    """The committed ``calibration/published_targets.csv`` (every row of the shared copy plus
+    the cited rows added since), else ``../shared/calibration/published_targets.csv``."""
+    for p in (REPO / "calibration" / "published_targets.csv",
+              REPO.parent / "shared" / "calibration" / "published_targets.csv"):
         if p.is_file():
             return p
     return None
