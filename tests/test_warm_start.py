@@ -21,9 +21,12 @@ def _cfg(*overrides: str):
         return compose("train", overrides=["experiment=simd_placement", *overrides])
 
 
-def test_off_by_default_and_parsed_when_given() -> None:
-    assert warm_start_settings(_cfg(), ENV) is None
-    ws = warm_start_settings(_cfg("warm_start={teacher: hot_replicate, steps: 500, lr: 0.01}"),
+def test_off_when_null_and_parsed_when_given() -> None:
+    assert warm_start_settings(_cfg("warm_start=null"), ENV) is None
+    assert warm_start_settings(_cfg(), ENV) == WarmStart("hot_replicate", steps=20_000,
+                                                         epochs=15)  # simd_placement's recipe
+    ws = warm_start_settings(_cfg("warm_start=null",
+                                  "warm_start={teacher: hot_replicate, steps: 500, lr: 0.01}"),
                              ENV)
     assert ws == WarmStart("hot_replicate", steps=500, epochs=5, batch_size=256, lr=0.01)
 
@@ -39,23 +42,23 @@ def test_off_by_default_and_parsed_when_given() -> None:
 ])
 def test_bad_settings_are_one_line(value: str, needle: str) -> None:
     with pytest.raises(UserError, match=re.escape(needle)) as exc:
-        warm_start_settings(_cfg(f"warm_start={value}"), ENV)
+        warm_start_settings(_cfg("warm_start=null", f"warm_start={value}"), ENV)
     assert "\n" not in str(exc.value)
 
 
 def test_teacher_seeds_stay_apart_from_evaluation_and_normalisation() -> None:
     clash = f"eval.seeds=[{TEACHER_SEED_OFFSET + 5}]"
     with pytest.raises(UserError, match="evaluation seeds"):
-        warm_start_settings(_cfg("warm_start={teacher: static, steps: 10}", clash), ENV)
+        warm_start_settings(_cfg("warm_start.steps=10", clash), ENV)
     with pytest.raises(UserError, match=re.escape("vec_env.normalize")):
-        warm_start_settings(_cfg("warm_start={teacher: static}", "vec_env.normalize=true"), ENV)
+        warm_start_settings(_cfg("vec_env.normalize=true"), ENV)
 
 
 @pytest.mark.expensive  # a tiny training job: 20-40 s on 2 shared cores
 def test_train_app_clones_then_trains(tmp_path: Path) -> None:
     out = tmp_path / "r"
     res = run_app("experiments.train", "experiment=simd_placement", "total_timesteps=256",
-                  "warm_start={teacher: hot_replicate, steps: 600, epochs: 3}",
+                  "warm_start.steps=600", "warm_start.epochs=3",
                   "agent.n_steps=64", "agent.batch_size=64", "progress=false",
                   "eval.seeds=[10000]", "eval.loads=[0.8]", "export.parity_samples=50",
                   "env.kwargs.episode_queries=200", f"hydra.run.dir={out}")
