@@ -11,7 +11,7 @@ from gymnasium.envs.registration import register, registry
 from envs.partition import PartitionPlacementEnv
 from envs.presets import HW_PRESETS, WORKLOADS
 from envs.shard import SHARD_PRESETS, ShardRoutingEnv
-from envs.shard_placement import ShardPlacementEnv
+from envs.shard_placement import DRIFT_POPULARITY, ShardPlacementEnv
 
 NAMESPACE = "ldsgym"
 
@@ -31,6 +31,10 @@ for _name, _shard in SHARD_PRESETS.items():
     _register(f"{NAMESPACE}/ShardRouting-{_name}-v0", "envs.shard:ShardRoutingEnv",
               **_shard.kwargs())
 _register(f"{NAMESPACE}/ShardPlacement-v0", "envs.shard_placement:ShardPlacementEnv")
+# Drifting shard popularity: two shards at 3x their SSD traffic, a new random pair every
+# quarter of the episode (envs.sim.dlrm.popularity), at 80% of the static placement's capacity.
+_register(f"{NAMESPACE}/ShardPlacement-Drift-v0", "envs.shard_placement:ShardPlacementEnv",
+          load=0.8, popularity=dict(DRIFT_POPULARITY))
 
 # MISD (one GPU, many models): re-partitioning, and the preset variants of both MISD envs.
 # Variants replaying real traces are registered where the shared data is present.

@@ -25,6 +25,7 @@ from envs.sim.dlrm import (
     kernels,
     place_replicas,
 )
+from envs.sim.dlrm.popularity import ShardPopularity, expected_reads
 from envs.sim.dlrm.skew import DEFAULT_ALPHA, FITTED
 from hwmodels.energy import ClusterEnergy
 from hwmodels.latency import LatencyModel
@@ -353,6 +354,10 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     :class:`hwmodels.energy.ClusterEnergy` (``idle_w``, ``node_dynamic_w``,
     ``fast_j_per_read``, ``slow_j_per_read``, ``link_j_per_byte``, ``dense_dynamic_w``);
     energy never changes the dynamics, only ``info`` and a reward with ``energy_weight``.
+    ``popularity`` makes shard popularity drift during the episode: a hot set of shards whose
+    sub-requests carry more long-tail lookups, moving every phase
+    (:class:`envs.sim.dlrm.popularity.ShardPopularity`: ``hot``, ``factor``, ``phases``,
+    ``shift``, ``first``, ``random``, or explicit ``weights``); None (default) keeps it fixed.
 
     ## Version History
 
@@ -405,6 +410,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         node_hw: str | Mapping[str, Any] | DeviceSpec = "xeon-8380h-4s",
         energy: Mapping[str, float] | None = None,
         request_obs: bool = False,
+        popularity: Mapping[str, Any] | None = None,
     ) -> None:
         if load <= 0:
             raise ValueError(f"load must be > 0, got {load}")
@@ -509,6 +515,11 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         obs_spaces["request"] = box(0.0, _CLIP, (2,), np.float32)
         obs_spaces["rates"] = box(0.0, _CLIP, (1,), np.float32)
         self.request_obs = bool(request_obs)
+        #: Drifting shard popularity (None: stationary), and each shard's expected SSD reads
+        #: per sub-request that its weights scale.
+        self.popularity = ShardPopularity.parse(popularity, S)
+        self._shard_reads = expected_reads(self.capacity.service_s, self.cluster.node_overhead_s,
+                                           lay.c_slow)
         if self.request_obs:
             for k in REQUEST_KEYS:
                 obs_spaces[k] = box(0.0, _CLIP, (N,), np.float32)
@@ -540,7 +551,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             self.layout, arrivals.time_s, arrivals.sla_ms * 1e-3, self.episode_queries,
             np.random.default_rng(sim_seed), faults=self.faults, stragglers=self.stragglers,
             random_faults=self.random_faults, ewma=self.ewma, row_hit0=self.capacity.row_hit,
-            warm_rows=self.capacity.warm_rows, recycle=self.sim)
+            warm_rows=self.capacity.warm_rows, recycle=self.sim,
+            extra_reads=self._extra_reads(len(arrivals.time_s), trace_seed))
         self._max_sla = float(arrivals.sla_ms.max()) * 1e-3 if len(arrivals) else 1.0
         self._rate = 0.0
         self._rate_t = 0.0
@@ -607,6 +619,15 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         return list(self.sim.req.latency.counts) if self.sim is not None else []
 
     # ------------------------------------------------------------------ helpers
+    def _extra_reads(self, n_arrivals: int, trace_seed: int) -> np.ndarray | None:
+        """``ShardSim(extra_reads=...)`` of the episode's popularity schedule (None when
+        stationary); a random schedule draws from its own generator (seeded from the trace's
+        seed), so the other streams stay those of the stationary episode."""
+        if self.popularity is None:
+            return None
+        rng = np.random.default_rng([trace_seed, 0x9E3779B9])
+        return self.popularity.extra_reads(n_arrivals, self._shard_reads, rng)
+
     def _alloc_buffers(self) -> None:
         """Scratch arrays of the per-step arithmetic (reused; nothing returned aliases them)."""
         N = self.n_nodes

@@ -15,6 +15,9 @@ from envs.sim.dlrm import ShardSim, kernels
 
 Obs = dict[str, np.ndarray]
 _CLIP = 10.0
+#: ``popularity`` of ``ldsgym/ShardPlacement-Drift-v0`` (:mod:`envs.sim.dlrm.popularity`): two
+#: shards at 3x their SSD traffic, a new random pair every quarter of the episode.
+DRIFT_POPULARITY: dict[str, Any] = {"hot": 2, "factor": 3.0, "phases": 4, "random": True}
 
 
 def _f32(x: np.ndarray, hi: float = _CLIP) -> np.ndarray:
@@ -103,6 +106,11 @@ class ShardPlacementEnv(ShardRoutingEnv):
     placement's capacity) plus ``max_shards`` (slots per node; default one more than the
     initial placement uses) and ``min_replicas`` (default 1).
 
+    ``ldsgym/ShardPlacement-Drift-v0`` is the drifting-popularity scenario: ``popularity=``
+    :data:`DRIFT_POPULARITY` at ``load=0.8`` (see ``popularity`` in
+    :class:`~envs.shard.ShardRoutingEnv`): the placement that fits one quarter of the episode
+    is wrong for the next.
+
     ## Version History
 
     * v0: first release.
@@ -169,7 +177,8 @@ class ShardPlacementEnv(ShardRoutingEnv):
             self.layout, arrivals.time_s, arrivals.sla_ms * 1e-3, budget,
             np.random.default_rng(sim_seed), faults=self.faults, stragglers=self.stragglers,
             random_faults=self.random_faults, ewma=self.ewma, row_hit0=self.capacity.row_hit,
-            warm_rows=self.capacity.warm_rows, recycle=self.sim, dynamic=True)
+            warm_rows=self.capacity.warm_rows, recycle=self.sim, dynamic=True,
+            extra_reads=self._extra_reads(len(arrivals.time_s), trace_seed))
         self._rate = 0.0
         self._rate_t = 0.0
         self._demand = np.zeros(self.n_shards)

@@ -67,6 +67,8 @@ class TrainConf:
     resume: Optional[str] = None  # noqa: UP045
     # The online-learning study after evaluation (experiments/online.py; null: off).
     online: Any = None
+    # Behaviour cloning from a baseline before PPO (experiments/warm_start.py; null: off).
+    warm_start: Any = None
     # The learned policy's metric a sweeper optimises (experiments/sweeps.py; null: goodput).
     objective: Optional[str] = None  # noqa: UP045
 

@@ -60,6 +60,7 @@ class TrainStart:
     spec: EnvSpec
     policy_names: list[str]
     resume: ResumeState | None
+    warm_start: Any = None  # experiments.warm_start.WarmStart, or None
 
 
 def expand_resume(argv: list[str]) -> list[str]:
@@ -144,7 +145,9 @@ def startup(cfg: DictConfig, _overrides: list[str]) -> TrainStart:
     online_settings(cfg)  # experiment=online: its keys checked before any work
     names = ["learned", *baseline_names(cfg, spec.env_id)]
     make_policies([n for n in names if n != "learned"], None, spec.env_id)
-    return TrainStart(spec, names, resume)
+    from experiments.warm_start import warm_start_settings
+
+    return TrainStart(spec, names, resume, warm_start_settings(cfg, spec.env_id))
 
 
 @hydra_app("train", startup=startup, expand_argv=expand_resume)
@@ -256,6 +259,16 @@ def train(cfg: DictConfig, start: TrainStart, out: Path,
             model = instantiate(cfg.agent, _convert_="all")(env=vec_env, seed=int(cfg.seed))
         except Exception as exc:
             raise UserError(f"agent: {' '.join(str(exc).split())}") from None
+        if start.warm_start is not None:
+            from experiments.warm_start import run_warm_start
+
+            t_ws = time.perf_counter()
+            record = run_warm_start(start.warm_start, start.spec, model, int(cfg.seed))
+            record["seconds"] = round(time.perf_counter() - t_ws, 1)
+            write_atomic(out / "warm_start.json", json.dumps(record, indent=1) + "\n")
+            print(f"warm start: cloned {record['decisions']:,} {record['teacher']} decisions "
+                  f"in {record['seconds']:.0f} s, NLL {record['nll'][0]:.3f} -> "
+                  f"{record['nll'][-1]:.3f} (warm_start.json)")
     done_before = int(model.num_timesteps)
     # Resumed: TensorBoard drops what the interrupted run logged after the checkpoint's step.
     model.set_logger(_logger(out / "tb", done_before + 1 if from_ckpt else None))

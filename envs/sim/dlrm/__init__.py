@@ -11,6 +11,8 @@ The modules, by job:
 * :mod:`~envs.sim.dlrm.capacity`: analytic hit rates (:func:`che_hit_rates`) and capacity
   (:func:`estimate_capacity`);
 * :mod:`~envs.sim.dlrm.skew`: row popularity (a bounded Zipf law fitted to Meta's traces);
+* :mod:`~envs.sim.dlrm.popularity`: shard popularity that drifts during an episode
+  (:class:`~envs.sim.dlrm.popularity.ShardPopularity`, ``ShardSim(extra_reads=...)``);
 * :mod:`~envs.sim.dlrm.rowcache`: batched LRU and LFU row caches;
 * :mod:`~envs.sim.dlrm.pslink`: a fair-shared link direction;
 * :mod:`~envs.sim.dlrm.kernels`: the compiled (numba) kernels of the hot spots.

@@ -123,6 +123,10 @@ class ShardSim:
         recycle: The previous episode's simulator of the same layout: its (LRU) caches are
             emptied and reused instead of allocated, and so is the memory of its lookup
             draws; it must not be used afterwards.
+        extra_reads: Shard popularity that changes over the trace: ``extra_reads[i, s]``
+            more lookups of never-cached (long-tail) rows in the sub-request of arrival ``i``
+            for shard ``s`` ``(arrivals, S)``, non-negative integers; each is one more SSD
+            read (and one more id on the link). None (default) adds none.
 
     The decision loop (as :class:`envs.sim.gpu.GpuServingSim`)::
 
@@ -147,11 +151,21 @@ class ShardSim:
         warm_rows: np.ndarray | None = None,
         dynamic: bool = False,
         recycle: ShardSim | None = None,
+        extra_reads: np.ndarray | None = None,
     ) -> None:
         spec = self.spec = layout.spec
         self.rng = rng
         N, S = spec.n_nodes, spec.n_shards
         self.n_nodes, self.n_shards = N, S
+        self._extra: list[list[int]] | None = None
+        if extra_reads is not None:
+            extra = np.asarray(extra_reads)
+            if extra.shape != (len(arrival_s), S) or not np.issubdtype(extra.dtype, np.integer):
+                raise ValueError(f"extra_reads: expected integers of shape ({len(arrival_s)}, "
+                                 f"{S}), got {extra.dtype} {extra.shape}")
+            if (extra < 0).any():
+                raise ValueError("extra_reads: must be >= 0")
+            self._extra = extra.tolist()
         self._arrival = np.asarray(arrival_s, dtype=np.float64).tolist()
         self._sla = np.asarray(sla_s, dtype=np.float64).tolist()
         self.budget = int(budget)
@@ -544,7 +558,16 @@ class ShardSim:
         self.req.arrived += 1
         self._sync_backlog(now)
         self._backlog_rate += req.inv_sla
-        self._fanout.extend(self._make_subrequests(req, fanout))
+        subs = self._make_subrequests(req, fanout)
+        if self._extra is not None:
+            extra, id_bytes = self._extra[i], spec.id_bytes
+            for sub in subs:
+                k = extra[sub.shard]
+                if k:
+                    sub.d_untracked += k
+                    sub.lookups += k
+                    sub.req_bytes += k * id_bytes
+        self._fanout.extend(subs)
         self._created += fanout
         if self._created < self.budget and i + 1 < len(self._arrival):
             self._schedule(max(self._arrival[i + 1], now), ARRIVAL, i + 1)
