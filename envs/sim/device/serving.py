@@ -215,12 +215,20 @@ class GpuServingSim:
         reported)."""
         if now is None:
             now = self.events.now
-        return sum(u - now for u, b in zip(self.busy_until, self.busy, strict=True)
-                   if b and u > now)
+        ahead = 0.0
+        for u, b in zip(self.busy_until, self.busy, strict=True):  # a plain loop: every step
+            if b and u > now:
+                ahead += u - now
+        return ahead
 
     def summary(self) -> dict[str, float]:
         """``counters.summary`` at the current time, busy time clipped at the clock."""
-        return self.counters.summary(self.events.now, self.busy_ahead_s())
+        now = self.events.now
+        ahead = 0.0
+        for u, b in zip(self.busy_until, self.busy, strict=True):  # busy_ahead_s, inlined
+            if b and u > now:
+                ahead += u - now
+        return self.counters.summary(now, ahead)
 
     def pending_model(self) -> int:
         """Model index of the pending request."""
