@@ -35,15 +35,22 @@ Repartition (every T seconds: keep the layout or switch):
   with the largest max-min ratio of capacity to demand; with hysteresis (margin, patience,
   cooldown, a switch must pay for its downtime).
 
+* ``lookahead`` (model-predictive): the greedy's rule and hysteresis, but each candidate is
+  scored by simulating it, in a copy of the environment, on fresh arrivals with the recently
+  observed per-model rates (SLA attainment), which catches the head-of-line blocking between
+  models sharing a partition that the max-min profile misses.
+
 Each reads only the observation and the mask, except the hindsight oracles (handed the
-environment by the harness through ``bind_env``) and ``greedy`` (which reads the candidates'
-profiled per-query costs from the environment through ``bind_env``, never the trace).
+environment by the harness through ``bind_env``), ``greedy`` (which reads the candidates'
+profiled per-query costs from the environment through ``bind_env``, never the trace) and
+``lookahead`` (which copies the environment as its model and feeds it its own arrivals).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +59,7 @@ from scipy.optimize import linprog
 
 from agents.policy import HeuristicPolicy, Obs, earliest_or_reject
 from envs.sim.device import rules
+from traces.synthetic import MixShift
 
 
 class GpuletBestFit(HeuristicPolicy):
@@ -337,6 +345,7 @@ class IntervalHindsight(_LayoutPolicy):
         schedule: Per interval, the index of its best layout.
         per_interval: ``(L, intervals)`` good queries of each static replay in each interval.
         bound: The metrics of :meth:`episode_extras` for the last bound episode.
+        static_finals: Per candidate, the final ``info`` of its static replay.
     """
 
     name = "interval_hindsight"
@@ -345,6 +354,7 @@ class IntervalHindsight(_LayoutPolicy):
         self.schedule: list[int] = []
         self.per_interval = np.zeros((0, 0), dtype=np.int64)
         self.bound: dict[str, float] = {}
+        self.static_finals: list[dict[str, Any]] = []
         self._k = 0
 
     def bind_env(self, env: Any, seed: int) -> None:
@@ -366,6 +376,7 @@ class IntervalHindsight(_LayoutPolicy):
         arrived = int(runs[0][-1]["arrived"])
         sim_time = min(float(r[-1]["sim_time_s"]) for r in runs)
         self.per_interval, self.schedule = per, schedule
+        self.static_finals = [r[-1] for r in runs]
         self.bound = {
             "bound_good": float(total),
             "bound_goodput": total / sim_time if sim_time > 0 else 0.0,
@@ -531,9 +542,83 @@ class GreedyMaxMin(_LayoutPolicy):
         return a
 
 
+class LookaheadRepartition(GreedyMaxMin):
+    """Model-predictive re-partitioning: the greedy's decision rule and hysteresis, with each
+    candidate scored by *simulating* it on the recently observed rates (see module).
+
+    The demand is the greedy's (the mean per-model rate of the last ``window`` intervals
+    observed). :meth:`bind_env` keeps a copy of the environment as a model; per decision, each
+    candidate serves ``sim_queries`` fresh Poisson arrivals with that demand's rate and mix
+    (a seed of its own, the same for every candidate: common random numbers; never the
+    episode's trace) from an idle start, and its coverage is the SLA attainment it reaches.
+    This catches what the max-min profile cannot: queries of different models queued on one
+    partition block each other, so several small partitions can lose to one large one under
+    tight SLAs. Scores are cached per demand rounded to 2% (mix) and 2% of the reference
+    capacity (rate). A window with fewer than ``min_queries`` arrivals tells too little about
+    the mix: all candidates score alike (keep).
+
+    Args:
+        window, margin, patience, cooldown, horizon: As :class:`GreedyMaxMin`.
+        sim_queries: Simulated queries per candidate and decision (at GPU rates a fraction of
+            a second: queues under millisecond SLAs settle within milliseconds).
+        min_queries: Fewest arrivals in the window for a decision.
+        model_seed: Seed of the model's arrivals.
+    """
+
+    name = "lookahead"
+
+    def __init__(self, window: int = 3, margin: float = 0.05, patience: int = 2,
+                 cooldown: int = 3, horizon: float = 30.0, sim_queries: int = 3000,
+                 model_seed: int = 12345, min_queries: int = 200) -> None:
+        super().__init__(window=window, margin=margin, headroom=math.inf, patience=patience,
+                         cooldown=cooldown, horizon=horizon)
+        if sim_queries < 1:
+            raise ValueError(f"lookahead: sim_queries must be >= 1, got {sim_queries}")
+        self.sim_queries, self.model_seed = int(sim_queries), int(model_seed)
+        self.min_queries = int(min_queries)
+        self._interval_s = 1.0
+        self._model: Any = None
+        self._scores: dict[tuple[Any, ...], np.ndarray] = {}
+
+    def bind_env(self, env: Any, seed: int) -> None:
+        """Copy the environment as the model (its trace is replaced at every decision)."""
+        base = env.unwrapped
+        sim, base.sim = base.sim, None  # not the episode's state: the model resets its own
+        try:
+            self._model = copy.deepcopy(base)
+        finally:
+            base.sim = sim
+        self._model.episode_s = None
+        self._model.episode_queries = self.sim_queries
+        self._model.interval_s = 3600.0  # one step: every query arrives within it
+        self._capacity = float(base.capacity_qps)
+        self._interval_s = float(base.interval_s)
+        self._scores = {}
+
+    def coverage(self, demand_qps: np.ndarray) -> np.ndarray:
+        """Per candidate, the SLA attainment simulated for per-model rates ``demand_qps``."""
+        model = self._model
+        if model is None:
+            raise RuntimeError("lookahead: call bind_env(env, seed) first (the harness does)")
+        total = float(demand_qps.sum())
+        if total * self._interval_s * self.window < self.min_queries:
+            return np.ones(model.n_layouts)
+        pi = tuple(round(float(x) * 50) / 50 for x in demand_qps / total)
+        load = max(0.02, round(total / self._capacity * 50) / 50)
+        key = (pi, load)
+        out = self._scores.get(key)
+        if out is None:
+            model.trace = MixShift(durations=(1.0,), weights=(pi,), time_unit="episode")
+            model.load = load
+            out = self._scores[key] = np.array([
+                static_score(model, lay, self.model_seed, "sla_attainment")
+                for lay in range(model.n_layouts)])
+        return out.copy()
+
+
 #: Repartition baselines by name.
 REPARTITION_BASELINES: dict[str, Callable[[], HeuristicPolicy]] = {
     cls.name: cls
     for cls in (StaticLayout, BestStaticInHindsight, IntervalHindsight, ThresholdRepartition,
-                LoadProportional, GreedyMaxMin)
+                LoadProportional, GreedyMaxMin, LookaheadRepartition)
 }
