@@ -558,7 +558,11 @@ class LookaheadRepartition(GreedyMaxMin):
     the mix: all candidates score alike (keep).
 
     Args:
-        window, margin, patience, cooldown, horizon: As :class:`GreedyMaxMin`.
+        window, margin, patience, cooldown, horizon: As :class:`GreedyMaxMin`; by default it
+            reacts faster (one interval of rates, no patience): the simulated scores are less
+            noisy than the profile's near-ties, and at T = 10 s on a mix alternating every
+            150 s, window 3 / patience 2 gained +11.7% over the best static layout and
+            window 1 / patience 1 +17.5% (issue 16 notes).
         sim_queries: Simulated queries per candidate and decision (at GPU rates a fraction of
             a second: queues under millisecond SLAs settle within milliseconds).
         min_queries: Fewest arrivals in the window for a decision.
@@ -567,7 +571,7 @@ class LookaheadRepartition(GreedyMaxMin):
 
     name = "lookahead"
 
-    def __init__(self, window: int = 3, margin: float = 0.05, patience: int = 2,
+    def __init__(self, window: int = 1, margin: float = 0.05, patience: int = 1,
                  cooldown: int = 3, horizon: float = 30.0, sim_queries: int = 3000,
                  model_seed: int = 12345, min_queries: int = 200) -> None:
         super().__init__(window=window, margin=margin, headroom=math.inf, patience=patience,
