@@ -64,7 +64,9 @@ def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int,
             ``reset``/``step`` loop except for ``wall_s``. ``False`` forces the ordinary loop.
 
     A policy with a ``bind_env(env, seed)`` method (an oracle, such as the best static layout
-    in hindsight) is handed the environment and the seed before the episode.
+    in hindsight) is handed the environment and the seed before the episode; one with an
+    ``episode_extras()`` method adds what it returns to the result after it (e.g. the
+    per-interval hindsight bound).
 
     Raises:
         RuntimeError: the policy picked a masked action.
@@ -78,7 +80,7 @@ def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int,
             result = fast_eval.run_fast(env, policy, seed)
         except ValueError as exc:
             raise RuntimeError(f"policy {policy!r}: {exc}") from None
-        return {**result, "wall_s": time.perf_counter() - t0, "seed": seed}
+        return {**result, "wall_s": time.perf_counter() - t0, "seed": seed, **_extras(policy)}
     obs, info = env.reset(seed=seed)
     reset = getattr(policy, "reset", None)
     if reset is not None:
@@ -96,7 +98,13 @@ def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int,
         steps += 1
         done = terminated or truncated
     return {**info, "episode_return": total, "steps": steps,
-            "wall_s": time.perf_counter() - t0, "seed": seed}
+            "wall_s": time.perf_counter() - t0, "seed": seed, **_extras(policy)}
+
+
+def _extras(policy: Policy) -> dict[str, Any]:
+    """What the policy's ``episode_extras()`` reports (nothing if it has none)."""
+    extras = getattr(policy, "episode_extras", None)
+    return dict(extras()) if callable(extras) else {}
 
 
 def evaluate(

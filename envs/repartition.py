@@ -381,6 +381,37 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         # The listed order; the starting layout goes first when it is not listed.
         return seen if first in seen else [first, *seen]
 
+    @property
+    def per_item_s(self) -> np.ndarray:
+        """``(L, P, M)``: seconds per query of each model on each partition of each candidate
+        at full batches (the profiled tables; inf: no such partition or the model does not
+        fit). A copy."""
+        return self._cost.copy()
+
+    def slo_per_item_s(self, fraction: float = 0.5) -> np.ndarray:
+        """``(L, P, M)``: as :attr:`per_item_s`, but each at the largest batch (up to
+        ``max_batch``) whose latency is within ``fraction`` of the model's SLA, the rest of the
+        SLA left to queueing (a throughput-under-SLO profile, as MIG-serving profiles
+        instances); inf where even one query takes longer.
+
+        Raises:
+            ValueError: ``fraction`` not in (0, 1].
+        """
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        L, P, M = self._cost.shape
+        out = np.full((L, P, M), np.inf)
+        for i, t in enumerate(self.tables):
+            lat = np.asarray(t.latency, dtype=np.float64)[:, :, :self.batcher.max_batch]
+            batch = np.arange(1, lat.shape[2] + 1, dtype=np.float64)
+            for p in range(len(t.partitions)):
+                for m in range(M):
+                    ok = np.flatnonzero(lat[p, m] <= fraction * self._sla_s[m])
+                    if t.fits[p][m] and len(ok):
+                        b = ok[-1]
+                        out[i, p, m] = lat[p, m, b] / batch[b]
+        return out
+
     def layout_name(self, index: int | None = None) -> str:
         """``"3g.40gb+2g.20gb+..."`` of a candidate (default: the current layout)."""
         return "+".join(self.candidates[self._current if index is None else index])

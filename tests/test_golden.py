@@ -29,10 +29,11 @@ def test_every_case_is_recorded_and_every_recording_is_a_case() -> None:
 
 
 #: The slowest cases (10-20 s each on 2 cores): the step-by-step replay of the hindsight
-#: baseline, whose fast replay stays in the default run (as do the step cases of every other
+#: baselines, whose fast replay stays in the default run (as do the step cases of every other
 #: baseline on the same envs).
 EXPENSIVE = {n for n in CASES
-             if n.startswith("baseline/Repartition/") and n.endswith("/best_static_hindsight/step")}
+             if n.startswith("baseline/Repartition/") and n.endswith(
+                 ("/best_static_hindsight/step", "/interval_hindsight/step"))}
 
 
 @pytest.mark.parametrize("name", [

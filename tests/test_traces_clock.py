@@ -152,3 +152,18 @@ def test_azure_tenants_preset_maps_code_and_conv() -> None:
     code = a.tenants.index("code")
     assert np.all(a.model[a.tenant == code] == 1) and np.all(a.model[a.tenant != code] == 0)
     assert a.time_s[-1] == pytest.approx(100.0, rel=0.05)
+
+
+def test_mix_swing_alternates_the_heavy_model_every_150_s() -> None:
+    from envs.presets import get_workload
+
+    src = get_trace("mix-swing")
+    a = src.sample(np.random.default_rng(0), get_workload("vision-nlp"), 120_000, 100.0)
+    assert a.mean_rate_qps == pytest.approx(100.0, rel=0.02)
+    phase = (a.time_s // 150.0).astype(int) % 2
+    assert a.time_s[-1] > 900  # several repeats
+    bert = a.model == 2
+    assert np.mean(bert[phase == 0]) == pytest.approx(0.2, abs=0.01)
+    assert np.mean(bert[phase == 1]) == pytest.approx(0.7, abs=0.01)
+    with pytest.raises(ValueError, match="workload has 2 models"):
+        src.sample(np.random.default_rng(0), MIX, 10, 1.0)

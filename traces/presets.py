@@ -45,6 +45,12 @@ TRACE_PRESETS: dict[str, Callable[[], TraceSource]] = {
     # the model mix drifts over a day (real clock); -hour: the same drift over one hour
     "mix-diurnal": MixSchedule,
     "mix-hourly": partial(MixSchedule, period=3600.0, grid=360),
+    # for 3-model mixes such as vision-nlp: every 150 s the mix swings between the workload's
+    # mean and one where the third (heaviest) model is 70% of the queries, so different MIG
+    # layouts are best in turn long enough to pay for a switch (issue 16)
+    "mix-swing": partial(MixShift, durations=(150.0, 150.0),
+                         weights=((0.4, 0.4, 0.2), (0.15, 0.15, 0.7)), repeat=True,
+                         time_unit="s"),
 }
 
 #: Synthetic presets (no data files needed).
