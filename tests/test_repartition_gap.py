@@ -1,0 +1,45 @@
+"""``python -m experiments.repartition_gap`` (issue 16's measurement): the per-interval bound is
+at least every static layout, the table has every row, bad input is one line with exit 2."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from experiments.repartition_gap import main, measure, table
+
+
+def _args(**kw: object) -> argparse.Namespace:
+    base = dict(trace="mix-swing", period=None, amplitude=None, shift=None,
+                workload="vision-nlp", episode_s=60.0, interval_s=10.0, load=1.0, seeds=[0],
+                cands='[["3g", "2g", "1g", "1g"], ["7g"]]', reconfig_params=None,
+                policies="greedy")
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_bound_is_at_least_every_static_layout_and_the_table_has_every_row() -> None:
+    names, rows, ref = measure(_args())
+    assert names == ["3g.40gb+2g.20gb+1g.10gb+1g.10gb", "7g.80gb"]
+    best = rows["best static in hindsight"][0]
+    assert ref == best["goodput"] >= rows["static (start layout)"][0]["goodput"]
+    assert rows["per-interval bound (switching free)"][0]["goodput"] >= ref
+    assert set(rows) == {"static (start layout)", "best static in hindsight",
+                         "per-interval bound (switching free)",
+                         "per-interval hindsight schedule, real costs", "greedy"}
+    md = table(rows, ref).splitlines()
+    assert len(md) == 2 + len(rows) and "| greedy |" in md[-1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--policies", "nope"], "--policies: unknown ['nope']"),
+    (["--trace", "poisson", "--period", "5"], "--period/--amplitude need a MixSchedule"),
+    (["--trace", "nope"], "trace 'nope': unknown preset"),
+    (["--cands", "[[oops"], "error:"),
+])
+def test_bad_input_is_one_line(argv: list[str], message: str,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*argv, "--episode-s", "20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
