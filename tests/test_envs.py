@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -216,42 +217,17 @@ def test_pickles_small(env_id: str) -> None:
     assert len(pickle.dumps(env)) < 2_000_000
 
 
-@pytest.mark.expensive
-def test_the_largest_env_pickles_under_2_mb_after_5000_steps() -> None:
-    """ShardRouting-64N after 5,000 steps (64 row caches of about 12,000 resident rows each):
-    2.29 MB with zlib, 1.87 MB with the caches' state bz2-compressed, the scratch buffers left
-    out and the warm-up rows compressed; the copy goes on as the original."""
-    env = gym.make("ldsgym/ShardRouting-64N-v0", episode_queries=6_000).unwrapped
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    for _ in range(5_000):
+def _pickles_small_and_goes_on_alike(env: Any, seed: int, steps: int, after: int) -> None:
+    """``steps`` random valid steps, a pickle under 2 MB, then the copy and the original take
+    the same ``after`` actions with identical masks, observations, rewards, flags and info."""
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
         env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
     blob = pickle.dumps(env)
     assert len(blob) < 2_000_000
     clone = pickle.loads(blob)
-    for _ in range(40):
-        a = int(rng.choice(np.flatnonzero(env.action_masks())))
-        o1, r1, t1, u1, i1 = env.step(a)
-        o2, r2, t2, u2, i2 = clone.step(a)
-        assert (r1, t1, u1, i1) == (r2, t2, u2, i2)
-        assert all(np.array_equal(o1[k], o2[k]) for k in o1)
-
-
-
-@pytest.mark.parametrize("env_id", ENV_IDS)
-def test_pickles_small_mid_episode(env_id: str) -> None:
-    """Mid-episode too: the row caches pickle only their resident rows and the sub-requests
-    in the system their rows compactly (ShardPlacement: 9.3 MB after 5,000 steps before, 0.8
-    MB now), and the copy goes on exactly as the original."""
-    env = gym.make(env_id, **_kw(env_id, episode_queries=600)).unwrapped
-    env.reset(seed=1)
-    rng = np.random.default_rng(1)
-    for _ in range(500):
-        env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
-    blob = pickle.dumps(env)
-    assert len(blob) < 2_000_000
-    clone = pickle.loads(blob)
-    for _ in range(80):
+    for _ in range(after):
         a = int(rng.choice(np.flatnonzero(env.action_masks())))
         assert np.array_equal(env.action_masks(), clone.action_masks())
         o1, r1, t1, u1, i1 = env.step(a)
@@ -260,3 +236,21 @@ def test_pickles_small_mid_episode(env_id: str) -> None:
         assert all(np.array_equal(o1[k], o2[k]) for k in o1)
         if t1 or u1:
             break
+
+
+@pytest.mark.expensive
+def test_the_largest_env_pickles_under_2_mb_after_5000_steps() -> None:
+    """ShardRouting-64N after 5,000 steps (64 row caches of about 12,000 resident rows each):
+    2.29 MB with zlib, 1.87 MB with the caches' state bz2-compressed, the scratch buffers left
+    out and the warm-up rows compressed; the copy goes on as the original."""
+    env = gym.make("ldsgym/ShardRouting-64N-v0", episode_queries=6_000).unwrapped
+    _pickles_small_and_goes_on_alike(env, seed=0, steps=5_000, after=40)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_pickles_small_mid_episode(env_id: str) -> None:
+    """Mid-episode too: the row caches pickle only their resident rows and the sub-requests
+    in the system their rows compactly (ShardPlacement: 9.3 MB after 5,000 steps before, 0.8
+    MB now), and the copy goes on exactly as the original."""
+    env = gym.make(env_id, **_kw(env_id, episode_queries=600)).unwrapped
+    _pickles_small_and_goes_on_alike(env, seed=1, steps=500, after=80)
