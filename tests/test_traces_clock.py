@@ -94,9 +94,7 @@ def test_scale_refuses_a_time_far_beyond_the_rest(tmp_path: Path) -> None:
                        r"1[0-9],[0-9,]+ bins .*far beyond the rest"):
         CsvReplay(str(path), rate_mode="scale").sample(np.random.default_rng(0), MIX, 1_000,
                                                       500.0)
-    # the same trace in 10^4-s bins fits, and the default mode never bins it
-    CsvReplay(str(path), rate_mode="scale", scale_window_s=1e4).sample(
-        np.random.default_rng(0), MIX, 1_000, 500.0)
+    # the default mode never bins the trace's clock: the outlier costs nothing there
     CsvReplay(str(path)).sample(np.random.default_rng(0), MIX, 1_000, 500.0)
 
 
