@@ -472,7 +472,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             n_nodes=nodes, node_idle_w=self.node_device.idle_w,
             node_dynamic_w=(self.node_device.tdp_w - self.node_device.idle_w)
             * node_pm.params["memory_weight"],
-            fast=self.cluster.fast, slow=self.cluster.slow, row_bytes=row_bytes,
+            fast=[self.cluster.fast_of(n) for n in range(nodes)],
+            slow=[self.cluster.slow_of(n) for n in range(nodes)], row_bytes=row_bytes,
             links=link_specs, dense_servers=self.cluster.dense_servers,
             dense_idle_w=self.device.idle_w,
             dense_busy_w=dense_busy_w(self.device, model, batch, precision), overrides=energy)
@@ -665,15 +666,17 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._c_fast = np.array(self.layout.c_fast)
         self._c_slow = np.array(self.layout.c_slow)
         self._overhead = np.array(self.cluster.node_overhead_s)
-        # routing_obs's constants (see there): fixed link cost per node; c_fast, c_slow,
-        # overhead, mean lookups and response bytes, capacity; the link payload rate now per
-        # node (_rate_n is a view of it); which nodes hold each shard.
-        self._consts = np.zeros((3 + self.n_shards, max(N, 6)))
+        # routing_obs's constants (see there): fixed link cost per node; overhead, mean
+        # lookups and response bytes, capacity; the link payload rate now per node (_rate_n
+        # is a view of it); seconds per fast-tier and per slow-tier read per node; which
+        # nodes hold each shard.
+        self._consts = np.zeros((5 + self.n_shards, max(N, 4)))
         self._consts[0, :N] = self._fixed
-        self._consts[1, :6] = (self.layout.c_fast, self.layout.c_slow,
-                               self.cluster.node_overhead_s, self._mean_lookups,
+        self._consts[1, :4] = (self.cluster.node_overhead_s, self._mean_lookups,
                                self._mean_resp, self.capacity_qps)
-        self._consts[3:, :N] = self._holds_f
+        self._consts[3, :N] = self.layout.c_fast
+        self._consts[4, :N] = self.layout.c_slow
+        self._consts[5:, :N] = self._holds_f
         self._rate_n = self._consts[2, :N]
         self._out: np.ndarray | None = None  # the observation's entries, when jitted
         # Where each entry of the observation is in _out, in the order of _obs's dict.
@@ -923,8 +926,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         if sim is None:
             return {}
-        return self.energy_model.breakdown_j(sim.now, sum(sim.sub.busy_s), sim.fast_reads_total,
-                                             sim.slow_reads_total, sim.link_bytes_sent,
+        return self.energy_model.breakdown_j(sim.now, sum(sim.sub.busy_s), sim.fast_reads,
+                                             sim.slow_reads, sim.link_bytes_sent,
                                              sum(sim.req.busy_s))
 
     def energy_j(self) -> float:
@@ -937,9 +940,9 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         links = 0.0
         for j, b in zip(m.link_j_per_byte, sim.link_bytes_sent, strict=True):
             links += j * b
+        fast_j, slow_j = m.reads_j(sim.fast_reads, sim.slow_reads)
         return (m.idle_w * sim.now + m.node_dynamic_w * sum(sim.sub.busy_s)
-                + m.fast_j_per_read * sim.fast_reads_total
-                + m.slow_j_per_read * sim.slow_reads_total + links
+                + fast_j + slow_j + links
                 + m.dense_dynamic_w * sum(sim.req.busy_s))
 
     def _reward_of(self, good: int, late: int, dropped: int, reconfigurations: int,

@@ -212,8 +212,8 @@ def test_kernels_divide_by_zero_as_numpy_does() -> None:
     state[10:12] = 1.0  # measured slowdown, up; link speed factor (row 12) 0
     one, zero = np.ones(2), np.zeros(2)
     best = kernels.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, np.zeros((2, 1)),
-                                      state, one, zero, 1.0, 1.0, 1.0)
+                                      state, one, zero, one, one, 1.0)
     assert best == 0  # both inf: the lower node
     state[11] = 0.0  # both down
     assert kernels.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, np.zeros((2, 1)),
-                                      state, one, zero, 1.0, 1.0, 1.0) == -1
+                                      state, one, zero, one, one, 1.0) == -1
