@@ -89,6 +89,24 @@ class ShardPreset:
                 "partition": self.partition, **self.extra}
 
 
+#: ``node_tiers`` of ``ldsgym/ShardRouting-Tiers-v0``: 2 GPU-hosted nodes, their HBM in front
+#: of host DRAM (1 GiB of HBM as the row cache), 4 DRAM nodes with an NVMe SSD behind (256 MB
+#: row cache) and 2 SSD-backed nodes with a small DRAM cache (8 MB), interleaved (GPU, DRAM,
+#: DRAM, SSD, twice) so that each half of the chained-declustered shards sees every kind
+#: (grouped, DLRMv2's hot table would sit on both GPU nodes and the links would bound the
+#: cluster). Tier figures are :data:`hwmodels.storage.TIERS` (hbm: A100-80GB HBM2e 2039 GB/s,
+#: published_targets T144; dram: T134; nvme-ssd: T133). A GPU keeps far more reads in flight
+#: than a CPU's 64: by Little's law 2039 GB/s x 0.5 us is about 1 MB, 2048 rows of 512 B
+#: (an assumption; at 64 the HBM's assumed 0.5 us latency would make it slower than DRAM).
+TIER_NODES: tuple[dict[str, Any], ...] = (
+    {"fast": "hbm", "slow": "dram", "cache_mb": 1024.0, "queue_depth": 2048.0},
+    {"count": 2, "fast": "dram", "slow": "nvme-ssd", "cache_mb": 256.0},
+    {"fast": "dram", "slow": "nvme-ssd", "cache_mb": 8.0},
+    {"fast": "hbm", "slow": "dram", "cache_mb": 1024.0, "queue_depth": 2048.0},
+    {"count": 2, "fast": "dram", "slow": "nvme-ssd", "cache_mb": 256.0},
+    {"fast": "dram", "slow": "nvme-ssd", "cache_mb": 8.0},
+)
+
 #: Variants registered as ``ldsgym/ShardRouting-<name>-v0``.
 SHARD_PRESETS: dict[str, ShardPreset] = {
     "16N": ShardPreset(nodes=16, shards=16, replication=3),
@@ -126,6 +144,10 @@ SHARD_PRESETS: dict[str, ShardPreset] = {
     "AzureCode-test": ShardPreset(extra={"request_obs": True, "trace": "azure-code-test"},
                                   shared_data=True),
     "Faults": ShardPreset(extra={"faults": "random"}),
+    # Heterogeneous memory tiers per node (TIER_NODES): GPU/HBM, DRAM+SSD and SSD-backed
+    # nodes, each shard's replicas on different kinds.
+    "Tiers": ShardPreset(extra={"request_obs": True,
+                                "node_tiers": [dict(t) for t in TIER_NODES]}),
 }
 
 
@@ -207,6 +229,68 @@ def _disruption(spec: Mapping[str, float] | None, defaults: Mapping[str, float]
         raise ValueError(f"disruption: unknown key(s) {sorted(unknown)}")
     return RandomDisruption(float(d["rate_hz"]), float(d["duration_ms"]) * 1e-3,
                             float(d.get("factor", 1.0)))
+
+
+#: Keys of a ``node_tiers`` entry.
+NODE_TIER_KEYS = ("count", "fast", "slow", "cache_mb", "queue_depth")
+
+
+def _node_tiers(spec: Sequence[Mapping[str, Any]] | None, nodes: int, fast: str, slow: str,
+               cache_mb: float, queue_depth: float, row_bytes: int) -> dict[str, Any]:
+    """The per-node fields of :class:`ClusterSpec` (``node_fast``, ``node_slow``,
+    ``node_cache_rows``, ``node_queue_depth``) from ``node_tiers``: a list of node groups in
+    node order, each ``{count, fast, slow, cache_mb, queue_depth}`` (``count`` default 1; the
+    others default to the env's ``fast_tier``, ``slow_tier``, ``cache_mb``, ``queue_depth``);
+    the counts must add up to ``nodes``. None gives ``{}`` (every node the same).
+
+    Raises:
+        ValueError: not a list of dicts, an unknown key or tier, a count below 1 or counts
+            that do not add up to ``nodes``, a cache below 0 or a queue depth below 1.
+    """
+    if spec is None:
+        return {}
+    if isinstance(spec, (str, Mapping)) or not isinstance(spec, Sequence) or not spec:
+        raise ValueError("node_tiers: expected a non-empty list of {count, fast, slow, "
+                         f"cache_mb, queue_depth}} dicts, got {spec!r}")
+    fasts: list[Any] = []
+    slows: list[Any] = []
+    rows: list[int] = []
+    depths: list[float] = []
+    for i, entry in enumerate(spec):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"node_tiers[{i}]: expected a dict, got {entry!r}")
+        unknown = sorted(set(entry) - set(NODE_TIER_KEYS))
+        if unknown:
+            raise ValueError(f"node_tiers[{i}]: unknown key(s) {unknown}; known: "
+                             f"{', '.join(NODE_TIER_KEYS)}")
+        try:
+            count = int(entry.get("count", 1))
+            mb = float(entry.get("cache_mb", cache_mb))
+            qd = float(entry.get("queue_depth", queue_depth))
+        except (TypeError, ValueError):
+            raise ValueError(f"node_tiers[{i}]: count, cache_mb and queue_depth must be "
+                             f"numbers, got {dict(entry)!r}") from None
+        if count < 1 or count != entry.get("count", 1):
+            raise ValueError(f"node_tiers[{i}]: count must be an integer >= 1, got "
+                             f"{entry.get('count')!r}")
+        if not mb >= 0:
+            raise ValueError(f"node_tiers[{i}]: cache_mb must be >= 0, got {mb}")
+        if not qd >= 1:
+            raise ValueError(f"node_tiers[{i}]: queue_depth must be >= 1, got {qd}")
+        try:
+            ft = get_tier(str(entry.get("fast", fast)))
+            st = get_tier(str(entry.get("slow", slow)))
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"node_tiers[{i}]: {exc.args[0] if exc.args else exc}") from None
+        fasts += [ft] * count
+        slows += [st] * count
+        rows += [int(mb * 2**20 // row_bytes)] * count
+        depths += [qd] * count
+    if len(fasts) != nodes:
+        raise ValueError(f"node_tiers: the counts add up to {len(fasts)} nodes, the cluster "
+                         f"has {nodes}")
+    return {"node_fast": tuple(fasts), "node_slow": tuple(slows),
+            "node_cache_rows": tuple(rows), "node_queue_depth": tuple(depths)}
 
 
 def _faults(spec: str | Mapping[str, float] | Sequence[Mapping[str, Any]] | None
@@ -368,6 +452,12 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     sub-requests carry more long-tail lookups, moving every phase
     (:class:`envs.sim.dlrm.popularity.ShardPopularity`: ``hot``, ``factor``, ``phases``,
     ``shift``, ``first``, ``random``, or explicit ``weights``); None (default) keeps it fixed.
+    ``node_tiers`` gives nodes memory tiers of their own: a list of node groups in node order,
+    each ``{count, fast, slow, cache_mb, queue_depth}`` (:data:`hwmodels.storage.TIERS`
+    names; keys left out take the env's ``fast_tier``, ``slow_tier``, ``cache_mb`` and
+    ``queue_depth``; the counts add up to ``nodes``), e.g. GPU-hosted nodes with HBM in front
+    of DRAM next to DRAM nodes with an SSD behind (``ldsgym/ShardRouting-Tiers-v0``); service
+    times, the routers' predictions, the capacity estimate and the energy use each node's.
 
     ## Version History
 
@@ -421,6 +511,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         energy: Mapping[str, float] | None = None,
         request_obs: bool = False,
         popularity: Mapping[str, Any] | None = None,
+        node_tiers: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         if load <= 0:
             raise ValueError(f"load must be > 0, got {load}")
@@ -464,7 +555,9 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             pin_rows=pin_rows, cache_policy=cache_policy, links=link_specs, bottom_s=bottom_s,
             top_s=top_s, dense_servers=dense_devices or max(1, nodes // 8), alpha=alpha_v,
             queue_capacity=queue_capacity, max_retries=max_retries,
-            retry_delay_s=retry_delay_ms * 1e-3)
+            retry_delay_s=retry_delay_ms * 1e-3,
+            **_node_tiers(node_tiers, nodes, fast_tier, slow_tier, cache_mb, queue_depth,
+                          row_bytes))
         self.layout = ShardLayout(self.cluster)
         self.node_device = load_device(node_hw)
         node_pm = PowerModel(self.node_device)

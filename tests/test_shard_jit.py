@@ -194,6 +194,7 @@ def _trajectory(env_id: str, kwargs: dict, steps: int) -> list[object]:
     ("ldsgym/ShardRouting-RowWise-v0", {"episode_queries": 500}),
     ("ldsgym/ShardRouting-64N-v0", {"episode_queries": 500}),
     ("ldsgym/ShardRouting-Faults-v0", {"episode_queries": 500, "alpha": 1.0}),
+    ("ldsgym/ShardRouting-Tiers-v0", {"episode_queries": 500}),
     ("ldsgym/ShardPlacement-v0", {"episode_queries": 60, "faults": "random"}),
 ])
 def test_envs_step_the_same_with_and_without_numba(env_id: str, kwargs: dict,

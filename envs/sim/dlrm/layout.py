@@ -210,8 +210,10 @@ class ShardLayout:
         self.resp_bytes_list: list[float] = self.resp_bytes.tolist()
         #: Seconds per row read from each node's fast and slow tier ``(N,)``, and the same as
         #: lists of floats.
-        self.c_fast = np.array([spec.read_cost_s(spec.fast_of(n)) for n in range(N)])
-        self.c_slow = np.array([spec.read_cost_s(spec.slow_of(n)) for n in range(N)])
+        self.c_fast = np.array([spec.read_cost_s(spec.fast_of(n), spec.queue_depth_of(n))
+                                for n in range(N)])
+        self.c_slow = np.array([spec.read_cost_s(spec.slow_of(n), spec.queue_depth_of(n))
+                                for n in range(N)])
         self.c_fast_list: list[float] = self.c_fast.tolist()
         self.c_slow_list: list[float] = self.c_slow.tolist()
         #: Every node has the same read costs (then the scalar formulas of a homogeneous

@@ -112,6 +112,8 @@ class ClusterSpec:
         node_slow: Slow tier of each node (empty: :attr:`slow` on every node).
         node_cache_rows: Row-cache capacity of each node (empty: :attr:`cache_rows` on
             every node).
+        node_queue_depth: Reads in flight per tier on each node (empty: :attr:`queue_depth`
+            on every node).
     """
 
     n_nodes: int
@@ -144,9 +146,10 @@ class ClusterSpec:
     node_fast: tuple[StorageTier, ...] = ()
     node_slow: tuple[StorageTier, ...] = ()
     node_cache_rows: tuple[int, ...] = ()
+    node_queue_depth: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("node_fast", "node_slow", "node_cache_rows"):
+        for name in ("node_fast", "node_slow", "node_cache_rows", "node_queue_depth"):
             k = len(getattr(self, name))
             if k not in (0, self.n_nodes):
                 raise ValueError(f"{name}: {k} entries for {self.n_nodes} nodes")
@@ -163,6 +166,10 @@ class ClusterSpec:
         """Node ``node``'s row-cache capacity (rows)."""
         return int(self.node_cache_rows[node]) if self.node_cache_rows else self.cache_rows
 
+    def queue_depth_of(self, node: int) -> float:
+        """Node ``node``'s reads in flight per tier."""
+        return float(self.node_queue_depth[node]) if self.node_queue_depth else self.queue_depth
+
     @property
     def n_shards(self) -> int:
         """Shards ``S``."""
@@ -173,8 +180,10 @@ class ClusterSpec:
         """Bytes of one stored row."""
         return self.dim * self.elem_bytes
 
-    def read_cost_s(self, tier: StorageTier) -> float:
-        """Seconds per random row read on ``tier`` at :attr:`queue_depth` (linear in reads)."""
+    def read_cost_s(self, tier: StorageTier, queue_depth: float | None = None) -> float:
+        """Seconds per random row read on ``tier`` at ``queue_depth`` reads in flight
+        (default :attr:`queue_depth`; linear in reads)."""
         moved = math.ceil(self.row_bytes / tier.access_bytes) * tier.access_bytes
-        return max(tier.latency_us * 1e-6 / self.queue_depth, 1.0 / tier.iops,
+        qd = self.queue_depth if queue_depth is None else queue_depth
+        return max(tier.latency_us * 1e-6 / qd, 1.0 / tier.iops,
                    moved / (tier.bandwidth_gbs * 1e9))
