@@ -98,11 +98,14 @@ class ShardPreset:
 #: published_targets T144; dram: T134; nvme-ssd: T133). A GPU keeps far more reads in flight
 #: than a CPU's 64: by Little's law 2039 GB/s x 0.5 us is about 1 MB, 2048 rows of 512 B
 #: (an assumption; at 64 the HBM's assumed 0.5 us latency would make it slower than DRAM).
+#: The GPU nodes' energy adds the A100-80GB's idle power and its memory-bound dynamic power.
+_GPU_NODE: dict[str, Any] = {"fast": "hbm", "slow": "dram", "cache_mb": 1024.0,
+                             "queue_depth": 2048.0, "accelerator": "a100-80gb"}
 TIER_NODES: tuple[dict[str, Any], ...] = (
-    {"fast": "hbm", "slow": "dram", "cache_mb": 1024.0, "queue_depth": 2048.0},
+    _GPU_NODE,
     {"count": 2, "fast": "dram", "slow": "nvme-ssd", "cache_mb": 256.0},
     {"fast": "dram", "slow": "nvme-ssd", "cache_mb": 8.0},
-    {"fast": "hbm", "slow": "dram", "cache_mb": 1024.0, "queue_depth": 2048.0},
+    _GPU_NODE,
     {"count": 2, "fast": "dram", "slow": "nvme-ssd", "cache_mb": 256.0},
     {"fast": "dram", "slow": "nvme-ssd", "cache_mb": 8.0},
 )
@@ -232,23 +235,27 @@ def _disruption(spec: Mapping[str, float] | None, defaults: Mapping[str, float]
 
 
 #: Keys of a ``node_tiers`` entry.
-NODE_TIER_KEYS = ("count", "fast", "slow", "cache_mb", "queue_depth")
+NODE_TIER_KEYS = ("count", "fast", "slow", "cache_mb", "queue_depth", "accelerator")
 
 
 def _node_tiers(spec: Sequence[Mapping[str, Any]] | None, nodes: int, fast: str, slow: str,
-               cache_mb: float, queue_depth: float, row_bytes: int) -> dict[str, Any]:
+               cache_mb: float, queue_depth: float, row_bytes: int
+               ) -> tuple[dict[str, Any], list[DeviceSpec | None]]:
     """The per-node fields of :class:`ClusterSpec` (``node_fast``, ``node_slow``,
-    ``node_cache_rows``, ``node_queue_depth``) from ``node_tiers``: a list of node groups in
-    node order, each ``{count, fast, slow, cache_mb, queue_depth}`` (``count`` default 1; the
+    ``node_cache_rows``, ``node_queue_depth``) and each node's accelerator from
+    ``node_tiers``: a list of node groups in node order, each ``{count, fast, slow, cache_mb,
+    queue_depth, accelerator}`` (``count`` default 1; ``accelerator``, a ``conf/hw`` device
+    whose memory is the fast tier, only adds its power to the node's, default none; the
     others default to the env's ``fast_tier``, ``slow_tier``, ``cache_mb``, ``queue_depth``);
-    the counts must add up to ``nodes``. None gives ``{}`` (every node the same).
+    the counts must add up to ``nodes``. None gives ``({}, [None] * nodes)`` (every node the
+    same).
 
     Raises:
-        ValueError: not a list of dicts, an unknown key or tier, a count below 1 or counts
-            that do not add up to ``nodes``, a cache below 0 or a queue depth below 1.
+        ValueError: not a list of dicts, an unknown key, tier or device, a count below 1 or
+            counts that do not add up to ``nodes``, a cache below 0 or a queue depth below 1.
     """
     if spec is None:
-        return {}
+        return {}, [None] * nodes
     if isinstance(spec, (str, Mapping)) or not isinstance(spec, Sequence) or not spec:
         raise ValueError("node_tiers: expected a non-empty list of {count, fast, slow, "
                          f"cache_mb, queue_depth}} dicts, got {spec!r}")
@@ -256,6 +263,7 @@ def _node_tiers(spec: Sequence[Mapping[str, Any]] | None, nodes: int, fast: str,
     slows: list[Any] = []
     rows: list[int] = []
     depths: list[float] = []
+    accels: list[DeviceSpec | None] = []
     for i, entry in enumerate(spec):
         if not isinstance(entry, Mapping):
             raise ValueError(f"node_tiers[{i}]: expected a dict, got {entry!r}")
@@ -280,17 +288,20 @@ def _node_tiers(spec: Sequence[Mapping[str, Any]] | None, nodes: int, fast: str,
         try:
             ft = get_tier(str(entry.get("fast", fast)))
             st = get_tier(str(entry.get("slow", slow)))
+            acc = entry.get("accelerator")
+            dev = load_device(str(acc)) if acc is not None else None
         except (KeyError, ValueError) as exc:
             raise ValueError(f"node_tiers[{i}]: {exc.args[0] if exc.args else exc}") from None
         fasts += [ft] * count
         slows += [st] * count
         rows += [int(mb * 2**20 // row_bytes)] * count
         depths += [qd] * count
+        accels += [dev] * count
     if len(fasts) != nodes:
         raise ValueError(f"node_tiers: the counts add up to {len(fasts)} nodes, the cluster "
                          f"has {nodes}")
-    return {"node_fast": tuple(fasts), "node_slow": tuple(slows),
-            "node_cache_rows": tuple(rows), "node_queue_depth": tuple(depths)}
+    return ({"node_fast": tuple(fasts), "node_slow": tuple(slows),
+             "node_cache_rows": tuple(rows), "node_queue_depth": tuple(depths)}, accels)
 
 
 def _faults(spec: str | Mapping[str, float] | Sequence[Mapping[str, Any]] | None
@@ -455,9 +466,10 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     ``node_tiers`` gives nodes memory tiers of their own: a list of node groups in node order,
     each ``{count, fast, slow, cache_mb, queue_depth}`` (:data:`hwmodels.storage.TIERS`
     names; keys left out take the env's ``fast_tier``, ``slow_tier``, ``cache_mb`` and
-    ``queue_depth``; the counts add up to ``nodes``), e.g. GPU-hosted nodes with HBM in front
-    of DRAM next to DRAM nodes with an SSD behind (``ldsgym/ShardRouting-Tiers-v0``); service
-    times, the routers' predictions, the capacity estimate and the energy use each node's.
+    ``queue_depth``; the counts add up to ``nodes``; ``accelerator``, a ``conf/hw`` device,
+    adds its power to the node's energy), e.g. GPU-hosted nodes with HBM in front of DRAM
+    next to DRAM nodes with an SSD behind (``ldsgym/ShardRouting-Tiers-v0``); service times,
+    the routers' predictions, the capacity estimate and the energy use each node's.
 
     ## Version History
 
@@ -534,6 +546,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         rows, pooling, dim = recsys_tables(model, tables)
         self.device = load_device(hw)
         bottom_s, top_s = dense_latency_s(self.device, model, batch, precision)
+        tier_fields, accelerators = _node_tiers(node_tiers, nodes, fast_tier, slow_tier,
+                                                cache_mb, queue_depth, dim * elem_bytes)
         links = [link] * nodes if isinstance(link, str) else list(link)
         if len(links) != nodes:
             raise ValueError(f"link: {len(links)} links for {nodes} nodes")
@@ -555,16 +569,21 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             pin_rows=pin_rows, cache_policy=cache_policy, links=link_specs, bottom_s=bottom_s,
             top_s=top_s, dense_servers=dense_devices or max(1, nodes // 8), alpha=alpha_v,
             queue_capacity=queue_capacity, max_retries=max_retries,
-            retry_delay_s=retry_delay_ms * 1e-3,
-            **_node_tiers(node_tiers, nodes, fast_tier, slow_tier, cache_mb, queue_depth,
-                          row_bytes))
+            retry_delay_s=retry_delay_ms * 1e-3, **tier_fields)
         self.layout = ShardLayout(self.cluster)
         self.node_device = load_device(node_hw)
         node_pm = PowerModel(self.node_device)
+        host_dynamic_w = ((self.node_device.tdp_w - self.node_device.idle_w)
+                          * node_pm.params["memory_weight"])
+        # A node with an accelerator (node_tiers) adds its idle power, and its memory-bound
+        # dynamic power while the node serves (embedding lookups are memory-bound).
+        node_idle = [self.node_device.idle_w + (a.idle_w if a is not None else 0.0)
+                     for a in accelerators]
+        node_dynamic = [host_dynamic_w + ((a.tdp_w - a.idle_w)
+                                          * PowerModel(a).params["memory_weight"]
+                                          if a is not None else 0.0) for a in accelerators]
         self.energy_model = ClusterEnergy.build(
-            n_nodes=nodes, node_idle_w=self.node_device.idle_w,
-            node_dynamic_w=(self.node_device.tdp_w - self.node_device.idle_w)
-            * node_pm.params["memory_weight"],
+            n_nodes=nodes, node_idle_w=node_idle, node_dynamic_w=node_dynamic,
             fast=[self.cluster.fast_of(n) for n in range(nodes)],
             slow=[self.cluster.slow_of(n) for n in range(nodes)], row_bytes=row_bytes,
             links=link_specs, dense_servers=self.cluster.dense_servers,
@@ -1019,7 +1038,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         if sim is None:
             return {}
-        return self.energy_model.breakdown_j(sim.now, sum(sim.sub.busy_s), sim.fast_reads,
+        return self.energy_model.breakdown_j(sim.now, sim.sub.busy_s, sim.fast_reads,
                                              sim.slow_reads, sim.link_bytes_sent,
                                              sum(sim.req.busy_s))
 
@@ -1034,7 +1053,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         for j, b in zip(m.link_j_per_byte, sim.link_bytes_sent, strict=True):
             links += j * b
         fast_j, slow_j = m.reads_j(sim.fast_reads, sim.slow_reads)
-        return (m.idle_w * sim.now + m.node_dynamic_w * sum(sim.sub.busy_s)
+        return (m.idle_w * sim.now + m.busy_j(sim.sub.busy_s)
                 + fast_j + slow_j + links
                 + m.dense_dynamic_w * sum(sim.req.busy_s))
 

@@ -130,11 +130,19 @@ def test_energy_prices_each_nodes_reads_at_its_tiers() -> None:
     m, sim = u.energy_model, u.sim
     assert m.fast_j_per_read[0] < m.fast_j_per_read[1]  # HBM 3.9 pJ/bit, DRAM 20.3
     assert m.slow_j_per_read[0] < m.slow_j_per_read[1]  # DRAM vs an SSD page
+    # The GPU nodes add the A100's power: (400 - 60) W x memory_weight 0.5 while serving.
+    assert m.node_dynamic_w[0] == m.node_dynamic_w[4] == pytest.approx(m.node_dynamic_w[1] + 170)
+    assert len(set(m.node_dynamic_w)) == 2
+    plain = gym.make("ldsgym/ShardRouting-v0", node_tiers=[
+        {k: v for k, v in t.items() if k != "accelerator"} for t in TIER_NODES]).unwrapped
+    assert m.idle_w == pytest.approx(plain.energy_model.idle_w + 2 * 60.0)
     parts = u.energy_breakdown()
     assert parts["fast"] == pytest.approx(sum(
         j * r for j, r in zip(m.fast_j_per_read, sim.fast_reads, strict=True)), rel=1e-12)
     assert parts["slow"] == pytest.approx(sum(
         j * r for j, r in zip(m.slow_j_per_read, sim.slow_reads, strict=True)), rel=1e-12)
+    assert parts["nodes"] == pytest.approx(sum(
+        w * b for w, b in zip(m.node_dynamic_w, sim.sub.busy_s, strict=True)), rel=1e-12)
     assert sum(sim.fast_reads) > 0 and sum(sim.slow_reads) > 0
     assert info["energy_j"] == pytest.approx(sum(parts.values()), rel=1e-12)
 
@@ -153,6 +161,7 @@ def test_energy_prices_each_nodes_reads_at_its_tiers() -> None:
     ([{"count": 8, "cache_mb": -1}], r"cache_mb must be >= 0, got -1.0"),
     ([{"count": 8, "queue_depth": 0.5}], r"queue_depth must be >= 1, got 0.5"),
     ([{"count": 8, "cache_mb": "big"}], r"must be numbers"),
+    ([{"count": 8, "accelerator": "b200"}], r"node_tiers\[0\]: hw 'b200': unknown device"),
 ])
 def test_bad_node_tiers_are_one_line(tiers: object, match: str) -> None:
     with pytest.raises(ValueError, match=match) as exc:
