@@ -89,6 +89,27 @@ class ShardPreset:
                 "partition": self.partition, **self.extra}
 
 
+#: ``node_tiers`` of ``ldsgym/ShardRouting-Tiers-v0``: 2 GPU-hosted nodes, their HBM in front
+#: of host DRAM (1 GiB of HBM as the row cache), 4 DRAM nodes with an NVMe SSD behind (256 MB
+#: row cache) and 2 SSD-backed nodes with a small DRAM cache (8 MB), interleaved (GPU, DRAM,
+#: DRAM, SSD, twice) so that each half of the chained-declustered shards sees every kind
+#: (grouped, DLRMv2's hot table would sit on both GPU nodes and the links would bound the
+#: cluster). Tier figures are :data:`hwmodels.storage.TIERS` (hbm: A100-80GB HBM2e 2039 GB/s,
+#: published_targets T144; dram: T134; nvme-ssd: T133). A GPU keeps far more reads in flight
+#: than a CPU's 64: by Little's law 2039 GB/s x 0.5 us is about 1 MB, 2048 rows of 512 B
+#: (an assumption; at 64 the HBM's assumed 0.5 us latency would make it slower than DRAM).
+#: The GPU nodes' energy adds the A100-80GB's idle power and its memory-bound dynamic power.
+_GPU_NODE: dict[str, Any] = {"fast": "hbm", "slow": "dram", "cache_mb": 1024.0,
+                             "queue_depth": 2048.0, "accelerator": "a100-80gb"}
+TIER_NODES: tuple[dict[str, Any], ...] = (
+    _GPU_NODE,
+    {"count": 2, "fast": "dram", "slow": "nvme-ssd", "cache_mb": 256.0},
+    {"fast": "dram", "slow": "nvme-ssd", "cache_mb": 8.0},
+    _GPU_NODE,
+    {"count": 2, "fast": "dram", "slow": "nvme-ssd", "cache_mb": 256.0},
+    {"fast": "dram", "slow": "nvme-ssd", "cache_mb": 8.0},
+)
+
 #: Variants registered as ``ldsgym/ShardRouting-<name>-v0``.
 SHARD_PRESETS: dict[str, ShardPreset] = {
     "16N": ShardPreset(nodes=16, shards=16, replication=3),
@@ -126,6 +147,10 @@ SHARD_PRESETS: dict[str, ShardPreset] = {
     "AzureCode-test": ShardPreset(extra={"request_obs": True, "trace": "azure-code-test"},
                                   shared_data=True),
     "Faults": ShardPreset(extra={"faults": "random"}),
+    # Heterogeneous memory tiers per node (TIER_NODES): GPU/HBM, DRAM+SSD and SSD-backed
+    # nodes, each shard's replicas on different kinds.
+    "Tiers": ShardPreset(extra={"request_obs": True,
+                                "node_tiers": [dict(t) for t in TIER_NODES]}),
 }
 
 
@@ -207,6 +232,76 @@ def _disruption(spec: Mapping[str, float] | None, defaults: Mapping[str, float]
         raise ValueError(f"disruption: unknown key(s) {sorted(unknown)}")
     return RandomDisruption(float(d["rate_hz"]), float(d["duration_ms"]) * 1e-3,
                             float(d.get("factor", 1.0)))
+
+
+#: Keys of a ``node_tiers`` entry.
+NODE_TIER_KEYS = ("count", "fast", "slow", "cache_mb", "queue_depth", "accelerator")
+
+
+def _node_tiers(spec: Sequence[Mapping[str, Any]] | None, nodes: int, fast: str, slow: str,
+               cache_mb: float, queue_depth: float, row_bytes: int
+               ) -> tuple[dict[str, Any], list[DeviceSpec | None]]:
+    """The per-node fields of :class:`ClusterSpec` (``node_fast``, ``node_slow``,
+    ``node_cache_rows``, ``node_queue_depth``) and each node's accelerator from
+    ``node_tiers``: a list of node groups in node order, each ``{count, fast, slow, cache_mb,
+    queue_depth, accelerator}`` (``count`` default 1; ``accelerator``, a ``conf/hw`` device
+    whose memory is the fast tier, only adds its power to the node's, default none; the
+    others default to the env's ``fast_tier``, ``slow_tier``, ``cache_mb``, ``queue_depth``);
+    the counts must add up to ``nodes``. None gives ``({}, [None] * nodes)`` (every node the
+    same).
+
+    Raises:
+        ValueError: not a list of dicts, an unknown key, tier or device, a count below 1 or
+            counts that do not add up to ``nodes``, a cache below 0 or a queue depth below 1.
+    """
+    if spec is None:
+        return {}, [None] * nodes
+    if isinstance(spec, (str, Mapping)) or not isinstance(spec, Sequence) or not spec:
+        raise ValueError("node_tiers: expected a non-empty list of {count, fast, slow, "
+                         f"cache_mb, queue_depth}} dicts, got {spec!r}")
+    fasts: list[Any] = []
+    slows: list[Any] = []
+    rows: list[int] = []
+    depths: list[float] = []
+    accels: list[DeviceSpec | None] = []
+    for i, entry in enumerate(spec):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"node_tiers[{i}]: expected a dict, got {entry!r}")
+        unknown = sorted(set(entry) - set(NODE_TIER_KEYS))
+        if unknown:
+            raise ValueError(f"node_tiers[{i}]: unknown key(s) {unknown}; known: "
+                             f"{', '.join(NODE_TIER_KEYS)}")
+        try:
+            count = int(entry.get("count", 1))
+            mb = float(entry.get("cache_mb", cache_mb))
+            qd = float(entry.get("queue_depth", queue_depth))
+        except (TypeError, ValueError):
+            raise ValueError(f"node_tiers[{i}]: count, cache_mb and queue_depth must be "
+                             f"numbers, got {dict(entry)!r}") from None
+        if count < 1 or count != entry.get("count", 1):
+            raise ValueError(f"node_tiers[{i}]: count must be an integer >= 1, got "
+                             f"{entry.get('count')!r}")
+        if not mb >= 0:
+            raise ValueError(f"node_tiers[{i}]: cache_mb must be >= 0, got {mb}")
+        if not qd >= 1:
+            raise ValueError(f"node_tiers[{i}]: queue_depth must be >= 1, got {qd}")
+        try:
+            ft = get_tier(str(entry.get("fast", fast)))
+            st = get_tier(str(entry.get("slow", slow)))
+            acc = entry.get("accelerator")
+            dev = load_device(str(acc)) if acc is not None else None
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"node_tiers[{i}]: {exc.args[0] if exc.args else exc}") from None
+        fasts += [ft] * count
+        slows += [st] * count
+        rows += [int(mb * 2**20 // row_bytes)] * count
+        depths += [qd] * count
+        accels += [dev] * count
+    if len(fasts) != nodes:
+        raise ValueError(f"node_tiers: the counts add up to {len(fasts)} nodes, the cluster "
+                         f"has {nodes}")
+    return ({"node_fast": tuple(fasts), "node_slow": tuple(slows),
+             "node_cache_rows": tuple(rows), "node_queue_depth": tuple(depths)}, accels)
 
 
 def _faults(spec: str | Mapping[str, float] | Sequence[Mapping[str, Any]] | None
@@ -368,6 +463,13 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     sub-requests carry more long-tail lookups, moving every phase
     (:class:`envs.sim.dlrm.popularity.ShardPopularity`: ``hot``, ``factor``, ``phases``,
     ``shift``, ``first``, ``random``, or explicit ``weights``); None (default) keeps it fixed.
+    ``node_tiers`` gives nodes memory tiers of their own: a list of node groups in node order,
+    each ``{count, fast, slow, cache_mb, queue_depth}`` (:data:`hwmodels.storage.TIERS`
+    names; keys left out take the env's ``fast_tier``, ``slow_tier``, ``cache_mb`` and
+    ``queue_depth``; the counts add up to ``nodes``; ``accelerator``, a ``conf/hw`` device,
+    adds its power to the node's energy), e.g. GPU-hosted nodes with HBM in front of DRAM
+    next to DRAM nodes with an SSD behind (``ldsgym/ShardRouting-Tiers-v0``); service times,
+    the routers' predictions, the capacity estimate and the energy use each node's.
 
     ## Version History
 
@@ -421,6 +523,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         energy: Mapping[str, float] | None = None,
         request_obs: bool = False,
         popularity: Mapping[str, Any] | None = None,
+        node_tiers: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         if load <= 0:
             raise ValueError(f"load must be > 0, got {load}")
@@ -443,6 +546,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         rows, pooling, dim = recsys_tables(model, tables)
         self.device = load_device(hw)
         bottom_s, top_s = dense_latency_s(self.device, model, batch, precision)
+        tier_fields, accelerators = _node_tiers(node_tiers, nodes, fast_tier, slow_tier,
+                                                cache_mb, queue_depth, dim * elem_bytes)
         links = [link] * nodes if isinstance(link, str) else list(link)
         if len(links) != nodes:
             raise ValueError(f"link: {len(links)} links for {nodes} nodes")
@@ -464,15 +569,23 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             pin_rows=pin_rows, cache_policy=cache_policy, links=link_specs, bottom_s=bottom_s,
             top_s=top_s, dense_servers=dense_devices or max(1, nodes // 8), alpha=alpha_v,
             queue_capacity=queue_capacity, max_retries=max_retries,
-            retry_delay_s=retry_delay_ms * 1e-3)
+            retry_delay_s=retry_delay_ms * 1e-3, **tier_fields)
         self.layout = ShardLayout(self.cluster)
         self.node_device = load_device(node_hw)
         node_pm = PowerModel(self.node_device)
+        host_dynamic_w = ((self.node_device.tdp_w - self.node_device.idle_w)
+                          * node_pm.params["memory_weight"])
+        # A node with an accelerator (node_tiers) adds its idle power, and its memory-bound
+        # dynamic power while the node serves (embedding lookups are memory-bound).
+        node_idle = [self.node_device.idle_w + (a.idle_w if a is not None else 0.0)
+                     for a in accelerators]
+        node_dynamic = [host_dynamic_w + ((a.tdp_w - a.idle_w)
+                                          * PowerModel(a).params["memory_weight"]
+                                          if a is not None else 0.0) for a in accelerators]
         self.energy_model = ClusterEnergy.build(
-            n_nodes=nodes, node_idle_w=self.node_device.idle_w,
-            node_dynamic_w=(self.node_device.tdp_w - self.node_device.idle_w)
-            * node_pm.params["memory_weight"],
-            fast=self.cluster.fast, slow=self.cluster.slow, row_bytes=row_bytes,
+            n_nodes=nodes, node_idle_w=node_idle, node_dynamic_w=node_dynamic,
+            fast=[self.cluster.fast_of(n) for n in range(nodes)],
+            slow=[self.cluster.slow_of(n) for n in range(nodes)], row_bytes=row_bytes,
             links=link_specs, dense_servers=self.cluster.dense_servers,
             dense_idle_w=self.device.idle_w,
             dense_busy_w=dense_busy_w(self.device, model, batch, precision), overrides=energy)
@@ -665,15 +778,17 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._c_fast = np.array(self.layout.c_fast)
         self._c_slow = np.array(self.layout.c_slow)
         self._overhead = np.array(self.cluster.node_overhead_s)
-        # routing_obs's constants (see there): fixed link cost per node; c_fast, c_slow,
-        # overhead, mean lookups and response bytes, capacity; the link payload rate now per
-        # node (_rate_n is a view of it); which nodes hold each shard.
-        self._consts = np.zeros((3 + self.n_shards, max(N, 6)))
+        # routing_obs's constants (see there): fixed link cost per node; overhead, mean
+        # lookups and response bytes, capacity; the link payload rate now per node (_rate_n
+        # is a view of it); seconds per fast-tier and per slow-tier read per node; which
+        # nodes hold each shard.
+        self._consts = np.zeros((5 + self.n_shards, max(N, 4)))
         self._consts[0, :N] = self._fixed
-        self._consts[1, :6] = (self.layout.c_fast, self.layout.c_slow,
-                               self.cluster.node_overhead_s, self._mean_lookups,
+        self._consts[1, :4] = (self.cluster.node_overhead_s, self._mean_lookups,
                                self._mean_resp, self.capacity_qps)
-        self._consts[3:, :N] = self._holds_f
+        self._consts[3, :N] = self.layout.c_fast
+        self._consts[4, :N] = self.layout.c_slow
+        self._consts[5:, :N] = self._holds_f
         self._rate_n = self._consts[2, :N]
         self._out: np.ndarray | None = None  # the observation's entries, when jitted
         # Where each entry of the observation is in _out, in the order of _obs's dict.
@@ -923,8 +1038,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         if sim is None:
             return {}
-        return self.energy_model.breakdown_j(sim.now, sum(sim.sub.busy_s), sim.fast_reads_total,
-                                             sim.slow_reads_total, sim.link_bytes_sent,
+        return self.energy_model.breakdown_j(sim.now, sim.sub.busy_s, sim.fast_reads,
+                                             sim.slow_reads, sim.link_bytes_sent,
                                              sum(sim.req.busy_s))
 
     def energy_j(self) -> float:
@@ -937,9 +1052,9 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         links = 0.0
         for j, b in zip(m.link_j_per_byte, sim.link_bytes_sent, strict=True):
             links += j * b
-        return (m.idle_w * sim.now + m.node_dynamic_w * sum(sim.sub.busy_s)
-                + m.fast_j_per_read * sim.fast_reads_total
-                + m.slow_j_per_read * sim.slow_reads_total + links
+        fast_j, slow_j = m.reads_j(sim.fast_reads, sim.slow_reads)
+        return (m.idle_w * sim.now + m.busy_j(sim.sub.busy_s)
+                + fast_j + slow_j + links
                 + m.dense_dynamic_w * sum(sim.req.busy_s))
 
     def _reward_of(self, good: int, late: int, dropped: int, reconfigurations: int,

@@ -272,7 +272,9 @@ class ShardPlacementEnv(ShardRoutingEnv):
         row_hit = sim.row_hit
         rh_t = row_hit.T.tolist()  # (S, N) as floats
         overhead = self.cluster.node_overhead_s
-        c_fast, c_slow = self.layout.c_fast, self.layout.c_slow
+        lay = self.layout
+        uniform = lay.uniform_tiers
+        c_fast, c_slow = lay.c_fast_list[0], lay.c_slow_list[0]
         for sub in (sim.pending, *sim.fanout_left()):
             if sub.req is req:  # the nominal service at the replicas' mean hit estimate
                 s = sub.shard
@@ -280,6 +282,9 @@ class ShardPlacementEnv(ShardRoutingEnv):
                 rh = rh_t[s]
                 hit = _mean([rh[n] for n in reps], row_hit, reps, s)
                 miss = sub.d_tracked * (1.0 - hit) + sub.d_untracked
+                if not uniform:  # the replicas' mean per-read costs
+                    c_fast = sum(lay.c_fast_list[n] for n in reps) / len(reps)
+                    c_slow = sum(lay.c_slow_list[n] for n in reps) / len(reps)
                 work[s] = overhead + max(c_fast * (sub.lookups - miss), c_slow * miss)
         self._demand = self._demand * decay + work / self.rate_window_s
         busy = np.asarray(sim.sub.busy_s)

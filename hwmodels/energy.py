@@ -3,12 +3,12 @@
 Used by ``ldsgym/ShardRouting`` and ``ldsgym/ShardPlacement`` (:class:`ClusterEnergy`) to
 account joules from the simulator's counters; it never changes what the simulator does.
 
-Over an elapsed time ``t`` the cluster spends::
+Over an elapsed time ``t`` the cluster spends (``fast``, ``slow``: node ``n``'s tiers)::
 
-    E = N * (node_idle_w + fast.idle_w_per_gb * fast_gb + slow.idle_w) * t   # idle floor
-        + node_dynamic_w * sum(node busy seconds)                           # CPUs serving
-        + fast_reads * fast.pj_per_bit * 8e-12 * fast_bytes_per_read        # DRAM/HBM reads
-        + slow_reads * slow.j_per_read * pages_per_read                     # SSD reads
+    E = sum over nodes (node_idle_w + fast.idle_w_per_gb * fast_gb + slow.idle_w) * t  # idle
+        + sum over nodes node_dynamic_w[n] * node n's busy seconds          # serving
+        + sum over nodes fast_reads[n] * fast.pj_per_bit * 8e-12 * fast_bytes_per_read
+        + sum over nodes slow_reads[n] * slow.j_per_read * pages_per_read   # SSD reads
         + sum over nodes (2 * link.port_idle_w) * t                         # NIC + switch port
         + sum over nodes link_bytes[n] * link[n].pj_per_bit * 8e-12          # bytes moved
         + dense_servers * dense_idle_w * t + (dense_busy_w - dense_idle_w) * dense busy seconds
@@ -155,77 +155,146 @@ def link_energy(link: LinkSpec | str) -> LinkEnergy:
                          f"{', '.join(LINK_ENERGY)}") from None
 
 
+def _groups(values: Sequence[float]) -> tuple[tuple[float, tuple[int, ...]], ...]:
+    """The distinct ``values`` with the indices holding each, in order of first appearance."""
+    out: dict[float, list[int]] = {}
+    for i, v in enumerate(values):
+        out.setdefault(v, []).append(i)
+    return tuple((v, tuple(ix)) for v, ix in out.items())
+
+
+def _per_group(groups: tuple[tuple[float, tuple[int, ...]], ...],
+               counts: Sequence[float]) -> float:
+    """``sum(value * sum(counts[i] for i in its indices))`` over ``groups`` (one product per
+    distinct value: a uniform cluster gives ``value * sum(counts)``)."""
+    total = 0.0
+    for v, ix in groups:
+        n = 0.0
+        for i in ix:
+            n += counts[i]
+        total += v * n
+    return total
+
+
 @dataclass(frozen=True)
 class ClusterEnergy:
     """Joules of a sharded cluster from its activity counters (see the module docstring).
 
     Attributes:
         idle_w: Power of the whole cluster doing nothing (nodes, tiers, link ports, dense).
-        node_dynamic_w: Extra power of a node while it serves a sub-request.
-        fast_j_per_read: Joules per row read from the fast tier.
-        slow_j_per_read: Joules per row read from the slow tier.
+        node_dynamic_w: Extra power of each node while it serves a sub-request.
+        fast_j_per_read: Joules per row read from each node's fast tier.
+        slow_j_per_read: Joules per row read from each node's slow tier.
         link_j_per_byte: Joules per byte sent over each node's link (both directions).
         dense_dynamic_w: Extra power of a dense device while it runs an MLP.
     """
 
     idle_w: float
-    node_dynamic_w: float
-    fast_j_per_read: float
-    slow_j_per_read: float
+    node_dynamic_w: tuple[float, ...]
+    fast_j_per_read: tuple[float, ...]
+    slow_j_per_read: tuple[float, ...]
     link_j_per_byte: tuple[float, ...]
     dense_dynamic_w: float
 
+    def __post_init__(self) -> None:
+        # Nodes with equal per-read energies priced together (their reads are integers, so
+        # summing them first is exact).
+        object.__setattr__(self, "_fast_groups", _groups(self.fast_j_per_read))
+        object.__setattr__(self, "_slow_groups", _groups(self.slow_j_per_read))
+        object.__setattr__(self, "_busy_groups", _groups(self.node_dynamic_w))
+
     @classmethod
-    def build(cls, *, n_nodes: int, node_idle_w: float, node_dynamic_w: float,
-              fast: StorageTier, slow: StorageTier, row_bytes: int,
+    def build(cls, *, n_nodes: int, node_idle_w: float | Sequence[float],
+              node_dynamic_w: float | Sequence[float],
+              fast: StorageTier | Sequence[StorageTier],
+              slow: StorageTier | Sequence[StorageTier], row_bytes: int,
               links: Sequence[LinkSpec], dense_servers: int, dense_idle_w: float,
               dense_busy_w: float,
               overrides: Mapping[str, float] | None = None) -> ClusterEnergy:
-        """The cluster's constants from its parts (``overrides`` replaces any field).
+        """The cluster's constants from its parts (``node_idle_w``, ``node_dynamic_w``,
+        ``fast`` and ``slow``: one for every node or one per node; ``overrides`` replaces any
+        field, per-node ones on every node).
 
         Raises:
-            ValueError: unknown override or negative value, no figures for a tier or link.
+            ValueError: unknown override or negative value, no figures for a tier or link,
+                per-node values not one per node.
         """
-        fe, se = tier_energy(fast), tier_energy(slow)
+        fasts = [fast] * n_nodes if isinstance(fast, StorageTier) else list(fast)
+        slows = [slow] * n_nodes if isinstance(slow, StorageTier) else list(slow)
+        if len(fasts) != n_nodes or len(slows) != n_nodes:
+            raise ValueError(f"energy: {len(fasts)} fast and {len(slows)} slow tiers for "
+                             f"{n_nodes} nodes")
+        idles = ([float(node_idle_w)] * n_nodes if isinstance(node_idle_w, (int, float))
+                 else [float(w) for w in node_idle_w])
+        dyns = ([float(node_dynamic_w)] * n_nodes if isinstance(node_dynamic_w, (int, float))
+                else [float(w) for w in node_dynamic_w])
+        if len(idles) != n_nodes or len(dyns) != n_nodes:
+            raise ValueError(f"energy: {len(idles)} idle and {len(dyns)} dynamic node powers "
+                             f"for {n_nodes} nodes")
         le = [link_energy(lk) for lk in links]
-        fast_moved = math.ceil(row_bytes / fast.access_bytes) * fast.access_bytes
-        slow_pages = math.ceil(row_bytes / slow.access_bytes)
-        per_node_idle = (node_idle_w + fe.idle_w_per_gb * fast.capacity_gb + fe.idle_w
-                         + se.idle_w_per_gb * slow.capacity_gb + se.idle_w)
-        idle = (n_nodes * per_node_idle + sum(2.0 * e.port_idle_w for e in le)
+        per_node_idle: list[float] = []
+        fast_j: list[float] = []
+        slow_j: list[float] = []
+        for ft, st, host_w in zip(fasts, slows, idles, strict=True):
+            fe, se = tier_energy(ft), tier_energy(st)
+            fast_moved = math.ceil(row_bytes / ft.access_bytes) * ft.access_bytes
+            slow_pages = math.ceil(row_bytes / st.access_bytes)
+            per_node_idle.append(host_w + fe.idle_w_per_gb * ft.capacity_gb + fe.idle_w
+                                 + se.idle_w_per_gb * st.capacity_gb + se.idle_w)
+            fast_j.append(fe.pj_per_bit * 8e-12 * fast_moved + fe.j_per_read)
+            slow_j.append(se.j_per_read * slow_pages
+                          + se.pj_per_bit * 8e-12 * slow_pages * st.access_bytes)
+        # Nodes of equal idle power counted together (n * w for a uniform cluster).
+        nodes_idle = sum(len(ix) * w for w, ix in _groups(per_node_idle))
+        idle = (nodes_idle + sum(2.0 * e.port_idle_w for e in le)
                 + dense_servers * dense_idle_w)
         values: dict[str, Any] = {
             "idle_w": idle,
-            "node_dynamic_w": node_dynamic_w,
-            "fast_j_per_read": fe.pj_per_bit * 8e-12 * fast_moved + fe.j_per_read,
-            "slow_j_per_read": (se.j_per_read * slow_pages
-                                + se.pj_per_bit * 8e-12 * slow_pages * slow.access_bytes),
+            "node_dynamic_w": tuple(dyns),
+            "fast_j_per_read": tuple(fast_j),
+            "slow_j_per_read": tuple(slow_j),
             "link_j_per_byte": tuple(e.pj_per_bit * 8e-12 for e in le),
             "dense_dynamic_w": max(dense_busy_w - dense_idle_w, 0.0),
         }
+        per_node = {"link_j_per_byte": len(le), "fast_j_per_read": n_nodes,
+                    "slow_j_per_read": n_nodes, "node_dynamic_w": n_nodes}
         for k, v in (overrides or {}).items():
             if k not in values:
                 raise ValueError(f"energy: unknown key {k!r}; known: {', '.join(values)}")
             if not float(v) >= 0:
                 raise ValueError(f"energy: {k} must be >= 0, got {v}")
-            values[k] = ((float(v),) * len(le) if k == "link_j_per_byte" else float(v))
+            values[k] = (float(v),) * per_node[k] if k in per_node else float(v)
         return cls(**values)
 
-    def breakdown_j(self, elapsed_s: float, node_busy_s: float, fast_reads: float,
-                    slow_reads: float, link_bytes: Sequence[float], dense_busy_s: float
-                    ) -> dict[str, float]:
-        """Joules by part: ``idle``, ``nodes``, ``fast``, ``slow``, ``links``, ``dense``."""
+    def reads_j(self, fast_reads: Sequence[float], slow_reads: Sequence[float]
+                ) -> tuple[float, float]:
+        """Joules of the fast-tier and of the slow-tier reads, given the rows read on each
+        node (integer counts)."""
+        return (_per_group(self._fast_groups, fast_reads),  # type: ignore[attr-defined]
+                _per_group(self._slow_groups, slow_reads))  # type: ignore[attr-defined]
+
+    def busy_j(self, node_busy_s: Sequence[float]) -> float:
+        """Joules of the nodes' service above idle, given each node's busy seconds."""
+        return _per_group(self._busy_groups, node_busy_s)  # type: ignore[attr-defined]
+
+    def breakdown_j(self, elapsed_s: float, node_busy_s: Sequence[float],
+                    fast_reads: Sequence[float], slow_reads: Sequence[float],
+                    link_bytes: Sequence[float], dense_busy_s: float) -> dict[str, float]:
+        """Joules by part: ``idle``, ``nodes``, ``fast``, ``slow``, ``links``, ``dense``
+        (``node_busy_s``, ``fast_reads``, ``slow_reads``, ``link_bytes``: per node)."""
+        fast_j, slow_j = self.reads_j(fast_reads, slow_reads)
         return {
             "idle": self.idle_w * elapsed_s,
-            "nodes": self.node_dynamic_w * node_busy_s,
-            "fast": self.fast_j_per_read * fast_reads,
-            "slow": self.slow_j_per_read * slow_reads,
+            "nodes": self.busy_j(node_busy_s),
+            "fast": fast_j,
+            "slow": slow_j,
             "links": sum(j * b for j, b in zip(self.link_j_per_byte, link_bytes, strict=True)),
             "dense": self.dense_dynamic_w * dense_busy_s,
         }
 
-    def energy_j(self, elapsed_s: float, node_busy_s: float, fast_reads: float,
-                 slow_reads: float, link_bytes: Sequence[float], dense_busy_s: float) -> float:
+    def energy_j(self, elapsed_s: float, node_busy_s: Sequence[float],
+                 fast_reads: Sequence[float], slow_reads: Sequence[float],
+                 link_bytes: Sequence[float], dense_busy_s: float) -> float:
         """Total joules (the sum of :meth:`breakdown_j`)."""
         return sum(self.breakdown_j(elapsed_s, node_busy_s, fast_reads, slow_reads,
                                     link_bytes, dense_busy_s).values())

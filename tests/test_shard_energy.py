@@ -37,15 +37,47 @@ def test_build_by_hand() -> None:
                             dense_idle_w=60.0, dense_busy_w=160.0)
     # idle: 2 x (100 W + 0.04 W/GB x 512 GB + 5 W SSD) + 2 links x 2 ports x 6 W + 60 W
     assert m.idle_w == pytest.approx(2 * (100 + 0.04 * 512 + 5) + 2 * 2 * 6 + 60)
-    assert m.fast_j_per_read == pytest.approx(512 * 8 * 1.3e3 / 64 * 1e-12)  # 8 lines of 64 B
-    assert m.slow_j_per_read == pytest.approx(15e-6)  # one 4 KiB page
+    fast_j = 512 * 8 * 1.3e3 / 64 * 1e-12  # 8 lines of 64 B
+    assert m.fast_j_per_read == pytest.approx((fast_j,) * 2)
+    assert m.slow_j_per_read == pytest.approx((15e-6,) * 2)  # one 4 KiB page
     assert m.link_j_per_byte == pytest.approx((30 * 8e-12,) * 2)
     assert m.dense_dynamic_w == pytest.approx(100.0)
-    parts = m.breakdown_j(2.0, 1.0, 1e6, 1e3, [1e6, 0.0], 0.5)
+    parts = m.breakdown_j(2.0, [0.25, 0.75], [6e5, 4e5], [1e3, 0.0], [1e6, 0.0], 0.5)
     assert parts == pytest.approx({"idle": 2 * m.idle_w, "nodes": 50.0,
-                                   "fast": 1e6 * m.fast_j_per_read, "slow": 1e3 * 15e-6,
+                                   "fast": 1e6 * fast_j, "slow": 1e3 * 15e-6,
                                    "links": 1e6 * 240e-12, "dense": 50.0})
-    assert m.energy_j(2.0, 1.0, 1e6, 1e3, [1e6, 0.0], 0.5) == pytest.approx(sum(parts.values()))
+    assert m.energy_j(2.0, [0.25, 0.75], [6e5, 4e5], [1e3, 0.0], [1e6, 0.0], 0.5) == pytest.approx(
+        sum(parts.values()))
+
+
+def test_build_per_node_tiers() -> None:
+    """Node 0 an HBM node with DRAM behind, node 1 DRAM with an NVMe SSD: each node's reads
+    are priced at its own tiers, and its idle floor counts its own devices."""
+    hbm, dram, ssd = get_tier("hbm"), get_tier("dram"), get_tier("nvme-ssd")
+    eth = get_link("ethernet-25g")
+    m = ClusterEnergy.build(n_nodes=2, node_idle_w=[160.0, 100.0], node_dynamic_w=[220.0, 50.0],
+                            fast=[hbm, dram], slow=[dram, ssd], row_bytes=512,
+                            links=[eth, eth], dense_servers=1, dense_idle_w=60.0,
+                            dense_busy_w=160.0)
+    hbm_j = 512 * 8 * 3.9e-12
+    dram_j = 512 * 8 * 1.3e3 / 64 * 1e-12
+    assert m.fast_j_per_read == pytest.approx((hbm_j, dram_j))
+    assert m.slow_j_per_read == pytest.approx((dram_j, 15e-6))
+    assert m.idle_w == pytest.approx(160 + 0.04 * dram.capacity_gb
+                                     + 100 + 0.04 * dram.capacity_gb + 5 + 2 * 2 * 6 + 60)
+    assert m.node_dynamic_w == (220.0, 50.0)
+    parts = m.breakdown_j(1.0, [0.5, 2.0], [10.0, 20.0], [30.0, 40.0], [0.0, 0.0], 0.0)
+    assert parts["nodes"] == pytest.approx(0.5 * 220 + 2.0 * 50)
+    assert parts["fast"] == pytest.approx(10 * hbm_j + 20 * dram_j)
+    assert parts["slow"] == pytest.approx(30 * dram_j + 40 * 15e-6)
+    with pytest.raises(ValueError, match="2 idle and 3 dynamic node powers for 2 nodes"):
+        ClusterEnergy.build(n_nodes=2, node_idle_w=[1.0, 1.0], node_dynamic_w=[1.0] * 3,
+                            fast=hbm, slow=dram, row_bytes=512, links=[eth, eth],
+                            dense_servers=1, dense_idle_w=1.0, dense_busy_w=1.0)
+    with pytest.raises(ValueError, match="1 fast and 2 slow tiers for 2 nodes"):
+        ClusterEnergy.build(n_nodes=2, node_idle_w=1.0, node_dynamic_w=1.0, fast=[hbm],
+                            slow=[dram, ssd], row_bytes=512, links=[eth, eth],
+                            dense_servers=1, dense_idle_w=1.0, dense_busy_w=1.0)
 
 
 def test_bad_names_and_overrides() -> None:
@@ -88,7 +120,7 @@ def test_routing_info_energy() -> None:
     assert last["power_w"] == pytest.approx(e[-1] / u.sim.now)
     # Mean power between the idle floor and every device and link at once at full tilt.
     assert u.energy_model.idle_w < last["power_w"] < (
-        u.energy_model.idle_w + u.n_nodes * u.energy_model.node_dynamic_w
+        u.energy_model.idle_w + sum(u.energy_model.node_dynamic_w)
         + u.cluster.dense_servers * u.energy_model.dense_dynamic_w + 1e3)
 
 

@@ -194,6 +194,7 @@ def _trajectory(env_id: str, kwargs: dict, steps: int) -> list[object]:
     ("ldsgym/ShardRouting-RowWise-v0", {"episode_queries": 500}),
     ("ldsgym/ShardRouting-64N-v0", {"episode_queries": 500}),
     ("ldsgym/ShardRouting-Faults-v0", {"episode_queries": 500, "alpha": 1.0}),
+    ("ldsgym/ShardRouting-Tiers-v0", {"episode_queries": 500}),
     ("ldsgym/ShardPlacement-v0", {"episode_queries": 60, "faults": "random"}),
 ])
 def test_envs_step_the_same_with_and_without_numba(env_id: str, kwargs: dict,
@@ -212,8 +213,8 @@ def test_kernels_divide_by_zero_as_numpy_does() -> None:
     state[10:12] = 1.0  # measured slowdown, up; link speed factor (row 12) 0
     one, zero = np.ones(2), np.zeros(2)
     best = kernels.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, np.zeros((2, 1)),
-                                      state, one, zero, 1.0, 1.0, 1.0)
+                                      state, one, zero, one, one, 1.0)
     assert best == 0  # both inf: the lower node
     state[11] = 0.0  # both down
     assert kernels.earliest_replica(0.0, 0, 1, 1, 1, 100, 1.0, holds, np.zeros((2, 1)),
-                                      state, one, zero, 1.0, 1.0, 1.0) == -1
+                                      state, one, zero, one, one, 1.0) == -1

@@ -143,10 +143,10 @@ def estimate_capacity(layout: ShardLayout, stragglers: RandomDisruption | None =
         if not held:
             continue
         rates = seg_lookups[held] / reps[lay.seg_shard[held]]
-        key = tuple(held)
+        key = (*held, -lay.cache_rows[n])
         if key not in memo:
             memo[key] = che_hit_rates(lay.seg_rows[held].tolist(), lay.seg_track[held].tolist(),
-                                      rates.tolist(), spec.alpha, spec.cache_rows)
+                                      rates.tolist(), spec.alpha, lay.cache_rows[n])
         h, rows_held = memo[key]
         hit_seg[n, held] = h
         warm[n, held] = np.floor(rows_held).astype(np.int64)
@@ -163,8 +163,8 @@ def estimate_capacity(layout: ShardLayout, stragglers: RandomDisruption | None =
             if not lay.holds[n, s]:
                 continue
             miss = float((seg_lookups[cach] * (1.0 - hit_seg[n, cach])).sum())
-            service[s, n] = spec.node_overhead_s + max(lay.c_fast * (total - miss),
-                                                       lay.c_slow * miss)
+            service[s, n] = spec.node_overhead_s + max(lay.c_fast_list[n] * (total - miss),
+                                                       lay.c_slow_list[n] * miss)
             if len(cach) and seg_lookups[cach].sum() > 0:
                 row_hit[n, s] = 1.0 - miss / float(seg_lookups[cach].sum())
     held_sn = np.isfinite(service)

@@ -16,8 +16,9 @@ nodes. A central node runs the dense MLPs. A request:
 3. when the last sub-request is back and the bottom MLP is done, the top MLP runs; then the
    request is complete. Latency = completion - arrival; it is *good* if within its SLA.
 
-Node service (:mod:`hwmodels.storage`). Small tables are pinned in the fast tier (DRAM);
-large ones live on the slow tier (NVMe SSD) behind a row cache in the fast tier (LRU or LFU,
+Node service (:mod:`hwmodels.storage`). Each node has a fast and a slow tier and a row-cache
+size of its own (by default the same on every node: DRAM, NVMe SSD). Small tables are pinned
+in the fast tier; large ones live on the slow tier behind a row cache in the fast tier (LRU or LFU,
 :mod:`envs.sim.dlrm.rowcache`) shared by every cached table segment on the node. Row popularity is
 the calibrated Zipf-like law of :mod:`envs.sim.dlrm.skew`, so hit rates emerge from the skew and
 from what the routing sends where. Only the ``track_rows`` most popular rows of a segment are
@@ -221,7 +222,7 @@ class ShardSim:
         # :meth:`_set_cache_size`); ``cache_occupancy`` returns a copy.
         rb = spec.row_bytes
         self._occ_pinned = layout.pinned_bytes.tolist()
-        self._occ_full = (layout.pinned_bytes + spec.cache_rows * rb).tolist()
+        self._occ_full = (layout.pinned_bytes + np.array(layout.cache_rows) * rb).tolist()
         for n in range(N):
             self._set_cache_size(n, self.nodes[n].cache.size)
         #: Bumped whenever a node goes up or down or a replica is added or dropped (what the
@@ -262,11 +263,11 @@ class ShardSim:
         #: ``sum(cache_lookups)``, ``sum(cache_hits)``.
         self.cache_lookups_total = 0
         self.cache_hits_total = 0
-        #: Activity that the energy model prices (:mod:`hwmodels.energy`): rows read from the
-        #: fast and the slow tier, and bytes sent over each node's link (both directions,
-        #: aborted messages and migrations included).
-        self.fast_reads_total = 0.0
-        self.slow_reads_total = 0.0
+        #: Activity that the energy model prices (:mod:`hwmodels.energy`), per node: rows
+        #: read from its fast and its slow tier, and bytes sent over its link (both
+        #: directions, aborted messages and migrations included).
+        self.fast_reads = [0.0] * N
+        self.slow_reads = [0.0] * N
         self.link_bytes_sent = [0.0] * N
         #: Everything in flight, by id (events refer to them by id).
         self._subs: dict[int, SubRequest] = {}
@@ -413,8 +414,8 @@ class ShardSim:
     def _make_cache(self, n: int) -> LruRowCache | LfuRowCache:
         keys = int(self._n_keys[n])
         if self.spec.cache_policy == "lfu":
-            return LfuRowCache(keys, self.spec.cache_rows)
-        return LruRowCache(keys, self.spec.cache_rows)
+            return LfuRowCache(keys, self.lay.cache_rows[n])
+        return LruRowCache(keys, self.lay.cache_rows[n])
 
     # ------------------------------------------------------------------ decisions
     @property
@@ -733,8 +734,8 @@ class ShardSim:
     def estimate_service_s(self, sub: SubRequest, node: int) -> float:
         """Nominal service time of ``sub`` on ``node`` with the node's running hit estimate."""
         miss = sub.d_tracked * (1.0 - float(self.row_hit[node, sub.shard])) + sub.d_untracked
-        return self.spec.node_overhead_s + max(self.lay.c_fast * (sub.lookups - miss),
-                                               self.lay.c_slow * miss)
+        return self.spec.node_overhead_s + max(self.lay.c_fast_list[node] * (sub.lookups - miss),
+                                               self.lay.c_slow_list[node] * miss)
 
     def remaining_work(self, now: float) -> np.ndarray:
         """Per node: estimated seconds of work (the running sub-request and those routed)."""
@@ -775,7 +776,7 @@ class ShardSim:
         # estimate_service_s(sub, node), inlined (max(a, b) is ``b if b > a else a``)
         lay = self.lay
         miss = sub.d_tracked * (1.0 - float(self.row_hit[node, sub.shard])) + sub.d_untracked
-        fast, slow = lay.c_fast * (sub.lookups - miss), lay.c_slow * miss
+        fast, slow = lay.c_fast_list[node] * (sub.lookups - miss), lay.c_slow_list[node] * miss
         est = self.spec.node_overhead_s + (slow if slow > fast else fast)
         sub.est_s = est
         work_s = self.work_s
@@ -858,10 +859,11 @@ class ShardSim:
         self._occ[node] = ((self._occ_pinned[node] + float(size) * self.spec.row_bytes) / full
                            if full > 0 else 0.0)
         slow_reads = misses + sub.d_untracked
-        self.slow_reads_total += slow_reads
-        self.fast_reads_total += sub.lookups - slow_reads
+        self.slow_reads[node] += slow_reads
+        self.fast_reads[node] += sub.lookups - slow_reads
         lay = self.lay
-        fast, slow_ = lay.c_fast * (sub.lookups - slow_reads), lay.c_slow * slow_reads
+        fast = lay.c_fast_list[node] * (sub.lookups - slow_reads)
+        slow_ = lay.c_slow_list[node] * slow_reads
         nominal = self.spec.node_overhead_s + (slow_ if slow_ > fast else fast)  # max()
         slow = nd.slow
         service = nominal * slow
@@ -1114,13 +1116,12 @@ class ShardSim:
         now = self.events.now
         s = sub.shard
         lay = self.lay
-        c_fast, c_slow = lay.c_fast, lay.c_slow
         overhead = self.spec.node_overhead_s
         if kernels.AVAILABLE and type(fixed_s) is np.ndarray and type(bps) is np.ndarray:
             best = kernels.earliest_replica(
                 now, s, sub.d_tracked, sub.d_untracked, sub.lookups, sub.req_bytes,
                 sub.resp_bytes, self.holds, self.row_hit, self.node_state, fixed_s, bps,
-                c_fast, c_slow, overhead)
+                lay.c_fast, lay.c_slow, overhead)
             if best < 0:
                 raise ValueError("min() arg is an empty sequence")
             return best
@@ -1129,12 +1130,13 @@ class ShardSim:
         row_hit, link_factor = self.row_hit, self.link_factor
         lb_bytes, lb_t, lb_rate = self.inflight_bytes, self.inflight_t, self.inflight_rate
         service_end, work_s, slow = self.service_end, self.work_s, self.measured_slow
+        c_fast, c_slow = lay.c_fast_list, lay.c_slow_list
         best = -1
         best_t = 0.0
         for k in self._live(s):
             # np.maximum(a, b) is ``a if a > b or a is NaN else b`` (b on ties, e.g. -0.0).
             miss = d_tracked * (1.0 - float(row_hit[k, s])) + d_untracked
-            fast, slow_ = c_fast * (lookups - miss), c_slow * miss
+            fast, slow_ = c_fast[k] * (lookups - miss), c_slow[k] * miss
             svc = overhead + (fast if fast > slow_ or fast != fast else slow_)
             rate = bps[k] * float(link_factor[k])
             left = float(lb_bytes[k]) - (now - float(lb_t[k])) * float(lb_rate[k])

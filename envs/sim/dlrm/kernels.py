@@ -250,28 +250,26 @@ def routing_obs(now: float, s: int, d_tracked: int, d_untracked: int, lookups: i
     the formulas of :meth:`envs.shard.ShardRoutingEnv._predict_finish` and ``_obs``.
 
     ``state`` is :attr:`envs.sim.dlrm.cluster.ShardSim.node_state`. ``consts`` rows: the per-node
-    fixed link cost; ``(c_fast, c_slow, overhead, mean lookups, mean response bytes,
-    capacity)``; the link payload rate now per node; then, per shard, whether each node holds
-    it (1.0 or 0.0). ``out`` gets the ten node rows (row ``r`` at ``r * N``), then the
-    one-hot shard and the clipped ``size``, ``request`` and ``rates`` entries (``left``:
-    sub-requests of the request still to route, this one too; ``req_rate``: the recent
-    request rate).
+    fixed link cost; ``(overhead, mean lookups, mean response bytes, capacity)``; the link
+    payload rate now per node; the per-node seconds per fast-tier read, then per slow-tier
+    read; then, per shard, whether each node holds it (1.0 or 0.0). ``out`` gets the ten
+    node rows (row ``r`` at ``r * N``), then the one-hot shard and the clipped ``size``,
+    ``request`` and ``rates`` entries (``left``: sub-requests of the request still to route,
+    this one too; ``req_rate``: the recent request rate).
     """
     N = fin.shape[0]
-    c_fast = consts[1, 0]
-    c_slow = consts[1, 1]
-    overhead = consts[1, 2]
+    overhead = consts[1, 0]
     S = out.shape[0] - 10 * N - 5
     x0 = 10 * N
     for j in range(S):
         out[x0 + j] = 0.0
     out[x0 + s] = 1.0
     x0 += S
-    _put1(out, x0, lookups / consts[1, 3])
-    _put1(out, x0 + 1, resp_bytes / consts[1, 4])
+    _put1(out, x0, lookups / consts[1, 1])
+    _put1(out, x0 + 1, resp_bytes / consts[1, 2])
     _put1(out, x0 + 2, left / S)
     _put1(out, x0 + 3, req_pred * inv_sla)
-    _put1(out, x0 + 4, req_rate / consts[1, 5])
+    _put1(out, x0 + 4, req_rate / consts[1, 3])
     dt = np.float64(d_tracked)
     du = np.float64(d_untracked)
     lk = np.float64(lookups)
@@ -285,8 +283,8 @@ def routing_obs(now: float, s: int, d_tracked: int, d_untracked: int, lookups: i
         rw = (x if x > 0.0 or x != x else 0.0) + state[7, n]
         rh = row_hit[n, s]
         miss = (1.0 - rh) * dt + du
-        fast = (lk - miss) * c_fast
-        slow_ = miss * c_slow
+        fast = (lk - miss) * consts[3, n]
+        slow_ = miss * consts[4, n]
         svc = (fast if fast > slow_ or fast != fast else slow_) + overhead
         r = consts[2, n]
         fixed = consts[0, n]
@@ -296,7 +294,7 @@ def routing_obs(now: float, s: int, d_tracked: int, d_untracked: int, lookups: i
         f = t_down + (svc + rw) * ms
         f = f + t_up
         fin[n] = f
-        h = consts[3 + s, n]
+        h = consts[5 + s, n]
         _put1(out, n, outstanding[n] / 8.0)
         _put1(out, N + n, rw * ms * inv_sla)
         _put1(out, 2 * N + n, (down + up) / r * inv_sla)
@@ -358,20 +356,21 @@ def placement_topology(holds: np.ndarray, loading: np.ndarray, up: np.ndarray,
 def earliest_replica(now: float, s: int, d_tracked: int, d_untracked: int, lookups: int,
                      req_bytes: float, resp_bytes: float, holds: np.ndarray,
                      row_hit: np.ndarray, state: np.ndarray, fixed: np.ndarray,
-                     bps: np.ndarray, c_fast: float, c_slow: float, overhead: float) -> int:
+                     bps: np.ndarray, c_fast: np.ndarray, c_slow: np.ndarray,
+                     overhead: float) -> int:
     """:meth:`envs.sim.dlrm.cluster.ShardSim.earliest_replica` (the same float operations in the
     same order) over the live replicas: the nodes ``k`` with ``holds[k, s]`` that are up
     (``state`` is :attr:`envs.sim.dlrm.cluster.ShardSim.node_state`, whose up row is 1.0 exactly
-    for them), in increasing order (the least ``(t, k)`` does not depend on the order); -1
-    when there is none."""
+    for them; ``c_fast`` and ``c_slow`` are the per-node seconds per read), in increasing
+    order (the least ``(t, k)`` does not depend on the order); -1 when there is none."""
     best = -1
     best_t = 0.0
     for k in range(holds.shape[0]):
         if not (holds[k, s] and state[11, k] != 0.0):
             continue
         miss = d_tracked * (1.0 - row_hit[k, s]) + d_untracked
-        fast = c_fast * (lookups - miss)
-        slow_ = c_slow * miss
+        fast = c_fast[k] * (lookups - miss)
+        slow_ = c_slow[k] * miss
         svc = overhead + (fast if fast > slow_ or fast != fast else slow_)
         rate = bps[k] * state[12, k]
         left = state[0, k] - (now - state[2, k]) * state[4, k]
@@ -428,4 +427,4 @@ def warm_up() -> None:
     state = np.ones((13, 2))
     for req_bytes in (0, 0.0):
         earliest_replica(0.0, 0, 1, 1, 1, req_bytes, 1.0, holds, np.zeros((2, 2)), state, f64,
-                         f64, 1.0, 1.0, 1.0)
+                         f64, f64, f64, 1.0)

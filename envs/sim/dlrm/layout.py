@@ -82,8 +82,8 @@ class ShardLayout:
         # A table is pinned when each of its segments fits under pin_rows.
         seg_rows_t = -(-rows // S) if spec.row_wise else rows
         table_pinned = seg_rows_t <= spec.pin_rows
-        # Tracked head per segment: spec.track_rows, or (<= 0) enough for 4x the cache over the
-        # node holding the most cached segments (at most 2**18 rows).
+        # Tracked head per segment: spec.track_rows, or (<= 0) enough for 4x the (largest)
+        # cache over the node holding the most cached segments (at most 2**18 rows).
         cached_in = np.array([sum(not table_pinned[t] for t in tables)
                               for tables in spec.shard_tables])
         per_node = np.zeros(N, dtype=np.int64)
@@ -91,9 +91,11 @@ class ShardLayout:
             for n in set(reps):
                 per_node[n] += cached_in[s_]
         most = max(int(per_node.max()), 1)
+        #: Row-cache capacity of each node (rows).
+        self.cache_rows: list[int] = [spec.cache_rows_of(n) for n in range(N)]
         #: Rows of a segment's tracked head (the most popular rows its cache may admit).
         self.track_rows = int(spec.track_rows) if spec.track_rows > 0 else int(
-            min(2**18, max(1024, 4 * spec.cache_rows // most)))
+            min(2**18, max(1024, 4 * max(self.cache_rows) // most)))
         track = self.track_rows
         # Segments: (shard, table) pairs with their rows, tracked head and key offset.
         seg_of = np.full((S, T), -1, dtype=np.int64)
@@ -206,8 +208,18 @@ class ShardLayout:
         tables_in = np.array([len(t) for t in spec.shard_tables])
         self.resp_bytes = (spec.header_bytes + B * tables_in * spec.row_bytes).astype(float)
         self.resp_bytes_list: list[float] = self.resp_bytes.tolist()
-        self.c_fast = spec.read_cost_s(spec.fast)
-        self.c_slow = spec.read_cost_s(spec.slow)
+        #: Seconds per row read from each node's fast and slow tier ``(N,)``, and the same as
+        #: lists of floats.
+        self.c_fast = np.array([spec.read_cost_s(spec.fast_of(n), spec.queue_depth_of(n))
+                                for n in range(N)])
+        self.c_slow = np.array([spec.read_cost_s(spec.slow_of(n), spec.queue_depth_of(n))
+                                for n in range(N)])
+        self.c_fast_list: list[float] = self.c_fast.tolist()
+        self.c_slow_list: list[float] = self.c_slow.tolist()
+        #: Every node has the same read costs (then the scalar formulas of a homogeneous
+        #: cluster apply, with their bits).
+        self.uniform_tiers = bool((self.c_fast == self.c_fast[0]).all()
+                                  and (self.c_slow == self.c_slow[0]).all())
         # Bytes pinned in the fast tier per node (for the occupancy feature).
         pinned_rows = np.zeros(S)
         for j in range(len(seg_rows)):

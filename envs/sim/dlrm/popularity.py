@@ -121,10 +121,18 @@ class ShardPopularity:
             np.int64)
 
 
-def expected_reads(service_s: np.ndarray, overhead_s: float, c_slow: float) -> np.ndarray:
+def expected_reads(service_s: np.ndarray, overhead_s: float,
+                   c_slow: float | np.ndarray) -> np.ndarray:
     """Each shard's expected SSD reads per sub-request from the capacity estimate's expected
     service times ``(S, N)`` (inf where not held): the mean over its replicas of ``(service -
-    overhead) / c_slow``."""
+    overhead) / c_slow`` (``c_slow``: seconds per slow-tier read, one for every node or one
+    per node; equal ones take the mean service first, as a homogeneous cluster always did)."""
     held = np.isfinite(service_s)
+    c = np.asarray(c_slow, dtype=np.float64)
+    if c.ndim:
+        if not (c == c[0]).all():
+            reads = np.where(held, np.maximum(service_s - overhead_s, 0.0) / c[None, :], 0.0)
+            return reads.sum(axis=1) / np.maximum(held.sum(axis=1), 1)
+        c_slow = float(c[0])
     svc = np.where(held, service_s, 0.0).sum(axis=1) / np.maximum(held.sum(axis=1), 1)
     return np.maximum(svc - overhead_s, 0.0) / c_slow

@@ -86,11 +86,14 @@ class ClusterSpec:
         row_wise: Shards are row ranges of every table (else whole tables).
         shard_tables: Tables of each shard (table-wise), or every table for each shard.
         replicas: Nodes holding each shard.
-        fast: Fast tier of every node (pinned tables and the row cache).
-        slow: Slow tier (the full cached tables).
+        fast: Fast tier of every node (pinned tables and the row cache), unless
+            :attr:`node_fast` gives one per node.
+        slow: Slow tier (the full cached tables), unless :attr:`node_slow` gives one per
+            node.
         queue_depth: Reads in flight per tier on a node.
         node_overhead_s: Fixed cost of serving one sub-request (RPC handling, pooling setup).
-        cache_rows: Row-cache capacity per node (rows).
+        cache_rows: Row-cache capacity per node (rows), unless :attr:`node_cache_rows`
+            gives one per node.
         track_rows: Most popular rows per segment the cache admits (<= 0: automatic, see
             :class:`~envs.sim.dlrm.layout.ShardLayout`).
         pin_rows: Segments with at most this many rows are pinned in the fast tier.
@@ -105,6 +108,12 @@ class ClusterSpec:
         retry_delay_s: Time for the client to notice a failure and resend.
         id_bytes: Bytes per looked-up id in a request message.
         header_bytes: Bytes of every message's header.
+        node_fast: Fast tier of each node (empty: :attr:`fast` on every node).
+        node_slow: Slow tier of each node (empty: :attr:`slow` on every node).
+        node_cache_rows: Row-cache capacity of each node (empty: :attr:`cache_rows` on
+            every node).
+        node_queue_depth: Reads in flight per tier on each node (empty: :attr:`queue_depth`
+            on every node).
     """
 
     n_nodes: int
@@ -134,6 +143,32 @@ class ClusterSpec:
     retry_delay_s: float = 0.001
     id_bytes: int = 8
     header_bytes: int = 64
+    node_fast: tuple[StorageTier, ...] = ()
+    node_slow: tuple[StorageTier, ...] = ()
+    node_cache_rows: tuple[int, ...] = ()
+    node_queue_depth: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("node_fast", "node_slow", "node_cache_rows", "node_queue_depth"):
+            k = len(getattr(self, name))
+            if k not in (0, self.n_nodes):
+                raise ValueError(f"{name}: {k} entries for {self.n_nodes} nodes")
+
+    def fast_of(self, node: int) -> StorageTier:
+        """Node ``node``'s fast tier."""
+        return self.node_fast[node] if self.node_fast else self.fast
+
+    def slow_of(self, node: int) -> StorageTier:
+        """Node ``node``'s slow tier."""
+        return self.node_slow[node] if self.node_slow else self.slow
+
+    def cache_rows_of(self, node: int) -> int:
+        """Node ``node``'s row-cache capacity (rows)."""
+        return int(self.node_cache_rows[node]) if self.node_cache_rows else self.cache_rows
+
+    def queue_depth_of(self, node: int) -> float:
+        """Node ``node``'s reads in flight per tier."""
+        return float(self.node_queue_depth[node]) if self.node_queue_depth else self.queue_depth
 
     @property
     def n_shards(self) -> int:
@@ -145,8 +180,10 @@ class ClusterSpec:
         """Bytes of one stored row."""
         return self.dim * self.elem_bytes
 
-    def read_cost_s(self, tier: StorageTier) -> float:
-        """Seconds per random row read on ``tier`` at :attr:`queue_depth` (linear in reads)."""
+    def read_cost_s(self, tier: StorageTier, queue_depth: float | None = None) -> float:
+        """Seconds per random row read on ``tier`` at ``queue_depth`` reads in flight
+        (default :attr:`queue_depth`; linear in reads)."""
         moved = math.ceil(self.row_bytes / tier.access_bytes) * tier.access_bytes
-        return max(tier.latency_us * 1e-6 / self.queue_depth, 1.0 / tier.iops,
+        qd = self.queue_depth if queue_depth is None else queue_depth
+        return max(tier.latency_us * 1e-6 / qd, 1.0 / tier.iops,
                    moved / (tier.bandwidth_gbs * 1e9))
