@@ -55,121 +55,11 @@ I_SEQ, I_DRAIN_LEFT, I_CURSOR, I_ARRIVED, I_COMPLETED, I_GOOD, I_REJECTED, I_OVE
 N_INTS = 10
 # Float slots of the ``fl`` array.
 F_NOW, F_BACKLOG, F_RATE, F_BACKLOG_T, F_ENERGY, F_HIST_TOTAL, F_PENDING_DOWNTIME, \
-    F_RECONFIG_START, F_RECONFIG_UNTIL, F_DOWNTIME, F_NEXT = range(11)
-N_FLOATS = 11
+    F_RECONFIG_START, F_RECONFIG_UNTIL, F_DOWNTIME = range(10)
+N_FLOATS = 10
 #: ``ints[I_ERROR]``: a slot would need a second pending ``SLOT_UP`` (the heap allows it, the
 #: kernel's per-slot events do not; the Python path never schedules one).
 ERR_SLOT_UP = 1
-
-
-@njit(cache=True, nogil=True)
-def _dispatch(p: int, force: bool, now: float, lat: np.ndarray, item_cost: np.ndarray,
-              solo: np.ndarray, energy_w: np.ndarray, has_power: bool, max_batch: int,
-              delay_s: float, drop: bool,
-              qa: np.ndarray, qd: np.ndarray, qi: np.ndarray, qs: np.ndarray,
-              qhead: np.ndarray, qlen: np.ndarray, queued: np.ndarray, by_model: np.ndarray,
-              work: np.ndarray, work_lev: np.ndarray, busy: np.ndarray,
-              busy_until: np.ndarray, run_model: np.ndarray, up_at: np.ndarray,
-              retiring: np.ndarray,
-              ra: np.ndarray, rd: np.ndarray, ri: np.ndarray, rs: np.ndarray, rn: np.ndarray,
-              rem: np.ndarray, rt: np.ndarray, ritems: np.ndarray,
-              done_t: np.ndarray, done_seq: np.ndarray, to_t: np.ndarray, to_seq: np.ndarray,
-              ints: np.ndarray, fl: np.ndarray, busy_s: np.ndarray) -> None:
-    """``SharedGpuSim._try_dispatch`` with one priority level (its recursion over batches
-    whose requests all expired as a loop)."""
-    M = qlen.shape[1]
-    cap = qa.shape[2]
-    L = lat.shape[2]
-    while True:
-        if busy[p] or queued[p] == 0:
-            return
-        if up_at[p] > now or retiring[p]:
-            return
-        m = -1
-        oldest = math.inf
-        for k in range(M):
-            if qlen[p, k] > 0:
-                t0 = qa[p, k, qhead[p, k]]
-                if t0 < oldest:
-                    oldest = t0
-                    m = k
-        # GpuServingSim._due
-        if not force and by_model[p, m] < max_batch:
-            due = oldest + delay_s
-            if now < due:
-                if to_t[p] == math.inf:
-                    ints[I_SEQ] += 1
-                    to_t[p] = due
-                    to_seq[p] = ints[I_SEQ]
-                    if due < fl[F_NEXT]:
-                        fl[F_NEXT] = due
-                return
-        to_t[p] = math.inf  # a batch starts: cancel a pending timeout
-        # take() from the one level
-        items = 0
-        removed = 0
-        expired = 0
-        nb = 0
-        solo_finish = now + solo[p, m]
-        rate = fl[F_RATE]
-        h = qhead[p, m]
-        ln = qlen[p, m]
-        while ln > 0:
-            s = qs[p, m, h]
-            if nb > 0 and items + s > max_batch:
-                break
-            removed += s
-            d = qd[p, m, h]
-            if drop and d < solo_finish:
-                expired += 1
-                rate -= qi[p, m, h]
-            else:
-                ra[p, nb] = qa[p, m, h]
-                rd[p, nb] = d
-                ri[p, nb] = qi[p, m, h]
-                rs[p, nb] = s
-                nb += 1
-                items += s
-            h += 1
-            if h == cap:
-                h = 0
-            ln -= 1
-        qhead[p, m] = h
-        qlen[p, m] = ln
-        cost = item_cost[p, m]
-        if removed:
-            work_lev[p] -= removed * cost
-        fl[F_RATE] = rate
-        # GpuServingSim._dequeued
-        left = queued[p] - removed
-        queued[p] = left
-        by_model[p, m] -= removed
-        work[p] = work[p] - removed * cost if left else 0.0
-        if expired:
-            ints[I_EXPIRED] += expired
-        if not left:
-            work_lev[p] = 0.0
-        if nb == 0:  # everything was expired: look at the other models
-            continue
-        # GpuServingSim._start_batch
-        dur = lat[p, m, min(items, L) - 1]
-        end = now + dur
-        busy[p] = True
-        busy_until[p] = end
-        run_model[p] = m
-        rn[p] = nb
-        busy_s[p] += dur
-        if has_power:
-            fl[F_ENERGY] += energy_w[p] * dur
-        ints[I_SEQ] += 1
-        done_t[p] = end
-        done_seq[p] = ints[I_SEQ]
-        if end < fl[F_NEXT]:
-            fl[F_NEXT] = end
-        rem[p] = dur
-        rt[p] = now
-        ritems[p] = items
-        return
 
 
 @njit(cache=True, nogil=True)
@@ -193,57 +83,168 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
     """Route and simulate the requests ``t_arr`` .. (arrival, model, size, deadline, ``1/SLA``;
     every one arrives by ``until``), then run the events up to ``until``: what
     ``SharedGpuSim.run_until(router, until)`` does. Every state array is read and written in
-    place; ``counts`` (per model) receives the requests routed."""
+    place (slots ``I_*`` of ``ints``, ``F_*`` of ``fl``); ``counts`` (per model) receives the
+    requests routed.
+
+    One copy of the batcher (``SharedGpuSim._try_dispatch`` with one priority level) serves
+    both places that start batches, an admission and an event: each sets ``dp`` (the slot to
+    try) and the event loop runs it first, before looking for the next event."""
     n = t_arr.shape[0]
-    P = queued.shape[0]
+    P, M = qlen.shape[0], qlen.shape[1]
     cap = qa.shape[2]
+    L = lat.shape[2]
     fx = np.empty(P)
     ok = np.zeros(P, np.bool_)
     last = _NBINS - 1
+    inf = math.inf
     backlog = fl[F_BACKLOG]
     bt = fl[F_BACKLOG_T]
     now = fl[F_NOW]
-    fl[F_NEXT] = -math.inf  # unknown: scan first
+    rate = fl[F_RATE]
+    energy = fl[F_ENERGY]
+    htot = fl[F_HIST_TOTAL]
+    seq = ints[I_SEQ]
+    n_completed = ints[I_COMPLETED]
+    n_good = ints[I_GOOD]
+    n_expired = ints[I_EXPIRED]
+    n_rejected = ints[I_REJECTED]
+    n_overflow = ints[I_OVERFLOW]
+    # A lower bound on the next event's time (exact after a scan; an event scheduled lowers
+    # it): most arrivals find no event due and skip the scan.
+    next_t = -inf
+    dp = -1  # the slot whose batcher runs next (-1: none), and whether its timeout fired
+    dforce = False
     i = 0
     while True:
-        horizon = t_arr[i] if i < n else math.inf
+        horizon = t_arr[i] if i < n else inf
         stop = horizon > until
         h = until if stop else horizon
         # ---- the events up to h (SharedGpuSim._loop without slowdowns, priorities, preemption)
-        # fl[F_NEXT] is a lower bound on the next event's time (exact after a scan; an event
-        # scheduled lowers it): most arrivals find no event due and skip the scan.
-        while fl[F_NEXT] <= h:
+        while True:
+            if dp >= 0:
+                # ---- SharedGpuSim._try_dispatch(dp, dforce) (its recursion over batches whose
+                # requests all expired as a loop)
+                p = dp
+                force = dforce
+                dp = -1
+                while True:
+                    if busy[p] or queued[p] == 0:
+                        break
+                    if up_at[p] > now or retiring[p]:
+                        break
+                    m = -1
+                    oldest = inf
+                    for k in range(M):
+                        if qlen[p, k] > 0:
+                            t0 = qa[p, k, qhead[p, k]]
+                            if t0 < oldest:
+                                oldest = t0
+                                m = k
+                    # GpuServingSim._due
+                    if not force and by_model[p, m] < max_batch:
+                        due = oldest + delay_s
+                        if now < due:
+                            if to_t[p] == inf:
+                                seq += 1
+                                to_t[p] = due
+                                to_seq[p] = seq
+                                if due < next_t:
+                                    next_t = due
+                            break
+                    to_t[p] = inf  # a batch starts: cancel a pending timeout
+                    # take() from the one level
+                    items = 0
+                    removed = 0
+                    expired = 0
+                    nb = 0
+                    solo_finish = now + solo[p, m]
+                    hd = qhead[p, m]
+                    ln = qlen[p, m]
+                    while ln > 0:
+                        sz = qs[p, m, hd]
+                        if nb > 0 and items + sz > max_batch:
+                            break
+                        removed += sz
+                        d = qd[p, m, hd]
+                        if drop and d < solo_finish:
+                            expired += 1
+                            rate -= qi[p, m, hd]
+                        else:
+                            ra[p, nb] = qa[p, m, hd]
+                            rd[p, nb] = d
+                            ri[p, nb] = qi[p, m, hd]
+                            rs[p, nb] = sz
+                            nb += 1
+                            items += sz
+                        hd += 1
+                        if hd == cap:
+                            hd = 0
+                        ln -= 1
+                    qhead[p, m] = hd
+                    qlen[p, m] = ln
+                    cost = item_cost[p, m]
+                    if removed:
+                        work_lev[p] -= removed * cost
+                    # GpuServingSim._dequeued
+                    left = queued[p] - removed
+                    queued[p] = left
+                    by_model[p, m] -= removed
+                    work[p] = work[p] - removed * cost if left else 0.0
+                    n_expired += expired
+                    if not left:
+                        work_lev[p] = 0.0
+                    if nb == 0:  # everything was expired: look at the other models
+                        continue
+                    # GpuServingSim._start_batch
+                    dur = lat[p, m, min(items, L) - 1]
+                    end = now + dur
+                    busy[p] = True
+                    busy_until[p] = end
+                    run_model[p] = m
+                    rn[p] = nb
+                    busy_s[p] += dur
+                    if has_power:
+                        energy += energy_w[p] * dur
+                    seq += 1
+                    done_t[p] = end
+                    done_seq[p] = seq
+                    if end < next_t:
+                        next_t = end
+                    rem[p] = dur
+                    rt[p] = now
+                    ritems[p] = items
+                    break
+            if next_t > h:
+                break
+            # the next event: the smallest (time, seq), as the heap pops
             p = -1
-            et = math.inf
+            et = inf
             es = 0
             kind = 0
             for r in range(P):
                 t = done_t[r]
-                if t < et or (t == et and t != math.inf and done_seq[r] < es):
+                if t < et or (t == et and t != inf and done_seq[r] < es):
                     p, et, es, kind = r, t, done_seq[r], 0
                 t = to_t[r]
-                if t < et or (t == et and t != math.inf and to_seq[r] < es):
+                if t < et or (t == et and t != inf and to_seq[r] < es):
                     p, et, es, kind = r, t, to_seq[r], 1
                 t = up_t[r]
-                if t < et or (t == et and t != math.inf and up_seq[r] < es):
+                if t < et or (t == et and t != inf and up_seq[r] < es):
                     p, et, es, kind = r, t, up_seq[r], 2
-            fl[F_NEXT] = et
+            next_t = et
             if p < 0 or et > h:
                 break
             now = et
-            backlog += fl[F_RATE] * (now - bt)
+            backlog += rate * (now - bt)
             bt = now
             if kind == 0:  # BATCH_DONE: GpuServingSim._complete
-                done_t[p] = math.inf
+                done_t[p] = inf
                 nb = rn[p]
-                rate = fl[F_RATE]
                 good = 0
                 for r in range(nb):
                     rate -= ri[p, r]
                     if now <= rd[p, r] + 1e-12:
                         good += 1
-                fl[F_RATE] = rate
-                htot = fl[F_HIST_TOTAL]
                 for r in range(nb):
                     lt = now - ra[p, r]
                     htot += lt
@@ -251,9 +252,8 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
                     if k > last:
                         k = last
                     hist[k] += 1
-                fl[F_HIST_TOTAL] = htot
-                ints[I_COMPLETED] += nb
-                ints[I_GOOD] += good
+                n_completed += nb
+                n_good += good
                 rn[p] = 0
                 busy[p] = False
                 run_model[p] = -1
@@ -266,62 +266,56 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
                             if changed[q]:
                                 retiring[q] = False
                                 if active[q]:
-                                    if up_t[q] != math.inf:
+                                    if up_t[q] != inf:
                                         ints[I_ERROR] = ERR_SLOT_UP
                                         return
                                     up_at[q] = t_up
-                                    ints[I_SEQ] += 1
+                                    seq += 1
                                     up_t[q] = t_up
-                                    up_seq[q] = ints[I_SEQ]
-                                    if t_up < fl[F_NEXT]:
-                                        fl[F_NEXT] = t_up
+                                    up_seq[q] = seq
+                                    if t_up < next_t:
+                                        next_t = t_up
                                 changed[q] = False
                         fl[F_RECONFIG_UNTIL] = t_up
                         fl[F_DOWNTIME] += t_up - fl[F_RECONFIG_START]
-                    continue
-                if not queued[p]:
-                    continue
-                force = False
+                elif queued[p]:
+                    dp = p
+                    dforce = False
             elif kind == 1:  # BATCH_TIMEOUT
-                to_t[p] = math.inf
-                force = True
+                to_t[p] = inf
+                dp = p
+                dforce = True
             else:  # SLOT_UP
-                up_t[p] = math.inf
-                if not queued[p] or busy[p]:
-                    continue
-                force = False
-            _dispatch(p, force, now, lat, item_cost, solo, energy_w, has_power, max_batch,
-                      delay_s, drop, qa, qd, qi, qs, qhead, qlen, queued, by_model, work,
-                      work_lev, busy, busy_until, run_model, up_at, retiring, ra, rd, ri, rs,
-                      rn, rem, rt, ritems, done_t, done_seq, to_t, to_seq, ints, fl, busy_s)
+                up_t[p] = inf
+                if queued[p] and not busy[p]:
+                    dp = p
+                    dforce = False
         if stop:
             now = until
-            backlog += fl[F_RATE] * (until - bt)
+            backlog += rate * (until - bt)
             bt = until
             break
         if i >= n:  # until = inf: drained
             break
         # ---- the arrival of request i, then its routing (the router of Repartition)
         now = horizon
-        backlog += fl[F_RATE] * (now - bt)
+        backlog += rate * (now - bt)
         bt = now
         inv = inv_arr[i]
-        fl[F_RATE] += inv
-        ints[I_ARRIVED] += 1
+        rate += inv
         m = m_arr[i]
         counts[m] += 1
         if rule == ROUTE_EARLIEST:
             # SharedGpuSim.finish_times_s over the slots that hold the model
             for r in range(P):
-                if fits[r, m]:
+                ok[r] = fits[r, m]
+                if ok[r]:
                     wait = busy_until[r] - now if busy[r] else 0.0
                     d = up_at[r] - now
                     if d > wait:
                         wait = d
                     fx[r] = wait + (work[r] + solo[r, m])
-                else:
-                    fx[r] = math.inf
-            a = earliest(fx, fits[:, m], True, True, now, dead_arr[i])
+            a = earliest(fx, ok, True, True, now, dead_arr[i])
         else:
             anyok = False
             for r in range(P):
@@ -337,14 +331,14 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
                 ints[I_CURSOR] = cursor
         # ---- SharedGpuSim._admit with one level, no preemption (or the rejection)
         if a == P:
-            ints[I_REJECTED] += 1
-            fl[F_RATE] -= inv
+            n_rejected += 1
+            rate -= inv
         else:
-            s = s_arr[i]
-            q = queued[a] + s
+            sz = s_arr[i]
+            q = queued[a] + sz
             if q > capacity:
-                ints[I_OVERFLOW] += 1
-                fl[F_RATE] -= inv
+                n_overflow += 1
+                rate -= inv
             else:
                 pos = qhead[a, m] + qlen[a, m]
                 if pos >= cap:
@@ -352,23 +346,30 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
                 qa[a, m, pos] = horizon
                 qd[a, m, pos] = dead_arr[i]
                 qi[a, m, pos] = inv
-                qs[a, m, pos] = s
+                qs[a, m, pos] = sz
                 qlen[a, m] += 1
                 queued[a] = q
-                by_model[a, m] += s
-                w = s * item_cost[a, m]
+                by_model[a, m] += sz
+                w = sz * item_cost[a, m]
                 work[a] += w
                 work_lev[a] += w
-                if not busy[a] and (to_t[a] == math.inf or by_model[a, m] >= max_batch):
-                    _dispatch(a, False, now, lat, item_cost, solo, energy_w, has_power,
-                              max_batch, delay_s, drop, qa, qd, qi, qs, qhead, qlen, queued,
-                              by_model, work, work_lev, busy, busy_until, run_model, up_at,
-                              retiring, ra, rd, ri, rs, rn, rem, rt, ritems, done_t, done_seq,
-                              to_t, to_seq, ints, fl, busy_s)
+                if not busy[a] and (to_t[a] == inf or by_model[a, m] >= max_batch):
+                    dp = a
+                    dforce = False
         i += 1
+    ints[I_ARRIVED] += n
+    ints[I_SEQ] = seq
+    ints[I_COMPLETED] = n_completed
+    ints[I_GOOD] = n_good
+    ints[I_EXPIRED] = n_expired
+    ints[I_REJECTED] = n_rejected
+    ints[I_OVERFLOW] = n_overflow
     fl[F_NOW] = now
     fl[F_BACKLOG] = backlog
     fl[F_BACKLOG_T] = bt
+    fl[F_RATE] = rate
+    fl[F_ENERGY] = energy
+    fl[F_HIST_TOTAL] = htot
 
 
 __all__ = ["AVAILABLE", "ROUTE_EARLIEST", "ROUTE_LEAST_LOADED", "ROUTE_ROUND_ROBIN",
