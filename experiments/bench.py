@@ -791,7 +791,7 @@ def bench_repartition(episode_s: float, interval_s: float, trace: str, load: flo
             "queries_per_s": queries / r["steps_s"],
             "hour_s": (r["reset_s"] + r["steps_s"]) * scale,
             "hour_steps_s": r["steps_s"] * scale,
-            "equal": all(i == infos[0] for i in infos)})
+            "equal": all(i == infos[0] for i in infos) if len(infos) > 1 else None})
     return rows
 
 
@@ -804,7 +804,7 @@ def to_csv(res: BenchResults) -> str:
         for row in getattr(res, attr):
             point = row[point_key] if point_key else ""
             for metric, value in row.items():
-                if metric in (name_key, point_key) or isinstance(value, str):
+                if metric in (name_key, point_key) or isinstance(value, str) or value is None:
                     continue
                 if isinstance(value, bool):
                     value = int(value)
@@ -970,7 +970,8 @@ def to_markdown(res: BenchResults) -> str:
             lines.append(f"| {r['path']} | {r['queries']:,} | {r['reconfigurations']} "
                          f"| {r['reset_s']:.2f} | {r['steps_s']:.2f} "
                          f"| {r['queries_per_s']:,.0f} | {r['hour_steps_s']:.1f} "
-                         f"| {r['hour_s']:.1f} | {'yes' if r['equal'] else '**no**'} |")
+                         f"| {r['hour_s']:.1f} | "
+                         f"{'—' if r['equal'] is None else 'yes' if r['equal'] else '**no**'} |")
         fast = res.repartition[0]
         if fast["path"] == "compiled":
             lines += ["", f"Goal (issue 16): an hour-long MIG episode in at most 10 s on one "
