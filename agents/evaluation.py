@@ -161,5 +161,7 @@ def summary_rows(results: Mapping[str, PolicyResult]) -> list[dict[str, Any]]:
             if res.episodes and key in res.episodes[0]:
                 row[key] = res.mean(key)
                 row[f"{key}_std"] = res.std(key)
+        if res.episodes and "good" in res.episodes[0]:  # in-SLA queries, for comparisons
+            row["good"] = res.mean("good")
         rows.append(row)
     return rows

@@ -12,6 +12,7 @@ from envs.partition import PartitionPlacementEnv
 from envs.presets import HW_PRESETS, WORKLOADS
 from envs.shard import SHARD_PRESETS, ShardRoutingEnv
 from envs.shard_placement import DRIFT_POPULARITY, ShardPlacementEnv
+from traces.paths import shared_dir
 
 NAMESPACE = "ldsgym"
 
@@ -26,10 +27,15 @@ for _hw, _preset in HW_PRESETS.items():
     _register(f"{NAMESPACE}/PartitionPlacement-{_hw}-v0", "envs.partition:PartitionPlacementEnv",
               hw=_preset.hw, layout=list(_preset.layout))
 
+# Variants replaying real traces are registered where the shared data is present.
+_SHARED = shared_dir()
+_HAS_SHARED = _SHARED is not None and (_SHARED / "traces" / "azure-llm-2023").is_dir()
+
 _register(f"{NAMESPACE}/ShardRouting-v0", "envs.shard:ShardRoutingEnv")
 for _name, _shard in SHARD_PRESETS.items():
-    _register(f"{NAMESPACE}/ShardRouting-{_name}-v0", "envs.shard:ShardRoutingEnv",
-              **_shard.kwargs())
+    if _HAS_SHARED or not _shard.shared_data:
+        _register(f"{NAMESPACE}/ShardRouting-{_name}-v0", "envs.shard:ShardRoutingEnv",
+                  **_shard.kwargs())
 _register(f"{NAMESPACE}/ShardPlacement-v0", "envs.shard_placement:ShardPlacementEnv")
 # Drifting shard popularity: two shards at 3x their SSD traffic, a new random pair every
 # quarter of the episode (envs.sim.dlrm.popularity), at 80% of the static placement's capacity.
@@ -37,14 +43,10 @@ _register(f"{NAMESPACE}/ShardPlacement-Drift-v0", "envs.shard_placement:ShardPla
           load=0.8, popularity=dict(DRIFT_POPULARITY))
 
 # MISD (one GPU, many models): re-partitioning, and the preset variants of both MISD envs.
-# Variants replaying real traces are registered where the shared data is present.
 from envs.presets import PLACEMENT_PRESETS, REPARTITION_PRESETS  # noqa: E402
 from envs.repartition import RepartitionEnv  # noqa: E402
-from traces.paths import shared_dir  # noqa: E402
 
 _register(f"{NAMESPACE}/Repartition-v0", "envs.repartition:RepartitionEnv")
-_SHARED = shared_dir()
-_HAS_SHARED = _SHARED is not None and (_SHARED / "traces" / "azure-llm-2023").is_dir()
 for _family, _entry, _presets in (
         ("PartitionPlacement", "envs.partition:PartitionPlacementEnv", PLACEMENT_PRESETS),
         ("Repartition", "envs.repartition:RepartitionEnv", REPARTITION_PRESETS)):

@@ -28,7 +28,7 @@ With ``A`` the *other* busy partitions of the same sharing domain:
   universal-scalability coefficient of the latency model)::
 
       stretch = max(1, n / S) * (1 + sigma * (min(n, S) - 1)) / (1 + sigma * (n_i - 1))
-      g_i = 1 + o_i * mps_host                                # launches and host work
+      g_i = 1 + (o_i + q_i) * mps_host                        # latency-bound work
               + c_i * mps_sm * (stretch - 1)                  # shares past 100%
               + (m_i * mps_bw + c_i * mps_cache) * D          # bandwidth and L2
               + m_i * max(0, d_i + D - 1)                     # bandwidth saturated
@@ -37,8 +37,17 @@ With ``A`` the *other* busy partitions of the same sharing domain:
 
   ``h_i`` is the host dispatch time of an eager framework over the solo latency
   (:attr:`Demand.host`; 0 for engines): a host-bound job is as slow as its host work, which a
-  co-runner stretches by ``mps_host``. MPS does not give a client SMs of its own (its share
-  caps how many it may use), so co-runners whose shares sum to 100% still meet on the SMs
+  co-runner stretches by ``mps_host``. ``q_i`` (:attr:`Demand.underfill`) is the time in
+  kernels too small to fill the partition's SMs (one partial wave; see
+  :mod:`hwmodels.latency`): latency-bound GPU work, whose blocks share their SMs with the
+  co-runner's, stretched like host work. The measured slowdown of latency-bound work
+  (host-bound ResNet-50 and DenseNet-121 at small batches, 1.4-1.7x) hardly depends on the
+  co-runner's model or batch, and the fitted rows (ResNet-50: host-bound wherever its kernels
+  under-fill the SMs) cannot tell a separate factor for under-filled kernels from
+  ``mps_host`` (a factor of its own, fitted on them, came out at 0.004), so the two share
+  ``mps_host``. MPS does
+  not give a client SMs of its own (its share caps how many it may use), so co-runners whose
+  shares sum to 100% still meet on the SMs
   (``mps_overlap``). On GPUs ``sigma = 0`` and only oversubscription stretches compute the
   ``mps_sm`` way. On a CPU the overhead is host (CPU) work too, so ``c_i`` and ``u_j`` include
   ``o`` there.
@@ -69,9 +78,9 @@ DEFAULTS: dict[str, float] = {
     "mig": 0.016,
     "mps_sm": 1.0,
     "mps_bw": 0.001,
-    "mps_cache": 0.00321354,
-    "mps_host": 0.501737,
-    "mps_overlap": 0.226987,
+    "mps_cache": 0.00309127,
+    "mps_host": 0.482309,
+    "mps_overlap": 0.15981,
     "ts_switch": 0.03,
 }
 """Default parameters (a spec's ``interference`` table overrides them; the CPU's are fitted to
@@ -80,8 +89,9 @@ its own co-located measurements). ``mig``: mean of T115-T117 (A100). ``mps_bw``,
 mode=fit profile=gpulet:PATH hw=a100-40gb`` to the 1,225 co-located rows of the gpulet
 measurements (PyTorch eager, TF32, A100) whose measured model is ResNet-50, on the log error
 of the slowdown; held out: the 2,450 rows measuring DenseNet-121 and VGG-19
-(``calibration/FIDELITY.md``, "Interference"). Bandwidth and L2 contention come out near
-zero there (CNNs on a 40 MB L2). Used for every GPU without its own fit. ``mps_sm``:
+(``calibration/FIDELITY.md``, "Interference"); ``mps_host`` stretches host dispatch and
+under-filled kernels alike (see above). Bandwidth and L2 contention come out near zero there
+(CNNs on a 40 MB L2). Used for every GPU without its own fit. ``mps_sm``:
 assumption (oversubscribed shares; MPS measurements give the co-runner the rest of the SMs, so
 none constrains it). ``ts_switch``: assumption, a few percent per round of context
 switches."""
@@ -108,6 +118,8 @@ class Demand:
         latency_s: Its solo batch latency.
         host: Host dispatch time of an eager framework over the latency (``h``; 0 for
             engines, whose launches are in ``overhead``).
+        underfill: Time in kernels that leave SMs of the partition idle, over the latency
+            (``u``; :attr:`hwmodels.latency.LatencyBreakdown.underfill_s`; 0 on CPUs).
     """
 
     compute: float
@@ -117,6 +129,7 @@ class Demand:
     sm_share: float
     latency_s: float
     host: float = 0.0
+    underfill: float = 0.0
 
     @property
     def busy(self) -> float:
@@ -222,7 +235,7 @@ class InterferenceModel:
                            / (1.0 + sigma * max(n_i - 1.0, 0.0)))
                 load = sum(dj.sm_share * (dj.busy + (dj.overhead if cpu else 0.0))
                            for dj in others)
-                gpu = (1.0 + di.overhead * p["mps_host"]
+                gpu = (1.0 + (di.overhead + di.underfill) * p["mps_host"]
                        + c * p["mps_sm"] * max(0.0, stretch - 1.0)
                        + (di.memory * p["mps_bw"] + c * p["mps_cache"]) * bw
                        + di.memory * max(0.0, di.bandwidth + bw - 1.0)
@@ -250,4 +263,5 @@ def _demand(model: LatencyModel, profile: WorkloadProfile, batch: int,
         sm_share=partition.sms / d.sm_count,
         latency_s=total,
         host=float(br.host_s) / total,
+        underfill=float(br.underfill_s) / total if d.kind == "gpu" else 0.0,
     )

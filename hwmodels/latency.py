@@ -39,6 +39,14 @@ which is ``sum_l t_l`` when the GPU is the bottleneck (large batches) and the ho
 dispatch time when it is not (small batches: PyTorch eager latency at batch 1 hardly depends
 on the SM share).
 
+**Under-filled kernels.** A layer whose output has fewer 128 x 128 tiles than the partition has
+SMs (``b * act_out < FILL_ELEMS_PER_SM * S``) runs a single partial wave: a fraction
+``1 - b * act_out / (FILL_ELEMS_PER_SM * S)`` of the partition's SMs gets no block, and the
+layer's time is the latency of one block rather than a throughput. :meth:`LatencyModel.breakdown`
+reports that time (``underfill_s``: each layer's time weighted by the SMs it leaves idle); the
+interference model stretches it like host dispatch, as latency-bound work
+(:mod:`hwmodels.interference`).
+
 ``sigma`` is the device's ``sm_contention`` (0 for GPUs: SMs scale linearly; a CPU's cores
 share caches, memory and, in a virtual machine, physical cores).
 ``peak_per_SM`` is the device's dense peak for the precision (tensor cores for matmul layers,
@@ -64,6 +72,14 @@ from hwmodels.partitions import Partition
 from hwmodels.specs import DeviceSpec
 from hwmodels.workloads import BYTES_PER_ELEMENT, WorkloadProfile, build_profile
 
+FILL_ELEMS_PER_SM = 128 * 128
+"""Output elements one SM's block computes in one wave: a 128 x 128 threadblock tile, CUTLASS's
+default tile for Ampere tensor-core GEMMs (cuDNN's implicit-GEMM convolutions use the same
+tiling). A layer with fewer output elements than this times the SMs leaves SMs idle (see the
+module docstring, "Under-filled kernels"). Cited, not fitted; on the gpulet co-location rows
+(``calibration/FIDELITY.md``) 4,096 and 32,768 give held-out slowdown rank correlations of
+0.81 and 0.80 against 0.815 for this value."""
+
 
 @dataclass(frozen=True)
 class LatencyBreakdown:
@@ -78,6 +94,9 @@ class LatencyBreakdown:
         flops: FLOPs executed.
         bytes: Bytes moved to and from device memory.
         host_s: Host dispatch time of an eager framework (0 otherwise), hidden or not.
+        underfill_s: Layer time weighted by the fraction of the partition's SMs the layer's
+            output tiles leave idle (``max(t_c, t_m) * max(0, 1 - b act_out /
+            (FILL_ELEMS_PER_SM * S))`` summed over layers): latency-bound GPU time.
     """
 
     total_s: np.ndarray
@@ -87,6 +106,7 @@ class LatencyBreakdown:
     flops: np.ndarray
     bytes: np.ndarray
     host_s: np.ndarray | float = 0.0
+    underfill_s: np.ndarray | float = 0.0
 
 
 class LatencyModel:
@@ -166,6 +186,8 @@ class LatencyModel:
                 bw_fraction = reach
         t_m = bytes_ / (d.mem_bw_gbs * 1e9 * bw_fraction * d.eff_memory)
         compute_bound = t_c >= t_m
+        idle = np.clip(1.0 - arr.act_out * bb / (FILL_ELEMS_PER_SM * sms), 0.0, 1.0)
+        underfill = (np.maximum(t_c, t_m) * idle).sum(axis=1)
         t_over = kernels.sum() * (d.launch_us * 1e-6) + d.batch_overhead_us * 1e-6
         compute = np.where(compute_bound, t_c, 0.0).sum(axis=1)
         memory = np.where(compute_bound, 0.0, t_m).sum(axis=1)
@@ -192,6 +214,7 @@ class LatencyModel:
             flops=work.sum(axis=1).reshape(shape),
             bytes=bytes_.sum(axis=1).reshape(shape),
             host_s=host if isinstance(host, float) else host.reshape(shape),
+            underfill_s=underfill.reshape(shape),
         )
 
     @staticmethod

@@ -70,6 +70,35 @@ def test_mps_host_bound_job_is_as_slow_as_its_host_work() -> None:
     assert busy[0] <= busy[1] <= busy[2] and busy[2] > 1.0
 
 
+def test_under_filled_kernels_interfere_like_host_work() -> None:
+    """Layers with fewer output tiles than the share has SMs are latency-bound GPU work
+    (``underfill``): it shrinks with the batch and with fewer SMs, and a co-runner stretches it
+    by ``mps_host`` as it does host work; CPUs have none."""
+    from hwmodels.latency import FILL_ELEMS_PER_SM, LatencyModel
+
+    d = load_device("a100-80gb")
+    half, fifth = mps_layout(d, [50, 50]), mps_layout(d, [20, 80])
+    br = LatencyModel(d, "fp16").breakdown("resnet50", [1, 8, 64, 256], half[0])
+    u = br.underfill_s / br.total_s
+    assert np.all(np.diff(u) < 0) and u[0] > 0.1 and u[-1] < 0.01
+    assert np.all(br.underfill_s <= br.compute_s + br.memory_s + 1e-15)
+    few = LatencyModel(d, "fp16").breakdown("resnet50", 8, fifth[0])
+    assert float(few.underfill_s / few.total_s) < u[1]
+    # a batch of FILL_ELEMS_PER_SM x SMs gives every layer (>= 1 output each) a full wave
+    full = LatencyModel(d, "fp16").breakdown("resnet50", FILL_ELEMS_PER_SM * half[0].sms,
+                                             half[0])
+    assert float(full.underfill_s) == 0.0
+    model = InterferenceModel(d, "fp16")
+    off = InterferenceModel(d, "fp16", params={"mps_host": 0.0})
+    jobs = [("resnet50", 1), ("bert-base", 64)]
+    dem = model.demand("resnet50", 1, half[0])
+    assert dem.underfill > 0.1 and dem.host == 0.0
+    f, f0 = model.slowdowns(half, jobs)[0], off.slowdowns(half, jobs)[0]
+    assert f - f0 == pytest.approx((dem.overhead + dem.underfill) * model.params["mps_host"])
+    cpu = InterferenceModel(load_device("cpu"), "fp32")
+    assert cpu.demand("resnet50", 1, mps_layout(cpu.device, [50, 50])[0]).underfill == 0.0
+
+
 def test_mig_nearly_isolated() -> None:
     """T115-T117: an A100 1g slice loses 1-2.5% when the other six are busy; A30 ~8.5%."""
     a100 = InterferenceModel(load_device("a100-80gb"), "int8")

@@ -87,3 +87,23 @@ def test_evaluate_app_on_several_traces(tmp_path: Path) -> None:
     assert by[("poisson", "least_loaded")] != by[("mix-shift", "least_loaded")]
     report = (out / "report.md").read_text()
     assert "eval.traces" in report and "## mix-shift at 90% offered load" in report
+
+
+def test_comparison_also_counts_in_sla_queries_on_the_same_arrivals() -> None:
+    """Goodput divides by each episode's length (drain included): a policy that serves more
+    queries in time but ends later reads lower goodput; the sentence says both."""
+    from agents.evaluation import summary_rows
+    from experiments.report import comparison
+
+    def res(name: str, goodput: float, good: int) -> PolicyResult:
+        eps = [{"goodput": goodput, "good": good, "sla_attainment": good / 1000}]
+        return PolicyResult(name, eps, np.zeros(4, dtype=np.int64))
+
+    rows = summary_rows({"learned": res("learned", 5585.0, 4599), "x": res("x", 5743.0, 4503),
+                         "y": res("y", 100.0, 4700)})
+    text = comparison(rows)
+    assert "best baseline `x` 5743.0 q/s (-2.8%)" in text
+    assert "in-SLA queries on the same arrivals +2.1%" in text
+    # without per-episode counts (older results) the sentence is as before
+    rows = [{k: v for k, v in r.items() if k != "good"} for r in rows]
+    assert "in-SLA" not in comparison(rows)

@@ -96,6 +96,27 @@ def test_scale_refuses_a_time_far_beyond_the_rest(tmp_path: Path) -> None:
                                                       500.0)
     # the default mode never bins the trace's clock: the outlier costs nothing there
     CsvReplay(str(path)).sample(np.random.default_rng(0), MIX, 1_000, 500.0)
+    # in bins long enough to pass the bin limit, the same outlier would have the one sparse
+    # bin filled with ~1e11 arrivals (87 s before this check); now one line, before drawing
+    with pytest.raises(ValueError, match=r"outlier\.csv: rate_mode='scale' would draw 2\.5e\+08 "
+                       r"arrivals in 1 bin\(s\) of 200000 s .*lower scale_window_s"):
+        CsvReplay(str(path), rate_mode="scale", scale_window_s=2e5).sample(
+            np.random.default_rng(0), MIX, 1_000, 500.0)
+
+
+def test_scale_window_in_a_gap_starts_where_requests_resume(tmp_path: Path) -> None:
+    """Two 5-minute bursts an hour apart: most drawn starts fall in the gap. The episode is still
+    at the target rate (it ran at ~300 q/s of 500 when the factor fell back to the split's mean
+    rate), and starts at a request of the second burst's first bin."""
+    rng = np.random.default_rng(1)
+    t = np.concatenate([np.cumsum(rng.exponential(0.05, 6_000)),
+                        3_900 + np.cumsum(rng.exponential(0.05, 6_000))])
+    path = tmp_path / "gap.csv"
+    path.write_text("time_s,model\n" + "".join(f"{x:.6f},resnet50\n" for x in t))
+    src = CsvReplay(str(path), rate_mode="scale")
+    rates = [src.sample(np.random.default_rng(s), MIX, 20_000, 500.0).mean_rate_qps
+             for s in range(12)]
+    assert min(rates) > 470 and max(rates) < 530, rates
 
 
 def test_renewal_fill_counts_and_cv() -> None:

@@ -328,7 +328,9 @@ class WindowOptions:
         test_fraction: Share of each block's time that is test.
         split_blocks: Number of equal blocks the time range is cut into before splitting.
         rate_mode: ``compress``, ``thin``, ``native`` or ``scale`` (keeps the trace's clock).
-        rate_reference: ``window`` (every episode exactly at the target rate) or ``trace``.
+        rate_reference: ``window`` (every episode exactly at the target rate; with ``scale``
+            a window that falls in a gap of the trace starts where requests resume) or
+            ``trace``.
         rate_scale: Multiplies the target rate.
         loop: Repeat a segment that is shorter than an episode instead of failing.
         tenant_mapping: ``weighted``, ``round_robin``, or ``mix`` (ignore tenants, draw models
@@ -460,6 +462,11 @@ def _cv_shape(t: np.ndarray, tenant: np.ndarray, n_tenants: int) -> np.ndarray:
 #: rest would otherwise ask for memory without bound).
 MAX_SCALE_BINS = 2_000_000
 
+#: Most arrivals ``rate_mode="scale"`` draws at once beyond 100x what an episode still needs:
+#: a bin is filled whole, so a sparse bin much longer than the window (or a factor blown up by
+#: an outlier) would ask for arrivals without bound (1e11 for a 1e9-s outlier in 2e5-s bins).
+MAX_SCALE_DRAWS = 20_000_000
+
 
 def scale_rows(rng: np.random.Generator, t: np.ndarray, tenant: np.ndarray | None, i0: int,
                i1: int, n: int, target: float, reference: str, bin_s: float, loop: bool,
@@ -506,6 +513,13 @@ def scale_rows(rng: np.random.Generator, t: np.ndarray, tenant: np.ndarray | Non
             return wraps * cum[-1] + float(np.interp(r, edges, cum))
 
         c = count_to(t0 + dur) - count_to(t0)
+        if c < 1:  # the window falls in a gap of the trace: it starts where requests resume
+            nz = np.flatnonzero(per_bin)
+            later = nz[nz > b0]
+            if len(later) or loop:
+                b0 = int(later[0]) if len(later) else int(nz[0])
+                t0 = b0 * bin_s
+                c = count_to(t0 + dur) - count_to(t0)
         factor = n / c if c >= 1 else target / (cnt / period)
     else:
         factor = target / (cnt / period)
@@ -527,6 +541,12 @@ def scale_rows(rng: np.random.Generator, t: np.ndarray, tenant: np.ndarray | Non
             off += 1
             if len(offs) > 4 * nb and acc == 0:
                 raise ValueError(f"{name}: the window holds no requests")
+        if acc > max(100.0 * need, MAX_SCALE_DRAWS):
+            raise ValueError(
+                f"{name}: rate_mode='scale' would draw {acc:.3g} arrivals in {len(offs)} bin(s) "
+                f"of {bin_s:g} s to give the {n - have:,} still needed (the rate multiplied by "
+                f"{factor:.3g}: requests too sparse for bins this long, or a time far beyond "
+                "the rest?); lower scale_window_s or check the trace's times")
         o = np.asarray(offs)
         groups = ((o % nb)[:, None] * T + np.arange(T)[None, :]).ravel()
         shift = np.repeat((o // nb) * period, T)

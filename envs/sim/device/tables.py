@@ -298,7 +298,7 @@ class CoRunnerSlowdowns:
             (bandwidth, sm_share * busy, busy, sm_share * (busy + overhead if cpu),
              sm_share, c * mps_sm, memory * mps_bw + c * mps_cache, memory,
              1 + sigma * max(sm_count * sm_share - 1, 0), max(mig_total - sm_share, 1e-9),
-             overhead * mps_host, host * (1 + mps_host), c * mps_overlap)
+             (overhead + underfill) * mps_host, host * (1 + mps_host), c * mps_overlap)
 
         with ``c = compute + (overhead if cpu)``.
         """
@@ -317,7 +317,7 @@ class CoRunnerSlowdowns:
                 d.bandwidth, si * d.busy, d.busy, si * (d.busy + (d.overhead if cpu else 0.0)),
                 si, c * mps_sm, mi * mps_bw + c * mps_cache, mi,
                 1.0 + self._sigma * max(n_i - 1.0, 0.0), max(self._mig_total - si, 1e-9),
-                d.overhead * self._mps_host, d.host * (1.0 + self._mps_host),
+                (d.overhead + d.underfill) * self._mps_host, d.host * (1.0 + self._mps_host),
                 c * self._mps_overlap)
         return row
 
