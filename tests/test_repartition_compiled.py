@@ -54,6 +54,10 @@ def _assert_same(a: list[Any], b: list[Any]) -> None:
 
 
 SHORT = {"load": 1.0, "episode_s": 20.0, "interval_s": 1.0}
+#: Requests of several items, some larger than a batch (max_batch 8: such a request runs alone).
+SIZED = [{"name": "resnet50", "weight": 0.6, "sla_ms": 30.0,
+          "size": {"kind": "uniform", "low": 1, "high": 12}},
+         {"name": "bert-base", "weight": 0.4, "sla_ms": 60.0, "size": 3}]
 
 
 @needs_jit
@@ -67,6 +71,7 @@ SHORT = {"load": 1.0, "episode_s": 20.0, "interval_s": 1.0}
     (6, {"reconfig_mode": "preempt"}),
     (7, {"load": 0.5, "max_queue_delay_ms": 5.0, "drop_expired": False}),
     (8, {"sharing": "mps", "layout": [50, 30, 20], "interference": False}),
+    (9, {"request_sizes": True, "workload": SIZED, "load": 1.1}),
 ])
 def test_compiled_episodes_equal_the_python_loop(seed: int, extra: dict[str, Any]) -> None:
     kwargs = {**SHORT, **extra}
