@@ -4,7 +4,7 @@
     python -m experiments.bench repeats=5 baselines.queries=100000 out_dir=/tmp/b
     python -m experiments.bench profile.env=ldsgym/ShardRouting-v0   # profile.html/.txt only
 
-Six measurements, each against a reference timed in the same process where one applies:
+Seven measurements, each against a reference timed in the same process where one applies:
 
 1. **Env steps**: ``action_masks()`` + ``step()`` per second for every registered environment
    (unwrapped, a cheap round-robin action, resets included), over ``CartPole-v1``'s raw step.
@@ -22,6 +22,10 @@ Six measurements, each against a reference timed in the same process where one a
 6. **Where a step's time goes** (the sharded-serving envs, whose steps cost most): drawing
    the request's embedding lookups, the rest of the simulation, and the Gymnasium adapter,
    beside the numpy floor of the lookup draws alone (:func:`step_breakdown`).
+7. **A Repartition episode** (issue 16): ``Repartition-v0``'s intervals as one compiled loop
+   each (:mod:`envs.sim.device.compiled_shared`) and through the Python loop, the reference:
+   drawing the trace (``reset``) and the steps timed apart, scaled to an hour of simulated
+   time, and checked equal (:func:`bench_repartition`).
 
 With ``profile.env`` set it measures nothing of the above: it profiles that environment's step
 loop with pyinstrument instead (:func:`profile_env`), to find what to make faster.
@@ -692,6 +696,7 @@ class BenchResults:
     memory: list[dict[str, Any]] = field(default_factory=list)
     traces: list[dict[str, Any]] = field(default_factory=list)
     breakdown: list[dict[str, Any]] = field(default_factory=list)
+    repartition: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -702,6 +707,7 @@ _SECTION_KEYS = {
     "memory": ("memory", "probe", "queries"),
     "traces": ("traces", "what", None),
     "breakdown": ("breakdown", "env", None),
+    "repartition": ("repartition", "path", None),
 }
 
 
@@ -724,6 +730,71 @@ def bench_traces(generated: int, replay_rows: int, repeats: int) -> list[dict[st
     return rows
 
 
+def repartition_episode(compiled: bool, episode_s: float, interval_s: float, trace: str,
+                        load: float, seed: int = 0) -> dict[str, Any]:
+    """One ``Repartition-v0`` episode (MIG, the default layout and candidates) with a fixed
+    schedule: keep, and every sixth interval switch to the next candidate (when allowed), so
+    that drains and downtimes are simulated too. Returns the seconds of ``reset`` (drawing the
+    trace) and of the steps, and the final ``info``."""
+    from envs.repartition import RepartitionEnv
+
+    env = RepartitionEnv(trace=trace, load=load, episode_s=episode_s, interval_s=interval_s,
+                         compiled=compiled)
+    t0 = time.perf_counter()
+    env.reset(seed=seed)
+    t1 = time.perf_counter()
+    done = False
+    step = 0
+    info: dict[str, Any] = {}
+    while not done:
+        a = 0
+        if step % 6 == 5:
+            mask = env.action_masks()
+            k = 1 + (step // 6) % env.n_layouts
+            a = k if mask[k] else 0
+        _, _, term, trunc, info = env.step(a)
+        step += 1
+        done = term or trunc
+    t2 = time.perf_counter()
+    return {"reset_s": t1 - t0, "steps_s": t2 - t1, "steps": step, "info": info}
+
+
+def bench_repartition(episode_s: float, interval_s: float, trace: str, load: float,
+                      repeats: int, python: bool = True) -> list[dict[str, Any]]:
+    """A ``Repartition-v0`` episode through the compiled interval and (``python``) the Python
+    loop, best of ``repeats`` interleaved rounds each (a first, untimed episode warms numba's
+    cache); the projection to an hour scales both parts with the simulated time. ``equal``: the
+    final ``info`` of the two paths is the same (the tests check every step)."""
+    from envs.sim.device import compiled_shared
+
+    paths = ([True] if compiled_shared.AVAILABLE else []) + ([False] if python else [])
+    if compiled_shared.AVAILABLE:
+        repartition_episode(True, min(episode_s, 2 * interval_s), interval_s, trace, load)
+    best: dict[bool, dict[str, Any]] = {}
+    for _ in range(repeats):
+        for c in paths:
+            r = repartition_episode(c, episode_s, interval_s, trace, load)
+            if c not in best or r["reset_s"] + r["steps_s"] < best[c]["reset_s"] + \
+                    best[c]["steps_s"]:
+                best[c] = r
+    infos = [best[c]["info"] for c in paths]
+    rows = []
+    for c in paths:
+        r = best[c]
+        queries = int(r["info"]["arrived"])
+        scale = 3600.0 / episode_s
+        rows.append({
+            "path": "compiled" if c else "Python", "episode_s": episode_s,
+            "interval_s": interval_s, "queries": queries, "steps": r["steps"],
+            "reconfigurations": int(r["info"]["reconfigurations"]),
+            "reset_s": r["reset_s"], "steps_s": r["steps_s"],
+            "queries_per_s": queries / r["steps_s"],
+            "hour_s": (r["reset_s"] + r["steps_s"]) * scale,
+            "hour_steps_s": r["steps_s"] * scale,
+            "equal": all(i == infos[0] for i in infos) if len(infos) > 1 else None})
+    return rows
+
+
 def to_csv(res: BenchResults) -> str:
     """Long format: one row per measured number (``section,name,point,metric,value``)."""
     buf = io.StringIO()
@@ -733,7 +804,7 @@ def to_csv(res: BenchResults) -> str:
         for row in getattr(res, attr):
             point = row[point_key] if point_key else ""
             for metric, value in row.items():
-                if metric in (name_key, point_key) or isinstance(value, str):
+                if metric in (name_key, point_key) or isinstance(value, str) or value is None:
                     continue
                 if isinstance(value, bool):
                     value = int(value)
@@ -881,6 +952,33 @@ def to_markdown(res: BenchResults) -> str:
                          f"| {r['adapter_us']:.1f} | {r['cartpole_us']:.2f} "
                          f"| {r['lookup_floor_us'] / r['cartpole_us']:.2f}x |")
         lines.append("")
+    if res.repartition:
+        r0 = res.repartition[0]
+        lines += [f"### A Repartition episode (`Repartition-v0`, MIG, `{m.get('rp_trace', '')}`"
+                  f", load {m.get('rp_load', '')}, {r0['episode_s']:.0f} s of simulated "
+                  f"time, T = {r0['interval_s']:.0f} s)", "",
+                  "Each interval through the compiled loop (`envs/sim/device/compiled_shared"
+                  ".py`, the default where partitions do not interfere) or the Python loop "
+                  "(`compiled=False`, the reference); a switch every sixth interval. Reset: "
+                  "drawing the trace (numpy, the same for both); steps: routing and "
+                  "simulating every query. The hour columns scale both to 3,600 s of "
+                  "simulated time.", "",
+                  "| path | queries | reconfigurations | reset s | steps s | queries/s (steps) "
+                  "| hour: steps s | hour: reset + steps s | equal |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|:-:|"]
+        for r in res.repartition:
+            lines.append(f"| {r['path']} | {r['queries']:,} | {r['reconfigurations']} "
+                         f"| {r['reset_s']:.2f} | {r['steps_s']:.2f} "
+                         f"| {r['queries_per_s']:,.0f} | {r['hour_steps_s']:.1f} "
+                         f"| {r['hour_s']:.1f} | "
+                         f"{'—' if r['equal'] is None else 'yes' if r['equal'] else '**no**'} |")
+        fast = res.repartition[0]
+        if fast["path"] == "compiled":
+            lines += ["", f"Goal (issue 16): an hour-long MIG episode in at most 10 s on one "
+                      f"core — steps {_goal(fast['hour_steps_s'] <= 10.0)} "
+                      f"({fast['hour_steps_s']:.1f} s), with the trace drawn "
+                      f"{_goal(fast['hour_s'] <= 10.0)} ({fast['hour_s']:.1f} s)."]
+        lines.append("")
     if res.traces:
         lines += ["### Traces (`traces/`)", "",
                   "| what | measured | goal | |", "|---|---:|---:|---|"]
@@ -908,8 +1006,12 @@ def run_bench(*, env_ids: Sequence[str], steps: int, repeats: int, step_budget_s
               scaling_steps: int, memory_sizes: Sequence[int], memory_policy: str,
               memory_traced: bool = False, trace_generated: int = 0,
               trace_replay_rows: int = 0, breakdown_envs: Sequence[str] = (),
-              breakdown_steps: int = 0) -> BenchResults:
-    """All six measurements (a section with no size, e.g. ``memory_sizes=[]``, is skipped)."""
+              breakdown_steps: int = 0, repartition_episode_s: float = 0.0,
+              repartition_interval_s: float = 10.0, repartition_trace: str = "mix-swing",
+              repartition_load: float = 1.0,
+              repartition_python: bool = True) -> BenchResults:
+    """All seven measurements (a section with no size, e.g. ``memory_sizes=[]``, is
+    skipped)."""
     t0 = time.perf_counter()
     res = BenchResults(meta={
         "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
@@ -937,7 +1039,13 @@ def run_bench(*, env_ids: Sequence[str], steps: int, repeats: int, step_budget_s
         took["traces"], t = time.perf_counter() - t, time.perf_counter()
     if breakdown_envs and breakdown_steps:
         res.breakdown = bench_breakdown(breakdown_envs, breakdown_steps, repeats)
-        took["breakdown"] = time.perf_counter() - t
+        took["breakdown"], t = time.perf_counter() - t, time.perf_counter()
+    if repartition_episode_s > 0:
+        res.repartition = bench_repartition(repartition_episode_s, repartition_interval_s,
+                                            repartition_trace, repartition_load, repeats,
+                                            repartition_python)
+        res.meta.update(rp_trace=repartition_trace, rp_load=repartition_load)
+        took["repartition"] = time.perf_counter() - t
     res.meta.update(load_after=_load(), wall_s=time.perf_counter() - t0,
                     sections=", ".join(f"{k} {v:.0f} s" for k, v in took.items()))
     return res
@@ -991,6 +1099,11 @@ def main(cfg: DictConfig) -> None:
     if unknown:
         raise UserError(f"breakdown.envs: {unknown} are not registered ShardRouting or "
                         "ShardPlacement ids")
+    rp = cfg.repartition
+    if float(rp.episode_s) < 0 or (float(rp.episode_s) > 0 and not (
+            0 < float(rp.interval_s) <= float(rp.episode_s) and float(rp.load) > 0)):
+        raise UserError("repartition: episode_s must be >= 0 (0 skips), and with an episode "
+                        "0 < interval_s <= episode_s and load > 0")
     res = run_bench(env_ids=ids, steps=int(cfg.steps), repeats=int(cfg.repeats),
                     step_budget_s=float(cfg.step_budget_s),
                     baseline_env=str(b.env), policies=policies, queries=int(b.queries),
@@ -1002,7 +1115,11 @@ def main(cfg: DictConfig) -> None:
                     memory_traced=bool(cfg.memory.traced),
                     trace_generated=int(cfg.traces.generated),
                     trace_replay_rows=int(cfg.traces.replay_rows),
-                    breakdown_envs=breakdown, breakdown_steps=int(cfg.breakdown.steps))
+                    breakdown_envs=breakdown, breakdown_steps=int(cfg.breakdown.steps),
+                    repartition_episode_s=float(rp.episode_s),
+                    repartition_interval_s=float(rp.interval_s),
+                    repartition_trace=str(rp.trace), repartition_load=float(rp.load),
+                    repartition_python=bool(rp.python))
     md = write_results(res, Path(str(cfg.out_dir)))
     print(md)
 

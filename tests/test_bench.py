@@ -115,6 +115,7 @@ def test_bench_app_end_to_end(tmp_path: Path) -> None:
                   "scaling.queries=200", "scaling.steps=100", "scaling.axes=[MIG slices]",
                   "memory.sizes=[1000]", "traces.generated=50000", "traces.replay_rows=20000",
                   "breakdown.envs=[ldsgym/ShardRouting-v0]", "breakdown.steps=200",
+                  "repartition.episode_s=3", "repartition.interval_s=1",
                   f"hydra.run.dir={tmp_path}/h")
     assert res.returncode == 0, res.stderr[-3000:]
     for name in ("bench.csv", "bench.md", "bench_scaling.png"):
@@ -124,6 +125,10 @@ def test_bench_app_end_to_end(tmp_path: Path) -> None:
     sections = {r.split(",")[0] for r in (tmp_path / "bench.csv").read_text().split()}
     assert {"traces", "breakdown"} <= sections
     assert "Where a sharded-serving step's time goes" in md
+    assert "A Repartition episode" in md and "repartition" in sections
+    bad = run_app("experiments.bench", "repartition.episode_s=5", "repartition.interval_s=0",
+                  f"out_dir={tmp_path}/z", f"hydra.run.dir={tmp_path}/h4")
+    assert bad.returncode == 2 and "interval_s" in bad.stderr
     bad = run_app("experiments.bench", "baselines.policies=[nope]", f"out_dir={tmp_path}/x",
                   f"hydra.run.dir={tmp_path}/h2")
     assert bad.returncode == 2 and "nope" in bad.stderr
@@ -158,3 +163,20 @@ def test_step_goal_counts_interval_steps_per_arrival_and_names_the_rest() -> Non
     assert "met by 1 of 4" in goal and "by 1 more per simulated arrival" in goal
     assert "`interval` 0.23x" in goal
     assert goal.endswith("**not met** by `slow` 6.5x, `request` 60.0x (7.5x per sub-request).")
+
+
+def test_repartition_section_times_both_paths_on_the_same_episode() -> None:
+    from envs.sim.device import compiled_shared
+
+    rows = bench.bench_repartition(8.0, 1.0, "mix-swing", 1.0, repeats=1)
+    paths = ["compiled", "Python"] if compiled_shared.AVAILABLE else ["Python"]
+    assert [r["path"] for r in rows] == paths
+    assert all(r["equal"] for r in rows) or not compiled_shared.AVAILABLE
+    assert len({r["queries"] for r in rows}) == 1 and rows[0]["queries"] > 40_000
+    assert rows[0]["reconfigurations"] >= 1 and rows[0]["steps"] == 8
+    for r in rows:
+        assert r["hour_s"] == pytest.approx((r["reset_s"] + r["steps_s"]) * 450)
+    md = bench.to_markdown(bench.BenchResults(repartition=rows,
+                                              meta={"rp_trace": "mix-swing", "rp_load": 1.0}))
+    assert "| compiled |" in md or not compiled_shared.AVAILABLE
+    assert ("Goal (issue 16)" in md) == compiled_shared.AVAILABLE

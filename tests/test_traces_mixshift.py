@@ -86,3 +86,14 @@ def test_environments_accept_it(env_id: str) -> None:
         done, steps = term or trunc, steps + 1
     assert info["arrived"] == 600
     env.close()
+
+
+@pytest.mark.parametrize("durations", [(1.0,), (1.0, 2.0), (0.5, 0.25, 0.25, 3.0)])
+def test_phase_lookup_is_the_clipped_searchsorted(durations: tuple[float, ...]) -> None:
+    """MixShift's phase of a time: one searchsorted on the inner edges, equal to the clipped
+    searchsorted on all of them, at the edges exactly, before the first and past the last."""
+    edges = np.concatenate(([0.0], np.cumsum(durations)))
+    rng = np.random.default_rng(0)
+    t = np.concatenate((rng.uniform(-1.0, edges[-1] + 1.0, 5000), edges, [np.nan, np.inf]))
+    ref = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(durations) - 1)
+    np.testing.assert_array_equal(MixShift._phase_of(edges, t), ref)

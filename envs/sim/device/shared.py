@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from envs.sim.core import Event
+from envs.sim.device import compiled_shared as cs
 from envs.sim.device.serving import BATCH_DONE, BATCH_TIMEOUT, BatcherConfig, GpuServingSim, take
 from traces.arrivals import Arrivals
 
@@ -215,6 +216,7 @@ class SharedGpuSim(GpuServingSim):
         self._idle_t = 0.0
         self._idle_energy = 0.0
         self._jk = max(len(r) for row in self.latency for r in row) + 1
+        self._lat_cache: tuple[list[Any], np.ndarray] | None = None
 
     # ------------------------------------------------------------------ decisions
     @property
@@ -376,6 +378,256 @@ class SharedGpuSim(GpuServingSim):
         self.events.now = t_end
         self.backlog += self._backlog_rate * (t_end - self._backlog_t)
         self._backlog_t = t_end
+
+    @property
+    def compiled_ok(self) -> bool:
+        """Whether :meth:`run_until_compiled` can run this simulator: no interference, one
+        priority class, no preemption (numba is not checked: see
+        :data:`envs.sim.device.compiled_shared.AVAILABLE`)."""
+        return self._slowdown is None and not self._priorities and not self._preempt
+
+    def run_until_compiled(self, t_end: float, rule: int, sms: Sequence[float] | None = None,
+                           cursor: int = 0) -> tuple[list[int], int]:
+        """:meth:`run_until` ``t_end`` with a routing rule of
+        :mod:`envs.sim.device.compiled_shared` deciding, as one compiled loop: the simulator is
+        left exactly as :meth:`run_until` leaves it with that rule's router (the Python path
+        stays the reference; both can be mixed within an episode).
+
+        Args:
+            t_end: Run to this time (``inf``: to the end of the trace and the drain).
+            rule: ``ROUTE_EARLIEST`` (``Repartition``'s ``shortest_finish``),
+                ``ROUTE_LEAST_LOADED`` or ``ROUTE_ROUND_ROBIN``.
+            sms: Per slot, the size least-loaded breaks ties with (its rule only).
+            cursor: Round robin's cursor.
+
+        Returns:
+            ``(routed, cursor)``: requests routed per model, and round robin's cursor after.
+
+        Raises:
+            RuntimeError: a request is pending, or :attr:`compiled_ok` is False.
+        """
+        if self.pending is not None:
+            raise RuntimeError("the pending request has not been decided")
+        if not self.compiled_ok:
+            raise RuntimeError("run_until_compiled needs a simulator without interference, "
+                               "priorities or preemption")
+        P, M = self.n_partitions, self.n_models
+        cap, B = self._capacity, self._max_batch
+        # The requests arriving by t_end, as _load_chunk converts them.
+        nxt = self._next
+        end = self._n if t_end == _INF else int(
+            np.searchsorted(self._time_s, t_end, side="right"))
+        end = max(end, nxt)
+        t_arr = self._time_s[nxt:end]
+        sla = self._sla_ms[nxt:end]
+        dead = t_arr + sla * 1e-3
+        inv = 1e3 / sla
+        # The state, as arrays.
+        lat = self._latency_array()
+        fits = np.array(self.fits, dtype=np.bool_)
+        item_cost = np.array(self._item_cost, dtype=np.float64)
+        solo = np.array(self.solo_s, dtype=np.float64)
+        has_power = self._energy_w is not None
+        energy_w = np.array(self._energy_w if self._energy_w is not None else [0.0] * P,
+                            dtype=np.float64)
+        qa = np.zeros((P, M, cap))
+        qd = np.zeros((P, M, cap))
+        qi = np.zeros((P, M, cap))
+        qs = np.zeros((P, M, cap), np.int64)
+        qlen = np.zeros((P, M), np.int64)
+        for p in range(P):
+            for m in range(M):
+                dq = self.lqueues[p][m][0]
+                k = len(dq)
+                if k:
+                    if k > cap:
+                        raise RuntimeError(f"queue ({p}, {m}) holds {k} requests, more than "
+                                           f"queue_capacity {cap}")
+                    rows = np.array([r[:4] for r in dq], dtype=np.float64)
+                    qa[p, m, :k] = rows[:, 0]
+                    qd[p, m, :k] = rows[:, 1]
+                    qi[p, m, :k] = rows[:, 2]
+                    qs[p, m, :k] = [r[3] for r in dq]
+                    qlen[p, m] = k
+        qhead = np.zeros((P, M), np.int64)
+        width = max(B, max((len(b) for b in self._running), default=0))
+        ra = np.zeros((P, width))
+        rd = np.zeros((P, width))
+        ri = np.zeros((P, width))
+        rs = np.zeros((P, width), np.int64)
+        rn = np.zeros(P, np.int64)
+        ritems = np.zeros(P, np.int64)
+        for p, batch in enumerate(self._running):
+            k = len(batch)
+            if k:
+                rows = np.array([r[:3] for r in batch], dtype=np.float64)
+                ra[p, :k] = rows[:, 0]
+                rd[p, :k] = rows[:, 1]
+                ri[p, :k] = rows[:, 2]
+                rs[p, :k] = [r[3] for r in batch]
+                rn[p] = k
+            job = self._job[p]
+            if job is not None:
+                ritems[p] = job[1]
+        ev_t = np.full((3, P), _INF)
+        ev_seq = np.zeros((3, P), np.int64)
+        for when, prio, seq, ev in self.events.heap:
+            if ev.cancelled:
+                continue
+            k, p = ev.kind, ev.target
+            if prio != 0 or k not in (BATCH_DONE, BATCH_TIMEOUT, SLOT_UP) or ev_t[k, p] != _INF:
+                raise RuntimeError(f"run_until_compiled: event kind {k} on slot {p} is not "
+                                   "one the compiled loop holds")
+            ev_t[k, p] = when
+            ev_seq[k, p] = seq
+        c = self.counters
+        ints = np.zeros(cs.N_INTS, np.int64)
+        ints[cs.I_SEQ] = self.events._seq
+        ints[cs.I_DRAIN_LEFT] = self._drain_left
+        ints[cs.I_CURSOR] = cursor
+        ints[cs.I_ARRIVED] = c.arrived
+        ints[cs.I_COMPLETED] = c.completed
+        ints[cs.I_GOOD] = c.good
+        ints[cs.I_REJECTED] = c.dropped_rejected
+        ints[cs.I_OVERFLOW] = c.dropped_overflow
+        ints[cs.I_EXPIRED] = c.dropped_expired
+        fl = np.zeros(cs.N_FLOATS)
+        fl[cs.F_NOW] = self.events.now
+        fl[cs.F_BACKLOG] = self.backlog
+        fl[cs.F_RATE] = self._backlog_rate
+        fl[cs.F_BACKLOG_T] = self._backlog_t
+        fl[cs.F_ENERGY] = c.energy_j
+        fl[cs.F_HIST_TOTAL] = c.latency.total_s
+        fl[cs.F_PENDING_DOWNTIME] = self._pending_downtime
+        fl[cs.F_RECONFIG_START] = self._reconfig_start
+        fl[cs.F_RECONFIG_UNTIL] = self.reconfig_until
+        fl[cs.F_DOWNTIME] = self.downtime_s
+        queued = np.array(self.queued_items, np.int64)
+        by_model = np.array(self.queued_by_model, np.int64)
+        work = np.array(self.queued_work_s, np.float64)
+        work_lev = np.array([w[0] for w in self.queued_work_level], np.float64)
+        busy = np.array(self.busy, np.bool_)
+        busy_until = np.array(self.busy_until, np.float64)
+        run_model = np.array(self.running_model, np.int64)
+        up_at = np.array(self.up_at, np.float64)
+        retiring = np.array(self._retiring, np.bool_)
+        active = np.array(self.active, np.bool_)
+        changed = np.zeros(P, np.bool_)
+        changed[self._changed] = True
+        rem = np.array(self._rem, np.float64)
+        rt = np.array(self._rt, np.float64)
+        busy_s = np.array(c.busy_s, np.float64)
+        hist = np.array(c.latency.counts, np.int64)
+        counts = np.zeros(M, np.int64)
+        cs.run_interval(
+            t_arr, self._model[nxt:end], self._size[nxt:end], dead, inv, float(t_end), rule,
+            lat, item_cost, solo, fits, energy_w, has_power,
+            np.zeros(P) if sms is None else np.asarray(sms, dtype=np.float64),
+            B, self._delay_s, cap, self._drop_expired,
+            qa, qd, qi, qs, qhead, qlen, queued, by_model, work, work_lev,
+            busy, busy_until, run_model, up_at, retiring, active, changed,
+            ra, rd, ri, rs, rn, rem, rt, ritems,
+            ev_t[BATCH_DONE], ev_seq[BATCH_DONE], ev_t[BATCH_TIMEOUT], ev_seq[BATCH_TIMEOUT],
+            ev_t[SLOT_UP], ev_seq[SLOT_UP], ints, fl, busy_s, hist, counts)
+        if ints[cs.I_ERROR]:
+            raise RuntimeError("run_until_compiled: a slot would have two pending SLOT_UP "
+                               "events")
+        # Back into the Python state, as run_until leaves it.
+        for p in range(P):
+            for m in range(M):
+                dq = self.lqueues[p][m][0]
+                dq.clear()
+                k = int(qlen[p, m])
+                if k:
+                    idx = (qhead[p, m] + np.arange(k)) % cap
+                    dq.extend(zip(qa[p, m, idx].tolist(), qd[p, m, idx].tolist(),
+                                  qi[p, m, idx].tolist(), qs[p, m, idx].tolist(),
+                                  [0] * k, strict=True))
+        jk = self._jk
+        heap: list[tuple[float, int, int, Event]] = []
+        busy_l = busy.tolist()
+        models = run_model.tolist()
+        for p in range(P):
+            if busy_l[p]:
+                k = int(rn[p])
+                self._running[p] = list(zip(ra[p, :k].tolist(), rd[p, :k].tolist(),
+                                            ri[p, :k].tolist(), rs[p, :k].tolist(),
+                                            [0] * k, strict=True))
+                items = int(ritems[p])
+                self._job[p] = (models[p], items)
+                self._jobcode[p] = models[p] * jk + items
+                self._run_level[p] = 0
+            else:
+                self._running[p] = []
+                self._job[p] = None
+                self._jobcode[p] = -1
+                self._run_level[p] = self.n_levels
+            self._factor[p] = 1.0
+            for kind in (BATCH_DONE, BATCH_TIMEOUT, SLOT_UP):
+                when = float(ev_t[kind, p])
+                made: Event | None = None
+                if when != _INF:
+                    made = Event(when, kind, p)
+                    heap.append((when, 0, int(ev_seq[kind, p]), made))
+                if kind == BATCH_DONE:
+                    self._done[p] = made
+                elif kind == BATCH_TIMEOUT:
+                    self._timeout[p] = made
+        heap.sort()
+        self.events.heap[:] = heap
+        self.events._seq = int(ints[cs.I_SEQ])
+        self.events.now = float(fl[cs.F_NOW])
+        self.backlog = float(fl[cs.F_BACKLOG])
+        self._backlog_rate = float(fl[cs.F_RATE])
+        self._backlog_t = float(fl[cs.F_BACKLOG_T])
+        self.reconfig_until = float(fl[cs.F_RECONFIG_UNTIL])
+        self.downtime_s = float(fl[cs.F_DOWNTIME])
+        self._drain_left = int(ints[cs.I_DRAIN_LEFT])
+        self._changed = np.flatnonzero(changed).tolist()
+        self.queued_items[:] = queued.tolist()
+        for p, row in enumerate(by_model.tolist()):
+            self.queued_by_model[p][:] = row
+        self.queued_work_s[:] = work.tolist()
+        for p, w in enumerate(work_lev.tolist()):
+            self.queued_work_level[p][0] = w
+        self.busy[:] = busy_l
+        self.busy_until[:] = busy_until.tolist()
+        self.running_model[:] = models
+        self.up_at[:] = up_at.tolist()
+        self._retiring[:] = retiring.tolist()
+        self._rem[:] = rem.tolist()
+        self._rt[:] = rt.tolist()
+        c.arrived = int(ints[cs.I_ARRIVED])
+        c.completed = int(ints[cs.I_COMPLETED])
+        c.good = int(ints[cs.I_GOOD])
+        c.dropped_rejected = int(ints[cs.I_REJECTED])
+        c.dropped_overflow = int(ints[cs.I_OVERFLOW])
+        c.dropped_expired = int(ints[cs.I_EXPIRED])
+        c.energy_j = float(fl[cs.F_ENERGY])
+        c.busy_s[:] = busy_s.tolist()
+        h = c.latency
+        h.counts[:] = hist.tolist()
+        h.n = int(hist.sum())
+        h.total_s = float(fl[cs.F_HIST_TOTAL])
+        cum = np.concatenate(([0], np.cumsum(hist)))
+        h.below = [int(cum[b]) for b in h.bins]
+        self._next = end
+        self._base = end
+        self._clen = 0
+        return counts.tolist(), int(ints[cs.I_CURSOR])
+
+    def _latency_array(self) -> np.ndarray:
+        """``latency`` as a ``(P, M, batch)`` array, rebuilt when a slot's rows change."""
+        rows = self.latency
+        cached = self._lat_cache
+        if cached is not None and len(cached[0]) == len(rows) and all(
+                a is b for a, b in zip(cached[0], rows, strict=True)):
+            return cached[1]
+        arr = np.array(rows, dtype=np.float64)
+        if arr.ndim != 3:
+            raise RuntimeError("run_until_compiled needs latency tables of one length")
+        self._lat_cache = (list(rows), arr)
+        return arr
 
     @property
     def trace_done(self) -> bool:
