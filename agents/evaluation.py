@@ -52,7 +52,8 @@ def masks_of(env: gym.Env[Any, Any]) -> np.ndarray:
 
 
 def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int,
-                fast: bool = True) -> dict[str, Any]:
+                fast: bool = True,
+                on_step: Callable[[Any, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """One episode with ``policy``; returns the final ``info`` plus return, steps and wall time.
 
     Args:
@@ -62,6 +63,8 @@ def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int,
         fast: Use the fast path (:mod:`agents.fast_eval`) when the policy is a heuristic with
             a kernel and the env offers a rollout; the result is identical to the ordinary
             ``reset``/``step`` loop except for ``wall_s``. ``False`` forces the ordinary loop.
+        on_step: Called with the observation and ``info`` after every step (the ordinary
+            loop then runs: the fast path has no steps to show).
 
     A policy with a ``bind_env(env, seed)`` method (an oracle, such as the best static layout
     in hindsight) is handed the environment and the seed before the episode; one with an
@@ -74,7 +77,7 @@ def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int,
     bind = getattr(policy, "bind_env", None)
     if callable(bind):
         bind(env, seed)
-    if fast and fast_eval.supports(env, policy):
+    if fast and on_step is None and fast_eval.supports(env, policy):
         t0 = time.perf_counter()
         try:
             result = fast_eval.run_fast(env, policy, seed)
@@ -94,6 +97,8 @@ def run_episode(env: gym.Env[Any, Any], policy: Policy, seed: int,
         if not mask[a]:
             raise RuntimeError(f"policy {policy!r} picked masked action {a} (mask {mask})")
         obs, reward, terminated, truncated, info = env.step(a)
+        if on_step is not None:
+            on_step(obs, info)
         total += float(reward)
         steps += 1
         done = terminated or truncated

@@ -5,19 +5,25 @@ from __future__ import annotations
 import functools
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from agents.baselines import make_baseline
-from agents.evaluation import PolicyResult, evaluate, masks_of, summary_rows
+from agents.baselines import env_family, make_baseline
+from agents.evaluation import PolicyResult, evaluate, masks_of, run_episode, summary_rows
 from agents.export import export_onnx, parity
 from agents.policy import Policy, SB3Policy
 from experiments.common import EnvSpec, UserError, write_atomic, write_json
-from experiments.report import print_table, results_csv, write_report, write_trace_report
+from experiments.report import (
+    plot_layout_timeline,
+    print_table,
+    results_csv,
+    write_report,
+    write_trace_report,
+)
 
 #: Seeds of the observations used for the ONNX parity check (apart from evaluation seeds).
 PARITY_SEED = 20_000
@@ -169,6 +175,18 @@ def evaluate_and_report(
         header += f"\n- evaluation env overrides (eval.env_overrides): `{overrides}`"
     traces = eval_traces(cfg)
     runs: list[tuple[str | None, float, Mapping[str, PolicyResult]]] = []
+    if env_family(spec.env_id) == "Repartition":
+        # Issue 16: which layout each policy holds as the mix drifts, on the first held-out
+        # seed at the load nearest 100% (an episode more per policy; the same arrivals).
+        load = min(loads, key=lambda x: abs(x - 1.0))
+        where0 = {} if not traces else {"trace": traces[0]}
+        path = layout_timeline(functools.partial(spec.make, **{**overrides, **where0,
+                                                                "load": load}),
+                               policies, seeds[0], out / "plots",
+                               f"{spec.env_id} at {load:.0%} load, held-out seed {seeds[0]}")
+        extra = (extra + "\n\n" if extra else "") + (
+            f"Layout chosen by each policy over one held-out episode (seed {seeds[0]}, "
+            f"{load:.0%} load), against the model mix:\n\n![{path.stem}](plots/{path.name})")
 
     def save_partial(trace: str | None, load: float, results: Mapping[str, PolicyResult]) -> None:
         write_atomic(out / "results.csv", results_csv(
@@ -196,6 +214,39 @@ def evaluate_and_report(
     header += f"\n- evaluated on each trace apart (eval.traces): {', '.join(traces)}"
     write_trace_report(out, by_trace, header, extra)
     return by_trace[traces[0]]
+
+
+def layout_timeline(make: Callable[[], Any], policies: Mapping[str, Policy], seed: int,
+                    out_dir: Path, title: str = "") -> Path:
+    """Run each policy for one episode of a Repartition env (``make``) on ``seed`` and plot
+    the layout it held at each decision against the model mix
+    (:func:`experiments.report.plot_layout_timeline`); returns the PNG's path."""
+    env = make()
+    base = env.unwrapped
+    names = [base.layout_name(i) for i in range(base.n_layouts)]
+    index = {n: i for i, n in enumerate(names)}
+    m = base.n_models
+    times: dict[str, list[float]] = {}
+    layouts: dict[str, list[int]] = {}
+    mix: list[np.ndarray] = []
+    try:
+        for name, policy in policies.items():
+            ts, ls = times.setdefault(name, []), layouts.setdefault(name, [])
+            first = not mix and name == next(iter(policies))
+
+            def record(obs: Any, info: dict[str, Any], ts: list[float] = ts,
+                       ls: list[int] = ls, first: bool = first) -> None:
+                ts.append(float(info["sim_time_s"]))
+                ls.append(index[str(info["layout"])])
+                if first:  # arrivals per model in the interval just ended (the same for all)
+                    mix.append(np.asarray(obs["rates"][-m:], dtype=np.float64))
+
+            run_episode(env, policy, seed, on_step=record)
+    finally:
+        env.close()
+    first_name = next(iter(policies))
+    return plot_layout_timeline(times, layouts, names, times[first_name], np.array(mix),
+                                [mc.name for mc in base.mix.models], out_dir, title)
 
 
 def describe(cfg: DictConfig, spec: EnvSpec) -> str:

@@ -196,6 +196,59 @@ def write_report(run_dir: Path, sweep: Mapping[float, Mapping[str, PolicyResult]
     return "\n\n".join(tables)
 
 
+def _short_layout(name: str) -> str:
+    """``1g.10gb+1g.10gb+1g.20gb`` -> ``2x1g.10gb+1g.20gb`` (runs of equal parts counted)."""
+    parts = name.split("+")
+    out: list[str] = []
+    i = 0
+    while i < len(parts):
+        j = i
+        while j < len(parts) and parts[j] == parts[i]:
+            j += 1
+        out.append(parts[i] if j - i == 1 else f"{j - i}x{parts[i]}")
+        i = j
+    return "+".join(out)
+
+
+def plot_layout_timeline(times: Mapping[str, Sequence[float]],
+                         layouts: Mapping[str, Sequence[int]], layout_names: Sequence[str],
+                         mix_t: Sequence[float], mix: np.ndarray, model_names: Sequence[str],
+                         out_dir: Path, title: str = "") -> Path:
+    """``plots/layout_timeline.png``: the model mix over one episode (top: each model's share
+    of the interval's arrivals) and, below, the layout each policy chose at each decision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = len(layouts)
+    fig, axes = plt.subplots(n + 1, 1, sharex=True, figsize=(9, 1.9 + 1.25 * n),
+                             gridspec_kw={"height_ratios": [2] + [1] * n})
+    ax0 = axes[0]
+    share = mix / np.maximum(mix.sum(axis=1, keepdims=True), 1e-12)
+    ax0.stackplot(np.asarray(mix_t), share.T, labels=list(model_names), step="pre", alpha=0.8)
+    ax0.set_ylabel("mix")
+    ax0.set_ylim(0, 1)
+    ax0.legend(loc="upper left", fontsize=7, ncol=len(model_names))
+    ax0.set_title(title or "Chosen layout over one held-out episode, against the model mix")
+    used = sorted({int(x) for ls in layouts.values() for x in ls})
+    row = {u: k for k, u in enumerate(used)}  # the layouts any policy held, one row each
+    for ax, (name, ls) in zip(axes[1:], layouts.items(), strict=True):
+        ax.step(np.asarray(times[name]), [row[int(x)] for x in ls], where="pre", color="C3")
+        ax.set_yticks(range(len(used)), [_short_layout(layout_names[u]) for u in used],
+                      fontsize=7)
+        ax.set_title(name, fontsize=8, loc="left")
+        ax.set_ylim(-0.5, len(used) - 0.5)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("simulated time (s)")
+    fig.tight_layout()
+    path = out_dir / "layout_timeline.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def robustness_rows(by_trace: Mapping[str, Mapping[float, Mapping[str, PolicyResult]]],
                     learned: str = "learned") -> list[dict[str, Any]]:
     """Per trace and load: the learned policy's goodput against the best other policy.

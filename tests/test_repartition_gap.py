@@ -4,6 +4,7 @@ at least every static layout, the table has every row, bad input is one line wit
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,21 @@ def test_bad_input_is_one_line(argv: list[str], message: str,
     assert main([*argv, "--episode-s", "20"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_a_repartition_report_plots_the_layout_each_policy_held(tmp_path: Path) -> None:
+    """Issue 16: the report of a Repartition evaluation shows the layout each policy chose over
+    one held-out episode against the model mix (plots/layout_timeline.png)."""
+    from experiments.report import _short_layout
+    from tests.conftest import run_app
+
+    out = tmp_path / "ev"
+    r = run_app("experiments.evaluate", "env=repartition", "~hw", "~workload",
+                "policies=[static,threshold]", "eval.seeds=[10000]", "eval.loads=[1.0]",
+                "env.kwargs.episode_s=30", "env.kwargs.interval_s=5", "progress=false",
+                f"hydra.run.dir={out}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    png = out / "plots" / "layout_timeline.png"
+    assert png.is_file() and png.stat().st_size > 10_000
+    assert "![layout_timeline](plots/layout_timeline.png)" in (out / "report.md").read_text()
+    assert _short_layout("3g+1g.10gb+1g.10gb+1g.20gb") == "3g+2x1g.10gb+1g.20gb"
