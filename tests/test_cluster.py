@@ -324,3 +324,20 @@ def test_decision_credit_is_booked_at_routing_and_keeps_the_episode_return() -> 
 def test_decision_credit_must_be_finite_and_non_negative(credit: float) -> None:
     with pytest.raises(ValueError, match="decision_credit"):
         gym.make("ldsgym/ClusterRouting-v0", decision_credit=credit, episode_queries=10)
+
+
+def test_mimd_study_clones_a_baseline_and_trains_with_the_decision_credit() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from experiments.common import CONF_DIR, env_spec
+    from experiments.warm_start import warm_start_settings
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=mimd_study",
+                                          "env.kwargs.episode_queries=50"])
+    spec = env_spec(cfg)
+    ws = warm_start_settings(cfg, spec.env_id)
+    assert ws is not None and ws.teacher == "cheapest_meeting_sla"
+    env = spec.make().unwrapped
+    assert env.decision_credit == 1.0
+    assert cfg.eval.env_overrides.trace == "servegen-m-large-shift-test"
