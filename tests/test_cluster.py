@@ -284,3 +284,60 @@ def test_best_fit_plan_packs_popular_models_first() -> None:
     assert plan == [[False, True], [True, False], [True, False]]
     plan = best_fit_plan([0.5, 0.5], [1.0, 1.0], [3.0, 3.0])
     assert plan == [[True, True], [True, True]]  # the fill pass replicates everywhere
+
+
+
+def test_decision_credit_is_booked_at_routing_and_keeps_the_episode_return() -> None:
+    """The credit books +1 (finish estimate within the deadline) or -1 (not) at the routing
+    decision, withdraws it at the deadline, and leaves the episode's return unchanged."""
+    kw = {"trace": "zipf-shift", "load": 1.0, "episode_queries": 400}
+    plain = gym.make("ldsgym/ClusterRouting-v0", **kw).unwrapped
+    shaped = gym.make("ldsgym/ClusterRouting-v0", decision_credit=1.0, **kw).unwrapped
+    obs, _ = plain.reset(seed=4)
+    shaped.reset(seed=4)
+    t0 = plain.sim.now
+    first_deadline = t0 + float(plain.mix.sla_ms.min()) * 1e-3  # no deadline passes before
+    rng = np.random.default_rng(0)
+    r0, r1, early = [], [], []
+    while True:
+        mask = plain.action_masks()
+        a = int(rng.choice(np.flatnonzero(mask)))  # random: loads, rejections, hits
+        predicted = 0.0 if a == plain.n_slots else (1.0 if obs["finish"][a] <= 1.0 else -1.0)
+        obs, x0, _, trunc, _ = plain.step(a)
+        _, x1, _, trunc1, _ = shaped.step(a)
+        assert trunc == trunc1
+        r0.append(x0)
+        r1.append(x1)
+        if plain.sim.now < first_deadline:
+            early.append((x1 - x0, predicted))
+        if trunc:
+            break
+    assert sum(r1) == pytest.approx(sum(r0), abs=1e-6)
+    assert not np.allclose(r0, r1)
+    assert len(early) > 20
+    for got, want in early:
+        assert got == pytest.approx(want)
+    assert {w for _, w in early} == {-1.0, 0.0, 1.0}
+
+
+@pytest.mark.parametrize("credit", [-1.0, float("nan"), float("inf")])
+def test_decision_credit_must_be_finite_and_non_negative(credit: float) -> None:
+    with pytest.raises(ValueError, match="decision_credit"):
+        gym.make("ldsgym/ClusterRouting-v0", decision_credit=credit, episode_queries=10)
+
+
+def test_mimd_study_clones_a_baseline_and_trains_with_the_decision_credit() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from experiments.common import CONF_DIR, env_spec
+    from experiments.warm_start import warm_start_settings
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=mimd_study",
+                                          "env.kwargs.episode_queries=50"])
+    spec = env_spec(cfg)
+    ws = warm_start_settings(cfg, spec.env_id)
+    assert ws is not None and ws.teacher == "cheapest_meeting_sla"
+    env = spec.make().unwrapped
+    assert env.decision_credit == 1.0
+    assert cfg.eval.env_overrides.trace == "servegen-m-large-shift-test"
