@@ -26,6 +26,7 @@ from experiments.common import UserError, env_spec, hydra_app, run_dir, write_at
 
 def _measure(cfg: DictConfig, kind: str, n_envs: int) -> dict[str, Any]:
     from hydra.utils import instantiate
+    from stable_baselines3.common.logger import Logger
 
     from experiments.vecenv import make_training_env
 
@@ -51,6 +52,7 @@ def _measure(cfg: DictConfig, kind: str, n_envs: int) -> dict[str, Any]:
     venv = make_training_env(run, spec)
     try:
         model = instantiate(run.agent, _convert_="all")(env=venv, seed=int(run.seed))
+        model.set_logger(Logger(None, []))  # SB3's default leaves an empty SB3-* dir in /tmp
         t0 = time.perf_counter()
         model.learn(total_timesteps=steps, progress_bar=False)
         learn_rate = model.num_timesteps / (time.perf_counter() - t0)

@@ -30,6 +30,13 @@ settings.register_profile("fuzz", max_examples=300, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sb3_logdir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SB3 makes an empty ``SB3-<date>`` folder in the system's temp dir for every model that
+    learns without a logger; the tests' models make theirs under pytest's own temp dir."""
+    os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3")))
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     """The repository root."""
