@@ -25,6 +25,7 @@ REPORT_METRICS = (
     "energy_per_query_j",
     "cost_per_query_usd",
     "reconfigurations",
+    "downtime_s",
     "episode_return",
 )
 

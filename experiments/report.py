@@ -24,6 +24,7 @@ _LABELS = {
     "energy_per_query_j": "J/query",
     "cost_per_query_usd": "$/query",
     "reconfigurations": "reconfig",
+    "downtime_s": "down s",
     "episode_return": "return",
 }
 

@@ -4,6 +4,7 @@ at least every static layout, the table has every row, bad input is one line wit
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
 
 import pytest
@@ -60,5 +61,17 @@ def test_a_repartition_report_plots_the_layout_each_policy_held(tmp_path: Path) 
     assert r.returncode == 0, r.stderr[-2000:]
     png = out / "plots" / "layout_timeline.png"
     assert png.is_file() and png.stat().st_size > 10_000
-    assert "![layout_timeline](plots/layout_timeline.png)" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "![layout_timeline](plots/layout_timeline.png)" in report
+    # Deliverable 6: downtime is a column of the table, read from the episodes' info (the
+    # threshold policy switches once here: 3.6 s).
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    head = next(line for line in report.splitlines() if "| down s |" in line)
+    col = [c.strip() for c in head.split("|")].index("down s")
+    for name in ("static", "threshold"):
+        mine = [float(r["downtime_s"]) for r in rows if r["policy"] == name]
+        mean = sum(mine) / len(mine)
+        line = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
+        cell = [c.strip() for c in line.split("|")][col]
+        assert float(cell.split(" ± ")[0]) == pytest.approx(mean, abs=0.01)
     assert _short_layout("3g+1g.10gb+1g.10gb+1g.20gb") == "3g+2x1g.10gb+1g.20gb"
