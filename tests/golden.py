@@ -242,6 +242,8 @@ def cases() -> Iterator[tuple[str, Callable[[], dict[str, str]]]]:
         "ldsgym/Repartition-MPS-v0": {"episode_queries": 10_000},
         "ldsgym/ShardRouting-v0": {"episode_queries": 2000},
         "ldsgym/ShardRouting-Faults-v0": {"episode_queries": 2000},
+        # Shedding allowed: deadline_shed's admission control (the others never shed).
+        "ldsgym/ShardRouting-RequestAware-v0": {"episode_queries": 2000, "allow_shed": True},
         "ldsgym/ShardPlacement-v0": {},
         "ldsgym/ClusterRouting-v0": {"episode_queries": 1500, "load": 1.1},
     }
