@@ -59,3 +59,17 @@ def test_under_overload_shedding_lost_requests_serves_more_requests_in_time() ->
             else:
                 assert r["dropped_rejected"] == 0
     assert good["shed"] > 1.05 * good["greedy"]
+
+
+def test_the_simd_shed_experiment_allows_shedding_and_clones_deadline_shed() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from experiments.common import CONF_DIR
+    from experiments.warm_start import warm_start_settings
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose("train", overrides=["experiment=simd_shed"])
+    assert cfg.env.id == ENV and cfg.env.kwargs.allow_shed is True
+    ws = warm_start_settings(cfg, ENV)
+    assert ws is not None and ws.teacher == "deadline_shed"
+    assert "deadline_shed" in SHARD_BASELINES
