@@ -167,7 +167,11 @@ def summary_rows(results: Mapping[str, PolicyResult]) -> list[dict[str, Any]]:
             if res.episodes and key in res.episodes[0]:
                 row[key] = res.mean(key)
                 row[f"{key}_std"] = res.std(key)
-        if res.episodes and "good" in res.episodes[0]:  # in-SLA queries, for comparisons
-            row["good"] = res.mean("good")
+        # In-SLA queries (or requests, where a request fans out into several decisions: the
+        # ShardRouting info's ``good`` counts sub-requests), for comparisons.
+        good = next((k for k in ("requests_good", "good") if res.episodes
+                     and k in res.episodes[0]), None)
+        if good is not None:
+            row["good"] = res.mean(good)
         rows.append(row)
     return rows

@@ -107,3 +107,20 @@ def test_comparison_also_counts_in_sla_queries_on_the_same_arrivals() -> None:
     # without per-episode counts (older results) the sentence is as before
     rows = [{k: v for k, v in r.items() if k != "good"} for r in rows]
     assert "in-SLA" not in comparison(rows)
+
+
+def test_where_a_request_is_several_decisions_the_comparison_counts_requests() -> None:
+    """ShardRouting's ``good`` counts sub-requests; goodput counts requests: the sentence
+    compares in-SLA *requests* (``requests_good``) there."""
+    from agents.evaluation import summary_rows
+    from experiments.report import comparison
+
+    def res(name: str, goodput: float, sub_good: int, req_good: int) -> PolicyResult:
+        eps = [{"goodput": goodput, "good": sub_good, "requests_good": req_good,
+                "sla_attainment": 0.9}]
+        return PolicyResult(name, eps, np.zeros(4, dtype=np.int64))
+
+    rows = summary_rows({"learned": res("learned", 730.0, 7800, 115),
+                         "x": res("x", 660.0, 7740, 100)})
+    assert rows[0]["good"] == 115
+    assert "in-SLA queries on the same arrivals +15.0%" in comparison(rows)
