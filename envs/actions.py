@@ -30,7 +30,9 @@ def checked_action(action: Any, space: spaces.Space[Any], mask: np.ndarray | Non
     Raises:
         ValueError: a non-integer, out-of-range or masked action (the message says which).
     """
-    if isinstance(action, bool | np.bool_) or not _is_integer(action):
+    t = type(action)
+    if t is not int and t is not np.int64 and (  # the common types skip the checks
+            isinstance(action, bool | np.bool_) or not _is_integer(action)):
         raise ValueError(f"action {action!r}: actions are integers in {space} "
                          f"(got {type(action).__name__})")
     a = int(action)

@@ -658,6 +658,9 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._mask_version = -1
         self._summary_key: tuple[Any, ...] | None = None
         self._info_base: dict[str, Any] | None = None  # _info at _summary_key
+        # energy_j's terms that only events change, and (sim, events, now) they are of.
+        self._energy_key: tuple[Any, ...] | None = None
+        self._energy_part = (0.0, 0.0)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -791,11 +794,17 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._consts[5:, :N] = self._holds_f
         self._rate_n = self._consts[2, :N]
         self._out: np.ndarray | None = None  # the observation's entries, when jitted
-        # Where each entry of the observation is in _out, in the order of _obs's dict.
+        # Where each entry of the observation is in _out, in the order of _obs's dict (then
+        # the request-aware entries, REQUEST_KEYS, which the kernel computes when it gets
+        # _req_node: an empty array without them).
         x = 10 * N + self.n_shards
         self._out_slices = (*(slice(r * N, (r + 1) * N) for r in range(10)),
                             slice(10 * N, x), slice(x, x + 2), slice(x + 2, x + 4),
                             slice(x + 4, x + 5))
+        x += 5
+        self._req_slices = tuple(slice(x + r * N, x + (r + 1) * N) for r in range(4))
+        self._req_node_k = self._req_node if self.request_obs else np.zeros(0)
+        self._out_size = x + (4 * N if self.request_obs else 0)
         self._out_given = False  # _obs returned views of it already
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -839,13 +848,13 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             self._rate_key = rate_key
         self._node_key = None  # the incremental buffers of _predict_finish are not kept
         self._routed.clear()
-        out = self._out = np.empty(10 * self.n_nodes + self.n_shards + 5, dtype=np.float32)
+        out = self._out = np.empty(self._out_size, dtype=np.float32)
         self._out_given = False
         kernels.routing_obs(sim.events.now, sub.shard, sub.d_tracked, sub.d_untracked,
-                              sub.lookups, sub.req_bytes, sub.resp_bytes, sub.req.inv_sla,
-                              sim.fanout_left_count() + 1, self._req_pred, self._rate,
-                              sim.row_hit, sim.node_state, sim.outstanding, self._consts,
-                              self._fin, out)
+                            sub.lookups, sub.req_bytes, sub.resp_bytes, sub.req.inv_sla,
+                            sim.fanout_left_count() + 1, self._req_pred, self._rate,
+                            sim.row_hit, sim.node_state, sim.outstanding, self._consts,
+                            self._req_node_k, self._fin, out)
         return self._fin
 
     def _predict_finish(self) -> np.ndarray:
@@ -943,7 +952,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                    "up": out[up], "holds": out[ho], "finish": out[fi], "shard": out[sh],
                    "size": out[sz], "request": out[rq], "rates": out[ra]}
             if self.request_obs:
-                self._request_obs(obs, sim, sub.req.inv_sla)
+                for k, sl_ in zip(REQUEST_KEYS, self._req_slices, strict=True):
+                    obs[k] = out[sl_]
             self._last_obs = obs
             return obs
         inv_sla = sub.req.inv_sla  # 1 / max(deadline - arrival, 1e-9)
@@ -1052,10 +1062,17 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         links = 0.0
         for j, b in zip(m.link_j_per_byte, sim.link_bytes_sent, strict=True):
             links += j * b
-        fast_j, slow_j = m.reads_j(sim.fast_reads, sim.slow_reads)
-        return (m.idle_w * sim.now + m.busy_j(sim.sub.busy_s)
-                + fast_j + slow_j + links
-                + m.dense_dynamic_w * sum(sim.req.busy_s))
+        # Only events change time, busy times and reads (routing, shedding and placement
+        # add link bytes only): the other terms are kept between events, and added in the
+        # same order, ``idle + busy + fast + slow + links + dense``.
+        key = (sim, sim.events_handled, sim.now)
+        if key != self._energy_key:
+            fast_j, slow_j = m.reads_j(sim.fast_reads, sim.slow_reads)
+            self._energy_part = (m.idle_w * sim.now + m.busy_j(sim.sub.busy_s) + fast_j
+                                 + slow_j, m.dense_dynamic_w * sum(sim.req.busy_s))
+            self._energy_key = key
+        head, dense = self._energy_part
+        return head + links + dense
 
     def _reward_of(self, good: int, late: int, dropped: int, reconfigurations: int,
                    backlog: float, energy: float = 0.0) -> float:

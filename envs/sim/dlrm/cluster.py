@@ -209,9 +209,11 @@ class ShardSim:
         #: :attr:`inflight_t` and :attr:`inflight_rate` are them flat, index
         #: ``up * N + node``, and ``_lb2_*`` as
         #: ``(2, N)``), :attr:`service_end`,
-        #: :attr:`work_s`, the four rows of :attr:`node_features` and :attr:`link_factor`.
-        self.node_state = np.zeros((13, N))
-        self.node_state[10:] = 1.0  # measured slowdown, up, link speed factor
+        #: :attr:`work_s`, the four rows of :attr:`node_features`, :attr:`link_factor` and
+        #: the messages in flight per link direction (rows 13-14, downlinks then uplinks;
+        #: :attr:`link_messages` is them flat, as :attr:`inflight_bytes`).
+        self.node_state = np.zeros((15, N))
+        self.node_state[10:13] = 1.0  # measured slowdown, up, link speed factor
         self._bind_views()
         self._warm_rows = warm_rows
         if warm_rows is not None:
@@ -345,7 +347,7 @@ class ShardSim:
     _VIEWS = ("inflight_bytes", "inflight_t", "inflight_rate", "_lb2_bytes", "_lb2_t",
               "_lb2_rate",
               "service_end", "work_s", "node_features", "link_factor", "hit_rate", "_occ",
-              "measured_slow")
+              "measured_slow", "link_messages")
 
     def _bind_views(self) -> None:
         """Point the view attributes at the rows of :attr:`node_state`."""
@@ -367,6 +369,9 @@ class ShardSim:
         self.measured_slow = feat[2]
         #: Per node: speed factor of its link (1 nominal).
         self.link_factor = st[12]
+        #: Per link direction (index ``up * N + node``): messages in flight (``PsLink.n``,
+        #: kept by :meth:`_relink`, which follows every change of a link).
+        self.link_messages = st[13:15].reshape(-1)
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -805,6 +810,7 @@ class ShardSim:
         self.inflight_bytes[i] = left
         self.inflight_t[i] = now
         self.inflight_rate[i] = rate
+        self.link_messages[i] = link.n
         busy = link.busy_s
         self._link_busy[i] = busy
         if busy > self._link_busy_max:

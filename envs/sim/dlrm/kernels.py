@@ -243,11 +243,12 @@ def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.
 def routing_obs(now: float, s: int, d_tracked: int, d_untracked: int, lookups: int,
                 req_bytes: float, resp_bytes: float, inv_sla: float, left: int,
                 req_pred: float, req_rate: float, row_hit: np.ndarray, state: np.ndarray,
-                outstanding: np.ndarray, consts: np.ndarray, fin: np.ndarray,
-                out: np.ndarray) -> None:
+                outstanding: np.ndarray, consts: np.ndarray, req_node: np.ndarray,
+                fin: np.ndarray, out: np.ndarray) -> None:
     """The predicted finish of every node (into ``fin``) and the ``ShardRouting``
-    observation's entries, clipped to [0, 10], into ``out`` (float32, ``10 N + S + 5``):
-    the formulas of :meth:`envs.shard.ShardRoutingEnv._predict_finish` and ``_obs``.
+    observation's entries, clipped to [0, 10], into ``out`` (float32, ``10 N + S + 5``, and
+    ``4 N`` more when ``req_node`` is not empty): the formulas of
+    :meth:`envs.shard.ShardRoutingEnv._predict_finish`, ``_obs`` and ``_request_obs``.
 
     ``state`` is :attr:`envs.sim.dlrm.cluster.ShardSim.node_state`. ``consts`` rows: the per-node
     fixed link cost; ``(overhead, mean lookups, mean response bytes, capacity)``; the link
@@ -255,11 +256,17 @@ def routing_obs(now: float, s: int, d_tracked: int, d_untracked: int, lookups: i
     read; then, per shard, whether each node holds it (1.0 or 0.0). ``out`` gets the ten
     node rows (row ``r`` at ``r * N``), then the one-hot shard and the clipped ``size``,
     ``request`` and ``rates`` entries (``left``: sub-requests of the request still to route,
-    this one too; ``req_rate``: the recent request rate).
+    this one too; ``req_rate``: the recent request rate). With the request-aware entries
+    (``req_node``: per node the latest predicted finish of the request's sub-requests routed
+    there, 0.0 where none; empty: no such entries), four node rows follow: ``req_routed``,
+    ``slack``, ``link_depth`` and ``ssd_depth`` (messages in flight per link direction are
+    ``state`` rows 13-14).
     """
     N = fin.shape[0]
     overhead = consts[1, 0]
-    S = out.shape[0] - 10 * N - 5
+    req_aware = req_node.shape[0] > 0
+    S = out.shape[0] - 10 * N - 5 - (4 * N if req_aware else 0)
+    x1 = 10 * N + S + 5  # the request-aware rows
     x0 = 10 * N
     for j in range(S):
         out[x0 + j] = 0.0
@@ -305,6 +312,12 @@ def routing_obs(now: float, s: int, d_tracked: int, d_untracked: int, lookups: i
         _put1(out, 7 * N + n, state[11, n])
         _put1(out, 8 * N + n, h)
         _put1(out, 9 * N + n, f * inv_sla)
+        if req_aware:
+            _put1(out, x1 + n, req_node[n] * inv_sla)
+            x = req_pred - f
+            _put1(out, x1 + N + n, (x if x > 0.0 or x != x else 0.0) * inv_sla)
+            _put1(out, x1 + 2 * N + n, (state[13, n] + state[14, n]) / 8.0)
+            _put1(out, x1 + 3 * N + n, (1.0 - state[8, n]) * outstanding[n] / 8.0)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
