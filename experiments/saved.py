@@ -29,7 +29,11 @@ def saved_run_config(run_dir: str | Path, extra_overrides: list[str]) -> DictCon
     if not overrides_file.is_file():
         raise UserError(f"run_dir={run_dir}: not a training run (no .hydra/overrides.yaml)")
     saved = [str(o) for o in OmegaConf.load(overrides_file)]
-    extra = [o for o in extra_overrides if not o.startswith(_APP_KEYS)]
+    # ``+key=v`` is how the evaluate command line adds a key its own config lacks (e.g.
+    # ``+eval.env_overrides.episode_queries=N``); the run's config may already have that key,
+    # where ``+`` would fail, so it is set with ``++`` (add or override) there.
+    extra = [f"+{o}" if o.startswith("+") and not o.startswith("++") else o
+             for o in extra_overrides if not o.startswith(_APP_KEYS)]
     return compose("train", overrides=saved + extra)
 
 
