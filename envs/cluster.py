@@ -16,6 +16,7 @@ from gymnasium import spaces
 from envs.actions import checked_action
 from envs.presets import get_workload, load_range
 from envs.rewards import Outcome, Reward, make_reward
+from envs.sim.cluster import kernels as cluster_kernels
 from envs.sim.cluster.sim import ClusterSim
 from envs.sim.cluster.spec import (
     CLUSTER_PRESETS,
@@ -175,14 +176,14 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
     _steps: int
-    _rates: list[float]
+    _rates: list[float] | np.ndarray
     _rate_t: float
     _snapshot: tuple[int, int, int, float, float, float]
     _mask: np.ndarray | None
     _trace_seed: int
     _credits: list[tuple[float, float]]
     _credit_sum: float
-    _finish_s: list[float]
+    _finish_s: list[float] | np.ndarray
 
     def __init__(
         self,
@@ -202,6 +203,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         hw: str | Mapping[str, Any] | DeviceSpec | None = None,
         hw_price_per_hour: float = 1.0,
         decision_credit: float = 0.0,
+        compiled: bool | None = None,
     ) -> None:
         if isinstance(cluster, str):
             try:
@@ -272,8 +274,8 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         self._max_sla_s = float(self.mix.sla_ms.max()) * 1e-3
         self._inv_b = 1.0 / max_batch
         self._inv_cap = 1.0 / self.capacity_qps
-        sizes = {"model": M, "sla": 1, "rates": M, "popularity": M, "footprint": M,
-                 **dict.fromkeys(SLOT_KEYS, S)}
+        sizes = {"model": M, "sla": 1, "rates": M, **dict.fromkeys(SLOT_KEYS, S),
+                 "popularity": M, "footprint": M}
         biggest = max(tab.slot_mem_bytes)
         self._mem = np.array([b / biggest for b in tab.slot_mem_bytes], dtype=np.float32)
         prob = self.mix.probabilities
@@ -284,6 +286,29 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             k: spaces.Box(0.0, CLIP, (n,), np.float32) for k, n in sizes.items()})
         self.action_space = spaces.Discrete(S + 1)
         self.sim: ClusterSim | None = None
+        self.compiled = cluster_kernels.AVAILABLE if compiled is None else bool(compiled)
+        # The compiled path's observation: one float32 buffer per decision, the keys views
+        # into it; per model a template with the constant keys filled.
+        layout, k = [], 0
+        for key, n in sizes.items():
+            layout.append((key, k, k + n))
+            k += n
+        self._layout = layout
+        spans = {key: (a, b) for key, a, b in layout}
+        self._span_sla = spans["sla"][0]
+        self._span_rates = spans["rates"]
+        self._span_slots = (spans["queue"][0], spans["free_mem"][1])
+        self._templates: list[np.ndarray] = []
+        for m in range(M):
+            tmpl = np.zeros(k, np.float32)
+            for key, row in (("model", self._onehot[m]), ("energy", self._energy_of[m]),
+                             ("price", self._price_of[m]), ("mem", self._mem),
+                             ("popularity", self._popularity),
+                             ("footprint", self._footprint)):
+                a, b = spans[key]
+                tmpl[a:b] = row
+            self._templates.append(tmpl)
+        self._rates_out = np.zeros(M, np.float32)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -296,8 +321,8 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             self.load = lo + (hi - lo) * float(self.np_random.random())
         arrivals = self._draw_arrivals(trace_seed)
         self.sim = ClusterSim(self.tables, arrivals, self.batcher, self.initial_residents,
-                              self._slowdown_caches)
-        self._rates = [0.0] * self.n_models
+                              self._slowdown_caches, compiled=self.compiled)
+        self._rates = [0.0] * self.n_models if not self.compiled else np.zeros(self.n_models)
         self._rate_t = 0.0
         self._steps = 0
         self._snapshot = (0, 0, 0, 0.0, 0.0, 0.0)
@@ -377,8 +402,13 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         assert sim is not None
         now = sim.now
         decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
-        rates = self._rates = [r * decay for r in self._rates]
-        rates[sim.pending_query()[0]] += 1.0 / self.rate_window_s
+        if isinstance(self._rates, np.ndarray):  # the compiled path
+            cluster_kernels.ewma(self._rates, decay, sim.pending_query()[0],
+                                 1.0 / self.rate_window_s, self._inv_cap, CLIP,
+                                 self._rates_out)
+        else:
+            rates = self._rates = [r * decay for r in self._rates]
+            rates[sim.pending_query()[0]] += 1.0 / self.rate_window_s
         self._rate_t = now
 
     def _book_credit(self, s: int) -> float:
@@ -429,6 +459,21 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         m, deadline, sla = sim.pending_query()
         left = deadline - sim.now
         inv_sla = 1.0 / left if left > 0 else 1e3
+        if self.compiled:
+            finish_s, rows, valid = sim.observe(m, self._inv_b, inv_sla, CLIP)
+            self._finish_s = finish_s
+            mask = self._mask = np.empty(self.n_slots + 1, dtype=bool)
+            mask[:-1] = valid
+            mask[-1] = True
+            buf = self._templates[m].copy()
+            buf[self._span_sla] = _clip(sla / self._max_sla_s)
+            a, b = self._span_rates
+            buf[a:b] = self._rates_out
+            a, b = self._span_slots
+            buf[a:b] = rows.ravel()
+            obs = {key: buf[a:b] for key, a, b in self._layout}
+            self._last_obs = obs
+            return obs
         load_wait = sim.load_wait_s
         finish = self._finish_s = sim.finish_estimates_s(m)
         obs = {

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from envs.sim.cluster import kernels as kn
 from envs.sim.cluster.spec import ClusterTables
 from envs.sim.device.serving import BatcherConfig
 from envs.sim.device.shared import SharedGpuSim, run_passive
@@ -89,8 +90,11 @@ class ClusterSim:
 
     def __init__(self, tables: ClusterTables, arrivals: Arrivals, batcher: BatcherConfig,
                  resident: Sequence[Sequence[int]],
-                 slowdown_caches: Sequence[dict | None] | None = None) -> None:
+                 slowdown_caches: Sequence[dict | None] | None = None,
+                 compiled: bool | None = None) -> None:
         self.tables = tables
+        #: Whether the compiled path runs (see the module docstring, "Two paths").
+        self.compiled = kn.AVAILABLE if compiled is None else bool(compiled)
         models = tuple(arrivals.models)
         self.n_models = M = len(tables.footprint_bytes)
         self.n_devices = D = len(tables.device_names)
@@ -149,6 +153,7 @@ class ClusterSim:
         self._counters.latency = self.latency
         self._slot_dev = [self.devices[d] for d, _ in self.slots]
         self._slot_part = [p for _, p in self.slots]
+        self._init_mirrors()
 
     #: The per-query columns of the trace (what :meth:`without_trace` drops).
     _TRACE_KEYS = ("_times", "_models", "_sizes", "_dead", "_inv")
@@ -171,6 +176,204 @@ class ClusterSim:
         for key in self._TRACE_KEYS:
             delattr(clone, key)
         return clone
+
+    # ------------------------------------------------------------------ compiled path
+    def _init_mirrors(self) -> None:
+        """The numpy mirrors of the compiled path (see the module docstring)."""
+        tab = self.tables
+        D, S, M = self.n_devices, self.n_slots, self.n_models
+        slots = self.slots
+        order = [(d, p) for d, dev in enumerate(self.devices) for p in range(dev.n_partitions)]
+        if slots != order:  # pragma: no cover - build_tables lists them so
+            raise ValueError("the slots must be every partition of every device, in order")
+        #: Per device, its first slot.
+        self._first = first = [0] * D
+        width = 1
+        for s, (d, p) in enumerate(slots):
+            if p == 0:
+                first[d] = s
+            width = max(width, p + 1)
+        self._pad = np.full((width, D), S, dtype=np.int64)
+        for s, (d, p) in enumerate(slots):
+            self._pad[p, d] = s
+        self._sd = np.array([d for d, _ in slots], dtype=np.int64)
+        self._fit = np.array([[tab.fits[d][p][m] for d, p in slots] for m in range(M)], bool)
+        sm = self._sm = np.zeros((4, M, S))
+        for s, (d, p) in enumerate(slots):
+            sm[kn.SOLO, :, s] = self.devices[d].solo_s[p]
+            sm[kn.HOP, :, s] = tab.hop_s[d]
+            sm[kn.LT, :, s] = [tab.load_time_s(d, m) for m in range(M)]
+            for m, t in self.ready_at[s].items():
+                sm[kn.READY, m, s] = t
+        self._res = np.zeros((M, S), bool)
+        for s, r in enumerate(self.resident):
+            for m in r:
+                self._res[m, s] = True
+        #: ``sum(tables.idle_w)``, as :meth:`energy_j` adds it up.
+        self._idle_w = sum(tab.idle_w)
+        self._cap = np.array(tab.slot_mem_bytes, dtype=np.float64)
+        self._cost_w = np.array([[tab.price_per_s[d] for d, _ in slots], tab.slot_share],
+                                dtype=np.float64)
+        sf = self._sf = np.zeros((kn.N_SF, S))
+        sf[kn.MEM] = self.mem_used
+        self._busy = np.zeros(S, bool)
+        self._qi = np.zeros(S, np.int64)
+        self._tn = np.zeros(S, np.int64)
+        df = self._df = np.zeros((kn.N_DF, D))
+        df[kn.LINK] = self.link_free_at
+        #: Per device, the time of the head of its event heap as last seen (inf: empty).
+        self._nev = [_INF] * D
+        #: (time, device) per head seen: the devices with an event due come off it.
+        self._due: list[tuple[float, int]] = []
+        #: Per device, its counters as last seen (completed, good, rejected, overflow,
+        #: expired); and their sums over the devices.
+        self._dcount = [(0, 0, 0, 0, 0)] * D
+        self._count = [0, 0, 0, 0, 0]
+        #: Devices moved to the current decision by the router this time (their backlog
+        #: clock and ``now`` are their own; the others' are in the mirrors).
+        self._touched: dict[int, None] = {}
+        #: The decision time every device not in ``_touched`` was last moved to.
+        self._dev_now = 0.0
+        # Slots whose in-transit work or eviction room must be recomputed; room heap of
+        # (time a loading model becomes evictable, slot).
+        self._extra_dirty: set[int] = set()
+        self._room_dirty: set[int] = set(range(S))
+        self._room_at: list[tuple[float, int]] = []
+        self._room_until = [_INF] * S
+        self._finish = np.full(S, _INF)
+        self._o32 = np.zeros((6, S), np.float32)
+        self._mask = np.zeros(S, bool)
+        self._sums = np.zeros(5)
+        #: The arguments the features were computed for (-2: stale).
+        self._fresh: tuple[int, float, float, float] | int = -2
+        self._busy_list = [0.0] * S
+        for d in range(D):
+            self._pull(d)
+
+    def _touch(self, d: int) -> SharedGpuSim:
+        """Device ``d``, its backlog clock and ``now`` brought from the mirrors (once per
+        decision, before the router drives it)."""
+        dev = self.devices[d]
+        if d not in self._touched:
+            self._touched[d] = None
+            df = self._df
+            dev.backlog = float(df[kn.B, d])
+            dev._backlog_t = float(df[kn.T, d])
+            dev.events.now = self._dev_now
+        return dev
+
+    def _pull(self, d: int) -> None:
+        """Copy device ``d``'s state into the mirrors (after it ran)."""
+        dev = self.devices[d]
+        df, sf = self._df, self._sf
+        df[kn.B, d] = dev.backlog
+        df[kn.T, d] = dev._backlog_t
+        df[kn.R, d] = dev._backlog_rate
+        c = dev.counters
+        df[kn.E, d] = c.energy_j
+        now_c = (c.completed, c.good, c.dropped_rejected, c.dropped_overflow,
+                 c.dropped_expired)
+        old = self._dcount[d]
+        if now_c != old:
+            count = self._count
+            for i in range(5):
+                count[i] += now_c[i] - old[i]
+            self._dcount[d] = now_c
+        heap = dev.events.heap
+        head = heap[0][0] if heap else _INF
+        if head != self._nev[d]:
+            self._nev[d] = head
+            if head < _INF:
+                heapq.heappush(self._due, (head, d))
+        s = self._first[d]
+        busy, qi, busy_list = self._busy, self._qi, self._busy_list
+        room = self._room_dirty
+        for p in range(dev.n_partitions):
+            sf[kn.BU, s] = dev.busy_until[p]
+            sf[kn.UP, s] = dev.up_at[p]
+            sf[kn.QW, s] = dev.queued_work_s[p]
+            sf[kn.BS, s] = busy_list[s] = c.busy_s[p]
+            busy[s] = dev.busy[p]
+            qi[s] = dev.queued_items[p]
+            room.add(s)
+            s += 1
+        self._fresh = -2
+
+    def _room(self, s: int) -> None:
+        """Slot ``s``'s memory after evicting its evictable models (:meth:`valid_slots`'s
+        sum, in its order), and when that changes by itself (a loading model becomes
+        evictable when loaded)."""
+        now = self.now
+        fp = self.tables.footprint_bytes
+        free = self.tables.slot_mem_bytes[s] - self.mem_used[s]
+        d, p = self.slots[s]
+        dev = self.devices[d]
+        queued = dev.queued_by_model[p]
+        running = dev.running_model[p]
+        transit = self.in_transit[s]
+        ready = self.ready_at[s]
+        until = _INF
+        for k in self.resident[s]:
+            if not transit[k] and not queued[k] and k != running:
+                r = ready[k]
+                if r <= now:
+                    free += fp[k]
+                elif r < until:
+                    until = r
+        self._sf[kn.ROOM, s] = free
+        if until != self._room_until[s]:
+            self._room_until[s] = until
+            if until < _INF:
+                heapq.heappush(self._room_at, (until, s))
+
+    def _extra(self, s: int) -> None:
+        """The work in transit to slot ``s`` (:meth:`finish_estimates_s`'s sum)."""
+        extra = 0.0
+        if self.transit_n[s]:
+            per_item = self._per_item[s]
+            for k, n in enumerate(self.in_transit[s]):
+                if n:
+                    extra += n * per_item[k]
+        self._sf[kn.EXTRA, s] = extra
+        self._tn[s] = self.transit_n[s]
+
+    def _features(self, m: int, inv_b: float = 1.0, inv_sla: float = 1.0,
+                  clip: float = _INF) -> None:
+        """Bring the mirrors up to date and run :func:`kernels.refresh` for model ``m``
+        (-1: only the sums); reused while nothing changed."""
+        key = (m, inv_b, inv_sla, clip)
+        if self._fresh == key or (m < 0 and self._fresh != -2):
+            return
+        now = self.now
+        if self._extra_dirty:
+            for s in self._extra_dirty:
+                self._extra(s)
+            self._extra_dirty.clear()
+        room_at = self._room_at
+        while room_at and room_at[0][0] <= now:
+            until, s = heapq.heappop(room_at)
+            if self._room_until[s] == until:
+                self._room_dirty.add(s)
+        if self._room_dirty:
+            for s in self._room_dirty:
+                self._room(s)
+            self._room_dirty.clear()
+        need = self.tables.footprint_bytes[m] if m >= 0 else 0.0
+        kn.refresh(m, now, need, inv_b, inv_sla, clip, self._sf, self._cap, self._cost_w,
+                   self._busy, self._qi, self._tn, self._res, self._fit, self._sm, self._sd,
+                   self._df, self._pad, self._finish, self._o32, self._mask, self._sums,
+                   self._fresh == -2)
+        self._fresh = key
+
+    def observe(self, m: int, inv_b: float, inv_sla: float,
+                clip: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For a query of model ``m`` now (compiled path): the finish estimates (seconds,
+        per slot), the per-slot rows ``queue`` (/ ``1 / inv_b``), ``busy``, ``finish``,
+        ``resident``, ``loading`` (x ``inv_sla``), ``free_mem``, each clipped to ``[0,
+        clip]`` as float32, and the valid slots (:meth:`valid_slots`). Views into buffers
+        the next call overwrites."""
+        self._features(m, inv_b, inv_sla, clip)
+        return self._finish, self._o32, self._mask
 
     # ------------------------------------------------------------------ decisions
     def pending_query(self) -> tuple[int, float, float]:
@@ -274,6 +477,8 @@ class ClusterSim:
                 del ready[k]
                 self.mem_used[s] -= fp[k]
                 self.evictions += 1
+                if self.compiled:
+                    self._res[k, s] = False
             start = self.link_free_at[d]
             if start < now:
                 start = now
@@ -284,6 +489,11 @@ class ClusterSim:
             res[m] = None
             self.mem_used[s] += fp[m]
             self.loads += 1
+            if self.compiled:
+                self._res[m, s] = True
+                self._sm[kn.READY, m, s] = t_ready
+                self._sf[kn.MEM, s] = self.mem_used[s]
+                self._df[kn.LINK, d] = self.link_free_at[d]
         t = now + self.tables.hop_s[d][m]
         if t_ready > t:
             t = t_ready
@@ -294,6 +504,10 @@ class ClusterSim:
         heapq.heappush(self._heap, (t, self._seq, s, m, (
             self._times[j], self._dead[j], self._inv[j], self._sizes[j], 0)))
         self.pending = None
+        if self.compiled:
+            self._extra_dirty.add(s)
+            self._room_dirty.add(s)  # its transit, and its LRU order (the room's sum order)
+            self._fresh = -2
 
     def reject(self) -> None:
         """Drop the pending query by decision."""
@@ -310,7 +524,10 @@ class ClusterSim:
         if self._next < self._n:
             t = self._times[self._next]
             self._deliver(t)
-            run_passive(self.devices, t)
+            if self.compiled:
+                self._run_devices(t)
+            else:
+                run_passive(self.devices, t)
             self.now = t
             self.pending = self._next
             self._next += 1
@@ -318,20 +535,50 @@ class ClusterSim:
             return
         self._deliver(_INF)
         end = self.now
+        if self.compiled:
+            for d in range(self.n_devices):
+                self._touch(d)
         for dev in self.devices:
             dev.advance()
             if dev.now > end:
                 end = dev.now
         self.now = end
+        if self.compiled:
+            for d in range(self.n_devices):
+                self._pull(d)
+            self._touched.clear()
+            self._dev_now = end
+
+    def _run_devices(self, t: float) -> None:
+        """The compiled path's :func:`run_passive` to ``t``: the devices the deliveries
+        touched or with an event due by ``t`` run (in device order, as there), the others'
+        backlog clocks move in the mirrors (:func:`kernels.accrue`)."""
+        due, nev, touched = self._due, self._nev, self._touched
+        run = set(touched)
+        while due and due[0][0] <= t:
+            when, d = heapq.heappop(due)
+            if nev[d] == when:
+                run.add(d)
+        for d in sorted(run):
+            self._touch(d).run_passive(t)
+            self._pull(d)
+        touched.clear()
+        kn.accrue(self._df, t)
+        self._dev_now = t
+        self._fresh = -2
 
     def _deliver(self, t: float) -> None:
         """Hand every delivery due by ``t`` to its device, in time order."""
         heap = self._heap
         devices, slots, transit = self.devices, self.slots, self.in_transit
+        compiled = self.compiled
         while heap and heap[0][0] <= t:
             when, _, s, m, req = heapq.heappop(heap)
             d, p = slots[s]
-            dev = devices[d]
+            dev = self._touch(d) if compiled else devices[d]
+            if compiled:
+                self._extra_dirty.add(s)
+                self._room_dirty.add(s)
             dev.run_passive(when)
             transit[s][m] -= 1
             self.transit_n[s] -= 1
@@ -396,11 +643,21 @@ class ClusterSim:
 
     def energy_j(self) -> float:
         """Energy so far: the devices' dynamic energy plus idle power over the elapsed time."""
+        if self.compiled:
+            return float(self._fresh_sums()[kn.S_ENERGY]) + self._idle_w * self.now
         return (sum(dev.counters.energy_j for dev in self.devices)
                 + sum(self.tables.idle_w) * self.now)
 
+    def _fresh_sums(self) -> np.ndarray:
+        """The sums of :func:`kernels.refresh` now (computed unless fresh)."""
+        if self._fresh == -2:
+            self._features(-1)
+        return self._sums
+
     def used_cost_usd(self) -> float:
         """Busy seconds of each slot priced at its share of its device's price."""
+        if self.compiled:
+            return float(self._fresh_sums()[kn.S_COST])
         tab = self.tables
         total = 0.0
         for s, (d, p) in enumerate(self.slots):
@@ -416,6 +673,14 @@ class ClusterSim:
         rejections, the shared latency histogram. One object, refreshed by every call (read it
         before the simulation moves on)."""
         c = self._counters
+        if self.compiled:
+            c.completed, c.good, rejected, c.dropped_overflow, c.dropped_expired = self._count
+            c.arrived = self.arrived
+            c.dropped_rejected = self.rejected + rejected
+            c.busy_s = self._busy_list
+            c.energy_j = self.energy_j()
+            c.latency = self.latency
+            return c
         c.completed = c.good = c.dropped_overflow = c.dropped_expired = 0
         c.arrived = self.arrived
         c.dropped_rejected = self.rejected
@@ -436,6 +701,8 @@ class ClusterSim:
     def backlog(self) -> float:
         """Sum over the devices of their backlog (time in the system in units of the SLA,
         counted from delivery)."""
+        if self.compiled:
+            return float(self._fresh_sums()[kn.S_BACKLOG])
         return sum(dev.backlog for dev in self.devices)
 
     def summary(self, counters: Counters | None = None) -> dict[str, float]:
@@ -445,7 +712,11 @@ class ClusterSim:
         moment when the caller has them already."""
         c = self.counters() if counters is None else counters
         now = self.now
-        out = c.summary(now, sum(dev.busy_ahead_s(now) for dev in self.devices))
+        if self.compiled:
+            sums = self._fresh_sums()
+            out = c.summary(now, float(sums[kn.S_AHEAD]), float(sums[kn.S_BUSY]))
+        else:
+            out = c.summary(now, sum(dev.busy_ahead_s(now) for dev in self.devices))
         done = c.completed
         out["in_transit"] = self.transit_total
         out["loads"] = self.loads
