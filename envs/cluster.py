@@ -309,6 +309,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
                 tmpl[a:b] = row
             self._templates.append(tmpl)
         self._rates_out = np.zeros(M, np.float32)
+        self._mask_template = np.ones(S + 1, dtype=bool)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -338,7 +339,9 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         if sim is None or sim.pending is None:
             raise RuntimeError("call reset() before step()")
-        a = checked_action(action, self.action_space, self.action_masks())
+        mask = self._mask  # read only here; action_masks() hands out copies
+        a = checked_action(action, self.action_space,
+                           mask if mask is not None else self.action_masks())
         credit = 0.0
         if a == self.n_slots:
             sim.reject()
@@ -349,6 +352,9 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         self._steps += 1
         self._mask = None
         sim.advance()
+        if sim.pending is not None:  # the next decision's observation (it reads the state
+            self._observe_arrival()  # only: the counters below are the same either way)
+            obs = self._obs()
         c = sim.counters()
         if sim.pending is None:  # truncated: drained
             if self.decision_credit:  # the potential is 0 at the episode's end
@@ -358,9 +364,8 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             return self._last_obs, self._reward(c) + credit, False, True, sim.summary(c)
         if self.decision_credit:
             credit -= self._expire_credits(sim.now)
-        self._observe_arrival()
         reward = self._reward(c) + credit
-        return self._obs(), reward, False, False, sim.summary(c)
+        return obs, reward, False, False, sim.summary(c)
 
     def action_masks(self) -> np.ndarray:
         """Valid actions for the pending query (reject is always valid)."""
@@ -460,17 +465,15 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         left = deadline - sim.now
         inv_sla = 1.0 / left if left > 0 else 1e3
         if self.compiled:
-            finish_s, rows, valid = sim.observe(m, self._inv_b, inv_sla, CLIP)
-            self._finish_s = finish_s
-            mask = self._mask = np.empty(self.n_slots + 1, dtype=bool)
-            mask[:-1] = valid
-            mask[-1] = True
             buf = self._templates[m].copy()
+            a, b = self._span_slots
+            self._finish_s, _, valid = sim.observe(m, self._inv_b, inv_sla, CLIP,
+                                                   buf[a:b].reshape(6, self.n_slots))
+            mask = self._mask = self._mask_template.copy()
+            mask[:-1] = valid
             buf[self._span_sla] = _clip(sla / self._max_sla_s)
             a, b = self._span_rates
             buf[a:b] = self._rates_out
-            a, b = self._span_slots
-            buf[a:b] = rows.ravel()
             obs = {key: buf[a:b] for key, a, b in self._layout}
             self._last_obs = obs
             return obs

@@ -23,15 +23,23 @@ from envs.sim.jit import AVAILABLE, njit
 
 __all__ = ["AVAILABLE", "accrue", "ewma", "refresh"]
 
-# Rows of the per-slot float matrix ``sf``.
-BU, UP, QW, BS, MEM, EXTRA, ROOM = range(7)
-N_SF = 7
-# Rows of the per-(model, slot) float tensor ``sm`` (``res`` and ``fit`` are per (model, slot)
-# too: a decision reads one model's row over the slots).
-SOLO, HOP, LT, READY = range(4)
-# Rows of the per-device float matrix ``df``.
-B, T, R, E, LINK = range(5)
-N_DF = 5
+# Rows of the per-slot float matrix ``sf``: the running batch's end, when the slot is up,
+# queued work, busy seconds so far, memory held by models, work in transit, memory after
+# evicting the idle models; constants: memory, price per second, share of the device; the
+# running flag, queued items and items in transit (as floats: exact), when the device's host
+# link is free; whether ``ROOM`` is up to date (0 / 1); outputs: the finish estimates
+# (seconds), the mask (0 / 1) and the slots whose room it needed but was stale.
+(BU, UP, QW, BS, MEM, EXTRA, ROOM, CAP, PRICE, SHARE, BUSY, QI, TN, LINK, ROOM_OK, FINISH,
+ MASK, STALE) = range(18)
+N_SF = 18
+# Rows of the per-(model, slot) float tensor ``sm`` (a decision reads one model's row over
+# the slots): batch-1 latency, network hop, load time, when the weights are ready, resident
+# (0 / 1), fits the partition (0 / 1).
+SOLO, HOP, LT, READY, RES, FIT = range(6)
+N_SM = 6
+# Rows of the per-device float matrix ``df``: backlog, its clock and rate, dynamic energy.
+B, T, R, E = range(4)
+N_DF = 4
 # Rows of the float32 output ``o32`` (the observation's per-slot keys computed here).
 O_QUEUE, O_BUSY, O_FINISH, O_RESIDENT, O_LOADING, O_FREE = range(6)
 # Entries of ``sums``.
@@ -60,58 +68,66 @@ def accrue(df: np.ndarray, t: float) -> None:
 
 @njit(cache=True)
 def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip: float,
-            sf: np.ndarray, cap: np.ndarray, cost_w: np.ndarray, busy: np.ndarray,
-            qi: np.ndarray, tn: np.ndarray, res: np.ndarray, fit: np.ndarray,
-            sm: np.ndarray, sd: np.ndarray, df: np.ndarray, pad: np.ndarray,
-            finish: np.ndarray, o32: np.ndarray, mask: np.ndarray, sums: np.ndarray,
-            do_sums: bool) -> None:
+            do_sums: bool, sf: np.ndarray, sm: np.ndarray, df: np.ndarray, pad: np.ndarray,
+            o32: np.ndarray, sums: np.ndarray) -> int:
     """The features of a query of model ``m`` at ``now`` (``m < 0``: the sums only).
 
-    Writes ``finish`` (per slot, seconds; ``inf`` where ``m`` does not fit), the clipped
-    float32 rows of ``o32`` (queue / ``inv_b``, busy and finish and loading x ``inv_sla``,
-    resident, free memory), ``mask`` (the slots that can take the query: it fits and is
-    resident, or the slot's memory after evicting its idle models, ``ROOM``, holds
-    ``need`` bytes) and ``sums`` (the devices' backlog and dynamic energy, the slots' busy
-    seconds priced (``cost_w``: price x share) and summed, and per device the busy time
-    ahead of ``now`` summed over devices; only with ``do_sums``).
+    Writes the rows ``FINISH`` (per slot, seconds; ``inf`` where ``m`` does not fit) and
+    ``MASK`` (1 where the slot can take the query: it fits and is resident, or the slot's
+    memory after evicting its idle models, ``ROOM``, holds ``need`` bytes; where that was
+    needed and ``ROOM_OK`` is 0 the mask is left 0 and the slot listed in ``STALE``: the
+    caller computes its room and fixes the mask) of ``sf``; the
+    clipped float32 rows of ``o32`` (queue x ``inv_b``; busy, finish and loading x
+    ``inv_sla``; resident; free memory); with ``do_sums``, ``sums``: the devices' backlog and
+    dynamic energy, the slots' busy seconds priced (price x share) and summed, and per device
+    the busy time ahead of ``now``, summed over devices (``pad[j, d]``: the slot of partition
+    ``j`` of device ``d``, or S). Returns the number of slots listed in ``STALE``.
     """
     S = sf.shape[1]
     D = df.shape[1]
+    stale = 0
     if m >= 0:
         for s in range(S):
             # busy left / wait (ClusterSim.busy_left_s, finish_estimates_s)
-            wait = sf[BU, s] - now if busy[s] else 0.0
+            wait = sf[BU, s] - now if sf[BUSY, s] else 0.0
             o32[O_BUSY, s] = _clip(wait * inv_sla, clip)
-            o32[O_QUEUE, s] = _clip((qi[s] + tn[s]) * inv_b, clip)
+            o32[O_QUEUE, s] = _clip((sf[QI, s] + sf[TN, s]) * inv_b, clip)
             # load wait (ClusterSim.load_wait_s)
-            if res[m, s]:
+            resident = sm[RES, m, s] != 0.0
+            if resident:
                 r = sm[READY, m, s]
                 load = r - now if r > now else 0.0
                 o32[O_RESIDENT, s] = 1.0
             else:
-                start = df[LINK, sd[s]]
+                start = sf[LINK, s]
                 if start < now:
                     start = now
                 load = start - now + sm[LT, m, s]
                 o32[O_RESIDENT, s] = 0.0
             o32[O_LOADING, s] = _clip(load * inv_sla, clip)
-            o32[O_FREE, s] = _clip(1.0 - sf[MEM, s] / cap[s], clip)
-            if fit[m, s]:
+            o32[O_FREE, s] = _clip(1.0 - sf[MEM, s] / sf[CAP, s], clip)
+            if sm[FIT, m, s] != 0.0:
                 down = sf[UP, s] - now
                 if down > wait:
                     wait = down
                 f = wait + (sf[QW, s] + sm[SOLO, m, s])
                 hop = sm[HOP, m, s]
                 x = (load if load > hop else hop) + f + sf[EXTRA, s]
-                finish[s] = x
-                mask[s] = res[m, s] or need <= sf[ROOM, s]
+                if resident or need <= sf[CAP, s] - sf[MEM, s]:
+                    sf[MASK, s] = 1.0
+                elif sf[ROOM_OK, s] != 0.0:
+                    sf[MASK, s] = 1.0 if need <= sf[ROOM, s] else 0.0
+                else:
+                    sf[MASK, s] = 0.0
+                    sf[STALE, stale] = s
+                    stale += 1
             else:
                 x = _INF
-                finish[s] = x
-                mask[s] = False
+                sf[MASK, s] = 0.0
+            sf[FINISH, s] = x
             o32[O_FINISH, s] = _clip(x * inv_sla, clip)
     if not do_sums:
-        return
+        return stale
     backlog = 0.0
     energy = 0.0
     ahead = 0.0
@@ -121,7 +137,7 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
         a = 0.0
         for j in range(pad.shape[0]):
             s = pad[j, d]
-            if s < S and busy[s]:
+            if s < S and sf[BUSY, s]:
                 u = sf[BU, s]
                 if u > now:
                     a += u - now
@@ -130,13 +146,14 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
     total = 0.0
     for s in range(S):
         b = sf[BS, s]
-        cost += b * cost_w[0, s] * cost_w[1, s]
+        cost += b * sf[PRICE, s] * sf[SHARE, s]
         total += b
     sums[S_BACKLOG] = backlog
     sums[S_ENERGY] = energy
     sums[S_COST] = cost
     sums[S_BUSY] = total
     sums[S_AHEAD] = ahead
+    return stale
 
 
 @njit(cache=True)

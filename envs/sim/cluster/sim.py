@@ -196,31 +196,26 @@ class ClusterSim:
         self._pad = np.full((width, D), S, dtype=np.int64)
         for s, (d, p) in enumerate(slots):
             self._pad[p, d] = s
-        self._sd = np.array([d for d, _ in slots], dtype=np.int64)
-        self._fit = np.array([[tab.fits[d][p][m] for d, p in slots] for m in range(M)], bool)
-        sm = self._sm = np.zeros((4, M, S))
+        sm = self._sm = np.zeros((kn.N_SM, M, S))
+        sm[kn.FIT] = [[tab.fits[d][p][m] for d, p in slots] for m in range(M)]
         for s, (d, p) in enumerate(slots):
             sm[kn.SOLO, :, s] = self.devices[d].solo_s[p]
             sm[kn.HOP, :, s] = tab.hop_s[d]
             sm[kn.LT, :, s] = [tab.load_time_s(d, m) for m in range(M)]
             for m, t in self.ready_at[s].items():
                 sm[kn.READY, m, s] = t
-        self._res = np.zeros((M, S), bool)
         for s, r in enumerate(self.resident):
             for m in r:
-                self._res[m, s] = True
+                sm[kn.RES, m, s] = 1.0
         #: ``sum(tables.idle_w)``, as :meth:`energy_j` adds it up.
         self._idle_w = sum(tab.idle_w)
-        self._cap = np.array(tab.slot_mem_bytes, dtype=np.float64)
-        self._cost_w = np.array([[tab.price_per_s[d] for d, _ in slots], tab.slot_share],
-                                dtype=np.float64)
         sf = self._sf = np.zeros((kn.N_SF, S))
         sf[kn.MEM] = self.mem_used
-        self._busy = np.zeros(S, bool)
-        self._qi = np.zeros(S, np.int64)
-        self._tn = np.zeros(S, np.int64)
-        df = self._df = np.zeros((kn.N_DF, D))
-        df[kn.LINK] = self.link_free_at
+        sf[kn.CAP] = tab.slot_mem_bytes
+        sf[kn.PRICE] = [tab.price_per_s[d] for d, _ in slots]
+        sf[kn.SHARE] = tab.slot_share
+        sf[kn.LINK] = [self.link_free_at[d] for d, _ in slots]
+        self._df = np.zeros((kn.N_DF, D))
         #: Per device, the time of the head of its event heap as last seen (inf: empty).
         self._nev = [_INF] * D
         #: (time, device) per head seen: the devices with an event due come off it.
@@ -237,15 +232,11 @@ class ClusterSim:
         # Slots whose in-transit work or eviction room must be recomputed; room heap of
         # (time a loading model becomes evictable, slot).
         self._extra_dirty: set[int] = set()
-        self._room_dirty: set[int] = set(range(S))
         self._room_at: list[tuple[float, int]] = []
         self._room_until = [_INF] * S
-        self._finish = np.full(S, _INF)
         self._o32 = np.zeros((6, S), np.float32)
-        self._mask = np.zeros(S, bool)
         self._sums = np.zeros(5)
-        #: The arguments the features were computed for (-2: stale).
-        self._fresh: tuple[int, float, float, float] | int = -2
+        self._sums_ok = False  # whether _sums are those of now
         self._busy_list = [0.0] * S
         for d in range(D):
             self._pull(d)
@@ -286,18 +277,17 @@ class ClusterSim:
             if head < _INF:
                 heapq.heappush(self._due, (head, d))
         s = self._first[d]
-        busy, qi, busy_list = self._busy, self._qi, self._busy_list
-        room = self._room_dirty
+        busy_list = self._busy_list
         for p in range(dev.n_partitions):
             sf[kn.BU, s] = dev.busy_until[p]
             sf[kn.UP, s] = dev.up_at[p]
             sf[kn.QW, s] = dev.queued_work_s[p]
             sf[kn.BS, s] = busy_list[s] = c.busy_s[p]
-            busy[s] = dev.busy[p]
-            qi[s] = dev.queued_items[p]
-            room.add(s)
+            sf[kn.BUSY, s] = 1.0 if dev.busy[p] else 0.0
+            sf[kn.QI, s] = dev.queued_items[p]
+            sf[kn.ROOM_OK, s] = 0.0
             s += 1
-        self._fresh = -2
+        self._sums_ok = False
 
     def _room(self, s: int) -> None:
         """Slot ``s``'s memory after evicting its evictable models (:meth:`valid_slots`'s
@@ -321,6 +311,7 @@ class ClusterSim:
                 elif r < until:
                     until = r
         self._sf[kn.ROOM, s] = free
+        self._sf[kn.ROOM_OK, s] = 1.0
         if until != self._room_until[s]:
             self._room_until[s] = until
             if until < _INF:
@@ -335,45 +326,50 @@ class ClusterSim:
                 if n:
                     extra += n * per_item[k]
         self._sf[kn.EXTRA, s] = extra
-        self._tn[s] = self.transit_n[s]
+        self._sf[kn.TN, s] = self.transit_n[s]
 
-    def _features(self, m: int, inv_b: float = 1.0, inv_sla: float = 1.0,
-                  clip: float = _INF) -> None:
-        """Bring the mirrors up to date and run :func:`kernels.refresh` for model ``m``
-        (-1: only the sums); reused while nothing changed."""
-        key = (m, inv_b, inv_sla, clip)
-        if self._fresh == key or (m < 0 and self._fresh != -2):
-            return
-        now = self.now
+    def _prepare(self) -> None:
+        """Recompute the in-transit work of the slots it changed on, and mark stale the
+        rooms a finished load changed."""
         if self._extra_dirty:
             for s in self._extra_dirty:
                 self._extra(s)
             self._extra_dirty.clear()
-        room_at = self._room_at
+        room_at, now = self._room_at, self.now
         while room_at and room_at[0][0] <= now:
             until, s = heapq.heappop(room_at)
             if self._room_until[s] == until:
-                self._room_dirty.add(s)
-        if self._room_dirty:
-            for s in self._room_dirty:
-                self._room(s)
-            self._room_dirty.clear()
-        need = self.tables.footprint_bytes[m] if m >= 0 else 0.0
-        kn.refresh(m, now, need, inv_b, inv_sla, clip, self._sf, self._cap, self._cost_w,
-                   self._busy, self._qi, self._tn, self._res, self._fit, self._sm, self._sd,
-                   self._df, self._pad, self._finish, self._o32, self._mask, self._sums,
-                   self._fresh == -2)
-        self._fresh = key
+                self._sf[kn.ROOM_OK, s] = 0.0
 
-    def observe(self, m: int, inv_b: float, inv_sla: float,
-                clip: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _fresh_sums(self) -> np.ndarray:
+        """The sums of :func:`kernels.refresh` now (computed unless fresh)."""
+        if not self._sums_ok:
+            self._prepare()
+            kn.refresh(-1, self.now, 0.0, 1.0, 1.0, _INF, True, self._sf, self._sm, self._df,
+                       self._pad, self._o32, self._sums)
+            self._sums_ok = True
+        return self._sums
+
+    def observe(self, m: int, inv_b: float, inv_sla: float, clip: float,
+                out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For a query of model ``m`` now (compiled path): the finish estimates (seconds,
-        per slot), the per-slot rows ``queue`` (/ ``1 / inv_b``), ``busy``, ``finish``,
+        per slot), the per-slot rows ``queue`` (x ``inv_b``), ``busy``, ``finish``,
         ``resident``, ``loading`` (x ``inv_sla``), ``free_mem``, each clipped to ``[0,
-        clip]`` as float32, and the valid slots (:meth:`valid_slots`). Views into buffers
-        the next call overwrites."""
-        self._features(m, inv_b, inv_sla, clip)
-        return self._finish, self._o32, self._mask
+        clip]`` as float32 (into ``out``, shape ``(6, S)``, when given), and the valid
+        slots (:meth:`valid_slots`, as 1.0 / 0.0). Views into buffers the next call
+        overwrites."""
+        self._prepare()
+        sf = self._sf
+        o32 = self._o32 if out is None else out
+        need = self.tables.footprint_bytes[m]
+        stale = kn.refresh(m, self.now, need, inv_b, inv_sla, clip, not self._sums_ok, sf,
+                           self._sm, self._df, self._pad, o32, self._sums)
+        self._sums_ok = True
+        for k in range(stale):
+            s = int(sf[kn.STALE, k])
+            self._room(s)
+            sf[kn.MASK, s] = 1.0 if need <= sf[kn.ROOM, s] else 0.0
+        return sf[kn.FINISH], o32, sf[kn.MASK]
 
     # ------------------------------------------------------------------ decisions
     def pending_query(self) -> tuple[int, float, float]:
@@ -478,7 +474,7 @@ class ClusterSim:
                 self.mem_used[s] -= fp[k]
                 self.evictions += 1
                 if self.compiled:
-                    self._res[k, s] = False
+                    self._sm[kn.RES, k, s] = 0.0
             start = self.link_free_at[d]
             if start < now:
                 start = now
@@ -490,10 +486,12 @@ class ClusterSim:
             self.mem_used[s] += fp[m]
             self.loads += 1
             if self.compiled:
-                self._res[m, s] = True
-                self._sm[kn.READY, m, s] = t_ready
-                self._sf[kn.MEM, s] = self.mem_used[s]
-                self._df[kn.LINK, d] = self.link_free_at[d]
+                sm, sf = self._sm, self._sf
+                sm[kn.RES, m, s] = 1.0
+                sm[kn.READY, m, s] = t_ready
+                sf[kn.MEM, s] = self.mem_used[s]
+                a = self._first[d]
+                sf[kn.LINK, a:a + self.devices[d].n_partitions] = self.link_free_at[d]
         t = now + self.tables.hop_s[d][m]
         if t_ready > t:
             t = t_ready
@@ -506,8 +504,9 @@ class ClusterSim:
         self.pending = None
         if self.compiled:
             self._extra_dirty.add(s)
-            self._room_dirty.add(s)  # its transit, and its LRU order (the room's sum order)
-            self._fresh = -2
+            # its transit, and its LRU order (the room's sum order)
+            self._sf[kn.ROOM_OK, s] = 0.0
+            self._sums_ok = False
 
     def reject(self) -> None:
         """Drop the pending query by decision."""
@@ -565,7 +564,7 @@ class ClusterSim:
         touched.clear()
         kn.accrue(self._df, t)
         self._dev_now = t
-        self._fresh = -2
+        self._sums_ok = False
 
     def _deliver(self, t: float) -> None:
         """Hand every delivery due by ``t`` to its device, in time order."""
@@ -578,7 +577,7 @@ class ClusterSim:
             dev = self._touch(d) if compiled else devices[d]
             if compiled:
                 self._extra_dirty.add(s)
-                self._room_dirty.add(s)
+                self._sf[kn.ROOM_OK, s] = 0.0
             dev.run_passive(when)
             transit[s][m] -= 1
             self.transit_n[s] -= 1
@@ -647,12 +646,6 @@ class ClusterSim:
             return float(self._fresh_sums()[kn.S_ENERGY]) + self._idle_w * self.now
         return (sum(dev.counters.energy_j for dev in self.devices)
                 + sum(self.tables.idle_w) * self.now)
-
-    def _fresh_sums(self) -> np.ndarray:
-        """The sums of :func:`kernels.refresh` now (computed unless fresh)."""
-        if self._fresh == -2:
-            self._features(-1)
-        return self._sums
 
     def used_cost_usd(self) -> float:
         """Busy seconds of each slot priced at its share of its device's price."""
