@@ -100,3 +100,22 @@ def test_the_default_path_follows_numba() -> None:
     env.reset(seed=0)
     assert env.compiled == kernels.AVAILABLE
     assert env.sim is not None and env.sim.compiled == kernels.AVAILABLE
+
+
+def test_least_loaded_in_numpy_picks_what_the_rules_pick() -> None:
+    """``ClusterLeastLoaded.act`` (numpy) against :func:`rules.least_loaded` over
+    :func:`rules.least_loaded_keys` (the scalar reference), with ties and empty masks."""
+    from agents.cluster_baselines import ClusterLeastLoaded
+    from envs.sim.device import rules
+
+    rng = np.random.default_rng(0)
+    policy = ClusterLeastLoaded()
+    for trial in range(3000):
+        n = int(rng.integers(1, 40))
+        queue = (rng.integers(0, 4, n) / 8.0).astype(np.float32)  # ties are common
+        busy = rng.choice([0.0, 1e-4, 0.3, 0.30000001, 10.0], n).astype(np.float32)
+        mask = np.append(rng.random(n) < (0.0 if trial % 50 == 0 else 0.6), True)
+        obs = {"queue": queue, "busy": busy}
+        key = rules.least_loaded_keys(queue.tolist(), busy.tolist())
+        want = rules.least_loaded(key, [0.0] * n, mask.tolist())
+        assert policy.act(obs, mask) == want, (queue, busy, mask)
