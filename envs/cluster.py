@@ -309,7 +309,10 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
                 tmpl[a:b] = row
             self._templates.append(tmpl)
         self._rates_out = np.zeros(M, np.float32)
-        self._mask_template = np.ones(S + 1, dtype=bool)
+        # The compiled path's mask: the simulator writes the slots' part at each decision
+        # (action_masks() hands out copies; step() reads it before the next is written).
+        self._mask_buf = np.ones(S + 1, dtype=bool)
+        self._mask_slots = self._mask_buf[:S]
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -450,13 +453,12 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         dropped = c.dropped
         g0, l0, d0, e0, b0, c0 = self._snapshot
         self._snapshot = (good, completed - good, dropped, energy, backlog, cost)
-        out = Outcome(good - g0, completed - good - l0, dropped - d0, energy - e0, 0,
-                      backlog - b0, cost - c0)
         value = self._reward_value
         if value is None:
-            return float(self.reward_fn(out))
-        return float(value(out.good, out.late, out.dropped, out.energy_j, 0, out.backlog,
-                           out.cost_usd))
+            return float(self.reward_fn(Outcome(good - g0, completed - good - l0, dropped - d0,
+                                                energy - e0, 0, backlog - b0, cost - c0)))
+        return float(value(good - g0, completed - good - l0, dropped - d0, energy - e0, 0,
+                           backlog - b0, cost - c0))
 
     def _obs(self) -> Obs:
         sim = self.sim
@@ -467,10 +469,10 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         if self.compiled:
             buf = self._templates[m].copy()
             a, b = self._span_slots
-            self._finish_s, _, valid = sim.observe(m, self._inv_b, inv_sla, CLIP,
-                                                   buf[a:b].reshape(6, self.n_slots))
-            mask = self._mask = self._mask_template.copy()
-            mask[:-1] = valid
+            self._finish_s, _, _ = sim.observe(m, self._inv_b, inv_sla, CLIP,
+                                               buf[a:b].reshape(6, self.n_slots),
+                                               self._mask_slots)
+            self._mask = self._mask_buf  # the last entry (reject) stays True
             buf[self._span_sla] = _clip(sla / self._max_sla_s)
             a, b = self._span_rates
             buf[a:b] = self._rates_out

@@ -28,10 +28,10 @@ __all__ = ["AVAILABLE", "accrue", "ewma", "refresh"]
 # evicting the idle models; constants: memory, price per second, share of the device; the
 # running flag, queued items and items in transit (as floats: exact), when the device's host
 # link is free; whether ``ROOM`` is up to date (0 / 1); outputs: the finish estimates
-# (seconds), the mask (0 / 1) and the slots whose room it needed but was stale.
+# (seconds) and the slots whose room the mask needed but was stale.
 (BU, UP, QW, BS, MEM, EXTRA, ROOM, CAP, PRICE, SHARE, BUSY, QI, TN, LINK, ROOM_OK, FINISH,
- MASK, STALE) = range(18)
-N_SF = 18
+ STALE) = range(17)
+N_SF = 17
 # Rows of the per-(model, slot) float tensor ``sm`` (a decision reads one model's row over
 # the slots): batch-1 latency, network hop, load time, when the weights are ready, resident
 # (0 / 1), fits the partition (0 / 1).
@@ -69,14 +69,14 @@ def accrue(df: np.ndarray, t: float) -> None:
 @njit(cache=True)
 def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip: float,
             do_sums: bool, sf: np.ndarray, sm: np.ndarray, df: np.ndarray, pad: np.ndarray,
-            o32: np.ndarray, sums: np.ndarray) -> int:
+            o32: np.ndarray, valid: np.ndarray, sums: np.ndarray) -> int:
     """The features of a query of model ``m`` at ``now`` (``m < 0``: the sums only).
 
-    Writes the rows ``FINISH`` (per slot, seconds; ``inf`` where ``m`` does not fit) and
-    ``MASK`` (1 where the slot can take the query: it fits and is resident, or the slot's
-    memory after evicting its idle models, ``ROOM``, holds ``need`` bytes; where that was
-    needed and ``ROOM_OK`` is 0 the mask is left 0 and the slot listed in ``STALE``: the
-    caller computes its room and fixes the mask) of ``sf``; the
+    Writes the row ``FINISH`` of ``sf`` (per slot, seconds; ``inf`` where ``m`` does not
+    fit); ``valid`` (the slots that can take the query: it fits and is resident, or the
+    slot's memory after evicting its idle models, ``ROOM``, holds ``need`` bytes; where that
+    was needed and ``ROOM_OK`` is 0 it is left False and the slot listed in the row
+    ``STALE``: the caller computes its room and sets it); the
     clipped float32 rows of ``o32`` (queue x ``inv_b``; busy, finish and loading x
     ``inv_sla``; resident; free memory); with ``do_sums``, ``sums``: the devices' backlog and
     dynamic energy, the slots' busy seconds priced (price x share) and summed, and per device
@@ -114,16 +114,16 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
                 hop = sm[HOP, m, s]
                 x = (load if load > hop else hop) + f + sf[EXTRA, s]
                 if resident or need <= sf[CAP, s] - sf[MEM, s]:
-                    sf[MASK, s] = 1.0
+                    valid[s] = True
                 elif sf[ROOM_OK, s] != 0.0:
-                    sf[MASK, s] = 1.0 if need <= sf[ROOM, s] else 0.0
+                    valid[s] = need <= sf[ROOM, s]
                 else:
-                    sf[MASK, s] = 0.0
+                    valid[s] = False
                     sf[STALE, stale] = s
                     stale += 1
             else:
                 x = _INF
-                sf[MASK, s] = 0.0
+                valid[s] = False
             sf[FINISH, s] = x
             o32[O_FINISH, s] = _clip(x * inv_sla, clip)
     if not do_sums:

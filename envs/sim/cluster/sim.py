@@ -252,6 +252,7 @@ class ClusterSim:
         self._room_at: list[tuple[float, int]] = []
         self._room_until = [_INF] * S
         self._o32 = np.zeros((6, S), np.float32)
+        self._valid = np.zeros(S, bool)
         self._sums = np.zeros(5)
         self._sums_ok = False  # whether _sums are those of now
         self._busy_list = [0.0] * S
@@ -363,30 +364,32 @@ class ClusterSim:
         if not self._sums_ok:
             self._prepare()
             kn.refresh(-1, self.now, 0.0, 1.0, 1.0, _INF, True, self._sf, self._sm, self._df,
-                       self._pad, self._o32, self._sums)
+                       self._pad, self._o32, self._valid, self._sums)
             self._sums_ok = True
         return self._sums
 
     def observe(self, m: int, inv_b: float, inv_sla: float, clip: float,
-                out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                out: np.ndarray | None = None,
+                mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For a query of model ``m`` now (compiled path): the finish estimates (seconds,
         per slot), the per-slot rows ``queue`` (x ``inv_b``), ``busy``, ``finish``,
         ``resident``, ``loading`` (x ``inv_sla``), ``free_mem``, each clipped to ``[0,
         clip]`` as float32 (into ``out``, shape ``(6, S)``, when given), and the valid
-        slots (:meth:`valid_slots`, as 1.0 / 0.0). Views into buffers the next call
-        overwrites."""
+        slots (:meth:`valid_slots`; into ``mask``, bool, when given). Views into buffers
+        the next call overwrites."""
         self._prepare()
         sf = self._sf
         o32 = self._o32 if out is None else out
+        valid = self._valid if mask is None else mask
         need = self.tables.footprint_bytes[m]
         stale = kn.refresh(m, self.now, need, inv_b, inv_sla, clip, not self._sums_ok, sf,
-                           self._sm, self._df, self._pad, o32, self._sums)
+                           self._sm, self._df, self._pad, o32, valid, self._sums)
         self._sums_ok = True
         for k in range(stale):
             s = int(sf[kn.STALE, k])
             self._room(s)
-            sf[kn.MASK, s] = 1.0 if need <= sf[kn.ROOM, s] else 0.0
-        return sf[kn.FINISH], o32, sf[kn.MASK]
+            valid[s] = need <= sf[kn.ROOM, s]
+        return sf[kn.FINISH], o32, valid
 
     # ------------------------------------------------------------------ decisions
     def pending_query(self) -> tuple[int, float, float]:
