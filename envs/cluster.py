@@ -402,6 +402,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._mask_slots = self._mask_buf[:self.n_slots]  # a view again (pickle copies)
         if self.sim is not None:
             self.sim.attach_trace(self._draw_arrivals(self._trace_seed))
 
