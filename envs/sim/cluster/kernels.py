@@ -27,16 +27,17 @@ __all__ = ["AVAILABLE", "accrue", "ewma", "refresh"]
 # queued work, busy seconds so far, memory held by models, work in transit, memory after
 # evicting the idle models; constants: memory, price per second, share of the device; the
 # running flag, queued items and items in transit (as floats: exact), when the device's host
-# link is free; whether ``ROOM`` is up to date (0 / 1); outputs: the finish estimates
-# (seconds) and the slots whose room the mask needed but was stale.
-(BU, UP, QW, BS, MEM, EXTRA, ROOM, CAP, PRICE, SHARE, BUSY, QI, TN, LINK, ROOM_OK, FINISH,
- STALE) = range(17)
-N_SF = 17
+# link is free; whether ``ROOM`` and ``EXTRA`` are up to date (0 / 1); outputs: the finish
+# estimates (seconds) and the slots whose room the mask needed but was stale.
+(BU, UP, QW, BS, MEM, EXTRA, ROOM, CAP, PRICE, SHARE, BUSY, QI, TN, LINK, ROOM_OK, EXTRA_OK,
+ FINISH, STALE) = range(18)
+N_SF = 18
 # Rows of the per-(model, slot) float tensor ``sm`` (a decision reads one model's row over
 # the slots): batch-1 latency, network hop, load time, when the weights are ready, resident
-# (0 / 1), fits the partition (0 / 1).
-SOLO, HOP, LT, READY, RES, FIT = range(6)
-N_SM = 6
+# (0 / 1), fits the partition (0 / 1), queries in transit (a count), seconds per item at full
+# batches (``tables.per_item_s``).
+SOLO, HOP, LT, READY, RES, FIT, TRANSIT, PER_ITEM = range(8)
+N_SM = 8
 # Rows of the per-device float matrix ``df``: backlog, its clock and rate, dynamic energy.
 B, T, R, E = range(4)
 N_DF = 4
@@ -85,9 +86,18 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
     """
     S = sf.shape[1]
     D = df.shape[1]
+    M = sm.shape[1]
     stale = 0
     if m >= 0:
         for s in range(S):
+            if sf[EXTRA_OK, s] == 0.0:  # the work in transit (finish_estimates_s's sum)
+                extra = 0.0
+                for k in range(M):
+                    n = sm[TRANSIT, k, s]
+                    if n != 0.0:
+                        extra += n * sm[PER_ITEM, k, s]
+                sf[EXTRA, s] = extra
+                sf[EXTRA_OK, s] = 1.0
             # busy left / wait (ClusterSim.busy_left_s, finish_estimates_s)
             wait = sf[BU, s] - now if sf[BUSY, s] else 0.0
             o32[O_BUSY, s] = _clip(wait * inv_sla, clip)

@@ -220,6 +220,7 @@ class ClusterSim:
         # tables.load_time_s(d, m), elementwise: weight / copy rate + fixed cost
         sm[kn.LT] = (np.array(tab.weight_bytes)[:, None] / np.array(tab.copy_bps)[dev_of]
                      + np.array(tab.load_fixed_s)[dev_of])
+        sm[kn.PER_ITEM] = tab.per_item_s.T
         for s, ready in enumerate(self.ready_at):
             for m, t in ready.items():
                 sm[kn.READY, m, s] = t
@@ -246,9 +247,7 @@ class ClusterSim:
         self._touched: dict[int, None] = {}
         #: The decision time every device not in ``_touched`` was last moved to.
         self._dev_now = 0.0
-        # Slots whose in-transit work or eviction room must be recomputed; room heap of
-        # (time a loading model becomes evictable, slot).
-        self._extra_dirty: set[int] = set()
+        # (time a loading model becomes evictable, slot): the rooms that change by themselves
         self._room_at: list[tuple[float, int]] = []
         self._room_until = [_INF] * S
         self._o32 = np.zeros((6, S), np.float32)
@@ -335,24 +334,8 @@ class ClusterSim:
             if until < _INF:
                 heapq.heappush(self._room_at, (until, s))
 
-    def _extra(self, s: int) -> None:
-        """The work in transit to slot ``s`` (:meth:`finish_estimates_s`'s sum)."""
-        extra = 0.0
-        if self.transit_n[s]:
-            per_item = self._per_item[s]
-            for k, n in enumerate(self.in_transit[s]):
-                if n:
-                    extra += n * per_item[k]
-        self._sf[kn.EXTRA, s] = extra
-        self._sf[kn.TN, s] = self.transit_n[s]
-
     def _prepare(self) -> None:
-        """Recompute the in-transit work of the slots it changed on, and mark stale the
-        rooms a finished load changed."""
-        if self._extra_dirty:
-            for s in self._extra_dirty:
-                self._extra(s)
-            self._extra_dirty.clear()
+        """Mark stale the rooms a finished load changed."""
         room_at, now = self._room_at, self.now
         while room_at and room_at[0][0] <= now:
             until, s = heapq.heappop(room_at)
@@ -523,9 +506,11 @@ class ClusterSim:
             self._times[j], self._dead[j], self._inv[j], self._sizes[j], 0)))
         self.pending = None
         if self.compiled:
-            self._extra_dirty.add(s)
-            # its transit, and its LRU order (the room's sum order)
-            self._sf[kn.ROOM_OK, s] = 0.0
+            self._sm[kn.TRANSIT, m, s] += 1.0
+            sf = self._sf
+            sf[kn.TN, s] += 1.0
+            sf[kn.EXTRA_OK, s] = 0.0
+            sf[kn.ROOM_OK, s] = 0.0  # its transit, and its LRU order (the room's sum order)
             self._sums_ok = False
 
     def reject(self) -> None:
@@ -596,8 +581,11 @@ class ClusterSim:
             d, p = slots[s]
             dev = self._touch(d) if compiled else devices[d]
             if compiled:
-                self._extra_dirty.add(s)
-                self._sf[kn.ROOM_OK, s] = 0.0
+                self._sm[kn.TRANSIT, m, s] -= 1.0
+                sf = self._sf
+                sf[kn.TN, s] -= 1.0
+                sf[kn.EXTRA_OK, s] = 0.0
+                sf[kn.ROOM_OK, s] = 0.0
             dev.run_passive(when)
             transit[s][m] -= 1
             self.transit_n[s] -= 1
