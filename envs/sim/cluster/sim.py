@@ -167,6 +167,8 @@ class ClusterSim:
              if tables.fits[d][p][m]] for m in range(M)]
         self._counters = Counters(S)
         self._counters.latency = self.latency
+        #: ``sum(tables.price_per_s)`` (the cluster's US$ per second), summed once.
+        self._price_per_s = sum(tables.price_per_s)
         self._slot_dev = [self.devices[d] for d, _ in self.slots]
         self._slot_part = [p for _, p in self.slots]
         self._init_mirrors()
@@ -667,7 +669,7 @@ class ClusterSim:
 
     def provisioned_cost_usd(self) -> float:
         """Every device's price over the elapsed time."""
-        return sum(self.tables.price_per_s) * self.now
+        return self._price_per_s * self.now
 
     def counters(self) -> Counters:
         """The cluster's counters: sums over the devices, the router's arrivals and
