@@ -149,7 +149,10 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
     ``gym.make("ldsgym/ClusterRouting-v0", cluster="8", workload="cluster-zipf",
     trace="zipf-shift", load=0.8, episode_queries=300000, max_batch=8, max_queue_delay_ms=2,
     queue_capacity=64, drop_expired=True, precision="fp16", reward="goodput",
-    rate_window_s=1, interference=True, hw=None, hw_price_per_hour=1, decision_credit=0)``.
+    rate_window_s=1, interference=True, hw=None, hw_price_per_hour=1, decision_credit=0,
+    compiled=None)``. ``compiled``: the simulator's compiled path (numba; ``None``: where numba
+    is available and ``LDSGYM_NO_JIT`` is not set) or its Python path, the reference (the same
+    episodes bit for bit; :mod:`envs.sim.cluster.sim`, "Two paths").
     ``cluster`` is a preset
     name (:data:`envs.sim.cluster.spec.CLUSTER_PRESETS`: ``"8"``, ``"16"``, ``"64"``,
     ``"1024"``) or a list of device groups (``{hw, layout, price_per_hour, link, count}``).

@@ -32,6 +32,20 @@ Conservation: ``arrived = completed + dropped + in_system``, where the cluster's
 its rejections plus the devices' drops, and ``in_system`` holds the queries in transit,
 waiting for a load, queued and running.
 
+Two paths. The Python path (``compiled=False``, and wherever numba is missing or
+``LDSGYM_NO_JIT=1``) moves every device to every decision and computes every feature slot by
+slot from the device simulators: the reference. The compiled path (the default with numba)
+keeps numpy mirrors of what a decision reads (per slot: the running batch, queued work and
+items, residency, load and transit; per device: backlog clock, energy, counters) and refreshes
+them only for the devices the router drove since the last decision (deliveries, or an event
+due: a heap of the devices' next event times); the other devices' backlog clocks move in one
+kernel pass, and one kernel (:mod:`envs.sim.cluster.kernels`) computes the finish estimates,
+the observation's per-slot rows, the mask and the cluster's sums with the same floating-point
+operations in the same order, so both paths give equal episodes bit for bit
+(``tests/test_cluster_compiled.py``). The devices' own simulators (:class:`SharedGpuSim`) are
+the same objects on both paths; on the compiled path an idle device's ``backlog`` and ``now``
+lag behind until the router drives it again (read the cluster's :meth:`ClusterSim.backlog`).
+
 Energy: the devices' dynamic energy plus every device's idle power over the elapsed time.
 Cost: ``price_per_hour x elapsed`` summed over devices (the provisioned cost; per query in
 :meth:`ClusterSim.summary`), and the *used* cost, each slot's busy seconds priced at its share
