@@ -38,9 +38,19 @@ class ClusterLeastLoaded(HeuristicPolicy):
     name = "least_loaded"
 
     def act(self, obs: Obs, mask: np.ndarray) -> int:
-        """The valid slot with the shortest queue."""
-        key = rules.least_loaded_keys(obs["queue"].tolist(), obs["busy"].tolist())
-        return rules.least_loaded(key, [0.0] * len(key), mask.tolist())
+        """The valid slot with the shortest queue.
+
+        :func:`rules.least_loaded` over :func:`rules.least_loaded_keys` (every size 0: ties
+        to the lower index), in numpy: the same float32 roundings (a cast rounds to nearest
+        even, as the rules' packing does) and the first minimum, so the same slot; one pass
+        over the slots in C instead of Python (a 1,024-device cluster has 1,664)."""
+        n = len(obs["queue"])
+        valid = np.asarray(mask[:n], dtype=bool)
+        if not valid.any():
+            return n
+        milli = (obs["busy"].astype(np.float64) * rules.MILLI_F32).astype(np.float32)
+        key = (obs["queue"].astype(np.float64) + milli).astype(np.float32)
+        return int(np.argmin(np.where(valid, key, np.float32(np.inf))))
 
 
 class PowerOfTwo(SeededRng, HeuristicPolicy):

@@ -46,7 +46,7 @@ def checked_action(action: Any, space: spaces.Space[Any], mask: np.ndarray | Non
 
 
 def _is_integer(x: Any) -> bool:
-    if isinstance(x, int):
+    if isinstance(x, int | np.integer):
         return True
     if isinstance(x, np.generic | np.ndarray):
         return x.shape == () and np.issubdtype(x.dtype, np.integer)

@@ -16,6 +16,7 @@ from gymnasium import spaces
 from envs.actions import checked_action
 from envs.presets import get_workload, load_range
 from envs.rewards import Outcome, Reward, make_reward
+from envs.sim.cluster import kernels as cluster_kernels
 from envs.sim.cluster.sim import ClusterSim
 from envs.sim.cluster.spec import (
     CLUSTER_PRESETS,
@@ -148,7 +149,10 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
     ``gym.make("ldsgym/ClusterRouting-v0", cluster="8", workload="cluster-zipf",
     trace="zipf-shift", load=0.8, episode_queries=300000, max_batch=8, max_queue_delay_ms=2,
     queue_capacity=64, drop_expired=True, precision="fp16", reward="goodput",
-    rate_window_s=1, interference=True, hw=None, hw_price_per_hour=1, decision_credit=0)``.
+    rate_window_s=1, interference=True, hw=None, hw_price_per_hour=1, decision_credit=0,
+    compiled=None)``. ``compiled``: the simulator's compiled path (numba; ``None``: where numba
+    is available and ``LDSGYM_NO_JIT`` is not set) or its Python path, the reference (the same
+    episodes bit for bit; :mod:`envs.sim.cluster.sim`, "Two paths").
     ``cluster`` is a preset
     name (:data:`envs.sim.cluster.spec.CLUSTER_PRESETS`: ``"8"``, ``"16"``, ``"64"``,
     ``"1024"``) or a list of device groups (``{hw, layout, price_per_hour, link, count}``).
@@ -175,14 +179,14 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
     _steps: int
-    _rates: list[float]
+    _rates: list[float] | np.ndarray
     _rate_t: float
     _snapshot: tuple[int, int, int, float, float, float]
     _mask: np.ndarray | None
     _trace_seed: int
     _credits: list[tuple[float, float]]
     _credit_sum: float
-    _finish_s: list[float]
+    _finish_s: list[float] | np.ndarray
 
     def __init__(
         self,
@@ -202,6 +206,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         hw: str | Mapping[str, Any] | DeviceSpec | None = None,
         hw_price_per_hour: float = 1.0,
         decision_credit: float = 0.0,
+        compiled: bool | None = None,
     ) -> None:
         if isinstance(cluster, str):
             try:
@@ -272,8 +277,8 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         self._max_sla_s = float(self.mix.sla_ms.max()) * 1e-3
         self._inv_b = 1.0 / max_batch
         self._inv_cap = 1.0 / self.capacity_qps
-        sizes = {"model": M, "sla": 1, "rates": M, "popularity": M, "footprint": M,
-                 **dict.fromkeys(SLOT_KEYS, S)}
+        sizes = {"model": M, "sla": 1, "rates": M, **dict.fromkeys(SLOT_KEYS, S),
+                 "popularity": M, "footprint": M}
         biggest = max(tab.slot_mem_bytes)
         self._mem = np.array([b / biggest for b in tab.slot_mem_bytes], dtype=np.float32)
         prob = self.mix.probabilities
@@ -284,6 +289,33 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             k: spaces.Box(0.0, CLIP, (n,), np.float32) for k, n in sizes.items()})
         self.action_space = spaces.Discrete(S + 1)
         self.sim: ClusterSim | None = None
+        self.compiled = cluster_kernels.AVAILABLE if compiled is None else bool(compiled)
+        # The compiled path's observation: one float32 buffer per decision, the keys views
+        # into it; per model a template with the constant keys filled.
+        layout, k = [], 0
+        for key, n in sizes.items():
+            layout.append((key, k, k + n))
+            k += n
+        self._layout = layout
+        spans = {key: (a, b) for key, a, b in layout}
+        self._span_sla = spans["sla"][0]
+        self._span_rates = spans["rates"]
+        self._span_slots = (spans["queue"][0], spans["free_mem"][1])
+        self._templates: list[np.ndarray] = []
+        for m in range(M):
+            tmpl = np.zeros(k, np.float32)
+            for key, row in (("model", self._onehot[m]), ("energy", self._energy_of[m]),
+                             ("price", self._price_of[m]), ("mem", self._mem),
+                             ("popularity", self._popularity),
+                             ("footprint", self._footprint)):
+                a, b = spans[key]
+                tmpl[a:b] = row
+            self._templates.append(tmpl)
+        self._rates_out = np.zeros(M, np.float32)
+        # The compiled path's mask: the simulator writes the slots' part at each decision
+        # (action_masks() hands out copies; step() reads it before the next is written).
+        self._mask_buf = np.ones(S + 1, dtype=bool)
+        self._mask_slots = self._mask_buf[:S]
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -296,8 +328,8 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             self.load = lo + (hi - lo) * float(self.np_random.random())
         arrivals = self._draw_arrivals(trace_seed)
         self.sim = ClusterSim(self.tables, arrivals, self.batcher, self.initial_residents,
-                              self._slowdown_caches)
-        self._rates = [0.0] * self.n_models
+                              self._slowdown_caches, compiled=self.compiled)
+        self._rates = [0.0] * self.n_models if not self.compiled else np.zeros(self.n_models)
         self._rate_t = 0.0
         self._steps = 0
         self._snapshot = (0, 0, 0, 0.0, 0.0, 0.0)
@@ -313,7 +345,9 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         if sim is None or sim.pending is None:
             raise RuntimeError("call reset() before step()")
-        a = checked_action(action, self.action_space, self.action_masks())
+        mask = self._mask  # read only here; action_masks() hands out copies
+        a = checked_action(action, self.action_space,
+                           mask if mask is not None else self.action_masks())
         credit = 0.0
         if a == self.n_slots:
             sim.reject()
@@ -324,6 +358,9 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         self._steps += 1
         self._mask = None
         sim.advance()
+        if sim.pending is not None:  # the next decision's observation (it reads the state
+            self._observe_arrival()  # only: the counters below are the same either way)
+            obs = self._obs()
         c = sim.counters()
         if sim.pending is None:  # truncated: drained
             if self.decision_credit:  # the potential is 0 at the episode's end
@@ -333,9 +370,8 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             return self._last_obs, self._reward(c) + credit, False, True, sim.summary(c)
         if self.decision_credit:
             credit -= self._expire_credits(sim.now)
-        self._observe_arrival()
         reward = self._reward(c) + credit
-        return self._obs(), reward, False, False, sim.summary(c)
+        return obs, reward, False, False, sim.summary(c)
 
     def action_masks(self) -> np.ndarray:
         """Valid actions for the pending query (reject is always valid)."""
@@ -369,6 +405,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._mask_slots = self._mask_buf[:self.n_slots]  # a view again (pickle copies)
         if self.sim is not None:
             self.sim.attach_trace(self._draw_arrivals(self._trace_seed))
 
@@ -377,8 +414,13 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         assert sim is not None
         now = sim.now
         decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
-        rates = self._rates = [r * decay for r in self._rates]
-        rates[sim.pending_query()[0]] += 1.0 / self.rate_window_s
+        if isinstance(self._rates, np.ndarray):  # the compiled path
+            cluster_kernels.ewma(self._rates, decay, sim.pending_query()[0],
+                                 1.0 / self.rate_window_s, self._inv_cap, CLIP,
+                                 self._rates_out)
+        else:
+            rates = self._rates = [r * decay for r in self._rates]
+            rates[sim.pending_query()[0]] += 1.0 / self.rate_window_s
         self._rate_t = now
 
     def _book_credit(self, s: int) -> float:
@@ -415,13 +457,12 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         dropped = c.dropped
         g0, l0, d0, e0, b0, c0 = self._snapshot
         self._snapshot = (good, completed - good, dropped, energy, backlog, cost)
-        out = Outcome(good - g0, completed - good - l0, dropped - d0, energy - e0, 0,
-                      backlog - b0, cost - c0)
         value = self._reward_value
         if value is None:
-            return float(self.reward_fn(out))
-        return float(value(out.good, out.late, out.dropped, out.energy_j, 0, out.backlog,
-                           out.cost_usd))
+            return float(self.reward_fn(Outcome(good - g0, completed - good - l0, dropped - d0,
+                                                energy - e0, 0, backlog - b0, cost - c0)))
+        return float(value(good - g0, completed - good - l0, dropped - d0, energy - e0, 0,
+                           backlog - b0, cost - c0))
 
     def _obs(self) -> Obs:
         sim = self.sim
@@ -429,6 +470,19 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         m, deadline, sla = sim.pending_query()
         left = deadline - sim.now
         inv_sla = 1.0 / left if left > 0 else 1e3
+        if self.compiled:
+            buf = self._templates[m].copy()
+            a, b = self._span_slots
+            self._finish_s, _, _ = sim.observe(m, self._inv_b, inv_sla, CLIP,
+                                               buf[a:b].reshape(6, self.n_slots),
+                                               self._mask_slots)
+            self._mask = self._mask_buf  # the last entry (reject) stays True
+            buf[self._span_sla] = _clip(sla / self._max_sla_s)
+            a, b = self._span_rates
+            buf[a:b] = self._rates_out
+            obs = {key: buf[a:b] for key, a, b in self._layout}
+            self._last_obs = obs
+            return obs
         load_wait = sim.load_wait_s
         finish = self._finish_s = sim.finish_estimates_s(m)
         obs = {

@@ -201,7 +201,8 @@ class Counters:
         """Arrived and neither completed nor dropped."""
         return self.arrived - self.completed - self.dropped
 
-    def summary(self, elapsed_s: float, busy_ahead_s: float = 0.0) -> dict[str, float]:
+    def summary(self, elapsed_s: float, busy_ahead_s: float = 0.0,
+                busy_total_s: float | None = None) -> dict[str, float]:
         """The episode metrics every environment puts in ``info`` (names from DESIGN.md).
 
         ``sla_attainment`` is the fraction of *finished* requests (completed or dropped) that
@@ -210,7 +211,8 @@ class Counters:
         catch-up of :attr:`StreamingQuantile.bin` is inlined (the same walk, the same bins) and
         skipped, with the latencies read last time, while no sample has come in since.
         ``busy_ahead_s``: busy time counted in ``busy_s`` that lies after ``elapsed_s`` (the
-        rest of running batches), left out of ``utilization``.
+        rest of running batches), left out of ``utilization``. ``busy_total_s``: ``sum(busy_s)``
+        where the caller has it already.
         """
         completed, good = self.completed, self.good
         rejected, overflow, expired = (self.dropped_rejected, self.dropped_overflow,
@@ -235,7 +237,8 @@ class Counters:
         if elapsed_s > 0:
             busy = self.busy_s
             goodput = good / elapsed_s
-            util = (sum(busy) - busy_ahead_s) / (len(busy) * elapsed_s)
+            total = sum(busy) if busy_total_s is None else busy_total_s
+            util = (total - busy_ahead_s) / (len(busy) * elapsed_s)
         else:
             goodput = util = 0.0
         return {

@@ -32,6 +32,20 @@ Conservation: ``arrived = completed + dropped + in_system``, where the cluster's
 its rejections plus the devices' drops, and ``in_system`` holds the queries in transit,
 waiting for a load, queued and running.
 
+Two paths. The Python path (``compiled=False``, and wherever numba is missing or
+``LDSGYM_NO_JIT=1``) moves every device to every decision and computes every feature slot by
+slot from the device simulators: the reference. The compiled path (the default with numba)
+keeps numpy mirrors of what a decision reads (per slot: the running batch, queued work and
+items, residency, load and transit; per device: backlog clock, energy, counters) and refreshes
+them only for the devices the router drove since the last decision (deliveries, or an event
+due: a heap of the devices' next event times); the other devices' backlog clocks move in one
+kernel pass, and one kernel (:mod:`envs.sim.cluster.kernels`) computes the finish estimates,
+the observation's per-slot rows, the mask and the cluster's sums with the same floating-point
+operations in the same order, so both paths give equal episodes bit for bit
+(``tests/test_cluster_compiled.py``). The devices' own simulators (:class:`SharedGpuSim`) are
+the same objects on both paths; on the compiled path an idle device's ``backlog`` and ``now``
+lag behind until the router drives it again (read the cluster's :meth:`ClusterSim.backlog`).
+
 Energy: the devices' dynamic energy plus every device's idle power over the elapsed time.
 Cost: ``price_per_hour x elapsed`` summed over devices (the provisioned cost; per query in
 :meth:`ClusterSim.summary`), and the *used* cost, each slot's busy seconds priced at its share
@@ -41,11 +55,13 @@ of its device's price (what a router can lower by its choices; the reward's cost
 from __future__ import annotations
 
 import copy
+import gc
 import heapq
 from collections.abc import Sequence
 
 import numpy as np
 
+from envs.sim.cluster import kernels as kn
 from envs.sim.cluster.spec import ClusterTables
 from envs.sim.device.serving import BatcherConfig
 from envs.sim.device.shared import SharedGpuSim, run_passive
@@ -89,8 +105,25 @@ class ClusterSim:
 
     def __init__(self, tables: ClusterTables, arrivals: Arrivals, batcher: BatcherConfig,
                  resident: Sequence[Sequence[int]],
-                 slowdown_caches: Sequence[dict | None] | None = None) -> None:
+                 slowdown_caches: Sequence[dict | None] | None = None,
+                 compiled: bool | None = None) -> None:
+        # Thousands of devices allocate hundreds of thousands of small containers (a queue
+        # per slot and model, ...): without the cyclic collector's passes over them meanwhile
+        # (nothing here makes a cycle to collect), a 1,024-device cluster builds ~5x faster.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._build(tables, arrivals, batcher, resident, slowdown_caches, compiled)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _build(self, tables: ClusterTables, arrivals: Arrivals, batcher: BatcherConfig,
+               resident: Sequence[Sequence[int]], slowdown_caches: Sequence[dict | None] | None,
+               compiled: bool | None) -> None:
         self.tables = tables
+        #: Whether the compiled path runs (see the module docstring, "Two paths").
+        self.compiled = kn.AVAILABLE if compiled is None else bool(compiled)
         models = tuple(arrivals.models)
         self.n_models = M = len(tables.footprint_bytes)
         self.n_devices = D = len(tables.device_names)
@@ -100,9 +133,10 @@ class ClusterSim:
         #: One histogram for every device: the cluster's latency distribution.
         self.latency = LatencyHistogram()
         self.devices: list[SharedGpuSim] = []
+        empty = _empty_trace(models)  # one for all: nothing writes to a trace's columns
         for d in range(D):
             cache = slowdown_caches[d] if slowdown_caches is not None else None
-            dev = SharedGpuSim(tables.latency[d], tables.fits[d], _empty_trace(models), batcher,
+            dev = SharedGpuSim(tables.latency[d], tables.fits[d], empty, batcher,
                                tables.power_w[d], slowdown=tables.slowdowns[d],
                                slowdown_cache=cache)
             dev.counters.latency = self.latency
@@ -147,8 +181,11 @@ class ClusterSim:
              if tables.fits[d][p][m]] for m in range(M)]
         self._counters = Counters(S)
         self._counters.latency = self.latency
+        #: ``sum(tables.price_per_s)`` (the cluster's US$ per second), summed once.
+        self._price_per_s = sum(tables.price_per_s)
         self._slot_dev = [self.devices[d] for d, _ in self.slots]
         self._slot_part = [p for _, p in self.slots]
+        self._init_mirrors()
 
     #: The per-query columns of the trace (what :meth:`without_trace` drops).
     _TRACE_KEYS = ("_times", "_models", "_sizes", "_dead", "_inv")
@@ -171,6 +208,187 @@ class ClusterSim:
         for key in self._TRACE_KEYS:
             delattr(clone, key)
         return clone
+
+    # ------------------------------------------------------------------ compiled path
+    def _init_mirrors(self) -> None:
+        """The numpy mirrors of the compiled path (see the module docstring)."""
+        tab = self.tables
+        D, S, M = self.n_devices, self.n_slots, self.n_models
+        slots = self.slots
+        order = [(d, p) for d, dev in enumerate(self.devices) for p in range(dev.n_partitions)]
+        if slots != order:  # pragma: no cover - build_tables lists them so
+            raise ValueError("the slots must be every partition of every device, in order")
+        #: Per device, its first slot.
+        self._first = first = [0] * D
+        width = 1
+        for s, (d, p) in enumerate(slots):
+            if p == 0:
+                first[d] = s
+            width = max(width, p + 1)
+        self._pad = np.full((width, D), S, dtype=np.int64)
+        for s, (d, p) in enumerate(slots):
+            self._pad[p, d] = s
+        sm = self._sm = np.zeros((kn.N_SM, M, S))
+        dev_of = np.array([d for d, _ in slots], dtype=np.int64)
+        sm[kn.FIT] = np.array([tab.fits[d][p] for d, p in slots], dtype=bool).T
+        sm[kn.SOLO] = np.array([self.devices[d].solo_s[p] for d, p in slots]).T
+        sm[kn.HOP] = np.array(tab.hop_s, dtype=np.float64)[dev_of].T
+        # tables.load_time_s(d, m), elementwise: weight / copy rate + fixed cost
+        sm[kn.LT] = (np.array(tab.weight_bytes)[:, None] / np.array(tab.copy_bps)[dev_of]
+                     + np.array(tab.load_fixed_s)[dev_of])
+        sm[kn.PER_ITEM] = tab.per_item_s.T
+        for s, ready in enumerate(self.ready_at):
+            for m, t in ready.items():
+                sm[kn.READY, m, s] = t
+                sm[kn.RES, m, s] = 1.0
+        #: ``sum(tables.idle_w)``, as :meth:`energy_j` adds it up.
+        self._idle_w = sum(tab.idle_w)
+        sf = self._sf = np.zeros((kn.N_SF, S))
+        sf[kn.MEM] = self.mem_used
+        sf[kn.CAP] = tab.slot_mem_bytes
+        sf[kn.PRICE] = [tab.price_per_s[d] for d, _ in slots]
+        sf[kn.SHARE] = tab.slot_share
+        sf[kn.LINK] = [self.link_free_at[d] for d, _ in slots]
+        self._df = np.zeros((kn.N_DF, D))
+        #: Per device, the time of the head of its event heap as last seen (inf: empty).
+        self._nev = [_INF] * D
+        #: (time, device) per head seen: the devices with an event due come off it.
+        self._due: list[tuple[float, int]] = []
+        #: Per device, its counters as last seen (completed, good, rejected, overflow,
+        #: expired); and their sums over the devices.
+        self._dcount = [(0, 0, 0, 0, 0)] * D
+        self._count = [0, 0, 0, 0, 0]
+        #: Devices moved to the current decision by the router this time (their backlog
+        #: clock and ``now`` are their own; the others' are in the mirrors).
+        self._touched: dict[int, None] = {}
+        #: The decision time every device not in ``_touched`` was last moved to.
+        self._dev_now = 0.0
+        # (time a loading model becomes evictable, slot): the rooms that change by themselves
+        self._room_at: list[tuple[float, int]] = []
+        self._room_until = [_INF] * S
+        self._o32 = np.zeros((6, S), np.float32)
+        self._valid = np.zeros(S, bool)
+        self._sums = np.zeros(5)
+        self._sums_ok = False  # whether _sums are those of now
+        self._busy_list = [0.0] * S
+        for d in range(D):
+            self._pull(d)
+
+    def _touch(self, d: int) -> SharedGpuSim:
+        """Device ``d``, its backlog clock and ``now`` brought from the mirrors (once per
+        decision, before the router drives it)."""
+        dev = self.devices[d]
+        if d not in self._touched:
+            self._touched[d] = None
+            df = self._df
+            dev.backlog = float(df[kn.B, d])
+            dev._backlog_t = float(df[kn.T, d])
+            dev.events.now = self._dev_now
+        return dev
+
+    def _pull(self, d: int) -> None:
+        """Copy device ``d``'s state into the mirrors (after it ran)."""
+        dev = self.devices[d]
+        df, sf = self._df, self._sf
+        df[kn.B, d] = dev.backlog
+        df[kn.T, d] = dev._backlog_t
+        df[kn.R, d] = dev._backlog_rate
+        c = dev.counters
+        df[kn.E, d] = c.energy_j
+        now_c = (c.completed, c.good, c.dropped_rejected, c.dropped_overflow,
+                 c.dropped_expired)
+        old = self._dcount[d]
+        if now_c != old:
+            count = self._count
+            for i in range(5):
+                count[i] += now_c[i] - old[i]
+            self._dcount[d] = now_c
+        heap = dev.events.heap
+        head = heap[0][0] if heap else _INF
+        if head != self._nev[d]:
+            self._nev[d] = head
+            if head < _INF:
+                heapq.heappush(self._due, (head, d))
+        s = self._first[d]
+        busy_list = self._busy_list
+        for p in range(dev.n_partitions):
+            sf[kn.BU, s] = dev.busy_until[p]
+            sf[kn.UP, s] = dev.up_at[p]
+            sf[kn.QW, s] = dev.queued_work_s[p]
+            sf[kn.BS, s] = busy_list[s] = c.busy_s[p]
+            sf[kn.BUSY, s] = 1.0 if dev.busy[p] else 0.0
+            sf[kn.QI, s] = dev.queued_items[p]
+            sf[kn.ROOM_OK, s] = 0.0
+            s += 1
+        self._sums_ok = False
+
+    def _room(self, s: int) -> None:
+        """Slot ``s``'s memory after evicting its evictable models (:meth:`valid_slots`'s
+        sum, in its order), and when that changes by itself (a loading model becomes
+        evictable when loaded)."""
+        now = self.now
+        fp = self.tables.footprint_bytes
+        free = self.tables.slot_mem_bytes[s] - self.mem_used[s]
+        d, p = self.slots[s]
+        dev = self.devices[d]
+        queued = dev.queued_by_model[p]
+        running = dev.running_model[p]
+        transit = self.in_transit[s]
+        ready = self.ready_at[s]
+        until = _INF
+        for k in self.resident[s]:
+            if not transit[k] and not queued[k] and k != running:
+                r = ready[k]
+                if r <= now:
+                    free += fp[k]
+                elif r < until:
+                    until = r
+        self._sf[kn.ROOM, s] = free
+        self._sf[kn.ROOM_OK, s] = 1.0
+        if until != self._room_until[s]:
+            self._room_until[s] = until
+            if until < _INF:
+                heapq.heappush(self._room_at, (until, s))
+
+    def _prepare(self) -> None:
+        """Mark stale the rooms a finished load changed."""
+        room_at, now = self._room_at, self.now
+        while room_at and room_at[0][0] <= now:
+            until, s = heapq.heappop(room_at)
+            if self._room_until[s] == until:
+                self._sf[kn.ROOM_OK, s] = 0.0
+
+    def _fresh_sums(self) -> np.ndarray:
+        """The sums of :func:`kernels.refresh` now (computed unless fresh)."""
+        if not self._sums_ok:
+            self._prepare()
+            kn.refresh(-1, self.now, 0.0, 1.0, 1.0, _INF, True, self._sf, self._sm, self._df,
+                       self._pad, self._o32, self._valid, self._sums)
+            self._sums_ok = True
+        return self._sums
+
+    def observe(self, m: int, inv_b: float, inv_sla: float, clip: float,
+                out: np.ndarray | None = None,
+                mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For a query of model ``m`` now (compiled path): the finish estimates (seconds,
+        per slot), the per-slot rows ``queue`` (x ``inv_b``), ``busy``, ``finish``,
+        ``resident``, ``loading`` (x ``inv_sla``), ``free_mem``, each clipped to ``[0,
+        clip]`` as float32 (into ``out``, shape ``(6, S)``, when given), and the valid
+        slots (:meth:`valid_slots`; into ``mask``, bool, when given). Views into buffers
+        the next call overwrites."""
+        self._prepare()
+        sf = self._sf
+        o32 = self._o32 if out is None else out
+        valid = self._valid if mask is None else mask
+        need = self.tables.footprint_bytes[m]
+        stale = kn.refresh(m, self.now, need, inv_b, inv_sla, clip, not self._sums_ok, sf,
+                           self._sm, self._df, self._pad, o32, valid, self._sums)
+        self._sums_ok = True
+        for k in range(stale):
+            s = int(sf[kn.STALE, k])
+            self._room(s)
+            valid[s] = need <= sf[kn.ROOM, s]
+        return sf[kn.FINISH], o32, valid
 
     # ------------------------------------------------------------------ decisions
     def pending_query(self) -> tuple[int, float, float]:
@@ -274,6 +492,8 @@ class ClusterSim:
                 del ready[k]
                 self.mem_used[s] -= fp[k]
                 self.evictions += 1
+                if self.compiled:
+                    self._sm[kn.RES, k, s] = 0.0
             start = self.link_free_at[d]
             if start < now:
                 start = now
@@ -284,6 +504,13 @@ class ClusterSim:
             res[m] = None
             self.mem_used[s] += fp[m]
             self.loads += 1
+            if self.compiled:
+                sm, sf = self._sm, self._sf
+                sm[kn.RES, m, s] = 1.0
+                sm[kn.READY, m, s] = t_ready
+                sf[kn.MEM, s] = self.mem_used[s]
+                a = self._first[d]
+                sf[kn.LINK, a:a + self.devices[d].n_partitions] = self.link_free_at[d]
         t = now + self.tables.hop_s[d][m]
         if t_ready > t:
             t = t_ready
@@ -294,6 +521,13 @@ class ClusterSim:
         heapq.heappush(self._heap, (t, self._seq, s, m, (
             self._times[j], self._dead[j], self._inv[j], self._sizes[j], 0)))
         self.pending = None
+        if self.compiled:
+            self._sm[kn.TRANSIT, m, s] += 1.0
+            sf = self._sf
+            sf[kn.TN, s] += 1.0
+            sf[kn.EXTRA_OK, s] = 0.0
+            sf[kn.ROOM_OK, s] = 0.0  # its transit, and its LRU order (the room's sum order)
+            self._sums_ok = False
 
     def reject(self) -> None:
         """Drop the pending query by decision."""
@@ -310,7 +544,10 @@ class ClusterSim:
         if self._next < self._n:
             t = self._times[self._next]
             self._deliver(t)
-            run_passive(self.devices, t)
+            if self.compiled:
+                self._run_devices(t)
+            else:
+                run_passive(self.devices, t)
             self.now = t
             self.pending = self._next
             self._next += 1
@@ -318,20 +555,53 @@ class ClusterSim:
             return
         self._deliver(_INF)
         end = self.now
+        if self.compiled:
+            for d in range(self.n_devices):
+                self._touch(d)
         for dev in self.devices:
             dev.advance()
             if dev.now > end:
                 end = dev.now
         self.now = end
+        if self.compiled:
+            for d in range(self.n_devices):
+                self._pull(d)
+            self._touched.clear()
+            self._dev_now = end
+
+    def _run_devices(self, t: float) -> None:
+        """The compiled path's :func:`run_passive` to ``t``: the devices the deliveries
+        touched or with an event due by ``t`` run (in device order, as there), the others'
+        backlog clocks move in the mirrors (:func:`kernels.accrue`)."""
+        due, nev, touched = self._due, self._nev, self._touched
+        run = set(touched)
+        while due and due[0][0] <= t:
+            when, d = heapq.heappop(due)
+            if nev[d] == when:
+                run.add(d)
+        for d in sorted(run):
+            self._touch(d).run_passive(t)
+            self._pull(d)
+        touched.clear()
+        kn.accrue(self._df, t)
+        self._dev_now = t
+        self._sums_ok = False
 
     def _deliver(self, t: float) -> None:
         """Hand every delivery due by ``t`` to its device, in time order."""
         heap = self._heap
         devices, slots, transit = self.devices, self.slots, self.in_transit
+        compiled = self.compiled
         while heap and heap[0][0] <= t:
             when, _, s, m, req = heapq.heappop(heap)
             d, p = slots[s]
-            dev = devices[d]
+            dev = self._touch(d) if compiled else devices[d]
+            if compiled:
+                self._sm[kn.TRANSIT, m, s] -= 1.0
+                sf = self._sf
+                sf[kn.TN, s] -= 1.0
+                sf[kn.EXTRA_OK, s] = 0.0
+                sf[kn.ROOM_OK, s] = 0.0
             dev.run_passive(when)
             transit[s][m] -= 1
             self.transit_n[s] -= 1
@@ -396,11 +666,15 @@ class ClusterSim:
 
     def energy_j(self) -> float:
         """Energy so far: the devices' dynamic energy plus idle power over the elapsed time."""
+        if self.compiled:
+            return float(self._fresh_sums()[kn.S_ENERGY]) + self._idle_w * self.now
         return (sum(dev.counters.energy_j for dev in self.devices)
                 + sum(self.tables.idle_w) * self.now)
 
     def used_cost_usd(self) -> float:
         """Busy seconds of each slot priced at its share of its device's price."""
+        if self.compiled:
+            return float(self._fresh_sums()[kn.S_COST])
         tab = self.tables
         total = 0.0
         for s, (d, p) in enumerate(self.slots):
@@ -409,13 +683,21 @@ class ClusterSim:
 
     def provisioned_cost_usd(self) -> float:
         """Every device's price over the elapsed time."""
-        return sum(self.tables.price_per_s) * self.now
+        return self._price_per_s * self.now
 
     def counters(self) -> Counters:
         """The cluster's counters: sums over the devices, the router's arrivals and
         rejections, the shared latency histogram. One object, refreshed by every call (read it
         before the simulation moves on)."""
         c = self._counters
+        if self.compiled:
+            c.completed, c.good, rejected, c.dropped_overflow, c.dropped_expired = self._count
+            c.arrived = self.arrived
+            c.dropped_rejected = self.rejected + rejected
+            c.busy_s = self._busy_list
+            c.energy_j = self.energy_j()
+            c.latency = self.latency
+            return c
         c.completed = c.good = c.dropped_overflow = c.dropped_expired = 0
         c.arrived = self.arrived
         c.dropped_rejected = self.rejected
@@ -436,6 +718,8 @@ class ClusterSim:
     def backlog(self) -> float:
         """Sum over the devices of their backlog (time in the system in units of the SLA,
         counted from delivery)."""
+        if self.compiled:
+            return float(self._fresh_sums()[kn.S_BACKLOG])
         return sum(dev.backlog for dev in self.devices)
 
     def summary(self, counters: Counters | None = None) -> dict[str, float]:
@@ -445,7 +729,11 @@ class ClusterSim:
         moment when the caller has them already."""
         c = self.counters() if counters is None else counters
         now = self.now
-        out = c.summary(now, sum(dev.busy_ahead_s(now) for dev in self.devices))
+        if self.compiled:
+            sums = self._fresh_sums()
+            out = c.summary(now, float(sums[kn.S_AHEAD]), float(sums[kn.S_BUSY]))
+        else:
+            out = c.summary(now, sum(dev.busy_ahead_s(now) for dev in self.devices))
         done = c.completed
         out["in_transit"] = self.transit_total
         out["loads"] = self.loads

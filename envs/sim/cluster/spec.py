@@ -95,8 +95,8 @@ CLUSTER_PRESETS: dict[str, tuple[DeviceGroup, ...]] = {
                   ("a10", ("full",), 1.00, _ETH25, 8), ("a100-80gb", _MIG, 3.70, _ETH100, 8),
                   ("a100-80gb", _MPS, 3.70, _ETH100, 8),
                   ("h100-sxm", ("full",), 6.50, _ETH100, 8)),
-    # 1,024 devices, 1,664 slots (the 16-device mix 64 times), for scale (not registered: a
-    # step costs ~20x an 8-device one, see the README's bench notes).
+    # 1,024 devices, 1,664 slots (the 16-device mix 64 times), for scale (not registered; a
+    # step costs ~1.7x an 8-device one on the compiled path, see the README's bench notes).
     "1024": _groups(("t4", ("full",), 0.35, _ETH25, 256), ("l4", ("full",), 0.80, _ETH25, 256),
                     ("a10", ("full",), 1.00, _ETH25, 128),
                     ("a100-80gb", _MIG, 3.70, _ETH100, 128),

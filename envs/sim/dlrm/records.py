@@ -177,9 +177,10 @@ class FanoutCounters(Counters):
         """Arrived and neither completed nor dropped."""
         return self.arrived - self.completed - self.dropped
 
-    def summary(self, elapsed_s: float, busy_ahead_s: float = 0.0) -> dict[str, float]:
+    def summary(self, elapsed_s: float, busy_ahead_s: float = 0.0,
+                busy_total_s: float | None = None) -> dict[str, float]:
         """:meth:`Counters.summary` with failures counted as drops."""
-        out = super().summary(elapsed_s, busy_ahead_s)
+        out = super().summary(elapsed_s, busy_ahead_s, busy_total_s)
         f = self.dropped_failed
         if f:
             finished = self.completed + self.dropped

@@ -1,0 +1,178 @@
+"""Compiled per-decision kernels of the cluster simulator (numba, :mod:`envs.sim.jit`).
+
+:class:`~envs.sim.cluster.sim.ClusterSim` keeps numpy mirrors of the state a router reads at
+every decision (per slot: the running batch, queued work and items, residency, load times;
+per device: backlog clock, dynamic energy) and refreshes them only for the devices that ran
+since the last decision. :func:`refresh` then computes, in one call, what the Python path
+computes slot by slot and device by device: the finish estimates, the observation's per-slot
+rows (clipped, float32), the action mask, and the cluster's sums (backlog, energy, used cost,
+busy time) -- with the same floating-point operations in the same order, element by element,
+so that both paths give equal results bit for bit (``tests/test_cluster_compiled.py``).
+The sums over devices and slots are sequential (left to right, from the first), as Python's
+``sum`` of floats is up to Python 3.11.
+
+Without numba (or with ``LDSGYM_NO_JIT=1``) these functions still run, as plain Python over
+the arrays, but the simulator does not call them: it stays on its Python path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.sim.jit import AVAILABLE, njit
+
+__all__ = ["AVAILABLE", "accrue", "ewma", "refresh"]
+
+# Rows of the per-slot float matrix ``sf``: the running batch's end, when the slot is up,
+# queued work, busy seconds so far, memory held by models, work in transit, memory after
+# evicting the idle models; constants: memory, price per second, share of the device; the
+# running flag, queued items and items in transit (as floats: exact), when the device's host
+# link is free; whether ``ROOM`` and ``EXTRA`` are up to date (0 / 1); outputs: the finish
+# estimates (seconds) and the slots whose room the mask needed but was stale.
+(BU, UP, QW, BS, MEM, EXTRA, ROOM, CAP, PRICE, SHARE, BUSY, QI, TN, LINK, ROOM_OK, EXTRA_OK,
+ FINISH, STALE) = range(18)
+N_SF = 18
+# Rows of the per-(model, slot) float tensor ``sm`` (a decision reads one model's row over
+# the slots): batch-1 latency, network hop, load time, when the weights are ready, resident
+# (0 / 1), fits the partition (0 / 1), queries in transit (a count), seconds per item at full
+# batches (``tables.per_item_s``).
+SOLO, HOP, LT, READY, RES, FIT, TRANSIT, PER_ITEM = range(8)
+N_SM = 8
+# Rows of the per-device float matrix ``df``: backlog, its clock and rate, dynamic energy.
+B, T, R, E = range(4)
+N_DF = 4
+# Rows of the float32 output ``o32`` (the observation's per-slot keys computed here).
+O_QUEUE, O_BUSY, O_FINISH, O_RESIDENT, O_LOADING, O_FREE = range(6)
+# Entries of ``sums``.
+S_BACKLOG, S_ENERGY, S_COST, S_BUSY, S_AHEAD = range(5)
+
+_INF = float("inf")
+
+
+@njit(cache=True)
+def _clip(x: float, clip: float) -> float:
+    if not x < clip:
+        return clip
+    if x > 0.0:
+        return x
+    return 0.0
+
+
+@njit(cache=True)
+def accrue(df: np.ndarray, t: float) -> None:
+    """Every device's backlog to ``t``: ``backlog += rate x (t - backlog_t)``, ``backlog_t =
+    t`` (:meth:`SharedGpuSim.run_passive` of an idle device)."""
+    for d in range(df.shape[1]):
+        df[B, d] += df[R, d] * (t - df[T, d])
+        df[T, d] = t
+
+
+@njit(cache=True)
+def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip: float,
+            do_sums: bool, sf: np.ndarray, sm: np.ndarray, df: np.ndarray, pad: np.ndarray,
+            o32: np.ndarray, valid: np.ndarray, sums: np.ndarray) -> int:
+    """The features of a query of model ``m`` at ``now`` (``m < 0``: the sums only).
+
+    Writes the row ``FINISH`` of ``sf`` (per slot, seconds; ``inf`` where ``m`` does not
+    fit); ``valid`` (the slots that can take the query: it fits and is resident, or the
+    slot's memory after evicting its idle models, ``ROOM``, holds ``need`` bytes; where that
+    was needed and ``ROOM_OK`` is 0 it is left False and the slot listed in the row
+    ``STALE``: the caller computes its room and sets it); the
+    clipped float32 rows of ``o32`` (queue x ``inv_b``; busy, finish and loading x
+    ``inv_sla``; resident; free memory); with ``do_sums``, ``sums``: the devices' backlog and
+    dynamic energy, the slots' busy seconds priced (price x share) and summed, and per device
+    the busy time ahead of ``now``, summed over devices (``pad[j, d]``: the slot of partition
+    ``j`` of device ``d``, or S). Returns the number of slots listed in ``STALE``.
+    """
+    S = sf.shape[1]
+    D = df.shape[1]
+    M = sm.shape[1]
+    stale = 0
+    if m >= 0:
+        for s in range(S):
+            if sf[EXTRA_OK, s] == 0.0:  # the work in transit (finish_estimates_s's sum)
+                extra = 0.0
+                for k in range(M):
+                    n = sm[TRANSIT, k, s]
+                    if n != 0.0:
+                        extra += n * sm[PER_ITEM, k, s]
+                sf[EXTRA, s] = extra
+                sf[EXTRA_OK, s] = 1.0
+            # busy left / wait (ClusterSim.busy_left_s, finish_estimates_s)
+            wait = sf[BU, s] - now if sf[BUSY, s] else 0.0
+            o32[O_BUSY, s] = _clip(wait * inv_sla, clip)
+            o32[O_QUEUE, s] = _clip((sf[QI, s] + sf[TN, s]) * inv_b, clip)
+            # load wait (ClusterSim.load_wait_s)
+            resident = sm[RES, m, s] != 0.0
+            if resident:
+                r = sm[READY, m, s]
+                load = r - now if r > now else 0.0
+                o32[O_RESIDENT, s] = 1.0
+            else:
+                start = sf[LINK, s]
+                if start < now:
+                    start = now
+                load = start - now + sm[LT, m, s]
+                o32[O_RESIDENT, s] = 0.0
+            o32[O_LOADING, s] = _clip(load * inv_sla, clip)
+            o32[O_FREE, s] = _clip(1.0 - sf[MEM, s] / sf[CAP, s], clip)
+            if sm[FIT, m, s] != 0.0:
+                down = sf[UP, s] - now
+                if down > wait:
+                    wait = down
+                f = wait + (sf[QW, s] + sm[SOLO, m, s])
+                hop = sm[HOP, m, s]
+                x = (load if load > hop else hop) + f + sf[EXTRA, s]
+                if resident or need <= sf[CAP, s] - sf[MEM, s]:
+                    valid[s] = True
+                elif sf[ROOM_OK, s] != 0.0:
+                    valid[s] = need <= sf[ROOM, s]
+                else:
+                    valid[s] = False
+                    sf[STALE, stale] = s
+                    stale += 1
+            else:
+                x = _INF
+                valid[s] = False
+            sf[FINISH, s] = x
+            o32[O_FINISH, s] = _clip(x * inv_sla, clip)
+    if not do_sums:
+        return stale
+    backlog = 0.0
+    energy = 0.0
+    ahead = 0.0
+    for d in range(D):
+        backlog += df[B, d]
+        energy += df[E, d]
+        a = 0.0
+        for j in range(pad.shape[0]):
+            s = pad[j, d]
+            if s < S and sf[BUSY, s]:
+                u = sf[BU, s]
+                if u > now:
+                    a += u - now
+        ahead += a
+    cost = 0.0
+    total = 0.0
+    for s in range(S):
+        b = sf[BS, s]
+        cost += b * sf[PRICE, s] * sf[SHARE, s]
+        total += b
+    sums[S_BACKLOG] = backlog
+    sums[S_ENERGY] = energy
+    sums[S_COST] = cost
+    sums[S_BUSY] = total
+    sums[S_AHEAD] = ahead
+    return stale
+
+
+@njit(cache=True)
+def ewma(rates: np.ndarray, decay: float, m: int, inc: float, scale: float, clip: float,
+         out: np.ndarray) -> None:
+    """``rates *= decay``, ``rates[m] += inc``, then ``out = clip(rates x scale)`` (float32;
+    the observation's ``rates``)."""
+    for i in range(rates.shape[0]):
+        rates[i] = rates[i] * decay
+    rates[m] += inc
+    for i in range(rates.shape[0]):
+        out[i] = _clip(rates[i] * scale, clip)
