@@ -483,7 +483,8 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         if self.request_sizes:
             arrivals = dataclasses.replace(
                 arrivals, size=np.clip(arrivals.size, 1, self._table_len).astype(np.int32))
-        else:
+        elif not (arrivals.size.dtype == np.int32 and len(arrivals)
+                  and arrivals.size.min() == 1 == arrivals.size.max()):  # (else: all 1 already)
             arrivals = dataclasses.replace(arrivals, size=np.ones(len(arrivals), np.int32))
         P, M = self.n_slots, self.n_models
         t = self.tables[self.start_index]

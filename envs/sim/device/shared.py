@@ -158,9 +158,8 @@ class SharedGpuSim(GpuServingSim):
         self.latency = [list(row) for row in latency]
         self.power_w = None if power_w is None else list(power_w)
         self.fits = [list(row) for row in fits]
-        prio = np.asarray(arrivals.priority, dtype=np.int64)
         if priorities is True:
-            values = sorted({int(v) for v in np.unique(prio)}, reverse=True) or [0]
+            values = sorted({int(v) for v in np.unique(arrivals.priority)}, reverse=True) or [0]
         elif priorities is False:
             values = [0]
         else:
@@ -168,6 +167,7 @@ class SharedGpuSim(GpuServingSim):
         #: Priority values of the levels, most important first.
         self.level_values: tuple[int, ...] = tuple(values)
         if len(values) > 1:
+            prio = np.asarray(arrivals.priority, dtype=np.int64)
             # Level = how many known values are larger (clamped): unknown values fall in
             # with the next less important known one.
             known = np.array(values[::-1], dtype=np.int64)  # ascending
