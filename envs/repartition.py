@@ -201,9 +201,11 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     ``reconfig_params`` override :data:`hwmodels.reconfig.DEFAULTS` (e.g. ``{"cv": 0}``).
     ``compiled`` runs each interval as one compiled (numba) loop
     (:mod:`envs.sim.device.compiled_shared`: the same episode, observations, rewards and
-    ``info``, about 10x faster): ``None`` (default) wherever it applies (no interference:
-    MIG, or MPS with ``interference=False``; ``priorities=False``; numba installed and
-    ``LDSGYM_NO_JIT`` unset), ``False`` the Python loop (the reference), ``True`` requires it.
+    ``info``, about 10x faster): ``None`` (default) wherever it applies (``priorities=False``;
+    numba installed and ``LDSGYM_NO_JIT`` unset; MIG, or MPS with or without interference:
+    the kernel computes the co-runners' slowdowns and reschedules running batches as the
+    Python loop does, on Python < 3.12 whose ``sum()`` it reproduces), ``False`` the Python
+    loop (the reference), ``True`` requires it.
     The other arguments are those of ``PartitionPlacement-v0``.
 
     ## Version History
@@ -212,7 +214,7 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     * v0 (physics change, issue 16): replayed traces default to ``rate_mode="scale"`` (the
       trace's clock kept) instead of their own ``compress``; ``episode_s``.
     * v0 (unchanged dynamics, issue 16): ``compiled``; intervals run compiled by default where
-      they can (golden trajectories bit-identical).
+      they can (golden trajectories bit-identical); later also with interference (MPS).
     * v0 (unchanged dynamics): masked, out-of-range and non-integer actions raise ``ValueError``
       in every env (:mod:`envs.actions`) (a switch during a reconfiguration was ignored before);
       valid actions give the same episodes as before (golden trajectories bit-identical).
@@ -337,20 +339,23 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         levels = {m.priority for m in self.mix.models} | {
             c.priority for m in self.mix.models for c in m.classes if c.priority is not None}
         self.priority_levels = tuple(sorted(levels, reverse=True))
+        self._slowdowns = CoRunnerSlowdowns(InterferenceModel(self.device, precision),
+                                            self.profiles, {}, isolated_mig=False)
         # The compiled interval (envs.sim.device.compiled_shared) where it runs the same model:
-        # no interference, one priority class (a placement of PLACEMENTS always has a rule).
-        fits_kernel = not self.interference and not self.priorities
+        # one priority class, and interference only where the kernel computes the same floats
+        # (a placement of PLACEMENTS always has a rule).
+        fits_kernel = not self.priorities and (not self.interference
+                                               or self._slowdowns.kernel_ready)
         if compiled and not fits_kernel:
-            raise ValueError("compiled=true needs a device without interference (MIG, or "
-                             "interference: false) and priorities: false")
+            raise ValueError("compiled=true needs priorities: false (and, with interference, "
+                             "Python < 3.12)")
         if compiled and not compiled_shared.AVAILABLE:
             raise ValueError("compiled=true needs numba (installed, LDSGYM_NO_JIT unset)")
         #: Whether each interval runs as one compiled loop (else the Python loop, the reference).
         self.compiled = fits_kernel and compiled_shared.AVAILABLE if compiled is None else (
             compiled)
         self._rule = _KERNEL_RULES[placement]
-        self._slowdowns = CoRunnerSlowdowns(InterferenceModel(self.device, precision),
-                                            self.profiles, {}, isolated_mig=False)
+        self._predict = placement == "interference_aware" and self.interference
         self._fcache: dict[Any, tuple[float, ...]] = {}
         self._layout_ids: dict[tuple[str | None, ...], int] = {}
         self._bundles: dict[tuple[int, ...], WorkloadProfile] = {}
@@ -478,7 +483,8 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         if self.request_sizes:
             arrivals = dataclasses.replace(
                 arrivals, size=np.clip(arrivals.size, 1, self._table_len).astype(np.int32))
-        else:
+        elif not (arrivals.size.dtype == np.int32 and len(arrivals)
+                  and arrivals.size.min() == 1 == arrivals.size.max()):  # (else: all 1 already)
             arrivals = dataclasses.replace(arrivals, size=np.ones(len(arrivals), np.int32))
         P, M = self.n_slots, self.n_models
         t = self.tables[self.start_index]
@@ -530,7 +536,7 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         active = sum(sim.active)
         if self.compiled:
             self._counts, self._rr = sim.run_until_compiled(t_end, self._rule, self._sms,
-                                                            self._rr)
+                                                            self._rr, self._predict)
         else:
             sim.run_until(self._router(), t_end)
         self._slot_time += active * (t_end - self._t)

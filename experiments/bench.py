@@ -23,9 +23,10 @@ Seven measurements, each against a reference timed in the same process where one
    the request's embedding lookups, the rest of the simulation, and the Gymnasium adapter,
    beside the numpy floor of the lookup draws alone (:func:`step_breakdown`).
 7. **A Repartition episode** (issue 16): ``Repartition-v0``'s intervals as one compiled loop
-   each (:mod:`envs.sim.device.compiled_shared`) and through the Python loop, the reference:
-   drawing the trace (``reset``) and the steps timed apart, scaled to an hour of simulated
-   time, and checked equal (:func:`bench_repartition`).
+   each (:mod:`envs.sim.device.compiled_shared`) and through the Python loop, the reference,
+   on MIG and on MPS shares with interference: drawing the trace (``reset``) and the steps
+   timed apart, scaled to an hour of simulated time, and checked equal
+   (:func:`bench_repartition`).
 
 With ``profile.env`` set it measures nothing of the above: it profiles that environment's step
 loop with pyinstrument instead (:func:`profile_env`), to find what to make faster.
@@ -707,7 +708,7 @@ _SECTION_KEYS = {
     "memory": ("memory", "probe", "queries"),
     "traces": ("traces", "what", None),
     "breakdown": ("breakdown", "env", None),
-    "repartition": ("repartition", "path", None),
+    "repartition": ("repartition", "path", "sharing"),
 }
 
 
@@ -730,16 +731,25 @@ def bench_traces(generated: int, replay_rows: int, repeats: int) -> list[dict[st
     return rows
 
 
+#: The sharing modes of section 7 and their starting layouts: ``Repartition-v0``'s MIG layout
+#: and ``Repartition-MPS-v0``'s shares (with interference, the default for MPS).
+REPARTITION_SHARINGS = {"mig": ("3g", "2g", "1g", "1g"),
+                        "mps": ("mps:40", "mps:30", "mps:15", "mps:15")}
+#: Issue 16's goal per sharing mode: an hour-long episode in at most this many seconds.
+REPARTITION_GOAL_S = {"mig": 10.0, "mps": 30.0}
+
+
 def repartition_episode(compiled: bool, episode_s: float, interval_s: float, trace: str,
-                        load: float, seed: int = 0) -> dict[str, Any]:
-    """One ``Repartition-v0`` episode (MIG, the default layout and candidates) with a fixed
-    schedule: keep, and every sixth interval switch to the next candidate (when allowed), so
-    that drains and downtimes are simulated too. Returns the seconds of ``reset`` (drawing the
-    trace) and of the steps, and the final ``info``."""
+                        load: float, seed: int = 0, sharing: str = "mig") -> dict[str, Any]:
+    """One ``Repartition-v0`` episode (the starting layout of ``sharing`` in
+    :data:`REPARTITION_SHARINGS`, the default candidates) with a fixed schedule: keep, and
+    every sixth interval switch to the next candidate (the one after it where that is the
+    layout held; when allowed), so that drains and downtimes are simulated too. Returns the
+    seconds of ``reset`` (drawing the trace) and of the steps, and the final ``info``."""
     from envs.repartition import RepartitionEnv
 
-    env = RepartitionEnv(trace=trace, load=load, episode_s=episode_s, interval_s=interval_s,
-                         compiled=compiled)
+    env = RepartitionEnv(layout=REPARTITION_SHARINGS[sharing], trace=trace, load=load,
+                         episode_s=episode_s, interval_s=interval_s, compiled=compiled)
     t0 = time.perf_counter()
     env.reset(seed=seed)
     t1 = time.perf_counter()
@@ -751,6 +761,8 @@ def repartition_episode(compiled: bool, episode_s: float, interval_s: float, tra
         if step % 6 == 5:
             mask = env.action_masks()
             k = 1 + (step // 6) % env.n_layouts
+            if env.layout_name(k - 1) == env.layout_name():  # held: the next one instead
+                k = 1 + k % env.n_layouts
             a = k if mask[k] else 0
         _, _, term, trunc, info = env.step(a)
         step += 1
@@ -760,31 +772,37 @@ def repartition_episode(compiled: bool, episode_s: float, interval_s: float, tra
 
 
 def bench_repartition(episode_s: float, interval_s: float, trace: str, load: float,
-                      repeats: int, python: bool = True) -> list[dict[str, Any]]:
-    """A ``Repartition-v0`` episode through the compiled interval and (``python``) the Python
-    loop, best of ``repeats`` interleaved rounds each (a first, untimed episode warms numba's
-    cache); the projection to an hour scales both parts with the simulated time. ``equal``: the
-    final ``info`` of the two paths is the same (the tests check every step)."""
+                      repeats: int, python: bool = True,
+                      sharings: Sequence[str] = ("mig",)) -> list[dict[str, Any]]:
+    """A ``Repartition-v0`` episode per sharing mode (:data:`REPARTITION_SHARINGS`) through the
+    compiled interval and (``python``) the Python loop, best of ``repeats`` interleaved rounds
+    each (a first, untimed episode warms numba's cache); the projection to an hour scales both
+    parts with the simulated time. ``equal``: the final ``info`` of the two paths is the same
+    (the tests check every step)."""
     from envs.sim.device import compiled_shared
 
     paths = ([True] if compiled_shared.AVAILABLE else []) + ([False] if python else [])
+    runs = [(sh, c) for sh in sharings for c in paths]
     if compiled_shared.AVAILABLE:
-        repartition_episode(True, min(episode_s, 2 * interval_s), interval_s, trace, load)
-    best: dict[bool, dict[str, Any]] = {}
+        for sh in sharings:
+            repartition_episode(True, min(episode_s, 2 * interval_s), interval_s, trace, load,
+                                sharing=sh)
+    best: dict[tuple[str, bool], dict[str, Any]] = {}
     for _ in range(repeats):
-        for c in paths:
-            r = repartition_episode(c, episode_s, interval_s, trace, load)
-            if c not in best or r["reset_s"] + r["steps_s"] < best[c]["reset_s"] + \
-                    best[c]["steps_s"]:
-                best[c] = r
-    infos = [best[c]["info"] for c in paths]
+        for key in runs:
+            r = repartition_episode(key[1], episode_s, interval_s, trace, load,
+                                    sharing=key[0])
+            if key not in best or r["reset_s"] + r["steps_s"] < best[key]["reset_s"] + \
+                    best[key]["steps_s"]:
+                best[key] = r
     rows = []
-    for c in paths:
-        r = best[c]
+    for sh, c in runs:
+        r = best[sh, c]
+        infos = [best[sh, x]["info"] for x in paths]
         queries = int(r["info"]["arrived"])
         scale = 3600.0 / episode_s
         rows.append({
-            "path": "compiled" if c else "Python", "episode_s": episode_s,
+            "path": "compiled" if c else "Python", "sharing": sh, "episode_s": episode_s,
             "interval_s": interval_s, "queries": queries, "steps": r["steps"],
             "reconfigurations": int(r["info"]["reconfigurations"]),
             "reset_s": r["reset_s"], "steps_s": r["steps_s"],
@@ -954,30 +972,36 @@ def to_markdown(res: BenchResults) -> str:
         lines.append("")
     if res.repartition:
         r0 = res.repartition[0]
-        lines += [f"### A Repartition episode (`Repartition-v0`, MIG, `{m.get('rp_trace', '')}`"
+        lines += [f"### A Repartition episode (`Repartition-v0`, `{m.get('rp_trace', '')}`"
                   f", load {m.get('rp_load', '')}, {r0['episode_s']:.0f} s of simulated "
                   f"time, T = {r0['interval_s']:.0f} s)", "",
                   "Each interval through the compiled loop (`envs/sim/device/compiled_shared"
-                  ".py`, the default where partitions do not interfere) or the Python loop "
-                  "(`compiled=False`, the reference); a switch every sixth interval. Reset: "
-                  "drawing the trace (numpy, the same for both); steps: routing and "
-                  "simulating every query. The hour columns scale both to 3,600 s of "
-                  "simulated time.", "",
-                  "| path | queries | reconfigurations | reset s | steps s | queries/s (steps) "
-                  "| hour: steps s | hour: reset + steps s | equal |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|:-:|"]
+                  ".py`, the default) or the Python loop (`compiled=False`, the reference); "
+                  "MIG from `3g+2g+1g+1g`, MPS from `Repartition-MPS-v0`'s shares 40/30/15/15 "
+                  "with interference; a switch every sixth interval. Reset: drawing the trace "
+                  "(numpy, the same for both); steps: routing and simulating every query. "
+                  "The hour columns scale both to 3,600 s of simulated time.", "",
+                  "| sharing | path | queries | reconfigurations | reset s | steps s "
+                  "| queries/s (steps) | hour: steps s | hour: reset + steps s | equal |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|:-:|"]
         for r in res.repartition:
-            lines.append(f"| {r['path']} | {r['queries']:,} | {r['reconfigurations']} "
+            lines.append(f"| {r['sharing'].upper()} | {r['path']} | {r['queries']:,} "
+                         f"| {r['reconfigurations']} "
                          f"| {r['reset_s']:.2f} | {r['steps_s']:.2f} "
                          f"| {r['queries_per_s']:,.0f} | {r['hour_steps_s']:.1f} "
                          f"| {r['hour_s']:.1f} | "
                          f"{'—' if r['equal'] is None else 'yes' if r['equal'] else '**no**'} |")
-        fast = res.repartition[0]
-        if fast["path"] == "compiled":
-            lines += ["", f"Goal (issue 16): an hour-long MIG episode in at most 10 s on one "
-                      f"core — steps {_goal(fast['hour_steps_s'] <= 10.0)} "
-                      f"({fast['hour_steps_s']:.1f} s), with the trace drawn "
-                      f"{_goal(fast['hour_s'] <= 10.0)} ({fast['hour_s']:.1f} s)."]
+        fast = [r for r in res.repartition if r["path"] == "compiled"]
+        if fast:
+            parts = []
+            for r in fast:
+                limit = REPARTITION_GOAL_S[r["sharing"]]
+                parts.append(f"{r['sharing'].upper()} in at most {limit:.0f} s: steps "
+                             f"{_goal(r['hour_steps_s'] <= limit)} ({r['hour_steps_s']:.1f} s), "
+                             f"with the trace drawn {_goal(r['hour_s'] <= limit)} "
+                             f"({r['hour_s']:.1f} s)")
+            lines += ["", "Goal (issue 16): an hour-long episode on one core — "
+                      + "; ".join(parts) + "."]
         lines.append("")
     if res.traces:
         lines += ["### Traces (`traces/`)", "",
@@ -1009,7 +1033,8 @@ def run_bench(*, env_ids: Sequence[str], steps: int, repeats: int, step_budget_s
               breakdown_steps: int = 0, repartition_episode_s: float = 0.0,
               repartition_interval_s: float = 10.0, repartition_trace: str = "mix-swing",
               repartition_load: float = 1.0,
-              repartition_python: bool = True) -> BenchResults:
+              repartition_python: bool = True,
+              repartition_sharings: Sequence[str] = ("mig",)) -> BenchResults:
     """All seven measurements (a section with no size, e.g. ``memory_sizes=[]``, is
     skipped)."""
     t0 = time.perf_counter()
@@ -1043,7 +1068,7 @@ def run_bench(*, env_ids: Sequence[str], steps: int, repeats: int, step_budget_s
     if repartition_episode_s > 0:
         res.repartition = bench_repartition(repartition_episode_s, repartition_interval_s,
                                             repartition_trace, repartition_load, repeats,
-                                            repartition_python)
+                                            repartition_python, repartition_sharings)
         res.meta.update(rp_trace=repartition_trace, rp_load=repartition_load)
         took["repartition"] = time.perf_counter() - t
     res.meta.update(load_after=_load(), wall_s=time.perf_counter() - t0,
@@ -1104,6 +1129,11 @@ def main(cfg: DictConfig) -> None:
             0 < float(rp.interval_s) <= float(rp.episode_s) and float(rp.load) > 0)):
         raise UserError("repartition: episode_s must be >= 0 (0 skips), and with an episode "
                         "0 < interval_s <= episode_s and load > 0")
+    sharings = [str(x) for x in rp.sharing or ()]
+    if float(rp.episode_s) > 0 and (not sharings or any(
+            x not in REPARTITION_SHARINGS for x in sharings)):
+        raise UserError(f"repartition.sharing: {sharings}: a non-empty list of "
+                        f"{', '.join(REPARTITION_SHARINGS)}")
     res = run_bench(env_ids=ids, steps=int(cfg.steps), repeats=int(cfg.repeats),
                     step_budget_s=float(cfg.step_budget_s),
                     baseline_env=str(b.env), policies=policies, queries=int(b.queries),
@@ -1119,7 +1149,7 @@ def main(cfg: DictConfig) -> None:
                     repartition_episode_s=float(rp.episode_s),
                     repartition_interval_s=float(rp.interval_s),
                     repartition_trace=str(rp.trace), repartition_load=float(rp.load),
-                    repartition_python=bool(rp.python))
+                    repartition_python=bool(rp.python), repartition_sharings=sharings)
     md = write_results(res, Path(str(cfg.out_dir)))
     print(md)
 

@@ -126,9 +126,14 @@ def test_bench_app_end_to_end(tmp_path: Path) -> None:
     assert {"traces", "breakdown"} <= sections
     assert "Where a sharded-serving step's time goes" in md
     assert "A Repartition episode" in md and "repartition" in sections
+    assert "| MIG | compiled |" in md and "| MPS | compiled |" in md
     bad = run_app("experiments.bench", "repartition.episode_s=5", "repartition.interval_s=0",
                   f"out_dir={tmp_path}/z", f"hydra.run.dir={tmp_path}/h4")
     assert bad.returncode == 2 and "interval_s" in bad.stderr
+    bad = run_app("experiments.bench", "repartition.sharing=[mig,ts]", f"out_dir={tmp_path}/y",
+                  f"hydra.run.dir={tmp_path}/h5")
+    assert bad.returncode == 2 and "repartition.sharing" in bad.stderr
+    assert not (tmp_path / "y").exists()
     bad = run_app("experiments.bench", "baselines.policies=[nope]", f"out_dir={tmp_path}/x",
                   f"hydra.run.dir={tmp_path}/h2")
     assert bad.returncode == 2 and "nope" in bad.stderr
@@ -168,15 +173,25 @@ def test_step_goal_counts_interval_steps_per_arrival_and_names_the_rest() -> Non
 def test_repartition_section_times_both_paths_on_the_same_episode() -> None:
     from envs.sim.device import compiled_shared
 
-    rows = bench.bench_repartition(8.0, 1.0, "mix-swing", 1.0, repeats=1)
+    rows = bench.bench_repartition(8.0, 1.0, "mix-swing", 1.0, repeats=1,
+                                   sharings=("mig", "mps"))
     paths = ["compiled", "Python"] if compiled_shared.AVAILABLE else ["Python"]
-    assert [r["path"] for r in rows] == paths
+    assert [(r["sharing"], r["path"]) for r in rows] == [(s, p) for s in ("mig", "mps")
+                                                          for p in paths]
     assert all(r["equal"] for r in rows) or not compiled_shared.AVAILABLE
-    assert len({r["queries"] for r in rows}) == 1 and rows[0]["queries"] > 40_000
-    assert rows[0]["reconfigurations"] >= 1 and rows[0]["steps"] == 8
+    for sharing in ("mig", "mps"):
+        mine = [r for r in rows if r["sharing"] == sharing]
+        assert len({r["queries"] for r in mine}) == 1 and mine[0]["queries"] > 40_000
+        assert mine[0]["reconfigurations"] >= 1 and mine[0]["steps"] == 8
     for r in rows:
         assert r["hour_s"] == pytest.approx((r["reset_s"] + r["steps_s"]) * 450)
-    md = bench.to_markdown(bench.BenchResults(repartition=rows,
-                                              meta={"rp_trace": "mix-swing", "rp_load": 1.0}))
-    assert "| compiled |" in md or not compiled_shared.AVAILABLE
+    res = bench.BenchResults(repartition=rows, meta={"rp_trace": "mix-swing", "rp_load": 1.0})
+    md = bench.to_markdown(res)
+    assert "| MPS | compiled |" in md or not compiled_shared.AVAILABLE
     assert ("Goal (issue 16)" in md) == compiled_shared.AVAILABLE
+    if compiled_shared.AVAILABLE:
+        goal = next(x for x in md.splitlines() if x.startswith("Goal (issue 16)"))
+        assert "MIG in at most 10 s" in goal and "MPS in at most 30 s" in goal
+    # The CSV tells the two sharing modes apart (its point column).
+    csv_rows = [x.split(",") for x in bench.to_csv(res).splitlines()[1:]]
+    assert {(x[1], x[2]) for x in csv_rows} == {(p, s) for s in ("mig", "mps") for p in paths}

@@ -97,3 +97,55 @@ def test_phase_lookup_is_the_clipped_searchsorted(durations: tuple[float, ...]) 
     t = np.concatenate((rng.uniform(-1.0, edges[-1] + 1.0, 5000), edges, [np.nan, np.inf]))
     ref = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(durations) - 1)
     np.testing.assert_array_equal(MixShift._phase_of(edges, t), ref)
+
+
+@pytest.mark.parametrize(("repeat", "cv"), [(True, 1.0), (False, 1.0), (True, 0.5)])
+def test_blockwise_draw_equals_the_whole_trace_draw(repeat: bool, cv: float) -> None:
+    """``sample`` works through the trace block by block (phase, uniform, model): the same
+    arrivals, draw for draw, as the draw over the whole trace at once (the code it replaced),
+    across several blocks and a partial last one; and the rng is left in the same state."""
+    from traces.arrivals import Arrivals
+    from traces.synthetic import _BLOCK, _unit_arrivals
+
+    src = MixShift(durations=(0.2, 0.5, 0.3), weights=((5, 1, 1), (1, 5, 1), (1, 1, 5)),
+                   repeat=repeat, cv=cv, time_unit="s")
+    n, rate = 3 * _BLOCK + 17, 50_000.0
+    mine = np.random.default_rng(7)
+    got = src.sample(mine, MIX, n, rate)
+    rng = np.random.default_rng(7)
+    edges = src.phase_edges_s(n, rate)
+    times = _unit_arrivals(rng, n, cv) / rate
+    t = np.mod(times, edges[-1]) if repeat else times
+    phase = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(edges) - 2)
+    cdf = np.cumsum(src.phase_probabilities(MIX), axis=1)
+    cdf[:, -1] = 1.0
+    u = rng.random(n)
+    model = np.zeros(n, dtype=np.int32)
+    for j in range(cdf.shape[1] - 1):
+        np.add(model, u >= cdf[phase, j], out=model, casting="unsafe")
+    want = Arrivals.from_mix(times, MIX, rng, model=model)
+    assert got.identical(want)
+    assert len(set(got.model[t > 0.9].tolist())) == 3  # every model drawn
+    assert mine.bit_generator.state == rng.bit_generator.state
+
+
+def test_constant_columns_take_no_memory_and_read_as_arrays() -> None:
+    """Columns that are the same for every request (no classes, output sizes or tenants) are
+    read-only broadcast views: equal to the filled arrays, and writing to one fails loudly."""
+    from traces.arrivals import constant_column
+
+    arr = MixShift(durations=(1.0,), time_unit="s").sample(np.random.default_rng(0), MIX,
+                                                           10_000, 1_000.0)
+    for name, value in (("output_size", 0), ("tenant", -1), ("priority", 0)):
+        col = getattr(arr, name)
+        assert col.strides == (0,) and not col.flags.writeable
+        assert np.array_equal(col, np.full(len(arr), value))
+        with pytest.raises(ValueError, match="read-only"):
+            col[0] = 1
+    assert np.isnan(arr.sla_multiple).all() and arr.sla_multiple.strides == (0,)
+    assert not arr.needs_sla_resolution
+    assert arr.size.flags.writeable and arr.sla_ms.flags.writeable  # what simulators read
+    half = arr.take(np.arange(0, len(arr), 2))
+    assert np.array_equal(half.tenant, np.full(len(half), -1))
+    c = constant_column(5, 2.5, np.float64)
+    assert c.dtype == np.float64 and c.tolist() == [2.5] * 5

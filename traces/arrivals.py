@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from traces.sizes import SizeDist
 
@@ -101,10 +102,20 @@ class ModelClass:
             raise ValueError(f"workload model '{self.name}': class weights sum to zero")
 
 
-def _gather(per_model: np.ndarray, model: np.ndarray) -> np.ndarray:
-    """``per_model[model]``, as a cheap fill when every model has the same value."""
+def constant_column(n: int, value: float, dtype: npt.DTypeLike) -> np.ndarray:
+    """A column of ``n`` requests that all have ``value``: a read-only broadcast view, which
+    takes no memory of the trace's length (filling one costs seconds on an hour-long trace at
+    GPU rates, most of it first touches of fresh memory)."""
+    return np.broadcast_to(np.array(value, dtype=dtype), (n,))
+
+
+def _gather(per_model: np.ndarray, model: np.ndarray, view: bool = False) -> np.ndarray:
+    """``per_model[model]``, as a cheap fill when every model has the same value (with
+    ``view``: no fill, :func:`constant_column`)."""
     first = per_model[:1]
     if np.array_equal(per_model, np.broadcast_to(first, per_model.shape), equal_nan=True):
+        if view:
+            return constant_column(len(model), first[0], per_model.dtype)
         return np.full(len(model), first[0], dtype=per_model.dtype)
     return per_model[model]
 
@@ -186,11 +197,14 @@ class WorkloadMix:
         request); the others take the model's values without touching ``rng``.
 
         Returns:
-            ``(sla_ms float64, sla_multiple float64 (NaN = absolute), priority int8)``.
+            ``(sla_ms float64, sla_multiple float64 (NaN = absolute), priority int8)``; the
+            last two are read-only views (:func:`constant_column`) where every request has the
+            same value (no model with request classes, one value for all models).
         """
         sla = _gather(self.sla_ms, model)
-        mult = _gather(self.sla_multiple, model)
-        prio = _gather(self.priorities, model)
+        const = not any(m.classes for m in self.models)
+        mult = _gather(self.sla_multiple, model, view=const)
+        prio = _gather(self.priorities, model, view=const)
         for k, m in enumerate(self.models):
             if not m.classes:
                 continue
@@ -218,8 +232,12 @@ class WorkloadMix:
                      which: Literal["size", "output_size"] = "size") -> np.ndarray:
         """Per-request sizes (int32) from each model's ``size`` or ``output_size`` distribution.
 
-        Models without one get 1 (``size``) or 0 (``output_size``), drawing nothing.
+        Models without one get 1 (``size``) or 0 (``output_size``), drawing nothing; where
+        none has one, output sizes are a read-only view (:func:`constant_column`; sizes stay
+        an array, which simulators hand to compiled kernels).
         """
+        if which == "output_size" and all(m.output_size is None for m in self.models):
+            return constant_column(len(model), 0, np.int32)
         out = np.full(len(model), 1 if which == "size" else 0, dtype=np.int32)
         for k, m in enumerate(self.models):
             dist = getattr(m, which)
@@ -235,6 +253,9 @@ class WorkloadMix:
 @dataclass(frozen=True)
 class Arrivals:
     """A batch of requests in arrival order (struct of arrays).
+
+    Columns may be read-only (replays; a column that is the same for every request of a
+    generated trace is a :func:`constant_column` view): copy one before writing to it.
 
     Attributes:
         time_s: Arrival times in seconds from the episode start, non-decreasing (float64).
@@ -266,11 +287,11 @@ class Arrivals:
     def __post_init__(self) -> None:
         n = len(self.time_s)
         if n and not len(self.output_size):
-            object.__setattr__(self, "output_size", np.zeros(n, dtype=np.int32))
+            object.__setattr__(self, "output_size", constant_column(n, 0, np.int32))
         if n and not len(self.tenant):
-            object.__setattr__(self, "tenant", np.full(n, -1, dtype=np.int32))
+            object.__setattr__(self, "tenant", constant_column(n, -1, np.int32))
         if n and not len(self.sla_multiple):
-            object.__setattr__(self, "sla_multiple", np.full(n, np.nan))
+            object.__setattr__(self, "sla_multiple", constant_column(n, np.nan, np.float64))
         for name in ("model", "size", "sla_ms", "priority", "output_size", "tenant",
                      "sla_multiple"):
             if len(getattr(self, name)) != n:
@@ -293,7 +314,10 @@ class Arrivals:
     @property
     def needs_sla_resolution(self) -> bool:
         """True when some SLA is a multiple of the solo latency (see :meth:`resolve_sla`)."""
-        return bool(np.isfinite(self.sla_multiple).any())
+        mult = self.sla_multiple
+        if len(mult) and mult.strides[0] == 0:  # a constant_column: one value
+            return bool(np.isfinite(mult[0]))
+        return bool(np.isfinite(mult).any())
 
     def resolve_sla(self, solo_latency_ms: np.ndarray | Sequence[float]) -> Arrivals:
         """Arrivals whose ``sla_ms`` is ``sla_multiple * solo latency`` where a multiple is set.
@@ -381,7 +405,7 @@ class Arrivals:
             priority=prio,
             models=mix.names,
             output_size=np.asarray(output_size, dtype=np.int32),
-            tenant=(np.full(n, -1, dtype=np.int32) if tenant is None
+            tenant=(constant_column(n, -1, np.int32) if tenant is None
                     else np.asarray(tenant, dtype=np.int32)),
             tenants=tuple(tenants),
             sla_multiple=mult,

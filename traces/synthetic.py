@@ -106,6 +106,10 @@ def renewal_gaps(rng: np.random.Generator, n: int, mean: float, cv: float,
     raise ValueError(f"renewal: unknown distribution '{dist}'; known: gamma, weibull, lognormal")
 
 
+#: Arrivals per block where a sampler works through a trace block by block.
+_BLOCK = 1 << 16
+
+
 def _unit_arrivals(rng: np.random.Generator, n: int, cv: float) -> np.ndarray:
     """Arrival epochs of a unit-rate renewal process (Poisson when ``cv == 1``)."""
     g = renewal_gaps(rng, n, 1.0, cv, "gamma")
@@ -556,15 +560,21 @@ class MixShift:
         n = _check_n(n)
         probs = self.phase_probabilities(mix)
         edges = self.phase_edges_s(n, rate_qps)
-        times = _unit_arrivals(rng, n, self.cv) / rate
-        t = np.mod(times, edges[-1]) if self.repeat else times
-        phase = self._phase_of(edges, t)
+        times = _unit_arrivals(rng, n, self.cv)
+        times /= rate
         cdf = np.cumsum(probs, axis=1)
         cdf[:, -1] = 1.0
-        u = rng.random(n)
         model = np.zeros(n, dtype=np.int32)
-        for j in range(cdf.shape[1] - 1):
-            np.add(model, u >= cdf[phase, j], out=model, casting="unsafe")
+        # Block by block: each arrival's phase, a uniform (drawn in order, so the same stream
+        # as one draw of n) and its model, with temporaries of a block instead of the trace's
+        # length (an hour at GPU rates: tens of millions of arrivals, gigabytes of fresh memory).
+        for a in range(0, n, _BLOCK):
+            t = times[a:a + _BLOCK]
+            phase = self._phase_of(edges, np.mod(t, edges[-1]) if self.repeat else t)
+            u = rng.random(len(t))
+            out = model[a:a + _BLOCK]
+            for j in range(cdf.shape[1] - 1):
+                np.add(out, u >= cdf[phase, j], out=out, casting="unsafe")
         return Arrivals.from_mix(times, mix, rng, model=model)
 
 

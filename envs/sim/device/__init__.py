@@ -6,7 +6,7 @@
   among co-runners (MPS, time slicing), priority classes, preemption and re-partitioning.
 - :mod:`~envs.sim.device.compiled`: a whole v0 episode as one compiled (numba) loop.
 - :mod:`~envs.sim.device.compiled_shared`: one interval of :class:`SharedGpuSim` without
-  interference (Repartition's, MIG) as one compiled loop.
+  priorities (Repartition's: MIG, MPS with interference) as one compiled loop.
 - :mod:`~envs.sim.device.tables`: what the simulators are built from: layouts, latency tables,
   the co-runner slowdown callable.
 """

@@ -3,12 +3,19 @@ run_until>`: one control interval of ``Repartition``, its routing rule deciding.
 
 The fast path of ``ldsgym/Repartition-v0`` (issue 16): a whole interval, the routing of every
 arriving query *and* the simulator, runs as one compiled loop instead of a Python call per
-query. It is the same model as :meth:`SharedGpuSim._loop` operation for operation for the
-device without interference among partitions (MIG slices, or MPS with ``interference=False``),
-without priority classes and without preemption: dynamic batching with a queue delay, overflow
-and expired drops, the backlog integral, busy time and energy, the log-binned latency histogram,
-and a re-partitioning under way (changed slots drain their running batch, then stay down for the
-sampled downtime; a slot comes back with its ``SLOT_UP`` event). Starting a re-partitioning
+query. It is the same model as :meth:`SharedGpuSim._loop` operation for operation, without
+priority classes and without preemption: dynamic batching with a queue delay, overflow and
+expired drops, the backlog integral, busy time and energy, the log-binned latency histogram,
+a re-partitioning under way (changed slots drain their running batch, then stay down for the
+sampled downtime; a slot comes back with its ``SLOT_UP`` event), and interference among
+co-runners (MPS shares; time slices and MIG slices that interfere too): where the Python loop
+calls :meth:`SharedGpuSim._reshape` the kernel does the same, at the same moments and with its
+early return when the running set is the one it saw last, computing the factors of
+:class:`~envs.sim.device.tables.CoRunnerSlowdowns` with the same statements on the rows its
+:meth:`~envs.sim.device.tables.CoRunnerSlowdowns.kernel_tables` gives (:func:`co_sums`,
+:func:`co_factor`), and rescheduling every running batch whose factor changed (advanced to
+``now`` at its old rate, its completion at ``now + remaining x new``, a fresh ``seq``). Starting a
+re-partitioning
 (:meth:`SharedGpuSim.reconfigure`) and routing the queries it hands back stay in Python, between
 two intervals. So the simulator's state after an interval is *equal* to the one the Python loop
 leaves, not close to it; ``tests/test_repartition_compiled.py`` checks the env's observations,
@@ -21,7 +28,8 @@ continues the heap's, so events the Python path schedules afterwards order as th
 Queues are ring buffers per (slot, model) of ``queue_capacity`` requests.
 
 Routing rules (``rule``): :data:`ROUTE_EARLIEST` is ``Repartition``'s ``shortest_finish`` (and
-``interference_aware``, which is the same without interference): the finish time of
+``interference_aware``, with ``predict``: each slot's work slowed down by the factor a batch of
+one would see there, :meth:`SharedGpuSim.predicted`): the finish time of
 :meth:`SharedGpuSim.finish_times_s` per slot that holds the model, decided by
 :func:`envs.sim.device.rules.earliest` (reject when hopeless); :data:`ROUTE_LEAST_LOADED` and
 :data:`ROUTE_ROUND_ROBIN` are :func:`~envs.sim.device.rules.least_loaded` (on the queued items,
@@ -51,8 +59,8 @@ ROUTE_ROUND_ROBIN = 2
 
 # Integer slots of the ``ints`` array.
 I_SEQ, I_DRAIN_LEFT, I_CURSOR, I_ARRIVED, I_COMPLETED, I_GOOD, I_REJECTED, I_OVERFLOW, \
-    I_EXPIRED, I_ERROR = range(10)
-N_INTS = 10
+    I_EXPIRED, I_ERROR, I_LAST_KEY = range(11)
+N_INTS = 11
 # Float slots of the ``fl`` array.
 F_NOW, F_BACKLOG, F_RATE, F_BACKLOG_T, F_ENERGY, F_HIST_TOTAL, F_PENDING_DOWNTIME, \
     F_RECONFIG_START, F_RECONFIG_UNTIL, F_DOWNTIME = range(10)
@@ -60,6 +68,71 @@ N_FLOATS = 10
 #: ``ints[I_ERROR]``: a slot would need a second pending ``SLOT_UP`` (the heap allows it, the
 #: kernel's per-slot events do not; the Python path never schedules one).
 ERR_SLOT_UP = 1
+
+# Interference domains of the slots (``dom``), as CoRunnerSlowdowns tells them apart: none
+# (empty, exclusive, or an isolated slice), MPS share, time slice, MIG slice.
+DOM_NONE, DOM_MPS, DOM_TIME, DOM_MIG = range(4)
+#: Columns of a job's row (``rows[slot, model, items]``): CoRunnerSlowdowns._row's 13 terms.
+N_ROW = 13
+# Constants of the formula (``consts``): sm_count, sm_contention, the MIG and time-slice terms.
+C_TOTAL, C_SIGMA, C_MIG, C_TS = range(4)
+N_CONSTS = 4
+
+
+@njit(cache=True, nogil=True)
+def co_sums(i: int, mode: int, compat: np.ndarray, busy: np.ndarray, run_model: np.ndarray,
+            ritems: np.ndarray, rows: np.ndarray) -> tuple[bool, float, float]:
+    """What slot ``i`` (of domain ``mode``) reads of the jobs running on its co-runner slots:
+    ``(any, bandwidth sum, sm_share * busy sum)`` for MPS, ``(any, busy sum, 0)`` for time
+    slices, ``(any, sm_share * busy sum, 0)`` for MIG; added in slot order from 0, as
+    CoRunnerSlowdowns does (the same floats)."""
+    s0 = 0.0
+    s1 = 0.0
+    k = False
+    for j in range(busy.shape[0]):
+        if not compat[i, j] or not busy[j]:
+            continue
+        m = run_model[j]
+        it = ritems[j]
+        if mode == DOM_MPS:
+            s0 += rows[j, m, it, 0]
+            s1 += rows[j, m, it, 3]
+        elif mode == DOM_TIME:
+            s0 += rows[j, m, it, 2]
+        else:
+            s0 += rows[j, m, it, 1]
+        k = True
+    return k, s0, s1
+
+
+@njit(cache=True, nogil=True)
+def co_factor(rows: np.ndarray, i: int, m: int, it: int, mode: int, s0: float, s1: float,
+              consts: np.ndarray) -> float:
+    """The slowdown of ``it`` items of model ``m`` on slot ``i`` next to co-runners summed up in
+    ``(s0, s1)`` (:func:`co_sums`): CoRunnerSlowdowns._factors / _mps_factors, statement for
+    statement (the same floats)."""
+    if mode == DOM_TIME:
+        return (1.0 + s0) * (1.0 + consts[C_TS])
+    if mode == DOM_MIG:
+        busy = s0 / rows[i, m, it, 9]
+        return 1.0 + consts[C_MIG] * (1.0 if 1.0 < busy else busy)
+    total = consts[C_TOTAL]
+    sigma = consts[C_SIGMA]
+    bw = s0
+    nn = total * (rows[i, m, it, 4] + s1)
+    x = nn / total
+    if sigma == 0.0:
+        stretch = x if x > 1.0 else 1.0
+    else:
+        stretch = ((x if x > 1.0 else 1.0)
+                   * (1.0 + sigma * ((total if total < nn else nn) - 1.0)) / rows[i, m, it, 8])
+    x = stretch - 1.0
+    y = rows[i, m, it, 0] + bw - 1.0
+    f = (1.0 + rows[i, m, it, 10] + rows[i, m, it, 5] * (x if x > 0.0 else 0.0)
+         + rows[i, m, it, 6] * bw + rows[i, m, it, 7] * (y if y > 0.0 else 0.0)
+         + rows[i, m, it, 12] * s1)
+    r11 = rows[i, m, it, 11]
+    return r11 if r11 > f else f
 
 
 @njit(cache=True, nogil=True)
@@ -79,7 +152,9 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
                  done_t: np.ndarray, done_seq: np.ndarray, to_t: np.ndarray,
                  to_seq: np.ndarray, up_t: np.ndarray, up_seq: np.ndarray,
                  ints: np.ndarray, fl: np.ndarray, busy_s: np.ndarray, hist: np.ndarray,
-                 counts: np.ndarray) -> None:
+                 counts: np.ndarray, shaped: bool, predict: bool, dom: np.ndarray,
+                 compat: np.ndarray, rows: np.ndarray, consts: np.ndarray, factor: np.ndarray,
+                 jobcode: np.ndarray, lastkey: np.ndarray, jk: int) -> None:
     """Route and simulate the requests ``t_arr`` .. (arrival, model, size, deadline, ``1/SLA``;
     every one arrives by ``until``), then run the events up to ``until``: what
     ``SharedGpuSim.run_until(router, until)`` does. Every state array is read and written in
@@ -88,7 +163,14 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
 
     One copy of the batcher (``SharedGpuSim._try_dispatch`` with one priority level) serves
     both places that start batches, an admission and an event: each sets ``dp`` (the slot to
-    try) and the event loop runs it first, before looking for the next event."""
+    try) and the event loop runs it first, before looking for the next event, then
+    ``_reshape`` where the Python loop calls it (``dshape``).
+
+    With ``shaped`` (interference), ``dom``, ``compat``, ``rows`` and ``consts`` are
+    ``CoRunnerSlowdowns.kernel_tables`` of the current layout, ``factor`` the running batches'
+    slowdowns, ``jobcode`` the running set (``model * jk + items``, -1 idle) and ``lastkey``
+    the one ``_reshape`` saw last (valid where ``ints[I_LAST_KEY]``); ``predict`` slows the
+    finish times of :data:`ROUTE_EARLIEST` down by the predicted factors."""
     n = t_arr.shape[0]
     P, M = qlen.shape[0], qlen.shape[1]
     cap = qa.shape[2]
@@ -114,6 +196,10 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
     next_t = -inf
     dp = -1  # the slot whose batcher runs next (-1: none), and whether its timeout fired
     dforce = False
+    # After that: SharedGpuSim._reshape (0: no, 1: yes, 2: if the batcher started a batch).
+    dshape = 0
+    dsl = -1  # the slot of dshape == 2
+    fnew = np.ones(P)
     i = 0
     while True:
         horizon = t_arr[i] if i < n else inf
@@ -213,7 +299,57 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
                     rem[p] = dur
                     rt[p] = now
                     ritems[p] = items
+                    factor[p] = 1.0
+                    jobcode[p] = m * jk + items
                     break
+            if dshape:
+                # ---- SharedGpuSim._reshape: once the running set changed, each running batch
+                # whose slowdown changed is advanced to now at its old rate and rescheduled
+                if dshape == 1 or busy[dsl]:
+                    same = ints[I_LAST_KEY] == 1
+                    if same:
+                        for q in range(P):
+                            if jobcode[q] != lastkey[q]:
+                                same = False
+                                break
+                    if not same:
+                        ints[I_LAST_KEY] = 1
+                        count = 0
+                        for q in range(P):
+                            lastkey[q] = jobcode[q]
+                            fnew[q] = 1.0
+                            if busy[q] and dom[q] != DOM_NONE:
+                                count += 1
+                        if count >= 2:
+                            for q in range(P):
+                                if busy[q] and dom[q] != DOM_NONE:
+                                    anyco, s0, s1 = co_sums(q, dom[q], compat, busy, run_model,
+                                                            ritems, rows)
+                                    if anyco:
+                                        fnew[q] = co_factor(rows, q, run_model[q], ritems[q],
+                                                            dom[q], s0, s1, consts)
+                        for q in range(P):
+                            if not busy[q]:
+                                continue
+                            new = fnew[q]
+                            old = factor[q]
+                            if new == old:
+                                continue
+                            left = rem[q] - (now - rt[q]) / old
+                            if left < 0.0:
+                                left = 0.0
+                            rem[q] = left
+                            rt[q] = now
+                            factor[q] = new
+                            end = now + left * new
+                            seq += 1
+                            done_t[q] = end
+                            done_seq[q] = seq
+                            if end < next_t:
+                                next_t = end
+                            busy_s[q] += end - busy_until[q]
+                            busy_until[q] = end
+                dshape = 0
             if next_t > h:
                 break
             # the next event: the smallest (time, seq), as the heap pops
@@ -257,6 +393,9 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
                 rn[p] = 0
                 busy[p] = False
                 run_model[p] = -1
+                jobcode[p] = -1
+                if shaped:
+                    dshape = 1
                 if retiring[p]:
                     retiring[p] = False
                     ints[I_DRAIN_LEFT] -= 1
@@ -285,11 +424,15 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
                 to_t[p] = inf
                 dp = p
                 dforce = True
+                if shaped:
+                    dshape = 1
             else:  # SLOT_UP
                 up_t[p] = inf
                 if queued[p] and not busy[p]:
                     dp = p
                     dforce = False
+                    if shaped:
+                        dshape = 1
         if stop:
             now = until
             backlog += rate * (until - bt)
@@ -314,7 +457,18 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
                     d = up_at[r] - now
                     if d > wait:
                         wait = d
-                    fx[r] = wait + (work[r] + solo[r, m])
+                    if predict:
+                        # SharedGpuSim.predicted: the slowdown of a batch of one of m on r
+                        # next to what runs on the other slots (1 without a co-runner)
+                        fr = 1.0
+                        if dom[r] != DOM_NONE and active[r]:
+                            anyco, s0, s1 = co_sums(r, dom[r], compat, busy, run_model,
+                                                    ritems, rows)
+                            if anyco:
+                                fr = co_factor(rows, r, m, 1, dom[r], s0, s1, consts)
+                        fx[r] = wait + (work[r] + solo[r, m]) * fr
+                    else:
+                        fx[r] = wait + (work[r] + solo[r, m])
             a = earliest(fx, ok, True, True, now, dead_arr[i])
         else:
             anyok = False
@@ -356,6 +510,9 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
                 if not busy[a] and (to_t[a] == inf or by_model[a, m] >= max_batch):
                     dp = a
                     dforce = False
+                    if shaped:
+                        dshape = 2
+                        dsl = a
         i += 1
     ints[I_ARRIVED] += n
     ints[I_SEQ] = seq

@@ -158,9 +158,8 @@ class SharedGpuSim(GpuServingSim):
         self.latency = [list(row) for row in latency]
         self.power_w = None if power_w is None else list(power_w)
         self.fits = [list(row) for row in fits]
-        prio = np.asarray(arrivals.priority, dtype=np.int64)
         if priorities is True:
-            values = sorted({int(v) for v in np.unique(prio)}, reverse=True) or [0]
+            values = sorted({int(v) for v in np.unique(arrivals.priority)}, reverse=True) or [0]
         elif priorities is False:
             values = [0]
         else:
@@ -168,6 +167,7 @@ class SharedGpuSim(GpuServingSim):
         #: Priority values of the levels, most important first.
         self.level_values: tuple[int, ...] = tuple(values)
         if len(values) > 1:
+            prio = np.asarray(arrivals.priority, dtype=np.int64)
             # Level = how many known values are larger (clamped): unknown values fall in
             # with the next less important known one.
             known = np.array(values[::-1], dtype=np.int64)  # ascending
@@ -217,6 +217,8 @@ class SharedGpuSim(GpuServingSim):
         self._idle_energy = 0.0
         self._jk = max(len(r) for row in self.latency for r in row) + 1
         self._lat_cache: tuple[list[Any], np.ndarray] | None = None
+        # The batch sizes a job can have (see _kernel_tables; found once, when first needed).
+        self._batch_sizes: tuple[int, ...] | None = None
 
     # ------------------------------------------------------------------ decisions
     @property
@@ -381,13 +383,32 @@ class SharedGpuSim(GpuServingSim):
 
     @property
     def compiled_ok(self) -> bool:
-        """Whether :meth:`run_until_compiled` can run this simulator: no interference, one
-        priority class, no preemption (numba is not checked: see
-        :data:`envs.sim.device.compiled_shared.AVAILABLE`)."""
-        return self._slowdown is None and not self._priorities and not self._preempt
+        """Whether :meth:`run_until_compiled` can run this simulator: one priority class, no
+        preemption, and no interference or a slowdown function that gives the kernel its
+        tables (``kernel_tables``, as :class:`~envs.sim.device.tables.CoRunnerSlowdowns` does
+        where the kernel computes the same floats); numba is not checked: see
+        :data:`envs.sim.device.compiled_shared.AVAILABLE`."""
+        return not self._priorities and not self._preempt and (
+            self._slowdown is None or self._kernel_tables() is not None)
+
+    def _kernel_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The slowdown function's tables for the kernel on the current layout (None: it has
+        none; see :attr:`compiled_ok`)."""
+        tables = getattr(self._slowdown, "kernel_tables", None)
+        if tables is None:
+            return None
+        items = self._batch_sizes
+        if items is None:
+            # A batch holds up to max_batch items, or one request of more (its size).
+            B = self._max_batch
+            big = np.unique(self._size[self._size > B]).tolist()
+            items = self._batch_sizes = (*range(1, B + 1), *(int(n) for n in big))
+        out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = tables(
+            self.layout_id, self.n_models, items)
+        return out
 
     def run_until_compiled(self, t_end: float, rule: int, sms: Sequence[float] | None = None,
-                           cursor: int = 0) -> tuple[list[int], int]:
+                           cursor: int = 0, predict: bool = False) -> tuple[list[int], int]:
         """:meth:`run_until` ``t_end`` with a routing rule of
         :mod:`envs.sim.device.compiled_shared` deciding, as one compiled loop: the simulator is
         left exactly as :meth:`run_until` leaves it with that rule's router (the Python path
@@ -399,6 +420,8 @@ class SharedGpuSim(GpuServingSim):
                 ``ROUTE_LEAST_LOADED`` or ``ROUTE_ROUND_ROBIN``.
             sms: Per slot, the size least-loaded breaks ties with (its rule only).
             cursor: Round robin's cursor.
+            predict: With ``ROUTE_EARLIEST`` and interference, slow each slot's finish time
+                down by :meth:`predicted` (``Repartition``'s ``interference_aware``).
 
         Returns:
             ``(routed, cursor)``: requests routed per model, and round robin's cursor after.
@@ -408,10 +431,19 @@ class SharedGpuSim(GpuServingSim):
         """
         if self.pending is not None:
             raise RuntimeError("the pending request has not been decided")
-        if not self.compiled_ok:
-            raise RuntimeError("run_until_compiled needs a simulator without interference, "
-                               "priorities or preemption")
         P, M = self.n_partitions, self.n_models
+        shaped = self._slowdown is not None
+        tabs = self._kernel_tables() if shaped else None
+        if self._priorities or self._preempt or (shaped and tabs is None):
+            raise RuntimeError("run_until_compiled needs one priority class, no preemption, "
+                               "and no interference or a slowdown with kernel_tables")
+        if tabs is None:
+            dom = np.zeros(P, np.int64)
+            compat = np.zeros((P, P), np.bool_)
+            job_rows = np.zeros((1, 1, 1, cs.N_ROW))
+            consts = np.zeros(cs.N_CONSTS)
+        else:
+            dom, compat, job_rows, consts = tabs
         cap, B = self._capacity, self._max_batch
         # The requests arriving by t_end, as _load_chunk converts them.
         nxt = self._next
@@ -491,6 +523,11 @@ class SharedGpuSim(GpuServingSim):
         ints[cs.I_REJECTED] = c.dropped_rejected
         ints[cs.I_OVERFLOW] = c.dropped_overflow
         ints[cs.I_EXPIRED] = c.dropped_expired
+        last = self._last_key
+        ints[cs.I_LAST_KEY] = last is not None
+        lastkey = np.array(last if last is not None else [-1] * P, np.int64)
+        factor = np.array(self._factor, np.float64)
+        jobcode = np.array(self._jobcode, np.int64)
         fl = np.zeros(cs.N_FLOATS)
         fl[cs.F_NOW] = self.events.now
         fl[cs.F_BACKLOG] = self.backlog
@@ -528,7 +565,9 @@ class SharedGpuSim(GpuServingSim):
             busy, busy_until, run_model, up_at, retiring, active, changed,
             ra, rd, ri, rs, rn, rem, rt, ritems,
             ev_t[BATCH_DONE], ev_seq[BATCH_DONE], ev_t[BATCH_TIMEOUT], ev_seq[BATCH_TIMEOUT],
-            ev_t[SLOT_UP], ev_seq[SLOT_UP], ints, fl, busy_s, hist, counts)
+            ev_t[SLOT_UP], ev_seq[SLOT_UP], ints, fl, busy_s, hist, counts,
+            shaped, shaped and predict, dom, compat, job_rows, consts, factor, jobcode, lastkey,
+            self._jk)
         if ints[cs.I_ERROR]:
             raise RuntimeError("run_until_compiled: a slot would have two pending SLOT_UP "
                                "events")
@@ -562,7 +601,6 @@ class SharedGpuSim(GpuServingSim):
                 self._job[p] = None
                 self._jobcode[p] = -1
                 self._run_level[p] = self.n_levels
-            self._factor[p] = 1.0
             for kind in (BATCH_DONE, BATCH_TIMEOUT, SLOT_UP):
                 when = float(ev_t[kind, p])
                 made: Event | None = None
@@ -597,6 +635,12 @@ class SharedGpuSim(GpuServingSim):
         self._retiring[:] = retiring.tolist()
         self._rem[:] = rem.tolist()
         self._rt[:] = rt.tolist()
+        self._factor[:] = factor.tolist()
+        if ints[cs.I_LAST_KEY]:
+            key = tuple(lastkey.tolist())
+            if key != self._last_key:
+                self._last_key = key
+                self._pred_now = {}
         c.arrived = int(ints[cs.I_ARRIVED])
         c.completed = int(ints[cs.I_COMPLETED])
         c.good = int(ints[cs.I_GOOD])

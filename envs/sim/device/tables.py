@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.sim.device import compiled_shared as cs
 from envs.sim.device.shared import evict_oldest
 from hwmodels.interference import Demand, InterferenceModel
 from hwmodels.latency import LatencyModel
@@ -31,6 +32,8 @@ _Row = tuple[float, ...]
 #: Per slot, a row or a sum of rows (None: none).
 _PerSlot = tuple[tuple[float, ...] | None, ...]
 
+#: :meth:`CoRunnerSlowdowns.kernel_tables`' result: domains, compat, rows, constants.
+_KernelTables = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 #: Per slot of a layout of MPS shares (and empty slots): its rows by job, the MPS slots, and
 #: per slot the other MPS slots (ascending); see :meth:`CoRunnerSlowdowns._mps_info`.
 _MpsInfo = tuple[list[dict[tuple[int, int], _Row]], tuple[int, ...], list[tuple[int, ...]]]
@@ -231,6 +234,8 @@ class CoRunnerSlowdowns:
                                tuple[tuple[float, float] | None, ...]] | None = None
         # Per (layout id, job): the job's row on every MPS slot (None elsewhere).
         self._job_rows: dict[tuple[Hashable, tuple[int, int]], _PerSlot] = {}
+        # Per (layout id, models, items): kernel_tables' result.
+        self._kernel: dict[tuple[Hashable, int, tuple[int, ...]], _KernelTables] = {}
         p = model.params
         self._mig, self._ts = p["mig"], p["ts_switch"]
         self._mps = (p["mps_sm"], p["mps_bw"], p["mps_cache"])
@@ -571,6 +576,46 @@ class CoRunnerSlowdowns:
             mine = self._job_rows[key] = tuple(rows)
         return self._mps_factors([1.0] * len(sums), slots, mine, sums, active)
 
+    @property
+    def kernel_ready(self) -> bool:
+        """Whether :meth:`kernel_tables` gives tables (else it returns None)."""
+        return _PLAIN_SUM
+
+    def kernel_tables(self, layout_id: Hashable, n_models: int, items: tuple[int, ...]
+                      ) -> _KernelTables | None:
+        """What the compiled interval (:mod:`envs.sim.device.compiled_shared`) reads to compute
+        this callable's factors for ``layout_id``, the same floats: per slot its domain
+        (``DOM_*``), which slots interfere with which (``compat[i, j]``, ``i`` excluded), the
+        rows of :meth:`_row` (``rows[slot, model, n]``) for every model and each batch size
+        ``n`` of ``items`` (ascending; the sizes a batch can have) on every slot with a
+        partition (NaN elsewhere), and the constants ``(sm_count, sm_contention, mig,
+        ts_switch)``. Cached per ``(layout_id, n_models, items)``. None where the kernel's
+        sums would not be the same floats (``sum()`` compensates from Python 3.12 on)."""
+        if not _PLAIN_SUM:
+            return None
+        key = (layout_id, n_models, items)
+        hit = self._kernel.get(key)
+        if hit is not None:
+            return hit
+        doms, compat, _ = self._layout_info(layout_id)
+        P = len(doms)
+        code = {None: cs.DOM_NONE, "mps": cs.DOM_MPS, "time": cs.DOM_TIME, "mig": cs.DOM_MIG}
+        dom = np.array([code.get(d, cs.DOM_MPS) for d in doms], dtype=np.int64)
+        comp = np.zeros((P, P), dtype=np.bool_)
+        for i, js in enumerate(compat):
+            comp[i, list(js)] = True
+        rows = np.full((P, n_models, items[-1] + 1, cs.N_ROW), np.nan)
+        parts = self.layouts[layout_id]
+        for i in range(P):
+            if parts[i] is None:
+                continue
+            for m in range(n_models):
+                for it in items:
+                    rows[i, m, it] = self._row(layout_id, i, m, it)
+        consts = np.array([self._total, self._sigma, self._mig, self._ts], dtype=np.float64)
+        hit = self._kernel[key] = (dom, comp, rows, consts)
+        return hit
+
     def __getstate__(self) -> dict[str, Any]:
         # The interference model caches by object id, which a copy must not inherit.
         self.model._cache.clear()
@@ -585,3 +630,4 @@ class CoRunnerSlowdowns:
         self.__dict__.setdefault("_fused", {})
         self.__dict__.setdefault("_last_sums", None)
         self.__dict__.setdefault("_job_rows", {})
+        self.__dict__.setdefault("_kernel", {})
