@@ -96,6 +96,23 @@ def test_interference_recomputes_completions_when_a_corunner_starts_and_stops() 
     assert c.energy_j == pytest.approx(2 * 10.0 * 0.010 + 2 * 1.0 * 0.020)
 
 
+def test_a_batch_restarted_on_the_same_slot_gets_its_co_runners_slowdown() -> None:
+    """The same model and size restarting on a slot leaves the running set's key as it was;
+    the new batch must still get its slowdown (it ran unslowed before this was fixed).
+    A1 (slot 0) runs alone from 0 ms; B (slot 1) starts at 2 ms: both 2x. A1 ends at 18 ms and
+    A2, queued behind it, starts at once beside B: B's last 2 ms of work end at 22 ms; A2 does
+    2 ms of work by then and its last 8 ms alone end at 30 ms (28 ms if it ran unslowed)."""
+    sim = _two_slots([0.0, 0.001, 0.002], [0, 0, 1], slowdown=_both_busy_double)
+    for slot in (0, 0, 1):
+        sim.advance()
+        sim.place(slot)
+    sim.advance()
+    c = sim.counters
+    assert sim.done and c.completed == 3
+    assert sim.now == pytest.approx(0.030)
+    assert c.latency.total_s == pytest.approx(0.018 + 0.029 + 0.020)
+
+
 def test_interference_from_the_calibrated_model_mps_vs_mig() -> None:
     dev = load_device("a100-80gb")
     profiles = [build_profile("resnet50"), build_profile("bert-base")]

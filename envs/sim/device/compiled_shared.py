@@ -10,8 +10,9 @@ a re-partitioning under way (changed slots drain their running batch, then stay 
 sampled downtime; a slot comes back with its ``SLOT_UP`` event), and interference among
 co-runners (MPS shares; time slices and MIG slices that interfere too): where the Python loop
 calls :meth:`SharedGpuSim._reshape` the kernel does the same, at the same moments and with its
-early return when the running set is the one it saw last, computing the factors of
-:class:`~envs.sim.device.tables.CoRunnerSlowdowns` with the same statements on the rows its
+early return when the running set is the one it saw last (forgotten whenever a batch
+starts), computing the factors of :class:`~envs.sim.device.tables.CoRunnerSlowdowns` with
+the same statements on the rows its
 :meth:`~envs.sim.device.tables.CoRunnerSlowdowns.kernel_tables` gives (:func:`co_sums`,
 :func:`co_factor`), and rescheduling every running batch whose factor changed (advanced to
 ``now`` at its old rate, its completion at ``now + remaining x new``, a fresh ``seq``). Starting a
@@ -301,6 +302,7 @@ def run_interval(t_arr: np.ndarray, m_arr: np.ndarray, s_arr: np.ndarray, dead_a
                     ritems[p] = items
                     factor[p] = 1.0
                     jobcode[p] = m * jk + items
+                    ints[I_LAST_KEY] = 0  # as SharedGpuSim: _reshape must give it its factor
                     break
             if dshape:
                 # ---- SharedGpuSim._reshape: once the running set changed, each running batch

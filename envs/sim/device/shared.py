@@ -641,6 +641,9 @@ class SharedGpuSim(GpuServingSim):
             if key != self._last_key:
                 self._last_key = key
                 self._pred_now = {}
+        elif self._last_key is not None:
+            self._last_key = None
+            self._pred_now = {}
         c.arrived = int(ints[cs.I_ARRIVED])
         c.completed = int(ints[cs.I_COMPLETED])
         c.good = int(ints[cs.I_GOOD])
@@ -1093,6 +1096,10 @@ class SharedGpuSim(GpuServingSim):
         self._run_level[p] = run_level
         self._done[p], dur = self._start_batch(p, m, batch, items, now)
         self._factor[p] = 1.0
+        # The new batch runs unslowed until _reshape gives it its factor: that must happen
+        # even when the running set's key equals the last one (the same model and size
+        # restarted on p), so the key _reshape compares with is forgotten here.
+        self._last_key = None
         self._rem[p] = dur
         self._rt[p] = now
         self._job[p] = (m, items)
