@@ -6,7 +6,8 @@ arrivals: the trained policy frozen, the same policy learning online with PPO (a
 ``online.update_every`` decisions; by default it serves with its greedy actions while PPO
 explores on a twin of the env that replays the same arrivals, ``online.serving``), and the best
 heuristic on that episode. Writes
-``online.csv`` (goodput and good fraction per time window and arm), ``online_summary.csv``,
+``online.csv`` (goodput and good fraction per time window and arm), ``online_timelines.npz``
+(every decision's clock and counts per arm), ``online_summary.csv``,
 ``plots/online_goodput.png`` and an "Online learning" section of ``report.md``.
 """
 
@@ -146,6 +147,7 @@ def run_online(cfg: DictConfig, spec: EnvSpec, model: Any, baselines: list[str],
         rows += [{"arm": a.name, "start_s": lo, "end_s": hi, "goodput": g, "good_fraction": f}
                  for lo, hi, g, f in zip(edges[:-1], edges[1:], goodput, frac, strict=True)]
     write_atomic(out / "online.csv", _csv(rows))
+    _save_timelines(arms, out / "online_timelines.npz")
     summary = []
     for a in arms:
         goodput, _ = a.windows(edges)
@@ -163,6 +165,19 @@ def run_online(cfg: DictConfig, spec: EnvSpec, model: Any, baselines: list[str],
                   "sla_attainment": r["sla_attainment"], "sla_attainment_std": 0.0}
                  for r in summary], "online episode: whole-episode results")
     return _section(s, summary, shifts, width, best, scores, plot)
+
+
+def _save_timelines(arms: list[Any], path: Path) -> None:
+    """Every arm's per-decision clock and cumulative arrived / good counts (``arm{i}_time_s``,
+    ``arm{i}_arrived``, ``arm{i}_good``; ``names``), for re-analysis without re-serving."""
+    data: dict[str, np.ndarray] = {"names": np.array([a.name for a in arms])}
+    for i, a in enumerate(arms):
+        data[f"arm{i}_time_s"] = np.asarray(a.time_s)
+        data[f"arm{i}_arrived"] = np.asarray(a.arrived, dtype=np.int64)
+        data[f"arm{i}_good"] = np.asarray(a.good, dtype=np.int64)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **data)  # type: ignore[arg-type]
+    write_atomic(path, buf.getvalue())
 
 
 def _shift_times(make: Any, s: dict[str, Any], end_s: float) -> list[float]:

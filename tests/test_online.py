@@ -204,4 +204,7 @@ def test_experiment_online_end_to_end(tmp_path: Path) -> None:
     with open(out / "online.csv") as f:
         assert len(list(csv.DictReader(f))) == 3 * 6
     assert (out / "plots" / "online_goodput.png").stat().st_size > 1000
+    saved = np.load(out / "online_timelines.npz")
+    assert saved["names"].tolist() == arms
+    assert len(saved["arm2_good"]) == len(saved["arm2_time_s"]) == 1500
     assert "## Online learning" in (out / "report.md").read_text()
