@@ -4,8 +4,10 @@ while it serves, and the best heuristic — with goodput over time and the time 
 recover after a shift of the workload.
 
 The arrivals of an episode depend only on its seed (a trace never reacts to the actions), so
-the three arms see exactly the same queries. The online arm acts with PPO's sampled actions (it
-is on-policy) and updates every ``update_every`` decisions; the frozen arm and the heuristic act
+the three arms see exactly the same queries. The online arm serves with the learner's
+deterministic (argmax) actions while PPO, which is on-policy, collects its sampled rollouts on a
+twin of the env that replays the same arrivals in lockstep (see :func:`serve_learning`), and
+updates every ``update_every`` decisions; the frozen arm and the heuristic act
 deterministically.
 """
 
@@ -84,43 +86,94 @@ def serve(make_env: Callable[[], gym.Env[Any, Any]], policy: Policy, seed: int,
 
 def serve_learning(make_env: Callable[[], gym.Env[Any, Any]], new_model: Callable[[Any], Any],
                    pretrained: Any | None, seed: int, name: str = "online",
-                   progress: bool = False) -> tuple[Timeline, Any]:
+                   progress: bool = False,
+                   serving: str = "greedy") -> tuple[Timeline, Any, Timeline | None]:
     """One episode served by a policy that keeps learning: ``new_model(vec_env)`` builds the
     learner (e.g. MaskablePPO with ``n_steps`` = the update interval), which starts from
-    ``pretrained``'s weights when given and trains with PPO on the episode's own decisions until
-    it ends. Returns the timeline and the learner."""
+    ``pretrained``'s weights when given and trains with PPO until the episode ends.
+
+    ``serving="greedy"``: the served stream gets the learner's deterministic (argmax) action at
+    every decision, and PPO collects its on-policy rollouts with sampled actions on a *twin*:
+    a second copy of the env reset with the same seed, so it sees exactly the served stream's
+    arrivals (the trace never reacts to actions), stepped in lockstep — the twin's k-th
+    decision is the same query, at the same arrival time, as the served stream's k-th. Its
+    queues differ (its actions do), which is the point: exploration costs the twin, not the
+    users. Served decision k uses the weights of the last update, trained on twin decisions
+    before k; nothing of the future is seen. ``serving="sampled"``: PPO's sampled actions serve
+    the stream itself (no twin; exploration is paid in served queries).
+
+    Returns:
+        The served stream's timeline, the learner, and the twin's timeline (None when
+        ``serving="sampled"``).
+
+    Raises:
+        ValueError: ``serving`` is neither ``"greedy"`` nor ``"sampled"``.
+    """
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    if serving not in ("greedy", "sampled"):
+        raise ValueError(f"serving: expected 'greedy' or 'sampled', got {serving!r}")
     timeline = Timeline(name)
+    twin_timeline = Timeline(f"{name} (twin)") if serving == "greedy" else None
 
     class _Reseeded(gym.Wrapper[Any, Any, Any, Any]):
         def reset(self, **kwargs: Any) -> Any:
             return self.env.reset(seed=seed)  # the episode the other arms serve
 
-    venv = DummyVecEnv([lambda: _Recorder(_Reseeded(make_env()), timeline)])
+    rollout_timeline = twin_timeline if twin_timeline is not None else timeline
+    venv = DummyVecEnv([lambda: _Recorder(_Reseeded(make_env()), rollout_timeline)])
     model = new_model(venv)
     if pretrained is not None:
         model.policy.load_state_dict(pretrained.policy.state_dict())
 
-    class _UntilEpisodeEnds(BaseCallback):
+    served: _Recorder | None = None
+    if twin_timeline is not None:
+        served = _Recorder(make_env(), timeline)
+    stream = {"obs": served.reset(seed=seed)[0] if served is not None else None, "done": False}
+
+    def serve_one() -> None:
+        assert served is not None
+        action, _ = model.predict(stream["obs"], deterministic=True,
+                                  action_masks=masks_of(served))
+        stream["obs"], _, terminated, truncated, _ = served.step(int(action))
+        stream["done"] = bool(terminated or truncated)
+
+    class _Serve(BaseCallback):
+        """After each rollout decision: the served stream's decision for the same query (greedy
+        mode); stops when the episode ends."""
+
         def _on_step(self) -> bool:
-            return not bool(self.locals["dones"][0])
+            twin_done = bool(self.locals["dones"][0])
+            if served is None:
+                return not twin_done
+            serve_one()
+            return not (twin_done or stream["done"])
 
     # More steps than the episode has decisions: the callback stops at its end.
     n_decisions = int(getattr(venv.envs[0].unwrapped, "episode_queries", 10**9))
-    model.learn(total_timesteps=n_decisions * 2 + 1, callback=_UntilEpisodeEnds(),
+    model.learn(total_timesteps=n_decisions * 2 + 1, callback=_Serve(),
                 progress_bar=progress, reset_num_timesteps=True)
     venv.close()
-    return timeline, model
+    if served is not None:
+        while not stream["done"]:  # (only if the twin ended first: not lockstep)
+            serve_one()
+        served.close()
+    return timeline, model, twin_timeline
 
 
 def recovery_times(timelines: Sequence[Timeline], shifts_s: Sequence[float], end_s: float,
-                   window_s: float, fraction: float = 0.95) -> dict[str, list[float]]:
-    """Per arm and per shift, the seconds from the shift until the arm's windowed good fraction
-    (in-SLA queries / arrivals, sliding windows of ``window_s``) first reaches ``fraction`` of
-    the reference: the best arm's mean good fraction over the second half of that phase. NaN:
-    not recovered before the next shift (or the episode's end).
+                   window_s: float, fraction: float = 0.95,
+                   hold: int = 1) -> dict[str, list[float]]:
+    """Per arm and per shift, the seconds from the shift to the end of the first sliding window
+    (width ``window_s``, starts every quarter window from the shift) whose good fraction
+    (in-SLA queries / arrivals) reaches ``fraction`` of the reference — the best arm's mean
+    good fraction over the second half of that phase — and holds it: the good fraction over
+    the ``hold`` windows from that window's start, counted together, reaches it too. NaN: not
+    recovered before the next shift (or the episode's end).
+
+    ``hold=1`` counts the first window that reaches the level, however briefly; a larger hold
+    keeps one lucky window of an arm that stays below the level from counting as recovered.
 
     Args:
         timelines: The arms.
@@ -128,7 +181,10 @@ def recovery_times(timelines: Sequence[Timeline], shifts_s: Sequence[float], end
         end_s: End of the last phase.
         window_s: Width of the sliding window.
         fraction: Share of the reference that counts as recovered.
+        hold: Windows over which the level must hold (>= 1), all inside the phase.
     """
+    if hold < 1:
+        raise ValueError(f"hold: must be >= 1, got {hold}")
     bounds = [*shifts_s, end_s]
     out: dict[str, list[float]] = {t.name: [] for t in timelines}
     step = window_s / 4
@@ -152,9 +208,13 @@ def recovery_times(timelines: Sequence[Timeline], shifts_s: Sequence[float], end
             for t in timelines:
                 out[t.name].append(float("nan"))
             continue
-        ref = max(levels)
+        level = fraction * max(levels)
+        span = hold * window_s
+        inside = lo + span <= stop + 1e-12
         for t in timelines:
-            ok = np.flatnonzero(series[t.name] >= fraction * ref)
+            _, held = _sliding(t, lo, span)
+            with np.errstate(invalid="ignore"):
+                ok = np.flatnonzero((series[t.name] >= level) & (held >= level) & inside)
             out[t.name].append(float(lo[ok[0]] + window_s - start) if len(ok) else float("nan"))
     return out
 

@@ -3,8 +3,11 @@
 After the usual training, export and evaluation, one long episode whose workload shifts
 (``online.trace``, by default the model mix rotating twice) is served three ways on the same
 arrivals: the trained policy frozen, the same policy learning online with PPO (an update every
-``online.update_every`` decisions), and the best heuristic on that episode. Writes
-``online.csv`` (goodput and good fraction per time window and arm), ``online_summary.csv``,
+``online.update_every`` decisions; by default it serves with its greedy actions while PPO
+explores on a twin of the env that replays the same arrivals, ``online.serving``), and the best
+heuristic on that episode. Writes
+``online.csv`` (goodput and good fraction per time window and arm), ``online_timelines.npz``
+(every decision's clock and counts per arm), ``online_summary.csv``,
 ``plots/online_goodput.png`` and an "Online learning" section of ``report.md``.
 """
 
@@ -22,6 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.common import EnvSpec, UserError, write_atomic
 from experiments.report import print_table
 
+#: ``online.serving``: how the learning arm serves, and its name in the tables.
+SERVING = {"greedy": "online (greedy; PPO on a twin)",
+           "sampled": "online (PPO's sampled actions)"}
+
 
 def online_settings(cfg: DictConfig) -> dict[str, Any] | None:
     """``online.*`` checked (None when the study is off).
@@ -35,16 +42,21 @@ def online_settings(cfg: DictConfig) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         raise UserError(f"online: expected a mapping, got {raw!r}")
     known = {"trace", "episode_queries", "load", "update_every", "windows", "seed",
-             "recover_fraction", "learning_rate"}
+             "recover_fraction", "recover_hold", "learning_rate", "serving"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise UserError(f"online.{unknown[0]}: unknown key; known: {', '.join(sorted(known))}")
     s = {"trace": "mix-shift", "episode_queries": 150_000, "load": None, "update_every": 1024,
-         "windows": 60, "seed": 30_000, "recover_fraction": 0.95, "learning_rate": None, **raw}
+         "windows": 60, "seed": 30_000, "recover_fraction": 0.95, "recover_hold": 5,
+         "learning_rate": None, "serving": "greedy", **raw}
     s["source"] = _trace(s["trace"])
-    for key, low in (("episode_queries", 100), ("update_every", 8), ("windows", 4)):
+    for key, low in (("episode_queries", 100), ("update_every", 8), ("windows", 4),
+                     ("recover_hold", 1)):
         if not isinstance(s[key], int) or s[key] < low:
             raise UserError(f"online.{key}: must be an integer >= {low}, got {s[key]!r}")
+    if s["serving"] not in SERVING:
+        raise UserError(f"online.serving: expected one of {', '.join(SERVING)}, "
+                        f"got {s['serving']!r}")
     if s["load"] is not None and not float(s["load"]) > 0:
         raise UserError(f"online.load: must be > 0, got {s['load']}")
     if not 0 < float(s["recover_fraction"]) <= 1:
@@ -118,15 +130,16 @@ def run_online(cfg: DictConfig, spec: EnvSpec, model: Any, baselines: list[str],
             kw["learning_rate"] = float(s["learning_rate"])
         return instantiate(cfg.agent, _convert_="all", **kw)(env=venv, seed=seed)
 
-    online, _ = serve_learning(make, new_model, model, seed, "online (PPO while serving)",
-                               progress=bool(cfg.progress))
+    online, _, _ = serve_learning(make, new_model, model, seed, SERVING[s["serving"]],
+                                  progress=bool(cfg.progress), serving=str(s["serving"]))
     arms.append(online)
 
     end_s = max(a.time_s[-1] for a in arms)
     edges = np.linspace(0.0, end_s, int(s["windows"]) + 1)
     shifts = _shift_times(make, s, end_s)
     width = end_s / int(s["windows"])
-    rec = recovery_times(arms, shifts, end_s, width, float(s["recover_fraction"]))
+    rec = recovery_times(arms, shifts, end_s, width, float(s["recover_fraction"]),
+                         int(s["recover_hold"]))
 
     rows = []
     for a in arms:
@@ -134,13 +147,17 @@ def run_online(cfg: DictConfig, spec: EnvSpec, model: Any, baselines: list[str],
         rows += [{"arm": a.name, "start_s": lo, "end_s": hi, "goodput": g, "good_fraction": f}
                  for lo, hi, g, f in zip(edges[:-1], edges[1:], goodput, frac, strict=True)]
     write_atomic(out / "online.csv", _csv(rows))
+    _save_timelines(arms, out / "online_timelines.npz")
     summary = []
     for a in arms:
         goodput, _ = a.windows(edges)
-        last = goodput[len(goodput) * 2 // 3:]
+        n = len(goodput)
+        thirds = [goodput[: n // 3], goodput[n // 3: n * 2 // 3], goodput[n * 2 // 3:]]
         summary.append({"arm": a.name, "goodput": float(a.final.get("goodput", math.nan)),
                         "sla_attainment": float(a.final.get("sla_attainment", math.nan)),
-                        "last_third_goodput": float(np.mean(last)),
+                        "first_third_goodput": float(np.mean(thirds[0])),
+                        "middle_third_goodput": float(np.mean(thirds[1])),
+                        "last_third_goodput": float(np.mean(thirds[2])),
                         **{f"recover_s_shift{k + 1}": v for k, v in enumerate(rec[a.name])}})
     write_atomic(out / "online_summary.csv", _csv(summary))
     plot = _plot(arms, edges, shifts, out / "plots")
@@ -148,6 +165,19 @@ def run_online(cfg: DictConfig, spec: EnvSpec, model: Any, baselines: list[str],
                   "sla_attainment": r["sla_attainment"], "sla_attainment_std": 0.0}
                  for r in summary], "online episode: whole-episode results")
     return _section(s, summary, shifts, width, best, scores, plot)
+
+
+def _save_timelines(arms: list[Any], path: Path) -> None:
+    """Every arm's per-decision clock and cumulative arrived / good counts (``arm{i}_time_s``,
+    ``arm{i}_arrived``, ``arm{i}_good``; ``names``), for re-analysis without re-serving."""
+    data: dict[str, np.ndarray] = {"names": np.array([a.name for a in arms])}
+    for i, a in enumerate(arms):
+        data[f"arm{i}_time_s"] = np.asarray(a.time_s)
+        data[f"arm{i}_arrived"] = np.asarray(a.arrived, dtype=np.int64)
+        data[f"arm{i}_good"] = np.asarray(a.good, dtype=np.int64)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **data)  # type: ignore[arg-type]
+    write_atomic(path, buf.getvalue())
 
 
 def _shift_times(make: Any, s: dict[str, Any], end_s: float) -> list[float]:
@@ -207,20 +237,26 @@ def _plot(arms: list[Any], edges: np.ndarray, shifts: list[float], out_dir: Path
 
 def _section(s: dict[str, Any], summary: list[dict[str, Any]], shifts: list[float],
              width: float, best: str, scores: dict[str, float], plot: Path) -> str:
-    head = "| arm | goodput q/s | SLA | last third q/s | " + " | ".join(
+    head = "| arm | goodput q/s | SLA | thirds q/s | " + " | ".join(
         f"recover after shift {k + 1} (s)" for k in range(len(shifts))) + " |"
     lines = ["## Online learning (one drifting episode, the same arrivals for every arm)", "",
              f"Trace `{_name(s)}`, {s['episode_queries']:,} queries, seed {s['seed']}; the "
-             f"online arm updates with PPO every {s['update_every']} decisions. Shifts at "
+             f"online arm updates with PPO every {s['update_every']} decisions"
+             + (" and serves with its greedy actions while PPO explores on a twin of the env "
+                "that replays the same arrivals" if s["serving"] == "greedy" else
+                " and serves with PPO's sampled actions") + ". Shifts at "
              + (", ".join(f"{t:.2f} s" for t in shifts) or "none known") + f"; windows of "
-             f"{width:.3f} s. Recovered: the windowed in-SLA fraction first reaches "
+             f"{width:.3f} s; goodput per third of the windows. Recovered: the end of the first "
+             f"window after the shift whose in-SLA fraction reaches "
              f"{float(s['recover_fraction']):.0%} of the best arm's level over the second half "
-             "of the phase (blank: not recovered).", "", head,
+             f"of the phase and holds it over the next {int(s['recover_hold'])} window(s) "
+             "counted together (blank: not recovered within the phase).", "", head,
              "|---|---:|---:|---:|" + "---:|" * len(shifts)]
     for r in summary:
         rec = [r[f"recover_s_shift{k + 1}"] for k in range(len(shifts))]
         lines.append(f"| {r['arm']} | {r['goodput']:.1f} | {r['sla_attainment']:.3f} | "
-                     f"{r['last_third_goodput']:.1f} | "
+                     f"{r['first_third_goodput']:.0f} / {r['middle_third_goodput']:.0f} / "
+                     f"{r['last_third_goodput']:.0f} | "
                      + " | ".join("" if math.isnan(x) else f"{x:.3f}" for x in rec) + " |")
     lines += ["", "Heuristics on this episode (goodput q/s): "
               + ", ".join(f"{n} {v:.1f}" for n, v in sorted(scores.items(), key=lambda x: -x[1]))
