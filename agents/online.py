@@ -110,6 +110,7 @@ def serve_learning(make_env: Callable[[], gym.Env[Any, Any]], new_model: Callabl
         ValueError: ``serving`` is neither ``"greedy"`` nor ``"sampled"``.
     """
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     if serving not in ("greedy", "sampled"):
@@ -124,6 +125,7 @@ def serve_learning(make_env: Callable[[], gym.Env[Any, Any]], new_model: Callabl
     rollout_timeline = twin_timeline if twin_timeline is not None else timeline
     venv = DummyVecEnv([lambda: _Recorder(_Reseeded(make_env()), rollout_timeline)])
     model = new_model(venv)
+    model.set_logger(Logger(None, []))  # SB3's default leaves an empty SB3-* dir in /tmp
     if pretrained is not None:
         model.policy.load_state_dict(pretrained.policy.state_dict())
 
