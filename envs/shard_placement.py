@@ -84,14 +84,16 @@ class ShardPlacementEnv(ShardRoutingEnv):
     | ``slots``   | (N,)    | shards held or loading / ``max_shards``                      |
     | ``up``      | (N,)    | 1 if the node is up and reachable                            |
     | ``rates``   | (1,)    | recent request rate / capacity of the initial placement      |
-    | ``node_demand`` | (S*N,) | with ``tier_obs``: shard ``s``'s recent work (node-seconds per second) if node ``n`` served all of it, at node ``n``'s tiers and hit rate |
+    | ``node_demand`` | (S*N,) | (``tier_obs``) shard ``s``'s work rate at node ``n`` |
 
-    ``node_demand`` prices each request's sub-requests at every node as the router's
-    prediction does (overhead + the larger of the fast- and slow-tier reads, misses from the
-    node's hit rate for the shard: measured where it holds the shard, else the Che estimate of
-    its cache with the shard added, :func:`envs.sim.dlrm.added_row_hit`), decayed as
-    ``demand``. On a cluster with one tier it differs between nodes only by their hit rates;
-    with ``node_tiers`` it shows where a shard would be served fast.
+    ``node_demand`` (index ``s * N + n``) is shard ``s``'s recent work (node-seconds per
+    second) if node ``n`` served all of it, at node ``n``'s tiers and hit rate: each request's
+    sub-requests priced at every node as the router's prediction does (overhead + the larger
+    of the fast- and slow-tier reads, misses from the node's hit rate for the shard: measured
+    where it holds the shard, else the Che estimate of its cache with the shard added,
+    :func:`envs.sim.dlrm.added_row_hit`), decayed as ``demand``. On a cluster with one tier
+    it differs between nodes only by their hit rates; with ``node_tiers`` it shows where a
+    shard would be served fast.
 
     ## Rewards
 
@@ -165,7 +167,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
             obs_spaces["node_demand"] = box(0.0, _CLIP, (S * N,), np.float32)
             #: Hit-rate prior of every (node, shard) for the shards a node does not hold.
             self._hit_prior = added_row_hit(self.layout, self.capacity)
-        self.observation_space = spaces.Dict(obs_spaces)  # type: ignore[assignment]
+        self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = spaces.Discrete(1 + S * N)
         # Rows shipped to warm a new replica: the steady-state cache share of each segment on
         # the shard's first replica (the Che estimate).
