@@ -176,6 +176,17 @@ class ShardPlacementEnv(ShardRoutingEnv):
             segs = self.layout.seg_shard == s
             warm[segs] = self.capacity.warm_rows[reps[0], segs]
         self._warm_ship = warm
+        # Per target node: no more rows than the node's row cache holds (with one cache size
+        # on every node this is ``warm`` itself: a replica's rows of a shard fit its cache).
+        ship = np.repeat(warm[None, :], N, axis=0)
+        for s in range(S):
+            segs = self.layout.seg_shard == s
+            total = int(warm[segs].sum())
+            for n in range(N):
+                cap = self.layout.cache_rows[n]
+                if total > cap:
+                    ship[n, segs] = warm[segs] * cap // total
+        self._warm_ship_to = ship
         self._fixed_list: list[float] = self._fixed.tolist()
         self._bps_list: list[float] = self._bps.tolist()
         self._pmask = np.ones(1 + S * N, dtype=bool)
@@ -227,7 +238,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
             if sim.holds[n, s]:
                 sim.drop_replica(s, n)
             else:
-                sim.add_replica(s, n, self._warm_ship)
+                sim.add_replica(s, n, self._warm_ship_to[n])
                 started = 1
         self._started += started
         req = sim.pending.req
