@@ -321,12 +321,13 @@ class TierAwarePlacement(PlacementHeuristic):
         gain: Relative drop of the price a change must bring.
         busy: Load (node-seconds per second) of the busiest node below which the placement is
             left alone.
-        period: Decisions between two looks (a look prices up to a few hundred placements).
+        period: Decisions between two looks (a look prices up to a few hundred placements;
+            1, the default, decides from the observation alone, as a teacher to clone must).
     """
 
     name = "tier_aware"
 
-    def __init__(self, gain: float = 0.1, busy: float = 0.25, period: int = 8) -> None:
+    def __init__(self, gain: float = 0.1, busy: float = 0.25, period: int = 1) -> None:
         if not 0.0 <= gain < 1.0:
             raise ValueError(f"gain must be in [0, 1), got {gain}")
         if period < 1:

@@ -129,7 +129,7 @@ def test_tier_aware_adds_where_service_is_fastest() -> None:
     mask[0] = True
     mask[1 + 0 * 3 + 0] = True  # add shard 0 on node 0
     mask[1 + 1 * 3 + 1] = True  # add shard 1 on node 1
-    pol = TierAwarePlacement()
+    pol = TierAwarePlacement(period=8)
     assert pol.act(_grid_obs(holds, demand, np.array([0.5, 0.5, 0.5])), mask) == 1
     # Nothing to gain below `busy`; and between looks it keeps.
     assert TierAwarePlacement(busy=5.0).act(
