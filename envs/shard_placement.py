@@ -85,6 +85,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
     | ``up``      | (N,)    | 1 if the node is up and reachable                            |
     | ``rates``   | (1,)    | recent request rate / capacity of the initial placement      |
     | ``node_demand`` | (S*N,) | (``tier_obs``) shard ``s``'s work rate at node ``n`` |
+    | ``best_demand`` | (S,) | (``tier_obs``) its smallest ``node_demand`` over its live replicas |
 
     ``node_demand`` (index ``s * N + n``) is shard ``s``'s recent work (node-seconds per
     second) if node ``n`` served all of it, at node ``n``'s tiers and hit rate: each request's
@@ -93,7 +94,8 @@ class ShardPlacementEnv(ShardRoutingEnv):
     where it holds the shard, else the Che estimate of its cache with the shard added,
     :func:`envs.sim.dlrm.added_row_hit`), decayed as ``demand``. On a cluster with one tier
     it differs between nodes only by their hit rates; with ``node_tiers`` it shows where a
-    shard would be served fast.
+    shard would be served fast. ``best_demand`` is the shard's at its fastest live replica (0
+    when none), so a toggle's worth can be read against what the shard has already.
 
     ## Rewards
 
@@ -165,6 +167,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
         }
         if self.tier_obs:
             obs_spaces["node_demand"] = box(0.0, _CLIP, (S * N,), np.float32)
+            obs_spaces["best_demand"] = box(0.0, _CLIP, (S,), np.float32)
             #: Hit-rate prior of every (node, shard) for the shards a node does not hold.
             self._hit_prior = added_row_hit(self.layout, self.capacity)
         self.observation_space = spaces.Dict(obs_spaces)
@@ -333,6 +336,14 @@ class ShardPlacementEnv(ShardRoutingEnv):
             self._util_t = now
         self._rate_t = now
 
+    def _tier_keys(self, sim: ShardSim, obs: Obs) -> None:
+        """``node_demand`` and ``best_demand`` into ``obs``."""
+        nd = self._node_demand
+        obs["node_demand"] = _f32(nd.reshape(-1))
+        live = sim.holds.T & np.asarray(sim.up(), dtype=bool)[None, :]  # (S, N)
+        best = np.where(live, nd, np.inf).min(axis=1)
+        obs["best_demand"] = _f32(np.where(np.isfinite(best), best, 0.0))
+
     def _node_work(self, sim: ShardSim) -> np.ndarray:
         """``(S, N)``: node-seconds each of the pending request's sub-requests would take at
         each node (zero for shards it has no sub-request in)."""
@@ -421,7 +432,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
                 "rates": np.array([clip(self._rate / self.capacity_qps)], dtype=np.float32),
             }
             if self.tier_obs:
-                obs["node_demand"] = _f32(self._node_demand.reshape(-1))
+                self._tier_keys(sim, obs)
             self._last_obs = obs
             return obs
         obs = {
@@ -437,7 +448,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
             "rates": np.array([clip(self._rate / self.capacity_qps)], dtype=np.float32),
         }
         if self.tier_obs:
-            obs["node_demand"] = _f32(self._node_demand.reshape(-1))
+            self._tier_keys(sim, obs)
         self._last_obs = obs
         return obs
 

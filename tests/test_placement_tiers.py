@@ -47,7 +47,8 @@ def test_preset_is_the_routing_tiers_cluster() -> None:
 def test_tier_obs_off_by_default() -> None:
     env = gym.make("ldsgym/ShardPlacement-v0", node_tiers=[dict(t) for t in TIER_NODES])
     obs, _ = env.reset(seed=0)
-    assert "node_demand" not in obs and "node_demand" not in env.observation_space.spaces
+    for key in ("node_demand", "best_demand"):
+        assert key not in obs and key not in env.observation_space.spaces
 
 
 def test_node_demand_uses_each_nodes_tiers_and_hit_rate() -> None:
@@ -78,6 +79,10 @@ def test_node_demand_uses_each_nodes_tiers_and_hit_rate() -> None:
     for s in seen:
         assert got[s, 0] <= got[s, 1]
     assert 1 in seen and got[1, 0] < 0.2 * got[1, 1]
+    # best_demand: each shard's node_demand at its fastest live replica.
+    want_best = [got[s][sim.holds[:, s]].min() for s in range(S)]
+    assert obs["best_demand"] == pytest.approx(want_best)
+    assert obs["best_demand"][1] > 5 * obs["best_demand"][0]  # shard 0 has a GPU replica
     assert env.observation_space.contains(obs)
     for _ in range(50):
         obs, *_ = env.step(0)
