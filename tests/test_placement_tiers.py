@@ -192,3 +192,22 @@ def test_tier_aware_on_tiers_gives_every_shard_a_gpu_replica_within_slots() -> N
 
 def test_registered_as_a_placement_baseline() -> None:
     assert baselines_for(TIERS)["tier_aware"]().name == "tier_aware"
+
+
+def test_experiment_spells_out_the_preset() -> None:
+    """experiment=simd_placement_tiers repeats the preset's node_tiers (the env group's kwargs
+    replace a preset's): they must stay equal, with tier_obs and the tier-aware keys."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from experiments.common import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=simd_placement_tiers"])
+    kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)
+    assert isinstance(kwargs, dict)
+    assert kwargs["node_tiers"] == [dict(t) for t in TIER_NODES]
+    assert kwargs["tier_obs"] is True and cfg.env.id == TIERS
+    assert "node_demand" in cfg.agent.policy_kwargs.cell_keys
+    assert "best_demand" in cfg.agent.policy_kwargs.row_keys
+    assert cfg.warm_start.teacher == "tier_aware" and cfg.warm_start.rare_weight > 1
