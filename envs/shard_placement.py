@@ -134,6 +134,9 @@ class ShardPlacementEnv(ShardRoutingEnv):
     * v0 (unchanged dynamics): masked, out-of-range and non-integer actions raise ``ValueError``
       in every env (:mod:`envs.actions`) instead of being treated as ``0``; valid actions give the
       same episodes as before (golden trajectories bit-identical).
+    * v0 (unchanged dynamics where every node has the same row cache): ``tier_obs`` (the
+      ``node_demand`` and ``best_demand`` keys) and ``ldsgym/ShardPlacement-Tiers-v0``; with
+      ``node_tiers`` a new replica's warm rows are capped at the target node's row cache.
     """
 
     def __init__(self, max_shards: int | None = None, min_replicas: int = 1,
