@@ -53,10 +53,16 @@ def collect(env: gym.Env[Any, Any], teacher: Policy, n_steps: int,
 
 
 def clone(model: Any, obs: dict[str, np.ndarray], masks: np.ndarray, actions: np.ndarray,
-          epochs: int = 5, batch_size: int = 256, lr: float = 1e-3, seed: int = 0
-          ) -> list[float]:
+          epochs: int = 5, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
+          weights: np.ndarray | None = None) -> list[float]:
     """Fit ``model.policy`` (a MaskablePPO policy) to the teacher's actions; returns the mean
-    negative log-likelihood per epoch."""
+    negative log-likelihood per epoch (weighted by ``weights``, one per decision, where
+    given: e.g. more weight on a teacher's rare actions)."""
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float32)
+        if weights.shape != (len(actions),) or not (weights > 0).all():
+            raise ValueError(f"weights: expected {len(actions)} positive values, got shape "
+                             f"{weights.shape}")
     policy = model.policy
     policy.set_training_mode(True)
     opt = th.optim.Adam(policy.parameters(), lr=lr)
@@ -71,7 +77,11 @@ def clone(model: Any, obs: dict[str, np.ndarray], masks: np.ndarray, actions: np
             ob, _ = policy.obs_to_tensor({k: v[idx] for k, v in obs.items()})
             act = th.as_tensor(actions[idx], device=policy.device)
             _, logp, _ = policy.evaluate_actions(ob, act, action_masks=masks[idx])
-            loss = -logp.mean()
+            if weights is None:
+                loss = -logp.mean()
+            else:
+                w = th.as_tensor(weights[idx], device=policy.device)
+                loss = -(w * logp).sum() / w.sum()
             opt.zero_grad()
             loss.backward()
             opt.step()

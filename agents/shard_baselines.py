@@ -300,7 +300,143 @@ class HotReplicate(PlacementHeuristic):
         return 0
 
 
+def balanced_loads(demand: np.ndarray, live: np.ndarray, iterations: int = 40) -> np.ndarray:
+    """Node loads under the balancing split, for a batch of placements.
+
+    Each shard's traffic is split over its live replicas so that node loads even out
+    (iterative proportional fitting, as :func:`envs.sim.dlrm.estimate_capacity`); a node's load
+    is ``sum_s x[s, n] * demand[s, n]``, where ``demand[s, n]`` is the node-seconds per second
+    node ``n`` would spend serving all of shard ``s``.
+
+    Args:
+        demand: ``(S, N)`` work rates.
+        live: ``(C, S, N)`` booleans, one placement per candidate.
+        iterations: Fitting rounds.
+
+    Returns:
+        ``(C, N)`` each candidate's node loads (shards without a replica add nothing).
+    """
+    h = live.astype(np.float64)
+    count = h.sum(axis=2, keepdims=True)
+    x = np.divide(h, count, out=np.zeros_like(h), where=count > 0)
+    d = demand[None, :, :]
+    for _ in range(iterations):
+        load = (x * d).sum(axis=1, keepdims=True)  # (C, 1, N)
+        x = h * x / np.maximum(load, 1e-12)
+        total = x.sum(axis=2, keepdims=True)
+        x = np.divide(x, total, out=np.zeros_like(x), where=total > 0)
+    return np.asarray((x * d).sum(axis=1))
+
+
+def queueing_cost(loads: np.ndarray, cap: float = 0.95) -> np.ndarray:
+    """``sum_n rho_n / (1 - rho_n)`` per row of ``loads`` (the M/M/1 queue lengths; ``rho``
+    above ``cap`` continues on the tangent at ``cap``, so overloads still rank)."""
+    rho = np.asarray(loads, dtype=np.float64)
+    inside = np.minimum(rho, cap)
+    slope = 1.0 / (1.0 - cap) ** 2
+    cost = inside / (1.0 - inside) + slope * np.maximum(rho - cap, 0.0)
+    return np.asarray(cost.sum(axis=-1))
+
+
+class TierAwarePlacement(PlacementHeuristic):
+    """Greedy bin-packing of demand against the nodes' service rates, tiers included.
+
+    Every ``period`` decisions (and only when nothing is loading) it prices the placement by
+    the node loads under the balancing split of every shard over its live replicas
+    (:func:`balanced_loads`), with each shard's work rate *at each node*: the ``node_demand``
+    observation (``tier_obs=True``: the node's own tiers and hit rate), or, where the env has
+    no such key, the shard's ``demand`` x live replicas at every node (a tier-blind load
+    balancer). The price is the M/M/1 queue length summed over nodes (:func:`queueing_cost`),
+    so a change that relieves any busy node counts, the busiest most. It adds the replica that
+    lowers the price most; when no add lowers it by ``gain`` (relative) it looks at swaps on
+    full nodes (drop a replica there so that a later decision adds a better one). Nothing
+    changes while the busiest node's load is below ``busy``. The mask keeps every change
+    within the nodes' slots and the replica rules.
+
+    Args:
+        gain: Relative drop of the price a change must bring.
+        busy: Load (node-seconds per second) of the busiest node below which the placement is
+            left alone.
+        period: Decisions between two looks (a look prices up to a few hundred placements;
+            1, the default, decides from the observation alone, as a teacher to clone must).
+    """
+
+    name = "tier_aware"
+
+    def __init__(self, gain: float = 0.1, busy: float = 0.25, period: int = 1) -> None:
+        if not 0.0 <= gain < 1.0:
+            raise ValueError(f"gain must be in [0, 1), got {gain}")
+        if period < 1:
+            raise ValueError(f"period must be >= 1, got {period}")
+        self.gain = float(gain)
+        self.busy = float(busy)
+        self.period = int(period)
+        self._tick = 0
+
+    def reset(self, seed: int | None = None) -> None:
+        """Restart the decision counter."""
+        self._tick = 0
+
+    @staticmethod
+    def work_rates(obs: Obs) -> np.ndarray:
+        """``(S, N)``: node-seconds per second node ``n`` would spend serving all of shard
+        ``s`` (``node_demand`` where present, else tier-blind from ``demand``)."""
+        n_nodes = len(obs["up"])
+        if "node_demand" in obs:
+            return np.asarray(obs["node_demand"], dtype=np.float64).reshape(-1, n_nodes)
+        holds = np.asarray(obs["holds"]).reshape(-1, n_nodes) > 0.5
+        live = (holds & (np.asarray(obs["up"]) > 0.5)[None, :]).sum(axis=1)
+        rate = np.asarray(obs["demand"], dtype=np.float64) * np.maximum(live, 1)
+        return np.repeat(rate[:, None], n_nodes, axis=1)
+
+    def _best(self, demand: np.ndarray, cand: np.ndarray, now: float) -> int:
+        """Index of the cheapest candidate placement if it beats ``now`` by ``gain``, else -1."""
+        price = queueing_cost(balanced_loads(demand, cand))
+        best = int(np.argmin(price))
+        return best if price[best] <= now * (1.0 - self.gain) else -1
+
+    def act(self, obs: Obs, mask: np.ndarray) -> int:
+        """Keep, or the add (or the drop of a swap) that lowers the price most."""
+        self._tick += 1
+        if (self._tick - 1) % self.period or obs["loading"].any():
+            return 0
+        n_nodes = len(obs["up"])
+        demand = self.work_rates(obs)
+        n_shards = demand.shape[0]
+        holds = np.asarray(obs["holds"]).reshape(n_shards, n_nodes) > 0.5
+        live = holds & (np.asarray(obs["up"]) > 0.5)[None, :]
+        loads = balanced_loads(demand, live[None])
+        if float(loads.max()) < self.busy:
+            return 0
+        now = float(queueing_cost(loads)[0])
+        toggles = mask[1:].reshape(n_shards, n_nodes)
+        adds = np.argwhere(toggles & ~holds)
+        if len(adds):
+            cand = np.repeat(live[None], len(adds), axis=0)
+            cand[np.arange(len(adds)), adds[:, 0], adds[:, 1]] = True
+            best = self._best(demand, cand, now)
+            if best >= 0:
+                s, n = adds[best]
+                return 1 + int(s) * n_nodes + int(n)
+        full = np.asarray(obs["slots"]) >= 1.0 - 1e-6
+        swaps = [(c, s, n) for n in np.flatnonzero(full) for c in np.flatnonzero(toggles[:, n]
+                 & holds[:, n]) for s in np.flatnonzero(~holds[:, n])]
+        if not swaps:
+            return 0
+        idx = np.array(swaps)
+        cand = np.repeat(live[None], len(idx), axis=0)
+        rows = np.arange(len(idx))
+        cand[rows, idx[:, 0], idx[:, 2]] = False
+        cand[rows, idx[:, 1], idx[:, 2]] = True
+        best = self._best(demand, cand, now)
+        if best >= 0:
+            c, _, n = idx[best]
+            return 1 + int(c) * n_nodes + int(n)
+        return 0
+
+
 #: Baselines of ShardPlacement by name (``BASELINES_BY_ENV["ShardPlacement"]``).
 PLACEMENT_BASELINES: dict[str, Callable[[], HeuristicPolicy]] = {
-    cls.name: cls for cls in (StaticPlacement, RandomPlacement, HotReplicate)
+    cls.name: cls for cls in (StaticPlacement, RandomPlacement, HotReplicate,
+                              TierAwarePlacement)
 }

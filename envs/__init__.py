@@ -10,7 +10,7 @@ from gymnasium.envs.registration import register, registry
 
 from envs.partition import PartitionPlacementEnv
 from envs.presets import HW_PRESETS, WORKLOADS
-from envs.shard import SHARD_PRESETS, ShardRoutingEnv
+from envs.shard import SHARD_PRESETS, TIER_NODES, ShardRoutingEnv
 from envs.shard_placement import DRIFT_POPULARITY, ShardPlacementEnv
 from traces.paths import shared_dir
 
@@ -41,6 +41,10 @@ _register(f"{NAMESPACE}/ShardPlacement-v0", "envs.shard_placement:ShardPlacement
 # quarter of the episode (envs.sim.dlrm.popularity), at 80% of the static placement's capacity.
 _register(f"{NAMESPACE}/ShardPlacement-Drift-v0", "envs.shard_placement:ShardPlacementEnv",
           load=0.8, popularity=dict(DRIFT_POPULARITY))
+# Memory tiers per node (the cluster of ShardRouting-Tiers-v0), with the tier-aware
+# node_demand observation: shards 1 and 5 start without a replica on a GPU node.
+_register(f"{NAMESPACE}/ShardPlacement-Tiers-v0", "envs.shard_placement:ShardPlacementEnv",
+          node_tiers=[dict(t) for t in TIER_NODES], tier_obs=True)
 
 # MISD (one GPU, many models): re-partitioning, and the preset variants of both MISD envs.
 from envs.presets import PLACEMENT_PRESETS, REPARTITION_PRESETS  # noqa: E402

@@ -11,7 +11,7 @@ from gymnasium import spaces
 from envs.actions import checked_action
 from envs.rewards import Outcome
 from envs.shard import ShardRoutingEnv, clip, clip_ufunc
-from envs.sim.dlrm import ShardSim, kernels
+from envs.sim.dlrm import ShardSim, added_row_hit, kernels
 
 Obs = dict[str, np.ndarray]
 _CLIP = 10.0
@@ -84,6 +84,18 @@ class ShardPlacementEnv(ShardRoutingEnv):
     | ``slots``   | (N,)    | shards held or loading / ``max_shards``                      |
     | ``up``      | (N,)    | 1 if the node is up and reachable                            |
     | ``rates``   | (1,)    | recent request rate / capacity of the initial placement      |
+    | ``node_demand`` | (S*N,) | (``tier_obs``) shard ``s``'s work rate at node ``n`` |
+    | ``best_demand`` | (S,) | (``tier_obs``) its smallest ``node_demand`` over its live replicas |
+
+    ``node_demand`` (index ``s * N + n``) is shard ``s``'s recent work (node-seconds per
+    second) if node ``n`` served all of it, at node ``n``'s tiers and hit rate: each request's
+    sub-requests priced at every node as the router's prediction does (overhead + the larger
+    of the fast- and slow-tier reads, misses from the node's hit rate for the shard: measured
+    where it holds the shard, else the Che estimate of its cache with the shard added,
+    :func:`envs.sim.dlrm.added_row_hit`), decayed as ``demand``. On a cluster with one tier
+    it differs between nodes only by their hit rates; with ``node_tiers`` it shows where a
+    shard would be served fast. ``best_demand`` is the shard's at its fastest live replica (0
+    when none), so a toggle's worth can be read against what the shard has already.
 
     ## Rewards
 
@@ -104,7 +116,12 @@ class ShardPlacementEnv(ShardRoutingEnv):
 
     Those of :class:`~envs.shard.ShardRoutingEnv` (``load`` is relative to the initial
     placement's capacity) plus ``max_shards`` (slots per node; default one more than the
-    initial placement uses) and ``min_replicas`` (default 1).
+    initial placement uses), ``min_replicas`` (default 1) and ``tier_obs`` (default False: add
+    the ``node_demand`` key).
+
+    ``ldsgym/ShardPlacement-Tiers-v0`` is the cluster of ``ldsgym/ShardRouting-Tiers-v0``
+    (``node_tiers`` = :data:`envs.shard.TIER_NODES`: GPU/HBM, DRAM+SSD and SSD-backed nodes)
+    with ``tier_obs``: two shards (1 and 5) start without a replica on a GPU node.
 
     ``ldsgym/ShardPlacement-Drift-v0`` is the drifting-popularity scenario: ``popularity=``
     :data:`DRIFT_POPULARITY` at ``load=0.8`` (see ``popularity`` in
@@ -117,11 +134,14 @@ class ShardPlacementEnv(ShardRoutingEnv):
     * v0 (unchanged dynamics): masked, out-of-range and non-integer actions raise ``ValueError``
       in every env (:mod:`envs.actions`) instead of being treated as ``0``; valid actions give the
       same episodes as before (golden trajectories bit-identical).
+    * v0 (unchanged dynamics where every node has the same row cache): ``tier_obs`` (the
+      ``node_demand`` and ``best_demand`` keys) and ``ldsgym/ShardPlacement-Tiers-v0``; with
+      ``node_tiers`` a new replica's warm rows are capped at the target node's row cache.
     """
 
     def __init__(self, max_shards: int | None = None, min_replicas: int = 1,
                  load: float = 1.0, reward: str | dict[str, Any] | Any = None,
-                 **kwargs: Any) -> None:
+                 tier_obs: bool = False, **kwargs: Any) -> None:
         if reward is None:
             reward = {"name": "goodput", "backlog_weight": 1.0, "reconfig_weight": 5.0}
         super().__init__(load=load, reward=reward, **kwargs)
@@ -134,8 +154,9 @@ class ShardPlacementEnv(ShardRoutingEnv):
         if min_replicas < 1:
             raise ValueError(f"min_replicas must be >= 1, got {min_replicas}")
         self.min_replicas = int(min_replicas)
+        self.tier_obs = bool(tier_obs)
         box = spaces.Box
-        self.observation_space = spaces.Dict({
+        obs_spaces: dict[str, spaces.Space[Any]] = {
             "holds": box(0.0, 1.0, (S * N,), np.float32),
             "loading": box(0.0, 1.0, (S * N,), np.float32),
             "demand": box(0.0, _CLIP, (S,), np.float32),
@@ -146,7 +167,13 @@ class ShardPlacementEnv(ShardRoutingEnv):
             "slots": box(0.0, 1.0, (N,), np.float32),
             "up": box(0.0, 1.0, (N,), np.float32),
             "rates": box(0.0, _CLIP, (1,), np.float32),
-        })
+        }
+        if self.tier_obs:
+            obs_spaces["node_demand"] = box(0.0, _CLIP, (S * N,), np.float32)
+            obs_spaces["best_demand"] = box(0.0, _CLIP, (S,), np.float32)
+            #: Hit-rate prior of every (node, shard) for the shards a node does not hold.
+            self._hit_prior = added_row_hit(self.layout, self.capacity)
+        self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = spaces.Discrete(1 + S * N)
         # Rows shipped to warm a new replica: the steady-state cache share of each segment on
         # the shard's first replica (the Che estimate).
@@ -155,6 +182,17 @@ class ShardPlacementEnv(ShardRoutingEnv):
             segs = self.layout.seg_shard == s
             warm[segs] = self.capacity.warm_rows[reps[0], segs]
         self._warm_ship = warm
+        # Per target node: no more rows than the node's row cache holds (with one cache size
+        # on every node this is ``warm`` itself: a replica's rows of a shard fit its cache).
+        ship = np.repeat(warm[None, :], N, axis=0)
+        for s in range(S):
+            segs = self.layout.seg_shard == s
+            total = int(warm[segs].sum())
+            for n in range(N):
+                cap = self.layout.cache_rows[n]
+                if total > cap:
+                    ship[n, segs] = warm[segs] * cap // total
+        self._warm_ship_to = ship
         self._fixed_list: list[float] = self._fixed.tolist()
         self._bps_list: list[float] = self._bps.tolist()
         self._pmask = np.ones(1 + S * N, dtype=bool)
@@ -182,6 +220,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
         self._rate = 0.0
         self._rate_t = 0.0
         self._demand = np.zeros(self.n_shards)
+        self._node_demand = np.zeros((self.n_shards, self.n_nodes))
         self._busy_prev = np.zeros(self.n_nodes)
         self._util = np.zeros(self.n_nodes)
         self._util_t = 0.0
@@ -205,7 +244,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
             if sim.holds[n, s]:
                 sim.drop_replica(s, n)
             else:
-                sim.add_replica(s, n, self._warm_ship)
+                sim.add_replica(s, n, self._warm_ship_to[n])
                 started = 1
         self._started += started
         req = sim.pending.req
@@ -287,6 +326,9 @@ class ShardPlacementEnv(ShardRoutingEnv):
                     c_slow = sum(lay.c_slow_list[n] for n in reps) / len(reps)
                 work[s] = overhead + max(c_fast * (sub.lookups - miss), c_slow * miss)
         self._demand = self._demand * decay + work / self.rate_window_s
+        if self.tier_obs:
+            self._node_demand = (self._node_demand * decay
+                                 + self._node_work(sim) / self.rate_window_s)
         busy = np.asarray(sim.sub.busy_s)
         if now > self._util_t:
             inst = (busy - self._busy_prev) / (now - self._util_t)
@@ -296,6 +338,35 @@ class ShardPlacementEnv(ShardRoutingEnv):
             self._busy_prev = busy
             self._util_t = now
         self._rate_t = now
+
+    def _tier_keys(self, sim: ShardSim, obs: Obs) -> None:
+        """``node_demand`` and ``best_demand`` into ``obs``."""
+        nd = self._node_demand
+        obs["node_demand"] = _f32(nd.reshape(-1))
+        live = sim.holds.T & np.asarray(sim.up(), dtype=bool)[None, :]  # (S, N)
+        best = np.where(live, nd, np.inf).min(axis=1)
+        obs["best_demand"] = _f32(np.where(np.isfinite(best), best, 0.0))
+
+    def _node_work(self, sim: ShardSim) -> np.ndarray:
+        """``(S, N)``: node-seconds each of the pending request's sub-requests would take at
+        each node (zero for shards it has no sub-request in)."""
+        assert sim.pending is not None
+        S = self.n_shards
+        req = sim.pending.req
+        lookups, tracked, untracked = np.zeros(S), np.zeros(S), np.zeros(S)
+        has = np.zeros(S, dtype=bool)
+        for sub in (sim.pending, *sim.fanout_left()):
+            if sub.req is req:
+                s = sub.shard
+                has[s] = True
+                lookups[s], tracked[s], untracked[s] = sub.lookups, sub.d_tracked, sub.d_untracked
+        hit = np.where(sim.holds, sim.row_hit, self._hit_prior).T  # (S, N)
+        miss = tracked[:, None] * (1.0 - hit) + untracked[:, None]
+        lay = self.layout
+        work = self.cluster.node_overhead_s + np.maximum(
+            lay.c_fast[None, :] * (lookups[:, None] - miss), lay.c_slow[None, :] * miss)
+        work[~has] = 0.0
+        return np.asarray(work)
 
     def _topology_obs(self, sim: ShardSim) -> dict[str, np.ndarray]:
         """The parts of the observation that only change with the placement or a node's
@@ -363,6 +434,8 @@ class ShardPlacementEnv(ShardRoutingEnv):
                 "up": topo["up"].copy(),
                 "rates": np.array([clip(self._rate / self.capacity_qps)], dtype=np.float32),
             }
+            if self.tier_obs:
+                self._tier_keys(sim, obs)
             self._last_obs = obs
             return obs
         obs = {
@@ -377,6 +450,8 @@ class ShardPlacementEnv(ShardRoutingEnv):
             "up": topo["up"].copy(),
             "rates": np.array([clip(self._rate / self.capacity_qps)], dtype=np.float32),
         }
+        if self.tier_obs:
+            self._tier_keys(sim, obs)
         self._last_obs = obs
         return obs
 

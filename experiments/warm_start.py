@@ -21,7 +21,7 @@ from experiments.common import EnvSpec, UserError
 
 #: Offset of the teacher's episode seeds from ``seed`` (past any evaluation seed in use).
 TEACHER_SEED_OFFSET = 100_000
-_KEYS = {"teacher", "steps", "epochs", "batch_size", "lr"}
+_KEYS = {"teacher", "steps", "epochs", "batch_size", "lr", "rare_weight"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class WarmStart:
     epochs: int = 5
     batch_size: int = 256
     lr: float = 1e-3
+    #: Weight of the decisions where the teacher did not take its most common action (a
+    #: placement teacher keeps on all but a few dozen of thousands; 1: plain cloning).
+    rare_weight: float = 1.0
 
 
 def warm_start_settings(cfg: DictConfig, env_id: str) -> WarmStart | None:
@@ -55,7 +58,7 @@ def warm_start_settings(cfg: DictConfig, env_id: str) -> WarmStart | None:
     try:
         ws = WarmStart(str(value["teacher"]), int(value.get("steps", 20_000)),
                        int(value.get("epochs", 5)), int(value.get("batch_size", 256)),
-                       float(value.get("lr", 1e-3)))
+                       float(value.get("lr", 1e-3)), float(value.get("rare_weight", 1.0)))
     except (TypeError, ValueError) as exc:
         raise UserError(f"warm_start: {exc}") from None
     for key in ("steps", "epochs", "batch_size"):
@@ -63,6 +66,8 @@ def warm_start_settings(cfg: DictConfig, env_id: str) -> WarmStart | None:
             raise UserError(f"warm_start.{key}: must be >= 1, got {getattr(ws, key)}")
     if not ws.lr > 0:
         raise UserError(f"warm_start.lr: must be > 0, got {ws.lr}")
+    if not ws.rare_weight > 0:
+        raise UserError(f"warm_start.rare_weight: must be > 0, got {ws.rare_weight}")
     from agents.baselines import make_baseline
 
     try:
@@ -95,9 +100,14 @@ def run_warm_start(ws: WarmStart, spec: EnvSpec, model: Any, seed: int) -> dict[
                                       seed=seed + TEACHER_SEED_OFFSET)
     finally:
         env.close()
+    weights = None
+    if ws.rare_weight != 1.0:
+        values, counts = np.unique(actions, return_counts=True)
+        common = values[int(np.argmax(counts))]
+        weights = np.where(actions == common, 1.0, ws.rare_weight)
     nll = clone(model, obs, masks, actions, epochs=ws.epochs, batch_size=ws.batch_size,
-                lr=ws.lr, seed=seed)
-    return {"teacher": ws.teacher, "decisions": len(actions),
+                lr=ws.lr, seed=seed, weights=weights)
+    return {"teacher": ws.teacher, "decisions": len(actions), "rare_weight": ws.rare_weight,
             "action_counts": {int(a): int(c) for a, c in zip(*np.unique(actions,
                                                                        return_counts=True),
                                                             strict=True)},

@@ -36,3 +36,36 @@ def test_collect_rejects_nothing_to_do() -> None:
     env = gym.make("ldsgym/ShardRouting-v0", episode_queries=50)
     with pytest.raises(ValueError, match="n_steps must be >= 1"):
         collect(env, LatencyGreedy(), 0)
+
+
+def test_clone_weights() -> None:
+    """Unit weights are plain cloning (same losses to the bit); weights on one action raise
+    its probability; bad weights are refused."""
+    env = gym.make("ldsgym/ShardRouting-RequestAware-v0", episode_queries=200)
+    obs, masks, acts = collect(env, LatencyGreedy(), 300, seed=3)
+    kwargs = {"item_keys": ITEMS, "global_keys": ["shard", "size", "request", "rates"],
+              "hidden": 16}
+
+    def fit(weights: np.ndarray | None) -> tuple[list[float], MaskablePPO]:
+        model = MaskablePPO(SlotScoringPolicy, env, seed=0, n_steps=64, batch_size=64,
+                            policy_kwargs=kwargs)
+        return clone(model, obs, masks, acts, epochs=3, batch_size=64, weights=weights), model
+
+    plain, _ = fit(None)
+    ones, _ = fit(np.ones(len(acts)))
+    assert plain == ones
+    values, counts = np.unique(acts, return_counts=True)
+    rare = int(values[np.argmin(counts)])  # the teacher's least taken action
+    _, model = fit(np.where(acts == rare, 50.0, 1.0))
+    _, plain_model = fit(None)
+    rows = np.flatnonzero(acts == rare)
+    ob = {k: v[rows] for k, v in obs.items()}
+
+    def p_rare(m: MaskablePPO) -> float:
+        t, _ = m.policy.obs_to_tensor(ob)
+        dist = m.policy.get_distribution(t, action_masks=masks[rows])
+        return float(dist.distribution.probs[:, rare].mean().detach())
+
+    assert p_rare(model) > p_rare(plain_model)
+    with pytest.raises(ValueError, match="weights"):
+        clone(model, obs, masks, acts, epochs=1, weights=np.zeros(len(acts)))

@@ -88,7 +88,8 @@ def test_pickle_round_trip_mid_episode(env_id: str) -> None:
         env.step(int(np.flatnonzero(env.action_masks())[0]))
     clone = pickle.loads(pickle.dumps(env))
     for _ in range(60):
-        a = int(np.flatnonzero(env.action_masks())[-2])
+        valid = np.flatnonzero(env.action_masks())
+        a = int(valid[-2] if len(valid) > 1 else valid[0])  # ShardPlacement: keep may be all
         o1, r1, t1, u1, i1 = env.step(a)
         o2, r2, t2, u2, i2 = clone.step(a)
         assert r1 == r2 and t1 == t2 and u1 == u2 and i1 == i2

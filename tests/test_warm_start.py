@@ -29,6 +29,9 @@ def test_off_when_null_and_parsed_when_given() -> None:
                                   "warm_start={teacher: hot_replicate, steps: 500, lr: 0.01}"),
                              ENV)
     assert ws == WarmStart("hot_replicate", steps=500, epochs=5, batch_size=256, lr=0.01)
+    ws = warm_start_settings(_cfg("warm_start=null",
+                                  "warm_start={teacher: tier_aware, rare_weight: 30}"), ENV)
+    assert ws == WarmStart("tier_aware", rare_weight=30.0)
 
 
 @pytest.mark.parametrize(("value", "needle"), [
@@ -36,6 +39,7 @@ def test_off_when_null_and_parsed_when_given() -> None:
     ("{teacher: static, steps: 0}", "warm_start.steps"),
     ("{teacher: static, epochs: -1}", "warm_start.epochs"),
     ("{teacher: static, lr: 0}", "warm_start.lr"),
+    ("{teacher: static, rare_weight: 0}", "warm_start.rare_weight"),
     ("{teacher: static, epoch: 3}", "unknown key"),
     ("{steps: 10}", "expected {teacher"),
     ("{teacher: static, steps: many}", "warm_start:"),

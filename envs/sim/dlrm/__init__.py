@@ -21,7 +21,12 @@ Nothing here imports gymnasium or torch; :mod:`envs.shard` and :mod:`envs.shard_
 adapt it to Gymnasium.
 """
 
-from envs.sim.dlrm.capacity import CapacityEstimate, che_hit_rates, estimate_capacity
+from envs.sim.dlrm.capacity import (
+    CapacityEstimate,
+    added_row_hit,
+    che_hit_rates,
+    estimate_capacity,
+)
 from envs.sim.dlrm.cluster import ShardSim
 from envs.sim.dlrm.layout import ShardLayout, balance_tables, place_replicas
 from envs.sim.dlrm.spec import ClusterSpec, FaultEvent, RandomDisruption
@@ -33,6 +38,7 @@ __all__ = [
     "RandomDisruption",
     "ShardLayout",
     "ShardSim",
+    "added_row_hit",
     "balance_tables",
     "che_hit_rates",
     "estimate_capacity",

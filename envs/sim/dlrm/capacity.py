@@ -68,6 +68,25 @@ def che_hit_rates(seg_rows: Sequence[int], seg_track: Sequence[int], rates: Sequ
     return fill(math.sqrt(lo * hi))
 
 
+def _seg_lookups(lay: ShardLayout) -> np.ndarray:
+    """Lookups per request of each segment ``(segments,)``."""
+    spec = lay.spec
+    S = spec.n_shards
+    J = len(lay.seg_rows)
+    pooling = np.asarray(spec.pooling, dtype=np.float64)
+    seg_share = np.ones(J)
+    if spec.row_wise:  # share of the table's lookups in this residue class of ranks
+        for j, (t, s) in enumerate(zip(lay.seg_table, lay.seg_shard, strict=True)):
+            rows = int(spec.table_rows[t])
+            if rows <= 4096:
+                ks = np.arange(s, rows, S)
+                seg_share[j] = float((cdf(ks + 2.0, rows, spec.alpha)
+                                      - cdf(ks + 1.0, rows, spec.alpha)).sum())
+            else:
+                seg_share[j] = 1.0 / S
+    return np.asarray(spec.batch * pooling[lay.seg_table] * seg_share)
+
+
 @dataclass(frozen=True)
 class CapacityEstimate:
     """Requests/s the deployment sustains, by resource, and the unloaded latency.
@@ -121,18 +140,7 @@ def estimate_capacity(layout: ShardLayout, stragglers: RandomDisruption | None =
     spec = lay.spec
     N, S = spec.n_nodes, spec.n_shards
     J = len(lay.seg_rows)
-    pooling = np.asarray(spec.pooling, dtype=np.float64)
-    seg_share = np.ones(J)
-    if spec.row_wise:  # share of the table's lookups in this residue class of ranks
-        for j, (t, s) in enumerate(zip(lay.seg_table, lay.seg_shard, strict=True)):
-            rows = int(spec.table_rows[t])
-            if rows <= 4096:
-                ks = np.arange(s, rows, S)
-                seg_share[j] = float((cdf(ks + 2.0, rows, spec.alpha)
-                                      - cdf(ks + 1.0, rows, spec.alpha)).sum())
-            else:
-                seg_share[j] = 1.0 / S
-    seg_lookups = spec.batch * pooling[lay.seg_table] * seg_share
+    seg_lookups = _seg_lookups(lay)
     hit_seg = np.zeros((N, J))
     warm = np.zeros((N, J), dtype=np.int64)
     node_hit = np.zeros(N)
@@ -192,3 +200,38 @@ def estimate_capacity(layout: ShardLayout, stragglers: RandomDisruption | None =
     solo = max(spec.bottom_s, max(fan)) + spec.top_s
     return CapacityEstimate(min(nodes_qps, links_qps, dense_qps), nodes_qps, links_qps,
                             dense_qps, solo, service, x, node_hit, row_hit, warm)
+
+
+def added_row_hit(layout: ShardLayout, estimate: CapacityEstimate) -> np.ndarray:
+    """Hit rate of every (node, shard) ``(N, S)``, as :attr:`CapacityEstimate.row_hit`: where
+    the node holds the shard, the estimate's; elsewhere the Che estimate of the node's cache
+    (its own size) holding its shards plus that one, with each shard's lookups split evenly over
+    its replicas (the added shard's over one more). A prior for placing a new replica."""
+    lay = layout
+    spec = lay.spec
+    N, S = spec.n_nodes, spec.n_shards
+    seg_lookups = _seg_lookups(lay)
+    reps = np.array([len(set(r)) for r in spec.replicas], dtype=np.float64)
+    out = np.array(estimate.row_hit, dtype=np.float64, copy=True)
+    memo: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+    for n in range(N):
+        for s in range(S):
+            if lay.holds[n, s]:
+                continue
+            cach = np.flatnonzero((lay.seg_shard == s) & ~lay.seg_pinned)
+            if not len(cach) or seg_lookups[cach].sum() <= 0:
+                continue
+            held = np.array([j for j in range(len(lay.seg_rows)) if not lay.seg_pinned[j]
+                             and (lay.holds[n, lay.seg_shard[j]] or lay.seg_shard[j] == s)])
+            sh = lay.seg_shard[held]
+            rates = seg_lookups[held] / (reps[sh] + (sh == s))
+            key = (*held.tolist(), -lay.cache_rows[n])
+            if key not in memo:
+                memo[key] = che_hit_rates(lay.seg_rows[held].tolist(),
+                                          lay.seg_track[held].tolist(), rates.tolist(),
+                                          spec.alpha, lay.cache_rows[n])
+            h = memo[key][0]
+            mine = sh == s
+            miss = float((seg_lookups[held][mine] * (1.0 - h[mine])).sum())
+            out[n, s] = 1.0 - miss / float(seg_lookups[cach].sum())
+    return out
