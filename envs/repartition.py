@@ -254,6 +254,10 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     ) -> None:
         self.device = load_device(hw)
         start, self.sharing = normalise_layout(layout, sharing)
+        if self.sharing == "ts":
+            raise ValueError("Repartition: sharing 'ts' is not supported (it chooses among MIG "
+                             "layouts or MPS share vectors); time slicing is "
+                             "ldsgym/PartitionPlacement-TS-v0")
         self.mix = get_workload(workload)
         self.trace = get_trace(trace)
         if rate_mode is not None:
@@ -398,12 +402,10 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
             if self.device.mig is None:
                 raise ValueError(f"hw '{self.device.name}' has no MIG; use sharing: mps")
             out = [tuple(c) for c in enumerate_layouts(self.device.mig)]
-        elif self.sharing == "mps":
+        else:  # mps (time slicing is refused in __init__)
             if not 1 <= step <= 100 or 100 % step:
                 raise ValueError(f"mps_step must divide 100, got {step}")
             out = [tuple(c) for c in mps_share_vectors(step, max_parts)]
-        else:
-            out = [(f"ts:{n}",) for n in range(1, max_parts + 1)]
         for c in out:
             make_layout(self.device, list(c))  # validates given candidates
         seen: list[tuple[str, ...]] = []

@@ -157,6 +157,15 @@ def test_replayed_traces_keep_their_clock_by_default() -> None:
         RepartitionEnv(episode_s=0)
 
 
+@pytest.mark.parametrize("layout", [[3], ["ts:2"], ["ts", "ts"]])
+def test_time_slicing_is_refused_in_one_line(layout: list) -> None:
+    """Repartition chooses among MIG layouts or MPS share vectors; a time-sliced layout was a
+    numpy broadcast error deep in the constructor."""
+    with pytest.raises(ValueError, match="sharing 'ts' is not supported") as err:
+        RepartitionEnv(layout=layout, sharing="ts" if layout == [3] else None)
+    assert "\n" not in str(err.value)
+
+
 def test_episode_s_sets_the_episode_length_in_seconds() -> None:
     env = RepartitionEnv(trace="mix-hourly", load=0.5, episode_s=6.0, interval_s=2.0)
     env.reset(seed=0)
