@@ -143,6 +143,21 @@ class GpuServingSim:
         self._size, self._sla_ms = arrivals.size, arrivals.sla_ms
         self._chunk = max(int(chunk), 1)
         self._n = len(arrivals)
+        P, M = self.n_partitions, self.n_models
+        B = batcher.max_batch
+        self._max_batch = B
+        self._delay_s = batcher.max_queue_delay_s
+        self._capacity = batcher.queue_capacity
+        self._drop_expired = batcher.drop_expired
+        self._item_cost = [[latency[p][m][B - 1] / B for m in range(M)] for p in range(P)]
+        #: Batch-1 latency per (partition, model) in seconds.
+        self.solo_s = [[latency[p][m][0] for m in range(M)] for p in range(P)]
+        self._energy_w = [busy - idle for idle, busy in power_w] if power_w is not None else None
+        self._init_serving_state(False)
+
+    def _init_serving_state(self, reuse: bool) -> None:
+        """The simulation's state at time 0 (no request seen). ``reuse``: keep the queues'
+        containers where every queue is empty (:meth:`SharedGpuSim.restart`)."""
         # The current chunk of the trace as Python lists, from request index _base on.
         self._base = 0
         self._clen = 0
@@ -163,9 +178,11 @@ class GpuServingSim:
         self.events = EventQueue()
         self.counters = Counters(self.n_partitions)
         P, M = self.n_partitions, self.n_models
-        #: Per (partition, model): the queued requests as ``(arrival, deadline, 1/SLA, size)``.
-        self.queues: list[list[deque[tuple[float, float, float, int]]]] = [
-            [deque() for _ in range(M)] for _ in range(P)]
+        if not (reuse and not any(map(any, self.queues))):
+            #: Per (partition, model): the queued requests as ``(arrival, deadline, 1/SLA,
+            #: size)``.
+            self.queues: list[list[deque[tuple[float, float, float, int]]]] = [
+                [deque() for _ in range(M)] for _ in range(P)]
         #: Items queued per partition.
         self.queued_items = [0] * P
         #: Items queued per (partition, model).
@@ -179,15 +196,6 @@ class GpuServingSim:
         #: Per partition, the requests of its running batch (tuples as queued).
         self._running: list[list[Any]] = [[] for _ in range(P)]
         self._timeout: list[Event | None] = [None] * P
-        B = batcher.max_batch
-        self._max_batch = B
-        self._delay_s = batcher.max_queue_delay_s
-        self._capacity = batcher.queue_capacity
-        self._drop_expired = batcher.drop_expired
-        self._item_cost = [[latency[p][m][B - 1] / B for m in range(M)] for p in range(P)]
-        #: Batch-1 latency per (partition, model) in seconds.
-        self.solo_s = [[latency[p][m][0] for m in range(M)] for p in range(P)]
-        self._energy_w = [busy - idle for idle, busy in power_w] if power_w is not None else None
 
     #: The trace columns, pickled compressed (model ids, sizes and SLAs repeat a few values).
     _PACKED = ("_time_s", "_model", "_size", "_sla_ms")
