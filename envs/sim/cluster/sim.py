@@ -274,10 +274,12 @@ class ClusterSim:
 
     def without_trace(self) -> ClusterSim:
         """A shallow copy without the trace's columns (to pickle small: the owner draws the
-        trace again and :meth:`attach_trace` s it)."""
+        trace again and :meth:`attach_trace` s it) and without the start template (the next
+        episode builds it again)."""
         clone = copy.copy(self)
         for key in self._TRACE_KEYS:
             delattr(clone, key)
+        clone._start = None
         return clone
 
     # ------------------------------------------------------------------ compiled path
