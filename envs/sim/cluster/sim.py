@@ -185,8 +185,7 @@ class ClusterSim:
             reuse.devices = []
             reuse._slot_dev = []
             for dev in self.devices:
-                dev.restart()
-                dev.counters.latency = self.latency
+                dev.restart(self.latency)
         empty = _empty_trace(models)  # one for all: nothing writes to a trace's columns
         for d in range(len(self.devices), D):
             cache = slowdown_caches[d] if slowdown_caches is not None else None

@@ -49,6 +49,7 @@ import numpy as np
 from envs.sim.core import Event
 from envs.sim.device import compiled_shared as cs
 from envs.sim.device.serving import BATCH_DONE, BATCH_TIMEOUT, BatcherConfig, GpuServingSim, take
+from envs.sim.metrics import LatencyHistogram
 from traces.arrivals import Arrivals
 
 SLOT_UP = 2
@@ -195,28 +196,8 @@ class SharedGpuSim(GpuServingSim):
     def _init_shared_state(self, reuse: bool) -> None:
         """The state at time 0 of what this class adds (as ``_init_serving_state``)."""
         P, M, L = self.n_partitions, self.n_models, self.n_levels
-        self._clev: list[int] = []
-        if not (reuse and not any(any(map(any, row)) for row in self.lqueues)):
-            #: Per (slot, model, level): the queued requests (:data:`Request`), oldest first.
-            self.lqueues: list[list[list[deque[Request]]]] = [
-                [[deque() for _ in range(L)] for _ in range(M)] for _ in range(P)]
-        #: Estimated seconds of queued work per (slot, level), as ``queued_work_s``.
-        self.queued_work_level = [[0.0] * L for _ in range(P)]
-        self._run_level = [L] * P
-        self.up_at = [0.0 if a else _INF for a in self.active]
-        self._done: list[Event | None] = [None] * P
-        self._factor = [1.0] * P
-        self._rem = [0.0] * P  # solo seconds of work left in the running batch at _rt
-        self._rt = [0.0] * P
-        self._job: list[tuple[int, int] | None] = [None] * P
-        self._jobcode = [-1] * P
         self._last_key: tuple[int, ...] | None = None
-        #: The predictions of predicted for the running set ``_last_key``, by job code (every
-        #: change of the running set is followed by _reshape, which starts a new dict).
-        self._pred_now: dict[int, Sequence[float]] = {}
-        self._retiring = [False] * P
         self._drain_left = 0
-        self._changed: list[int] = []
         self._pending_downtime = 0.0
         self._reconfig_start = 0.0
         self.reconfig_until = 0.0
@@ -225,15 +206,56 @@ class SharedGpuSim(GpuServingSim):
         self.preemptions = 0
         self._idle_t = 0.0
         self._idle_energy = 0.0
+        if not reuse:
+            self._clev: list[int] = []
+            #: Per (slot, model, level): the queued requests (:data:`Request`), oldest first.
+            self.lqueues: list[list[list[deque[Request]]]] = [
+                [[deque() for _ in range(L)] for _ in range(M)] for _ in range(P)]
+            #: Estimated seconds of queued work per (slot, level), as ``queued_work_s``.
+            self.queued_work_level = [[0.0] * L for _ in range(P)]
+            self._run_level = [L] * P
+            self.up_at = [0.0 if a else _INF for a in self.active]
+            self._done: list[Event | None] = [None] * P
+            self._factor = [1.0] * P
+            self._rem = [0.0] * P  # solo seconds of work left in the running batch at _rt
+            self._rt = [0.0] * P
+            self._job: list[tuple[int, int] | None] = [None] * P
+            self._jobcode = [-1] * P
+            #: The predictions of predicted for the running set ``_last_key``, by job code (every
+            #: change of the running set is followed by _reshape, which starts a new dict).
+            self._pred_now: dict[int, Sequence[float]] = {}
+            self._retiring = [False] * P
+            self._changed: list[int] = []
+            return
+        self._clev = []
+        if any(any(map(any, row)) for row in self.lqueues):
+            for row in self.lqueues:
+                for levels in row:
+                    for q in levels:
+                        q.clear()
+        for w in self.queued_work_level:
+            w[:] = [0.0] * L
+        self._run_level[:] = [L] * P
+        self.up_at[:] = [0.0 if a else _INF for a in self.active]
+        self._done[:] = [None] * P
+        self._factor[:] = [1.0] * P
+        self._rem[:] = [0.0] * P
+        self._rt[:] = [0.0] * P
+        self._job[:] = [None] * P
+        self._jobcode[:] = [-1] * P
+        self._pred_now = {}
+        self._retiring[:] = [False] * P
+        self._changed = []
 
-    def restart(self) -> None:
+    def restart(self, latency: LatencyHistogram | None = None) -> None:
         """Back to time 0 on the same trace: the state of a new simulator built with the same
         arguments (its slowdown cache kept), for less than building one. The constant tables
-        stay, and so do the queues' containers where every queue is empty (as after a drained
-        episode). Not after :meth:`reconfigure` (it changed the tables): ValueError."""
+        stay, and the state's containers are emptied and refilled rather than allocated
+        again. ``latency``: the histogram the counters record into (default: a new one). Not
+        after :meth:`reconfigure` (it changed the tables): ValueError."""
         if self.reconfigurations:
             raise ValueError("restart: this simulator was reconfigured; build a new one")
-        self._init_serving_state(True)
+        self._init_serving_state(True, latency)
         self._init_shared_state(True)
 
     # ------------------------------------------------------------------ decisions
