@@ -327,8 +327,11 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         if hi > lo:
             self.load = lo + (hi - lo) * float(self.np_random.random())
         arrivals = self._draw_arrivals(trace_seed)
+        # The previous episode's device simulators are restarted rather than built again
+        # (at 1,024 devices building and freeing them dominated a short episode).
+        previous, self.sim = self.sim, None
         self.sim = ClusterSim(self.tables, arrivals, self.batcher, self.initial_residents,
-                              self._slowdown_caches, compiled=self.compiled)
+                              self._slowdown_caches, compiled=self.compiled, reuse=previous)
         self._rates = [0.0] * self.n_models if not self.compiled else np.zeros(self.n_models)
         self._rate_t = 0.0
         self._steps = 0

@@ -57,6 +57,12 @@ class EventQueue:
     def __len__(self) -> int:
         return len(self.heap)
 
+    def clear(self) -> None:
+        """Back to a new queue's state (no events, time 0, numbering from the start)."""
+        self.heap.clear()
+        self._seq = 0
+        self.now = 0.0
+
     def schedule(self, time: float, kind: int, target: int = 0, priority: int = 0) -> Event:
         """Add an event at ``time`` (not before :attr:`now`)."""
         if time < self.now:

@@ -186,6 +186,15 @@ class Counters:
         self.energy_j = 0.0
         self.latency = LatencyHistogram()
 
+    def clear(self, latency: LatencyHistogram | None = None) -> None:
+        """Back to new counters' state, recording into ``latency`` (default: a new
+        histogram)."""
+        self.arrived = self.completed = self.good = 0
+        self.dropped_rejected = self.dropped_overflow = self.dropped_expired = 0
+        self.busy_s[:] = [0.0] * len(self.busy_s)
+        self.energy_j = 0.0
+        self.latency = LatencyHistogram() if latency is None else latency
+
     @property
     def dropped(self) -> int:
         """All drops."""

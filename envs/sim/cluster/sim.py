@@ -58,6 +58,7 @@ import copy
 import gc
 import heapq
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -76,6 +77,28 @@ def _empty_trace(models: tuple[str, ...]) -> Arrivals:
                     np.zeros(0, np.int8), models)
 
 
+class _Start(NamedTuple):
+    """What every episode of one cluster starts from (see ``ClusterSim(reuse=...)``): the
+    initial residents and the constant tables and mirrors as the first episode built them.
+    Nothing here is written to (the mutable ones are copied)."""
+
+    resident: tuple[tuple[int, ...], ...]
+    mem_used: list[float]
+    per_item: list[list[float]]
+    fit_slots: list[list[tuple[int, int, int, float]]]
+    first: list[int]
+    pad: np.ndarray
+    idle_w: float
+    sm: np.ndarray
+    sf: np.ndarray
+    df: np.ndarray
+    nev: list[float]
+    due: list[tuple[float, int]]
+    dcount: list[tuple[int, int, int, int, int]]
+    counts: list[int]
+    busy_list: list[float]
+
+
 class ClusterSim:
     """A heterogeneous cluster behind one router (see the module docstring).
 
@@ -87,6 +110,11 @@ class ClusterSim:
             first); their footprints must fit the slot.
         slowdown_caches: Per device, a dict its interference results are cached in (shared
             across episodes; None: a fresh one each).
+        reuse: The previous episode's simulator of the same tables, batcher and models: its
+            device simulators are taken over and restarted
+            (:meth:`~envs.sim.device.shared.SharedGpuSim.restart`: the same state as new ones,
+            for less than building them), and it keeps none (no longer usable). Ignored when
+            it does not match.
 
     The decision loop::
 
@@ -103,28 +131,35 @@ class ClusterSim:
         rejected: Queries rejected by the router.
     """
 
+    _slot_dev: list[SharedGpuSim]
+    _df: np.ndarray
+    _nev: list[float]
+    _dcount: list[tuple[int, int, int, int, int]]
+    _count: list[int]
+    _busy_list: list[float]
+
     def __init__(self, tables: ClusterTables, arrivals: Arrivals, batcher: BatcherConfig,
                  resident: Sequence[Sequence[int]],
                  slowdown_caches: Sequence[dict | None] | None = None,
-                 compiled: bool | None = None) -> None:
+                 compiled: bool | None = None, reuse: ClusterSim | None = None) -> None:
         # Thousands of devices allocate hundreds of thousands of small containers (a queue
         # per slot and model, ...): without the cyclic collector's passes over them meanwhile
         # (nothing here makes a cycle to collect), a 1,024-device cluster builds ~5x faster.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self._build(tables, arrivals, batcher, resident, slowdown_caches, compiled)
+            self._build(tables, arrivals, batcher, resident, slowdown_caches, compiled, reuse)
         finally:
             if collecting:
                 gc.enable()
 
     def _build(self, tables: ClusterTables, arrivals: Arrivals, batcher: BatcherConfig,
                resident: Sequence[Sequence[int]], slowdown_caches: Sequence[dict | None] | None,
-               compiled: bool | None) -> None:
+               compiled: bool | None, reuse: ClusterSim | None) -> None:
         self.tables = tables
         #: Whether the compiled path runs (see the module docstring, "Two paths").
         self.compiled = kn.AVAILABLE if compiled is None else bool(compiled)
-        models = tuple(arrivals.models)
+        self.models = models = tuple(arrivals.models)
         self.n_models = M = len(tables.footprint_bytes)
         self.n_devices = D = len(tables.device_names)
         self.slots = list(tables.slots)
@@ -133,8 +168,26 @@ class ClusterSim:
         #: One histogram for every device: the cluster's latency distribution.
         self.latency = LatencyHistogram()
         self.devices: list[SharedGpuSim] = []
+        #: The resident argument (what :attr:`_start` was built from).
+        self._resident_arg = resident
+        same = (reuse is not None and reuse.tables is tables and reuse.batcher == batcher
+                and reuse.models == models and reuse._resident_arg is resident
+                and len(reuse.devices) == D)
+        #: The start state of this cluster that every episode begins from (built by the first
+        #: episode, handed on by ``reuse``): constant tables and the initial mirrors.
+        self._start: _Start | None = reuse._start if same and reuse is not None else None
+        if (same and reuse is not None
+                and not any(dev.reconfigurations for dev in reuse.devices)
+                and (slowdown_caches is None or all(
+                    c is None or dev._fcache is c
+                    for dev, c in zip(reuse.devices, slowdown_caches, strict=True)))):
+            self.devices = reuse.devices
+            reuse.devices = []
+            reuse._slot_dev = []
+            for dev in self.devices:
+                dev.restart(self.latency)
         empty = _empty_trace(models)  # one for all: nothing writes to a trace's columns
-        for d in range(D):
+        for d in range(len(self.devices), D):
             cache = slowdown_caches[d] if slowdown_caches is not None else None
             dev = SharedGpuSim(tables.latency[d], tables.fits[d], empty, batcher,
                                tables.power_w[d], slowdown=tables.slowdowns[d],
@@ -151,17 +204,22 @@ class ClusterSim:
         self.loads = 0
         self.evictions = 0
         self.load_s = 0.0
+        start = self._start
         #: Per slot, the resident models in LRU order (least recently used first).
         self.resident: list[dict[int, None]] = []
-        self.mem_used = [0.0] * S
-        for s in range(S):
-            res = dict.fromkeys(int(m) for m in resident[s])
-            used = sum(tables.footprint_bytes[m] for m in res)
-            if used > tables.slot_mem_bytes[s] * (1 + 1e-12):
-                raise ValueError(f"slot {s}: the initial models need {used:.3g} B, "
-                                 f"it has {tables.slot_mem_bytes[s]:.3g}")
-            self.resident.append(res)
-            self.mem_used[s] = used
+        if start is not None:
+            self.resident = [dict.fromkeys(r) for r in start.resident]
+            self.mem_used = start.mem_used.copy()
+        else:
+            self.mem_used = [0.0] * S
+            for s in range(S):
+                res = dict.fromkeys(int(m) for m in resident[s])
+                used = sum(tables.footprint_bytes[m] for m in res)
+                if used > tables.slot_mem_bytes[s] * (1 + 1e-12):
+                    raise ValueError(f"slot {s}: the initial models need {used:.3g} B, "
+                                     f"it has {tables.slot_mem_bytes[s]:.3g}")
+                self.resident.append(res)
+                self.mem_used[s] = used
         #: Per slot and model, when its weights are ready there (0: loaded at the start).
         self.ready_at: list[dict[int, float]] = [dict.fromkeys(r, 0.0) for r in self.resident]
         #: Per device, when its host link is free of weight copies.
@@ -173,19 +231,31 @@ class ClusterSim:
         self.transit_n = [0] * S
         self._heap: list[tuple[float, int, int, int, tuple[float, float, float, int, int]]] = []
         self._seq = 0
-        self._per_item = tables.per_item_s.tolist()
-        # Per model, the slots whose partition it fits (the only ones a query of it may take),
-        # each as (slot, device, partition, hop of the model to that device).
-        self._fit_slots: list[list[tuple[int, int, int, float]]] = [
-            [(s, d, p, tables.hop_s[d][m]) for s, (d, p) in enumerate(self.slots)
-             if tables.fits[d][p][m]] for m in range(M)]
+        if start is not None:
+            self._per_item = start.per_item
+            self._fit_slots = start.fit_slots
+        else:
+            self._per_item = tables.per_item_s.tolist()
+            # Per model, the slots whose partition it fits (the only ones a query of it may
+            # take), each as (slot, device, partition, hop of the model to that device).
+            self._fit_slots = [
+                [(s, d, p, tables.hop_s[d][m]) for s, (d, p) in enumerate(self.slots)
+                 if tables.fits[d][p][m]] for m in range(M)]
         self._counters = Counters(S)
         self._counters.latency = self.latency
         #: ``sum(tables.price_per_s)`` (the cluster's US$ per second), summed once.
         self._price_per_s = sum(tables.price_per_s)
         self._slot_dev = [self.devices[d] for d, _ in self.slots]
         self._slot_part = [p for _, p in self.slots]
-        self._init_mirrors()
+        if start is None:
+            self._init_mirrors()
+            self._start = _Start(
+                tuple(tuple(r) for r in self.resident), self.mem_used.copy(), self._per_item,
+                self._fit_slots, self._first, self._pad, self._idle_w, self._sm.copy(),
+                self._sf.copy(), self._df.copy(), self._nev.copy(), self._due.copy(),
+                self._dcount.copy(), self._count.copy(), self._busy_list.copy())
+        else:
+            self._restart_mirrors(start)
 
     #: The per-query columns of the trace (what :meth:`without_trace` drops).
     _TRACE_KEYS = ("_times", "_models", "_sizes", "_dead", "_inv")
@@ -203,10 +273,12 @@ class ClusterSim:
 
     def without_trace(self) -> ClusterSim:
         """A shallow copy without the trace's columns (to pickle small: the owner draws the
-        trace again and :meth:`attach_trace` s it)."""
+        trace again and :meth:`attach_trace` s it) and without the start template (the next
+        episode builds it again)."""
         clone = copy.copy(self)
         for key in self._TRACE_KEYS:
             delattr(clone, key)
+        clone._start = None
         return clone
 
     # ------------------------------------------------------------------ compiled path
@@ -273,6 +345,30 @@ class ClusterSim:
         self._busy_list = [0.0] * S
         for d in range(D):
             self._pull(d)
+
+    def _restart_mirrors(self, start: _Start) -> None:
+        """The mirrors as :meth:`_init_mirrors` leaves them, copied from ``start`` (the
+        devices restarted: the same state as the devices it was taken from)."""
+        S = self.n_slots
+        self._first = start.first
+        self._pad = start.pad
+        self._sm = start.sm.copy()
+        self._idle_w = start.idle_w
+        self._sf = start.sf.copy()
+        self._df = start.df.copy()
+        self._nev = start.nev.copy()
+        self._due = start.due.copy()
+        self._dcount = start.dcount.copy()
+        self._count = start.counts.copy()
+        self._touched = {}
+        self._dev_now = 0.0
+        self._room_at = []
+        self._room_until = [_INF] * S
+        self._o32 = np.zeros((6, S), np.float32)
+        self._valid = np.zeros(S, bool)
+        self._sums = np.zeros(5)
+        self._sums_ok = False
+        self._busy_list = start.busy_list.copy()
 
     def _touch(self, d: int) -> SharedGpuSim:
         """Device ``d``, its backlog clock and ``now`` brought from the mirrors (once per

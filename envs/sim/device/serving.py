@@ -27,7 +27,7 @@ import numpy as np
 
 from envs.sim.core import Event, EventQueue
 from envs.sim.device import compiled
-from envs.sim.metrics import Counters
+from envs.sim.metrics import Counters, LatencyHistogram
 from envs.sim.packing import pack, unpack
 from traces.arrivals import Arrivals
 
@@ -143,42 +143,7 @@ class GpuServingSim:
         self._size, self._sla_ms = arrivals.size, arrivals.sla_ms
         self._chunk = max(int(chunk), 1)
         self._n = len(arrivals)
-        # The current chunk of the trace as Python lists, from request index _base on.
-        self._base = 0
-        self._clen = 0
-        self._ct: list[float] = []
-        self._cm: list[int] = []
-        self._csize: list[int] = []
-        self._cdead: list[float] = []
-        self._cinv: list[float] = []
-        #: Integral over time of sum(1 / SLA) over the requests in the system: the total time
-        #: spent in the system so far, each request's time counted in units of its own SLA.
-        self.backlog = 0.0
-        self._backlog_rate = 0.0
-        self._backlog_t = 0.0
-        self._next = 0
-        #: Index of the request awaiting a decision, or None when the trace is exhausted.
-        self.pending: int | None = None
-        self._pj = 0  # position of the pending request in the current chunk
-        self.events = EventQueue()
-        self.counters = Counters(self.n_partitions)
         P, M = self.n_partitions, self.n_models
-        #: Per (partition, model): the queued requests as ``(arrival, deadline, 1/SLA, size)``.
-        self.queues: list[list[deque[tuple[float, float, float, int]]]] = [
-            [deque() for _ in range(M)] for _ in range(P)]
-        #: Items queued per partition.
-        self.queued_items = [0] * P
-        #: Items queued per (partition, model).
-        self.queued_by_model = [[0] * M for _ in range(P)]
-        #: Estimated seconds of work queued (items x per-item cost at max batch); exactly 0.0
-        #: whenever the partition's queue is empty.
-        self.queued_work_s = [0.0] * P
-        self.busy_until = [0.0] * P  # end of the running batch (<= now when idle)
-        self.busy = [False] * P
-        self.running_model = [-1] * P
-        #: Per partition, the requests of its running batch (tuples as queued).
-        self._running: list[list[Any]] = [[] for _ in range(P)]
-        self._timeout: list[Event | None] = [None] * P
         B = batcher.max_batch
         self._max_batch = B
         self._delay_s = batcher.max_queue_delay_s
@@ -188,6 +153,65 @@ class GpuServingSim:
         #: Batch-1 latency per (partition, model) in seconds.
         self.solo_s = [[latency[p][m][0] for m in range(M)] for p in range(P)]
         self._energy_w = [busy - idle for idle, busy in power_w] if power_w is not None else None
+        self._init_serving_state(False)
+
+    def _init_serving_state(self, reuse: bool, latency: LatencyHistogram | None = None) -> None:
+        """The simulation's state at time 0 (no request seen). ``reuse``: the containers of
+        the previous state are emptied and refilled instead of allocated again (fewer new
+        objects for the cyclic collector; :meth:`SharedGpuSim.restart`)."""
+        self._base = 0
+        self._clen = 0
+        self.backlog = 0.0
+        self._backlog_rate = 0.0
+        self._backlog_t = 0.0
+        self._next = 0
+        #: Index of the request awaiting a decision, or None when the trace is exhausted.
+        self.pending: int | None = None
+        self._pj = 0  # position of the pending request in the current chunk
+        P, M = self.n_partitions, self.n_models
+        if not reuse:
+            # The current chunk of the trace as Python lists, from request index _base on.
+            self._ct: list[float] = []
+            self._cm: list[int] = []
+            self._csize: list[int] = []
+            self._cdead: list[float] = []
+            self._cinv: list[float] = []
+            self.events = EventQueue()
+            self.counters = Counters(self.n_partitions)
+            #: Per (partition, model): the queued requests as ``(arrival, deadline, 1/SLA, size)``.
+            self.queues: list[list[deque[tuple[float, float, float, int]]]] = [
+                [deque() for _ in range(M)] for _ in range(P)]
+            #: Items queued per partition.
+            self.queued_items = [0] * P
+            #: Items queued per (partition, model).
+            self.queued_by_model = [[0] * M for _ in range(P)]
+            #: Estimated seconds of work queued (items x per-item cost at max batch); exactly 0.0
+            #: whenever the partition's queue is empty.
+            self.queued_work_s = [0.0] * P
+            self.busy_until = [0.0] * P  # end of the running batch (<= now when idle)
+            self.busy = [False] * P
+            self.running_model = [-1] * P
+            #: Per partition, the requests of its running batch (tuples as queued).
+            self._running: list[list[Any]] = [[] for _ in range(P)]
+            self._timeout: list[Event | None] = [None] * P
+            return
+        for chunk in (self._ct, self._cm, self._csize, self._cdead, self._cinv):
+            chunk.clear()
+        self.events.clear()
+        self.counters.clear(latency)
+        if any(map(any, self.queues)):
+            for row in self.queues:
+                for q in row:
+                    q.clear()
+        self.queued_items[:] = [0] * P
+        for counts in self.queued_by_model:
+            counts[:] = [0] * M
+        self.queued_work_s[:] = [0.0] * P
+        self.busy_until[:] = [0.0] * P
+        self.busy[:] = [False] * P
+        self.running_model[:] = [-1] * P
+        self._running[:] = [[] for _ in range(P)]
+        self._timeout[:] = [None] * P
 
     #: The trace columns, pickled compressed (model ids, sizes and SLAs repeat a few values).
     _PACKED = ("_time_s", "_model", "_size", "_sla_ms")

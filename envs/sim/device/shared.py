@@ -49,6 +49,7 @@ import numpy as np
 from envs.sim.core import Event
 from envs.sim.device import compiled_shared as cs
 from envs.sim.device.serving import BATCH_DONE, BATCH_TIMEOUT, BatcherConfig, GpuServingSim, take
+from envs.sim.metrics import LatencyHistogram
 from traces.arrivals import Arrivals
 
 SLOT_UP = 2
@@ -154,7 +155,7 @@ class SharedGpuSim(GpuServingSim):
         active: Sequence[bool] | None = None,
     ) -> None:
         super().__init__(latency, fits, arrivals, batcher, power_w, chunk)
-        P, M = self.n_partitions, self.n_models
+        P = self.n_partitions
         self.latency = [list(row) for row in latency]
         self.power_w = None if power_w is None else list(power_w)
         self.fits = [list(row) for row in fits]
@@ -176,49 +177,86 @@ class SharedGpuSim(GpuServingSim):
         else:
             self._level = None
         L = self.n_levels = len(self.level_values)
-        self._clev: list[int] = []
-        #: Per (slot, model, level): the queued requests (:data:`Request`), oldest first.
-        self.lqueues: list[list[list[deque[Request]]]] = [
-            [[deque() for _ in range(L)] for _ in range(M)] for _ in range(P)]
-        #: Estimated seconds of queued work per (slot, level), as ``queued_work_s``.
-        self.queued_work_level = [[0.0] * L for _ in range(P)]
-        self._run_level = [L] * P
         self.active = [True] * P if active is None else [bool(a) for a in active]
-        self.up_at = [0.0 if a else _INF for a in self.active]
-        self._done: list[Event | None] = [None] * P
-        self._factor = [1.0] * P
-        self._rem = [0.0] * P  # solo seconds of work left in the running batch at _rt
-        self._rt = [0.0] * P
-        self._job: list[tuple[int, int] | None] = [None] * P
-        self._jobcode = [-1] * P
         self._slowdown = slowdown
         # A slowdown callable may predict a new job's factor on every slot in one call
         # (CoRunnerSlowdowns.predicted); otherwise it is asked once per slot.
         self._predict: Callable[..., list[float]] | None = getattr(slowdown, "predicted", None)
         self._fcache = {} if slowdown_cache is None else slowdown_cache
         self.layout_id: Hashable = layout_id
-        self._last_key: tuple[int, ...] | None = None
-        #: The predictions of predicted for the running set ``_last_key``, by job code (every
-        #: change of the running set is followed by _reshape, which starts a new dict).
-        self._pred_now: dict[int, Sequence[float]] = {}
         self._priorities = L > 1
         self._preempt = bool(preempt)
-        self._retiring = [False] * P
+        self._idle_total = sum(i for i, _ in power_w) if power_w is not None else 0.0
+        self._jk = max(len(r) for row in self.latency for r in row) + 1
+        self._lat_cache: tuple[list[Any], np.ndarray] | None = None
+        # The batch sizes a job can have (see _kernel_tables; found once, when first needed).
+        self._batch_sizes: tuple[int, ...] | None = None
+        self._init_shared_state(False)
+
+    def _init_shared_state(self, reuse: bool) -> None:
+        """The state at time 0 of what this class adds (as ``_init_serving_state``)."""
+        P, M, L = self.n_partitions, self.n_models, self.n_levels
+        self._last_key: tuple[int, ...] | None = None
         self._drain_left = 0
-        self._changed: list[int] = []
         self._pending_downtime = 0.0
         self._reconfig_start = 0.0
         self.reconfig_until = 0.0
         self.reconfigurations = 0
         self.downtime_s = 0.0
         self.preemptions = 0
-        self._idle_total = sum(i for i, _ in power_w) if power_w is not None else 0.0
         self._idle_t = 0.0
         self._idle_energy = 0.0
-        self._jk = max(len(r) for row in self.latency for r in row) + 1
-        self._lat_cache: tuple[list[Any], np.ndarray] | None = None
-        # The batch sizes a job can have (see _kernel_tables; found once, when first needed).
-        self._batch_sizes: tuple[int, ...] | None = None
+        if not reuse:
+            self._clev: list[int] = []
+            #: Per (slot, model, level): the queued requests (:data:`Request`), oldest first.
+            self.lqueues: list[list[list[deque[Request]]]] = [
+                [[deque() for _ in range(L)] for _ in range(M)] for _ in range(P)]
+            #: Estimated seconds of queued work per (slot, level), as ``queued_work_s``.
+            self.queued_work_level = [[0.0] * L for _ in range(P)]
+            self._run_level = [L] * P
+            self.up_at = [0.0 if a else _INF for a in self.active]
+            self._done: list[Event | None] = [None] * P
+            self._factor = [1.0] * P
+            self._rem = [0.0] * P  # solo seconds of work left in the running batch at _rt
+            self._rt = [0.0] * P
+            self._job: list[tuple[int, int] | None] = [None] * P
+            self._jobcode = [-1] * P
+            #: The predictions of predicted for the running set ``_last_key``, by job code (every
+            #: change of the running set is followed by _reshape, which starts a new dict).
+            self._pred_now: dict[int, Sequence[float]] = {}
+            self._retiring = [False] * P
+            self._changed: list[int] = []
+            return
+        self._clev = []
+        if any(any(map(any, row)) for row in self.lqueues):
+            for row in self.lqueues:
+                for levels in row:
+                    for q in levels:
+                        q.clear()
+        for w in self.queued_work_level:
+            w[:] = [0.0] * L
+        self._run_level[:] = [L] * P
+        self.up_at[:] = [0.0 if a else _INF for a in self.active]
+        self._done[:] = [None] * P
+        self._factor[:] = [1.0] * P
+        self._rem[:] = [0.0] * P
+        self._rt[:] = [0.0] * P
+        self._job[:] = [None] * P
+        self._jobcode[:] = [-1] * P
+        self._pred_now = {}
+        self._retiring[:] = [False] * P
+        self._changed = []
+
+    def restart(self, latency: LatencyHistogram | None = None) -> None:
+        """Back to time 0 on the same trace: the state of a new simulator built with the same
+        arguments (its slowdown cache kept), for less than building one. The constant tables
+        stay, and the state's containers are emptied and refilled rather than allocated
+        again. ``latency``: the histogram the counters record into (default: a new one). Not
+        after :meth:`reconfigure` (it changed the tables): ValueError."""
+        if self.reconfigurations:
+            raise ValueError("restart: this simulator was reconfigured; build a new one")
+        self._init_serving_state(True, latency)
+        self._init_shared_state(True)
 
     # ------------------------------------------------------------------ decisions
     @property
