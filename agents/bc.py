@@ -31,6 +31,11 @@ def collect(env: gym.Env[Any, Any], teacher: Policy, n_steps: int,
     masks: list[np.ndarray] = []
     acts: list[int] = []
     ep = seed
+    # An oracle teacher (a per-interval hindsight schedule) replays each episode first, as in
+    # agents.evaluation.run_episode.
+    bind = getattr(teacher, "bind_env", None)
+    if callable(bind):
+        bind(env, ep)
     obs, _ = env.reset(seed=ep)
     reset = getattr(teacher, "reset", None)
     if reset is not None:
@@ -45,6 +50,8 @@ def collect(env: gym.Env[Any, Any], teacher: Policy, n_steps: int,
         obs, _, term, trunc, _ = env.step(a)
         if term or trunc:
             ep += 1
+            if callable(bind):
+                bind(env, ep)
             obs, _ = env.reset(seed=ep)
             if reset is not None:
                 reset(ep)

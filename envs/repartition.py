@@ -155,6 +155,19 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     All are clipped to ``[0, 10]``. The reference capacity is the starting layout's capacity
     for the workload mix (queries/s at full batches); ``load`` is relative to it.
 
+    With ``time_obs=True`` one more key tells the time, as a server's clock would (off by
+    default: the observation is then exactly the one above):
+
+    | key        | shape  | meaning                                                        |
+    |------------|--------|----------------------------------------------------------------|
+    | ``time``   | (3,)   | elapsed fraction of the episode's nominal length (``episode_s``,|
+    |            |        | else ``episode_queries / (load x capacity)``) in ``[0, 1]``;    |
+    |            |        | ``sin`` and ``cos`` of ``2 pi t / clock_period_s`` in ``[-1, 1]``|
+
+    ``t`` is the simulated time since the episode started (the decision's time). A trace
+    whose pattern repeats with a known period (a daily cycle, ``MixShift(repeat=True)``
+    starting at time 0) is then predictable from the clock: set ``clock_period_s`` to it.
+
     ## Rewards
 
     A reward object (:mod:`envs.rewards`) weighs what happened in the interval, divided by the
@@ -187,7 +200,8 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     reconfig_mode="drain", reconfig_params=None, history=8, max_batch=8,
     max_queue_delay_ms=2.0, queue_capacity=64, drop_expired=True, precision="fp16",
     reward="goodput", interference=None, priorities=False, request_sizes=False, mps_step=10,
-    mps_max_parts=4, rate_mode="scale", episode_s=None, compiled=None)``. ``rate_mode`` replaces the
+    mps_max_parts=4, rate_mode="scale", episode_s=None, compiled=None, time_obs=False,
+    clock_period_s=3600.0)``. ``rate_mode`` replaces the
     ``rate_mode`` of a replayed trace (:class:`traces.replay.WindowOptions`: Azure, CSV,
     ServeGen): ``scale`` (default) keeps the trace's clock and multiplies its rate per tenant
     and window, so an hour of trace is an hour of simulated time and a minutes-long drift of
@@ -206,6 +220,8 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     the kernel computes the co-runners' slowdowns and reschedules running batches as the
     Python loop does, on Python < 3.12 whose ``sum()`` it reproduces), ``False`` the Python
     loop (the reference), ``True`` requires it.
+    ``time_obs`` adds the ``time`` key above; ``clock_period_s`` (> 0, finite; default an
+    hour) is its clock's period.
     The other arguments are those of ``PartitionPlacement-v0``.
 
     ## Version History
@@ -218,6 +234,8 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     * v0 (unchanged dynamics): masked, out-of-range and non-integer actions raise ``ValueError``
       in every env (:mod:`envs.actions`) (a switch during a reconfiguration was ignored before);
       valid actions give the same episodes as before (golden trajectories bit-identical).
+    * v0 (unchanged dynamics, issue 16): ``time_obs`` and ``clock_period_s`` (off by default;
+      golden trajectories bit-identical).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -251,6 +269,8 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         rate_mode: str | None = "scale",
         episode_s: float | None = None,
         compiled: bool | None = None,
+        time_obs: bool = False,
+        clock_period_s: float = 3600.0,
     ) -> None:
         self.device = load_device(hw)
         start, self.sharing = normalise_layout(layout, sharing)
@@ -282,6 +302,14 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
             raise ValueError(f"reconfig_mode must be drain|preempt, got '{reconfig_mode}'")
         if history < 1:
             raise ValueError(f"history must be >= 1, got {history}")
+        if not isinstance(time_obs, bool):
+            raise ValueError(f"time_obs must be true or false, got {time_obs!r}")
+        if (isinstance(clock_period_s, bool) or not isinstance(clock_period_s, (int, float))
+                or not 0 < clock_period_s < _INF):
+            raise ValueError(f"clock_period_s must be a finite number > 0, got "
+                             f"{clock_period_s!r}")
+        self.time_obs = time_obs
+        self.clock_period_s = float(clock_period_s)
         self.load = float(load)
         self.episode_queries = int(episode_queries)
         self.interval_s = float(interval_s)
@@ -377,6 +405,13 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
             "reconfig": box(0.0, _CLIP, (1,), np.float32),
             "switch_cost": box(0.0, _CLIP, (L,), np.float32),
         })
+        if self.time_obs:
+            self.observation_space.spaces["time"] = box(
+                np.array([0.0, -1.0, -1.0], np.float32), np.ones(3, np.float32), (3,),
+                np.float32)
+        #: The episode's nominal length in seconds (the ``time`` key's elapsed fraction).
+        self.nominal_episode_s = (self.episode_s if self.episode_s is not None
+                                  else self.episode_queries / (self.load * self.capacity_qps))
         self._switch_costs: dict[int, np.ndarray] = {}
         self.action_space = spaces.Discrete(L + 1)
         self.sim: SharedGpuSim | None = None
@@ -791,7 +826,7 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         if sim.reconfiguring and left == 0.0:
             left = self.interval_s  # still draining: at least another interval
         c = _CLIP
-        return {
+        obs = {
             "layout": layout,
             "rates": np.minimum(self._hist * norm, c).astype(np.float32).reshape(-1),
             "forecast": np.minimum(fc * norm, c).astype(np.float32),
@@ -802,6 +837,17 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
             "reconfig": np.array([min(left / self.interval_s, c)], np.float32),
             "switch_cost": self.switch_costs(self._current),
         }
+        if self.time_obs:
+            obs["time"] = self.clock(self._steps * self.interval_s)  # (self._t: -1 at the end)
+        return obs
+
+    def clock(self, t: float) -> np.ndarray:
+        """The ``time`` observation at ``t`` seconds into the episode: the elapsed fraction of
+        :attr:`nominal_episode_s` (clipped to ``[0, 1]``), ``sin`` and ``cos`` of ``2 pi t /
+        clock_period_s``."""
+        angle = 2.0 * math.pi * t / self.clock_period_s
+        return np.array([min(max(t / self.nominal_episode_s, 0.0), 1.0), math.sin(angle),
+                         math.cos(angle)], np.float32)
 
     def _info(self) -> dict[str, Any]:
         sim = self.sim

@@ -69,3 +69,27 @@ def test_clone_weights() -> None:
     assert p_rare(model) > p_rare(plain_model)
     with pytest.raises(ValueError, match="weights"):
         clone(model, obs, masks, acts, epochs=1, weights=np.zeros(len(acts)))
+
+
+def test_collect_binds_an_oracle_teacher_to_each_episode() -> None:
+    """An oracle with ``bind_env`` (the per-interval hindsight schedule) is bound to every
+    episode's seed, as in ``run_episode``: replaying the collected actions gives its episode."""
+    from agents.evaluation import run_episode
+    from agents.misd_baselines import IntervalHindsight
+    from traces.synthetic import MixShift
+
+    swing = MixShift(durations=(5.0, 5.0), weights=((0.4, 0.4, 0.2), (0.15, 0.15, 0.7)),
+                     repeat=True, time_unit="s")
+    env = gym.make("ldsgym/Repartition-v0", trace=swing, load=1.0, episode_s=12.0,
+                   interval_s=1.0, candidates=[["3g", "2g", "1g", "1g"], ["7g"]])
+    _, _, acts = collect(env, IntervalHindsight(), 30, seed=4)  # 2 episodes and a part
+    for seed, start in ((4, 0), (5, 13)):  # an episode of 12 s takes 13 decisions
+        env.reset(seed=seed)
+        done, info = False, {}
+        for a in acts[start:start + 13]:
+            assert not done
+            _, _, _, done, info = env.step(int(a))
+        ref = run_episode(env, IntervalHindsight(), seed)
+        assert done and ref["steps"] == 13 and ref["reconfigurations"] > 0
+        assert info["goodput"] == ref["goodput"]
+        assert info["reconfigurations"] == ref["reconfigurations"]
