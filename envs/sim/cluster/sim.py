@@ -87,7 +87,7 @@ class _Start(NamedTuple):
     per_item: list[list[float]]
     fit_slots: list[list[tuple[int, int, int, float]]]
     first: list[int]
-    pad: np.ndarray
+    bounds: np.ndarray
     idle_w: float
     sm: np.ndarray
     sf: np.ndarray
@@ -251,7 +251,7 @@ class ClusterSim:
             self._init_mirrors()
             self._start = _Start(
                 tuple(tuple(r) for r in self.resident), self.mem_used.copy(), self._per_item,
-                self._fit_slots, self._first, self._pad, self._idle_w, self._sm.copy(),
+                self._fit_slots, self._first, self._bounds, self._idle_w, self._sm.copy(),
                 self._sf.copy(), self._df.copy(), self._nev.copy(), self._due.copy(),
                 self._dcount.copy(), self._count.copy(), self._busy_list.copy())
         else:
@@ -292,14 +292,11 @@ class ClusterSim:
             raise ValueError("the slots must be every partition of every device, in order")
         #: Per device, its first slot.
         self._first = first = [0] * D
-        width = 1
         for s, (d, p) in enumerate(slots):
             if p == 0:
                 first[d] = s
-            width = max(width, p + 1)
-        self._pad = np.full((width, D), S, dtype=np.int64)
-        for s, (d, p) in enumerate(slots):
-            self._pad[p, d] = s
+        #: Per device its first slot, then S (the kernel's ``bounds``).
+        self._bounds = np.array([*first, S], dtype=np.int64)
         sm = self._sm = np.zeros((kn.N_SM, M, S))
         dev_of = np.array([d for d, _ in slots], dtype=np.int64)
         sm[kn.FIT] = np.array([tab.fits[d][p] for d, p in slots], dtype=bool).T
@@ -351,7 +348,7 @@ class ClusterSim:
         devices restarted: the same state as the devices it was taken from)."""
         S = self.n_slots
         self._first = start.first
-        self._pad = start.pad
+        self._bounds = start.bounds
         self._sm = start.sm.copy()
         self._idle_w = start.idle_w
         self._sf = start.sf.copy()
@@ -459,7 +456,7 @@ class ClusterSim:
         if not self._sums_ok:
             self._prepare()
             kn.refresh(-1, self.now, 0.0, 1.0, 1.0, _INF, True, self._sf, self._sm, self._df,
-                       self._pad, self._o32, self._valid, self._sums)
+                       self._bounds, self._o32, self._valid, self._sums)
             self._sums_ok = True
         return self._sums
 
@@ -478,7 +475,7 @@ class ClusterSim:
         valid = self._valid if mask is None else mask
         need = self.tables.footprint_bytes[m]
         stale = kn.refresh(m, self.now, need, inv_b, inv_sla, clip, not self._sums_ok, sf,
-                           self._sm, self._df, self._pad, o32, valid, self._sums)
+                           self._sm, self._df, self._bounds, o32, valid, self._sums)
         self._sums_ok = True
         for k in range(stale):
             s = int(sf[kn.STALE, k])
