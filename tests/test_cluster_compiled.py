@@ -103,7 +103,8 @@ def test_the_default_path_follows_numba() -> None:
 
 
 def test_least_loaded_in_numpy_picks_what_the_rules_pick() -> None:
-    """``ClusterLeastLoaded.act`` (numpy) against :func:`rules.least_loaded` over
+    """``ClusterLeastLoaded.act`` (compiled, or numpy without numba) and
+    :func:`rules.least_loaded_of` (Python and compiled) against :func:`rules.least_loaded` over
     :func:`rules.least_loaded_keys` (the scalar reference), with ties and empty masks."""
     from agents.cluster_baselines import ClusterLeastLoaded
     from envs.sim.device import rules
@@ -119,3 +120,5 @@ def test_least_loaded_in_numpy_picks_what_the_rules_pick() -> None:
         key = rules.least_loaded_keys(queue.tolist(), busy.tolist())
         want = rules.least_loaded(key, [0.0] * n, mask.tolist())
         assert policy.act(obs, mask) == want, (queue, busy, mask)
+        assert rules.least_loaded_of(queue, busy, mask) == want, (queue, busy, mask)
+        assert rules.least_loaded_of_jit(queue, busy, mask) == want, (queue, busy, mask)
