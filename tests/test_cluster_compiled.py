@@ -8,6 +8,7 @@ episodes, drain included, must be equal (not close) on both.
 
 from __future__ import annotations
 
+import copy
 import pickle
 from typing import Any
 
@@ -92,7 +93,10 @@ def test_compiled_env_pickles_mid_episode() -> None:
     rng = np.random.default_rng(5)
     _lockstep(py, jit, rng, steps=600)
     jit2 = pickle.loads(pickle.dumps(jit))
+    # A deep copy too (the simulator's row views of its mirrors must be views again).
+    py3, jit3 = copy.deepcopy(py), copy.deepcopy(jit)
     assert _lockstep(py, jit2, rng) == 900
+    assert _lockstep(py3, jit3, np.random.default_rng(5)) == 900
 
 
 def test_the_default_path_follows_numba() -> None:

@@ -340,6 +340,7 @@ class ClusterSim:
         self._sums = np.zeros(5)
         self._sums_ok = False  # whether _sums are those of now
         self._busy_list = [0.0] * S
+        self._bind_rows()
         for d in range(D):
             self._pull(d)
 
@@ -366,6 +367,34 @@ class ClusterSim:
         self._sums = np.zeros(5)
         self._sums_ok = False
         self._busy_list = start.busy_list.copy()
+        self._bind_rows()
+
+    #: The row views :meth:`_bind_rows` makes (not pickled: views would come back as copies).
+    _ROW_KEYS = ("_df_rows", "_pull_rows", "_tn_row", "_extra_ok_row", "_room_ok_row",
+                 "_transit_rows")
+
+    def _bind_rows(self) -> None:
+        """Views of the mirrors' rows that the per-decision bookkeeping writes (an element
+        of a row costs less to write than one of the matrix)."""
+        sf, df = self._sf, self._df
+        self._df_rows = (df[kn.B], df[kn.T], df[kn.R], df[kn.E])
+        self._pull_rows = (sf[kn.BU], sf[kn.UP], sf[kn.QW], sf[kn.BS], sf[kn.BUSY], sf[kn.QI],
+                           sf[kn.ROOM_OK])
+        self._tn_row = sf[kn.TN]
+        self._extra_ok_row = sf[kn.EXTRA_OK]
+        self._room_ok_row = sf[kn.ROOM_OK]
+        self._transit_rows = self._sm[kn.TRANSIT]
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        for key in self._ROW_KEYS:
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        if "_sf" in state:
+            self._bind_rows()
 
     def _touch(self, d: int) -> SharedGpuSim:
         """Device ``d``, its backlog clock and ``now`` brought from the mirrors (once per
@@ -373,21 +402,21 @@ class ClusterSim:
         dev = self.devices[d]
         if d not in self._touched:
             self._touched[d] = None
-            df = self._df
-            dev.backlog = float(df[kn.B, d])
-            dev._backlog_t = float(df[kn.T, d])
+            rows = self._df_rows
+            dev.backlog = rows[0].item(d)
+            dev._backlog_t = rows[1].item(d)
             dev.events.now = self._dev_now
         return dev
 
     def _pull(self, d: int) -> None:
         """Copy device ``d``'s state into the mirrors (after it ran)."""
         dev = self.devices[d]
-        df, sf = self._df, self._sf
-        df[kn.B, d] = dev.backlog
-        df[kn.T, d] = dev._backlog_t
-        df[kn.R, d] = dev._backlog_rate
+        b_row, t_row, r_row, e_row = self._df_rows
+        b_row[d] = dev.backlog
+        t_row[d] = dev._backlog_t
+        r_row[d] = dev._backlog_rate
         c = dev.counters
-        df[kn.E, d] = c.energy_j
+        e_row[d] = c.energy_j
         now_c = (c.completed, c.good, c.dropped_rejected, c.dropped_overflow,
                  c.dropped_expired)
         old = self._dcount[d]
@@ -404,14 +433,17 @@ class ClusterSim:
                 heapq.heappush(self._due, (head, d))
         s = self._first[d]
         busy_list = self._busy_list
+        bu, up, qw, bs, busy, qi, room_ok = self._pull_rows
+        d_until, d_up, d_work, d_busy_s, d_busy, d_items = (
+            dev.busy_until, dev.up_at, dev.queued_work_s, c.busy_s, dev.busy, dev.queued_items)
         for p in range(dev.n_partitions):
-            sf[kn.BU, s] = dev.busy_until[p]
-            sf[kn.UP, s] = dev.up_at[p]
-            sf[kn.QW, s] = dev.queued_work_s[p]
-            sf[kn.BS, s] = busy_list[s] = c.busy_s[p]
-            sf[kn.BUSY, s] = 1.0 if dev.busy[p] else 0.0
-            sf[kn.QI, s] = dev.queued_items[p]
-            sf[kn.ROOM_OK, s] = 0.0
+            bu[s] = d_until[p]
+            up[s] = d_up[p]
+            qw[s] = d_work[p]
+            bs[s] = busy_list[s] = d_busy_s[p]
+            busy[s] = 1.0 if d_busy[p] else 0.0
+            qi[s] = d_items[p]
+            room_ok[s] = 0.0
             s += 1
         self._sums_ok = False
 
@@ -437,7 +469,7 @@ class ClusterSim:
                 elif r < until:
                     until = r
         self._sf[kn.ROOM, s] = free
-        self._sf[kn.ROOM_OK, s] = 1.0
+        self._room_ok_row[s] = 1.0
         if until != self._room_until[s]:
             self._room_until[s] = until
             if until < _INF:
@@ -449,7 +481,7 @@ class ClusterSim:
         while room_at and room_at[0][0] <= now:
             until, s = heapq.heappop(room_at)
             if self._room_until[s] == until:
-                self._sf[kn.ROOM_OK, s] = 0.0
+                self._room_ok_row[s] = 0.0
 
     def _fresh_sums(self) -> np.ndarray:
         """The sums of :func:`kernels.refresh` now (computed unless fresh)."""
@@ -615,11 +647,10 @@ class ClusterSim:
             self._times[j], self._dead[j], self._inv[j], self._sizes[j], 0)))
         self.pending = None
         if self.compiled:
-            self._sm[kn.TRANSIT, m, s] += 1.0
-            sf = self._sf
-            sf[kn.TN, s] += 1.0
-            sf[kn.EXTRA_OK, s] = 0.0
-            sf[kn.ROOM_OK, s] = 0.0  # its transit, and its LRU order (the room's sum order)
+            self._transit_rows[m, s] += 1.0
+            self._tn_row[s] += 1.0
+            self._extra_ok_row[s] = 0.0
+            self._room_ok_row[s] = 0.0  # its transit, and its LRU order (the room's sum order)
             self._sums_ok = False
 
     def reject(self) -> None:
@@ -690,11 +721,10 @@ class ClusterSim:
             d, p = slots[s]
             dev = self._touch(d) if compiled else devices[d]
             if compiled:
-                self._sm[kn.TRANSIT, m, s] -= 1.0
-                sf = self._sf
-                sf[kn.TN, s] -= 1.0
-                sf[kn.EXTRA_OK, s] = 0.0
-                sf[kn.ROOM_OK, s] = 0.0
+                self._transit_rows[m, s] -= 1.0
+                self._tn_row[s] -= 1.0
+                self._extra_ok_row[s] = 0.0
+                self._room_ok_row[s] = 0.0
             dev.run_passive(when)
             transit[s][m] -= 1
             self.transit_n[s] -= 1
