@@ -338,6 +338,7 @@ class ClusterSim:
         self._o32 = np.zeros((6, S), np.float32)
         self._valid = np.zeros(S, bool)
         self._sums = np.zeros(5)
+        self._sums_list: list[float] | None = None  # _sums as floats, once read
         self._sums_ok = False  # whether _sums are those of now
         self._busy_list = [0.0] * S
         self._bind_rows()
@@ -365,6 +366,7 @@ class ClusterSim:
         self._o32 = np.zeros((6, S), np.float32)
         self._valid = np.zeros(S, bool)
         self._sums = np.zeros(5)
+        self._sums_list = None
         self._sums_ok = False
         self._busy_list = start.busy_list.copy()
         self._bind_rows()
@@ -483,14 +485,19 @@ class ClusterSim:
             if self._room_until[s] == until:
                 self._room_ok_row[s] = 0.0
 
-    def _fresh_sums(self) -> np.ndarray:
-        """The sums of :func:`kernels.refresh` now (computed unless fresh)."""
+    def _fresh_sums(self) -> list[float]:
+        """The sums of :func:`kernels.refresh` now (computed unless fresh), as floats (one
+        conversion per computation: every reader of a decision reads this list)."""
         if not self._sums_ok:
             self._prepare()
             kn.refresh(-1, self.now, 0.0, 1.0, 1.0, _INF, True, self._sf, self._sm, self._df,
                        self._bounds, self._o32, self._valid, self._sums)
             self._sums_ok = True
-        return self._sums
+            self._sums_list = None
+        out = self._sums_list
+        if out is None:
+            out = self._sums_list = self._sums.tolist()
+        return out
 
     def observe(self, m: int, inv_b: float, inv_sla: float, clip: float,
                 out: np.ndarray | None = None,
@@ -506,6 +513,8 @@ class ClusterSim:
         o32 = self._o32 if out is None else out
         valid = self._valid if mask is None else mask
         need = self.tables.footprint_bytes[m]
+        if not self._sums_ok:  # the kernel computes them now
+            self._sums_list = None
         stale = kn.refresh(m, self.now, need, inv_b, inv_sla, clip, not self._sums_ok, sf,
                            self._sm, self._df, self._bounds, o32, valid, self._sums)
         self._sums_ok = True
@@ -790,14 +799,14 @@ class ClusterSim:
     def energy_j(self) -> float:
         """Energy so far: the devices' dynamic energy plus idle power over the elapsed time."""
         if self.compiled:
-            return float(self._fresh_sums()[kn.S_ENERGY]) + self._idle_w * self.now
+            return self._fresh_sums()[kn.S_ENERGY] + self._idle_w * self.now
         return (sum(dev.counters.energy_j for dev in self.devices)
                 + sum(self.tables.idle_w) * self.now)
 
     def used_cost_usd(self) -> float:
         """Busy seconds of each slot priced at its share of its device's price."""
         if self.compiled:
-            return float(self._fresh_sums()[kn.S_COST])
+            return self._fresh_sums()[kn.S_COST]
         tab = self.tables
         total = 0.0
         for s, (d, p) in enumerate(self.slots):
@@ -842,7 +851,7 @@ class ClusterSim:
         """Sum over the devices of their backlog (time in the system in units of the SLA,
         counted from delivery)."""
         if self.compiled:
-            return float(self._fresh_sums()[kn.S_BACKLOG])
+            return self._fresh_sums()[kn.S_BACKLOG]
         return sum(dev.backlog for dev in self.devices)
 
     def summary(self, counters: Counters | None = None) -> dict[str, float]:
@@ -854,7 +863,7 @@ class ClusterSim:
         now = self.now
         if self.compiled:
             sums = self._fresh_sums()
-            out = c.summary(now, float(sums[kn.S_AHEAD]), float(sums[kn.S_BUSY]))
+            out = c.summary(now, sums[kn.S_AHEAD], sums[kn.S_BUSY])
         else:
             out = c.summary(now, sum(dev.busy_ahead_s(now) for dev in self.devices))
         done = c.completed
