@@ -8,6 +8,7 @@ episodes, drain included, must be equal (not close) on both.
 
 from __future__ import annotations
 
+import copy
 import pickle
 from typing import Any
 
@@ -92,7 +93,10 @@ def test_compiled_env_pickles_mid_episode() -> None:
     rng = np.random.default_rng(5)
     _lockstep(py, jit, rng, steps=600)
     jit2 = pickle.loads(pickle.dumps(jit))
+    # A deep copy too (the simulator's row views of its mirrors must be views again).
+    py3, jit3 = copy.deepcopy(py), copy.deepcopy(jit)
     assert _lockstep(py, jit2, rng) == 900
+    assert _lockstep(py3, jit3, np.random.default_rng(5)) == 900
 
 
 def test_the_default_path_follows_numba() -> None:
@@ -103,7 +107,8 @@ def test_the_default_path_follows_numba() -> None:
 
 
 def test_least_loaded_in_numpy_picks_what_the_rules_pick() -> None:
-    """``ClusterLeastLoaded.act`` (numpy) against :func:`rules.least_loaded` over
+    """``ClusterLeastLoaded.act`` (compiled, or numpy without numba) and
+    :func:`rules.least_loaded_of` (Python and compiled) against :func:`rules.least_loaded` over
     :func:`rules.least_loaded_keys` (the scalar reference), with ties and empty masks."""
     from agents.cluster_baselines import ClusterLeastLoaded
     from envs.sim.device import rules
@@ -119,3 +124,5 @@ def test_least_loaded_in_numpy_picks_what_the_rules_pick() -> None:
         key = rules.least_loaded_keys(queue.tolist(), busy.tolist())
         want = rules.least_loaded(key, [0.0] * n, mask.tolist())
         assert policy.act(obs, mask) == want, (queue, busy, mask)
+        assert rules.least_loaded_of(queue, busy, mask) == want, (queue, busy, mask)
+        assert rules.least_loaded_of_jit(queue, busy, mask) == want, (queue, busy, mask)

@@ -69,7 +69,7 @@ def accrue(df: np.ndarray, t: float) -> None:
 
 @njit(cache=True)
 def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip: float,
-            do_sums: bool, sf: np.ndarray, sm: np.ndarray, df: np.ndarray, pad: np.ndarray,
+            do_sums: bool, sf: np.ndarray, sm: np.ndarray, df: np.ndarray, bounds: np.ndarray,
             o32: np.ndarray, valid: np.ndarray, sums: np.ndarray) -> int:
     """The features of a query of model ``m`` at ``now`` (``m < 0``: the sums only).
 
@@ -81,8 +81,9 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
     clipped float32 rows of ``o32`` (queue x ``inv_b``; busy, finish and loading x
     ``inv_sla``; resident; free memory); with ``do_sums``, ``sums``: the devices' backlog and
     dynamic energy, the slots' busy seconds priced (price x share) and summed, and per device
-    the busy time ahead of ``now``, summed over devices (``pad[j, d]``: the slot of partition
-    ``j`` of device ``d``, or S). Returns the number of slots listed in ``STALE``.
+    the busy time ahead of ``now``, summed over devices (device ``d``'s slots are
+    ``bounds[d]`` to ``bounds[d + 1]``, in partition order). Returns the number of slots
+    listed in ``STALE``.
     """
     S = sf.shape[1]
     D = df.shape[1]
@@ -138,26 +139,26 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
             o32[O_FINISH, s] = _clip(x * inv_sla, clip)
     if not do_sums:
         return stale
+    # One pass over the devices and, within each, its slots; every sum keeps its order (over
+    # the devices, over a device's partitions, over the slots), so the floats are the same.
     backlog = 0.0
     energy = 0.0
     ahead = 0.0
+    cost = 0.0
+    total = 0.0
     for d in range(D):
         backlog += df[B, d]
         energy += df[E, d]
         a = 0.0
-        for j in range(pad.shape[0]):
-            s = pad[j, d]
-            if s < S and sf[BUSY, s]:
+        for s in range(bounds[d], bounds[d + 1]):
+            if sf[BUSY, s]:
                 u = sf[BU, s]
                 if u > now:
                     a += u - now
+            b = sf[BS, s]
+            cost += b * sf[PRICE, s] * sf[SHARE, s]
+            total += b
         ahead += a
-    cost = 0.0
-    total = 0.0
-    for s in range(S):
-        b = sf[BS, s]
-        cost += b * sf[PRICE, s] * sf[SHARE, s]
-        total += b
     sums[S_BACKLOG] = backlog
     sums[S_ENERGY] = energy
     sums[S_COST] = cost

@@ -87,7 +87,7 @@ class _Start(NamedTuple):
     per_item: list[list[float]]
     fit_slots: list[list[tuple[int, int, int, float]]]
     first: list[int]
-    pad: np.ndarray
+    bounds: np.ndarray
     idle_w: float
     sm: np.ndarray
     sf: np.ndarray
@@ -251,7 +251,7 @@ class ClusterSim:
             self._init_mirrors()
             self._start = _Start(
                 tuple(tuple(r) for r in self.resident), self.mem_used.copy(), self._per_item,
-                self._fit_slots, self._first, self._pad, self._idle_w, self._sm.copy(),
+                self._fit_slots, self._first, self._bounds, self._idle_w, self._sm.copy(),
                 self._sf.copy(), self._df.copy(), self._nev.copy(), self._due.copy(),
                 self._dcount.copy(), self._count.copy(), self._busy_list.copy())
         else:
@@ -292,14 +292,11 @@ class ClusterSim:
             raise ValueError("the slots must be every partition of every device, in order")
         #: Per device, its first slot.
         self._first = first = [0] * D
-        width = 1
         for s, (d, p) in enumerate(slots):
             if p == 0:
                 first[d] = s
-            width = max(width, p + 1)
-        self._pad = np.full((width, D), S, dtype=np.int64)
-        for s, (d, p) in enumerate(slots):
-            self._pad[p, d] = s
+        #: Per device its first slot, then S (the kernel's ``bounds``).
+        self._bounds = np.array([*first, S], dtype=np.int64)
         sm = self._sm = np.zeros((kn.N_SM, M, S))
         dev_of = np.array([d for d, _ in slots], dtype=np.int64)
         sm[kn.FIT] = np.array([tab.fits[d][p] for d, p in slots], dtype=bool).T
@@ -341,8 +338,10 @@ class ClusterSim:
         self._o32 = np.zeros((6, S), np.float32)
         self._valid = np.zeros(S, bool)
         self._sums = np.zeros(5)
+        self._sums_list: list[float] | None = None  # _sums as floats, once read
         self._sums_ok = False  # whether _sums are those of now
         self._busy_list = [0.0] * S
+        self._bind_rows()
         for d in range(D):
             self._pull(d)
 
@@ -351,7 +350,7 @@ class ClusterSim:
         devices restarted: the same state as the devices it was taken from)."""
         S = self.n_slots
         self._first = start.first
-        self._pad = start.pad
+        self._bounds = start.bounds
         self._sm = start.sm.copy()
         self._idle_w = start.idle_w
         self._sf = start.sf.copy()
@@ -367,8 +366,37 @@ class ClusterSim:
         self._o32 = np.zeros((6, S), np.float32)
         self._valid = np.zeros(S, bool)
         self._sums = np.zeros(5)
+        self._sums_list = None
         self._sums_ok = False
         self._busy_list = start.busy_list.copy()
+        self._bind_rows()
+
+    #: The row views :meth:`_bind_rows` makes (not pickled: views would come back as copies).
+    _ROW_KEYS = ("_df_rows", "_pull_rows", "_tn_row", "_extra_ok_row", "_room_ok_row",
+                 "_transit_rows")
+
+    def _bind_rows(self) -> None:
+        """Views of the mirrors' rows that the per-decision bookkeeping writes (an element
+        of a row costs less to write than one of the matrix)."""
+        sf, df = self._sf, self._df
+        self._df_rows = (df[kn.B], df[kn.T], df[kn.R], df[kn.E])
+        self._pull_rows = (sf[kn.BU], sf[kn.UP], sf[kn.QW], sf[kn.BS], sf[kn.BUSY], sf[kn.QI],
+                           sf[kn.ROOM_OK])
+        self._tn_row = sf[kn.TN]
+        self._extra_ok_row = sf[kn.EXTRA_OK]
+        self._room_ok_row = sf[kn.ROOM_OK]
+        self._transit_rows = self._sm[kn.TRANSIT]
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        for key in self._ROW_KEYS:
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        if "_sf" in state:
+            self._bind_rows()
 
     def _touch(self, d: int) -> SharedGpuSim:
         """Device ``d``, its backlog clock and ``now`` brought from the mirrors (once per
@@ -376,21 +404,21 @@ class ClusterSim:
         dev = self.devices[d]
         if d not in self._touched:
             self._touched[d] = None
-            df = self._df
-            dev.backlog = float(df[kn.B, d])
-            dev._backlog_t = float(df[kn.T, d])
+            rows = self._df_rows
+            dev.backlog = rows[0].item(d)
+            dev._backlog_t = rows[1].item(d)
             dev.events.now = self._dev_now
         return dev
 
     def _pull(self, d: int) -> None:
         """Copy device ``d``'s state into the mirrors (after it ran)."""
         dev = self.devices[d]
-        df, sf = self._df, self._sf
-        df[kn.B, d] = dev.backlog
-        df[kn.T, d] = dev._backlog_t
-        df[kn.R, d] = dev._backlog_rate
+        b_row, t_row, r_row, e_row = self._df_rows
+        b_row[d] = dev.backlog
+        t_row[d] = dev._backlog_t
+        r_row[d] = dev._backlog_rate
         c = dev.counters
-        df[kn.E, d] = c.energy_j
+        e_row[d] = c.energy_j
         now_c = (c.completed, c.good, c.dropped_rejected, c.dropped_overflow,
                  c.dropped_expired)
         old = self._dcount[d]
@@ -407,14 +435,17 @@ class ClusterSim:
                 heapq.heappush(self._due, (head, d))
         s = self._first[d]
         busy_list = self._busy_list
+        bu, up, qw, bs, busy, qi, room_ok = self._pull_rows
+        d_until, d_up, d_work, d_busy_s, d_busy, d_items = (
+            dev.busy_until, dev.up_at, dev.queued_work_s, c.busy_s, dev.busy, dev.queued_items)
         for p in range(dev.n_partitions):
-            sf[kn.BU, s] = dev.busy_until[p]
-            sf[kn.UP, s] = dev.up_at[p]
-            sf[kn.QW, s] = dev.queued_work_s[p]
-            sf[kn.BS, s] = busy_list[s] = c.busy_s[p]
-            sf[kn.BUSY, s] = 1.0 if dev.busy[p] else 0.0
-            sf[kn.QI, s] = dev.queued_items[p]
-            sf[kn.ROOM_OK, s] = 0.0
+            bu[s] = d_until[p]
+            up[s] = d_up[p]
+            qw[s] = d_work[p]
+            bs[s] = busy_list[s] = d_busy_s[p]
+            busy[s] = 1.0 if d_busy[p] else 0.0
+            qi[s] = d_items[p]
+            room_ok[s] = 0.0
             s += 1
         self._sums_ok = False
 
@@ -440,7 +471,7 @@ class ClusterSim:
                 elif r < until:
                     until = r
         self._sf[kn.ROOM, s] = free
-        self._sf[kn.ROOM_OK, s] = 1.0
+        self._room_ok_row[s] = 1.0
         if until != self._room_until[s]:
             self._room_until[s] = until
             if until < _INF:
@@ -452,16 +483,21 @@ class ClusterSim:
         while room_at and room_at[0][0] <= now:
             until, s = heapq.heappop(room_at)
             if self._room_until[s] == until:
-                self._sf[kn.ROOM_OK, s] = 0.0
+                self._room_ok_row[s] = 0.0
 
-    def _fresh_sums(self) -> np.ndarray:
-        """The sums of :func:`kernels.refresh` now (computed unless fresh)."""
+    def _fresh_sums(self) -> list[float]:
+        """The sums of :func:`kernels.refresh` now (computed unless fresh), as floats (one
+        conversion per computation: every reader of a decision reads this list)."""
         if not self._sums_ok:
             self._prepare()
             kn.refresh(-1, self.now, 0.0, 1.0, 1.0, _INF, True, self._sf, self._sm, self._df,
-                       self._pad, self._o32, self._valid, self._sums)
+                       self._bounds, self._o32, self._valid, self._sums)
             self._sums_ok = True
-        return self._sums
+            self._sums_list = None
+        out = self._sums_list
+        if out is None:
+            out = self._sums_list = self._sums.tolist()
+        return out
 
     def observe(self, m: int, inv_b: float, inv_sla: float, clip: float,
                 out: np.ndarray | None = None,
@@ -477,8 +513,10 @@ class ClusterSim:
         o32 = self._o32 if out is None else out
         valid = self._valid if mask is None else mask
         need = self.tables.footprint_bytes[m]
+        if not self._sums_ok:  # the kernel computes them now
+            self._sums_list = None
         stale = kn.refresh(m, self.now, need, inv_b, inv_sla, clip, not self._sums_ok, sf,
-                           self._sm, self._df, self._pad, o32, valid, self._sums)
+                           self._sm, self._df, self._bounds, o32, valid, self._sums)
         self._sums_ok = True
         for k in range(stale):
             s = int(sf[kn.STALE, k])
@@ -618,11 +656,10 @@ class ClusterSim:
             self._times[j], self._dead[j], self._inv[j], self._sizes[j], 0)))
         self.pending = None
         if self.compiled:
-            self._sm[kn.TRANSIT, m, s] += 1.0
-            sf = self._sf
-            sf[kn.TN, s] += 1.0
-            sf[kn.EXTRA_OK, s] = 0.0
-            sf[kn.ROOM_OK, s] = 0.0  # its transit, and its LRU order (the room's sum order)
+            self._transit_rows[m, s] += 1.0
+            self._tn_row[s] += 1.0
+            self._extra_ok_row[s] = 0.0
+            self._room_ok_row[s] = 0.0  # its transit, and its LRU order (the room's sum order)
             self._sums_ok = False
 
     def reject(self) -> None:
@@ -693,11 +730,10 @@ class ClusterSim:
             d, p = slots[s]
             dev = self._touch(d) if compiled else devices[d]
             if compiled:
-                self._sm[kn.TRANSIT, m, s] -= 1.0
-                sf = self._sf
-                sf[kn.TN, s] -= 1.0
-                sf[kn.EXTRA_OK, s] = 0.0
-                sf[kn.ROOM_OK, s] = 0.0
+                self._transit_rows[m, s] -= 1.0
+                self._tn_row[s] -= 1.0
+                self._extra_ok_row[s] = 0.0
+                self._room_ok_row[s] = 0.0
             dev.run_passive(when)
             transit[s][m] -= 1
             self.transit_n[s] -= 1
@@ -763,14 +799,14 @@ class ClusterSim:
     def energy_j(self) -> float:
         """Energy so far: the devices' dynamic energy plus idle power over the elapsed time."""
         if self.compiled:
-            return float(self._fresh_sums()[kn.S_ENERGY]) + self._idle_w * self.now
+            return self._fresh_sums()[kn.S_ENERGY] + self._idle_w * self.now
         return (sum(dev.counters.energy_j for dev in self.devices)
                 + sum(self.tables.idle_w) * self.now)
 
     def used_cost_usd(self) -> float:
         """Busy seconds of each slot priced at its share of its device's price."""
         if self.compiled:
-            return float(self._fresh_sums()[kn.S_COST])
+            return self._fresh_sums()[kn.S_COST]
         tab = self.tables
         total = 0.0
         for s, (d, p) in enumerate(self.slots):
@@ -815,7 +851,7 @@ class ClusterSim:
         """Sum over the devices of their backlog (time in the system in units of the SLA,
         counted from delivery)."""
         if self.compiled:
-            return float(self._fresh_sums()[kn.S_BACKLOG])
+            return self._fresh_sums()[kn.S_BACKLOG]
         return sum(dev.backlog for dev in self.devices)
 
     def summary(self, counters: Counters | None = None) -> dict[str, float]:
@@ -827,7 +863,7 @@ class ClusterSim:
         now = self.now
         if self.compiled:
             sums = self._fresh_sums()
-            out = c.summary(now, float(sums[kn.S_AHEAD]), float(sums[kn.S_BUSY]))
+            out = c.summary(now, sums[kn.S_AHEAD], sums[kn.S_BUSY])
         else:
             out = c.summary(now, sum(dev.busy_ahead_s(now) for dev in self.devices))
         done = c.completed

@@ -162,6 +162,23 @@ def least_loaded_key(queue: float, busy: float) -> float:
     return f32(queue + f32(busy * MILLI_F32))
 
 
+def least_loaded_of(queue: Sequence[Any], busy: Sequence[Any], valid: Sequence[Any]) -> int:
+    """:func:`least_loaded` over :func:`least_loaded_key` of every partition with every size
+    0 (ties to the lower index) in one pass: the observation's ``queue`` and ``busy`` rows
+    (float32 values; each read as a float, so the key's two roundings are those of the
+    float64 arithmetic numpy does on the rows)."""
+    n = len(queue)
+    best = -1
+    best_key = 0.0
+    for p in range(n):
+        if valid[p]:
+            k = least_loaded_key(float(queue[p]), float(busy[p]))
+            if best < 0 or k < best_key:
+                best = p
+                best_key = k
+    return n if best < 0 else best
+
+
 def least_loaded_keys(queue: Sequence[float], busy: Sequence[float]) -> tuple[float, ...]:
     """:func:`least_loaded_key` of every partition at once (the same two roundings, each
     batched into one struct round trip; Python only, the compiled loop uses the scalar)."""
@@ -205,11 +222,13 @@ most_slack_jit = _compiled(most_slack)
 best_fit_jit = _compiled(best_fit, most_slack=most_slack_jit)
 least_loaded_jit = _compiled(least_loaded)
 least_loaded_key_jit = _compiled(least_loaded_key, f32=f32_jit)
+least_loaded_of_jit = _compiled(least_loaded_of, least_loaded_key=least_loaded_key_jit)
 round_robin_jit = _compiled(round_robin)
 nth_valid_jit = _compiled(nth_valid)
 
 __all__ = ["MILLI_F32", "best_fit", "best_fit_jit", "cheapest_within", "earliest",
            "earliest_jit", "f32", "f32_all", "f32_jit", "least_loaded", "least_loaded_jit",
-           "least_loaded_key", "least_loaded_key_jit", "least_loaded_keys", "most_slack",
+           "least_loaded_key", "least_loaded_key_jit", "least_loaded_keys", "least_loaded_of",
+           "least_loaded_of_jit", "most_slack",
            "most_slack_jit", "nth_valid", "nth_valid_jit", "round_robin", "round_robin_jit",
            "two_choices"]
