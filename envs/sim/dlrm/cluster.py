@@ -290,7 +290,8 @@ class ShardSim:
             self._arena = recycle._arena
         else:
             self._u_buf = np.empty(layout.c_n_total, dtype=layout.c_norm_d.dtype)
-            self._key_buf = np.empty(layout.c_n_total, dtype=layout.key_dtype)
+            # the keys, then the radix sort's scratch (kernels.radix_sort)
+            self._key_buf = np.empty(2 * layout.c_n_total, dtype=layout.key_dtype)
             self._arena = Arena(max(2**16, 32 * layout.c_n_total))
         #: The sub-request awaiting a decision, or None when the episode's are all decided.
         self.pending: SubRequest | None = None
@@ -665,8 +666,8 @@ class ShardSim:
 
     def _make_subrequests_jit(self, req: Request, fanout: int) -> list[SubRequest]:
         """:meth:`_make_subrequests` with the array work in compiled kernels
-        (:mod:`envs.sim.dlrm.kernels`): the same draws, the same power and sort, the same
-        results.
+        (:mod:`envs.sim.dlrm.kernels`): the same draws, the same power, the same
+        results (the keys sorted by a radix sort, :func:`kernels.radix_sort`).
 
         With few cached tables the binomials are drawn one table at a time: the array draw
         calls the same ``random_binomial`` on each (n, p) pair in order, so the stream and
@@ -702,7 +703,8 @@ class ShardSim:
         if lay.spec.row_wise:
             kernels.row_keys(x, m, lay.c_ub, lay.c_gseg, self.n_shards, lay.shard_shift, key)
             untracked = rng.multinomial(lay.c_n_total - n, lay.row_pvals)
-            key.sort()
+            if not kernels.radix_sort(key, self._key_buf[n:]):
+                key.sort()
             # out[2]: pinned + untracked + tracked lookups per shard
             kernels.split_sorted(key, lay.shard_base, rel, counts, out,
                                    lay.pinned_lookups + untracked, 1)
@@ -710,7 +712,8 @@ class ShardSim:
             return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked.tolist(),
                                      lookups, None)
         kernels.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
-        key.sort()
+        if not kernels.radix_sort(key, self._key_buf[n:]):
+            key.sort()
         # out[2]: cached - tracked lookups per shard, the untracked ones
         kernels.split_sorted(key, lay.shard_base, rel, counts, out, lay.cached_lookups_tw,
                                -1)
