@@ -199,6 +199,11 @@ def test_reset_reuses_the_caches_and_pickles_keep_the_shared_rows() -> None:
         assert np.shares_memory(sim.hit_rate, sim.node_features)
         assert np.shares_memory(sim.measured_slow, sim.node_features)
         assert np.shares_memory(sim._lb2_bytes, sim.inflight_bytes)
+        for name, array in ShardSim._MEMORYVIEWS.items():  # the event loop's element access
+            view = getattr(sim, name)
+            assert isinstance(view, memoryview), name
+            assert np.shares_memory(np.asarray(view), getattr(sim, array)), name
+            assert np.asarray(view).shape == getattr(sim, array).shape, name
     assert np.shares_memory(clone._rate_n, clone._consts)
     a, b = env.action_masks(), clone.action_masks()
     assert np.array_equal(a, b)

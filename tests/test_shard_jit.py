@@ -98,6 +98,23 @@ def test_split_sorted_is_unique_and_searchsorted() -> None:
         assert np.array_equal(rel[:u], uniq - base[:-1].repeat(np.diff(b)))
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_radix_sort_is_the_sort(dtype: type) -> None:
+    rng = np.random.default_rng(5)
+    tops = [1, 2, 5, 2047, 2048, 2049, 1_400_000, 2**31 - 1] + (
+        [2**40, 2**62] if dtype is np.int64 else [])
+    for top in tops:
+        for n in (0, 1, 2, 3, 100, 7000):
+            key = rng.integers(0, top, n).astype(dtype)
+            buf = np.empty(2 * n + 1, dtype=dtype)
+            buf[:n] = key
+            assert kernels.radix_sort(buf[:n], buf[n:])
+            assert np.array_equal(buf[:n], np.sort(key)), (top, n)
+    key = np.array([3, -1, 2], dtype=dtype)  # negative keys: left to the caller's sort
+    assert not kernels.radix_sort(key, np.empty(3, dtype=dtype))
+    assert np.array_equal(key, [3, -1, 2])
+
+
 @pytest.mark.parametrize("top", [1.0, 7.0, 2.0**24, 2.0**31, 2.0**40])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_rank_clipping_is_the_int64_clip(top: float, dtype: type) -> None:

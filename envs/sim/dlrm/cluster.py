@@ -49,7 +49,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from heapq import heappop
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -260,6 +260,7 @@ class ShardSim:
             self._row_hit0 = np.broadcast_to(np.asarray(row_hit0, dtype=np.float64),
                                              (N, S)).copy()
         self.row_hit = self._row_hit0.copy()  # (N, S) distinct-row hit rate
+        self._bind_memoryviews()
         self.cache_lookups = [0] * N
         self.cache_hits = [0] * N
         #: ``sum(cache_lookups)``, ``sum(cache_hits)``.
@@ -290,7 +291,8 @@ class ShardSim:
             self._arena = recycle._arena
         else:
             self._u_buf = np.empty(layout.c_n_total, dtype=layout.c_norm_d.dtype)
-            self._key_buf = np.empty(layout.c_n_total, dtype=layout.key_dtype)
+            # the keys, then the radix sort's scratch (kernels.radix_sort)
+            self._key_buf = np.empty(2 * layout.c_n_total, dtype=layout.key_dtype)
             self._arena = Arena(max(2**16, 32 * layout.c_n_total))
         #: The sub-request awaiting a decision, or None when the episode's are all decided.
         self.pending: SubRequest | None = None
@@ -321,11 +323,12 @@ class ShardSim:
         (a service or an MLP is counted whole when it starts): the rest of the running
         services, and the dense work scheduled past ``now``."""
         nodes = 0.0
+        ends = self._mv_end
         for n, nd in enumerate(self.nodes):
             if nd.serving is not None:
                 # A service that starts later than now (its input arrives then) has all of
                 # its length ahead, not more.
-                nodes += min(max(float(self.service_end[n]) - now, 0.0), nd.service_s)
+                nodes += min(max(ends[n] - now, 0.0), nd.service_s)
         dense = 0.0
         for jobs in self._dense_jobs:
             while jobs and jobs[0][1] <= now:
@@ -348,6 +351,26 @@ class ShardSim:
               "_lb2_rate",
               "service_end", "work_s", "node_features", "link_factor", "hit_rate", "_occ",
               "measured_slow", "link_messages")
+    #: Memoryviews of arrays (rebuilt by :meth:`_bind_memoryviews`, not pickled), by the
+    #: array attribute each one views.
+    _MEMORYVIEWS: ClassVar[dict[str, str]] = {
+        "_mv_ib": "inflight_bytes", "_mv_it": "inflight_t", "_mv_ir": "inflight_rate",
+        "_mv_lm": "link_messages", "_mv_end": "service_end", "_mv_work": "work_s",
+        "_mv_hit": "hit_rate", "_mv_occ": "_occ", "_mv_slow": "measured_slow",
+        "_mv_out": "outstanding", "_mv_row_hit": "row_hit", "_mv_cache": "_cache_size"}
+    # (Any: typeshed types a memoryview's items as int; these hold float64 and int64.)
+    _mv_ib: Any
+    _mv_it: Any
+    _mv_ir: Any
+    _mv_lm: Any
+    _mv_end: Any
+    _mv_work: Any
+    _mv_hit: Any
+    _mv_occ: Any
+    _mv_slow: Any
+    _mv_out: Any
+    _mv_row_hit: Any
+    _mv_cache: Any
 
     def _bind_views(self) -> None:
         """Point the view attributes at the rows of :attr:`node_state`."""
@@ -373,10 +396,18 @@ class ShardSim:
         #: kept by :meth:`_relink`, which follows every change of a link).
         self.link_messages = st[13:15].reshape(-1)
 
+    def _bind_memoryviews(self) -> None:
+        """Memoryviews of the per-node arrays that the event loop reads and writes one
+        element at a time (a memoryview's item is a Python float or int, read or written in
+        a third of the time of a numpy scalar access; the same memory, so the arrays, which
+        the observation reads whole, stay current, and the same values to the bit)."""
+        for name, array in self._MEMORYVIEWS.items():
+            setattr(self, name, memoryview(getattr(self, array)))
+
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
-        for name in self._VIEWS:  # pickle would copy them and lose the sharing
-            state.pop(name, None)
+        for name in (*self._VIEWS, *self._MEMORYVIEWS):  # pickle would copy them and lose
+            state.pop(name, None)  # the sharing (and cannot pickle a memoryview)
         # Scratch buffers (written before every read) go as their size; the warm-up rows
         # (integers, mostly repeats) compressed.
         state["_u_buf"] = (self._u_buf.dtype.str, len(self._u_buf))
@@ -391,6 +422,7 @@ class ShardSim:
         state["_warm_rows"] = unpack(state["_warm_rows"])
         self.__dict__.update(state)
         self._bind_views()
+        self._bind_memoryviews()
 
     def _set_cache_size(self, node: int, size: int) -> None:
         """Record node ``node``'s cache size (and its fast-tier occupancy)."""
@@ -665,8 +697,8 @@ class ShardSim:
 
     def _make_subrequests_jit(self, req: Request, fanout: int) -> list[SubRequest]:
         """:meth:`_make_subrequests` with the array work in compiled kernels
-        (:mod:`envs.sim.dlrm.kernels`): the same draws, the same power and sort, the same
-        results.
+        (:mod:`envs.sim.dlrm.kernels`): the same draws, the same power, the same
+        results (the keys sorted by a radix sort, :func:`kernels.radix_sort`).
 
         With few cached tables the binomials are drawn one table at a time: the array draw
         calls the same ``random_binomial`` on each (n, p) pair in order, so the stream and
@@ -702,7 +734,8 @@ class ShardSim:
         if lay.spec.row_wise:
             kernels.row_keys(x, m, lay.c_ub, lay.c_gseg, self.n_shards, lay.shard_shift, key)
             untracked = rng.multinomial(lay.c_n_total - n, lay.row_pvals)
-            key.sort()
+            if not kernels.radix_sort(key, self._key_buf[n:]):
+                key.sort()
             # out[2]: pinned + untracked + tracked lookups per shard
             kernels.split_sorted(key, lay.shard_base, rel, counts, out,
                                    lay.pinned_lookups + untracked, 1)
@@ -710,7 +743,8 @@ class ShardSim:
             return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked.tolist(),
                                      lookups, None)
         kernels.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
-        key.sort()
+        if not kernels.radix_sort(key, self._key_buf[n:]):
+            key.sort()
         # out[2]: cached - tracked lookups per shard, the untracked ones
         kernels.split_sorted(key, lay.shard_base, rel, counts, out, lay.cached_lookups_tw,
                                -1)
@@ -780,13 +814,13 @@ class ShardSim:
         self._subs[sid] = sub
         # estimate_service_s(sub, node), inlined (max(a, b) is ``b if b > a else a``)
         lay = self.lay
-        miss = sub.d_tracked * (1.0 - float(self.row_hit[node, sub.shard])) + sub.d_untracked
+        miss = sub.d_tracked * (1.0 - self._mv_row_hit[node, sub.shard]) + sub.d_untracked
         fast, slow = lay.c_fast_list[node] * (sub.lookups - miss), lay.c_slow_list[node] * miss
         est = self.spec.node_overhead_s + (slow if slow > fast else fast)
         sub.est_s = est
-        work_s = self.work_s
-        work_s[node] = float(work_s[node]) + est
-        self.outstanding[node] += 1
+        work_s = self._mv_work
+        work_s[node] = work_s[node] + est
+        self._mv_out[node] += 1
         self.link_bytes_sent[node] += sub.req_bytes
         link = self.links_down[node]
         link.add(now, sub.req_bytes, sub)
@@ -807,10 +841,10 @@ class ShardSim:
         else:
             link.event = None
         i = (lid & 1) * self.n_nodes + (lid >> 1)
-        self.inflight_bytes[i] = left
-        self.inflight_t[i] = now
-        self.inflight_rate[i] = rate
-        self.link_messages[i] = link.n
+        self._mv_ib[i] = left
+        self._mv_it[i] = now
+        self._mv_ir[i] = rate
+        self._mv_lm[i] = link.n
         busy = link.busy_s
         self._link_busy[i] = busy
         if busy > self._link_busy_max:
@@ -851,8 +885,8 @@ class ShardSim:
         now = self.events.now
         if ready > now:
             now = ready
-        work_s = self.work_s
-        w = float(work_s[node]) - sub.est_s
+        work_s = self._mv_work
+        w = work_s[node] - sub.est_s
         work_s[node] = w if w > 1e-15 else 0.0
         shard = sub.shard
         cache = nd.cache
@@ -860,10 +894,10 @@ class ShardSim:
                                     sub.tracked_lookups)
         # self._set_cache_size(node, cache.size), inlined
         size = cache.size
-        self._cache_size[node] = size
+        self._mv_cache[node] = size
         full = self._occ_full[node]
-        self._occ[node] = ((self._occ_pinned[node] + float(size) * self.spec.row_bytes) / full
-                           if full > 0 else 0.0)
+        self._mv_occ[node] = ((self._occ_pinned[node] + float(size) * self.spec.row_bytes)
+                              / full if full > 0 else 0.0)
         slow_reads = misses + sub.d_untracked
         self.slow_reads[node] += slow_reads
         self.fast_reads[node] += sub.lookups - slow_reads
@@ -876,7 +910,7 @@ class ShardSim:
         nd.serving = sub
         nd.service_s = service
         end = now + service
-        self.service_end[node] = end
+        self._mv_end[node] = end
         events = self.events
         if end < events.now:  # self._schedule(end, SERVICE_DONE, node) without a call
             raise ValueError(f"cannot schedule at {end} before now={events.now}")
@@ -891,14 +925,16 @@ class ShardSim:
             self.cache_hits[node] += hits
             self.cache_lookups_total += cacheable
             self.cache_hits_total += hits
-            hr = float(self.hit_rate[node])
-            self.hit_rate[node] = hr + a * (hits / cacheable - hr)
+            hit_rate = self._mv_hit
+            hr = hit_rate[node]
+            hit_rate[node] = hr + a * (hits / cacheable - hr)
         if sub.d_tracked:
-            row_hit = self.row_hit
-            rh = float(row_hit[node, shard])
+            row_hit = self._mv_row_hit
+            rh = row_hit[node, shard]
             row_hit[node, shard] = rh + a * (1.0 - misses / sub.d_tracked - rh)
-        ms = float(self.measured_slow[node])
-        self.measured_slow[node] = ms + a * (slow - ms)
+        measured = self._mv_slow
+        ms = measured[node]
+        measured[node] = ms + a * (slow - ms)
 
     def _on_service_done(self, node: int, now: float) -> None:
         nd = self.nodes[node]
@@ -919,14 +955,14 @@ class ShardSim:
         node = sub.node
         if node >= 0:
             self.nodes[node].members.pop(sub.id, None)
-            self.outstanding[node] -= 1
+            self._mv_out[node] -= 1
 
     def _deliver(self, sub: SubRequest, at: float) -> None:
         """``sub``'s response reaches the central node at ``at``."""
         node = sub.node  # self._leave_node(sub), inlined
         if node >= 0:
             self.nodes[node].members.pop(sub.id, None)
-            self.outstanding[node] -= 1
+            self._mv_out[node] -= 1
         sub.state = 4
         del self._subs[sub.id]
         req = sub.req
