@@ -8,6 +8,8 @@ it drops the extra replicas of a shard that cooled, and never asks for more than
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -120,3 +122,33 @@ def test_on_the_drift_scenario_it_loads_in_parallel_within_the_mask() -> None:
         most_loading = max(most_loading, int(u.sim.loading.sum()))
         assert (u.sim.holds.sum(axis=1) + u.sim.loading.sum(axis=1) <= u.max_shards).all()
     assert most_loading >= 2 and info["migrations"] >= 3
+
+
+def test_experiment_is_simd_placement_with_demand_replicate_as_teacher() -> None:
+    """experiment=simd_placement_demand: the scenario, agent, PPO and evaluation of
+    experiment=simd_placement; only the teacher differs (a baseline of the env)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from experiments.common import CONF_DIR
+    from experiments.warm_start import warm_start_settings
+
+    def cfg(name: str) -> dict[str, Any]:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            c = compose("train", overrides=[f"experiment={name}"])
+        out = OmegaConf.to_container(c, resolve=True)
+        assert isinstance(out, dict)
+        return out
+
+    demand, hot = cfg("simd_placement_demand"), cfg("simd_placement")
+    assert demand["env"] == hot["env"] and demand["env"]["id"] == DRIFT
+    for key in ("agent", "eval", "total_timesteps", "n_envs"):
+        assert demand[key] == hot[key], key
+    ws_demand, ws_hot = dict(demand["warm_start"]), dict(hot["warm_start"])
+    assert ws_demand.pop("teacher") == "demand_replicate"
+    assert ws_hot.pop("teacher") == "hot_replicate"
+    assert ws_demand == ws_hot
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        ws = warm_start_settings(compose("train", overrides=["experiment=simd_placement_demand"]),
+                                 DRIFT)
+    assert ws is not None and ws.teacher == "demand_replicate"
