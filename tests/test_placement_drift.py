@@ -125,8 +125,9 @@ def test_on_the_drift_scenario_it_loads_in_parallel_within_the_mask() -> None:
 
 
 def test_experiment_is_simd_placement_with_demand_replicate_as_teacher() -> None:
-    """experiment=simd_placement_demand: the scenario, agent, PPO and evaluation of
-    experiment=simd_placement; only the teacher differs (a baseline of the env)."""
+    """experiment=simd_placement_demand: the scenario, agent, PPO and loads of
+    experiment=simd_placement (and its evaluation seeds among more); only the teacher differs
+    (a baseline of the env)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -142,8 +143,10 @@ def test_experiment_is_simd_placement_with_demand_replicate_as_teacher() -> None
 
     demand, hot = cfg("simd_placement_demand"), cfg("simd_placement")
     assert demand["env"] == hot["env"] and demand["env"]["id"] == DRIFT
-    for key in ("agent", "eval", "total_timesteps", "n_envs"):
+    for key in ("agent", "total_timesteps", "n_envs"):
         assert demand[key] == hot[key], key
+    assert demand["eval"]["loads"] == hot["eval"]["loads"]
+    assert set(hot["eval"]["seeds"]) < set(demand["eval"]["seeds"])
     ws_demand, ws_hot = dict(demand["warm_start"]), dict(hot["warm_start"])
     assert ws_demand.pop("teacher") == "demand_replicate"
     assert ws_hot.pop("teacher") == "hot_replicate"
