@@ -195,3 +195,30 @@ def test_repartition_clock_reads_the_trace_clock() -> None:
     assert len(set(angles)) == 4
     with pytest.raises(ValueError, match="clock_origin"):
         gym.make("ldsgym/Repartition-v0", clock_origin="wall")
+
+
+def test_windows_experiment_trains_and_evaluates_on_disjoint_windows() -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from experiments.common import CONF_DIR, UserError, env_spec
+    from experiments.pipeline import eval_env_overrides
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose("train", overrides=["experiment=misd_repartition_windows"])
+    train = env_spec(cfg).kwargs["trace"]
+    test = eval_env_overrides(cfg)["trace"]
+    assert isinstance(train, MixShift) and isinstance(test, MixShift)
+    assert (train.split, test.split) == ("train", "test")
+    # the same schedule otherwise
+    assert train == MixShift(**{**vars(test), "split": "train"})
+    episode_s = cfg.env.kwargs.episode_s
+    for seed in range(5):
+        a = train.sample(np.random.default_rng(seed), MIX3, 1000, 1000 / episode_s)
+        b = test.sample(np.random.default_rng(seed), MIX3, 1000, 1000 / episode_s)
+        assert a.start_s + episode_s <= 0.8 * train.span_s <= b.start_s
+    bad = OmegaConf.merge(cfg, {"eval": {"env_overrides": {"trace": {
+        "_target_": "traces.MixShift", "span_s": -1.0}}}})
+    with pytest.raises(UserError, match=r"eval\.env_overrides\.trace") as e:
+        eval_env_overrides(bad)
+    assert "\n" not in str(e.value)
