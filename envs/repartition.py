@@ -164,9 +164,12 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     |            |        | else ``episode_queries / (load x capacity)``) in ``[0, 1]``;    |
     |            |        | ``sin`` and ``cos`` of ``2 pi t / clock_period_s`` in ``[-1, 1]``|
 
-    ``t`` is the simulated time since the episode started (the decision's time). A trace
-    whose pattern repeats with a known period (a daily cycle, ``MixShift(repeat=True)``
-    starting at time 0) is then predictable from the clock: set ``clock_period_s`` to it.
+    ``t`` is the time of the decision on the trace's own clock: the episode's start there (the
+    arrivals' ``start_s``: where a replayed window or a mix schedule started at an offset
+    begins; 0 for traces that start at their time 0) plus the simulated time since the
+    episode started (``clock_origin="episode"``: the latter only). A trace whose pattern
+    repeats with a known period (a daily cycle, ``MixShift(repeat=True)``) is then predictable
+    from the clock whatever window an episode replays: set ``clock_period_s`` to the period.
 
     ## Rewards
 
@@ -201,7 +204,7 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     max_queue_delay_ms=2.0, queue_capacity=64, drop_expired=True, precision="fp16",
     reward="goodput", interference=None, priorities=False, request_sizes=False, mps_step=10,
     mps_max_parts=4, rate_mode="scale", episode_s=None, compiled=None, time_obs=False,
-    clock_period_s=3600.0)``. ``rate_mode`` replaces the
+    clock_period_s=3600.0, clock_origin="trace")``. ``rate_mode`` replaces the
     ``rate_mode`` of a replayed trace (:class:`traces.replay.WindowOptions`: Azure, CSV,
     ServeGen): ``scale`` (default) keeps the trace's clock and multiplies its rate per tenant
     and window, so an hour of trace is an hour of simulated time and a minutes-long drift of
@@ -221,7 +224,7 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
     Python loop does, on Python < 3.12 whose ``sum()`` it reproduces), ``False`` the Python
     loop (the reference), ``True`` requires it.
     ``time_obs`` adds the ``time`` key above; ``clock_period_s`` (> 0, finite; default an
-    hour) is its clock's period.
+    hour) is its clock's period; ``clock_origin`` (``trace`` or ``episode``) where it counts from.
     The other arguments are those of ``PartitionPlacement-v0``.
 
     ## Version History
@@ -236,6 +239,8 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
       valid actions give the same episodes as before (golden trajectories bit-identical).
     * v0 (unchanged dynamics, issue 16): ``time_obs`` and ``clock_period_s`` (off by default;
       golden trajectories bit-identical).
+    * v0 (unchanged dynamics, issue 16): the clock follows the trace's clock (``clock_origin``;
+      the same observations for traces that start at their time 0).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -271,6 +276,7 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         compiled: bool | None = None,
         time_obs: bool = False,
         clock_period_s: float = 3600.0,
+        clock_origin: str = "trace",
     ) -> None:
         self.device = load_device(hw)
         start, self.sharing = normalise_layout(layout, sharing)
@@ -308,8 +314,12 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
                 or not 0 < clock_period_s < _INF):
             raise ValueError(f"clock_period_s must be a finite number > 0, got "
                              f"{clock_period_s!r}")
+        if clock_origin not in ("trace", "episode"):
+            raise ValueError(f"clock_origin must be trace|episode, got {clock_origin!r}")
         self.time_obs = time_obs
         self.clock_period_s = float(clock_period_s)
+        self.clock_origin = clock_origin
+        self._clock0 = 0.0  # the episode's start on the clock (reset)
         self.load = float(load)
         self.episode_queries = int(episode_queries)
         self.interval_s = float(interval_s)
@@ -514,6 +524,7 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
         n = (self.episode_queries if self.episode_s is None
              else max(1, math.ceil(self.episode_s * rate)))
         arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix, n, rate)
+        self._clock0 = float(arrivals.start_s) if self.clock_origin == "trace" else 0.0
         solo = self._best_solo[self.start_index] * 1e3
         if arrivals.needs_sla_resolution:  # (else it would copy sla_ms: seconds an hour)
             arrivals = arrivals.resolve_sla(solo)
@@ -843,9 +854,10 @@ class RepartitionEnv(gym.Env[Obs, np.int64]):
 
     def clock(self, t: float) -> np.ndarray:
         """The ``time`` observation at ``t`` seconds into the episode: the elapsed fraction of
-        :attr:`nominal_episode_s` (clipped to ``[0, 1]``), ``sin`` and ``cos`` of ``2 pi t /
-        clock_period_s``."""
-        angle = 2.0 * math.pi * t / self.clock_period_s
+        :attr:`nominal_episode_s` (clipped to ``[0, 1]``), ``sin`` and ``cos`` of ``2 pi (t0 +
+        t) / clock_period_s``, ``t0`` the episode's start on the trace's clock (``clock_origin
+        ="trace"``: the arrivals' ``start_s``) or 0 (``"episode"``)."""
+        angle = 2.0 * math.pi * (self._clock0 + t) / self.clock_period_s
         return np.array([min(max(t / self.nominal_episode_s, 0.0), 1.0), math.sin(angle),
                          math.cos(angle)], np.float32)
 

@@ -91,11 +91,12 @@ def export_and_check(model: Any, spec: EnvSpec, out: Path, n_samples: int) -> di
 
 def eval_env_overrides(cfg: DictConfig) -> dict[str, Any]:
     """``eval.env_overrides``: env kwargs that differ at evaluation, e.g. ``{trace:
-    azure-conv-test}`` (the held-out split of a real trace the agent trained on). Empty when
-    the key is absent.
+    azure-conv-test}`` (the held-out split of a real trace the agent trained on), or a trace
+    config with a ``_target_`` (e.g. a ``traces.MixShift`` with ``split: test``: its held-out
+    windows), instantiated as the ``trace`` group is. Empty when the key is absent.
 
     Raises:
-        UserError: it is not a mapping.
+        UserError: it is not a mapping; the trace config does not build.
     """
     over = cfg.eval.get("env_overrides")
     if over is None:
@@ -103,7 +104,17 @@ def eval_env_overrides(cfg: DictConfig) -> dict[str, Any]:
     value = OmegaConf.to_container(over, resolve=True) if OmegaConf.is_config(over) else over
     if not isinstance(value, dict):
         raise UserError(f"eval.env_overrides: expected a mapping of env kwargs, got {value!r}")
-    return {str(k): v for k, v in value.items()}
+    out = {str(k): v for k, v in value.items()}
+    trace = out.get("trace")
+    if isinstance(trace, dict) and "_target_" in trace:
+        from hydra.utils import instantiate
+
+        try:
+            out["trace"] = instantiate(trace, _convert_="all")
+        except Exception as exc:  # hydra wraps the constructor's error
+            msg = " ".join(str(exc).split())
+            raise UserError(f"eval.env_overrides.trace: {msg}") from None
+    return out
 
 
 def eval_traces(cfg: DictConfig) -> list[str]:

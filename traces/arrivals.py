@@ -271,6 +271,10 @@ class Arrivals:
         tenants: Tenant names the indices refer to.
         sla_multiple: SLA as a multiple of the model's solo latency (float64), NaN where the
             SLA is absolute.
+        start_s: Where the episode's time 0 falls on the trace's own clock, in seconds: a
+            window drawn at an offset into a trace (a replayed window, a mix schedule started
+            at an offset) reports that offset, so ``start_s + time_s`` is trace time; 0 for a
+            trace that starts at its own time 0.
     """
 
     time_s: np.ndarray
@@ -283,6 +287,7 @@ class Arrivals:
     tenant: np.ndarray = field(default_factory=_empty_i32)
     tenants: tuple[str, ...] = field(default_factory=tuple)
     sla_multiple: np.ndarray = field(default_factory=_empty_f64)
+    start_s: float = 0.0
 
     def __post_init__(self) -> None:
         n = len(self.time_s)
@@ -346,7 +351,7 @@ class Arrivals:
             time_s=self.time_s[index], model=self.model[index], size=self.size[index],
             sla_ms=self.sla_ms[index], priority=self.priority[index], models=self.models,
             output_size=self.output_size[index], tenant=self.tenant[index],
-            tenants=self.tenants, sla_multiple=self.sla_multiple[index])
+            tenants=self.tenants, sla_multiple=self.sla_multiple[index], start_s=self.start_s)
 
     def identical(self, other: Arrivals) -> bool:
         """True when every array and name list equals ``other``'s exactly."""
@@ -366,7 +371,7 @@ class Arrivals:
                  model: np.ndarray | None = None, size: np.ndarray | None = None,
                  output_size: np.ndarray | None = None, sla_ms: np.ndarray | None = None,
                  priority: np.ndarray | None = None, tenant: np.ndarray | None = None,
-                 tenants: tuple[str, ...] = ()) -> Arrivals:
+                 tenants: tuple[str, ...] = (), start_s: float = 0.0) -> Arrivals:
         """Label ``times`` with what the trace does not say, drawing it from ``mix``.
 
         Draw order (fixed, for reproducibility): models, request classes, sizes, output sizes;
@@ -383,6 +388,7 @@ class Arrivals:
             priority: Per-request priority from the trace.
             tenant: Tenant indices into ``tenants``.
             tenants: Tenant names.
+            start_s: The window's start on the trace's clock (:attr:`start_s`).
         """
         n = len(times)
         if model is None:
@@ -409,6 +415,7 @@ class Arrivals:
                     else np.asarray(tenant, dtype=np.int32)),
             tenants=tuple(tenants),
             sla_multiple=mult,
+            start_s=float(start_s),
         )
 
 

@@ -20,6 +20,10 @@ rate_qps)`` then
    else tenants mapped to the mix's models (``tenant_mapping``), else drawn from the mix; sizes,
    SLAs and priorities from the trace where it has them, else from the mix.
 
+The arrivals' ``start_s`` is where the window starts on the trace's clock (its time column, s),
+so ``start_s + time_s`` is the trace's time (with ``compress`` the trace's clock runs faster
+than the episode's, by the compression factor).
+
 Hygiene on load (reported in the source's ``report``, a :class:`~traces.report.TraceReport`;
 never silent): rows out of time order are counted and sorted; zero-size rows are counted and
 skipped (``zero_size="keep"`` keeps them); timestamps quantised to a coarse resolution are
@@ -470,13 +474,13 @@ MAX_SCALE_DRAWS = 20_000_000
 
 def scale_rows(rng: np.random.Generator, t: np.ndarray, tenant: np.ndarray | None, i0: int,
                i1: int, n: int, target: float, reference: str, bin_s: float, loop: bool,
-               name: str) -> tuple[np.ndarray, np.ndarray]:
+               name: str) -> tuple[np.ndarray, np.ndarray, float]:
     """``rate_mode="scale"`` for rows ``[i0, i1)`` of sorted times ``t``: ``n`` arrivals on the
     trace's clock from a uniformly drawn start, at the rate multiplied (see the module doc).
 
     Returns:
-        ``(rows, times)``: per arrival the recorded row whose attributes it copies, and its
-        time from the window's start (sorted).
+        ``(rows, times, start)``: per arrival the recorded row whose attributes it copies, and
+        its time from the window's start (sorted); the window's start on the trace's clock.
     """
     seg = t[i0:i1]
     cnt = i1 - i0
@@ -566,7 +570,7 @@ def scale_rows(rng: np.random.Generator, t: np.ndarray, tenant: np.ndarray | Non
         have += len(times)
     times = np.concatenate(parts_t)[:n] - t0
     rows = np.concatenate(parts_r)[:n] + i0
-    return rows, times
+    return rows, times, base + t0
 
 
 def _choose_segment(rng: np.random.Generator, counts: np.ndarray) -> int:
@@ -746,8 +750,9 @@ class _TableReplay(RowOptions, ABC):
         if mode == "thin" and p >= 1.0:
             mode = "compress"
         if mode == "scale":
-            rows, times = scale_rows(rng, t, table.tenant, i0, i1, n, target,
-                                     self.rate_reference, self.scale_window_s, self.loop, name)
+            rows, times, t0 = scale_rows(rng, t, table.tenant, i0, i1, n, target,
+                                         self.rate_reference, self.scale_window_s, self.loop,
+                                         name)
         elif mode == "thin":
             m = math.ceil(n / p + 8 * math.sqrt(n / p) + 32)
             while True:
@@ -791,7 +796,7 @@ class _TableReplay(RowOptions, ABC):
             times, mix, rng, model=model, size=col(table.size),
             output_size=col(table.output_size), sla_ms=col(table.sla_ms),
             priority=col(table.priority), tenant=col(table.tenant),
-            tenants=table.tenant_names)
+            tenants=table.tenant_names, start_s=t0)
 
     def _model_lut(self, table: TraceTable, mix: WorkloadMix) -> np.ndarray | None:
         if table.model is None or self.relabel:

@@ -452,7 +452,8 @@ class ServeGenReplay(WindowOptions):
             times, mix, rng, model=model,
             size=_sample_sizes(rng, data, fields, client, t_abs),
             output_size=_sample_sizes(rng, data, self.output_fields, client, t_abs),
-            tenant=client, tenants=tuple(f"client-{c}" for c in data.client_ids.tolist()))
+            tenant=client, tenants=tuple(f"client-{c}" for c in data.client_ids.tolist()),
+            start_s=0.0 if mode == "thin" else t0)  # (thin keeps the data set's times)
 
     def _scale_factor(self, cum: np.ndarray, edges: np.ndarray, t0: float, m: int,
                       target: float) -> float:

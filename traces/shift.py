@@ -93,4 +93,4 @@ class PopularityShift:
         model = model_at[rank].astype(np.int32)
         return Arrivals.from_mix(arr.time_s, mix, rng, model=model, size=arr.size,
                                  output_size=arr.output_size, tenant=arr.tenant,
-                                 tenants=arr.tenants)
+                                 tenants=arr.tenants, start_s=arr.start_s)

@@ -187,6 +187,46 @@ class Renewal:
         return _label(np.cumsum(gaps, out=gaps), mix, rng)
 
 
+Split = Literal["all", "train", "test"]
+
+
+def split_range(span_s: float, split: Split, test_fraction: float) -> tuple[float, float]:
+    """The ``[a, b)`` of a schedule's timeline ``[0, span_s)`` that ``split`` may use: the
+    first ``1 - test_fraction`` is ``train``, the rest ``test``; ``all`` is the whole span."""
+    cut = (1.0 - test_fraction) * span_s
+    return {"all": (0.0, span_s), "train": (0.0, cut), "test": (cut, span_s)}[split]
+
+
+def window_start(rng: np.random.Generator, span_s: float, split: Split, test_fraction: float,
+                 length_s: float, name: str) -> float:
+    """A window's start drawn uniformly so that ``[start, start + length_s)`` lies inside
+    ``split`` of ``[0, span_s)`` (one ``rng.random()`` draw): the windows of ``train`` and of
+    ``test`` never overlap in the schedule's time.
+
+    Raises:
+        ValueError: the split is shorter than the window.
+    """
+    a, b = split_range(span_s, split, test_fraction)
+    if b - length_s < a:
+        raise ValueError(f"{name}: the {split} split ([{a:g}, {b:g}) s of span_s {span_s:g}) is "
+                         f"shorter than an episode ({length_s:.4g} s); lengthen span_s or "
+                         "shorten the episode")
+    return a + float(rng.random()) * (b - length_s - a)
+
+
+def _check_window(name: str, start: float | None, span_s: float | None, split: str,
+                  test_fraction: float, start_key: str) -> None:
+    if split not in ("all", "train", "test"):
+        raise ValueError(f"{name}: split must be all|train|test, got '{split}'")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"{name}: test_fraction must be in (0, 1), got {test_fraction}")
+    if span_s is not None and not (span_s > 0 and math.isfinite(span_s)):
+        raise ValueError(f"{name}: span_s must be a finite number > 0, got {span_s}")
+    if split != "all" and start is not None:
+        raise ValueError(f"{name}: split '{split}' draws where episodes start; set "
+                         f"{start_key}: null")
+
+
 def _unit_seconds(time_unit: TimeUnit, n: int, rate: float) -> float:
     if time_unit == "s":
         return 1.0
@@ -495,6 +535,15 @@ class MixShift:
         cv: CV of the inter-arrival times (1 = Poisson).
         time_unit: ``s`` or ``episode``.
         rate_scale: Multiplies the target rate.
+        start_s: Where an episode starts on the schedule's clock, in seconds (0: at the first
+            phase's start; the arrivals' ``start_s`` reports it). None draws it per episode,
+            uniformly over the starts whose whole window (the episode's expected length, ``n /
+            rate``) lies inside ``split`` of ``[0, span_s)``.
+        span_s: Length in seconds of the schedule's timeline that windows are drawn from
+            (needed when ``start_s`` is None).
+        split: ``all``, ``train`` (the first ``1 - test_fraction`` of ``span_s``) or ``test``
+            (the rest): train and test windows never overlap in the schedule's time.
+        test_fraction: Share of ``span_s`` that is ``test``.
     """
 
     durations: tuple[float, ...] = (0.5, 0.5)
@@ -503,6 +552,10 @@ class MixShift:
     cv: float = 1.0
     time_unit: TimeUnit = "episode"
     rate_scale: float = 1.0
+    start_s: float | None = 0.0
+    span_s: float | None = None
+    split: Split = "all"
+    test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "durations", tuple(float(x) for x in self.durations))
@@ -520,6 +573,14 @@ class MixShift:
                                      f" got {list(row)}")
         if not self.cv >= 0:
             raise ValueError(f"MixShift: cv must be >= 0, got {self.cv}")
+        _check_window("MixShift", self.start_s, self.span_s, self.split, self.test_fraction,
+                      "start_s")
+        if self.start_s is None and self.span_s is None:
+            raise ValueError("MixShift: start_s: null draws each episode's start within span_s;"
+                             " set span_s")
+        if self.start_s is not None and not (self.start_s >= 0 and math.isfinite(self.start_s)):
+            raise ValueError(f"MixShift: start_s must be a finite number >= 0, got "
+                             f"{self.start_s}")
 
     def phase_probabilities(self, mix: WorkloadMix) -> np.ndarray:
         """``(phases, models)``: each phase's normalised popularity.
@@ -560,6 +621,12 @@ class MixShift:
         n = _check_n(n)
         probs = self.phase_probabilities(mix)
         edges = self.phase_edges_s(n, rate_qps)
+        if self.start_s is None:
+            assert self.span_s is not None  # (__post_init__)
+            start = window_start(rng, self.span_s, self.split, self.test_fraction, n / rate,
+                                 "MixShift")
+        else:
+            start = float(self.start_s)
         times = _unit_arrivals(rng, n, self.cv)
         times /= rate
         cdf = np.cumsum(probs, axis=1)
@@ -570,12 +637,14 @@ class MixShift:
         # length (an hour at GPU rates: tens of millions of arrivals, gigabytes of fresh memory).
         for a in range(0, n, _BLOCK):
             t = times[a:a + _BLOCK]
+            if start:
+                t = t + start  # (the schedule's clock)
             phase = self._phase_of(edges, np.mod(t, edges[-1]) if self.repeat else t)
             u = rng.random(len(t))
             out = model[a:a + _BLOCK]
             for j in range(cdf.shape[1] - 1):
                 np.add(out, u >= cdf[phase, j], out=out, casting="unsafe")
-        return Arrivals.from_mix(times, mix, rng, model=model)
+        return Arrivals.from_mix(times, mix, rng, model=model, start_s=start)
 
 
 
@@ -603,6 +672,14 @@ class MixSchedule:
         time_unit: ``s`` or ``episode``.
         grid: Piecewise-constant cells per period.
         rate_scale: Multiplies the target rate.
+        split: With ``phase`` None, where the drawn start may fall: ``all`` (anywhere in the
+            period), ``train`` (the whole episode inside the period's first ``1 -
+            test_fraction``) or ``test`` (inside the rest): train and test windows never
+            overlap in the time of day.
+        test_fraction: Share of the period that is ``test``.
+
+    The arrivals' ``start_s`` is the episode's start on the schedule's clock, ``phase x P`` in
+    seconds.
     """
 
     amplitude: float = 0.8
@@ -614,8 +691,11 @@ class MixSchedule:
     time_unit: TimeUnit = "s"
     grid: int = 1440
     rate_scale: float = 1.0
+    split: Split = "all"
+    test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
+        _check_window("MixSchedule", self.phase, None, self.split, self.test_fraction, "phase")
         if not self.amplitude >= 0 or not math.isfinite(self.amplitude):
             raise ValueError(f"MixSchedule: amplitude must be >= 0, got {self.amplitude}")
         if not 0 <= self.rate_amplitude <= 1:
@@ -650,7 +730,13 @@ class MixSchedule:
         rate = _rate(rate_qps, self.rate_scale)
         n = _check_n(n)
         period_s = self.period * _unit_seconds(self.time_unit, n, rate)
-        phase = float(rng.random()) if self.phase is None else float(self.phase)
+        if self.phase is not None:
+            phase = float(self.phase)
+        elif self.split == "all":
+            phase = float(rng.random())
+        else:
+            phase = window_start(rng, period_s, self.split, self.test_fraction, n / rate,
+                                 "MixSchedule") / period_s
         e = _unit_arrivals(rng, n, self.cv)
         lam = rate * _sine_cell_means(self.grid, self.rate_amplitude, phase)
         edges = np.linspace(0.0, period_s, self.grid + 1)
@@ -664,4 +750,4 @@ class MixSchedule:
         c = cum[cell]
         for k in range(cum.shape[1] - 1):
             model += (u >= c[:, k]).astype(np.int32)
-        return Arrivals.from_mix(times, mix, rng, model=model)
+        return Arrivals.from_mix(times, mix, rng, model=model, start_s=phase * period_s)
