@@ -205,7 +205,7 @@ def test_windows_experiment_trains_and_evaluates_on_disjoint_windows() -> None:
     from experiments.pipeline import eval_env_overrides
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose("train", overrides=["experiment=misd_repartition_windows"])
+        cfg = compose("train", overrides=["experiment=misd_repartition"])
     train = env_spec(cfg).kwargs["trace"]
     test = eval_env_overrides(cfg)["trace"]
     assert isinstance(train, MixShift) and isinstance(test, MixShift)
