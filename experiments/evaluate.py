@@ -61,8 +61,11 @@ def startup(cfg: DictConfig, overrides: list[str]) -> EvalStart:
 @hydra_app("evaluate", startup=startup)
 def main(cfg: DictConfig, start: EvalStart, _interrupts: Interrupts) -> None:
     """Evaluate and report."""
+    import torch
+
     from experiments.pipeline import describe, evaluate_and_report
 
+    torch.set_num_threads(int(cfg.torch_threads))  # as in training: more threads only contend
     header = describe(start.env_cfg, start.spec)
     if cfg.run_dir is not None:
         header += f"\n- model: `{cfg.run_dir}/model.zip`"
