@@ -48,7 +48,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from heapq import heappop
+from heapq import heappop, heappush
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -56,7 +56,7 @@ import numpy as np
 from envs.sim.core import EventQueue
 from envs.sim.dlrm import kernels
 from envs.sim.dlrm.layout import ShardLayout
-from envs.sim.dlrm.pslink import PsLink
+from envs.sim.dlrm.pslink import _EPS_BYTES, PsLink
 from envs.sim.dlrm.records import Arena, FanoutCounters, Migration, Request, SubRequest
 from envs.sim.dlrm.rowcache import LfuRowCache, LruRowCache
 from envs.sim.dlrm.spec import FaultEvent, RandomDisruption
@@ -357,7 +357,8 @@ class ShardSim:
         "_mv_ib": "inflight_bytes", "_mv_it": "inflight_t", "_mv_ir": "inflight_rate",
         "_mv_lm": "link_messages", "_mv_end": "service_end", "_mv_work": "work_s",
         "_mv_hit": "hit_rate", "_mv_occ": "_occ", "_mv_slow": "measured_slow",
-        "_mv_out": "outstanding", "_mv_row_hit": "row_hit", "_mv_cache": "_cache_size"}
+        "_mv_out": "outstanding", "_mv_row_hit": "row_hit", "_mv_cache": "_cache_size",
+        "_mv_up": "_up"}
     # (Any: typeshed types a memoryview's items as int; these hold float64 and int64.)
     _mv_ib: Any
     _mv_it: Any
@@ -371,6 +372,7 @@ class ShardSim:
     _mv_out: Any
     _mv_row_hit: Any
     _mv_cache: Any
+    _mv_up: Any
 
     def _bind_views(self) -> None:
         """Point the view attributes at the rows of :attr:`node_state`."""
@@ -471,7 +473,7 @@ class ShardSim:
             self._live_version = self.topology_version
         live = self._live_cache.get(shard)
         if live is None:
-            up = self._up
+            up = self._mv_up  # (items are Python bools)
             live = self._live_cache[shard] = tuple(n for n in self.replicas[shard] if up[n])
         return live
 
@@ -517,16 +519,34 @@ class ShardSim:
 
     def advance(self) -> None:
         """Run to the next sub-request that needs a decision (drains after the last one)."""
+        fanout = self._fanout
+        heap = self._heap
+        q = self.events
         while True:
-            while self._fanout:
-                sub = self._fanout.popleft()
+            while fanout:
+                sub = fanout.popleft()
                 self.sub.arrived += 1
                 if self._live(sub.shard):
                     self.pending = sub
                     return
                 self._fail_sub(sub)
-            if not self._arrivals_left or not self._step_event(False):
+            # self._step_event(False), inlined (the loop's hottest lines): pop the next live
+            # event and dispatch it, the commonest kinds first.
+            if not self._arrivals_left or not heap:
                 break
+            while True:
+                t, _, _, ev = heappop(heap)
+                if not ev[0]:
+                    q.now = now = t
+                    break
+            self.events_handled += 1
+            kind = ev[1]
+            if kind == LINK_DONE:
+                self._on_link_done(ev[2], now)
+            elif kind == SERVICE_DONE:
+                self._on_service_done(ev[2], now)
+            else:
+                self._dispatch(kind, ev[2], now)
         # Budget exhausted: drain what is in the system.
         while self._subs or self._reqs:
             if not self._step_event(True):
@@ -548,7 +568,11 @@ class ShardSim:
                 q.now = now = t
                 break
         self.events_handled += 1
-        _, kind, target = ev
+        self._dispatch(ev[1], ev[2], now)
+        return True
+
+    def _dispatch(self, kind: int, target: int, now: float) -> None:
+        """Handle an event of ``kind`` about ``target`` at ``now`` (its time)."""
         if kind == LINK_DONE:
             self._on_link_done(target, now)
         elif kind == SERVICE_DONE:
@@ -565,7 +589,6 @@ class ShardSim:
             self._on_random_fault(target, now)
         elif kind == FAULT:
             self._on_fault(target, now)
-        return True
 
     def _schedule(self, time: float, kind: int, target: int) -> _Ev:
         """:meth:`EventQueue.schedule` of an :data:`_Ev`."""
@@ -821,9 +844,25 @@ class ShardSim:
         work_s = self._mv_work
         work_s[node] = work_s[node] + est
         self._mv_out[node] += 1
-        self.link_bytes_sent[node] += sub.req_bytes
+        nbytes = sub.req_bytes
+        self.link_bytes_sent[node] += nbytes
         link = self.links_down[node]
-        link.add(now, sub.req_bytes, sub)
+        # link.add(now, nbytes, sub), inlined
+        n = link.n
+        dt = now - link.t
+        if dt > 0.0 and n:
+            link.v += dt * link.payload_bps * link.factor / n
+            link.busy_s += dt
+        link.t = now
+        finish = link.v + nbytes
+        seq = link._seq + 1
+        link._seq = seq
+        sub.flow_seq = seq
+        sub.flow_finish = finish
+        heappush(link._heap, (finish, seq, sub))
+        link.n = n + 1
+        link.bytes_done += nbytes
+        link._sum_finish += finish
         self._relink(2 * node, link)
 
     def _relink(self, lid: int, link: PsLink) -> None:
@@ -832,19 +871,44 @@ class ShardSim:
             ev[0] = True  # cancelled
         events = self.events
         now = events.now
-        t, left, rate = link.state(now)
+        # t, left, rate = link.state(now), inlined (the same operations)
+        heap = link._heap
+        while heap and heap[0][2].flow_seq != heap[0][1]:
+            heappop(heap)
+        n = link.n
+        factor = link.factor
+        if not n:
+            t = (_INF if not heap or factor <= 0.0
+                 else link.t + max(heap[0][0] - link.v, 0.0) / (link.payload_bps
+                                                               * factor / n))
+            left = rate = 0.0
+        else:
+            bps = link.payload_bps
+            rate = bps * factor
+            lt = link.t
+            v = link.v
+            if not heap or factor <= 0.0:
+                t = _INF
+            else:
+                x = heap[0][0] - v
+                t = lt + (0.0 if 0.0 > x else x) / (rate / n)  # max(x, 0.0)
+            dt = now - lt
+            v = v + (dt * bps * factor / n if dt > 0 else 0.0)
+            x = link._sum_finish - n * v
+            left = 0.0 if 0.0 > x else x
         if t < _INF:  # self._schedule(t, LINK_DONE, lid) without a call
             if t < now:
                 raise ValueError(f"cannot schedule at {t} before now={now}")
             ev = link.event = [False, LINK_DONE, lid]
-            events.push(t, ev)
+            seq = events._seq = events._seq + 1  # events.push(t, ev), inlined
+            heappush(self._heap, (t, 0, seq, ev))
         else:
             link.event = None
         i = (lid & 1) * self.n_nodes + (lid >> 1)
         self._mv_ib[i] = left
         self._mv_it[i] = now
         self._mv_ir[i] = rate
-        self._mv_lm[i] = link.n
+        self._mv_lm[i] = n
         busy = link.busy_s
         self._link_busy[i] = busy
         if busy > self._link_busy_max:
@@ -855,13 +919,44 @@ class ShardSim:
         link = self.links_up[node] if up else self.links_down[node]
         link.event = None
         arrive = now + link.fixed_s
-        for sub in link.pop_done(now):
+        # link.pop_done(now), inlined (the same operations)
+        n = link.n
+        dt = now - link.t
+        if dt > 0.0 and n:
+            link.v += dt * link.payload_bps * link.factor / n
+            link.busy_s += dt
+        link.t = now
+        heap = link._heap
+        done = []
+        limit = link.v + _EPS_BYTES
+        sum_finish = link._sum_finish
+        while heap:
+            top = heap[0]
+            msg = top[2]
+            if msg.flow_seq != top[1]:
+                heappop(heap)
+                continue
+            if top[0] > limit:
+                break
+            heappop(heap)
+            msg.flow_seq = 0
+            n -= 1
+            sum_finish -= top[0]
+            done.append(msg)
+        link.n = n
+        link._sum_finish = 0.0 if n == 0 else sum_finish
+        for sub in done:
             if type(sub) is Migration:
                 self._finish_migration(sub)
             elif up:
                 self._deliver(sub, arrive)
             else:
-                self._enqueue(sub, node, arrive)
+                nd = self.nodes[node]
+                if nd.serving is None and not nd.queue and self.spec.queue_capacity > 0:
+                    sub.state = 2  # self._enqueue(sub, node, arrive) of an idle node
+                    self._start_service(node, sub, arrive)
+                else:
+                    self._enqueue(sub, node, arrive)
         self._relink(lid, link)
 
     def _enqueue(self, sub: SubRequest, node: int, ready: float) -> None:
@@ -890,8 +985,23 @@ class ShardSim:
         work_s[node] = w if w > 1e-15 else 0.0
         shard = sub.shard
         cache = nd.cache
-        hits, misses = cache.access(sub.keys, sub.counts, self._key_off_list[node][shard],
-                                    sub.tracked_lookups)
+        keys = sub.keys
+        n_keys = len(keys)
+        if n_keys and kernels.AVAILABLE and type(cache) is LruRowCache and cache.capacity:
+            # cache.access(keys, sub.counts, offset, sub.tracked_lookups), inlined (its
+            # compiled branch: a non-empty batch, a cache with room)
+            cache._stale = False
+            t = cache.tick
+            if t - cache._base >= len(cache._alive):
+                cache._compact()
+            misses, cache.oldest, cache.size = kernels.lru_access(
+                cache.last1, cache._alive, keys, self._key_off_list[node][shard],
+                cache.oldest, cache._base, t, cache.capacity, cache.size)
+            cache.tick = t + 1
+            hits = sub.tracked_lookups - misses
+        else:
+            hits, misses = cache.access(keys, sub.counts, self._key_off_list[node][shard],
+                                        sub.tracked_lookups)
         # self._set_cache_size(node, cache.size), inlined
         size = cache.size
         self._mv_cache[node] = size
@@ -943,9 +1053,25 @@ class ShardSim:
         nd.serving = None
         nd.service_event = None
         sub.state = 3
-        self.link_bytes_sent[node] += sub.resp_bytes
+        nbytes = sub.resp_bytes
+        self.link_bytes_sent[node] += nbytes
         link = self.links_up[node]
-        link.add(now, sub.resp_bytes, sub)
+        # link.add(now, nbytes, sub), inlined
+        n = link.n
+        dt = now - link.t
+        if dt > 0.0 and n:
+            link.v += dt * link.payload_bps * link.factor / n
+            link.busy_s += dt
+        link.t = now
+        finish = link.v + nbytes
+        seq = link._seq + 1
+        link._seq = seq
+        sub.flow_seq = seq
+        sub.flow_finish = finish
+        heappush(link._heap, (finish, seq, sub))
+        link.n = n + 1
+        link.bytes_done += nbytes
+        link._sum_finish += finish
         self._relink(2 * node + 1, link)
         if nd.queue:
             nxt = nd.queue.popleft()
