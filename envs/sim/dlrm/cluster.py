@@ -1025,7 +1025,8 @@ class ShardSim:
         if end < events.now:  # self._schedule(end, SERVICE_DONE, node) without a call
             raise ValueError(f"cannot schedule at {end} before now={events.now}")
         ev = nd.service_event = [False, SERVICE_DONE, node]
-        events.push(end, ev)
+        seq = events._seq = events._seq + 1  # events.push(end, ev), inlined
+        heappush(self._heap, (end, 0, seq, ev))
         self.sub.busy_s[node] += service
         # What the node reports back with the response (seen by the router on delivery).
         a = self.ewma
