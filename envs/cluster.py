@@ -297,6 +297,8 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             layout.append((key, k, k + n))
             k += n
         self._layout = layout
+        #: The keys' spans as slice objects (a view per key of each decision's buffer).
+        self._slices = [(key, slice(a, b)) for key, a, b in layout]
         spans = {key: (a, b) for key, a, b in layout}
         self._span_sla = spans["sla"][0]
         self._span_rates = spans["rates"]
@@ -432,7 +434,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             rates, decay, 1.0 / self.rate_window_s, self._inv_cap, self._span_rates[0],
             sla / self._max_sla_s, self._span_sla)
         self._mask = self._mask_buf  # the last entry (reject) stays True
-        obs = {key: buf[a:b] for key, a, b in self._layout}
+        obs = {key: buf[span] for key, span in self._slices}
         self._last_obs = obs
         return obs
 
@@ -476,7 +478,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         assert sim is not None
         good, completed, energy = c.good, c.completed, c.energy_j
-        backlog, cost = sim.backlog(), sim.used_cost_usd()
+        backlog, cost = sim.backlog_and_cost()
         dropped = c.dropped
         g0, l0, d0, e0, b0, c0 = self._snapshot
         self._snapshot = (good, completed - good, dropped, energy, backlog, cost)

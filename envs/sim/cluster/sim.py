@@ -778,11 +778,10 @@ class ClusterSim:
                 self._tn_row[s] -= 1.0
                 self._extra_ok_row[s] = 0.0
                 self._room_ok_row[s] = 0.0
-            dev.run_passive(when)
             transit[s][m] -= 1
             self.transit_n[s] -= 1
             self.transit_total -= 1
-            dev.arrive(p, m, req)
+            dev.deliver(when, p, m, req)  # run_passive(when), then arrive(p, m, req)
             if when > self.now:
                 self.now = when
 
@@ -891,6 +890,13 @@ class ClusterSim:
         c.latency = self.latency
         return c
 
+    def backlog_and_cost(self) -> tuple[float, float]:
+        """:meth:`backlog` and :meth:`used_cost_usd` (what a reward reads each decision)."""
+        if self.compiled:
+            sums = self._fresh_sums()
+            return sums[kn.S_BACKLOG], sums[kn.S_COST]
+        return self.backlog(), self.used_cost_usd()
+
     def backlog(self) -> float:
         """Sum over the devices of their backlog (time in the system in units of the SLA,
         counted from delivery)."""
@@ -915,6 +921,12 @@ class ClusterSim:
         out["loads"] = self.loads
         out["evictions"] = self.evictions
         out["load_s"] = self.load_s
-        out["cost_per_query_usd"] = self.provisioned_cost_usd() / done if done else 0.0
-        out["used_cost_per_query_usd"] = self.used_cost_usd() / done if done else 0.0
+        if not done:
+            out["cost_per_query_usd"] = out["used_cost_per_query_usd"] = 0.0
+        elif self.compiled:  # provisioned_cost_usd() and used_cost_usd(), inlined
+            out["cost_per_query_usd"] = self._price_per_s * now / done
+            out["used_cost_per_query_usd"] = sums[kn.S_COST] / done
+        else:
+            out["cost_per_query_usd"] = self.provisioned_cost_usd() / done
+            out["used_cost_per_query_usd"] = self.used_cost_usd() / done
         return out
