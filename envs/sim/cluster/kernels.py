@@ -17,11 +17,14 @@ the arrays, but the simulator does not call them: it stays on its Python path.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from envs.sim.jit import AVAILABLE, njit
 
-__all__ = ["AVAILABLE", "accrue", "accrue_refresh", "ewma", "observe_flat", "refresh"]
+__all__ = ["AVAILABLE", "accrue", "accrue_refresh", "entry_point", "ewma", "observe_flat",
+           "refresh"]
 
 # Rows of the per-slot float matrix ``sf``: the running batch's end, when the slot is up,
 # queued work, busy seconds so far, memory held by models, work in transit, memory after
@@ -47,6 +50,23 @@ O_QUEUE, O_BUSY, O_FINISH, O_RESIDENT, O_LOADING, O_FREE = range(6)
 S_BACKLOG, S_ENERGY, S_COST, S_BUSY, S_AHEAD = range(5)
 
 _INF = float("inf")
+
+
+def entry_point(kernel: Any, args: tuple[Any, ...]) -> Any:
+    """``kernel``'s compiled version for the types of ``args`` (compiled now if needed), to
+    call without numba's dispatch (which resolves the types of every argument at every call:
+    ~20 ns an argument). The caller must pass arguments of these same types at every call
+    (arrays of the same dtype, dimensions and layout): the compiled version does not check
+    them. ``kernel`` itself where that is not available (numba missing, or a version without
+    ``overloads[...].entry_point``)."""
+    try:
+        sig = tuple(kernel.typeof_pyval(a) for a in args)
+        overloads = kernel.overloads
+        if sig not in overloads:
+            kernel.compile(sig)
+        return overloads[sig].entry_point
+    except Exception:  # any failure: the dispatcher, which always works
+        return kernel
 
 
 @njit(cache=True)

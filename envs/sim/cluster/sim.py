@@ -58,7 +58,7 @@ import copy
 import gc
 import heapq
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -377,7 +377,7 @@ class ClusterSim:
 
     #: The row views :meth:`_bind_rows` makes (not pickled: views would come back as copies).
     _ROW_KEYS = ("_df_rows", "_pull_rows", "_tn_row", "_extra_ok_row", "_room_ok_row",
-                 "_transit_rows", "_finish_row")
+                 "_transit_rows", "_finish_row", "_observe_kernel")
 
     def _bind_rows(self) -> None:
         """Views of the mirrors' rows that the per-decision bookkeeping writes (an element
@@ -391,6 +391,8 @@ class ClusterSim:
         self._room_ok_row = sf[kn.ROOM_OK]
         self._transit_rows = self._sm[kn.TRANSIT]
         self._finish_row = sf[kn.FINISH]
+        #: kernels.observe_flat's compiled entry point (found at the first call; not pickled).
+        self._observe_kernel: Any = None
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -554,10 +556,13 @@ class ClusterSim:
         need = self.tables.footprint_bytes[m]
         if not self._sums_ok:  # the kernel computes them now
             self._sums_list = None
-        stale = kn.observe_flat(self._acc_t, m, self.now, need, inv_b, inv_sla, clip,
-                                not self._sums_ok, sf, self._sm, self._df, self._bounds, buf,
-                                off, mask, self._sums, rates, decay, inc, scale, roff, sla_x,
-                                soff)
+        args = (self._acc_t, m, self.now, need, inv_b, inv_sla, clip, not self._sums_ok, sf,
+                self._sm, self._df, self._bounds, buf, off, mask, self._sums, rates, decay, inc,
+                scale, roff, sla_x, soff)
+        kernel = self._observe_kernel
+        if kernel is None:  # the types are the same at every call: float, int, bool, arrays
+            kernel = self._observe_kernel = kn.entry_point(kn.observe_flat, args)
+        stale = kernel(*args)
         self._acc_t = -1.0
         self._sums_ok = True
         for k in range(stale):
