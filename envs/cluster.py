@@ -297,6 +297,8 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             layout.append((key, k, k + n))
             k += n
         self._layout = layout
+        #: The keys' spans as slice objects (a view per key of each decision's buffer).
+        self._slices = [(key, slice(a, b)) for key, a, b in layout]
         spans = {key: (a, b) for key, a, b in layout}
         self._span_sla = spans["sla"][0]
         self._span_rates = spans["rates"]
@@ -311,7 +313,6 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
                 a, b = spans[key]
                 tmpl[a:b] = row
             self._templates.append(tmpl)
-        self._rates_out = np.zeros(M, np.float32)
         # The compiled path's mask: the simulator writes the slots' part at each decision
         # (action_masks() hands out copies; step() reads it before the next is written).
         self._mask_buf = np.ones(S + 1, dtype=bool)
@@ -340,8 +341,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         self._credits = []
         self._credit_sum = 0.0
         self.sim.advance()
-        self._observe_arrival()
-        return self._obs(), self.sim.summary()
+        return self._observe(), self.sim.summary()
 
     def step(self, action: np.int64 | int) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
         """Route (or reject) the pending query and run to the next arrival."""
@@ -362,8 +362,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         self._mask = None
         sim.advance()
         if sim.pending is not None:  # the next decision's observation (it reads the state
-            self._observe_arrival()  # only: the counters below are the same either way)
-            obs = self._obs()
+            obs = self._observe()    # only: the counters below are the same either way)
         c = sim.counters()
         if sim.pending is None:  # truncated: drained
             if self.decision_credit:  # the potential is 0 at the episode's end
@@ -412,18 +411,41 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         if self.sim is not None:
             self.sim.attach_trace(self._draw_arrivals(self._trace_seed))
 
+    def _observe(self) -> Obs:
+        """The pending query's arrival counted in the rates (:meth:`_observe_arrival`), then
+        its observation (:meth:`_obs`); on the compiled path one kernel call
+        (:meth:`ClusterSim.observe_flat`) does what the Python path computes there."""
+        if not self.compiled:
+            self._observe_arrival()
+            return self._obs()
+        sim = self.sim
+        assert sim is not None and sim.pending is not None
+        now = sim.now
+        m, deadline, sla = sim.pending_query()
+        decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
+        self._rate_t = now
+        left = deadline - now
+        inv_sla = 1.0 / left if left > 0 else 1e3
+        rates = self._rates
+        assert isinstance(rates, np.ndarray)  # the compiled path's
+        buf = self._templates[m].copy()
+        self._finish_s = sim.observe_flat(
+            m, self._inv_b, inv_sla, CLIP, buf, self._span_slots[0], self._mask_slots,
+            rates, decay, 1.0 / self.rate_window_s, self._inv_cap, self._span_rates[0],
+            sla / self._max_sla_s, self._span_sla)
+        self._mask = self._mask_buf  # the last entry (reject) stays True
+        obs = {key: buf[span] for key, span in self._slices}
+        self._last_obs = obs
+        return obs
+
     def _observe_arrival(self) -> None:
+        """The Python path's rates: decayed to now, plus one for the pending query."""
         sim = self.sim
         assert sim is not None
         now = sim.now
         decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
-        if isinstance(self._rates, np.ndarray):  # the compiled path
-            cluster_kernels.ewma(self._rates, decay, sim.pending_query()[0],
-                                 1.0 / self.rate_window_s, self._inv_cap, CLIP,
-                                 self._rates_out)
-        else:
-            rates = self._rates = [r * decay for r in self._rates]
-            rates[sim.pending_query()[0]] += 1.0 / self.rate_window_s
+        rates = self._rates = [r * decay for r in self._rates]
+        rates[sim.pending_query()[0]] += 1.0 / self.rate_window_s
         self._rate_t = now
 
     def _book_credit(self, s: int) -> float:
@@ -456,7 +478,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         assert sim is not None
         good, completed, energy = c.good, c.completed, c.energy_j
-        backlog, cost = sim.backlog(), sim.used_cost_usd()
+        backlog, cost = sim.backlog_and_cost()
         dropped = c.dropped
         g0, l0, d0, e0, b0, c0 = self._snapshot
         self._snapshot = (good, completed - good, dropped, energy, backlog, cost)
@@ -468,24 +490,12 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
                            backlog - b0, cost - c0))
 
     def _obs(self) -> Obs:
+        """The Python path's observation (the reference of :meth:`_observe`'s)."""
         sim = self.sim
         assert sim is not None and sim.pending is not None
         m, deadline, sla = sim.pending_query()
         left = deadline - sim.now
         inv_sla = 1.0 / left if left > 0 else 1e3
-        if self.compiled:
-            buf = self._templates[m].copy()
-            a, b = self._span_slots
-            self._finish_s, _, _ = sim.observe(m, self._inv_b, inv_sla, CLIP,
-                                               buf[a:b].reshape(6, self.n_slots),
-                                               self._mask_slots)
-            self._mask = self._mask_buf  # the last entry (reject) stays True
-            buf[self._span_sla] = _clip(sla / self._max_sla_s)
-            a, b = self._span_rates
-            buf[a:b] = self._rates_out
-            obs = {key: buf[a:b] for key, a, b in self._layout}
-            self._last_obs = obs
-            return obs
         load_wait = sim.load_wait_s
         finish = self._finish_s = sim.finish_estimates_s(m)
         obs = {

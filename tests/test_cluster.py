@@ -68,6 +68,30 @@ def test_routed_arrivals_equal_placing_from_the_trace(slowdown: object) -> None:
     assert b.counters.completed > 4000 and b.counters.in_system == 0
 
 
+@pytest.mark.parametrize("slowdown", [None, _doubling])
+def test_deliver_is_run_passive_then_arrive(slowdown: object) -> None:
+    """``deliver(t, p, m, req)`` (what the cluster calls) leaves a passive device as
+    ``run_passive(t)`` then ``arrive(p, m, req)`` do, bit for bit."""
+    trace = _trace(3000, seed=1)
+    kw = {"power_w": [(10.0, 50.0)] * 3, "slowdown": slowdown}
+    a = SharedGpuSim(_LAT, [[True, True]] * 3, _empty(), _BATCHER, **kw)
+    b = SharedGpuSim(_LAT, [[True, True]] * 3, _empty(), _BATCHER, **kw)
+    for t, m, s in zip(trace.time_s.tolist(), trace.model.tolist(), trace.sla_ms.tolist(),
+                       strict=True):
+        req = (t, t + s * 1e-3, 1e3 / s, 1, 0)
+        p = _shortest(a)
+        a.run_passive(t)
+        a.arrive(p, m, req)
+        b.deliver(t, p, m, req)
+        assert _counters(a) == _counters(b)
+        assert (a.queued_items, a.busy_until, a._backlog_rate) == (
+            b.queued_items, b.busy_until, b._backlog_rate)
+    a.advance()
+    b.advance()
+    assert _counters(a) == _counters(b)
+    assert b.counters.completed > 2000
+
+
 def test_arrive_checks_the_slot() -> None:
     sim = SharedGpuSim(_LAT, [[True, False]] * 3, _empty(), _BATCHER)
     with pytest.raises(ValueError):

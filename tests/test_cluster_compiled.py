@@ -126,3 +126,19 @@ def test_least_loaded_in_numpy_picks_what_the_rules_pick() -> None:
         assert policy.act(obs, mask) == want, (queue, busy, mask)
         assert rules.least_loaded_of(queue, busy, mask) == want, (queue, busy, mask)
         assert rules.least_loaded_of_jit(queue, busy, mask) == want, (queue, busy, mask)
+
+
+def test_entry_point_computes_what_the_kernel_computes() -> None:
+    """``kernels.entry_point`` (the compiled version called without numba's dispatch) gives
+    the dispatcher's results; for something that is not a numba kernel, itself."""
+    df = np.array([[1.0, 2.0], [0.5, 0.25], [0.1, 0.3], [0.0, 0.0]])  # B, T, R, E rows
+    want = df.copy()
+    kernels.accrue(want, 1.5)
+    fn = kernels.entry_point(kernels.accrue, (df, 1.5))
+    fn(df, 1.5)
+    np.testing.assert_array_equal(df, want)
+    assert float(df[kernels.B, 0]) == 1.0 + 0.1 * (1.5 - 0.5)
+    if kernels.AVAILABLE:
+        assert fn is not kernels.accrue
+    plain = lambda x: x  # noqa: E731
+    assert kernels.entry_point(plain, (1,)) is plain

@@ -17,11 +17,14 @@ the arrays, but the simulator does not call them: it stays on its Python path.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from envs.sim.jit import AVAILABLE, njit
 
-__all__ = ["AVAILABLE", "accrue", "ewma", "refresh"]
+__all__ = ["AVAILABLE", "accrue", "accrue_refresh", "entry_point", "ewma", "observe_flat",
+           "refresh"]
 
 # Rows of the per-slot float matrix ``sf``: the running batch's end, when the slot is up,
 # queued work, busy seconds so far, memory held by models, work in transit, memory after
@@ -47,6 +50,23 @@ O_QUEUE, O_BUSY, O_FINISH, O_RESIDENT, O_LOADING, O_FREE = range(6)
 S_BACKLOG, S_ENERGY, S_COST, S_BUSY, S_AHEAD = range(5)
 
 _INF = float("inf")
+
+
+def entry_point(kernel: Any, args: tuple[Any, ...]) -> Any:
+    """``kernel``'s compiled version for the types of ``args`` (compiled now if needed), to
+    call without numba's dispatch (which resolves the types of every argument at every call:
+    ~20 ns an argument). The caller must pass arguments of these same types at every call
+    (arrays of the same dtype, dimensions and layout): the compiled version does not check
+    them. ``kernel`` itself where that is not available (numba missing, or a version without
+    ``overloads[...].entry_point``)."""
+    try:
+        sig = tuple(kernel.typeof_pyval(a) for a in args)
+        overloads = kernel.overloads
+        if sig not in overloads:
+            kernel.compile(sig)
+        return overloads[sig].entry_point
+    except Exception:  # any failure: the dispatcher, which always works
+        return kernel
 
 
 @njit(cache=True)
@@ -168,6 +188,20 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
 
 
 @njit(cache=True)
+def accrue_refresh(acc_t: float, m: int, now: float, need: float, inv_b: float,
+                   inv_sla: float, clip: float, do_sums: bool, sf: np.ndarray, sm: np.ndarray,
+                   df: np.ndarray, bounds: np.ndarray, o32: np.ndarray, valid: np.ndarray,
+                   sums: np.ndarray) -> int:
+    """:func:`accrue` to ``acc_t`` (skipped when ``acc_t < 0``), then :func:`refresh`: one
+    call where the simulator would make two (the devices' backlog clocks move at each
+    decision, the features are read right after)."""
+    if acc_t >= 0.0:
+        accrue(df, acc_t)
+    return refresh(m, now, need, inv_b, inv_sla, clip, do_sums, sf, sm, df, bounds, o32,
+                   valid, sums)
+
+
+@njit(cache=True)
 def ewma(rates: np.ndarray, decay: float, m: int, inc: float, scale: float, clip: float,
          out: np.ndarray) -> None:
     """``rates *= decay``, ``rates[m] += inc``, then ``out = clip(rates x scale)`` (float32;
@@ -177,3 +211,27 @@ def ewma(rates: np.ndarray, decay: float, m: int, inc: float, scale: float, clip
     rates[m] += inc
     for i in range(rates.shape[0]):
         out[i] = _clip(rates[i] * scale, clip)
+
+
+@njit(cache=True)
+def observe_flat(acc_t: float, m: int, now: float, need: float, inv_b: float, inv_sla: float,
+                 clip: float, do_sums: bool, sf: np.ndarray, sm: np.ndarray, df: np.ndarray,
+                 bounds: np.ndarray, buf: np.ndarray, off: int, valid: np.ndarray,
+                 sums: np.ndarray, rates: np.ndarray, decay: float, inc: float, scale: float,
+                 roff: int, sla_x: float, soff: int) -> int:
+    """A decision's observation in one call (what :func:`ewma` and :func:`accrue_refresh`
+    do, and the SLA's entry), written into the flat float32 ``buf``: :func:`ewma`'s rates at
+    ``buf[roff:roff + M]``, ``clip(sla_x)`` at ``buf[soff]``, the per-slot rows of
+    :func:`refresh` (``o32``) as ``buf[off:off + 6 S]``. The same operations as those
+    calls, so the same values."""
+    for i in range(rates.shape[0]):
+        rates[i] = rates[i] * decay
+    rates[m] += inc
+    for i in range(rates.shape[0]):
+        buf[roff + i] = _clip(rates[i] * scale, clip)
+    buf[soff] = _clip(sla_x, clip)
+    if acc_t >= 0.0:
+        accrue(df, acc_t)
+    S = sf.shape[1]
+    return refresh(m, now, need, inv_b, inv_sla, clip, do_sums, sf, sm, df, bounds,
+                   buf[off:off + 6 * S].reshape((6, S)), valid, sums)

@@ -58,7 +58,7 @@ import copy
 import gc
 import heapq
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -332,6 +332,9 @@ class ClusterSim:
         self._touched: dict[int, None] = {}
         #: The decision time every device not in ``_touched`` was last moved to.
         self._dev_now = 0.0
+        #: The time the mirrors' backlog clocks are still to be moved to
+        #: (:func:`kernels.accrue`, deferred to the next kernel call); -1: none.
+        self._acc_t = -1.0
         # (time a loading model becomes evictable, slot): the rooms that change by themselves
         self._room_at: list[tuple[float, int]] = []
         self._room_until = [_INF] * S
@@ -361,6 +364,7 @@ class ClusterSim:
         self._count = start.counts.copy()
         self._touched = {}
         self._dev_now = 0.0
+        self._acc_t = -1.0
         self._room_at = []
         self._room_until = [_INF] * S
         self._o32 = np.zeros((6, S), np.float32)
@@ -373,7 +377,7 @@ class ClusterSim:
 
     #: The row views :meth:`_bind_rows` makes (not pickled: views would come back as copies).
     _ROW_KEYS = ("_df_rows", "_pull_rows", "_tn_row", "_extra_ok_row", "_room_ok_row",
-                 "_transit_rows")
+                 "_transit_rows", "_finish_row", "_observe_kernel")
 
     def _bind_rows(self) -> None:
         """Views of the mirrors' rows that the per-decision bookkeeping writes (an element
@@ -386,6 +390,9 @@ class ClusterSim:
         self._extra_ok_row = sf[kn.EXTRA_OK]
         self._room_ok_row = sf[kn.ROOM_OK]
         self._transit_rows = self._sm[kn.TRANSIT]
+        self._finish_row = sf[kn.FINISH]
+        #: kernels.observe_flat's compiled entry point (found at the first call; not pickled).
+        self._observe_kernel: Any = None
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -403,12 +410,19 @@ class ClusterSim:
         decision, before the router drives it)."""
         dev = self.devices[d]
         if d not in self._touched:
+            if self._acc_t >= 0.0:
+                self._flush_accrue()
             self._touched[d] = None
             rows = self._df_rows
             dev.backlog = rows[0].item(d)
             dev._backlog_t = rows[1].item(d)
             dev.events.now = self._dev_now
         return dev
+
+    def _flush_accrue(self) -> None:
+        """Move the mirrors' backlog clocks now, where :meth:`_run_devices` deferred it."""
+        kn.accrue(self._df, self._acc_t)
+        self._acc_t = -1.0
 
     def _pull(self, d: int) -> None:
         """Copy device ``d``'s state into the mirrors (after it ran)."""
@@ -490,8 +504,10 @@ class ClusterSim:
         conversion per computation: every reader of a decision reads this list)."""
         if not self._sums_ok:
             self._prepare()
-            kn.refresh(-1, self.now, 0.0, 1.0, 1.0, _INF, True, self._sf, self._sm, self._df,
-                       self._bounds, self._o32, self._valid, self._sums)
+            kn.accrue_refresh(self._acc_t, -1, self.now, 0.0, 1.0, 1.0, _INF, True, self._sf,
+                              self._sm, self._df, self._bounds, self._o32, self._valid,
+                              self._sums)
+            self._acc_t = -1.0
             self._sums_ok = True
             self._sums_list = None
         out = self._sums_list
@@ -515,14 +531,45 @@ class ClusterSim:
         need = self.tables.footprint_bytes[m]
         if not self._sums_ok:  # the kernel computes them now
             self._sums_list = None
-        stale = kn.refresh(m, self.now, need, inv_b, inv_sla, clip, not self._sums_ok, sf,
-                           self._sm, self._df, self._bounds, o32, valid, self._sums)
+        stale = kn.accrue_refresh(self._acc_t, m, self.now, need, inv_b, inv_sla, clip,
+                                  not self._sums_ok, sf, self._sm, self._df, self._bounds, o32,
+                                  valid, self._sums)
+        self._acc_t = -1.0
         self._sums_ok = True
         for k in range(stale):
             s = int(sf[kn.STALE, k])
             self._room(s)
             valid[s] = need <= sf[kn.ROOM, s]
         return sf[kn.FINISH], o32, valid
+
+    def observe_flat(self, m: int, inv_b: float, inv_sla: float, clip: float, buf: np.ndarray,
+                     off: int, mask: np.ndarray, rates: np.ndarray, decay: float, inc: float,
+                     scale: float, roff: int, sla_x: float, soff: int) -> np.ndarray:
+        """:meth:`observe` into a flat float32 buffer (the per-slot rows at ``buf[off:off +
+        6 S]``, the mask into ``mask``) together with the rest of a decision's observation
+        that changes (:func:`kernels.observe_flat`: the rates' EWMA ``rates`` to ``decay x
+        rates``, ``+ inc`` for ``m``, written x ``scale`` at ``buf[roff:]``; ``clip(sla_x)``
+        at ``buf[soff]``): one kernel call. Returns the finish estimates (seconds, per slot;
+        a view the next call overwrites)."""
+        self._prepare()
+        sf = self._sf
+        need = self.tables.footprint_bytes[m]
+        if not self._sums_ok:  # the kernel computes them now
+            self._sums_list = None
+        args = (self._acc_t, m, self.now, need, inv_b, inv_sla, clip, not self._sums_ok, sf,
+                self._sm, self._df, self._bounds, buf, off, mask, self._sums, rates, decay, inc,
+                scale, roff, sla_x, soff)
+        kernel = self._observe_kernel
+        if kernel is None:  # the types are the same at every call: float, int, bool, arrays
+            kernel = self._observe_kernel = kn.entry_point(kn.observe_flat, args)
+        stale = kernel(*args)
+        self._acc_t = -1.0
+        self._sums_ok = True
+        for k in range(stale):
+            s = int(sf[kn.STALE, k])
+            self._room(s)
+            mask[s] = need <= sf[kn.ROOM, s]
+        return self._finish_row
 
     # ------------------------------------------------------------------ decisions
     def pending_query(self) -> tuple[int, float, float]:
@@ -712,11 +759,13 @@ class ClusterSim:
             when, d = heapq.heappop(due)
             if nev[d] == when:
                 run.add(d)
+        if self._acc_t >= 0.0:  # two accruals are not one (the floats)
+            self._flush_accrue()
         for d in sorted(run):
             self._touch(d).run_passive(t)
             self._pull(d)
         touched.clear()
-        kn.accrue(self._df, t)
+        self._acc_t = t  # kernels.accrue(self._df, t), deferred to the next kernel call
         self._dev_now = t
         self._sums_ok = False
 
@@ -734,11 +783,10 @@ class ClusterSim:
                 self._tn_row[s] -= 1.0
                 self._extra_ok_row[s] = 0.0
                 self._room_ok_row[s] = 0.0
-            dev.run_passive(when)
             transit[s][m] -= 1
             self.transit_n[s] -= 1
             self.transit_total -= 1
-            dev.arrive(p, m, req)
+            dev.deliver(when, p, m, req)  # run_passive(when), then arrive(p, m, req)
             if when > self.now:
                 self.now = when
 
@@ -847,6 +895,13 @@ class ClusterSim:
         c.latency = self.latency
         return c
 
+    def backlog_and_cost(self) -> tuple[float, float]:
+        """:meth:`backlog` and :meth:`used_cost_usd` (what a reward reads each decision)."""
+        if self.compiled:
+            sums = self._fresh_sums()
+            return sums[kn.S_BACKLOG], sums[kn.S_COST]
+        return self.backlog(), self.used_cost_usd()
+
     def backlog(self) -> float:
         """Sum over the devices of their backlog (time in the system in units of the SLA,
         counted from delivery)."""
@@ -871,6 +926,12 @@ class ClusterSim:
         out["loads"] = self.loads
         out["evictions"] = self.evictions
         out["load_s"] = self.load_s
-        out["cost_per_query_usd"] = self.provisioned_cost_usd() / done if done else 0.0
-        out["used_cost_per_query_usd"] = self.used_cost_usd() / done if done else 0.0
+        if not done:
+            out["cost_per_query_usd"] = out["used_cost_per_query_usd"] = 0.0
+        elif self.compiled:  # provisioned_cost_usd() and used_cost_usd(), inlined
+            out["cost_per_query_usd"] = self._price_per_s * now / done
+            out["used_cost_per_query_usd"] = sums[kn.S_COST] / done
+        else:
+            out["cost_per_query_usd"] = self.provisioned_cost_usd() / done
+            out["used_cost_per_query_usd"] = self.used_cost_usd() / done
         return out
