@@ -62,7 +62,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from envs.sim.cluster import bank as bnk
 from envs.sim.cluster import kernels as kn
+from envs.sim.cluster.bank import DeviceBank, usable
 from envs.sim.cluster.spec import ClusterTables
 from envs.sim.device.serving import BatcherConfig
 from envs.sim.device.shared import SharedGpuSim, run_passive
@@ -97,6 +99,8 @@ class _Start(NamedTuple):
     dcount: list[tuple[int, int, int, int, int]]
     counts: list[int]
     busy_list: list[float]
+    #: The device bank at the start (None: the devices run in Python).
+    bank: DeviceBank | None = None
 
 
 class ClusterSim:
@@ -167,33 +171,38 @@ class ClusterSim:
         self.batcher = batcher
         #: One histogram for every device: the cluster's latency distribution.
         self.latency = LatencyHistogram()
-        self.devices: list[SharedGpuSim] = []
+        self._devices: list[SharedGpuSim] = []
+        #: The devices' state in arrays (the compiled path where :func:`bank.usable`), or None.
+        self._bank: DeviceBank | None = None
+        #: Whether the device objects lag the bank (:attr:`devices` syncs them).
+        self._stale = False
         #: The resident argument (what :attr:`_start` was built from).
         self._resident_arg = resident
         same = (reuse is not None and reuse.tables is tables and reuse.batcher == batcher
                 and reuse.models == models and reuse._resident_arg is resident
-                and len(reuse.devices) == D)
+                and len(reuse._devices) == D)
         #: The start state of this cluster that every episode begins from (built by the first
         #: episode, handed on by ``reuse``): constant tables and the initial mirrors.
         self._start: _Start | None = reuse._start if same and reuse is not None else None
         if (same and reuse is not None
-                and not any(dev.reconfigurations for dev in reuse.devices)
+                and not any(dev.reconfigurations for dev in reuse._devices)
                 and (slowdown_caches is None or all(
                     c is None or dev._fcache is c
-                    for dev, c in zip(reuse.devices, slowdown_caches, strict=True)))):
-            self.devices = reuse.devices
-            reuse.devices = []
+                    for dev, c in zip(reuse._devices, slowdown_caches, strict=True)))):
+            self._devices = reuse._devices
+            reuse._devices = []
             reuse._slot_dev = []
-            for dev in self.devices:
+            reuse._bank = None
+            for dev in self._devices:
                 dev.restart(self.latency)
         empty = _empty_trace(models)  # one for all: nothing writes to a trace's columns
-        for d in range(len(self.devices), D):
+        for d in range(len(self._devices), D):
             cache = slowdown_caches[d] if slowdown_caches is not None else None
             dev = SharedGpuSim(tables.latency[d], tables.fits[d], empty, batcher,
                                tables.power_w[d], slowdown=tables.slowdowns[d],
                                slowdown_cache=cache)
             dev.counters.latency = self.latency
-            self.devices.append(dev)
+            self._devices.append(dev)
         self.attach_trace(arrivals)
         self._next = 0
         #: Index of the query awaiting a decision, or None once the trace is exhausted.
@@ -245,17 +254,33 @@ class ClusterSim:
         self._counters.latency = self.latency
         #: ``sum(tables.price_per_s)`` (the cluster's US$ per second), summed once.
         self._price_per_s = sum(tables.price_per_s)
-        self._slot_dev = [self.devices[d] for d, _ in self.slots]
+        self._slot_dev = [self._devices[d] for d, _ in self.slots]
         self._slot_part = [p for _, p in self.slots]
+        bankable = self.compiled and usable(self._devices, arrivals.size)
         if start is None:
             self._init_mirrors()
+            bank = DeviceBank(self._devices, self._bounds, self.latency) if bankable else None
             self._start = _Start(
                 tuple(tuple(r) for r in self.resident), self.mem_used.copy(), self._per_item,
                 self._fit_slots, self._first, self._bounds, self._idle_w, self._sm.copy(),
                 self._sf.copy(), self._df.copy(), self._nev.copy(), self._due.copy(),
-                self._dcount.copy(), self._count.copy(), self._busy_list.copy())
+                self._dcount.copy(), self._count.copy(), self._busy_list.copy(), bank)
         else:
             self._restart_mirrors(start)
+            bank = start.bank if bankable else None
+            if bankable and bank is None:
+                bank = DeviceBank(self._devices, self._bounds, self.latency)
+        if bank is not None:
+            self._bank = bank.copy()
+
+    @property
+    def devices(self) -> list[SharedGpuSim]:
+        """The device simulators (brought up to date from the bank first, where it runs
+        them: a cost per call, for readers off the hot path)."""
+        if self._stale and self._bank is not None:
+            self._bank.sync(self._devices, self._df)
+            self._stale = False
+        return self._devices
 
     #: The per-query columns of the trace (what :meth:`without_trace` drops).
     _TRACE_KEYS = ("_times", "_models", "_sizes", "_dead", "_inv")
@@ -287,7 +312,7 @@ class ClusterSim:
         tab = self.tables
         D, S, M = self.n_devices, self.n_slots, self.n_models
         slots = self.slots
-        order = [(d, p) for d, dev in enumerate(self.devices) for p in range(dev.n_partitions)]
+        order = [(d, p) for d, dev in enumerate(self._devices) for p in range(dev.n_partitions)]
         if slots != order:  # pragma: no cover - build_tables lists them so
             raise ValueError("the slots must be every partition of every device, in order")
         #: Per device, its first slot.
@@ -300,7 +325,7 @@ class ClusterSim:
         sm = self._sm = np.zeros((kn.N_SM, M, S))
         dev_of = np.array([d for d, _ in slots], dtype=np.int64)
         sm[kn.FIT] = np.array([tab.fits[d][p] for d, p in slots], dtype=bool).T
-        sm[kn.SOLO] = np.array([self.devices[d].solo_s[p] for d, p in slots]).T
+        sm[kn.SOLO] = np.array([self._devices[d].solo_s[p] for d, p in slots]).T
         sm[kn.HOP] = np.array(tab.hop_s, dtype=np.float64)[dev_of].T
         # tables.load_time_s(d, m), elementwise: weight / copy rate + fixed cost
         sm[kn.LT] = (np.array(tab.weight_bytes)[:, None] / np.array(tab.copy_bps)[dev_of]
@@ -408,7 +433,7 @@ class ClusterSim:
     def _touch(self, d: int) -> SharedGpuSim:
         """Device ``d``, its backlog clock and ``now`` brought from the mirrors (once per
         decision, before the router drives it)."""
-        dev = self.devices[d]
+        dev = self._devices[d]
         if d not in self._touched:
             if self._acc_t >= 0.0:
                 self._flush_accrue()
@@ -426,7 +451,7 @@ class ClusterSim:
 
     def _pull(self, d: int) -> None:
         """Copy device ``d``'s state into the mirrors (after it ran)."""
-        dev = self.devices[d]
+        dev = self._devices[d]
         b_row, t_row, r_row, e_row = self._df_rows
         b_row[d] = dev.backlog
         t_row[d] = dev._backlog_t
@@ -470,10 +495,7 @@ class ClusterSim:
         now = self.now
         fp = self.tables.footprint_bytes
         free = self.tables.slot_mem_bytes[s] - self.mem_used[s]
-        d, p = self.slots[s]
-        dev = self.devices[d]
-        queued = dev.queued_by_model[p]
-        running = dev.running_model[p]
+        queued, running = self._queue_of(s)
         transit = self.in_transit[s]
         ready = self.ready_at[s]
         until = _INF
@@ -490,6 +512,15 @@ class ClusterSim:
             self._room_until[s] = until
             if until < _INF:
                 heapq.heappush(self._room_at, (until, s))
+
+    def _queue_of(self, s: int) -> tuple[Sequence[int], int]:
+        """Slot ``s``'s items queued per model and its running model (-1: idle)."""
+        bank = self._bank
+        if bank is not None:
+            return bank.BM[s].tolist(), int(bank.SI[bnk.I_RM, s])
+        d, p = self.slots[s]
+        dev = self._devices[d]
+        return dev.queued_by_model[p], dev.running_model[p]
 
     def _prepare(self) -> None:
         """Mark stale the rooms a finished load changed."""
@@ -580,10 +611,7 @@ class ClusterSim:
 
     def _evictable(self, s: int, m: int) -> list[int]:
         """Models on slot ``s`` (LRU first) that may be evicted to make room for ``m``."""
-        d, p = self.slots[s]
-        dev = self.devices[d]
-        queued = dev.queued_by_model[p]
-        running = dev.running_model[p]
+        queued, running = self._queue_of(s)
         transit = self.in_transit[s]
         ready = self.ready_at[s]
         now = self.now
@@ -691,7 +719,7 @@ class ClusterSim:
                 sm[kn.READY, m, s] = t_ready
                 sf[kn.MEM, s] = self.mem_used[s]
                 a = self._first[d]
-                sf[kn.LINK, a:a + self.devices[d].n_partitions] = self.link_free_at[d]
+                sf[kn.LINK, a:a + self._devices[d].n_partitions] = self.link_free_at[d]
         t = now + self.tables.hop_s[d][m]
         if t_ready > t:
             t = t_ready
@@ -721,13 +749,16 @@ class ClusterSim:
         everything in transit and drain every device (``pending`` stays None)."""
         if self.pending is not None:
             raise RuntimeError("the pending query has not been decided")
+        if self._bank is not None:
+            self._advance_bank()
+            return
         if self._next < self._n:
             t = self._times[self._next]
             self._deliver(t)
             if self.compiled:
                 self._run_devices(t)
             else:
-                run_passive(self.devices, t)
+                run_passive(self._devices, t)
             self.now = t
             self.pending = self._next
             self._next += 1
@@ -738,7 +769,7 @@ class ClusterSim:
         if self.compiled:
             for d in range(self.n_devices):
                 self._touch(d)
-        for dev in self.devices:
+        for dev in self._devices:
             dev.advance()
             if dev.now > end:
                 end = dev.now
@@ -748,6 +779,55 @@ class ClusterSim:
                 self._pull(d)
             self._touched.clear()
             self._dev_now = end
+
+    def _advance_bank(self) -> None:
+        """:meth:`advance` with the devices in the bank: one kernel call hands over the
+        deliveries due and runs the devices (see :mod:`envs.sim.cluster.bank`)."""
+        bank = self._bank
+        assert bank is not None
+        drain = self._next >= self._n
+        t = _INF if drain else self._times[self._next]
+        heap = self._heap
+        slots, transit = self.slots, self.in_transit
+        n = 0
+        while heap and heap[0][0] <= t:
+            when, _, s, m, req = heapq.heappop(heap)
+            self._transit_rows[m, s] -= 1.0
+            self._tn_row[s] -= 1.0
+            self._extra_ok_row[s] = 0.0
+            self._room_ok_row[s] = 0.0
+            transit[s][m] -= 1
+            self.transit_n[s] -= 1
+            self.transit_total -= 1
+            bank.push(n, when, slots[s][0], s, m, req)
+            n += 1
+            if when > self.now:
+                self.now = when
+        if self._acc_t >= 0.0:
+            self._flush_accrue()
+        bank.run(t, n, drain, self._df, self._sf)
+        self._stale = True
+        self._sums_ok = False
+        count = bank.T.tolist()
+        if count[bnk.T_COMPLETED] != self._count[bnk.T_COMPLETED]:
+            bank.add_latencies(self.latency)
+        self._count = count
+        ran = bank.RAN
+        k = int(ran[0])
+        if k:
+            bs, busy_list, bounds = self._sf[kn.BS], self._busy_list, self._bounds
+            for d in ran[1:k + 1].tolist():
+                for s in range(bounds[d], bounds[d + 1]):
+                    busy_list[s] = bs.item(s)
+        if drain:
+            end = max(self.now, float(bank.G[bnk.G_NOW].max()))
+            self.now = self._dev_now = end
+            return
+        self._dev_now = t
+        self.now = t
+        self.pending = self._next
+        self._next += 1
+        self.arrived += 1
 
     def _run_devices(self, t: float) -> None:
         """The compiled path's :func:`run_passive` to ``t``: the devices the deliveries
@@ -772,7 +852,7 @@ class ClusterSim:
     def _deliver(self, t: float) -> None:
         """Hand every delivery due by ``t`` to its device, in time order."""
         heap = self._heap
-        devices, slots, transit = self.devices, self.slots, self.in_transit
+        devices, slots, transit = self._devices, self.slots, self.in_transit
         compiled = self.compiled
         while heap and heap[0][0] <= t:
             when, _, s, m, req = heapq.heappop(heap)
@@ -805,16 +885,28 @@ class ClusterSim:
         now = self.now
         tab = self.tables
         per_item = self._per_item
-        devices, ready_at, link_free = self.devices, self.ready_at, self.link_free_at
+        devices, ready_at, link_free = self._devices, self.ready_at, self.link_free_at
         transit_n, in_transit = self.transit_n, self.in_transit
+        bank = self._bank is not None
+        if bank:
+            sf = self._sf
+            b_until, b_busy, b_up, b_work = (sf[kn.BU].tolist(), sf[kn.BUSY].tolist(),
+                                             sf[kn.UP].tolist(), sf[kn.QW].tolist())
         for s, d, p, hop in self._fit_slots[m]:
             dev = devices[d]
             # dev.finish_times_s(m, now)[p], inlined
-            wait = dev.busy_until[p] - now if dev.busy[p] else 0.0
-            down = dev.up_at[p] - now
-            if down > wait:
-                wait = down
-            f = wait + (dev.queued_work_s[p] + dev.solo_s[p][m])
+            if bank:
+                wait = b_until[s] - now if b_busy[s] else 0.0
+                down = b_up[s] - now
+                if down > wait:
+                    wait = down
+                f = wait + (b_work[s] + dev.solo_s[p][m])
+            else:
+                wait = dev.busy_until[p] - now if dev.busy[p] else 0.0
+                down = dev.up_at[p] - now
+                if down > wait:
+                    wait = down
+                f = wait + (dev.queued_work_s[p] + dev.solo_s[p][m])
             # self.load_wait_s(s, m), inlined
             r = ready_at[s].get(m)
             if r is not None:
@@ -834,6 +926,9 @@ class ClusterSim:
 
     def queued_items(self) -> list[int]:
         """Per slot, items queued there plus queries in transit to it."""
+        if self._bank is not None:
+            return [q + n for q, n in zip(self._bank.SI[bnk.I_QD].tolist(), self.transit_n,
+                                          strict=True)]
         return [dev.queued_items[p] + n
                 for dev, p, n in zip(self._slot_dev, self._slot_part, self.transit_n,
                                      strict=True)]
@@ -841,6 +936,10 @@ class ClusterSim:
     def busy_left_s(self) -> list[float]:
         """Per slot, seconds left in its running batch (0 when idle)."""
         now = self.now
+        if self._bank is not None:
+            return [u - now if b else 0.0 for u, b in zip(self._sf[kn.BU].tolist(),
+                                                          self._sf[kn.BUSY].tolist(),
+                                                          strict=True)]
         return [dev.busy_until[p] - now if dev.busy[p] else 0.0
                 for dev, p in zip(self._slot_dev, self._slot_part, strict=True)]
 
@@ -848,7 +947,7 @@ class ClusterSim:
         """Energy so far: the devices' dynamic energy plus idle power over the elapsed time."""
         if self.compiled:
             return self._fresh_sums()[kn.S_ENERGY] + self._idle_w * self.now
-        return (sum(dev.counters.energy_j for dev in self.devices)
+        return (sum(dev.counters.energy_j for dev in self._devices)
                 + sum(self.tables.idle_w) * self.now)
 
     def used_cost_usd(self) -> float:
@@ -858,7 +957,7 @@ class ClusterSim:
         tab = self.tables
         total = 0.0
         for s, (d, p) in enumerate(self.slots):
-            total += self.devices[d].counters.busy_s[p] * tab.price_per_s[d] * tab.slot_share[s]
+            total += self._devices[d].counters.busy_s[p] * tab.price_per_s[d] * tab.slot_share[s]
         return total
 
     def provisioned_cost_usd(self) -> float:
@@ -882,7 +981,7 @@ class ClusterSim:
         c.arrived = self.arrived
         c.dropped_rejected = self.rejected
         busy: list[float] = []
-        for dev in self.devices:
+        for dev in self._devices:
             dc = dev.counters
             c.completed += dc.completed
             c.good += dc.good
@@ -907,7 +1006,7 @@ class ClusterSim:
         counted from delivery)."""
         if self.compiled:
             return self._fresh_sums()[kn.S_BACKLOG]
-        return sum(dev.backlog for dev in self.devices)
+        return sum(dev.backlog for dev in self._devices)
 
     def summary(self, counters: Counters | None = None) -> dict[str, float]:
         """The info metrics (:meth:`envs.sim.metrics.Counters.summary`) plus the cluster's:
@@ -920,7 +1019,7 @@ class ClusterSim:
             sums = self._fresh_sums()
             out = c.summary(now, sums[kn.S_AHEAD], sums[kn.S_BUSY])
         else:
-            out = c.summary(now, sum(dev.busy_ahead_s(now) for dev in self.devices))
+            out = c.summary(now, sum(dev.busy_ahead_s(now) for dev in self._devices))
         done = c.completed
         out["in_transit"] = self.transit_total
         out["loads"] = self.loads

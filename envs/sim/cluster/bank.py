@@ -1,0 +1,750 @@
+"""The cluster's devices as one compiled bank: every device's passive event loop in numba.
+
+:class:`DeviceBank` keeps the state of every :class:`~envs.sim.device.shared.SharedGpuSim` of a
+:class:`~envs.sim.cluster.sim.ClusterSim` in arrays (per slot, per device, per (slot, model)
+ring-buffer queues) and :func:`advance` hands the deliveries due to their devices and runs every
+device with an event due to the decision time in **one** kernel call per decision: the
+operations of ``SharedGpuSim.deliver`` and ``SharedGpuSim.run_passive`` (BATCH_DONE,
+BATCH_TIMEOUT and SLOT_UP events, the batcher, the backlog integral, busy time and energy, the
+shared latency histogram, the interference reshape of shared devices), in the same order and
+with the same floats as the Python loop (the code is that of
+:func:`envs.sim.device.compiled_shared.run_interval`, per device). The cluster's mirrors
+(``sf``/``df`` of :mod:`envs.sim.cluster.kernels`) are written by the same call, so nothing is
+copied from the device objects per decision.
+
+A device's events order by ``(time, seq)`` as its heap pops them (at most one batch completion,
+one timeout and one ``SLOT_UP`` per slot; ``seq`` numbered per device as its
+``EventQueue``). The ``SharedGpuSim`` objects are not moved while the bank runs; :meth:`
+DeviceBank.sync` writes the bank's state into them (``ClusterSim.devices`` does, for readers
+off the hot path).
+
+Only for devices with one priority class, no preemption and no interference or interference
+the kernel computes (:attr:`SharedGpuSim.compiled_ok`), and requests of 1 to ``max_batch``
+items (:func:`usable`); ``ClusterSim`` keeps its other paths otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from envs.sim.cluster import kernels as kn
+from envs.sim.core import Event
+from envs.sim.device import compiled_shared as cs
+from envs.sim.device.serving import BATCH_DONE, BATCH_TIMEOUT
+from envs.sim.device.shared import SLOT_UP, SharedGpuSim
+from envs.sim.jit import njit
+from envs.sim.metrics import _INV_LOG_G, _LO_S, _NBINS, LatencyHistogram
+
+# Rows of the per-slot floats ``F``: running batch's end, up at, queued work (and of level 0),
+# remaining solo work and its time, slowdown factor, busy seconds, the pending events' times
+# (done, timeout, slot up), busy watts above idle.
+F_BU, F_UP, F_WORK, F_WLEV, F_REM, F_RT, F_FAC, F_BUSYS, F_DONE, F_TO, F_UPT, F_EW = range(12)
+N_F = 12
+# Rows of the per-slot ints ``SI``: queued items, busy, running model, requests and items of the
+# running batch, its job code, the job code _reshape saw last, the pending events' seqs,
+# interference domain.
+I_QD, I_BUSY, I_RM, I_RN, I_RIT, I_JOB, I_LAST, I_DSEQ, I_TSEQ, I_USEQ, I_DOM = range(11)
+N_I = 11
+# Rows of the per-device ints ``E``: event seq, last key valid, shaped, has power, arrived,
+# completed, good, overflow, expired.
+# completed, good, overflow, expired; whether listed in ``RAN`` this call.
+E_SEQ, E_LASTOK, E_SHAPED, E_POWER, E_ARRIVED, E_COMP, E_GOOD, E_OVER, E_EXP, E_MARK = range(10)
+N_E = 10
+# Rows of the per-device floats ``G``: now, time of the next event (inf: none).
+G_NOW, G_NEV = range(2)
+N_G = 2
+# Totals ``T`` over the devices: completed, good, rejected, overflow, expired.
+T_COMPLETED, T_GOOD, T_REJECTED, T_OVERFLOW, T_EXPIRED = range(5)
+# Config ints ``C``: max_batch, drop_expired, jk, queue_capacity; floats ``H``: queue delay,
+# the latency histogram's total.
+C_B, C_DROP, C_JK, C_CAP = range(4)
+H_DELAY, H_TOTAL = range(2)
+
+_INF = math.inf
+
+
+def usable(devices: Sequence[SharedGpuSim], sizes: np.ndarray) -> bool:
+    """Whether a bank can run these devices on a trace of request ``sizes``."""
+    if not kn.AVAILABLE or not devices:
+        return False
+    B = devices[0]._max_batch
+    if len(sizes) and (int(np.min(sizes)) < 1 or int(np.max(sizes)) > B):
+        return False
+    return all(dev.compiled_ok and dev._max_batch == B and not dev.reconfigurations
+               and dev.pending is None for dev in devices)
+
+
+@njit(cache=True)
+def _dispatch(d: int, s: int, force: bool, now: float, F: np.ndarray, SI: np.ndarray,
+              BM: np.ndarray, QF: np.ndarray, QS: np.ndarray, QH: np.ndarray, RF: np.ndarray,
+              RS: np.ndarray, LAT: np.ndarray, LL: np.ndarray, SC: np.ndarray, df: np.ndarray,
+              E: np.ndarray, T: np.ndarray, C: np.ndarray, H: np.ndarray) -> None:
+    """``SharedGpuSim._try_dispatch(p, force)`` on slot ``s`` of device ``d`` (one level, no
+    reconfiguration), its recursion over all-expired batches as a loop."""
+    M = BM.shape[1]
+    cap = QF.shape[3]
+    B = C[C_B]
+    drop = C[C_DROP] != 0
+    while True:
+        if SI[I_BUSY, s] != 0 or SI[I_QD, s] == 0:
+            return
+        if F[F_UP, s] > now:
+            return
+        m = -1
+        oldest = _INF
+        for k in range(M):
+            if QH[1, s, k] > 0:
+                t0 = QF[0, s, k, QH[0, s, k]]
+                if t0 < oldest:
+                    oldest = t0
+                    m = k
+        # GpuServingSim._due
+        if not force and BM[s, m] < B:
+            due = oldest + H[H_DELAY]
+            if now < due:
+                if F[F_TO, s] == _INF:
+                    E[E_SEQ, d] += 1
+                    F[F_TO, s] = due
+                    SI[I_TSEQ, s] = E[E_SEQ, d]
+                return
+        F[F_TO, s] = _INF
+        # take()
+        items = 0
+        removed = 0
+        expired = 0
+        nb = 0
+        solo_finish = now + SC[0, s, m]
+        hd = QH[0, s, m]
+        ln = QH[1, s, m]
+        rate = df[kn.R, d]
+        while ln > 0:
+            sz = QS[s, m, hd]
+            if nb > 0 and items + sz > B:
+                break
+            removed += sz
+            dl = QF[1, s, m, hd]
+            if drop and dl < solo_finish:
+                expired += 1
+                rate -= QF[2, s, m, hd]
+            else:
+                RF[0, s, nb] = QF[0, s, m, hd]
+                RF[1, s, nb] = dl
+                RF[2, s, nb] = QF[2, s, m, hd]
+                RS[s, nb] = sz
+                nb += 1
+                items += sz
+            hd += 1
+            if hd == cap:
+                hd = 0
+            ln -= 1
+        df[kn.R, d] = rate
+        QH[0, s, m] = hd
+        QH[1, s, m] = ln
+        cost = SC[1, s, m]
+        if removed:
+            F[F_WLEV, s] -= removed * cost
+        # GpuServingSim._dequeued
+        left = SI[I_QD, s] - removed
+        SI[I_QD, s] = left
+        BM[s, m] -= removed
+        F[F_WORK, s] = F[F_WORK, s] - removed * cost if left else 0.0
+        T[T_EXPIRED] += expired
+        E[E_EXP, d] += expired
+        if not left:
+            F[F_WLEV, s] = 0.0
+        if nb == 0:  # everything expired: the other models
+            continue
+        # GpuServingSim._start_batch
+        L = LL[s, m]
+        dur = LAT[s, m, (items if items < L else L) - 1]
+        end = now + dur
+        SI[I_BUSY, s] = 1
+        F[F_BU, s] = end
+        SI[I_RM, s] = m
+        SI[I_RN, s] = nb
+        F[F_BUSYS, s] += dur
+        if E[E_POWER, d]:
+            df[kn.E, d] += F[F_EW, s] * dur
+        E[E_SEQ, d] += 1
+        F[F_DONE, s] = end
+        SI[I_DSEQ, s] = E[E_SEQ, d]
+        F[F_REM, s] = dur
+        F[F_RT, s] = now
+        SI[I_RIT, s] = items
+        F[F_FAC, s] = 1.0
+        SI[I_JOB, s] = m * C[C_JK] + items
+        E[E_LASTOK, d] = 0
+        return
+
+
+@njit(cache=True)
+def _reshape(d: int, s0: int, s1: int, now: float, F: np.ndarray, SI: np.ndarray,
+             COMPAT: np.ndarray, ROWS: np.ndarray, CONSTS: np.ndarray, E: np.ndarray,
+             fnew: np.ndarray) -> None:
+    """``SharedGpuSim._reshape`` of device ``d`` (slots ``s0:s1``), as run_interval's."""
+    if not E[E_SHAPED, d]:
+        return
+    if E[E_LASTOK, d] == 1:
+        same = True
+        for q in range(s0, s1):
+            if SI[I_JOB, q] != SI[I_LAST, q]:
+                same = False
+                break
+        if same:
+            return
+    E[E_LASTOK, d] = 1
+    count = 0
+    for q in range(s0, s1):
+        SI[I_LAST, q] = SI[I_JOB, q]
+        fnew[q - s0] = 1.0
+        if SI[I_BUSY, q] and SI[I_DOM, q] != cs.DOM_NONE:
+            count += 1
+    if count >= 2:
+        busy = SI[I_BUSY, s0:s1]
+        rm = SI[I_RM, s0:s1]
+        rit = SI[I_RIT, s0:s1]
+        rows = ROWS[s0:s1]
+        compat = COMPAT[s0:s1]
+        consts = CONSTS[d]
+        for q in range(s1 - s0):
+            dom = SI[I_DOM, s0 + q]
+            if busy[q] and dom != cs.DOM_NONE:
+                anyco, a, b = cs.co_sums(q, dom, compat, busy, rm, rit, rows)
+                if anyco:
+                    fnew[q] = cs.co_factor(rows, q, rm[q], rit[q], dom, a, b, consts)
+    for q in range(s0, s1):
+        if not SI[I_BUSY, q]:
+            continue
+        new = fnew[q - s0]
+        old = F[F_FAC, q]
+        if new == old:
+            continue
+        left = F[F_REM, q] - (now - F[F_RT, q]) / old
+        if left < 0.0:
+            left = 0.0
+        F[F_REM, q] = left
+        F[F_RT, q] = now
+        F[F_FAC, q] = new
+        end = now + left * new
+        E[E_SEQ, d] += 1
+        F[F_DONE, q] = end
+        SI[I_DSEQ, q] = E[E_SEQ, d]
+        F[F_BUSYS, q] += end - F[F_BU, q]
+        F[F_BU, q] = end
+
+
+@njit(cache=True)
+def _run(d: int, until: float, final: bool, F: np.ndarray, SI: np.ndarray, BM: np.ndarray,
+         QF: np.ndarray, QS: np.ndarray, QH: np.ndarray, RF: np.ndarray, RS: np.ndarray,
+         LAT: np.ndarray, LL: np.ndarray, SC: np.ndarray, COMPAT: np.ndarray, ROWS: np.ndarray,
+         CONSTS: np.ndarray, bounds: np.ndarray, df: np.ndarray, E: np.ndarray, G: np.ndarray,
+         T: np.ndarray, C: np.ndarray, H: np.ndarray, hist: np.ndarray,
+         fnew: np.ndarray, HL: np.ndarray) -> None:
+    """Device ``d``'s events up to ``until`` (``SharedGpuSim._loop(None, until)`` of a passive
+    device); ``final``: then its clock and backlog to ``until`` (not in a drain)."""
+    s0 = bounds[d]
+    s1 = bounds[d + 1]
+    last = _NBINS - 1
+    while True:
+        p = -1
+        et = _INF
+        es = 0
+        kind = 0
+        for r in range(s0, s1):
+            t = F[F_DONE, r]
+            if t < et or (t == et and t != _INF and SI[I_DSEQ, r] < es):
+                p, et, es, kind = r, t, SI[I_DSEQ, r], 0
+            t = F[F_TO, r]
+            if t < et or (t == et and t != _INF and SI[I_TSEQ, r] < es):
+                p, et, es, kind = r, t, SI[I_TSEQ, r], 1
+            t = F[F_UPT, r]
+            if t < et or (t == et and t != _INF and SI[I_USEQ, r] < es):
+                p, et, es, kind = r, t, SI[I_USEQ, r], 2
+        if p < 0 or et > until:
+            G[G_NEV, d] = et
+            break
+        now = et
+        df[kn.B, d] += df[kn.R, d] * (now - df[kn.T, d])
+        df[kn.T, d] = now
+        G[G_NOW, d] = now
+        if kind == 0:  # BATCH_DONE: GpuServingSim._complete
+            F[F_DONE, p] = _INF
+            nb = SI[I_RN, p]
+            rate = df[kn.R, d]
+            good = 0
+            for r in range(nb):
+                rate -= RF[2, p, r]
+                if now <= RF[1, p, r] + 1e-12:
+                    good += 1
+            df[kn.R, d] = rate
+            htot = H[H_TOTAL]
+            for r in range(nb):
+                lt = now - RF[0, p, r]
+                htot += lt
+                k = (int(math.log(lt / _LO_S) * _INV_LOG_G) + 1) if lt > _LO_S else 0
+                if k > last:
+                    k = last
+                hist[k] += 1
+                if HL[0] >= 0:
+                    if HL[0] + 1 < HL.shape[0]:
+                        HL[0] += 1
+                        HL[HL[0]] = k
+                    else:
+                        HL[0] = -1  # too many: the reader copies the whole histogram
+            H[H_TOTAL] = htot
+            T[T_COMPLETED] += nb
+            T[T_GOOD] += good
+            E[E_COMP, d] += nb
+            E[E_GOOD, d] += good
+            SI[I_RN, p] = 0
+            SI[I_BUSY, p] = 0
+            SI[I_RM, p] = -1
+            SI[I_JOB, p] = -1
+            if SI[I_QD, p]:
+                _dispatch(d, p, False, now, F, SI, BM, QF, QS, QH, RF, RS, LAT, LL, SC, df, E,
+                          T, C, H)
+            _reshape(d, s0, s1, now, F, SI, COMPAT, ROWS, CONSTS, E, fnew)
+        elif kind == 1:  # BATCH_TIMEOUT
+            F[F_TO, p] = _INF
+            _dispatch(d, p, True, now, F, SI, BM, QF, QS, QH, RF, RS, LAT, LL, SC, df, E, T,
+                      C, H)
+            _reshape(d, s0, s1, now, F, SI, COMPAT, ROWS, CONSTS, E, fnew)
+        else:  # SLOT_UP
+            F[F_UPT, p] = _INF
+            if SI[I_QD, p] and not SI[I_BUSY, p]:
+                _dispatch(d, p, False, now, F, SI, BM, QF, QS, QH, RF, RS, LAT, LL, SC, df, E,
+                          T, C, H)
+                _reshape(d, s0, s1, now, F, SI, COMPAT, ROWS, CONSTS, E, fnew)
+    if final:
+        df[kn.B, d] += df[kn.R, d] * (until - df[kn.T, d])
+        df[kn.T, d] = until
+        G[G_NOW, d] = until
+
+
+@njit(cache=True)
+def _mirror(d: int, bounds: np.ndarray, F: np.ndarray, SI: np.ndarray, sf: np.ndarray,
+            E: np.ndarray, RAN: np.ndarray) -> None:
+    """ClusterSim._pull's slot rows of device ``d``; ``d`` listed in ``RAN`` (once)."""
+    if not E[E_MARK, d]:
+        E[E_MARK, d] = 1
+        RAN[0] += 1
+        RAN[RAN[0]] = d
+    for s in range(bounds[d], bounds[d + 1]):
+        sf[kn.BU, s] = F[F_BU, s]
+        sf[kn.UP, s] = F[F_UP, s]
+        sf[kn.QW, s] = F[F_WORK, s]
+        sf[kn.BS, s] = F[F_BUSYS, s]
+        sf[kn.BUSY, s] = 1.0 if SI[I_BUSY, s] else 0.0
+        sf[kn.QI, s] = SI[I_QD, s]
+        sf[kn.ROOM_OK, s] = 0.0
+
+
+@njit(cache=True)
+def advance(t: float, n: int, drain: bool, DLF: np.ndarray, DLI: np.ndarray, F: np.ndarray,
+            SI: np.ndarray, BM: np.ndarray, QF: np.ndarray, QS: np.ndarray, QH: np.ndarray,
+            RF: np.ndarray, RS: np.ndarray, LAT: np.ndarray, LL: np.ndarray, SC: np.ndarray,
+            COMPAT: np.ndarray, ROWS: np.ndarray, CONSTS: np.ndarray, bounds: np.ndarray,
+            df: np.ndarray, sf: np.ndarray, E: np.ndarray, G: np.ndarray, T: np.ndarray,
+            C: np.ndarray, H: np.ndarray, hist: np.ndarray, fnew: np.ndarray,
+            RAN: np.ndarray, HL: np.ndarray) -> None:
+    """The ``n`` deliveries (``DLF[:, i]``: time, arrival, deadline, ``1/SLA``; ``DLI[:, i]``:
+    device, slot, model, size), each as ``SharedGpuSim.deliver``, in order; then every device
+    with an event due by ``t`` runs to ``t`` and every other one moves its clock and backlog
+    there (``drain``: every device runs all its events, as ``advance`` of a drained device).
+    The mirrors ``df`` (backlog, its clock, rate, energy) are the devices' own; ``sf``'s slot
+    rows are written for every device that ran, and those devices listed in ``RAN`` (``RAN[0]``
+    of them from ``RAN[1]``), and the histogram bins it added to in ``HL`` (``HL[0]`` of them
+    from ``HL[1]``; -1: more than ``HL`` holds)."""
+    HL[0] = 0
+    D = bounds.shape[0] - 1
+    for i in range(RAN[0]):
+        E[E_MARK, RAN[1 + i]] = 0
+    RAN[0] = 0
+    capq = QF.shape[3]
+    B = C[C_B]
+    for i in range(n):
+        d = DLI[0, i]
+        s = DLI[1, i]
+        m = DLI[2, i]
+        sz = DLI[3, i]
+        when = DLF[0, i]
+        inv = DLF[3, i]
+        s0 = bounds[d]
+        s1 = bounds[d + 1]
+        # run_passive(when)
+        if G[G_NEV, d] <= when:
+            _run(d, when, True, F, SI, BM, QF, QS, QH, RF, RS, LAT, LL, SC, COMPAT, ROWS,
+                 CONSTS, bounds, df, E, G, T, C, H, hist, fnew, HL)
+        else:
+            df[kn.B, d] += df[kn.R, d] * (when - df[kn.T, d])
+            df[kn.T, d] = when
+            G[G_NOW, d] = when
+        # arrive(p, m, req) without its checks
+        now = G[G_NOW, d]
+        df[kn.B, d] += df[kn.R, d] * (now - df[kn.T, d])
+        df[kn.T, d] = now
+        E[E_ARRIVED, d] += 1
+        df[kn.R, d] += inv
+        # SharedGpuSim._admit with one level, no preemption
+        q = SI[I_QD, s] + sz
+        if q > C[C_CAP]:
+            T[T_OVERFLOW] += 1
+            E[E_OVER, d] += 1
+            df[kn.R, d] -= inv
+        else:
+            pos = QH[0, s, m] + QH[1, s, m]
+            if pos >= capq:
+                pos -= capq
+            QF[0, s, m, pos] = DLF[1, i]
+            QF[1, s, m, pos] = DLF[2, i]
+            QF[2, s, m, pos] = inv
+            QS[s, m, pos] = sz
+            QH[1, s, m] += 1
+            SI[I_QD, s] = q
+            BM[s, m] += sz
+            w = sz * SC[1, s, m]
+            F[F_WORK, s] += w
+            F[F_WLEV, s] += w
+            if not SI[I_BUSY, s] and (F[F_TO, s] == _INF or BM[s, m] >= B):
+                _dispatch(d, s, False, now, F, SI, BM, QF, QS, QH, RF, RS, LAT, LL, SC, df, E,
+                          T, C, H)
+                if E[E_SHAPED, d] and SI[I_BUSY, s]:
+                    _reshape(d, s0, s1, now, F, SI, COMPAT, ROWS, CONSTS, E, fnew)
+        nev = _INF
+        for r in range(s0, s1):
+            if F[F_DONE, r] < nev:
+                nev = F[F_DONE, r]
+            if F[F_TO, r] < nev:
+                nev = F[F_TO, r]
+            if F[F_UPT, r] < nev:
+                nev = F[F_UPT, r]
+        G[G_NEV, d] = nev
+        _mirror(d, bounds, F, SI, sf, E, RAN)
+    for d in range(D):
+        if drain:
+            _run(d, _INF, False, F, SI, BM, QF, QS, QH, RF, RS, LAT, LL, SC, COMPAT, ROWS,
+                 CONSTS, bounds, df, E, G, T, C, H, hist, fnew, HL)
+            _mirror(d, bounds, F, SI, sf, E, RAN)
+        elif G[G_NEV, d] <= t:
+            _run(d, t, True, F, SI, BM, QF, QS, QH, RF, RS, LAT, LL, SC, COMPAT, ROWS,
+                 CONSTS, bounds, df, E, G, T, C, H, hist, fnew, HL)
+            _mirror(d, bounds, F, SI, sf, E, RAN)
+        else:
+            df[kn.B, d] += df[kn.R, d] * (t - df[kn.T, d])
+            df[kn.T, d] = t
+            G[G_NOW, d] = t
+
+
+class DeviceBank:
+    """The state of a cluster's devices in arrays (see the module docstring).
+
+    Built from the devices' state (any moment; a cluster builds it at time 0)."""
+
+    _ARRAYS = ("F", "SI", "BM", "QF", "QS", "QH", "RF", "RS", "E", "G", "T", "H", "hist", "RAN",
+               "HL")
+
+    def __init__(self, devices: Sequence[SharedGpuSim], bounds: np.ndarray,
+                 latency: LatencyHistogram) -> None:
+        D = len(devices)
+        S = int(bounds[-1])
+        M = devices[0].n_models
+        B = devices[0]._max_batch
+        cap = devices[0]._capacity
+        self.bounds = bounds
+        P_max = max(dev.n_partitions for dev in devices)
+        L = max(len(r) for dev in devices for row in dev.latency for r in row)
+        self.LAT = np.zeros((S, M, L))
+        self.LL = np.ones((S, M), np.int64)
+        self.SC = np.zeros((2, S, M))
+        self.COMPAT = np.zeros((S, P_max), np.bool_)
+        rows = []
+        for dev in devices:
+            tabs = dev._kernel_tables() if dev._slowdown is not None else None
+            rows.append(None if tabs is None else tabs[2])
+        NI = max([r.shape[2] for r in rows if r is not None], default=1)
+        self.ROWS = np.zeros((S, M, NI, cs.N_ROW))
+        self.CONSTS = np.zeros((D, cs.N_CONSTS))
+        self.C = np.array([B, int(devices[0]._drop_expired), devices[0]._jk, cap], np.int64)
+        self.F = np.zeros((N_F, S))
+        self.SI = np.zeros((N_I, S), np.int64)
+        self.BM = np.zeros((S, M), np.int64)
+        self.QF = np.zeros((3, S, M, cap))
+        self.QS = np.zeros((S, M, cap), np.int64)
+        self.QH = np.zeros((2, S, M), np.int64)
+        self.RF = np.zeros((3, S, B))
+        self.RS = np.zeros((S, B), np.int64)
+        self.E = np.zeros((N_E, D), np.int64)
+        self.G = np.zeros((N_G, D))
+        self.T = np.zeros(5, np.int64)
+        self.H = np.array([devices[0]._delay_s, latency.total_s])
+        self.hist = np.array(latency.counts, np.int64)
+        self.fnew = np.ones(max(P_max, 1))
+        self.DLF = np.zeros((4, 8))
+        self.DLI = np.zeros((4, 8), np.int64)
+        self.RAN = np.zeros(D + 1, np.int64)
+        self.HL = np.zeros(1025, np.int64)
+        #: advance's compiled entry point (found at the first call; not pickled).
+        self._ep: Any = None
+        for d, dev in enumerate(devices):
+            s0 = int(bounds[d])
+            for p in range(dev.n_partitions):
+                s = s0 + p
+                for m in range(M):
+                    lt = dev.latency[p][m]
+                    self.LL[s, m] = len(lt)
+                    self.LAT[s, m, :len(lt)] = lt
+                    self.SC[0, s, m] = dev.solo_s[p][m]
+                    self.SC[1, s, m] = dev._item_cost[p][m]
+            tabs = dev._kernel_tables() if dev._slowdown is not None else None
+            if tabs is not None:
+                dom, compat, jr, consts = tabs
+                P = dev.n_partitions
+                self.SI[I_DOM, s0:s0 + P] = dom
+                self.COMPAT[s0:s0 + P, :P] = compat
+                self.ROWS[s0:s0 + P, :, :jr.shape[2]] = np.nan_to_num(jr, nan=0.0)
+                self.CONSTS[d] = consts
+            self.load(d, dev)
+
+    def load(self, d: int, dev: SharedGpuSim) -> None:
+        """Device ``d``'s state from ``dev`` (as run_until_compiled converts it)."""
+        s0 = int(self.bounds[d])
+        F, SI = self.F, self.SI
+        for p in range(dev.n_partitions):
+            s = s0 + p
+            for m in range(dev.n_models):
+                dq = dev.lqueues[p][m][0]
+                self.QH[0, s, m] = 0
+                self.QH[1, s, m] = len(dq)
+                for k, r in enumerate(dq):
+                    self.QF[:, s, m, k] = r[:3]
+                    self.QS[s, m, k] = r[3]
+                self.QF[:, s, m, len(dq):] = 0.0
+                self.QS[s, m, len(dq):] = 0
+                self.BM[s, m] = dev.queued_by_model[p][m]
+            batch = dev._running[p]
+            self.RF[:, s] = 0.0
+            self.RS[s] = 0
+            for k, r in enumerate(batch):
+                self.RF[:, s, k] = r[:3]
+                self.RS[s, k] = r[3]
+            F[F_BU, s] = dev.busy_until[p]
+            F[F_UP, s] = dev.up_at[p]
+            F[F_WORK, s] = dev.queued_work_s[p]
+            F[F_WLEV, s] = dev.queued_work_level[p][0]
+            F[F_REM, s] = dev._rem[p]
+            F[F_RT, s] = dev._rt[p]
+            F[F_FAC, s] = dev._factor[p]
+            F[F_BUSYS, s] = dev.counters.busy_s[p]
+            F[F_DONE, s] = F[F_TO, s] = F[F_UPT, s] = _INF
+            F[F_EW, s] = dev._energy_w[p] if dev._energy_w is not None else 0.0
+            SI[I_QD, s] = dev.queued_items[p]
+            SI[I_BUSY, s] = dev.busy[p]
+            SI[I_RM, s] = dev.running_model[p]
+            SI[I_RN, s] = len(batch)
+            job = dev._job[p]
+            SI[I_RIT, s] = job[1] if job is not None else 0
+            SI[I_JOB, s] = dev._jobcode[p]
+            last = dev._last_key
+            SI[I_LAST, s] = last[p] if last is not None else -1
+        nev = _INF
+        for when, prio, seq, ev in dev.events.heap:
+            if ev.cancelled:
+                continue
+            s = s0 + ev.target
+            if prio != 0 or ev.kind not in (BATCH_DONE, BATCH_TIMEOUT, SLOT_UP):
+                raise RuntimeError("DeviceBank: an event the bank does not hold")
+            row, srow = {BATCH_DONE: (F_DONE, I_DSEQ), BATCH_TIMEOUT: (F_TO, I_TSEQ),
+                         SLOT_UP: (F_UPT, I_USEQ)}[ev.kind]
+            if F[row, s] != _INF:
+                raise RuntimeError("DeviceBank: two events of a kind on one slot")
+            F[row, s] = when
+            SI[srow, s] = seq
+            nev = min(nev, when)
+        E = self.E
+        E[E_SEQ, d] = dev.events._seq
+        E[E_LASTOK, d] = dev._last_key is not None
+        E[E_SHAPED, d] = dev._slowdown is not None
+        E[E_POWER, d] = dev._energy_w is not None
+        c = dev.counters
+        E[E_ARRIVED, d] = c.arrived
+        E[E_COMP, d] = c.completed
+        E[E_GOOD, d] = c.good
+        E[E_OVER, d] = c.dropped_overflow
+        E[E_EXP, d] = c.dropped_expired
+        if c.dropped_rejected:
+            raise RuntimeError("DeviceBank: a device that rejected requests")
+        T = self.T
+        T[T_COMPLETED] += c.completed
+        T[T_GOOD] += c.good
+        T[T_OVERFLOW] += c.dropped_overflow
+        T[T_EXPIRED] += c.dropped_expired
+        self.G[G_NOW, d] = dev.events.now
+        self.G[G_NEV, d] = nev
+
+    def copy(self) -> DeviceBank:
+        """A copy whose state arrays are its own (the constant tables shared)."""
+        new = object.__new__(DeviceBank)
+        new.__dict__.update(self.__dict__)
+        for key in self._ARRAYS:
+            setattr(new, key, getattr(self, key).copy())
+        new.DLF = self.DLF.copy()
+        new.DLI = self.DLI.copy()
+        new.fnew = self.fnew.copy()
+        return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_ep"] = None
+        return state
+
+    def run(self, t: float, n: int, drain: bool, df: np.ndarray, sf: np.ndarray) -> None:
+        """:func:`advance` with this bank's arrays."""
+        args = (t, n, drain, self.DLF, self.DLI, self.F, self.SI, self.BM, self.QF, self.QS,
+                self.QH, self.RF, self.RS, self.LAT, self.LL, self.SC, self.COMPAT, self.ROWS,
+                self.CONSTS, self.bounds, df, sf, self.E, self.G, self.T, self.C, self.H,
+                self.hist, self.fnew, self.RAN, self.HL)
+        ep = self._ep
+        if ep is None:
+            ep = self._ep = kn.entry_point(advance, args)
+        ep(*args)
+
+    def push(self, n: int, when: float, d: int, s: int, m: int,
+             req: tuple[float, float, float, int, int]) -> None:
+        """Put delivery ``n`` in the buffers (grown as needed)."""
+        if n >= self.DLF.shape[1]:
+            k = 2 * self.DLF.shape[1]
+            self.DLF = np.concatenate([self.DLF, np.zeros((4, k))], axis=1)
+            self.DLI = np.concatenate([self.DLI, np.zeros((4, k), np.int64)], axis=1)
+        f, i = self.DLF, self.DLI
+        f[0, n] = when
+        f[1, n] = req[0]
+        f[2, n] = req[1]
+        f[3, n] = req[2]
+        i[0, n] = d
+        i[1, n] = s
+        i[2, n] = m
+        i[3, n] = req[3]
+
+    def add_latencies(self, h: LatencyHistogram) -> None:
+        """Add to ``h`` what the last :meth:`run` added to the bank's histogram (as
+        ``LatencyHistogram.add_finished`` does)."""
+        n = int(self.HL[0])
+        if n < 0:
+            self.sync_latency(h)
+            return
+        if not n:
+            return
+        counts = h.counts
+        b0, b1 = h.bins
+        n0 = n1 = 0
+        for k in self.HL[1:n + 1].tolist():
+            counts[k] += 1
+            if k < b0:
+                n0 += 1
+            if k < b1:
+                n1 += 1
+        h.total_s = self.H.item(H_TOTAL)
+        h.n += n
+        below = h.below
+        below[0] += n0
+        below[1] += n1
+
+    def sync_latency(self, h: LatencyHistogram) -> None:
+        """The shared histogram ``h`` as the bank's (its counts, total and quantile marks)."""
+        hist = self.hist
+        h.counts[:] = hist.tolist()
+        h.n = int(hist.sum())
+        h.total_s = float(self.H[H_TOTAL])
+        cum = np.concatenate(([0], np.cumsum(hist)))
+        h.below = [int(cum[b]) for b in h.bins]
+
+    def sync(self, devices: Sequence[SharedGpuSim], df: np.ndarray) -> None:
+        """Write the bank's state into the device objects (as run_until_compiled does), and
+        their backlog, its clock, rate and energy from ``df``."""
+        cap = self.QF.shape[3]
+        F, SI = self.F, self.SI
+        jk = int(self.C[C_JK])
+        for d, dev in enumerate(devices):
+            s0 = int(self.bounds[d])
+            heap: list[tuple[float, int, int, Event]] = []
+            for p in range(dev.n_partitions):
+                s = s0 + p
+                for m in range(dev.n_models):
+                    dq = dev.lqueues[p][m][0]
+                    dq.clear()
+                    k = int(self.QH[1, s, m])
+                    if k:
+                        idx = (self.QH[0, s, m] + np.arange(k)) % cap
+                        dq.extend(zip(self.QF[0, s, m, idx].tolist(),
+                                      self.QF[1, s, m, idx].tolist(),
+                                      self.QF[2, s, m, idx].tolist(),
+                                      self.QS[s, m, idx].tolist(), [0] * k, strict=True))
+                    dev.queued_by_model[p][m] = int(self.BM[s, m])
+                busy = bool(SI[I_BUSY, s])
+                if busy:
+                    k = int(SI[I_RN, s])
+                    dev._running[p] = list(zip(self.RF[0, s, :k].tolist(),
+                                               self.RF[1, s, :k].tolist(),
+                                               self.RF[2, s, :k].tolist(),
+                                               self.RS[s, :k].tolist(), [0] * k, strict=True))
+                    m = int(SI[I_RM, s])
+                    items = int(SI[I_RIT, s])
+                    dev._job[p] = (m, items)
+                    dev._jobcode[p] = m * jk + items
+                    dev._run_level[p] = 0
+                else:
+                    dev._running[p] = []
+                    dev._job[p] = None
+                    dev._jobcode[p] = -1
+                    dev._run_level[p] = dev.n_levels
+                for kind, row, srow in ((BATCH_DONE, F_DONE, I_DSEQ),
+                                        (BATCH_TIMEOUT, F_TO, I_TSEQ), (SLOT_UP, F_UPT, I_USEQ)):
+                    when = float(F[row, s])
+                    made: Event | None = None
+                    if when != _INF:
+                        made = Event(when, kind, p)
+                        heap.append((when, 0, int(SI[srow, s]), made))
+                    if kind == BATCH_DONE:
+                        dev._done[p] = made
+                    elif kind == BATCH_TIMEOUT:
+                        dev._timeout[p] = made
+                dev.busy[p] = busy
+                dev.busy_until[p] = float(F[F_BU, s])
+                dev.running_model[p] = int(SI[I_RM, s])
+                dev.up_at[p] = float(F[F_UP, s])
+                dev.queued_items[p] = int(SI[I_QD, s])
+                dev.queued_work_s[p] = float(F[F_WORK, s])
+                dev.queued_work_level[p][0] = float(F[F_WLEV, s])
+                dev._rem[p] = float(F[F_REM, s])
+                dev._rt[p] = float(F[F_RT, s])
+                dev._factor[p] = float(F[F_FAC, s])
+                dev.counters.busy_s[p] = float(F[F_BUSYS, s])
+            heap.sort()
+            dev.events.heap[:] = heap
+            dev.events._seq = int(self.E[E_SEQ, d])
+            dev.events.now = float(self.G[G_NOW, d])
+            dev.backlog = float(df[kn.B, d])
+            dev._backlog_t = float(df[kn.T, d])
+            dev._backlog_rate = float(df[kn.R, d])
+            c = dev.counters
+            c.energy_j = float(df[kn.E, d])
+            c.arrived = int(self.E[E_ARRIVED, d])
+            c.completed = int(self.E[E_COMP, d])
+            c.good = int(self.E[E_GOOD, d])
+            c.dropped_overflow = int(self.E[E_OVER, d])
+            c.dropped_expired = int(self.E[E_EXP, d])
+            if self.E[E_LASTOK, d]:
+                key = tuple(int(x) for x in SI[I_LAST, s0:s0 + dev.n_partitions])
+                if key != dev._last_key:
+                    dev._last_key = key
+                    dev._pred_now = {}
+            elif dev._last_key is not None:
+                dev._last_key = None
+                dev._pred_now = {}
+
+
+__all__ = ["DeviceBank", "advance", "usable"]
