@@ -78,7 +78,7 @@ def usable(devices: Sequence[SharedGpuSim], sizes: np.ndarray) -> bool:
                and dev.pending is None for dev in devices)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _dispatch(d: int, s: int, force: bool, now: float, F: np.ndarray, SI: np.ndarray,
               BM: np.ndarray, QF: np.ndarray, QS: np.ndarray, QH: np.ndarray, RF: np.ndarray,
               RS: np.ndarray, LAT: np.ndarray, LL: np.ndarray, SC: np.ndarray, df: np.ndarray,
@@ -181,7 +181,7 @@ def _dispatch(d: int, s: int, force: bool, now: float, F: np.ndarray, SI: np.nda
         return
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _reshape(d: int, s0: int, s1: int, now: float, F: np.ndarray, SI: np.ndarray,
              COMPAT: np.ndarray, ROWS: np.ndarray, CONSTS: np.ndarray, E: np.ndarray,
              fnew: np.ndarray) -> None:
@@ -325,7 +325,7 @@ def _run(d: int, until: float, final: bool, F: np.ndarray, SI: np.ndarray, BM: n
         G[G_NOW, d] = until
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _mirror(d: int, bounds: np.ndarray, F: np.ndarray, SI: np.ndarray, sf: np.ndarray,
             E: np.ndarray, RAN: np.ndarray) -> None:
     """ClusterSim._pull's slot rows of device ``d``; ``d`` listed in ``RAN`` (once)."""
@@ -344,7 +344,9 @@ def _mirror(d: int, bounds: np.ndarray, F: np.ndarray, SI: np.ndarray, sf: np.nd
 
 
 @njit(cache=True)
-def advance(t: float, n: int, drain: bool, DLF: np.ndarray, DLI: np.ndarray, F: np.ndarray,
+def advance(t: float, n: int, drain: bool, when1: float, arr1: float, dead1: float,
+            inv1: float, d1: int, s1_: int, m1: int, sz1: int, DLF: np.ndarray, DLI: np.ndarray,
+            F: np.ndarray,
             SI: np.ndarray, BM: np.ndarray, QF: np.ndarray, QS: np.ndarray, QH: np.ndarray,
             RF: np.ndarray, RS: np.ndarray, LAT: np.ndarray, LL: np.ndarray, SC: np.ndarray,
             COMPAT: np.ndarray, ROWS: np.ndarray, CONSTS: np.ndarray, bounds: np.ndarray,
@@ -352,7 +354,8 @@ def advance(t: float, n: int, drain: bool, DLF: np.ndarray, DLI: np.ndarray, F: 
             C: np.ndarray, H: np.ndarray, hist: np.ndarray, fnew: np.ndarray,
             RAN: np.ndarray, HL: np.ndarray) -> None:
     """The ``n`` deliveries (``DLF[:, i]``: time, arrival, deadline, ``1/SLA``; ``DLI[:, i]``:
-    device, slot, model, size), each as ``SharedGpuSim.deliver``, in order; then every device
+    device, slot, model, size; ``n == -1``: the one in ``when1 .. sz1``), each as
+    ``SharedGpuSim.deliver``, in order; then every device
     with an event due by ``t`` runs to ``t`` and every other one moves its clock and backlog
     there (``drain``: every device runs all its events, as ``advance`` of a drained device).
     The mirrors ``df`` (backlog, its clock, rate, energy) are the devices' own; ``sf``'s slot
@@ -366,13 +369,19 @@ def advance(t: float, n: int, drain: bool, DLF: np.ndarray, DLI: np.ndarray, F: 
     RAN[0] = 0
     capq = QF.shape[3]
     B = C[C_B]
-    for i in range(n):
-        d = DLI[0, i]
-        s = DLI[1, i]
-        m = DLI[2, i]
-        sz = DLI[3, i]
-        when = DLF[0, i]
-        inv = DLF[3, i]
+    for i in range(1 if n < 0 else n):
+        if n < 0:
+            d, s, m, sz = d1, s1_, m1, sz1
+            when, arr, dead, inv = when1, arr1, dead1, inv1
+        else:
+            d = DLI[0, i]
+            s = DLI[1, i]
+            m = DLI[2, i]
+            sz = DLI[3, i]
+            when = DLF[0, i]
+            arr = DLF[1, i]
+            dead = DLF[2, i]
+            inv = DLF[3, i]
         s0 = bounds[d]
         s1 = bounds[d + 1]
         # run_passive(when)
@@ -399,8 +408,8 @@ def advance(t: float, n: int, drain: bool, DLF: np.ndarray, DLI: np.ndarray, F: 
             pos = QH[0, s, m] + QH[1, s, m]
             if pos >= capq:
                 pos -= capq
-            QF[0, s, m, pos] = DLF[1, i]
-            QF[1, s, m, pos] = DLF[2, i]
+            QF[0, s, m, pos] = arr
+            QF[1, s, m, pos] = dead
             QF[2, s, m, pos] = inv
             QS[s, m, pos] = sz
             QH[1, s, m] += 1
@@ -596,15 +605,43 @@ class DeviceBank:
         new.fnew = self.fnew.copy()
         return new
 
+    #: The request buffers (zeros wherever nothing is queued or running).
+    _BUFFERS = ("QF", "QS", "RF", "RS")
+
+    def fresh(self) -> DeviceBank:
+        """A copy of this bank, which holds no request (a cluster's start): as :meth:`copy`,
+        but the request buffers are new zeros (what they hold; ``np.zeros`` costs nothing
+        until written, copying them tens of MB at 1,024 devices)."""
+        if self.QH[1].any() or self.SI[I_RN].any():
+            raise RuntimeError("DeviceBank.fresh: requests are queued or running")
+        new = object.__new__(DeviceBank)
+        new.__dict__.update(self.__dict__)
+        for key in self._ARRAYS:
+            a = getattr(self, key)
+            setattr(new, key, np.zeros(a.shape, a.dtype) if key in self._BUFFERS else a.copy())
+        new.DLF = self.DLF.copy()
+        new.DLI = self.DLI.copy()
+        new.fnew = self.fnew.copy()
+        return new
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_ep"] = None
         return state
 
-    def run(self, t: float, n: int, drain: bool, df: np.ndarray, sf: np.ndarray) -> None:
-        """:func:`advance` with this bank's arrays."""
-        args = (t, n, drain, self.DLF, self.DLI, self.F, self.SI, self.BM, self.QF, self.QS,
-                self.QH, self.RF, self.RS, self.LAT, self.LL, self.SC, self.COMPAT, self.ROWS,
+    def run(self, t: float, n: int, drain: bool, df: np.ndarray, sf: np.ndarray,
+            one: tuple[float, int, int, int, tuple[float, float, float, int, int]] | None = None
+            ) -> None:
+        """:func:`advance` with this bank's arrays: ``n`` deliveries in the buffers, or
+        (``n == -1``) the one ``one`` (time, device, slot, model, request)."""
+        if one is None:
+            when, d, s, m, arr, dead, inv, sz = 0.0, 0, 0, 0, 0.0, 0.0, 0.0, 0
+        else:
+            when, d, s, m, req = one
+            arr, dead, inv, sz = req[0], req[1], req[2], req[3]
+        args = (t, n, drain, when, arr, dead, inv, d, s, m, sz, self.DLF, self.DLI, self.F,
+                self.SI, self.BM, self.QF, self.QS, self.QH, self.RF, self.RS, self.LAT,
+                self.LL, self.SC, self.COMPAT, self.ROWS,
                 self.CONSTS, self.bounds, df, sf, self.E, self.G, self.T, self.C, self.H,
                 self.hist, self.fnew, self.RAN, self.HL)
         ep = self._ep

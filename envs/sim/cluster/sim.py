@@ -271,7 +271,7 @@ class ClusterSim:
             if bankable and bank is None:
                 bank = DeviceBank(self._devices, self._bounds, self.latency)
         if bank is not None:
-            self._bank = bank.copy()
+            self._bank = bank.fresh()
 
     @property
     def devices(self) -> list[SharedGpuSim]:
@@ -790,6 +790,7 @@ class ClusterSim:
         heap = self._heap
         slots, transit = self.slots, self.in_transit
         n = 0
+        one: tuple[float, int, int, int, tuple[float, float, float, int, int]] | None = None
         while heap and heap[0][0] <= t:
             when, _, s, m, req = heapq.heappop(heap)
             self._transit_rows[m, s] -= 1.0
@@ -799,13 +800,19 @@ class ClusterSim:
             transit[s][m] -= 1
             self.transit_n[s] -= 1
             self.transit_total -= 1
-            bank.push(n, when, slots[s][0], s, m, req)
+            if n == 0:  # the common case: one delivery, passed as scalars
+                one = (when, slots[s][0], s, m, req)
+            else:
+                if n == 1:
+                    assert one is not None
+                    bank.push(0, one[0], one[1], one[2], one[3], one[4])
+                bank.push(n, when, slots[s][0], s, m, req)
             n += 1
             if when > self.now:
                 self.now = when
         if self._acc_t >= 0.0:
             self._flush_accrue()
-        bank.run(t, n, drain, self._df, self._sf)
+        bank.run(t, -1 if n == 1 else n, drain, self._df, self._sf, one)
         self._stale = True
         self._sums_ok = False
         count = bank.T.tolist()
