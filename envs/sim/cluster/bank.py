@@ -350,12 +350,14 @@ def advance(t: float, n: int, drain: bool, when1: float, arr1: float, dead1: flo
             SI: np.ndarray, BM: np.ndarray, QF: np.ndarray, QS: np.ndarray, QH: np.ndarray,
             RF: np.ndarray, RS: np.ndarray, LAT: np.ndarray, LL: np.ndarray, SC: np.ndarray,
             COMPAT: np.ndarray, ROWS: np.ndarray, CONSTS: np.ndarray, bounds: np.ndarray,
-            df: np.ndarray, sf: np.ndarray, E: np.ndarray, G: np.ndarray, T: np.ndarray,
-            C: np.ndarray, H: np.ndarray, hist: np.ndarray, fnew: np.ndarray,
+            df: np.ndarray, sf: np.ndarray, sm: np.ndarray, E: np.ndarray, G: np.ndarray,
+            T: np.ndarray, C: np.ndarray, H: np.ndarray, hist: np.ndarray, fnew: np.ndarray,
             RAN: np.ndarray, HL: np.ndarray) -> None:
     """The ``n`` deliveries (``DLF[:, i]``: time, arrival, deadline, ``1/SLA``; ``DLI[:, i]``:
     device, slot, model, size; ``n == -1``: the one in ``when1 .. sz1``), each as
-    ``SharedGpuSim.deliver``, in order; then every device
+    ``SharedGpuSim.deliver``, in order (first the mirrors of what is in transit: ``sm``'s
+    ``TRANSIT`` and ``sf``'s ``TN``, ``EXTRA_OK`` and ``ROOM_OK`` as ``ClusterSim._deliver``
+    writes them); then every device
     with an event due by ``t`` runs to ``t`` and every other one moves its clock and backlog
     there (``drain``: every device runs all its events, as ``advance`` of a drained device).
     The mirrors ``df`` (backlog, its clock, rate, energy) are the devices' own; ``sf``'s slot
@@ -382,6 +384,10 @@ def advance(t: float, n: int, drain: bool, when1: float, arr1: float, dead1: flo
             arr = DLF[1, i]
             dead = DLF[2, i]
             inv = DLF[3, i]
+        sm[kn.TRANSIT, m, s] -= 1.0
+        sf[kn.TN, s] -= 1.0
+        sf[kn.EXTRA_OK, s] = 0.0
+        sf[kn.ROOM_OK, s] = 0.0
         s0 = bounds[d]
         s1 = bounds[d + 1]
         # run_passive(when)
@@ -630,6 +636,7 @@ class DeviceBank:
         return state
 
     def run(self, t: float, n: int, drain: bool, df: np.ndarray, sf: np.ndarray,
+            sm: np.ndarray,
             one: tuple[float, int, int, int, tuple[float, float, float, int, int]] | None = None
             ) -> None:
         """:func:`advance` with this bank's arrays: ``n`` deliveries in the buffers, or
@@ -642,7 +649,7 @@ class DeviceBank:
         args = (t, n, drain, when, arr, dead, inv, d, s, m, sz, self.DLF, self.DLI, self.F,
                 self.SI, self.BM, self.QF, self.QS, self.QH, self.RF, self.RS, self.LAT,
                 self.LL, self.SC, self.COMPAT, self.ROWS,
-                self.CONSTS, self.bounds, df, sf, self.E, self.G, self.T, self.C, self.H,
+                self.CONSTS, self.bounds, df, sf, sm, self.E, self.G, self.T, self.C, self.H,
                 self.hist, self.fnew, self.RAN, self.HL)
         ep = self._ep
         if ep is None:

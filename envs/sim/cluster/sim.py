@@ -793,10 +793,7 @@ class ClusterSim:
         one: tuple[float, int, int, int, tuple[float, float, float, int, int]] | None = None
         while heap and heap[0][0] <= t:
             when, _, s, m, req = heapq.heappop(heap)
-            self._transit_rows[m, s] -= 1.0
-            self._tn_row[s] -= 1.0
-            self._extra_ok_row[s] = 0.0
-            self._room_ok_row[s] = 0.0
+            # (the mirrors of what is in transit: moved by the kernel)
             transit[s][m] -= 1
             self.transit_n[s] -= 1
             self.transit_total -= 1
@@ -812,7 +809,7 @@ class ClusterSim:
                 self.now = when
         if self._acc_t >= 0.0:
             self._flush_accrue()
-        bank.run(t, -1 if n == 1 else n, drain, self._df, self._sf, one)
+        bank.run(t, -1 if n == 1 else n, drain, self._df, self._sf, self._sm, one)
         self._stale = True
         self._sums_ok = False
         count = bank.T.tolist()
