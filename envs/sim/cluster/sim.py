@@ -174,8 +174,11 @@ class ClusterSim:
         self._devices: list[SharedGpuSim] = []
         #: The devices' state in arrays (the compiled path where :func:`bank.usable`), or None.
         self._bank: DeviceBank | None = None
-        #: Whether the device objects lag the bank (:attr:`devices` syncs them).
+        #: Whether the device objects lag the bank (:attr:`devices` syncs them), and whether
+        #: they were written since they were built or restarted (else, with a bank, they are
+        #: still in their state at time 0).
         self._stale = False
+        self._synced = False
         #: The resident argument (what :attr:`_start` was built from).
         self._resident_arg = resident
         same = (reuse is not None and reuse.tables is tables and reuse.batcher == batcher
@@ -190,11 +193,16 @@ class ClusterSim:
                     c is None or dev._fcache is c
                     for dev, c in zip(reuse._devices, slowdown_caches, strict=True)))):
             self._devices = reuse._devices
+            # A bank ran them: unless they were synced, the objects are as restart leaves them.
+            clean = reuse._bank is not None and not reuse._synced
             reuse._devices = []
             reuse._slot_dev = []
             reuse._bank = None
             for dev in self._devices:
-                dev.restart(self.latency)
+                if clean:
+                    dev.counters.latency = self.latency
+                else:
+                    dev.restart(self.latency)
         empty = _empty_trace(models)  # one for all: nothing writes to a trace's columns
         for d in range(len(self._devices), D):
             cache = slowdown_caches[d] if slowdown_caches is not None else None
@@ -280,6 +288,7 @@ class ClusterSim:
         if self._stale and self._bank is not None:
             self._bank.sync(self._devices, self._df)
             self._stale = False
+            self._synced = True
         return self._devices
 
     #: The per-query columns of the trace (what :meth:`without_trace` drops).
