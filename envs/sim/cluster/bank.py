@@ -502,8 +502,10 @@ class DeviceBank:
         self.DLI = np.zeros((4, 8), np.int64)
         self.RAN = np.zeros(D + 1, np.int64)
         self.HL = np.zeros(1025, np.int64)
-        #: advance's compiled entry point (found at the first call; not pickled).
+        #: advance's compiled entry point (found at the first call; not pickled), and its
+        #: array arguments (built at the first call and when one is replaced; not pickled).
         self._ep: Any = None
+        self._tail: tuple[np.ndarray, ...] | None = None
         for d, dev in enumerate(devices):
             s0 = int(bounds[d])
             for p in range(dev.n_partitions):
@@ -609,6 +611,7 @@ class DeviceBank:
         new.DLF = self.DLF.copy()
         new.DLI = self.DLI.copy()
         new.fnew = self.fnew.copy()
+        new._tail = None
         return new
 
     #: The request buffers (zeros wherever nothing is queued or running).
@@ -628,11 +631,13 @@ class DeviceBank:
         new.DLF = self.DLF.copy()
         new.DLI = self.DLI.copy()
         new.fnew = self.fnew.copy()
+        new._tail = None
         return new
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_ep"] = None
+        state["_tail"] = None
         return state
 
     def run(self, t: float, n: int, drain: bool, df: np.ndarray, sf: np.ndarray,
@@ -646,15 +651,18 @@ class DeviceBank:
         else:
             when, d, s, m, req = one
             arr, dead, inv, sz = req[0], req[1], req[2], req[3]
-        args = (t, n, drain, when, arr, dead, inv, d, s, m, sz, self.DLF, self.DLI, self.F,
-                self.SI, self.BM, self.QF, self.QS, self.QH, self.RF, self.RS, self.LAT,
-                self.LL, self.SC, self.COMPAT, self.ROWS,
+        tail = self._tail
+        if tail is None or tail[17] is not df or tail[18] is not sf or tail[19] is not sm:
+            tail = self._tail = (
+                self.DLF, self.DLI, self.F, self.SI, self.BM, self.QF, self.QS, self.QH,
+                self.RF, self.RS, self.LAT, self.LL, self.SC, self.COMPAT, self.ROWS,
                 self.CONSTS, self.bounds, df, sf, sm, self.E, self.G, self.T, self.C, self.H,
                 self.hist, self.fnew, self.RAN, self.HL)
         ep = self._ep
         if ep is None:
-            ep = self._ep = kn.entry_point(advance, args)
-        ep(*args)
+            ep = self._ep = kn.entry_point(
+                advance, (t, n, drain, when, arr, dead, inv, d, s, m, sz, *tail))
+        ep(t, n, drain, when, arr, dead, inv, d, s, m, sz, *tail)
 
     def push(self, n: int, when: float, d: int, s: int, m: int,
              req: tuple[float, float, float, int, int]) -> None:
@@ -663,6 +671,7 @@ class DeviceBank:
             k = 2 * self.DLF.shape[1]
             self.DLF = np.concatenate([self.DLF, np.zeros((4, k))], axis=1)
             self.DLI = np.concatenate([self.DLI, np.zeros((4, k), np.int64)], axis=1)
+            self._tail = None
         f, i = self.DLF, self.DLI
         f[0, n] = when
         f[1, n] = req[0]
