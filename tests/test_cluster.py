@@ -365,3 +365,26 @@ def test_mimd_study_clones_a_baseline_and_trains_with_the_decision_credit() -> N
     env = spec.make().unwrapped
     assert env.decision_credit == 1.0
     assert cfg.eval.env_overrides.trace == "servegen-m-large-shift-test"
+
+
+def test_mimd_study_selects_its_checkpoint_on_the_training_windows() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from experiments.common import CONF_DIR, env_spec
+    from experiments.selection import select_settings
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=mimd_study",
+                                          "env.kwargs.episode_queries=50"])
+    spec = env_spec(cfg)
+    sel = select_settings(cfg, spec)
+    assert sel is not None
+    # validation on the env's own (training) trace, never the held-out split evaluated
+    assert sel.traces == (None,) and cfg.trace.base == "servegen-m-large"
+    assert sel.loads == (1.0, 1.2) and sel.score == "min"
+    assert not set(sel.seeds) & {int(s) for s in cfg.eval.seeds}
+    # the lower-variance fine-tune: eight envs, 512-sample batches, early-stopped epochs
+    assert cfg.n_envs == 8
+    agent = instantiate(cfg.agent, _convert_="all")
+    assert agent.keywords["target_kl"] == 0.01 and agent.keywords["batch_size"] == 512
