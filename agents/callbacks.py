@@ -151,3 +151,80 @@ def replace_file(path: Path, write: Callable[[str], Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class SelectBest(BaseCallback):
+    """Keeps the policy weights that score best on validation (checkpoint selection).
+
+    Every ``every_steps`` training steps (checked at the start of a rollout, when an on-policy
+    learner's weights have just been updated) ``score(model)`` is called; it returns ``(score,
+    details)``, higher is better. The weights of the best check so far (the first of equal
+    scores) are kept in memory; :meth:`finish` scores the final weights too (unless the last
+    check was at the same step) and loads the best ones into the model. ``on_check(record,
+    is_best)`` is called after every check (e.g. to persist the history and the best weights).
+    """
+
+    def __init__(self, every_steps: int, score: Callable[[Any], tuple[float, dict[str, Any]]],
+                 on_check: Callable[[dict[str, Any], bool], None] | None = None,
+                 history: list[dict[str, Any]] | None = None,
+                 best_state: dict[str, Any] | None = None, verbose: int = 0) -> None:
+        """
+        Args:
+            every_steps: Steps between checks (>= 1).
+            score: The validation score of a model, and what to record beside it.
+            on_check: Called with each check's record and whether it is the best so far.
+            history: Checks of an earlier, interrupted part of the run (resume).
+            best_state: The best weights of that part (``policy.state_dict()``).
+        """
+        super().__init__(verbose)
+        self.every_steps = int(every_steps)
+        self.score_fn = score
+        self.on_check = on_check
+        self.history: list[dict[str, Any]] = list(history or [])
+        self.best_state = best_state
+        self.best: dict[str, Any] | None = (max(self.history, key=lambda r: r["score"])
+                                            if self.history and best_state is not None else None)
+        self.next_at = (max(r["step"] for r in self.history) + self.every_steps
+                        if self.history else self.every_steps)
+
+    def _on_rollout_start(self) -> None:
+        if self.model.num_timesteps >= self.next_at:
+            self.check()
+            self.next_at = self.model.num_timesteps + self.every_steps
+
+    def _on_step(self) -> bool:
+        return True
+
+    def check(self) -> dict[str, Any]:
+        """Score the current weights now; returns the check's record."""
+        import copy
+        import time
+
+        t0 = time.perf_counter()
+        value, details = self.score_fn(self.model)
+        record = {"step": int(self.model.num_timesteps), "score": float(value),
+                  "seconds": round(time.perf_counter() - t0, 2), **details}
+        self.history.append(record)
+        is_best = self.best is None or record["score"] > self.best["score"]
+        if is_best:
+            self.best = record
+            self.best_state = copy.deepcopy(self.model.policy.state_dict())
+        logger = getattr(self.model, "_logger", None)  # none before learn() sets one
+        if logger is not None:
+            logger.record("select/score", float(value))
+        if self.verbose:
+            print(f"select: step {record['step']:,} score {value:+.4f}"
+                  f"{' (best)' if is_best else ''}")
+        if self.on_check is not None:
+            self.on_check(record, is_best)
+        return record
+
+    def finish(self, model: Any) -> dict[str, Any]:
+        """Score the final weights (if not just checked) and load the best into ``model``;
+        returns the best check's record."""
+        self.model = model
+        if not self.history or self.history[-1]["step"] != int(model.num_timesteps):
+            self.check()
+        assert self.best is not None and self.best_state is not None
+        model.policy.load_state_dict(self.best_state)
+        return self.best

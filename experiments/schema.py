@@ -69,6 +69,8 @@ class TrainConf:
     online: Any = None
     # Behaviour cloning from a baseline before PPO (experiments/warm_start.py; null: off).
     warm_start: Any = None
+    # Checkpoint selection on validation episodes (experiments/selection.py; null: off).
+    select: Any = None
     # The learned policy's metric a sweeper optimises (experiments/sweeps.py; null: goodput).
     objective: Optional[str] = None  # noqa: UP045
 

@@ -61,6 +61,7 @@ class TrainStart:
     policy_names: list[str]
     resume: ResumeState | None
     warm_start: Any = None  # experiments.warm_start.WarmStart, or None
+    select: Any = None  # experiments.selection.Select, or None
 
 
 def expand_resume(argv: list[str]) -> list[str]:
@@ -145,9 +146,11 @@ def startup(cfg: DictConfig, _overrides: list[str]) -> TrainStart:
     online_settings(cfg)  # experiment=online: its keys checked before any work
     names = ["learned", *baseline_names(cfg, spec.env_id)]
     make_policies([n for n in names if n != "learned"], None, spec.env_id)
+    from experiments.selection import select_settings
     from experiments.warm_start import warm_start_settings
 
-    return TrainStart(spec, names, resume, warm_start_settings(cfg, spec.env_id))
+    return TrainStart(spec, names, resume, warm_start_settings(cfg, spec.env_id),
+                      select_settings(cfg, spec))
 
 
 @hydra_app("train", startup=startup, expand_argv=expand_resume)
@@ -187,6 +190,11 @@ def main(cfg: DictConfig, start: TrainStart, interrupts: Interrupts) -> float:
         extra = (f"Training: {steps} steps in {train_s:.0f} s. "
                  f"ONNX parity: {export['parity_agreement']:.2%} of "
                  f"{export['parity_samples']} observations.")
+        if start.select is not None and (out / "select.json").is_file():
+            chosen = json.loads((out / "select.json").read_text())
+            extra += (f" Checkpoint selection (select): the weights of step "
+                      f"{chosen['chosen_step']:,} (validation score {chosen['chosen_score']:+.4f}"
+                      f", best of {len(chosen['history'])} checks; select.json).")
         sweep = evaluate_and_report(cfg, spec,
                                     make_policies(start.policy_names, model, spec.env_id),
                                     out, describe(cfg, spec), extra)
@@ -274,12 +282,17 @@ def train(cfg: DictConfig, start: TrainStart, out: Path,
     model.set_logger(_logger(out / "tb", done_before + 1 if from_ckpt else None))
     checkpointer = Checkpointer(int(cfg.checkpoint.every_steps) // n_envs, ckpt,
                                 state={"resumes": resumes})
+    callbacks: list[Any] = [SchedMetricsCallback(), checkpointer]
+    selector = None
+    if start.select is not None:
+        selector = _selector(start, out, ckpt, from_ckpt)
+        callbacks.append(selector)
     prior_s = resume.train_seconds if resume is not None else 0.0
     t0 = time.perf_counter()
     interrupts.on_signal = checkpointer.request_stop
     try:
         model.learn(total_timesteps=max(int(cfg.total_timesteps) - done_before, 0),
-                    callback=[SchedMetricsCallback(), checkpointer],
+                    callback=callbacks,
                     progress_bar=bool(cfg.progress), reset_num_timesteps=not from_ckpt)
     except (EOFError, BrokenPipeError, ConnectionError) as exc:  # a SubprocVecEnv worker died
         raise envs.crash(exc) from None
@@ -292,6 +305,9 @@ def train(cfg: DictConfig, start: TrainStart, out: Path,
         checkpointer.state["train_seconds"] = train_s
         checkpointer.save_now()  # again, with the wall time
         return None, train_s, int(checkpointer.saved_at or 0)
+    if selector is not None:
+        _finish_selection(selector, model, out)
+        train_s = prior_s + time.perf_counter() - t0
     replace_file(out / "model.zip", lambda tmp: model.save(tmp))
     model = finish_training(model, vec_env, out)  # + vecnormalize.pkl when normalising
     # Training is done: keep only the state (for a resume that re-runs export and evaluation).
@@ -301,6 +317,52 @@ def train(cfg: DictConfig, start: TrainStart, out: Path,
         {"num_timesteps": steps, "resumes": resumes, "train_seconds": train_s,
          "finished": True}) + "\n")
     return model, train_s, steps
+
+
+def _selector(start: TrainStart, out: Path, ckpt: Path, from_ckpt: bool) -> Any:
+    """The :class:`agents.callbacks.SelectBest` of ``select`` (its baselines scored now); a
+    resumed run continues the interrupted part's checks and best weights."""
+    import torch
+
+    from agents.callbacks import SelectBest, replace_file
+    from experiments.selection import BEST_FILE, SELECT_FILE, Validator, write_select
+
+    validator = Validator(start.select, start.spec,
+                          [n for n in start.policy_names if n != "learned"])
+    print(f"select: {len(validator.cells)} validation cells x {start.select.episodes} episodes, "
+          f"baselines scored in {validator.baseline_seconds:.0f} s; a check every "
+          f"{start.select.every:,} steps")
+    history: list[dict[str, Any]] = []
+    best_state = None
+    if from_ckpt and (out / SELECT_FILE).is_file() and (ckpt / BEST_FILE).is_file():
+        history = json.loads((out / SELECT_FILE).read_text())["history"]
+        best_state = torch.load(ckpt / BEST_FILE, weights_only=False)
+    baselines = {validator.cell_name(c): {"baseline": name, "value": value}
+                 for c, (name, value) in validator.best_baseline.items()}
+
+    def on_check(record: dict[str, Any], is_best: bool) -> None:
+        if is_best:
+            ckpt.mkdir(parents=True, exist_ok=True)
+            replace_file(ckpt / BEST_FILE, lambda tmp: torch.save(selector.best_state, tmp))
+        write_select(out / SELECT_FILE, {"metric": start.select.metric,
+                                         "score": start.select.score,
+                                         "best_baselines": baselines,
+                                         "history": selector.history})
+
+    selector = SelectBest(start.select.every, validator.score, on_check, history, best_state)
+    return selector
+
+
+def _finish_selection(selector: Any, model: Any, out: Path) -> None:
+    """Score the final weights, load the best ones into ``model``, record the choice."""
+    from experiments.selection import SELECT_FILE, write_select
+
+    best = selector.finish(model)
+    record = json.loads((out / SELECT_FILE).read_text())
+    record.update(chosen_step=best["step"], chosen_score=best["score"])
+    write_select(out / SELECT_FILE, record)
+    print(f"select: the weights of step {best['step']:,} (score {best['score']:+.4f}, best of "
+          f"{len(selector.history)} checks; the last: {selector.history[-1]['score']:+.4f})")
 
 
 def _logger(folder: Path, purge_step: int | None) -> Any:

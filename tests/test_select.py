@@ -1,0 +1,125 @@
+"""``select``: checkpoint selection on validation episodes (experiments/selection.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from experiments.common import CONF_DIR, UserError, env_spec
+from experiments.selection import Select, Validator, select_settings
+from tests.conftest import run_app
+
+SEL = "{every: 512, traces: [azure-conv, null], loads: [1.0], episode_queries: 300}"
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=["experiment=quick", *overrides])
+
+
+def test_off_by_default_and_parsed_when_given() -> None:
+    cfg = _cfg()
+    assert select_settings(cfg, env_spec(cfg)) is None
+    cfg = _cfg(f"select={SEL}")
+    sel = select_settings(cfg, env_spec(cfg))
+    assert sel == Select(every=512, traces=("azure-conv", None), loads=(1.0,),
+                         episode_queries=300)
+    assert sel is not None and sel.seeds == [9000]
+
+
+@pytest.mark.parametrize(("value", "needle"), [
+    ("{every: 0}", "select.every"),
+    ("{every: 10, episodes: 0}", "select.episodes"),
+    ("{every: 10, evry: 3}", "unknown key"),
+    ("{episodes: 3}", "expected {every"),
+    ("{every: 10, traces: [azure-conv-test]}", "held-out test split"),
+    ("{every: 10, traces: [no-such-trace]}", "unknown trace preset"),
+    ("{every: 10, loads: [0]}", "select.loads"),
+    ("{every: 10, score: median}", "select.score"),
+    ("{every: 10, baselines: [nope]}", "nope"),
+    ("{every: 10, seed: 10000}", "select.seed"),  # an evaluation seed
+    ("{every: 10, seed: 0}", "select.seed"),  # a training seed
+    ("{every: many}", "select:"),
+])
+def test_bad_settings_are_one_line(value: str, needle: str) -> None:
+    cfg = _cfg(f"select={value}")
+    with pytest.raises(UserError, match=re.escape(needle)) as exc:
+        select_settings(cfg, env_spec(cfg))
+    assert "\n" not in str(exc.value)
+
+
+def test_bad_key_fails_the_app_before_training(tmp_path: Path) -> None:
+    res = run_app("experiments.train", "experiment=quick", "select={every: 10, evry: 3}",
+                  f"hydra.run.dir={tmp_path}/x", timeout=120)
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "select: unknown key(s) ['evry']" in lines[0], res.stderr
+    assert not (tmp_path / "x" / "model.zip").exists()
+
+
+def test_select_best_keeps_the_best_scoring_weights() -> None:
+    """Scores 0.1, 0.5, 0.5, 0.2, then 0.3 at the end: the weights of the second check."""
+    from sb3_contrib import MaskablePPO
+
+    from agents.callbacks import SelectBest
+
+    cfg = _cfg()
+    env = env_spec(cfg).make()
+    model = MaskablePPO("MultiInputPolicy", env, n_steps=64, seed=0, device="cpu")
+    scores = iter([0.1, 0.5, 0.5, 0.2, 0.3])
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def score(m):
+        seen.append({k: v.clone() for k, v in m.policy.state_dict().items()})
+        return next(scores), {"n": len(seen)}
+
+    sel = SelectBest(100, score)
+    sel.init_callback(model)
+    for step in (100, 200, 300, 400):
+        with torch.no_grad():
+            for p in model.policy.parameters():
+                p.add_(torch.randn_like(p))  # "training"
+        model.num_timesteps = step
+        sel.on_rollout_start()
+    model.num_timesteps = 450
+    with torch.no_grad():
+        for p in model.policy.parameters():
+            p.add_(torch.randn_like(p))
+    best = sel.finish(model)
+    assert [r["step"] for r in sel.history] == [100, 200, 300, 400, 450]
+    assert best["step"] == 200 and best["score"] == 0.5  # the first of equal scores
+    now = model.policy.state_dict()
+    assert all(torch.equal(now[k], seen[1][k]) for k in now)
+    assert not all(torch.equal(now[k], seen[-1][k]) for k in now)  # not the last weights
+
+
+def test_train_exports_the_best_scoring_check(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    res = run_app("experiments.train", "experiment=quick", "progress=false",
+                  f"select={SEL}", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    record = json.loads((out / "select.json").read_text())
+    history = record["history"]
+    assert [r["step"] for r in history] == [512, 1024, 1536, 2048]  # 2 envs x 256 per rollout
+    best = max(r["score"] for r in history)
+    assert record["chosen_score"] == best
+    assert record["chosen_step"] == next(r["step"] for r in history if r["score"] == best)
+    assert set(record["best_baselines"]) == {"azure-conv@1", "env@1"}
+    assert "Checkpoint selection (select)" in (out / "report.md").read_text()
+    assert not (out / "checkpoint" / "select_best.pt").exists()  # training finished
+    # The exported model.zip scores what the chosen check scored (same validation episodes).
+    from experiments.saved import load_model
+
+    cfg = _cfg(f"select={SEL}")
+    sel = select_settings(cfg, env_spec(cfg))
+    assert sel is not None
+    from agents.baselines import baselines_for
+
+    validator = Validator(sel, env_spec(cfg), list(baselines_for(env_spec(cfg).env_id)))
+    score, _ = validator.score(load_model(cfg, out))
+    assert score == pytest.approx(best, abs=1e-12)
