@@ -156,8 +156,9 @@ def replace_file(path: Path, write: Callable[[str], Any]) -> None:
 class SelectBest(BaseCallback):
     """Keeps the policy weights that score best on validation (checkpoint selection).
 
-    Every ``every_steps`` training steps (checked at the start of a rollout, when an on-policy
-    learner's weights have just been updated) ``score(model)`` is called; it returns ``(score,
+    Every ``every_steps`` training steps from ``start_step`` (checked at the start of a
+    rollout, when an on-policy learner's weights have just been updated) ``score(model)`` is
+    called; it returns ``(score,
     details)``, higher is better. The weights of the best check so far (the first of equal
     scores) are kept in memory; :meth:`finish` scores the final weights too (unless the last
     check was at the same step) and loads the best ones into the model. ``on_check(record,
@@ -167,7 +168,8 @@ class SelectBest(BaseCallback):
     def __init__(self, every_steps: int, score: Callable[[Any], tuple[float, dict[str, Any]]],
                  on_check: Callable[[dict[str, Any], bool], None] | None = None,
                  history: list[dict[str, Any]] | None = None,
-                 best_state: dict[str, Any] | None = None, verbose: int = 0) -> None:
+                 best_state: dict[str, Any] | None = None, start_step: int = 0,
+                 verbose: int = 0) -> None:
         """
         Args:
             every_steps: Steps between checks (>= 1).
@@ -175,6 +177,7 @@ class SelectBest(BaseCallback):
             on_check: Called with each check's record and whether it is the best so far.
             history: Checks of an earlier, interrupted part of the run (resume).
             best_state: The best weights of that part (``policy.state_dict()``).
+            start_step: The first check's step (0: ``every_steps``).
         """
         super().__init__(verbose)
         self.every_steps = int(every_steps)
@@ -185,7 +188,7 @@ class SelectBest(BaseCallback):
         self.best: dict[str, Any] | None = (max(self.history, key=lambda r: r["score"])
                                             if self.history and best_state is not None else None)
         self.next_at = (max(r["step"] for r in self.history) + self.every_steps
-                        if self.history else self.every_steps)
+                        if self.history else start_step or self.every_steps)
 
     def _on_rollout_start(self) -> None:
         if self.model.num_timesteps >= self.next_at:

@@ -4,14 +4,15 @@
         select='{every: 25000, traces: [azure-conv, azure-code, servegen-m-large],
                  loads: [0.8, 1.0], episode_queries: 5000}'
 
-Every ``every`` training steps (at the start of the next rollout, when the weights have just
-been updated) and once after the last update, the current policy (deterministic, as evaluated)
-plays ``episodes`` validation episodes on each of ``traces`` at each of ``loads``; each cell's
-gain is the learned policy's mean ``metric`` over the best baseline's mean (the baselines' results
-are computed once, on the same arrivals) minus one, and the score is the ``score`` (``mean`` or
-``min``) of the cells' gains. The exported ``model.zip`` holds the weights of the best-scoring
-check (the first of equal scores); ``select.json`` in the run folder lists every check (step,
-score, each cell's gain) and the chosen step.
+Every ``every`` training steps from step ``start`` (default ``every``; at the start of the
+next rollout, when the weights have just been updated) and once after the last update, the
+current policy (deterministic, as evaluated) plays ``episodes`` validation episodes on each of
+``traces`` at each of ``loads``; each cell's gain is the learned policy's mean ``metric`` over
+the best baseline's mean (the baselines' results are computed once, on the same arrivals)
+minus one, and the score is the ``score`` (``mean`` or ``min``) of the cells' gains. The
+exported ``model.zip`` holds the weights of the best-scoring check (the first of equal scores);
+``select.json`` in the run folder lists every check (step, score, each cell's gain) and the
+chosen step.
 
 Validation never touches what the report evaluates: a trace must be a training split (a preset
 not ending in ``-test``; ``null`` is the env's own trace) and the episode seeds
@@ -34,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.common import EnvSpec, UserError
 
-_KEYS = {"every", "episodes", "traces", "loads", "episode_queries", "baselines", "metric",
+_KEYS = {"every", "start", "episodes", "traces", "loads", "episode_queries", "baselines", "metric",
          "score", "seed"}
 #: File in the run folder: every check and the chosen step.
 SELECT_FILE = "select.json"
@@ -47,6 +48,7 @@ class Select:
     """The ``select`` settings (checked)."""
 
     every: int
+    start: int = 0  # the first check's step (0: ``every``)
     episodes: int = 1
     traces: tuple[str | None, ...] = (None,)
     loads: tuple[float, ...] = ()  # empty: the env's own load(s)
@@ -88,6 +90,7 @@ def select_settings(cfg: DictConfig, spec: EnvSpec) -> Select | None:
                 raise UserError(f"select.{key}: expected a list or null, got {seq!r}")
         sel = Select(
             every=int(value["every"]),
+            start=int(value.get("start", 0)),
             episodes=int(value.get("episodes", 1)),
             traces=tuple(None if t is None else str(t) for t in traces) if traces else (None,),
             loads=tuple(float(x) for x in loads) if loads else (),
@@ -102,6 +105,8 @@ def select_settings(cfg: DictConfig, spec: EnvSpec) -> Select | None:
     for key in ("every", "episodes"):
         if getattr(sel, key) < 1:
             raise UserError(f"select.{key}: must be >= 1, got {getattr(sel, key)}")
+    if sel.start < 0:
+        raise UserError(f"select.start: must be >= 0, got {sel.start}")
     if sel.episode_queries is not None and sel.episode_queries < 1:
         raise UserError(f"select.episode_queries: must be >= 1, got {sel.episode_queries}")
     if any(x <= 0 for x in sel.loads):

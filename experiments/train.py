@@ -349,7 +349,8 @@ def _selector(start: TrainStart, out: Path, ckpt: Path, from_ckpt: bool) -> Any:
                                          "best_baselines": baselines,
                                          "history": selector.history})
 
-    selector = SelectBest(start.select.every, validator.score, on_check, history, best_state)
+    selector = SelectBest(start.select.every, validator.score, on_check, history, best_state,
+                          start_step=start.select.start)
     return selector
 
 

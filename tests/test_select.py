@@ -35,6 +35,7 @@ def test_off_by_default_and_parsed_when_given() -> None:
 @pytest.mark.parametrize(("value", "needle"), [
     ("{every: 0}", "select.every"),
     ("{every: 10, episodes: 0}", "select.episodes"),
+    ("{every: 10, start: -1}", "select.start"),
     ("{every: 10, evry: 3}", "unknown key"),
     ("{episodes: 3}", "expected {every"),
     ("{every: 10, traces: [azure-conv-test]}", "held-out test split"),
@@ -63,7 +64,7 @@ def test_bad_key_fails_the_app_before_training(tmp_path: Path) -> None:
 
 
 def test_select_best_keeps_the_best_scoring_weights() -> None:
-    """Scores 0.1, 0.5, 0.5, 0.2, then 0.3 at the end: the weights of the second check."""
+    """Checks at 150, 250, 350 score 0.1, 0.5, 0.5, the end (450) 0.2: the weights of 250."""
     from sb3_contrib import MaskablePPO
 
     from agents.callbacks import SelectBest
@@ -71,16 +72,16 @@ def test_select_best_keeps_the_best_scoring_weights() -> None:
     cfg = _cfg()
     env = env_spec(cfg).make()
     model = MaskablePPO("MultiInputPolicy", env, n_steps=64, seed=0, device="cpu")
-    scores = iter([0.1, 0.5, 0.5, 0.2, 0.3])
+    scores = iter([0.1, 0.5, 0.5, 0.2])
     seen: list[dict[str, torch.Tensor]] = []
 
     def score(m):
         seen.append({k: v.clone() for k, v in m.policy.state_dict().items()})
         return next(scores), {"n": len(seen)}
 
-    sel = SelectBest(100, score)
+    sel = SelectBest(100, score, start_step=150)
     sel.init_callback(model)
-    for step in (100, 200, 300, 400):
+    for step in (100, 150, 200, 250, 300, 350, 400):
         with torch.no_grad():
             for p in model.policy.parameters():
                 p.add_(torch.randn_like(p))  # "training"
@@ -91,8 +92,8 @@ def test_select_best_keeps_the_best_scoring_weights() -> None:
         for p in model.policy.parameters():
             p.add_(torch.randn_like(p))
     best = sel.finish(model)
-    assert [r["step"] for r in sel.history] == [100, 200, 300, 400, 450]
-    assert best["step"] == 200 and best["score"] == 0.5  # the first of equal scores
+    assert [r["step"] for r in sel.history] == [150, 250, 350, 450]  # from start_step on
+    assert best["step"] == 250 and best["score"] == 0.5  # the first of equal scores
     now = model.policy.state_dict()
     assert all(torch.equal(now[k], seen[1][k]) for k in now)
     assert not all(torch.equal(now[k], seen[-1][k]) for k in now)  # not the last weights
