@@ -6,7 +6,9 @@
     python -m experiments.train resume=runs/2026-11-29/10-00-00   # continue an interrupted run
 
 Writes into the Hydra run folder: ``.hydra/``, ``tb/``, ``checkpoint/``, ``model.zip``,
-``policy.onnx``, ``report.md``, ``results.csv``, ``plots/*.png``, ``meta.json``.
+``policy.onnx``, ``report.md``, ``results.csv``, ``plots/*.png``, ``meta.json``; with ``select=``
+(checkpoint selection, :mod:`experiments.selection`) also ``select.json`` and, when an earlier
+check was chosen, ``model_last.zip``.
 
 SIGINT or SIGTERM during training saves a checkpoint (``checkpoint/``: model, VecNormalize
 statistics if any, step count, RNG states) and exits with 130/143 after one line saying how to
@@ -355,10 +357,16 @@ def _selector(start: TrainStart, out: Path, ckpt: Path, from_ckpt: bool) -> Any:
 
 
 def _finish_selection(selector: Any, model: Any, out: Path) -> None:
-    """Score the final weights, load the best ones into ``model``, record the choice."""
+    """Score the final weights, load the best ones into ``model``, record the choice (the
+    final weights stay as ``model_last.zip`` when another check was chosen)."""
+    from agents.callbacks import replace_file
     from experiments.selection import SELECT_FILE, write_select
 
+    last = out / "model_last.zip"  # the last weights too, when they were not chosen
+    replace_file(last, lambda tmp: model.save(tmp))
     best = selector.finish(model)
+    if best["step"] == int(model.num_timesteps):
+        last.unlink()
     record = json.loads((out / SELECT_FILE).read_text())
     record.update(chosen_step=best["step"], chosen_score=best["score"])
     write_select(out / SELECT_FILE, record)

@@ -113,6 +113,7 @@ def test_train_exports_the_best_scoring_check(tmp_path: Path) -> None:
     assert set(record["best_baselines"]) == {"azure-conv@1", "env@1"}
     assert "Checkpoint selection (select)" in (out / "report.md").read_text()
     assert not (out / "checkpoint" / "select_best.pt").exists()  # training finished
+    assert (out / "model_last.zip").is_file() == (record["chosen_step"] != 2048)
     # The exported model.zip scores what the chosen check scored (same validation episodes).
     from experiments.saved import load_model
 
