@@ -128,6 +128,27 @@ def git_revision() -> str:
         return "unknown"
 
 
+def option_mapping(cfg: DictConfig, key: str, required: str, known: set[str],
+                   shape: str) -> dict[Any, Any] | None:
+    """A mapping option of the run config (``warm_start``, ``select``, ...): None when it is
+    null or absent, else its plain dict, checked for its ``required`` key and unknown keys.
+
+    Raises:
+        UserError: one line naming ``key``: not a mapping with ``required`` (``shape`` shows the
+            expected form), or keys outside ``known``.
+    """
+    raw = cfg.get(key)
+    if raw is None:
+        return None
+    value = OmegaConf.to_container(raw, resolve=True) if OmegaConf.is_config(raw) else raw
+    if not isinstance(value, dict) or required not in value:
+        raise UserError(f"{key}: expected {shape} or null, got {value!r}")
+    unknown = set(value) - known
+    if unknown:
+        raise UserError(f"{key}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    return value
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a file so that a crash never leaves it half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)

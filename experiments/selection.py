@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import EnvSpec, UserError
+from experiments.common import EnvSpec, UserError, option_mapping
 
 _KEYS = {"every", "start", "episodes", "traces", "loads", "episode_queries", "baselines", "metric",
          "score", "seed"}
@@ -71,16 +71,10 @@ def select_settings(cfg: DictConfig, spec: EnvSpec) -> Select | None:
             unknown baseline, validation seeds among the training or evaluation seeds, or
             ``vec_env.normalize``.
     """
-    raw = cfg.get("select")
-    if raw is None:
+    value = option_mapping(cfg, "select", "every", _KEYS,
+                           "{every: STEPS, episodes: N, traces: [...], ...}")
+    if value is None:
         return None
-    value = OmegaConf.to_container(raw, resolve=True) if OmegaConf.is_config(raw) else raw
-    if not isinstance(value, dict) or "every" not in value:
-        raise UserError(f"select: expected {{every: STEPS, episodes: N, traces: [...], ...}} or "
-                        f"null, got {value!r}")
-    unknown = set(value) - _KEYS
-    if unknown:
-        raise UserError(f"select: unknown key(s) {sorted(unknown)}; known: {sorted(_KEYS)}")
     try:
         traces = value.get("traces")
         loads = value.get("loads")

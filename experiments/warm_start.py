@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments.common import EnvSpec, UserError
+from experiments.common import EnvSpec, UserError, option_mapping
 
 #: Offset of the teacher's episode seeds from ``seed`` (past any evaluation seed in use).
 TEACHER_SEED_OFFSET = 100_000
@@ -45,16 +45,9 @@ def warm_start_settings(cfg: DictConfig, env_id: str) -> WarmStart | None:
         UserError: unknown keys, a value out of range, a teacher that is not a baseline of the
             environment, evaluation seeds among the teacher's, or ``vec_env.normalize``.
     """
-    raw = cfg.get("warm_start")
-    if raw is None:
+    value = option_mapping(cfg, "warm_start", "teacher", _KEYS, "{teacher: NAME, steps: N, ...}")
+    if value is None:
         return None
-    value = OmegaConf.to_container(raw, resolve=True) if OmegaConf.is_config(raw) else raw
-    if not isinstance(value, dict) or "teacher" not in value:
-        raise UserError(f"warm_start: expected {{teacher: NAME, steps: N, ...}} or null, got "
-                        f"{value!r}")
-    unknown = set(value) - _KEYS
-    if unknown:
-        raise UserError(f"warm_start: unknown key(s) {sorted(unknown)}; known: {sorted(_KEYS)}")
     try:
         ws = WarmStart(str(value["teacher"]), int(value.get("steps", 20_000)),
                        int(value.get("epochs", 5)), int(value.get("batch_size", 256)),
