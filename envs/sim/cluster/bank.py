@@ -38,6 +38,7 @@ from envs.sim.device.serving import BATCH_DONE, BATCH_TIMEOUT
 from envs.sim.device.shared import SLOT_UP, SharedGpuSim
 from envs.sim.jit import njit
 from envs.sim.metrics import _INV_LOG_G, _LO_S, _NBINS, LatencyHistogram
+from envs.sim.packing import pack, unpack
 
 # Rows of the per-slot floats ``F``: running batch's end, up at, queued work (and of level 0),
 # remaining solo work and its time, slowdown factor, busy seconds, the pending events' times
@@ -635,10 +636,15 @@ class DeviceBank:
         return new
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        # Large arrays (the per-(slot, model) queues, the latency rows) are mostly zeros:
+        # compressed, so a worker gets a 16-device env in under 2 MB (tests/test_envs.py).
+        state = {k: v if k == "hist" else pack(v) for k, v in self.__dict__.items()}
         state["_ep"] = None
         state["_tail"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({k: unpack(v) for k, v in state.items()})
 
     def run(self, t: float, n: int, drain: bool, df: np.ndarray, sf: np.ndarray,
             sm: np.ndarray,
