@@ -574,13 +574,20 @@ class ClusterSim:
         stale = kn.accrue_refresh(self._acc_t, m, self.now, need, inv_b, inv_sla, clip,
                                   not self._sums_ok, sf, self._sm, self._df, self._bounds, o32,
                                   valid, self._sums)
+        self._after_observe(stale, need, valid)
+        return sf[kn.FINISH], o32, valid
+
+    def _after_observe(self, stale: int, need: float, mask: np.ndarray) -> None:
+        """After an observation kernel: the backlog accrued and the sums fresh; the ``stale``
+        slots the kernel listed get their room recomputed here (eviction order) and ``mask``
+        entry."""
         self._acc_t = -1.0
         self._sums_ok = True
+        sf = self._sf
         for k in range(stale):
             s = int(sf[kn.STALE, k])
             self._room(s)
-            valid[s] = need <= sf[kn.ROOM, s]
-        return sf[kn.FINISH], o32, valid
+            mask[s] = need <= sf[kn.ROOM, s]
 
     def observe_flat(self, m: int, inv_b: float, inv_sla: float, clip: float, buf: np.ndarray,
                      off: int, mask: np.ndarray, rates: np.ndarray, decay: float, inc: float,
@@ -602,13 +609,7 @@ class ClusterSim:
         kernel = self._observe_kernel
         if kernel is None:  # the types are the same at every call: float, int, bool, arrays
             kernel = self._observe_kernel = kn.entry_point(kn.observe_flat, args)
-        stale = kernel(*args)
-        self._acc_t = -1.0
-        self._sums_ok = True
-        for k in range(stale):
-            s = int(sf[kn.STALE, k])
-            self._room(s)
-            mask[s] = need <= sf[kn.ROOM, s]
+        self._after_observe(kernel(*args), need, mask)
         return self._finish_row
 
     # ------------------------------------------------------------------ decisions

@@ -389,22 +389,10 @@ class SharedGpuSim(GpuServingSim):
         self._admit(p, m, req)
 
     def deliver(self, t: float, p: int, m: int, req: Request) -> None:
-        """:meth:`run_passive` to ``t``, then :meth:`arrive` ``(p, m, req)`` (the same
-        operations, in one call: a cluster hands over each delivery so), without
-        :meth:`arrive`'s checks of ``p`` and ``m`` (the caller made them)."""
-        heap = self.events.heap
-        if heap and heap[0][0] <= t:
-            self._loop(None, t)
-        else:
-            self.events.now = t
-            self.backlog += self._backlog_rate * (t - self._backlog_t)
-            self._backlog_t = t
-        now = self.events.now
-        self.backlog += self._backlog_rate * (now - self._backlog_t)
-        self._backlog_t = now
-        self.counters.arrived += 1
-        self._backlog_rate += req[2]
-        self._admit(p, m, req)
+        """:meth:`run_passive` to ``t``, then :meth:`arrive` ``(p, m, req)``: how a cluster
+        hands over each delivery."""
+        self.run_passive(t)
+        self.arrive(p, m, req)
 
     def drop(self, req: Request) -> None:
         """Reject a request handed back by :meth:`reconfigure`."""
