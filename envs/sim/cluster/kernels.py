@@ -69,7 +69,7 @@ def entry_point(kernel: Any, args: tuple[Any, ...]) -> Any:
         return kernel
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _clip(x: float, clip: float) -> float:
     if not x < clip:
         return clip
@@ -78,7 +78,7 @@ def _clip(x: float, clip: float) -> float:
     return 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def accrue(df: np.ndarray, t: float) -> None:
     """Every device's backlog to ``t``: ``backlog += rate x (t - backlog_t)``, ``backlog_t =
     t`` (:meth:`SharedGpuSim.run_passive` of an idle device)."""
@@ -87,7 +87,7 @@ def accrue(df: np.ndarray, t: float) -> None:
         df[T, d] = t
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip: float,
             do_sums: bool, sf: np.ndarray, sm: np.ndarray, df: np.ndarray, bounds: np.ndarray,
             o32: np.ndarray, valid: np.ndarray, sums: np.ndarray) -> int:
@@ -109,58 +109,96 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
     D = df.shape[1]
     M = sm.shape[1]
     stale = 0
+    # The per-slot work as a few simple loops over 1-D rows (each vectorised by the compiler:
+    # one loop with everything in it is not, and costs about twice as much at 1,664 slots);
+    # the operations per element are those of the Python path, in its order.
+    bu = sf[BU]
+    busy = sf[BUSY]
     if m >= 0:
+        extra_ok = sf[EXTRA_OK]
+        extra_row = sf[EXTRA]
         for s in range(S):
-            if sf[EXTRA_OK, s] == 0.0:  # the work in transit (finish_estimates_s's sum)
+            if extra_ok[s] == 0.0:  # the work in transit (finish_estimates_s's sum)
                 extra = 0.0
                 for k in range(M):
                     n = sm[TRANSIT, k, s]
                     if n != 0.0:
                         extra += n * sm[PER_ITEM, k, s]
-                sf[EXTRA, s] = extra
-                sf[EXTRA_OK, s] = 1.0
-            # busy left / wait (ClusterSim.busy_left_s, finish_estimates_s)
-            wait = sf[BU, s] - now if sf[BUSY, s] else 0.0
-            o32[O_BUSY, s] = _clip(wait * inv_sla, clip)
-            o32[O_QUEUE, s] = _clip((sf[QI, s] + sf[TN, s]) * inv_b, clip)
-            # load wait (ClusterSim.load_wait_s)
-            resident = sm[RES, m, s] != 0.0
-            if resident:
-                r = sm[READY, m, s]
-                load = r - now if r > now else 0.0
-                o32[O_RESIDENT, s] = 1.0
-            else:
-                start = sf[LINK, s]
-                if start < now:
-                    start = now
-                load = start - now + sm[LT, m, s]
-                o32[O_RESIDENT, s] = 0.0
-            o32[O_LOADING, s] = _clip(load * inv_sla, clip)
-            o32[O_FREE, s] = _clip(1.0 - sf[MEM, s] / sf[CAP, s], clip)
-            if sm[FIT, m, s] != 0.0:
-                down = sf[UP, s] - now
-                if down > wait:
-                    wait = down
-                f = wait + (sf[QW, s] + sm[SOLO, m, s])
-                hop = sm[HOP, m, s]
-                x = (load if load > hop else hop) + f + sf[EXTRA, s]
-                if resident or need <= sf[CAP, s] - sf[MEM, s]:
-                    valid[s] = True
-                elif sf[ROOM_OK, s] != 0.0:
-                    valid[s] = need <= sf[ROOM, s]
-                else:
-                    valid[s] = False
+                extra_row[s] = extra
+                extra_ok[s] = 1.0
+        up = sf[UP]
+        qw = sf[QW]
+        qi = sf[QI]
+        tn = sf[TN]
+        link = sf[LINK]
+        mem = sf[MEM]
+        cap = sf[CAP]
+        room = sf[ROOM]
+        room_ok = sf[ROOM_OK]
+        finish = sf[FINISH]
+        res = sm[RES, m]
+        ready = sm[READY, m]
+        lt = sm[LT, m]
+        fit = sm[FIT, m]
+        solo = sm[SOLO, m]
+        hop_row = sm[HOP, m]
+        o_busy = o32[O_BUSY]
+        o_queue = o32[O_QUEUE]
+        o_res = o32[O_RESIDENT]
+        o_load = o32[O_LOADING]
+        o_free = o32[O_FREE]
+        o_fin = o32[O_FINISH]
+        for s in range(S):  # busy left (ClusterSim.busy_left_s), queue, free memory
+            wait = bu[s] - now if busy[s] != 0.0 else 0.0
+            o_busy[s] = _clip(wait * inv_sla, clip)
+            o_queue[s] = _clip((qi[s] + tn[s]) * inv_b, clip)
+            o_free[s] = _clip(1.0 - mem[s] / cap[s], clip)
+        for s in range(S):  # load wait (ClusterSim.load_wait_s), kept in FINISH meanwhile
+            r = ready[s]
+            r_load = r - now if r > now else 0.0
+            start = link[s]
+            if start < now:
+                start = now
+            n_load = start - now + lt[s]
+            resident = res[s] != 0.0
+            load = r_load if resident else n_load
+            finish[s] = load
+            o_res[s] = 1.0 if resident else 0.0
+            o_load[s] = _clip(load * inv_sla, clip)
+        for s in range(S):  # the finish estimate (finish_estimates_s), inf where m does not fit
+            wait = bu[s] - now if busy[s] != 0.0 else 0.0
+            down = up[s] - now
+            if down > wait:
+                wait = down
+            f = wait + (qw[s] + solo[s])
+            hop = hop_row[s]
+            load = finish[s]
+            x = (load if load > hop else hop) + f + extra_row[s]
+            if fit[s] == 0.0:
+                x = _INF
+            finish[s] = x
+            o_fin[s] = _clip(x * inv_sla, clip)
+        for s in range(S):  # valid: resident, or room without evicting, or an up-to-date ROOM
+            fits = fit[s] != 0.0
+            resident = res[s] != 0.0
+            roomy = need <= cap[s] - mem[s]
+            ok = room_ok[s] != 0.0
+            valid[s] = fits & (resident | roomy | (ok & (need <= room[s])))
+            stale += fits & ~(resident | roomy | ok)
+        if stale:  # the slots whose room is needed and stale, in slot order
+            stale = 0
+            for s in range(S):
+                if (fit[s] != 0.0 and res[s] == 0.0 and not need <= cap[s] - mem[s]
+                        and room_ok[s] == 0.0):
                     sf[STALE, stale] = s
                     stale += 1
-            else:
-                x = _INF
-                valid[s] = False
-            sf[FINISH, s] = x
-            o32[O_FINISH, s] = _clip(x * inv_sla, clip)
     if not do_sums:
         return stale
     # One pass over the devices and, within each, its slots; every sum keeps its order (over
     # the devices, over a device's partitions, over the slots), so the floats are the same.
+    price = sf[PRICE]
+    share = sf[SHARE]
+    bs = sf[BS]
     backlog = 0.0
     energy = 0.0
     ahead = 0.0
@@ -171,12 +209,12 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
         energy += df[E, d]
         a = 0.0
         for s in range(bounds[d], bounds[d + 1]):
-            if sf[BUSY, s]:
-                u = sf[BU, s]
+            if busy[s] != 0.0:
+                u = bu[s]
                 if u > now:
                     a += u - now
-            b = sf[BS, s]
-            cost += b * sf[PRICE, s] * sf[SHARE, s]
+            b = bs[s]
+            cost += b * price[s] * share[s]
             total += b
         ahead += a
     sums[S_BACKLOG] = backlog
@@ -187,7 +225,7 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
     return stale
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def accrue_refresh(acc_t: float, m: int, now: float, need: float, inv_b: float,
                    inv_sla: float, clip: float, do_sums: bool, sf: np.ndarray, sm: np.ndarray,
                    df: np.ndarray, bounds: np.ndarray, o32: np.ndarray, valid: np.ndarray,
@@ -201,7 +239,7 @@ def accrue_refresh(acc_t: float, m: int, now: float, need: float, inv_b: float,
                    valid, sums)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def ewma(rates: np.ndarray, decay: float, m: int, inc: float, scale: float, clip: float,
          out: np.ndarray) -> None:
     """``rates *= decay``, ``rates[m] += inc``, then ``out = clip(rates x scale)`` (float32;
@@ -213,7 +251,7 @@ def ewma(rates: np.ndarray, decay: float, m: int, inc: float, scale: float, clip
         out[i] = _clip(rates[i] * scale, clip)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def observe_flat(acc_t: float, m: int, now: float, need: float, inv_b: float, inv_sla: float,
                  clip: float, do_sums: bool, sf: np.ndarray, sm: np.ndarray, df: np.ndarray,
                  bounds: np.ndarray, buf: np.ndarray, off: int, valid: np.ndarray,
