@@ -25,7 +25,40 @@ import numpy as np
 
 from agents.policy import HeuristicPolicy, Obs, SeededRng
 from envs.sim.device import rules
-from envs.sim.jit import AVAILABLE
+from envs.sim.jit import AVAILABLE, njit
+
+_NO_KEY = 0xFFFFFFFF  # above every float32 bit pattern of a key in [0, inf]
+_INF_BITS = 0x7F800000  # float32 +inf; patterns above it: NaN; with the sign bit: negative
+
+
+@njit(cache=True, error_model="numpy")
+def _least_loaded_rows(queue: np.ndarray, busy: np.ndarray, valid: np.ndarray) -> int:
+    """:func:`rules.least_loaded_of` on float32 rows, in three passes the compiler vectorises
+    (it costs ~4 ns a slot in one scalar pass, ~1.5 us at 1,664 slots): every key (the same
+    two roundings), their minimum over the valid slots taken on their bit patterns (ordered
+    as the floats where the keys are in ``[+0, inf]``), the first valid slot with it. ``-1``
+    where a key is NaN or negative (-0.0 included): the caller asks the scalar rule then."""
+    n = queue.shape[0]
+    keys = np.empty(n, np.float32)
+    for p in range(n):
+        keys[p] = np.float32(np.float64(queue[p])
+                             + np.float64(np.float32(np.float64(busy[p]) * rules.MILLI_F32)))
+    bits = keys.view(np.uint32)
+    best = np.uint32(_NO_KEY)
+    odd = np.uint32(0)
+    for p in range(n):
+        b = bits[p]
+        odd |= np.uint32(1) if b > np.uint32(_INF_BITS) else np.uint32(0)
+        v = b if valid[p] else np.uint32(_NO_KEY)
+        best = v if v < best else best
+    if odd:
+        return -1
+    if best == np.uint32(_NO_KEY):
+        return n
+    for p in range(n):
+        if valid[p] and bits[p] == best:
+            return p
+    return n
 
 
 def _earliest(obs: Obs, valid: list[bool], reject_hopeless: bool, can_reject: bool) -> int:
@@ -45,9 +78,16 @@ class ClusterLeastLoaded(HeuristicPolicy):
         to the lower index): with numba :func:`rules.least_loaded_of`, compiled, in one pass
         over the rows; else in numpy: the same float32 roundings (a cast rounds to nearest
         even, as the rules' packing does) and the first minimum, so the same slot. Either
-        way one pass over the slots outside Python (a 1,024-device cluster has 1,664)."""
+        way outside Python (a 1,024-device cluster has 1,664 slots); on float32 rows the
+        compiled rule is :func:`_least_loaded_rows` (vectorised), the scalar one where it
+        declines."""
         if AVAILABLE:
-            return int(rules.least_loaded_of_jit(obs["queue"], obs["busy"], mask))
+            queue, busy = obs["queue"], obs["busy"]
+            if queue.dtype == np.float32 and busy.dtype == np.float32 and mask.dtype == bool:
+                a = int(_least_loaded_rows(queue, busy, mask))
+                if a >= 0:
+                    return a
+            return int(rules.least_loaded_of_jit(queue, busy, mask))
         n = len(obs["queue"])
         valid = np.asarray(mask[:n], dtype=bool)
         if not valid.any():
