@@ -411,7 +411,7 @@ class ClusterSim:
 
     #: The row views :meth:`_bind_rows` makes (not pickled: views would come back as copies).
     _ROW_KEYS = ("_df_rows", "_pull_rows", "_tn_row", "_extra_ok_row", "_room_ok_row",
-                 "_transit_rows", "_finish_row", "_observe_kernel")
+                 "_room_row", "_transit_rows", "_finish_row", "_observe_kernel")
 
     def _bind_rows(self) -> None:
         """Views of the mirrors' rows that the per-decision bookkeeping writes (an element
@@ -423,6 +423,7 @@ class ClusterSim:
         self._tn_row = sf[kn.TN]
         self._extra_ok_row = sf[kn.EXTRA_OK]
         self._room_ok_row = sf[kn.ROOM_OK]
+        self._room_row = sf[kn.ROOM]
         self._transit_rows = self._sm[kn.TRANSIT]
         self._finish_row = sf[kn.FINISH]
         #: kernels.observe_flat's compiled entry point (found at the first call; not pickled).
@@ -497,30 +498,40 @@ class ClusterSim:
             s += 1
         self._sums_ok = False
 
-    def _room(self, s: int) -> None:
-        """Slot ``s``'s memory after evicting its evictable models (:meth:`valid_slots`'s
-        sum, in its order), and when that changes by itself (a loading model becomes
-        evictable when loaded)."""
+    def _rooms(self, slots: Sequence[int], need: float, mask: np.ndarray) -> None:
+        """For each slot of ``slots``: its memory after evicting its evictable models
+        (:meth:`valid_slots`'s sum, in its order) into the row ``ROOM`` (``ROOM_OK`` set),
+        its ``mask`` entry (whether that room holds ``need`` bytes), and when the room changes
+        by itself (a loading model becomes evictable when loaded)."""
         now = self.now
         fp = self.tables.footprint_bytes
-        free = self.tables.slot_mem_bytes[s] - self.mem_used[s]
-        queued, running = self._queue_of(s)
-        transit = self.in_transit[s]
-        ready = self.ready_at[s]
-        until = _INF
-        for k in self.resident[s]:
-            if not transit[k] and not queued[k] and k != running:
-                r = ready[k]
-                if r <= now:
-                    free += fp[k]
-                elif r < until:
-                    until = r
-        self._sf[kn.ROOM, s] = free
-        self._room_ok_row[s] = 1.0
-        if until != self._room_until[s]:
-            self._room_until[s] = until
-            if until < _INF:
-                heapq.heappush(self._room_at, (until, s))
+        cap, used = self.tables.slot_mem_bytes, self.mem_used
+        room_row, ok_row, until_of = self._room_row, self._room_ok_row, self._room_until
+        bank = self._bank
+        for s in slots:
+            free = cap[s] - used[s]
+            if bank is not None:
+                queued: Sequence[int] = bank.BM[s].tolist()
+                running: int = bank.SI.item(bnk.I_RM, s)
+            else:
+                queued, running = self._queue_of(s)
+            transit = self.in_transit[s]
+            ready = self.ready_at[s]
+            until = _INF
+            for k in self.resident[s]:
+                if not transit[k] and not queued[k] and k != running:
+                    r = ready[k]
+                    if r <= now:
+                        free += fp[k]
+                    elif r < until:
+                        until = r
+            room_row[s] = free
+            ok_row[s] = 1.0
+            mask[s] = need <= free
+            if until != until_of[s]:
+                until_of[s] = until
+                if until < _INF:
+                    heapq.heappush(self._room_at, (until, s))
 
     def _queue_of(self, s: int) -> tuple[Sequence[int], int]:
         """Slot ``s``'s items queued per model and its running model (-1: idle)."""
@@ -583,11 +594,8 @@ class ClusterSim:
         entry."""
         self._acc_t = -1.0
         self._sums_ok = True
-        sf = self._sf
-        for k in range(stale):
-            s = int(sf[kn.STALE, k])
-            self._room(s)
-            mask[s] = need <= sf[kn.ROOM, s]
+        if stale:
+            self._rooms([int(s) for s in self._sf[kn.STALE, :stale].tolist()], need, mask)
 
     def observe_flat(self, m: int, inv_b: float, inv_sla: float, clip: float, buf: np.ndarray,
                      off: int, mask: np.ndarray, rates: np.ndarray, decay: float, inc: float,
