@@ -111,3 +111,38 @@ def test_no_bank_without_numba() -> None:
     env = ClusterRoutingEnv(cluster="8", episode_queries=10, compiled=False)
     env.reset(seed=0)
     assert env.sim is not None and env.sim._bank is None
+
+
+@needs_jit
+def test_the_held_models_row_is_what_the_rooms_read() -> None:
+    """``I_HELD`` (bit k: model k in transit to the slot, queued or running there), by which
+    the bank marks a room stale only where it changed, equals at every decision what
+    ``ClusterSim._rooms`` reads (the router's transit counts, the bank's queues and running
+    model), and the rooms the kernel lists as up to date equal a fresh computation."""
+    env = ClusterRoutingEnv(cluster="16", load=1.2, episode_queries=1500, max_batch=4,
+                            queue_capacity=6)
+    env.reset(seed=5)
+    sim = env.sim
+    assert sim is not None and sim._bank is not None
+    rng = np.random.default_rng(5)
+    held_bits = checked = 0
+    for _ in range(1400):
+        b = sim._bank
+        assert b is not None
+        for s in range(sim.n_slots):
+            want = 0
+            for k in range(sim.n_models):
+                if sim.in_transit[s][k] or b.BM[s, k]:
+                    want |= 1 << k
+            if b.SI[bank.I_RM, s] >= 0:
+                want |= 1 << int(b.SI[bank.I_RM, s])
+            assert int(b.SI[bank.I_HELD, s]) == want, s
+            held_bits += want != 0
+        ok = np.flatnonzero(sim._sf[kernels.ROOM_OK] != 0.0).tolist()
+        room = sim._sf[kernels.ROOM].copy()
+        sim._rooms(ok, 0.0, np.zeros(sim.n_slots, bool))  # what each would be now
+        np.testing.assert_array_equal(sim._sf[kernels.ROOM][ok], room[ok])
+        checked += len(ok)
+        mask = env.action_masks()
+        env.step(int(rng.choice(np.flatnonzero(mask))))
+    assert held_bits > 1000 and checked > 1000

@@ -47,9 +47,10 @@ F_BU, F_UP, F_WORK, F_WLEV, F_REM, F_RT, F_FAC, F_BUSYS, F_DONE, F_TO, F_UPT, F_
 N_F = 12
 # Rows of the per-slot ints ``SI``: queued items, busy, running model, requests and items of the
 # running batch, its job code, the job code _reshape saw last, the pending events' seqs,
-# interference domain.
-I_QD, I_BUSY, I_RM, I_RN, I_RIT, I_JOB, I_LAST, I_DSEQ, I_TSEQ, I_USEQ, I_DOM = range(11)
-N_I = 11
+# interference domain, the models held on the slot (bit k: model k is in transit to it, queued
+# or running there; what makes a resident model not evictable, ``ClusterSim._rooms``).
+I_QD, I_BUSY, I_RM, I_RN, I_RIT, I_JOB, I_LAST, I_DSEQ, I_TSEQ, I_USEQ, I_DOM, I_HELD = range(12)
+N_I = 12
 # Rows of the per-device ints ``E``: event seq, last key valid, shaped, has power, arrived,
 # completed, good, overflow, expired.
 # completed, good, overflow, expired; whether listed in ``RAN`` this call.
@@ -60,9 +61,11 @@ G_NOW, G_NEV = range(2)
 N_G = 2
 # Totals ``T`` over the devices: completed, good, rejected, overflow, expired.
 T_COMPLETED, T_GOOD, T_REJECTED, T_OVERFLOW, T_EXPIRED = range(5)
-# Config ints ``C``: max_batch, drop_expired, jk, queue_capacity; floats ``H``: queue delay,
-# the latency histogram's total.
-C_B, C_DROP, C_JK, C_CAP = range(4)
+# Config ints ``C``: max_batch, drop_expired, jk, queue_capacity, whether ``I_HELD`` is kept
+# (at most 62 models: one bit each); floats ``H``: queue delay, the latency histogram's total.
+C_B, C_DROP, C_JK, C_CAP, C_HELD = range(5)
+#: The most models ``I_HELD``'s bits can hold.
+HELD_MAX = 62
 H_DELAY, H_TOTAL = range(2)
 
 _INF = math.inf
@@ -327,13 +330,19 @@ def _run(d: int, until: float, final: bool, F: np.ndarray, SI: np.ndarray, BM: n
 
 
 @njit(cache=True, inline="always")
-def _mirror(d: int, bounds: np.ndarray, F: np.ndarray, SI: np.ndarray, sf: np.ndarray,
-            E: np.ndarray, RAN: np.ndarray) -> None:
-    """ClusterSim._pull's slot rows of device ``d``; ``d`` listed in ``RAN`` (once)."""
+def _mirror(d: int, bounds: np.ndarray, F: np.ndarray, SI: np.ndarray, BM: np.ndarray,
+            sf: np.ndarray, sm: np.ndarray, E: np.ndarray, RAN: np.ndarray,
+            C: np.ndarray) -> None:
+    """ClusterSim._pull's slot rows of device ``d``; ``d`` listed in ``RAN`` (once). A slot's
+    room (``ROOM_OK``) is marked stale only where the models held on it (``I_HELD``: in
+    transit, queued or running) changed: the room depends on the device only through them
+    (the router marks it stale itself where it routes, and keeps ``I_HELD`` up to date)."""
     if not E[E_MARK, d]:
         E[E_MARK, d] = 1
         RAN[0] += 1
         RAN[RAN[0]] = d
+    M = BM.shape[1]
+    keep = C[C_HELD] != 0
     for s in range(bounds[d], bounds[d + 1]):
         sf[kn.BU, s] = F[F_BU, s]
         sf[kn.UP, s] = F[F_UP, s]
@@ -341,7 +350,19 @@ def _mirror(d: int, bounds: np.ndarray, F: np.ndarray, SI: np.ndarray, sf: np.nd
         sf[kn.BS, s] = F[F_BUSYS, s]
         sf[kn.BUSY, s] = 1.0 if SI[I_BUSY, s] else 0.0
         sf[kn.QI, s] = SI[I_QD, s]
-        sf[kn.ROOM_OK, s] = 0.0
+        if keep:
+            held = 0
+            for k in range(M):
+                if BM[s, k] != 0 or sm[kn.TRANSIT, k, s] != 0.0:
+                    held |= 1 << k
+            rm = SI[I_RM, s]
+            if rm >= 0:
+                held |= 1 << rm
+            if held != SI[I_HELD, s]:
+                SI[I_HELD, s] = held
+                sf[kn.ROOM_OK, s] = 0.0
+        else:
+            sf[kn.ROOM_OK, s] = 0.0
 
 
 @njit(cache=True)
@@ -387,8 +408,7 @@ def advance(t: float, n: int, drain: bool, when1: float, arr1: float, dead1: flo
             inv = DLF[3, i]
         sm[kn.TRANSIT, m, s] -= 1.0
         sf[kn.TN, s] -= 1.0
-        sf[kn.EXTRA_OK, s] = 0.0
-        sf[kn.ROOM_OK, s] = 0.0
+        sf[kn.EXTRA_OK, s] = 0.0  # (ROOM_OK: by _mirror, where the models held changed)
         s0 = bounds[d]
         s1 = bounds[d + 1]
         # run_passive(when)
@@ -439,16 +459,16 @@ def advance(t: float, n: int, drain: bool, when1: float, arr1: float, dead1: flo
             if F[F_UPT, r] < nev:
                 nev = F[F_UPT, r]
         G[G_NEV, d] = nev
-        _mirror(d, bounds, F, SI, sf, E, RAN)
+        _mirror(d, bounds, F, SI, BM, sf, sm, E, RAN, C)
     for d in range(D):
         if drain:
             _run(d, _INF, False, F, SI, BM, QF, QS, QH, RF, RS, LAT, LL, SC, COMPAT, ROWS,
                  CONSTS, bounds, df, E, G, T, C, H, hist, fnew, HL)
-            _mirror(d, bounds, F, SI, sf, E, RAN)
+            _mirror(d, bounds, F, SI, BM, sf, sm, E, RAN, C)
         elif G[G_NEV, d] <= t:
             _run(d, t, True, F, SI, BM, QF, QS, QH, RF, RS, LAT, LL, SC, COMPAT, ROWS,
                  CONSTS, bounds, df, E, G, T, C, H, hist, fnew, HL)
-            _mirror(d, bounds, F, SI, sf, E, RAN)
+            _mirror(d, bounds, F, SI, BM, sf, sm, E, RAN, C)
         else:
             df[kn.B, d] += df[kn.R, d] * (t - df[kn.T, d])
             df[kn.T, d] = t
@@ -484,7 +504,10 @@ class DeviceBank:
         NI = max([r.shape[2] for r in rows if r is not None], default=1)
         self.ROWS = np.zeros((S, M, NI, cs.N_ROW))
         self.CONSTS = np.zeros((D, cs.N_CONSTS))
-        self.C = np.array([B, int(devices[0]._drop_expired), devices[0]._jk, cap], np.int64)
+        #: Whether ``I_HELD`` is kept (else every slot of a device that ran is marked stale).
+        self.keeps_held = M <= HELD_MAX
+        self.C = np.array([B, int(devices[0]._drop_expired), devices[0]._jk, cap,
+                           int(self.keeps_held)], np.int64)
         self.F = np.zeros((N_F, S))
         self.SI = np.zeros((N_I, S), np.int64)
         self.BM = np.zeros((S, M), np.int64)
@@ -568,6 +591,15 @@ class DeviceBank:
             SI[I_JOB, s] = dev._jobcode[p]
             last = dev._last_key
             SI[I_LAST, s] = last[p] if last is not None else -1
+            # the models held (no query is in transit where a bank is built: at time 0)
+            held = 0
+            if self.keeps_held:
+                for m in range(dev.n_models):
+                    if dev.queued_by_model[p][m]:
+                        held |= 1 << m
+                if dev.running_model[p] >= 0:
+                    held |= 1 << dev.running_model[p]
+            SI[I_HELD, s] = held
         nev = _INF
         for when, prio, seq, ev in dev.events.heap:
             if ev.cancelled:
@@ -687,6 +719,13 @@ class DeviceBank:
         i[1, n] = s
         i[2, n] = m
         i[3, n] = req[3]
+
+    def routed(self, s: int, m: int) -> None:
+        """A query of model ``m`` is in transit to slot ``s``: ``m`` is held there (the
+        router marks the slot's room stale itself)."""
+        if self.keeps_held:
+            SI = self.SI
+            SI[I_HELD, s] = SI.item(I_HELD, s) | (1 << m)
 
     def add_latencies(self, h: LatencyHistogram) -> None:
         """Add to ``h`` what the last :meth:`run` added to the bank's histogram (as

@@ -754,6 +754,8 @@ class ClusterSim:
             self._extra_ok_row[s] = 0.0
             self._room_ok_row[s] = 0.0  # its transit, and its LRU order (the room's sum order)
             self._sums_ok = False
+            if self._bank is not None:
+                self._bank.routed(s, m)
 
     def reject(self) -> None:
         """Drop the pending query by decision."""
