@@ -71,12 +71,17 @@ H_DELAY, H_TOTAL = range(2)
 _INF = math.inf
 
 
+def sizes_fit(sizes: np.ndarray, max_batch: int) -> bool:
+    """Whether every request size is 1 to ``max_batch`` (what a bank's queues hold)."""
+    return not len(sizes) or (int(np.min(sizes)) >= 1 and int(np.max(sizes)) <= max_batch)
+
+
 def usable(devices: Sequence[SharedGpuSim], sizes: np.ndarray) -> bool:
     """Whether a bank can run these devices on a trace of request ``sizes``."""
     if not kn.AVAILABLE or not devices:
         return False
     B = devices[0]._max_batch
-    if len(sizes) and (int(np.min(sizes)) < 1 or int(np.max(sizes)) > B):
+    if not sizes_fit(sizes, B):
         return False
     return all(dev.compiled_ok and dev._max_batch == B and not dev.reconfigurations
                and dev.pending is None for dev in devices)
@@ -491,6 +496,8 @@ class DeviceBank:
         B = devices[0]._max_batch
         cap = devices[0]._capacity
         self.bounds = bounds
+        #: The devices' largest batch (the largest request the queues hold).
+        self.max_batch = B
         P_max = max(dev.n_partitions for dev in devices)
         L = max(len(r) for dev in devices for row in dev.latency for r in row)
         self.LAT = np.zeros((S, M, L))
@@ -845,4 +852,4 @@ class DeviceBank:
                 dev._pred_now = {}
 
 
-__all__ = ["DeviceBank", "advance", "usable"]
+__all__ = ["DeviceBank", "advance", "sizes_fit", "usable"]

@@ -64,7 +64,7 @@ import numpy as np
 
 from envs.sim.cluster import bank as bnk
 from envs.sim.cluster import kernels as kn
-from envs.sim.cluster.bank import DeviceBank, usable
+from envs.sim.cluster.bank import DeviceBank, sizes_fit, usable
 from envs.sim.cluster.spec import ClusterTables
 from envs.sim.device.serving import BatcherConfig
 from envs.sim.device.shared import SharedGpuSim, run_passive
@@ -264,7 +264,12 @@ class ClusterSim:
         self._price_per_s = sum(tables.price_per_s)
         self._slot_dev = [self._devices[d] for d, _ in self.slots]
         self._slot_part = [p for _, p in self.slots]
-        bankable = self.compiled and usable(self._devices, arrivals.size)
+        if self.compiled and start is not None and start.bank is not None:
+            # The devices are those the start's bank was built from, or built as those (same
+            # tables and batcher, not reconfigured): only the trace's sizes are left to check.
+            bankable = sizes_fit(arrivals.size, start.bank.max_batch)
+        else:
+            bankable = self.compiled and usable(self._devices, arrivals.size)
         if start is None:
             self._init_mirrors()
             bank = DeviceBank(self._devices, self._bounds, self.latency) if bankable else None
