@@ -341,7 +341,7 @@ def _mirror(d: int, bounds: np.ndarray, F: np.ndarray, SI: np.ndarray, BM: np.nd
     """ClusterSim._pull's slot rows of device ``d``; ``d`` listed in ``RAN`` (once). A slot's
     room (``ROOM_OK``) is marked stale only where the models held on it (``I_HELD``: in
     transit, queued or running) changed: the room depends on the device only through them
-    (the router marks it stale itself where it routes, and keeps ``I_HELD`` up to date)."""
+    (where a query is routed, :func:`advance` marks it stale and adds its model)."""
     if not E[E_MARK, d]:
         E[E_MARK, d] = 1
         RAN[0] += 1
@@ -371,8 +371,9 @@ def _mirror(d: int, bounds: np.ndarray, F: np.ndarray, SI: np.ndarray, BM: np.nd
 
 
 @njit(cache=True)
-def advance(t: float, n: int, drain: bool, when1: float, arr1: float, dead1: float,
-            inv1: float, d1: int, s1_: int, m1: int, sz1: int, DLF: np.ndarray, DLI: np.ndarray,
+def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1: float,
+            dead1: float, inv1: float, d1: int, s1_: int, m1: int, sz1: int, DLF: np.ndarray,
+            DLI: np.ndarray,
             F: np.ndarray,
             SI: np.ndarray, BM: np.ndarray, QF: np.ndarray, QS: np.ndarray, QH: np.ndarray,
             RF: np.ndarray, RS: np.ndarray, LAT: np.ndarray, LL: np.ndarray, SC: np.ndarray,
@@ -380,7 +381,10 @@ def advance(t: float, n: int, drain: bool, when1: float, arr1: float, dead1: flo
             df: np.ndarray, sf: np.ndarray, sm: np.ndarray, E: np.ndarray, G: np.ndarray,
             T: np.ndarray, C: np.ndarray, H: np.ndarray, hist: np.ndarray, fnew: np.ndarray,
             RAN: np.ndarray, HL: np.ndarray) -> None:
-    """The ``n`` deliveries (``DLF[:, i]``: time, arrival, deadline, ``1/SLA``; ``DLI[:, i]``:
+    """First the mirrors of a query of model ``rm`` routed to slot ``rs`` (``rs < 0``: none)
+    as ``ClusterSim.route`` writes them (``sm``'s ``TRANSIT``, ``sf``'s ``TN``, ``EXTRA_OK``
+    and ``ROOM_OK``, the models held there). Then the ``n`` deliveries (``DLF[:, i]``: time,
+    arrival, deadline, ``1/SLA``; ``DLI[:, i]``:
     device, slot, model, size; ``n == -1``: the one in ``when1 .. sz1``), each as
     ``SharedGpuSim.deliver``, in order (first the mirrors of what is in transit: ``sm``'s
     ``TRANSIT`` and ``sf``'s ``TN``, ``EXTRA_OK`` and ``ROOM_OK`` as ``ClusterSim._deliver``
@@ -391,6 +395,13 @@ def advance(t: float, n: int, drain: bool, when1: float, arr1: float, dead1: flo
     rows are written for every device that ran, and those devices listed in ``RAN`` (``RAN[0]``
     of them from ``RAN[1]``), and the histogram bins it added to in ``HL`` (``HL[0]`` of them
     from ``HL[1]``; -1: more than ``HL`` holds)."""
+    if rs >= 0:
+        sm[kn.TRANSIT, rm, rs] += 1.0
+        sf[kn.TN, rs] += 1.0
+        sf[kn.EXTRA_OK, rs] = 0.0
+        sf[kn.ROOM_OK, rs] = 0.0
+        if C[C_HELD]:
+            SI[I_HELD, rs] |= 1 << rm
     HL[0] = 0
     D = bounds.shape[0] - 1
     for i in range(RAN[0]):
@@ -687,10 +698,12 @@ class DeviceBank:
 
     def run(self, t: float, n: int, drain: bool, df: np.ndarray, sf: np.ndarray,
             sm: np.ndarray,
-            one: tuple[float, int, int, int, tuple[float, float, float, int, int]] | None = None
-            ) -> None:
+            one: tuple[float, int, int, int, tuple[float, float, float, int, int]] | None = None,
+            routed: tuple[int, int] | None = None) -> None:
         """:func:`advance` with this bank's arrays: ``n`` deliveries in the buffers, or
-        (``n == -1``) the one ``one`` (time, device, slot, model, request)."""
+        (``n == -1``) the one ``one`` (time, device, slot, model, request); first the
+        mirrors of the query ``routed`` (slot, model) since the last call, if any."""
+        rs, rm = (-1, -1) if routed is None else routed
         if one is None:
             when, d, s, m, arr, dead, inv, sz = 0.0, 0, 0, 0, 0.0, 0.0, 0.0, 0
         else:
@@ -706,8 +719,8 @@ class DeviceBank:
         ep = self._ep
         if ep is None:
             ep = self._ep = kn.entry_point(
-                advance, (t, n, drain, when, arr, dead, inv, d, s, m, sz, *tail))
-        ep(t, n, drain, when, arr, dead, inv, d, s, m, sz, *tail)
+                advance, (t, n, drain, rs, rm, when, arr, dead, inv, d, s, m, sz, *tail))
+        ep(t, n, drain, rs, rm, when, arr, dead, inv, d, s, m, sz, *tail)
 
     def push(self, n: int, when: float, d: int, s: int, m: int,
              req: tuple[float, float, float, int, int]) -> None:
@@ -726,13 +739,6 @@ class DeviceBank:
         i[1, n] = s
         i[2, n] = m
         i[3, n] = req[3]
-
-    def routed(self, s: int, m: int) -> None:
-        """A query of model ``m`` is in transit to slot ``s``: ``m`` is held there (the
-        router marks the slot's room stale itself)."""
-        if self.keeps_held:
-            SI = self.SI
-            SI[I_HELD, s] = SI.item(I_HELD, s) | (1 << m)
 
     def add_latencies(self, h: LatencyHistogram) -> None:
         """Add to ``h`` what the last :meth:`run` added to the bank's histogram (as

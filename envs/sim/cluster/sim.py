@@ -247,6 +247,9 @@ class ClusterSim:
         #: Per slot, queries in transit to it (the sum of its row of ``in_transit``).
         self.transit_n = [0] * S
         self._heap: list[tuple[float, int, int, int, tuple[float, float, float, int, int]]] = []
+        #: (slot, model) of the query routed since the last advance, whose mirrors (transit,
+        #: room and extra marks) the bank's next call writes; None: none.
+        self._routed: tuple[int, int] | None = None
         self._seq = 0
         if start is not None:
             self._per_item = start.per_item
@@ -416,7 +419,8 @@ class ClusterSim:
 
     #: The row views :meth:`_bind_rows` makes (not pickled: views would come back as copies).
     _ROW_KEYS = ("_df_rows", "_pull_rows", "_tn_row", "_extra_ok_row", "_room_ok_row",
-                 "_room_row", "_transit_rows", "_finish_row", "_observe_kernel")
+                 "_room_row", "_bs_row", "_bounds_list", "_transit_rows", "_finish_row",
+                 "_observe_kernel")
 
     def _bind_rows(self) -> None:
         """Views of the mirrors' rows that the per-decision bookkeeping writes (an element
@@ -429,6 +433,9 @@ class ClusterSim:
         self._extra_ok_row = sf[kn.EXTRA_OK]
         self._room_ok_row = sf[kn.ROOM_OK]
         self._room_row = sf[kn.ROOM]
+        self._bs_row = sf[kn.BS]
+        #: ``_bounds`` as a list (read per device that ran, per decision).
+        self._bounds_list: list[int] = self._bounds.tolist()
         self._transit_rows = self._sm[kn.TRANSIT]
         self._finish_row = sf[kn.FINISH]
         #: kernels.observe_flat's compiled entry point (found at the first call; not pickled).
@@ -611,7 +618,9 @@ class ClusterSim:
         rates``, ``+ inc`` for ``m``, written x ``scale`` at ``buf[roff:]``; ``clip(sla_x)``
         at ``buf[soff]``): one kernel call. Returns the finish estimates (seconds, per slot;
         a view the next call overwrites)."""
-        self._prepare()
+        room_at = self._room_at
+        if room_at and room_at[0][0] <= self.now:
+            self._prepare()
         sf = self._sf
         need = self.tables.footprint_bytes[m]
         if not self._sums_ok:  # the kernel computes them now
@@ -754,13 +763,14 @@ class ClusterSim:
             self._times[j], self._dead[j], self._inv[j], self._sizes[j], 0)))
         self.pending = None
         if self.compiled:
-            self._transit_rows[m, s] += 1.0
-            self._tn_row[s] += 1.0
-            self._extra_ok_row[s] = 0.0
-            self._room_ok_row[s] = 0.0  # its transit, and its LRU order (the room's sum order)
+            if self._bank is not None:  # the bank's next call moves the mirrors below
+                self._routed = (s, m)
+            else:
+                self._transit_rows[m, s] += 1.0
+                self._tn_row[s] += 1.0
+                self._extra_ok_row[s] = 0.0
+                self._room_ok_row[s] = 0.0  # its transit, its LRU order (the room's sum order)
             self._sums_ok = False
-            if self._bank is not None:
-                self._bank.routed(s, m)
 
     def reject(self) -> None:
         """Drop the pending query by decision."""
@@ -813,28 +823,33 @@ class ClusterSim:
         drain = self._next >= self._n
         t = _INF if drain else self._times[self._next]
         heap = self._heap
-        slots, transit = self.slots, self.in_transit
         n = 0
         one: tuple[float, int, int, int, tuple[float, float, float, int, int]] | None = None
-        while heap and heap[0][0] <= t:
-            when, _, s, m, req = heapq.heappop(heap)
-            # (the mirrors of what is in transit: moved by the kernel)
-            transit[s][m] -= 1
-            self.transit_n[s] -= 1
-            self.transit_total -= 1
-            if n == 0:  # the common case: one delivery, passed as scalars
-                one = (when, slots[s][0], s, m, req)
-            else:
-                if n == 1:
-                    assert one is not None
-                    bank.push(0, one[0], one[1], one[2], one[3], one[4])
-                bank.push(n, when, slots[s][0], s, m, req)
-            n += 1
-            if when > self.now:
-                self.now = when
+        if heap and heap[0][0] <= t:
+            slots, transit, transit_n = self.slots, self.in_transit, self.transit_n
+            now = self.now
+            while heap and heap[0][0] <= t:
+                when, _, s, m, req = heapq.heappop(heap)
+                # (the mirrors of what is in transit: moved by the kernel)
+                transit[s][m] -= 1
+                transit_n[s] -= 1
+                if n == 0:  # the common case: one delivery, passed as scalars
+                    one = (when, slots[s][0], s, m, req)
+                else:
+                    if n == 1:
+                        assert one is not None
+                        bank.push(0, one[0], one[1], one[2], one[3], one[4])
+                    bank.push(n, when, slots[s][0], s, m, req)
+                n += 1
+                if when > now:
+                    now = when
+            self.now = now
+            self.transit_total -= n
         if self._acc_t >= 0.0:
             self._flush_accrue()
-        bank.run(t, -1 if n == 1 else n, drain, self._df, self._sf, self._sm, one)
+        bank.run(t, -1 if n == 1 else n, drain, self._df, self._sf, self._sm, one,
+                 self._routed)
+        self._routed = None
         self._stale = True
         self._sums_ok = False
         count = bank.T.tolist()
@@ -842,9 +857,9 @@ class ClusterSim:
             bank.add_latencies(self.latency)
         self._count = count
         ran = bank.RAN
-        k = int(ran[0])
+        k = ran.item(0)
         if k:
-            bs, busy_list, bounds = self._sf[kn.BS], self._busy_list, self._bounds
+            bs, busy_list, bounds = self._bs_row, self._busy_list, self._bounds_list
             for d in ran[1:k + 1].tolist():
                 for s in range(bounds[d], bounds[d + 1]):
                     busy_list[s] = bs.item(s)
