@@ -64,7 +64,7 @@ def test_growth_and_overflow_are_the_reference(monkeypatch: pytest.MonkeyPatch) 
     and goes on) many times, in an overloaded episode whose queues overflow."""
     kwargs = {"episode_queries": 2400, "load": 3.0}
     for name, size in (("_HEAP0", 4), ("_MSG0", 1), ("_SUB0", 2), ("_REQ0", 1), ("_BUF0", 1),
-                       ("_KEYS0", 8)):
+                       ("_KEYS0", 8), ("_ALIVE0", 1)):
         monkeypatch.setattr(CompiledShardSim, name, size)
     monkeypatch.setattr(kernels, "AVAILABLE", True)
     compiled = _episode("ldsgym/ShardRouting-v0", kwargs, 5)
@@ -76,7 +76,8 @@ def test_growth_and_overflow_are_the_reference(monkeypatch: pytest.MonkeyPatch) 
         env.step(int(np.flatnonzero(env.action_masks())[0]))
     assert sim.sub.dropped_overflow > 0
     assert len(sim._req_i) > 16 and len(sim._sub_i) > 64 and len(sim._hp_t) > 16
-    assert sim._mh_f.shape[1] > 4 and len(sim._lat_buf) == 1 and len(sim._keys) > 8
+    assert sim._mh.shape[1] > 4 and len(sim._buf) > 1 and len(sim._keys) > 8
+    assert sim._alive2.shape[1] > 64
     monkeypatch.setattr(kernels, "AVAILABLE", False)
     reference = _episode("ldsgym/ShardRouting-v0", kwargs, 5)
     assert compiled == reference

@@ -29,7 +29,7 @@ from envs.sim.dlrm.pslink import PsLink
 from envs.sim.dlrm.records import Request, SubRequest
 from envs.sim.dlrm.rowcache import LruRowCache
 from envs.sim.dlrm.spec import FaultEvent, RandomDisruption
-from envs.sim.packing import Ints
+from envs.sim.packing import Ints, unpack
 
 
 def eligible(layout: ShardLayout, faults: Sequence[FaultEvent],
@@ -78,28 +78,45 @@ class CompiledShardSim(ShardSim):
     """
 
     #: Initial sizes of the event heap, the per-link message heaps, the sub-request and
-    #: request tables, the buffers of latencies and dense jobs, and the key store (all grow).
+    #: request tables, the buffers of latencies and dense jobs, the key store (0: from the
+    #: layout) and the rows of the LRU alive arrays (all grow).
     _links_init: tuple[list[PsLink], list[PsLink]]
     _keys: np.ndarray
+    _l1: np.ndarray
+    _alive2: np.ndarray
     _mv_lbs: Any
     _mvF: Any
     _mvI: Any
-    _HEAP0, _MSG0, _SUB0, _REQ0, _BUF0, _KEYS0 = 256, 64, 64, 16, 64, 0
+    #: Attributes that are views of the packed state or tables (not pickled).
+    _STATE_VIEWS = ("_I", "_F", "_lkf", "_lki", "_nd_f", "_nd_i", "_NA", "_NI", "_cache_i",
+                    "_link_busy_a", "_dense_free_a", "_req_busy_a", "_node_state_v",
+                    "_row_hit_v", "_outstanding_v", "_key_off_v", "_hp_t", "_hp_s", "_mh_f",
+                    "_mh_i", "_sub_f", "_sub_i", "_req_f", "_req_i")
+    _HEAP0, _MSG0, _SUB0, _REQ0, _BUF0, _KEYS0, _ALIVE0 = 256, 64, 64, 16, 64, 0, 128
 
     def __init__(self, layout: ShardLayout, arrival_s: np.ndarray, sla_s: np.ndarray,
                  budget: int, rng: np.random.Generator, **kwargs: Any) -> None:
-        # The event heap first: ShardSim.__init__ schedules the first events into it.
-        self._F = np.zeros(sg.N_F)
-        self._I = np.zeros(sg.N_I, dtype=np.int64)
-        self._hp_t = np.zeros(self._HEAP0)
-        self._hp_s = np.zeros((self._HEAP0, 3), dtype=np.int64)
+        # The state first (the event heap is in it): ShardSim.__init__ schedules the first
+        # events.
+        spec = layout.spec
+        N, S, D = spec.n_nodes, spec.n_shards, spec.dense_servers
+        self._st = np.zeros(sg.state_size(N, S, D), dtype=np.int64)
+        self._st[sg.I_N], self._st[sg.I_S], self._st[sg.I_D] = N, S, D
+        self._hp = np.zeros((self._HEAP0, 4), dtype=np.int64)
         m, ns, nr, nb = self._MSG0, self._SUB0, self._REQ0, self._BUF0
-        self._n_subs = 0
-        self._n_reqs = 0
+        self._mh = np.zeros((2 * N, m, 3), dtype=np.int64)
+        self._sub = np.zeros((ns, sg.N_SF + sg.N_SI), dtype=np.int64)
+        self._req = np.zeros((nr, sg.N_RF + sg.N_RI), dtype=np.int64)
+        self._buf = np.zeros((nb, 4))
+        self._bind_state(before=True)
         super().__init__(layout, arrival_s, sla_s, budget, rng, **kwargs)
-        spec = self.spec
-        N = self.n_nodes
         F, G = self._F, self._I
+        # what ShardSim.__init__ made as arrays of their own: into the state
+        views = {"node_state": self._node_state_v, "row_hit": self._row_hit_v,
+                 "outstanding": self._outstanding_v, "_cache_size": self._NA[sg.A_CSIZE]}
+        for name, view in views.items():
+            view[...] = getattr(self, name)
+        self._bind_state()
         F[sg.F_OVERHEAD] = spec.node_overhead_s
         F[sg.F_ROWB] = spec.row_bytes
         F[sg.F_TOP] = spec.top_s
@@ -107,42 +124,25 @@ class CompiledShardSim(ShardSim):
         G[sg.I_QCAP] = spec.queue_capacity
         links = [*self._links_init[0], *self._links_init[1]]
         self._links_init = ([], [])
-        lkf = self._lkf = np.zeros((2 * N, 8))
+        lkf = self._lkf
         for node in range(N):
             for up, lk in ((0, links[node]), (1, links[N + node])):
                 lkf[2 * node + up, sg.L_BPS] = lk.payload_bps
                 lkf[2 * node + up, sg.L_FIXED] = lk.fixed_s
                 lkf[2 * node + up, sg.L_FACTOR] = lk.factor
-        self._lki = np.zeros((2 * N, 4), dtype=np.int64)
-        self._mh_f = np.zeros((2 * N, m))
-        self._mh_i = np.zeros((2 * N, m, 2), dtype=np.int64)
-        self._scratch = np.zeros(m, dtype=np.int64)
-        self._nd_f = np.zeros((N, 2))
         self._nd_f[:, sg.D_SLOW] = [nd.slow for nd in self.nodes]
-        self._nd_i = np.zeros((N, 5), dtype=np.int64)
         self._nd_i[:, sg.E_SERV] = -1
-        self._sub_f = np.zeros((ns, 4))
-        self._sub_i = np.zeros((ns, 12), dtype=np.int64)
         self._sub_i[:, sg.U_ID] = -1
         self._sub_i[:, sg.U_STATE] = 4
         G[sg.I_SMASK] = ns - 1
-        self._req_f = np.zeros((nr, 5))
-        self._req_i = np.zeros((nr, 6), dtype=np.int64)
         self._req_i[:, sg.Q_ID] = -1
         G[sg.I_RMASK] = nr - 1
-        NA = self._NA = np.zeros((sg.N_A, N))
+        NA = self._NA
         NA[sg.A_OCCP] = self._occ_pinned
         NA[sg.A_OCCF] = self._occ_full
         NA[sg.A_CFAST] = layout.c_fast_list
         NA[sg.A_CSLOW] = layout.c_slow_list
-        NA[sg.A_CSIZE] = self._cache_size
-        self._cache_size = NA[sg.A_CSIZE]
-        self._NI = np.zeros((2, N), dtype=np.int64)
-        self._link_busy_a = np.zeros(2 * N)
-        self._dense_free_a = np.zeros(spec.dense_servers)
-        self._req_busy_a = np.zeros(spec.dense_servers)
-        self._dense_buf = np.zeros((nb, 3))
-        self._lat_buf = np.zeros(nb)
+        self._key_off_v[...] = self.key_off
         # The keys of the sub-requests in the system, from their arrival on (the previous
         # episode's memory when recycling: it has grown to what the episodes need).
         old = kwargs.get("recycle")
@@ -152,15 +152,13 @@ class CompiledShardSim(ShardSim):
             n = self._KEYS0 or max(2**16, 4 * layout.c_n_total)
             self._keys = np.zeros(n, dtype=np.int64)
         self._kw = 0
-        self._key_off64 = np.ascontiguousarray(self.key_off, dtype=np.int64)
         self._rel: tuple[np.ndarray, list[int]] | None = None
-        self._cache_i = np.zeros((N, 6), dtype=np.int64)
+        cache_i = self._cache_i
         for n, nd in enumerate(self.nodes):
             c = nd.cache
             assert type(c) is LruRowCache
-            self._cache_i[n] = (c.oldest, c._base, c.tick, c.size, c.capacity, c._stale)
-        self._bind_memoryviews()
-        self._bind_lists()
+            cache_i[n, :6] = (c.oldest, c._base, c.tick, c.size, c.capacity, c._stale)
+        self._bind_caches(old._l1 if isinstance(old, CompiledShardSim) else None)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -216,22 +214,58 @@ class CompiledShardSim(ShardSim):
             self._mvF = memoryview(cast(Any, self._F))
             self._mvI = memoryview(cast(Any, self._I))
 
-    def _bind_lists(self) -> None:
-        """The typed lists of the caches' arrays that the kernel takes."""
-        from numba.typed import List
-        last1s, alives = List(), List()
-        for nd in self.nodes:
-            last1s.append(nd.cache.last1)  # type: ignore[union-attr]
-            alives.append(nd.cache._alive)  # type: ignore[union-attr]
-        self._last1s, self._alives = last1s, alives
+    def _bind_state(self, before: bool = False) -> None:
+        """The attributes that are views of the packed state and tables (again after a
+        table grows or after unpickling); ``before``: ShardSim.__init__ has not run yet."""
+        (self._I, self._F, self._lkf, self._lki, self._nd_f, self._nd_i, self._NA, self._NI,
+         self._cache_i, self._link_busy_a, self._dense_free_a, self._req_busy_a,
+         self._node_state_v, self._row_hit_v, self._outstanding_v,
+         self._key_off_v) = sg.unpack.py_func(self._st)
+        self._bind_tables()
+        if before:
+            return
+        self.node_state = self._node_state_v
+        self.row_hit = self._row_hit_v
+        self.outstanding = self._outstanding_v
+        self._cache_size = self._NA[sg.A_CSIZE]
+        self._bind_views()
+        self._bind_memoryviews()
+
+    def _bind_tables(self) -> None:
+        (self._hp_t, self._hp_s, self._mh_f, self._mh_i, self._sub_f, self._sub_i, self._req_f,
+         self._req_i) = sg.tables.py_func(self._hp, self._mh, self._sub, self._req)
+
+    def _bind_caches(self, l1: np.ndarray | None = None) -> None:
+        """The nodes' LRU ``last1`` arrays as views of one array (the previous episode's
+        when its caches were recycled), and their ``alive`` arrays as rows of another."""
+        caches = [cast(LruRowCache, nd.cache) for nd in self.nodes]
+        sizes = [len(c.last1) for c in caches]
+        offs = np.cumsum([0, *sizes]).tolist()
+        if l1 is None or len(l1) != offs[-1] or not all(
+                c.last1.base is l1 and c.last1.__array_interface__["data"][0]
+                == cast(np.ndarray, l1).__array_interface__["data"][0] + 4 * o
+                for c, o in zip(caches, offs, strict=False)):
+            l1 = np.empty(offs[-1], dtype=np.int32)
+            for c, o, k in zip(caches, offs, sizes, strict=False):
+                l1[o:o + k] = c.last1
+                c.last1 = l1[o:o + k]
+        self._l1 = l1
+        cache_i = self._cache_i
+        cache_i[:, sg.C_L1OFF] = offs[:-1]
+        cache_i[:, sg.C_NKEYS] = sizes
+        width = max(self._ALIVE0, *(len(c._alive) for c in caches))
+        self._alive2 = np.zeros((len(caches), width), dtype=np.int64)
+        for n, c in enumerate(caches):
+            self._alive2[n, :len(c._alive)] = c._alive
+            cache_i[n, sg.C_ALEN] = len(c._alive)
 
     def sync_objects(self) -> None:
         """Bring the row caches' objects up to date with the arrays."""
         for n, nd in enumerate(self.nodes):
             c = nd.cache
-            o, b, t, s, _, stale = self._cache_i[n].tolist()
+            o, b, t, s, _, stale = self._cache_i[n, :6].tolist()
             c.oldest, c._base, c.tick, c.size, c._stale = o, b, t, s, bool(stale)  # type: ignore[union-attr]
-            c._alive = self._alives[n]  # type: ignore[union-attr]
+            c._alive = self._alive2[n, :self._cache_i[n, sg.C_ALEN]].copy()  # type: ignore[union-attr]
 
     def _compact_keys(self) -> None:
         """Keep only the keys of the sub-requests in the system (those sent, in the table,
@@ -255,8 +289,9 @@ class CompiledShardSim(ShardSim):
         self.sync_objects()
         self._compact_keys()
         state = super().__getstate__()
-        for name in ("_last1s", "_alives", "_mv_lbs", "_mvF", "_mvI"):
-            state.pop(name, None)
+        for name in (*self._STATE_VIEWS, "_mv_lbs", "_mvF", "_mvI", "_l1", "_alive2",
+                     "node_state", "row_hit", "outstanding", "_cache_size"):
+            state.pop(name, None)  # views of the packed state, or rebuilt from the caches
         # the live keys (increasing within a sub-request) as their differences, packed
         live = self._keys[:self._kw].copy()
         live[1:] -= self._keys[:self._kw - 1]
@@ -269,14 +304,17 @@ class CompiledShardSim(ShardSim):
         live = np.cumsum(packed.array())
         keys[:len(live)] = live
         state["_keys"] = keys
-        super().__setstate__(state)
-        self._cache_size = self._NA[sg.A_CSIZE]
-        self._bind_memoryviews()
-        self._bind_lists()
+        self.__dict__.update(state)
+        self._bind_state()  # (ShardSim.__setstate__'s work: the views, the memoryviews)
+        for name in ("_u_buf", "_key_buf"):
+            dtype, n = state[name]
+            setattr(self, name, np.empty(n, dtype=np.dtype(dtype)))
+        self._warm_rows = unpack(state["_warm_rows"])
+        self._bind_caches()
 
     # ------------------------------------------------------------------ growth
     def _heap_room(self, k: int) -> None:
-        if self._I[sg.I_HSIZE] + k > len(self._hp_t):
+        if self._I[sg.I_HSIZE] + k > len(self._hp):
             self._grow_heap(k)
 
     def _grow_heap(self, k: int) -> None:
@@ -286,33 +324,38 @@ class CompiledShardSim(ShardSim):
         t, s = self._hp_t[:size], self._hp_s[:size]
         live = np.ones(size, dtype=bool)
         in_flight = 0
-        if hasattr(self, "_lki"):  # (else: ShardSim.__init__ is scheduling the first events)
+        if hasattr(self, "nodes"):  # (else: ShardSim.__init__ is scheduling the first events)
             lk = s[:, 1] == sg.LINK_DONE
             live[lk] = s[lk, 0] == self._lki[s[lk, 2], sg.K_EV]
             sv = s[:, 1] == sg.SERVICE_DONE
             live[sv] = s[sv, 0] == self._nd_i[s[sv, 2], sg.E_EV]
             in_flight = int(self._lki[:, sg.K_N].max())
-        t, s = t[live], s[live]
-        order = np.lexsort((s[:, 0], t))
-        kept = len(order)
+        order = np.lexsort((s[live, 0], t[live]))
+        rows = self._hp[:size][live][order]
+        kept = len(rows)
         need = kept + k + in_flight + 8
-        cap = len(self._hp_t)
+        cap = len(self._hp)
         if 2 * need > cap:
             cap = max(2 * cap, 2 * need)
-        hp_t, hp_s = np.zeros(cap), np.zeros((cap, 3), dtype=np.int64)
-        hp_t[:kept] = t[order]
-        hp_s[:kept] = s[order]
-        self._hp_t, self._hp_s = hp_t, hp_s
+        self._hp = np.zeros((cap, 4), dtype=np.int64)
+        self._hp[:kept] = rows
         G[sg.I_HSIZE] = kept
+        self._bind_tables()
 
     def _grow_msg(self) -> None:
-        m = self._mh_f.shape[1]
-        mh_f = np.zeros((self._mh_f.shape[0], 2 * m))
-        mh_i = np.zeros((self._mh_f.shape[0], 2 * m, 2), dtype=np.int64)
-        mh_f[:, :m] = self._mh_f
-        mh_i[:, :m] = self._mh_i
-        self._mh_f, self._mh_i = mh_f, mh_i
-        self._scratch = np.zeros(2 * m, dtype=np.int64)
+        m = self._mh.shape[1]
+        mh = np.zeros((self._mh.shape[0], 2 * m, 3), dtype=np.int64)
+        mh[:, :m] = self._mh
+        self._mh = mh
+        self._bind_tables()
+
+    def _grow_alive(self) -> None:
+        c = self._cache_i
+        need = np.maximum(64, 2 * (c[:, sg.C_TICK] - c[:, sg.C_OLD]) + 1).max()
+        width = max(2 * self._alive2.shape[1], 2 * int(need))
+        alive2 = np.zeros((len(c), width), dtype=np.int64)
+        alive2[:, :self._alive2.shape[1]] = self._alive2
+        self._alive2 = alive2
 
     def _flush(self) -> None:
         """Latencies and dense jobs the kernel recorded, in order."""
@@ -320,13 +363,13 @@ class CompiledShardSim(ShardSim):
         n = int(G[sg.I_LATN])
         if n:
             add = self.req.latency.add
-            for lat in self._lat_buf[:n].tolist():
+            for lat in self._buf[:n, 0].tolist():
                 add(lat)
             G[sg.I_LATN] = 0
         n = int(G[sg.I_DENN])
         if n:
             jobs = self._dense_jobs
-            for k, start, end in self._dense_buf[:n].tolist():
+            for k, start, end in self._buf[:n, 1:4].tolist():
                 jobs[int(k)].append((start, end))
             G[sg.I_DENN] = 0
 
@@ -339,14 +382,13 @@ class CompiledShardSim(ShardSim):
         cap = len(sub_i)
         while cap < 2 * span:
             cap *= 2
-        new_f, new_i = np.zeros((cap, 4)), np.zeros((cap, 12), dtype=np.int64)
-        new_i[:, sg.U_ID] = -1
-        new_i[:, sg.U_STATE] = 4
-        slots = sids & (cap - 1)
-        new_f[slots] = self._sub_f[live]
-        new_i[slots] = sub_i[live]
-        self._sub_f, self._sub_i = new_f, new_i
+        new = np.zeros((cap, self._sub.shape[1]), dtype=np.int64)
+        new[:, sg.N_SF + sg.U_ID] = -1
+        new[:, sg.N_SF + sg.U_STATE] = 4
+        new[sids & (cap - 1)] = self._sub[live]
+        self._sub = new
         self._I[sg.I_SMASK] = cap - 1
+        self._bind_tables()
 
     def _grow_reqs(self, rid: int) -> None:
         req_i = self._req_i
@@ -359,13 +401,12 @@ class CompiledShardSim(ShardSim):
         cap = len(req_i)
         while cap < 2 * span:
             cap *= 2
-        new_f, new_i = np.zeros((cap, 5)), np.zeros((cap, 6), dtype=np.int64)
-        new_i[:, sg.Q_ID] = -1
-        slots = rids & (cap - 1)
-        new_f[slots] = self._req_f[live]
-        new_i[slots] = req_i[live]
-        self._req_f, self._req_i = new_f, new_i
+        new = np.zeros((cap, self._req.shape[1]), dtype=np.int64)
+        new[:, sg.N_RF + sg.Q_ID] = -1
+        new[rids & (cap - 1)] = self._req[live]
+        self._req = new
         self._I[sg.I_RMASK] = cap - 1
+        self._bind_tables()
 
     def _key_room(self, n: int) -> int:
         """Where ``n`` more keys go (compacting the live ones to the front when full)."""
@@ -390,7 +431,7 @@ class CompiledShardSim(ShardSim):
         if time < self.events.now:
             raise ValueError(f"cannot schedule at {time} before now={self.events.now}")
         self._heap_room(1)
-        sg.schedule(self._I, self._hp_t, self._hp_s, time, kind, target)
+        sg.push_event(self._st, self._hp, time, kind, target)
         return None
 
     def _run(self, drain: bool) -> int:
@@ -404,23 +445,20 @@ class CompiledShardSim(ShardSim):
         self._dense_free_a[:] = self.dense_free
         self._req_busy_a[:] = self.req.busy_s
         while True:
-            sg.run_segment(F, G, self._hp_t, self._hp_s, self._lkf, self._lki, self._mh_f,
-                           self._mh_i, self._nd_f, self._nd_i, self._sub_f, self._sub_i,
-                           self._req_f, self._req_i, self._NA, self._NI, self._cache_i,
-                           self._link_busy_a, self._dense_free_a, self._req_busy_a,
-                           self._dense_buf, self._lat_buf, self._keys, self._key_off64,
-                           self.row_hit, self.node_state, self.outstanding, self._last1s,
-                           self._alives, self._scratch, drain)
+            sg.run_segment(self._st, self._hp, self._mh, self._sub, self._req, self._buf,
+                           self._keys, self._l1, self._alive2, drain)
             ret = int(G[sg.I_RET])
             if ret == sg.RET_GROW_HEAP:
                 self._grow_heap(2)
             elif ret == sg.RET_GROW_MSG:
                 self._grow_msg()
+            elif ret == sg.RET_GROW_ALIVE:
+                self._grow_alive()
             elif ret == sg.RET_FLUSH:
                 self._flush()
                 need = int(self._lki[:, sg.K_N].max()) + 1
-                if need > len(self._dense_buf):
-                    self._dense_buf = np.zeros((2 * need, 3))
+                if need > len(self._buf):
+                    self._buf = np.zeros((2 * need, 4))
             else:
                 break
         self._flush()
@@ -544,13 +582,11 @@ class CompiledShardSim(ShardSim):
         sub.state = 1
         if self._sub_i[sid & self._mvI[sg.I_SMASK], sg.U_STATE] < 4:
             self._grow_subs(sid)
-        if self._mvI[sg.I_HSIZE] + 2 > len(self._hp_t):
+        if self._mvI[sg.I_HSIZE] + 2 > len(self._hp):
             self._grow_heap(2)
-        if self._lki[2 * node, sg.K_MH] + 1 > self._mh_f.shape[1]:
+        if self._lki[2 * node, sg.K_MH] + 1 > self._mh.shape[1]:
             self._grow_msg()
-        sg.send(self._F, self._I, self._hp_t, self._hp_s, self._lkf, self._lki, self._mh_f,
-                self._mh_i, self._sub_f, self._sub_i, self._NA, self._link_busy_a, self.row_hit,
-                self.node_state, self.outstanding, node, sid, sub.req.id, sub.shard,
+        sg.send(self._st, self._hp, self._mh, self._sub, node, sid, sub.req.id, sub.shard,
                 sub.d_tracked, sub.d_untracked, sub.lookups, sub.tracked_lookups, key_start,
                 sub.req_bytes, sub.resp_bytes)
         self.link_bytes_sent[node] = self._mv_lbs[node]

@@ -32,10 +32,11 @@ F_NOW, F_BACKLOG, F_RATE, F_BT, F_LBMAX, F_OVERHEAD, F_ROWB, F_TOP, F_EWMA = ran
 N_F = 9
 # G: int globals
 (I_SEQ, I_HSIZE, I_EVH, I_SUBC, I_SUBG, I_OVF, I_REQC, I_REQG, I_REQDF, I_CLT, I_CHT,
- I_NSUBS, I_NREQS, I_LATN, I_DENN, I_QCAP, I_RET, I_KIND, I_TGT, I_SMASK, I_RMASK) = range(21)
-N_I = 21
+ I_NSUBS, I_NREQS, I_LATN, I_DENN, I_QCAP, I_RET, I_KIND, I_TGT, I_SMASK, I_RMASK, I_N, I_S,
+ I_D) = range(24)
+N_I = 24
 # return codes (G[I_RET])
-RET_EVENT, RET_DONE, RET_EMPTY, RET_GROW_HEAP, RET_GROW_MSG, RET_FLUSH = range(6)
+RET_EVENT, RET_DONE, RET_EMPTY, RET_GROW_HEAP, RET_GROW_MSG, RET_FLUSH, RET_GROW_ALIVE = range(7)
 # links, floats (2N, 8) and ints (2N, 4); link id = 2 * node + up
 L_BPS, L_FIXED, L_FACTOR, L_V, L_T, L_BUSY, L_BYTES, L_SUMF = range(8)
 K_N, K_SEQ, K_EV, K_MH = range(4)
@@ -54,8 +55,75 @@ A_SUBBUSY, A_FAST, A_SLOW, A_LBS, A_OCCP, A_OCCF, A_CFAST, A_CSLOW, A_CSIZE = ra
 N_A = 9
 # per-node int rows
 B_CLOOK, B_CHIT = range(2)
-# LRU cache scalars (N, 6)
-C_OLD, C_BASE, C_TICK, C_SIZE, C_CAP, C_STALE = range(6)
+# LRU cache scalars (N, 9): LruRowCache's oldest, _base, tick, size, capacity, _stale, the
+# length of its alive array (a row of the (N, A) array), where its last1 starts in the
+# concatenation of the nodes' last1 arrays, and its length
+C_OLD, C_BASE, C_TICK, C_SIZE, C_CAP, C_STALE, C_ALEN, C_L1OFF, C_NKEYS = range(9)
+N_C = 9
+# columns of the growable tables, int64 with the float columns read through a float64 view:
+# events (time | seq, kind, target), messages per link (finish | seq, sid), sub-requests
+# (S_* | U_*), requests (R_* | Q_*); buffers, float64: latency | dense job (k, start, end)
+N_SF, N_SI = 4, 12
+N_RF, N_RI = 5, 6
+
+
+def state_size(N: int, S: int, D: int) -> int:
+    """int64 words of the fixed state (:func:`unpack`)."""
+    return (N_I + N_F + 2 * N * 8 + 2 * N * 4 + N * 2 + N * 5 + N_A * N + 2 * N + N * N_C
+            + 2 * N + 2 * D + 15 * N + N * S + N + N * S)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def unpack(st: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The views of the fixed state ``st`` (int64; float parts through a float64 view):
+    ``G, F, lkf, lki, nd_f, nd_i, NA, NI, cache_i, link_busy, dense_free, req_busy,
+    node_state, row_hit, outstanding, key_off``."""
+    N, S, D = st[I_N], st[I_S], st[I_D]
+    fl = st.view(np.float64)
+    o = 0
+    G = st[o:o + N_I]
+    o += N_I
+    F = fl[o:o + N_F]
+    o += N_F
+    lkf = fl[o:o + 2 * N * 8].reshape((2 * N, 8))
+    o += 2 * N * 8
+    lki = st[o:o + 2 * N * 4].reshape((2 * N, 4))
+    o += 2 * N * 4
+    nd_f = fl[o:o + N * 2].reshape((N, 2))
+    o += N * 2
+    nd_i = st[o:o + N * 5].reshape((N, 5))
+    o += N * 5
+    NA = fl[o:o + N_A * N].reshape((N_A, N))
+    o += N_A * N
+    NI = st[o:o + 2 * N].reshape((2, N))
+    o += 2 * N
+    cache_i = st[o:o + N * N_C].reshape((N, N_C))
+    o += N * N_C
+    link_busy = fl[o:o + 2 * N]
+    o += 2 * N
+    dense_free = fl[o:o + D]
+    o += D
+    req_busy = fl[o:o + D]
+    o += D
+    node_state = fl[o:o + 15 * N].reshape((15, N))
+    o += 15 * N
+    row_hit = fl[o:o + N * S].reshape((N, S))
+    o += N * S
+    outstanding = st[o:o + N]
+    o += N
+    key_off = st[o:o + N * S].reshape((N, S))
+    return (G, F, lkf, lki, nd_f, nd_i, NA, NI, cache_i, link_busy, dense_free, req_busy,
+            node_state, row_hit, outstanding, key_off)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def tables(hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, req: np.ndarray
+           ) -> tuple[np.ndarray, ...]:
+    """The float and int views of the growable tables: ``hp_t, hp_s, mh_f, mh_i, sub_f,
+    sub_i, req_f, req_i``."""
+    return (hp.view(np.float64)[:, 0], hp[:, 1:4], mh.view(np.float64)[:, :, 0],
+            mh[:, :, 1:3], sub.view(np.float64)[:, :N_SF], sub[:, N_SF:],
+            req.view(np.float64)[:, :N_RF], req[:, N_RF:])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -254,7 +322,7 @@ def _relink(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray,
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def send(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray, lkf: np.ndarray,
+def _send(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray, lkf: np.ndarray,
          lki: np.ndarray, mh_f: np.ndarray, mh_i: np.ndarray, sub_f: np.ndarray,
          sub_i: np.ndarray, NA: np.ndarray, link_busy: np.ndarray, row_hit: np.ndarray,
          node_state: np.ndarray, outstanding: np.ndarray, node: int, sid: int, rid: int,
@@ -316,7 +384,7 @@ def _start_service(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndar
                    nd_f: np.ndarray, nd_i: np.ndarray, sub_i: np.ndarray, sub_f: np.ndarray,
                    NA: np.ndarray, NI: np.ndarray, cache_i: np.ndarray, keys: np.ndarray,
                    key_off: np.ndarray, row_hit: np.ndarray, node_state: np.ndarray,
-                   last1s: list[np.ndarray], alives: list[np.ndarray], node: int, sid: int,
+                   l1: np.ndarray, alive2: np.ndarray, node: int, sid: int,
                    ready: float) -> None:
     """``ShardSim._start_service`` with an LRU cache."""
     slot = sid & G[I_SMASK]
@@ -332,22 +400,27 @@ def _start_service(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndar
     if n_keys and cap:
         cache_i[node, C_STALE] = 0
         t = cache_i[node, C_TICK]
-        alive = alives[node]
         base = cache_i[node, C_BASE]
-        if t - base >= len(alive):  # LruRowCache._compact
+        alen = cache_i[node, C_ALEN]
+        row = alive2[node]
+        if t - base >= alen:  # LruRowCache._compact (room checked by run_segment)
             oldest = cache_i[node, C_OLD]
-            keep = alive[oldest - base: t - base]
-            size = max(64, 2 * len(keep) + 1)
-            new = np.zeros(size, dtype=np.int64)
-            new[: len(keep)] = keep
-            alives[node] = new
-            alive = new
+            a0 = oldest - base
+            keep = t - oldest
+            for j in range(keep):
+                row[j] = row[a0 + j]
+            alen = max(64, 2 * keep + 1)
+            for j in range(keep, alen):
+                row[j] = 0
+            cache_i[node, C_ALEN] = alen
             base = oldest
             cache_i[node, C_BASE] = base
         ks = sub_i[slot, U_KS]
-        misses, oldest, size = lru_access(last1s[node], alive, keys[ks: ks + n_keys],
-                                          key_off[node, shard], cache_i[node, C_OLD], base, t,
-                                          cap, cache_i[node, C_SIZE])
+        o1 = cache_i[node, C_L1OFF]
+        misses, oldest, size = lru_access(l1[o1:o1 + cache_i[node, C_NKEYS]], row[:alen],
+                                          keys[ks: ks + n_keys], key_off[node, shard],
+                                          cache_i[node, C_OLD], base, t, cap,
+                                          cache_i[node, C_SIZE])
         cache_i[node, C_OLD] = oldest
         cache_i[node, C_SIZE] = size
         cache_i[node, C_TICK] = t + 1
@@ -397,15 +470,15 @@ def _start_service(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndar
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def run_segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray,
+def _segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray,
                 lkf: np.ndarray, lki: np.ndarray, mh_f: np.ndarray, mh_i: np.ndarray,
                 nd_f: np.ndarray, nd_i: np.ndarray, sub_f: np.ndarray, sub_i: np.ndarray,
                 req_f: np.ndarray, req_i: np.ndarray, NA: np.ndarray, NI: np.ndarray,
                 cache_i: np.ndarray, link_busy: np.ndarray, dense_free: np.ndarray,
                 req_busy: np.ndarray, dense_buf: np.ndarray, lat_buf: np.ndarray,
                 keys: np.ndarray, key_off: np.ndarray, row_hit: np.ndarray,
-                node_state: np.ndarray, outstanding: np.ndarray, last1s: list[np.ndarray],
-                alives: list[np.ndarray], scratch: np.ndarray, drain: bool) -> None:
+                node_state: np.ndarray, outstanding: np.ndarray, l1: np.ndarray,
+                alive2: np.ndarray, scratch: np.ndarray, drain: bool) -> None:
     """Handle events until the next one is not a link, service or request completion; pop
     that one and return it (``G[I_RET] == RET_EVENT``, ``G[I_KIND]``, ``G[I_TGT]``, the
     time in ``F[F_NOW]``). Draining, stop (``RET_DONE``) when nothing is in the system; an
@@ -440,6 +513,14 @@ def run_segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray
             return
         kind = hp_s[0, 1]
         target = hp_s[0, 2]
+        if kind == SERVICE_DONE or (kind == LINK_DONE and not target & 1):
+            # room for the compaction of the node's LRU alive array (one access at most)
+            node = target if kind == SERVICE_DONE else target >> 1
+            t = cache_i[node, C_TICK]
+            if (cache_i[node, C_CAP] and t - cache_i[node, C_BASE] >= cache_i[node, C_ALEN]
+                    and max(64, 2 * (t - cache_i[node, C_OLD]) + 1) > alive2.shape[1]):
+                G[I_RET] = RET_GROW_ALIVE
+                return
         if kind == LINK_DONE:
             nl = lki[target, K_N]
             if G[I_HSIZE] + nl + 2 > hcap:
@@ -541,8 +622,8 @@ def run_segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray
                     if not busy and nd_i[node, E_QL] == 0 and qcap > 0:
                         sub_i[slot, U_STATE] = 2
                         _start_service(F, G, hp_t, hp_s, nd_f, nd_i, sub_i, sub_f, NA, NI,
-                                       cache_i, keys, key_off, row_hit, node_state, last1s,
-                                       alives, node, sid, arrive)
+                                       cache_i, keys, key_off, row_hit, node_state, l1,
+                                       alive2, node, sid, arrive)
                     elif nd_i[node, E_QL] + busy >= qcap:  # ShardSim._enqueue: overflow
                         node_state[7, node] -= sub_f[slot, S_EST]
                         nn = sub_i[slot, U_NODE]
@@ -555,7 +636,7 @@ def run_segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray
                         if not busy:
                             _start_service(F, G, hp_t, hp_s, nd_f, nd_i, sub_i, sub_f, NA,
                                            NI, cache_i, keys, key_off, row_hit, node_state,
-                                           last1s, alives, node, sid, arrive)
+                                           l1, alive2, node, sid, arrive)
                         else:
                             sub_f[slot, S_FF] = arrive
                             sub_i[slot, U_NEXT] = -1
@@ -585,7 +666,7 @@ def run_segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray
                 nd_i[node, E_QH] = sub_i[nxt & smask, U_NEXT]
                 nd_i[node, E_QL] -= 1
                 _start_service(F, G, hp_t, hp_s, nd_f, nd_i, sub_i, sub_f, NA, NI, cache_i,
-                               keys, key_off, row_hit, node_state, last1s, alives, node, nxt,
+                               keys, key_off, row_hit, node_state, l1, alive2, node, nxt,
                                sub_f[nxt & smask, S_FF])
         elif kind == REQUEST_DONE:
             r = target & rmask
@@ -605,3 +686,42 @@ def run_segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray
             G[I_KIND] = kind
             G[I_TGT] = target
             return
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def run_segment(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray,
+                req: np.ndarray, buf: np.ndarray, keys: np.ndarray, l1: np.ndarray,
+                alive2: np.ndarray, drain: bool) -> None:
+    """:func:`_segment` on the packed state (few arguments: a call costs less): ``st`` the
+    fixed state (:func:`unpack`), the growable tables (:func:`tables`), ``buf`` the
+    latencies (column 0) and dense jobs (1-3) recorded for Python, ``keys`` the
+    sub-requests' keys, ``l1`` the nodes' LRU ``last1`` arrays end to end, ``alive2`` their
+    ``alive`` arrays as rows."""
+    (G, F, lkf, lki, nd_f, nd_i, NA, NI, cache_i, link_busy, dense_free, req_busy,
+     node_state, row_hit, outstanding, key_off) = unpack(st)
+    hp_t, hp_s, mh_f, mh_i, sub_f, sub_i, req_f, req_i = tables(hp, mh, sub, req)
+    scratch = np.empty(mh.shape[1], dtype=np.int64)
+    _segment(F, G, hp_t, hp_s, lkf, lki, mh_f, mh_i, nd_f, nd_i, sub_f, sub_i, req_f, req_i,
+             NA, NI, cache_i, link_busy, dense_free, req_busy, buf[:, 1:4], buf[:, 0], keys,
+             key_off, row_hit, node_state, outstanding, l1, alive2, scratch, drain)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def send(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, node: int,
+         sid: int, rid: int, shard: int, n_keys: int, d_untracked: int, lookups: int,
+         tracked: int, key_start: int, req_bytes: float, resp_bytes: float) -> None:
+    """:func:`_send` on the packed state."""
+    v = unpack(st)
+    G, F, lkf, lki, NA, link_busy = v[0], v[1], v[2], v[3], v[6], v[9]
+    node_state, row_hit, outstanding = v[12], v[13], v[14]
+    hp_t, hp_s, mh_f, mh_i, sub_f, sub_i = tables(hp, mh, sub, sub)[:6]
+    _send(F, G, hp_t, hp_s, lkf, lki, mh_f, mh_i, sub_f, sub_i, NA, link_busy, row_hit,
+          node_state, outstanding, node, sid, rid, shard, n_keys, d_untracked, lookups,
+          tracked, key_start, req_bytes, resp_bytes)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def push_event(st: np.ndarray, hp: np.ndarray, t: float, kind: int, target: int) -> None:
+    """``EventQueue.push`` of an event (room checked by the caller)."""
+    G = st[:N_I]
+    schedule(G, hp.view(np.float64)[:, 0], hp[:, 1:4], t, kind, target)
