@@ -540,12 +540,6 @@ class CompiledShardSim(ShardSim):
         self._dense_jobs[k].append((start, start + spec.bottom_s))
         req = Request(self._next_req, now, now + self._sla[i], start + spec.bottom_s, fanout)
         self._next_req += 1
-        self._grow_reqs(req.id)
-        r = req.id & int(self._I[sg.I_RMASK])
-        self._req_f[r] = (req.arrival, req.deadline, req.inv_sla, req.bottom_done,
-                          req.gathered)
-        self._req_i[r] = (req.id, fanout, fanout, 0, 0, 1)
-        self._I[sg.I_NREQS] += 1
         self.req.arrived += 1
         self._sync_backlog(now)
         self._backlog_rate += req.inv_sla
@@ -558,21 +552,29 @@ class CompiledShardSim(ShardSim):
                     sub.d_untracked += k
                     sub.lookups += k
                     sub.req_bytes += k * id_bytes
-        # their keys (the rows of the sub-request table are written when each is sent)
+        # The request's row, its keys (the sub-requests' rows are written when each is sent)
+        # and the next arrival (ShardSim schedules it last, after the draws: the same seq).
         assert self._rel is not None
         rel, bl = self._rel
         self._rel = None
         n = bl[fanout]
         kw = self._key_room(n)
-        self._keys[kw:kw + n] = rel[:n]
+        created = self._created + fanout
+        nxt = i + 1 if created < self.budget and i + 1 < len(self._arrival) else -1
+        next_t = max(self._arrival[nxt], now) if nxt >= 0 else 0.0
+        while ret := sg.arrive(self._st, self._hp, self._req, self._keys, rel, kw, n, req.id,
+                               req.arrival, req.deadline, req.inv_sla, req.bottom_done, fanout,
+                               next_t, nxt):
+            if ret == 1:
+                self._grow_reqs(req.id)
+            else:
+                self._grow_heap(1)
         self._kw = kw + n
         for s, sub in enumerate(subs):
             sub.flow_seq = kw + bl[s]  # (unused until sent) where its keys start
         self._fanout.extend(subs)
-        self._created += fanout
-        if self._created < self.budget and i + 1 < len(self._arrival):
-            self._schedule(max(self._arrival[i + 1], now), ARRIVAL, i + 1)
-        else:
+        self._created = created
+        if nxt < 0:
             self._arrivals_left = False
 
     def _send(self, sub: SubRequest, node: int) -> None:
@@ -580,15 +582,15 @@ class CompiledShardSim(ShardSim):
         key_start = sub.flow_seq  # (see _on_arrival)
         sub.node = node
         sub.state = 1
-        if self._sub_i[sid & self._mvI[sg.I_SMASK], sg.U_STATE] < 4:
-            self._grow_subs(sid)
-        if self._mvI[sg.I_HSIZE] + 2 > len(self._hp):
-            self._grow_heap(2)
-        if self._lki[2 * node, sg.K_MH] + 1 > self._mh.shape[1]:
-            self._grow_msg()
-        sg.send(self._st, self._hp, self._mh, self._sub, node, sid, sub.req.id, sub.shard,
-                sub.d_tracked, sub.d_untracked, sub.lookups, sub.tracked_lookups, key_start,
-                sub.req_bytes, sub.resp_bytes)
+        while ret := sg.send(self._st, self._hp, self._mh, self._sub, node, sid, sub.req.id,
+                             sub.shard, sub.d_tracked, sub.d_untracked, sub.lookups,
+                             sub.tracked_lookups, key_start, sub.req_bytes, sub.resp_bytes):
+            if ret == 1:
+                self._grow_subs(sid)
+            elif ret == 2:
+                self._grow_heap(2)
+            else:
+                self._grow_msg()
         self.link_bytes_sent[node] = self._mv_lbs[node]
         self._link_busy_max = self._mvF[sg.F_LBMAX]
 

@@ -709,15 +709,23 @@ def run_segment(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray,
 @njit(cache=True, nogil=True, error_model="numpy")
 def send(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, node: int,
          sid: int, rid: int, shard: int, n_keys: int, d_untracked: int, lookups: int,
-         tracked: int, key_start: int, req_bytes: float, resp_bytes: float) -> None:
-    """:func:`_send` on the packed state."""
+         tracked: int, key_start: int, req_bytes: float, resp_bytes: float) -> int:
+    """:func:`_send` on the packed state. Returns 0, or (nothing done) 1 when the
+    sub-request's slot is taken, 2 when the event heap, 3 when the link's messages are full."""
+    if sub[sid & st[I_SMASK], N_SF + U_STATE] < 4:
+        return 1
+    if st[I_HSIZE] + 2 > hp.shape[0]:
+        return 2
     v = unpack(st)
     G, F, lkf, lki, NA, link_busy = v[0], v[1], v[2], v[3], v[6], v[9]
     node_state, row_hit, outstanding = v[12], v[13], v[14]
+    if lki[2 * node, K_MH] + 1 > mh.shape[1]:
+        return 3
     hp_t, hp_s, mh_f, mh_i, sub_f, sub_i = tables(hp, mh, sub, sub)[:6]
     _send(F, G, hp_t, hp_s, lkf, lki, mh_f, mh_i, sub_f, sub_i, NA, link_busy, row_hit,
           node_state, outstanding, node, sid, rid, shard, n_keys, d_untracked, lookups,
           tracked, key_start, req_bytes, resp_bytes)
+    return 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -725,3 +733,35 @@ def push_event(st: np.ndarray, hp: np.ndarray, t: float, kind: int, target: int)
     """``EventQueue.push`` of an event (room checked by the caller)."""
     G = st[:N_I]
     schedule(G, hp.view(np.float64)[:, 0], hp[:, 1:4], t, kind, target)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def arrive(st: np.ndarray, hp: np.ndarray, req: np.ndarray, keys: np.ndarray,
+           rel: np.ndarray, kw: int, n: int, rid: int, arrival: float, deadline: float,
+           inv_sla: float, bottom_done: float, fanout: int, next_t: float, next_i: int) -> int:
+    """The array part of an arrival: the request's row, its keys ``rel[:n]`` at ``kw`` in
+    ``keys``, and the next arrival's event (none when ``next_i < 0``). Returns 0, or (nothing
+    done) 1 when the request's slot is taken, 2 when the event heap is full."""
+    G = st[:N_I]
+    r = rid & G[I_RMASK]
+    if req[r, N_RF + Q_LIVE]:
+        return 1
+    if next_i >= 0 and G[I_HSIZE] + 1 > hp.shape[0]:
+        return 2
+    rf = req.view(np.float64)
+    rf[r, R_ARR] = arrival
+    rf[r, R_DL] = deadline
+    rf[r, R_INV] = inv_sla
+    rf[r, R_BOT] = bottom_done
+    rf[r, R_GATH] = arrival
+    req[r, N_RF + Q_ID] = rid
+    req[r, N_RF + Q_FAN] = fanout
+    req[r, N_RF + Q_LEFT] = fanout
+    req[r, N_RF + Q_RES] = 0
+    req[r, N_RF + Q_FAILED] = 0
+    req[r, N_RF + Q_LIVE] = 1
+    G[I_NREQS] += 1
+    keys[kw:kw + n] = rel[:n]
+    if next_i >= 0:
+        schedule(G, hp.view(np.float64)[:, 0], hp[:, 1:4], next_t, 0, next_i)
+    return 0
