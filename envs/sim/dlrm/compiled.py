@@ -442,8 +442,6 @@ class CompiledShardSim(ShardSim):
         F[sg.F_RATE] = self._backlog_rate
         F[sg.F_BT] = self._backlog_t
         G[sg.I_REQDF] = self.req.dropped_failed
-        self._dense_free_a[:] = self.dense_free
-        self._req_busy_a[:] = self.req.busy_s
         while True:
             sg.run_segment(self._st, self._hp, self._mh, self._sub, self._req, self._buf,
                            self._keys, self._l1, self._alive2, drain)
@@ -537,6 +535,8 @@ class CompiledShardSim(ShardSim):
         start = max(now, self.dense_free[k])
         self.dense_free[k] = start + spec.bottom_s
         self.req.busy_s[k] += spec.bottom_s
+        self._dense_free_a[k] = self.dense_free[k]  # (the kernel's copies)
+        self._req_busy_a[k] = self.req.busy_s[k]
         self._dense_jobs[k].append((start, start + spec.bottom_s))
         req = Request(self._next_req, now, now + self._sla[i], start + spec.bottom_s, fanout)
         self._next_req += 1
