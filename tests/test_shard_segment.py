@@ -22,7 +22,7 @@ import envs  # noqa: F401  (registers the ids)
 from envs.sim.dlrm import ShardSim, kernels
 from envs.sim.dlrm.compiled import CompiledShardSim, eligible
 from envs.sim.jit import INSTALLED
-from tests.test_shard_compiled_episodes import _episode
+from tests.test_shard_compiled_episodes import _episode, _final_state
 
 pytestmark = pytest.mark.skipif(not INSTALLED, reason="numba not installed")
 
@@ -114,6 +114,43 @@ def test_only_what_the_kernel_implements_is_compiled(monkeypatch: pytest.MonkeyP
     assert _sim_class("ldsgym/ShardRouting-Faults-v0", {}) is ShardSim
     assert _sim_class("ldsgym/ShardRouting-v0", {"cache_policy": "lfu"}) is ShardSim
     env: Any = gym.make("ldsgym/ShardRouting-v0").unwrapped
-    assert not eligible(env.layout, (), None, dynamic=True)  # replicas that move
+    assert eligible(env.layout, (), None, dynamic=True)  # replicas that move: compiled
     monkeypatch.setattr(kernels, "AVAILABLE", False)
     assert not eligible(env.layout, (), None, dynamic=False)
+
+
+def _placement_episode(env_id: str, kwargs: dict[str, Any], seed: int) -> list[object]:
+    """A whole ShardPlacement episode of random toggles (replicas added and dropped, so
+    migrations finish among the other messages) and no-ops, and the final state."""
+    env: Any = gym.make(env_id, **kwargs).unwrapped
+    obs, info = env.reset(seed=seed)
+    out: list[object] = [({k: v.tobytes() for k, v in obs.items()}, repr(sorted(info.items())))]
+    rng = np.random.default_rng(seed)
+    trunc = False
+    while not trunc:
+        valid = np.flatnonzero(env.action_masks())
+        a = int(valid[int(rng.integers(len(valid)))]) if rng.random() < 0.6 else 0
+        obs, r, _, trunc, info = env.step(a)
+        out.append(({k: v.tobytes() for k, v in obs.items()}, repr(r),
+                    repr(sorted(info.items()))))
+    out.append(_final_state(env))
+    out.append((env.sim.migrations, env.sim.migrations_failed, env.sim.migration_bytes,
+                env.sim.holds.tobytes(), [list(r) for r in env.sim.replicas]))
+    return out
+
+
+@pytest.mark.parametrize("env_id", ["ldsgym/ShardPlacement-v0", "ldsgym/ShardPlacement-Drift-v0",
+                                    "ldsgym/ShardPlacement-Tiers-v0"])
+def test_placement_episodes_are_the_reference(env_id: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    kwargs = {"episode_queries": 2400}
+    monkeypatch.setattr(kernels, "AVAILABLE", True)
+    assert _sim_class(env_id, kwargs) is CompiledShardSim
+    compiled = _placement_episode(env_id, kwargs, 6)
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    assert _sim_class(env_id, kwargs) is ShardSim
+    reference = _placement_episode(env_id, kwargs, 6)
+    assert len(compiled) == len(reference)
+    for i, (c, r) in enumerate(zip(compiled, reference, strict=True)):
+        assert c == r, f"{env_id}: step {i} differs"
+    assert compiled[-1][0] > 10  # type: ignore[index]  (migrations happened)

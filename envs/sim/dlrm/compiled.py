@@ -9,9 +9,10 @@ stay in the reference's Python handlers, called in the same order, so the random
 every result are the same to the bit (``tests/test_shard_segment.py`` checks whole episodes
 against the reference, which ``LDSGYM_NO_JIT=1`` runs).
 
-It covers the configurations the kernel implements: an LRU row cache, static replicas, no
-scheduled or random faults (stragglers are fine). :func:`make_shard_sim` picks it for those
-when numba is there, else the reference.
+It covers the configurations the kernel implements: an LRU row cache, no scheduled or random
+faults (stragglers are fine; replicas may move: a link completion that finishes a migration is
+handled in Python, with the reference's ``_finish_migration``). :func:`make_shard_sim` picks it
+for those when numba is there, else the reference.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from envs.sim.dlrm import segment as sg
 from envs.sim.dlrm.cluster import ARRIVAL, STRAGGLER, ShardSim
 from envs.sim.dlrm.layout import ShardLayout
 from envs.sim.dlrm.pslink import PsLink
-from envs.sim.dlrm.records import Request, SubRequest
+from envs.sim.dlrm.records import Migration, Request, SubRequest
 from envs.sim.dlrm.rowcache import LruRowCache
 from envs.sim.dlrm.spec import FaultEvent, RandomDisruption
 from envs.sim.packing import Ints, unpack
@@ -35,8 +36,9 @@ from envs.sim.packing import Ints, unpack
 def eligible(layout: ShardLayout, faults: Sequence[FaultEvent],
              random_faults: RandomDisruption | None, dynamic: bool) -> bool:
     """Whether :class:`CompiledShardSim` implements this configuration (and numba is on)."""
-    return (kernels.AVAILABLE and layout.spec.cache_policy == "lru" and not dynamic
-            and not faults and (random_faults is None or random_faults.rate_hz <= 0))
+    del dynamic  # (replicas that move are fine: migrations finish in Python)
+    return (kernels.AVAILABLE and layout.spec.cache_policy == "lru" and not faults
+            and (random_faults is None or random_faults.rate_hz <= 0))
 
 
 def make_shard_sim(layout: ShardLayout, arrival_s: np.ndarray, sla_s: np.ndarray, budget: int,
@@ -159,6 +161,7 @@ class CompiledShardSim(ShardSim):
             assert type(c) is LruRowCache
             cache_i[n, :6] = (c.oldest, c._base, c.tick, c.size, c.capacity, c._stale)
         self._bind_caches(old._l1 if isinstance(old, CompiledShardSim) else None)
+        self._migs: list[Migration] = []  # by id: -1 - index
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -349,9 +352,18 @@ class CompiledShardSim(ShardSim):
         self._mh = mh
         self._bind_tables()
 
+    def _alive_room(self, node: int) -> None:
+        """Room in ``node``'s alive row for the compaction of its next access."""
+        c = self._cache_i[node]
+        t = int(c[sg.C_TICK])
+        if (c[sg.C_CAP] and t - c[sg.C_BASE] >= c[sg.C_ALEN]
+                and max(64, 2 * (t - int(c[sg.C_OLD])) + 1) > self._alive2.shape[1]):
+            self._grow_alive()
+
     def _grow_alive(self) -> None:
         c = self._cache_i
-        need = np.maximum(64, 2 * (c[:, sg.C_TICK] - c[:, sg.C_OLD]) + 1).max()
+        need = max(int(np.maximum(64, 2 * (c[:, sg.C_TICK] - c[:, sg.C_OLD]) + 1).max()),
+                   int(c[:, sg.C_ALEN].max()))
         width = max(2 * self._alive2.shape[1], 2 * int(need))
         alive2 = np.zeros((len(c), width), dtype=np.int64)
         alive2[:, :self._alive2.shape[1]] = self._alive2
@@ -452,6 +464,8 @@ class CompiledShardSim(ShardSim):
                 self._grow_msg()
             elif ret == sg.RET_GROW_ALIVE:
                 self._grow_alive()
+            elif ret == sg.RET_MIGRATION:
+                self._migration_link_done(int(G[sg.I_TGT]))
             elif ret == sg.RET_FLUSH:
                 self._flush()
                 need = int(self._lki[:, sg.K_N].max()) + 1
@@ -613,6 +627,62 @@ class CompiledShardSim(ShardSim):
         if row[sg.Q_RES] == row[sg.Q_FAN] and row[sg.Q_LIVE]:
             row[sg.Q_LIVE] = 0
             self._I[sg.I_NREQS] -= 1
+
+    # ------------------------------------------------------------------ placement
+    def add_replica(self, shard: int, node: int, warm: np.ndarray | None = None) -> None:
+        """:meth:`ShardSim.add_replica`, the migration's message on the arrays' link."""
+        if not self.dynamic:
+            raise ValueError("replicas are static; build the simulator with dynamic=True")
+        nd = self.nodes[node]
+        if self.holds[node, shard] or self.loading[node, shard] or nd.down or nd.link_down:
+            raise ValueError(f"node {node} cannot start loading shard {shard} now")
+        mig = Migration(shard, node, warm)
+        nbytes = self.migration_bytes_of(shard, warm)
+        self.loading[node, shard] = True
+        self.topology_version += 1
+        self._migrating.setdefault(node, []).append(mig)
+        self.migrations += 1
+        self.migration_bytes += nbytes
+        mid = -1 - len(self._migs)
+        self._migs.append(mig)
+        while ret := sg.link_send(self._st, self._hp, self._mh, self._sub, node, mid, nbytes):
+            if ret == 2:
+                self._grow_heap(1)
+            else:
+                self._grow_msg()
+        self.link_bytes_sent[node] = self._mv_lbs[node]
+        self._link_busy_max = self._mvF[sg.F_LBMAX]
+
+    def _migration_link_done(self, lid: int) -> None:
+        """A down link's completion (popped by the kernel, its room checked) that finishes a
+        migration: ShardSim._on_link_done in the same order, the migrations by
+        ShardSim._finish_migration on the caches' objects."""
+        node = lid >> 1
+        arrive = self._mvF[sg.F_NOW] + float(self._lkf[lid, sg.L_FIXED])
+        out = np.empty(self._mh.shape[1], dtype=np.int64)
+        n = sg.link_done_pop(self._st, self._mh, self._sub, lid, out)
+        for mid in out[:n].tolist():
+            if mid < 0:
+                self.sync_objects()
+                self._finish_migration(self._migs[-1 - mid])
+                self._reload_cache(node)
+            else:
+                self._alive_room(node)
+                sg.at_node(self._st, self._hp, self._sub, self._req, self._keys, self._l1,
+                           self._alive2, node, mid, arrive)
+        sg.relink(self._st, self._hp, self._mh, self._sub, lid)
+
+    def _reload_cache(self, n: int) -> None:
+        """Node ``n``'s cache object (warmed in Python) back into the arrays."""
+        c = cast(LruRowCache, self.nodes[n].cache)
+        self._cache_i[n, :6] = (c.oldest, c._base, c.tick, c.size, c.capacity, c._stale)
+        k = len(c._alive)
+        if k > self._alive2.shape[1]:
+            alive2 = np.zeros((len(self._alive2), 2 * k), dtype=np.int64)
+            alive2[:, :self._alive2.shape[1]] = self._alive2
+            self._alive2 = alive2
+        self._alive2[n, :k] = c._alive
+        self._cache_i[n, sg.C_ALEN] = k
 
     # ------------------------------------------------------------------ reading
     def busy_ahead_s(self, now: float) -> tuple[float, float]:

@@ -36,10 +36,12 @@ N_F = 9
  I_D) = range(24)
 N_I = 24
 # return codes (G[I_RET])
-RET_EVENT, RET_DONE, RET_EMPTY, RET_GROW_HEAP, RET_GROW_MSG, RET_FLUSH, RET_GROW_ALIVE = range(7)
-# links, floats (2N, 8) and ints (2N, 4); link id = 2 * node + up
+(RET_EVENT, RET_DONE, RET_EMPTY, RET_GROW_HEAP, RET_GROW_MSG, RET_FLUSH, RET_GROW_ALIVE,
+ RET_MIGRATION) = range(8)
+# links, floats (2N, 8) and ints (2N, 5); link id = 2 * node + up; K_MIG: migrations on it
+# (messages with ids < 0: -1 - their index in CompiledShardSim's list)
 L_BPS, L_FIXED, L_FACTOR, L_V, L_T, L_BUSY, L_BYTES, L_SUMF = range(8)
-K_N, K_SEQ, K_EV, K_MH = range(4)
+K_N, K_SEQ, K_EV, K_MH, K_MIG = range(5)
 # nodes, floats (N, 2) and ints (N, 5)
 D_SLOW, D_SVC = range(2)
 E_SERV, E_EV, E_QH, E_QT, E_QL = range(5)
@@ -69,7 +71,7 @@ N_RF, N_RI = 5, 6
 
 def state_size(N: int, S: int, D: int) -> int:
     """int64 words of the fixed state (:func:`unpack`)."""
-    return (N_I + N_F + 2 * N * 8 + 2 * N * 4 + N * 2 + N * 5 + N_A * N + 2 * N + N * N_C
+    return (N_I + N_F + 2 * N * 8 + 2 * N * 5 + N * 2 + N * 5 + N_A * N + 2 * N + N * N_C
             + 2 * N + 2 * D + 15 * N + N * S + N + N * S)
 
 
@@ -87,8 +89,8 @@ def unpack(st: np.ndarray) -> tuple[np.ndarray, ...]:
     o += N_F
     lkf = fl[o:o + 2 * N * 8].reshape((2 * N, 8))
     o += 2 * N * 8
-    lki = st[o:o + 2 * N * 4].reshape((2 * N, 4))
-    o += 2 * N * 4
+    lki = st[o:o + 2 * N * 5].reshape((2 * N, 5))
+    o += 2 * N * 5
     nd_f = fl[o:o + N * 2].reshape((N, 2))
     o += N * 2
     nd_i = st[o:o + N * 5].reshape((N, 5))
@@ -240,6 +242,8 @@ def _mh_pop(mh_f: np.ndarray, mh_i: np.ndarray, lki: np.ndarray, lid: int) -> No
 def _mh_stale(mh_i: np.ndarray, sub_i: np.ndarray, smask: int, lid: int) -> bool:
     """The top message's entry is not its current flow (aborted)."""
     sid = mh_i[lid, 0, 1]
+    if sid < 0:  # a migration (never aborted here: no faults)
+        return False
     slot = sid & smask
     return sub_i[slot, U_ID] != sid or sub_i[slot, U_FSEQ] != mh_i[lid, 0, 0]
 
@@ -259,8 +263,11 @@ def _link_add(F: np.ndarray, lkf: np.ndarray, lki: np.ndarray, mh_f: np.ndarray,
     finish = lkf[lid, L_V] + nbytes
     seq = lki[lid, K_SEQ] + 1
     lki[lid, K_SEQ] = seq
-    sub_i[slot, U_FSEQ] = seq
-    sub_f[slot, S_FF] = finish
+    if sid >= 0:
+        sub_i[slot, U_FSEQ] = seq
+        sub_f[slot, S_FF] = finish
+    else:
+        lki[lid, K_MIG] += 1
     _mh_push(mh_f, mh_i, lki, lid, finish, seq, sid)
     lki[lid, K_N] = n + 1
     lkf[lid, L_BYTES] += nbytes
@@ -470,6 +477,64 @@ def _start_service(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndar
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _at_node(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray,
+             nd_f: np.ndarray, nd_i: np.ndarray, sub_f: np.ndarray, sub_i: np.ndarray,
+             req_f: np.ndarray, req_i: np.ndarray, NA: np.ndarray, NI: np.ndarray,
+             cache_i: np.ndarray, keys: np.ndarray, key_off: np.ndarray, row_hit: np.ndarray,
+             node_state: np.ndarray, outstanding: np.ndarray, l1: np.ndarray,
+             alive2: np.ndarray, node: int, sid: int, slot: int, arrive: float) -> None:
+    """A sub-request reaches its node at ``arrive``: ShardSim._on_link_done's start of an
+    idle node's service, or ShardSim._enqueue."""
+    qcap = G[I_QCAP]
+    smask = G[I_SMASK]
+    busy = nd_i[node, E_SERV] >= 0
+    if not busy and nd_i[node, E_QL] == 0 and qcap > 0:
+        sub_i[slot, U_STATE] = 2
+        _start_service(F, G, hp_t, hp_s, nd_f, nd_i, sub_i, sub_f, NA, NI,
+                       cache_i, keys, key_off, row_hit, node_state, l1,
+                       alive2, node, sid, arrive)
+    elif nd_i[node, E_QL] + busy >= qcap:  # ShardSim._enqueue: overflow
+        node_state[7, node] -= sub_f[slot, S_EST]
+        nn = sub_i[slot, U_NODE]
+        if nn >= 0:
+            outstanding[nn] -= 1
+        G[I_OVF] += 1
+        _fail_sub(F, G, sub_i, req_f, req_i, slot)
+    else:
+        sub_i[slot, U_STATE] = 2
+        if not busy:
+            _start_service(F, G, hp_t, hp_s, nd_f, nd_i, sub_i, sub_f, NA,
+                           NI, cache_i, keys, key_off, row_hit, node_state,
+                           l1, alive2, node, sid, arrive)
+        else:
+            sub_f[slot, S_FF] = arrive
+            sub_i[slot, U_NEXT] = -1
+            if nd_i[node, E_QL] == 0:
+                nd_i[node, E_QH] = sid
+            else:
+                sub_i[nd_i[node, E_QT] & smask, U_NEXT] = sid
+            nd_i[node, E_QT] = sid
+            nd_i[node, E_QL] += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _migration_done(lkf: np.ndarray, lki: np.ndarray, mh_f: np.ndarray, mh_i: np.ndarray,
+                    lid: int, now: float) -> bool:
+    """Whether a migration is among the messages that ``lid``'s completion at ``now`` pops
+    (those with finish <= v + eps after the link's sync, as :func:`_link_done_pop`)."""
+    n = lki[lid, K_N]
+    v = lkf[lid, L_V]
+    dt = now - lkf[lid, L_T]
+    if dt > 0.0 and n:
+        v += dt * lkf[lid, L_BPS] * lkf[lid, L_FACTOR] / n
+    limit = v + _EPS_BYTES
+    for j in range(lki[lid, K_MH]):
+        if mh_i[lid, j, 1] < 0 and mh_f[lid, j] <= limit:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray,
                 lkf: np.ndarray, lki: np.ndarray, mh_f: np.ndarray, mh_i: np.ndarray,
                 nd_f: np.ndarray, nd_i: np.ndarray, sub_f: np.ndarray, sub_i: np.ndarray,
@@ -483,12 +548,12 @@ def _segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray,
     that one and return it (``G[I_RET] == RET_EVENT``, ``G[I_KIND]``, ``G[I_TGT]``, the
     time in ``F[F_NOW]``). Draining, stop (``RET_DONE``) when nothing is in the system; an
     empty heap gives ``RET_EMPTY``; a full array ``RET_GROW_*``/``RET_FLUSH`` (before the
-    event that would not fit: grow or flush and call again)."""
+    event that would not fit: grow or flush and call again); a link completion that finishes
+    a migration ``RET_MIGRATION`` (popped: Python handles it)."""
     smask = G[I_SMASK]
     rmask = G[I_RMASK]
     hcap = hp_t.shape[0]
     mcap = mh_f.shape[1]
-    qcap = G[I_QCAP]
     top_s = F[F_TOP]
     n_dense = dense_free.shape[0]
     while True:
@@ -529,6 +594,17 @@ def _segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray,
             if G[I_DENN] + nl > dense_buf.shape[0] or nl > scratch.shape[0]:
                 G[I_RET] = RET_FLUSH
                 return
+            if lki[target, K_MIG] and _migration_done(lkf, lki, mh_f, mh_i, target,
+                                                       hp_t[0]):
+                # Python finishes the migration among the messages (pops the event here)
+                now = hp_t[0]
+                _heap_pop(G, hp_t, hp_s)
+                F[F_NOW] = now
+                G[I_EVH] += 1
+                G[I_RET] = RET_MIGRATION
+                G[I_KIND] = kind
+                G[I_TGT] = target
+                return
         elif kind == SERVICE_DONE:
             if G[I_HSIZE] + 2 > hcap:
                 G[I_RET] = RET_GROW_HEAP
@@ -568,7 +644,10 @@ def _segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray,
                     break
                 sid = mh_i[lid, 0, 1]
                 _mh_pop(mh_f, mh_i, lki, lid)
-                sub_i[sid & smask, U_FSEQ] = 0
+                if sid >= 0:
+                    sub_i[sid & smask, U_FSEQ] = 0
+                else:
+                    lki[lid, K_MIG] -= 1
                 n -= 1
                 sum_finish -= f
                 scratch[nd] = sid
@@ -618,34 +697,9 @@ def _segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray,
                             req_i[r, Q_LIVE] = 0
                             G[I_NREQS] -= 1
                 else:
-                    busy = nd_i[node, E_SERV] >= 0
-                    if not busy and nd_i[node, E_QL] == 0 and qcap > 0:
-                        sub_i[slot, U_STATE] = 2
-                        _start_service(F, G, hp_t, hp_s, nd_f, nd_i, sub_i, sub_f, NA, NI,
-                                       cache_i, keys, key_off, row_hit, node_state, l1,
-                                       alive2, node, sid, arrive)
-                    elif nd_i[node, E_QL] + busy >= qcap:  # ShardSim._enqueue: overflow
-                        node_state[7, node] -= sub_f[slot, S_EST]
-                        nn = sub_i[slot, U_NODE]
-                        if nn >= 0:
-                            outstanding[nn] -= 1
-                        G[I_OVF] += 1
-                        _fail_sub(F, G, sub_i, req_f, req_i, slot)
-                    else:
-                        sub_i[slot, U_STATE] = 2
-                        if not busy:
-                            _start_service(F, G, hp_t, hp_s, nd_f, nd_i, sub_i, sub_f, NA,
-                                           NI, cache_i, keys, key_off, row_hit, node_state,
-                                           l1, alive2, node, sid, arrive)
-                        else:
-                            sub_f[slot, S_FF] = arrive
-                            sub_i[slot, U_NEXT] = -1
-                            if nd_i[node, E_QL] == 0:
-                                nd_i[node, E_QH] = sid
-                            else:
-                                sub_i[nd_i[node, E_QT] & smask, U_NEXT] = sid
-                            nd_i[node, E_QT] = sid
-                            nd_i[node, E_QL] += 1
+                    _at_node(F, G, hp_t, hp_s, nd_f, nd_i, sub_f, sub_i, req_f, req_i, NA, NI,
+                             cache_i, keys, key_off, row_hit, node_state, outstanding, l1,
+                             alive2, node, sid, slot, arrive)
             _relink(F, G, hp_t, hp_s, lkf, lki, mh_f, mh_i, sub_i, link_busy, node_state,
                     lid)
         elif kind == SERVICE_DONE:
@@ -764,4 +818,92 @@ def arrive(st: np.ndarray, hp: np.ndarray, req: np.ndarray, keys: np.ndarray,
     keys[kw:kw + n] = rel[:n]
     if next_i >= 0:
         schedule(G, hp.view(np.float64)[:, 0], hp[:, 1:4], next_t, 0, next_i)
+    return 0
+
+
+# ---------------------------------------------------------------------- migrations (Python)
+# A link completion that finishes a migration is handled by CompiledShardSim in Python, in
+# the reference's order: pop the finished messages, then each (a migration by ShardSim's
+# _finish_migration, a sub-request by at_node), then relink.
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def link_done_pop(st: np.ndarray, mh: np.ndarray, sub: np.ndarray, lid: int,
+                  out: np.ndarray) -> int:
+    """The messages that ``lid``'s completion at now pops (into ``out``; their count)."""
+    v = unpack(st)
+    G, F, lkf, lki = v[0], v[1], v[2], v[3]
+    mh_f, mh_i = mh.view(np.float64)[:, :, 0], mh[:, :, 1:3]
+    sub_i = sub[:, N_SF:]
+    smask = G[I_SMASK]
+    now = F[F_NOW]
+    lki[lid, K_EV] = 0
+    n = lki[lid, K_N]
+    dt = now - lkf[lid, L_T]
+    if dt > 0.0 and n:
+        lkf[lid, L_V] += dt * lkf[lid, L_BPS] * lkf[lid, L_FACTOR] / n
+        lkf[lid, L_BUSY] += dt
+    lkf[lid, L_T] = now
+    limit = lkf[lid, L_V] + _EPS_BYTES
+    sum_finish = lkf[lid, L_SUMF]
+    nd = 0
+    while lki[lid, K_MH] > 0:
+        if _mh_stale(mh_i, sub_i, smask, lid):
+            _mh_pop(mh_f, mh_i, lki, lid)
+            continue
+        f = mh_f[lid, 0]
+        if f > limit:
+            break
+        sid = mh_i[lid, 0, 1]
+        _mh_pop(mh_f, mh_i, lki, lid)
+        if sid >= 0:
+            sub_i[sid & smask, U_FSEQ] = 0
+        else:
+            lki[lid, K_MIG] -= 1
+        n -= 1
+        sum_finish -= f
+        out[nd] = sid
+        nd += 1
+    lki[lid, K_N] = n
+    lkf[lid, L_SUMF] = 0.0 if n == 0 else sum_finish
+    return nd
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def at_node(st: np.ndarray, hp: np.ndarray, sub: np.ndarray, req: np.ndarray,
+            keys: np.ndarray, l1: np.ndarray, alive2: np.ndarray, node: int, sid: int,
+            arrive: float) -> None:
+    """:func:`_at_node` on the packed state (room checked by run_segment before)."""
+    v = unpack(st)
+    G = v[0]
+    _at_node(v[1], G, hp.view(np.float64)[:, 0], hp[:, 1:4], v[4], v[5],
+             sub.view(np.float64)[:, :N_SF], sub[:, N_SF:], req.view(np.float64)[:, :N_RF],
+             req[:, N_RF:], v[6], v[7], v[8], keys, v[15], v[13], v[12], v[14], l1, alive2,
+             node, sid, sid & G[I_SMASK], arrive)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def relink(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, lid: int) -> None:
+    """:func:`_relink` on the packed state (room checked by the caller)."""
+    v = unpack(st)
+    hp_t, hp_s, mh_f, mh_i, _, sub_i = tables(hp, mh, sub, sub)[:6]
+    _relink(v[1], v[0], hp_t, hp_s, v[2], v[3], mh_f, mh_i, sub_i, v[9], v[12], lid)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def link_send(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, node: int,
+              mid: int, nbytes: float) -> int:
+    """``link.add(now, nbytes, migration)`` on ``node``'s down link, then relink (``mid``
+    < 0). Returns 0, or (nothing done) 2 when the event heap, 3 when the link's messages
+    are full."""
+    if st[I_HSIZE] + 1 > hp.shape[0]:
+        return 2
+    v = unpack(st)
+    F, lkf, lki, NA = v[1], v[2], v[3], v[6]
+    if lki[2 * node, K_MH] + 1 > mh.shape[1]:
+        return 3
+    hp_t, hp_s, mh_f, mh_i, sub_f, sub_i = tables(hp, mh, sub, sub)[:6]
+    NA[A_LBS, node] += nbytes
+    _link_add(F, lkf, lki, mh_f, mh_i, sub_f, sub_i, 2 * node, nbytes, mid, 0)
+    _relink(F, v[0], hp_t, hp_s, lkf, lki, mh_f, mh_i, sub_i, v[9], v[12], 2 * node)
     return 0
