@@ -5,8 +5,9 @@ Whole episodes (every observation, reward, ``info``, mask, and the final state a
 the random stream's position included) on the compiled loop and on the reference, which
 ``kernels.AVAILABLE = False`` (as ``LDSGYM_NO_JIT=1``) selects; the configurations push the
 paths the kernel implements: queues that overflow, tables, heaps and key store that grow, many
-requests in flight, row-wise sharding, per-node tiers, 16 nodes, the request-aware entries, and
-a pickled copy mid-episode.
+requests in flight, row-wise sharding, per-node tiers, 16 nodes, the request-aware entries,
+scheduled slowdowns of nodes and links, replicas that move (ShardPlacement), and a pickled
+copy mid-episode.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ _CASES = [
     ("ldsgym/ShardRouting-Tiers-v0", {}),
     ("ldsgym/ShardRouting-16N-v0", {"load": 1.2}),
     ("ldsgym/ShardRouting-RequestAware-v0", {"load": 1.1}),
+    ("ldsgym/ShardRouting-Slowdowns-v0", {"load": 1.2}),  # nodes and links slowed down
+    ("ldsgym/ShardRouting-Hetero-v0", {}),
 ]
 
 
@@ -109,9 +112,11 @@ def test_pickled_mid_episode_goes_on_as_the_reference(monkeypatch: pytest.Monkey
 def test_only_what_the_kernel_implements_is_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernels, "AVAILABLE", True)
     assert _sim_class("ldsgym/ShardRouting-v0", {}) is CompiledShardSim
-    # faults, random faults and LFU caches stay on the reference
-    assert _sim_class("ldsgym/ShardRouting-Slowdowns-v0", {}) is ShardSim
+    # failures (scheduled or random) and LFU caches stay on the reference; slowdowns do not
+    assert _sim_class("ldsgym/ShardRouting-Slowdowns-v0", {}) is CompiledShardSim
     assert _sim_class("ldsgym/ShardRouting-Faults-v0", {}) is ShardSim
+    fail = [{"start_ms": 3, "duration_ms": 25, "target": 1, "kind": "link", "mode": "fail"}]
+    assert _sim_class("ldsgym/ShardRouting-v0", {"faults": fail}) is ShardSim
     assert _sim_class("ldsgym/ShardRouting-v0", {"cache_policy": "lfu"}) is ShardSim
     env: Any = gym.make("ldsgym/ShardRouting-v0").unwrapped
     assert eligible(env.layout, (), None, dynamic=True)  # replicas that move: compiled

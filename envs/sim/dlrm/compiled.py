@@ -9,9 +9,10 @@ stay in the reference's Python handlers, called in the same order, so the random
 every result are the same to the bit (``tests/test_shard_segment.py`` checks whole episodes
 against the reference, which ``LDSGYM_NO_JIT=1`` runs).
 
-It covers the configurations the kernel implements: an LRU row cache, no scheduled or random
-faults (stragglers are fine; replicas may move: a link completion that finishes a migration is
-handled in Python, with the reference's ``_finish_migration``). :func:`make_shard_sim` picks it
+It covers the configurations the kernel implements: an LRU row cache, no failures (scheduled
+or random; stragglers and scheduled slowdowns of nodes and links are fine), replicas static or
+moving (a link completion that finishes a migration is handled in Python, with the
+reference's ``_finish_migration``). :func:`make_shard_sim` picks it
 for those when numba is there, else the reference.
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from envs.sim.dlrm import kernels
 from envs.sim.dlrm import segment as sg
-from envs.sim.dlrm.cluster import ARRIVAL, STRAGGLER, ShardSim
+from envs.sim.dlrm.cluster import ARRIVAL, FAULT, STRAGGLER, ShardSim
 from envs.sim.dlrm.layout import ShardLayout
 from envs.sim.dlrm.pslink import PsLink
 from envs.sim.dlrm.records import Migration, Request, SubRequest
@@ -37,7 +38,8 @@ def eligible(layout: ShardLayout, faults: Sequence[FaultEvent],
              random_faults: RandomDisruption | None, dynamic: bool) -> bool:
     """Whether :class:`CompiledShardSim` implements this configuration (and numba is on)."""
     del dynamic  # (replicas that move are fine: migrations finish in Python)
-    return (kernels.AVAILABLE and layout.spec.cache_policy == "lru" and not faults
+    return (kernels.AVAILABLE and layout.spec.cache_policy == "lru"
+            and all(f.mode == "slow" for f in faults)
             and (random_faults is None or random_faults.rate_hz <= 0))
 
 
@@ -525,8 +527,29 @@ class CompiledShardSim(ShardSim):
             self._on_arrival(target, now)
         elif kind == STRAGGLER:
             self._on_straggler(target, now)
+        elif kind == FAULT:
+            self._on_fault(target, now)
         else:  # not eligible() configurations
             raise AssertionError(f"event kind {kind} in a CompiledShardSim")
+
+    def _on_fault(self, code: int, now: float) -> None:
+        """A scheduled slowdown starts or ends (:meth:`ShardSim._on_fault` of ``mode="slow"``)."""
+        f = self._faults[code // 2]
+        if f.mode != "slow":  # not eligible() configurations
+            raise AssertionError("a failure in a CompiledShardSim")
+        n = f.target
+        if f.kind == "node":
+            super()._on_fault(code, now)
+            self._nd_f[n, sg.D_SLOW] = self.nodes[n].slow
+            return
+        start = code % 2 == 0
+        for lid in (2 * n, 2 * n + 1):
+            factor = float(self._lkf[lid, sg.L_FACTOR])
+            self._heap_room(1)
+            sg.set_factor(self._st, self._hp, self._mh, self._sub, lid,
+                          factor / f.factor if start else factor * f.factor)
+        self.link_factor[n] = self._lkf[2 * n, sg.L_FACTOR]
+        self.link_version += 1
 
     def _on_straggler(self, node: int, now: float) -> None:
         super()._on_straggler(node, now)

@@ -907,3 +907,21 @@ def link_send(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, n
     _link_add(F, lkf, lki, mh_f, mh_i, sub_f, sub_i, 2 * node, nbytes, mid, 0)
     _relink(F, v[0], hp_t, hp_s, lkf, lki, mh_f, mh_i, sub_i, v[9], v[12], 2 * node)
     return 0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def set_factor(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, lid: int,
+               factor: float) -> None:
+    """``PsLink.set_factor(now, factor)``, then relink (room checked by the caller)."""
+    v = unpack(st)
+    F, lkf, lki = v[1], v[2], v[3]
+    now = F[F_NOW]
+    n = lki[lid, K_N]
+    dt = now - lkf[lid, L_T]
+    if dt > 0.0 and n:
+        lkf[lid, L_V] += dt * lkf[lid, L_BPS] * lkf[lid, L_FACTOR] / n
+        lkf[lid, L_BUSY] += dt
+    lkf[lid, L_T] = now
+    lkf[lid, L_FACTOR] = factor
+    hp_t, hp_s, mh_f, mh_i, _, sub_i = tables(hp, mh, sub, sub)[:6]
+    _relink(F, v[0], hp_t, hp_s, lkf, lki, mh_f, mh_i, sub_i, v[9], v[12], lid)
