@@ -25,6 +25,7 @@ from envs.sim.dlrm import (
     kernels,
     place_replicas,
 )
+from envs.sim.dlrm.compiled import make_shard_sim
 from envs.sim.dlrm.popularity import ShardPopularity, expected_reads
 from envs.sim.dlrm.skew import DEFAULT_ALPHA, FITTED
 from hwmodels.energy import ClusterEnergy
@@ -673,7 +674,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         arrivals = self.trace.sample(np.random.default_rng(trace_seed), self.mix, n_req,
                                      self.load * self.capacity_qps)
         arrivals = arrivals.resolve_sla(np.full(len(self.mix.models), self.solo_ms))
-        self.sim = ShardSim(
+        self.sim = make_shard_sim(
             self.layout, arrivals.time_s, arrivals.sla_ms * 1e-3, self.episode_queries,
             np.random.default_rng(sim_seed), faults=self.faults, stragglers=self.stragglers,
             random_faults=self.random_faults, ewma=self.ewma, row_hit0=self.capacity.row_hit,
@@ -1006,8 +1007,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         np.subtract(self._req_pred, self._fin, vals[1])
         np.maximum(vals[1], 0.0, out=vals[1])
         vals[1] *= inv_sla
-        vals[2] = [lk.n for lk in sim.links_down]
-        vals[2] += [lk.n for lk in sim.links_up]
+        vals[2] = sim.link_messages[:N]  # messages in flight per link (PsLink.n)
+        vals[2] += sim.link_messages[N:]
         vals[2] /= _QUEUE_NORM
         np.subtract(1.0, sim.hit_rate, vals[3])
         vals[3] *= sim.outstanding

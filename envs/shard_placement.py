@@ -12,6 +12,7 @@ from envs.actions import checked_action
 from envs.rewards import Outcome
 from envs.shard import ShardRoutingEnv, clip, clip_ufunc
 from envs.sim.dlrm import ShardSim, added_row_hit, kernels
+from envs.sim.dlrm.compiled import make_shard_sim
 
 Obs = dict[str, np.ndarray]
 _CLIP = 10.0
@@ -211,7 +212,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
                                      self.load * self.capacity_qps)
         arrivals = arrivals.resolve_sla(np.full(len(self.mix.models), self.solo_ms))
         budget = n_req * self.n_shards
-        self.sim = ShardSim(
+        self.sim = make_shard_sim(
             self.layout, arrivals.time_s, arrivals.sla_ms * 1e-3, budget,
             np.random.default_rng(sim_seed), faults=self.faults, stragglers=self.stragglers,
             random_faults=self.random_faults, ewma=self.ewma, row_hit0=self.capacity.row_hit,

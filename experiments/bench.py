@@ -288,13 +288,11 @@ def step_breakdown(env_id: str, steps: int, seed: int = 0, **kwargs: Any) -> dic
     (:func:`lookup_floor_us`) per sub-request.
     """
     import envs  # noqa: F401
-    from envs.sim.dlrm import ShardSim
 
     acc = {"lookups": 0.0, "simulation": 0.0}
     clock = time.perf_counter
     timed = {"_make_subrequests": "lookups", "route": "simulation", "shed": "simulation",
              "advance": "simulation"}
-    originals = {name: getattr(ShardSim, name) for name in timed}
 
     def timer(fn: Callable[..., Any], key: str) -> Callable[..., Any]:
         def wrapped(*a: Any) -> Any:
@@ -306,16 +304,24 @@ def step_breakdown(env_id: str, steps: int, seed: int = 0, **kwargs: Any) -> dic
 
     env: Any = gym.make(env_id, **kwargs).unwrapped
     env.reset(seed=seed)
+    # The simulator's class (ShardSim, or its compiled subclass) is the same every episode
+    # of the env; its methods are timed as attributes of that class, removed afterwards.
+    cls = type(env.sim)
+    own = {name for name in timed if name in vars(cls)}
+    originals = {name: getattr(cls, name) for name in timed}
     try:
         for name, key in timed.items():
-            setattr(ShardSim, name, timer(originals[name], key))
+            setattr(cls, name, timer(originals[name], key))
         t0 = clock()
         for _ in cycle_steps(env, steps):
             pass
         total = clock() - t0
     finally:
         for name, fn in originals.items():
-            setattr(ShardSim, name, fn)
+            if name in own:
+                setattr(cls, name, fn)
+            else:
+                delattr(cls, name)
     subs = arrivals_per_step(env_id, min(steps, 2000), **kwargs)
     fanout = int(env.n_shards)
     us = 1e6 / steps

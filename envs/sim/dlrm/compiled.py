@@ -1,0 +1,731 @@
+""":class:`CompiledShardSim`: :class:`~envs.sim.dlrm.cluster.ShardSim` with its event loop in
+one compiled kernel (:mod:`envs.sim.dlrm.segment`).
+
+Between two decisions the reference simulator handles some 24 link, service and request
+completions in Python. Here the links, nodes, row caches (LRU), sub-requests, requests and the
+event heap are arrays, and :func:`segment.run_segment` handles those completions in one call;
+the events that draw from the random generator or need Python's objects (arrivals, stragglers)
+stay in the reference's Python handlers, called in the same order, so the random stream and
+every result are the same to the bit (``tests/test_shard_segment.py`` checks whole episodes
+against the reference, which ``LDSGYM_NO_JIT=1`` runs).
+
+It covers the configurations the kernel implements: an LRU row cache, no failures (scheduled
+or random; stragglers and scheduled slowdowns of nodes and links are fine), replicas static or
+moving (a link completion that finishes a migration is handled in Python, with the
+reference's ``_finish_migration``). :func:`make_shard_sim` picks it
+for those when numba is there, else the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import numpy as np
+
+from envs.sim.dlrm import kernels
+from envs.sim.dlrm import segment as sg
+from envs.sim.dlrm.cluster import ARRIVAL, FAULT, STRAGGLER, ShardSim
+from envs.sim.dlrm.layout import ShardLayout
+from envs.sim.dlrm.pslink import PsLink
+from envs.sim.dlrm.records import Migration, Request, SubRequest
+from envs.sim.dlrm.rowcache import LruRowCache
+from envs.sim.dlrm.spec import FaultEvent, RandomDisruption
+from envs.sim.packing import Ints, unpack
+
+
+def eligible(layout: ShardLayout, faults: Sequence[FaultEvent],
+             random_faults: RandomDisruption | None, dynamic: bool) -> bool:
+    """Whether :class:`CompiledShardSim` implements this configuration (and numba is on)."""
+    del dynamic  # (replicas that move are fine: migrations finish in Python)
+    return (kernels.AVAILABLE and layout.spec.cache_policy == "lru"
+            and all(f.mode == "slow" for f in faults)
+            and (random_faults is None or random_faults.rate_hz <= 0))
+
+
+def make_shard_sim(layout: ShardLayout, arrival_s: np.ndarray, sla_s: np.ndarray, budget: int,
+                   rng: np.random.Generator, faults: Sequence[FaultEvent] = (),
+                   random_faults: RandomDisruption | None = None, dynamic: bool = False,
+                   recycle: ShardSim | None = None, **kwargs: Any) -> ShardSim:
+    """``ShardSim(...)`` (same arguments): a :class:`CompiledShardSim` where :func:`eligible`."""
+    if isinstance(recycle, CompiledShardSim):
+        recycle.sync_objects()  # its caches are reused as objects
+    cls = CompiledShardSim if eligible(layout, faults, random_faults, dynamic) else ShardSim
+    return cls(layout, arrival_s, sla_s, budget, rng, faults=faults,
+               random_faults=random_faults, dynamic=dynamic, recycle=recycle, **kwargs)
+
+
+class _Count:
+    """``len()`` and truth of a count (what the reference's ``_subs``/``_reqs`` dicts give)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __bool__(self) -> bool:
+        return self.n > 0
+
+
+class CompiledShardSim(ShardSim):
+    """:class:`ShardSim` (same arguments, same results) with the completions compiled.
+
+    The reference's per-object state that the kernel owns (node queues and services, links,
+    sub-requests in the system, requests, cache scalars) lives in arrays; the Python objects
+    the reference keeps for them (``nodes[n].queue``, ``serving``, ``members``, the
+    :class:`PsLink` objects) are not kept. :attr:`links_down`/:attr:`links_up` are snapshots,
+    and the row caches' objects are brought up to date by :meth:`sync_objects` (done when an
+    episode is drained, when pickling and before recycling).
+    """
+
+    #: Initial sizes of the event heap, the per-link message heaps, the sub-request and
+    #: request tables, the buffers of latencies and dense jobs, the key store (0: from the
+    #: layout) and the rows of the LRU alive arrays (all grow).
+    _links_init: tuple[list[PsLink], list[PsLink]]
+    _keys: np.ndarray
+    _l1: np.ndarray
+    _alive2: np.ndarray
+    _mv_lbs: Any
+    _mvF: Any
+    _mvI: Any
+    #: Attributes that are views of the packed state or tables (not pickled).
+    _STATE_VIEWS = ("_I", "_F", "_lkf", "_lki", "_nd_f", "_nd_i", "_NA", "_NI", "_cache_i",
+                    "_link_busy_a", "_dense_free_a", "_req_busy_a", "_node_state_v",
+                    "_row_hit_v", "_outstanding_v", "_key_off_v", "_hp_t", "_hp_s", "_mh_f",
+                    "_mh_i", "_sub_f", "_sub_i", "_req_f", "_req_i")
+    _HEAP0, _MSG0, _SUB0, _REQ0, _BUF0, _KEYS0, _ALIVE0 = 256, 64, 64, 16, 64, 0, 128
+
+    def __init__(self, layout: ShardLayout, arrival_s: np.ndarray, sla_s: np.ndarray,
+                 budget: int, rng: np.random.Generator, **kwargs: Any) -> None:
+        # The state first (the event heap is in it): ShardSim.__init__ schedules the first
+        # events.
+        spec = layout.spec
+        N, S, D = spec.n_nodes, spec.n_shards, spec.dense_servers
+        self._st = np.zeros(sg.state_size(N, S, D), dtype=np.int64)
+        self._st[sg.I_N], self._st[sg.I_S], self._st[sg.I_D] = N, S, D
+        self._hp = np.zeros((self._HEAP0, 4), dtype=np.int64)
+        m, ns, nr, nb = self._MSG0, self._SUB0, self._REQ0, self._BUF0
+        self._mh = np.zeros((2 * N, m, 3), dtype=np.int64)
+        self._sub = np.zeros((ns, sg.N_SF + sg.N_SI), dtype=np.int64)
+        self._req = np.zeros((nr, sg.N_RF + sg.N_RI), dtype=np.int64)
+        self._buf = np.zeros((nb, 4))
+        self._bind_state(before=True)
+        super().__init__(layout, arrival_s, sla_s, budget, rng, **kwargs)
+        F, G = self._F, self._I
+        # what ShardSim.__init__ made as arrays of their own: into the state
+        views = {"node_state": self._node_state_v, "row_hit": self._row_hit_v,
+                 "outstanding": self._outstanding_v, "_cache_size": self._NA[sg.A_CSIZE]}
+        for name, view in views.items():
+            view[...] = getattr(self, name)
+        self._bind_state()
+        F[sg.F_OVERHEAD] = spec.node_overhead_s
+        F[sg.F_ROWB] = spec.row_bytes
+        F[sg.F_TOP] = spec.top_s
+        F[sg.F_EWMA] = self.ewma
+        G[sg.I_QCAP] = spec.queue_capacity
+        links = [*self._links_init[0], *self._links_init[1]]
+        self._links_init = ([], [])
+        lkf = self._lkf
+        for node in range(N):
+            for up, lk in ((0, links[node]), (1, links[N + node])):
+                lkf[2 * node + up, sg.L_BPS] = lk.payload_bps
+                lkf[2 * node + up, sg.L_FIXED] = lk.fixed_s
+                lkf[2 * node + up, sg.L_FACTOR] = lk.factor
+        self._nd_f[:, sg.D_SLOW] = [nd.slow for nd in self.nodes]
+        self._nd_i[:, sg.E_SERV] = -1
+        self._sub_i[:, sg.U_ID] = -1
+        self._sub_i[:, sg.U_STATE] = 4
+        G[sg.I_SMASK] = ns - 1
+        self._req_i[:, sg.Q_ID] = -1
+        G[sg.I_RMASK] = nr - 1
+        NA = self._NA
+        NA[sg.A_OCCP] = self._occ_pinned
+        NA[sg.A_OCCF] = self._occ_full
+        NA[sg.A_CFAST] = layout.c_fast_list
+        NA[sg.A_CSLOW] = layout.c_slow_list
+        self._key_off_v[...] = self.key_off
+        # The keys of the sub-requests in the system, from their arrival on (the previous
+        # episode's memory when recycling: it has grown to what the episodes need).
+        old = kwargs.get("recycle")
+        if isinstance(old, CompiledShardSim) and old.lay is layout:
+            self._keys = old._keys
+        else:
+            n = self._KEYS0 or max(2**16, 4 * layout.c_n_total)
+            self._keys = np.zeros(n, dtype=np.int64)
+        self._kw = 0
+        self._rel: tuple[np.ndarray, list[int]] | None = None
+        cache_i = self._cache_i
+        for n, nd in enumerate(self.nodes):
+            c = nd.cache
+            assert type(c) is LruRowCache
+            cache_i[n, :6] = (c.oldest, c._base, c.tick, c.size, c.capacity, c._stale)
+        self._bind_caches(old._l1 if isinstance(old, CompiledShardSim) else None)
+        self._migs: list[Migration] = []  # by id: -1 - index
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def links_down(self) -> list[PsLink]:
+        """Snapshots of the links towards the nodes (the state is in arrays)."""
+        return self._link_objects(0)
+
+    @links_down.setter
+    def links_down(self, links: list[PsLink]) -> None:
+        self._links_init = (links, getattr(self, "_links_init", ([], []))[1])
+
+    @property
+    def links_up(self) -> list[PsLink]:
+        """Snapshots of the links towards the central node."""
+        return self._link_objects(1)
+
+    @links_up.setter
+    def links_up(self, links: list[PsLink]) -> None:
+        self._links_init = (getattr(self, "_links_init", ([], []))[0], links)
+
+    def _link_objects(self, up: int) -> list[PsLink]:
+        out = []
+        for node in range(self.n_nodes):
+            lid = 2 * node + up
+            f = self._lkf[lid].tolist()
+            lk = PsLink(f[sg.L_BPS], f[sg.L_FIXED])
+            lk.factor, lk.v, lk.t = f[sg.L_FACTOR], f[sg.L_V], f[sg.L_T]
+            lk.busy_s, lk.bytes_done, lk._sum_finish = f[sg.L_BUSY], f[sg.L_BYTES], f[sg.L_SUMF]
+            lk.n, lk._seq = int(self._lki[lid, sg.K_N]), int(self._lki[lid, sg.K_SEQ])
+            out.append(lk)
+        return out
+
+    @property  # type: ignore[override]
+    def _subs(self) -> _Count:  # sub-requests in the system
+        return _Count(int(self._I[sg.I_NSUBS]))
+
+    @_subs.setter
+    def _subs(self, value: object) -> None:
+        pass
+
+    @property  # type: ignore[override]
+    def _reqs(self) -> _Count:  # requests in the system
+        return _Count(int(self._I[sg.I_NREQS]))
+
+    @_reqs.setter
+    def _reqs(self, value: object) -> None:
+        pass
+
+    def _bind_memoryviews(self) -> None:
+        super()._bind_memoryviews()
+        if hasattr(self, "_NA"):
+            self._mv_lbs = memoryview(cast(Any, self._NA[sg.A_LBS]))
+            self._mvF = memoryview(cast(Any, self._F))
+            self._mvI = memoryview(cast(Any, self._I))
+
+    def _bind_state(self, before: bool = False) -> None:
+        """The attributes that are views of the packed state and tables (again after a
+        table grows or after unpickling); ``before``: ShardSim.__init__ has not run yet."""
+        (self._I, self._F, self._lkf, self._lki, self._nd_f, self._nd_i, self._NA, self._NI,
+         self._cache_i, self._link_busy_a, self._dense_free_a, self._req_busy_a,
+         self._node_state_v, self._row_hit_v, self._outstanding_v,
+         self._key_off_v) = sg.unpack.py_func(self._st)
+        self._bind_tables()
+        if before:
+            return
+        self.node_state = self._node_state_v
+        self.row_hit = self._row_hit_v
+        self.outstanding = self._outstanding_v
+        self._cache_size = self._NA[sg.A_CSIZE]
+        self._bind_views()
+        self._bind_memoryviews()
+
+    def _bind_tables(self) -> None:
+        (self._hp_t, self._hp_s, self._mh_f, self._mh_i, self._sub_f, self._sub_i, self._req_f,
+         self._req_i) = sg.tables.py_func(self._hp, self._mh, self._sub, self._req)
+
+    def _bind_caches(self, l1: np.ndarray | None = None) -> None:
+        """The nodes' LRU ``last1`` arrays as views of one array (the previous episode's
+        when its caches were recycled), and their ``alive`` arrays as rows of another."""
+        caches = [cast(LruRowCache, nd.cache) for nd in self.nodes]
+        sizes = [len(c.last1) for c in caches]
+        offs = np.cumsum([0, *sizes]).tolist()
+        if l1 is None or len(l1) != offs[-1] or not all(
+                c.last1.base is l1 and c.last1.__array_interface__["data"][0]
+                == cast(np.ndarray, l1).__array_interface__["data"][0] + 4 * o
+                for c, o in zip(caches, offs, strict=False)):
+            l1 = np.empty(offs[-1], dtype=np.int32)
+            for c, o, k in zip(caches, offs, sizes, strict=False):
+                l1[o:o + k] = c.last1
+                c.last1 = l1[o:o + k]
+        self._l1 = l1
+        cache_i = self._cache_i
+        cache_i[:, sg.C_L1OFF] = offs[:-1]
+        cache_i[:, sg.C_NKEYS] = sizes
+        width = max(self._ALIVE0, *(len(c._alive) for c in caches))
+        self._alive2 = np.zeros((len(caches), width), dtype=np.int64)
+        for n, c in enumerate(caches):
+            self._alive2[n, :len(c._alive)] = c._alive
+            cache_i[n, sg.C_ALEN] = len(c._alive)
+
+    def sync_objects(self) -> None:
+        """Bring the row caches' objects up to date with the arrays."""
+        for n, nd in enumerate(self.nodes):
+            c = nd.cache
+            o, b, t, s, _, stale = self._cache_i[n, :6].tolist()
+            c.oldest, c._base, c.tick, c.size, c._stale = o, b, t, s, bool(stale)  # type: ignore[union-attr]
+            c._alive = self._alive2[n, :self._cache_i[n, sg.C_ALEN]].copy()  # type: ignore[union-attr]
+
+    def _compact_keys(self) -> None:
+        """Keep only the keys of the sub-requests in the system (those sent, in the table,
+        and those not yet sent), contiguous from the start of the store."""
+        sub_i = self._sub_i
+        live = np.flatnonzero(sub_i[:, sg.U_STATE] < 4)
+        unsent = [*([self.pending] if self.pending is not None else []), *self._fanout]
+        starts = [*sub_i[live, sg.U_KS].tolist(), *(sub.flow_seq for sub in unsent)]
+        lens = [*sub_i[live, sg.U_NK].tolist(), *(sub.d_tracked for sub in unsent)]
+        keys = self._keys
+        parts = [keys[a:a + n] for a, n in zip(starts, lens, strict=True)]
+        new = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        pos = np.cumsum([0, *lens]).tolist()
+        sub_i[live, sg.U_KS] = pos[:len(live)]
+        for sub, p in zip(unsent, pos[len(live):], strict=False):
+            sub.flow_seq = p
+        keys[:len(new)] = new
+        self._kw = len(new)
+
+    def __getstate__(self) -> dict[str, object]:
+        self.sync_objects()
+        self._compact_keys()
+        state = super().__getstate__()
+        for name in (*self._STATE_VIEWS, "_mv_lbs", "_mvF", "_mvI", "_l1", "_alive2",
+                     "node_state", "row_hit", "outstanding", "_cache_size"):
+            state.pop(name, None)  # views of the packed state, or rebuilt from the caches
+        # the live keys (increasing within a sub-request) as their differences, packed
+        live = self._keys[:self._kw].copy()
+        live[1:] -= self._keys[:self._kw - 1]
+        state["_keys"] = (len(self._keys), Ints(live))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        n, packed = state["_keys"]
+        keys = np.zeros(n, dtype=np.int64)
+        live = np.cumsum(packed.array())
+        keys[:len(live)] = live
+        state["_keys"] = keys
+        self.__dict__.update(state)
+        self._bind_state()  # (ShardSim.__setstate__'s work: the views, the memoryviews)
+        for name in ("_u_buf", "_key_buf"):
+            dtype, n = state[name]
+            setattr(self, name, np.empty(n, dtype=np.dtype(dtype)))
+        self._warm_rows = unpack(state["_warm_rows"])
+        self._bind_caches()
+
+    # ------------------------------------------------------------------ growth
+    def _heap_room(self, k: int) -> None:
+        if self._I[sg.I_HSIZE] + k > len(self._hp):
+            self._grow_heap(k)
+
+    def _grow_heap(self, k: int) -> None:
+        """Drop the cancelled events (sorted by (time, seq): a heap) and grow if needed."""
+        G = self._I
+        size = int(G[sg.I_HSIZE])
+        t, s = self._hp_t[:size], self._hp_s[:size]
+        live = np.ones(size, dtype=bool)
+        in_flight = 0
+        if hasattr(self, "nodes"):  # (else: ShardSim.__init__ is scheduling the first events)
+            lk = s[:, 1] == sg.LINK_DONE
+            live[lk] = s[lk, 0] == self._lki[s[lk, 2], sg.K_EV]
+            sv = s[:, 1] == sg.SERVICE_DONE
+            live[sv] = s[sv, 0] == self._nd_i[s[sv, 2], sg.E_EV]
+            in_flight = int(self._lki[:, sg.K_N].max())
+        order = np.lexsort((s[live, 0], t[live]))
+        rows = self._hp[:size][live][order]
+        kept = len(rows)
+        need = kept + k + in_flight + 8
+        cap = len(self._hp)
+        if 2 * need > cap:
+            cap = max(2 * cap, 2 * need)
+        self._hp = np.zeros((cap, 4), dtype=np.int64)
+        self._hp[:kept] = rows
+        G[sg.I_HSIZE] = kept
+        self._bind_tables()
+
+    def _grow_msg(self) -> None:
+        m = self._mh.shape[1]
+        mh = np.zeros((self._mh.shape[0], 2 * m, 3), dtype=np.int64)
+        mh[:, :m] = self._mh
+        self._mh = mh
+        self._bind_tables()
+
+    def _alive_room(self, node: int) -> None:
+        """Room in ``node``'s alive row for the compaction of its next access."""
+        c = self._cache_i[node]
+        t = int(c[sg.C_TICK])
+        if (c[sg.C_CAP] and t - c[sg.C_BASE] >= c[sg.C_ALEN]
+                and max(64, 2 * (t - int(c[sg.C_OLD])) + 1) > self._alive2.shape[1]):
+            self._grow_alive()
+
+    def _grow_alive(self) -> None:
+        c = self._cache_i
+        need = max(int(np.maximum(64, 2 * (c[:, sg.C_TICK] - c[:, sg.C_OLD]) + 1).max()),
+                   int(c[:, sg.C_ALEN].max()))
+        width = max(2 * self._alive2.shape[1], 2 * int(need))
+        alive2 = np.zeros((len(c), width), dtype=np.int64)
+        alive2[:, :self._alive2.shape[1]] = self._alive2
+        self._alive2 = alive2
+
+    def _flush(self) -> None:
+        """Latencies and dense jobs the kernel recorded, in order."""
+        G = self._I
+        n = int(G[sg.I_LATN])
+        if n:
+            add = self.req.latency.add
+            for lat in self._buf[:n, 0].tolist():
+                add(lat)
+            G[sg.I_LATN] = 0
+        n = int(G[sg.I_DENN])
+        if n:
+            jobs = self._dense_jobs
+            for k, start, end in self._buf[:n, 1:4].tolist():
+                jobs[int(k)].append((start, end))
+            G[sg.I_DENN] = 0
+
+    def _grow_subs(self, sid: int) -> None:
+        """Room in the sub-request table for ``sid`` beside the live ones."""
+        sub_i = self._sub_i
+        live = np.flatnonzero(sub_i[:, sg.U_STATE] < 4)
+        sids = sub_i[live, sg.U_ID]
+        span = sid - int(sids.min()) + 1
+        cap = len(sub_i)
+        while cap < 2 * span:
+            cap *= 2
+        new = np.zeros((cap, self._sub.shape[1]), dtype=np.int64)
+        new[:, sg.N_SF + sg.U_ID] = -1
+        new[:, sg.N_SF + sg.U_STATE] = 4
+        new[sids & (cap - 1)] = self._sub[live]
+        self._sub = new
+        self._I[sg.I_SMASK] = cap - 1
+        self._bind_tables()
+
+    def _grow_reqs(self, rid: int) -> None:
+        req_i = self._req_i
+        rmask = int(self._I[sg.I_RMASK])
+        if not req_i[rid & rmask, sg.Q_LIVE]:
+            return
+        live = np.flatnonzero(req_i[:, sg.Q_LIVE] != 0)
+        rids = req_i[live, sg.Q_ID]
+        span = rid - int(rids.min()) + 1
+        cap = len(req_i)
+        while cap < 2 * span:
+            cap *= 2
+        new = np.zeros((cap, self._req.shape[1]), dtype=np.int64)
+        new[:, sg.N_RF + sg.Q_ID] = -1
+        new[rids & (cap - 1)] = self._req[live]
+        self._req = new
+        self._I[sg.I_RMASK] = cap - 1
+        self._bind_tables()
+
+    def _key_room(self, n: int) -> int:
+        """Where ``n`` more keys go (compacting the live ones to the front when full)."""
+        kw = self._kw
+        if kw + n <= len(self._keys):
+            return kw
+        sub_i = self._sub_i
+        live = sub_i[:, sg.U_STATE] < 4
+        lo = min(int(sub_i[live, sg.U_KS].min()), kw) if live.any() else kw
+        keep = kw - lo
+        keys = self._keys
+        if 2 * (keep + n) > len(keys):
+            keys = np.zeros(2 * max(len(keys), keep + n), dtype=np.int64)
+        keys[:keep] = self._keys[lo:kw].copy()
+        self._keys = keys
+        sub_i[live, sg.U_KS] -= lo
+        self._kw = keep
+        return keep
+
+    # ------------------------------------------------------------------ events
+    def _schedule(self, time: float, kind: int, target: int) -> Any:
+        if time < self.events.now:
+            raise ValueError(f"cannot schedule at {time} before now={self.events.now}")
+        self._heap_room(1)
+        sg.push_event(self._st, self._hp, time, kind, target)
+        return None
+
+    def _run(self, drain: bool) -> int:
+        """:func:`segment.run_segment` until it returns an event or stops; the Python-side
+        state it shares goes in before and comes back after."""
+        F, G = self._F, self._I
+        F[sg.F_BACKLOG] = self.backlog
+        F[sg.F_RATE] = self._backlog_rate
+        F[sg.F_BT] = self._backlog_t
+        G[sg.I_REQDF] = self.req.dropped_failed
+        while True:
+            sg.run_segment(self._st, self._hp, self._mh, self._sub, self._req, self._buf,
+                           self._keys, self._l1, self._alive2, drain)
+            ret = int(G[sg.I_RET])
+            if ret == sg.RET_GROW_HEAP:
+                self._grow_heap(2)
+            elif ret == sg.RET_GROW_MSG:
+                self._grow_msg()
+            elif ret == sg.RET_GROW_ALIVE:
+                self._grow_alive()
+            elif ret == sg.RET_MIGRATION:
+                self._migration_link_done(int(G[sg.I_TGT]))
+            elif ret == sg.RET_FLUSH:
+                self._flush()
+                need = int(self._lki[:, sg.K_N].max()) + 1
+                if need > len(self._buf):
+                    self._buf = np.zeros((2 * need, 4))
+            else:
+                break
+        self._flush()
+        f = F.tolist()
+        i = G.tolist()
+        self.events.now = f[sg.F_NOW]
+        self.backlog, self._backlog_rate, self._backlog_t = (
+            f[sg.F_BACKLOG], f[sg.F_RATE], f[sg.F_BT])
+        self._link_busy_max = f[sg.F_LBMAX]
+        self.events_handled = i[sg.I_EVH]
+        c = self.sub
+        c.completed, c.good, c.dropped_overflow = i[sg.I_SUBC], i[sg.I_SUBG], i[sg.I_OVF]
+        c.busy_s = self._NA[sg.A_SUBBUSY].tolist()
+        c = self.req
+        c.completed, c.good, c.dropped_failed = i[sg.I_REQC], i[sg.I_REQG], i[sg.I_REQDF]
+        c.busy_s = self._req_busy_a.tolist()
+        self.dense_free = self._dense_free_a.tolist()
+        self.cache_lookups_total, self.cache_hits_total = i[sg.I_CLT], i[sg.I_CHT]
+        self.fast_reads = self._NA[sg.A_FAST].tolist()
+        self.slow_reads = self._NA[sg.A_SLOW].tolist()
+        self.link_bytes_sent = self._NA[sg.A_LBS].tolist()
+        self.cache_lookups = self._NI[sg.B_CLOOK].tolist()
+        self.cache_hits = self._NI[sg.B_CHIT].tolist()
+        return ret
+
+    def advance(self) -> None:
+        """Run to the next sub-request that needs a decision (drains after the last one)."""
+        fanout = self._fanout
+        while True:
+            while fanout:
+                sub = fanout.popleft()
+                self.sub.arrived += 1
+                if self._live(sub.shard):
+                    self.pending = sub
+                    return
+                self._fail_sub(sub)
+            if not self._arrivals_left:
+                break
+            if self._run(False) != sg.RET_EVENT:
+                break
+            self._dispatch(int(self._I[sg.I_KIND]), int(self._I[sg.I_TGT]), self.events.now)
+        # Budget exhausted: drain what is in the system.
+        while self._I[sg.I_NSUBS] or self._I[sg.I_NREQS]:
+            if self._run(True) != sg.RET_EVENT:
+                break
+            self._dispatch(int(self._I[sg.I_KIND]), int(self._I[sg.I_TGT]), self.events.now)
+        self._sync_backlog(self.events.now)
+        self.sync_objects()
+
+    def _dispatch(self, kind: int, target: int, now: float) -> None:
+        if kind == ARRIVAL:
+            self._on_arrival(target, now)
+        elif kind == STRAGGLER:
+            self._on_straggler(target, now)
+        elif kind == FAULT:
+            self._on_fault(target, now)
+        else:  # not eligible() configurations
+            raise AssertionError(f"event kind {kind} in a CompiledShardSim")
+
+    def _on_fault(self, code: int, now: float) -> None:
+        """A scheduled slowdown starts or ends (:meth:`ShardSim._on_fault` of ``mode="slow"``)."""
+        f = self._faults[code // 2]
+        if f.mode != "slow":  # not eligible() configurations
+            raise AssertionError("a failure in a CompiledShardSim")
+        n = f.target
+        if f.kind == "node":
+            super()._on_fault(code, now)
+            self._nd_f[n, sg.D_SLOW] = self.nodes[n].slow
+            return
+        start = code % 2 == 0
+        for lid in (2 * n, 2 * n + 1):
+            factor = float(self._lkf[lid, sg.L_FACTOR])
+            self._heap_room(1)
+            sg.set_factor(self._st, self._hp, self._mh, self._sub, lid,
+                          factor / f.factor if start else factor * f.factor)
+        self.link_factor[n] = self._lkf[2 * n, sg.L_FACTOR]
+        self.link_version += 1
+
+    def _on_straggler(self, node: int, now: float) -> None:
+        super()._on_straggler(node, now)
+        self._nd_f[node, sg.D_SLOW] = self.nodes[node].slow
+
+    def _subrequests(self, req: Request, fanout: int, rel: np.ndarray, counts: np.ndarray,
+                     bl: list[int], tracked: list[int], untracked_l: list[int],
+                     lookups: list[int], req_bytes: Sequence[float] | None
+                     ) -> list[SubRequest]:
+        self._rel = (rel, bl)
+        return super()._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l,
+                                    lookups, req_bytes)
+
+    def _on_arrival(self, i: int, now: float) -> None:
+        spec = self.spec
+        left = self.budget - self._created
+        fanout = min(self.n_shards, left)
+        # Bottom MLP on the first free dense device.
+        k = min(range(len(self.dense_free)), key=self.dense_free.__getitem__)
+        start = max(now, self.dense_free[k])
+        self.dense_free[k] = start + spec.bottom_s
+        self.req.busy_s[k] += spec.bottom_s
+        self._dense_free_a[k] = self.dense_free[k]  # (the kernel's copies)
+        self._req_busy_a[k] = self.req.busy_s[k]
+        self._dense_jobs[k].append((start, start + spec.bottom_s))
+        req = Request(self._next_req, now, now + self._sla[i], start + spec.bottom_s, fanout)
+        self._next_req += 1
+        self.req.arrived += 1
+        self._sync_backlog(now)
+        self._backlog_rate += req.inv_sla
+        subs = self._make_subrequests(req, fanout)
+        if self._extra is not None:
+            extra, id_bytes = self._extra[i], spec.id_bytes
+            for sub in subs:
+                k = extra[sub.shard]
+                if k:
+                    sub.d_untracked += k
+                    sub.lookups += k
+                    sub.req_bytes += k * id_bytes
+        # The request's row, its keys (the sub-requests' rows are written when each is sent)
+        # and the next arrival (ShardSim schedules it last, after the draws: the same seq).
+        assert self._rel is not None
+        rel, bl = self._rel
+        self._rel = None
+        n = bl[fanout]
+        kw = self._key_room(n)
+        created = self._created + fanout
+        nxt = i + 1 if created < self.budget and i + 1 < len(self._arrival) else -1
+        next_t = max(self._arrival[nxt], now) if nxt >= 0 else 0.0
+        while ret := sg.arrive(self._st, self._hp, self._req, self._keys, rel, kw, n, req.id,
+                               req.arrival, req.deadline, req.inv_sla, req.bottom_done, fanout,
+                               next_t, nxt):
+            if ret == 1:
+                self._grow_reqs(req.id)
+            else:
+                self._grow_heap(1)
+        self._kw = kw + n
+        for s, sub in enumerate(subs):
+            sub.flow_seq = kw + bl[s]  # (unused until sent) where its keys start
+        self._fanout.extend(subs)
+        self._created = created
+        if nxt < 0:
+            self._arrivals_left = False
+
+    def _send(self, sub: SubRequest, node: int) -> None:
+        sid = sub.id
+        key_start = sub.flow_seq  # (see _on_arrival)
+        sub.node = node
+        sub.state = 1
+        while ret := sg.send(self._st, self._hp, self._mh, self._sub, node, sid, sub.req.id,
+                             sub.shard, sub.d_tracked, sub.d_untracked, sub.lookups,
+                             sub.tracked_lookups, key_start, sub.req_bytes, sub.resp_bytes):
+            if ret == 1:
+                self._grow_subs(sid)
+            elif ret == 2:
+                self._grow_heap(2)
+            else:
+                self._grow_msg()
+        self.link_bytes_sent[node] = self._mv_lbs[node]
+        self._link_busy_max = self._mvF[sg.F_LBMAX]
+
+    def _fail_sub(self, sub: SubRequest, count: bool = True) -> None:
+        """A sub-request not yet sent fails (see :meth:`ShardSim._fail_sub`)."""
+        if count:
+            self.sub_failed += 1
+            self.sub.dropped_failed += 1
+        sub.state = 5  # (not in the sub-request table: never sent)
+        req = sub.req
+        r = req.id & int(self._I[sg.I_RMASK])
+        row = self._req_i[r]
+        row[sg.Q_RES] += 1
+        row[sg.Q_LEFT] -= 1
+        if not row[sg.Q_FAILED]:
+            row[sg.Q_FAILED] = 1
+            self.req.dropped_failed += 1
+            self._sync_backlog(self.events.now)
+            self._backlog_rate -= req.inv_sla
+        if row[sg.Q_RES] == row[sg.Q_FAN] and row[sg.Q_LIVE]:
+            row[sg.Q_LIVE] = 0
+            self._I[sg.I_NREQS] -= 1
+
+    # ------------------------------------------------------------------ placement
+    def add_replica(self, shard: int, node: int, warm: np.ndarray | None = None) -> None:
+        """:meth:`ShardSim.add_replica`, the migration's message on the arrays' link."""
+        if not self.dynamic:
+            raise ValueError("replicas are static; build the simulator with dynamic=True")
+        nd = self.nodes[node]
+        if self.holds[node, shard] or self.loading[node, shard] or nd.down or nd.link_down:
+            raise ValueError(f"node {node} cannot start loading shard {shard} now")
+        mig = Migration(shard, node, warm)
+        nbytes = self.migration_bytes_of(shard, warm)
+        self.loading[node, shard] = True
+        self.topology_version += 1
+        self._migrating.setdefault(node, []).append(mig)
+        self.migrations += 1
+        self.migration_bytes += nbytes
+        mid = -1 - len(self._migs)
+        self._migs.append(mig)
+        while ret := sg.link_send(self._st, self._hp, self._mh, self._sub, node, mid, nbytes):
+            if ret == 2:
+                self._grow_heap(1)
+            else:
+                self._grow_msg()
+        self.link_bytes_sent[node] = self._mv_lbs[node]
+        self._link_busy_max = self._mvF[sg.F_LBMAX]
+
+    def _migration_link_done(self, lid: int) -> None:
+        """A down link's completion (popped by the kernel, its room checked) that finishes a
+        migration: ShardSim._on_link_done in the same order, the migrations by
+        ShardSim._finish_migration on the caches' objects."""
+        node = lid >> 1
+        arrive = self._mvF[sg.F_NOW] + float(self._lkf[lid, sg.L_FIXED])
+        out = np.empty(self._mh.shape[1], dtype=np.int64)
+        n = sg.link_done_pop(self._st, self._mh, self._sub, lid, out)
+        for mid in out[:n].tolist():
+            if mid < 0:
+                self.sync_objects()
+                self._finish_migration(self._migs[-1 - mid])
+                self._reload_cache(node)
+            else:
+                self._alive_room(node)
+                sg.at_node(self._st, self._hp, self._sub, self._req, self._keys, self._l1,
+                           self._alive2, node, mid, arrive)
+        sg.relink(self._st, self._hp, self._mh, self._sub, lid)
+
+    def _reload_cache(self, n: int) -> None:
+        """Node ``n``'s cache object (warmed in Python) back into the arrays."""
+        c = cast(LruRowCache, self.nodes[n].cache)
+        self._cache_i[n, :6] = (c.oldest, c._base, c.tick, c.size, c.capacity, c._stale)
+        k = len(c._alive)
+        if k > self._alive2.shape[1]:
+            alive2 = np.zeros((len(self._alive2), 2 * k), dtype=np.int64)
+            alive2[:, :self._alive2.shape[1]] = self._alive2
+            self._alive2 = alive2
+        self._alive2[n, :k] = c._alive
+        self._cache_i[n, sg.C_ALEN] = k
+
+    # ------------------------------------------------------------------ reading
+    def busy_ahead_s(self, now: float) -> tuple[float, float]:
+        nodes = 0.0
+        ends = self._mv_end
+        serving = self._nd_i[:, sg.E_SERV].tolist()
+        service_s = self._nd_f[:, sg.D_SVC].tolist()
+        for n in range(self.n_nodes):
+            if serving[n] >= 0:
+                nodes += min(max(ends[n] - now, 0.0), service_s[n])
+        dense = 0.0
+        for jobs in self._dense_jobs:
+            while jobs and jobs[0][1] <= now:
+                jobs.popleft()
+            for start, end in jobs:
+                dense += end - (start if start > now else now)
+        return nodes, dense
+
+    def link_utilization(self, elapsed_s: float) -> tuple[float, float]:
+        if elapsed_s <= 0:
+            return 0.0, 0.0
+        busy = self._link_busy_a.tolist()
+        return sum(busy) / (len(busy) * elapsed_s), self._mvF[sg.F_LBMAX] / elapsed_s

@@ -1,0 +1,161 @@
+"""The compiled event loop (:class:`envs.sim.dlrm.compiled.CompiledShardSim`) is the reference
+:class:`~envs.sim.dlrm.cluster.ShardSim` to the bit.
+
+Whole episodes (every observation, reward, ``info``, mask, and the final state after the drain,
+the random stream's position included) on the compiled loop and on the reference, which
+``kernels.AVAILABLE = False`` (as ``LDSGYM_NO_JIT=1``) selects; the configurations push the
+paths the kernel implements: queues that overflow, tables, heaps and key store that grow, many
+requests in flight, row-wise sharding, per-node tiers, 16 nodes, the request-aware entries,
+scheduled slowdowns of nodes and links, replicas that move (ShardPlacement), and a pickled
+copy mid-episode.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers the ids)
+from envs.sim.dlrm import ShardSim, kernels
+from envs.sim.dlrm.compiled import CompiledShardSim, eligible
+from envs.sim.jit import INSTALLED
+from tests.test_shard_compiled_episodes import _episode, _final_state
+
+pytestmark = pytest.mark.skipif(not INSTALLED, reason="numba not installed")
+
+_CASES = [
+    ("ldsgym/ShardRouting-v0", {}),
+    ("ldsgym/ShardRouting-v0", {"load": 3.0}),  # queues overflow, many requests in flight
+    ("ldsgym/ShardRouting-RowWise-v0", {"load": 1.3}),
+    ("ldsgym/ShardRouting-Tiers-v0", {}),
+    ("ldsgym/ShardRouting-16N-v0", {"load": 1.2}),
+    ("ldsgym/ShardRouting-RequestAware-v0", {"load": 1.1}),
+    ("ldsgym/ShardRouting-Slowdowns-v0", {"load": 1.2}),  # nodes and links slowed down
+    ("ldsgym/ShardRouting-Hetero-v0", {}),
+]
+
+
+def _sim_class(env_id: str, kwargs: dict[str, Any]) -> type:
+    env: Any = gym.make(env_id, **kwargs).unwrapped
+    env.reset(seed=0)
+    return type(env.sim)
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), _CASES)
+def test_whole_episodes_are_the_reference(env_id: str, kwargs: dict[str, Any],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    kwargs = {"episode_queries": 2400, **kwargs}
+    monkeypatch.setattr(kernels, "AVAILABLE", True)
+    assert _sim_class(env_id, kwargs) is CompiledShardSim
+    compiled = _episode(env_id, kwargs, 3)
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    assert _sim_class(env_id, kwargs) is ShardSim
+    reference = _episode(env_id, kwargs, 3)
+    assert len(compiled) == len(reference)
+    for i, (c, r) in enumerate(zip(compiled, reference, strict=True)):
+        assert c == r, f"{env_id} {kwargs}: step {i} differs"
+    final = compiled[-1]
+    assert isinstance(final, dict) and final["in_flight"] == (0, 0)  # drained
+
+
+def test_growth_and_overflow_are_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny initial arrays, so that every one grows (and the kernel stops, grows or flushes,
+    and goes on) many times, in an overloaded episode whose queues overflow."""
+    kwargs = {"episode_queries": 2400, "load": 3.0}
+    for name, size in (("_HEAP0", 4), ("_MSG0", 1), ("_SUB0", 2), ("_REQ0", 1), ("_BUF0", 1),
+                       ("_KEYS0", 8), ("_ALIVE0", 1)):
+        monkeypatch.setattr(CompiledShardSim, name, size)
+    monkeypatch.setattr(kernels, "AVAILABLE", True)
+    compiled = _episode("ldsgym/ShardRouting-v0", kwargs, 5)
+    env: Any = gym.make("ldsgym/ShardRouting-v0", **kwargs).unwrapped
+    env.reset(seed=5)
+    sim = env.sim
+    assert isinstance(sim, CompiledShardSim)
+    while sim.pending is not None:
+        env.step(int(np.flatnonzero(env.action_masks())[0]))
+    assert sim.sub.dropped_overflow > 0
+    assert len(sim._req_i) > 16 and len(sim._sub_i) > 64 and len(sim._hp_t) > 16
+    assert sim._mh.shape[1] > 4 and len(sim._buf) > 1 and len(sim._keys) > 8
+    assert sim._alive2.shape[1] > 64
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    reference = _episode("ldsgym/ShardRouting-v0", kwargs, 5)
+    assert compiled == reference
+
+
+def test_pickled_mid_episode_goes_on_as_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiled simulator pickled mid-episode (its state as arrays, keys compacted) goes on
+    exactly as the reference that was never pickled."""
+    kwargs = {"episode_queries": 1600, "load": 1.5}
+    runs = []
+    for available, copy in ((True, True), (False, False)):
+        monkeypatch.setattr(kernels, "AVAILABLE", available)
+        env: Any = gym.make("ldsgym/ShardRouting-v0", **kwargs).unwrapped
+        env.reset(seed=4)
+        rng = np.random.default_rng(4)
+        out = []
+        for t in range(1500):
+            if copy and t == 700:
+                env = pickle.loads(pickle.dumps(env))
+            valid = np.flatnonzero(env.action_masks())
+            obs, r, _, trunc, info = env.step(int(valid[int(rng.integers(len(valid)))]))
+            out.append(({k: v.tobytes() for k, v in obs.items()}, r, repr(sorted(info.items()))))
+            if trunc:
+                break
+        runs.append(out)
+    assert runs[0] == runs[1]
+
+
+def test_only_what_the_kernel_implements_is_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "AVAILABLE", True)
+    assert _sim_class("ldsgym/ShardRouting-v0", {}) is CompiledShardSim
+    # failures (scheduled or random) and LFU caches stay on the reference; slowdowns do not
+    assert _sim_class("ldsgym/ShardRouting-Slowdowns-v0", {}) is CompiledShardSim
+    assert _sim_class("ldsgym/ShardRouting-Faults-v0", {}) is ShardSim
+    fail = [{"start_ms": 3, "duration_ms": 25, "target": 1, "kind": "link", "mode": "fail"}]
+    assert _sim_class("ldsgym/ShardRouting-v0", {"faults": fail}) is ShardSim
+    assert _sim_class("ldsgym/ShardRouting-v0", {"cache_policy": "lfu"}) is ShardSim
+    env: Any = gym.make("ldsgym/ShardRouting-v0").unwrapped
+    assert eligible(env.layout, (), None, dynamic=True)  # replicas that move: compiled
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    assert not eligible(env.layout, (), None, dynamic=False)
+
+
+def _placement_episode(env_id: str, kwargs: dict[str, Any], seed: int) -> list[object]:
+    """A whole ShardPlacement episode of random toggles (replicas added and dropped, so
+    migrations finish among the other messages) and no-ops, and the final state."""
+    env: Any = gym.make(env_id, **kwargs).unwrapped
+    obs, info = env.reset(seed=seed)
+    out: list[object] = [({k: v.tobytes() for k, v in obs.items()}, repr(sorted(info.items())))]
+    rng = np.random.default_rng(seed)
+    trunc = False
+    while not trunc:
+        valid = np.flatnonzero(env.action_masks())
+        a = int(valid[int(rng.integers(len(valid)))]) if rng.random() < 0.6 else 0
+        obs, r, _, trunc, info = env.step(a)
+        out.append(({k: v.tobytes() for k, v in obs.items()}, repr(r),
+                    repr(sorted(info.items()))))
+    out.append(_final_state(env))
+    out.append((env.sim.migrations, env.sim.migrations_failed, env.sim.migration_bytes,
+                env.sim.holds.tobytes(), [list(r) for r in env.sim.replicas]))
+    return out
+
+
+@pytest.mark.parametrize("env_id", ["ldsgym/ShardPlacement-v0", "ldsgym/ShardPlacement-Drift-v0",
+                                    "ldsgym/ShardPlacement-Tiers-v0"])
+def test_placement_episodes_are_the_reference(env_id: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    kwargs = {"episode_queries": 2400}
+    monkeypatch.setattr(kernels, "AVAILABLE", True)
+    assert _sim_class(env_id, kwargs) is CompiledShardSim
+    compiled = _placement_episode(env_id, kwargs, 6)
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    assert _sim_class(env_id, kwargs) is ShardSim
+    reference = _placement_episode(env_id, kwargs, 6)
+    assert len(compiled) == len(reference)
+    for i, (c, r) in enumerate(zip(compiled, reference, strict=True)):
+        assert c == r, f"{env_id}: step {i} differs"
+    assert compiled[-1][0] > 10  # type: ignore[index]  (migrations happened)
