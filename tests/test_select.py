@@ -46,6 +46,9 @@ def test_off_by_default_and_parsed_when_given() -> None:
     ("{every: 10, seed: 10000}", "select.seed"),  # an evaluation seed
     ("{every: 10, seed: 0}", "select.seed"),  # a training seed
     ("{every: many}", "select:"),
+    ("{every: 10, loads: [0.8, 1.0], targets: [0.1]}", "select.targets"),  # one per load
+    ("{every: 10, targets: [0.1]}", "select.targets"),  # no loads: nothing to pair with
+    ("{every: 10, loads: [1.0], targets: 0.1}", "select.targets"),
 ])
 def test_bad_settings_are_one_line(value: str, needle: str) -> None:
     cfg = _cfg(f"select={value}")
@@ -61,6 +64,30 @@ def test_bad_key_fails_the_app_before_training(tmp_path: Path) -> None:
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "select: unknown key(s) ['evry']" in lines[0], res.stderr
     assert not (tmp_path / "x" / "model.zip").exists()
+
+
+def test_targets_make_the_score_a_margin_over_per_load_requirements(monkeypatch) -> None:
+    """Gains per cell (trace x load) less their load's target; ``min``: the worst margin."""
+    cfg = _cfg("select={every: 10, traces: [azure-conv, azure-code], loads: [0.8, 1.0], "
+               "targets: [-0.02, 0.10], score: min}")
+    sel = select_settings(cfg, env_spec(cfg))
+    assert sel is not None and sel.targets == (-0.02, 0.10)
+    validator = Validator.__new__(Validator)  # the baselines' episodes are not needed here
+    validator.sel = sel
+    validator.cells = [(t, lo) for t in sel.traces for lo in sel.loads]
+    validator.targets = {0.8: -0.02, 1.0: 0.10}
+    validator.best_baseline = {cell: ("b", 100.0) for cell in validator.cells}
+    learned = {("azure-conv", 0.8): 99.0, ("azure-conv", 1.0): 125.0,
+               ("azure-code", 0.8): 120.0, ("azure-code", 1.0): 108.0}
+    monkeypatch.setattr(Validator, "_run", lambda self, cell, pols: {"learned": learned[cell]})
+    score, gains = validator.score(model=None)
+    assert gains == pytest.approx({"azure-conv@0.8": -0.01, "azure-conv@1": 0.25,
+                                   "azure-code@0.8": 0.20, "azure-code@1": 0.08})
+    # Margins +0.01, +0.15, +0.22, -0.02: azure-code at 100% misses its +10% by 2 points,
+    # although its gain (+8%) is not the smallest (-1% at 80%).
+    assert score == pytest.approx(-0.02)
+    validator.targets = {}
+    assert validator.score(model=None)[0] == pytest.approx(-0.01)  # plain min of the gains
 
 
 def test_select_best_keeps_the_best_scoring_weights() -> None:
