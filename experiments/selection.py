@@ -17,6 +17,12 @@ exported ``model.zip`` holds the weights of the best-scoring check (the first of
 ``select.json`` in the run folder lists every check (step, score, each cell's gain) and the
 chosen step.
 
+``runs: K`` (default 1) trains K runs, with seeds ``seed`` to ``seed+K-1``, each in
+``runs/seed-S/`` of the run folder with its own checkpoint selection, and keeps the run whose
+chosen check scored best (its ``model.zip``; ``select.json`` gains ``runs`` and
+``chosen_seed``): best of K training seeds by the same validation score, K times the training
+time. ``resume=`` keeps the finished runs and continues the interrupted one.
+
 Validation never touches what the report evaluates: a trace must be a training split (a preset
 not ending in ``-test``; ``null`` is the env's own trace) and the episode seeds
 (``seed``..``seed+episodes-1``, default 9000) must differ from the training and the evaluation
@@ -39,7 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.common import EnvSpec, UserError, option_mapping
 
 _KEYS = {"every", "start", "episodes", "traces", "loads", "episode_queries", "baselines", "metric",
-         "score", "seed", "targets"}
+         "score", "seed", "targets", "runs"}
 #: File in the run folder: every check and the chosen step.
 SELECT_FILE = "select.json"
 #: File in the checkpoint folder: the best weights so far (for a resumed run).
@@ -61,6 +67,7 @@ class Select:
     score: str = "mean"
     seed: int = 9000
     targets: tuple[float, ...] = ()  # per load of ``loads``: subtracted from the cell's gain
+    runs: int = 1  # training runs (seeds seed..seed+runs-1); the best run's choice is kept
 
     @property
     def seeds(self) -> list[int]:
@@ -100,10 +107,11 @@ def select_settings(cfg: DictConfig, spec: EnvSpec) -> Select | None:
             metric=str(value.get("metric", "goodput")),
             score=str(value.get("score", "mean")),
             seed=int(value.get("seed", 9000)),
-            targets=tuple(float(x) for x in targets) if targets else ())
+            targets=tuple(float(x) for x in targets) if targets else (),
+            runs=int(value.get("runs", 1)))
     except (TypeError, ValueError) as exc:
         raise UserError(f"select: {' '.join(str(exc).split())}") from None
-    for key in ("every", "episodes"):
+    for key in ("every", "episodes", "runs"):
         if getattr(sel, key) < 1:
             raise UserError(f"select.{key}: must be >= 1, got {getattr(sel, key)}")
     if sel.start < 0:
@@ -130,11 +138,17 @@ def select_settings(cfg: DictConfig, spec: EnvSpec) -> Select | None:
                             f"training windows ('{name.removesuffix('-test')}')")
     from experiments.checks import training_seeds
 
-    train = set(training_seeds(int(cfg.seed), int(cfg.n_envs)))
+    train = set().union(*(training_seeds(int(cfg.seed) + k, int(cfg.n_envs))
+                          for k in range(sel.runs)))
     clash = sorted(set(sel.seeds) & (train | {int(s) for s in cfg.eval.seeds}))
     if clash:
         raise UserError(f"select.seed: validation seeds {clash} are training or evaluation "
                         f"seeds; pick another select.seed")
+    clash = sorted(train & {int(s) for s in cfg.eval.seeds})
+    if clash:
+        raise UserError(f"select.runs: the runs' training seeds (seed={cfg.seed} to "
+                        f"{int(cfg.seed) + sel.runs - 1}, n_envs={cfg.n_envs}) include "
+                        f"evaluation seeds {clash}")
     vec = cfg.get("vec_env")
     if vec is not None and bool(vec.get("normalize", False)):
         raise UserError("select: not with vec_env.normalize=true (the statistics keep moving "
