@@ -9,10 +9,19 @@ next rollout, when the weights have just been updated) and once after the last u
 current policy (deterministic, as evaluated) plays ``episodes`` validation episodes on each of
 ``traces`` at each of ``loads``; each cell's gain is the learned policy's mean ``metric`` over
 the best baseline's mean (the baselines' results are computed once, on the same arrivals)
-minus one, and the score is the ``score`` (``mean`` or ``min``) of the cells' gains. The
+minus one, and the score is the ``score`` (``mean`` or ``min``) of the cells' gains (each less
+its load's ``targets`` entry where given: with ``score: min`` the score is then the margin by
+which the policy clears a per-load requirement on its worst cell, e.g. ``loads: [0.8, 1.0],
+targets: [-0.02, 0.10]`` for "no worse than -2% at 80%, at least +10% at 100%"). The
 exported ``model.zip`` holds the weights of the best-scoring check (the first of equal scores);
 ``select.json`` in the run folder lists every check (step, score, each cell's gain) and the
 chosen step.
+
+``runs: K`` (default 1) trains K runs, with seeds ``seed`` to ``seed+K-1``, each in
+``runs/seed-S/`` of the run folder with its own checkpoint selection, and keeps the run whose
+chosen check scored best (its ``model.zip``; ``select.json`` gains ``runs`` and
+``chosen_seed``): best of K training seeds by the same validation score, K times the training
+time. ``resume=`` keeps the finished runs and continues the interrupted one.
 
 Validation never touches what the report evaluates: a trace must be a training split (a preset
 not ending in ``-test``; ``null`` is the env's own trace) and the episode seeds
@@ -36,7 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.common import EnvSpec, UserError, option_mapping
 
 _KEYS = {"every", "start", "episodes", "traces", "loads", "episode_queries", "baselines", "metric",
-         "score", "seed"}
+         "score", "seed", "targets", "runs"}
 #: File in the run folder: every check and the chosen step.
 SELECT_FILE = "select.json"
 #: File in the checkpoint folder: the best weights so far (for a resumed run).
@@ -57,6 +66,8 @@ class Select:
     metric: str = "goodput"
     score: str = "mean"
     seed: int = 9000
+    targets: tuple[float, ...] = ()  # per load of ``loads``: subtracted from the cell's gain
+    runs: int = 1  # training runs (seeds seed..seed+runs-1); the best run's choice is kept
 
     @property
     def seeds(self) -> list[int]:
@@ -79,7 +90,9 @@ def select_settings(cfg: DictConfig, spec: EnvSpec) -> Select | None:
         traces = value.get("traces")
         loads = value.get("loads")
         baselines = value.get("baselines")
-        for key, seq in (("traces", traces), ("loads", loads), ("baselines", baselines)):
+        targets = value.get("targets")
+        for key, seq in (("traces", traces), ("loads", loads), ("baselines", baselines),
+                         ("targets", targets)):
             if seq is not None and not isinstance(seq, list):
                 raise UserError(f"select.{key}: expected a list or null, got {seq!r}")
         sel = Select(
@@ -93,10 +106,12 @@ def select_settings(cfg: DictConfig, spec: EnvSpec) -> Select | None:
             baselines=tuple(str(b) for b in baselines) if baselines else (),
             metric=str(value.get("metric", "goodput")),
             score=str(value.get("score", "mean")),
-            seed=int(value.get("seed", 9000)))
+            seed=int(value.get("seed", 9000)),
+            targets=tuple(float(x) for x in targets) if targets else (),
+            runs=int(value.get("runs", 1)))
     except (TypeError, ValueError) as exc:
         raise UserError(f"select: {' '.join(str(exc).split())}") from None
-    for key in ("every", "episodes"):
+    for key in ("every", "episodes", "runs"):
         if getattr(sel, key) < 1:
             raise UserError(f"select.{key}: must be >= 1, got {getattr(sel, key)}")
     if sel.start < 0:
@@ -105,6 +120,9 @@ def select_settings(cfg: DictConfig, spec: EnvSpec) -> Select | None:
         raise UserError(f"select.episode_queries: must be >= 1, got {sel.episode_queries}")
     if any(x <= 0 for x in sel.loads):
         raise UserError(f"select.loads: every load must be > 0, got {list(sel.loads)}")
+    if sel.targets and len(sel.targets) != len(sel.loads):
+        raise UserError(f"select.targets: one per load of select.loads ({list(sel.loads)}), "
+                        f"got {list(sel.targets)}")
     if sel.score not in ("mean", "min"):
         raise UserError(f"select.score: 'mean' or 'min', got '{sel.score}'")
     from traces import TRACE_PRESETS
@@ -120,11 +138,17 @@ def select_settings(cfg: DictConfig, spec: EnvSpec) -> Select | None:
                             f"training windows ('{name.removesuffix('-test')}')")
     from experiments.checks import training_seeds
 
-    train = set(training_seeds(int(cfg.seed), int(cfg.n_envs)))
+    train = set().union(*(training_seeds(int(cfg.seed) + k, int(cfg.n_envs))
+                          for k in range(sel.runs)))
     clash = sorted(set(sel.seeds) & (train | {int(s) for s in cfg.eval.seeds}))
     if clash:
         raise UserError(f"select.seed: validation seeds {clash} are training or evaluation "
                         f"seeds; pick another select.seed")
+    clash = sorted(train & {int(s) for s in cfg.eval.seeds})
+    if clash:
+        raise UserError(f"select.runs: the runs' training seeds (seed={cfg.seed} to "
+                        f"{int(cfg.seed) + sel.runs - 1}, n_envs={cfg.n_envs}) include "
+                        f"evaluation seeds {clash}")
     vec = cfg.get("vec_env")
     if vec is not None and bool(vec.get("normalize", False)):
         raise UserError("select: not with vec_env.normalize=true (the statistics keep moving "
@@ -147,6 +171,7 @@ class Validator:
             loads = eval_loads(OmegaConf.create({"eval": {"loads": None}}), spec)
         names = list(sel.baselines) or [b for b in baselines if b != "random"]
         self.cells: list[tuple[str | None, float]] = [(t, lo) for t in sel.traces for lo in loads]
+        self.targets = dict(zip(loads, sel.targets, strict=True)) if sel.targets else {}
         self.makers: dict[tuple[str | None, float], Any] = {}
         for trace, load in self.cells:
             kw: dict[str, Any] = {"load": load}
@@ -183,15 +208,18 @@ class Validator:
         return f"{trace or 'env'}@{load:g}"
 
     def score(self, model: Any) -> tuple[float, dict[str, float]]:
-        """``(score, gain per cell)`` of ``model`` (its deterministic actions)."""
+        """``(score, gain per cell)`` of ``model`` (its deterministic actions); the score is
+        over the gains less their load's target (``targets``; none: 0)."""
         from agents.policy import SB3Policy
 
         gains: dict[str, float] = {}
+        margins = []
         for cell in self.cells:
             learned = self._run(cell, {"learned": SB3Policy(model)})["learned"]
             base = self.best_baseline[cell][1]
-            gains[self.cell_name(cell)] = learned / base - 1.0 if base > 0 else learned
-        values = np.array(list(gains.values()))
+            gains[self.cell_name(cell)] = gain = learned / base - 1.0 if base > 0 else learned
+            margins.append(gain - self.targets.get(cell[1], 0.0))
+        values = np.array(margins)
         return float(values.mean() if self.sel.score == "mean" else values.min()), gains
 
 

@@ -43,6 +43,7 @@ from experiments.common import (
 from experiments.interrupts import Interrupted, Interrupts, signal_name
 
 CHECKPOINT = "checkpoint"
+RUNS = "runs"  # select.runs > 1: one folder per training run (runs/seed-S)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,11 @@ def resume_state(cfg: DictConfig) -> ResumeState | None:
     run = Path(str(cfg.resume))
     if not (run / ".hydra" / "overrides.yaml").is_file():
         raise UserError(f"resume={cfg.resume}: not a training run folder")
+    return _state_of(cfg, run)
+
+
+def _state_of(cfg: DictConfig, run: Path) -> ResumeState:
+    """What training left in ``run`` (its checkpoint state and ``model.zip``)."""
     state_file = run / CHECKPOINT / "state.json"
     state: dict[str, Any] = {}
     if state_file.is_file():
@@ -181,9 +187,11 @@ def main(cfg: DictConfig, start: TrainStart, interrupts: Interrupts) -> float:
                           f"checkpoint); {resume_hint}") from None
     if model is None:  # stopped by a signal: the checkpoint is saved
         signum = interrupts.received or 2
+        where = out / CHECKPOINT if start.select is None or start.select.runs == 1 else (
+            out / RUNS)
         raise Interrupted(signum, f"interrupted by {signal_name(signum)}: checkpoint at step "
                           f"{steps:,} of {int(cfg.total_timesteps):,} saved in "
-                          f"{out / CHECKPOINT}; {resume_hint}")
+                          f"{where}; {resume_hint}")
     try:
         export = export_and_check(model, spec, out, int(cfg.export.parity_samples))
         print(f"policy.onnx: ONNX and torch agree on {export['parity_agreement']:.2%} of "
@@ -197,6 +205,11 @@ def main(cfg: DictConfig, start: TrainStart, interrupts: Interrupts) -> float:
             extra += (f" Checkpoint selection (select): the weights of step "
                       f"{chosen['chosen_step']:,} (validation score {chosen['chosen_score']:+.4f}"
                       f", best of {len(chosen['history'])} checks; select.json).")
+            if "runs" in chosen:
+                extra += (f" Best of {len(chosen['runs'])} training runs by that score: seed "
+                          f"{chosen['chosen_seed']} (" + ", ".join(
+                              f"seed {r['seed']} {r['chosen_score']:+.4f}"
+                              for r in chosen["runs"]) + f"; {RUNS}/).")
         sweep = evaluate_and_report(cfg, spec,
                                     make_policies(start.policy_names, model, spec.env_id),
                                     out, describe(cfg, spec), extra)
@@ -222,7 +235,69 @@ def main(cfg: DictConfig, start: TrainStart, interrupts: Interrupts) -> float:
 
 def train(cfg: DictConfig, start: TrainStart, out: Path,
           interrupts: Interrupts) -> tuple[Any | None, float, int]:
-    """Train from scratch or from the checkpoint; save ``model.zip``.
+    """Train (one run, or the best of ``select.runs``); save ``model.zip``.
+
+    Returns:
+        ``(model, training seconds in all, steps)``; ``model`` is ``None`` when a signal
+        stopped training (a checkpoint was saved).
+    """
+    if start.select is None or start.select.runs == 1:
+        return _train_one(cfg, start, out, interrupts)
+    return _train_best_of(cfg, start, out, interrupts)
+
+
+def _train_best_of(cfg: DictConfig, start: TrainStart, out: Path,
+                   interrupts: Interrupts) -> tuple[Any | None, float, int]:
+    """``select.runs`` training runs with seeds ``seed``, ``seed+1``, ..., each in
+    ``runs/seed-S/`` with its own checkpoint selection; the run whose chosen check scored best
+    (the first of equal scores) is copied to ``model.zip`` and ``select.json`` (plus ``runs``
+    and ``chosen_seed``). A resumed run keeps the finished runs and continues the others."""
+    from dataclasses import replace
+
+    from agents.callbacks import replace_file
+    from experiments.saved import load_model
+    from experiments.selection import SELECT_FILE, write_select
+
+    resume = start.resume
+    if resume is not None and resume.finished:
+        return _train_one(cfg, start, out, interrupts)  # loads model.zip
+    total_s, runs = 0.0, []
+    for k in range(start.select.runs):
+        seed = int(cfg.seed) + k
+        sub = out / RUNS / f"seed-{seed}"
+        sub_cfg = cfg.copy()
+        sub_cfg.seed = seed
+        sub_resume = _state_of(sub_cfg, sub) if sub.is_dir() else None
+        sub.mkdir(parents=True, exist_ok=True)
+        model, seconds, steps = _train_one(sub_cfg, replace(start, resume=sub_resume), sub,
+                                           interrupts)
+        total_s += seconds
+        if model is None:
+            return None, total_s, steps
+        record = json.loads((sub / SELECT_FILE).read_text())
+        runs.append({"seed": seed, "chosen_step": record["chosen_step"],
+                     "chosen_score": record["chosen_score"]})
+        print(f"select.runs: run {k + 1} of {start.select.runs} (seed {seed}) scored "
+              f"{record['chosen_score']:+.4f}")
+    best = max(runs, key=lambda r: r["chosen_score"])  # the first of equal scores
+    best_dir = out / RUNS / f"seed-{best['seed']}"
+    replace_file(out / "model.zip", lambda tmp: shutil.copyfile(best_dir / "model.zip", tmp))
+    record = json.loads((best_dir / SELECT_FILE).read_text())
+    record.update(runs=runs, chosen_seed=best["seed"])
+    write_select(out / SELECT_FILE, record)
+    print(f"select.runs: the run of seed {best['seed']} (score {best['chosen_score']:+.4f}, "
+          f"best of {len(runs)} runs)")
+    ckpt = out / CHECKPOINT
+    ckpt.mkdir(exist_ok=True)
+    (ckpt / "state.json").write_text(json.dumps(
+        {"num_timesteps": int(cfg.total_timesteps), "resumes": 0, "train_seconds": total_s,
+         "finished": True}) + "\n")
+    return load_model(cfg, out), total_s, int(cfg.total_timesteps)
+
+
+def _train_one(cfg: DictConfig, start: TrainStart, out: Path,
+               interrupts: Interrupts) -> tuple[Any | None, float, int]:
+    """Train one run from scratch or from the checkpoint; save ``model.zip``.
 
     Returns:
         ``(model, training seconds in all, steps)``; ``model`` is ``None`` when a signal

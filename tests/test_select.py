@@ -46,6 +46,10 @@ def test_off_by_default_and_parsed_when_given() -> None:
     ("{every: 10, seed: 10000}", "select.seed"),  # an evaluation seed
     ("{every: 10, seed: 0}", "select.seed"),  # a training seed
     ("{every: many}", "select:"),
+    ("{every: 10, loads: [0.8, 1.0], targets: [0.1]}", "select.targets"),  # one per load
+    ("{every: 10, targets: [0.1]}", "select.targets"),  # no loads: nothing to pair with
+    ("{every: 10, loads: [1.0], targets: 0.1}", "select.targets"),
+    ("{every: 10, runs: 0}", "select.runs"),
 ])
 def test_bad_settings_are_one_line(value: str, needle: str) -> None:
     cfg = _cfg(f"select={value}")
@@ -61,6 +65,30 @@ def test_bad_key_fails_the_app_before_training(tmp_path: Path) -> None:
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "select: unknown key(s) ['evry']" in lines[0], res.stderr
     assert not (tmp_path / "x" / "model.zip").exists()
+
+
+def test_targets_make_the_score_a_margin_over_per_load_requirements(monkeypatch) -> None:
+    """Gains per cell (trace x load) less their load's target; ``min``: the worst margin."""
+    cfg = _cfg("select={every: 10, traces: [azure-conv, azure-code], loads: [0.8, 1.0], "
+               "targets: [-0.02, 0.10], score: min}")
+    sel = select_settings(cfg, env_spec(cfg))
+    assert sel is not None and sel.targets == (-0.02, 0.10)
+    validator = Validator.__new__(Validator)  # the baselines' episodes are not needed here
+    validator.sel = sel
+    validator.cells = [(t, lo) for t in sel.traces for lo in sel.loads]
+    validator.targets = {0.8: -0.02, 1.0: 0.10}
+    validator.best_baseline = {cell: ("b", 100.0) for cell in validator.cells}
+    learned = {("azure-conv", 0.8): 99.0, ("azure-conv", 1.0): 125.0,
+               ("azure-code", 0.8): 120.0, ("azure-code", 1.0): 108.0}
+    monkeypatch.setattr(Validator, "_run", lambda self, cell, pols: {"learned": learned[cell]})
+    score, gains = validator.score(model=None)
+    assert gains == pytest.approx({"azure-conv@0.8": -0.01, "azure-conv@1": 0.25,
+                                   "azure-code@0.8": 0.20, "azure-code@1": 0.08})
+    # Margins +0.01, +0.15, +0.22, -0.02: azure-code at 100% misses its +10% by 2 points,
+    # although its gain (+8%) is not the smallest (-1% at 80%).
+    assert score == pytest.approx(-0.02)
+    validator.targets = {}
+    assert validator.score(model=None)[0] == pytest.approx(-0.01)  # plain min of the gains
 
 
 def test_select_best_keeps_the_best_scoring_weights() -> None:
@@ -125,3 +153,34 @@ def test_train_exports_the_best_scoring_check(tmp_path: Path) -> None:
     validator = Validator(sel, env_spec(cfg), list(baselines_for(env_spec(cfg).env_id)))
     score, _ = validator.score(load_model(cfg, out))
     assert score == pytest.approx(best, abs=1e-12)
+
+
+def test_runs_training_seeds_must_miss_the_evaluation_seeds() -> None:
+    # seed 9998 alone trains on 9998-9999 (2 envs); a second run (seed 9999) would use 10000.
+    cfg = _cfg("seed=9998", "select={every: 10, seed: 5000}")
+    assert select_settings(cfg, env_spec(cfg)) is not None
+    cfg = _cfg("seed=9998", "select={every: 10, seed: 5000, runs: 2}")
+    with pytest.raises(UserError, match=re.escape("select.runs")):
+        select_settings(cfg, env_spec(cfg))
+
+
+def test_runs_keep_the_best_scoring_training_run(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    sel = SEL.replace("}", ", runs: 2}")
+    res = run_app("experiments.train", "experiment=quick", "progress=false", "seed=3",
+                  f"select={sel}", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    record = json.loads((out / "select.json").read_text())
+    subs = {s: json.loads((out / "runs" / f"seed-{s}" / "select.json").read_text())
+            for s in (3, 4)}
+    assert [r["seed"] for r in record["runs"]] == [3, 4]
+    for r in record["runs"]:  # each run chose its own best check
+        assert r["chosen_score"] == subs[r["seed"]]["chosen_score"]
+        assert r["chosen_score"] == max(h["score"] for h in subs[r["seed"]]["history"])
+    assert subs[3]["history"] != subs[4]["history"]  # two trainings, not one twice
+    best = max(record["runs"], key=lambda r: r["chosen_score"])
+    assert record["chosen_seed"] == best["seed"]
+    assert record["chosen_score"] == best["chosen_score"]
+    chosen = out / "runs" / f"seed-{best['seed']}" / "model.zip"
+    assert (out / "model.zip").read_bytes() == chosen.read_bytes()
+    assert "Best of 2 training runs by that score" in (out / "report.md").read_text()
