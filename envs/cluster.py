@@ -297,6 +297,7 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
             layout.append((key, k, k + n))
             k += n
         self._layout = layout
+        self._obs_size = k
         #: The keys' spans as slice objects (a view per key of each decision's buffer).
         self._slices = [(key, slice(a, b)) for key, a, b in layout]
         spans = {key: (a, b) for key, a, b in layout}
@@ -428,11 +429,11 @@ class ClusterRoutingEnv(gym.Env[Obs, np.int64]):
         inv_sla = 1.0 / left if left > 0 else 1e3
         rates = self._rates
         assert isinstance(rates, np.ndarray)  # the compiled path's
-        buf = self._templates[m].copy()
+        buf = np.empty(self._obs_size, np.float32)  # the kernel writes every entry
         self._finish_s = sim.observe_flat(
             m, self._inv_b, inv_sla, CLIP, buf, self._span_slots[0], self._mask_slots,
             rates, decay, 1.0 / self.rate_window_s, self._inv_cap, self._span_rates[0],
-            sla / self._max_sla_s, self._span_sla)
+            sla / self._max_sla_s, self._span_sla, self._templates[m])
         self._mask = self._mask_buf  # the last entry (reject) stays True
         obs = {key: buf[span] for key, span in self._slices}
         self._last_obs = obs

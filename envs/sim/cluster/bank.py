@@ -530,7 +530,9 @@ class DeviceBank:
         self.SI = np.zeros((N_I, S), np.int64)
         self.BM = np.zeros((S, M), np.int64)
         self.QF = np.zeros((3, S, M, cap))
-        self.QS = np.zeros((S, M, cap), np.int64)
+        # request sizes (1 to B): int16 where they fit (a quarter of the bytes to zero per
+        # episode; 18.7 MB as int64 at 1,024 devices)
+        self.QS = np.zeros((S, M, cap), np.int16 if B <= 32767 else np.int64)
         self.QH = np.zeros((2, S, M), np.int64)
         self.RF = np.zeros((3, S, B))
         self.RS = np.zeros((S, B), np.int64)

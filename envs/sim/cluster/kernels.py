@@ -252,16 +252,28 @@ def ewma(rates: np.ndarray, decay: float, m: int, inc: float, scale: float, clip
 
 
 @njit(cache=True, error_model="numpy")
+def _copy(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[:] = src`` (a loop from 0 over views: vectorised, where a loop over ``range(a,
+    b)`` with ``a`` unknown is not, for the negative-index check)."""
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
+
+
+@njit(cache=True, error_model="numpy")
 def observe_flat(acc_t: float, m: int, now: float, need: float, inv_b: float, inv_sla: float,
                  clip: float, do_sums: bool, sf: np.ndarray, sm: np.ndarray, df: np.ndarray,
                  bounds: np.ndarray, buf: np.ndarray, off: int, valid: np.ndarray,
                  sums: np.ndarray, rates: np.ndarray, decay: float, inc: float, scale: float,
-                 roff: int, sla_x: float, soff: int) -> int:
+                 roff: int, sla_x: float, soff: int, tmpl: np.ndarray) -> int:
     """A decision's observation in one call (what :func:`ewma` and :func:`accrue_refresh`
-    do, and the SLA's entry), written into the flat float32 ``buf``: :func:`ewma`'s rates at
+    do, and the SLA's entry), written into the flat float32 ``buf``: the template ``tmpl``
+    (as long) outside ``buf[off:off + 6 S]``, then :func:`ewma`'s rates at
     ``buf[roff:roff + M]``, ``clip(sla_x)`` at ``buf[soff]``, the per-slot rows of
-    :func:`refresh` (``o32``) as ``buf[off:off + 6 S]``. The same operations as those
-    calls, so the same values."""
+    :func:`refresh` (``o32``) as ``buf[off:off + 6 S]``, every entry of them (so ``buf`` may
+    come uninitialised). The same operations as those calls, so the same values."""
+    S = sf.shape[1]
+    _copy(buf[:off], tmpl[:off])
+    _copy(buf[off + 6 * S:], tmpl[off + 6 * S:])
     for i in range(rates.shape[0]):
         rates[i] = rates[i] * decay
     rates[m] += inc
@@ -270,6 +282,5 @@ def observe_flat(acc_t: float, m: int, now: float, need: float, inv_b: float, in
     buf[soff] = _clip(sla_x, clip)
     if acc_t >= 0.0:
         accrue(df, acc_t)
-    S = sf.shape[1]
     return refresh(m, now, need, inv_b, inv_sla, clip, do_sums, sf, sm, df, bounds,
                    buf[off:off + 6 * S].reshape((6, S)), valid, sums)

@@ -611,13 +611,15 @@ class ClusterSim:
 
     def observe_flat(self, m: int, inv_b: float, inv_sla: float, clip: float, buf: np.ndarray,
                      off: int, mask: np.ndarray, rates: np.ndarray, decay: float, inc: float,
-                     scale: float, roff: int, sla_x: float, soff: int) -> np.ndarray:
+                     scale: float, roff: int, sla_x: float, soff: int,
+                     tmpl: np.ndarray) -> np.ndarray:
         """:meth:`observe` into a flat float32 buffer (the per-slot rows at ``buf[off:off +
         6 S]``, the mask into ``mask``) together with the rest of a decision's observation
-        that changes (:func:`kernels.observe_flat`: the rates' EWMA ``rates`` to ``decay x
-        rates``, ``+ inc`` for ``m``, written x ``scale`` at ``buf[roff:]``; ``clip(sla_x)``
-        at ``buf[soff]``): one kernel call. Returns the finish estimates (seconds, per slot;
-        a view the next call overwrites)."""
+        (:func:`kernels.observe_flat`: the template ``tmpl`` elsewhere, then the rates' EWMA
+        ``rates`` to ``decay x rates``, ``+ inc`` for ``m``, written x ``scale`` at
+        ``buf[roff:]``; ``clip(sla_x)`` at ``buf[soff]``): one kernel call (``buf`` may come
+        uninitialised). Returns the finish estimates (seconds, per slot; a view the next call
+        overwrites)."""
         room_at = self._room_at
         if room_at and room_at[0][0] <= self.now:
             self._prepare()
@@ -627,7 +629,7 @@ class ClusterSim:
             self._sums_list = None
         args = (self._acc_t, m, self.now, need, inv_b, inv_sla, clip, not self._sums_ok, sf,
                 self._sm, self._df, self._bounds, buf, off, mask, self._sums, rates, decay, inc,
-                scale, roff, sla_x, soff)
+                scale, roff, sla_x, soff, tmpl)
         kernel = self._observe_kernel
         if kernel is None:  # the types are the same at every call: float, int, bool, arrays
             kernel = self._observe_kernel = kn.entry_point(kn.observe_flat, args)
