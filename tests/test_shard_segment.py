@@ -23,7 +23,7 @@ import envs  # noqa: F401  (registers the ids)
 from envs.sim.dlrm import ShardSim, kernels
 from envs.sim.dlrm.compiled import CompiledShardSim, eligible
 from envs.sim.jit import INSTALLED
-from tests.test_shard_compiled_episodes import _episode, _final_state
+from tests.test_shard_compiled_episodes import _FAULTS, _episode, _final_state
 
 pytestmark = pytest.mark.skipif(not INSTALLED, reason="numba not installed")
 
@@ -36,6 +36,11 @@ _CASES = [
     ("ldsgym/ShardRouting-RequestAware-v0", {"load": 1.1}),
     ("ldsgym/ShardRouting-Slowdowns-v0", {"load": 1.2}),  # nodes and links slowed down
     ("ldsgym/ShardRouting-Hetero-v0", {}),
+    # failures: retries, evacuated nodes and links, caches cleared, random failures
+    ("ldsgym/ShardRouting-v0", {"load": 1.2, "faults": _FAULTS}),
+    ("ldsgym/ShardRouting-Faults-v0", {"load": 1.1}),
+    ("ldsgym/ShardRouting-v0", {"load": 1.2, "faults": _FAULTS, "max_retries": 0,
+                                "replication": 1}),  # sub-requests fail, sent or not
 ]
 
 
@@ -112,11 +117,9 @@ def test_pickled_mid_episode_goes_on_as_the_reference(monkeypatch: pytest.Monkey
 def test_only_what_the_kernel_implements_is_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernels, "AVAILABLE", True)
     assert _sim_class("ldsgym/ShardRouting-v0", {}) is CompiledShardSim
-    # failures (scheduled or random) and LFU caches stay on the reference; slowdowns do not
+    # LFU caches stay on the reference; failures and slowdowns do not
     assert _sim_class("ldsgym/ShardRouting-Slowdowns-v0", {}) is CompiledShardSim
-    assert _sim_class("ldsgym/ShardRouting-Faults-v0", {}) is ShardSim
-    fail = [{"start_ms": 3, "duration_ms": 25, "target": 1, "kind": "link", "mode": "fail"}]
-    assert _sim_class("ldsgym/ShardRouting-v0", {"faults": fail}) is ShardSim
+    assert _sim_class("ldsgym/ShardRouting-Faults-v0", {}) is CompiledShardSim
     assert _sim_class("ldsgym/ShardRouting-v0", {"cache_policy": "lfu"}) is ShardSim
     env: Any = gym.make("ldsgym/ShardRouting-v0").unwrapped
     assert eligible(env.layout, (), None, dynamic=True)  # replicas that move: compiled
@@ -144,11 +147,15 @@ def _placement_episode(env_id: str, kwargs: dict[str, Any], seed: int) -> list[o
     return out
 
 
-@pytest.mark.parametrize("env_id", ["ldsgym/ShardPlacement-v0", "ldsgym/ShardPlacement-Drift-v0",
-                                    "ldsgym/ShardPlacement-Tiers-v0"])
-def test_placement_episodes_are_the_reference(env_id: str,
+@pytest.mark.parametrize(("env_id", "kwargs"), [
+    ("ldsgym/ShardPlacement-v0", {}),
+    ("ldsgym/ShardPlacement-Drift-v0", {}),
+    ("ldsgym/ShardPlacement-Tiers-v0", {}),
+    ("ldsgym/ShardPlacement-v0", {"faults": "random", "load": 1.1}),  # migrations aborted
+])
+def test_placement_episodes_are_the_reference(env_id: str, kwargs: dict[str, Any],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    kwargs = {"episode_queries": 2400}
+    kwargs = {"episode_queries": 2400, **kwargs}
     monkeypatch.setattr(kernels, "AVAILABLE", True)
     assert _sim_class(env_id, kwargs) is CompiledShardSim
     compiled = _placement_episode(env_id, kwargs, 6)

@@ -7,7 +7,10 @@ The modules, by job:
 * :mod:`~envs.sim.dlrm.layout`: where the rows live (:func:`balance_tables`,
   :func:`place_replicas`, :class:`ShardLayout`);
 * :mod:`~envs.sim.dlrm.records`: requests, sub-requests, migrations and their counters;
-* :mod:`~envs.sim.dlrm.cluster`: the event-driven simulator (:class:`ShardSim`);
+* :mod:`~envs.sim.dlrm.cluster`: the event-driven simulator (:class:`ShardSim`), the reference;
+* :mod:`~envs.sim.dlrm.compiled` and :mod:`~envs.sim.dlrm.segment`: the same simulator with its
+  event loop compiled (``CompiledShardSim``; :func:`~envs.sim.dlrm.compiled.make_shard_sim`
+  picks it where it applies, an LRU cache and numba);
 * :mod:`~envs.sim.dlrm.capacity`: analytic hit rates (:func:`che_hit_rates`) and capacity
   (:func:`estimate_capacity`);
 * :mod:`~envs.sim.dlrm.skew`: row popularity (a bounded Zipf law fitted to Meta's traces);

@@ -9,10 +9,11 @@ stay in the reference's Python handlers, called in the same order, so the random
 every result are the same to the bit (``tests/test_shard_segment.py`` checks whole episodes
 against the reference, which ``LDSGYM_NO_JIT=1`` runs).
 
-It covers the configurations the kernel implements: an LRU row cache, no failures (scheduled
-or random; stragglers and scheduled slowdowns of nodes and links are fine), replicas static or
-moving (a link completion that finishes a migration is handled in Python, with the
-reference's ``_finish_migration``). :func:`make_shard_sim` picks it
+It covers the configurations with an LRU row cache (the kernel's cache): stragglers, scheduled
+slowdowns and failures of nodes and links, random failures and retries are handled in Python
+on the arrays (the reference's handlers, or their ports where they touch a link or a node's
+queue), and so is a link completion that finishes a migration (replicas that move), with the
+reference's ``_finish_migration``. :func:`make_shard_sim` picks it
 for those when numba is there, else the reference.
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from envs.sim.dlrm import kernels
 from envs.sim.dlrm import segment as sg
-from envs.sim.dlrm.cluster import ARRIVAL, FAULT, STRAGGLER, ShardSim
+from envs.sim.dlrm.cluster import ARRIVAL, FAULT, RANDOM_FAULT, RETRY, STRAGGLER, ShardSim
 from envs.sim.dlrm.layout import ShardLayout
 from envs.sim.dlrm.pslink import PsLink
 from envs.sim.dlrm.records import Migration, Request, SubRequest
@@ -37,10 +38,8 @@ from envs.sim.packing import Ints, unpack
 def eligible(layout: ShardLayout, faults: Sequence[FaultEvent],
              random_faults: RandomDisruption | None, dynamic: bool) -> bool:
     """Whether :class:`CompiledShardSim` implements this configuration (and numba is on)."""
-    del dynamic  # (replicas that move are fine: migrations finish in Python)
-    return (kernels.AVAILABLE and layout.spec.cache_policy == "lru"
-            and all(f.mode == "slow" for f in faults)
-            and (random_faults is None or random_faults.rate_hz <= 0))
+    del faults, random_faults, dynamic  # (handled in Python around the kernel)
+    return kernels.AVAILABLE and layout.spec.cache_policy == "lru"
 
 
 def make_shard_sim(layout: ShardLayout, arrival_s: np.ndarray, sla_s: np.ndarray, budget: int,
@@ -195,6 +194,14 @@ class CompiledShardSim(ShardSim):
             lk.n, lk._seq = int(self._lki[lid, sg.K_N]), int(self._lki[lid, sg.K_SEQ])
             out.append(lk)
         return out
+
+    @property
+    def _link_busy(self) -> list[float]:  # busy_s of every link direction (downlinks first)
+        return self._link_busy_a.tolist()
+
+    @_link_busy.setter
+    def _link_busy(self, value: object) -> None:
+        pass
 
     @property  # type: ignore[override]
     def _subs(self) -> _Count:  # sub-requests in the system
@@ -529,16 +536,18 @@ class CompiledShardSim(ShardSim):
             self._on_straggler(target, now)
         elif kind == FAULT:
             self._on_fault(target, now)
-        else:  # not eligible() configurations
+        elif kind == RETRY:
+            self._on_retry(target, now)
+        elif kind == RANDOM_FAULT:
+            self._on_random_fault(target, now)
+        else:
             raise AssertionError(f"event kind {kind} in a CompiledShardSim")
 
     def _on_fault(self, code: int, now: float) -> None:
         """A scheduled slowdown starts or ends (:meth:`ShardSim._on_fault` of ``mode="slow"``)."""
         f = self._faults[code // 2]
-        if f.mode != "slow":  # not eligible() configurations
-            raise AssertionError("a failure in a CompiledShardSim")
         n = f.target
-        if f.kind == "node":
+        if f.mode != "slow" or f.kind == "node":
             super()._on_fault(code, now)
             self._nd_f[n, sg.D_SLOW] = self.nodes[n].slow
             return
@@ -621,7 +630,8 @@ class CompiledShardSim(ShardSim):
         sub.state = 1
         while ret := sg.send(self._st, self._hp, self._mh, self._sub, node, sid, sub.req.id,
                              sub.shard, sub.d_tracked, sub.d_untracked, sub.lookups,
-                             sub.tracked_lookups, key_start, sub.req_bytes, sub.resp_bytes):
+                             sub.tracked_lookups, key_start, sub.req_bytes, sub.resp_bytes,
+                             True):
             if ret == 1:
                 self._grow_subs(sid)
             elif ret == 2:
@@ -637,8 +647,74 @@ class CompiledShardSim(ShardSim):
             self.sub_failed += 1
             self.sub.dropped_failed += 1
         sub.state = 5  # (not in the sub-request table: never sent)
-        req = sub.req
-        r = req.id & int(self._I[sg.I_RMASK])
+        self._fail_request(sub.req.id)
+
+    # ------------------------------------------------------------------ failures
+    def _set_down(self, node: int, now: float, kind: str, delta: int) -> None:
+        self.sync_objects()  # (a node that fails restarts with its cache cleared)
+        super()._set_down(node, now, kind, delta)
+        self._reload_cache(node)
+
+    def _evacuate(self, node: int, now: float, node_failed: bool) -> None:
+        """:meth:`ShardSim._evacuate` on the arrays: the node's members in the order they
+        were sent to it (the reference's dict of members)."""
+        nd_i, nd_f = self._nd_i, self._nd_f
+        nd_i[node, sg.E_EV] = 0  # its service event is cancelled
+        if nd_i[node, sg.E_SERV] >= 0:  # its whole service was counted busy when it started
+            busy = self.sub.busy_s
+            busy[node] -= min(max(0.0, float(self.service_end[node]) - now),
+                              float(nd_f[node, sg.D_SVC]))
+            self._NA[sg.A_SUBBUSY, node] = busy[node]
+        nd_i[node, sg.E_SERV] = -1
+        nd_i[node, sg.E_QH] = nd_i[node, sg.E_QT] = nd_i[node, sg.E_QL] = 0
+        self.work_s[node] = 0.0
+        self.service_end[node] = now
+        sub_i, sub_f = self._sub_i, self._sub_f
+        rows = np.flatnonzero((sub_i[:, sg.U_NODE] == node) & (sub_i[:, sg.U_STATE] >= 1)
+                              & (sub_i[:, sg.U_STATE] <= 3))
+        rows = rows[np.argsort(sub_i[rows, sg.U_SENDSEQ], kind="stable")]
+        max_retries = self.spec.max_retries
+        for slot in rows.tolist():
+            state = int(sub_i[slot, sg.U_STATE])
+            if state == 3 and node_failed:
+                continue  # the response is on the wire already: it arrives
+            sid = int(sub_i[slot, sg.U_ID])
+            if state in (1, 3):
+                sg.abort(self._st, self._mh, self._sub, 2 * node + (state == 3), sid,
+                         int(sub_i[slot, sg.U_FSEQ]), float(sub_f[slot, sg.S_FF]))
+            self.outstanding[node] -= 1
+            sub_i[slot, sg.U_NODE] = -1
+            sub_i[slot, sg.U_STATE] = 0
+            if sub_i[slot, sg.U_RETRIES] < max_retries:
+                sub_i[slot, sg.U_RETRIES] += 1
+                self.sub_retried += 1
+                self._schedule(now + self.spec.retry_delay_s, RETRY, sid)
+            else:
+                self._fail_sent(sid)
+        for mig in self._migrating.pop(node, []):
+            mid = -1 - self._migs.index(mig)
+            sg.abort(self._st, self._mh, self._sub, 2 * node, mid, mig.flow_seq,
+                     mig.flow_finish)
+            mig.flow_seq = -1
+            self.loading[node, mig.shard] = False
+            self.topology_version += 1
+            self.migrations_failed += 1
+        for lid in (2 * node, 2 * node + 1):
+            self._heap_room(1)
+            sg.relink(self._st, self._hp, self._mh, self._sub, lid)
+
+    def _fail_sent(self, sid: int) -> None:
+        """:meth:`ShardSim._fail_sub` (counted) of a sub-request in the system."""
+        self.sub_failed += 1
+        self.sub.dropped_failed += 1
+        slot = sid & int(self._I[sg.I_SMASK])
+        self._sub_i[slot, sg.U_STATE] = 5
+        self._I[sg.I_NSUBS] -= 1
+        self._fail_request(int(self._sub_i[slot, sg.U_RID]))
+
+    def _fail_request(self, rid: int) -> None:
+        """A sub-request of request ``rid`` failed (:meth:`ShardSim._fail_sub`'s request part)."""
+        r = rid & int(self._I[sg.I_RMASK])
         row = self._req_i[r]
         row[sg.Q_RES] += 1
         row[sg.Q_LEFT] -= 1
@@ -646,10 +722,28 @@ class CompiledShardSim(ShardSim):
             row[sg.Q_FAILED] = 1
             self.req.dropped_failed += 1
             self._sync_backlog(self.events.now)
-            self._backlog_rate -= req.inv_sla
+            self._backlog_rate -= float(self._req_f[r, sg.R_INV])
         if row[sg.Q_RES] == row[sg.Q_FAN] and row[sg.Q_LIVE]:
             row[sg.Q_LIVE] = 0
             self._I[sg.I_NREQS] -= 1
+
+    def _on_retry(self, sid: int, now: float) -> None:
+        slot = sid & int(self._I[sg.I_SMASK])
+        if self._sub_i[slot, sg.U_ID] != sid or self._sub_i[slot, sg.U_STATE] != 0:
+            return  # (not in the system)
+        valid = self.valid_nodes(int(self._sub_i[slot, sg.U_SHARD]))
+        if not valid:
+            self._fail_sent(sid)
+            return
+        best = min(valid, key=lambda n: (int(self.outstanding[n]), n))
+        while ret := sg.send(self._st, self._hp, self._mh, self._sub, best, sid, 0, 0, 0, 0,
+                             0, 0, 0, 0.0, 0.0, False):
+            if ret == 2:
+                self._grow_heap(2)
+            else:
+                self._grow_msg()
+        self.link_bytes_sent[best] = self._mv_lbs[best]
+        self._link_busy_max = self._mvF[sg.F_LBMAX]
 
     # ------------------------------------------------------------------ placement
     def add_replica(self, shard: int, node: int, warm: np.ndarray | None = None) -> None:
@@ -673,6 +767,8 @@ class CompiledShardSim(ShardSim):
                 self._grow_heap(1)
             else:
                 self._grow_msg()
+        mig.flow_seq = int(self._lki[2 * node, sg.K_SEQ])  # (what an abort needs)
+        mig.flow_finish = float(self._lkf[2 * node, sg.L_V]) + nbytes
         self.link_bytes_sent[node] = self._mv_lbs[node]
         self._link_busy_max = self._mvF[sg.F_LBMAX]
 

@@ -25,6 +25,8 @@ LINK_DONE = 1
 SERVICE_DONE = 2
 REQUEST_DONE = 3
 _EPS_BYTES = 1e-3
+#: The id of an aborted migration's message (stale).
+ABORTED = -(2**62)
 _INF = np.inf
 
 # F: float globals
@@ -33,8 +35,8 @@ N_F = 9
 # G: int globals
 (I_SEQ, I_HSIZE, I_EVH, I_SUBC, I_SUBG, I_OVF, I_REQC, I_REQG, I_REQDF, I_CLT, I_CHT,
  I_NSUBS, I_NREQS, I_LATN, I_DENN, I_QCAP, I_RET, I_KIND, I_TGT, I_SMASK, I_RMASK, I_N, I_S,
- I_D) = range(24)
-N_I = 24
+ I_D, I_SENDSEQ) = range(25)
+N_I = 25
 # return codes (G[I_RET])
 (RET_EVENT, RET_DONE, RET_EMPTY, RET_GROW_HEAP, RET_GROW_MSG, RET_FLUSH, RET_GROW_ALIVE,
  RET_MIGRATION) = range(8)
@@ -48,7 +50,7 @@ E_SERV, E_EV, E_QH, E_QT, E_QL = range(5)
 # sub-requests (slot = id & smask), floats and ints
 S_EST, S_FF, S_REQB, S_RESPB = range(4)
 (U_ID, U_RID, U_SHARD, U_NODE, U_STATE, U_FSEQ, U_KS, U_NK, U_DU, U_LOOK, U_TRK,
- U_NEXT) = range(12)
+ U_NEXT, U_RETRIES, U_SENDSEQ) = range(14)
 # requests (slot = id & rmask)
 R_ARR, R_DL, R_INV, R_BOT, R_GATH = range(5)
 Q_ID, Q_FAN, Q_LEFT, Q_RES, Q_FAILED, Q_LIVE = range(6)
@@ -65,7 +67,7 @@ N_C = 9
 # columns of the growable tables, int64 with the float columns read through a float64 view:
 # events (time | seq, kind, target), messages per link (finish | seq, sid), sub-requests
 # (S_* | U_*), requests (R_* | Q_*); buffers, float64: latency | dense job (k, start, end)
-N_SF, N_SI = 4, 12
+N_SF, N_SI = 4, 14
 N_RF, N_RI = 5, 6
 
 
@@ -242,8 +244,8 @@ def _mh_pop(mh_f: np.ndarray, mh_i: np.ndarray, lki: np.ndarray, lid: int) -> No
 def _mh_stale(mh_i: np.ndarray, sub_i: np.ndarray, smask: int, lid: int) -> bool:
     """The top message's entry is not its current flow (aborted)."""
     sid = mh_i[lid, 0, 1]
-    if sid < 0:  # a migration (never aborted here: no faults)
-        return False
+    if sid < 0:  # a migration: stale once aborted (its id replaced by ABORTED)
+        return sid == ABORTED
     slot = sid & smask
     return sub_i[slot, U_ID] != sid or sub_i[slot, U_FSEQ] != mh_i[lid, 0, 0]
 
@@ -329,14 +331,10 @@ def _relink(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray,
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _send(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray, lkf: np.ndarray,
-         lki: np.ndarray, mh_f: np.ndarray, mh_i: np.ndarray, sub_f: np.ndarray,
-         sub_i: np.ndarray, NA: np.ndarray, link_busy: np.ndarray, row_hit: np.ndarray,
-         node_state: np.ndarray, outstanding: np.ndarray, node: int, sid: int, rid: int,
-         shard: int, n_keys: int, d_untracked: int, lookups: int, tracked: int,
-         key_start: int, req_bytes: float, resp_bytes: float) -> None:
-    """``ShardSim._send(sub, node)``: the sub-request's row in the table, then the send (its
-    slot free and room in the heaps: checked by the caller)."""
+def _first_row(G: np.ndarray, sub_f: np.ndarray, sub_i: np.ndarray, node: int, sid: int,
+               rid: int, shard: int, n_keys: int, d_untracked: int, lookups: int,
+               tracked: int, key_start: int, req_bytes: float, resp_bytes: float) -> None:
+    """A sub-request's row when it is first sent (it joins the sub-requests in the system)."""
     slot = sid & G[I_SMASK]
     sub_i[slot, U_ID] = sid
     sub_i[slot, U_RID] = rid
@@ -350,9 +348,37 @@ def _send(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray, lkf:
     sub_i[slot, U_LOOK] = lookups
     sub_i[slot, U_TRK] = tracked
     sub_i[slot, U_NEXT] = -1
+    sub_i[slot, U_RETRIES] = 0
     sub_f[slot, S_REQB] = req_bytes
     sub_f[slot, S_RESPB] = resp_bytes
     G[I_NSUBS] += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _send(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray, lkf: np.ndarray,
+          lki: np.ndarray, mh_f: np.ndarray, mh_i: np.ndarray, sub_f: np.ndarray,
+          sub_i: np.ndarray, NA: np.ndarray, link_busy: np.ndarray, row_hit: np.ndarray,
+          node_state: np.ndarray, outstanding: np.ndarray, node: int, sid: int, rid: int,
+          shard: int, n_keys: int, d_untracked: int, lookups: int, tracked: int,
+          key_start: int, req_bytes: float, resp_bytes: float, first: bool) -> None:
+    """``ShardSim._send(sub, node)``: the sub-request's row in the table (``first``; a
+    retried one has its row), then the send (its slot free and room in the heaps: checked by
+    the caller)."""
+    slot = sid & G[I_SMASK]
+    if first:
+        _first_row(G, sub_f, sub_i, node, sid, rid, shard, n_keys, d_untracked, lookups,
+                   tracked, key_start, req_bytes, resp_bytes)
+    else:
+        sub_i[slot, U_NODE] = node
+        sub_i[slot, U_STATE] = 1
+        shard = sub_i[slot, U_SHARD]
+        n_keys = sub_i[slot, U_NK]
+        d_untracked = sub_i[slot, U_DU]
+        lookups = sub_i[slot, U_LOOK]
+        req_bytes = sub_f[slot, S_REQB]
+    seq = G[I_SENDSEQ] + 1  # (the order of the node's members)
+    G[I_SENDSEQ] = seq
+    sub_i[slot, U_SENDSEQ] = seq
     miss = n_keys * (1.0 - row_hit[node, shard]) + d_untracked
     fast = NA[A_CFAST, node] * (lookups - miss)
     slow = NA[A_CSLOW, node] * miss
@@ -763,10 +789,11 @@ def run_segment(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray,
 @njit(cache=True, nogil=True, error_model="numpy")
 def send(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, node: int,
          sid: int, rid: int, shard: int, n_keys: int, d_untracked: int, lookups: int,
-         tracked: int, key_start: int, req_bytes: float, resp_bytes: float) -> int:
+         tracked: int, key_start: int, req_bytes: float, resp_bytes: float,
+         first: bool) -> int:
     """:func:`_send` on the packed state. Returns 0, or (nothing done) 1 when the
     sub-request's slot is taken, 2 when the event heap, 3 when the link's messages are full."""
-    if sub[sid & st[I_SMASK], N_SF + U_STATE] < 4:
+    if first and sub[sid & st[I_SMASK], N_SF + U_STATE] < 4:
         return 1
     if st[I_HSIZE] + 2 > hp.shape[0]:
         return 2
@@ -778,7 +805,7 @@ def send(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, node: 
     hp_t, hp_s, mh_f, mh_i, sub_f, sub_i = tables(hp, mh, sub, sub)[:6]
     _send(F, G, hp_t, hp_s, lkf, lki, mh_f, mh_i, sub_f, sub_i, NA, link_busy, row_hit,
           node_state, outstanding, node, sid, rid, shard, n_keys, d_untracked, lookups,
-          tracked, key_start, req_bytes, resp_bytes)
+          tracked, key_start, req_bytes, resp_bytes, first)
     return 0
 
 
@@ -925,3 +952,35 @@ def set_factor(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, 
     lkf[lid, L_FACTOR] = factor
     hp_t, hp_s, mh_f, mh_i, _, sub_i = tables(hp, mh, sub, sub)[:6]
     _relink(F, v[0], hp_t, hp_s, lkf, lki, mh_f, mh_i, sub_i, v[9], v[12], lid)
+
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def abort(st: np.ndarray, mh: np.ndarray, sub: np.ndarray, lid: int, mid: int, seq: int,
+          finish: float) -> None:
+    """``PsLink.abort(now, msg)`` of a message (``flow_seq = seq``, ``flow_finish =
+    finish``): a sub-request's (``mid >= 0``; its flow_seq becomes -1) or a migration's (its
+    entry's id becomes :data:`ABORTED`)."""
+    v = unpack(st)
+    F, lkf, lki = v[1], v[2], v[3]
+    now = F[F_NOW]
+    n = lki[lid, K_N]
+    dt = now - lkf[lid, L_T]
+    if dt > 0.0 and n:
+        lkf[lid, L_V] += dt * lkf[lid, L_BPS] * lkf[lid, L_FACTOR] / n
+        lkf[lid, L_BUSY] += dt
+    lkf[lid, L_T] = now
+    if seq <= 0:
+        return
+    if mid >= 0:
+        sub[mid & st[I_SMASK], N_SF + U_FSEQ] = -1
+    else:
+        for j in range(lki[lid, K_MH]):
+            if mh[lid, j, 2] == mid:
+                mh[lid, j, 2] = ABORTED
+        lki[lid, K_MIG] -= 1
+    lki[lid, K_N] = n - 1
+    lkf[lid, L_SUMF] -= finish
+    if n - 1 == 0:
+        lki[lid, K_MH] = 0
+        lkf[lid, L_SUMF] = 0.0
