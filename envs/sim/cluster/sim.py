@@ -287,7 +287,13 @@ class ClusterSim:
             if bankable and bank is None:
                 bank = DeviceBank(self._devices, self._bounds, self.latency)
         if bank is not None:
+            if start is None or bank is not start.bank:  # built here: its LRU order
+                bank.set_resident([list(r) for r in self.resident])
             self._bank = bank.fresh()
+            #: The footprints as an array and the slots whose room's change time moved
+            #: (bank.rooms's arguments).
+            self._fp = np.asarray(self.tables.footprint_bytes, dtype=np.float64)
+            self._rooms_out = np.zeros(S, np.int64)
 
     @property
     def devices(self) -> list[SharedGpuSim]:
@@ -379,7 +385,7 @@ class ClusterSim:
         self._acc_t = -1.0
         # (time a loading model becomes evictable, slot): the rooms that change by themselves
         self._room_at: list[tuple[float, int]] = []
-        self._room_until = [_INF] * S
+        self._room_until = np.full(S, _INF)
         self._o32 = np.zeros((6, S), np.float32)
         self._valid = np.zeros(S, bool)
         self._sums = np.zeros(5)
@@ -408,7 +414,7 @@ class ClusterSim:
         self._dev_now = 0.0
         self._acc_t = -1.0
         self._room_at = []
-        self._room_until = [_INF] * S
+        self._room_until = np.full(S, _INF)
         self._o32 = np.zeros((6, S), np.float32)
         self._valid = np.zeros(S, bool)
         self._sums = np.zeros(5)
@@ -420,7 +426,7 @@ class ClusterSim:
     #: The row views :meth:`_bind_rows` makes (not pickled: views would come back as copies).
     _ROW_KEYS = ("_df_rows", "_pull_rows", "_tn_row", "_extra_ok_row", "_room_ok_row",
                  "_room_row", "_bs_row", "_bounds_list", "_transit_rows", "_finish_row",
-                 "_observe_kernel")
+                 "_observe_kernel", "_rooms_kernel")
 
     def _bind_rows(self) -> None:
         """Views of the mirrors' rows that the per-decision bookkeeping writes (an element
@@ -440,6 +446,8 @@ class ClusterSim:
         self._finish_row = sf[kn.FINISH]
         #: kernels.observe_flat's compiled entry point (found at the first call; not pickled).
         self._observe_kernel: Any = None
+        #: bank.rooms's compiled entry point (likewise).
+        self._rooms_kernel: Any = None
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -607,6 +615,19 @@ class ClusterSim:
         self._acc_t = -1.0
         self._sums_ok = True
         if stale:
+            bank = self._bank
+            if bank is not None and bank.keeps_held:  # the same in one kernel call
+                args = (stale, self.now, need, self._sf, self._sm, self._fp, bank.LRU, bank.SI,
+                        self._room_until, mask, self._rooms_out)
+                kernel = self._rooms_kernel
+                if kernel is None:
+                    kernel = self._rooms_kernel = kn.entry_point(bnk.rooms, args)
+                k = kernel(*args)
+                if k:
+                    until_of, room_at = self._room_until, self._room_at
+                    for s in self._rooms_out[:k].tolist():
+                        heapq.heappush(room_at, (until_of.item(s), s))
+                return
             self._rooms([int(s) for s in self._sf[kn.STALE, :stale].tolist()], need, mask)
 
     def observe_flat(self, m: int, inv_b: float, inv_sla: float, clip: float, buf: np.ndarray,
