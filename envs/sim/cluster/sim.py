@@ -101,6 +101,9 @@ class _Start(NamedTuple):
     busy_list: list[float]
     #: The device bank at the start (None: the devices run in Python).
     bank: DeviceBank | None = None
+    #: ``resident`` as the per-slot dicts of ``ClusterSim.resident`` and ``ready_at`` (each
+    #: episode copies them: a copy of a dict costs a fraction of building it).
+    dicts: tuple[tuple[dict[int, None], ...], tuple[dict[int, float], ...]] | None = None
 
 
 class ClusterSim:
@@ -225,7 +228,10 @@ class ClusterSim:
         #: Per slot, the resident models in LRU order (least recently used first).
         self.resident: list[dict[int, None]] = []
         if start is not None:
-            self.resident = [dict.fromkeys(r) for r in start.resident]
+            if start.dicts is not None:
+                self.resident = [r.copy() for r in start.dicts[0]]
+            else:
+                self.resident = [dict.fromkeys(r) for r in start.resident]
             self.mem_used = start.mem_used.copy()
         else:
             self.mem_used = [0.0] * S
@@ -238,7 +244,9 @@ class ClusterSim:
                 self.resident.append(res)
                 self.mem_used[s] = used
         #: Per slot and model, when its weights are ready there (0: loaded at the start).
-        self.ready_at: list[dict[int, float]] = [dict.fromkeys(r, 0.0) for r in self.resident]
+        self.ready_at: list[dict[int, float]] = (
+            [r.copy() for r in start.dicts[1]] if start is not None and start.dicts is not None
+            else [dict.fromkeys(r, 0.0) for r in self.resident])
         #: Per device, when its host link is free of weight copies.
         self.link_free_at = [0.0] * D
         #: Per slot and model, queries routed there and not yet delivered.
@@ -280,7 +288,8 @@ class ClusterSim:
                 tuple(tuple(r) for r in self.resident), self.mem_used.copy(), self._per_item,
                 self._fit_slots, self._first, self._bounds, self._idle_w, self._sm.copy(),
                 self._sf.copy(), self._df.copy(), self._nev.copy(), self._due.copy(),
-                self._dcount.copy(), self._count.copy(), self._busy_list.copy(), bank)
+                self._dcount.copy(), self._count.copy(), self._busy_list.copy(), bank,
+                (tuple(r.copy() for r in self.resident), tuple(r.copy() for r in self.ready_at)))
         else:
             self._restart_mirrors(start)
             bank = start.bank if bankable else None
