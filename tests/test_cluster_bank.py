@@ -118,7 +118,9 @@ def test_the_held_models_row_is_what_the_rooms_read() -> None:
     """``I_HELD`` (bit k: model k in transit to the slot, queued or running there), by which
     the bank marks a room stale only where it changed, equals at every decision what
     ``ClusterSim._rooms`` reads (the router's transit counts, the bank's queues and running
-    model), and the rooms the kernel lists as up to date equal a fresh computation."""
+    model), ``LRU`` is the slots' resident models in ``ClusterSim.resident``'s order, and
+    the rooms the kernels list as up to date (computed by ``bank.rooms``) equal a fresh
+    computation by the Python reference."""
     env = ClusterRoutingEnv(cluster="16", load=1.2, episode_queries=1500, max_batch=4,
                             queue_capacity=6)
     env.reset(seed=5)
@@ -138,6 +140,8 @@ def test_the_held_models_row_is_what_the_rooms_read() -> None:
                 want |= 1 << int(b.SI[bank.I_RM, s])
             assert int(b.SI[bank.I_HELD, s]) == want, s
             held_bits += want != 0
+            lru = b.LRU[s].tolist()  # the resident models in LRU order (bank.rooms's sum order)
+            assert lru == list(sim.resident[s]) + [-1] * (len(lru) - len(sim.resident[s])), s
         ok = np.flatnonzero(sim._sf[kernels.ROOM_OK] != 0.0).tolist()
         room = sim._sf[kernels.ROOM].copy()
         sim._rooms(ok, 0.0, np.zeros(sim.n_slots, bool))  # what each would be now

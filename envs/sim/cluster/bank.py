@@ -370,6 +370,44 @@ def _mirror(d: int, bounds: np.ndarray, F: np.ndarray, SI: np.ndarray, BM: np.nd
             sf[kn.ROOM_OK, s] = 0.0
 
 
+@njit(cache=True, error_model="numpy")
+def rooms(n: int, now: float, need: float, sf: np.ndarray, sm: np.ndarray, fp: np.ndarray,
+          LRU: np.ndarray, SI: np.ndarray, until_of: np.ndarray, mask: np.ndarray,
+          out: np.ndarray) -> int:
+    """``ClusterSim._rooms`` for the ``n`` slots listed in ``sf``'s row ``STALE`` (where
+    ``I_HELD`` and :attr:`DeviceBank.LRU` are kept): each slot's memory after evicting its
+    evictable models (resident, not held, loaded by ``now``; their footprints ``fp`` added in
+    LRU order, as there) into the row ``ROOM`` (``ROOM_OK`` set), its ``mask`` entry, and
+    when its room changes by itself into ``until_of``; the slots whose ``until_of`` changed to
+    a finite time listed in ``out`` (in order: the caller pushes them on its heap). Returns
+    their number."""
+    k_out = 0
+    for i in range(n):
+        s = int(sf[kn.STALE, i])
+        free = sf[kn.CAP, s] - sf[kn.MEM, s]
+        held = SI[I_HELD, s]
+        until = _INF
+        for j in range(LRU.shape[1]):
+            k = LRU[s, j]
+            if k < 0:
+                break
+            if not (held >> k) & 1:
+                r = sm[kn.READY, k, s]
+                if r <= now:
+                    free += fp[k]
+                elif r < until:
+                    until = r
+        sf[kn.ROOM, s] = free
+        sf[kn.ROOM_OK, s] = 1.0
+        mask[s] = need <= free
+        if until != until_of[s]:
+            until_of[s] = until
+            if until < _INF:
+                out[k_out] = s
+                k_out += 1
+    return k_out
+
+
 @njit(cache=True)
 def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1: float,
             dead1: float, inv1: float, d1: int, s1_: int, m1: int, sz1: int, DLF: np.ndarray,
@@ -380,7 +418,7 @@ def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1:
             COMPAT: np.ndarray, ROWS: np.ndarray, CONSTS: np.ndarray, bounds: np.ndarray,
             df: np.ndarray, sf: np.ndarray, sm: np.ndarray, E: np.ndarray, G: np.ndarray,
             T: np.ndarray, C: np.ndarray, H: np.ndarray, hist: np.ndarray, fnew: np.ndarray,
-            RAN: np.ndarray, HL: np.ndarray) -> None:
+            RAN: np.ndarray, HL: np.ndarray, LRU: np.ndarray) -> None:
     """First the mirrors of a query of model ``rm`` routed to slot ``rs`` (``rs < 0``: none)
     as ``ClusterSim.route`` writes them (``sm``'s ``TRANSIT``, ``sf``'s ``TN``, ``EXTRA_OK``
     and ``ROOM_OK``, the models held there). Then the ``n`` deliveries (``DLF[:, i]``: time,
@@ -402,6 +440,21 @@ def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1:
         sf[kn.ROOM_OK, rs] = 0.0
         if C[C_HELD]:
             SI[I_HELD, rs] |= 1 << rm
+            # the slot's resident models in LRU order: the evicted ones (RES 0) out, ``rm``
+            # the most recent (ClusterSim.route's dict order)
+            j = 0
+            for i in range(LRU.shape[1]):
+                k = LRU[rs, i]
+                if k < 0:
+                    break
+                if k != rm and sm[kn.RES, k, rs] != 0.0:
+                    LRU[rs, j] = k
+                    j += 1
+            LRU[rs, j] = rm
+            for i in range(j + 1, LRU.shape[1]):
+                if LRU[rs, i] < 0:
+                    break
+                LRU[rs, i] = -1
     HL[0] = 0
     D = bounds.shape[0] - 1
     for i in range(RAN[0]):
@@ -497,7 +550,7 @@ class DeviceBank:
     Built from the devices' state (any moment; a cluster builds it at time 0)."""
 
     _ARRAYS = ("F", "SI", "BM", "QF", "QS", "QH", "RF", "RS", "E", "G", "T", "H", "hist", "RAN",
-               "HL")
+               "HL", "LRU")
 
     def __init__(self, devices: Sequence[SharedGpuSim], bounds: np.ndarray,
                  latency: LatencyHistogram) -> None:
@@ -528,6 +581,10 @@ class DeviceBank:
                            int(self.keeps_held)], np.int64)
         self.F = np.zeros((N_F, S))
         self.SI = np.zeros((N_I, S), np.int64)
+        #: Where ``I_HELD`` is kept: per slot, its resident models in LRU order (least
+        #: recently used first; -1 after the last), as ``ClusterSim.resident`` (set by
+        #: :meth:`set_resident`; the advance kernel moves it for each routed query).
+        self.LRU = np.full((S, M) if self.keeps_held else (1, 1), -1, np.int8)
         self.BM = np.zeros((S, M), np.int64)
         self.QF = np.zeros((3, S, M, cap))
         # request sizes (1 to B): int16 where they fit (a quarter of the bytes to zero per
@@ -655,6 +712,13 @@ class DeviceBank:
         self.G[G_NOW, d] = dev.events.now
         self.G[G_NEV, d] = nev
 
+    def set_resident(self, resident: Sequence[Sequence[int]]) -> None:
+        """:attr:`LRU` from the slots' resident models (each in LRU order)."""
+        if self.keeps_held:
+            self.LRU[:] = -1
+            for s, r in enumerate(resident):
+                self.LRU[s, :len(r)] = list(r)
+
     def copy(self) -> DeviceBank:
         """A copy whose state arrays are its own (the constant tables shared)."""
         new = object.__new__(DeviceBank)
@@ -717,7 +781,7 @@ class DeviceBank:
                 self.DLF, self.DLI, self.F, self.SI, self.BM, self.QF, self.QS, self.QH,
                 self.RF, self.RS, self.LAT, self.LL, self.SC, self.COMPAT, self.ROWS,
                 self.CONSTS, self.bounds, df, sf, sm, self.E, self.G, self.T, self.C, self.H,
-                self.hist, self.fnew, self.RAN, self.HL)
+                self.hist, self.fnew, self.RAN, self.HL, self.LRU)
         ep = self._ep
         if ep is None:
             ep = self._ep = kn.entry_point(
@@ -860,4 +924,4 @@ class DeviceBank:
                 dev._pred_now = {}
 
 
-__all__ = ["DeviceBank", "advance", "sizes_fit", "usable"]
+__all__ = ["DeviceBank", "advance", "rooms", "sizes_fit", "usable"]

@@ -101,6 +101,9 @@ class _Start(NamedTuple):
     busy_list: list[float]
     #: The device bank at the start (None: the devices run in Python).
     bank: DeviceBank | None = None
+    #: ``resident`` as the per-slot dicts of ``ClusterSim.resident`` and ``ready_at`` (each
+    #: episode copies them: a copy of a dict costs a fraction of building it).
+    dicts: tuple[tuple[dict[int, None], ...], tuple[dict[int, float], ...]] | None = None
 
 
 class ClusterSim:
@@ -225,7 +228,10 @@ class ClusterSim:
         #: Per slot, the resident models in LRU order (least recently used first).
         self.resident: list[dict[int, None]] = []
         if start is not None:
-            self.resident = [dict.fromkeys(r) for r in start.resident]
+            if start.dicts is not None:
+                self.resident = [r.copy() for r in start.dicts[0]]
+            else:
+                self.resident = [dict.fromkeys(r) for r in start.resident]
             self.mem_used = start.mem_used.copy()
         else:
             self.mem_used = [0.0] * S
@@ -238,7 +244,9 @@ class ClusterSim:
                 self.resident.append(res)
                 self.mem_used[s] = used
         #: Per slot and model, when its weights are ready there (0: loaded at the start).
-        self.ready_at: list[dict[int, float]] = [dict.fromkeys(r, 0.0) for r in self.resident]
+        self.ready_at: list[dict[int, float]] = (
+            [r.copy() for r in start.dicts[1]] if start is not None and start.dicts is not None
+            else [dict.fromkeys(r, 0.0) for r in self.resident])
         #: Per device, when its host link is free of weight copies.
         self.link_free_at = [0.0] * D
         #: Per slot and model, queries routed there and not yet delivered.
@@ -280,14 +288,21 @@ class ClusterSim:
                 tuple(tuple(r) for r in self.resident), self.mem_used.copy(), self._per_item,
                 self._fit_slots, self._first, self._bounds, self._idle_w, self._sm.copy(),
                 self._sf.copy(), self._df.copy(), self._nev.copy(), self._due.copy(),
-                self._dcount.copy(), self._count.copy(), self._busy_list.copy(), bank)
+                self._dcount.copy(), self._count.copy(), self._busy_list.copy(), bank,
+                (tuple(r.copy() for r in self.resident), tuple(r.copy() for r in self.ready_at)))
         else:
             self._restart_mirrors(start)
             bank = start.bank if bankable else None
             if bankable and bank is None:
                 bank = DeviceBank(self._devices, self._bounds, self.latency)
         if bank is not None:
+            if start is None or bank is not start.bank:  # built here: its LRU order
+                bank.set_resident([list(r) for r in self.resident])
             self._bank = bank.fresh()
+            #: The footprints as an array and the slots whose room's change time moved
+            #: (bank.rooms's arguments).
+            self._fp = np.asarray(self.tables.footprint_bytes, dtype=np.float64)
+            self._rooms_out = np.zeros(S, np.int64)
 
     @property
     def devices(self) -> list[SharedGpuSim]:
@@ -379,7 +394,7 @@ class ClusterSim:
         self._acc_t = -1.0
         # (time a loading model becomes evictable, slot): the rooms that change by themselves
         self._room_at: list[tuple[float, int]] = []
-        self._room_until = [_INF] * S
+        self._room_until = np.full(S, _INF)
         self._o32 = np.zeros((6, S), np.float32)
         self._valid = np.zeros(S, bool)
         self._sums = np.zeros(5)
@@ -408,7 +423,7 @@ class ClusterSim:
         self._dev_now = 0.0
         self._acc_t = -1.0
         self._room_at = []
-        self._room_until = [_INF] * S
+        self._room_until = np.full(S, _INF)
         self._o32 = np.zeros((6, S), np.float32)
         self._valid = np.zeros(S, bool)
         self._sums = np.zeros(5)
@@ -420,7 +435,7 @@ class ClusterSim:
     #: The row views :meth:`_bind_rows` makes (not pickled: views would come back as copies).
     _ROW_KEYS = ("_df_rows", "_pull_rows", "_tn_row", "_extra_ok_row", "_room_ok_row",
                  "_room_row", "_bs_row", "_bounds_list", "_transit_rows", "_finish_row",
-                 "_observe_kernel")
+                 "_observe_kernel", "_rooms_kernel")
 
     def _bind_rows(self) -> None:
         """Views of the mirrors' rows that the per-decision bookkeeping writes (an element
@@ -440,6 +455,8 @@ class ClusterSim:
         self._finish_row = sf[kn.FINISH]
         #: kernels.observe_flat's compiled entry point (found at the first call; not pickled).
         self._observe_kernel: Any = None
+        #: bank.rooms's compiled entry point (likewise).
+        self._rooms_kernel: Any = None
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -607,6 +624,19 @@ class ClusterSim:
         self._acc_t = -1.0
         self._sums_ok = True
         if stale:
+            bank = self._bank
+            if bank is not None and bank.keeps_held:  # the same in one kernel call
+                args = (stale, self.now, need, self._sf, self._sm, self._fp, bank.LRU, bank.SI,
+                        self._room_until, mask, self._rooms_out)
+                kernel = self._rooms_kernel
+                if kernel is None:
+                    kernel = self._rooms_kernel = kn.entry_point(bnk.rooms, args)
+                k = kernel(*args)
+                if k:
+                    until_of, room_at = self._room_until, self._room_at
+                    for s in self._rooms_out[:k].tolist():
+                        heapq.heappush(room_at, (until_of.item(s), s))
+                return
             self._rooms([int(s) for s in self._sf[kn.STALE, :stale].tolist()], need, mask)
 
     def observe_flat(self, m: int, inv_b: float, inv_sla: float, clip: float, buf: np.ndarray,
