@@ -416,9 +416,9 @@ def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1:
             SI: np.ndarray, BM: np.ndarray, QF: np.ndarray, QS: np.ndarray, QH: np.ndarray,
             RF: np.ndarray, RS: np.ndarray, LAT: np.ndarray, LL: np.ndarray, SC: np.ndarray,
             COMPAT: np.ndarray, ROWS: np.ndarray, CONSTS: np.ndarray, bounds: np.ndarray,
-            df: np.ndarray, sf: np.ndarray, sm: np.ndarray, E: np.ndarray, G: np.ndarray,
-            T: np.ndarray, C: np.ndarray, H: np.ndarray, hist: np.ndarray, fnew: np.ndarray,
-            RAN: np.ndarray, HL: np.ndarray, LRU: np.ndarray) -> None:
+            df: np.ndarray, sf: np.ndarray, sm: np.ndarray, sb: np.ndarray, E: np.ndarray,
+            G: np.ndarray, T: np.ndarray, C: np.ndarray, H: np.ndarray, hist: np.ndarray,
+            fnew: np.ndarray, RAN: np.ndarray, HL: np.ndarray, LRU: np.ndarray) -> None:
     """First the mirrors of a query of model ``rm`` routed to slot ``rs`` (``rs < 0``: none)
     as ``ClusterSim.route`` writes them (``sm``'s ``TRANSIT``, ``sf``'s ``TN``, ``EXTRA_OK``
     and ``ROOM_OK``, the models held there). Then the ``n`` deliveries (``DLF[:, i]``: time,
@@ -447,7 +447,7 @@ def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1:
                 k = LRU[rs, i]
                 if k < 0:
                     break
-                if k != rm and sm[kn.RES, k, rs] != 0.0:
+                if k != rm and sb[kn.RES, k, rs] != 0:
                     LRU[rs, j] = k
                     j += 1
             LRU[rs, j] = rm
@@ -763,7 +763,7 @@ class DeviceBank:
         self.__dict__.update({k: unpack(v) for k, v in state.items()})
 
     def run(self, t: float, n: int, drain: bool, df: np.ndarray, sf: np.ndarray,
-            sm: np.ndarray,
+            sm: np.ndarray, sb: np.ndarray,
             one: tuple[float, int, int, int, tuple[float, float, float, int, int]] | None = None,
             routed: tuple[int, int] | None = None) -> None:
         """:func:`advance` with this bank's arrays: ``n`` deliveries in the buffers, or
@@ -776,12 +776,13 @@ class DeviceBank:
             when, d, s, m, req = one
             arr, dead, inv, sz = req[0], req[1], req[2], req[3]
         tail = self._tail
-        if tail is None or tail[17] is not df or tail[18] is not sf or tail[19] is not sm:
+        if (tail is None or tail[17] is not df or tail[18] is not sf or tail[19] is not sm
+                or tail[20] is not sb):
             tail = self._tail = (
                 self.DLF, self.DLI, self.F, self.SI, self.BM, self.QF, self.QS, self.QH,
                 self.RF, self.RS, self.LAT, self.LL, self.SC, self.COMPAT, self.ROWS,
-                self.CONSTS, self.bounds, df, sf, sm, self.E, self.G, self.T, self.C, self.H,
-                self.hist, self.fnew, self.RAN, self.HL, self.LRU)
+                self.CONSTS, self.bounds, df, sf, sm, sb, self.E, self.G, self.T, self.C,
+                self.H, self.hist, self.fnew, self.RAN, self.HL, self.LRU)
         ep = self._ep
         if ep is None:
             ep = self._ep = kn.entry_point(

@@ -36,11 +36,15 @@ __all__ = ["AVAILABLE", "accrue", "accrue_refresh", "entry_point", "ewma", "obse
  FINISH, STALE) = range(18)
 N_SF = 18
 # Rows of the per-(model, slot) float tensor ``sm`` (a decision reads one model's row over
-# the slots): batch-1 latency, network hop, load time, when the weights are ready, resident
-# (0 / 1), fits the partition (0 / 1), queries in transit (a count), seconds per item at full
-# batches (``tables.per_item_s``).
-SOLO, HOP, LT, READY, RES, FIT, TRANSIT, PER_ITEM = range(8)
-N_SM = 8
+# the slots): batch-1 latency, network hop, load time, when the weights are ready, queries in
+# transit (a count), seconds per item at full batches (``tables.per_item_s``).
+SOLO, HOP, LT, READY, TRANSIT, PER_ITEM = range(6)
+N_SM = 6
+# Rows of the per-(model, slot) uint8 tensor ``sb`` (0 / 1 flags, a byte each: the
+# observation kernel reads one model's row of each at every decision, an eighth of the
+# memory traffic of float rows): resident, fits the partition.
+RES, FIT = range(2)
+N_SB = 2
 # Rows of the per-device float matrix ``df``: backlog, its clock and rate, dynamic energy.
 B, T, R, E = range(4)
 N_DF = 4
@@ -89,8 +93,8 @@ def accrue(df: np.ndarray, t: float) -> None:
 
 @njit(cache=True, error_model="numpy")
 def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip: float,
-            do_sums: bool, sf: np.ndarray, sm: np.ndarray, df: np.ndarray, bounds: np.ndarray,
-            o32: np.ndarray, valid: np.ndarray, sums: np.ndarray) -> int:
+            do_sums: bool, sf: np.ndarray, sm: np.ndarray, sb: np.ndarray, df: np.ndarray,
+            bounds: np.ndarray, o32: np.ndarray, valid: np.ndarray, sums: np.ndarray) -> int:
     """The features of a query of model ``m`` at ``now`` (``m < 0``: the sums only).
 
     Writes the row ``FINISH`` of ``sf`` (per slot, seconds; ``inf`` where ``m`` does not
@@ -136,10 +140,10 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
         room = sf[ROOM]
         room_ok = sf[ROOM_OK]
         finish = sf[FINISH]
-        res = sm[RES, m]
+        res = sb[RES, m]
         ready = sm[READY, m]
         lt = sm[LT, m]
-        fit = sm[FIT, m]
+        fit = sb[FIT, m]
         solo = sm[SOLO, m]
         hop_row = sm[HOP, m]
         o_busy = o32[O_BUSY]
@@ -160,7 +164,7 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
             if start < now:
                 start = now
             n_load = start - now + lt[s]
-            resident = res[s] != 0.0
+            resident = res[s] != 0
             load = r_load if resident else n_load
             finish[s] = load
             o_res[s] = 1.0 if resident else 0.0
@@ -174,13 +178,13 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
             hop = hop_row[s]
             load = finish[s]
             x = (load if load > hop else hop) + f + extra_row[s]
-            if fit[s] == 0.0:
+            if fit[s] == 0:
                 x = _INF
             finish[s] = x
             o_fin[s] = _clip(x * inv_sla, clip)
         for s in range(S):  # valid: resident, or room without evicting, or an up-to-date ROOM
-            fits = fit[s] != 0.0
-            resident = res[s] != 0.0
+            fits = fit[s] != 0
+            resident = res[s] != 0
             roomy = need <= cap[s] - mem[s]
             ok = room_ok[s] != 0.0
             valid[s] = fits & (resident | roomy | (ok & (need <= room[s])))
@@ -188,7 +192,7 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
         if stale:  # the slots whose room is needed and stale, in slot order
             stale = 0
             for s in range(S):
-                if (fit[s] != 0.0 and res[s] == 0.0 and not need <= cap[s] - mem[s]
+                if (fit[s] != 0 and res[s] == 0 and not need <= cap[s] - mem[s]
                         and room_ok[s] == 0.0):
                     sf[STALE, stale] = s
                     stale += 1
@@ -228,14 +232,14 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
 @njit(cache=True, error_model="numpy")
 def accrue_refresh(acc_t: float, m: int, now: float, need: float, inv_b: float,
                    inv_sla: float, clip: float, do_sums: bool, sf: np.ndarray, sm: np.ndarray,
-                   df: np.ndarray, bounds: np.ndarray, o32: np.ndarray, valid: np.ndarray,
-                   sums: np.ndarray) -> int:
+                   sb: np.ndarray, df: np.ndarray, bounds: np.ndarray, o32: np.ndarray,
+                   valid: np.ndarray, sums: np.ndarray) -> int:
     """:func:`accrue` to ``acc_t`` (skipped when ``acc_t < 0``), then :func:`refresh`: one
     call where the simulator would make two (the devices' backlog clocks move at each
     decision, the features are read right after)."""
     if acc_t >= 0.0:
         accrue(df, acc_t)
-    return refresh(m, now, need, inv_b, inv_sla, clip, do_sums, sf, sm, df, bounds, o32,
+    return refresh(m, now, need, inv_b, inv_sla, clip, do_sums, sf, sm, sb, df, bounds, o32,
                    valid, sums)
 
 
@@ -261,8 +265,8 @@ def _copy(dst: np.ndarray, src: np.ndarray) -> None:
 
 @njit(cache=True, error_model="numpy")
 def observe_flat(acc_t: float, m: int, now: float, need: float, inv_b: float, inv_sla: float,
-                 clip: float, do_sums: bool, sf: np.ndarray, sm: np.ndarray, df: np.ndarray,
-                 bounds: np.ndarray, buf: np.ndarray, off: int, valid: np.ndarray,
+                 clip: float, do_sums: bool, sf: np.ndarray, sm: np.ndarray, sb: np.ndarray,
+                 df: np.ndarray, bounds: np.ndarray, buf: np.ndarray, off: int, valid: np.ndarray,
                  sums: np.ndarray, rates: np.ndarray, decay: float, inc: float, scale: float,
                  roff: int, sla_x: float, soff: int, tmpl: np.ndarray) -> int:
     """A decision's observation in one call (what :func:`ewma` and :func:`accrue_refresh`
@@ -282,5 +286,5 @@ def observe_flat(acc_t: float, m: int, now: float, need: float, inv_b: float, in
     buf[soff] = _clip(sla_x, clip)
     if acc_t >= 0.0:
         accrue(df, acc_t)
-    return refresh(m, now, need, inv_b, inv_sla, clip, do_sums, sf, sm, df, bounds,
+    return refresh(m, now, need, inv_b, inv_sla, clip, do_sums, sf, sm, sb, df, bounds,
                    buf[off:off + 6 * S].reshape((6, S)), valid, sums)

@@ -92,6 +92,7 @@ class _Start(NamedTuple):
     bounds: np.ndarray
     idle_w: float
     sm: np.ndarray
+    sb: np.ndarray
     sf: np.ndarray
     df: np.ndarray
     nev: list[float]
@@ -287,8 +288,9 @@ class ClusterSim:
             self._start = _Start(
                 tuple(tuple(r) for r in self.resident), self.mem_used.copy(), self._per_item,
                 self._fit_slots, self._first, self._bounds, self._idle_w, self._sm.copy(),
-                self._sf.copy(), self._df.copy(), self._nev.copy(), self._due.copy(),
-                self._dcount.copy(), self._count.copy(), self._busy_list.copy(), bank,
+                self._sb.copy(), self._sf.copy(), self._df.copy(), self._nev.copy(),
+                self._due.copy(), self._dcount.copy(), self._count.copy(),
+                self._busy_list.copy(), bank,
                 (tuple(r.copy() for r in self.resident), tuple(r.copy() for r in self.ready_at)))
         else:
             self._restart_mirrors(start)
@@ -355,8 +357,9 @@ class ClusterSim:
         #: Per device its first slot, then S (the kernel's ``bounds``).
         self._bounds = np.array([*first, S], dtype=np.int64)
         sm = self._sm = np.zeros((kn.N_SM, M, S))
+        sb = self._sb = np.zeros((kn.N_SB, M, S), dtype=np.uint8)
         dev_of = np.array([d for d, _ in slots], dtype=np.int64)
-        sm[kn.FIT] = np.array([tab.fits[d][p] for d, p in slots], dtype=bool).T
+        sb[kn.FIT] = np.array([tab.fits[d][p] for d, p in slots], dtype=bool).T
         sm[kn.SOLO] = np.array([self._devices[d].solo_s[p] for d, p in slots]).T
         sm[kn.HOP] = np.array(tab.hop_s, dtype=np.float64)[dev_of].T
         # tables.load_time_s(d, m), elementwise: weight / copy rate + fixed cost
@@ -366,7 +369,7 @@ class ClusterSim:
         for s, ready in enumerate(self.ready_at):
             for m, t in ready.items():
                 sm[kn.READY, m, s] = t
-                sm[kn.RES, m, s] = 1.0
+                sb[kn.RES, m, s] = 1
         #: ``sum(tables.idle_w)``, as :meth:`energy_j` adds it up.
         self._idle_w = sum(tab.idle_w)
         sf = self._sf = np.zeros((kn.N_SF, S))
@@ -412,6 +415,7 @@ class ClusterSim:
         self._first = start.first
         self._bounds = start.bounds
         self._sm = start.sm.copy()
+        self._sb = start.sb.copy()
         self._idle_w = start.idle_w
         self._sf = start.sf.copy()
         self._df = start.df.copy()
@@ -585,8 +589,8 @@ class ClusterSim:
         if not self._sums_ok:
             self._prepare()
             kn.accrue_refresh(self._acc_t, -1, self.now, 0.0, 1.0, 1.0, _INF, True, self._sf,
-                              self._sm, self._df, self._bounds, self._o32, self._valid,
-                              self._sums)
+                              self._sm, self._sb, self._df, self._bounds, self._o32,
+                              self._valid, self._sums)
             self._acc_t = -1.0
             self._sums_ok = True
             self._sums_list = None
@@ -612,8 +616,8 @@ class ClusterSim:
         if not self._sums_ok:  # the kernel computes them now
             self._sums_list = None
         stale = kn.accrue_refresh(self._acc_t, m, self.now, need, inv_b, inv_sla, clip,
-                                  not self._sums_ok, sf, self._sm, self._df, self._bounds, o32,
-                                  valid, self._sums)
+                                  not self._sums_ok, sf, self._sm, self._sb, self._df,
+                                  self._bounds, o32, valid, self._sums)
         self._after_observe(stale, need, valid)
         return sf[kn.FINISH], o32, valid
 
@@ -658,8 +662,8 @@ class ClusterSim:
         if not self._sums_ok:  # the kernel computes them now
             self._sums_list = None
         args = (self._acc_t, m, self.now, need, inv_b, inv_sla, clip, not self._sums_ok, sf,
-                self._sm, self._df, self._bounds, buf, off, mask, self._sums, rates, decay, inc,
-                scale, roff, sla_x, soff, tmpl)
+                self._sm, self._sb, self._df, self._bounds, buf, off, mask, self._sums, rates,
+                decay, inc, scale, roff, sla_x, soff, tmpl)
         kernel = self._observe_kernel
         if kernel is None:  # the types are the same at every call: float, int, bool, arrays
             kernel = self._observe_kernel = kn.entry_point(kn.observe_flat, args)
@@ -766,7 +770,7 @@ class ClusterSim:
                 self.mem_used[s] -= fp[k]
                 self.evictions += 1
                 if self.compiled:
-                    self._sm[kn.RES, k, s] = 0.0
+                    self._sb[kn.RES, k, s] = 0
             start = self.link_free_at[d]
             if start < now:
                 start = now
@@ -779,7 +783,7 @@ class ClusterSim:
             self.loads += 1
             if self.compiled:
                 sm, sf = self._sm, self._sf
-                sm[kn.RES, m, s] = 1.0
+                self._sb[kn.RES, m, s] = 1
                 sm[kn.READY, m, s] = t_ready
                 sf[kn.MEM, s] = self.mem_used[s]
                 a = self._first[d]
@@ -879,7 +883,8 @@ class ClusterSim:
             self.transit_total -= n
         if self._acc_t >= 0.0:
             self._flush_accrue()
-        bank.run(t, -1 if n == 1 else n, drain, self._df, self._sf, self._sm, one,
+        bank.run(t, -1 if n == 1 else n, drain, self._df, self._sf, self._sm, self._sb,
+                 one,
                  self._routed)
         self._routed = None
         self._stale = True
