@@ -251,6 +251,44 @@ def _mh_stale(mh_i: np.ndarray, sub_i: np.ndarray, smask: int, lid: int) -> bool
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _link_pop(lkf: np.ndarray, lki: np.ndarray, mh_f: np.ndarray, mh_i: np.ndarray,
+              sub_i: np.ndarray, smask: int, lid: int, now: float, out: np.ndarray) -> int:
+    """Link ``lid``'s completion at ``now``: advance its processor-sharing state, pop the
+    messages that finished (stale ones dropped) into ``out``; their count. One copy for the
+    segment kernel and for ``link_done_pop`` (the completions Python handles)."""
+    lki[lid, K_EV] = 0
+    n = lki[lid, K_N]
+    dt = now - lkf[lid, L_T]
+    if dt > 0.0 and n:
+        lkf[lid, L_V] += dt * lkf[lid, L_BPS] * lkf[lid, L_FACTOR] / n
+        lkf[lid, L_BUSY] += dt
+    lkf[lid, L_T] = now
+    limit = lkf[lid, L_V] + _EPS_BYTES
+    sum_finish = lkf[lid, L_SUMF]
+    nd = 0
+    while lki[lid, K_MH] > 0:
+        if _mh_stale(mh_i, sub_i, smask, lid):
+            _mh_pop(mh_f, mh_i, lki, lid)
+            continue
+        f = mh_f[lid, 0]
+        if f > limit:
+            break
+        sid = mh_i[lid, 0, 1]
+        _mh_pop(mh_f, mh_i, lki, lid)
+        if sid >= 0:
+            sub_i[sid & smask, U_FSEQ] = 0
+        else:
+            lki[lid, K_MIG] -= 1
+        n -= 1
+        sum_finish -= f
+        out[nd] = sid
+        nd += 1
+    lki[lid, K_N] = n
+    lkf[lid, L_SUMF] = 0.0 if n == 0 else sum_finish
+    return nd
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _link_add(F: np.ndarray, lkf: np.ndarray, lki: np.ndarray, mh_f: np.ndarray,
               mh_i: np.ndarray, sub_f: np.ndarray, sub_i: np.ndarray, lid: int,
               nbytes: float, sid: int, slot: int) -> None:
@@ -650,36 +688,8 @@ def _segment(F: np.ndarray, G: np.ndarray, hp_t: np.ndarray, hp_s: np.ndarray,
             lid = target
             node = lid >> 1
             up = lid & 1
-            lki[lid, K_EV] = 0
             arrive = now + lkf[lid, L_FIXED]
-            n = lki[lid, K_N]
-            dt = now - lkf[lid, L_T]
-            if dt > 0.0 and n:
-                lkf[lid, L_V] += dt * lkf[lid, L_BPS] * lkf[lid, L_FACTOR] / n
-                lkf[lid, L_BUSY] += dt
-            lkf[lid, L_T] = now
-            limit = lkf[lid, L_V] + _EPS_BYTES
-            sum_finish = lkf[lid, L_SUMF]
-            nd = 0
-            while lki[lid, K_MH] > 0:
-                if _mh_stale(mh_i, sub_i, smask, lid):
-                    _mh_pop(mh_f, mh_i, lki, lid)
-                    continue
-                f = mh_f[lid, 0]
-                if f > limit:
-                    break
-                sid = mh_i[lid, 0, 1]
-                _mh_pop(mh_f, mh_i, lki, lid)
-                if sid >= 0:
-                    sub_i[sid & smask, U_FSEQ] = 0
-                else:
-                    lki[lid, K_MIG] -= 1
-                n -= 1
-                sum_finish -= f
-                scratch[nd] = sid
-                nd += 1
-            lki[lid, K_N] = n
-            lkf[lid, L_SUMF] = 0.0 if n == 0 else sum_finish
+            nd = _link_pop(lkf, lki, mh_f, mh_i, sub_i, smask, lid, now, scratch)
             for j in range(nd):
                 sid = scratch[j]
                 slot = sid & smask
@@ -864,36 +874,7 @@ def link_done_pop(st: np.ndarray, mh: np.ndarray, sub: np.ndarray, lid: int,
     sub_i = sub[:, N_SF:]
     smask = G[I_SMASK]
     now = F[F_NOW]
-    lki[lid, K_EV] = 0
-    n = lki[lid, K_N]
-    dt = now - lkf[lid, L_T]
-    if dt > 0.0 and n:
-        lkf[lid, L_V] += dt * lkf[lid, L_BPS] * lkf[lid, L_FACTOR] / n
-        lkf[lid, L_BUSY] += dt
-    lkf[lid, L_T] = now
-    limit = lkf[lid, L_V] + _EPS_BYTES
-    sum_finish = lkf[lid, L_SUMF]
-    nd = 0
-    while lki[lid, K_MH] > 0:
-        if _mh_stale(mh_i, sub_i, smask, lid):
-            _mh_pop(mh_f, mh_i, lki, lid)
-            continue
-        f = mh_f[lid, 0]
-        if f > limit:
-            break
-        sid = mh_i[lid, 0, 1]
-        _mh_pop(mh_f, mh_i, lki, lid)
-        if sid >= 0:
-            sub_i[sid & smask, U_FSEQ] = 0
-        else:
-            lki[lid, K_MIG] -= 1
-        n -= 1
-        sum_finish -= f
-        out[nd] = sid
-        nd += 1
-    lki[lid, K_N] = n
-    lkf[lid, L_SUMF] = 0.0 if n == 0 else sum_finish
-    return nd
+    return _link_pop(lkf, lki, mh_f, mh_i, sub_i, smask, lid, now, out)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
