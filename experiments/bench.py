@@ -32,7 +32,9 @@ With ``profile.env`` set it measures nothing of the above: it profiles that envi
 loop with pyinstrument instead (:func:`profile_env`), to find what to make faster.
 
 Timings are best-of-``repeats`` with the candidates interleaved, because the machine may be
-shared; ``bench.md`` records the load average before and after.
+shared, and read this process's CPU time by default (``clock=wall`` for wall time: on a busy
+machine the time spent waiting for a core would count); ``bench.md`` records the clock and the
+load average before and after.
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.common import UserError, hydra_app, write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
+
+Clock = Callable[[], float]
+#: How the timings read time (``clock=`` in ``conf/bench.yaml``): the CPU time of this process
+#: (the default: on a shared machine, time spent waiting for a core is not counted, so the
+#: ratios to CartPole and to the M/M/c loop, timed the same way, hold under load) or wall time.
+CLOCKS: dict[str, Clock] = {"cpu": time.process_time, "wall": time.perf_counter}
 
 
 # ---------------------------------------------------------------------------------- references
@@ -127,28 +135,30 @@ def erlang_c_sojourn(servers: int, load: float) -> float:
     return wait_prob / (servers - a) + 1.0
 
 
-def time_cartpole(steps: int) -> float:
-    """Raw ``step()`` calls per second of ``CartPole-v1`` (unwrapped, resets included)."""
+def time_cartpole(steps: int, clock: Clock = time.process_time) -> float:
+    """Raw ``step()`` calls per second of ``CartPole-v1`` (unwrapped, resets included), in
+    ``clock``'s seconds."""
     env: Any = gym.make("CartPole-v1").unwrapped
     env.reset(seed=0)
     step = env.step
-    t0 = time.perf_counter()
+    t0 = clock()
     for i in range(steps):
         _, _, term, trunc, _ = step(i & 1)
         if term or trunc:
             env.reset()
-    return steps / (time.perf_counter() - t0)
+    return steps / (clock() - t0)
 
 
 # ---------------------------------------------------------------------------------- env steps
 def time_env(env_id: str, steps: int, budget_s: float = math.inf, seed: int = 0,
-             **kwargs: Any) -> tuple[float, float]:
+             clock: Clock = time.process_time, **kwargs: Any) -> tuple[float, float]:
     """(steps/s with ``action_masks()``, steps/s of ``step()`` alone) for one environment.
 
     The actions cycle through the valid ones (round robin over the mask); the second pass
     replays the same actions from the same seed without asking for masks. Each pass stops
-    after ``steps`` steps or ``budget_s`` seconds, whichever comes first (slow environments
-    still get a rate without holding the whole bench up). ``seed`` seeds both passes.
+    after ``steps`` steps or ``budget_s`` seconds of ``clock``, whichever comes first (slow
+    environments still get a rate without holding the whole bench up). ``seed`` seeds both
+    passes.
     """
     import envs  # noqa: F401  (registers the ldsgym/ ids)
 
@@ -158,7 +168,7 @@ def time_env(env_id: str, steps: int, budget_s: float = math.inf, seed: int = 0,
     masks, step = env.action_masks, env.step
     actions: list[int] = []
     k = 0
-    t0 = time.perf_counter()
+    t0 = clock()
     deadline = t0 + budget_s
     for i in range(steps):
         mask = masks()
@@ -169,16 +179,16 @@ def time_env(env_id: str, steps: int, budget_s: float = math.inf, seed: int = 0,
         actions.append(k)
         if term or trunc:
             env.reset()
-        if i & 255 == 255 and time.perf_counter() > deadline:
+        if i & 255 == 255 and clock() > deadline:
             break
-    with_masks = len(actions) / (time.perf_counter() - t0)
+    with_masks = len(actions) / (clock() - t0)
     env.reset(seed=seed)
-    t0 = time.perf_counter()
+    t0 = clock()
     for a in actions:
         _, _, term, trunc, _ = step(a)
         if term or trunc:
             env.reset()
-    alone = len(actions) / (time.perf_counter() - t0)
+    alone = len(actions) / (clock() - t0)
     return with_masks, alone
 
 
@@ -226,7 +236,8 @@ def arrivals_per_step(env_id: str, steps: int = 20, **kwargs: Any) -> float:
 
 
 def bench_env_steps(env_ids: Sequence[str], steps: int, repeats: int,
-                    budget_s: float = math.inf) -> list[dict[str, Any]]:
+                    budget_s: float = math.inf,
+                    clock: Clock = time.process_time) -> list[dict[str, Any]]:
     """Best-of-``repeats`` step rates; CartPole is timed in the same rounds. Also the cost
     per arriving request, for environments whose step simulates many (an interval).
 
@@ -239,8 +250,8 @@ def bench_env_steps(env_ids: Sequence[str], steps: int, repeats: int,
     for env_id in env_ids:
         cart, rate, alone = 0.0, 0.0, 0.0
         for k in range(repeats):
-            cart = max(cart, time_cartpole(steps))
-            r, a = time_env(env_id, steps, budget_s, seed=k)
+            cart = max(cart, time_cartpole(steps, clock))
+            r, a = time_env(env_id, steps, budget_s, seed=k, clock=clock)
             rate, alone = max(rate, r), max(alone, a)
         per_step = arrivals_per_step(env_id, 20 if rate < 1000 else 2000)
         rows.append({"env": env_id, "steps_per_s": rate, "step_only_per_s": alone,
@@ -252,7 +263,8 @@ def bench_env_steps(env_ids: Sequence[str], steps: int, repeats: int,
 
 
 # ------------------------------------------------------------------------------ step breakdown
-def lookup_floor_us(env_id: str, requests: int = 200, seed: int = 0, **kwargs: Any) -> float:
+def lookup_floor_us(env_id: str, requests: int = 200, seed: int = 0,
+                    clock: Clock = time.process_time, **kwargs: Any) -> float:
     """Microseconds per request of the numpy primitives a request's embedding lookups need
     and nothing else: the binomial split of each cached table's lookups, their float32
     uniforms, the power that maps them to Zipf ranks, and the sort of their keys (an ideal
@@ -263,7 +275,7 @@ def lookup_floor_us(env_id: str, requests: int = 200, seed: int = 0, **kwargs: A
     env.reset(seed=seed)
     lay = env.layout
     rng = np.random.default_rng(seed)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(requests):
         m = rng.binomial(lay.c_n, lay.c_ptracked)
         u = rng.random(int(m.sum()), dtype=lay.c_norm_d.dtype)
@@ -273,10 +285,11 @@ def lookup_floor_us(env_id: str, requests: int = 200, seed: int = 0, **kwargs: A
         else:
             np.power(u, lay.c_power, out=u)
         u.view(np.int32 if u.dtype == np.float32 else np.int64).sort()
-    return (time.perf_counter() - t0) / requests * 1e6
+    return (clock() - t0) / requests * 1e6
 
 
-def step_breakdown(env_id: str, steps: int, seed: int = 0, **kwargs: Any) -> dict[str, Any]:
+def step_breakdown(env_id: str, steps: int, seed: int = 0, clock: Clock = time.process_time,
+                   **kwargs: Any) -> dict[str, Any]:
     """Where one ``action_masks()`` + ``step()`` of a sharded-serving env spends its time.
 
     Times ``steps`` steps (the actions of :func:`time_env`) with timers around the
@@ -290,7 +303,6 @@ def step_breakdown(env_id: str, steps: int, seed: int = 0, **kwargs: Any) -> dic
     import envs  # noqa: F401
 
     acc = {"lookups": 0.0, "simulation": 0.0}
-    clock = time.perf_counter
     timed = {"_make_subrequests": "lookups", "route": "simulation", "shed": "simulation",
              "advance": "simulation"}
 
@@ -328,11 +340,13 @@ def step_breakdown(env_id: str, steps: int, seed: int = 0, **kwargs: Any) -> dic
     return {"env": env_id, "step_us": total * us, "lookups_us": acc["lookups"] * us,
             "simulation_us": (acc["simulation"] - acc["lookups"]) * us,
             "adapter_us": (total - acc["simulation"]) * us,
-            "lookup_floor_us": lookup_floor_us(env_id, seed=seed, **kwargs) / fanout * subs,
+            "lookup_floor_us": lookup_floor_us(env_id, seed=seed, clock=clock, **kwargs)
+            / fanout * subs,
             "sub_requests_per_step": subs}
 
 
-def bench_breakdown(env_ids: Sequence[str], steps: int, repeats: int) -> list[dict[str, Any]]:
+def bench_breakdown(env_ids: Sequence[str], steps: int, repeats: int,
+                    clock: Clock = time.process_time) -> list[dict[str, Any]]:
     """:func:`step_breakdown` per env, the round with the fastest step, and CartPole's step
     timed in the same rounds."""
     rows = []
@@ -340,8 +354,8 @@ def bench_breakdown(env_ids: Sequence[str], steps: int, repeats: int) -> list[di
         best: dict[str, Any] | None = None
         cart = 0.0
         for k in range(repeats):
-            cart = max(cart, time_cartpole(20000))
-            row = step_breakdown(env_id, steps, seed=k)
+            cart = max(cart, time_cartpole(20000, clock))
+            row = step_breakdown(env_id, steps, seed=k, clock=clock)
             if best is None or row["step_us"] < best["step_us"]:
                 best = row
         assert best is not None
@@ -387,10 +401,10 @@ def profile_env(env_id: str, steps: int, out: Path, seed: int = 0, warmup: int =
 
 
 # ---------------------------------------------------------------------------------- baselines
-def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
-    t0 = time.perf_counter()
+def _timed(clock: Clock, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
+    t0 = clock()
     fn(*args, **kwargs)
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def _replayer(actions: Sequence[int]) -> Callable[[int, tuple[float, ...]], int]:
@@ -399,7 +413,8 @@ def _replayer(actions: Sequence[int]) -> Callable[[int, tuple[float, ...]], int]
 
 
 def bench_baselines(env_id: str, policies: Sequence[str], queries: int, slow_queries: int,
-                    repeats: int, servers: int = 4, load: float = 0.8) -> list[dict[str, Any]]:
+                    repeats: int, servers: int = 4, load: float = 0.8,
+                    clock: Clock = time.process_time) -> list[dict[str, Any]]:
     """Queries/s of each heuristic: the fast path, the Python kernels, the ordinary loop, and
     the M/M/c reference.
 
@@ -440,21 +455,21 @@ def bench_baselines(env_id: str, policies: Sequence[str], queries: int, slow_que
 
     def python_path(name: str) -> float:
         policy = make_baseline(name, env_id)
-        return _timed(fast_eval.run_fast, env, policy, 0, compiled=False)
+        return _timed(clock, fast_eval.run_fast, env, policy, 0, compiled=False)
 
     for _ in range(repeats):
-        best["mmc"] = min(best["mmc"], _timed(mmc_reference, queries, servers, load))
+        best["mmc"] = min(best["mmc"], _timed(clock, mmc_reference, queries, servers, load))
         for name in policies:
             policy = make_baseline(name, env_id)
-            best[name] = min(best[name], _timed(run_episode, env, policy, 0))
+            best[name] = min(best[name], _timed(clock, run_episode, env, policy, 0))
             if inner is not None and fast_eval.supports(env, policy):
                 best[f"py:{name}"] = min(best[f"py:{name}"], python_path(name))
         if inner is not None and replay:
             best["replay"] = min(best["replay"],
-                                 _timed(inner.rollout, _replayer(replay), (), seed=0))
+                                 _timed(clock, inner.rollout, _replayer(replay), (), seed=0))
             if can_compile:
                 best["replay_jit"] = min(best["replay_jit"], _timed(
-                    fast_eval.run_compiled, inner, None, 0, actions=actions))
+                    clock, fast_eval.run_compiled, inner, None, 0, actions=actions))
     mmc_rate = queries / best["mmc"]
     rows: list[dict[str, Any]] = []
 
@@ -469,7 +484,7 @@ def bench_baselines(env_id: str, policies: Sequence[str], queries: int, slow_que
                      "mmc_queries_per_s": mmc_rate, "ratio_vs_mmc": fast / mmc_rate})
     for name in policies:
         policy = make_baseline(name, env_id)
-        slow = min(_timed(run_episode, slow_env, policy, 0, fast=False)
+        slow = min(_timed(clock, run_episode, slow_env, policy, 0, fast=False)
                    for _ in range(max(1, repeats // 2)))
         fast_rate = rate(name)
         rows.append({"env": env_id, "policy": name, "fast_queries_per_s": fast_rate,
@@ -531,7 +546,7 @@ SCALING_AXES: tuple[ScalingAxis, ...] = (
 
 
 def bench_scaling(axes: Sequence[ScalingAxis], queries: int, steps: int,
-                  repeats: int) -> list[dict[str, Any]]:
+                  repeats: int, clock: Clock = time.process_time) -> list[dict[str, Any]]:
     """Microseconds per query (fast path) and per env step at every point of every axis."""
     import envs
     from agents.baselines import make_baseline
@@ -546,8 +561,8 @@ def bench_scaling(axes: Sequence[ScalingAxis], queries: int, steps: int,
         for point, kwargs in axis.points.items():
             env = gym.make(axis.env_id, episode_queries=n_q, **kwargs)
             policy = make_baseline(axis.policy, axis.env_id)
-            episode = min(_timed(run_episode, env, policy, 0) for _ in range(repeats))
-            step_rate = max(time_env(axis.env_id, n_s, **kwargs)[0]
+            episode = min(_timed(clock, run_episode, env, policy, 0) for _ in range(repeats))
+            step_rate = max(time_env(axis.env_id, n_s, clock=clock, **kwargs)[0]
                             for _ in range(repeats))
             query_us, step_us = episode / n_q * 1e6, 1e6 / step_rate
             first = first or {"query": query_us, "step": step_us}
@@ -746,7 +761,8 @@ REPARTITION_GOAL_S = {"mig": 10.0, "mps": 30.0}
 
 
 def repartition_episode(compiled: bool, episode_s: float, interval_s: float, trace: str,
-                        load: float, seed: int = 0, sharing: str = "mig") -> dict[str, Any]:
+                        load: float, seed: int = 0, sharing: str = "mig",
+                        clock: Clock = time.process_time) -> dict[str, Any]:
     """One ``Repartition-v0`` episode (the starting layout of ``sharing`` in
     :data:`REPARTITION_SHARINGS`, the default candidates) with a fixed schedule: keep, and
     every sixth interval switch to the next candidate (the one after it where that is the
@@ -756,9 +772,9 @@ def repartition_episode(compiled: bool, episode_s: float, interval_s: float, tra
 
     env = RepartitionEnv(layout=REPARTITION_SHARINGS[sharing], trace=trace, load=load,
                          episode_s=episode_s, interval_s=interval_s, compiled=compiled)
-    t0 = time.perf_counter()
+    t0 = clock()
     env.reset(seed=seed)
-    t1 = time.perf_counter()
+    t1 = clock()
     done = False
     step = 0
     info: dict[str, Any] = {}
@@ -773,13 +789,14 @@ def repartition_episode(compiled: bool, episode_s: float, interval_s: float, tra
         _, _, term, trunc, info = env.step(a)
         step += 1
         done = term or trunc
-    t2 = time.perf_counter()
+    t2 = clock()
     return {"reset_s": t1 - t0, "steps_s": t2 - t1, "steps": step, "info": info}
 
 
 def bench_repartition(episode_s: float, interval_s: float, trace: str, load: float,
                       repeats: int, python: bool = True,
-                      sharings: Sequence[str] = ("mig",)) -> list[dict[str, Any]]:
+                      sharings: Sequence[str] = ("mig",),
+                      clock: Clock = time.process_time) -> list[dict[str, Any]]:
     """A ``Repartition-v0`` episode per sharing mode (:data:`REPARTITION_SHARINGS`) through the
     compiled interval and (``python``) the Python loop, best of ``repeats`` interleaved rounds
     each (a first, untimed episode warms numba's cache); the projection to an hour scales both
@@ -797,7 +814,7 @@ def bench_repartition(episode_s: float, interval_s: float, trace: str, load: flo
     for _ in range(repeats):
         for key in runs:
             r = repartition_episode(key[1], episode_s, interval_s, trace, load,
-                                    sharing=key[0])
+                                    sharing=key[0], clock=clock)
             if key not in best or r["reset_s"] + r["steps_s"] < best[key]["reset_s"] + \
                     best[key]["steps_s"]:
                 best[key] = r
@@ -840,13 +857,18 @@ def _goal(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+_CLOCK_WORDS = {"cpu": "this process's CPU time (sections 4 and 5: wall time)",
+                "wall": "wall time"}
+
+
 def to_markdown(res: BenchResults) -> str:
     """``bench.md``: the tables and the goals."""
     m = res.meta
     lines = [
         f"Measured {m.get('date', '?')} on {m.get('machine', '?')} ({m.get('cpus', '?')} CPUs), "
         f"Python {m.get('python', '?')}, numpy {m.get('numpy', '?')}; best of "
-        f"{m.get('repeats', '?')} interleaved rounds. Load average (1/5/15 min) before: "
+        f"{m.get('repeats', '?')} interleaved rounds, timed in "
+        f"{_CLOCK_WORDS.get(m.get('clock', 'wall'), '?')}. Load average (1/5/15 min) before: "
         f"{m.get('load_before', '?')}, after: {m.get('load_after', '?')}; wall time "
         f"{m.get('wall_s', 0):.0f} s ({m.get('sections', '')}).",
         "",
@@ -1040,27 +1062,30 @@ def run_bench(*, env_ids: Sequence[str], steps: int, repeats: int, step_budget_s
               repartition_interval_s: float = 10.0, repartition_trace: str = "mix-swing",
               repartition_load: float = 1.0,
               repartition_python: bool = True,
-              repartition_sharings: Sequence[str] = ("mig",)) -> BenchResults:
+              repartition_sharings: Sequence[str] = ("mig",),
+              clock: str = "cpu") -> BenchResults:
     """All seven measurements (a section with no size, e.g. ``memory_sizes=[]``, is
-    skipped)."""
+    skipped), timed with ``CLOCKS[clock]`` (the memory probes and the trace section read wall
+    time: a probe's rate is a by-product, a trace's replay includes reading the file)."""
+    now = CLOCKS[clock]
     t0 = time.perf_counter()
     res = BenchResults(meta={
         "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-        "repeats": repeats, "load_before": _load(),
+        "repeats": repeats, "load_before": _load(), "clock": clock,
         "mmc": f"{mmc_servers} servers, utilisation {mmc_load}, {queries:,} queries",
     })
     took: dict[str, float] = {}
     t = time.perf_counter()
     if env_ids and steps:
-        res.env_steps = bench_env_steps(env_ids, steps, repeats, step_budget_s)
+        res.env_steps = bench_env_steps(env_ids, steps, repeats, step_budget_s, now)
         took["env steps"], t = time.perf_counter() - t, time.perf_counter()
     if policies and queries:
         res.baselines = bench_baselines(baseline_env, policies, queries, slow_queries, repeats,
-                                        mmc_servers, mmc_load)
+                                        mmc_servers, mmc_load, now)
         took["baselines"], t = time.perf_counter() - t, time.perf_counter()
     if scaling_axes and scaling_queries:
-        res.scaling = bench_scaling(scaling_axes, scaling_queries, scaling_steps, repeats)
+        res.scaling = bench_scaling(scaling_axes, scaling_queries, scaling_steps, repeats, now)
         took["scaling"], t = time.perf_counter() - t, time.perf_counter()
     if memory_sizes:
         res.memory = bench_memory(baseline_env, memory_sizes, memory_policy, memory_traced)
@@ -1069,12 +1094,12 @@ def run_bench(*, env_ids: Sequence[str], steps: int, repeats: int, step_budget_s
         res.traces = bench_traces(trace_generated, trace_replay_rows, repeats)
         took["traces"], t = time.perf_counter() - t, time.perf_counter()
     if breakdown_envs and breakdown_steps:
-        res.breakdown = bench_breakdown(breakdown_envs, breakdown_steps, repeats)
+        res.breakdown = bench_breakdown(breakdown_envs, breakdown_steps, repeats, now)
         took["breakdown"], t = time.perf_counter() - t, time.perf_counter()
     if repartition_episode_s > 0:
         res.repartition = bench_repartition(repartition_episode_s, repartition_interval_s,
                                             repartition_trace, repartition_load, repeats,
-                                            repartition_python, repartition_sharings)
+                                            repartition_python, repartition_sharings, now)
         res.meta.update(rp_trace=repartition_trace, rp_load=repartition_load)
         took["repartition"] = time.perf_counter() - t
     res.meta.update(load_after=_load(), wall_s=time.perf_counter() - t0,
@@ -1115,6 +1140,8 @@ def main(cfg: DictConfig) -> None:
         raise UserError(f"envs: unknown id(s) {unknown}; registered: {known}")
     if int(cfg.steps) < 100 or int(cfg.repeats) < 1:
         raise UserError("steps must be >= 100 and repeats >= 1")
+    if str(cfg.clock) not in CLOCKS:
+        raise UserError(f"clock: '{cfg.clock}' is not one of {', '.join(CLOCKS)}")
     b = cfg.baselines
     if str(b.env) not in known:
         raise UserError(f"baselines.env: unknown id '{b.env}'")
@@ -1155,7 +1182,8 @@ def main(cfg: DictConfig) -> None:
                     repartition_episode_s=float(rp.episode_s),
                     repartition_interval_s=float(rp.interval_s),
                     repartition_trace=str(rp.trace), repartition_load=float(rp.load),
-                    repartition_python=bool(rp.python), repartition_sharings=sharings)
+                    repartition_python=bool(rp.python), repartition_sharings=sharings,
+                    clock=str(cfg.clock))
     md = write_results(res, Path(str(cfg.out_dir)))
     print(md)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,10 @@ def test_bench_app_end_to_end(tmp_path: Path) -> None:
                   f"hydra.run.dir={tmp_path}/h5")
     assert bad.returncode == 2 and "repartition.sharing" in bad.stderr
     assert not (tmp_path / "y").exists()
+    bad = run_app("experiments.bench", "clock=tsc", f"out_dir={tmp_path}/w",
+                  f"hydra.run.dir={tmp_path}/h6")
+    assert bad.returncode == 2 and "clock: 'tsc'" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "w").exists()
     bad = run_app("experiments.bench", "baselines.policies=[nope]", f"out_dir={tmp_path}/x",
                   f"hydra.run.dir={tmp_path}/h2")
     assert bad.returncode == 2 and "nope" in bad.stderr
@@ -195,3 +200,35 @@ def test_repartition_section_times_both_paths_on_the_same_episode() -> None:
     # The CSV tells the two sharing modes apart (its point column).
     csv_rows = [x.split(",") for x in bench.to_csv(res).splitlines()[1:]]
     assert {(x[1], x[2]) for x in csv_rows} == {(p, s) for s in ("mig", "mps") for p in paths}
+
+
+def test_the_cpu_clock_leaves_out_waiting_and_every_timed_section_reads_the_chosen_clock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Why CPU time is the default: on a shared machine a process waiting for a core (here:
+    # asleep) is not charged for it; wall time is.
+    assert bench._timed(bench.CLOCKS["cpu"], time.sleep, 0.2) < 0.1
+    assert bench._timed(bench.CLOCKS["wall"], time.sleep, 0.2) >= 0.2
+    reads: dict[str, int] = {}
+
+    def counting(name: str) -> bench.Clock:
+        def clock() -> float:
+            reads[name] = reads.get(name, 0) + 1
+            return time.process_time()
+        return clock
+
+    for section in ("env", "scaling", "breakdown", "repartition", "baselines"):
+        monkeypatch.setitem(bench.CLOCKS, section, counting(section))
+    for section in ("env", "scaling", "breakdown", "repartition", "baselines"):
+        res = bench.run_bench(
+            env_ids=["ldsgym/PartitionPlacement-v0"] if section == "env" else [], steps=200,
+            repeats=1, step_budget_s=5.0, baseline_env="ldsgym/PartitionPlacement-v0",
+            policies=["round_robin"] if section == "baselines" else [], queries=300,
+            slow_queries=100, mmc_servers=2, mmc_load=0.5,
+            scaling_axes=bench.SCALING_AXES[:1] if section == "scaling" else [],
+            scaling_queries=100, scaling_steps=100, memory_sizes=[], memory_policy="round_robin",
+            breakdown_envs=["ldsgym/ShardRouting-v0"] if section == "breakdown" else [],
+            breakdown_steps=100, repartition_episode_s=2.0 if section == "repartition" else 0,
+            repartition_interval_s=1.0, repartition_python=False, clock=section)
+        assert res.meta["clock"] == section
+        assert reads.get(section, 0) >= 3, (section, reads)
+    assert "timed in wall time" in bench.to_markdown(bench.BenchResults(meta={"clock": "wall"}))
