@@ -378,6 +378,7 @@ class ClusterSim:
         sf[kn.PRICE] = [tab.price_per_s[d] for d, _ in slots]
         sf[kn.SHARE] = tab.slot_share
         sf[kn.LINK] = [self.link_free_at[d] for d, _ in slots]
+        sf[kn.EXTRA_N, 0] = -1.0  # every slot's EXTRA to compute (EXTRA_OK 0)
         self._df = np.zeros((kn.N_DF, D))
         #: Per device, the time of the head of its event heap as last seen (inf: empty).
         self._nev = [_INF] * D
@@ -486,6 +487,17 @@ class ClusterSim:
             dev._backlog_t = rows[1].item(d)
             dev.events.now = self._dev_now
         return dev
+
+    def _extra_stale(self, s: int) -> None:
+        """:func:`kernels.extra_stale` (slot ``s``'s transit changed), in Python."""
+        ok = self._extra_ok_row
+        if ok[s] != 0.0:
+            ok[s] = 0.0
+            sf = self._sf
+            n = sf.item(kn.EXTRA_N, 0)
+            if n >= 0.0:
+                sf[kn.EXTRA_LIST, int(n)] = s
+                sf[kn.EXTRA_N, 0] = n + 1.0
 
     def _flush_accrue(self) -> None:
         """Move the mirrors' backlog clocks now, where :meth:`_run_devices` deferred it."""
@@ -804,7 +816,7 @@ class ClusterSim:
             else:
                 self._transit_rows[m, s] += 1.0
                 self._tn_row[s] += 1.0
-                self._extra_ok_row[s] = 0.0
+                self._extra_stale(s)
                 self._room_ok_row[s] = 0.0  # its transit, its LRU order (the room's sum order)
             self._sums_ok = False
 
@@ -942,7 +954,7 @@ class ClusterSim:
             if compiled:
                 self._transit_rows[m, s] -= 1.0
                 self._tn_row[s] -= 1.0
-                self._extra_ok_row[s] = 0.0
+                self._extra_stale(s)
                 self._room_ok_row[s] = 0.0
             transit[s][m] -= 1
             self.transit_n[s] -= 1
