@@ -33,10 +33,12 @@ __all__ = ["AVAILABLE", "accrue", "accrue_refresh", "entry_point", "ewma", "obse
 # link is free; whether ``ROOM`` and ``EXTRA`` are up to date (0 / 1); outputs: the finish
 # estimates (seconds) and the slots whose room the mask needed but was stale; the slots whose
 # ``EXTRA`` went stale since the last refresh (``EXTRA_LIST``, ``EXTRA_N[0]`` of them; -1: any
-# slot may be: the refresh looks at every one), marked by :func:`extra_stale`.
+# slot may be: the refresh looks at every one), marked by :func:`extra_stale`; written with
+# ``MEM`` (:func:`set_mem`): the memory not held by models ``CAP - MEM`` and the fraction
+# ``1 - MEM / CAP`` (what a decision reads of them, computed once per change).
 (BU, UP, QW, BS, MEM, EXTRA, ROOM, CAP, PRICE, SHARE, BUSY, QI, TN, LINK, ROOM_OK, EXTRA_OK,
- FINISH, STALE, EXTRA_LIST, EXTRA_N) = range(20)
-N_SF = 20
+ FINISH, STALE, EXTRA_LIST, EXTRA_N, FREE, FREE_FRAC) = range(22)
+N_SF = 22
 # Rows of the per-(model, slot) float tensor ``sm`` (a decision reads one model's row over
 # the slots): batch-1 latency, network hop, load time, when the weights are ready, queries in
 # transit (a count), seconds per item at full batches (``tables.per_item_s``).
@@ -153,8 +155,8 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
         qi = sf[QI]
         tn = sf[TN]
         link = sf[LINK]
-        mem = sf[MEM]
-        cap = sf[CAP]
+        free_b = sf[FREE]
+        frac = sf[FREE_FRAC]
         room = sf[ROOM]
         room_ok = sf[ROOM_OK]
         finish = sf[FINISH]
@@ -174,7 +176,7 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
             wait = bu[s] - now if busy[s] != 0.0 else 0.0
             o_busy[s] = _clip(wait * inv_sla, clip)
             o_queue[s] = _clip((qi[s] + tn[s]) * inv_b, clip)
-            o_free[s] = _clip(1.0 - mem[s] / cap[s], clip)
+            o_free[s] = _clip(frac[s], clip)  # 1 - MEM / CAP
         for s in range(S):  # load wait (ClusterSim.load_wait_s), kept in FINISH meanwhile
             r = ready[s]
             r_load = r - now if r > now else 0.0
@@ -203,14 +205,14 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
         for s in range(S):  # valid: resident, or room without evicting, or an up-to-date ROOM
             fits = fit[s] != 0
             resident = res[s] != 0
-            roomy = need <= cap[s] - mem[s]
+            roomy = need <= free_b[s]  # CAP - MEM
             ok = room_ok[s] != 0.0
             valid[s] = fits & (resident | roomy | (ok & (need <= room[s])))
             stale += fits & ~(resident | roomy | ok)
         if stale:  # the slots whose room is needed and stale, in slot order
             stale = 0
             for s in range(S):
-                if (fit[s] != 0 and res[s] == 0 and not need <= cap[s] - mem[s]
+                if (fit[s] != 0 and res[s] == 0 and not need <= free_b[s]
                         and room_ok[s] == 0.0):
                     sf[STALE, stale] = s
                     stale += 1

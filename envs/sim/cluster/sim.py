@@ -375,6 +375,8 @@ class ClusterSim:
         sf = self._sf = np.zeros((kn.N_SF, S))
         sf[kn.MEM] = self.mem_used
         sf[kn.CAP] = tab.slot_mem_bytes
+        sf[kn.FREE] = sf[kn.CAP] - sf[kn.MEM]
+        sf[kn.FREE_FRAC] = 1.0 - sf[kn.MEM] / sf[kn.CAP]
         sf[kn.PRICE] = [tab.price_per_s[d] for d, _ in slots]
         sf[kn.SHARE] = tab.slot_share
         sf[kn.LINK] = [self.link_free_at[d] for d, _ in slots]
@@ -797,7 +799,10 @@ class ClusterSim:
                 sm, sf = self._sm, self._sf
                 self._sb[kn.RES, m, s] = 1
                 sm[kn.READY, m, s] = t_ready
-                sf[kn.MEM, s] = self.mem_used[s]
+                mem = sf[kn.MEM, s] = self.mem_used[s]
+                cap_s = sf.item(kn.CAP, s)  # (FREE and FREE_FRAC with it)
+                sf[kn.FREE, s] = cap_s - mem
+                sf[kn.FREE_FRAC, s] = 1.0 - mem / cap_s
                 a = self._first[d]
                 sf[kn.LINK, a:a + self._devices[d].n_partitions] = self.link_free_at[d]
         t = now + self.tables.hop_s[d][m]
