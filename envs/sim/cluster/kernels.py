@@ -90,7 +90,10 @@ def _clip(x: float, clip: float) -> float:
 def extra_stale(sf: np.ndarray, s: int) -> None:
     """Slot ``s``'s work in transit (``EXTRA``) is stale (its transit changed): ``EXTRA_OK``
     0, and the slot listed for the next :func:`refresh` (once: only where it was up to
-    date; nothing to list while a look at every slot is due)."""
+    date; nothing to list while a look at every slot is due). Inlined into
+    :func:`envs.sim.cluster.bank.advance`, whose numba cache is keyed by bank.py's content
+    only: a change here needs bank.py changed too (or its cache cleared) to take effect
+    there."""
     if sf[EXTRA_OK, s] != 0.0:
         sf[EXTRA_OK, s] = 0.0
         n = sf[EXTRA_N, 0]
