@@ -436,7 +436,7 @@ def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1:
     if rs >= 0:
         sm[kn.TRANSIT, rm, rs] += 1.0
         sf[kn.TN, rs] += 1.0
-        sf[kn.EXTRA_OK, rs] = 0.0
+        kn.extra_stale(sf, rs)
         sf[kn.ROOM_OK, rs] = 0.0
         if C[C_HELD]:
             SI[I_HELD, rs] |= 1 << rm
@@ -477,7 +477,7 @@ def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1:
             inv = DLF[3, i]
         sm[kn.TRANSIT, m, s] -= 1.0
         sf[kn.TN, s] -= 1.0
-        sf[kn.EXTRA_OK, s] = 0.0  # (ROOM_OK: by _mirror, where the models held changed)
+        kn.extra_stale(sf, s)  # (ROOM_OK: by _mirror, where the models held changed)
         s0 = bounds[d]
         s1 = bounds[d + 1]
         # run_passive(when)

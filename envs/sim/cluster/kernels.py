@@ -31,10 +31,14 @@ __all__ = ["AVAILABLE", "accrue", "accrue_refresh", "entry_point", "ewma", "obse
 # evicting the idle models; constants: memory, price per second, share of the device; the
 # running flag, queued items and items in transit (as floats: exact), when the device's host
 # link is free; whether ``ROOM`` and ``EXTRA`` are up to date (0 / 1); outputs: the finish
-# estimates (seconds) and the slots whose room the mask needed but was stale.
+# estimates (seconds) and the slots whose room the mask needed but was stale; the slots whose
+# ``EXTRA`` went stale since the last refresh (``EXTRA_LIST``, ``EXTRA_N[0]`` of them; -1: any
+# slot may be: the refresh looks at every one), marked by :func:`extra_stale`; written with
+# ``MEM`` (:func:`set_mem`): the memory not held by models ``CAP - MEM`` and the fraction
+# ``1 - MEM / CAP`` (what a decision reads of them, computed once per change).
 (BU, UP, QW, BS, MEM, EXTRA, ROOM, CAP, PRICE, SHARE, BUSY, QI, TN, LINK, ROOM_OK, EXTRA_OK,
- FINISH, STALE) = range(18)
-N_SF = 18
+ FINISH, STALE, EXTRA_LIST, EXTRA_N, FREE, FREE_FRAC) = range(22)
+N_SF = 22
 # Rows of the per-(model, slot) float tensor ``sm`` (a decision reads one model's row over
 # the slots): batch-1 latency, network hop, load time, when the weights are ready, queries in
 # transit (a count), seconds per item at full batches (``tables.per_item_s``).
@@ -82,6 +86,22 @@ def _clip(x: float, clip: float) -> float:
     return 0.0
 
 
+@njit(cache=True, inline="always")
+def extra_stale(sf: np.ndarray, s: int) -> None:
+    """Slot ``s``'s work in transit (``EXTRA``) is stale (its transit changed): ``EXTRA_OK``
+    0, and the slot listed for the next :func:`refresh` (once: only where it was up to
+    date; nothing to list while a look at every slot is due). Inlined into
+    :func:`envs.sim.cluster.bank.advance`, whose numba cache is keyed by bank.py's content
+    only: a change here needs bank.py changed too (or its cache cleared) to take effect
+    there."""
+    if sf[EXTRA_OK, s] != 0.0:
+        sf[EXTRA_OK, s] = 0.0
+        n = sf[EXTRA_N, 0]
+        if n >= 0.0:
+            sf[EXTRA_LIST, int(n)] = s
+            sf[EXTRA_N, 0] = n + 1.0
+
+
 @njit(cache=True, error_model="numpy")
 def accrue(df: np.ndarray, t: float) -> None:
     """Every device's backlog to ``t``: ``backlog += rate x (t - backlog_t)``, ``backlog_t =
@@ -121,7 +141,9 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
     if m >= 0:
         extra_ok = sf[EXTRA_OK]
         extra_row = sf[EXTRA]
-        for s in range(S):
+        n_x = int(sf[EXTRA_N, 0])  # the slots listed stale (-1: look at every slot)
+        for i in range(S if n_x < 0 else n_x):
+            s = i if n_x < 0 else int(sf[EXTRA_LIST, i])
             if extra_ok[s] == 0.0:  # the work in transit (finish_estimates_s's sum)
                 extra = 0.0
                 for k in range(M):
@@ -130,13 +152,14 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
                         extra += n * sm[PER_ITEM, k, s]
                 extra_row[s] = extra
                 extra_ok[s] = 1.0
+        sf[EXTRA_N, 0] = 0.0
         up = sf[UP]
         qw = sf[QW]
         qi = sf[QI]
         tn = sf[TN]
         link = sf[LINK]
-        mem = sf[MEM]
-        cap = sf[CAP]
+        free_b = sf[FREE]
+        frac = sf[FREE_FRAC]
         room = sf[ROOM]
         room_ok = sf[ROOM_OK]
         finish = sf[FINISH]
@@ -156,7 +179,7 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
             wait = bu[s] - now if busy[s] != 0.0 else 0.0
             o_busy[s] = _clip(wait * inv_sla, clip)
             o_queue[s] = _clip((qi[s] + tn[s]) * inv_b, clip)
-            o_free[s] = _clip(1.0 - mem[s] / cap[s], clip)
+            o_free[s] = _clip(frac[s], clip)  # 1 - MEM / CAP
         for s in range(S):  # load wait (ClusterSim.load_wait_s), kept in FINISH meanwhile
             r = ready[s]
             r_load = r - now if r > now else 0.0
@@ -185,14 +208,14 @@ def refresh(m: int, now: float, need: float, inv_b: float, inv_sla: float, clip:
         for s in range(S):  # valid: resident, or room without evicting, or an up-to-date ROOM
             fits = fit[s] != 0
             resident = res[s] != 0
-            roomy = need <= cap[s] - mem[s]
+            roomy = need <= free_b[s]  # CAP - MEM
             ok = room_ok[s] != 0.0
             valid[s] = fits & (resident | roomy | (ok & (need <= room[s])))
             stale += fits & ~(resident | roomy | ok)
         if stale:  # the slots whose room is needed and stale, in slot order
             stale = 0
             for s in range(S):
-                if (fit[s] != 0 and res[s] == 0 and not need <= cap[s] - mem[s]
+                if (fit[s] != 0 and res[s] == 0 and not need <= free_b[s]
                         and room_ok[s] == 0.0):
                     sf[STALE, stale] = s
                     stale += 1

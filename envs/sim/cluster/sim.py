@@ -375,9 +375,12 @@ class ClusterSim:
         sf = self._sf = np.zeros((kn.N_SF, S))
         sf[kn.MEM] = self.mem_used
         sf[kn.CAP] = tab.slot_mem_bytes
+        sf[kn.FREE] = sf[kn.CAP] - sf[kn.MEM]
+        sf[kn.FREE_FRAC] = 1.0 - sf[kn.MEM] / sf[kn.CAP]
         sf[kn.PRICE] = [tab.price_per_s[d] for d, _ in slots]
         sf[kn.SHARE] = tab.slot_share
         sf[kn.LINK] = [self.link_free_at[d] for d, _ in slots]
+        sf[kn.EXTRA_N, 0] = -1.0  # every slot's EXTRA to compute (EXTRA_OK 0)
         self._df = np.zeros((kn.N_DF, D))
         #: Per device, the time of the head of its event heap as last seen (inf: empty).
         self._nev = [_INF] * D
@@ -486,6 +489,17 @@ class ClusterSim:
             dev._backlog_t = rows[1].item(d)
             dev.events.now = self._dev_now
         return dev
+
+    def _extra_stale(self, s: int) -> None:
+        """:func:`kernels.extra_stale` (slot ``s``'s transit changed), in Python."""
+        ok = self._extra_ok_row
+        if ok[s] != 0.0:
+            ok[s] = 0.0
+            sf = self._sf
+            n = sf.item(kn.EXTRA_N, 0)
+            if n >= 0.0:
+                sf[kn.EXTRA_LIST, int(n)] = s
+                sf[kn.EXTRA_N, 0] = n + 1.0
 
     def _flush_accrue(self) -> None:
         """Move the mirrors' backlog clocks now, where :meth:`_run_devices` deferred it."""
@@ -785,7 +799,10 @@ class ClusterSim:
                 sm, sf = self._sm, self._sf
                 self._sb[kn.RES, m, s] = 1
                 sm[kn.READY, m, s] = t_ready
-                sf[kn.MEM, s] = self.mem_used[s]
+                mem = sf[kn.MEM, s] = self.mem_used[s]
+                cap_s = sf.item(kn.CAP, s)  # (FREE and FREE_FRAC with it)
+                sf[kn.FREE, s] = cap_s - mem
+                sf[kn.FREE_FRAC, s] = 1.0 - mem / cap_s
                 a = self._first[d]
                 sf[kn.LINK, a:a + self._devices[d].n_partitions] = self.link_free_at[d]
         t = now + self.tables.hop_s[d][m]
@@ -804,7 +821,7 @@ class ClusterSim:
             else:
                 self._transit_rows[m, s] += 1.0
                 self._tn_row[s] += 1.0
-                self._extra_ok_row[s] = 0.0
+                self._extra_stale(s)
                 self._room_ok_row[s] = 0.0  # its transit, its LRU order (the room's sum order)
             self._sums_ok = False
 
@@ -942,7 +959,7 @@ class ClusterSim:
             if compiled:
                 self._transit_rows[m, s] -= 1.0
                 self._tn_row[s] -= 1.0
-                self._extra_ok_row[s] = 0.0
+                self._extra_stale(s)
                 self._room_ok_row[s] = 0.0
             transit[s][m] -= 1
             self.transit_n[s] -= 1
