@@ -824,8 +824,11 @@ class ShardSim:
         return np.maximum(out, 0.0, out=out)
 
     def sync_backlog(self) -> None:
-        """Bring :attr:`backlog` up to the current time."""
-        self._sync_backlog(self.events.now)
+        """Bring :attr:`backlog` up to the current time (:meth:`_sync_backlog` of now,
+        inlined: the env's reward calls it every step)."""
+        now = self.events.now
+        self.backlog += self._backlog_rate * (now - self._backlog_t)
+        self._backlog_t = now
 
     # ------------------------------------------------------------------ movement
     def _send(self, sub: SubRequest, node: int) -> None:
