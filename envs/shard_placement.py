@@ -253,7 +253,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
                       else (self._fixed_list, self._bps_list))
         # The latency-predictive rule: min(valid, key=(predict_finish(sub)[k], k)).
         while sim.pending is not None and sim.pending.req is req:
-            sim.route(sim.earliest_replica(sim.pending, fixed, bps))
+            sim.route_earliest(fixed, bps)
             if sim.pending is None:
                 sim.advance()
         truncated = sim.pending is None

@@ -1276,6 +1276,21 @@ class ShardSim:
         t_up = fixed_s + sub.resp_bytes / rate
         return t_down + (self.remaining_work(now) + svc) * self.measured_slow + t_up
 
+    def route_earliest(self, fixed_s: Sequence[float] | np.ndarray,
+                       bps: Sequence[float] | np.ndarray) -> int:
+        """``route(earliest_replica(pending, fixed_s, bps))``; returns the node.
+
+        Raises:
+            RuntimeError: nothing is pending.
+            ValueError: no replica of its shard is live (from :meth:`earliest_replica`).
+        """
+        sub = self.pending
+        if sub is None:
+            raise RuntimeError("no pending sub-request; call advance() first")
+        node = self.earliest_replica(sub, fixed_s, bps)
+        self.route(node)
+        return node
+
     def earliest_replica(self, sub: SubRequest, fixed_s: Sequence[float] | np.ndarray,
                          bps: Sequence[float] | np.ndarray) -> int:
         """``min(valid_nodes(sub.shard), key=lambda k: (predict_finish(...)[k], k))``.

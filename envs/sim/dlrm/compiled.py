@@ -641,6 +641,39 @@ class CompiledShardSim(ShardSim):
         self.link_bytes_sent[node] = self._mv_lbs[node]
         self._link_busy_max = self._mvF[sg.F_LBMAX]
 
+    def route_earliest(self, fixed_s: Sequence[float] | np.ndarray,
+                       bps: Sequence[float] | np.ndarray) -> int:
+        """:meth:`ShardSim.route_earliest` with the choice and the send in one compiled call
+        (:func:`segment.send_earliest`: the kernels of ``earliest_replica`` and ``route``,
+        in that order) when ``fixed_s`` and ``bps`` are arrays and numba is on."""
+        sub = self.pending
+        if (sub is None or not kernels.AVAILABLE or type(fixed_s) is not np.ndarray
+                or type(bps) is not np.ndarray):
+            return super().route_earliest(fixed_s, bps)
+        sid = sub.id
+        lay = self.lay
+        while (node := sg.send_earliest(
+                self._st, self._hp, self._mh, self._sub, sid, sub.req.id, sub.shard,
+                sub.d_tracked, sub.d_untracked, sub.lookups, sub.tracked_lookups, sub.flow_seq,
+                sub.req_bytes, sub.resp_bytes, self.events.now, self.holds, self.row_hit,
+                self.node_state, fixed_s, bps, lay.c_fast, lay.c_slow,
+                self.spec.node_overhead_s)) < 0:
+            if node == -1:
+                raise ValueError("min() arg is an empty sequence")
+            if node == -2:
+                self._grow_subs(sid)
+            elif node == -3:
+                self._grow_heap(2)
+            else:
+                self._grow_msg()
+        # route's and _send's Python side (see there)
+        self.pending = None
+        sub.node = node
+        sub.state = 1
+        self.link_bytes_sent[node] = self._mv_lbs[node]
+        self._link_busy_max = self._mvF[sg.F_LBMAX]
+        return node
+
     def _fail_sub(self, sub: SubRequest, count: bool = True) -> None:
         """A sub-request not yet sent fails (see :meth:`ShardSim._fail_sub`)."""
         if count:
