@@ -474,7 +474,8 @@ class ShardSim:
         live = self._live_cache.get(shard)
         if live is None:
             up = self._mv_up  # (items are Python bools)
-            live = self._live_cache[shard] = tuple(n for n in self.replicas[shard] if up[n])
+            # (a list comprehension: about half the time of a generator into tuple())
+            live = self._live_cache[shard] = tuple([n for n in self.replicas[shard] if up[n]])
         return live
 
     def fanout_left(self) -> tuple[SubRequest, ...]:
