@@ -273,11 +273,16 @@ class CompiledShardSim(ShardSim):
 
     def sync_objects(self) -> None:
         """Bring the row caches' objects up to date with the arrays."""
-        for n, nd in enumerate(self.nodes):
-            c = nd.cache
-            o, b, t, s, _, stale = self._cache_i[n, :6].tolist()
-            c.oldest, c._base, c.tick, c.size, c._stale = o, b, t, s, bool(stale)  # type: ignore[union-attr]
-            c._alive = self._alive2[n, :self._cache_i[n, sg.C_ALEN]].copy()  # type: ignore[union-attr]
+        for n in range(len(self.nodes)):
+            self._sync_object(n)
+
+    def _sync_object(self, n: int) -> None:
+        """Node ``n``'s row cache object up to date with the arrays (an object's state is
+        a function of the arrays alone, whatever it was before)."""
+        c = self.nodes[n].cache
+        o, b, t, s, _, stale = self._cache_i[n, :6].tolist()
+        c.oldest, c._base, c.tick, c.size, c._stale = o, b, t, s, bool(stale)  # type: ignore[union-attr]
+        c._alive = self._alive2[n, :self._cache_i[n, sg.C_ALEN]].copy()  # type: ignore[union-attr]
 
     def _compact_keys(self) -> None:
         """Keep only the keys of the sub-requests in the system (those sent, in the table,
@@ -815,8 +820,11 @@ class CompiledShardSim(ShardSim):
         n = sg.link_done_pop(self._st, self._mh, self._sub, lid, out)
         for mid in out[:n].tolist():
             if mid < 0:
-                self.sync_objects()
-                self._finish_migration(self._migs[-1 - mid])
+                # (only this node's cache is warmed, and the objects are read nowhere else
+                # before the next sync_objects)
+                mig = self._migs[-1 - mid]
+                self._sync_object(mig.node)
+                self._finish_migration(mig)
                 self._reload_cache(node)
             else:
                 self._alive_room(node)
