@@ -482,6 +482,6 @@ class ShardPlacementEnv(ShardRoutingEnv):
             "in_system": req.in_system,
             "migrations": sim.migrations, "migrations_failed": sim.migrations_failed,
             "migration_mb": sim.migration_bytes / 1e6,
-            "replicas_total": int(sim.holds.sum()),
+            "replicas_total": int(np.count_nonzero(sim.holds)),
         })
         return info
