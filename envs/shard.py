@@ -779,7 +779,9 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._rows_full = True  # _obs must fill every row of _vals
         # Per shard: the response's transfer time t_up at the current link speeds.
         self._t_up: dict[int, np.ndarray] = {}
-        self._rate_key: tuple[Any, ...] | None = None
+        # (sim, link_version) that _rate_n and _t_up are of
+        self._rate_sim: ShardSim | None = None
+        self._rate_version = -1
         self._one = np.array(1.0)
         self._c_fast = np.array(self.layout.c_fast)
         self._c_slow = np.array(self.layout.c_slow)
@@ -827,7 +829,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             self._req_pred = 0.0
             if self.request_obs:
                 self._req_node[:] = 0.0
-            now = sim.now
+            now = sim.events.now
             decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
             self._rate = self._rate * decay + 1.0 / self.rate_window_s
             self._rate_t = now
@@ -844,11 +846,10 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         assert sim is not None and sim.pending is not None
         sub = sim.pending
-        rate_key = (sim, sim.link_version)
-        if rate_key != self._rate_key:
+        if sim.link_version != self._rate_version or sim is not self._rate_sim:
             np.multiply(self._bps, sim.link_factor, out=self._rate_n)
             self._t_up.clear()
-            self._rate_key = rate_key
+            self._rate_sim, self._rate_version = sim, sim.link_version
         self._node_key = None  # the incremental buffers of _predict_finish are not kept
         self._routed.clear()
         out = self._out = np.empty(self._out_size, dtype=np.float32)
@@ -885,11 +886,10 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             self._node_key = key
             self._rows_full = True
         self._routed.clear()
-        rate_key = (sim, sim.link_version)
-        if rate_key != self._rate_key:
+        if sim.link_version != self._rate_version or sim is not self._rate_sim:
             np.multiply(self._bps, sim.link_factor, out=self._rate_n)
             self._t_up.clear()
-            self._rate_key = rate_key
+            self._rate_sim, self._rate_version = sim, sim.link_version
         rate = self._rate_n
         # (Positional outputs and 0-d constants: the ufuncs' cheapest calling forms.)
         add, sub_, mul = np.add, np.subtract, np.multiply
@@ -1077,10 +1077,11 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         # Only events change time, busy times and reads (routing, shedding and placement
         # add link bytes only): the other terms are kept between events, and added in the
         # same order, ``idle + busy + fast + slow + links + dense``.
-        key = (sim, sim.events_handled, sim.now)
+        now = sim.events.now
+        key = (sim, sim.events_handled, now)
         if key != self._energy_key:
             fast_j, slow_j = m.reads_j(sim.fast_reads, sim.slow_reads)
-            self._energy_part = (m.idle_w * sim.now + m.busy_j(sim.sub.busy_s) + fast_j
+            self._energy_part = (m.idle_w * now + m.busy_j(sim.sub.busy_s) + fast_j
                                  + slow_j, m.dense_dynamic_w * sum(sim.req.busy_s))
             self._energy_key = key
         head, dense = self._energy_part
@@ -1107,7 +1108,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     def _info(self) -> dict[str, Any]:
         sim = self.sim
         assert sim is not None
-        now = sim.now
+        now = sim.events.now
         sub = sim.sub
         req = sim.req
         # The request summary only changes with an event, time or a failed request (a shed

@@ -29,14 +29,15 @@ def _f32(x: np.ndarray, hi: float = _CLIP) -> np.ndarray:
 
 
 def _mean(values: list[float], table: np.ndarray, rows: list[int], col: int) -> float:
-    """``float(table[rows, col].mean())`` given ``values`` (those entries as floats): numpy
-    sums fewer than 8 values one after the other (then divides), so plain floats give the
-    same bits; longer ones go to numpy (pairwise summation)."""
-    if len(values) < 8:
-        acc = values[0]
-        for v in values[1:]:
-            acc += v
-        return acc / len(values)
+    """``float(table[rows, col].mean())`` given ``values``, that column as floats (``rows``
+    not empty): numpy sums fewer than 8 values one after the other (then divides), so plain
+    floats give the same bits; longer ones go to numpy (pairwise summation)."""
+    if len(rows) < 8:
+        it = iter(rows)
+        acc = values[next(it)]
+        for n in it:
+            acc += values[n]
+        return acc / len(rows)
     return float(table[rows, col].mean())
 
 
@@ -253,7 +254,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
                       else (self._fixed_list, self._bps_list))
         # The latency-predictive rule: min(valid, key=(predict_finish(sub)[k], k)).
         while sim.pending is not None and sim.pending.req is req:
-            sim.route(sim.earliest_replica(sim.pending, fixed, bps))
+            sim.route_earliest(fixed, bps)
             if sim.pending is None:
                 sim.advance()
         truncated = sim.pending is None
@@ -319,8 +320,7 @@ class ShardPlacementEnv(ShardRoutingEnv):
             if sub.req is req:  # the nominal service at the replicas' mean hit estimate
                 s = sub.shard
                 reps = sim.replicas[s] or [0]
-                rh = rh_t[s]
-                hit = _mean([rh[n] for n in reps], row_hit, reps, s)
+                hit = _mean(rh_t[s], row_hit, reps, s)
                 miss = sub.d_tracked * (1.0 - hit) + sub.d_untracked
                 if not uniform:  # the replicas' mean per-read costs
                     c_fast = sum(lay.c_fast_list[n] for n in reps) / len(reps)
@@ -482,6 +482,6 @@ class ShardPlacementEnv(ShardRoutingEnv):
             "in_system": req.in_system,
             "migrations": sim.migrations, "migrations_failed": sim.migrations_failed,
             "migration_mb": sim.migration_bytes / 1e6,
-            "replicas_total": int(sim.holds.sum()),
+            "replicas_total": int(np.count_nonzero(sim.holds)),
         })
         return info

@@ -166,3 +166,36 @@ def test_placement_episodes_are_the_reference(env_id: str, kwargs: dict[str, Any
     for i, (c, r) in enumerate(zip(compiled, reference, strict=True)):
         assert c == r, f"{env_id}: step {i} differs"
     assert compiled[-1][0] > 10  # type: ignore[index]  (migrations happened)
+
+
+def test_route_earliest_grows_and_is_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ShardPlacement routes each sub-request with ``route_earliest`` (on the compiled
+    simulator the choice and the send are one kernel call): with tiny initial tables, heaps
+    and message heaps it stops, grows and calls again many times, and the episode is still
+    the reference's (``route(earliest_replica(...))`` in Python)."""
+    kwargs = {"episode_queries": 1600, "load": 2.0}
+    for name, size in (("_HEAP0", 4), ("_MSG0", 1), ("_SUB0", 2), ("_REQ0", 1)):
+        monkeypatch.setattr(CompiledShardSim, name, size)
+    monkeypatch.setattr(kernels, "AVAILABLE", True)
+    compiled = _placement_episode("ldsgym/ShardPlacement-v0", kwargs, 8)
+    env: Any = gym.make("ldsgym/ShardPlacement-v0", **kwargs).unwrapped
+    env.reset(seed=8)
+    sim = env.sim
+    assert isinstance(sim, CompiledShardSim)
+    calls = {"route": 0}
+    route = sim.route
+
+    def counted(node: int) -> None:  # the Python route: not used when the kernel routes
+        calls["route"] += 1
+        route(node)
+
+    monkeypatch.setattr(sim, "route", counted)
+    for _ in range(40):
+        env.step(0)
+    assert calls["route"] == 0
+    assert len(sim._sub_i) > 2 and sim._mh.shape[1] > 1 and len(sim._hp_t) > 4
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    reference = _placement_episode("ldsgym/ShardPlacement-v0", kwargs, 8)
+    assert len(compiled) == len(reference)
+    for i, (c, r) in enumerate(zip(compiled, reference, strict=True)):
+        assert c == r, f"step {i} differs"

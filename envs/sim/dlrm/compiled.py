@@ -273,11 +273,16 @@ class CompiledShardSim(ShardSim):
 
     def sync_objects(self) -> None:
         """Bring the row caches' objects up to date with the arrays."""
-        for n, nd in enumerate(self.nodes):
-            c = nd.cache
-            o, b, t, s, _, stale = self._cache_i[n, :6].tolist()
-            c.oldest, c._base, c.tick, c.size, c._stale = o, b, t, s, bool(stale)  # type: ignore[union-attr]
-            c._alive = self._alive2[n, :self._cache_i[n, sg.C_ALEN]].copy()  # type: ignore[union-attr]
+        for n in range(len(self.nodes)):
+            self._sync_object(n)
+
+    def _sync_object(self, n: int) -> None:
+        """Node ``n``'s row cache object up to date with the arrays (an object's state is
+        a function of the arrays alone, whatever it was before)."""
+        c = self.nodes[n].cache
+        o, b, t, s, _, stale = self._cache_i[n, :6].tolist()
+        c.oldest, c._base, c.tick, c.size, c._stale = o, b, t, s, bool(stale)  # type: ignore[union-attr]
+        c._alive = self._alive2[n, :self._cache_i[n, sg.C_ALEN]].copy()  # type: ignore[union-attr]
 
     def _compact_keys(self) -> None:
         """Keep only the keys of the sub-requests in the system (those sent, in the table,
@@ -641,6 +646,39 @@ class CompiledShardSim(ShardSim):
         self.link_bytes_sent[node] = self._mv_lbs[node]
         self._link_busy_max = self._mvF[sg.F_LBMAX]
 
+    def route_earliest(self, fixed_s: Sequence[float] | np.ndarray,
+                       bps: Sequence[float] | np.ndarray) -> int:
+        """:meth:`ShardSim.route_earliest` with the choice and the send in one compiled call
+        (:func:`segment.send_earliest`: the kernels of ``earliest_replica`` and ``route``,
+        in that order) when ``fixed_s`` and ``bps`` are arrays and numba is on."""
+        sub = self.pending
+        if (sub is None or not kernels.AVAILABLE or type(fixed_s) is not np.ndarray
+                or type(bps) is not np.ndarray):
+            return super().route_earliest(fixed_s, bps)
+        sid = sub.id
+        lay = self.lay
+        while (node := sg.send_earliest(
+                self._st, self._hp, self._mh, self._sub, sid, sub.req.id, sub.shard,
+                sub.d_tracked, sub.d_untracked, sub.lookups, sub.tracked_lookups, sub.flow_seq,
+                sub.req_bytes, sub.resp_bytes, self.events.now, self.holds, self.row_hit,
+                self.node_state, fixed_s, bps, lay.c_fast, lay.c_slow,
+                self.spec.node_overhead_s)) < 0:
+            if node == -1:
+                raise ValueError("min() arg is an empty sequence")
+            if node == -2:
+                self._grow_subs(sid)
+            elif node == -3:
+                self._grow_heap(2)
+            else:
+                self._grow_msg()
+        # route's and _send's Python side (see there)
+        self.pending = None
+        sub.node = node
+        sub.state = 1
+        self.link_bytes_sent[node] = self._mv_lbs[node]
+        self._link_busy_max = self._mvF[sg.F_LBMAX]
+        return node
+
     def _fail_sub(self, sub: SubRequest, count: bool = True) -> None:
         """A sub-request not yet sent fails (see :meth:`ShardSim._fail_sub`)."""
         if count:
@@ -782,8 +820,11 @@ class CompiledShardSim(ShardSim):
         n = sg.link_done_pop(self._st, self._mh, self._sub, lid, out)
         for mid in out[:n].tolist():
             if mid < 0:
-                self.sync_objects()
-                self._finish_migration(self._migs[-1 - mid])
+                # (only this node's cache is warmed, and the objects are read nowhere else
+                # before the next sync_objects)
+                mig = self._migs[-1 - mid]
+                self._sync_object(mig.node)
+                self._finish_migration(mig)
                 self._reload_cache(node)
             else:
                 self._alive_room(node)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.sim.dlrm.kernels import lru_access
+from envs.sim.dlrm.kernels import earliest_replica, lru_access
 from envs.sim.jit import njit
 
 LINK_DONE = 1
@@ -817,6 +817,26 @@ def send(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, node: 
           node_state, outstanding, node, sid, rid, shard, n_keys, d_untracked, lookups,
           tracked, key_start, req_bytes, resp_bytes, first)
     return 0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def send_earliest(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, sid: int,
+                  rid: int, shard: int, n_keys: int, d_untracked: int, lookups: int,
+                  tracked: int, key_start: int, req_bytes: float, resp_bytes: float,
+                  now: float, holds: np.ndarray, row_hit: np.ndarray, node_state: np.ndarray,
+                  fixed: np.ndarray, bps: np.ndarray, c_fast: np.ndarray, c_slow: np.ndarray,
+                  overhead: float) -> int:
+    """:func:`envs.sim.dlrm.kernels.earliest_replica` of a new sub-request, then
+    :func:`send` of it there, in one call (``ShardSim.route_earliest``). Returns the node,
+    or (nothing done) -1 when no replica is live, ``-1 - code`` when :func:`send` returns
+    ``code`` (no room; the choice does not change when the caller grows and calls again)."""
+    node = earliest_replica(now, shard, n_keys, d_untracked, lookups, req_bytes, resp_bytes,
+                            holds, row_hit, node_state, fixed, bps, c_fast, c_slow, overhead)
+    if node < 0:
+        return -1
+    ret = send(st, hp, mh, sub, node, sid, rid, shard, n_keys, d_untracked, lookups, tracked,
+               key_start, req_bytes, resp_bytes, True)
+    return node if ret == 0 else -1 - ret
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
