@@ -122,12 +122,22 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
     *truncation*). After the last decision the queued work is drained (no decision is left to
     make) so the final ``info`` counts every request as completed or dropped.
 
+    ``goodput`` divides the in-SLA count by the time until the last request finished, so an
+    episode's drain (from its last arrival to then) costs goodput, which the per-decision
+    rewards do not see. ``drain_weight=w > 0`` charges it in the last reward:
+    ``- w * good * drain / end`` (``good`` in-SLA requests of the episode, ``end`` its clock after
+    the drain). With ``w = 1`` the in-SLA terms of the return then add up to ``goodput`` times
+    the time of the last arrival: the return sees the makespan the metric divides by. Worked
+    example: 1,000 in-SLA requests, the last arrival at 0.19 s, the last completion at 0.20 s:
+    the last reward is lowered by ``1000 * 0.01 / 0.20 = 50``.
+
     ## Arguments
 
     ``gym.make("ldsgym/PartitionPlacement-v0", hw="a100-80gb", layout=[...], workload=...,
     trace="poisson", load=0.8, episode_queries=1000, max_batch=8, max_queue_delay_ms=2,
     queue_capacity=64, drop_expired=True, precision="fp16", reward="goodput", rate_window_s=1,
-    request_sizes=False, sharing=None, interference=None, priorities=False, preempt=False)``.
+    request_sizes=False, sharing=None, interference=None, priorities=False, preempt=False,
+    drain_weight=0)``.
     ``sharing`` is ``mig``, ``mps`` or ``ts`` (None: from the layout), with layouts such as
     ``[3g, 2g, 1g, 1g]``, ``[mps:50, mps:30, mps:20]`` (or ``[50, 30, 20]`` with
     ``sharing="mps"``) and ``[ts:3]`` (or ``[3]``); time slices each see the whole GPU, one at
@@ -161,6 +171,8 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
       queries/s, 92% utilisation, as without sizes. With sizes ``load`` counts items: the
       trace's clock is stretched by the mean items per query. Without ``request_sizes``
       nothing changed.
+    * v0 (unchanged dynamics, issue [N]): ``drain_weight`` (default 0: no change) charges the
+      episode's drain in its last reward.
     * v0 (unchanged dynamics): non-integer actions (``0.5``) raise ``ValueError`` like masked
       ones, the rule of every env (:mod:`envs.actions`).
     """
@@ -192,6 +204,7 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         interference: bool | None = None,
         priorities: bool = False,
         preempt: bool = False,
+        drain_weight: float = 0.0,
     ) -> None:
         self.device = load_device(hw)
         layout_spec, self.sharing = normalise_layout(layout, sharing)
@@ -211,6 +224,10 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self.batcher = BatcherConfig(max_batch, max_queue_delay_ms * 1e-3, queue_capacity,
                                      drop_expired)
         self.reward_fn = make_reward(reward)
+        if not (math.isfinite(drain_weight) and drain_weight >= 0):
+            raise ValueError(f"drain_weight must be a finite number >= 0, got {drain_weight}")
+        #: Weight of the drain charge in the episode's last reward (0: none; see Episode End).
+        self.drain_weight = float(drain_weight)
         self.rate_window_s = float(rate_window_s)
         self.request_sizes = bool(request_sizes)
 
@@ -365,7 +382,10 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         sim.advance()
         if sim.pending is None:  # truncated
             sim.finalize_energy()
-            return self._last_obs, self._reward(), False, True, self._info()
+            reward = self._reward()
+            if self.drain_weight:
+                reward -= self._drain_charge()
+            return self._last_obs, reward, False, True, self._info()
         # _observe_arrival, _reward and _info inlined (the same statements; this runs every
         # step).
         now = sim.events.now
@@ -473,6 +493,8 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
             raise ValueError(f"rollout: {exc}: the action is masked or out of range") from None
         sim.finalize_energy()
         total += reward_of()
+        if self.drain_weight:
+            total -= self._drain_charge()
         self._steps += steps
         return {**self._info(), "episode_return": total, "steps": steps}
 
@@ -518,6 +540,8 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         self._steps += steps
         c = sim.counters
         self._snapshot = (c.good, c.completed - c.good, c.dropped, c.energy_j, sim.backlog)
+        if self.drain_weight:
+            total -= self._drain_charge()
         return {**self._info(), "episode_return": total, "steps": steps}, cursor
 
     # ------------------------------------------------------------------ helpers
@@ -572,6 +596,19 @@ class PartitionPlacementEnv(gym.Env[Obs, np.int64]):
         if value is None:
             return float(self.reward_fn(Outcome(dg, dl, dd, de, 0, db)))
         return float(value(dg, dl, dd, de, 0, db))
+
+    def _drain_charge(self) -> float:
+        """At the end of an episode: ``drain_weight * good * drain / end``, where ``good`` is
+        the episode's in-SLA count, ``end`` the clock after the drain (the time ``goodput``
+        divides by) and ``drain`` the time from the last arrival to ``end``."""
+        sim = self.sim
+        assert sim is not None
+        end = sim.events.now
+        times = sim.trace_times_s
+        if end <= 0 or not len(times):
+            return 0.0
+        drain = max(end - float(times[-1]), 0.0)
+        return self.drain_weight * sim.counters.good * drain / end
 
     def _observe_arrival(self) -> None:
         sim = self.sim
