@@ -36,7 +36,7 @@ from envs.sim.core import Event
 from envs.sim.device import compiled_shared as cs
 from envs.sim.device.serving import BATCH_DONE, BATCH_TIMEOUT
 from envs.sim.device.shared import SLOT_UP, SharedGpuSim
-from envs.sim.jit import njit
+from envs.sim.jit import NO_NRT, njit
 from envs.sim.metrics import _INV_LOG_G, _LO_S, _NBINS, LatencyHistogram
 from envs.sim.packing import pack, unpack
 
@@ -370,7 +370,7 @@ def _mirror(d: int, bounds: np.ndarray, F: np.ndarray, SI: np.ndarray, BM: np.nd
             sf[kn.ROOM_OK, s] = 0.0
 
 
-@njit(cache=True, error_model="numpy", **kn.NO_NRT)
+@njit(cache=True, error_model="numpy", **NO_NRT)
 def rooms(n: int, now: float, need: float, sf: np.ndarray, sm: np.ndarray, fp: np.ndarray,
           LRU: np.ndarray, SI: np.ndarray, until_of: np.ndarray, mask: np.ndarray,
           out: np.ndarray) -> int:
@@ -408,7 +408,7 @@ def rooms(n: int, now: float, need: float, sf: np.ndarray, sm: np.ndarray, fp: n
     return k_out
 
 
-@njit(cache=True, **kn.NO_NRT)
+@njit(cache=True, **NO_NRT)
 def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1: float,
             dead1: float, inv1: float, d1: int, s1_: int, m1: int, sz1: int, DLF: np.ndarray,
             DLI: np.ndarray,

@@ -21,16 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from envs.sim.jit import AVAILABLE, njit
+from envs.sim.jit import AVAILABLE, NO_NRT, njit
 
 __all__ = ["AVAILABLE", "accrue", "accrue_refresh", "entry_point", "ewma", "observe_flat",
            "refresh"]
-
-#: njit options of the entry points that allocate nothing (observe_flat, bank.advance and
-#: bank.rooms): without numba's reference counting a call does not wrap each array argument in
-#: a meminfo (~37 ns an array; advance takes 31) nor count references inside. (Code added to
-#: them that allocates an array fails to compile, loudly.)
-NO_NRT: dict[str, Any] = {"_nrt": False}
 
 # Rows of the per-slot float matrix ``sf``: the running batch's end, when the slot is up,
 # queued work, busy seconds so far, memory held by models, work in transit, memory after

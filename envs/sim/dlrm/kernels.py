@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.sim.jit import AVAILABLE, njit
+from envs.sim.jit import AVAILABLE, NO_NRT, njit
 
 
 # ------------------------------------------------------------------------------ row caches
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def lru_access(last1: np.ndarray, alive: np.ndarray, keys: np.ndarray, offset: int,
                oldest: int, base: int, t: int, cap: int, size: int) -> tuple[int, int, int]:
     """The array part of :meth:`envs.sim.dlrm.rowcache.LruRowCache.access` (``n > 0``, ``cap > 0``,
@@ -52,7 +52,7 @@ def lru_access(last1: np.ndarray, alive: np.ndarray, keys: np.ndarray, offset: i
     return misses, o, size
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def lfu_top(count: np.ndarray, keys: np.ndarray, counts: np.ndarray, offset: int) -> int:
     """``int((count[offset + keys] + counts.astype(int32)).max())`` (int32 arithmetic)."""
     top = -(2**31)
@@ -63,7 +63,7 @@ def lfu_top(count: np.ndarray, keys: np.ndarray, counts: np.ndarray, offset: int
     return top
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def lfu_access(count: np.ndarray, hist: np.ndarray, keys: np.ndarray, counts: np.ndarray,
                offset: int, theta: int, cap: int, size: int) -> tuple[int, int, int]:
     """The array part of :meth:`envs.sim.dlrm.rowcache.LfuRowCache.access` (``n > 0``,
@@ -92,7 +92,7 @@ def lfu_access(count: np.ndarray, hist: np.ndarray, keys: np.ndarray, counts: np
 
 
 # ------------------------------------------------------------------------------ lookups
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def scale_draws(u: np.ndarray, m: np.ndarray, norm: np.ndarray) -> None:
     """``u = u * norm.repeat(m) + 1`` in place, in ``u``'s dtype (the argument of the power
     in :meth:`envs.sim.dlrm.cluster.ShardSim._sample_ranks`).
@@ -109,7 +109,7 @@ def scale_draws(u: np.ndarray, m: np.ndarray, norm: np.ndarray) -> None:
         i += m[t]
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def table_keys(x: np.ndarray, m: np.ndarray, ub: np.ndarray, keyoff: np.ndarray,
                key: np.ndarray) -> None:
     """Table-wise request keys: ``keyoff.repeat(m) + clip(int64(x) - 1, 0, ub.repeat(m))``
@@ -130,7 +130,7 @@ def table_keys(x: np.ndarray, m: np.ndarray, ub: np.ndarray, keyoff: np.ndarray,
         i += m[t]
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def row_keys(x: np.ndarray, m: np.ndarray, ub: np.ndarray, gseg: np.ndarray, n_shards: int,
              shift: int, key: np.ndarray) -> None:
     """Row-wise request keys: rank ``k`` (as :func:`table_keys`) of cached table ``t`` is
@@ -240,7 +240,7 @@ def radix_sort(key: np.ndarray, tmp: np.ndarray) -> bool:
     return True
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.ndarray,
                  out: np.ndarray, look: np.ndarray, sign: int) -> int:
     """``np.unique(key, return_counts=True)`` of sorted ``key`` split at ``base`` (shard
@@ -291,7 +291,7 @@ def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.
 
 
 # ------------------------------------------------------------------------------ observation
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def routing_obs(now: float, s: int, d_tracked: int, d_untracked: int, lookups: int,
                 req_bytes: float, resp_bytes: float, inv_sla: float, left: int,
                 req_pred: float, req_rate: float, row_hit: np.ndarray, state: np.ndarray,
@@ -379,7 +379,7 @@ def _put1(out: np.ndarray, i: int, x: float) -> None:
 
 
 # ------------------------------------------------------------------------------ placement
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def placement_topology(holds: np.ndarray, loading: np.ndarray, up: np.ndarray,
                        max_shards: int, min_replicas: int, mask: np.ndarray,
                        holds_f: np.ndarray, loading_f: np.ndarray, replicas_f: np.ndarray,
@@ -417,7 +417,7 @@ def placement_topology(holds: np.ndarray, loading: np.ndarray, up: np.ndarray,
                     mask[1 + s * N + n] = True
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def earliest_replica(now: float, s: int, d_tracked: int, d_untracked: int, lookups: int,
                      req_bytes: float, resp_bytes: float, holds: np.ndarray,
                      row_hit: np.ndarray, state: np.ndarray, fixed: np.ndarray,
@@ -450,7 +450,7 @@ def earliest_replica(now: float, s: int, d_tracked: int, d_untracked: int, looku
     return best
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def placement_obs(demand: np.ndarray, live: np.ndarray, outstanding: np.ndarray,
                   service_end: np.ndarray, work_s: np.ndarray, now: float, inv_sla: float,
                   util: np.ndarray, out: np.ndarray) -> None:

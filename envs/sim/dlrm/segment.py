@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.sim.dlrm.kernels import earliest_replica, lru_access
-from envs.sim.jit import njit
+from envs.sim.jit import NO_NRT, njit
 
 LINK_DONE = 1
 SERVICE_DONE = 2
@@ -819,7 +819,7 @@ def send(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, node: 
     return 0
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def send_earliest(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, sid: int,
                   rid: int, shard: int, n_keys: int, d_untracked: int, lookups: int,
                   tracked: int, key_start: int, req_bytes: float, resp_bytes: float,
@@ -839,7 +839,7 @@ def send_earliest(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarra
     return node if ret == 0 else -1 - ret
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def push_event(st: np.ndarray, hp: np.ndarray, t: float, kind: int, target: int) -> None:
     """``EventQueue.push`` of an event (room checked by the caller)."""
     G = st[:N_I]
@@ -884,7 +884,7 @@ def arrive(st: np.ndarray, hp: np.ndarray, req: np.ndarray, keys: np.ndarray,
 # _finish_migration, a sub-request by at_node), then relink.
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def link_done_pop(st: np.ndarray, mh: np.ndarray, sub: np.ndarray, lid: int,
                   out: np.ndarray) -> int:
     """The messages that ``lid``'s completion at now pops (into ``out``; their count)."""
@@ -897,7 +897,7 @@ def link_done_pop(st: np.ndarray, mh: np.ndarray, sub: np.ndarray, lid: int,
     return _link_pop(lkf, lki, mh_f, mh_i, sub_i, smask, lid, now, out)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def at_node(st: np.ndarray, hp: np.ndarray, sub: np.ndarray, req: np.ndarray,
             keys: np.ndarray, l1: np.ndarray, alive2: np.ndarray, node: int, sid: int,
             arrive: float) -> None:
@@ -956,7 +956,7 @@ def set_factor(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, 
 
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def abort(st: np.ndarray, mh: np.ndarray, sub: np.ndarray, lid: int, mid: int, seq: int,
           finish: float) -> None:
     """``PsLink.abort(now, msg)`` of a message (``flow_seq = seq``, ``flow_finish =
