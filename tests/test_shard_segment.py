@@ -67,14 +67,19 @@ def test_whole_episodes_are_the_reference(env_id: str, kwargs: dict[str, Any],
     assert isinstance(final, dict) and final["in_flight"] == (0, 0)  # drained
 
 
+def _tiny_arrays(monkeypatch: pytest.MonkeyPatch, **sizes: int) -> None:
+    """The compiled simulator's initial array sizes set to ``sizes`` (so that they must grow),
+    with the kernels on."""
+    for name, size in sizes.items():
+        monkeypatch.setattr(CompiledShardSim, name, size)
+    monkeypatch.setattr(kernels, "AVAILABLE", True)
+
+
 def test_growth_and_overflow_are_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny initial arrays, so that every one grows (and the kernel stops, grows or flushes,
     and goes on) many times, in an overloaded episode whose queues overflow."""
     kwargs = {"episode_queries": 2400, "load": 3.0}
-    for name, size in (("_HEAP0", 4), ("_MSG0", 1), ("_SUB0", 2), ("_REQ0", 1), ("_BUF0", 1),
-                       ("_KEYS0", 8), ("_ALIVE0", 1)):
-        monkeypatch.setattr(CompiledShardSim, name, size)
-    monkeypatch.setattr(kernels, "AVAILABLE", True)
+    _tiny_arrays(monkeypatch, _HEAP0=4, _MSG0=1, _SUB0=2, _REQ0=1, _BUF0=1, _KEYS0=8, _ALIVE0=1)
     compiled = _episode("ldsgym/ShardRouting-v0", kwargs, 5)
     env: Any = gym.make("ldsgym/ShardRouting-v0", **kwargs).unwrapped
     env.reset(seed=5)
@@ -174,9 +179,7 @@ def test_route_earliest_grows_and_is_the_reference(monkeypatch: pytest.MonkeyPat
     and message heaps it stops, grows and calls again many times, and the episode is still
     the reference's (``route(earliest_replica(...))`` in Python)."""
     kwargs = {"episode_queries": 1600, "load": 2.0}
-    for name, size in (("_HEAP0", 4), ("_MSG0", 1), ("_SUB0", 2), ("_REQ0", 1)):
-        monkeypatch.setattr(CompiledShardSim, name, size)
-    monkeypatch.setattr(kernels, "AVAILABLE", True)
+    _tiny_arrays(monkeypatch, _HEAP0=4, _MSG0=1, _SUB0=2, _REQ0=1)
     compiled = _placement_episode("ldsgym/ShardPlacement-v0", kwargs, 8)
     env: Any = gym.make("ldsgym/ShardPlacement-v0", **kwargs).unwrapped
     env.reset(seed=8)
