@@ -250,6 +250,19 @@ def _mh_stale(mh_i: np.ndarray, sub_i: np.ndarray, smask: int, lid: int) -> bool
     return sub_i[slot, U_ID] != sid or sub_i[slot, U_FSEQ] != mh_i[lid, 0, 0]
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _advance_link(lkf: np.ndarray, lki: np.ndarray, lid: int, now: float) -> int:
+    """``PsLink._advance(now)``: link ``lid``'s virtual bytes and busy time moved to ``now``;
+    its count of messages in flight (unchanged)."""
+    n = lki[lid, K_N]
+    dt = now - lkf[lid, L_T]
+    if dt > 0.0 and n:
+        lkf[lid, L_V] += dt * lkf[lid, L_BPS] * lkf[lid, L_FACTOR] / n
+        lkf[lid, L_BUSY] += dt
+    lkf[lid, L_T] = now
+    return n
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _link_pop(lkf: np.ndarray, lki: np.ndarray, mh_f: np.ndarray, mh_i: np.ndarray,
               sub_i: np.ndarray, smask: int, lid: int, now: float, out: np.ndarray) -> int:
@@ -257,12 +270,7 @@ def _link_pop(lkf: np.ndarray, lki: np.ndarray, mh_f: np.ndarray, mh_i: np.ndarr
     messages that finished (stale ones dropped) into ``out``; their count. One copy for the
     segment kernel and for ``link_done_pop`` (the completions Python handles)."""
     lki[lid, K_EV] = 0
-    n = lki[lid, K_N]
-    dt = now - lkf[lid, L_T]
-    if dt > 0.0 and n:
-        lkf[lid, L_V] += dt * lkf[lid, L_BPS] * lkf[lid, L_FACTOR] / n
-        lkf[lid, L_BUSY] += dt
-    lkf[lid, L_T] = now
+    n = _advance_link(lkf, lki, lid, now)
     limit = lkf[lid, L_V] + _EPS_BYTES
     sum_finish = lkf[lid, L_SUMF]
     nd = 0
@@ -294,12 +302,7 @@ def _link_add(F: np.ndarray, lkf: np.ndarray, lki: np.ndarray, mh_f: np.ndarray,
               nbytes: float, sid: int, slot: int) -> None:
     """``PsLink.add(now, nbytes, sub)``."""
     now = F[F_NOW]
-    n = lki[lid, K_N]
-    dt = now - lkf[lid, L_T]
-    if dt > 0.0 and n:
-        lkf[lid, L_V] += dt * lkf[lid, L_BPS] * lkf[lid, L_FACTOR] / n
-        lkf[lid, L_BUSY] += dt
-    lkf[lid, L_T] = now
+    n = _advance_link(lkf, lki, lid, now)
     finish = lkf[lid, L_V] + nbytes
     seq = lki[lid, K_SEQ] + 1
     lki[lid, K_SEQ] = seq
@@ -943,13 +946,7 @@ def set_factor(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, 
     """``PsLink.set_factor(now, factor)``, then relink (room checked by the caller)."""
     v = unpack(st)
     F, lkf, lki = v[1], v[2], v[3]
-    now = F[F_NOW]
-    n = lki[lid, K_N]
-    dt = now - lkf[lid, L_T]
-    if dt > 0.0 and n:
-        lkf[lid, L_V] += dt * lkf[lid, L_BPS] * lkf[lid, L_FACTOR] / n
-        lkf[lid, L_BUSY] += dt
-    lkf[lid, L_T] = now
+    _advance_link(lkf, lki, lid, F[F_NOW])
     lkf[lid, L_FACTOR] = factor
     hp_t, hp_s, mh_f, mh_i, _, sub_i = tables(hp, mh, sub, sub)[:6]
     _relink(F, v[0], hp_t, hp_s, lkf, lki, mh_f, mh_i, sub_i, v[9], v[12], lid)
@@ -965,12 +962,7 @@ def abort(st: np.ndarray, mh: np.ndarray, sub: np.ndarray, lid: int, mid: int, s
     v = unpack(st)
     F, lkf, lki = v[1], v[2], v[3]
     now = F[F_NOW]
-    n = lki[lid, K_N]
-    dt = now - lkf[lid, L_T]
-    if dt > 0.0 and n:
-        lkf[lid, L_V] += dt * lkf[lid, L_BPS] * lkf[lid, L_FACTOR] / n
-        lkf[lid, L_BUSY] += dt
-    lkf[lid, L_T] = now
+    n = _advance_link(lkf, lki, lid, now)
     if seq <= 0:
         return
     if mid >= 0:
