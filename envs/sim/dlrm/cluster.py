@@ -1208,12 +1208,21 @@ class ShardSim:
         Raises:
             ValueError: not dynamic, or the node holds, loads or cannot take the shard now.
         """
+        mig, nbytes = self._start_migration(shard, node, warm)
+        self.link_bytes_sent[node] += nbytes
+        link = self.links_down[node]
+        link.add(self.events.now, nbytes, mig)
+        self._relink(2 * node, link)
+
+    def _start_migration(self, shard: int, node: int,
+                         warm: np.ndarray | None) -> tuple[Migration, float]:
+        """:meth:`add_replica`'s checks and bookkeeping before the migration's message goes on
+        the link (the compiled simulator sends it on its arrays): the migration and its bytes."""
         if not self.dynamic:
             raise ValueError("replicas are static; build the simulator with dynamic=True")
         nd = self.nodes[node]
         if self.holds[node, shard] or self.loading[node, shard] or nd.down or nd.link_down:
             raise ValueError(f"node {node} cannot start loading shard {shard} now")
-        now = self.events.now
         mig = Migration(shard, node, warm)
         nbytes = self.migration_bytes_of(shard, warm)
         self.loading[node, shard] = True
@@ -1221,10 +1230,7 @@ class ShardSim:
         self._migrating.setdefault(node, []).append(mig)
         self.migrations += 1
         self.migration_bytes += nbytes
-        self.link_bytes_sent[node] += nbytes
-        link = self.links_down[node]
-        link.add(now, nbytes, mig)
-        self._relink(2 * node, link)
+        return mig, nbytes
 
     def _finish_migration(self, mig: Migration) -> None:
         n, s = mig.node, mig.shard

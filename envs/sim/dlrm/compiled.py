@@ -786,18 +786,7 @@ class CompiledShardSim(ShardSim):
     # ------------------------------------------------------------------ placement
     def add_replica(self, shard: int, node: int, warm: np.ndarray | None = None) -> None:
         """:meth:`ShardSim.add_replica`, the migration's message on the arrays' link."""
-        if not self.dynamic:
-            raise ValueError("replicas are static; build the simulator with dynamic=True")
-        nd = self.nodes[node]
-        if self.holds[node, shard] or self.loading[node, shard] or nd.down or nd.link_down:
-            raise ValueError(f"node {node} cannot start loading shard {shard} now")
-        mig = Migration(shard, node, warm)
-        nbytes = self.migration_bytes_of(shard, warm)
-        self.loading[node, shard] = True
-        self.topology_version += 1
-        self._migrating.setdefault(node, []).append(mig)
-        self.migrations += 1
-        self.migration_bytes += nbytes
+        mig, nbytes = self._start_migration(shard, node, warm)
         mid = -1 - len(self._migs)
         self._migs.append(mig)
         while ret := sg.link_send(self._st, self._hp, self._mh, self._sub, node, mid, nbytes):
