@@ -37,6 +37,16 @@ def _sb3_logdir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3")))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """Tests that train or run a policy in this process use one torch thread, as the apps do
+    (``torch_threads: 1``): the policies are small MLPs, and two threads on a busy 2-core
+    machine spin against each other (a 1,000-observation parity check: 24 s -> 10 s)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     """The repository root."""
