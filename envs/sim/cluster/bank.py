@@ -731,15 +731,30 @@ class DeviceBank:
         new._tail = None
         return new
 
-    #: The request buffers (zeros wherever nothing is queued or running).
+    #: The request buffers: the queued (``QH``) and running (``SI``'s ``I_RN``) entries;
+    #: what lies outside them is never read (a bank that :meth:`fresh` hands on keeps what
+    #: its last episode left there; :meth:`__getstate__` pickles zeros instead).
     _BUFFERS = ("QF", "QS", "RF", "RS")
 
-    def fresh(self) -> DeviceBank:
+    def fresh(self, reuse: DeviceBank | None = None) -> DeviceBank:
         """A copy of this bank, which holds no request (a cluster's start): as :meth:`copy`,
-        but the request buffers are new zeros (what they hold; ``np.zeros`` costs nothing
-        until written, copying them tens of MB at 1,024 devices)."""
+        but the request buffers are new zeros (``np.zeros`` costs nothing until written,
+        copying them tens of MB at 1,024 devices). ``reuse``: a bank that an earlier
+        :meth:`fresh` of this one returned, no longer used: its arrays are set to this one's
+        in place and it is returned, its request buffers as they are (no new memory: at
+        1,024 devices the first writes to new zeros cost more than the episode's queries)."""
         if self.QH[1].any() or self.SI[I_RN].any():
             raise RuntimeError("DeviceBank.fresh: requests are queued or running")
+        if reuse is not None and reuse is not self and reuse.LAT is self.LAT:
+            for key in (*self._ARRAYS, "fnew"):
+                if key not in self._BUFFERS:
+                    np.copyto(getattr(reuse, key), getattr(self, key))
+            if reuse.DLF.shape != self.DLF.shape:  # grown by push
+                reuse.DLF, reuse.DLI, reuse._tail = self.DLF.copy(), self.DLI.copy(), None
+            else:
+                np.copyto(reuse.DLF, self.DLF)
+                np.copyto(reuse.DLI, self.DLI)
+            return reuse
         new = object.__new__(DeviceBank)
         new.__dict__.update(self.__dict__)
         for key in self._ARRAYS:
@@ -751,10 +766,20 @@ class DeviceBank:
         new._tail = None
         return new
 
+    def _live_buffers(self) -> dict[str, np.ndarray]:
+        """The request buffers with zeros outside the queued and running entries."""
+        cap = self.QF.shape[3]
+        pos = np.arange(cap)
+        live = (pos - self.QH[0][:, :, None]) % cap < self.QH[1][:, :, None]
+        run = np.arange(self.RS.shape[1]) < self.SI[I_RN][:, None]
+        return {"QF": np.where(live, self.QF, 0.0), "QS": np.where(live, self.QS, 0),
+                "RF": np.where(run, self.RF, 0.0), "RS": np.where(run, self.RS, 0)}
+
     def __getstate__(self) -> dict[str, Any]:
         # Large arrays (the per-(slot, model) queues, the latency rows) are mostly zeros:
         # compressed, so a worker gets a 16-device env in under 2 MB (tests/test_envs.py).
-        state = {k: v if k == "hist" else pack(v) for k, v in self.__dict__.items()}
+        state = {**self.__dict__, **self._live_buffers()}
+        state = {k: v if k == "hist" else pack(v) for k, v in state.items()}
         state["_ep"] = None
         state["_tail"] = None
         return state

@@ -191,6 +191,8 @@ class ClusterSim:
         #: The start state of this cluster that every episode begins from (built by the first
         #: episode, handed on by ``reuse``): constant tables and the initial mirrors.
         self._start: _Start | None = reuse._start if same and reuse is not None else None
+        #: The previous episode's bank (its arrays are set to the start's in place).
+        old_bank = reuse._bank if same and reuse is not None else None
         if (same and reuse is not None
                 and not any(dev.reconfigurations for dev in reuse._devices)
                 and (slowdown_caches is None or all(
@@ -300,7 +302,7 @@ class ClusterSim:
         if bank is not None:
             if start is None or bank is not start.bank:  # built here: its LRU order
                 bank.set_resident([list(r) for r in self.resident])
-            self._bank = bank.fresh()
+            self._bank = bank.fresh(old_bank)
             #: The footprints as an array and the slots whose room's change time moved
             #: (bank.rooms's arguments).
             self._fp = np.asarray(self.tables.footprint_bytes, dtype=np.float64)
