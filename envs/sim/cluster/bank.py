@@ -427,8 +427,11 @@ def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1:
     ``SharedGpuSim.deliver``, in order (first the mirrors of what is in transit: ``sm``'s
     ``TRANSIT`` and ``sf``'s ``TN``, ``EXTRA_OK`` and ``ROOM_OK`` as ``ClusterSim._deliver``
     writes them); then every device
-    with an event due by ``t`` runs to ``t`` and every other one moves its clock and backlog
-    there (``drain``: every device runs all its events, as ``advance`` of a drained device).
+    with an event due by ``t`` runs to ``t`` (``drain``: every device runs all its events, as
+    ``advance`` of a drained device). The other devices' clocks and backlogs are left where
+    they are: the caller moves them to ``t`` (``df``'s ``B`` and ``T``: :func:`kernels.accrue`,
+    the same operations on every device, which leave one already at ``t`` as it is; ``G``'s
+    ``G_NOW``: a device's clock is the larger of it and the last ``t``, :meth:`DeviceBank.sync`).
     The mirrors ``df`` (backlog, its clock, rate, energy) are the devices' own; ``sf``'s slot
     rows are written for every device that ran, and those devices listed in ``RAN`` (``RAN[0]``
     of them from ``RAN[1]``), and the histogram bins it added to in ``HL`` (``HL[0]`` of them
@@ -538,10 +541,6 @@ def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1:
             _run(d, t, True, F, SI, BM, QF, QS, QH, RF, RS, LAT, LL, SC, COMPAT, ROWS,
                  CONSTS, bounds, df, E, G, T, C, H, hist, fnew, HL)
             _mirror(d, bounds, F, SI, BM, sf, sm, E, RAN, C)
-        else:
-            df[kn.B, d] += df[kn.R, d] * (t - df[kn.T, d])
-            df[kn.T, d] = t
-            G[G_NOW, d] = t
 
 
 class DeviceBank:
@@ -865,9 +864,11 @@ class DeviceBank:
         cum = np.concatenate(([0], np.cumsum(hist)))
         h.below = [int(cum[b]) for b in h.bins]
 
-    def sync(self, devices: Sequence[SharedGpuSim], df: np.ndarray) -> None:
+    def sync(self, devices: Sequence[SharedGpuSim], df: np.ndarray, now: float = 0.0) -> None:
         """Write the bank's state into the device objects (as run_until_compiled does), and
-        their backlog, its clock, rate and energy from ``df``."""
+        their backlog, its clock, rate and energy from ``df`` (moved to the decision time by
+        the caller); ``now``: the last decision time :func:`advance` ran to (not a drain's),
+        where the devices that did not run since are."""
         cap = self.QF.shape[3]
         F, SI = self.F, self.SI
         jk = int(self.C[C_JK])
@@ -929,7 +930,7 @@ class DeviceBank:
             heap.sort()
             dev.events.heap[:] = heap
             dev.events._seq = int(self.E[E_SEQ, d])
-            dev.events.now = float(self.G[G_NOW, d])
+            dev.events.now = max(float(self.G[G_NOW, d]), now)
             dev.backlog = float(df[kn.B, d])
             dev._backlog_t = float(df[kn.T, d])
             dev._backlog_rate = float(df[kn.R, d])

@@ -313,7 +313,9 @@ class ClusterSim:
         """The device simulators (brought up to date from the bank first, where it runs
         them: a cost per call, for readers off the hot path)."""
         if self._stale and self._bank is not None:
-            self._bank.sync(self._devices, self._df)
+            if self._acc_t >= 0.0:
+                self._flush_accrue()
+            self._bank.sync(self._devices, self._df, self._bank_t)
             self._stale = False
             self._synced = True
         return self._devices
@@ -397,6 +399,9 @@ class ClusterSim:
         self._touched: dict[int, None] = {}
         #: The decision time every device not in ``_touched`` was last moved to.
         self._dev_now = 0.0
+        #: The last decision time the bank ran to (where the devices that did not run since
+        #: are: DeviceBank.sync).
+        self._bank_t = 0.0
         #: The time the mirrors' backlog clocks are still to be moved to
         #: (:func:`kernels.accrue`, deferred to the next kernel call); -1: none.
         self._acc_t = -1.0
@@ -430,6 +435,7 @@ class ClusterSim:
         self._count = start.counts.copy()
         self._touched = {}
         self._dev_now = 0.0
+        self._bank_t = 0.0
         self._acc_t = -1.0
         self._room_at = []
         self._room_until = np.full(S, _INF)
@@ -923,7 +929,8 @@ class ClusterSim:
             end = max(self.now, float(bank.G[bnk.G_NOW].max()))
             self.now = self._dev_now = end
             return
-        self._dev_now = t
+        self._dev_now = self._bank_t = t
+        self._acc_t = t  # kernels.accrue(self._df, t), deferred to the next kernel call
         self.now = t
         self.pending = self._next
         self._next += 1
