@@ -140,6 +140,10 @@ class ClusterSim:
     """
 
     _slot_dev: list[SharedGpuSim]
+    _slot_part: list[int]
+    in_transit: list[list[int]]
+    transit_total: int
+    transit_n: list[int]
     _df: np.ndarray
     _nev: list[float]
     _dcount: list[tuple[int, int, int, int, int]]
@@ -193,6 +197,8 @@ class ClusterSim:
         self._start: _Start | None = reuse._start if same and reuse is not None else None
         #: The previous episode's bank (its arrays are set to the start's in place).
         old_bank = reuse._bank if same and reuse is not None else None
+        # and its per-slot lists that do not depend on the episode, or are zeroed here
+        old_lists: tuple[list[list[int]], list[SharedGpuSim], list[int]] | None = None
         if (same and reuse is not None
                 and not any(dev.reconfigurations for dev in reuse._devices)
                 and (slowdown_caches is None or all(
@@ -201,6 +207,13 @@ class ClusterSim:
             self._devices = reuse._devices
             # A bank ran them: unless they were synced, the objects are as restart leaves them.
             clean = reuse._bank is not None and not reuse._synced
+            rows = reuse.in_transit
+            if reuse.transit_total:  # queries left in transit: their rows zeroed
+                for s, n in enumerate(reuse.transit_n):
+                    if n:
+                        rows[s] = [0] * M
+            old_lists = (rows, reuse._slot_dev, reuse._slot_part)
+            reuse.in_transit = []
             reuse._devices = []
             reuse._slot_dev = []
             reuse._bank = None
@@ -247,13 +260,16 @@ class ClusterSim:
                 self.resident.append(res)
                 self.mem_used[s] = used
         #: Per slot and model, when its weights are ready there (0: loaded at the start).
+        #: A slot's dict may be the start's (shared until a load writes it: :meth:`route`
+        #: copies it first, see ``_ready_start``).
         self.ready_at: list[dict[int, float]] = (
-            [r.copy() for r in start.dicts[1]] if start is not None and start.dicts is not None
+            list(start.dicts[1]) if start is not None and start.dicts is not None
             else [dict.fromkeys(r, 0.0) for r in self.resident])
         #: Per device, when its host link is free of weight copies.
         self.link_free_at = [0.0] * D
         #: Per slot and model, queries routed there and not yet delivered.
-        self.in_transit = [[0] * M for _ in range(S)]
+        self.in_transit = ([[0] * M for _ in range(S)] if old_lists is None
+                           else old_lists[0])
         self.transit_total = 0
         #: Per slot, queries in transit to it (the sum of its row of ``in_transit``).
         self.transit_n = [0] * S
@@ -276,8 +292,11 @@ class ClusterSim:
         self._counters.latency = self.latency
         #: ``sum(tables.price_per_s)`` (the cluster's US$ per second), summed once.
         self._price_per_s = sum(tables.price_per_s)
-        self._slot_dev = [self._devices[d] for d, _ in self.slots]
-        self._slot_part = [p for _, p in self.slots]
+        if old_lists is None:
+            self._slot_dev = [self._devices[d] for d, _ in self.slots]
+            self._slot_part = [p for _, p in self.slots]
+        else:  # the same devices on the same slots
+            self._slot_dev, self._slot_part = old_lists[1], old_lists[2]
         if self.compiled and start is not None and start.bank is not None:
             # The devices are those the start's bank was built from, or built as those (same
             # tables and batcher, not reconfigured): only the trace's sizes are left to check.
@@ -299,6 +318,9 @@ class ClusterSim:
             bank = start.bank if bankable else None
             if bankable and bank is None:
                 bank = DeviceBank(self._devices, self._bounds, self.latency)
+        #: The start's ``ready_at`` dicts (never written: a slot's is copied before a load).
+        assert self._start is not None
+        self._ready_start = self._start.dicts[1] if self._start.dicts is not None else None
         if bank is not None:
             if start is None or bank is not start.bank:  # built here: its LRU order
                 bank.set_resident([list(r) for r in self.resident])
@@ -782,6 +804,9 @@ class ClusterSim:
             res[m] = None  # most recently used
             t_ready = ready[m]
         else:
+            shared = self._ready_start
+            if shared is not None and ready is shared[s]:  # the start's: copied, then written
+                ready = self.ready_at[s] = ready.copy()
             fp = self.tables.footprint_bytes
             cap = self.tables.slot_mem_bytes[s]
             for k in self._evictable(s, m):
