@@ -737,11 +737,11 @@ class DeviceBank:
 
     def fresh(self, reuse: DeviceBank | None = None) -> DeviceBank:
         """A copy of this bank, which holds no request (a cluster's start): as :meth:`copy`,
-        but the request buffers are new zeros (``np.zeros`` costs nothing until written,
-        copying them tens of MB at 1,024 devices). ``reuse``: a bank that an earlier
-        :meth:`fresh` of this one returned, no longer used: its arrays are set to this one's
-        in place and it is returned, its request buffers as they are (no new memory: at
-        1,024 devices the first writes to new zeros cost more than the episode's queries)."""
+        but the request buffers are new zeros, written here (tens of MB at 1,024 devices: their
+        pages are mapped now, not by the episode's first writes to them, which at 1,024
+        devices cost more than its queries). ``reuse``: a bank that an earlier :meth:`fresh`
+        of this one returned, no longer used: its arrays are set to this one's in place and
+        it is returned, its request buffers as they are (no new memory)."""
         if self.QH[1].any() or self.SI[I_RN].any():
             raise RuntimeError("DeviceBank.fresh: requests are queued or running")
         if reuse is not None and reuse is not self and reuse.LAT is self.LAT:
@@ -758,7 +758,12 @@ class DeviceBank:
         new.__dict__.update(self.__dict__)
         for key in self._ARRAYS:
             a = getattr(self, key)
-            setattr(new, key, np.zeros(a.shape, a.dtype) if key in self._BUFFERS else a.copy())
+            if key in self._BUFFERS:  # written here, so that its pages are mapped now
+                b = np.empty(a.shape, a.dtype)  # rather than at the episode's first writes
+                b.fill(0)
+                setattr(new, key, b)
+            else:
+                setattr(new, key, a.copy())
         new.DLF = self.DLF.copy()
         new.DLI = self.DLI.copy()
         new.fnew = self.fnew.copy()
