@@ -15,6 +15,7 @@ import pytest
 
 from envs.cluster import ClusterRoutingEnv
 from envs.sim.cluster import kernels
+from envs.sim.cluster.bank import DeviceBank
 from envs.sim.cluster.sim import ClusterSim, _empty_trace
 from envs.sim.device.shared import SharedGpuSim, SlotSpec
 
@@ -49,6 +50,12 @@ def _same(a: Any, b: Any, path: str, seen: set[tuple[int, int]]) -> None:
         assert a == b or (math.isnan(a) and math.isnan(b)), f"{path}: {a} != {b}"
     elif (hasattr(a, "__dict__") or hasattr(a, "__slots__")) and not callable(a):
         da, db = _attributes(a), _attributes(b)
+        if isinstance(a, DeviceBank):  # the request buffers: what is queued and running
+            # (a reused bank keeps its last episode's requests outside them, never read)
+            for k, v in a._live_buffers().items():
+                _same(v, b._live_buffers()[k], f"{path}.{k}", seen)
+            for k in (*DeviceBank._BUFFERS, "_tail"):
+                del da[k], db[k]
         assert list(da) == list(db), f"{path}: attributes {sorted(set(da) ^ set(db))}"
         for k in da:
             if k not in _SKIP:
@@ -101,8 +108,10 @@ def test_next_episode_equals_a_new_envs(cluster: str, kwargs: dict[str, Any],
     env = ClusterRoutingEnv(cluster=cluster, compiled=compiled, **kwargs)
     _episode(env, 3)  # drained: every queue empty, the containers kept
     devices = env.sim.devices if env.sim is not None else []
+    bank = env.sim._bank if env.sim is not None else None
     again = _episode(env, 5)
     assert env.sim is not None and env.sim.devices is devices  # taken over, not rebuilt
+    assert env.sim._bank is bank and (bank is not None) == compiled  # its arrays too
     fresh = _episode(ClusterRoutingEnv(cluster=cluster, compiled=compiled, **kwargs), 5)
     _assert_same_episode(again, fresh)
     assert again[-1] and sum(again[-1]) > 0  # queries were served
@@ -117,6 +126,12 @@ def test_next_episode_equals_a_new_envs(cluster: str, kwargs: dict[str, Any],
     _episode(env, 7, steps=kwargs["episode_queries"] // 3)
     copy = pickle.loads(pickle.dumps(env))
     assert copy.sim is not None
+    if compiled:  # what earlier episodes left in the request buffers does not travel
+        assert copy.sim._bank is not None and env.sim._bank is not None
+        live = env.sim._bank._live_buffers()
+        assert not all(np.array_equal(getattr(env.sim._bank, k), v) for k, v in live.items())
+        for k, v in live.items():
+            np.testing.assert_array_equal(getattr(copy.sim._bank, k), v)
     devices = copy.sim.devices
     _assert_same_episode(_episode(copy, 5), fresh)
     assert copy.sim.devices is devices

@@ -427,8 +427,11 @@ def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1:
     ``SharedGpuSim.deliver``, in order (first the mirrors of what is in transit: ``sm``'s
     ``TRANSIT`` and ``sf``'s ``TN``, ``EXTRA_OK`` and ``ROOM_OK`` as ``ClusterSim._deliver``
     writes them); then every device
-    with an event due by ``t`` runs to ``t`` and every other one moves its clock and backlog
-    there (``drain``: every device runs all its events, as ``advance`` of a drained device).
+    with an event due by ``t`` runs to ``t`` (``drain``: every device runs all its events, as
+    ``advance`` of a drained device). The other devices' clocks and backlogs are left where
+    they are: the caller moves them to ``t`` (``df``'s ``B`` and ``T``: :func:`kernels.accrue`,
+    the same operations on every device, which leave one already at ``t`` as it is; ``G``'s
+    ``G_NOW``: a device's clock is the larger of it and the last ``t``, :meth:`DeviceBank.sync`).
     The mirrors ``df`` (backlog, its clock, rate, energy) are the devices' own; ``sf``'s slot
     rows are written for every device that ran, and those devices listed in ``RAN`` (``RAN[0]``
     of them from ``RAN[1]``), and the histogram bins it added to in ``HL`` (``HL[0]`` of them
@@ -538,10 +541,6 @@ def advance(t: float, n: int, drain: bool, rs: int, rm: int, when1: float, arr1:
             _run(d, t, True, F, SI, BM, QF, QS, QH, RF, RS, LAT, LL, SC, COMPAT, ROWS,
                  CONSTS, bounds, df, E, G, T, C, H, hist, fnew, HL)
             _mirror(d, bounds, F, SI, BM, sf, sm, E, RAN, C)
-        else:
-            df[kn.B, d] += df[kn.R, d] * (t - df[kn.T, d])
-            df[kn.T, d] = t
-            G[G_NOW, d] = t
 
 
 class DeviceBank:
@@ -731,30 +730,60 @@ class DeviceBank:
         new._tail = None
         return new
 
-    #: The request buffers (zeros wherever nothing is queued or running).
+    #: The request buffers: the queued (``QH``) and running (``SI``'s ``I_RN``) entries;
+    #: what lies outside them is never read (a bank that :meth:`fresh` hands on keeps what
+    #: its last episode left there; :meth:`__getstate__` pickles zeros instead).
     _BUFFERS = ("QF", "QS", "RF", "RS")
 
-    def fresh(self) -> DeviceBank:
+    def fresh(self, reuse: DeviceBank | None = None) -> DeviceBank:
         """A copy of this bank, which holds no request (a cluster's start): as :meth:`copy`,
-        but the request buffers are new zeros (what they hold; ``np.zeros`` costs nothing
-        until written, copying them tens of MB at 1,024 devices)."""
+        but the request buffers are new zeros, written here (tens of MB at 1,024 devices: their
+        pages are mapped now, not by the episode's first writes to them, which at 1,024
+        devices cost more than its queries). ``reuse``: a bank that an earlier :meth:`fresh`
+        of this one returned, no longer used: its arrays are set to this one's in place and
+        it is returned, its request buffers as they are (no new memory)."""
         if self.QH[1].any() or self.SI[I_RN].any():
             raise RuntimeError("DeviceBank.fresh: requests are queued or running")
+        if reuse is not None and reuse is not self and reuse.LAT is self.LAT:
+            for key in (*self._ARRAYS, "fnew"):
+                if key not in self._BUFFERS:
+                    np.copyto(getattr(reuse, key), getattr(self, key))
+            if reuse.DLF.shape != self.DLF.shape:  # grown by push
+                reuse.DLF, reuse.DLI, reuse._tail = self.DLF.copy(), self.DLI.copy(), None
+            else:
+                np.copyto(reuse.DLF, self.DLF)
+                np.copyto(reuse.DLI, self.DLI)
+            return reuse
         new = object.__new__(DeviceBank)
         new.__dict__.update(self.__dict__)
         for key in self._ARRAYS:
             a = getattr(self, key)
-            setattr(new, key, np.zeros(a.shape, a.dtype) if key in self._BUFFERS else a.copy())
+            if key in self._BUFFERS:  # written here, so that its pages are mapped now
+                b = np.empty(a.shape, a.dtype)  # rather than at the episode's first writes
+                b.fill(0)
+                setattr(new, key, b)
+            else:
+                setattr(new, key, a.copy())
         new.DLF = self.DLF.copy()
         new.DLI = self.DLI.copy()
         new.fnew = self.fnew.copy()
         new._tail = None
         return new
 
+    def _live_buffers(self) -> dict[str, np.ndarray]:
+        """The request buffers with zeros outside the queued and running entries."""
+        cap = self.QF.shape[3]
+        pos = np.arange(cap)
+        live = (pos - self.QH[0][:, :, None]) % cap < self.QH[1][:, :, None]
+        run = np.arange(self.RS.shape[1]) < self.SI[I_RN][:, None]
+        return {"QF": np.where(live, self.QF, 0.0), "QS": np.where(live, self.QS, 0),
+                "RF": np.where(run, self.RF, 0.0), "RS": np.where(run, self.RS, 0)}
+
     def __getstate__(self) -> dict[str, Any]:
         # Large arrays (the per-(slot, model) queues, the latency rows) are mostly zeros:
         # compressed, so a worker gets a 16-device env in under 2 MB (tests/test_envs.py).
-        state = {k: v if k == "hist" else pack(v) for k, v in self.__dict__.items()}
+        state = {**self.__dict__, **self._live_buffers()}
+        state = {k: v if k == "hist" else pack(v) for k, v in state.items()}
         state["_ep"] = None
         state["_tail"] = None
         return state
@@ -840,9 +869,11 @@ class DeviceBank:
         cum = np.concatenate(([0], np.cumsum(hist)))
         h.below = [int(cum[b]) for b in h.bins]
 
-    def sync(self, devices: Sequence[SharedGpuSim], df: np.ndarray) -> None:
+    def sync(self, devices: Sequence[SharedGpuSim], df: np.ndarray, now: float = 0.0) -> None:
         """Write the bank's state into the device objects (as run_until_compiled does), and
-        their backlog, its clock, rate and energy from ``df``."""
+        their backlog, its clock, rate and energy from ``df`` (moved to the decision time by
+        the caller); ``now``: the last decision time :func:`advance` ran to (not a drain's),
+        where the devices that did not run since are."""
         cap = self.QF.shape[3]
         F, SI = self.F, self.SI
         jk = int(self.C[C_JK])
@@ -904,7 +935,7 @@ class DeviceBank:
             heap.sort()
             dev.events.heap[:] = heap
             dev.events._seq = int(self.E[E_SEQ, d])
-            dev.events.now = float(self.G[G_NOW, d])
+            dev.events.now = max(float(self.G[G_NOW, d]), now)
             dev.backlog = float(df[kn.B, d])
             dev._backlog_t = float(df[kn.T, d])
             dev._backlog_rate = float(df[kn.R, d])

@@ -140,6 +140,10 @@ class ClusterSim:
     """
 
     _slot_dev: list[SharedGpuSim]
+    _slot_part: list[int]
+    in_transit: list[list[int]]
+    transit_total: int
+    transit_n: list[int]
     _df: np.ndarray
     _nev: list[float]
     _dcount: list[tuple[int, int, int, int, int]]
@@ -191,6 +195,10 @@ class ClusterSim:
         #: The start state of this cluster that every episode begins from (built by the first
         #: episode, handed on by ``reuse``): constant tables and the initial mirrors.
         self._start: _Start | None = reuse._start if same and reuse is not None else None
+        #: The previous episode's bank (its arrays are set to the start's in place).
+        old_bank = reuse._bank if same and reuse is not None else None
+        # and its per-slot lists that do not depend on the episode, or are zeroed here
+        old_lists: tuple[list[list[int]], list[SharedGpuSim], list[int]] | None = None
         if (same and reuse is not None
                 and not any(dev.reconfigurations for dev in reuse._devices)
                 and (slowdown_caches is None or all(
@@ -199,6 +207,13 @@ class ClusterSim:
             self._devices = reuse._devices
             # A bank ran them: unless they were synced, the objects are as restart leaves them.
             clean = reuse._bank is not None and not reuse._synced
+            rows = reuse.in_transit
+            if reuse.transit_total:  # queries left in transit: their rows zeroed
+                for s, n in enumerate(reuse.transit_n):
+                    if n:
+                        rows[s] = [0] * M
+            old_lists = (rows, reuse._slot_dev, reuse._slot_part)
+            reuse.in_transit = []
             reuse._devices = []
             reuse._slot_dev = []
             reuse._bank = None
@@ -245,13 +260,16 @@ class ClusterSim:
                 self.resident.append(res)
                 self.mem_used[s] = used
         #: Per slot and model, when its weights are ready there (0: loaded at the start).
+        #: A slot's dict may be the start's (shared until a load writes it: :meth:`route`
+        #: copies it first, see ``_ready_start``).
         self.ready_at: list[dict[int, float]] = (
-            [r.copy() for r in start.dicts[1]] if start is not None and start.dicts is not None
+            list(start.dicts[1]) if start is not None and start.dicts is not None
             else [dict.fromkeys(r, 0.0) for r in self.resident])
         #: Per device, when its host link is free of weight copies.
         self.link_free_at = [0.0] * D
         #: Per slot and model, queries routed there and not yet delivered.
-        self.in_transit = [[0] * M for _ in range(S)]
+        self.in_transit = ([[0] * M for _ in range(S)] if old_lists is None
+                           else old_lists[0])
         self.transit_total = 0
         #: Per slot, queries in transit to it (the sum of its row of ``in_transit``).
         self.transit_n = [0] * S
@@ -274,8 +292,11 @@ class ClusterSim:
         self._counters.latency = self.latency
         #: ``sum(tables.price_per_s)`` (the cluster's US$ per second), summed once.
         self._price_per_s = sum(tables.price_per_s)
-        self._slot_dev = [self._devices[d] for d, _ in self.slots]
-        self._slot_part = [p for _, p in self.slots]
+        if old_lists is None:
+            self._slot_dev = [self._devices[d] for d, _ in self.slots]
+            self._slot_part = [p for _, p in self.slots]
+        else:  # the same devices on the same slots
+            self._slot_dev, self._slot_part = old_lists[1], old_lists[2]
         if self.compiled and start is not None and start.bank is not None:
             # The devices are those the start's bank was built from, or built as those (same
             # tables and batcher, not reconfigured): only the trace's sizes are left to check.
@@ -297,10 +318,13 @@ class ClusterSim:
             bank = start.bank if bankable else None
             if bankable and bank is None:
                 bank = DeviceBank(self._devices, self._bounds, self.latency)
+        #: The start's ``ready_at`` dicts (never written: a slot's is copied before a load).
+        assert self._start is not None
+        self._ready_start = self._start.dicts[1] if self._start.dicts is not None else None
         if bank is not None:
             if start is None or bank is not start.bank:  # built here: its LRU order
                 bank.set_resident([list(r) for r in self.resident])
-            self._bank = bank.fresh()
+            self._bank = bank.fresh(old_bank)
             #: The footprints as an array and the slots whose room's change time moved
             #: (bank.rooms's arguments).
             self._fp = np.asarray(self.tables.footprint_bytes, dtype=np.float64)
@@ -311,7 +335,9 @@ class ClusterSim:
         """The device simulators (brought up to date from the bank first, where it runs
         them: a cost per call, for readers off the hot path)."""
         if self._stale and self._bank is not None:
-            self._bank.sync(self._devices, self._df)
+            if self._acc_t >= 0.0:
+                self._flush_accrue()
+            self._bank.sync(self._devices, self._df, self._bank_t)
             self._stale = False
             self._synced = True
         return self._devices
@@ -395,6 +421,9 @@ class ClusterSim:
         self._touched: dict[int, None] = {}
         #: The decision time every device not in ``_touched`` was last moved to.
         self._dev_now = 0.0
+        #: The last decision time the bank ran to (where the devices that did not run since
+        #: are: DeviceBank.sync).
+        self._bank_t = 0.0
         #: The time the mirrors' backlog clocks are still to be moved to
         #: (:func:`kernels.accrue`, deferred to the next kernel call); -1: none.
         self._acc_t = -1.0
@@ -428,6 +457,7 @@ class ClusterSim:
         self._count = start.counts.copy()
         self._touched = {}
         self._dev_now = 0.0
+        self._bank_t = 0.0
         self._acc_t = -1.0
         self._room_at = []
         self._room_until = np.full(S, _INF)
@@ -774,6 +804,9 @@ class ClusterSim:
             res[m] = None  # most recently used
             t_ready = ready[m]
         else:
+            shared = self._ready_start
+            if shared is not None and ready is shared[s]:  # the start's: copied, then written
+                ready = self.ready_at[s] = ready.copy()
             fp = self.tables.footprint_bytes
             cap = self.tables.slot_mem_bytes[s]
             for k in self._evictable(s, m):
@@ -921,7 +954,8 @@ class ClusterSim:
             end = max(self.now, float(bank.G[bnk.G_NOW].max()))
             self.now = self._dev_now = end
             return
-        self._dev_now = t
+        self._dev_now = self._bank_t = t
+        self._acc_t = t  # kernels.accrue(self._df, t), deferred to the next kernel call
         self.now = t
         self.pending = self._next
         self._next += 1
