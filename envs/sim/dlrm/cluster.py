@@ -1298,6 +1298,24 @@ class ShardSim:
         self.route(node)
         return node
 
+    def route_request_earliest(self, fixed_s: Sequence[float] | np.ndarray,
+                               bps: Sequence[float] | np.ndarray) -> None:
+        """:meth:`route_earliest` of the pending sub-request and of its request's others as
+        they come (an :meth:`advance` after each), up to the first sub-request of another
+        request (or the end: nothing pending).
+
+        Raises:
+            RuntimeError: nothing is pending.
+        """
+        sub = self.pending
+        if sub is None:
+            raise RuntimeError("no pending sub-request; call advance() first")
+        req = sub.req
+        while sub is not None and sub.req is req:
+            self.route_earliest(fixed_s, bps)
+            self.advance()
+            sub = self.pending
+
     def earliest_replica(self, sub: SubRequest, fixed_s: Sequence[float] | np.ndarray,
                          bps: Sequence[float] | np.ndarray) -> int:
         """``min(valid_nodes(sub.shard), key=lambda k: (predict_finish(...)[k], k))``.

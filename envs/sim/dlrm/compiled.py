@@ -719,6 +719,55 @@ class CompiledShardSim(ShardSim):
         self._link_busy_max = self._mvF[sg.F_LBMAX]
         return node
 
+    def route_request_earliest(self, fixed_s: Sequence[float] | np.ndarray,
+                               bps: Sequence[float] | np.ndarray) -> None:
+        """:meth:`ShardSim.route_request_earliest` with :meth:`route_earliest`'s compiled call
+        per sub-request and, while the next one has a live replica, ``advance``'s step to it
+        inline (no event runs in between), when ``fixed_s`` and ``bps`` are arrays and numba
+        is on."""
+        sub = self.pending
+        if (sub is None or not kernels.AVAILABLE or type(fixed_s) is not np.ndarray
+                or type(bps) is not np.ndarray):
+            super().route_request_earliest(fixed_s, bps)
+            return
+        req = sub.req
+        rid = req.id
+        fanout = self._fanout  # (only this request's sub-requests: see advance)
+        lay = self.lay
+        holds, row_hit, node_state = self.holds, self.row_hit, self.node_state
+        c_fast, c_slow, overhead = lay.c_fast, lay.c_slow, self.spec.node_overhead_s
+        counters = self.sub
+        while True:
+            sid = sub.id
+            while (node := sg.send_earliest(
+                    self._st, self._hp, self._mh, self._sub, sid, rid, sub.shard,
+                    sub.d_tracked, sub.d_untracked, sub.lookups, sub.tracked_lookups,
+                    sub.flow_seq, sub.req_bytes, sub.resp_bytes, self.events.now, holds,
+                    row_hit, node_state, fixed_s, bps, c_fast, c_slow, overhead)) < 0:
+                if node == -1:
+                    raise ValueError("min() arg is an empty sequence")
+                if node == -2:
+                    self._grow_subs(sid)
+                elif node == -3:
+                    self._grow_heap(2)
+                else:
+                    self._grow_msg()
+            # route's and _send's Python side (see route_earliest)
+            sub.node = node
+            sub.state = 1
+            self.link_bytes_sent[node] = self._mv_lbs[node]
+            self._link_busy_max = self._mvF[sg.F_LBMAX]
+            if fanout and self._live(fanout[0].shard):  # advance's first step
+                sub = self.pending = fanout.popleft()
+                counters.arrived += 1
+                continue
+            self.pending = None
+            self.advance()
+            nxt = self.pending
+            if nxt is None or nxt.req is not req:
+                return
+            sub = nxt
+
     def _fail_sub(self, sub: SubRequest, count: bool = True) -> None:
         """A sub-request not yet sent fails (see :meth:`ShardSim._fail_sub`)."""
         if count:
