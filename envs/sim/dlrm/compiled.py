@@ -646,46 +646,6 @@ class CompiledShardSim(ShardSim):
         self.link_bytes_sent[node] = self._mv_lbs[node]
         self._link_busy_max = self._mvF[sg.F_LBMAX]
 
-    def route_observe(self, node: int, consts: np.ndarray, req_pred: float, req_rate: float,
-                      req_node: np.ndarray, fin: np.ndarray, out: np.ndarray) -> bool:
-        """``route(node)`` then ``advance()`` when the next sub-request is of the same request
-        and has a live replica (no event runs in between), and
-        :func:`envs.sim.dlrm.kernels.routing_obs` of that next one into ``fin`` and ``out``
-        (its other arguments as there), in one compiled call (:func:`segment.send_observe`).
-        False, nothing done, when there is no such next sub-request (or numba is off): the
-        caller routes and advances. ``node`` must be a live replica of the pending
-        sub-request's shard (checked by the caller: ``route`` would raise)."""
-        fanout = self._fanout
-        if not fanout or not kernels.AVAILABLE:
-            return False
-        nxt = fanout[0]
-        if not self._live(nxt.shard):
-            return False
-        sub = self.pending
-        assert sub is not None
-        sid = sub.id
-        while ret := sg.send_observe(
-                self._st, self._hp, self._mh, self._sub, node, sid, sub.req.id, sub.shard,
-                sub.d_tracked, sub.d_untracked, sub.lookups, sub.tracked_lookups, sub.flow_seq,
-                sub.req_bytes, sub.resp_bytes, self.events.now, nxt.shard, nxt.d_tracked,
-                nxt.d_untracked, nxt.lookups, nxt.req_bytes, nxt.resp_bytes, nxt.req.inv_sla,
-                len(fanout), req_pred, req_rate, consts, req_node, fin, out):
-            if ret == 1:
-                self._grow_subs(sid)
-            elif ret == 2:
-                self._grow_heap(2)
-            else:
-                self._grow_msg()
-        # route's and _send's Python side (see there), then advance's
-        sub.node = node
-        sub.state = 1
-        self.link_bytes_sent[node] = self._mv_lbs[node]
-        self._link_busy_max = self._mvF[sg.F_LBMAX]
-        fanout.popleft()
-        self.sub.arrived += 1
-        self.pending = nxt
-        return True
-
     def route_earliest(self, fixed_s: Sequence[float] | np.ndarray,
                        bps: Sequence[float] | np.ndarray) -> int:
         """:meth:`ShardSim.route_earliest` with the choice and the send in one compiled call

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.sim.dlrm.kernels import earliest_replica, lru_access, routing_obs
+from envs.sim.dlrm.kernels import earliest_replica, lru_access
 from envs.sim.jit import NO_NRT, njit
 
 LINK_DONE = 1
@@ -840,29 +840,6 @@ def send_earliest(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarra
     ret = send(st, hp, mh, sub, node, sid, rid, shard, n_keys, d_untracked, lookups, tracked,
                key_start, req_bytes, resp_bytes, True)
     return node if ret == 0 else -1 - ret
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def send_observe(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray, node: int,
-                 sid: int, rid: int, shard: int, n_keys: int, d_untracked: int, lookups: int,
-                 tracked: int, key_start: int, req_bytes: float, resp_bytes: float,
-                 now: float, s2: int, n_keys2: int, d_untracked2: int, lookups2: int,
-                 req_bytes2: float, resp_bytes2: float, inv_sla: float, left: int,
-                 req_pred: float, req_rate: float, consts: np.ndarray, req_node: np.ndarray,
-                 fin: np.ndarray, out: np.ndarray) -> int:
-    """:func:`send` of a new sub-request to ``node``, then
-    :func:`envs.sim.dlrm.kernels.routing_obs` of the next one (shard ``s2``, the ``*2``
-    arguments; the rest as there) on the state after the send, in one call: a
-    ``ShardRouting`` decision within a request. Returns 0, or (nothing done) :func:`send`'s
-    code."""
-    ret = send(st, hp, mh, sub, node, sid, rid, shard, n_keys, d_untracked, lookups, tracked,
-               key_start, req_bytes, resp_bytes, True)
-    if ret:
-        return ret
-    v = unpack(st)
-    routing_obs(now, s2, n_keys2, d_untracked2, lookups2, req_bytes2, resp_bytes2, inv_sla,
-                left, req_pred, req_rate, v[13], v[12], v[14], consts, req_node, fin, out)
-    return 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
