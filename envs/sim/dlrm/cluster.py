@@ -772,6 +772,7 @@ class ShardSim:
         # out[2]: cached - tracked lookups per shard, the untracked ones
         kernels.split_sorted(key, lay.shard_base, rel, counts, out, lay.cached_lookups_tw,
                                -1)
+        self._split = out  # (what CompiledShardSim makes the sub-requests' rows of)
         bl, tracked, untracked_l = out.tolist()
         return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l,
                                  lay.lookups_tw, lay.req_bytes_tw)

@@ -163,6 +163,16 @@ class CompiledShardSim(ShardSim):
             cache_i[n, :6] = (c.oldest, c._base, c.tick, c.size, c.capacity, c._stale)
         self._bind_caches(old._l1 if isinstance(old, CompiledShardSim) else None)
         self._migs: list[Migration] = []  # by id: -1 - index
+        # The rows of the current request's sub-requests (segment.fan_rows), for
+        # route_observe: table-wise, without extra reads (whose counts Python adds); the
+        # request they are of (-1: none).
+        self._fan = np.zeros((S, sg.N_W), dtype=np.int64)
+        self._fan_rid = -1
+        self._fan_ok = not spec.row_wise and self._extra is None
+        if self._fan_ok:
+            self._fan_look = np.array(layout.lookups_tw, dtype=np.int64)
+            self._fan_reqb = np.array(layout.req_bytes_tw, dtype=np.float64)
+            self._fan_resp = np.array(layout.resp_bytes_list, dtype=np.float64)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -623,6 +633,11 @@ class CompiledShardSim(ShardSim):
         self._kw = kw + n
         for s, sub in enumerate(subs):
             sub.flow_seq = kw + bl[s]  # (unused until sent) where its keys start
+        self._fan_rid = -1
+        if self._fan_ok and subs and kernels.AVAILABLE:  # (else _split is not this one's)
+            sg.fan_rows(self._fan, self._split, self._fan_look, self._fan_reqb,
+                        self._fan_resp, subs[0].id, req.id, fanout)
+            self._fan_rid = req.id
         self._fanout.extend(subs)
         self._created = created
         if nxt < 0:
@@ -645,6 +660,45 @@ class CompiledShardSim(ShardSim):
                 self._grow_msg()
         self.link_bytes_sent[node] = self._mv_lbs[node]
         self._link_busy_max = self._mvF[sg.F_LBMAX]
+
+    def route_observe(self, node: int, consts: np.ndarray, req_pred: float, req_rate: float,
+                      req_node: np.ndarray, fin: np.ndarray, size: int) -> np.ndarray | None:
+        """``route(node)``, then ``advance()`` when the next sub-request is the same
+        request's and has a live replica (no event runs in between), and
+        :func:`envs.sim.dlrm.kernels.routing_obs` of that next one into ``fin`` and a new
+        float32 array of ``size`` (its other arguments as there), in one compiled call
+        (:func:`segment.send_observe`, reading the sub-requests from their rows); returns that
+        array. None, nothing done, when there is no such next sub-request or no rows of this
+        request (row-wise, extra reads, numba off): the caller routes and advances. ``node``
+        must be a live replica of the pending sub-request's shard (the caller checked it:
+        ``route`` would raise)."""
+        fanout = self._fanout
+        sub = self.pending
+        if not fanout or sub is None or sub.req.id != self._fan_rid or not kernels.AVAILABLE:
+            return None
+        nxt = fanout[0]
+        if not self._live(nxt.shard):
+            return None
+        out = np.empty(size, dtype=np.float32)
+        while ret := sg.send_observe(self._st, self._hp, self._mh, self._sub, self._fan,
+                                     sub.shard, sub.flow_seq, node, nxt.shard, nxt.req.inv_sla,
+                                     len(fanout), req_pred, req_rate, consts, req_node, fin,
+                                     out):
+            if ret == 1:
+                self._grow_subs(sub.id)
+            elif ret == 2:
+                self._grow_heap(2)
+            else:
+                self._grow_msg()
+        # route's and _send's Python side (see there), then advance's
+        sub.node = node
+        sub.state = 1
+        self.link_bytes_sent[node] = self._mv_lbs[node]
+        self._link_busy_max = self._mvF[sg.F_LBMAX]
+        fanout.popleft()
+        self.sub.arrived += 1
+        self.pending = nxt
+        return out
 
     def route_earliest(self, fixed_s: Sequence[float] | np.ndarray,
                        bps: Sequence[float] | np.ndarray) -> int:
