@@ -259,3 +259,35 @@ def test_route_observe_only_with_rows() -> None:
             assert sim.route_observe(0, env._consts, 0.0, 0.0, env._req_node_k, env._fin,
                                      env._out_size) is None
             env.step(int(np.flatnonzero(env.action_masks())[0]))
+
+
+def test_placement_routes_runs_of_rows_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ShardPlacement routes a request's sub-requests from their rows, a run of live ones per
+    compiled call (``segment.send_rows_earliest``), not one ``send_earliest`` call each;
+    with tiny initial tables and heaps the call stops part-way, grows and goes on, and the
+    episode is still the reference's (``test_placement_episodes_are_the_reference`` covers
+    failures: sub-requests without a live replica in the middle of a run)."""
+    from envs.sim.dlrm import segment
+
+    kwargs = {"episode_queries": 400, "load": 2.0}
+    _tiny_arrays(monkeypatch, _HEAP0=4, _MSG0=1, _SUB0=2, _REQ0=1)
+    calls = {"one": 0, "rows": 0}
+    one, rows = segment.send_earliest, segment.send_rows_earliest
+
+    def counted_one(*args: Any) -> int:
+        calls["one"] += 1
+        return int(one(*args))
+
+    def counted_rows(*args: Any) -> int:
+        calls["rows"] += 1
+        return int(rows(*args))
+
+    monkeypatch.setattr(segment, "send_earliest", counted_one)
+    monkeypatch.setattr(segment, "send_rows_earliest", counted_rows)
+    compiled = _placement_episode("ldsgym/ShardPlacement-v0", kwargs, 9)
+    assert calls["one"] == 0 and calls["rows"] >= 400
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    reference = _placement_episode("ldsgym/ShardPlacement-v0", kwargs, 9)
+    assert len(compiled) == len(reference)
+    for i, (c, r) in enumerate(zip(compiled, reference, strict=True)):
+        assert c == r, f"step {i} differs"

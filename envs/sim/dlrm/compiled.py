@@ -173,6 +173,7 @@ class CompiledShardSim(ShardSim):
             self._fan_look = np.array(layout.lookups_tw, dtype=np.int64)
             self._fan_reqb = np.array(layout.req_bytes_tw, dtype=np.float64)
             self._fan_resp = np.array(layout.resp_bytes_list, dtype=np.float64)
+        self._fan_nodes = np.zeros(S, dtype=np.int64)  # (send_rows_earliest's choices)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -311,6 +312,7 @@ class CompiledShardSim(ShardSim):
             sub.flow_seq = p
         keys[:len(new)] = new
         self._kw = len(new)
+        self._fan_rid = -1  # (its key starts moved)
 
     def __getstate__(self) -> dict[str, object]:
         self.sync_objects()
@@ -636,7 +638,7 @@ class CompiledShardSim(ShardSim):
         self._fan_rid = -1
         if self._fan_ok and subs and kernels.AVAILABLE:  # (else _split is not this one's)
             sg.fan_rows(self._fan, self._split, self._fan_look, self._fan_reqb,
-                        self._fan_resp, subs[0].id, req.id, fanout)
+                        self._fan_resp, subs[0].id, req.id, fanout, kw)
             self._fan_rid = req.id
         self._fanout.extend(subs)
         self._created = created
@@ -745,6 +747,9 @@ class CompiledShardSim(ShardSim):
             super().route_request_earliest(fixed_s, bps)
             return
         req = sub.req
+        if req.id == self._fan_rid:
+            self._route_rows_earliest(fixed_s, bps)
+            return
         rid = req.id
         fanout = self._fanout  # (only this request's sub-requests: see advance)
         lay = self.lay
@@ -775,6 +780,55 @@ class CompiledShardSim(ShardSim):
                 sub = self.pending = fanout.popleft()
                 counters.arrived += 1
                 continue
+            self.pending = None
+            self.advance()
+            nxt = self.pending
+            if nxt is None or nxt.req is not req:
+                return
+            sub = nxt
+
+    def _route_rows_earliest(self, fixed_s: np.ndarray, bps: np.ndarray) -> None:
+        """:meth:`route_request_earliest` of a request with rows (:func:`segment.fan_rows`):
+        the pending sub-request and the next ones, while they have a live replica, in one
+        compiled call (:func:`segment.send_rows_earliest`), then advance; again while the
+        pending sub-request is the request's."""
+        sub = self.pending
+        assert sub is not None
+        req = sub.req
+        fanout = self._fanout  # (only this request's sub-requests, in shard order)
+        lay = self.lay
+        nodes = self._fan_nodes
+        lbs, mv_lbs = self.link_bytes_sent, self._mv_lbs
+        counters = self.sub
+        while True:
+            k0 = sub.shard
+            k1 = k0 + 1 + len(fanout)
+            while True:
+                n = sg.send_rows_earliest(self._st, self._hp, self._mh, self._sub, self._fan,
+                                          k0, k1, self.holds, fixed_s, bps, lay.c_fast,
+                                          lay.c_slow, self.spec.node_overhead_s, nodes)
+                ret = int(self._I[sg.I_RET])
+                # the ones sent: route's, _send's and advance's Python side, in order
+                for k in range(k0, k0 + n):
+                    node = int(nodes[k])
+                    if k > sub.shard:
+                        sub = fanout.popleft()
+                        counters.arrived += 1
+                    sub.node = node
+                    sub.state = 1
+                    lbs[node] = mv_lbs[node]
+                k0 += n
+                if ret <= 0:
+                    break
+                if ret == 1:
+                    self._grow_subs(int(self._fan[k0, sg.W_SID]))
+                elif ret == 2:
+                    self._grow_heap(2)
+                else:
+                    self._grow_msg()
+            self._link_busy_max = self._mvF[sg.F_LBMAX]
+            if ret < 0 and k0 == sub.shard:  # (the pending one: checked live by advance)
+                raise ValueError("min() arg is an empty sequence")
             self.pending = None
             self.advance()
             nxt = self.pending
