@@ -26,7 +26,7 @@ from envs.sim.dlrm import (
     kernels,
     place_replicas,
 )
-from envs.sim.dlrm.compiled import make_shard_sim
+from envs.sim.dlrm.compiled import CompiledShardSim, make_shard_sim
 from envs.sim.dlrm.popularity import ShardPopularity, expected_reads
 from envs.sim.dlrm.skew import DEFAULT_ALPHA, FITTED
 from hwmodels.energy import ClusterEnergy
@@ -705,12 +705,16 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             sim.shed()
         else:
             pred = float(self._finish[a])
-            sim.route(a)
-            self._routed.append(a)
             if pred > self._req_node[a]:
                 self._req_node[a] = pred
             if pred > self._req_pred:  # max(self._req_pred, pred), keeping the first on ties
                 self._req_pred = pred
+            if type(sim) is CompiledShardSim and self._route_observe(sim, a):
+                # the next sub-request of this request is pending and observed (no event ran)
+                reward = self._reward()
+                return self._obs(), reward, False, False, self._info()
+            sim.route(a)
+            self._routed.append(a)
         sim.advance()
         truncated = sim.pending is None
         if not truncated:
@@ -838,6 +842,25 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         else:
             self._out = None
             self._finish = self._predict_finish()
+
+    def _route_observe(self, sim: CompiledShardSim, a: int) -> bool:
+        """``sim.route(a)``, ``sim.advance()`` and :meth:`_on_pending` in one compiled call
+        (:meth:`CompiledShardSim.route_observe`) when the next sub-request is of the same
+        request (``_on_pending`` then only runs :meth:`_predict_finish_jit`, and the link
+        rates it keeps are current: no event runs in between); False, nothing done,
+        otherwise."""
+        if sim is not self._rate_sim or sim.link_version != self._rate_version:
+            return False
+        out = sim.route_observe(a, self._consts, self._req_pred, self._rate, self._req_node_k,
+                                self._fin, self._out_size)
+        if out is None:
+            return False
+        self._node_key = None  # (as _predict_finish_jit)
+        self._routed.clear()
+        self._out = out
+        self._out_given = False
+        self._finish = self._fin
+        return True
 
     def _predict_finish_jit(self) -> np.ndarray:
         """:meth:`_predict_finish` and the entries of :meth:`_obs` (clipped, float32, into a

@@ -249,14 +249,11 @@ class ShardPlacementEnv(ShardRoutingEnv):
                 sim.add_replica(s, n, self._warm_ship_to[n])
                 started = 1
         self._started += started
-        req = sim.pending.req
         fixed, bps = ((self._fixed, self._bps) if kernels.AVAILABLE
                       else (self._fixed_list, self._bps_list))
-        # The latency-predictive rule: min(valid, key=(predict_finish(sub)[k], k)).
-        while sim.pending is not None and sim.pending.req is req:
-            sim.route_earliest(fixed, bps)
-            if sim.pending is None:
-                sim.advance()
+        # The latency-predictive rule: min(valid, key=(predict_finish(sub)[k], k)), for each
+        # sub-request of the request.
+        sim.route_request_earliest(fixed, bps)
         truncated = sim.pending is None
         if not truncated:
             self._observe()

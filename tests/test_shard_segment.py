@@ -202,3 +202,92 @@ def test_route_earliest_grows_and_is_the_reference(monkeypatch: pytest.MonkeyPat
     assert len(compiled) == len(reference)
     for i, (c, r) in enumerate(zip(compiled, reference, strict=True)):
         assert c == r, f"step {i} differs"
+
+
+def test_route_observe_within_a_request_grows_and_is_the_reference(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ShardRouting routes a sub-request whose request has more to route with
+    ``route_observe`` (the send and the next one's observation in one kernel call, from the
+    request's sub-request rows): every decision but the last of each request takes it, none
+    of them calls the Python ``route``, and with tiny initial tables and heaps (it stops,
+    grows and calls again) the episode is still the reference's."""
+    kwargs = {"episode_queries": 1600, "load": 2.0}
+    _tiny_arrays(monkeypatch, _HEAP0=4, _MSG0=1, _SUB0=2, _REQ0=1)
+    compiled = _episode("ldsgym/ShardRouting-RequestAware-v0", kwargs, 6)
+    env: Any = gym.make("ldsgym/ShardRouting-RequestAware-v0", **kwargs).unwrapped
+    env.reset(seed=6)
+    sim = env.sim
+    assert isinstance(sim, CompiledShardSim)
+    calls = {"route": 0, "fused": 0}
+    route, route_observe = sim.route, sim.route_observe
+
+    def counted(node: int) -> None:
+        calls["route"] += 1
+        route(node)
+
+    def counted_fused(*args: Any) -> np.ndarray | None:
+        out = route_observe(*args)
+        calls["fused"] += out is not None
+        return out
+
+    monkeypatch.setattr(sim, "route", counted)
+    monkeypatch.setattr(sim, "route_observe", counted_fused)
+    for _ in range(80):  # 10 requests of 8 sub-requests
+        env.step(int(np.flatnonzero(env.action_masks())[0]))
+    assert calls == {"route": 10, "fused": 70}
+    assert len(sim._sub_i) > 2 and sim._mh.shape[1] > 1 and len(sim._hp_t) > 4
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    reference = _episode("ldsgym/ShardRouting-RequestAware-v0", kwargs, 6)
+    assert len(compiled) == len(reference)
+    for i, (c, r) in enumerate(zip(compiled, reference, strict=True)):
+        assert c == r, f"step {i} differs"
+
+
+def test_route_observe_only_with_rows() -> None:
+    """Row-wise sharding and extra reads (drifting popularity) have no sub-request rows:
+    every decision takes the Python route (whole episodes of both are checked against the
+    reference above and in test_shard_compiled_episodes)."""
+    for env_id, kwargs in (("ldsgym/ShardRouting-RowWise-v0", {}),
+                           ("ldsgym/ShardRouting-v0", {"popularity": {"hot": 2}})):
+        env: Any = gym.make(env_id, episode_queries=400, **kwargs).unwrapped
+        env.reset(seed=1)
+        sim = env.sim
+        if not isinstance(sim, CompiledShardSim):
+            continue
+        assert not sim._fan_ok
+        for _ in range(16):
+            assert sim.route_observe(0, env._consts, 0.0, 0.0, env._req_node_k, env._fin,
+                                     env._out_size) is None
+            env.step(int(np.flatnonzero(env.action_masks())[0]))
+
+
+def test_placement_routes_runs_of_rows_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ShardPlacement routes a request's sub-requests from their rows, a run of live ones per
+    compiled call (``segment.send_rows_earliest``), not one ``send_earliest`` call each;
+    with tiny initial tables and heaps the call stops part-way, grows and goes on, and the
+    episode is still the reference's (``test_placement_episodes_are_the_reference`` covers
+    failures: sub-requests without a live replica in the middle of a run)."""
+    from envs.sim.dlrm import segment
+
+    kwargs = {"episode_queries": 400, "load": 2.0}
+    _tiny_arrays(monkeypatch, _HEAP0=4, _MSG0=1, _SUB0=2, _REQ0=1)
+    calls = {"one": 0, "rows": 0}
+    one, rows = segment.send_earliest, segment.send_rows_earliest
+
+    def counted_one(*args: Any) -> int:
+        calls["one"] += 1
+        return int(one(*args))
+
+    def counted_rows(*args: Any) -> int:
+        calls["rows"] += 1
+        return int(rows(*args))
+
+    monkeypatch.setattr(segment, "send_earliest", counted_one)
+    monkeypatch.setattr(segment, "send_rows_earliest", counted_rows)
+    compiled = _placement_episode("ldsgym/ShardPlacement-v0", kwargs, 9)
+    assert calls["one"] == 0 and calls["rows"] >= 400
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    reference = _placement_episode("ldsgym/ShardPlacement-v0", kwargs, 9)
+    assert len(compiled) == len(reference)
+    for i, (c, r) in enumerate(zip(compiled, reference, strict=True)):
+        assert c == r, f"step {i} differs"

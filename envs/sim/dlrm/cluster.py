@@ -772,6 +772,7 @@ class ShardSim:
         # out[2]: cached - tracked lookups per shard, the untracked ones
         kernels.split_sorted(key, lay.shard_base, rel, counts, out, lay.cached_lookups_tw,
                                -1)
+        self._split = out  # (what CompiledShardSim makes the sub-requests' rows of)
         bl, tracked, untracked_l = out.tolist()
         return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l,
                                  lay.lookups_tw, lay.req_bytes_tw)
@@ -1297,6 +1298,24 @@ class ShardSim:
         node = self.earliest_replica(sub, fixed_s, bps)
         self.route(node)
         return node
+
+    def route_request_earliest(self, fixed_s: Sequence[float] | np.ndarray,
+                               bps: Sequence[float] | np.ndarray) -> None:
+        """:meth:`route_earliest` of the pending sub-request and of its request's others as
+        they come (an :meth:`advance` after each), up to the first sub-request of another
+        request (or the end: nothing pending).
+
+        Raises:
+            RuntimeError: nothing is pending.
+        """
+        sub = self.pending
+        if sub is None:
+            raise RuntimeError("no pending sub-request; call advance() first")
+        req = sub.req
+        while sub is not None and sub.req is req:
+            self.route_earliest(fixed_s, bps)
+            self.advance()
+            sub = self.pending
 
     def earliest_replica(self, sub: SubRequest, fixed_s: Sequence[float] | np.ndarray,
                          bps: Sequence[float] | np.ndarray) -> int:

@@ -163,6 +163,17 @@ class CompiledShardSim(ShardSim):
             cache_i[n, :6] = (c.oldest, c._base, c.tick, c.size, c.capacity, c._stale)
         self._bind_caches(old._l1 if isinstance(old, CompiledShardSim) else None)
         self._migs: list[Migration] = []  # by id: -1 - index
+        # The rows of the current request's sub-requests (segment.fan_rows), for
+        # route_observe: table-wise, without extra reads (whose counts Python adds); the
+        # request they are of (-1: none).
+        self._fan = np.zeros((S, sg.N_W), dtype=np.int64)
+        self._fan_rid = -1
+        self._fan_ok = not spec.row_wise and self._extra is None
+        if self._fan_ok:
+            self._fan_look = np.array(layout.lookups_tw, dtype=np.int64)
+            self._fan_reqb = np.array(layout.req_bytes_tw, dtype=np.float64)
+            self._fan_resp = np.array(layout.resp_bytes_list, dtype=np.float64)
+        self._fan_nodes = np.zeros(S, dtype=np.int64)  # (send_rows_earliest's choices)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -301,6 +312,7 @@ class CompiledShardSim(ShardSim):
             sub.flow_seq = p
         keys[:len(new)] = new
         self._kw = len(new)
+        self._fan_rid = -1  # (its key starts moved)
 
     def __getstate__(self) -> dict[str, object]:
         self.sync_objects()
@@ -623,6 +635,11 @@ class CompiledShardSim(ShardSim):
         self._kw = kw + n
         for s, sub in enumerate(subs):
             sub.flow_seq = kw + bl[s]  # (unused until sent) where its keys start
+        self._fan_rid = -1
+        if self._fan_ok and subs and kernels.AVAILABLE:  # (else _split is not this one's)
+            sg.fan_rows(self._fan, self._split, self._fan_look, self._fan_reqb,
+                        self._fan_resp, subs[0].id, req.id, fanout, kw)
+            self._fan_rid = req.id
         self._fanout.extend(subs)
         self._created = created
         if nxt < 0:
@@ -645,6 +662,45 @@ class CompiledShardSim(ShardSim):
                 self._grow_msg()
         self.link_bytes_sent[node] = self._mv_lbs[node]
         self._link_busy_max = self._mvF[sg.F_LBMAX]
+
+    def route_observe(self, node: int, consts: np.ndarray, req_pred: float, req_rate: float,
+                      req_node: np.ndarray, fin: np.ndarray, size: int) -> np.ndarray | None:
+        """``route(node)``, then ``advance()`` when the next sub-request is the same
+        request's and has a live replica (no event runs in between), and
+        :func:`envs.sim.dlrm.kernels.routing_obs` of that next one into ``fin`` and a new
+        float32 array of ``size`` (its other arguments as there), in one compiled call
+        (:func:`segment.send_observe`, reading the sub-requests from their rows); returns that
+        array. None, nothing done, when there is no such next sub-request or no rows of this
+        request (row-wise, extra reads, numba off): the caller routes and advances. ``node``
+        must be a live replica of the pending sub-request's shard (the caller checked it:
+        ``route`` would raise)."""
+        fanout = self._fanout
+        sub = self.pending
+        if not fanout or sub is None or sub.req.id != self._fan_rid or not kernels.AVAILABLE:
+            return None
+        nxt = fanout[0]
+        if not self._live(nxt.shard):
+            return None
+        out = np.empty(size, dtype=np.float32)
+        while ret := sg.send_observe(self._st, self._hp, self._mh, self._sub, self._fan,
+                                     sub.shard, sub.flow_seq, node, nxt.shard, nxt.req.inv_sla,
+                                     len(fanout), req_pred, req_rate, consts, req_node, fin,
+                                     out):
+            if ret == 1:
+                self._grow_subs(sub.id)
+            elif ret == 2:
+                self._grow_heap(2)
+            else:
+                self._grow_msg()
+        # route's and _send's Python side (see there), then advance's
+        sub.node = node
+        sub.state = 1
+        self.link_bytes_sent[node] = self._mv_lbs[node]
+        self._link_busy_max = self._mvF[sg.F_LBMAX]
+        fanout.popleft()
+        self.sub.arrived += 1
+        self.pending = nxt
+        return out
 
     def route_earliest(self, fixed_s: Sequence[float] | np.ndarray,
                        bps: Sequence[float] | np.ndarray) -> int:
@@ -678,6 +734,107 @@ class CompiledShardSim(ShardSim):
         self.link_bytes_sent[node] = self._mv_lbs[node]
         self._link_busy_max = self._mvF[sg.F_LBMAX]
         return node
+
+    def route_request_earliest(self, fixed_s: Sequence[float] | np.ndarray,
+                               bps: Sequence[float] | np.ndarray) -> None:
+        """:meth:`ShardSim.route_request_earliest` with :meth:`route_earliest`'s compiled call
+        per sub-request and, while the next one has a live replica, ``advance``'s step to it
+        inline (no event runs in between), when ``fixed_s`` and ``bps`` are arrays and numba
+        is on."""
+        sub = self.pending
+        if (sub is None or not kernels.AVAILABLE or type(fixed_s) is not np.ndarray
+                or type(bps) is not np.ndarray):
+            super().route_request_earliest(fixed_s, bps)
+            return
+        req = sub.req
+        if req.id == self._fan_rid:
+            self._route_rows_earliest(fixed_s, bps)
+            return
+        rid = req.id
+        fanout = self._fanout  # (only this request's sub-requests: see advance)
+        lay = self.lay
+        holds, row_hit, node_state = self.holds, self.row_hit, self.node_state
+        c_fast, c_slow, overhead = lay.c_fast, lay.c_slow, self.spec.node_overhead_s
+        counters = self.sub
+        while True:
+            sid = sub.id
+            while (node := sg.send_earliest(
+                    self._st, self._hp, self._mh, self._sub, sid, rid, sub.shard,
+                    sub.d_tracked, sub.d_untracked, sub.lookups, sub.tracked_lookups,
+                    sub.flow_seq, sub.req_bytes, sub.resp_bytes, self.events.now, holds,
+                    row_hit, node_state, fixed_s, bps, c_fast, c_slow, overhead)) < 0:
+                if node == -1:
+                    raise ValueError("min() arg is an empty sequence")
+                if node == -2:
+                    self._grow_subs(sid)
+                elif node == -3:
+                    self._grow_heap(2)
+                else:
+                    self._grow_msg()
+            # route's and _send's Python side (see route_earliest)
+            sub.node = node
+            sub.state = 1
+            self.link_bytes_sent[node] = self._mv_lbs[node]
+            self._link_busy_max = self._mvF[sg.F_LBMAX]
+            if fanout and self._live(fanout[0].shard):  # advance's first step
+                sub = self.pending = fanout.popleft()
+                counters.arrived += 1
+                continue
+            self.pending = None
+            self.advance()
+            nxt = self.pending
+            if nxt is None or nxt.req is not req:
+                return
+            sub = nxt
+
+    def _route_rows_earliest(self, fixed_s: np.ndarray, bps: np.ndarray) -> None:
+        """:meth:`route_request_earliest` of a request with rows (:func:`segment.fan_rows`):
+        the pending sub-request and the next ones, while they have a live replica, in one
+        compiled call (:func:`segment.send_rows_earliest`), then advance; again while the
+        pending sub-request is the request's."""
+        sub = self.pending
+        assert sub is not None
+        req = sub.req
+        fanout = self._fanout  # (only this request's sub-requests, in shard order)
+        lay = self.lay
+        nodes = self._fan_nodes
+        lbs, mv_lbs = self.link_bytes_sent, self._mv_lbs
+        counters = self.sub
+        while True:
+            k0 = sub.shard
+            k1 = k0 + 1 + len(fanout)
+            while True:
+                n = sg.send_rows_earliest(self._st, self._hp, self._mh, self._sub, self._fan,
+                                          k0, k1, self.holds, fixed_s, bps, lay.c_fast,
+                                          lay.c_slow, self.spec.node_overhead_s, nodes)
+                ret = int(self._I[sg.I_RET])
+                # the ones sent: route's, _send's and advance's Python side, in order
+                for k in range(k0, k0 + n):
+                    node = int(nodes[k])
+                    if k > sub.shard:
+                        sub = fanout.popleft()
+                        counters.arrived += 1
+                    sub.node = node
+                    sub.state = 1
+                    lbs[node] = mv_lbs[node]
+                k0 += n
+                if ret <= 0:
+                    break
+                if ret == 1:
+                    self._grow_subs(int(self._fan[k0, sg.W_SID]))
+                elif ret == 2:
+                    self._grow_heap(2)
+                else:
+                    self._grow_msg()
+            self._link_busy_max = self._mvF[sg.F_LBMAX]
+            if ret < 0 and k0 == sub.shard:  # (the pending one: checked live by advance)
+                raise ValueError("min() arg is an empty sequence")
+            self.pending = None
+            self.advance()
+            nxt = self.pending
+            if nxt is None or nxt.req is not req:
+                return
+            sub = nxt
 
     def _fail_sub(self, sub: SubRequest, count: bool = True) -> None:
         """A sub-request not yet sent fails (see :meth:`ShardSim._fail_sub`)."""

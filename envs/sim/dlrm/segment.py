@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.sim.dlrm.kernels import earliest_replica, lru_access
+from envs.sim.dlrm.kernels import earliest_replica, lru_access, routing_obs
 from envs.sim.jit import NO_NRT, njit
 
 LINK_DONE = 1
@@ -840,6 +840,90 @@ def send_earliest(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarra
     ret = send(st, hp, mh, sub, node, sid, rid, shard, n_keys, d_untracked, lookups, tracked,
                key_start, req_bytes, resp_bytes, True)
     return node if ret == 0 else -1 - ret
+
+
+# columns of a request's sub-request rows (fan_rows): int64, the byte counts through a float64
+# view
+W_SID, W_RID, W_SHARD, W_NK, W_DU, W_LOOK, W_TRK, W_KS, W_REQB, W_RESPB = range(10)
+N_W = 10
+
+
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
+def fan_rows(fan: np.ndarray, split: np.ndarray, lookups: np.ndarray, req_bytes: np.ndarray,
+             resp_bytes: np.ndarray, sid: int, rid: int, fanout: int, kw: int) -> None:
+    """The rows of a request's ``fanout`` sub-requests (ids from ``sid``, shard ``s`` in row
+    ``s``; their keys from ``kw`` in the key store), table-wise: ``split`` is
+    :func:`envs.sim.dlrm.kernels.split_sorted`'s ``out`` (first distinct key and first lookup
+    per shard, untracked lookups), ``lookups``,
+    ``req_bytes`` and ``resp_bytes`` per shard (what ``ShardSim._subrequests`` makes the
+    :class:`~envs.sim.dlrm.records.SubRequest` objects of)."""
+    ff = fan.view(np.float64)
+    for s in range(fanout):
+        fan[s, W_SID] = sid + s
+        fan[s, W_RID] = rid
+        fan[s, W_SHARD] = s
+        fan[s, W_NK] = split[0, s + 1] - split[0, s]
+        fan[s, W_DU] = split[2, s]
+        fan[s, W_LOOK] = lookups[s]
+        fan[s, W_TRK] = split[1, s + 1] - split[1, s]
+        fan[s, W_KS] = kw + split[0, s]
+        ff[s, W_REQB] = req_bytes[s]
+        ff[s, W_RESPB] = resp_bytes[s]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def send_observe(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray,
+                 fan: np.ndarray, k: int, key_start: int, node: int, k2: int, inv_sla: float,
+                 left: int, req_pred: float, req_rate: float, consts: np.ndarray,
+                 req_node: np.ndarray, fin: np.ndarray, out: np.ndarray) -> int:
+    """:func:`send` of the new sub-request of row ``k`` of ``fan`` (:func:`fan_rows`; its keys
+    at ``key_start``) to ``node``, then :func:`envs.sim.dlrm.kernels.routing_obs` of row
+    ``k2``'s (``inv_sla`` .. ``out`` as there) at the same instant, on the state after the
+    send, in one call. Returns 0, or (nothing done) :func:`send`'s code."""
+    ff = fan.view(np.float64)
+    ret = send(st, hp, mh, sub, node, fan[k, W_SID], fan[k, W_RID], fan[k, W_SHARD],
+               fan[k, W_NK], fan[k, W_DU], fan[k, W_LOOK], fan[k, W_TRK], key_start,
+               ff[k, W_REQB], ff[k, W_RESPB], True)
+    if ret:
+        return ret
+    v = unpack(st)
+    routing_obs(v[1][F_NOW], fan[k2, W_SHARD], fan[k2, W_NK], fan[k2, W_DU],
+                fan[k2, W_LOOK], ff[k2, W_REQB], ff[k2, W_RESPB], inv_sla, left, req_pred,
+                req_rate, v[13], v[12], v[14], consts, req_node, fin, out)
+    return 0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def send_rows_earliest(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray,
+                       fan: np.ndarray, k0: int, k1: int, holds: np.ndarray,
+                       fixed: np.ndarray, bps: np.ndarray, c_fast: np.ndarray,
+                       c_slow: np.ndarray, overhead: float, nodes: np.ndarray) -> int:
+    """:func:`send_earliest` of the new sub-requests of rows ``k0 .. k1 - 1`` of ``fan``
+    (:func:`fan_rows`) in order, at the same instant, each to its earliest live replica
+    (``nodes[k]`` gets it), stopping before one with no live replica or no room. Returns how
+    many were sent (``k1 - k0``: all), and in ``st[I_RET]`` 0, -1 (no live replica) or
+    :func:`send`'s code."""
+    G = st[:N_I]
+    G[I_RET] = 0
+    ff = fan.view(np.float64)
+    v = unpack(st)
+    now = v[1][F_NOW]
+    node_state, row_hit = v[12], v[13]
+    for k in range(k0, k1):
+        node = earliest_replica(now, fan[k, W_SHARD], fan[k, W_NK], fan[k, W_DU],
+                                fan[k, W_LOOK], ff[k, W_REQB], ff[k, W_RESPB], holds, row_hit,
+                                node_state, fixed, bps, c_fast, c_slow, overhead)
+        if node < 0:
+            G[I_RET] = -1
+            return k - k0
+        ret = send(st, hp, mh, sub, node, fan[k, W_SID], fan[k, W_RID], fan[k, W_SHARD],
+                   fan[k, W_NK], fan[k, W_DU], fan[k, W_LOOK], fan[k, W_TRK], fan[k, W_KS],
+                   ff[k, W_REQB], ff[k, W_RESPB], True)
+        if ret:
+            G[I_RET] = ret
+            return k - k0
+        nodes[k] = node
+    return k1 - k0
 
 
 @njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
