@@ -244,7 +244,14 @@ class ClusterSim:
         #: Per slot, the resident models in LRU order (least recently used first).
         self.resident: list[dict[int, None]] = []
         if start is not None:
-            if start.dicts is not None:
+            if start.dicts is not None and same and reuse is not None:
+                # the previous episode's dicts, set to the start's in place: no new dicts
+                # and none freed (thousands at 1,024 devices, scattered in memory)
+                self.resident, reuse.resident = reuse.resident, []
+                for r, r0 in zip(self.resident, start.dicts[0], strict=True):
+                    r.clear()
+                    r.update(r0)
+            elif start.dicts is not None:
                 self.resident = [r.copy() for r in start.dicts[0]]
             else:
                 self.resident = [dict.fromkeys(r) for r in start.resident]
