@@ -836,6 +836,22 @@ class DeviceBank:
         i[2, n] = m
         i[3, n] = req[3]
 
+    def push_all(self, items: Sequence[tuple[float, int, int, int,
+                                             tuple[float, float, float, int, int]]],
+                 slots: Sequence[tuple[int, int]]) -> None:
+        """Put the deliveries ``items`` (as ``ClusterSim``'s heap holds them: when, seq, slot,
+        model, request), in that order, in the buffers at once: :meth:`push` of each."""
+        n = len(items)
+        while n > self.DLF.shape[1]:
+            k = 2 * self.DLF.shape[1]
+            self.DLF = np.concatenate([self.DLF, np.zeros((4, k))], axis=1)
+            self.DLI = np.concatenate([self.DLI, np.zeros((4, k), np.int64)], axis=1)
+            self._tail = None
+        self.DLF[:, :n] = [[x[0] for x in items], [x[4][0] for x in items],
+                           [x[4][1] for x in items], [x[4][2] for x in items]]
+        self.DLI[:, :n] = [[slots[x[2]][0] for x in items], [x[2] for x in items],
+                           [x[3] for x in items], [x[4][3] for x in items]]
+
     def add_latencies(self, h: LatencyHistogram) -> None:
         """Add to ``h`` what the last :meth:`run` added to the bank's histogram (as
         ``LatencyHistogram.add_finished`` does)."""

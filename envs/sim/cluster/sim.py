@@ -244,7 +244,14 @@ class ClusterSim:
         #: Per slot, the resident models in LRU order (least recently used first).
         self.resident: list[dict[int, None]] = []
         if start is not None:
-            if start.dicts is not None:
+            if start.dicts is not None and same and reuse is not None:
+                # the previous episode's dicts, set to the start's in place: no new dicts
+                # and none freed (thousands at 1,024 devices, scattered in memory)
+                self.resident, reuse.resident = reuse.resident, []
+                for r, r0 in zip(self.resident, start.dicts[0], strict=True):
+                    r.clear()
+                    r.update(r0)
+            elif start.dicts is not None:
                 self.resident = [r.copy() for r in start.dicts[0]]
             else:
                 self.resident = [dict.fromkeys(r) for r in start.resident]
@@ -911,7 +918,19 @@ class ClusterSim:
         heap = self._heap
         n = 0
         one: tuple[float, int, int, int, tuple[float, float, float, int, int]] | None = None
-        if heap and heap[0][0] <= t:
+        if drain and len(heap) > 1:  # every delivery, in the order heappop gives them
+            items = sorted(heap)  # ((when, seq) are distinct)
+            heap.clear()
+            transit, transit_n = self.in_transit, self.transit_n
+            for _, _, s, m, _ in items:
+                transit[s][m] -= 1
+                transit_n[s] -= 1
+            bank.push_all(items, self.slots)
+            n = len(items)
+            if items[-1][0] > self.now:
+                self.now = items[-1][0]
+            self.transit_total -= n
+        elif heap and heap[0][0] <= t:
             slots, transit, transit_n = self.slots, self.in_transit, self.transit_n
             now = self.now
             while heap and heap[0][0] <= t:
@@ -945,7 +964,9 @@ class ClusterSim:
         self._count = count
         ran = bank.RAN
         k = ran.item(0)
-        if k:
+        if k == self.n_devices:  # all of them (the drain): every slot
+            self._busy_list[:] = self._bs_row.tolist()
+        elif k:
             bs, busy_list, bounds = self._bs_row, self._busy_list, self._bounds_list
             for d in ran[1:k + 1].tolist():
                 for s in range(bounds[d], bounds[d + 1]):
