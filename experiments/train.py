@@ -8,7 +8,8 @@
 Writes into the Hydra run folder: ``.hydra/``, ``tb/``, ``checkpoint/``, ``model.zip``,
 ``policy.onnx``, ``report.md``, ``results.csv``, ``plots/*.png``, ``meta.json``; with ``select=``
 (checkpoint selection, :mod:`experiments.selection`) also ``select.json`` and, when an earlier
-check was chosen, ``model_last.zip``.
+check was chosen, ``model_last.zip``; with ``select.runs`` the runs in ``runs/seed-S/`` and, with
+``select.ensemble``, ``ensemble.json`` (the runs whose policies act together).
 
 SIGINT or SIGTERM during training saves a checkpoint (``checkpoint/``: model, VecNormalize
 statistics if any, step count, RNG states) and exits with 130/143 after one line saying how to

@@ -232,3 +232,8 @@ def test_runs_with_ensemble_act_together(tmp_path: Path) -> None:
     onnx_actions, _ = OnnxPolicy(out / "policy.onnx").predict(obs, action_masks=masks)
     assert np.array_equal(onnx_actions, model.predict(obs, deterministic=True,
                                                       action_masks=masks)[0])
+    # run_dir= apps load the ensemble too.
+    res = run_app("experiments.evaluate", f"run_dir={out}", f"hydra.run.dir={out / 'ev'}",
+                  "progress=false")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "the ensemble of" in (out / "ev" / "report.md").read_text()
