@@ -55,9 +55,12 @@ def export_onnx(model: Any, path: str | Path) -> Path:
     """Write ``model``'s policy (an SB3/sb3-contrib algorithm) to ``path`` as ONNX.
 
     A model wrapped in :class:`agents.normalize.NormalizedModel` is exported with its
-    observation normalisation inside the graph (the inputs stay raw observations).
+    observation normalisation inside the graph (the inputs stay raw observations); an
+    :class:`agents.ensemble.EnsembleModel` as one graph of all its members (the same inputs and
+    outputs).
     """
-    policy = model.policy.to("cpu").eval()
+    from agents.ensemble import EnsembleModel
+
     space = model.observation_space
     keys = list(space.spaces.keys())
     n_actions = int(model.action_space.n)
@@ -70,8 +73,10 @@ def export_onnx(model: Any, path: str | Path) -> Path:
         logging.getLogger(name).setLevel(logging.ERROR)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        module = (model.actor if isinstance(model, EnsembleModel) else OnnxablePolicy(
+            model.policy.to("cpu").eval(), keys, getattr(model, "obs_normalizer", None)))
         program = torch.onnx.export(
-            OnnxablePolicy(policy, keys, getattr(model, "obs_normalizer", None)),
+            module,
             (*dummy, mask),
             input_names=[*keys, "action_mask"],
             output_names=["action", "logits"],

@@ -72,7 +72,13 @@ def main(cfg: DictConfig, start: EvalStart, _interrupts: Interrupts) -> None:
 
     header = describe(start.env_cfg, start.spec)
     if cfg.run_dir is not None:
-        header += f"\n- model: `{cfg.run_dir}/model.zip`"
+        from agents.ensemble import EnsembleModel
+
+        model = start.policies.get("learned")
+        model = getattr(model, "model", None)
+        header += (f"\n- model: the ensemble of `{cfg.run_dir}/ensemble.json` ({len(model)} "
+                   "policies)" if isinstance(model, EnsembleModel)
+                   else f"\n- model: `{cfg.run_dir}/model.zip`")
     try:
         evaluate_and_report(start.env_cfg, start.spec, start.policies,  # type: ignore[arg-type]
                             run_dir(), header)

@@ -37,16 +37,57 @@ def saved_run_config(run_dir: str | Path, extra_overrides: list[str]) -> DictCon
     return compose("train", overrides=saved + extra)
 
 
+#: File in a run folder whose policy is an ensemble (``select.ensemble``): its members.
+ENSEMBLE_FILE = "ensemble.json"
+
+
 def load_model(cfg: DictConfig, run_dir: str | Path) -> Any:
-    """The run's trained model (the algorithm class comes from its ``agent`` config).
+    """The run's trained model (the algorithm class comes from its ``agent`` config); where
+    the run has an ``ensemble.json`` (``select.ensemble``), the
+    :class:`agents.ensemble.EnsembleModel` of the models it lists.
 
     Raises:
-        UserError: no ``model.zip`` in the run folder.
+        UserError: no ``model.zip`` in the run folder; an unreadable ``ensemble.json`` or
+            member (the message names the file).
     """
     path = Path(run_dir) / "model.zip"
     if not path.is_file():
         raise UserError(f"run_dir={run_dir}: no model.zip (did training finish?)")
+    if (Path(run_dir) / ENSEMBLE_FILE).is_file():
+        return load_ensemble(cfg, Path(run_dir))
     return load_model_file(cfg, path)
+
+
+def load_ensemble(cfg: DictConfig, run_dir: Path) -> Any:
+    """The :class:`agents.ensemble.EnsembleModel` of ``run_dir/ensemble.json``'s ``members``
+    (model files relative to the run folder).
+
+    Raises:
+        UserError: the file is not such a list, or a member is missing or not a model.
+    """
+    import json
+
+    from agents.ensemble import EnsembleModel
+
+    file = run_dir / ENSEMBLE_FILE
+    try:
+        members = json.loads(file.read_text())["members"]
+        if not isinstance(members, list) or not members or not all(
+                isinstance(m, str) for m in members):
+            raise ValueError("'members' must be a non-empty list of model files")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{file}: not an ensemble record ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:120]})") from None
+    models = []
+    for member in members:
+        path = run_dir / member
+        if not path.is_file():
+            raise UserError(f"{file}: member {member} not found in {run_dir}")
+        models.append(load_model_file(cfg, path))
+    try:
+        return EnsembleModel(models)
+    except ValueError as exc:
+        raise UserError(f"{file}: {exc}") from None
 
 
 def algorithm(cfg: DictConfig) -> Any:

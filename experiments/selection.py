@@ -22,6 +22,11 @@ chosen step.
 chosen check scored best (its ``model.zip``; ``select.json`` gains ``runs`` and
 ``chosen_seed``): best of K training seeds by the same validation score, K times the training
 time. ``resume=`` keeps the finished runs and continues the interrupted one.
+``ensemble: N`` (default 1; at most ``runs``) makes the N best-scoring runs' policies act
+together instead (:class:`agents.ensemble.EnsembleModel`: the mean of their masked action
+probabilities): ``ensemble.json`` lists their ``model.zip`` files, which evaluation, export (one
+ONNX graph) and ``run_dir=`` apps load; ``model.zip`` stays the best run's, and ``select.json``
+gains the ensemble's seeds and its own validation score.
 
 Validation never touches what the report evaluates: a trace must be a training split (a preset
 not ending in ``-test``; ``null`` is the env's own trace) and the episode seeds
@@ -45,7 +50,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.common import EnvSpec, UserError, option_mapping
 
 _KEYS = {"every", "start", "episodes", "traces", "loads", "episode_queries", "baselines", "metric",
-         "score", "seed", "targets", "runs"}
+         "score", "seed", "targets", "runs", "ensemble"}
 #: File in the run folder: every check and the chosen step.
 SELECT_FILE = "select.json"
 #: File in the checkpoint folder: the best weights so far (for a resumed run).
@@ -68,6 +73,7 @@ class Select:
     seed: int = 9000
     targets: tuple[float, ...] = ()  # per load of ``loads``: subtracted from the cell's gain
     runs: int = 1  # training runs (seeds seed..seed+runs-1); the best run's choice is kept
+    ensemble: int = 1  # > 1: the policies of that many best-scoring runs act together
 
     @property
     def seeds(self) -> list[int]:
@@ -108,12 +114,19 @@ def select_settings(cfg: DictConfig, spec: EnvSpec) -> Select | None:
             score=str(value.get("score", "mean")),
             seed=int(value.get("seed", 9000)),
             targets=tuple(float(x) for x in targets) if targets else (),
-            runs=int(value.get("runs", 1)))
+            runs=int(value.get("runs", 1)),
+            ensemble=int(value.get("ensemble", 1)))
     except (TypeError, ValueError) as exc:
         raise UserError(f"select: {' '.join(str(exc).split())}") from None
     for key in ("every", "episodes", "runs"):
         if getattr(sel, key) < 1:
             raise UserError(f"select.{key}: must be >= 1, got {getattr(sel, key)}")
+    if not 1 <= sel.ensemble <= sel.runs:
+        raise UserError(f"select.ensemble: between 1 and select.runs ({sel.runs}), got "
+                        f"{sel.ensemble}")
+    if sel.ensemble > 1 and cfg.get("online") is not None:
+        raise UserError("select.ensemble: not with the online study (online=...): an ensemble "
+                        "of policies cannot keep training")
     if sel.start < 0:
         raise UserError(f"select.start: must be >= 0, got {sel.start}")
     if sel.episode_queries is not None and sel.episode_queries < 1:

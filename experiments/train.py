@@ -8,7 +8,8 @@
 Writes into the Hydra run folder: ``.hydra/``, ``tb/``, ``checkpoint/``, ``model.zip``,
 ``policy.onnx``, ``report.md``, ``results.csv``, ``plots/*.png``, ``meta.json``; with ``select=``
 (checkpoint selection, :mod:`experiments.selection`) also ``select.json`` and, when an earlier
-check was chosen, ``model_last.zip``.
+check was chosen, ``model_last.zip``; with ``select.runs`` the runs in ``runs/seed-S/`` and, with
+``select.ensemble``, ``ensemble.json`` (the runs whose policies act together).
 
 SIGINT or SIGTERM during training saves a checkpoint (``checkpoint/``: model, VecNormalize
 statistics if any, step count, RNG states) and exits with 130/143 after one line saying how to
@@ -210,6 +211,13 @@ def main(cfg: DictConfig, start: TrainStart, interrupts: Interrupts) -> float:
                           f"{chosen['chosen_seed']} (" + ", ".join(
                               f"seed {r['seed']} {r['chosen_score']:+.4f}"
                               for r in chosen["runs"]) + f"; {RUNS}/).")
+            if "ensemble" in chosen:
+                ens = chosen["ensemble"]
+                extra += (f" Ensemble (select.ensemble): the policies of seeds "
+                          f"{', '.join(map(str, ens['seeds']))} act together by the mean of "
+                          f"their masked action probabilities (validation score "
+                          f"{ens['score']:+.4f}; ensemble.json); the learned policy evaluated "
+                          f"and exported below is that ensemble.")
         sweep = evaluate_and_report(cfg, spec,
                                     make_policies(start.policy_names, model, spec.env_id),
                                     out, describe(cfg, spec), extra)
@@ -281,9 +289,14 @@ def _train_best_of(cfg: DictConfig, start: TrainStart, out: Path,
               f"{record['chosen_score']:+.4f}")
     best = max(runs, key=lambda r: r["chosen_score"])  # the first of equal scores
     best_dir = out / RUNS / f"seed-{best['seed']}"
+    ensemble = None
+    if start.select.ensemble > 1:  # before model.zip: a run with model.zip is finished
+        ensemble = _write_ensemble(cfg, start, out, runs)
     replace_file(out / "model.zip", lambda tmp: shutil.copyfile(best_dir / "model.zip", tmp))
     record = json.loads((best_dir / SELECT_FILE).read_text())
     record.update(runs=runs, chosen_seed=best["seed"])
+    if ensemble is not None:
+        record.update(ensemble=ensemble)
     write_select(out / SELECT_FILE, record)
     print(f"select.runs: the run of seed {best['seed']} (score {best['chosen_score']:+.4f}, "
           f"best of {len(runs)} runs)")
@@ -293,6 +306,29 @@ def _train_best_of(cfg: DictConfig, start: TrainStart, out: Path,
         {"num_timesteps": int(cfg.total_timesteps), "resumes": 0, "train_seconds": total_s,
          "finished": True}) + "\n")
     return load_model(cfg, out), total_s, int(cfg.total_timesteps)
+
+
+def _write_ensemble(cfg: DictConfig, start: TrainStart, out: Path,
+                    runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``ensemble.json``: the ``select.ensemble`` best-scoring runs (the first of equal
+    scores; listed in seed order); returns their seeds and the ensemble's own validation
+    score and gains (for ``select.json``)."""
+    from experiments.saved import ENSEMBLE_FILE, load_ensemble
+    from experiments.selection import Validator
+
+    ranked = sorted(range(len(runs)), key=lambda i: -runs[i]["chosen_score"])
+    members = [runs[i] for i in sorted(ranked[:start.select.ensemble])]
+    write_atomic(out / ENSEMBLE_FILE, json.dumps(
+        {"members": [f"{RUNS}/seed-{r['seed']}/model.zip" for r in members],
+         "seeds": [r["seed"] for r in members],
+         "combine": "mean of the members' masked action probabilities"}, indent=1) + "\n")
+    validator = Validator(start.select, start.spec,
+                          [n for n in start.policy_names if n != "learned"])
+    score, gains = validator.score(load_ensemble(cfg, out))
+    seeds = [r["seed"] for r in members]
+    print(f"select.ensemble: the runs of seeds {', '.join(map(str, seeds))} act together "
+          f"(validation score {score:+.4f}; {ENSEMBLE_FILE})")
+    return {"seeds": seeds, "score": score, "gains": gains}
 
 
 def _train_one(cfg: DictConfig, start: TrainStart, out: Path,

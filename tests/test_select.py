@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -50,6 +51,8 @@ def test_off_by_default_and_parsed_when_given() -> None:
     ("{every: 10, targets: [0.1]}", "select.targets"),  # no loads: nothing to pair with
     ("{every: 10, loads: [1.0], targets: 0.1}", "select.targets"),
     ("{every: 10, runs: 0}", "select.runs"),
+    ("{every: 10, runs: 2, ensemble: 3}", "select.ensemble"),  # more members than runs
+    ("{every: 10, ensemble: 0}", "select.ensemble"),
 ])
 def test_bad_settings_are_one_line(value: str, needle: str) -> None:
     cfg = _cfg(f"select={value}")
@@ -184,3 +187,53 @@ def test_runs_keep_the_best_scoring_training_run(tmp_path: Path) -> None:
     chosen = out / "runs" / f"seed-{best['seed']}" / "model.zip"
     assert (out / "model.zip").read_bytes() == chosen.read_bytes()
     assert "Best of 2 training runs by that score" in (out / "report.md").read_text()
+
+
+def test_ensemble_is_refused_with_the_online_study() -> None:
+    cfg = _cfg("select={every: 10, runs: 2, ensemble: 2}", "+online={episode_queries: 1000}")
+    with pytest.raises(UserError, match=re.escape("select.ensemble")):
+        select_settings(cfg, env_spec(cfg))
+
+
+def test_runs_with_ensemble_act_together(tmp_path: Path) -> None:
+    from agents.ensemble import EnsembleModel
+    from agents.policy import SB3Policy
+    from experiments.pipeline import collect_observations
+    from experiments.saved import load_model
+
+    out = tmp_path / "r"
+    sel = SEL.replace("}", ", runs: 2, ensemble: 2}")
+    res = run_app("experiments.train", "experiment=quick", "progress=false", "seed=3",
+                  f"select={sel}", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    members = json.loads((out / "ensemble.json").read_text())["members"]
+    assert members == ["runs/seed-3/model.zip", "runs/seed-4/model.zip"]
+    record = json.loads((out / "select.json").read_text())
+    assert record["ensemble"]["seeds"] == [3, 4]
+    cfg = _cfg(f"select={sel}", "seed=3")
+    model = load_model(cfg, out)
+    assert isinstance(model, EnsembleModel) and len(model) == 2
+    # select.json's ensemble score is the ensemble's own, on the same validation episodes.
+    s = select_settings(cfg, env_spec(cfg))
+    assert s is not None
+    from agents.baselines import baselines_for
+
+    validator = Validator(s, env_spec(cfg), list(baselines_for(env_spec(cfg).env_id)))
+    score, _ = validator.score(model)
+    assert score == pytest.approx(record["ensemble"]["score"], abs=1e-12)
+    assert "Ensemble (select.ensemble): the policies of seeds 3, 4" in (
+        out / "report.md").read_text()
+    # The exported graph is the ensemble's (parity with the ensemble, not with model.zip).
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["parity_agreement"] == 1.0
+    from agents.export import OnnxPolicy
+
+    obs, masks = collect_observations(env_spec(cfg), SB3Policy(model), 300, seed=900)
+    onnx_actions, _ = OnnxPolicy(out / "policy.onnx").predict(obs, action_masks=masks)
+    assert np.array_equal(onnx_actions, model.predict(obs, deterministic=True,
+                                                      action_masks=masks)[0])
+    # run_dir= apps load the ensemble too.
+    res = run_app("experiments.evaluate", f"run_dir={out}", f"hydra.run.dir={out / 'ev'}",
+                  "progress=false")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "the ensemble of" in (out / "ev" / "report.md").read_text()
