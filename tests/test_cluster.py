@@ -388,3 +388,32 @@ def test_mimd_study_selects_its_checkpoint_on_the_training_windows() -> None:
     assert cfg.n_envs == 8
     agent = instantiate(cfg.agent, _convert_="all")
     assert agent.keywords["target_kl"] == 0.01 and agent.keywords["batch_size"] == 512
+
+
+def test_a_cluster_from_config_can_hold_a_cpu_node() -> None:
+    """Deliverable 1's CPU node: a device group given as config (a mapping, as in YAML) naming
+    a CPU spec (``conf/hw/xeon-8380h-4s.yaml``) is a slot like any GPU's; queries routed there
+    are served, slower than on the T4 beside it, and every query is accounted for."""
+    from hwmodels.specs import load_device
+
+    groups = [{"hw": "t4", "layout": ["full"], "price_per_hour": 0.35, "link": "ethernet-25g",
+               "count": 1},
+              {"hw": "xeon-8380h-4s", "layout": ["full"], "price_per_hour": 2.0,
+               "link": "ethernet-25g", "count": 1}]
+    env = gym.make("ldsgym/ClusterRouting-v0", cluster=groups, episode_queries=300, load=0.3)
+    assert [load_device(g.hw).kind for g in env.unwrapped.groups] == ["gpu", "cpu"]
+    latency = {}
+    for slot in (0, 1):
+        env.reset(seed=1)
+        done, served_there = False, 0
+        while not done:
+            mask = env.unwrapped.action_masks()
+            action = slot if mask[slot] else int(np.flatnonzero(mask)[0])
+            served_there += action == slot
+            _, _, term, trunc, info = env.step(action)
+            done = term or trunc
+        assert served_there > 250
+        assert info["arrived"] == 300 == info["completed"] + info["dropped"] + info["in_system"]
+        assert info["completed"] > 0
+        latency[slot] = info["mean_latency_ms"]
+    assert latency[1] > 1.5 * latency[0]  # the CPU serves, more slowly (measured 43 vs 18 ms)
