@@ -711,6 +711,14 @@ class CompiledShardSim(ShardSim):
         if (sub is None or not kernels.AVAILABLE or type(fixed_s) is not np.ndarray
                 or type(bps) is not np.ndarray):
             return super().route_earliest(fixed_s, bps)
+        node = self._send_earliest(sub, fixed_s, bps)
+        self.pending = None
+        return node
+
+    def _send_earliest(self, sub: SubRequest, fixed_s: np.ndarray, bps: np.ndarray) -> int:
+        """``sub`` to its earliest live replica in one compiled call
+        (:func:`segment.send_earliest`, growing the arrays it reports full), then route's and
+        _send's Python side; the node it went to."""
         sid = sub.id
         lay = self.lay
         while (node := sg.send_earliest(
@@ -727,8 +735,6 @@ class CompiledShardSim(ShardSim):
                 self._grow_heap(2)
             else:
                 self._grow_msg()
-        # route's and _send's Python side (see there)
-        self.pending = None
         sub.node = node
         sub.state = 1
         self.link_bytes_sent[node] = self._mv_lbs[node]
@@ -750,32 +756,10 @@ class CompiledShardSim(ShardSim):
         if req.id == self._fan_rid:
             self._route_rows_earliest(fixed_s, bps)
             return
-        rid = req.id
         fanout = self._fanout  # (only this request's sub-requests: see advance)
-        lay = self.lay
-        holds, row_hit, node_state = self.holds, self.row_hit, self.node_state
-        c_fast, c_slow, overhead = lay.c_fast, lay.c_slow, self.spec.node_overhead_s
         counters = self.sub
         while True:
-            sid = sub.id
-            while (node := sg.send_earliest(
-                    self._st, self._hp, self._mh, self._sub, sid, rid, sub.shard,
-                    sub.d_tracked, sub.d_untracked, sub.lookups, sub.tracked_lookups,
-                    sub.flow_seq, sub.req_bytes, sub.resp_bytes, self.events.now, holds,
-                    row_hit, node_state, fixed_s, bps, c_fast, c_slow, overhead)) < 0:
-                if node == -1:
-                    raise ValueError("min() arg is an empty sequence")
-                if node == -2:
-                    self._grow_subs(sid)
-                elif node == -3:
-                    self._grow_heap(2)
-                else:
-                    self._grow_msg()
-            # route's and _send's Python side (see route_earliest)
-            sub.node = node
-            sub.state = 1
-            self.link_bytes_sent[node] = self._mv_lbs[node]
-            self._link_busy_max = self._mvF[sg.F_LBMAX]
+            self._send_earliest(sub, fixed_s, bps)
             if fanout and self._live(fanout[0].shard):  # advance's first step
                 sub = self.pending = fanout.popleft()
                 counters.arrived += 1
