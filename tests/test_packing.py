@@ -3,9 +3,13 @@ equal array (dtype, shape, writability) whatever the values, both compressors in
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import pickle
+import zlib
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,11 +30,26 @@ def test_ints_round_trip(dtype: type, n: int, seed: int, increasing: bool,
         a.sort()
     a.flags.writeable = writeable
     enc = pickle.loads(pickle.dumps(Ints(a)))
-    # zlib below MIN_BYTES of packed data, bz2 above: both paths are taken
-    assert enc.bz == (n * np.dtype(enc.packed).itemsize >= MIN_BYTES)
+    # zlib below MIN_BYTES of packed data, xz above: both paths are taken
+    assert enc.codec == ("xz" if n * np.dtype(enc.packed).itemsize >= MIN_BYTES else "zlib")
     b = enc.array()
     assert b.dtype == a.dtype and np.array_equal(a, b)
     assert b.flags.writeable == writeable
+
+
+def test_ints_pickled_with_bz2_before_xz_still_load() -> None:
+    """Pickles from before xz: the state's first field was a flag, True for bz2 data."""
+    a = np.arange(0, 90_000, 3, dtype=np.int64)  # 30,000 gaps of one byte: xz
+    enc = Ints(a)
+    assert enc.codec == "xz"
+    state = enc.__getstate__()
+    raw = lzma.decompress(enc.data)
+    for flag, data in ((True, bz2.compress(raw, 9)), (False, zlib.compress(raw, 1))):
+        old = Ints.__new__(Ints)
+        old.__setstate__((flag, data, *state[2:]))
+        assert old.codec == ("bz2" if flag else "zlib")
+        b = pickle.loads(pickle.dumps(old)).array()
+        assert b.dtype == a.dtype and np.array_equal(a, b)
 
 
 @settings(max_examples=40, deadline=None)
@@ -53,3 +72,24 @@ def test_pack_compresses_large_arrays_only() -> None:
     p = pack(big)
     assert isinstance(p, Packed) and len(pickle.dumps(p)) < big.nbytes / 50
     assert np.array_equal(unpack(pickle.loads(pickle.dumps(p))), big)
+
+
+@pytest.mark.parametrize("codec", ["zlib", "xz"])
+def test_packed_round_trips_with_either_codec(codec: str) -> None:
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 1_000, (400, 18), dtype=np.int64)
+    a[::3] = 0
+    p = pickle.loads(pickle.dumps(Packed(a, codec)))
+    assert p.codec == codec
+    b = p.array()
+    assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(a, b)
+    assert b.flags.writeable
+    # a pickle from before the codec field (four fields, zlib data) still loads
+    old = Packed.__new__(Packed)
+    old.__setstate__((zlib.compress(a.tobytes(), 1), a.dtype.str, a.shape, True))
+    assert old.codec == "zlib" and np.array_equal(old.array(), a)
+
+
+def test_packed_refuses_an_unknown_codec() -> None:
+    with pytest.raises(ValueError, match="codec"):
+        Packed(np.zeros(4), "bz2")
