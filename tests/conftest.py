@@ -12,6 +12,12 @@ from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
 
+# One OpenMP thread in every process the tests start (apps, vec-env workers, probes), as the
+# apps' ``torch_threads: 1`` gives once they apply it: their start-up checks load saved models
+# before that (``experiments.evaluate``/``export``: SB3's orthogonal init, two threads spinning
+# on a busy 2-core machine, ~4 s of an evaluate run's 10 s). An explicit setting wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def run_app(*args: str, cwd: Path | None = None,
             timeout: int = 600) -> subprocess.CompletedProcess[str]:
