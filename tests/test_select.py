@@ -13,9 +13,9 @@ from hydra import compose, initialize_config_dir
 
 from experiments.common import CONF_DIR, UserError, env_spec
 from experiments.selection import Select, Validator, select_settings
-from tests.conftest import run_app
+from tests.conftest import QUICK_SELECT, run_app
 
-SEL = "{every: 512, traces: [azure-conv, null], loads: [1.0], episode_queries: 300}"
+SEL = QUICK_SELECT
 
 
 def _cfg(*overrides: str):
@@ -135,11 +135,8 @@ def test_select_best_keeps_the_best_scoring_weights() -> None:
     assert not all(torch.equal(now[k], seen[-1][k]) for k in now)  # not the last weights
 
 
-def test_train_exports_the_best_scoring_check(tmp_path: Path) -> None:
-    out = tmp_path / "r"
-    res = run_app("experiments.train", "experiment=quick", "progress=false",
-                  f"select={SEL}", f"hydra.run.dir={out}")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+def test_train_exports_the_best_scoring_check(quick_run: Path) -> None:
+    out = quick_run  # experiment=quick with select=SEL (tests/conftest.py)
     record = json.loads((out / "select.json").read_text())
     history = record["history"]
     assert [r["step"] for r in history] == [512, 1024, 1536, 2048]  # 2 envs x 256 per rollout

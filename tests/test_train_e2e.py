@@ -11,12 +11,9 @@ from tests.conftest import run_app
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "r"
-    res = run_app("experiments.train", "experiment=quick", "progress=false",
-                  f"hydra.run.dir={out}")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return out
+def run(quick_run: Path) -> Path:
+    """The suite's tiny training run (tests/conftest.py; with checkpoint selection)."""
+    return quick_run
 
 
 def test_run_folder_contents(run: Path) -> None:
