@@ -12,6 +12,12 @@ from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
 
+# One OpenMP thread in every process the tests start (apps, vec-env workers, probes), as the
+# apps' ``torch_threads: 1`` gives once they apply it: their start-up checks load saved models
+# before that (``experiments.evaluate``/``export``: SB3's orthogonal init, two threads spinning
+# on a busy 2-core machine, ~4 s of an evaluate run's 10 s). An explicit setting wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def run_app(*args: str, cwd: Path | None = None,
             timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -51,3 +57,23 @@ def _one_torch_thread() -> None:
 def repo() -> Path:
     """The repository root."""
     return REPO
+
+
+#: Checkpoint selection of the tiny quick run: a check every 512 steps on validation episodes
+#: of 300 queries (azure-conv and the env's own trace, load 1.0).
+QUICK_SELECT = "{every: 512, traces: [azure-conv, null], loads: [1.0], episode_queries: 300}"
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one tiny end-to-end training of the default suite (``experiment=quick``, 2,048
+    steps, with checkpoint selection ``QUICK_SELECT``): train, select, export, evaluate,
+    report. Shared by tests/test_train_e2e.py (the run folder, TensorBoard, the evaluate and
+    export apps on it) and tests/test_select.py (the exported model is the best check). The
+    plain path (no ``select``) runs end to end in tests/test_reliability_apps.py
+    (interrupted, then resumed) and tests/test_online.py."""
+    out = tmp_path_factory.mktemp("run") / "r"
+    res = run_app("experiments.train", "experiment=quick", "progress=false",
+                  f"select={QUICK_SELECT}", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return out

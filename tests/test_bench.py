@@ -35,8 +35,19 @@ def _tiny(tmp_path: Path, memory_sizes: tuple[int, ...] = ()) -> bench.BenchResu
         scaling_steps=200, memory_sizes=list(memory_sizes), memory_policy="shortest_finish")
 
 
-def test_every_section_runs_and_writes_its_files(tmp_path: Path) -> None:
-    res = _tiny(tmp_path, memory_sizes=(1_000, 5_000))
+MEMORY_SIZES = (2_000, 30_000)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> bench.BenchResults:
+    """Every section on tiny sizes, once: its memory section (the probe without tracemalloc,
+    2,000 and 30,000 queries) is also what the probe test below checks for ``traced=False``."""
+    return _tiny(tmp_path_factory.mktemp("bench"), memory_sizes=MEMORY_SIZES)
+
+
+def test_every_section_runs_and_writes_its_files(tmp_path: Path,
+                                                 tiny_run: bench.BenchResults) -> None:
+    res = tiny_run
     md = bench.write_results(res, tmp_path)
     assert (tmp_path / "bench_scaling.png").stat().st_size > 5_000
     rows = list(csv.DictReader(io.StringIO((tmp_path / "bench.csv").read_text())))
@@ -62,9 +73,12 @@ def test_every_section_runs_and_writes_its_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("traced", [False, True])
-def test_memory_probe_separates_the_trace_from_the_simulation(traced: bool) -> None:
-    rows = bench.bench_memory("ldsgym/PartitionPlacement-v0", [2_000, 30_000], "round_robin",
-                              traced=traced)
+def test_memory_probe_separates_the_trace_from_the_simulation(
+        traced: bool, request: pytest.FixtureRequest) -> None:
+    # Without tracemalloc: the memory section of the shared tiny bench run (same probe).
+    rows = (bench.bench_memory("ldsgym/PartitionPlacement-v0", list(MEMORY_SIZES),
+                               "round_robin", traced=True) if traced
+            else request.getfixturevalue("tiny_run").memory)
     paths = ["Python", "compiled"] if gpu_jit.AVAILABLE else ["Python"]
     assert [r["path"] for r in rows] == [p for p in paths for _ in range(2)]
     for small, large in zip(rows[::2], rows[1::2], strict=True):

@@ -164,14 +164,21 @@ def test_every_env_family_has_baselines() -> None:
     assert all(baselines_for(e) for e in ENV_IDS)
 
 
+#: Baselines that simulate every candidate layout at each decision (the hindsight oracles
+#: replay the whole episode per layout): 50 queries, still 90-200 interval decisions each
+#: (1-3.5 s -> 0.3-1.4 s a case on 2 cores).
+SLOW_BASELINES = {"best_static_hindsight", "interval_hindsight", "greedy"}
+
+
 @pytest.mark.parametrize("env_id, name", BASELINE_CASES)
 def test_baselines_never_pick_masked_actions(env_id: str, name: str) -> None:
-    env = gym.make(env_id, **_kw(env_id, **SMALL))
+    queries = 50 if name in SLOW_BASELINES else SMALL["episode_queries"]
+    env = gym.make(env_id, **_kw(env_id, episode_queries=queries))
     result = run_episode(env, baselines_for(env_id)[name](), seed=11)  # raises if masked
     if env_family(env_id) in INTERVAL_FAMILIES:
-        assert result["steps"] >= 1 and result["arrived"] == SMALL["episode_queries"]
+        assert result["steps"] >= 1 and result["arrived"] == queries
     else:
-        assert result["steps"] >= SMALL["episode_queries"]
+        assert result["steps"] >= queries
 
 
 def test_step_before_reset_and_bad_action_raise() -> None:

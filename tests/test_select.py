@@ -13,9 +13,9 @@ from hydra import compose, initialize_config_dir
 
 from experiments.common import CONF_DIR, UserError, env_spec
 from experiments.selection import Select, Validator, select_settings
-from tests.conftest import run_app
+from tests.conftest import QUICK_SELECT, run_app
 
-SEL = "{every: 512, traces: [azure-conv, null], loads: [1.0], episode_queries: 300}"
+SEL = QUICK_SELECT
 
 
 def _cfg(*overrides: str):
@@ -61,12 +61,17 @@ def test_bad_settings_are_one_line(value: str, needle: str) -> None:
     assert "\n" not in str(exc.value)
 
 
-def test_bad_key_fails_the_app_before_training(tmp_path: Path) -> None:
-    res = run_app("experiments.train", "experiment=quick", "select={every: 10, evry: 3}",
-                  f"hydra.run.dir={tmp_path}/x", timeout=120)
-    assert res.returncode != 0
-    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and "select: unknown key(s) ['evry']" in lines[0], res.stderr
+def test_bad_key_fails_the_app_before_training(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_reliability_apps import _run_in_process
+
+    status, err = _run_in_process("experiments.train", [
+        "experiment=quick", "select={every: 10, evry: 3}", f"hydra.run.dir={tmp_path}/x"],
+        tmp_path, capsys, monkeypatch)
+    assert status != 0
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "select: unknown key(s) ['evry']" in lines[0], err
     assert not (tmp_path / "x" / "model.zip").exists()
 
 
@@ -130,11 +135,8 @@ def test_select_best_keeps_the_best_scoring_weights() -> None:
     assert not all(torch.equal(now[k], seen[-1][k]) for k in now)  # not the last weights
 
 
-def test_train_exports_the_best_scoring_check(tmp_path: Path) -> None:
-    out = tmp_path / "r"
-    res = run_app("experiments.train", "experiment=quick", "progress=false",
-                  f"select={SEL}", f"hydra.run.dir={out}")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+def test_train_exports_the_best_scoring_check(quick_run: Path) -> None:
+    out = quick_run  # experiment=quick with select=SEL (tests/conftest.py)
     record = json.loads((out / "select.json").read_text())
     history = record["history"]
     assert [r["step"] for r in history] == [512, 1024, 1536, 2048]  # 2 envs x 256 per rollout
@@ -167,12 +169,23 @@ def test_runs_training_seeds_must_miss_the_evaluation_seeds() -> None:
         select_settings(cfg, env_spec(cfg))
 
 
-def test_runs_keep_the_best_scoring_training_run(tmp_path: Path) -> None:
-    out = tmp_path / "r"
-    sel = SEL.replace("}", ", runs: 2}")
+SEL_RUNS = SEL.replace("}", ", runs: 2, ensemble: 2}")
+
+
+@pytest.fixture(scope="module")
+def best_of_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny ``select.runs: 2, ensemble: 2`` training (seeds 3 and 4), shared by the two
+    tests below: ``runs`` alone takes the same path up to ``ensemble.json`` (what
+    ``test_runs_keep_the_best_scoring_training_run`` checks is written either way)."""
+    out = tmp_path_factory.mktemp("select") / "r"
     res = run_app("experiments.train", "experiment=quick", "progress=false", "seed=3",
-                  f"select={sel}", f"hydra.run.dir={out}")
+                  f"select={SEL_RUNS}", f"hydra.run.dir={out}")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return out
+
+
+def test_runs_keep_the_best_scoring_training_run(best_of_two: Path) -> None:
+    out = best_of_two
     record = json.loads((out / "select.json").read_text())
     subs = {s: json.loads((out / "runs" / f"seed-{s}" / "select.json").read_text())
             for s in (3, 4)}
@@ -195,17 +208,14 @@ def test_ensemble_is_refused_with_the_online_study() -> None:
         select_settings(cfg, env_spec(cfg))
 
 
-def test_runs_with_ensemble_act_together(tmp_path: Path) -> None:
+def test_runs_with_ensemble_act_together(best_of_two: Path) -> None:
     from agents.ensemble import EnsembleModel
     from agents.policy import SB3Policy
     from experiments.pipeline import collect_observations
     from experiments.saved import load_model
 
-    out = tmp_path / "r"
-    sel = SEL.replace("}", ", runs: 2, ensemble: 2}")
-    res = run_app("experiments.train", "experiment=quick", "progress=false", "seed=3",
-                  f"select={sel}", f"hydra.run.dir={out}")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = best_of_two
+    sel = SEL_RUNS
     members = json.loads((out / "ensemble.json").read_text())["members"]
     assert members == ["runs/seed-3/model.zip", "runs/seed-4/model.zip"]
     record = json.loads((out / "select.json").read_text())

@@ -10,7 +10,6 @@ from omegaconf import OmegaConf
 from agents.evaluation import PolicyResult
 from experiments.common import UserError
 from experiments.sweeps import objective_metric, objective_value
-from tests.conftest import run_app
 
 
 def _result(name: str, values: list[float]) -> PolicyResult:
@@ -27,10 +26,15 @@ def test_objective_is_the_learned_mean_over_episodes_and_loads() -> None:
         objective_metric(OmegaConf.create({"objective": "speed"}))
 
 
-def test_bad_objective_is_one_line_before_training(tmp_path: Path) -> None:
-    res = run_app("experiments.train", "experiment=quick", "+objective=speed",
-                  f"hydra.run.dir={tmp_path}/x", timeout=120)
-    assert res.returncode == 2
-    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and "objective" in lines[0] and "Traceback" not in res.stderr
+def test_bad_objective_is_one_line_before_training(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_reliability_apps import _run_in_process
+
+    status, err = _run_in_process("experiments.train", [
+        "experiment=quick", "+objective=speed", f"hydra.run.dir={tmp_path}/x"],
+        tmp_path, capsys, monkeypatch)
+    assert status == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "objective" in lines[0] and "Traceback" not in err
     assert not (tmp_path / "x" / "model.zip").exists()

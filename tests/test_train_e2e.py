@@ -11,12 +11,9 @@ from tests.conftest import run_app
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "r"
-    res = run_app("experiments.train", "experiment=quick", "progress=false",
-                  f"hydra.run.dir={out}")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return out
+def run(quick_run: Path) -> Path:
+    """The suite's tiny training run (tests/conftest.py; with checkpoint selection)."""
+    return quick_run
 
 
 def test_run_folder_contents(run: Path) -> None:
@@ -63,25 +60,33 @@ def test_export_app_reexports_with_parity(run: Path) -> None:
     assert "agree on 100.00% of 1000" in res.stdout
 
 
-def test_baselines_alone(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def baselines_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The evaluate app without a trained run (baselines only) on an env given a load range:
+    one run shared by the two tests below."""
+    out = tmp_path_factory.mktemp("baselines") / "b"
     res = run_app("experiments.evaluate", "policies=[random,shortest_finish]", "progress=false",
                   "eval.seeds=[1]", "env.kwargs.episode_queries=100",
-                  f"hydra.run.dir={tmp_path}/b")
+                  "env.kwargs.load=[0.8,1.2]", f"hydra.run.dir={out}")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "| shortest_finish |" in (tmp_path / "b" / "report.md").read_text()
+    return out
 
 
-def test_an_env_trained_across_a_load_range_is_evaluated_at_both_ends(tmp_path: Path) -> None:
-    res = run_app("experiments.evaluate", "policies=[shortest_finish]", "progress=false",
-                  "eval.seeds=[1]", "env.kwargs.episode_queries=100",
-                  "env.kwargs.load=[0.8,1.2]", f"hydra.run.dir={tmp_path}/r")
-    assert res.returncode == 0, res.stderr[-3000:]
+def test_baselines_alone(baselines_run: Path) -> None:
+    report = (baselines_run / "report.md").read_text()
+    assert "| shortest_finish |" in report and "| random |" in report
+
+
+def test_an_env_trained_across_a_load_range_is_evaluated_at_both_ends(baselines_run: Path) -> None:
     loads = {line.split(",")[0] for line in
-             (tmp_path / "r" / "results.csv").read_text().splitlines()[1:]}
+             (baselines_run / "results.csv").read_text().splitlines()[1:]}
     assert loads == {"0.8", "1.2"}
 
 
-@pytest.mark.parametrize("args, needle", [
+#: Bad input rejected by the apps' start-up checks (``experiments.common.precheck``, before
+#: Hydra runs the app), in this process; one case per app also in a fresh process below, as
+#: a user meets it (tests/test_reliability_apps.py has the train app's).
+BAD_INPUT = [
     (("experiments.train", "no_such_key=1"), "no_such_key"),
     (("experiments.train", "hw=no-such-gpu"), "hw"),
     (("experiments.train", "env.kwargs.layout=[4g,4g]"), "impossible"),
@@ -91,25 +96,53 @@ def test_an_env_trained_across_a_load_range_is_evaluated_at_both_ends(tmp_path: 
     (("experiments.evaluate", "policies=[learned]"), "learned"),
     (("experiments.export",), "run_dir"),
     (("experiments.train", "-m", "seed=0,1", "nokey=3"), "nokey"),
-])
-def test_bad_input_is_one_line(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
-    res = run_app(*args, f"hydra.run.dir={tmp_path}/x", timeout=120)
-    assert res.returncode != 0
-    err = res.stderr.strip()
+]
+
+
+def _one_line_and_nothing_written(status: int, err: str, needle: str, out: Path) -> None:
+    assert status != 0
+    err = err.strip()
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, err
     assert needle in lines[0]
-    assert not (tmp_path / "x" / "model.zip").exists()
+    assert not (out / "model.zip").exists()
 
 
-def test_bad_trace_file_is_one_line_naming_file_and_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("args, needle", BAD_INPUT)
+def test_bad_input_is_one_line(tmp_path: Path, args: tuple[str, ...], needle: str,
+                               capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_reliability_apps import _run_in_process
+
+    status, err = _run_in_process(args[0], [*args[1:], f"hydra.run.dir={tmp_path}/x"],
+                                  tmp_path, capsys, monkeypatch)
+    _one_line_and_nothing_written(status, err, needle, tmp_path / "x")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("experiments.evaluate", "run_dir=/no/such/run"), "run_dir"),
+    (("experiments.export",), "run_dir"),
+])
+def test_bad_input_is_one_line_in_a_fresh_process(tmp_path: Path, args: tuple[str, ...],
+                                                  needle: str) -> None:
+    res = run_app(*args, f"hydra.run.dir={tmp_path}/x", timeout=120)
+    _one_line_and_nothing_written(res.returncode, res.stderr, needle, tmp_path / "x")
+
+
+def test_bad_trace_file_is_one_line_naming_file_and_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_reliability_apps import _run_in_process
+
     bad = tmp_path / "bad.csv"
     bad.write_text("time_s,model\n0.1,resnet50\nabc,bert-base\n")
-    res = run_app("experiments.train", "trace=poisson", "trace._target_=traces.CsvReplay",
-                  f"+trace.path={bad}", f"hydra.run.dir={tmp_path}/x", timeout=120)
-    assert res.returncode == 2
-    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.stderr
+    status, err = _run_in_process(
+        "experiments.train", ["trace=poisson", "trace._target_=traces.CsvReplay",
+                              f"+trace.path={bad}", f"hydra.run.dir={tmp_path}/x"],
+        tmp_path, capsys, monkeypatch)
+    assert status == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err
     assert f"{bad}:3" in lines[0] and "time_s" in lines[0]
     assert not (tmp_path / "x" / "model.zip").exists()
