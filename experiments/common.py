@@ -202,6 +202,18 @@ Startup = Callable[[DictConfig, list[str]], Any]
 _EXISTED: set[Path] = set()
 
 
+def torch_threads(cfg: DictConfig) -> None:
+    """torch's intra-op threads to the run's ``torch_threads`` before the start-up checks,
+    which load saved models (evaluate, export, resume): with torch's default (one thread per
+    core) SB3's weight initialisation spins threads against each other on a busy machine. A
+    missing or bad value is left to the app's own checks."""
+    n = cfg.get("torch_threads")
+    if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def precheck(config_name: str, argv: list[str], startup: Startup | None = None) -> None:
     """Compose the config with the command-line overrides and run the app's start-up checks,
     all before Hydra runs the app.
@@ -232,6 +244,7 @@ def precheck(config_name: str, argv: list[str], startup: Startup | None = None) 
                 out = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
                 _EXISTED.update(p for p in (out, *out.parents) if p.exists())
                 if startup is not None:
+                    torch_threads(job)
                     startup(job, [o for o in overrides
                                   if not o.lstrip("+~").startswith("hydra.")])
     finally:
@@ -318,6 +331,7 @@ def hydra_app(config_name: str, startup: Startup | None = None,
                     with user_errors():
                         return fn(cfg)
                 try:
+                    torch_threads(cfg)
                     ready = startup(cfg, current_overrides())
                 except (UserError, OmegaConfBaseException) as exc:
                     message = str(exc) if isinstance(exc, UserError) else _config_message(exc)
