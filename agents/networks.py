@@ -79,10 +79,12 @@ class SlotScorer(nn.Module):
     """The policy/value trunk: per-slot scores (+ reject) and a pooled value latent.
 
     ``extra_first`` puts the extra (reject/keep) logit before the slots' instead of after.
+    ``separate_critic`` gives the value head its own per-slot network (``embed_vf``) instead of
+    sharing ``embed`` with the actor, so the value loss does not shape the actor's features.
     """
 
     def __init__(self, n_items: int, item_dim: int, global_dim: int, hidden: int,
-                 extra_first: bool = False) -> None:
+                 extra_first: bool = False, separate_critic: bool = False) -> None:
         super().__init__()
         self.n_items, self.item_dim, self.global_dim = n_items, item_dim, global_dim
         self.extra_first = bool(extra_first)
@@ -90,16 +92,20 @@ class SlotScorer(nn.Module):
         self.score = nn.Linear(hidden, 1)
         self.reject = nn.Sequential(_mlp([global_dim + 2 * hidden, hidden]), nn.Linear(hidden, 1))
         self.value = _mlp([global_dim + 2 * hidden, hidden, hidden])
+        # Created last and only when asked, so the default network (and its seeded
+        # initialisation) is unchanged.
+        self.embed_vf = _mlp([item_dim + global_dim, hidden, hidden]) if separate_critic else None
         self.latent_dim_pi = n_items + 1
         self.latent_dim_vf = hidden
 
-    def _trunk(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _trunk(self, features: torch.Tensor,
+               embed: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         b = features.shape[0]
         n, f = self.n_items, self.item_dim
         items = features[:, : n * f].reshape(b, n, f)
         glob = features[:, n * f:]
-        h = self.embed(torch.cat([items, glob.unsqueeze(1).expand(b, n, self.global_dim)],
-                                 dim=-1))
+        embed = self.embed if embed is None else embed
+        h = embed(torch.cat([items, glob.unsqueeze(1).expand(b, n, self.global_dim)], dim=-1))
         pooled = torch.cat([glob, h.mean(dim=1), h.amax(dim=1)], dim=1)
         return h, pooled
 
@@ -112,7 +118,7 @@ class SlotScorer(nn.Module):
 
     def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
         """Value latent."""
-        _, pooled = self._trunk(features)
+        _, pooled = self._trunk(features, self.embed_vf)
         return self.value(pooled)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,14 +133,18 @@ class SlotScoringPolicy(MaskableActorCriticPolicy):
         item_keys: Observation keys of shape ``(N,)``, one value per slot.
         global_keys: Observation keys describing the request/system as a whole.
         hidden: Width of the shared slot network.
+        separate_critic: The value head gets its own slot network instead of sharing the
+            actor's (default: shared).
     """
 
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Discrete,
                  lr_schedule: Any, item_keys: Sequence[str] = (),
-                 global_keys: Sequence[str] = (), hidden: int = 64, **kwargs: Any) -> None:
+                 global_keys: Sequence[str] = (), hidden: int = 64,
+                 separate_critic: bool = False, **kwargs: Any) -> None:
         self.item_keys = list(item_keys)
         self.global_keys = list(global_keys)
         self.hidden = int(hidden)
+        self.separate_critic = bool(separate_critic)
         self.n_actions = int(action_space.n)
         kwargs["features_extractor_class"] = SlotFeatures
         kwargs["features_extractor_kwargs"] = {"item_keys": self.item_keys,
@@ -149,7 +159,8 @@ class SlotScoringPolicy(MaskableActorCriticPolicy):
             raise ValueError(f"SlotScoringPolicy: {self.n_actions} actions, expected "
                              f"{fx.n_items} slots + reject")
         self.mlp_extractor = SlotScorer(  # type: ignore[assignment]  # same interface
-            fx.n_items, len(fx.item_keys), fx.n_global, self.hidden)
+            fx.n_items, len(fx.item_keys), fx.n_global, self.hidden,
+            separate_critic=self.separate_critic)
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
@@ -161,6 +172,8 @@ class SlotScoringPolicy(MaskableActorCriticPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(item_keys=self.item_keys, global_keys=self.global_keys, hidden=self.hidden)
+        if self.separate_critic:  # only when set: runs saved before the option load as before
+            data["separate_critic"] = True
         data.pop("features_extractor_class", None)
         data.pop("features_extractor_kwargs", None)
         data.pop("net_arch", None)
