@@ -19,6 +19,33 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def run_in_process(module: str, args: list[str], cwd: Path, capsys: pytest.CaptureFixture[str],
+                   monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """``python -m module args`` in this process (the start-up checks run before Hydra, so a
+    rejected run ends there): exit status and stderr."""
+    import importlib
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [module, *args])
+    app = importlib.import_module(module)
+    with pytest.raises(SystemExit) as info:
+        app.main()
+    return int(info.value.code or 0), capsys.readouterr().err
+
+
+def quick_train_refused(args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                        monkeypatch: pytest.MonkeyPatch) -> str:
+    """``experiments.train experiment=quick *args`` (in this process) must stop with status 2
+    and one line, no traceback, no model written; returns that line."""
+    status, err = run_in_process("experiments.train", [
+        "experiment=quick", *args, f"hydra.run.dir={tmp_path}/x"], tmp_path, capsys, monkeypatch)
+    assert status == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "x" / "model.zip").exists()
+    return lines[0]
+
+
 def run_app(*args: str, cwd: Path | None = None,
             timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <args>`` in the repo (or ``cwd``) and capture its output."""

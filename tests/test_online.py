@@ -19,8 +19,7 @@ import envs  # noqa: F401  (registers the ids)
 from agents.baselines import make_baseline
 from agents.online import Timeline, recovery_times, serve, serve_learning
 from agents.policy import SB3Policy
-from tests.conftest import run_app
-from tests.test_reliability_apps import _run_in_process
+from tests.conftest import run_app, run_in_process
 
 
 def _timeline(name: str, times: list[float], good: list[int]) -> Timeline:
@@ -175,7 +174,7 @@ def test_the_twin_sees_the_served_arrivals_and_the_served_actions_are_greedy() -
 def test_bad_online_input_writes_nothing(tmp_path: Path, arg: str, needle: str,
                                          capsys: pytest.CaptureFixture[str],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    status, err = _run_in_process("experiments.train", ["experiment=online", arg], tmp_path,
+    status, err = run_in_process("experiments.train", ["experiment=online", arg], tmp_path,
                                   capsys, monkeypatch)
     assert status == 2, err
     lines = [ln for ln in err.splitlines() if ln.strip()]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import REPO, run_app
+from tests.conftest import REPO, run_app, run_in_process
 
 QUICK = ("experiment=quick", "progress=false", "export.parity_samples=100",
          "env.kwargs.episode_queries=100", "eval.seeds=[10000]", "eval.baselines=[random]")
@@ -68,25 +68,11 @@ BAD_TRAIN = [
 ]
 
 
-def _run_in_process(module: str, args: list[str], cwd: Path, capsys: pytest.CaptureFixture[str],
-                    monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    """``python -m module args`` in this process (the start-up checks run before Hydra, so a
-    rejected run ends there): exit status and stderr."""
-    import importlib
-
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [module, *args])
-    app = importlib.import_module(module)
-    with pytest.raises(SystemExit) as info:
-        app.main()
-    return int(info.value.code or 0), capsys.readouterr().err
-
-
 @pytest.mark.parametrize("arg, needle", BAD_TRAIN)
 def test_bad_train_input_writes_nothing(tmp_path: Path, arg: str, needle: str,
                                         capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    status, err = _run_in_process("experiments.train", [arg], tmp_path, capsys, monkeypatch)
+    status, err = run_in_process("experiments.train", [arg], tmp_path, capsys, monkeypatch)
     assert status == 2, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -114,7 +100,7 @@ def test_binary_calibration_input_writes_nothing(tmp_path: Path, args: tuple[str
     work.mkdir()
     binary = tmp_path / "b.csv"
     binary.write_bytes(bytes(range(256)) * 4)
-    status, err = _run_in_process("experiments.calibrate",
+    status, err = run_in_process("experiments.calibrate",
                                   [a.format(bin=binary) for a in args], work, capsys, monkeypatch)
     assert status == 2
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -132,7 +118,7 @@ def test_corrupt_model_is_one_line_and_untouched(tmp_path: Path, app: str, kind:
     data = whole[: len(whole) // 3] if kind == "truncated" else whole
     run = _run_with_model(tmp_path / kind, data)
     before = _snapshot(run)
-    status, err = _run_in_process(app, [f"run_dir={run}", "progress=false"], tmp_path,
+    status, err = run_in_process(app, [f"run_dir={run}", "progress=false"], tmp_path,
                                   capsys, monkeypatch)
     assert status == 2
     lines = [ln for ln in err.splitlines() if ln.strip()]

@@ -113,9 +113,9 @@ def _one_line_and_nothing_written(status: int, err: str, needle: str, out: Path)
 def test_bad_input_is_one_line(tmp_path: Path, args: tuple[str, ...], needle: str,
                                capsys: pytest.CaptureFixture[str],
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.test_reliability_apps import _run_in_process
+    from tests.conftest import run_in_process
 
-    status, err = _run_in_process(args[0], [*args[1:], f"hydra.run.dir={tmp_path}/x"],
+    status, err = run_in_process(args[0], [*args[1:], f"hydra.run.dir={tmp_path}/x"],
                                   tmp_path, capsys, monkeypatch)
     _one_line_and_nothing_written(status, err, needle, tmp_path / "x")
 
@@ -133,11 +133,11 @@ def test_bad_input_is_one_line_in_a_fresh_process(tmp_path: Path, args: tuple[st
 def test_bad_trace_file_is_one_line_naming_file_and_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.test_reliability_apps import _run_in_process
+    from tests.conftest import run_in_process
 
     bad = tmp_path / "bad.csv"
     bad.write_text("time_s,model\n0.1,resnet50\nabc,bert-base\n")
-    status, err = _run_in_process(
+    status, err = run_in_process(
         "experiments.train", ["trace=poisson", "trace._target_=traces.CsvReplay",
                               f"+trace.path={bad}", f"hydra.run.dir={tmp_path}/x"],
         tmp_path, capsys, monkeypatch)
