@@ -203,10 +203,12 @@ _EXISTED: set[Path] = set()
 
 
 def torch_threads(cfg: DictConfig) -> None:
-    """torch's intra-op threads to the run's ``torch_threads`` before the start-up checks,
-    which load saved models (evaluate, export, resume): with torch's default (one thread per
-    core) SB3's weight initialisation spins threads against each other on a busy machine. A
-    missing or bad value is left to the app's own checks."""
+    """torch's intra-op threads to the run's ``torch_threads``, for the whole app and before its
+    start-up checks, which load saved models (evaluate, export, resume). The policies are small
+    MLPs: with torch's default (one thread per core) SB3's weight initialisation and every
+    forward pass contend with the simulator and other jobs for the cores (on a busy 2-core
+    machine a ClusterRouting decision took 10 ms instead of well under 1 ms). A missing or bad
+    value is left to the app's own checks."""
     n = cfg.get("torch_threads")
     if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
         import torch

@@ -61,14 +61,8 @@ def startup(cfg: DictConfig, overrides: list[str]) -> EvalStart:
 @hydra_app("evaluate", startup=startup)
 def main(cfg: DictConfig, start: EvalStart, _interrupts: Interrupts) -> None:
     """Evaluate and report."""
-    import torch
 
     from experiments.pipeline import describe, evaluate_and_report
-
-    # As in training: the policies are small MLPs, and with torch's default (one thread per
-    # core) each forward pass contends with the simulator and other jobs for the cores; on a
-    # busy 2-core machine a ClusterRouting decision took 10 ms instead of well under 1 ms.
-    torch.set_num_threads(int(cfg.torch_threads))
 
     header = describe(start.env_cfg, start.spec)
     if cfg.run_dir is not None:

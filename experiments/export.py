@@ -42,11 +42,9 @@ def startup(cfg: DictConfig, overrides: list[str]) -> ExportStart:
 @hydra_app("export", startup=startup)
 def main(cfg: DictConfig, start: ExportStart, _interrupts: Interrupts) -> None:
     """Export, then compare actions on held-out observations."""
-    import torch
 
     from experiments.pipeline import export_and_check
 
-    torch.set_num_threads(int(cfg.torch_threads))  # tiny MLPs: more threads only contend
     out = Path(cfg.run_dir)
     result = export_and_check(start.model, start.spec, out, start.parity_samples)
     write_json(out / "export.json", result)

@@ -167,7 +167,6 @@ def main(cfg: DictConfig, start: TrainStart, interrupts: Interrupts) -> float:
     """Train (or resume), export, evaluate, report; returns the learned policy's
     ``objective`` metric (what a sweeper such as Optuna optimises, see
     :mod:`experiments.sweeps`)."""
-    import torch
 
     from experiments.pipeline import (
         describe,
@@ -177,7 +176,6 @@ def main(cfg: DictConfig, start: TrainStart, interrupts: Interrupts) -> float:
         write_meta,
     )
 
-    torch.set_num_threads(int(cfg.torch_threads))  # tiny MLPs: more threads only contend
     out = run_dir()
     spec = start.spec
     resume_hint = f"resume with: python -m experiments.train resume={out}"

@@ -22,6 +22,18 @@ import numpy as np
 MIN_BYTES = 1 << 14
 
 
+def _compress(raw: bytes, codec: str) -> bytes:
+    """``raw`` compressed by ``codec``: "zlib" (level 1) or "xz" (LZMA preset 0)."""
+    return lzma.compress(raw, preset=0) if codec == "xz" else zlib.compress(raw, 1)
+
+
+def _decompress(data: bytes, codec: str) -> bytes:
+    """The inverse of :func:`_compress` (and of bz2, what :class:`Ints` used before xz)."""
+    if codec == "xz":
+        return lzma.decompress(data)
+    return bz2.decompress(data) if codec == "bz2" else zlib.decompress(data)
+
+
 class Packed:
     """A compressed array (what :func:`pack` returns for large arrays).
 
@@ -40,8 +52,7 @@ class Packed:
         self.dtype = a.dtype.str
         self.shape = a.shape
         self.writeable = bool(a.flags.writeable)
-        raw = np.ascontiguousarray(a).tobytes()
-        self.data = lzma.compress(raw, preset=0) if codec == "xz" else zlib.compress(raw, 1)
+        self.data = _compress(np.ascontiguousarray(a).tobytes(), codec)
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (self.data, self.dtype, self.shape, self.writeable, self.codec)
@@ -52,7 +63,7 @@ class Packed:
 
     def array(self) -> np.ndarray:
         """The array again (writable when it was)."""
-        raw = lzma.decompress(self.data) if self.codec == "xz" else zlib.decompress(self.data)
+        raw = _decompress(self.data, self.codec)
         out = np.frombuffer(bytearray(raw), dtype=np.dtype(self.dtype))
         out = out.reshape(self.shape)
         out.flags.writeable = self.writeable
@@ -72,10 +83,10 @@ class Ints:
     its entries, every one as offsets from the smallest value in the smallest unsigned dtype
     that holds them, compressed whatever its size: zlib (fast) below :data:`MIN_BYTES`, xz
     (LZMA, preset 0) above. A node's cache state comes out about a quarter smaller than with
-    zlib; bz2 (level 9, used before) gave 5-10% less on ShardRouting-v0/-16N and ShardPlacement
-    but took 3-25x longer, and 50-150 ms per array on the periodic 0.5 MB arrays of a
-    64-node cache state (5 s per pickle of ShardRouting-64N; xz: 0.2 s). Values must fit in
-    int64. Pickles made with bz2 still load.
+    zlib; bz2 (level 9, used before) gave 5-11% less on ShardRouting-v0/-16N and ShardPlacement
+    but took 2-25x longer, and 50-150 ms per array on the periodic 0.5 MB arrays of a
+    64-node cache state (5.2 s per pickle of ShardRouting-64N; with xz 0.6 s). Values must fit
+    in int64. Pickles made with bz2 still load.
 
     Args:
         a: The array.
@@ -100,8 +111,7 @@ class Ints:
         raw = packed.tobytes()
         #: "zlib", "xz" (or "bz2": unpickled from before xz)
         self.codec = "xz" if len(raw) >= MIN_BYTES else "zlib"
-        self.data = (lzma.compress(raw, preset=0) if self.codec == "xz"
-                     else zlib.compress(raw, 1))
+        self.data = _compress(raw, self.codec)
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (self.codec, self.data, self.dtype, self.increasing, self.low, self.n,
@@ -115,10 +125,7 @@ class Ints:
 
     def array(self) -> np.ndarray:
         """The array again (writable when it was)."""
-        codec = self.codec
-        raw = (lzma.decompress(self.data) if codec == "xz"
-               else bz2.decompress(self.data) if codec == "bz2" else zlib.decompress(self.data))
-        v = np.frombuffer(raw, dtype=np.dtype(self.packed))
+        v = np.frombuffer(_decompress(self.data, self.codec), dtype=np.dtype(self.packed))
         v = v.astype(np.int64) + self.low
         if self.increasing:
             np.cumsum(v, out=v)
