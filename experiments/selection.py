@@ -236,6 +236,15 @@ class Validator:
         return float(values.mean() if self.sel.score == "mean" else values.min()), gains
 
 
+def ensemble_members(runs: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The ``n`` runs with the highest ``chosen_score`` (of equal scores, the earlier run),
+    listed in the order of ``runs`` (seed order): what ``ensemble.json`` holds."""
+    if not 1 <= n <= len(runs):
+        raise ValueError(f"an ensemble of {n} from {len(runs)} runs")
+    ranked = sorted(range(len(runs)), key=lambda i: -runs[i]["chosen_score"])  # stable
+    return [runs[i] for i in sorted(ranked[:n])]
+
+
 def write_select(path: Path, record: dict[str, Any]) -> None:
     from experiments.common import write_atomic
 

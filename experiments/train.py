@@ -312,10 +312,9 @@ def _write_ensemble(cfg: DictConfig, start: TrainStart, out: Path,
     scores; listed in seed order); returns their seeds and the ensemble's own validation
     score and gains (for ``select.json``)."""
     from experiments.saved import ENSEMBLE_FILE, load_ensemble
-    from experiments.selection import Validator
+    from experiments.selection import Validator, ensemble_members
 
-    ranked = sorted(range(len(runs)), key=lambda i: -runs[i]["chosen_score"])
-    members = [runs[i] for i in sorted(ranked[:start.select.ensemble])]
+    members = ensemble_members(runs, start.select.ensemble)
     write_atomic(out / ENSEMBLE_FILE, json.dumps(
         {"members": [f"{RUNS}/seed-{r['seed']}/model.zip" for r in members],
          "seeds": [r["seed"] for r in members],

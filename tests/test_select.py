@@ -211,8 +211,9 @@ def test_runs_with_ensemble_act_together(best_of_two: Path) -> None:
 
     out = best_of_two
     sel = SEL_RUNS
-    members = json.loads((out / "ensemble.json").read_text())["members"]
-    assert members == ["runs/seed-3/model.zip", "runs/seed-4/model.zip"]
+    ens = json.loads((out / "ensemble.json").read_text())
+    assert ens["members"] == ["runs/seed-3/model.zip", "runs/seed-4/model.zip"]
+    assert ens["seeds"] == [3, 4]
     record = json.loads((out / "select.json").read_text())
     assert record["ensemble"]["seeds"] == [3, 4]
     cfg = _cfg(f"select={sel}", "seed=3")
@@ -242,3 +243,20 @@ def test_runs_with_ensemble_act_together(best_of_two: Path) -> None:
                   "progress=false")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "the ensemble of" in (out / "ev" / "report.md").read_text()
+
+
+def test_ensemble_members_are_the_best_scoring_runs_in_seed_order() -> None:
+    from experiments.selection import ensemble_members
+
+    runs = [{"seed": s, "chosen_score": c}
+            for s, c in zip([5, 6, 7, 8], [0.01, 0.03, -0.2, 0.04], strict=True)]
+    assert [r["seed"] for r in ensemble_members(runs, 2)] == [6, 8]  # 8 scored best: seed order
+    assert [r["seed"] for r in ensemble_members(runs, 3)] == [5, 6, 8]
+    assert [r["seed"] for r in ensemble_members(runs, 4)] == [5, 6, 7, 8]
+    # Of equal scores the earlier run, whatever the order of the rest.
+    tied = [{"seed": s, "chosen_score": c}
+            for s, c in zip([0, 1, 2, 3], [0.02, 0.05, 0.02, 0.02], strict=True)]
+    assert [r["seed"] for r in ensemble_members(tied, 2)] == [0, 1]
+    assert [r["seed"] for r in ensemble_members(tied, 3)] == [0, 1, 2]
+    with pytest.raises(ValueError):
+        ensemble_members(runs, 5)
