@@ -875,11 +875,17 @@ def fan_rows(fan: np.ndarray, split: np.ndarray, lookups: np.ndarray, req_bytes:
 def send_observe(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray,
                  fan: np.ndarray, k: int, key_start: int, node: int, k2: int, inv_sla: float,
                  left: int, req_pred: float, req_rate: float, consts: np.ndarray,
-                 req_node: np.ndarray, fin: np.ndarray, out: np.ndarray) -> int:
+                 req_node: np.ndarray, fin: np.ndarray, out: np.ndarray,
+                 acc: np.ndarray) -> int:
     """:func:`send` of the new sub-request of row ``k`` of ``fan`` (:func:`fan_rows`; its keys
     at ``key_start``) to ``node``, then :func:`envs.sim.dlrm.kernels.routing_obs` of row
     ``k2``'s (``inv_sla`` .. ``out`` as there) at the same instant, on the state after the
-    send, in one call. Returns 0, or (nothing done) :func:`send`'s code."""
+    send, in one call; then, of the state after the send, into ``acc``: the sum of the busy
+    seconds of every link direction (downlinks first), the most busy seconds of one
+    (``F_LBMAX``), and the link joules, the sum over nodes of the joules per byte (the last
+    row of ``consts``) times the bytes sent on the node's link. Each sum adds in order from
+    0.0, as CPython 3.11's ``sum`` of a list of floats (what ``link_utilization`` and the
+    env's ``energy_j`` compute). Returns 0, or (nothing done) :func:`send`'s code."""
     ff = fan.view(np.float64)
     ret = send(st, hp, mh, sub, node, fan[k, W_SID], fan[k, W_RID], fan[k, W_SHARD],
                fan[k, W_NK], fan[k, W_DU], fan[k, W_LOOK], fan[k, W_TRK], key_start,
@@ -890,6 +896,18 @@ def send_observe(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray
     routing_obs(v[1][F_NOW], fan[k2, W_SHARD], fan[k2, W_NK], fan[k2, W_DU],
                 fan[k2, W_LOOK], ff[k2, W_REQB], ff[k2, W_RESPB], inv_sla, left, req_pred,
                 req_rate, v[13], v[12], v[14], consts, req_node, fin, out)
+    link_busy = v[9]
+    s = 0.0
+    for i in range(link_busy.shape[0]):
+        s += link_busy[i]
+    acc[0] = s
+    acc[1] = v[1][F_LBMAX]
+    lbs = v[6][A_LBS]
+    j_per_byte = consts[consts.shape[0] - 1]
+    s = 0.0
+    for i in range(lbs.shape[0]):
+        s += j_per_byte[i] * lbs[i]
+    acc[2] = s
     return 0
 
 
