@@ -728,7 +728,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                 # _predict_finish_jit, and the link rates it keeps are current: no event runs
                 # in between); None, nothing done, otherwise
                 out = sim.route_observe(a, self._consts, self._req_pred, self._rate,
-                                        self._req_node_k, self._fin, self._out_size, self._acc)
+                                        self._out_size)
                 if out is not None:
                     # (_predict_finish_jit's bookkeeping: _finish is _fin, _node_key None and
                     # _routed empty in compiled mode)
@@ -794,7 +794,6 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._b2 = np.empty(N)
         self._b3 = np.empty(N)
         self._b4 = np.empty(N)
-        self._fin = np.empty(N)
         self._vals = np.empty((10, N))
         self._lb_flat = self._lb.reshape(-1)  # views
         self._vals_flat = self._vals.reshape(-1)
@@ -815,9 +814,13 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         # routing_obs's constants (see there): fixed link cost per node; overhead, mean
         # lookups and response bytes, capacity; the link payload rate now per node (_rate_n
         # is a view of it); seconds per fast-tier and per slow-tier read per node; which
-        # nodes hold each shard; then (for route_observe) the link joules per byte per node.
+        # nodes hold each shard; then route_observe's rows (segment.send_observe: one array
+        # argument for five): the link joules per byte per node; the predicted finish per
+        # node (_fin: routing_obs's fin); the request-aware entries' req_node (_req_node);
+        # the sums it adds (_acc: the busy seconds of all link directions, the most of one,
+        # the link joules).
         S = self.n_shards
-        self._consts = np.zeros((6 + S, max(N, 4)))
+        self._consts = np.zeros((9 + S, max(N, 4)))
         self._consts[0, :N] = self._fixed
         self._consts[1, :4] = (self.cluster.node_overhead_s, self._mean_lookups,
                                self._mean_resp, self.capacity_qps)
@@ -825,10 +828,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._consts[4, :N] = self.layout.c_slow
         self._consts[5:5 + S, :N] = self._holds_f
         self._consts[5 + S, :N] = self.energy_model.link_j_per_byte
-        self._rate_n = self._consts[2, :N]
-        # route_observe's sums of the state after its send (segment.send_observe): busy
-        # seconds of all link directions, the most of one, the link joules.
-        self._acc = np.zeros(3)
+        self._bind_rows()
         self._out = None  # the observation's entries, when jitted
         # Where each entry of the observation is in _out, in the order of _obs's dict (then
         # the request-aware entries, REQUEST_KEYS, which the kernel computes when it gets
@@ -839,16 +839,25 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                             slice(x + 4, x + 5))
         x += 5
         self._req_slices = tuple(slice(x + r * N, x + (r + 1) * N) for r in range(4))
-        self._req_node_k = self._req_node if self.request_obs else np.zeros(0)
         self._out_size = x + (4 * N if self.request_obs else 0)
         self._out_given = False  # _obs returned views of it already
+
+    def _bind_rows(self) -> None:
+        """The views of rows of ``_consts`` (see :meth:`_alloc_buffers`)."""
+        N, S = self.n_nodes, self.n_shards
+        c = self._consts
+        self._rate_n = c[2, :N]
+        self._fin = self._finish = c[6 + S, :N]
+        self._req_node = c[7 + S, :N]
+        self._req_node_k = self._req_node if self.request_obs else np.zeros(0)
+        self._acc = c[8 + S, :3]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if "_lb" in state:  # pickle copied the views: point them at the buffers again
             self._lb_flat = self._lb.reshape(-1)
             self._vals_flat = self._vals.reshape(-1)
-            self._rate_n = self._consts[2, :self.n_nodes]
+            self._bind_rows()
 
     def _on_pending(self) -> None:
         """Bookkeeping when a new sub-request becomes pending (rates, per-request state)."""

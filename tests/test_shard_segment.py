@@ -295,8 +295,7 @@ def test_route_observe_only_with_rows() -> None:
             continue
         assert not sim._fan_ok
         for _ in range(16):
-            assert sim.route_observe(0, env._consts, 0.0, 0.0, env._req_node_k, env._fin,
-                                     env._out_size, env._acc) is None
+            assert sim.route_observe(0, env._consts, 0.0, 0.0, env._out_size) is None
             env.step(int(np.flatnonzero(env.action_masks())[0]))
 
 
