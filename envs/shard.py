@@ -706,7 +706,10 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         if sim is None or sim.pending is None:
             raise RuntimeError("call reset() before step()")
-        mask = self._pending_mask(sim)
+        # _pending_mask's cached mask when it holds, else _pending_mask
+        if (sim.topology_version != self._mask_version
+                or (mask := self._shard_masks.get(sim.pending.shard)) is None):
+            mask = self._pending_mask(sim)
         # checked_action's checks, its common case inline (the action space is
         # Discrete(N + 1)): anything else goes through it (it raises or converts)
         a = int(action) if type(action) in _INT_TYPES else -1
@@ -716,25 +719,28 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         if a == N:
             sim.shed()
         else:
-            pred = float(self._finish[a])
-            if pred > self._req_node[a]:
-                self._req_node[a] = pred
-            if pred > self._req_pred:  # max(self._req_pred, pred), keeping the first on ties
-                self._req_pred = pred
             if (type(sim) is CompiledShardSim and sim is self._rate_sim
                     and sim.link_version == self._rate_version):
-                # route(a), advance() and _on_pending in one compiled call when the next
-                # sub-request is of the same request (_on_pending then only runs
-                # _predict_finish_jit, and the link rates it keeps are current: no event runs
-                # in between); None, nothing done, otherwise
+                # The request's prediction bookkeeping below, route(a), advance() and
+                # _on_pending in one compiled call when the next sub-request is of the same
+                # request (_on_pending then only runs _predict_finish_jit, and the link rates
+                # it keeps are current: no event runs in between); None, nothing done,
+                # otherwise.
                 out = sim.route_observe(a, self._consts, self._req_pred, self._rate,
                                         self._out_size)
                 if out is not None:
                     # (_predict_finish_jit's bookkeeping: _finish is _fin, _node_key None and
                     # _routed empty in compiled mode)
                     self._out = out
+                    busy, busy_max, links, self._req_pred = self._acc.tolist()
                     reward = self._reward()
-                    return self._views(out), reward, False, False, self._info_routed(sim)
+                    return (self._views(out), reward, False, False,
+                            self._info_routed(sim, busy, busy_max, links))
+            pred = float(self._finish[a])
+            if pred > self._req_node[a]:
+                self._req_node[a] = pred
+            if pred > self._req_pred:  # max(self._req_pred, pred), keeping the first on ties
+                self._req_pred = pred
             sim.route(a)
             self._routed.append(a)
         sim.advance()
@@ -818,7 +824,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         # argument for five): the link joules per byte per node; the predicted finish per
         # node (_fin: routing_obs's fin); the request-aware entries' req_node (_req_node);
         # the sums it adds (_acc: the busy seconds of all link directions, the most of one,
-        # the link joules).
+        # the link joules, the request's latest predicted finish: _req_pred).
         S = self.n_shards
         self._consts = np.zeros((9 + S, max(N, 4)))
         self._consts[0, :N] = self._fixed
@@ -850,7 +856,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._fin = self._finish = c[6 + S, :N]
         self._req_node = c[7 + S, :N]
         self._req_node_k = self._req_node if self.request_obs else np.zeros(0)
-        self._acc = c[8 + S, :3]
+        self._acc = c[8 + S, :4]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -1213,12 +1219,14 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         info["power_w"] = e / now if now > 0 else 0.0
         return info
 
-    def _info_routed(self, sim: CompiledShardSim) -> dict[str, Any]:
+    def _info_routed(self, sim: CompiledShardSim, busy: float, busy_max: float,
+                     links: float) -> dict[str, Any]:
         """:meth:`_info` after ``route_observe``: the last step's ``_info`` ran at this
         instant with no event since (its summary key and the energy terms kept between events
         hold), and the decision only sent a sub-request: the sub-request counts, the links and
-        the energy change, the links' sums from ``route_observe`` (``self._acc``, the sums of
-        ``link_utilization`` and ``energy_j``)."""
+        the energy change, from ``route_observe``'s sums (``self._acc``: the busy seconds of
+        all link directions, the most of one, the link joules, as ``link_utilization`` and
+        ``energy_j`` add them)."""
         base = self._info_base
         assert base is not None
         now = sim.events.now
@@ -1226,7 +1234,6 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         arrived = sub.arrived
         base["arrived"] = arrived
         base["in_system"] = arrived - sub.completed - base["dropped"]  # (no drop since)
-        busy, busy_max, links = self._acc.tolist()
         if now <= 0:  # link_utilization(now)
             base["link_utilization"] = base["link_utilization_max"] = 0.0
         else:

@@ -274,7 +274,8 @@ def test_routed_step_info_is_info(env_id: str, kwargs: dict[str, Any],
         _, _, _, trunc, info = env.step(int(valid[int(rng.integers(len(valid)))]))
         if fused["n"] > n:
             assert repr(list(info.items())) == repr(list(env._info().items()))
-            busy, busy_max, links = env._acc.tolist()
+            busy, busy_max, links, req_pred = env._acc.tolist()
+            assert req_pred == env._req_pred
             now = sim.events.now
             assert (busy / (2 * env.n_nodes * now), busy_max / now) == sim.link_utilization(now)
             head, dense = env._energy_part

@@ -678,7 +678,8 @@ class CompiledShardSim(ShardSim):
         :func:`envs.sim.dlrm.kernels.routing_obs` of that next one into a new float32 array
         of ``size``, in one compiled call (:func:`segment.send_observe`, reading the
         sub-requests from their rows; ``consts`` as there: ``routing_obs``'s ``consts``,
-        ``fin`` and ``req_node``, and the sums it adds); returns that array. None, nothing
+        ``fin`` and ``req_node``, the env's prediction bookkeeping and the sums it adds);
+        returns that array. None, nothing
         done, when there is no such next sub-request or no rows of this request (row-wise,
         extra reads, numba off): the caller routes and advances. ``node`` must be a live
         replica of the pending sub-request's shard (the caller checked it: ``route`` would
@@ -690,7 +691,7 @@ class CompiledShardSim(ShardSim):
         nxt = fanout[0]  # (row sub.shard + 1: the rows are the request's shards in order)
         if not self._live(nxt.shard):
             return None
-        out = np.empty(size, dtype=np.float32)
+        out = np.empty(size, np.float32)
         while ret := sg.send_observe(self._st, self._hp, self._mh, self._sub, self._fan,
                                      sub.shard, node, sub.req.inv_sla, len(fanout), req_pred,
                                      req_rate, consts, out):
