@@ -734,8 +734,34 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                     self._out = out
                     busy, busy_max, links, self._req_pred = self._acc.tolist()
                     reward = self._reward()
-                    return (self._views(out), reward, False, False,
-                            self._info_routed(sim, busy, busy_max, links))
+                    views = self._views(out)
+                    # _info, from route_observe's sums (self._acc: the busy seconds of all
+                    # link directions, the most of one, the link joules, as
+                    # link_utilization and energy_j add them): the last step's _info ran at
+                    # this instant with no event since (its summary key and energy_j's terms
+                    # kept between events hold), and the decision only sent a sub-request,
+                    # so only the sub-request counts, the links and the energy change
+                    # (test_routed_step_info_is_info: info == _info()).
+                    base = self._info_base
+                    assert base is not None
+                    now = sim.events.now
+                    counts = sim.sub
+                    arrived = counts.arrived
+                    base["arrived"] = arrived
+                    base["in_system"] = arrived - counts.completed - base["dropped"]
+                    if now <= 0:  # link_utilization(now)
+                        base["link_utilization"] = base["link_utilization_max"] = 0.0
+                    else:
+                        base["link_utilization"] = busy / (self._n_links * now)
+                        base["link_utilization_max"] = busy_max / now
+                    info = base.copy()
+                    head, dense = self._energy_part
+                    e = head + links + dense
+                    completed = sim.req.completed
+                    info["energy_j"] = e
+                    info["energy_per_query_j"] = e / completed if completed else 0.0
+                    info["power_w"] = e / now if now > 0 else 0.0
+                    return views, reward, False, False, info
             pred = float(self._finish[a])
             if pred > self._req_node[a]:
                 self._req_node[a] = pred
@@ -755,9 +781,13 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     def action_masks(self) -> np.ndarray:
         """Valid actions: the pending shard's live replicas (and shedding if allowed)."""
         sim = self.sim
-        if sim is None or sim.pending is None:
+        if sim is None or (sub := sim.pending) is None:
             return np.ones(self.n_nodes + 1, dtype=bool)
-        return self._pending_mask(sim).copy()
+        # _pending_mask's cached mask when it holds, else _pending_mask
+        if (sim.topology_version != self._mask_version
+                or (mask := self._shard_masks.get(sub.shard)) is None):
+            mask = self._pending_mask(sim)
+        return mask.copy()
 
     def _pending_mask(self, sim: ShardSim) -> np.ndarray:
         """The mask of the pending sub-request (cached until it or the topology changes; do
@@ -1214,35 +1244,6 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         # since the episode began.
         e = self.energy_j()
         completed = req.completed
-        info["energy_j"] = e
-        info["energy_per_query_j"] = e / completed if completed else 0.0
-        info["power_w"] = e / now if now > 0 else 0.0
-        return info
-
-    def _info_routed(self, sim: CompiledShardSim, busy: float, busy_max: float,
-                     links: float) -> dict[str, Any]:
-        """:meth:`_info` after ``route_observe``: the last step's ``_info`` ran at this
-        instant with no event since (its summary key and the energy terms kept between events
-        hold), and the decision only sent a sub-request: the sub-request counts, the links and
-        the energy change, from ``route_observe``'s sums (``self._acc``: the busy seconds of
-        all link directions, the most of one, the link joules, as ``link_utilization`` and
-        ``energy_j`` add them)."""
-        base = self._info_base
-        assert base is not None
-        now = sim.events.now
-        sub = sim.sub
-        arrived = sub.arrived
-        base["arrived"] = arrived
-        base["in_system"] = arrived - sub.completed - base["dropped"]  # (no drop since)
-        if now <= 0:  # link_utilization(now)
-            base["link_utilization"] = base["link_utilization_max"] = 0.0
-        else:
-            base["link_utilization"] = busy / (self._n_links * now)
-            base["link_utilization_max"] = busy_max / now
-        info = base.copy()
-        head, dense = self._energy_part  # energy_j (its key holds)
-        e = head + links + dense
-        completed = sim.req.completed
         info["energy_j"] = e
         info["energy_per_query_j"] = e / completed if completed else 0.0
         info["power_w"] = e / now if now > 0 else 0.0

@@ -689,7 +689,11 @@ class CompiledShardSim(ShardSim):
         if not fanout or sub is None or sub.req.id != self._fan_rid or not kernels.AVAILABLE:
             return None
         nxt = fanout[0]  # (row sub.shard + 1: the rows are the request's shards in order)
-        if not self._live(nxt.shard):
+        # _live's cached tuple when it holds, else _live
+        if (self._live_version != self.topology_version
+                or (live := self._live_cache.get(nxt.shard)) is None):
+            live = self._live(nxt.shard)
+        if not live:
             return None
         out = np.empty(size, np.float32)
         while ret := sg.send_observe(self._st, self._hp, self._mh, self._sub, self._fan,
