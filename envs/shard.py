@@ -48,6 +48,7 @@ _mul = operator.mul
 REQUEST_KEYS = ("req_routed", "slack", "link_depth", "ssd_depth")
 #: Reward types that are pure functions of the outcome (their value of an empty one is cached).
 _PURE_REWARDS = (GoodputReward, ViolationReward)
+_INT_TYPES = (int, np.int64)  # actions that take step's inline check (checked_action's)
 
 
 #: The ``clip`` ufunc: ``np.clip`` without its Python-level wrapper (same loops, same bits).
@@ -622,6 +623,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
 
         N, S = nodes, shards
         self.n_nodes, self.n_shards = N, S
+        self._n_links = 2 * N  # link directions (link_utilization's len(busy))
         lay = self.layout
         self._mean_lookups = lay.lookups_per_request / S
         self._mean_resp = float(np.mean(lay.resp_bytes))
@@ -655,6 +657,10 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self.sim: ShardSim | None = None
         kernels.warm_up()
         self._last_obs: Obs | None = None
+        # (per episode, see _alloc_buffers)
+        self._out: np.ndarray | None = None
+        self._out_size = 0
+        self._req_node_k = self._req_node
         self._zero_reward: tuple[Reward, float] | None = None
         self._summary: dict[str, Any] = {}
         self._shard_masks: dict[int, np.ndarray] = {}  # shard -> mask, at _mask_version
@@ -700,19 +706,67 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         sim = self.sim
         if sim is None or sim.pending is None:
             raise RuntimeError("call reset() before step()")
-        a = checked_action(action, self.action_space, self._pending_mask(sim))
-        if a == self.n_nodes:
+        # _pending_mask's cached mask when it holds, else _pending_mask
+        if (sim.topology_version != self._mask_version
+                or (mask := self._shard_masks.get(sim.pending.shard)) is None):
+            mask = self._pending_mask(sim)
+        # checked_action's checks, its common case inline (the action space is
+        # Discrete(N + 1)): anything else goes through it (it raises or converts)
+        a = int(action) if type(action) in _INT_TYPES else -1
+        N = self.n_nodes
+        if not 0 <= a <= N or not mask[a]:
+            a = checked_action(action, self.action_space, mask)
+        if a == N:
             sim.shed()
         else:
+            if (type(sim) is CompiledShardSim and sim is self._rate_sim
+                    and sim.link_version == self._rate_version):
+                # The request's prediction bookkeeping below, route(a), advance() and
+                # _on_pending in one compiled call when the next sub-request is of the same
+                # request (_on_pending then only runs _predict_finish_jit, and the link rates
+                # it keeps are current: no event runs in between); None, nothing done,
+                # otherwise.
+                out = sim.route_observe(a, self._consts, self._req_pred, self._rate,
+                                        self._out_size)
+                if out is not None:
+                    # (_predict_finish_jit's bookkeeping: _finish is _fin, _node_key None and
+                    # _routed empty in compiled mode)
+                    self._out = out
+                    busy, busy_max, links, self._req_pred = self._acc.tolist()
+                    reward = self._reward()
+                    views = self._views(out)
+                    # _info, from route_observe's sums (self._acc: the busy seconds of all
+                    # link directions, the most of one, the link joules, as
+                    # link_utilization and energy_j add them): the last step's _info ran at
+                    # this instant with no event since (its summary key and energy_j's terms
+                    # kept between events hold), and the decision only sent a sub-request,
+                    # so only the sub-request counts, the links and the energy change
+                    # (test_routed_step_info_is_info: info == _info()).
+                    base = self._info_base
+                    assert base is not None
+                    now = sim.events.now
+                    counts = sim.sub
+                    arrived = counts.arrived
+                    base["arrived"] = arrived
+                    base["in_system"] = arrived - counts.completed - base["dropped"]
+                    if now <= 0:  # link_utilization(now)
+                        base["link_utilization"] = base["link_utilization_max"] = 0.0
+                    else:
+                        base["link_utilization"] = busy / (self._n_links * now)
+                        base["link_utilization_max"] = busy_max / now
+                    info = base.copy()
+                    head, dense = self._energy_part
+                    e = head + links + dense
+                    completed = sim.req.completed
+                    info["energy_j"] = e
+                    info["energy_per_query_j"] = e / completed if completed else 0.0
+                    info["power_w"] = e / now if now > 0 else 0.0
+                    return views, reward, False, False, info
             pred = float(self._finish[a])
             if pred > self._req_node[a]:
                 self._req_node[a] = pred
             if pred > self._req_pred:  # max(self._req_pred, pred), keeping the first on ties
                 self._req_pred = pred
-            if type(sim) is CompiledShardSim and self._route_observe(sim, a):
-                # the next sub-request of this request is pending and observed (no event ran)
-                reward = self._reward()
-                return self._obs(), reward, False, False, self._info()
             sim.route(a)
             self._routed.append(a)
         sim.advance()
@@ -727,9 +781,13 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
     def action_masks(self) -> np.ndarray:
         """Valid actions: the pending shard's live replicas (and shedding if allowed)."""
         sim = self.sim
-        if sim is None or sim.pending is None:
+        if sim is None or (sub := sim.pending) is None:
             return np.ones(self.n_nodes + 1, dtype=bool)
-        return self._pending_mask(sim).copy()
+        # _pending_mask's cached mask when it holds, else _pending_mask
+        if (sim.topology_version != self._mask_version
+                or (mask := self._shard_masks.get(sub.shard)) is None):
+            mask = self._pending_mask(sim)
+        return mask.copy()
 
     def _pending_mask(self, sim: ShardSim) -> np.ndarray:
         """The mask of the pending sub-request (cached until it or the topology changes; do
@@ -772,7 +830,6 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._b2 = np.empty(N)
         self._b3 = np.empty(N)
         self._b4 = np.empty(N)
-        self._fin = np.empty(N)
         self._vals = np.empty((10, N))
         self._lb_flat = self._lb.reshape(-1)  # views
         self._vals_flat = self._vals.reshape(-1)
@@ -793,16 +850,22 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         # routing_obs's constants (see there): fixed link cost per node; overhead, mean
         # lookups and response bytes, capacity; the link payload rate now per node (_rate_n
         # is a view of it); seconds per fast-tier and per slow-tier read per node; which
-        # nodes hold each shard.
-        self._consts = np.zeros((5 + self.n_shards, max(N, 4)))
+        # nodes hold each shard; then route_observe's rows (segment.send_observe: one array
+        # argument for five): the link joules per byte per node; the predicted finish per
+        # node (_fin: routing_obs's fin); the request-aware entries' req_node (_req_node);
+        # the sums it adds (_acc: the busy seconds of all link directions, the most of one,
+        # the link joules, the request's latest predicted finish: _req_pred).
+        S = self.n_shards
+        self._consts = np.zeros((9 + S, max(N, 4)))
         self._consts[0, :N] = self._fixed
         self._consts[1, :4] = (self.cluster.node_overhead_s, self._mean_lookups,
                                self._mean_resp, self.capacity_qps)
         self._consts[3, :N] = self.layout.c_fast
         self._consts[4, :N] = self.layout.c_slow
-        self._consts[5:, :N] = self._holds_f
-        self._rate_n = self._consts[2, :N]
-        self._out: np.ndarray | None = None  # the observation's entries, when jitted
+        self._consts[5:5 + S, :N] = self._holds_f
+        self._consts[5 + S, :N] = self.energy_model.link_j_per_byte
+        self._bind_rows()
+        self._out = None  # the observation's entries, when jitted
         # Where each entry of the observation is in _out, in the order of _obs's dict (then
         # the request-aware entries, REQUEST_KEYS, which the kernel computes when it gets
         # _req_node: an empty array without them).
@@ -812,16 +875,25 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                             slice(x + 4, x + 5))
         x += 5
         self._req_slices = tuple(slice(x + r * N, x + (r + 1) * N) for r in range(4))
-        self._req_node_k = self._req_node if self.request_obs else np.zeros(0)
         self._out_size = x + (4 * N if self.request_obs else 0)
         self._out_given = False  # _obs returned views of it already
+
+    def _bind_rows(self) -> None:
+        """The views of rows of ``_consts`` (see :meth:`_alloc_buffers`)."""
+        N, S = self.n_nodes, self.n_shards
+        c = self._consts
+        self._rate_n = c[2, :N]
+        self._fin = self._finish = c[6 + S, :N]
+        self._req_node = c[7 + S, :N]
+        self._req_node_k = self._req_node if self.request_obs else np.zeros(0)
+        self._acc = c[8 + S, :4]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if "_lb" in state:  # pickle copied the views: point them at the buffers again
             self._lb_flat = self._lb.reshape(-1)
             self._vals_flat = self._vals.reshape(-1)
-            self._rate_n = self._consts[2, :self.n_nodes]
+            self._bind_rows()
 
     def _on_pending(self) -> None:
         """Bookkeeping when a new sub-request becomes pending (rates, per-request state)."""
@@ -842,25 +914,6 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         else:
             self._out = None
             self._finish = self._predict_finish()
-
-    def _route_observe(self, sim: CompiledShardSim, a: int) -> bool:
-        """``sim.route(a)``, ``sim.advance()`` and :meth:`_on_pending` in one compiled call
-        (:meth:`CompiledShardSim.route_observe`) when the next sub-request is of the same
-        request (``_on_pending`` then only runs :meth:`_predict_finish_jit`, and the link
-        rates it keeps are current: no event runs in between); False, nothing done,
-        otherwise."""
-        if sim is not self._rate_sim or sim.link_version != self._rate_version:
-            return False
-        out = sim.route_observe(a, self._consts, self._req_pred, self._rate, self._req_node_k,
-                                self._fin, self._out_size)
-        if out is None:
-            return False
-        self._node_key = None  # (as _predict_finish_jit)
-        self._routed.clear()
-        self._out = out
-        self._out_given = False
-        self._finish = self._fin
-        return True
 
     def _predict_finish_jit(self) -> np.ndarray:
         """:meth:`_predict_finish` and the entries of :meth:`_obs` (clipped, float32, into a
@@ -971,17 +1024,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         if out is not None:  # _predict_finish_jit filled it at this instant
             if self._out_given:  # a second call: its arrays must not alias the first's
                 out = out.copy()
-            self._out_given = True
-            q, w, lk, h, hs, oc, sl, up, ho, fi, sh, sz, rq, ra = self._out_slices
-            obs = {"queue": out[q], "work": out[w], "link": out[lk], "hit": out[h],
-                   "hit_shard": out[hs], "occupancy": out[oc], "slow": out[sl],
-                   "up": out[up], "holds": out[ho], "finish": out[fi], "shard": out[sh],
-                   "size": out[sz], "request": out[rq], "rates": out[ra]}
-            if self.request_obs:
-                for k, sl_ in zip(REQUEST_KEYS, self._req_slices, strict=True):
-                    obs[k] = out[sl_]
-            self._last_obs = obs
-            return obs
+            return self._views(out)
         inv_sla = sub.req.inv_sla  # 1 / max(deadline - arrival, 1e-9)
         s = sub.shard
         holds = self._holds_f[s]
@@ -1006,6 +1049,20 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         flat = np.empty(vals.shape, dtype=np.float32)
         clip_ufunc(vals, 0.0, _CLIP, out=flat, casting="unsafe")
         return self._obs_dict(flat, sim, sub, inv_sla)
+
+    def _views(self, out: np.ndarray) -> Obs:
+        """The observation as views of ``out`` (``routing_obs``'s entries; new, or a copy)."""
+        self._out_given = True
+        q, w, lk, h, hs, oc, sl, up, ho, fi, sh, sz, rq, ra = self._out_slices
+        obs = {"queue": out[q], "work": out[w], "link": out[lk], "hit": out[h],
+               "hit_shard": out[hs], "occupancy": out[oc], "slow": out[sl], "up": out[up],
+               "holds": out[ho], "finish": out[fi], "shard": out[sh], "size": out[sz],
+               "request": out[rq], "rates": out[ra]}
+        if self.request_obs:
+            for k, sl_ in zip(REQUEST_KEYS, self._req_slices, strict=True):
+                obs[k] = out[sl_]
+        self._last_obs = obs
+        return obs
 
     def _obs_dict(self, flat: np.ndarray, sim: ShardSim, sub: Any, inv_sla: float) -> Obs:
         """The observation from its clipped node rows ``flat`` ((10, N) float32, new)."""
@@ -1170,20 +1227,19 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                 "link_utilization": mean_link, "link_utilization_max": max_link,
                 "capacity_qps": self.capacity_qps, "invalid_actions": self._invalid,
             }
-            info = base.copy()
         else:
             # Between events at one instant only routing, shedding and unroutable
             # sub-requests change the state: the sub-request counts, and the links a message
-            # joined.
-            info = base.copy()
-            info["arrived"] = sub.arrived
-            info["dropped"] = sub_dropped
-            info["dropped_rejected"] = sub.dropped_rejected
-            info["dropped_failed"] = sub.dropped_failed
-            info["in_system"] = sub.arrived - sub.completed - sub_dropped
-            info["link_utilization"] = mean_link
-            info["link_utilization_max"] = max_link
-            info["invalid_actions"] = self._invalid
+            # joined. (base is kept as the last info, less the energy entries.)
+            base["arrived"] = sub.arrived
+            base["dropped"] = sub_dropped
+            base["dropped_rejected"] = sub.dropped_rejected
+            base["dropped_failed"] = sub.dropped_failed
+            base["in_system"] = sub.arrived - sub.completed - sub_dropped
+            base["link_utilization"] = mean_link
+            base["link_utilization_max"] = max_link
+            base["invalid_actions"] = self._invalid
+        info = base.copy()
         # energy_j so far, energy_per_query_j (per completed request) and the mean power_w
         # since the episode began.
         e = self.energy_j()

@@ -204,7 +204,8 @@ def test_reset_reuses_the_caches_and_pickles_keep_the_shared_rows() -> None:
             assert isinstance(view, memoryview), name
             assert np.shares_memory(np.asarray(view), getattr(sim, array)), name
             assert np.asarray(view).shape == getattr(sim, array).shape, name
-    assert np.shares_memory(clone._rate_n, clone._consts)
+    for name in ("_rate_n", "_fin", "_finish", "_req_node", "_acc"):
+        assert np.shares_memory(getattr(clone, name), clone._consts), name
     a, b = env.action_masks(), clone.action_masks()
     assert np.array_equal(a, b)
     act = int(np.flatnonzero(a)[-1])

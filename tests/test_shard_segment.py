@@ -243,6 +243,46 @@ def test_route_observe_within_a_request_grows_and_is_the_reference(
         assert c == r, f"step {i} differs"
 
 
+@pytest.mark.parametrize(("env_id", "kwargs"), [
+    ("ldsgym/ShardRouting-v0", {"reward": {"name": "goodput", "energy_weight": 0.01}}),
+    ("ldsgym/ShardRouting-Faults-v0", {"load": 1.1}),
+    ("ldsgym/ShardRouting-RequestAware-v0", {"allow_shed": True}),
+])
+def test_routed_step_info_is_info(env_id: str, kwargs: dict[str, Any],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a decision ``route_observe`` took, ``step``'s info (from the kernel's link sums
+    and the terms kept between events) is ``_info()``'s of that state (Python's
+    ``link_utilization`` and ``energy_j``), entry for entry, types and key order too."""
+    env: Any = gym.make(env_id, episode_queries=1200, **kwargs).unwrapped
+    env.reset(seed=4)
+    sim = env.sim
+    assert isinstance(sim, CompiledShardSim)
+    fused = {"n": 0}
+    route_observe = sim.route_observe
+
+    def counted(*args: Any) -> np.ndarray | None:
+        out = route_observe(*args)
+        fused["n"] += out is not None
+        return out
+
+    monkeypatch.setattr(sim, "route_observe", counted)
+    rng = np.random.default_rng(4)
+    trunc = False
+    while not trunc:
+        n = fused["n"]
+        valid = np.flatnonzero(env.action_masks())
+        _, _, _, trunc, info = env.step(int(valid[int(rng.integers(len(valid)))]))
+        if fused["n"] > n:
+            assert repr(list(info.items())) == repr(list(env._info().items()))
+            busy, busy_max, links, req_pred = env._acc.tolist()
+            assert req_pred == env._req_pred
+            now = sim.events.now
+            assert (busy / (2 * env.n_nodes * now), busy_max / now) == sim.link_utilization(now)
+            head, dense = env._energy_part
+            assert head + links + dense == env.energy_j()
+    assert fused["n"] > 500
+
+
 def test_route_observe_only_with_rows() -> None:
     """Row-wise sharding and extra reads (drifting popularity) have no sub-request rows:
     every decision takes the Python route (whole episodes of both are checked against the
@@ -256,8 +296,7 @@ def test_route_observe_only_with_rows() -> None:
             continue
         assert not sim._fan_ok
         for _ in range(16):
-            assert sim.route_observe(0, env._consts, 0.0, 0.0, env._req_node_k, env._fin,
-                                     env._out_size) is None
+            assert sim.route_observe(0, env._consts, 0.0, 0.0, env._out_size) is None
             env.step(int(np.flatnonzero(env.action_masks())[0]))
 
 

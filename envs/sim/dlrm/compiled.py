@@ -672,28 +672,33 @@ class CompiledShardSim(ShardSim):
         self._link_busy_max = self._mvF[sg.F_LBMAX]
 
     def route_observe(self, node: int, consts: np.ndarray, req_pred: float, req_rate: float,
-                      req_node: np.ndarray, fin: np.ndarray, size: int) -> np.ndarray | None:
+                      size: int) -> np.ndarray | None:
         """``route(node)``, then ``advance()`` when the next sub-request is the same
         request's and has a live replica (no event runs in between), and
-        :func:`envs.sim.dlrm.kernels.routing_obs` of that next one into ``fin`` and a new
-        float32 array of ``size`` (its other arguments as there), in one compiled call
-        (:func:`segment.send_observe`, reading the sub-requests from their rows); returns that
-        array. None, nothing done, when there is no such next sub-request or no rows of this
-        request (row-wise, extra reads, numba off): the caller routes and advances. ``node``
-        must be a live replica of the pending sub-request's shard (the caller checked it:
-        ``route`` would raise)."""
+        :func:`envs.sim.dlrm.kernels.routing_obs` of that next one into a new float32 array
+        of ``size``, in one compiled call (:func:`segment.send_observe`, reading the
+        sub-requests from their rows; ``consts`` as there: ``routing_obs``'s ``consts``,
+        ``fin`` and ``req_node``, the env's prediction bookkeeping and the sums it adds);
+        returns that array. None, nothing
+        done, when there is no such next sub-request or no rows of this request (row-wise,
+        extra reads, numba off): the caller routes and advances. ``node`` must be a live
+        replica of the pending sub-request's shard (the caller checked it: ``route`` would
+        raise)."""
         fanout = self._fanout
         sub = self.pending
         if not fanout or sub is None or sub.req.id != self._fan_rid or not kernels.AVAILABLE:
             return None
-        nxt = fanout[0]
-        if not self._live(nxt.shard):
+        nxt = fanout[0]  # (row sub.shard + 1: the rows are the request's shards in order)
+        # _live's cached tuple when it holds, else _live
+        if (self._live_version != self.topology_version
+                or (live := self._live_cache.get(nxt.shard)) is None):
+            live = self._live(nxt.shard)
+        if not live:
             return None
-        out = np.empty(size, dtype=np.float32)
+        out = np.empty(size, np.float32)
         while ret := sg.send_observe(self._st, self._hp, self._mh, self._sub, self._fan,
-                                     sub.shard, sub.flow_seq, node, nxt.shard, nxt.req.inv_sla,
-                                     len(fanout), req_pred, req_rate, consts, req_node, fin,
-                                     out):
+                                     sub.shard, node, sub.req.inv_sla, len(fanout), req_pred,
+                                     req_rate, consts, out):
             if ret == 1:
                 self._grow_subs(sub.id)
             elif ret == 2:

@@ -871,25 +871,64 @@ def fan_rows(fan: np.ndarray, split: np.ndarray, lookups: np.ndarray, req_bytes:
         ff[s, W_RESPB] = resp_bytes[s]
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def send_observe(st: np.ndarray, hp: np.ndarray, mh: np.ndarray, sub: np.ndarray,
-                 fan: np.ndarray, k: int, key_start: int, node: int, k2: int, inv_sla: float,
-                 left: int, req_pred: float, req_rate: float, consts: np.ndarray,
-                 req_node: np.ndarray, fin: np.ndarray, out: np.ndarray) -> int:
-    """:func:`send` of the new sub-request of row ``k`` of ``fan`` (:func:`fan_rows`; its keys
-    at ``key_start``) to ``node``, then :func:`envs.sim.dlrm.kernels.routing_obs` of row
-    ``k2``'s (``inv_sla`` .. ``out`` as there) at the same instant, on the state after the
-    send, in one call. Returns 0, or (nothing done) :func:`send`'s code."""
+                 fan: np.ndarray, k: int, node: int, inv_sla: float, left: int,
+                 req_pred: float, req_rate: float, consts: np.ndarray, out: np.ndarray) -> int:
+    """:func:`send` of the new sub-request of row ``k`` of ``fan`` (:func:`fan_rows`) to
+    ``node``, then :func:`envs.sim.dlrm.kernels.routing_obs` of row ``k + 1``'s (the next of
+    the request) at the same instant, on the state after the send, in one call; then, of the
+    state after the send, two sums and a maximum (below). Returns 0, or (nothing done)
+    :func:`send`'s code.
+
+    ``consts`` is ``routing_obs``'s with four more rows (one argument, not five: numba
+    unboxes each array argument): the link joules per byte per node; ``routing_obs``'s
+    ``fin`` (its first ``N`` entries); ``req_node`` (the first ``N``; ``routing_obs`` gets
+    them when ``out`` has the request-aware entries, else none); and the outputs: the sum of
+    the busy seconds of every link direction (downlinks first), the most busy seconds of one
+    (``F_LBMAX``), the link joules, the sum over nodes of the joules per byte times the
+    bytes sent on the node's link, and ``req_pred`` after the send. Each sum adds in order
+    from 0.0, as CPython 3.11's ``sum`` of a list of floats (what ``link_utilization`` and
+    the env's ``energy_j`` compute). ``inv_sla`` .. ``req_rate`` and ``out`` as in
+    ``routing_obs``, but first, as the env's ``step`` before a send: ``pred = fin[node]``
+    (the sent sub-request's predicted finish there) raises ``req_node[node]`` and
+    ``req_pred`` to it when greater."""
     ff = fan.view(np.float64)
     ret = send(st, hp, mh, sub, node, fan[k, W_SID], fan[k, W_RID], fan[k, W_SHARD],
-               fan[k, W_NK], fan[k, W_DU], fan[k, W_LOOK], fan[k, W_TRK], key_start,
+               fan[k, W_NK], fan[k, W_DU], fan[k, W_LOOK], fan[k, W_TRK], fan[k, W_KS],
                ff[k, W_REQB], ff[k, W_RESPB], True)
     if ret:
         return ret
     v = unpack(st)
+    N = st[I_N]
+    R = consts.shape[0]
+    req_aware = out.shape[0] == 14 * N + st[I_S] + 5
+    fin = consts[R - 3, :N]
+    req_node = consts[R - 2, :N]
+    pred = fin[node]
+    if pred > req_node[node]:
+        req_node[node] = pred
+    if pred > req_pred:
+        req_pred = pred
+    k2 = k + 1
     routing_obs(v[1][F_NOW], fan[k2, W_SHARD], fan[k2, W_NK], fan[k2, W_DU],
                 fan[k2, W_LOOK], ff[k2, W_REQB], ff[k2, W_RESPB], inv_sla, left, req_pred,
-                req_rate, v[13], v[12], v[14], consts, req_node, fin, out)
+                req_rate, v[13], v[12], v[14], consts, req_node[:N if req_aware else 0], fin,
+                out)
+    acc = consts[R - 1]
+    acc[3] = req_pred
+    link_busy = v[9]
+    s = 0.0
+    for i in range(link_busy.shape[0]):
+        s += link_busy[i]
+    acc[0] = s
+    acc[1] = v[1][F_LBMAX]
+    lbs = v[6][A_LBS]
+    j_per_byte = consts[R - 4]
+    s = 0.0
+    for i in range(lbs.shape[0]):
+        s += j_per_byte[i] * lbs[i]
+    acc[2] = s
     return 0
 
 
