@@ -54,7 +54,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from envs.sim.core import EventQueue
-from envs.sim.dlrm import kernels
+from envs.sim.dlrm import kernels, pcg
 from envs.sim.dlrm.layout import ShardLayout
 from envs.sim.dlrm.pslink import _EPS_BYTES, PsLink
 from envs.sim.dlrm.records import Arena, FanoutCounters, Migration, Request, SubRequest
@@ -294,6 +294,9 @@ class ShardSim:
             # the keys, then the radix sort's scratch (kernels.radix_sort)
             self._key_buf = np.empty(2 * layout.c_n_total, dtype=layout.key_dtype)
             self._arena = Arena(max(2**16, 32 * layout.c_n_total))
+        # The compiled draws' views of the generator's state (see _make_subrequests_jit;
+        # made on first use, never pickled): (bit generator, pcg.views of it).
+        self._pcg: tuple[Any, Any] | None = None
         #: The sub-request awaiting a decision, or None when the episode's are all decided.
         self.pending: SubRequest | None = None
         self.backlog = 0.0  # integral of sum(1 / SLA) over requests in the system
@@ -415,6 +418,7 @@ class ShardSim:
         state["_u_buf"] = (self._u_buf.dtype.str, len(self._u_buf))
         state["_key_buf"] = (self._key_buf.dtype.str, len(self._key_buf))
         state["_warm_rows"] = pack(self._warm_rows)
+        state["_pcg"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -744,12 +748,22 @@ class ShardSim:
             ml = m.tolist()
         n = sum(ml)
         norm: np.ndarray = lay.c_norm_d
-        u: np.ndarray = rng.random(dtype=norm.dtype, out=self._u_buf[:n])
-        if lay.c_power is None:
-            x = np.exp(u * norm.repeat(m))
-        else:
-            kernels.scale_draws(u, m, norm)
+        pv = self._pcg
+        if pv is None or pv[0] is not rng.bit_generator:
+            bg = rng.bit_generator
+            pv = self._pcg = (bg, (pcg.views(bg) if lay.c_power is not None
+                                   and norm.dtype == np.float32 else None))
+        u: np.ndarray = self._u_buf[:n]
+        if pv[1] is not None and lay.c_power is not None:  # the same draws, scaled (see pcg)
+            pcg.uniform_scaled(pv[1][0], pv[1][1], m, norm, u)
             x = np.power(u, lay.c_power, out=u)
+        else:
+            rng.random(dtype=norm.dtype, out=u)
+            if lay.c_power is None:
+                x = np.exp(u * norm.repeat(m))
+            else:
+                kernels.scale_draws(u, m, norm)
+                x = np.power(u, lay.c_power, out=u)
         key = self._key_buf[:n]
         out = np.empty((3, self.n_shards + 1), dtype=np.int64)
         arena = self._arena
