@@ -117,3 +117,76 @@ def test_pickled_simulator_draws_on_from_its_own_generator() -> None:
     assert a == b
     sim = copy.unwrapped.sim
     assert sim._pcg is not None and sim._pcg[0] is sim.rng.bit_generator
+
+
+@needs_jit
+def test_bucketed_draws_are_numpys_by_table_in_key_order() -> None:
+    norm = np.array([2.5, 0.5, 40.0, 1.0], dtype=np.float32)
+    order = np.array([2, 0, 3, 1], dtype=np.int64)
+    sizes = np.random.default_rng(1)
+    a = np.random.default_rng(11)
+    b = np.random.default_rng(11)
+    v = pcg.views(a.bit_generator)
+    assert v is not None
+    w = np.empty(20000, dtype=np.uint32)
+    hist = np.empty(20000, dtype=np.int64)
+    for step in range(40):
+        m = sizes.integers(0, [5, 3000, 1, 9000] if step % 2 else [2, 40, 7, 1])
+        u = np.empty(int(m.sum()), dtype=np.float32)
+        pcg.uniform_bucketed(v[0], v[1], m, norm, order, w, hist, u)
+        ref = _numpy_scaled(b, m, norm)
+        assert a.bit_generator.state == b.bit_generator.state
+        starts = np.concatenate([[0], np.cumsum(m)])
+        i = 0
+        for t in order.tolist():
+            got = u[i:i + m[t]]
+            want = ref[starts[t]:starts[t + 1]]
+            assert np.array_equal(np.sort(got).view(np.uint32), np.sort(want).view(np.uint32))
+            # bucketed on the top log2(m) bits: out of order only within a bucket
+            assert (np.diff(got) < 0).sum() <= max(1, m[t] // 2)
+            i += m[t]
+        assert a.binomial(30, 0.5) == b.binomial(30, 0.5)
+
+
+@needs_jit
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_nearly_sorted_split_is_split_sorted(shuffle: bool) -> None:
+    # Any order of a table's draws gives split_sorted's result; far from sorted (shuffled),
+    # the insertion sort gives up and the radix sort finishes.
+    env = gym.make("ldsgym/ShardRouting-v0").unwrapped
+    env.reset(seed=2)
+    sim = env.sim
+    lay = sim.lay
+    rng = np.random.default_rng(5)
+    order = np.argsort(lay.c_keyoff, kind="stable").astype(np.int64)
+    S = sim.n_shards
+    for _ in range(5):
+        m = np.array([rng.binomial(k, p) for k, p in lay.c_n_p], dtype=np.int64)
+        n = int(m.sum())
+        u = rng.random(n, dtype=np.float32)
+        kernels.scale_draws(u, m, lay.c_norm_d)
+        x = np.power(u, lay.c_power)
+        key = np.empty(n, dtype=lay.key_dtype)
+        tmp = np.empty(2 * n, dtype=lay.key_dtype)
+        rel, counts = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        out = np.empty((3, S + 1), dtype=np.int64)
+        kernels.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
+        kernels.radix_sort(key, tmp)
+        un = kernels.split_sorted(key, lay.shard_base, rel, counts, out,
+                                  lay.cached_lookups_tw, -1)
+        # the same draws, table by table in key order, each table sorted or shuffled
+        starts = np.concatenate([[0], np.cumsum(m)])
+        parts = [np.sort(x[starts[t]:starts[t + 1]]) for t in order.tolist()]
+        if shuffle:
+            for p in parts:
+                rng.shuffle(p)
+        x2 = np.concatenate(parts)
+        rel2, counts2 = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        out2 = np.empty((3, S + 1), dtype=np.int64)
+        key2 = np.empty(n, dtype=lay.key_dtype)
+        un2 = kernels.nearly_sorted_split(x2, m, lay.c_ub, lay.c_keyoff, order,
+                                          lay.shard_base, key2, tmp, rel2, counts2, out2,
+                                          lay.cached_lookups_tw)
+        assert un2 == un
+        assert np.array_equal(rel2[:un], rel[:un]) and np.array_equal(counts2[:un], counts[:un])
+        assert np.array_equal(out2, out)

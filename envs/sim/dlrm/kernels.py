@@ -290,6 +290,51 @@ def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.
     return u
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def nearly_sorted_split(x: np.ndarray, m: np.ndarray, ub: np.ndarray, keyoff: np.ndarray,
+                        order: np.ndarray, base: np.ndarray, key: np.ndarray, tmp: np.ndarray,
+                        rel: np.ndarray, counts: np.ndarray, out: np.ndarray,
+                        look: np.ndarray) -> int:
+    """:func:`table_keys`, the sort and :func:`split_sorted` (``sign=-1``) of a table-wise
+    request whose draws ``x`` are placed table by table in the order ``order`` (table
+    ``order[0]``'s ``m[order[0]]`` first, ...) instead of in table order, each table's
+    roughly sorted (:func:`envs.sim.dlrm.pcg.uniform_bucketed`): an insertion sort finishes
+    the sort in about one pass, or, past ``4 n + 64`` moves (the draws were not as sorted as
+    that), :func:`radix_sort` does (``tmp``: its scratch). Keys of one request sort to one
+    order, so ``rel``, ``counts``, ``out`` and the result are :func:`split_sorted`'s."""
+    one = x.dtype.type(1.0)
+    i = 0
+    for oi in range(m.shape[0]):
+        t = order[oi]
+        top = x.dtype.type(ub[t] + 1)
+        off = keyoff[t]
+        xt = x[i:i + m[t]]
+        kt = key[i:i + m[t]]
+        if top < 2147483648.0:
+            for j in range(xt.shape[0]):
+                kt[j] = off + _rank32(xt[j], one, top)
+        else:
+            for j in range(xt.shape[0]):
+                kt[j] = off + _rank(xt[j], one, top)
+        i += m[t]
+    n = key.shape[0]
+    budget = 4 * n + 64
+    for j in range(1, n):
+        k = key[j]
+        if key[j - 1] > k:
+            p = j
+            while p > 0 and key[p - 1] > k:
+                key[p] = key[p - 1]
+                p -= 1
+            key[p] = k
+            budget -= j - p
+            if budget < 0:
+                if not radix_sort(key, tmp):
+                    key.sort()
+                break
+    return split_sorted(key, base, rel, counts, out, look, -1)
+
+
 # ------------------------------------------------------------------------------ observation
 @njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def routing_obs(now: float, s: int, d_tracked: int, d_untracked: int, lookups: int,

@@ -80,29 +80,28 @@ def _out(lo: np.uint64, hi: np.uint64) -> np.uint64:
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _put(u: np.ndarray, i: int, x: np.uint64) -> np.uint32:
-    """The float32 draws of the 64-bit output ``x`` into ``u[i]`` and (if there) ``u[i + 1]``
-    (low half first, as numpy's ``pcg64_next32``); returns the high half."""
+def _put(w: np.ndarray, i: int, x: np.uint64) -> np.uint32:
+    """The 24-bit draws of the 64-bit output ``x`` into ``w[i]`` and (if there) ``w[i + 1]``
+    (low half first, as numpy's ``pcg64_next32``, each ``>> 8`` as its ``next_float``);
+    returns the high half."""
     high = np.uint32(x >> np.uint64(32))
-    u[i] = np.float32(np.uint32(x) >> np.uint32(8)) * np.float32(1.0 / 16777216.0)
-    if i + 1 < u.shape[0]:
-        u[i + 1] = np.float32(high >> np.uint32(8)) * np.float32(1.0 / 16777216.0)
+    w[i] = np.uint32(x) >> np.uint32(8)
+    if i + 1 < w.shape[0]:
+        w[i + 1] = high >> np.uint32(8)
     return high
 
 
-@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
-def uniform_scaled(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.ndarray,
-                   u: np.ndarray) -> None:
-    """``u[:] = rng.random(len(u), dtype=float32)``, then
-    :func:`envs.sim.dlrm.kernels.scale_draws` of it (``u * norm.repeat(m) + 1``, ``sum(m) ==
-    len(u)``), with ``pcg`` (uint64 ``[state_lo, state_hi, inc_lo, inc_hi]``) and ``buf``
-    (uint32 ``[.., .., has_uint32, uinteger]``) views of the generator's state (:func:`views`),
-    which it advances in place as numpy would.
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fill24(pcg: np.ndarray, buf: np.ndarray, w: np.ndarray) -> None:
+    """``w[i] = next32() >> 8`` for every ``i``: the integers of numpy's float32 draws
+    (``float32(w[i]) * 2**-24`` is ``rng.random(dtype=float32)``), from the state that ``pcg``
+    (uint64 ``[state_lo, state_hi, inc_lo, inc_hi]``) and ``buf`` (uint32 ``[.., ..,
+    has_uint32, uinteger]``) view (:func:`views`), advanced in place as numpy would.
 
     The LCG's steps are a chain of 128-bit multiplies; four interleaved chains, each four
     steps at a time (``MULT**4`` and its increment), give the same states in the same order
     without waiting on each other."""
-    n = u.shape[0]
+    n = w.shape[0]
     lo = pcg[0]
     hi = pcg[1]
     ilo = pcg[2]
@@ -111,7 +110,7 @@ def uniform_scaled(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.nda
     keep = buf[3]
     i = 0
     if has and n:
-        u[0] = np.float32(keep >> np.uint32(8)) * np.float32(1.0 / 16777216.0)
+        w[0] = keep >> np.uint32(8)
         has = 0
         i = 1
     steps = (n - i + 1) >> 1  # 64-bit outputs needed
@@ -125,13 +124,11 @@ def uniform_scaled(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.nda
         c0, c1 = _muladd(b0, b1, ml, mh, ilo, ihi)
         d0, d1 = _muladd(c0, c1, ml, mh, ilo, ihi)
         k = 0
-        while True:  # outputs k .. k + 3 from states a, b, c, d
-            if k + 4 > steps:
-                break
-            keep = _put(u, i, _out(a0, a1))
-            keep = _put(u, i + 2, _out(b0, b1))
-            keep = _put(u, i + 4, _out(c0, c1))
-            keep = _put(u, i + 6, _out(d0, d1))
+        while k + 4 <= steps:  # outputs k .. k + 3 from states a, b, c, d
+            keep = _put(w, i, _out(a0, a1))
+            keep = _put(w, i + 2, _out(b0, b1))
+            keep = _put(w, i + 4, _out(c0, c1))
+            keep = _put(w, i + 6, _out(d0, d1))
             lo, hi = d0, d1
             k += 4
             i += 8
@@ -140,11 +137,9 @@ def uniform_scaled(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.nda
                 b0, b1 = _muladd(b0, b1, m4l, m4h, clo, chi)
                 c0, c1 = _muladd(c0, c1, m4l, m4h, clo, chi)
                 d0, d1 = _muladd(d0, d1, m4l, m4h, clo, chi)
-            else:
-                break
         while k < steps:  # the last few, one step at a time
             lo, hi = _muladd(lo, hi, ml, mh, ilo, ihi)
-            keep = _put(u, i, _out(lo, hi))
+            keep = _put(w, i, _out(lo, hi))
             k += 1
             i += 2
         if i > n:  # the last output's high half waits for the next draw
@@ -153,14 +148,72 @@ def uniform_scaled(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.nda
     pcg[1] = hi
     buf[2] = has
     buf[3] = keep
+
+
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
+def uniform_scaled(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.ndarray,
+                   u: np.ndarray) -> None:
+    """``u[:] = rng.random(len(u), dtype=float32)``, then
+    :func:`envs.sim.dlrm.kernels.scale_draws` of it (``u * norm.repeat(m) + 1``, ``sum(m) ==
+    len(u)``), drawn by :func:`_fill24` (``pcg`` and ``buf`` as there)."""
+    w = u.view(np.uint32)
+    _fill24(pcg, buf, w)
+    scale = np.float32(1.0 / 16777216.0)
     one = np.float32(1.0)
     j0 = 0
     for t in range(m.shape[0]):
         c = norm[t]
         v = u[j0:j0 + m[t]]
+        wt = w[j0:j0 + m[t]]
         for j in range(v.shape[0]):
-            v[j] = v[j] * c + one
+            v[j] = np.float32(wt[j]) * scale * c + one
         j0 += m[t]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
+def uniform_bucketed(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.ndarray,
+                     order: np.ndarray, w: np.ndarray, hist: np.ndarray,
+                     u: np.ndarray) -> None:
+    """:func:`uniform_scaled`'s draws (table ``t``'s ``m[t]`` in table order, from the same
+    stream), placed table by table in the order ``order`` and, within a table, roughly
+    sorted: a counting sort on the draws' top ``log2(m[t])`` bits (the draws are uniform, so
+    about one a bucket). The scaling is increasing, so the ranks that follow from them come
+    out nearly sorted. ``w``: uint32 scratch of ``len(u)``; ``hist``: int64 scratch of at
+    least ``max(m) + 1``."""
+    n = u.shape[0]
+    _fill24(pcg, buf, w[:n])
+    scale = np.float32(1.0 / 16777216.0)
+    one = np.float32(1.0)
+    T = m.shape[0]
+    src = 0
+    for t in range(T):
+        mt = m[t]
+        if mt:
+            dst = 0  # where table t goes: after the tables before it in order
+            for oi in range(T):
+                if order[oi] == t:
+                    break
+                dst += m[order[oi]]
+            b = 0
+            while (2 << b) <= mt:
+                b += 1
+            shift = np.uint32(24 - b)
+            h = hist[:(1 << b) + 1]
+            h[:] = 0
+            wt = w[src:src + mt]
+            for j in range(mt):
+                h[(wt[j] >> shift) + 1] += 1
+            for k in range(1 << b):
+                h[k + 1] += h[k]
+            c = norm[t]
+            ut = u[dst:dst + mt]
+            for j in range(mt):
+                x = wt[j]
+                k = x >> shift
+                p = h[k]
+                h[k] = p + 1
+                ut[p] = np.float32(x) * scale * c + one
+        src += mt
 
 
 def _raw(bit_generator: Any) -> tuple[np.ndarray, np.ndarray]:
