@@ -726,7 +726,9 @@ class ShardSim:
     def _make_subrequests_jit(self, req: Request, fanout: int) -> list[SubRequest]:
         """:meth:`_make_subrequests` with the array work in compiled kernels
         (:mod:`envs.sim.dlrm.kernels`): the same draws, the same power, the same
-        results (the keys sorted by a radix sort, :func:`kernels.radix_sort`).
+        results (the keys sorted by a radix sort, :func:`kernels.radix_sort`, or, table-wise
+        with the compiled uniforms of :mod:`envs.sim.dlrm.pcg`, drawn nearly sorted: see
+        :meth:`_subrequests_bucketed`).
 
         With few cached tables the binomials are drawn one table at a time: the array draw
         calls the same ``random_binomial`` on each (n, p) pair in order, so the stream and

@@ -5,10 +5,12 @@ Each kernel does what a few numpy calls in :mod:`envs.sim.dlrm.cluster`,
 the bit: integer work (row-cache probes, rank clipping, key building, dedup of sorted keys) is
 exact; the float arithmetic is the same IEEE operations in the same order, element by element (no
 reductions, no fast-math, so no contraction into fused multiply-adds; numpy's error model, so a
-division by zero gives inf or NaN as numpy's does instead of raising). The random draws stay in
-numpy's ``Generator`` (the stream is unchanged), and so do the float32 ``power``/``exp`` of the
-rank sampling (numpy's SIMD versions; ``libm``'s could round differently). The sort of a
-request's keys is a radix sort (:func:`radix_sort`): integers have one sorted order.
+division by zero gives inf or NaN as numpy's does instead of raising). The random draws are
+numpy's ``Generator``'s stream (its float32 uniforms may be drawn by :mod:`envs.sim.dlrm.pcg`,
+bit for bit), and the float32 ``power``/``exp`` of the rank sampling stay numpy's (its SIMD
+versions; ``libm``'s could round differently). The sort of a request's keys is a radix sort
+(:func:`radix_sort`) or, for nearly sorted keys, an insertion sort
+(:func:`nearly_sorted_split`): integers have one sorted order.
 
 numba is optional: :data:`AVAILABLE` is False without it (or with ``LDSGYM_NO_JIT=1`` in the
 environment) and callers use their numpy path, which ``tests/test_shard_fastpath.py`` checks
