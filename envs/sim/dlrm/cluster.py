@@ -805,7 +805,7 @@ class ShardSim:
             return (bit_generator, views)
         order = np.argsort(lay.c_keyoff, kind="stable").astype(np.int64)
         return (bit_generator, views, order, np.empty(lay.c_n_total, dtype=np.uint32),
-                np.empty(int(lay.c_n.max()) + 2, dtype=np.int64))
+                np.empty(2 * int(lay.c_n.max()) + 2, dtype=np.int64))
 
     def _subrequests_bucketed(self, req: Request, fanout: int, pv: tuple[Any, ...],
                               m: np.ndarray, n: int, power: Any) -> list[SubRequest]:
