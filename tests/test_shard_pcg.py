@@ -190,3 +190,27 @@ def test_nearly_sorted_split_is_split_sorted(shuffle: bool) -> None:
         assert un2 == un
         assert np.array_equal(rel2[:un], rel[:un]) and np.array_equal(counts2[:un], counts[:un])
         assert np.array_equal(out2, out)
+
+
+@needs_jit
+def test_compiled_draws_hold_the_generators_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    # numpy holds bit_generator.lock while drawing; so must the kernels (they release the GIL)
+    assert pcg.check()  # (before the spies: the check draws through them too)
+    seen = []
+    sims = []  # the simulator drawing (set after its reset)
+    for name in ("uniform_bucketed", "uniform_scaled"):
+        right = getattr(pcg, name)
+
+        def spy(*args: object, _right: object = right) -> None:
+            if sims:
+                seen.append(sims[-1].rng.bit_generator.lock._is_owned())
+            _right(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(pcg, name, spy)
+    for kwargs in ({}, {"partition": "row"}):  # (bucketed table-wise, scaled row-wise)
+        env = gym.make("ldsgym/ShardRouting-v0", **kwargs).unwrapped
+        env.reset(seed=1)
+        sims.append(env.sim)
+        seen.clear()
+        env.sim._make_subrequests(env.sim.pending.req, env.sim.n_shards)
+        assert seen == [True]

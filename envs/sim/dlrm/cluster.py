@@ -757,7 +757,8 @@ class ShardSim:
         if len(pv) > 2 and lay.c_power is not None:  # table-wise, compiled: see below
             return self._subrequests_bucketed(req, fanout, pv, m, n, lay.c_power)
         if pv[1] is not None and lay.c_power is not None:  # the same draws, scaled (see pcg)
-            pcg.uniform_scaled(pv[1][0], pv[1][1], m, norm, u)
+            with pv[0].lock:  # (as numpy's own draws: the generator's state is shared)
+                pcg.uniform_scaled(pv[1][0], pv[1][1], m, norm, u)
             x = np.power(u, lay.c_power, out=u)
         else:
             rng.random(dtype=norm.dtype, out=u)
@@ -818,7 +819,8 @@ class ShardSim:
         lay = self.lay
         views, order = pv[1], pv[2]
         u = self._u_buf[:n]
-        pcg.uniform_bucketed(views[0], views[1], m, lay.c_norm_d, order, pv[3], pv[4], u)
+        with pv[0].lock:  # (as numpy's own draws: the kernel releases the GIL)
+            pcg.uniform_bucketed(views[0], views[1], m, lay.c_norm_d, order, pv[3], pv[4], u)
         x = np.power(u, power, out=u)
         out = np.empty((3, self.n_shards + 1), dtype=np.int64)
         arena = self._arena

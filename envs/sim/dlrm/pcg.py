@@ -301,7 +301,9 @@ def _between(g: np.random.Generator, step: int) -> list[Any]:
 def views(bit_generator: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`uniform_scaled`'s views of ``bit_generator``'s state, or None (draw with numpy):
     not a ``PCG64``, or :func:`check` failed. The views point into the generator's memory:
-    keep the generator alive while they are used, and never pickle them."""
+    keep the generator alive while they are used, never pickle them, and hold
+    ``bit_generator.lock`` while drawing through them (as numpy does: the kernels release the
+    GIL)."""
     if type(bit_generator) is not np.random.PCG64 or not check():
         return None
     pcg, buf = _raw(bit_generator)
