@@ -54,7 +54,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from envs.sim.core import EventQueue
-from envs.sim.dlrm import kernels
+from envs.sim.dlrm import kernels, pcg
 from envs.sim.dlrm.layout import ShardLayout
 from envs.sim.dlrm.pslink import _EPS_BYTES, PsLink
 from envs.sim.dlrm.records import Arena, FanoutCounters, Migration, Request, SubRequest
@@ -294,6 +294,9 @@ class ShardSim:
             # the keys, then the radix sort's scratch (kernels.radix_sort)
             self._key_buf = np.empty(2 * layout.c_n_total, dtype=layout.key_dtype)
             self._arena = Arena(max(2**16, 32 * layout.c_n_total))
+        # What the compiled draws use (_compiled_draws; made on first use for the generator
+        # they are of, never pickled).
+        self._pcg: tuple[Any, ...] | None = None
         #: The sub-request awaiting a decision, or None when the episode's are all decided.
         self.pending: SubRequest | None = None
         self.backlog = 0.0  # integral of sum(1 / SLA) over requests in the system
@@ -415,6 +418,7 @@ class ShardSim:
         state["_u_buf"] = (self._u_buf.dtype.str, len(self._u_buf))
         state["_key_buf"] = (self._key_buf.dtype.str, len(self._key_buf))
         state["_warm_rows"] = pack(self._warm_rows)
+        state["_pcg"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -722,7 +726,9 @@ class ShardSim:
     def _make_subrequests_jit(self, req: Request, fanout: int) -> list[SubRequest]:
         """:meth:`_make_subrequests` with the array work in compiled kernels
         (:mod:`envs.sim.dlrm.kernels`): the same draws, the same power, the same
-        results (the keys sorted by a radix sort, :func:`kernels.radix_sort`).
+        results (the keys sorted by a radix sort, :func:`kernels.radix_sort`, or, table-wise
+        with the compiled uniforms of :mod:`envs.sim.dlrm.pcg`, drawn nearly sorted: see
+        :meth:`_subrequests_bucketed`).
 
         With few cached tables the binomials are drawn one table at a time: the array draw
         calls the same ``random_binomial`` on each (n, p) pair in order, so the stream and
@@ -744,12 +750,23 @@ class ShardSim:
             ml = m.tolist()
         n = sum(ml)
         norm: np.ndarray = lay.c_norm_d
-        u: np.ndarray = rng.random(dtype=norm.dtype, out=self._u_buf[:n])
-        if lay.c_power is None:
-            x = np.exp(u * norm.repeat(m))
-        else:
-            kernels.scale_draws(u, m, norm)
+        pv = self._pcg
+        if pv is None or pv[0] is not rng.bit_generator:
+            pv = self._pcg = self._compiled_draws(rng.bit_generator)
+        u: np.ndarray = self._u_buf[:n]
+        if len(pv) > 2 and lay.c_power is not None:  # table-wise, compiled: see below
+            return self._subrequests_bucketed(req, fanout, pv, m, n, lay.c_power)
+        if pv[1] is not None and lay.c_power is not None:  # the same draws, scaled (see pcg)
+            with pv[0].lock:  # (as numpy's own draws: the generator's state is shared)
+                pcg.uniform_scaled(pv[1][0], pv[1][1], m, norm, u)
             x = np.power(u, lay.c_power, out=u)
+        else:
+            rng.random(dtype=norm.dtype, out=u)
+            if lay.c_power is None:
+                x = np.exp(u * norm.repeat(m))
+            else:
+                kernels.scale_draws(u, m, norm)
+                x = np.power(u, lay.c_power, out=u)
         key = self._key_buf[:n]
         out = np.empty((3, self.n_shards + 1), dtype=np.int64)
         arena = self._arena
@@ -772,6 +789,46 @@ class ShardSim:
         # out[2]: cached - tracked lookups per shard, the untracked ones
         kernels.split_sorted(key, lay.shard_base, rel, counts, out, lay.cached_lookups_tw,
                                -1)
+        self._split = out  # (what CompiledShardSim makes the sub-requests' rows of)
+        bl, tracked, untracked_l = out.tolist()
+        return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l,
+                                 lay.lookups_tw, lay.req_bytes_tw)
+
+    def _compiled_draws(self, bit_generator: Any) -> tuple[Any, ...]:
+        """What :meth:`_make_subrequests_jit` draws with, for ``bit_generator``: ``(it,
+        None)`` (numpy's draws), ``(it, views)`` (:func:`pcg.uniform_scaled`) or, table-wise,
+        ``(it, views, order, w, hist)`` (:meth:`_subrequests_bucketed`: the cached tables in
+        key order and the scratch of :func:`pcg.uniform_bucketed`)."""
+        lay = self.lay
+        views = (pcg.views(bit_generator) if lay.c_power is not None and len(lay.c_n)
+                 and lay.c_norm_d.dtype == np.float32 else None)
+        if views is None or lay.spec.row_wise:
+            return (bit_generator, views)
+        order = np.argsort(lay.c_keyoff, kind="stable").astype(np.int64)
+        return (bit_generator, views, order, np.empty(lay.c_n_total, dtype=np.uint32),
+                np.empty(2 * int(lay.c_n.max()) + 2, dtype=np.int64))
+
+    def _subrequests_bucketed(self, req: Request, fanout: int, pv: tuple[Any, ...],
+                              m: np.ndarray, n: int, power: Any) -> list[SubRequest]:
+        """The table-wise rest of :meth:`_make_subrequests_jit` with the compiled draws: the
+        same uniforms, placed table by table in key order and nearly sorted within a table
+        (:func:`pcg.uniform_bucketed`), so that their keys need about one insertion pass to
+        be sorted (:func:`kernels.nearly_sorted_split`) instead of a radix sort. The power is
+        numpy's as before (an elementwise ufunc: each draw's value does not depend on its
+        place), and sorted keys are one array whatever order they were drawn in."""
+        lay = self.lay
+        views, order = pv[1], pv[2]
+        u = self._u_buf[:n]
+        with pv[0].lock:  # (as numpy's own draws: the kernel releases the GIL)
+            pcg.uniform_bucketed(views[0], views[1], m, lay.c_norm_d, order, pv[3], pv[4], u)
+        x = np.power(u, power, out=u)
+        out = np.empty((3, self.n_shards + 1), dtype=np.int64)
+        arena = self._arena
+        rel = arena.take(n)
+        counts = arena.take(n) if _INTP64 else np.empty(n, dtype=np.intp)
+        kernels.nearly_sorted_split(x, m, lay.c_ub, lay.c_keyoff, order, lay.shard_base,
+                                    self._key_buf[:n], self._key_buf[n:], rel, counts, out,
+                                    lay.cached_lookups_tw)
         self._split = out  # (what CompiledShardSim makes the sub-requests' rows of)
         bl, tracked, untracked_l = out.tolist()
         return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l,

@@ -515,19 +515,19 @@ class CompiledShardSim(ShardSim):
             f[sg.F_BACKLOG], f[sg.F_RATE], f[sg.F_BT])
         self._link_busy_max = f[sg.F_LBMAX]
         self.events_handled = i[sg.I_EVH]
+        na = self._NA.tolist()  # (one conversion of all rows: fresh lists, as a row's)
         c = self.sub
         c.completed, c.good, c.dropped_overflow = i[sg.I_SUBC], i[sg.I_SUBG], i[sg.I_OVF]
-        c.busy_s = self._NA[sg.A_SUBBUSY].tolist()
+        c.busy_s = na[sg.A_SUBBUSY]
         c = self.req
         c.completed, c.good, c.dropped_failed = i[sg.I_REQC], i[sg.I_REQG], i[sg.I_REQDF]
         c.busy_s = self._req_busy_a.tolist()
         self.dense_free = self._dense_free_a.tolist()
         self.cache_lookups_total, self.cache_hits_total = i[sg.I_CLT], i[sg.I_CHT]
-        self.fast_reads = self._NA[sg.A_FAST].tolist()
-        self.slow_reads = self._NA[sg.A_SLOW].tolist()
-        self.link_bytes_sent = self._NA[sg.A_LBS].tolist()
-        self.cache_lookups = self._NI[sg.B_CLOOK].tolist()
-        self.cache_hits = self._NI[sg.B_CHIT].tolist()
+        self.fast_reads = na[sg.A_FAST]
+        self.slow_reads = na[sg.A_SLOW]
+        self.link_bytes_sent = na[sg.A_LBS]
+        self.cache_lookups, self.cache_hits = self._NI.tolist()
         return ret
 
     def advance(self) -> None:

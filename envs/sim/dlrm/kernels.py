@@ -5,10 +5,12 @@ Each kernel does what a few numpy calls in :mod:`envs.sim.dlrm.cluster`,
 the bit: integer work (row-cache probes, rank clipping, key building, dedup of sorted keys) is
 exact; the float arithmetic is the same IEEE operations in the same order, element by element (no
 reductions, no fast-math, so no contraction into fused multiply-adds; numpy's error model, so a
-division by zero gives inf or NaN as numpy's does instead of raising). The random draws stay in
-numpy's ``Generator`` (the stream is unchanged), and so do the float32 ``power``/``exp`` of the
-rank sampling (numpy's SIMD versions; ``libm``'s could round differently). The sort of a
-request's keys is a radix sort (:func:`radix_sort`): integers have one sorted order.
+division by zero gives inf or NaN as numpy's does instead of raising). The random draws are
+numpy's ``Generator``'s stream (its float32 uniforms may be drawn by :mod:`envs.sim.dlrm.pcg`,
+bit for bit), and the float32 ``power``/``exp`` of the rank sampling stay numpy's (its SIMD
+versions; ``libm``'s could round differently). The sort of a request's keys is a radix sort
+(:func:`radix_sort`) or, for nearly sorted keys, an insertion sort
+(:func:`nearly_sorted_split`): integers have one sorted order.
 
 numba is optional: :data:`AVAILABLE` is False without it (or with ``LDSGYM_NO_JIT=1`` in the
 environment) and callers use their numpy path, which ``tests/test_shard_fastpath.py`` checks
@@ -288,6 +290,51 @@ def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.
         out[2, s] = look[s] + sign * (out[1, s + 1] - out[1, s])
     out[2, nb - 1] = 0
     return u
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def nearly_sorted_split(x: np.ndarray, m: np.ndarray, ub: np.ndarray, keyoff: np.ndarray,
+                        order: np.ndarray, base: np.ndarray, key: np.ndarray, tmp: np.ndarray,
+                        rel: np.ndarray, counts: np.ndarray, out: np.ndarray,
+                        look: np.ndarray) -> int:
+    """:func:`table_keys`, the sort and :func:`split_sorted` (``sign=-1``) of a table-wise
+    request whose draws ``x`` are placed table by table in the order ``order`` (table
+    ``order[0]``'s ``m[order[0]]`` first, ...) instead of in table order, each table's
+    roughly sorted (:func:`envs.sim.dlrm.pcg.uniform_bucketed`): an insertion sort finishes
+    the sort in about one pass, or, past ``4 n + 64`` moves (the draws were not as sorted as
+    that), :func:`radix_sort` does (``tmp``: its scratch). Keys of one request sort to one
+    order, so ``rel``, ``counts``, ``out`` and the result are :func:`split_sorted`'s."""
+    one = x.dtype.type(1.0)
+    i = 0
+    for oi in range(m.shape[0]):
+        t = order[oi]
+        top = x.dtype.type(ub[t] + 1)
+        off = keyoff[t]
+        xt = x[i:i + m[t]]
+        kt = key[i:i + m[t]]
+        if top < 2147483648.0:
+            for j in range(xt.shape[0]):
+                kt[j] = off + _rank32(xt[j], one, top)
+        else:
+            for j in range(xt.shape[0]):
+                kt[j] = off + _rank(xt[j], one, top)
+        i += m[t]
+    n = key.shape[0]
+    budget = 4 * n + 64
+    for j in range(1, n):
+        k = key[j]
+        if key[j - 1] > k:
+            p = j
+            while p > 0 and key[p - 1] > k:
+                key[p] = key[p - 1]
+                p -= 1
+            key[p] = k
+            budget -= j - p
+            if budget < 0:
+                if not radix_sort(key, tmp):
+                    key.sort()
+                break
+    return split_sorted(key, base, rel, counts, out, look, -1)
 
 
 # ------------------------------------------------------------------------------ observation

@@ -1,0 +1,315 @@
+"""numpy's float32 uniforms from a ``PCG64`` generator, drawn in compiled code.
+
+``Generator.random(n, dtype=float32)`` costs ~2-3 ns a draw here (a call through the bit
+generator's function pointer per draw); a ShardRouting-v0 request draws ~7,400 of them.
+:func:`uniform_scaled` draws the same numbers from the same state: it reads numpy's ``PCG64``
+state (``bit_generator.ctypes.state_address``: a pointer to the 128-bit ``state`` and
+``inc``, then numpy's one-``uint32`` buffer ``has_uint32``/``uinteger``), steps it as numpy's
+``pcg64_next32`` does (state = state * multiplier + inc in 128 bits, the XSL-RR output; the low
+half first, the high half kept for the next draw) and writes the state back, so numpy's next
+draw on the generator goes on from there. A float32 is ``(next32 >> 8) * 2**-24``, as numpy's
+``next_float``.
+
+This relies on numpy's memory layout, so nothing here is used until :func:`check` has shown
+on probe generators that the layout reads back as ``bit_generator.state`` says and that the
+draws and the state after them equal numpy's, for draws split at odd counts and interleaved
+with numpy's own (binomial, float32, float64) draws on the same generator. Without numba, or
+when the check fails, callers draw with numpy (:func:`views` returns None).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import numpy as np
+
+from envs.sim.jit import AVAILABLE, NO_NRT, njit
+
+try:
+    from llvmlite import ir
+    from numba.core import types as _nt
+    from numba.core.extending import intrinsic
+
+    def _muladd_typer(typingctx: Any, lo: Any, hi: Any, mlo: Any, mhi: Any, clo: Any,
+                chi: Any) -> Any:
+        """``(x * m + c) mod 2**128`` of the 128-bit numbers ``x = (hi, lo)``, ``m`` and
+        ``c``, as ``(lo, hi)`` (LLVM's 128-bit multiply: numpy's ``pcg_setseq_128_step_r``
+        where ``m`` is the multiplier and ``c`` the increment)."""
+        u64 = _nt.uint64
+        sig = _nt.UniTuple(u64, 2)(u64, u64, u64, u64, u64, u64)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            i128 = ir.IntType(128)
+            i64 = ir.IntType(64)
+            k64 = ir.Constant(i128, 64)
+
+            def wide(low: Any, high: Any) -> Any:
+                return builder.or_(builder.zext(low, i128),
+                                   builder.shl(builder.zext(high, i128), k64))
+
+            s = builder.add(builder.mul(wide(args[0], args[1]), wide(args[2], args[3])),
+                            wide(args[4], args[5]))
+            return context.make_tuple(builder, signature.return_type,
+                                      [builder.trunc(s, i64),
+                                       builder.trunc(builder.lshr(s, k64), i64)])
+        return sig, codegen
+
+    _muladd: Any = intrinsic(_muladd_typer)
+    _HAVE_INTRINSIC = AVAILABLE
+except ImportError:  # pragma: no cover - without numba
+    _HAVE_INTRINSIC = False
+
+#: PCG64's 128-bit multiplier (numpy's PCG_DEFAULT_MULTIPLIER_128).
+_MULT = 0x2360ED051FC65DA44385DF649FCCF645
+_M128 = (1 << 128) - 1
+#: Four steps at once: state * MULT**4 + inc * (1 + MULT + MULT**2 + MULT**3).
+_MULT4 = pow(_MULT, 4, 1 << 128)
+_SUM4 = (1 + _MULT + _MULT**2 + _MULT**3) & _M128
+_ML, _MH = _MULT & 0xFFFFFFFFFFFFFFFF, _MULT >> 64
+_M4L, _M4H = _MULT4 & 0xFFFFFFFFFFFFFFFF, _MULT4 >> 64
+_S4L, _S4H = _SUM4 & 0xFFFFFFFFFFFFFFFF, _SUM4 >> 64
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _out(lo: np.uint64, hi: np.uint64) -> np.uint64:
+    """PCG's XSL-RR output of the state ``(hi, lo)``: ``rotr64(hi ^ lo, hi >> 58)``."""
+    x = hi ^ lo
+    r = hi >> np.uint64(58)
+    return (x >> r) | (x << ((np.uint64(64) - r) & np.uint64(63)))
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _put(w: np.ndarray, i: int, x: np.uint64) -> np.uint32:
+    """The 24-bit draws of the 64-bit output ``x`` into ``w[i]`` and (if there) ``w[i + 1]``
+    (low half first, as numpy's ``pcg64_next32``, each ``>> 8`` as its ``next_float``);
+    returns the high half."""
+    high = np.uint32(x >> np.uint64(32))
+    w[i] = np.uint32(x) >> np.uint32(8)
+    if i + 1 < w.shape[0]:
+        w[i + 1] = high >> np.uint32(8)
+    return high
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fill24(pcg: np.ndarray, buf: np.ndarray, w: np.ndarray) -> None:
+    """``w[i] = next32() >> 8`` for every ``i``: the integers of numpy's float32 draws
+    (``float32(w[i]) * 2**-24`` is ``rng.random(dtype=float32)``), from the state that ``pcg``
+    (uint64 ``[state_lo, state_hi, inc_lo, inc_hi]``) and ``buf`` (uint32 ``[.., ..,
+    has_uint32, uinteger]``) view (:func:`views`), advanced in place as numpy would.
+
+    The LCG's steps are a chain of 128-bit multiplies; four interleaved chains, each four
+    steps at a time (``MULT**4`` and its increment), give the same states in the same order
+    without waiting on each other."""
+    n = w.shape[0]
+    lo = pcg[0]
+    hi = pcg[1]
+    ilo = pcg[2]
+    ihi = pcg[3]
+    has = buf[2]
+    keep = buf[3]
+    i = 0
+    if has and n:
+        w[0] = keep >> np.uint32(8)
+        has = 0
+        i = 1
+    steps = (n - i + 1) >> 1  # 64-bit outputs needed
+    if steps:
+        z = np.uint64(0)
+        ml, mh = np.uint64(_ML), np.uint64(_MH)
+        clo, chi = _muladd(ilo, ihi, np.uint64(_S4L), np.uint64(_S4H), z, z)
+        m4l, m4h = np.uint64(_M4L), np.uint64(_M4H)
+        a0, a1 = _muladd(lo, hi, ml, mh, ilo, ihi)
+        b0, b1 = _muladd(a0, a1, ml, mh, ilo, ihi)
+        c0, c1 = _muladd(b0, b1, ml, mh, ilo, ihi)
+        d0, d1 = _muladd(c0, c1, ml, mh, ilo, ihi)
+        k = 0
+        while k + 4 <= steps:  # outputs k .. k + 3 from states a, b, c, d
+            keep = _put(w, i, _out(a0, a1))
+            keep = _put(w, i + 2, _out(b0, b1))
+            keep = _put(w, i + 4, _out(c0, c1))
+            keep = _put(w, i + 6, _out(d0, d1))
+            lo, hi = d0, d1
+            k += 4
+            i += 8
+            if k + 4 <= steps:
+                a0, a1 = _muladd(a0, a1, m4l, m4h, clo, chi)
+                b0, b1 = _muladd(b0, b1, m4l, m4h, clo, chi)
+                c0, c1 = _muladd(c0, c1, m4l, m4h, clo, chi)
+                d0, d1 = _muladd(d0, d1, m4l, m4h, clo, chi)
+        while k < steps:  # the last few, one step at a time
+            lo, hi = _muladd(lo, hi, ml, mh, ilo, ihi)
+            keep = _put(w, i, _out(lo, hi))
+            k += 1
+            i += 2
+        if i > n:  # the last output's high half waits for the next draw
+            has = 1
+    pcg[0] = lo
+    pcg[1] = hi
+    buf[2] = has
+    buf[3] = keep
+
+
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
+def uniform_scaled(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.ndarray,
+                   u: np.ndarray) -> None:
+    """``u[:] = rng.random(len(u), dtype=float32)``, then
+    :func:`envs.sim.dlrm.kernels.scale_draws` of it (``u * norm.repeat(m) + 1``, ``sum(m) ==
+    len(u)``), drawn by :func:`_fill24` (``pcg`` and ``buf`` as there)."""
+    w = u.view(np.uint32)
+    _fill24(pcg, buf, w)
+    scale = np.float32(1.0 / 16777216.0)
+    one = np.float32(1.0)
+    j0 = 0
+    for t in range(m.shape[0]):
+        c = norm[t]
+        v = u[j0:j0 + m[t]]
+        wt = w[j0:j0 + m[t]]
+        for j in range(v.shape[0]):
+            v[j] = np.float32(wt[j]) * scale * c + one
+        j0 += m[t]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
+def uniform_bucketed(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.ndarray,
+                     order: np.ndarray, w: np.ndarray, hist: np.ndarray,
+                     u: np.ndarray) -> None:
+    """:func:`uniform_scaled`'s draws (table ``t``'s ``m[t]`` in table order, from the same
+    stream), placed table by table in the order ``order`` and, within a table, roughly
+    sorted: a counting sort on the draws' top ``log2(m[t]) + 1`` bits (the draws are uniform,
+    so about half a draw a bucket; one a bucket measured ~2 us a request slower in the loop,
+    the insertion sort's mispredictions costing more than the larger histogram). The scaling
+    is increasing, so the ranks that follow from them come out nearly sorted. ``w``: uint32
+    scratch of ``len(u)``; ``hist``: int64 scratch of at least ``2 max(m) + 1``."""
+    n = u.shape[0]
+    _fill24(pcg, buf, w[:n])
+    scale = np.float32(1.0 / 16777216.0)
+    one = np.float32(1.0)
+    T = m.shape[0]
+    src = 0
+    for t in range(T):
+        mt = m[t]
+        if mt:
+            dst = 0  # where table t goes: after the tables before it in order
+            for oi in range(T):
+                if order[oi] == t:
+                    break
+                dst += m[order[oi]]
+            b = 0
+            while (1 << b) <= mt and b < 24:
+                b += 1
+            shift = np.uint32(24 - b)
+            h = hist[:(1 << b) + 1]
+            h[:] = 0
+            wt = w[src:src + mt]
+            for j in range(mt):
+                h[(wt[j] >> shift) + 1] += 1
+            for k in range(1 << b):
+                h[k + 1] += h[k]
+            c = norm[t]
+            ut = u[dst:dst + mt]
+            for j in range(mt):
+                x = wt[j]
+                k = x >> shift
+                p = h[k]
+                h[k] = p + 1
+                ut[p] = np.float32(x) * scale * c + one
+        src += mt
+
+
+def _raw(bit_generator: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Views of a ``PCG64``'s state: ``(pcg, buf)`` as :func:`uniform_scaled` takes them."""
+    addr = int(bit_generator.ctypes.state_address)
+    buf = np.ctypeslib.as_array((ctypes.c_uint32 * 4).from_address(addr))
+    ptr = int(buf[0]) | (int(buf[1]) << 32)
+    pcg = np.ctypeslib.as_array((ctypes.c_uint64 * 4).from_address(ptr))
+    return pcg, buf
+
+
+def _agrees(bit_generator: Any, pcg: np.ndarray, buf: np.ndarray) -> bool:
+    """Do the views read what ``bit_generator.state`` says?"""
+    st = bit_generator.state
+    s = st["state"]
+    return (int(pcg[0]) | (int(pcg[1]) << 64)) == s["state"] and \
+        (int(pcg[2]) | (int(pcg[3]) << 64)) == s["inc"] and \
+        int(buf[2]) == st["has_uint32"] and int(buf[3]) == st["uinteger"]
+
+
+_CHECKED: bool | None = None
+
+
+def check() -> bool:
+    """Whether :func:`uniform_scaled` reproduces numpy on this installation (computed once).
+
+    The views must read what ``bit_generator.state`` says for a few probe states (so nothing
+    is written through a wrong layout); then the same sequence of draws (float32 uniforms by
+    :func:`uniform_scaled` in odd and even counts, numpy's binomials, float32 and float64
+    uniforms in between) on two generators of the same seed, one drawing every uniform with
+    numpy, must give the same numbers and the same final state."""
+    global _CHECKED
+    if _CHECKED is None:
+        try:
+            _CHECKED = _check()
+        except Exception:  # any surprise means: draw with numpy
+            _CHECKED = False
+    return _CHECKED
+
+
+def _check() -> bool:
+    if not _HAVE_INTRINSIC:
+        return False
+    for seed in (0, 12345, 2**63 + 7):
+        bg = np.random.PCG64(seed)
+        for k in range(3):
+            pcg, buf = _raw(bg)
+            if not _agrees(bg, pcg, buf):
+                return False
+            np.random.Generator(bg).random(k + 1, dtype=np.float32)
+    norm = np.array([0.5, 3.0, 1.25], dtype=np.float32)
+    for seed in (1, 99):
+        a = np.random.Generator(np.random.PCG64(seed))
+        b = np.random.Generator(np.random.PCG64(seed))
+        pcg, buf = _raw(a.bit_generator)
+        for step, (m0, m1, m2) in enumerate([(3, 0, 4), (1, 1, 1), (0, 0, 0), (5, 2, 0),
+                                             (64, 33, 7), (2, 0, 1), (1000, 1, 999)]):
+            m = np.array([m0, m1, m2], dtype=np.int64)
+            n = int(m.sum())
+            ua = np.empty(n, dtype=np.float32)
+            uniform_scaled(pcg, buf, m, norm, ua)
+            ub = b.random(n, dtype=np.float32) * norm.repeat(m) + np.float32(1.0)
+            if ua.dtype != ub.dtype or not np.array_equal(ua.view(np.uint32),
+                                                          ub.view(np.uint32)):
+                return False
+            # numpy's own draws in between: they must see (and leave) the same state.
+            if _between(a, step) != _between(b, step) or \
+                    a.bit_generator.state != b.bit_generator.state:
+                return False
+            if not _agrees(a.bit_generator, pcg, buf):
+                return False
+    return True
+
+
+def _between(g: np.random.Generator, step: int) -> list[Any]:
+    """Some of numpy's own draws on ``g`` (which depend on ``step``)."""
+    if step % 3 == 0:
+        return [g.binomial(50, 0.3), float(g.random(dtype=np.float32))]
+    if step % 3 == 1:
+        return [g.random(3, dtype=np.float32).tolist(), g.random()]
+    return [g.integers(0, 1000, 2).tolist()]
+
+
+def views(bit_generator: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`uniform_scaled`'s views of ``bit_generator``'s state, or None (draw with numpy):
+    not a ``PCG64``, or :func:`check` failed. The views point into the generator's memory:
+    keep the generator alive while they are used, never pickle them, and hold
+    ``bit_generator.lock`` while drawing through them (as numpy does: the kernels release the
+    GIL)."""
+    if type(bit_generator) is not np.random.PCG64 or not check():
+        return None
+    pcg, buf = _raw(bit_generator)
+    if not _agrees(bit_generator, pcg, buf):
+        return None
+    return pcg, buf
+
+
+__all__ = ["check", "uniform_scaled", "views"]

@@ -1,0 +1,216 @@
+"""The compiled PCG64 float32 draws (:mod:`envs.sim.dlrm.pcg`) are numpy's stream, bit for
+bit, and the simulator falls back to numpy's draws when they cannot be trusted."""
+
+from __future__ import annotations
+
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers the ids)
+from envs.sim.dlrm import kernels, pcg
+from envs.sim.jit import AVAILABLE
+
+needs_jit = pytest.mark.skipif(not AVAILABLE, reason="numba off: numpy draws only")
+
+
+def _numpy_scaled(g: np.random.Generator, m: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    u = g.random(int(m.sum()), dtype=np.float32)
+    if kernels.AVAILABLE:
+        kernels.scale_draws(u, m, norm)
+        return u
+    return u * norm.repeat(m) + np.float32(1.0)
+
+
+@needs_jit
+def test_draws_are_numpys_across_interleavings() -> None:
+    assert pcg.check()
+    norm = np.array([0.75, 12.5, 3.0], dtype=np.float32)
+    sizes = np.random.default_rng(0)
+    for seed in (3, 2024):
+        a = np.random.default_rng(seed)
+        b = np.random.default_rng(seed)
+        v = pcg.views(a.bit_generator)
+        assert v is not None
+        for step in range(60):
+            # odd and even totals, empty tables, fewer than the 4 interleaved chains, many
+            m = sizes.integers(0, [3, 9, 40] if step % 2 else [2, 700, 3000])
+            u = np.empty(int(m.sum()), dtype=np.float32)
+            pcg.uniform_scaled(v[0], v[1], m, norm, u)
+            ref = _numpy_scaled(b, m, norm)
+            assert np.array_equal(u.view(np.uint32), ref.view(np.uint32))
+            assert a.bit_generator.state == b.bit_generator.state
+            # numpy's own draws on the same generator see the state the kernel left
+            k = step % 4
+            if k == 0:
+                assert a.random(dtype=np.float32) == b.random(dtype=np.float32)
+            elif k == 1:
+                assert a.binomial(40, 0.3) == b.binomial(40, 0.3)
+            elif k == 2:
+                assert a.random() == b.random()
+            assert a.bit_generator.state == b.bit_generator.state
+
+
+@needs_jit
+def test_views_only_for_pcg64_and_after_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pcg.views(np.random.PCG64(1)) is not None
+    assert pcg.views(np.random.PCG64DXSM(1)) is None
+    assert pcg.views(np.random.Philox(1)) is None
+    monkeypatch.setattr(pcg, "_CHECKED", False)
+    assert pcg.views(np.random.PCG64(1)) is None
+
+
+@needs_jit
+def test_the_check_fails_for_a_wrong_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    right = pcg.uniform_scaled
+
+    def skips_the_buffer(p: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.ndarray,
+                         u: np.ndarray) -> None:
+        buf[2] = 0  # drops numpy's buffered half
+        right(p, buf, m, norm, u)
+
+    assert pcg._check()
+    monkeypatch.setattr(pcg, "uniform_scaled", skips_the_buffer)
+    assert not pcg._check()
+
+
+def _episode_digest(env: gym.Env, steps: int) -> list:
+    out = []
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        mask = env.unwrapped.action_masks()
+        a = int(rng.choice(np.flatnonzero(mask)))
+        obs, r, term, trunc, _ = env.step(a)
+        flat = [np.ravel(v) for v in obs.values()] if isinstance(obs, dict) else [obs]
+        out.append((r, np.concatenate(flat).tobytes()))
+        if term or trunc:
+            break
+    sim = env.unwrapped.sim
+    out.append(sim.rng.bit_generator.state)
+    return out
+
+
+def test_simulator_falls_back_to_numpy_with_the_same_results(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    env = gym.make("ldsgym/ShardRouting-v0")
+    env.reset(seed=7)
+    with_pcg = _episode_digest(env, 400)
+    if AVAILABLE:
+        assert env.unwrapped.sim._pcg[1] is not None  # (the compiled draws were used)
+    monkeypatch.setattr(pcg, "views", lambda bg: None)
+    env.reset(seed=7)
+    assert _episode_digest(env, 400) == with_pcg
+    pv = env.unwrapped.sim._pcg
+    assert pv is None or pv[1] is None  # (numpy drew them)
+
+
+@needs_jit
+def test_pickled_simulator_draws_on_from_its_own_generator() -> None:
+    env = gym.make("ldsgym/ShardRouting-v0")
+    env.reset(seed=9)
+    _episode_digest(env, 50)
+    copy = pickle.loads(pickle.dumps(env))
+    assert copy.unwrapped.sim._pcg is None  # (views of the old generator are not pickled)
+    a, b = _episode_digest(env, 300), _episode_digest(copy, 300)
+    assert a == b
+    sim = copy.unwrapped.sim
+    assert sim._pcg is not None and sim._pcg[0] is sim.rng.bit_generator
+
+
+@needs_jit
+def test_bucketed_draws_are_numpys_by_table_in_key_order() -> None:
+    norm = np.array([2.5, 0.5, 40.0, 1.0], dtype=np.float32)
+    order = np.array([2, 0, 3, 1], dtype=np.int64)
+    sizes = np.random.default_rng(1)
+    a = np.random.default_rng(11)
+    b = np.random.default_rng(11)
+    v = pcg.views(a.bit_generator)
+    assert v is not None
+    w = np.empty(20000, dtype=np.uint32)
+    hist = np.empty(20000, dtype=np.int64)
+    for step in range(40):
+        m = sizes.integers(0, [5, 3000, 1, 9000] if step % 2 else [2, 40, 7, 1])
+        u = np.empty(int(m.sum()), dtype=np.float32)
+        pcg.uniform_bucketed(v[0], v[1], m, norm, order, w, hist, u)
+        ref = _numpy_scaled(b, m, norm)
+        assert a.bit_generator.state == b.bit_generator.state
+        starts = np.concatenate([[0], np.cumsum(m)])
+        i = 0
+        for t in order.tolist():
+            got = u[i:i + m[t]]
+            want = ref[starts[t]:starts[t + 1]]
+            assert np.array_equal(np.sort(got).view(np.uint32), np.sort(want).view(np.uint32))
+            # bucketed on the top log2(m) bits: out of order only within a bucket
+            assert (np.diff(got) < 0).sum() <= max(1, m[t] // 2)
+            i += m[t]
+        assert a.binomial(30, 0.5) == b.binomial(30, 0.5)
+
+
+@needs_jit
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_nearly_sorted_split_is_split_sorted(shuffle: bool) -> None:
+    # Any order of a table's draws gives split_sorted's result; far from sorted (shuffled),
+    # the insertion sort gives up and the radix sort finishes.
+    env = gym.make("ldsgym/ShardRouting-v0").unwrapped
+    env.reset(seed=2)
+    sim = env.sim
+    lay = sim.lay
+    rng = np.random.default_rng(5)
+    order = np.argsort(lay.c_keyoff, kind="stable").astype(np.int64)
+    S = sim.n_shards
+    for _ in range(5):
+        m = np.array([rng.binomial(k, p) for k, p in lay.c_n_p], dtype=np.int64)
+        n = int(m.sum())
+        u = rng.random(n, dtype=np.float32)
+        kernels.scale_draws(u, m, lay.c_norm_d)
+        x = np.power(u, lay.c_power)
+        key = np.empty(n, dtype=lay.key_dtype)
+        tmp = np.empty(2 * n, dtype=lay.key_dtype)
+        rel, counts = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        out = np.empty((3, S + 1), dtype=np.int64)
+        kernels.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
+        kernels.radix_sort(key, tmp)
+        un = kernels.split_sorted(key, lay.shard_base, rel, counts, out,
+                                  lay.cached_lookups_tw, -1)
+        # the same draws, table by table in key order, each table sorted or shuffled
+        starts = np.concatenate([[0], np.cumsum(m)])
+        parts = [np.sort(x[starts[t]:starts[t + 1]]) for t in order.tolist()]
+        if shuffle:
+            for p in parts:
+                rng.shuffle(p)
+        x2 = np.concatenate(parts)
+        rel2, counts2 = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        out2 = np.empty((3, S + 1), dtype=np.int64)
+        key2 = np.empty(n, dtype=lay.key_dtype)
+        un2 = kernels.nearly_sorted_split(x2, m, lay.c_ub, lay.c_keyoff, order,
+                                          lay.shard_base, key2, tmp, rel2, counts2, out2,
+                                          lay.cached_lookups_tw)
+        assert un2 == un
+        assert np.array_equal(rel2[:un], rel[:un]) and np.array_equal(counts2[:un], counts[:un])
+        assert np.array_equal(out2, out)
+
+
+@needs_jit
+def test_compiled_draws_hold_the_generators_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    # numpy holds bit_generator.lock while drawing; so must the kernels (they release the GIL)
+    assert pcg.check()  # (before the spies: the check draws through them too)
+    seen = []
+    sims = []  # the simulator drawing (set after its reset)
+    for name in ("uniform_bucketed", "uniform_scaled"):
+        right = getattr(pcg, name)
+
+        def spy(*args: object, _right: object = right) -> None:
+            if sims:
+                seen.append(sims[-1].rng.bit_generator.lock._is_owned())
+            _right(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(pcg, name, spy)
+    for kwargs in ({}, {"partition": "row"}):  # (bucketed table-wise, scaled row-wise)
+        env = gym.make("ldsgym/ShardRouting-v0", **kwargs).unwrapped
+        env.reset(seed=1)
+        sims.append(env.sim)
+        seen.clear()
+        env.sim._make_subrequests(env.sim.pending.req, env.sim.n_shards)
+        assert seen == [True]
