@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,10 @@ _mul = operator.mul
 REQUEST_KEYS = ("req_routed", "slack", "link_depth", "ssd_depth")
 #: Reward types that are pure functions of the outcome (their value of an empty one is cached).
 _PURE_REWARDS = (GoodputReward, ViolationReward)
+#: The compiled step's link sums (segment.send_observe) add floats in order from 0.0, as
+#: CPython's ``sum`` did before 3.12; from 3.12 ``sum`` compensates its rounding (Neumaier),
+#: so there the fused step takes its info from ``_info`` (the reference) instead.
+_KERNEL_SUMS = sys.version_info < (3, 12)
 _INT_TYPES = (int, np.int64)  # actions that take step's inline check (checked_action's)
 
 
@@ -735,6 +740,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                     busy, busy_max, links, self._req_pred = self._acc.tolist()
                     reward = self._reward()
                     views = self._views(out)
+                    if not _KERNEL_SUMS:
+                        return views, reward, False, False, self._info()
                     # _info, from route_observe's sums (self._acc: the busy seconds of all
                     # link directions, the most of one, the link joules, as
                     # link_utilization and energy_j add them): the last step's _info ran at

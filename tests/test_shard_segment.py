@@ -330,3 +330,25 @@ def test_placement_routes_runs_of_rows_in_one_call(monkeypatch: pytest.MonkeyPat
     assert len(compiled) == len(reference)
     for i, (c, r) in enumerate(zip(compiled, reference, strict=True)):
         assert c == r, f"step {i} differs"
+
+
+def test_fused_step_without_kernel_sums_is_the_same_episode(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a Python whose ``sum`` compensates its rounding (3.12+) the fused step takes its
+    info from ``_info``: that path plays the same episode (every observation, reward and
+    info) as the one from the kernel's sums."""
+    import envs.shard as shard_env
+
+    kwargs = {"episode_queries": 300, "reward": {"name": "goodput", "energy_weight": 0.01}}
+    fused = _episode("ldsgym/ShardRouting-v0", kwargs, 3)
+    monkeypatch.setattr(shard_env, "_KERNEL_SUMS", False)
+    calls = {"n": 0}
+    info = shard_env.ShardRoutingEnv._info
+
+    def counted(self: Any) -> dict[str, Any]:
+        calls["n"] += 1
+        return info(self)
+
+    monkeypatch.setattr(shard_env.ShardRoutingEnv, "_info", counted)
+    assert _episode("ldsgym/ShardRouting-v0", kwargs, 3) == fused
+    assert calls["n"] >= len(fused) - 2  # every step's info came from _info
