@@ -111,6 +111,18 @@ def scale_draws(u: np.ndarray, m: np.ndarray, norm: np.ndarray) -> None:
         i += m[t]
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _table_keys_of(xt: np.ndarray, kt: np.ndarray, off: int, top: float, one: float) -> None:
+    """One table's keys: ``kt[j] = off + rank(xt[j])`` (``top``: its ``ub + 1``, in the
+    draws' dtype), the rank by :func:`_rank32` when ``top < 2**31``, else :func:`_rank`."""
+    if top < 2147483648.0:
+        for j in range(xt.shape[0]):
+            kt[j] = off + _rank32(xt[j], one, top)
+    else:
+        for j in range(xt.shape[0]):
+            kt[j] = off + _rank(xt[j], one, top)
+
+
 @njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def table_keys(x: np.ndarray, m: np.ndarray, ub: np.ndarray, keyoff: np.ndarray,
                key: np.ndarray) -> None:
@@ -119,16 +131,7 @@ def table_keys(x: np.ndarray, m: np.ndarray, ub: np.ndarray, keyoff: np.ndarray,
     i = 0
     one = x.dtype.type(1.0)
     for t in range(m.shape[0]):
-        top = x.dtype.type(ub[t] + 1)
-        off = keyoff[t]
-        xt = x[i:i + m[t]]
-        kt = key[i:i + m[t]]
-        if top < 2147483648.0:
-            for j in range(xt.shape[0]):
-                kt[j] = off + _rank32(xt[j], one, top)
-        else:
-            for j in range(xt.shape[0]):
-                kt[j] = off + _rank(xt[j], one, top)
+        _table_keys_of(x[i:i + m[t]], key[i:i + m[t]], keyoff[t], x.dtype.type(ub[t] + 1), one)
         i += m[t]
 
 
@@ -308,16 +311,7 @@ def nearly_sorted_split(x: np.ndarray, m: np.ndarray, ub: np.ndarray, keyoff: np
     i = 0
     for oi in range(m.shape[0]):
         t = order[oi]
-        top = x.dtype.type(ub[t] + 1)
-        off = keyoff[t]
-        xt = x[i:i + m[t]]
-        kt = key[i:i + m[t]]
-        if top < 2147483648.0:
-            for j in range(xt.shape[0]):
-                kt[j] = off + _rank32(xt[j], one, top)
-        else:
-            for j in range(xt.shape[0]):
-                kt[j] = off + _rank(xt[j], one, top)
+        _table_keys_of(x[i:i + m[t]], key[i:i + m[t]], keyoff[t], x.dtype.type(ub[t] + 1), one)
         i += m[t]
     n = key.shape[0]
     budget = 4 * n + 64
