@@ -727,8 +727,8 @@ class ShardSim:
         """:meth:`_make_subrequests` with the array work in compiled kernels
         (:mod:`envs.sim.dlrm.kernels`): the same draws, the same power, the same
         results (the keys sorted by a radix sort, :func:`kernels.radix_sort`, or, table-wise
-        with the compiled uniforms of :mod:`envs.sim.dlrm.pcg`, drawn nearly sorted: see
-        :meth:`_subrequests_bucketed`).
+        with the compiled uniforms of :mod:`envs.sim.dlrm.pcg`, drawn nearly sorted: see the
+        code).
 
         With few cached tables the binomials are drawn one table at a time: the array draw
         calls the same ``random_binomial`` on each (n, p) pair in order, so the stream and
@@ -753,42 +753,58 @@ class ShardSim:
         pv = self._pcg
         if pv is None or pv[0] is not rng.bit_generator:
             pv = self._pcg = self._compiled_draws(rng.bit_generator)
+        # (None: the exponential law, which never has compiled draws, see _compiled_draws)
+        power: Any = lay.c_power
         u: np.ndarray = self._u_buf[:n]
-        if len(pv) > 2 and lay.c_power is not None:  # table-wise, compiled: see below
-            return self._subrequests_bucketed(req, fanout, pv, m, n, lay.c_power)
-        if pv[1] is not None and lay.c_power is not None:  # the same draws, scaled (see pcg)
-            with pv[0].lock:  # (as numpy's own draws: the generator's state is shared)
-                pcg.uniform_scaled(pv[1][0], pv[1][1], m, norm, u)
-            x = np.power(u, lay.c_power, out=u)
-        else:
-            rng.random(dtype=norm.dtype, out=u)
-            if lay.c_power is None:
-                x = np.exp(u * norm.repeat(m))
-            else:
-                kernels.scale_draws(u, m, norm)
-                x = np.power(u, lay.c_power, out=u)
         key = self._key_buf[:n]
         out = np.empty((3, self.n_shards + 1), dtype=np.int64)
         arena = self._arena
         rel = arena.take(n)
         counts = arena.take(n) if _INTP64 else np.empty(n, dtype=np.intp)
-        if lay.spec.row_wise:
-            kernels.row_keys(x, m, lay.c_ub, lay.c_gseg, self.n_shards, lay.shard_shift, key)
-            untracked = rng.multinomial(lay.c_n_total - n, lay.row_pvals)
+        if len(pv) > 2:
+            # Table-wise with the compiled draws: the same uniforms, placed table by table
+            # in key order and nearly sorted within a table (pcg.uniform_bucketed), so that
+            # their keys need about one insertion pass to be sorted instead of a radix sort
+            # (kernels.nearly_sorted_split). The power is numpy's as below (an elementwise
+            # ufunc: a draw's value does not depend on its place), and sorted keys are one
+            # array whatever order they were drawn in.
+            views, order = pv[1], pv[2]
+            with pv[0].lock:  # (as numpy's own draws: the kernel releases the GIL)
+                pcg.uniform_bucketed(views[0], views[1], m, norm, order, pv[3], pv[4], u)
+            x = np.power(u, power, out=u)
+            kernels.nearly_sorted_split(x, m, lay.c_ub, lay.c_keyoff, order, lay.shard_base,
+                                        key, self._key_buf[n:], rel, counts, out,
+                                        lay.cached_lookups_tw)
+        else:
+            if pv[1] is not None:  # the same draws, scaled (see pcg)
+                with pv[0].lock:  # (as numpy's own draws: the generator's state is shared)
+                    pcg.uniform_scaled(pv[1][0], pv[1][1], m, norm, u)
+                x = np.power(u, power, out=u)
+            else:
+                rng.random(dtype=norm.dtype, out=u)
+                if power is None:
+                    x = np.exp(u * norm.repeat(m))
+                else:
+                    kernels.scale_draws(u, m, norm)
+                    x = np.power(u, power, out=u)
+            if lay.spec.row_wise:
+                kernels.row_keys(x, m, lay.c_ub, lay.c_gseg, self.n_shards, lay.shard_shift,
+                                 key)
+                untracked = rng.multinomial(lay.c_n_total - n, lay.row_pvals)
+                if not kernels.radix_sort(key, self._key_buf[n:]):
+                    key.sort()
+                # out[2]: pinned + untracked + tracked lookups per shard
+                kernels.split_sorted(key, lay.shard_base, rel, counts, out,
+                                     lay.pinned_lookups + untracked, 1)
+                bl, tracked, lookups = out.tolist()
+                return self._subrequests(req, fanout, rel, counts, bl, tracked,
+                                         untracked.tolist(), lookups, None)
+            kernels.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
             if not kernels.radix_sort(key, self._key_buf[n:]):
                 key.sort()
-            # out[2]: pinned + untracked + tracked lookups per shard
+            # out[2]: cached - tracked lookups per shard, the untracked ones
             kernels.split_sorted(key, lay.shard_base, rel, counts, out,
-                                   lay.pinned_lookups + untracked, 1)
-            bl, tracked, lookups = out.tolist()
-            return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked.tolist(),
-                                     lookups, None)
-        kernels.table_keys(x, m, lay.c_ub, lay.c_keyoff, key)
-        if not kernels.radix_sort(key, self._key_buf[n:]):
-            key.sort()
-        # out[2]: cached - tracked lookups per shard, the untracked ones
-        kernels.split_sorted(key, lay.shard_base, rel, counts, out, lay.cached_lookups_tw,
-                               -1)
+                                 lay.cached_lookups_tw, -1)
         self._split = out  # (what CompiledShardSim makes the sub-requests' rows of)
         bl, tracked, untracked_l = out.tolist()
         return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l,
@@ -797,7 +813,7 @@ class ShardSim:
     def _compiled_draws(self, bit_generator: Any) -> tuple[Any, ...]:
         """What :meth:`_make_subrequests_jit` draws with, for ``bit_generator``: ``(it,
         None)`` (numpy's draws), ``(it, views)`` (:func:`pcg.uniform_scaled`) or, table-wise,
-        ``(it, views, order, w, hist)`` (:meth:`_subrequests_bucketed`: the cached tables in
+        ``(it, views, order, w, hist)`` (the cached tables in
         key order and the scratch of :func:`pcg.uniform_bucketed`)."""
         lay = self.lay
         views = (pcg.views(bit_generator) if lay.c_power is not None and len(lay.c_n)
@@ -807,32 +823,6 @@ class ShardSim:
         order = np.argsort(lay.c_keyoff, kind="stable").astype(np.int64)
         return (bit_generator, views, order, np.empty(lay.c_n_total, dtype=np.uint32),
                 np.empty(2 * int(lay.c_n.max()) + 2, dtype=np.int64))
-
-    def _subrequests_bucketed(self, req: Request, fanout: int, pv: tuple[Any, ...],
-                              m: np.ndarray, n: int, power: Any) -> list[SubRequest]:
-        """The table-wise rest of :meth:`_make_subrequests_jit` with the compiled draws: the
-        same uniforms, placed table by table in key order and nearly sorted within a table
-        (:func:`pcg.uniform_bucketed`), so that their keys need about one insertion pass to
-        be sorted (:func:`kernels.nearly_sorted_split`) instead of a radix sort. The power is
-        numpy's as before (an elementwise ufunc: each draw's value does not depend on its
-        place), and sorted keys are one array whatever order they were drawn in."""
-        lay = self.lay
-        views, order = pv[1], pv[2]
-        u = self._u_buf[:n]
-        with pv[0].lock:  # (as numpy's own draws: the kernel releases the GIL)
-            pcg.uniform_bucketed(views[0], views[1], m, lay.c_norm_d, order, pv[3], pv[4], u)
-        x = np.power(u, power, out=u)
-        out = np.empty((3, self.n_shards + 1), dtype=np.int64)
-        arena = self._arena
-        rel = arena.take(n)
-        counts = arena.take(n) if _INTP64 else np.empty(n, dtype=np.intp)
-        kernels.nearly_sorted_split(x, m, lay.c_ub, lay.c_keyoff, order, lay.shard_base,
-                                    self._key_buf[:n], self._key_buf[n:], rel, counts, out,
-                                    lay.cached_lookups_tw)
-        self._split = out  # (what CompiledShardSim makes the sub-requests' rows of)
-        bl, tracked, untracked_l = out.tolist()
-        return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l,
-                                 lay.lookups_tw, lay.req_bytes_tw)
 
     def _sample_ranks(self, m: np.ndarray) -> np.ndarray:
         """:func:`envs.sim.dlrm.skew.sample_ranks` of ``m[i]`` lookups of cached table ``i`` (ranks
