@@ -130,10 +130,11 @@ def test_bucketed_draws_are_numpys_by_table_in_key_order() -> None:
     assert v is not None
     w = np.empty(20000, dtype=np.uint32)
     hist = np.empty(20000, dtype=np.int64)
+    start = np.empty(4, dtype=np.int64)
     for step in range(40):
         m = sizes.integers(0, [5, 3000, 1, 9000] if step % 2 else [2, 40, 7, 1])
         u = np.empty(int(m.sum()), dtype=np.float32)
-        pcg.uniform_bucketed(v[0], v[1], m, norm, order, w, hist, u)
+        pcg.uniform_bucketed(v[0], v[1], m, norm, order, w, hist, start, u)
         ref = _numpy_scaled(b, m, norm)
         assert a.bit_generator.state == b.bit_generator.state
         starts = np.concatenate([[0], np.cumsum(m)])

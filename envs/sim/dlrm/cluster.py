@@ -770,7 +770,8 @@ class ShardSim:
             # array whatever order they were drawn in.
             views, order = pv[1], pv[2]
             with pv[0].lock:  # (as numpy's own draws: the kernel releases the GIL)
-                pcg.uniform_bucketed(views[0], views[1], m, norm, order, pv[3], pv[4], u)
+                pcg.uniform_bucketed(views[0], views[1], m, norm, order, pv[3], pv[4], pv[5],
+                                     u)
             x = np.power(u, power, out=u)
             kernels.nearly_sorted_split(x, m, lay.c_ub, lay.c_keyoff, order, lay.shard_base,
                                         key, self._key_buf[n:], rel, counts, out,
@@ -813,7 +814,7 @@ class ShardSim:
     def _compiled_draws(self, bit_generator: Any) -> tuple[Any, ...]:
         """What :meth:`_make_subrequests_jit` draws with, for ``bit_generator``: ``(it,
         None)`` (numpy's draws), ``(it, views)`` (:func:`pcg.uniform_scaled`) or, table-wise,
-        ``(it, views, order, w, hist)`` (the cached tables in
+        ``(it, views, order, w, hist, start)`` (the cached tables in
         key order and the scratch of :func:`pcg.uniform_bucketed`)."""
         lay = self.lay
         views = (pcg.views(bit_generator) if lay.c_power is not None and len(lay.c_n)
@@ -822,7 +823,8 @@ class ShardSim:
             return (bit_generator, views)
         order = np.argsort(lay.c_keyoff, kind="stable").astype(np.int64)
         return (bit_generator, views, order, np.empty(lay.c_n_total, dtype=np.uint32),
-                np.empty(2 * int(lay.c_n.max()) + 2, dtype=np.int64))
+                np.empty(2 * int(lay.c_n.max()) + 2, dtype=np.int64),
+                np.empty(len(lay.c_n), dtype=np.int64))
 
     def _sample_ranks(self, m: np.ndarray) -> np.ndarray:
         """:func:`envs.sim.dlrm.skew.sample_ranks` of ``m[i]`` lookups of cached table ``i`` (ranks

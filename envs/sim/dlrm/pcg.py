@@ -172,7 +172,7 @@ def uniform_scaled(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.nda
 
 @njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def uniform_bucketed(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.ndarray,
-                     order: np.ndarray, w: np.ndarray, hist: np.ndarray,
+                     order: np.ndarray, w: np.ndarray, hist: np.ndarray, start: np.ndarray,
                      u: np.ndarray) -> None:
     """:func:`uniform_scaled`'s draws (table ``t``'s ``m[t]`` in table order, from the same
     stream), placed table by table in the order ``order`` and, within a table, roughly
@@ -180,21 +180,23 @@ def uniform_bucketed(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.n
     so about half a draw a bucket; one a bucket measured ~2 us a request slower in the loop,
     the insertion sort's mispredictions costing more than the larger histogram). The scaling
     is increasing, so the ranks that follow from them come out nearly sorted. ``w``: uint32
-    scratch of ``len(u)``; ``hist``: int64 scratch of at least ``2 max(m) + 1``."""
+    scratch of ``len(u)``; ``hist``: int64 scratch of at least ``2 max(m) + 1``; ``start``:
+    int64 scratch of ``len(m)`` (where each table's draws go)."""
     n = u.shape[0]
     _fill24(pcg, buf, w[:n])
     scale = np.float32(1.0 / 16777216.0)
     one = np.float32(1.0)
     T = m.shape[0]
+    dst = 0
+    for oi in range(T):  # table t goes after the tables before it in order
+        t = order[oi]
+        start[t] = dst
+        dst += m[t]
     src = 0
     for t in range(T):
         mt = m[t]
         if mt:
-            dst = 0  # where table t goes: after the tables before it in order
-            for oi in range(T):
-                if order[oi] == t:
-                    break
-                dst += m[order[oi]]
+            dst = start[t]
             b = 0
             while (1 << b) <= mt and b < 24:
                 b += 1
@@ -312,4 +314,4 @@ def views(bit_generator: Any) -> tuple[np.ndarray, np.ndarray] | None:
     return pcg, buf
 
 
-__all__ = ["check", "uniform_scaled", "views"]
+__all__ = ["check", "uniform_bucketed", "uniform_scaled", "views"]
