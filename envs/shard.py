@@ -7,7 +7,7 @@ import operator
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -49,6 +49,7 @@ _mul = operator.mul
 REQUEST_KEYS = ("req_routed", "slack", "link_depth", "ssd_depth")
 #: Reward types that are pure functions of the outcome (their value of an empty one is cached).
 _PURE_REWARDS = (GoodputReward, ViolationReward)
+_PureReward = GoodputReward | ViolationReward
 #: The compiled step's link sums (segment.send_observe) add floats in order from 0.0, as
 #: CPython's ``sum`` did before 3.12; from 3.12 ``sum`` compensates its rounding (Neumaier),
 #: so there the fused step takes its info from ``_info`` (the reference) instead.
@@ -667,7 +668,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._out_size = 0
         self._req_node_k = self._req_node
         self._zero_reward: tuple[Reward, float] | None = None
-        self._summary: dict[str, Any] = {}
+        self._synced = False  # _reward's snapshot is of the state now (see there)
         self._shard_masks: dict[int, np.ndarray] = {}  # shard -> mask, at _mask_version
         self._mask_version = -1
         self._summary_key: tuple[Any, ...] | None = None
@@ -699,6 +700,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         self._seen_req = -1
         self._req_pred = 0.0
         self._snapshot = (0, 0, 0, 0.0)
+        self._synced = False  # (the snapshot is not of this episode's state)
         self._invalid = 0
         self._alloc_buffers()
         self.sim.advance()
@@ -738,7 +740,14 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                     # _routed empty in compiled mode)
                     self._out = out
                     busy, busy_max, links, self._req_pred = self._acc.tolist()
-                    reward = self._reward()
+                    # _reward() of a step with no event at the last one's instant: the
+                    # empty outcome's value when its conditions hold (see there)
+                    zero = self._zero_reward
+                    if (self._synced and zero is not None and zero[0] is self.reward_fn
+                            and not self._prices_energy):
+                        reward = zero[1]
+                    else:
+                        reward = self._reward()
                     views = self._views(out)
                     if not _KERNEL_SUMS:
                         return views, reward, False, False, self._info()
@@ -1118,6 +1127,12 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                 + c.dropped_expired + c.dropped_failed, sim.backlog)
         old = self._snapshot
         self._snapshot = snap
+        # A fused step (no event, the same instant) may take the empty outcome's reward
+        # without this call when the backlog is finite and not -0.0: the backlog then stays
+        # as it is (sync_backlog adds the rate, finite as the backlog is, times 0.0, +-0.0)
+        # and so does this snapshot (step; test_fused_reward_is_reward).
+        b = snap[3]
+        self._synced = b - b == 0.0 and (b != 0.0 or math.copysign(1.0, b) > 0.0)
         if snap == old and not self._prices_energy:
             # Nothing finished or dropped and the same backlog (most steps): _reward_of's
             # cached value of the empty outcome when it has one and the backlog difference
@@ -1190,6 +1205,9 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             if type(fn) in _PURE_REWARDS:
                 self._zero_reward = (fn, value)
             return value
+        if type(fn) in _PURE_REWARDS:  # (their value() is their __call__ of the fields)
+            return float(cast(_PureReward, fn).value(good, late, dropped, 0.0,
+                                                     reconfigurations, backlog))
         return float(fn(Outcome(good, late, dropped, 0.0, reconfigurations, backlog)))
 
     def _info(self) -> dict[str, Any]:
@@ -1207,29 +1225,47 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                        + sub.dropped_failed)
         base = self._info_base
         if key != self._summary_key or base is None:
+            # The request summary (FanoutCounters.summary: its keys first, in its order)
+            # with the sub-request counts in place of its request counts and the nodes'
+            # utilization in place of the dense devices', then the env's own entries: one
+            # dict display, the same values (test_info_is_summary_info).
+            self._summary_key = key
             node_ahead, dense_ahead = sim.busy_ahead_s(now)
-            self._summary, self._summary_key = req.summary(now, dense_ahead), key
-            summary = self._summary
-            lookups = sim.cache_lookups_total
+            _, p50, p99, mean = req.latency.read_ms()
+            completed, good = req.completed, req.good
             req_dropped = (req.dropped_rejected + req.dropped_overflow + req.dropped_expired
                            + req.dropped_failed)
+            finished = completed + req_dropped
+            if now > 0:
+                dense = req.busy_s
+                goodput = good / now
+                dense_util = (sum(dense) - dense_ahead) / (len(dense) * now)
+                util = (sum(sub.busy_s) - node_ahead) / (self.n_nodes * now)
+            else:
+                goodput = dense_util = util = 0.0
+            lookups = sim.cache_lookups_total
+            sub_completed, sub_good = sub.completed, sub.good
             base = self._info_base = {
-                **summary,
-                # Requests, end to end (sla_attainment, goodput and latencies are theirs).
-                "requests_arrived": req.arrived, "requests_completed": req.completed,
-                "requests_good": req.good, "requests_dropped": req_dropped,
-                "requests_in_system": req.arrived - req.completed - req_dropped,
-                "dense_utilization": summary["utilization"],
+                "sla_attainment": good / finished if finished else 1.0,
+                "goodput": goodput,
+                "p50_latency_ms": p50, "p99_latency_ms": p99, "mean_latency_ms": mean,
                 # Sub-requests: the decision unit, so the conservation law is in these.
-                "arrived": sub.arrived, "completed": sub.completed, "good": sub.good,
-                "late": sub.completed - sub.good, "dropped": sub_dropped,
+                "arrived": sub.arrived, "completed": sub_completed, "good": sub_good,
+                "late": sub_completed - sub_good, "dropped": sub_dropped,
                 "dropped_rejected": sub.dropped_rejected,
                 "dropped_overflow": sub.dropped_overflow,
-                "dropped_expired": sub.dropped_expired, "dropped_failed": sub.dropped_failed,
-                "in_system": sub.arrived - sub.completed - sub_dropped,
+                "dropped_expired": sub.dropped_expired,
+                "in_system": sub.arrived - sub_completed - sub_dropped,
+                "utilization": util,
+                "energy_per_query_j": 0.0,  # (every info sets it: see below)
+                "sim_time_s": now,
+                "dropped_failed": sub.dropped_failed,
+                # Requests, end to end (sla_attainment, goodput and latencies are theirs).
+                "requests_arrived": req.arrived, "requests_completed": completed,
+                "requests_good": good, "requests_dropped": req_dropped,
+                "requests_in_system": req.arrived - completed - req_dropped,
+                "dense_utilization": dense_util,
                 "retried": sim.sub_retried,
-                "utilization": ((sum(sub.busy_s) - node_ahead) / (self.n_nodes * now)
-                                if now > 0 else 0.0),
                 "cache_hit_rate": sim.cache_hits_total / lookups if lookups else 0.0,
                 "link_utilization": mean_link, "link_utilization_max": max_link,
                 "capacity_qps": self.capacity_qps, "invalid_actions": self._invalid,

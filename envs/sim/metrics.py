@@ -93,10 +93,29 @@ class LatencyHistogram:
         self.below = [0, 0]
         self.p50 = StreamingQuantile(self, 0, 0.50)
         self.p99 = StreamingQuantile(self, 1, 0.99)
-        #: ``(n, p50_ms, p99_ms, mean_ms)`` as :meth:`Counters.summary` last read them. The
+        #: ``(n, p50_ms, p99_ms, mean_ms)`` as :meth:`read_ms` last read them. The
         #: counts change only with ``n`` (every sample adds to both), so these are the values
         #: for as long as ``n`` is.
         self._read: tuple[int, float, float, float] = (0, 0.0, 0.0, 0.0)
+
+    def read_ms(self) -> tuple[int, float, float, float]:
+        """``(n, p50_ms, p99_ms, mean_ms)`` now (all zeros before any sample).
+
+        The p50/p99 catch-up of :attr:`StreamingQuantile.bin` inlined (the same walk, the same
+        bins); the last values are kept and returned as they are while no sample has come in
+        (the counts change only with ``n``).
+        """
+        read = self._read
+        n = self.n
+        if read[0] == n:  # no sample since the last read (with n == 0: all zeros)
+            return read
+        counts, bins, below = self.counts, self.bins, self.below
+        # As StreamingQuantile.bin; (n + 1) >> 1 is ceil(0.50 * n) exactly.
+        b0, l0 = _walk(counts, bins[0], below[0], (n + 1) >> 1)
+        b1, l1 = _walk(counts, bins[1], below[1], ceil(0.99 * n))
+        bins[0], below[0], bins[1], below[1] = b0, l0, b1, l1
+        read = self._read = (n, _EDGES[b0] * 1e3, _EDGES[b1] * 1e3, self.total_s / n * 1e3)
+        return read
 
     def add(self, latency_s: float) -> None:
         """Record one latency."""
@@ -216,9 +235,8 @@ class Counters:
 
         ``sla_attainment`` is the fraction of *finished* requests (completed or dropped) that
         completed within their SLA; ``goodput`` is such requests per simulated second.
-        Built from plain attributes in one dict display (it runs every env step); the p50/p99
-        catch-up of :attr:`StreamingQuantile.bin` is inlined (the same walk, the same bins) and
-        skipped, with the latencies read last time, while no sample has come in since.
+        Built from plain attributes in one dict display (it runs every env step); the
+        latencies are :meth:`LatencyHistogram.read_ms`'s.
         ``busy_ahead_s``: busy time counted in ``busy_s`` that lies after ``elapsed_s`` (the
         rest of running batches), left out of ``utilization``. ``busy_total_s``: ``sum(busy_s)``
         where the caller has it already.
@@ -228,21 +246,7 @@ class Counters:
                                        self.dropped_expired)
         dropped = rejected + overflow + expired
         finished = completed + dropped
-        lat = self.latency
-        n = lat.n
-        read = lat._read
-        if read[0] == n:  # no sample since the last read (with n == 0: all zeros)
-            _, p50, p99, mean = read
-        else:
-            counts, bins, below = lat.counts, lat.bins, lat.below
-            # As StreamingQuantile.bin; (n + 1) >> 1 is ceil(0.50 * n) exactly.
-            b0, l0 = _walk(counts, bins[0], below[0], (n + 1) >> 1)
-            b1, l1 = _walk(counts, bins[1], below[1], ceil(0.99 * n))
-            bins[0], below[0], bins[1], below[1] = b0, l0, b1, l1
-            p50 = _EDGES[b0] * 1e3
-            p99 = _EDGES[b1] * 1e3
-            mean = lat.total_s / n * 1e3
-            lat._read = (n, p50, p99, mean)
+        _, p50, p99, mean = self.latency.read_ms()
         if elapsed_s > 0:
             busy = self.busy_s
             goodput = good / elapsed_s
