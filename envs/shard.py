@@ -7,7 +7,7 @@ import operator
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -49,7 +49,6 @@ _mul = operator.mul
 REQUEST_KEYS = ("req_routed", "slack", "link_depth", "ssd_depth")
 #: Reward types that are pure functions of the outcome (their value of an empty one is cached).
 _PURE_REWARDS = (GoodputReward, ViolationReward)
-_PureReward = GoodputReward | ViolationReward
 #: The compiled step's link sums (segment.send_observe) add floats in order from 0.0, as
 #: CPython's ``sum`` did before 3.12; from 3.12 ``sum`` compensates its rounding (Neumaier),
 #: so there the fused step takes its info from ``_info`` (the reference) instead.
@@ -730,13 +729,13 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                     and sim.link_version == self._rate_version):
                 # The request's prediction bookkeeping below, route(a), advance() and
                 # _on_pending in one compiled call when the next sub-request is of the same
-                # request (_on_pending then only runs _predict_finish_jit, and the link rates
+                # request (_on_pending then only runs routing_obs, and the link rates
                 # it keeps are current: no event runs in between); None, nothing done,
                 # otherwise.
                 out = sim.route_observe(a, self._consts, self._req_pred, self._rate,
                                         self._out_size)
                 if out is not None:
-                    # (_predict_finish_jit's bookkeeping: _finish is _fin, _node_key None and
+                    # (_on_pending's bookkeeping: _finish is _fin, _node_key None and
                     # _routed empty in compiled mode)
                     self._out = out
                     busy, busy_max, links, self._req_pred = self._acc.tolist()
@@ -748,7 +747,18 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                         reward = zero[1]
                     else:
                         reward = self._reward()
-                    views = self._views(out)
+                    # _views(out), inline
+                    self._out_given = True
+                    q, w, lk, h, hs, oc, sl, up, ho, fi, sh, sz, rq, ra = self._out_slices
+                    views = {"queue": out[q], "work": out[w], "link": out[lk], "hit": out[h],
+                             "hit_shard": out[hs], "occupancy": out[oc], "slow": out[sl],
+                             "up": out[up], "holds": out[ho], "finish": out[fi],
+                             "shard": out[sh], "size": out[sz], "request": out[rq],
+                             "rates": out[ra]}
+                    if self.request_obs:
+                        for k, sl_ in zip(REQUEST_KEYS, self._req_slices, strict=True):
+                            views[k] = out[sl_]
+                    self._last_obs = views
                     if not _KERNEL_SUMS:
                         return views, reward, False, False, self._info()
                     # _info, from route_observe's sums (self._acc: the busy seconds of all
@@ -925,18 +935,13 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             decay = math.exp(-(now - self._rate_t) / self.rate_window_s)
             self._rate = self._rate * decay + 1.0 / self.rate_window_s
             self._rate_t = now
-        if kernels.AVAILABLE:
-            self._finish = self._predict_finish_jit()
-        else:
+        if not kernels.AVAILABLE:
             self._out = None
             self._finish = self._predict_finish()
-
-    def _predict_finish_jit(self) -> np.ndarray:
-        """:meth:`_predict_finish` and the entries of :meth:`_obs` (clipped, float32, into a
-        new ``self._out``) in one compiled pass (:func:`envs.sim.kernels.routing_obs`: the
-        same operations on every node, so the same bits)."""
-        sim = self.sim
-        assert sim is not None and sim.pending is not None
+            return
+        # _predict_finish and the entries of _obs (clipped, float32, into a new self._out)
+        # in one compiled pass (kernels.routing_obs: the same operations on every node, so
+        # the same bits)
         sub = sim.pending
         if sim.link_version != self._rate_version or sim is not self._rate_sim:
             np.multiply(self._bps, sim.link_factor, out=self._rate_n)
@@ -947,11 +952,11 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         out = self._out = np.empty(self._out_size, dtype=np.float32)
         self._out_given = False
         kernels.routing_obs(sim.events.now, sub.shard, sub.d_tracked, sub.d_untracked,
-                            sub.lookups, sub.req_bytes, sub.resp_bytes, sub.req.inv_sla,
+                            sub.lookups, sub.req_bytes, sub.resp_bytes, req.inv_sla,
                             sim.fanout_left_count() + 1, self._req_pred, self._rate,
                             sim.row_hit, sim.node_state, sim.outstanding, self._consts,
                             self._req_node_k, self._fin, out)
-        return self._fin
+        self._finish = self._fin
 
     def _predict_finish(self) -> np.ndarray:
         """Seconds until the pending sub-request's response would be back, per node.
@@ -1037,7 +1042,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
         assert sim is not None and sim.pending is not None
         sub = sim.pending
         out = self._out
-        if out is not None:  # _predict_finish_jit filled it at this instant
+        if out is not None:  # _on_pending's routing_obs filled it at this instant
             if self._out_given:  # a second call: its arrays must not alias the first's
                 out = out.copy()
             return self._views(out)
@@ -1143,7 +1148,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                     and math.copysign(1.0, d) > 0.0):
                 return zero[1]
         return self._reward_of(snap[0] - old[0], snap[1] - old[1], snap[2] - old[2], 0,
-                               snap[3] - old[3], self._energy_delta())
+                               snap[3] - old[3],
+                               self._energy_delta() if self._prices_energy else 0.0)
 
     def _energy_delta(self) -> float:
         """Joules since the last reward when the reward prices energy (else 0, not computed)."""
@@ -1206,8 +1212,8 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
                 self._zero_reward = (fn, value)
             return value
         if type(fn) in _PURE_REWARDS:  # (their value() is their __call__ of the fields)
-            return float(cast(_PureReward, fn).value(good, late, dropped, 0.0,
-                                                     reconfigurations, backlog))
+            return float(fn.value(good, late, dropped, 0.0,  # type: ignore[attr-defined]
+                                  reconfigurations, backlog))
         return float(fn(Outcome(good, late, dropped, 0.0, reconfigurations, backlog)))
 
     def _info(self) -> dict[str, Any]:
