@@ -1234,7 +1234,7 @@ class ShardRoutingEnv(gym.Env[Obs, np.int64]):
             # The request summary (FanoutCounters.summary: its keys first, in its order)
             # with the sub-request counts in place of its request counts and the nodes'
             # utilization in place of the dense devices', then the env's own entries: one
-            # dict display, the same values (test_info_is_summary_info).
+            # dict display, the same values (test_info_is_the_summary_info).
             self._summary_key = key
             node_ahead, dense_ahead = sim.busy_ahead_s(now)
             _, p50, p99, mean = req.latency.read_ms()
