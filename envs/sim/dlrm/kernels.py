@@ -19,12 +19,55 @@ against these kernels.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from envs.sim.jit import AVAILABLE, NO_NRT, njit
 
+try:
+    from llvmlite import binding as _llvm
+    from llvmlite import ir as _ir
+    from numba.core import cgutils as _cgutils
+    from numba.core import types as _nt
+    from numba.core.extending import intrinsic as _intrinsic
+
+    #: LLVM's name of its prefetch intrinsic (overloaded on the pointer type: opaque
+    #: pointers from LLVM 15).
+    _PREFETCH = ("llvm.prefetch.p0" if _llvm.llvm_version_info >= (15,)
+                 else "llvm.prefetch.p0i8")
+
+    def _prefetch_typer(typingctx: Any, arr: Any, idx: Any) -> Any:
+        """A hint that ``arr[idx]`` will be read soon (a prefetch into every cache level:
+        ``llvm.prefetch``, read, locality 3); no effect on any value, and none on memory
+        (a prefetch never faults)."""
+        sig = _nt.void(arr, idx)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = _cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
+                                            wraparound=False, boundscheck=False)
+            i8p = _ir.IntType(8).as_pointer()
+            i32 = _ir.IntType(32)
+            fn = _cgutils.get_or_insert_function(
+                builder.module, _ir.FunctionType(_ir.VoidType(), [i8p, i32, i32, i32]),
+                _PREFETCH)
+            builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+        return sig, codegen
+
+    _prefetch: Any = _intrinsic(_prefetch_typer)
+except ImportError:  # pragma: no cover - without numba (the kernels then run as Python)
+    def _prefetch(arr: np.ndarray, idx: int) -> None:
+        """Nothing (a cache hint only)."""
+
 
 # ------------------------------------------------------------------------------ row caches
+#: How many keys ahead :func:`lru_access` prefetches.
+_LRU_AHEAD = 48
+
+
 @njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def lru_access(last1: np.ndarray, alive: np.ndarray, keys: np.ndarray, offset: int,
                oldest: int, base: int, t: int, cap: int, size: int) -> tuple[int, int, int]:
@@ -36,14 +79,25 @@ def lru_access(last1: np.ndarray, alive: np.ndarray, keys: np.ndarray, offset: i
     """
     n = keys.shape[0]
     misses = 0
+    # The keys are sorted distinct keys of one sub-request spread over a large array (most
+    # of each load misses the caches): the load of key i + _LRU_AHEAD is prefetched, and the
+    # indices are unsigned (keys and ticks of kept entries are >= 0; no wraparound code).
+    # A branch on the hit stays: a select instead (the decrement of a miss moved to an entry
+    # that is set below) chains those read-modify-writes and measured slower.
+    l1 = last1[offset:]
+    o32 = np.int32(oldest)
+    t32 = np.int32(t)
+    ahead = n - _LRU_AHEAD
     for i in range(n):
-        j = offset + keys[i]
-        p = last1[j]
-        if p >= oldest:
-            alive[p - base] -= 1
+        if i < ahead:
+            _prefetch(l1, np.uint64(keys[i + _LRU_AHEAD]))
+        j = np.uint64(keys[i])
+        p = l1[j]
+        if p >= o32:
+            alive[np.uint64(p - base)] -= 1
         else:
             misses += 1
-        last1[j] = t
+        l1[j] = t32
     alive[t - base] = n
     size += misses
     o = oldest
