@@ -181,12 +181,17 @@ def uniform_bucketed(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.n
     the insertion sort's mispredictions costing more than the larger histogram). The scaling
     is increasing, so the ranks that follow from them come out nearly sorted. ``w``: uint32
     scratch of ``len(u)``; ``hist``: int64 scratch of at least ``2 max(m) + 1``; ``start``:
-    int64 scratch of ``len(m)`` (where each table's draws go)."""
+    int64 scratch of ``len(m)`` (where each table's draws go).
+
+    The counts are int32 (``hist`` viewed as int32: half the memory, so a large table's
+    histogram stays in the first-level cache), the prefix sum runs in a register, and the
+    indices are unsigned (no wraparound code)."""
     n = u.shape[0]
     _fill24(pcg, buf, w[:n])
     scale = np.float32(1.0 / 16777216.0)
     one = np.float32(1.0)
     T = m.shape[0]
+    h32 = hist.view(np.int32)
     dst = 0
     for oi in range(T):  # table t goes after the tables before it in order
         t = order[oi]
@@ -201,21 +206,25 @@ def uniform_bucketed(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.n
             while (1 << b) <= mt and b < 24:
                 b += 1
             shift = np.uint32(24 - b)
-            h = hist[:(1 << b) + 1]
+            nbk = 1 << b
+            h = h32[:nbk]
             h[:] = 0
             wt = w[src:src + mt]
             for j in range(mt):
-                h[(wt[j] >> shift) + 1] += 1
-            for k in range(1 << b):
-                h[k + 1] += h[k]
+                h[np.uint64(wt[j] >> shift)] += 1
+            acc = np.int32(0)  # each bucket's first place
+            for k in range(nbk):
+                c0 = h[k]
+                h[k] = acc
+                acc += c0
             c = norm[t]
             ut = u[dst:dst + mt]
             for j in range(mt):
                 x = wt[j]
-                k = x >> shift
-                p = h[k]
-                h[k] = p + 1
-                ut[p] = np.float32(x) * scale * c + one
+                q = np.uint64(x >> shift)
+                p = h[q]
+                h[q] = p + 1
+                ut[np.uint64(p)] = np.float32(x) * scale * c + one
         src += mt
 
 
