@@ -176,12 +176,15 @@ def uniform_bucketed(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.n
                      u: np.ndarray) -> None:
     """:func:`uniform_scaled`'s draws (table ``t``'s ``m[t]`` in table order, from the same
     stream), placed table by table in the order ``order`` and, within a table, roughly
-    sorted: a counting sort on the draws' top ``log2(m[t]) + 1`` bits (the draws are uniform,
-    so about half a draw a bucket; one a bucket measured ~2 us a request slower in the loop,
-    the insertion sort's mispredictions costing more than the larger histogram). The scaling
-    is increasing, so the ranks that follow from them come out nearly sorted. ``w``: uint32
-    scratch of ``len(u)``; ``hist``: int64 scratch of at least ``2 max(m) + 1``; ``start``:
-    int64 scratch of ``len(m)`` (where each table's draws go).
+    sorted: a counting sort on the draws' top ``floor(log2(m[t]))`` bits (the draws are
+    uniform, so one to two draws a bucket). The scaling is increasing, so the ranks that
+    follow from them come out nearly sorted: most keys out of place are one place off, which
+    :func:`envs.sim.dlrm.kernels.nearly_sorted_split` fixes without a branch. (Half a draw a
+    bucket measured ~0.5-1 us a request slower in the loop with that sort: the histogram's
+    prefix sum costs more than the extra inversions; with a branch on each inversion it was
+    the other way round.) ``w``: uint32 scratch of ``len(u)``; ``hist``: int64 scratch of at
+    least ``2 max(m) + 1``; ``start``: int64 scratch of ``len(m)`` (where each table's draws
+    go).
 
     The counts are int32 (``hist`` viewed as int32: half the memory, so a large table's
     histogram stays in the first-level cache), the prefix sum runs in a register, and the
@@ -202,8 +205,8 @@ def uniform_bucketed(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.n
         mt = m[t]
         if mt:
             dst = start[t]
-            b = 0
-            while (1 << b) <= mt and b < 24:
+            b = 0  # 2**b <= mt < 2**(b + 1)
+            while (2 << b) <= mt and b < 24:
                 b += 1
             shift = np.uint32(24 - b)
             nbk = 1 << b
