@@ -91,6 +91,15 @@ def _put(w: np.ndarray, i: int, x: np.uint64) -> np.uint32:
     return high
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _put8(w: np.ndarray, i: np.uint64, x: np.uint64) -> np.uint32:
+    """:func:`_put` where both halves fit (``i + 1 < len(w)``)."""
+    high = np.uint32(x >> np.uint64(32))
+    w[i] = np.uint32(x) >> np.uint32(8)
+    w[i + np.uint64(1)] = high >> np.uint32(8)
+    return high
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _fill24(pcg: np.ndarray, buf: np.ndarray, w: np.ndarray) -> None:
     """``w[i] = next32() >> 8`` for every ``i``: the integers of numpy's float32 draws
@@ -123,20 +132,23 @@ def _fill24(pcg: np.ndarray, buf: np.ndarray, w: np.ndarray) -> None:
         b0, b1 = _muladd(a0, a1, ml, mh, ilo, ihi)
         c0, c1 = _muladd(b0, b1, ml, mh, ilo, ihi)
         d0, d1 = _muladd(c0, c1, ml, mh, ilo, ihi)
-        k = 0
-        while k + 4 <= steps:  # outputs k .. k + 3 from states a, b, c, d
-            keep = _put(w, i, _out(a0, a1))
-            keep = _put(w, i + 2, _out(b0, b1))
-            keep = _put(w, i + 4, _out(c0, c1))
-            keep = _put(w, i + 6, _out(d0, d1))
+        # Groups of four outputs (from states a, b, c, d) whose eight draws all fit in w:
+        # stores without a check, unsigned offsets.
+        full = min(steps, (n - i) >> 1) >> 2
+        wi = w[i:]
+        for g in range(full):
+            o = np.uint64(8 * g)
+            _put8(wi, o, _out(a0, a1))
+            _put8(wi, o + np.uint64(2), _out(b0, b1))
+            _put8(wi, o + np.uint64(4), _out(c0, c1))
+            keep = _put8(wi, o + np.uint64(6), _out(d0, d1))
             lo, hi = d0, d1
-            k += 4
-            i += 8
-            if k + 4 <= steps:
-                a0, a1 = _muladd(a0, a1, m4l, m4h, clo, chi)
-                b0, b1 = _muladd(b0, b1, m4l, m4h, clo, chi)
-                c0, c1 = _muladd(c0, c1, m4l, m4h, clo, chi)
-                d0, d1 = _muladd(d0, d1, m4l, m4h, clo, chi)
+            a0, a1 = _muladd(a0, a1, m4l, m4h, clo, chi)
+            b0, b1 = _muladd(b0, b1, m4l, m4h, clo, chi)
+            c0, c1 = _muladd(c0, c1, m4l, m4h, clo, chi)
+            d0, d1 = _muladd(d0, d1, m4l, m4h, clo, chi)
+        k = 4 * full
+        i += 8 * full
         while k < steps:  # the last few, one step at a time
             lo, hi = _muladd(lo, hi, ml, mh, ilo, ihi)
             keep = _put(w, i, _out(lo, hi))
