@@ -150,10 +150,11 @@ def test_bucketed_draws_are_numpys_by_table_in_key_order() -> None:
 
 
 @needs_jit
-@pytest.mark.parametrize("shuffle", [False, True])
-def test_nearly_sorted_split_is_split_sorted(shuffle: bool) -> None:
+@pytest.mark.parametrize("mode", ["sorted", "shuffled", "local"])
+def test_nearly_sorted_split_is_split_sorted(mode: str) -> None:
     # Any order of a table's draws gives split_sorted's result; far from sorted (shuffled),
-    # the insertion sort gives up and the radix sort finishes.
+    # the insertion sort gives up and the radix sort finishes; locally out of order (keys
+    # moved 1 to 40 places: the compare-exchange and the insertion), it sorts them.
     env = gym.make("ldsgym/ShardRouting-v0").unwrapped
     env.reset(seed=2)
     sim = env.sim
@@ -178,9 +179,13 @@ def test_nearly_sorted_split_is_split_sorted(shuffle: bool) -> None:
         # the same draws, table by table in key order, each table sorted or shuffled
         starts = np.concatenate([[0], np.cumsum(m)])
         parts = [np.sort(x[starts[t]:starts[t + 1]]) for t in order.tolist()]
-        if shuffle:
-            for p in parts:
+        for p in parts:
+            if mode == "shuffled":
                 rng.shuffle(p)
+            elif mode == "local" and len(p) > 1:
+                for i in rng.integers(0, len(p), len(p) // 8).tolist():
+                    j = max(0, i - int(rng.choice([1, 1, 2, 3, 40])))
+                    p[j:i + 1] = np.roll(p[j:i + 1], 1)
         x2 = np.concatenate(parts)
         rel2, counts2 = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
         out2 = np.empty((3, S + 1), dtype=np.int64)

@@ -19,12 +19,55 @@ against these kernels.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from envs.sim.jit import AVAILABLE, NO_NRT, njit
 
+try:
+    from llvmlite import binding as _llvm
+    from llvmlite import ir as _ir
+    from numba.core import cgutils as _cgutils
+    from numba.core import types as _nt
+    from numba.core.extending import intrinsic as _intrinsic
+
+    #: LLVM's name of its prefetch intrinsic (overloaded on the pointer type: opaque
+    #: pointers from LLVM 15).
+    _PREFETCH = ("llvm.prefetch.p0" if _llvm.llvm_version_info >= (15,)
+                 else "llvm.prefetch.p0i8")
+
+    def _prefetch_typer(typingctx: Any, arr: Any, idx: Any) -> Any:
+        """A hint that ``arr[idx]`` will be read soon (a prefetch into every cache level:
+        ``llvm.prefetch``, read, locality 3); no effect on any value, and none on memory
+        (a prefetch never faults)."""
+        sig = _nt.void(arr, idx)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = _cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
+                                            wraparound=False, boundscheck=False)
+            i8p = _ir.IntType(8).as_pointer()
+            i32 = _ir.IntType(32)
+            fn = _cgutils.get_or_insert_function(
+                builder.module, _ir.FunctionType(_ir.VoidType(), [i8p, i32, i32, i32]),
+                _PREFETCH)
+            builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+        return sig, codegen
+
+    _prefetch: Any = _intrinsic(_prefetch_typer)
+except ImportError:  # pragma: no cover - without numba (the kernels then run as Python)
+    def _prefetch(arr: np.ndarray, idx: int) -> None:
+        """Nothing (a cache hint only)."""
+
 
 # ------------------------------------------------------------------------------ row caches
+#: How many keys ahead :func:`lru_access` prefetches.
+_LRU_AHEAD = 48
+
+
 @njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def lru_access(last1: np.ndarray, alive: np.ndarray, keys: np.ndarray, offset: int,
                oldest: int, base: int, t: int, cap: int, size: int) -> tuple[int, int, int]:
@@ -36,14 +79,25 @@ def lru_access(last1: np.ndarray, alive: np.ndarray, keys: np.ndarray, offset: i
     """
     n = keys.shape[0]
     misses = 0
+    # The keys are sorted distinct keys of one sub-request spread over a large array (most
+    # of each load misses the caches): the load of key i + _LRU_AHEAD is prefetched, and the
+    # indices are unsigned (keys and ticks of kept entries are >= 0; no wraparound code).
+    # A branch on the hit stays: a select instead (the decrement of a miss moved to an entry
+    # that is set below) chains those read-modify-writes and measured slower.
+    l1 = last1[offset:]
+    o32 = np.int32(oldest)
+    t32 = np.int32(t)
+    ahead = n - _LRU_AHEAD
     for i in range(n):
-        j = offset + keys[i]
-        p = last1[j]
-        if p >= oldest:
-            alive[p - base] -= 1
+        if i < ahead:
+            _prefetch(l1, np.uint64(keys[i + _LRU_AHEAD]))
+        j = np.uint64(keys[i])
+        p = l1[j]
+        if p >= o32:
+            alive[np.uint64(p - base)] -= 1
         else:
             misses += 1
-        last1[j] = t
+        l1[j] = t32
     alive[t - base] = n
     size += misses
     o = oldest
@@ -181,19 +235,6 @@ def _rank32(x: float, one: float, top: float) -> np.int32:
     return np.int32(y) - np.int32(1)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _lower_bound(a: np.ndarray, n: int, b: int) -> int:
-    """The first ``i < n`` with ``a[i] >= b`` (``n`` if none): ``searchsorted(a[:n], b)``."""
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] < b:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 @njit(cache=True, nogil=True, error_model="numpy")
 def radix_sort(key: np.ndarray, tmp: np.ndarray) -> bool:
     """Sort non-negative integer ``key`` in place (``tmp``: scratch of at least its length):
@@ -266,30 +307,47 @@ def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.
             out[1, s] = 0
             out[2, s] = look[s] if s < nb - 1 else 0
         return 0
-    # Distinct keys and their lookups, without data-dependent branches (random keys would
-    # mispredict them): every lookup writes its key's slot, a new key moves on.
+    # One pass: distinct keys and their lookups without data-dependent branches (random
+    # keys would mispredict them: every lookup writes its key's slot, a new key moves on),
+    # and the shard boundaries as the keys reach them (a rare branch), where the binary
+    # searches of searchsorted(side="left") would find them: the first distinct key and the
+    # first lookup >= base[s]. A key gets its shard's base subtracted (s - 1 with base[s - 1]
+    # <= key < base[s], for 1 <= s < nb; keys below base[0] or from base[-1] on keep theirs).
+    prev = key[0]
+    s = 0
+    while s < nb and base[s] <= prev:
+        out[0, s] = 0
+        out[1, s] = 0
+        s += 1
+    sub = base[s - 1] if 0 < s < nb else 0
+    live = s < nb
+    nxt = base[s] if live else 0
     u = 0
     start = 0
-    prev = key[0]
-    rel[0] = key[0]
-    for i in range(n):
+    rel[0] = prev - sub
+    counts[0] = 1
+    for i in range(1, n):
         k = key[i]
+        if live and k >= nxt:  # (k > prev: a new distinct key)
+            while s < nb and base[s] <= k:
+                out[0, s] = u + 1
+                out[1, s] = i
+                s += 1
+            sub = base[s - 1] if s < nb else 0
+            live = s < nb
+            nxt = base[s] if live else 0
         new = k != prev
         u += new
         start = i if new else start
-        rel[u] = k
+        rel[u] = k - sub
         counts[u] = i + 1 - start
         prev = k
     u += 1
-    # Shard boundaries: binary searches (searchsorted, side="left").
-    for s in range(nb):
-        b = base[s]
-        out[0, s] = _lower_bound(rel, u, b)
-        out[1, s] = _lower_bound(key, n, b)
+    while s < nb:
+        out[0, s] = u
+        out[1, s] = n
+        s += 1
     for s in range(nb - 1):
-        b = base[s]
-        for j in range(out[0, s], out[0, s + 1]):
-            rel[j] -= b
         out[2, s] = look[s] + sign * (out[1, s + 1] - out[1, s])
     out[2, nb - 1] = 0
     return u
@@ -314,20 +372,39 @@ def nearly_sorted_split(x: np.ndarray, m: np.ndarray, ub: np.ndarray, keyoff: np
         _table_keys_of(x[i:i + m[t]], key[i:i + m[t]], keyoff[t], x.dtype.type(ub[t] + 1), one)
         i += m[t]
     n = key.shape[0]
-    budget = 4 * n + 64
-    for j in range(1, n):
-        k = key[j]
-        if key[j - 1] > k:
-            p = j
-            while p > 0 and key[p - 1] > k:
-                key[p] = key[p - 1]
-                p -= 1
-            key[p] = k
-            budget -= j - p
-            if budget < 0:
-                if not radix_sort(key, tmp):
-                    key.sort()
-                break
+    if n >= 2:
+        # key[:j] sorted, a = key[j - 2] (key[0] at first), b = key[j - 1]. A key that goes
+        # at j - 1 or j (most of them: the draws are bucketed finely) takes a
+        # compare-exchange with b, without a branch (an inversion is as likely as not within
+        # a bucket, so a branch on it mispredicts); one that goes before j - 1 (rare) an
+        # insertion, whose moves count against the budget.
+        budget = 4 * n + 64
+        b = key[0]
+        a = b
+        j = 1
+        while j < n:
+            k = key[j]
+            if k < a:
+                p = j
+                while p > 0 and key[p - 1] > k:
+                    key[p] = key[p - 1]
+                    p -= 1
+                key[p] = k
+                budget -= j - p
+                if budget < 0:
+                    if not radix_sort(key, tmp):
+                        key.sort()
+                    break
+                a = key[j - 1]
+                b = key[j]
+            else:
+                lo = k if k < b else b
+                hi = k if k > b else b
+                key[j - 1] = lo
+                key[j] = hi
+                a = lo
+                b = hi
+            j += 1
     return split_sorted(key, base, rel, counts, out, look, -1)
 
 

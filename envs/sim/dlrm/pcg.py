@@ -91,6 +91,15 @@ def _put(w: np.ndarray, i: int, x: np.uint64) -> np.uint32:
     return high
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _put8(w: np.ndarray, i: np.uint64, x: np.uint64) -> np.uint32:
+    """:func:`_put` where both halves fit (``i + 1 < len(w)``)."""
+    high = np.uint32(x >> np.uint64(32))
+    w[i] = np.uint32(x) >> np.uint32(8)
+    w[i + np.uint64(1)] = high >> np.uint32(8)
+    return high
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _fill24(pcg: np.ndarray, buf: np.ndarray, w: np.ndarray) -> None:
     """``w[i] = next32() >> 8`` for every ``i``: the integers of numpy's float32 draws
@@ -123,20 +132,23 @@ def _fill24(pcg: np.ndarray, buf: np.ndarray, w: np.ndarray) -> None:
         b0, b1 = _muladd(a0, a1, ml, mh, ilo, ihi)
         c0, c1 = _muladd(b0, b1, ml, mh, ilo, ihi)
         d0, d1 = _muladd(c0, c1, ml, mh, ilo, ihi)
-        k = 0
-        while k + 4 <= steps:  # outputs k .. k + 3 from states a, b, c, d
-            keep = _put(w, i, _out(a0, a1))
-            keep = _put(w, i + 2, _out(b0, b1))
-            keep = _put(w, i + 4, _out(c0, c1))
-            keep = _put(w, i + 6, _out(d0, d1))
+        # Groups of four outputs (from states a, b, c, d) whose eight draws all fit in w:
+        # stores without a check, unsigned offsets.
+        full = min(steps, (n - i) >> 1) >> 2
+        wi = w[i:]
+        for g in range(full):
+            o = np.uint64(8 * g)
+            _put8(wi, o, _out(a0, a1))
+            _put8(wi, o + np.uint64(2), _out(b0, b1))
+            _put8(wi, o + np.uint64(4), _out(c0, c1))
+            keep = _put8(wi, o + np.uint64(6), _out(d0, d1))
             lo, hi = d0, d1
-            k += 4
-            i += 8
-            if k + 4 <= steps:
-                a0, a1 = _muladd(a0, a1, m4l, m4h, clo, chi)
-                b0, b1 = _muladd(b0, b1, m4l, m4h, clo, chi)
-                c0, c1 = _muladd(c0, c1, m4l, m4h, clo, chi)
-                d0, d1 = _muladd(d0, d1, m4l, m4h, clo, chi)
+            a0, a1 = _muladd(a0, a1, m4l, m4h, clo, chi)
+            b0, b1 = _muladd(b0, b1, m4l, m4h, clo, chi)
+            c0, c1 = _muladd(c0, c1, m4l, m4h, clo, chi)
+            d0, d1 = _muladd(d0, d1, m4l, m4h, clo, chi)
+        k = 4 * full
+        i += 8 * full
         while k < steps:  # the last few, one step at a time
             lo, hi = _muladd(lo, hi, ml, mh, ilo, ihi)
             keep = _put(w, i, _out(lo, hi))
@@ -176,17 +188,25 @@ def uniform_bucketed(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.n
                      u: np.ndarray) -> None:
     """:func:`uniform_scaled`'s draws (table ``t``'s ``m[t]`` in table order, from the same
     stream), placed table by table in the order ``order`` and, within a table, roughly
-    sorted: a counting sort on the draws' top ``log2(m[t]) + 1`` bits (the draws are uniform,
-    so about half a draw a bucket; one a bucket measured ~2 us a request slower in the loop,
-    the insertion sort's mispredictions costing more than the larger histogram). The scaling
-    is increasing, so the ranks that follow from them come out nearly sorted. ``w``: uint32
-    scratch of ``len(u)``; ``hist``: int64 scratch of at least ``2 max(m) + 1``; ``start``:
-    int64 scratch of ``len(m)`` (where each table's draws go)."""
+    sorted: a counting sort on the draws' top ``floor(log2(m[t]))`` bits (the draws are
+    uniform, so one to two draws a bucket). The scaling is increasing, so the ranks that
+    follow from them come out nearly sorted: most keys out of place are one place off, which
+    :func:`envs.sim.dlrm.kernels.nearly_sorted_split` fixes without a branch. (Half a draw a
+    bucket measured ~0.5-1 us a request slower in the loop with that sort: the histogram's
+    prefix sum costs more than the extra inversions; with a branch on each inversion it was
+    the other way round.) ``w``: uint32 scratch of ``len(u)``; ``hist``: int64 scratch of at
+    least ``2 max(m) + 1``; ``start``: int64 scratch of ``len(m)`` (where each table's draws
+    go).
+
+    The counts are int32 (``hist`` viewed as int32: half the memory, so a large table's
+    histogram stays in the first-level cache), the prefix sum runs in a register, and the
+    indices are unsigned (no wraparound code)."""
     n = u.shape[0]
     _fill24(pcg, buf, w[:n])
     scale = np.float32(1.0 / 16777216.0)
     one = np.float32(1.0)
     T = m.shape[0]
+    h32 = hist.view(np.int32)
     dst = 0
     for oi in range(T):  # table t goes after the tables before it in order
         t = order[oi]
@@ -197,25 +217,29 @@ def uniform_bucketed(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.n
         mt = m[t]
         if mt:
             dst = start[t]
-            b = 0
-            while (1 << b) <= mt and b < 24:
+            b = 0  # 2**b <= mt < 2**(b + 1)
+            while (2 << b) <= mt and b < 24:
                 b += 1
             shift = np.uint32(24 - b)
-            h = hist[:(1 << b) + 1]
+            nbk = 1 << b
+            h = h32[:nbk]
             h[:] = 0
             wt = w[src:src + mt]
             for j in range(mt):
-                h[(wt[j] >> shift) + 1] += 1
-            for k in range(1 << b):
-                h[k + 1] += h[k]
+                h[np.uint64(wt[j] >> shift)] += 1
+            acc = np.int32(0)  # each bucket's first place
+            for k in range(nbk):
+                c0 = h[k]
+                h[k] = acc
+                acc += c0
             c = norm[t]
             ut = u[dst:dst + mt]
             for j in range(mt):
                 x = wt[j]
-                k = x >> shift
-                p = h[k]
-                h[k] = p + 1
-                ut[p] = np.float32(x) * scale * c + one
+                q = np.uint64(x >> shift)
+                p = h[q]
+                h[q] = p + 1
+                ut[np.uint64(p)] = np.float32(x) * scale * c + one
         src += mt
 
 

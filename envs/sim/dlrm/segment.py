@@ -972,7 +972,7 @@ def push_event(st: np.ndarray, hp: np.ndarray, t: float, kind: int, target: int)
     schedule(G, hp.view(np.float64)[:, 0], hp[:, 1:4], t, kind, target)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
 def arrive(st: np.ndarray, hp: np.ndarray, req: np.ndarray, keys: np.ndarray,
            rel: np.ndarray, kw: int, n: int, rid: int, arrival: float, deadline: float,
            inv_sla: float, bottom_done: float, fanout: int, next_t: float, next_i: int) -> int:
@@ -998,7 +998,9 @@ def arrive(st: np.ndarray, hp: np.ndarray, req: np.ndarray, keys: np.ndarray,
     req[r, N_RF + Q_FAILED] = 0
     req[r, N_RF + Q_LIVE] = 1
     G[I_NREQS] += 1
-    keys[kw:kw + n] = rel[:n]
+    kt = keys[kw:kw + n]  # (a loop: the slice assignment checks for overlap first)
+    for i in range(n):
+        kt[i] = rel[i]
     if next_i >= 0:
         schedule(G, hp.view(np.float64)[:, 0], hp[:, 1:4], next_t, 0, next_i)
     return 0
