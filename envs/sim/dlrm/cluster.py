@@ -735,11 +735,11 @@ class ShardSim:
         :func:`pcg.check_binomial` holds). Else, with few cached tables, they are drawn one
         table at a time: the array draw calls the same ``random_binomial`` on each (n, p)
         pair in order, so the stream and the numbers are the same, without the array call's
-        argument checks (a few numpy reductions). The uniforms are drawn into a reused buffer (``out=`` fills it as the
-        sized call fills a new array), and the keys and counts that the sub-requests keep
-        come from an :class:`Arena`. Table-wise, a shard's untracked lookups are its cached
-        lookups minus its tracked ones (every key of a table falls in its shard's key
-        range), which the split kernel counts.
+        argument checks (a few numpy reductions). The uniforms are drawn into a reused
+        buffer (``out=`` fills it as the sized call fills a new array), and the keys and
+        counts that the sub-requests keep come from an :class:`Arena`. Table-wise, a
+        shard's untracked lookups are its cached lookups minus its tracked ones (every key
+        of a table falls in its shard's key range), which the split kernel counts.
         """
         lay = self.lay
         rng = self.rng

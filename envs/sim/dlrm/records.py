@@ -111,7 +111,7 @@ class SubRequest:
 
     def __init__(self, sid: int, req: Request, shard: int, keys: np.ndarray,
                  counts: np.ndarray, d_untracked: int, lookups: int, req_bytes: float,
-                 resp_bytes: float, tracked_lookups: int) -> None:
+                 resp_bytes: float, tracked_lookups: int, flow_seq: int = 0) -> None:
         self.id = sid
         self.req = req
         self.shard = shard
@@ -128,7 +128,9 @@ class SubRequest:
         self.retries = 0
         self.state = 0  # 0 new, 1 to node, 2 queued/serving, 3 to central, 4 done, 5 failed
         self.est_s = 0.0
-        self.flow_seq = 0
+        #: the message sequence of its flow on a link (0: none yet; before it is sent, the
+        #: compiled simulator keeps where its keys start in the key store here)
+        self.flow_seq = flow_seq
         self.flow_finish = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
