@@ -29,7 +29,7 @@ from envs.sim.dlrm import segment as sg
 from envs.sim.dlrm.cluster import ARRIVAL, FAULT, RANDOM_FAULT, RETRY, STRAGGLER, ShardSim
 from envs.sim.dlrm.layout import ShardLayout
 from envs.sim.dlrm.pslink import PsLink
-from envs.sim.dlrm.records import Migration, Request, SubRequest
+from envs.sim.dlrm.records import Migration, RangeSubRequest, Request, SubRequest
 from envs.sim.dlrm.rowcache import LruRowCache
 from envs.sim.dlrm.spec import FaultEvent, RandomDisruption
 from envs.sim.packing import Ints, Packed, unpack
@@ -599,9 +599,10 @@ class CompiledShardSim(ShardSim):
                      bl: list[int], tracked: list[int], untracked_l: list[int],
                      lookups: list[int], req_bytes: Sequence[float] | None
                      ) -> list[SubRequest]:
-        """:meth:`ShardSim._subrequests`, each sub-request's ``flow_seq`` (unused until it
-        is sent) where its keys will start in the key store (:meth:`_key_room` for them,
-        taken now: nothing else writes keys before :meth:`_on_arrival` stores them)."""
+        """:meth:`ShardSim._subrequests` as :class:`RangeSubRequest` objects (their keys and
+        counts views made only if read), each one's ``flow_seq`` (unused until it is sent)
+        where its keys will start in the key store (:meth:`_key_room` for them, taken now:
+        nothing else writes keys before :meth:`_on_arrival` stores them)."""
         kw = self._key_room(bl[fanout])
         self._rel = (rel, bl, kw)
         if req_bytes is None:
@@ -610,9 +611,9 @@ class CompiledShardSim(ShardSim):
         resp = self.lay.resp_bytes_list
         sid = self._next_sub
         self._next_sub = sid + fanout
-        return [SubRequest(sid + s, req, s, rel[bl[s]:bl[s + 1]], counts[bl[s]:bl[s + 1]],
-                           untracked_l[s], lookups[s], req_bytes[s], resp[s],
-                           tracked[s + 1] - tracked[s], kw + bl[s]) for s in range(fanout)]
+        return [RangeSubRequest(sid + s, req, s, rel, counts, bl[s], bl[s + 1], untracked_l[s],
+                                lookups[s], req_bytes[s], resp[s], tracked[s + 1] - tracked[s],
+                                kw + bl[s]) for s in range(fanout)]
 
     def _on_arrival(self, i: int, now: float) -> None:
         spec = self.spec
