@@ -489,14 +489,27 @@ class CompiledShardSim(ShardSim):
         """:func:`segment.run_segment` until it returns an event or stops; the Python-side
         state it shares goes in before and comes back after."""
         F, G = self._F, self._I
-        F[sg.F_BACKLOG] = self.backlog
-        F[sg.F_RATE] = self._backlog_rate
-        F[sg.F_BT] = self._backlog_t
-        G[sg.I_REQDF] = self.req.dropped_failed
+        mvF, mvI = self._mvF, self._mvI  # (an item of a memoryview: no numpy scalar)
+        mvF[sg.F_BACKLOG] = self.backlog
+        mvF[sg.F_RATE] = self._backlog_rate
+        mvF[sg.F_BT] = self._backlog_t
+        mvI[sg.I_REQDF] = self.req.dropped_failed
         while True:
             sg.run_segment(self._st, self._hp, self._mh, self._sub, self._req, self._buf,
                            self._keys, self._l1, self._alive2, drain)
-            ret = int(G[sg.I_RET])
+            ret = mvI[sg.I_RET]
+            if ret == sg.RET_EVENT and mvI[sg.I_KIND] == STRAGGLER and (
+                    not drain or mvI[sg.I_NSUBS] or mvI[sg.I_NREQS]):
+                # A straggler starts or ends. advance would dispatch it and call _run again
+                # at once with the same drain (no sub-request waits while _run runs, the
+                # handler changes no arrivals, and draining goes on while sub-requests or
+                # requests are in the system): handled here, and the segment goes on without
+                # the copy-back in between (the handler reads the clock, the nodes and the
+                # generator).
+                now = mvF[sg.F_NOW]
+                self.events.now = now
+                self._on_straggler(mvI[sg.I_TGT], now)
+                continue
             if ret == sg.RET_GROW_HEAP:
                 self._grow_heap(2)
             elif ret == sg.RET_GROW_MSG:
@@ -512,9 +525,10 @@ class CompiledShardSim(ShardSim):
                     self._buf = np.zeros((2 * need, 4))
             else:
                 break
-        self._flush()
-        f = F.tolist()
         i = G.tolist()
+        if i[sg.I_LATN] or i[sg.I_DENN]:
+            self._flush()  # (it zeroes those two counts, which i does not use after)
+        f = F.tolist()
         self.events.now = f[sg.F_NOW]
         self._event = (i[sg.I_KIND], i[sg.I_TGT], f[sg.F_NOW])  # (when ret is RET_EVENT)
         self.backlog, self._backlog_rate, self._backlog_t = (
