@@ -671,23 +671,18 @@ class CompiledShardSim(ShardSim):
         created = self._created + fanout
         nxt = i + 1 if created < self.budget and i + 1 < len(self._arrival) else -1
         next_t = max(self._arrival[nxt], now) if nxt >= 0 else 0.0
+        while ret := sg.arrive(self._st, self._hp, self._req, self._keys, rel, kw, n, rid, now,
+                               req.deadline, req.inv_sla, end, fanout, next_t, nxt):
+            if ret == 1:
+                self._grow_reqs(rid)
+            else:
+                self._grow_heap(1)
+        # (one call with arrive measured no cheaper: arrive needs the NRT, which then wraps
+        # fan_rows' arrays too)
         fan = self._fan_ok and fanout > 0 and kernels.AVAILABLE  # (else no _split)
         if fan:
-            while ret := sg.arrive_fan(self._st, self._hp, self._req, self._keys, rel, kw, n,
-                                       rid, now, req.deadline, req.inv_sla, end, fanout, next_t,
-                                       nxt, self._fan, self._split, self._fan_look,
-                                       self._fan_reqb, self._fan_resp, subs[0].id):
-                if ret == 1:
-                    self._grow_reqs(rid)
-                else:
-                    self._grow_heap(1)
-        else:
-            while ret := sg.arrive(self._st, self._hp, self._req, self._keys, rel, kw, n, rid,
-                                   now, req.deadline, req.inv_sla, end, fanout, next_t, nxt):
-                if ret == 1:
-                    self._grow_reqs(rid)
-                else:
-                    self._grow_heap(1)
+            sg.fan_rows(self._fan, self._split, self._fan_look, self._fan_reqb,
+                        self._fan_resp, subs[0].id, rid, fanout, kw)
         self._kw = kw + n
         self._fan_rid = rid if fan else -1
         self._fanout.extend(subs)

@@ -1100,19 +1100,3 @@ def abort(st: np.ndarray, mh: np.ndarray, sub: np.ndarray, lid: int, mid: int, s
     if n - 1 == 0:
         lki[lid, K_MH] = 0
         lkf[lid, L_SUMF] = 0.0
-
-
-@njit(cache=True, nogil=True, error_model="numpy")  # (arrive's key copy needs the NRT)
-def arrive_fan(st: np.ndarray, hp: np.ndarray, req: np.ndarray, keys: np.ndarray,
-               rel: np.ndarray, kw: int, n: int, rid: int, arrival: float, deadline: float,
-               inv_sla: float, bottom_done: float, fanout: int, next_t: float, next_i: int,
-               fan: np.ndarray, split: np.ndarray, lookups: np.ndarray, req_bytes: np.ndarray,
-               resp_bytes: np.ndarray, sid: int) -> int:
-    """:func:`arrive`, then (when it did its part) :func:`fan_rows` of the request's
-    sub-requests (ids from ``sid``), in one call; returns :func:`arrive`'s code (nonzero:
-    nothing done)."""
-    ret = arrive(st, hp, req, keys, rel, kw, n, rid, arrival, deadline, inv_sla, bottom_done,
-                 fanout, next_t, next_i)
-    if ret == 0:
-        fan_rows(fan, split, lookups, req_bytes, resp_bytes, sid, rid, fanout, kw)
-    return ret
