@@ -17,7 +17,7 @@ import envs  # noqa: F401  (registers the ids)
 from envs.shard import ShardRoutingEnv
 from envs.shard_placement import ShardPlacementEnv
 from envs.sim.dlrm import ShardSim
-from envs.sim.dlrm.records import Arena
+from envs.sim.dlrm.records import Arena, RangeSubRequest, SubRequest
 from envs.sim.dlrm.rowcache import LfuRowCache, LruRowCache
 
 _LINK_FAULTS = [
@@ -315,3 +315,34 @@ def test_subrequests_match_the_plain_draw(kwargs: dict) -> None:
             assert (sub.d_untracked, sub.lookups, sub.req_bytes, sub.resp_bytes,
                     sub.tracked_lookups, sub.d_tracked) == (untracked, look, req_b, resp_b,
                                                             tracked, len(keys))
+
+
+def test_range_subrequests_hold_their_keys_until_read() -> None:
+    # The compiled simulator's sub-requests make their keys/counts views when first read; the
+    # request's arrays are held from the start, so the arena does not reuse their memory.
+    env = gym.make("ldsgym/ShardRouting-v0").unwrapped
+    env.reset(seed=3)
+    held = [env.sim.pending, *env.sim._fanout]
+    if not isinstance(held[0], RangeSubRequest):
+        pytest.skip("numba off: the reference simulator's sub-requests")
+    want = []
+    for sub in held:
+        rel, counts, lo, hi = sub._range
+        assert sub.d_tracked == hi - lo
+        want.append((rel[lo:hi].copy(), counts[lo:hi].copy()))
+    for _ in range(3000):  # many requests' draws through the arena (episodes recycle it)
+        *_, term, trunc, _ = env.step(int(np.flatnonzero(env.action_masks())[0]))
+        if term or trunc:
+            env.reset(seed=4)
+    for sub, (keys, counts) in zip(held, want, strict=True):
+        assert np.array_equal(sub.keys, keys) and sub.keys.dtype == keys.dtype
+        assert np.array_equal(sub.counts, counts) and sub.counts.dtype == counts.dtype
+        assert sub.keys is sub.keys  # (made once)
+        copy = pickle.loads(pickle.dumps(sub))
+        assert type(copy) is SubRequest
+        for name in SubRequest.__slots__:
+            a, b = getattr(copy, name), getattr(sub, name)
+            if isinstance(a, np.ndarray):
+                assert np.array_equal(a, b) and a.dtype == b.dtype
+            elif name != "req":
+                assert a == b, name

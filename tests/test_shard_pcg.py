@@ -92,18 +92,26 @@ def _episode_digest(env: gym.Env, steps: int) -> list:
     return out
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"partition": "row"}])
 def test_simulator_falls_back_to_numpy_with_the_same_results(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    env = gym.make("ldsgym/ShardRouting-v0")
+        monkeypatch: pytest.MonkeyPatch, kwargs: dict) -> None:
+    # compiled binomials and uniforms, numpy's binomials and compiled uniforms, all numpy
+    env = gym.make("ldsgym/ShardRouting-v0", **kwargs)
     env.reset(seed=7)
     with_pcg = _episode_digest(env, 400)
     if AVAILABLE:
-        assert env.unwrapped.sim._pcg[1] is not None  # (the compiled draws were used)
+        pv = env.unwrapped.sim._pcg
+        assert pv[1] is not None and pv[2] is not None  # (the compiled draws were used)
+    monkeypatch.setattr(pcg, "check_binomial", lambda: False)
+    env.reset(seed=7)
+    assert _episode_digest(env, 400) == with_pcg
+    pv = env.unwrapped.sim._pcg
+    assert pv is None or pv[2] is None  # (numpy drew the binomials)
     monkeypatch.setattr(pcg, "views", lambda bg: None)
     env.reset(seed=7)
     assert _episode_digest(env, 400) == with_pcg
     pv = env.unwrapped.sim._pcg
-    assert pv is None or pv[1] is None  # (numpy drew them)
+    assert pv is None or (pv[1] is None and pv[2] is None)  # (numpy drew them)
 
 
 @needs_jit
@@ -204,13 +212,13 @@ def test_compiled_draws_hold_the_generators_lock(monkeypatch: pytest.MonkeyPatch
     assert pcg.check()  # (before the spies: the check draws through them too)
     seen = []
     sims = []  # the simulator drawing (set after its reset)
-    for name in ("uniform_bucketed", "uniform_scaled"):
+    for name in ("binomial_bucketed", "binomial_scaled", "uniform_bucketed", "uniform_scaled"):
         right = getattr(pcg, name)
 
-        def spy(*args: object, _right: object = right) -> None:
+        def spy(*args: object, _right: object = right) -> object:
             if sims:
                 seen.append(sims[-1].rng.bit_generator.lock._is_owned())
-            _right(*args)  # type: ignore[operator]
+            return _right(*args)  # type: ignore[operator]
 
         monkeypatch.setattr(pcg, name, spy)
     for kwargs in ({}, {"partition": "row"}):  # (bucketed table-wise, scaled row-wise)
@@ -220,3 +228,109 @@ def test_compiled_draws_hold_the_generators_lock(monkeypatch: pytest.MonkeyPatch
         seen.clear()
         env.sim._make_subrequests(env.sim.pending.req, env.sim.n_shards)
         assert seen == [True]
+
+
+def _binomial_pairs(rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` (n, p) pairs: small, medium and huge n, p anywhere in [0, 1] with some 0.5,
+    tiny and edge values."""
+    n = np.concatenate([rng.integers(0, 20, k // 3), rng.integers(0, 3000, k // 3),
+                        rng.integers(0, 10**8, k - 2 * (k // 3))]).astype(np.int64)
+    p = rng.random(k)
+    p[rng.random(k) < 0.1] = 0.5
+    p[rng.random(k) < 0.05] = 1e-5
+    p[rng.random(k) < 0.03] = 0.0
+    p[rng.random(k) < 0.03] = 1.0
+    return n, p
+
+
+@needs_jit
+def test_binomials_are_numpys() -> None:
+    assert pcg.check_binomial()
+    pairs = np.random.default_rng(4)
+    branches = {"inversion": 0, "btpe": 0}
+    for seed in range(40):
+        a = np.random.default_rng(seed)
+        b = np.random.default_rng(seed)
+        v = pcg.views(a.bit_generator)
+        assert v is not None
+        n, p = _binomial_pairs(pairs, int(pairs.integers(1, 60)))
+        small = n * np.minimum(p, 1.0 - p) <= 30.0
+        branches["inversion"] += int((small & (n > 0) & (p > 0)).sum())
+        branches["btpe"] += int((~small).sum())
+        m = np.empty(len(n), dtype=np.int64)
+        for rep in range(25):
+            if rep % 3 == 1:  # an odd float32 count: numpy's buffered half across the draws
+                assert np.array_equal(a.random(5, dtype=np.float32),
+                                      b.random(5, dtype=np.float32))
+            total = pcg.binomials(v[0], n, p, m)
+            want = b.binomial(n, p)
+            assert np.array_equal(m, want) and total == int(want.sum())
+            assert a.bit_generator.state == b.bit_generator.state
+            if rep % 3 == 2:  # numpy's own draws go on from the state the kernel left
+                assert a.binomial(100, 0.4) == b.binomial(100, 0.4)
+                assert a.random() == b.random()
+    assert branches["inversion"] > 200 and branches["btpe"] > 200  # (pairs, 25 draws each)
+
+
+@needs_jit
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_binomials_then_uniforms_in_one_call(bucketed: bool) -> None:
+    norm = np.array([2.5, 0.5, 40.0, 1.0], dtype=np.float32)
+    order = np.array([2, 0, 3, 1], dtype=np.int64)
+    cn = np.array([192, 6400, 7, 640], dtype=np.int64)
+    cp = np.array([0.6561, 0.6561, 0.3, 0.8984])
+    a = np.random.default_rng(21)
+    b = np.random.default_rng(21)
+    v = pcg.views(a.bit_generator)
+    assert v is not None
+    w = np.empty(int(cn.sum()), dtype=np.uint32)
+    hist = np.empty(2 * int(cn.max()) + 2, dtype=np.int64)
+    start = np.empty(4, dtype=np.int64)
+    m = np.empty(4, dtype=np.int64)
+    u = np.empty(int(cn.sum()), dtype=np.float32)
+    for step in range(30):
+        if bucketed:
+            n = pcg.binomial_bucketed(v[0], v[1], cn, cp, m, norm, order, w, hist, start, u)
+        else:
+            n = pcg.binomial_scaled(v[0], v[1], cn, cp, m, norm, u)
+        mb = np.array([b.binomial(k, q) for k, q in zip(cn.tolist(), cp.tolist(),
+                                                                 strict=True)])
+        assert np.array_equal(m, mb) and n == int(mb.sum())
+        ref = _numpy_scaled(b, mb, norm)
+        assert a.bit_generator.state == b.bit_generator.state
+        if bucketed:  # table by table in key order
+            starts = np.concatenate([[0], np.cumsum(mb)])
+            ref = np.concatenate([np.sort(ref[starts[t]:starts[t + 1]]) for t in order.tolist()])
+            got = np.concatenate([np.sort(part) for part in np.split(u[:n], np.cumsum(
+                mb[order])[:-1])])
+        else:
+            got = u[:n]
+        assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
+        if step % 2:
+            assert a.random(dtype=np.float32) == b.random(dtype=np.float32)
+
+
+@needs_jit
+def test_the_binomial_check_fails_for_a_wrong_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    right = pcg.binomials
+
+    def off_by_one(pv: np.ndarray, n: np.ndarray, p: np.ndarray, m: np.ndarray) -> int:
+        total = right(pv, n, p, m)
+        m[-1] += 1  # (one value wrong, the state right)
+        return total + 1
+
+    def one_draw_more(pv: np.ndarray, n: np.ndarray, p: np.ndarray, m: np.ndarray) -> int:
+        total = right(pv, n, p, m)
+        right(pv, n[-1:], p[-1:], m[-1:].copy())  # (the values right, the state not)
+        return total
+
+    assert pcg._check_binomial()
+    for wrong in (off_by_one, one_draw_more):
+        monkeypatch.setattr(pcg, "binomials", wrong)
+        assert not pcg._check_binomial()
+    monkeypatch.setattr(pcg, "binomials", right)
+    monkeypatch.setattr(pcg, "_numpy_version", lambda: (2, 5))  # (BTPE's test changed)
+    assert not pcg._check_binomial()
+    monkeypatch.setattr(pcg, "_numpy_version", lambda: (2, 4))
+    monkeypatch.setattr(pcg, "_CHECKED", False)  # (no trusted layout: no binomials either)
+    assert not pcg._check_binomial()

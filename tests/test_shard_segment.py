@@ -352,3 +352,32 @@ def test_fused_step_without_kernel_sums_is_the_same_episode(
     monkeypatch.setattr(shard_env.ShardRoutingEnv, "_info", counted)
     assert _episode("ldsgym/ShardRouting-v0", kwargs, 3) == fused
     assert calls["n"] >= len(fused) - 2  # every step's info came from _info
+
+
+def test_stragglers_inside_run_are_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    # _run handles the straggler events in its loop (while arriving and while draining)
+    # instead of returning them to advance; the episode is still the reference's.
+    inside = {False: 0, True: 0}  # stragglers handled inside _run, by its drain
+    running: list[bool] = []
+    run, on_straggler = CompiledShardSim._run, CompiledShardSim._on_straggler
+
+    def spy_run(self: CompiledShardSim, drain: bool) -> int:
+        running.append(drain)
+        try:
+            return run(self, drain)
+        finally:
+            running.pop()
+
+    def spy_straggler(self: CompiledShardSim, node: int, now: float) -> None:
+        if running:
+            inside[running[-1]] += 1
+        on_straggler(self, node, now)
+
+    monkeypatch.setattr(CompiledShardSim, "_run", spy_run)
+    monkeypatch.setattr(CompiledShardSim, "_on_straggler", spy_straggler)
+    kwargs = {"episode_queries": 2400, "load": 1.2}
+    monkeypatch.setattr(kernels, "AVAILABLE", True)
+    compiled = _episode("ldsgym/ShardRouting-v0", kwargs, 5)
+    assert inside[False] > 0 and inside[True] > 0
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    assert _episode("ldsgym/ShardRouting-v0", kwargs, 5) == compiled

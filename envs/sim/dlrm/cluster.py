@@ -730,54 +730,73 @@ class ShardSim:
         with the compiled uniforms of :mod:`envs.sim.dlrm.pcg`, drawn nearly sorted: see the
         code).
 
-        With few cached tables the binomials are drawn one table at a time: the array draw
-        calls the same ``random_binomial`` on each (n, p) pair in order, so the stream and
-        the numbers are the same, without the array call's argument checks (a few numpy
-        reductions). The uniforms are drawn into a reused buffer (``out=`` fills it as the
-        sized call fills a new array), and the keys and counts that the sub-requests keep
-        come from an :class:`Arena`. Table-wise, a shard's untracked lookups are its cached
-        lookups minus its tracked ones (every key of a table falls in its shard's key
-        range), which the split kernel counts.
+        With the compiled uniforms, the binomials are drawn in the same call
+        (:func:`pcg.binomials`: numpy's ``random_binomial`` on the generator's state, where
+        :func:`pcg.check_binomial` holds). Else, with few cached tables, they are drawn one
+        table at a time: the array draw calls the same ``random_binomial`` on each (n, p)
+        pair in order, so the stream and the numbers are the same, without the array call's
+        argument checks (a few numpy reductions). The uniforms are drawn into a reused
+        buffer (``out=`` fills it as the sized call fills a new array), and the keys and
+        counts that the sub-requests keep come from an :class:`Arena`. Table-wise, a
+        shard's untracked lookups are its cached lookups minus its tracked ones (every key
+        of a table falls in its shard's key range), which the split kernel counts.
         """
         lay = self.lay
         rng = self.rng
-        if lay.c_scalar:
-            binomial = rng.binomial
-            ml = [binomial(k, p) for k, p in lay.c_n_p]
-            m = np.array(ml, dtype=np.int64)
-        else:
-            m = rng.binomial(lay.c_n, lay.c_ptracked)
-            ml = m.tolist()
-        n = sum(ml)
-        norm: np.ndarray = lay.c_norm_d
         pv = self._pcg
         if pv is None or pv[0] is not rng.bit_generator:
             pv = self._pcg = self._compiled_draws(rng.bit_generator)
+        norm: np.ndarray = lay.c_norm_d
         # (None: the exponential law, which never has compiled draws, see _compiled_draws)
         power: Any = lay.c_power
+        m: np.ndarray
+        drawn = pv[2] is not None
+        if drawn:
+            # The binomials and the uniforms in one compiled call: numpy's random_binomial
+            # on the generator's state (pcg.binomials), then the uniforms as below.
+            m, views = pv[2], pv[1]
+            with pv[0].lock:  # (as numpy's own draws: the kernel releases the GIL)
+                if len(pv) > 3:
+                    n = pcg.binomial_bucketed(views[0], views[1], lay.c_n, lay.c_ptracked, m,
+                                              norm, pv[3], pv[4], pv[5], pv[6], self._u_buf)
+                else:
+                    n = pcg.binomial_scaled(views[0], views[1], lay.c_n, lay.c_ptracked, m,
+                                            norm, self._u_buf)
+        elif lay.c_scalar:
+            binomial = rng.binomial
+            ml = [binomial(k, p) for k, p in lay.c_n_p]
+            m = np.array(ml, dtype=np.int64)
+            n = sum(ml)
+        else:
+            m = rng.binomial(lay.c_n, lay.c_ptracked)
+            n = sum(m.tolist())
         u: np.ndarray = self._u_buf[:n]
         key = self._key_buf[:n]
         out = np.empty((3, self.n_shards + 1), dtype=np.int64)
         arena = self._arena
         rel = arena.take(n)
         counts = arena.take(n) if _INTP64 else np.empty(n, dtype=np.intp)
-        if len(pv) > 2:
+        if len(pv) > 3:
             # Table-wise with the compiled draws: the same uniforms, placed table by table
             # in key order and nearly sorted within a table (pcg.uniform_bucketed), so that
             # their keys need about one insertion pass to be sorted instead of a radix sort
             # (kernels.nearly_sorted_split). The power is numpy's as below (an elementwise
             # ufunc: a draw's value does not depend on its place), and sorted keys are one
             # array whatever order they were drawn in.
-            views, order = pv[1], pv[2]
-            with pv[0].lock:  # (as numpy's own draws: the kernel releases the GIL)
-                pcg.uniform_bucketed(views[0], views[1], m, norm, order, pv[3], pv[4], pv[5],
-                                     u)
+            order = pv[3]
+            if not drawn:
+                views = pv[1]
+                with pv[0].lock:  # (as numpy's own draws: the kernel releases the GIL)
+                    pcg.uniform_bucketed(views[0], views[1], m, norm, order, pv[4], pv[5],
+                                         pv[6], u)
             x = np.power(u, power, out=u)
             kernels.nearly_sorted_split(x, m, lay.c_ub, lay.c_keyoff, order, lay.shard_base,
                                         key, self._key_buf[n:], rel, counts, out,
                                         lay.cached_lookups_tw)
         else:
-            if pv[1] is not None:  # the same draws, scaled (see pcg)
+            if drawn:
+                x = np.power(u, power, out=u)
+            elif pv[1] is not None:  # the same draws, scaled (see pcg)
                 with pv[0].lock:  # (as numpy's own draws: the generator's state is shared)
                     pcg.uniform_scaled(pv[1][0], pv[1][1], m, norm, u)
                 x = np.power(u, power, out=u)
@@ -813,16 +832,20 @@ class ShardSim:
 
     def _compiled_draws(self, bit_generator: Any) -> tuple[Any, ...]:
         """What :meth:`_make_subrequests_jit` draws with, for ``bit_generator``: ``(it,
-        None)`` (numpy's draws), ``(it, views)`` (:func:`pcg.uniform_scaled`) or, table-wise,
-        ``(it, views, order, w, hist, start)`` (the cached tables in
-        key order and the scratch of :func:`pcg.uniform_bucketed`)."""
+        views, m)``, where ``views`` is None (numpy's draws) or the generator's state
+        (:func:`pcg.uniform_scaled`), ``m`` None (numpy's binomials) or the int64 scratch
+        of :func:`pcg.binomials` (where :func:`pcg.check_binomial` holds), or, table-wise,
+        ``(it, views, m, order, w, hist, start)`` (the cached tables in key order and the
+        scratch of :func:`pcg.uniform_bucketed`)."""
         lay = self.lay
         views = (pcg.views(bit_generator) if lay.c_power is not None and len(lay.c_n)
                  and lay.c_norm_d.dtype == np.float32 else None)
+        m = (np.empty(len(lay.c_n), dtype=np.int64)
+             if views is not None and pcg.check_binomial() else None)
         if views is None or lay.spec.row_wise:
-            return (bit_generator, views)
+            return (bit_generator, views, m)
         order = np.argsort(lay.c_keyoff, kind="stable").astype(np.int64)
-        return (bit_generator, views, order, np.empty(lay.c_n_total, dtype=np.uint32),
+        return (bit_generator, views, m, order, np.empty(lay.c_n_total, dtype=np.uint32),
                 np.empty(2 * int(lay.c_n.max()) + 2, dtype=np.int64),
                 np.empty(len(lay.c_n), dtype=np.int64))
 

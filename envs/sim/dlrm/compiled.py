@@ -29,7 +29,7 @@ from envs.sim.dlrm import segment as sg
 from envs.sim.dlrm.cluster import ARRIVAL, FAULT, RANDOM_FAULT, RETRY, STRAGGLER, ShardSim
 from envs.sim.dlrm.layout import ShardLayout
 from envs.sim.dlrm.pslink import PsLink
-from envs.sim.dlrm.records import Migration, Request, SubRequest
+from envs.sim.dlrm.records import Migration, RangeSubRequest, Request, SubRequest
 from envs.sim.dlrm.rowcache import LruRowCache
 from envs.sim.dlrm.spec import FaultEvent, RandomDisruption
 from envs.sim.packing import Ints, Packed, unpack
@@ -94,7 +94,7 @@ class CompiledShardSim(ShardSim):
     _STATE_VIEWS = ("_I", "_F", "_lkf", "_lki", "_nd_f", "_nd_i", "_NA", "_NI", "_cache_i",
                     "_link_busy_a", "_dense_free_a", "_req_busy_a", "_node_state_v",
                     "_row_hit_v", "_outstanding_v", "_key_off_v", "_hp_t", "_hp_s", "_mh_f",
-                    "_mh_i", "_sub_f", "_sub_i", "_req_f", "_req_i")
+                    "_mh_i", "_sub_f", "_sub_i", "_req_f", "_req_i", "_na_rows")
     _HEAP0, _MSG0, _SUB0, _REQ0, _BUF0, _KEYS0, _ALIVE0 = 256, 64, 64, 16, 64, 0, 128
     #: Tables pickled xz-compressed: the sub-request table keeps the rows of finished
     #: sub-requests until their slot is reused (590 kB raw on ShardRouting-64N after 5,000
@@ -159,7 +159,9 @@ class CompiledShardSim(ShardSim):
             n = self._KEYS0 or max(2**16, 4 * layout.c_n_total)
             self._keys = np.zeros(n, dtype=np.int64)
         self._kw = 0
-        self._rel: tuple[np.ndarray, list[int]] | None = None
+        self._rel: tuple[np.ndarray, list[int], int] | None = None
+        #: kind, target and time of the event that _run last returned
+        self._event: tuple[int, int, float] = (0, 0, 0.0)
         cache_i = self._cache_i
         for n, nd in enumerate(self.nodes):
             c = nd.cache
@@ -248,6 +250,9 @@ class CompiledShardSim(ShardSim):
          self._cache_i, self._link_busy_a, self._dense_free_a, self._req_busy_a,
          self._node_state_v, self._row_hit_v, self._outstanding_v,
          self._key_off_v) = sg.unpack.py_func(self._st)
+        # the rows of _NA that _run copies back (a row's tolist: without the other rows')
+        NA = self._NA
+        self._na_rows = (NA[sg.A_SUBBUSY], NA[sg.A_FAST], NA[sg.A_SLOW], NA[sg.A_LBS])
         self._bind_tables()
         if before:
             return
@@ -484,14 +489,27 @@ class CompiledShardSim(ShardSim):
         """:func:`segment.run_segment` until it returns an event or stops; the Python-side
         state it shares goes in before and comes back after."""
         F, G = self._F, self._I
-        F[sg.F_BACKLOG] = self.backlog
-        F[sg.F_RATE] = self._backlog_rate
-        F[sg.F_BT] = self._backlog_t
-        G[sg.I_REQDF] = self.req.dropped_failed
+        mvF, mvI = self._mvF, self._mvI  # (an item of a memoryview: no numpy scalar)
+        mvF[sg.F_BACKLOG] = self.backlog
+        mvF[sg.F_RATE] = self._backlog_rate
+        mvF[sg.F_BT] = self._backlog_t
+        mvI[sg.I_REQDF] = self.req.dropped_failed
         while True:
             sg.run_segment(self._st, self._hp, self._mh, self._sub, self._req, self._buf,
                            self._keys, self._l1, self._alive2, drain)
-            ret = int(G[sg.I_RET])
+            ret = mvI[sg.I_RET]
+            if ret == sg.RET_EVENT and mvI[sg.I_KIND] == STRAGGLER and (
+                    not drain or mvI[sg.I_NSUBS] or mvI[sg.I_NREQS]):
+                # A straggler starts or ends. advance would dispatch it and call _run again
+                # at once with the same drain (no sub-request waits while _run runs, the
+                # handler changes no arrivals, and draining goes on while sub-requests or
+                # requests are in the system): handled here, and the segment goes on without
+                # the copy-back in between (the handler reads the clock, the nodes and the
+                # generator).
+                now = mvF[sg.F_NOW]
+                self.events.now = now
+                self._on_straggler(mvI[sg.I_TGT], now)
+                continue
             if ret == sg.RET_GROW_HEAP:
                 self._grow_heap(2)
             elif ret == sg.RET_GROW_MSG:
@@ -507,26 +525,28 @@ class CompiledShardSim(ShardSim):
                     self._buf = np.zeros((2 * need, 4))
             else:
                 break
-        self._flush()
-        f = F.tolist()
         i = G.tolist()
+        if i[sg.I_LATN] or i[sg.I_DENN]:
+            self._flush()  # (it zeroes those two counts, which i does not use after)
+        f = F.tolist()
         self.events.now = f[sg.F_NOW]
+        self._event = (i[sg.I_KIND], i[sg.I_TGT], f[sg.F_NOW])  # (when ret is RET_EVENT)
         self.backlog, self._backlog_rate, self._backlog_t = (
             f[sg.F_BACKLOG], f[sg.F_RATE], f[sg.F_BT])
         self._link_busy_max = f[sg.F_LBMAX]
         self.events_handled = i[sg.I_EVH]
-        na = self._NA.tolist()  # (one conversion of all rows: fresh lists, as a row's)
+        sub_busy, fast, slow, lbs = self._na_rows  # (fresh lists, of these rows only)
         c = self.sub
         c.completed, c.good, c.dropped_overflow = i[sg.I_SUBC], i[sg.I_SUBG], i[sg.I_OVF]
-        c.busy_s = na[sg.A_SUBBUSY]
+        c.busy_s = sub_busy.tolist()
         c = self.req
         c.completed, c.good, c.dropped_failed = i[sg.I_REQC], i[sg.I_REQG], i[sg.I_REQDF]
         c.busy_s = self._req_busy_a.tolist()
         self.dense_free = self._dense_free_a.tolist()
         self.cache_lookups_total, self.cache_hits_total = i[sg.I_CLT], i[sg.I_CHT]
-        self.fast_reads = na[sg.A_FAST]
-        self.slow_reads = na[sg.A_SLOW]
-        self.link_bytes_sent = na[sg.A_LBS]
+        self.fast_reads = fast.tolist()
+        self.slow_reads = slow.tolist()
+        self.link_bytes_sent = lbs.tolist()
         self.cache_lookups, self.cache_hits = self._NI.tolist()
         return ret
 
@@ -545,12 +565,12 @@ class CompiledShardSim(ShardSim):
                 break
             if self._run(False) != sg.RET_EVENT:
                 break
-            self._dispatch(int(self._I[sg.I_KIND]), int(self._I[sg.I_TGT]), self.events.now)
+            self._dispatch(*self._event)
         # Budget exhausted: drain what is in the system.
         while self._I[sg.I_NSUBS] or self._I[sg.I_NREQS]:
             if self._run(True) != sg.RET_EVENT:
                 break
-            self._dispatch(int(self._I[sg.I_KIND]), int(self._I[sg.I_TGT]), self.events.now)
+            self._dispatch(*self._event)
         self._sync_backlog(self.events.now)
         self.sync_objects()
 
@@ -593,26 +613,43 @@ class CompiledShardSim(ShardSim):
                      bl: list[int], tracked: list[int], untracked_l: list[int],
                      lookups: list[int], req_bytes: Sequence[float] | None
                      ) -> list[SubRequest]:
-        self._rel = (rel, bl)
-        return super()._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l,
-                                    lookups, req_bytes)
+        """:meth:`ShardSim._subrequests` as :class:`RangeSubRequest` objects (their keys and
+        counts views made only if read), each one's ``flow_seq`` (unused until it is sent)
+        where its keys will start in the key store (:meth:`_key_room` for them, taken now:
+        nothing else writes keys before :meth:`_on_arrival` stores them)."""
+        kw = self._key_room(bl[fanout])
+        self._rel = (rel, bl, kw)
+        if req_bytes is None:
+            header, id_bytes = self.spec.header_bytes, self.spec.id_bytes
+            req_bytes = [header + n_look * id_bytes for n_look in lookups]
+        resp = self.lay.resp_bytes_list
+        sid = self._next_sub
+        self._next_sub = sid + fanout
+        return [RangeSubRequest(sid + s, req, s, rel, counts, bl[s], bl[s + 1], untracked_l[s],
+                                lookups[s], req_bytes[s], resp[s], tracked[s + 1] - tracked[s],
+                                kw + bl[s]) for s in range(fanout)]
 
     def _on_arrival(self, i: int, now: float) -> None:
         spec = self.spec
-        left = self.budget - self._created
-        fanout = min(self.n_shards, left)
-        # Bottom MLP on the first free dense device.
-        k = min(range(len(self.dense_free)), key=self.dense_free.__getitem__)
-        start = max(now, self.dense_free[k])
-        self.dense_free[k] = start + spec.bottom_s
-        self.req.busy_s[k] += spec.bottom_s
-        self._dense_free_a[k] = self.dense_free[k]  # (the kernel's copies)
-        self._req_busy_a[k] = self.req.busy_s[k]
-        self._dense_jobs[k].append((start, start + spec.bottom_s))
-        req = Request(self._next_req, now, now + self._sla[i], start + spec.bottom_s, fanout)
-        self._next_req += 1
+        fanout = min(self.n_shards, self.budget - self._created)
+        # Bottom MLP on the first free dense device (the first of equals, as min's key).
+        df = self.dense_free
+        k = df.index(min(df))
+        bottom = spec.bottom_s
+        start = max(now, df[k])
+        end = start + bottom
+        df[k] = end
+        busy = self.req.busy_s
+        busy[k] += bottom
+        self._dense_free_a[k] = end  # (the kernel's copies)
+        self._req_busy_a[k] = busy[k]
+        self._dense_jobs[k].append((start, end))
+        rid = self._next_req
+        req = Request(rid, now, now + self._sla[i], end, fanout)
+        self._next_req = rid + 1
         self.req.arrived += 1
-        self._sync_backlog(now)
+        self.backlog += self._backlog_rate * (now - self._backlog_t)  # (_sync_backlog)
+        self._backlog_t = now
         self._backlog_rate += req.inv_sla
         subs = self._make_subrequests(req, fanout)
         if self._extra is not None:
@@ -623,31 +660,31 @@ class CompiledShardSim(ShardSim):
                     sub.d_untracked += k
                     sub.lookups += k
                     sub.req_bytes += k * id_bytes
-        # The request's row, its keys (the sub-requests' rows are written when each is sent)
-        # and the next arrival (ShardSim schedules it last, after the draws: the same seq).
+        # The request's row, its keys (where _subrequests put their starts; the
+        # sub-requests' rows are written when each is sent), the next arrival (ShardSim
+        # schedules it last, after the draws: the same seq) and, table-wise, the rows of its
+        # sub-requests for route_observe (segment.fan_rows).
         assert self._rel is not None
-        rel, bl = self._rel
+        rel, bl, kw = self._rel
         self._rel = None
         n = bl[fanout]
-        kw = self._key_room(n)
         created = self._created + fanout
         nxt = i + 1 if created < self.budget and i + 1 < len(self._arrival) else -1
         next_t = max(self._arrival[nxt], now) if nxt >= 0 else 0.0
-        while ret := sg.arrive(self._st, self._hp, self._req, self._keys, rel, kw, n, req.id,
-                               req.arrival, req.deadline, req.inv_sla, req.bottom_done, fanout,
-                               next_t, nxt):
+        while ret := sg.arrive(self._st, self._hp, self._req, self._keys, rel, kw, n, rid, now,
+                               req.deadline, req.inv_sla, end, fanout, next_t, nxt):
             if ret == 1:
-                self._grow_reqs(req.id)
+                self._grow_reqs(rid)
             else:
                 self._grow_heap(1)
-        self._kw = kw + n
-        for s, sub in enumerate(subs):
-            sub.flow_seq = kw + bl[s]  # (unused until sent) where its keys start
-        self._fan_rid = -1
-        if self._fan_ok and subs and kernels.AVAILABLE:  # (else _split is not this one's)
+        # (one call with arrive measured no cheaper: arrive needs the NRT, which then wraps
+        # fan_rows' arrays too)
+        fan = self._fan_ok and fanout > 0 and kernels.AVAILABLE  # (else no _split)
+        if fan:
             sg.fan_rows(self._fan, self._split, self._fan_look, self._fan_reqb,
-                        self._fan_resp, subs[0].id, req.id, fanout, kw)
-            self._fan_rid = req.id
+                        self._fan_resp, subs[0].id, rid, fanout, kw)
+        self._kw = kw + n
+        self._fan_rid = rid if fan else -1
         self._fanout.extend(subs)
         self._created = created
         if nxt < 0:

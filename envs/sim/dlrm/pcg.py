@@ -20,6 +20,7 @@ when the check fails, callers draw with numpy (:func:`views` returns None).
 from __future__ import annotations
 
 import ctypes
+import math
 from typing import Any
 
 import numpy as np
@@ -243,6 +244,179 @@ def uniform_bucketed(pcg: np.ndarray, buf: np.ndarray, m: np.ndarray, norm: np.n
         src += mt
 
 
+#: 2**-53: numpy's ``next_double`` is ``(next64 >> 11) * 2**-53``.
+_D53 = 1.0 / 9007199254740992.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _next_double(pcg: np.ndarray) -> float:
+    """numpy's ``next_double`` of a ``PCG64`` (``pcg64_next64``: one step, the XSL-RR
+    output; the one-``uint32`` buffer is neither read nor changed), ``pcg`` as in
+    :func:`_fill24`, advanced in place."""
+    lo, hi = _muladd(pcg[0], pcg[1], np.uint64(_ML), np.uint64(_MH), pcg[2], pcg[3])
+    pcg[0] = lo
+    pcg[1] = hi
+    return float(_out(lo, hi) >> np.uint64(11)) * _D53
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _binomial_inversion(pcg: np.ndarray, n: int, p: float) -> int:
+    """numpy's ``random_binomial_inversion`` (``n * p <= 30``, ``p <= 0.5``): the same
+    operations in the same order on the same draws."""
+    q = 1.0 - p
+    qn = math.exp(n * math.log(q))
+    np_ = n * p
+    bound = int(min(float(n), np_ + 10.0 * math.sqrt(np_ * q + 1)))
+    x = 0
+    px = qn
+    u = _next_double(pcg)
+    while u > px:
+        x += 1
+        if x > bound:
+            x = 0
+            px = qn
+            u = _next_double(pcg)
+        else:
+            u -= px
+            px = ((n - x + 1) * p * px) / (x * q)
+    return x
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _stirling(x: float) -> float:
+    """The correction term of numpy's BTPE squeeze (numpy < 2.5's constants)."""
+    x2 = x * x
+    return (13680. - (462. - (132. - (99. - 140. / x2) / x2) / x2) / x2) / x / 166320.
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _binomial_btpe(pcg: np.ndarray, n: int, p: float) -> int:
+    """numpy's ``random_binomial_btpe`` (``n * p > 30``, ``p <= 0.5``; numpy < 2.5): the
+    same set-up, steps and acceptance tests on the same draws (numpy's ``goto`` steps as the
+    branches of one loop)."""
+    r = min(p, 1.0 - p)
+    q = 1.0 - r
+    fm = n * r + r
+    m = math.floor(fm)
+    p1 = math.floor(2.195 * math.sqrt(n * r * q) - 4.6 * q) + 0.5
+    xm = m + 0.5
+    xl = xm - p1
+    xr = xm + p1
+    c = 0.134 + 20.5 / (15.3 + m)
+    a = (fm - xl) / (fm - xl * r)
+    laml = a * (1.0 + a / 2.0)
+    a = (xr - fm) / (xr * q)
+    lamr = a * (1.0 + a / 2.0)
+    p2 = p1 * (1.0 + 2.0 * c)
+    p3 = p2 + c / laml
+    p4 = p3 + c / lamr
+    nrq = n * r * q
+    while True:
+        u = _next_double(pcg) * p4
+        v = _next_double(pcg)
+        if u <= p1:  # the triangle: accepted
+            y = math.floor(xm - p1 * v + u)
+            break
+        if u <= p2:  # the parallelograms
+            x = xl + (u - p1) / c
+            v = v * c + 1.0 - abs(m - x + 0.5) / p1
+            if v > 1.0:
+                continue
+            y = math.floor(x)
+        elif u <= p3:  # the left tail
+            y = math.floor(xl + math.log(v) / laml)
+            if y < 0 or v == 0.0:
+                continue
+            v = v * (u - p2) * laml
+        else:  # the right tail
+            y = math.floor(xr - math.log(v) / lamr)
+            if y > n or v == 0.0:
+                continue
+            v = v * (u - p3) * lamr
+        k = abs(y - m)
+        if k <= 20 or k >= nrq / 2.0 - 1:  # explicit evaluation
+            s = r / q
+            a = s * (n + 1)
+            f = 1.0
+            if m < y:
+                for i in range(m + 1, y + 1):
+                    f *= (a / i - s)
+            elif m > y:
+                for i in range(y + 1, m + 1):
+                    f /= (a / i - s)
+            if v > f:
+                continue
+            break
+        # squeezing, then the final acceptance test
+        rho = (k / nrq) * ((k * (k / 3.0 + 0.625) + 0.16666666666666666) / nrq + 0.5)
+        t = -k * k / (2 * nrq)
+        big_a = math.log(v)
+        if big_a < t - rho:
+            break
+        if big_a > t + rho:
+            continue
+        x1 = float(y + 1)
+        f1 = float(m + 1)
+        z = float(n + 1 - m)
+        w = float(n - y + 1)
+        if big_a > (xm * math.log(f1 / x1) + (n - m + 0.5) * math.log(z / w)
+                    + (y - m) * math.log(w * r / (x1 * q))
+                    + _stirling(f1) + _stirling(z) + _stirling(x1) + _stirling(w)):
+            continue
+        break
+    if p > 0.5:
+        y = n - y
+    return y
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _binomial(pcg: np.ndarray, n: int, p: float) -> int:
+    """numpy's ``random_binomial`` (what ``Generator.binomial(n, p)`` draws) from the
+    ``PCG64`` state that ``pcg`` views (as in :func:`_fill24`)."""
+    if n == 0 or p == 0.0:
+        return 0
+    if p <= 0.5:
+        if p * n <= 30.0:
+            return _binomial_inversion(pcg, n, p)
+        return _binomial_btpe(pcg, n, p)
+    q = 1.0 - p
+    if q * n <= 30.0:
+        return n - _binomial_inversion(pcg, n, q)
+    return n - _binomial_btpe(pcg, n, q)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
+def binomials(pcg: np.ndarray, n: np.ndarray, p: np.ndarray, m: np.ndarray) -> int:
+    """``m[:] = rng.binomial(n, p)`` (int64 ``n``, float64 ``p``, one draw each, in order,
+    as numpy's array call and its scalar calls draw them); returns ``m.sum()``."""
+    total = 0
+    for i in range(n.shape[0]):
+        m[i] = _binomial(pcg, n[i], p[i])
+        total += m[i]
+    return total
+
+
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
+def binomial_bucketed(pcg: np.ndarray, buf: np.ndarray, cn: np.ndarray, cp: np.ndarray,
+                      m: np.ndarray, norm: np.ndarray, order: np.ndarray, w: np.ndarray,
+                      hist: np.ndarray, start: np.ndarray, u: np.ndarray) -> int:
+    """:func:`binomials` of ``(cn, cp)`` into ``m``, then :func:`uniform_bucketed` of that
+    many draws into ``u[:n]`` (``len(u) >= cn.sum()``), in one call; returns ``n``."""
+    n = binomials(pcg, cn, cp, m)
+    uniform_bucketed(pcg, buf, m, norm, order, w, hist, start, u[:n])
+    return n
+
+
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
+def binomial_scaled(pcg: np.ndarray, buf: np.ndarray, cn: np.ndarray, cp: np.ndarray,
+                    m: np.ndarray, norm: np.ndarray, u: np.ndarray) -> int:
+    """:func:`binomials` of ``(cn, cp)`` into ``m``, then :func:`uniform_scaled` of that
+    many draws into ``u[:n]``, in one call; returns ``n``."""
+    n = binomials(pcg, cn, cp, m)
+    uniform_scaled(pcg, buf, m, norm, u[:n])
+    return n
+
+
 def _raw(bit_generator: Any) -> tuple[np.ndarray, np.ndarray]:
     """Views of a ``PCG64``'s state: ``(pcg, buf)`` as :func:`uniform_scaled` takes them."""
     addr = int(bit_generator.ctypes.state_address)
@@ -324,6 +498,64 @@ def _between(g: np.random.Generator, step: int) -> list[Any]:
     return [g.integers(0, 1000, 2).tolist()]
 
 
+_BINOMIAL_CHECKED: bool | None = None
+
+#: (n, p) pairs of the binomial check: both of numpy's algorithms (inversion where
+#: ``n * min(p, 1 - p) <= 30``, BTPE above), both sides of ``p = 0.5``, the edges (``n = 0``,
+#: ``p = 0``, ``p = 1``) and the layouts' kind (a few hundred to thousands, p ~ 0.6-0.95).
+_BINOMIAL_PROBES = ((0, 0.3), (5, 0.0), (7, 1.0), (1, 0.5), (10, 0.5), (60, 0.5), (61, 0.5),
+                    (100, 0.05), (100, 0.31), (100, 0.69), (100, 0.95), (1000, 0.001),
+                    (1000, 0.2), (1000, 0.999), (192, 0.6561), (448, 0.6561), (512, 0.9277),
+                    (640, 0.8984), (6400, 0.6561), (100000, 0.4), (3, 0.9), (2**40, 0.25))
+
+
+def check_binomial() -> bool:
+    """Whether :func:`binomials` reproduces numpy's ``Generator.binomial`` here (computed
+    once): it needs :func:`check` (the state's layout), a numpy older than 2.5 (which changed
+    BTPE's final acceptance test; numpy >= 2.5 draws with numpy), and, on two generators of
+    the same seed, the same numbers and the same final state over :data:`_BINOMIAL_PROBES`
+    (many draws each), interleaved with float32 draws in odd counts (the one-``uint32``
+    buffer held across the binomials) and numpy's own draws."""
+    global _BINOMIAL_CHECKED
+    if _BINOMIAL_CHECKED is None:
+        try:
+            _BINOMIAL_CHECKED = _check_binomial()
+        except Exception:  # any surprise means: draw with numpy
+            _BINOMIAL_CHECKED = False
+    return _BINOMIAL_CHECKED
+
+
+def _numpy_version() -> tuple[int, int]:
+    major, minor = np.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _check_binomial() -> bool:
+    if not check() or _numpy_version() >= (2, 5):
+        return False
+    cn = np.array([n for n, _ in _BINOMIAL_PROBES], dtype=np.int64)
+    cp = np.array([p for _, p in _BINOMIAL_PROBES], dtype=np.float64)
+    m = np.empty(len(cn), dtype=np.int64)
+    for seed in (3, 2024):
+        a = np.random.Generator(np.random.PCG64(seed))
+        b = np.random.Generator(np.random.PCG64(seed))
+        pcg = _raw(a.bit_generator)[0]
+        for step in range(40):
+            if step % 2:  # an odd count: the buffer holds a half across the binomials
+                if not np.array_equal(a.random(3, dtype=np.float32),
+                                      b.random(3, dtype=np.float32)):
+                    return False
+            with a.bit_generator.lock:
+                total = binomials(pcg, cn, cp, m)
+            want = [int(b.binomial(n, p)) for n, p in _BINOMIAL_PROBES]
+            if m.tolist() != want or total != sum(want):
+                return False
+            if _between(a, step) != _between(b, step) or \
+                    a.bit_generator.state != b.bit_generator.state:
+                return False
+    return True
+
+
 def views(bit_generator: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`uniform_scaled`'s views of ``bit_generator``'s state, or None (draw with numpy):
     not a ``PCG64``, or :func:`check` failed. The views point into the generator's memory:
@@ -338,4 +570,5 @@ def views(bit_generator: Any) -> tuple[np.ndarray, np.ndarray] | None:
     return pcg, buf
 
 
-__all__ = ["check", "uniform_bucketed", "uniform_scaled", "views"]
+__all__ = ["binomial_bucketed", "binomial_scaled", "binomials", "check", "check_binomial",
+           "uniform_bucketed", "uniform_scaled", "views"]

@@ -111,7 +111,7 @@ class SubRequest:
 
     def __init__(self, sid: int, req: Request, shard: int, keys: np.ndarray,
                  counts: np.ndarray, d_untracked: int, lookups: int, req_bytes: float,
-                 resp_bytes: float, tracked_lookups: int) -> None:
+                 resp_bytes: float, tracked_lookups: int, flow_seq: int = 0) -> None:
         self.id = sid
         self.req = req
         self.shard = shard
@@ -128,7 +128,9 @@ class SubRequest:
         self.retries = 0
         self.state = 0  # 0 new, 1 to node, 2 queued/serving, 3 to central, 4 done, 5 failed
         self.est_s = 0.0
-        self.flow_seq = 0
+        #: the message sequence of its flow on a link (0: none yet; before it is sent, the
+        #: compiled simulator keeps where its keys start in the key store here)
+        self.flow_seq = flow_seq
         self.flow_finish = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -141,6 +143,88 @@ class SubRequest:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         set_slots_state(self, state)
+
+
+#: The slots' own descriptors of ``keys`` and ``counts`` (:class:`RangeSubRequest` puts a
+#: property in front of them).
+_KEYS = SubRequest.__dict__["keys"]
+_COUNTS = SubRequest.__dict__["counts"]
+
+
+class RangeSubRequest(SubRequest):
+    """A :class:`SubRequest` whose ``keys`` and ``counts`` are the views
+    ``rel[lo:hi]`` and ``counts[lo:hi]`` of its request's arrays, made when first read (the
+    compiled simulator's own path never reads them: two slices a sub-request saved). The
+    arrays are held from the start, as the views would hold them (an :class:`Arena` sees
+    their buffers in use). Pickled (and copied) as a plain :class:`SubRequest`."""
+
+    __slots__ = ("_range",)
+
+    def __init__(self, sid: int, req: Request, shard: int, rel: np.ndarray,
+                 counts: np.ndarray, lo: int, hi: int, d_untracked: int, lookups: int,
+                 req_bytes: float, resp_bytes: float, tracked_lookups: int,
+                 flow_seq: int = 0) -> None:
+        self.id = sid
+        self.req = req
+        self.shard = shard
+        self._range = (rel, counts, lo, hi)
+        self.tracked_lookups = tracked_lookups
+        self.d_tracked = hi - lo
+        self.d_untracked = d_untracked
+        self.lookups = lookups
+        self.req_bytes = req_bytes
+        self.resp_bytes = resp_bytes
+        self.node = -1
+        self.retries = 0
+        self.state = 0
+        self.est_s = 0.0
+        self.flow_seq = flow_seq
+        self.flow_finish = 0.0
+
+    def _views(self) -> None:
+        rel, counts, lo, hi = self._range
+        _KEYS.__set__(self, rel[lo:hi])
+        _COUNTS.__set__(self, counts[lo:hi])
+
+    @property
+    def keys(self) -> np.ndarray:
+        """Distinct tracked shard-space keys (do not modify)."""
+        try:
+            return _KEYS.__get__(self, RangeSubRequest)
+        except AttributeError:
+            self._views()
+            return _KEYS.__get__(self, RangeSubRequest)
+
+    @keys.setter
+    def keys(self, value: np.ndarray) -> None:
+        _KEYS.__set__(self, value)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Lookups of each key."""
+        try:
+            return _COUNTS.__get__(self, RangeSubRequest)
+        except AttributeError:
+            self._views()
+            return _COUNTS.__get__(self, RangeSubRequest)
+
+    @counts.setter
+    def counts(self, value: np.ndarray) -> None:
+        _COUNTS.__set__(self, value)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {n: getattr(self, n) for n in SubRequest.__slots__ if hasattr(self, n)}
+        state["keys"] = Ints(self.keys)
+        state["counts"] = Ints(self.counts)
+        return state
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return _plain_subrequest, (), self.__getstate__()
+
+
+def _plain_subrequest() -> SubRequest:
+    """An empty :class:`SubRequest` (what a :class:`RangeSubRequest` unpickles into)."""
+    return SubRequest.__new__(SubRequest)
 
 
 class Migration:
