@@ -307,46 +307,45 @@ def split_sorted(key: np.ndarray, base: np.ndarray, rel: np.ndarray, counts: np.
             out[1, s] = 0
             out[2, s] = look[s] if s < nb - 1 else 0
         return 0
-    # One pass: distinct keys and their lookups without data-dependent branches (random
-    # keys would mispredict them: every lookup writes its key's slot, a new key moves on),
-    # and the shard boundaries as the keys reach them (a rare branch), where the binary
-    # searches of searchsorted(side="left") would find them: the first distinct key and the
-    # first lookup >= base[s]. A key gets its shard's base subtracted (s - 1 with base[s - 1]
-    # <= key < base[s], for 1 <= s < nb; keys below base[0] or from base[-1] on keep theirs).
+    # The distinct keys and where each one's lookups end, in one pass without
+    # data-dependent branches (random keys would mispredict them: every lookup writes its
+    # key's slots, a new key moves on) and without the shard boundaries (checking for them
+    # on every lookup cost as much as the rest); then the boundaries by binary searches of
+    # the distinct keys (searchsorted(side="left"): the first distinct key and the first
+    # lookup >= base[s]), each key's shard base subtracted (s - 1 with base[s - 1] <= key <
+    # base[s], for 1 <= s < nb; keys below base[0] or from base[-1] on keep theirs) and the
+    # counts as differences of the ends, each in a loop of its own (vector code).
     prev = key[0]
-    s = 0
-    while s < nb and base[s] <= prev:
-        out[0, s] = 0
-        out[1, s] = 0
-        s += 1
-    sub = base[s - 1] if 0 < s < nb else 0
-    live = s < nb
-    nxt = base[s] if live else 0
     u = 0
-    start = 0
-    rel[0] = prev - sub
-    counts[0] = 1
+    rel[0] = prev
+    counts[0] = 0
     for i in range(1, n):
         k = key[i]
-        if live and k >= nxt:  # (k > prev: a new distinct key)
-            while s < nb and base[s] <= k:
-                out[0, s] = u + 1
-                out[1, s] = i
-                s += 1
-            sub = base[s - 1] if s < nb else 0
-            live = s < nb
-            nxt = base[s] if live else 0
-        new = k != prev
-        u += new
-        start = i if new else start
-        rel[u] = k - sub
-        counts[u] = i + 1 - start
+        u += k != prev
+        rel[u] = k
+        counts[u] = i  # (the last lookup of distinct key u so far)
         prev = k
     u += 1
-    while s < nb:
-        out[0, s] = u
-        out[1, s] = n
-        s += 1
+    for s in range(nb):
+        b = base[s]
+        lo = 0
+        hi = u
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if rel[mid] < b:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[0, s] = lo
+        out[1, s] = counts[lo - 1] + 1 if lo > 0 else 0
+    for s in range(1, nb):
+        sub = base[s - 1]
+        r = rel[out[0, s - 1]:out[0, s]]
+        for j in range(r.shape[0]):
+            r[j] -= sub
+    for j in range(u - 1, 0, -1):
+        counts[j] -= counts[j - 1]
+    counts[0] += 1
     for s in range(nb - 1):
         out[2, s] = look[s] + sign * (out[1, s + 1] - out[1, s])
     out[2, nb - 1] = 0
