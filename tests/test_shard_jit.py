@@ -98,6 +98,33 @@ def test_split_sorted_is_unique_and_searchsorted() -> None:
         assert np.array_equal(rel[:u], uniq - base[:-1].repeat(np.diff(b)))
 
 
+def test_split_sorted_keys_outside_the_bases() -> None:
+    # Keys below base[0] or from base[-1] on keep their value (no shard's base subtracted),
+    # bases may repeat or lie outside the keys; the same counts and boundaries as numpy's.
+    rng = np.random.default_rng(11)
+    for trial in range(400):
+        nb = int(rng.integers(1, 7))
+        base = np.sort(rng.integers(-3, 30, nb)).astype(np.int64)
+        n = int(rng.integers(0, 40))
+        key = np.sort(rng.integers(-6, 36, n)).astype(np.int32 if trial % 2 else np.int64)
+        rel = np.empty(n, dtype=np.int64)
+        counts = np.empty(n, dtype=np.intp)
+        out = np.empty((3, nb), dtype=np.int64)
+        look = rng.integers(0, 1000, nb)
+        sign = 1 if trial % 3 else -1
+        u = kernels.split_sorted(key, base, rel, counts, out, look, sign)
+        uniq, cnt = np.unique(key, return_counts=True)
+        tracked = np.searchsorted(key, base)
+        s = np.searchsorted(base, uniq, side="right")  # base[s - 1] <= key < base[s]
+        inner = (s > 0) & (s < nb)
+        assert u == len(uniq)
+        assert np.array_equal(out[0], np.searchsorted(uniq, base))
+        assert np.array_equal(out[1], tracked)
+        assert np.array_equal(out[2], np.append(look[:-1] + sign * np.diff(tracked), 0))
+        assert np.array_equal(counts[:u], cnt)
+        assert np.array_equal(rel[:u], np.where(inner, uniq - base[np.maximum(s - 1, 0)], uniq))
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_radix_sort_is_the_sort(dtype: type) -> None:
     rng = np.random.default_rng(5)
