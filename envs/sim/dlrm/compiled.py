@@ -32,6 +32,7 @@ from envs.sim.dlrm.pslink import PsLink
 from envs.sim.dlrm.records import Migration, Request, SubRequest
 from envs.sim.dlrm.rowcache import LruRowCache
 from envs.sim.dlrm.spec import FaultEvent, RandomDisruption
+from envs.sim.jit import NO_NRT, njit
 from envs.sim.packing import Ints, Packed, unpack
 
 
@@ -52,6 +53,31 @@ def make_shard_sim(layout: ShardLayout, arrival_s: np.ndarray, sla_s: np.ndarray
     cls = CompiledShardSim if eligible(layout, faults, random_faults, dynamic) else ShardSim
     return cls(layout, arrival_s, sla_s, budget, rng, faults=faults,
                random_faults=random_faults, dynamic=dynamic, recycle=recycle, **kwargs)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
+def _nodes_ahead(nd_i: np.ndarray, nd_f: np.ndarray, end: np.ndarray, now: float) -> float:
+    """:meth:`ShardSim.busy_ahead_s`'s node term: over the nodes in order, those serving,
+    ``min(max(end - now, 0.0), service_s)`` added from 0.0 (Python's ``min``/``max``: the
+    first argument unless the second is strictly less/greater; the same sums)."""
+    nodes = 0.0
+    for n in range(end.shape[0]):
+        if nd_i[n, sg.E_SERV] >= 0:
+            d = end[n] - now
+            if 0.0 > d:
+                d = 0.0
+            x = nd_f[n, sg.D_SVC]
+            nodes += x if x < d else d
+    return nodes
+
+
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
+def _sum(a: np.ndarray) -> float:
+    """``sum(a.tolist())`` of a float64 array: added in order from 0 (0 + -0.0 is 0.0)."""
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += a[i]
+    return s
 
 
 class _Count:
@@ -989,13 +1015,7 @@ class CompiledShardSim(ShardSim):
 
     # ------------------------------------------------------------------ reading
     def busy_ahead_s(self, now: float) -> tuple[float, float]:
-        nodes = 0.0
-        ends = self._mv_end
-        serving = self._nd_i[:, sg.E_SERV].tolist()
-        service_s = self._nd_f[:, sg.D_SVC].tolist()
-        for n in range(self.n_nodes):
-            if serving[n] >= 0:
-                nodes += min(max(ends[n] - now, 0.0), service_s[n])
+        nodes = _nodes_ahead(self._nd_i, self._nd_f, self.service_end, now)
         dense = 0.0
         for jobs in self._dense_jobs:
             while jobs and jobs[0][1] <= now:
@@ -1007,5 +1027,5 @@ class CompiledShardSim(ShardSim):
     def link_utilization(self, elapsed_s: float) -> tuple[float, float]:
         if elapsed_s <= 0:
             return 0.0, 0.0
-        busy = self._link_busy_a.tolist()
-        return sum(busy) / (len(busy) * elapsed_s), self._mvF[sg.F_LBMAX] / elapsed_s
+        busy = self._link_busy_a
+        return _sum(busy) / (len(busy) * elapsed_s), self._mvF[sg.F_LBMAX] / elapsed_s
