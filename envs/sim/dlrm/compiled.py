@@ -112,15 +112,20 @@ class CompiledShardSim(ShardSim):
     _links_init: tuple[list[PsLink], list[PsLink]]
     _keys: np.ndarray
     _l1: np.ndarray
+    _l1_views: list[np.ndarray]
+    _fan_look: np.ndarray
+    _fan_reqb: np.ndarray
+    _fan_resp: np.ndarray
     _alive2: np.ndarray
     _mv_lbs: Any
     _mvF: Any
     _mvI: Any
-    #: Attributes that are views of the packed state or tables (not pickled).
+    #: Attributes that are views of the packed state or tables (not pickled), and the
+    #: caches' views of ``_l1`` (:meth:`_bind_caches`; rebuilt on unpickling).
     _STATE_VIEWS = ("_I", "_F", "_lkf", "_lki", "_nd_f", "_nd_i", "_NA", "_NI", "_cache_i",
                     "_link_busy_a", "_dense_free_a", "_req_busy_a", "_node_state_v",
                     "_row_hit_v", "_outstanding_v", "_key_off_v", "_hp_t", "_hp_s", "_mh_f",
-                    "_mh_i", "_sub_f", "_sub_i", "_req_f", "_req_i")
+                    "_mh_i", "_sub_f", "_sub_i", "_req_f", "_req_i", "_l1_views")
     _HEAP0, _MSG0, _SUB0, _REQ0, _BUF0, _KEYS0, _ALIVE0 = 256, 64, 64, 16, 64, 0, 128
     #: Tables pickled xz-compressed: the sub-request table keeps the rows of finished
     #: sub-requests until their slot is reused (590 kB raw on ShardRouting-64N after 5,000
@@ -149,20 +154,20 @@ class CompiledShardSim(ShardSim):
                  "outstanding": self._outstanding_v, "_cache_size": self._NA[sg.A_CSIZE]}
         for name, view in views.items():
             view[...] = getattr(self, name)
-        self._bind_state()
+        self._bind_state(unpacked=True)
         F[sg.F_OVERHEAD] = spec.node_overhead_s
         F[sg.F_ROWB] = spec.row_bytes
         F[sg.F_TOP] = spec.top_s
         F[sg.F_EWMA] = self.ewma
         G[sg.I_QCAP] = spec.queue_capacity
-        links = [*self._links_init[0], *self._links_init[1]]
+        down, up = self._links_init
         self._links_init = ([], [])
         lkf = self._lkf
-        for node in range(N):
-            for up, lk in ((0, links[node]), (1, links[N + node])):
-                lkf[2 * node + up, sg.L_BPS] = lk.payload_bps
-                lkf[2 * node + up, sg.L_FIXED] = lk.fixed_s
-                lkf[2 * node + up, sg.L_FACTOR] = lk.factor
+        # row 2 * node + up (the same values as one element at a time)
+        for rows, lks in ((lkf[0::2], down), (lkf[1::2], up)):
+            rows[:, sg.L_BPS] = [lk.payload_bps for lk in lks]
+            rows[:, sg.L_FIXED] = [lk.fixed_s for lk in lks]
+            rows[:, sg.L_FACTOR] = [lk.factor for lk in lks]
         self._nd_f[:, sg.D_SLOW] = [nd.slow for nd in self.nodes]
         self._nd_i[:, sg.E_SERV] = -1
         self._sub_i[:, sg.U_ID] = -1
@@ -191,7 +196,8 @@ class CompiledShardSim(ShardSim):
             c = nd.cache
             assert type(c) is LruRowCache
             cache_i[n, :6] = (c.oldest, c._base, c.tick, c.size, c.capacity, c._stale)
-        self._bind_caches(old._l1 if isinstance(old, CompiledShardSim) else None)
+        self._bind_caches(*((old._l1, old._l1_views) if isinstance(old, CompiledShardSim)
+                            else (None, None)))
         self._migs: list[Migration] = []  # by id: -1 - index
         # The rows of the current request's sub-requests (segment.fan_rows), for
         # route_observe: table-wise, without extra reads (whose counts Python adds); the
@@ -200,9 +206,14 @@ class CompiledShardSim(ShardSim):
         self._fan_rid = -1
         self._fan_ok = not spec.row_wise and self._extra is None
         if self._fan_ok:
-            self._fan_look = np.array(layout.lookups_tw, dtype=np.int64)
-            self._fan_reqb = np.array(layout.req_bytes_tw, dtype=np.float64)
-            self._fan_resp = np.array(layout.resp_bytes_list, dtype=np.float64)
+            if isinstance(old, CompiledShardSim) and old.lay is layout and old._fan_ok:
+                # (per layout, read-only: the previous episode's)
+                self._fan_look, self._fan_reqb = old._fan_look, old._fan_reqb
+                self._fan_resp = old._fan_resp
+            else:
+                self._fan_look = np.array(layout.lookups_tw, dtype=np.int64)
+                self._fan_reqb = np.array(layout.req_bytes_tw, dtype=np.float64)
+                self._fan_resp = np.array(layout.resp_bytes_list, dtype=np.float64)
         self._fan_nodes = np.zeros(S, dtype=np.int64)  # (send_rows_earliest's choices)
 
     # ------------------------------------------------------------------ plumbing
@@ -267,14 +278,13 @@ class CompiledShardSim(ShardSim):
             self._mvF = memoryview(cast(Any, self._F))
             self._mvI = memoryview(cast(Any, self._I))
 
-    def _bind_state(self, before: bool = False) -> None:
+    def _bind_state(self, before: bool = False, unpacked: bool = False) -> None:
         """The attributes that are views of the packed state and tables (again after a
-        table grows or after unpickling); ``before``: ShardSim.__init__ has not run yet."""
-        (self._I, self._F, self._lkf, self._lki, self._nd_f, self._nd_i, self._NA, self._NI,
-         self._cache_i, self._link_busy_a, self._dense_free_a, self._req_busy_a,
-         self._node_state_v, self._row_hit_v, self._outstanding_v,
-         self._key_off_v) = sg.unpack.py_func(self._st)
-        self._bind_tables()
+        table grows or after unpickling); ``before``: ShardSim.__init__ has not run yet;
+        ``unpacked``: the views of the state and tables are bound and still current (the
+        same arrays), only the rest is done."""
+        if not unpacked:
+            self._unpack_state()
         if before:
             return
         self.node_state = self._node_state_v
@@ -284,25 +294,36 @@ class CompiledShardSim(ShardSim):
         self._bind_views()
         self._bind_memoryviews()
 
+    def _unpack_state(self) -> None:
+        """:meth:`_bind_state`'s views of the packed state and of the tables."""
+        (self._I, self._F, self._lkf, self._lki, self._nd_f, self._nd_i, self._NA, self._NI,
+         self._cache_i, self._link_busy_a, self._dense_free_a, self._req_busy_a,
+         self._node_state_v, self._row_hit_v, self._outstanding_v,
+         self._key_off_v) = sg.unpack.py_func(self._st)
+        self._bind_tables()
+
     def _bind_tables(self) -> None:
         (self._hp_t, self._hp_s, self._mh_f, self._mh_i, self._sub_f, self._sub_i, self._req_f,
          self._req_i) = sg.tables.py_func(self._hp, self._mh, self._sub, self._req)
 
-    def _bind_caches(self, l1: np.ndarray | None = None) -> None:
+    def _bind_caches(self, l1: np.ndarray | None = None,
+                     views: list[np.ndarray] | None = None) -> None:
         """The nodes' LRU ``last1`` arrays as views of one array (the previous episode's
-        when its caches were recycled), and their ``alive`` arrays as rows of another."""
+        when its caches were recycled: ``l1`` and the views of it that :meth:`_bind_caches`
+        made, ``views``), and their ``alive`` arrays as rows of another."""
         caches = [cast(LruRowCache, nd.cache) for nd in self.nodes]
         sizes = [len(c.last1) for c in caches]
         offs = np.cumsum([0, *sizes]).tolist()
-        if l1 is None or len(l1) != offs[-1] or not all(
-                c.last1.base is l1 and c.last1.__array_interface__["data"][0]
-                == cast(np.ndarray, l1).__array_interface__["data"][0] + 4 * o
-                for c, o in zip(caches, offs, strict=False)):
+        # (the views made here, still the caches' own, are l1's at these offsets: a view
+        # keeps its memory, and its length is the size)
+        if l1 is None or len(l1) != offs[-1] or views is None or len(views) != len(caches) \
+                or not all(c.last1 is v for c, v in zip(caches, views, strict=True)):
             l1 = np.empty(offs[-1], dtype=np.int32)
             for c, o, k in zip(caches, offs, sizes, strict=False):
                 l1[o:o + k] = c.last1
                 c.last1 = l1[o:o + k]
         self._l1 = l1
+        self._l1_views = [c.last1 for c in caches]
         cache_i = self._cache_i
         cache_i[:, sg.C_L1OFF] = offs[:-1]
         cache_i[:, sg.C_NKEYS] = sizes
@@ -680,6 +701,37 @@ class CompiledShardSim(ShardSim):
             self._arrivals_left = False
 
     def _send(self, sub: SubRequest, node: int) -> None:
+        sid = sub.id
+        key_start = sub.flow_seq  # (see _on_arrival)
+        sub.node = node
+        sub.state = 1
+        while ret := sg.send(self._st, self._hp, self._mh, self._sub, node, sid, sub.req.id,
+                             sub.shard, sub.d_tracked, sub.d_untracked, sub.lookups,
+                             sub.tracked_lookups, key_start, sub.req_bytes, sub.resp_bytes,
+                             True):
+            if ret == 1:
+                self._grow_subs(sid)
+            elif ret == 2:
+                self._grow_heap(2)
+            else:
+                self._grow_msg()
+        self.link_bytes_sent[node] = self._mv_lbs[node]
+        self._link_busy_max = self._mvF[sg.F_LBMAX]
+
+    def route(self, node: int) -> None:
+        """:meth:`ShardSim.route` (the same checks and errors) with ``_live``'s cached tuple
+        read inline and :meth:`_send`'s body inline."""
+        sub = self.pending
+        if sub is None:
+            raise RuntimeError("no pending sub-request; call advance() first")
+        # _live's cached tuple when it holds, else _live
+        if (self._live_version != self.topology_version
+                or (live := self._live_cache.get(sub.shard)) is None):
+            live = self._live(sub.shard)
+        if node not in live:
+            raise ValueError(f"node {node} cannot serve shard {sub.shard} now")
+        self.pending = None
+        # _send(sub, node)
         sid = sub.id
         key_start = sub.flow_seq  # (see _on_arrival)
         sub.node = node
