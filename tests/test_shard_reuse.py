@@ -78,6 +78,9 @@ def test_episode_after_many_resets_is_a_fresh_envs(env_id: str) -> None:
         assert used.sim._l1 is old._l1  # the caches' memory was reused ...
         assert used.sim._warm_plan is old._warm_plan  # ... and their warm-up ranges
         assert used.sim._l1 is not fresh.sim._l1
+        if old._pcg is not None and len(old._pcg) > 2:  # the draws' order and scratch
+            assert used.sim._pcg is not None and used.sim._pcg[2] is old._pcg[2]
+            assert used.sim._pcg[0] is used.sim.rng.bit_generator
 
 
 @pytest.mark.parametrize("env_id", _IDS)

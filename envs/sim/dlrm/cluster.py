@@ -306,8 +306,14 @@ class ShardSim:
             self._key_buf = np.empty(2 * layout.c_n_total, dtype=layout.key_dtype)
             self._arena = Arena(max(2**16, 32 * layout.c_n_total))
         # What the compiled draws use (_compiled_draws; made on first use for the generator
-        # they are of, never pickled).
+        # they are of, never pickled). Table-wise, the previous episode's order and scratch
+        # (of the layout; written before they are read) with views of this generator.
         self._pcg: tuple[Any, ...] | None = None
+        old_pcg = recycle._pcg if recycle is not None and recycle.lay is layout else None
+        if old_pcg is not None and len(old_pcg) > 2:
+            views = pcg.views(rng.bit_generator)  # (as _compiled_draws: None, draw with numpy)
+            if views is not None:
+                self._pcg = (rng.bit_generator, views, *old_pcg[2:])
         #: The sub-request awaiting a decision, or None when the episode's are all decided.
         self.pending: SubRequest | None = None
         self.backlog = 0.0  # integral of sum(1 / SLA) over requests in the system
