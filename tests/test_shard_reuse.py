@@ -17,7 +17,8 @@ from envs.sim.dlrm.compiled import CompiledShardSim
 from envs.sim.dlrm.rowcache import LruRowCache
 from envs.sim.jit import AVAILABLE
 
-_IDS = ["ldsgym/ShardRouting-v0", "ldsgym/ShardRouting-RequestAware-v0"]
+_IDS = ["ldsgym/ShardRouting-v0", "ldsgym/ShardRouting-RequestAware-v0",
+        "ldsgym/ShardRouting-16N-v0", "ldsgym/ShardRouting-64N-v0"]
 
 
 def _make(env_id: str) -> gym.Env:
