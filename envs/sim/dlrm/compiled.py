@@ -113,6 +113,7 @@ class CompiledShardSim(ShardSim):
     _keys: np.ndarray
     _l1: np.ndarray
     _l1_views: list[np.ndarray]
+    _STATE_VIEWS: tuple[str, ...]
     _fan_look: np.ndarray
     _fan_reqb: np.ndarray
     _fan_resp: np.ndarray
@@ -120,17 +121,19 @@ class CompiledShardSim(ShardSim):
     _mv_lbs: Any
     _mvF: Any
     _mvI: Any
-    #: Attributes that are views of the packed state or tables (not pickled), and the
-    #: caches' views of ``_l1`` (:meth:`_bind_caches`; rebuilt on unpickling).
+    #: Attributes that are views of the packed state or tables (not pickled).
     _STATE_VIEWS = ("_I", "_F", "_lkf", "_lki", "_nd_f", "_nd_i", "_NA", "_NI", "_cache_i",
                     "_link_busy_a", "_dense_free_a", "_req_busy_a", "_node_state_v",
                     "_row_hit_v", "_outstanding_v", "_key_off_v", "_hp_t", "_hp_s", "_mh_f",
-                    "_mh_i", "_sub_f", "_sub_i", "_req_f", "_req_i", "_l1_views")
+                    "_mh_i", "_sub_f", "_sub_i", "_req_f", "_req_i")
     _HEAP0, _MSG0, _SUB0, _REQ0, _BUF0, _KEYS0, _ALIVE0 = 256, 64, 64, 16, 64, 0, 128
     #: Tables pickled xz-compressed: the sub-request table keeps the rows of finished
     #: sub-requests until their slot is reused (590 kB raw on ShardRouting-64N after 5,000
     #: steps, 96 kB packed), the message heap is mostly zeros (197 kB, 3 kB).
     _PACKED = ("_sub", "_mh")
+    #: Not pickled either: the caches' views of ``_l1`` (:meth:`_bind_caches`; rebuilt on
+    #: unpickling).
+    _STATE_VIEWS += ("_l1_views",)
 
     def __init__(self, layout: ShardLayout, arrival_s: np.ndarray, sla_s: np.ndarray,
                  budget: int, rng: np.random.Generator, **kwargs: Any) -> None:
@@ -154,7 +157,7 @@ class CompiledShardSim(ShardSim):
                  "outstanding": self._outstanding_v, "_cache_size": self._NA[sg.A_CSIZE]}
         for name, view in views.items():
             view[...] = getattr(self, name)
-        self._bind_state(unpacked=True)
+        self._bind_state()
         F[sg.F_OVERHEAD] = spec.node_overhead_s
         F[sg.F_ROWB] = spec.row_bytes
         F[sg.F_TOP] = spec.top_s
@@ -278,13 +281,14 @@ class CompiledShardSim(ShardSim):
             self._mvF = memoryview(cast(Any, self._F))
             self._mvI = memoryview(cast(Any, self._I))
 
-    def _bind_state(self, before: bool = False, unpacked: bool = False) -> None:
+    def _bind_state(self, before: bool = False) -> None:
         """The attributes that are views of the packed state and tables (again after a
-        table grows or after unpickling); ``before``: ShardSim.__init__ has not run yet;
-        ``unpacked``: the views of the state and tables are bound and still current (the
-        same arrays), only the rest is done."""
-        if not unpacked:
-            self._unpack_state()
+        table grows or after unpickling); ``before``: ShardSim.__init__ has not run yet."""
+        (self._I, self._F, self._lkf, self._lki, self._nd_f, self._nd_i, self._NA, self._NI,
+         self._cache_i, self._link_busy_a, self._dense_free_a, self._req_busy_a,
+         self._node_state_v, self._row_hit_v, self._outstanding_v,
+         self._key_off_v) = sg.unpack.py_func(self._st)
+        self._bind_tables()
         if before:
             return
         self.node_state = self._node_state_v
@@ -293,14 +297,6 @@ class CompiledShardSim(ShardSim):
         self._cache_size = self._NA[sg.A_CSIZE]
         self._bind_views()
         self._bind_memoryviews()
-
-    def _unpack_state(self) -> None:
-        """:meth:`_bind_state`'s views of the packed state and of the tables."""
-        (self._I, self._F, self._lkf, self._lki, self._nd_f, self._nd_i, self._NA, self._NI,
-         self._cache_i, self._link_busy_a, self._dense_free_a, self._req_busy_a,
-         self._node_state_v, self._row_hit_v, self._outstanding_v,
-         self._key_off_v) = sg.unpack.py_func(self._st)
-        self._bind_tables()
 
     def _bind_tables(self) -> None:
         (self._hp_t, self._hp_s, self._mh_f, self._mh_i, self._sub_f, self._sub_i, self._req_f,
