@@ -217,8 +217,19 @@ class ShardSim:
         self._bind_views()
         self._warm_rows = warm_rows
         if warm_rows is not None:
-            for n in range(N):
-                self._warm(n)
+            # _warm's ranges per node: the previous episode's when they are of the same
+            # layout, key offsets and warm-up rows
+            plan: list[tuple[list[int], list[int]]] | None = None
+            if (recycle is not None and recycle.lay is layout and recycle.dynamic == dynamic
+                    and (old_rows := recycle._warm_rows) is not None
+                    and (old_rows is warm_rows or np.array_equal(old_rows, warm_rows))):
+                plan = getattr(recycle, "_warm_plan", None)
+            if plan is None:
+                plan = [self._warm_ranges(n) for n in range(N)]
+            self._warm_plan = plan
+            for n, (starts, lengths) in enumerate(plan):
+                if starts:
+                    self.nodes[n].cache.warm_ranges(starts, lengths)
         self._cache_size = np.array([nd.cache.size for nd in self.nodes], dtype=np.float64)
         # Fast-tier occupancy per node, kept up to date with the cache sizes (see
         # :meth:`_set_cache_size`); ``cache_occupancy`` returns a copy.
@@ -295,8 +306,14 @@ class ShardSim:
             self._key_buf = np.empty(2 * layout.c_n_total, dtype=layout.key_dtype)
             self._arena = Arena(max(2**16, 32 * layout.c_n_total))
         # What the compiled draws use (_compiled_draws; made on first use for the generator
-        # they are of, never pickled).
+        # they are of, never pickled). Table-wise, the previous episode's order and scratch
+        # (of the layout; written before they are read) with views of this generator.
         self._pcg: tuple[Any, ...] | None = None
+        old_pcg = recycle._pcg if recycle is not None and recycle.lay is layout else None
+        if old_pcg is not None and len(old_pcg) > 2:
+            views = pcg.views(rng.bit_generator)  # (as _compiled_draws: None, draw with numpy)
+            if views is not None:
+                self._pcg = (rng.bit_generator, views, *old_pcg[2:])
         #: The sub-request awaiting a decision, or None when the episode's are all decided.
         self.pending: SubRequest | None = None
         self.backlog = 0.0  # integral of sum(1 / SLA) over requests in the system
@@ -342,12 +359,20 @@ class ShardSim:
 
     def _warm(self, n: int) -> None:
         """Fill node ``n``'s cache with its segments' hottest rows (``warm_rows[n]``)."""
+        starts, lengths = self._warm_ranges(n)
+        if starts:
+            self.nodes[n].cache.warm_ranges(starts, lengths)
+
+    def _warm_ranges(self, n: int) -> tuple[list[int], list[int]]:
+        """The key ranges (starts, lengths) that :meth:`_warm` fills on node ``n``, in
+        segment order (none when no segment has warm rows)."""
         assert self._warm_rows is not None
         lay = self.lay
         segs = np.flatnonzero(self._warm_rows[n] > 0)
-        if len(segs):
-            starts = (self.key_off[n, lay.seg_shard[segs]] + lay.seg_key_off[segs]).tolist()
-            self.nodes[n].cache.warm_ranges(starts, self._warm_rows[n, segs].tolist())
+        if not len(segs):
+            return [], []
+        starts = (self.key_off[n, lay.seg_shard[segs]] + lay.seg_key_off[segs]).tolist()
+        return starts, self._warm_rows[n, segs].tolist()
 
     #: Attributes that are views of others (rebuilt by :meth:`_bind_views`, not pickled).
     _VIEWS = ("inflight_bytes", "inflight_t", "inflight_rate", "_lb2_bytes", "_lb2_t",

@@ -32,6 +32,7 @@ from envs.sim.dlrm.pslink import PsLink
 from envs.sim.dlrm.records import Migration, RangeSubRequest, Request, SubRequest
 from envs.sim.dlrm.rowcache import LruRowCache
 from envs.sim.dlrm.spec import FaultEvent, RandomDisruption
+from envs.sim.jit import NO_NRT, njit
 from envs.sim.packing import Ints, Packed, unpack
 
 
@@ -52,6 +53,31 @@ def make_shard_sim(layout: ShardLayout, arrival_s: np.ndarray, sla_s: np.ndarray
     cls = CompiledShardSim if eligible(layout, faults, random_faults, dynamic) else ShardSim
     return cls(layout, arrival_s, sla_s, budget, rng, faults=faults,
                random_faults=random_faults, dynamic=dynamic, recycle=recycle, **kwargs)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
+def _nodes_ahead(nd_i: np.ndarray, nd_f: np.ndarray, end: np.ndarray, now: float) -> float:
+    """:meth:`ShardSim.busy_ahead_s`'s node term: over the nodes in order, those serving,
+    ``min(max(end - now, 0.0), service_s)`` added from 0.0 (Python's ``min``/``max``: the
+    first argument unless the second is strictly less/greater; the same sums)."""
+    nodes = 0.0
+    for n in range(end.shape[0]):
+        if nd_i[n, sg.E_SERV] >= 0:
+            d = end[n] - now
+            if 0.0 > d:
+                d = 0.0
+            x = nd_f[n, sg.D_SVC]
+            nodes += x if x < d else d
+    return nodes
+
+
+@njit(cache=True, nogil=True, error_model="numpy", **NO_NRT)
+def _sum(a: np.ndarray) -> float:
+    """``sum(a.tolist())`` of a float64 array: added in order from 0 (0 + -0.0 is 0.0)."""
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += a[i]
+    return s
 
 
 class _Count:
@@ -86,6 +112,11 @@ class CompiledShardSim(ShardSim):
     _links_init: tuple[list[PsLink], list[PsLink]]
     _keys: np.ndarray
     _l1: np.ndarray
+    _l1_views: list[np.ndarray]
+    _STATE_VIEWS: tuple[str, ...]
+    _fan_look: np.ndarray
+    _fan_reqb: np.ndarray
+    _fan_resp: np.ndarray
     _alive2: np.ndarray
     _mv_lbs: Any
     _mvF: Any
@@ -100,6 +131,9 @@ class CompiledShardSim(ShardSim):
     #: sub-requests until their slot is reused (590 kB raw on ShardRouting-64N after 5,000
     #: steps, 96 kB packed), the message heap is mostly zeros (197 kB, 3 kB).
     _PACKED = ("_sub", "_mh")
+    #: Not pickled either: the caches' views of ``_l1`` (:meth:`_bind_caches`; rebuilt on
+    #: unpickling).
+    _STATE_VIEWS += ("_l1_views",)
 
     def __init__(self, layout: ShardLayout, arrival_s: np.ndarray, sla_s: np.ndarray,
                  budget: int, rng: np.random.Generator, **kwargs: Any) -> None:
@@ -129,14 +163,14 @@ class CompiledShardSim(ShardSim):
         F[sg.F_TOP] = spec.top_s
         F[sg.F_EWMA] = self.ewma
         G[sg.I_QCAP] = spec.queue_capacity
-        links = [*self._links_init[0], *self._links_init[1]]
+        down, up = self._links_init
         self._links_init = ([], [])
         lkf = self._lkf
-        for node in range(N):
-            for up, lk in ((0, links[node]), (1, links[N + node])):
-                lkf[2 * node + up, sg.L_BPS] = lk.payload_bps
-                lkf[2 * node + up, sg.L_FIXED] = lk.fixed_s
-                lkf[2 * node + up, sg.L_FACTOR] = lk.factor
+        # row 2 * node + up (the same values as one element at a time)
+        for rows, lks in ((lkf[0::2], down), (lkf[1::2], up)):
+            rows[:, sg.L_BPS] = [lk.payload_bps for lk in lks]
+            rows[:, sg.L_FIXED] = [lk.fixed_s for lk in lks]
+            rows[:, sg.L_FACTOR] = [lk.factor for lk in lks]
         self._nd_f[:, sg.D_SLOW] = [nd.slow for nd in self.nodes]
         self._nd_i[:, sg.E_SERV] = -1
         self._sub_i[:, sg.U_ID] = -1
@@ -167,7 +201,8 @@ class CompiledShardSim(ShardSim):
             c = nd.cache
             assert type(c) is LruRowCache
             cache_i[n, :6] = (c.oldest, c._base, c.tick, c.size, c.capacity, c._stale)
-        self._bind_caches(old._l1 if isinstance(old, CompiledShardSim) else None)
+        self._bind_caches(*((old._l1, old._l1_views) if isinstance(old, CompiledShardSim)
+                            else (None, None)))
         self._migs: list[Migration] = []  # by id: -1 - index
         # The rows of the current request's sub-requests (segment.fan_rows), for
         # route_observe: table-wise, without extra reads (whose counts Python adds); the
@@ -176,9 +211,14 @@ class CompiledShardSim(ShardSim):
         self._fan_rid = -1
         self._fan_ok = not spec.row_wise and self._extra is None
         if self._fan_ok:
-            self._fan_look = np.array(layout.lookups_tw, dtype=np.int64)
-            self._fan_reqb = np.array(layout.req_bytes_tw, dtype=np.float64)
-            self._fan_resp = np.array(layout.resp_bytes_list, dtype=np.float64)
+            if isinstance(old, CompiledShardSim) and old.lay is layout and old._fan_ok:
+                # (per layout, read-only: the previous episode's)
+                self._fan_look, self._fan_reqb = old._fan_look, old._fan_reqb
+                self._fan_resp = old._fan_resp
+            else:
+                self._fan_look = np.array(layout.lookups_tw, dtype=np.int64)
+                self._fan_reqb = np.array(layout.req_bytes_tw, dtype=np.float64)
+                self._fan_resp = np.array(layout.resp_bytes_list, dtype=np.float64)
         self._fan_nodes = np.zeros(S, dtype=np.int64)  # (send_rows_earliest's choices)
 
     # ------------------------------------------------------------------ plumbing
@@ -267,21 +307,24 @@ class CompiledShardSim(ShardSim):
         (self._hp_t, self._hp_s, self._mh_f, self._mh_i, self._sub_f, self._sub_i, self._req_f,
          self._req_i) = sg.tables.py_func(self._hp, self._mh, self._sub, self._req)
 
-    def _bind_caches(self, l1: np.ndarray | None = None) -> None:
+    def _bind_caches(self, l1: np.ndarray | None = None,
+                     views: list[np.ndarray] | None = None) -> None:
         """The nodes' LRU ``last1`` arrays as views of one array (the previous episode's
-        when its caches were recycled), and their ``alive`` arrays as rows of another."""
+        when its caches were recycled: ``l1`` and the views of it that :meth:`_bind_caches`
+        made, ``views``), and their ``alive`` arrays as rows of another."""
         caches = [cast(LruRowCache, nd.cache) for nd in self.nodes]
         sizes = [len(c.last1) for c in caches]
         offs = np.cumsum([0, *sizes]).tolist()
-        if l1 is None or len(l1) != offs[-1] or not all(
-                c.last1.base is l1 and c.last1.__array_interface__["data"][0]
-                == cast(np.ndarray, l1).__array_interface__["data"][0] + 4 * o
-                for c, o in zip(caches, offs, strict=False)):
+        # (the views made here, still the caches' own, are l1's at these offsets: a view
+        # keeps its memory, and its length is the size)
+        if l1 is None or len(l1) != offs[-1] or views is None or len(views) != len(caches) \
+                or not all(c.last1 is v for c, v in zip(caches, views, strict=True)):
             l1 = np.empty(offs[-1], dtype=np.int32)
             for c, o, k in zip(caches, offs, sizes, strict=False):
                 l1[o:o + k] = c.last1
                 c.last1 = l1[o:o + k]
         self._l1 = l1
+        self._l1_views = [c.last1 for c in caches]
         cache_i = self._cache_i
         cache_i[:, sg.C_L1OFF] = offs[:-1]
         cache_i[:, sg.C_NKEYS] = sizes
@@ -708,6 +751,37 @@ class CompiledShardSim(ShardSim):
         self.link_bytes_sent[node] = self._mv_lbs[node]
         self._link_busy_max = self._mvF[sg.F_LBMAX]
 
+    def route(self, node: int) -> None:
+        """:meth:`ShardSim.route` (the same checks and errors) with ``_live``'s cached tuple
+        read inline and :meth:`_send`'s body inline."""
+        sub = self.pending
+        if sub is None:
+            raise RuntimeError("no pending sub-request; call advance() first")
+        # _live's cached tuple when it holds, else _live
+        if (self._live_version != self.topology_version
+                or (live := self._live_cache.get(sub.shard)) is None):
+            live = self._live(sub.shard)
+        if node not in live:
+            raise ValueError(f"node {node} cannot serve shard {sub.shard} now")
+        self.pending = None
+        # _send(sub, node)
+        sid = sub.id
+        key_start = sub.flow_seq  # (see _on_arrival)
+        sub.node = node
+        sub.state = 1
+        while ret := sg.send(self._st, self._hp, self._mh, self._sub, node, sid, sub.req.id,
+                             sub.shard, sub.d_tracked, sub.d_untracked, sub.lookups,
+                             sub.tracked_lookups, key_start, sub.req_bytes, sub.resp_bytes,
+                             True):
+            if ret == 1:
+                self._grow_subs(sid)
+            elif ret == 2:
+                self._grow_heap(2)
+            else:
+                self._grow_msg()
+        self.link_bytes_sent[node] = self._mv_lbs[node]
+        self._link_busy_max = self._mvF[sg.F_LBMAX]
+
     def route_observe(self, node: int, consts: np.ndarray, req_pred: float, req_rate: float,
                       size: int) -> np.ndarray | None:
         """``route(node)``, then ``advance()`` when the next sub-request is the same
@@ -1026,13 +1100,7 @@ class CompiledShardSim(ShardSim):
 
     # ------------------------------------------------------------------ reading
     def busy_ahead_s(self, now: float) -> tuple[float, float]:
-        nodes = 0.0
-        ends = self._mv_end
-        serving = self._nd_i[:, sg.E_SERV].tolist()
-        service_s = self._nd_f[:, sg.D_SVC].tolist()
-        for n in range(self.n_nodes):
-            if serving[n] >= 0:
-                nodes += min(max(ends[n] - now, 0.0), service_s[n])
+        nodes = _nodes_ahead(self._nd_i, self._nd_f, self.service_end, now)
         dense = 0.0
         for jobs in self._dense_jobs:
             while jobs and jobs[0][1] <= now:
@@ -1044,5 +1112,5 @@ class CompiledShardSim(ShardSim):
     def link_utilization(self, elapsed_s: float) -> tuple[float, float]:
         if elapsed_s <= 0:
             return 0.0, 0.0
-        busy = self._link_busy_a.tolist()
-        return sum(busy) / (len(busy) * elapsed_s), self._mvF[sg.F_LBMAX] / elapsed_s
+        busy = self._link_busy_a
+        return _sum(busy) / (len(busy) * elapsed_s), self._mvF[sg.F_LBMAX] / elapsed_s
