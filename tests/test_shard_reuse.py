@@ -18,11 +18,14 @@ from envs.sim.dlrm.rowcache import LruRowCache
 from envs.sim.jit import AVAILABLE
 
 _IDS = ["ldsgym/ShardRouting-v0", "ldsgym/ShardRouting-RequestAware-v0",
-        "ldsgym/ShardRouting-16N-v0", "ldsgym/ShardRouting-64N-v0"]
+        "ldsgym/ShardRouting-16N-v0", "ldsgym/ShardRouting-64N-v0",
+        "ldsgym/ShardRouting-RowWise-v0", "ldsgym/ShardRouting-Faults-v0"]
+#: Faults with alpha 1: the exponential law, drawn by numpy (no compiled draws to reuse).
+_KWARGS = {"ldsgym/ShardRouting-Faults-v0": {"alpha": 1.0}}
 
 
 def _make(env_id: str) -> gym.Env:
-    return gym.make(env_id, episode_queries=240).unwrapped
+    return gym.make(env_id, episode_queries=240, **_KWARGS.get(env_id, {})).unwrapped
 
 
 def _episode(env: gym.Env, seed: int | None, steps: int = 300) -> list[object]:
@@ -79,9 +82,12 @@ def test_episode_after_many_resets_is_a_fresh_envs(env_id: str) -> None:
         assert used.sim._l1 is old._l1  # the caches' memory was reused ...
         assert used.sim._warm_plan is old._warm_plan  # ... and their warm-up ranges
         assert used.sim._l1 is not fresh.sim._l1
-        if old._pcg is not None and len(old._pcg) > 2:  # the draws' order and scratch
+        if old._pcg is not None and old._pcg[1] is not None:  # the draws' scratch
             assert used.sim._pcg is not None and used.sim._pcg[2] is old._pcg[2]
             assert used.sim._pcg[0] is used.sim.rng.bit_generator
+            assert used.sim._pcg[1] is not None
+        elif old._pcg is not None:  # numpy's draws (e.g. the exponential law): still so
+            assert used.sim._pcg is None or used.sim._pcg[1] is None
 
 
 @pytest.mark.parametrize("env_id", _IDS)

@@ -306,14 +306,11 @@ class ShardSim:
             self._key_buf = np.empty(2 * layout.c_n_total, dtype=layout.key_dtype)
             self._arena = Arena(max(2**16, 32 * layout.c_n_total))
         # What the compiled draws use (_compiled_draws; made on first use for the generator
-        # they are of, never pickled). Table-wise, the previous episode's order and scratch
-        # (of the layout; written before they are read) with views of this generator.
-        self._pcg: tuple[Any, ...] | None = None
+        # they are of, never pickled). After a sim of this layout, at once with its scratch
+        # (written before it is read).
         old_pcg = recycle._pcg if recycle is not None and recycle.lay is layout else None
-        if old_pcg is not None and len(old_pcg) > 2:
-            views = pcg.views(rng.bit_generator)  # (as _compiled_draws: None, draw with numpy)
-            if views is not None:
-                self._pcg = (rng.bit_generator, views, *old_pcg[2:])
+        self._pcg: tuple[Any, ...] | None = (
+            None if old_pcg is None else self._compiled_draws(rng.bit_generator, old_pcg))
         #: The sub-request awaiting a decision, or None when the episode's are all decided.
         self.pending: SubRequest | None = None
         self.backlog = 0.0  # integral of sum(1 / SLA) over requests in the system
@@ -855,20 +852,26 @@ class ShardSim:
         return self._subrequests(req, fanout, rel, counts, bl, tracked, untracked_l,
                                  lay.lookups_tw, lay.req_bytes_tw)
 
-    def _compiled_draws(self, bit_generator: Any) -> tuple[Any, ...]:
+    def _compiled_draws(self, bit_generator: Any,
+                        old: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
         """What :meth:`_make_subrequests_jit` draws with, for ``bit_generator``: ``(it,
         views, m)``, where ``views`` is None (numpy's draws) or the generator's state
         (:func:`pcg.uniform_scaled`), ``m`` None (numpy's binomials) or the int64 scratch
         of :func:`pcg.binomials` (where :func:`pcg.check_binomial` holds), or, table-wise,
         ``(it, views, m, order, w, hist, start)`` (the cached tables in key order and the
-        scratch of :func:`pcg.uniform_bucketed`)."""
+        scratch of :func:`pcg.uniform_bucketed`). ``old``: such a tuple of this layout, whose
+        arrays are reused (the choices are made again: views and checks)."""
         lay = self.lay
         views = (pcg.views(bit_generator) if lay.c_power is not None and len(lay.c_n)
                  and lay.c_norm_d.dtype == np.float32 else None)
-        m = (np.empty(len(lay.c_n), dtype=np.int64)
-             if views is not None and pcg.check_binomial() else None)
+        m = None
+        if views is not None and pcg.check_binomial():
+            m = (old[2] if old is not None and old[2] is not None
+                 else np.empty(len(lay.c_n), dtype=np.int64))
         if views is None or lay.spec.row_wise:
             return (bit_generator, views, m)
+        if old is not None and len(old) > 3:
+            return (bit_generator, views, m, *old[3:])
         order = np.argsort(lay.c_keyoff, kind="stable").astype(np.int64)
         return (bit_generator, views, m, order, np.empty(lay.c_n_total, dtype=np.uint32),
                 np.empty(2 * int(lay.c_n.max()) + 2, dtype=np.int64),
