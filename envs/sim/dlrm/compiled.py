@@ -753,7 +753,7 @@ class CompiledShardSim(ShardSim):
 
     def route(self, node: int) -> None:
         """:meth:`ShardSim.route` (the same checks and errors) with ``_live``'s cached tuple
-        read inline and :meth:`_send`'s body inline."""
+        read inline."""
         sub = self.pending
         if sub is None:
             raise RuntimeError("no pending sub-request; call advance() first")
@@ -764,23 +764,7 @@ class CompiledShardSim(ShardSim):
         if node not in live:
             raise ValueError(f"node {node} cannot serve shard {sub.shard} now")
         self.pending = None
-        # _send(sub, node)
-        sid = sub.id
-        key_start = sub.flow_seq  # (see _on_arrival)
-        sub.node = node
-        sub.state = 1
-        while ret := sg.send(self._st, self._hp, self._mh, self._sub, node, sid, sub.req.id,
-                             sub.shard, sub.d_tracked, sub.d_untracked, sub.lookups,
-                             sub.tracked_lookups, key_start, sub.req_bytes, sub.resp_bytes,
-                             True):
-            if ret == 1:
-                self._grow_subs(sid)
-            elif ret == 2:
-                self._grow_heap(2)
-            else:
-                self._grow_msg()
-        self.link_bytes_sent[node] = self._mv_lbs[node]
-        self._link_busy_max = self._mvF[sg.F_LBMAX]
+        self._send(sub, node)
 
     def route_observe(self, node: int, consts: np.ndarray, req_pred: float, req_rate: float,
                       size: int) -> np.ndarray | None:
