@@ -28,19 +28,6 @@ def _f32(x: np.ndarray, hi: float = _CLIP) -> np.ndarray:
     return out
 
 
-def _mean(values: list[float], table: np.ndarray, rows: list[int], col: int) -> float:
-    """``float(table[rows, col].mean())`` given ``values``, that column as floats (``rows``
-    not empty): numpy sums fewer than 8 values one after the other (then divides), so plain
-    floats give the same bits; longer ones go to numpy (pairwise summation)."""
-    if len(rows) < 8:
-        it = iter(rows)
-        acc = values[next(it)]
-        for n in it:
-            acc += values[n]
-        return acc / len(rows)
-    return float(table[rows, col].mean())
-
-
 class ShardPlacementEnv(ShardRoutingEnv):
     """Place shard replicas on the embedding nodes while a built-in router serves requests.
 
@@ -222,9 +209,11 @@ class ShardPlacementEnv(ShardRoutingEnv):
         self._rate = 0.0
         self._rate_t = 0.0
         self._demand = np.zeros(self.n_shards)
+        self._demand_list: list[float] = [0.0] * self.n_shards
         self._node_demand = np.zeros((self.n_shards, self.n_nodes))
-        self._busy_prev = np.zeros(self.n_nodes)
+        self._busy_prev: list[float] = [0.0] * self.n_nodes
         self._util = np.zeros(self.n_nodes)
+        self._util_list: list[float] = [0.0] * self.n_nodes
         self._util_t = 0.0
         self._snapshot = (0, 0, 0, 0.0)
         self._started = 0
@@ -297,44 +286,71 @@ class ShardPlacementEnv(ShardRoutingEnv):
 
     # ------------------------------------------------------------------ helpers
     def _observe(self) -> None:
-        """Per-request bookkeeping: request rate, per-shard demand, node utilisation."""
+        """Per-request bookkeeping: request rate, per-shard demand, node utilisation.
+
+        Elementwise in Python floats on the lists :attr:`_demand_list` and
+        :attr:`_util_list` (the same IEEE operations, in the same order, as the array
+        expressions ``demand * decay + work / window`` and ``util * (1 - w) + clip(inst, 0, 1)
+        * w``, so the same bits), then one array of both for :meth:`_obs`."""
         sim = self.sim
         assert sim is not None and sim.pending is not None
-        now = sim.now
+        now = sim.events.now
+        window = self.rate_window_s
         dt = now - self._rate_t
-        decay = math.exp(-dt / self.rate_window_s)
-        self._rate = self._rate * decay + 1.0 / self.rate_window_s
+        decay = math.exp(-dt / window)
+        self._rate = self._rate * decay + 1.0 / window
         # Demand: estimated node-seconds this request brings to each shard, as a rate.
-        work = np.zeros(self.n_shards)
-        req = sim.pending.req
+        work = [0.0] * self.n_shards
+        pending = sim.pending
+        req = pending.req
         row_hit = sim.row_hit
         rh_t = row_hit.T.tolist()  # (S, N) as floats
+        replicas = sim.replicas
         overhead = self.cluster.node_overhead_s
         lay = self.layout
         uniform = lay.uniform_tiers
         c_fast, c_slow = lay.c_fast_list[0], lay.c_slow_list[0]
-        for sub in (sim.pending, *sim.fanout_left()):
+        for sub in (pending, *sim.fanout_left()):
             if sub.req is req:  # the nominal service at the replicas' mean hit estimate
                 s = sub.shard
-                reps = sim.replicas[s] or [0]
-                hit = _mean(rh_t[s], row_hit, reps, s)
+                reps = replicas[s] or [0]
+                k = len(reps)
+                if k < 8:  # _mean inlined
+                    vals = rh_t[s]
+                    it = iter(reps)
+                    hit = vals[next(it)]
+                    for n in it:
+                        hit += vals[n]
+                    hit = hit / k
+                else:
+                    hit = float(row_hit[reps, s].mean())
                 miss = sub.d_tracked * (1.0 - hit) + sub.d_untracked
                 if not uniform:  # the replicas' mean per-read costs
                     c_fast = sum(lay.c_fast_list[n] for n in reps) / len(reps)
                     c_slow = sum(lay.c_slow_list[n] for n in reps) / len(reps)
                 work[s] = overhead + max(c_fast * (sub.lookups - miss), c_slow * miss)
-        self._demand = self._demand * decay + work / self.rate_window_s
+        demand = [d * decay + w / window for d, w in zip(self._demand_list, work, strict=True)]
+        self._demand_list = demand
         if self.tier_obs:
             self._node_demand = (self._node_demand * decay
-                                 + self._node_work(sim) / self.rate_window_s)
-        busy = np.asarray(sim.sub.busy_s)
+                                 + self._node_work(sim) / window)
+        util: list[float] = self._util_list
         if now > self._util_t:
-            inst = (busy - self._busy_prev) / (now - self._util_t)
-            clip_ufunc(inst, 0.0, 1.0, out=inst)  # np.clip without its wrapper
+            busy = list(sim.sub.busy_s)
+            span = now - self._util_t
             w = 1.0 - decay
-            self._util = self._util * (1.0 - w) + inst * w
+            keep = 1.0 - w
+            util = []
+            for b, p, u in zip(busy, self._busy_prev, self._util_list, strict=True):
+                x = (b - p) / span
+                # np.clip(x, 0, 1) (x is not NaN: busy times are finite, span > 0)
+                x = 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
+                util.append(u * keep + x * w)
+            self._util_list = util
             self._busy_prev = busy
             self._util_t = now
+        both = np.array(demand + util)
+        self._demand, self._util = both[:self.n_shards], both[self.n_shards:]
         self._rate_t = now
 
     def _tier_keys(self, sim: ShardSim, obs: Obs) -> None:
