@@ -309,25 +309,35 @@ class ShardPlacementEnv(ShardRoutingEnv):
         overhead = self.cluster.node_overhead_s
         lay = self.layout
         uniform = lay.uniform_tiers
-        c_fast, c_slow = lay.c_fast_list[0], lay.c_slow_list[0]
+        cf_list, cs_list = lay.c_fast_list, lay.c_slow_list
+        c_fast, c_slow = cf_list[0], cs_list[0]
         for sub in (pending, *sim.fanout_left()):
             if sub.req is req:  # the nominal service at the replicas' mean hit estimate
                 s = sub.shard
                 reps = replicas[s] or [0]
                 k = len(reps)
-                if k < 8:  # _mean inlined
-                    vals = rh_t[s]
+                vals = rh_t[s]
+                if uniform:
+                    if k < 8:  # the mean as numpy's: fewer than 8 values added in turn
+                        it = iter(reps)
+                        hit = vals[next(it)]
+                        for n in it:
+                            hit += vals[n]
+                        hit = hit / k
+                    else:  # numpy's pairwise summation
+                        hit = float(row_hit[reps, s].mean())
+                else:  # and the replicas' mean per-read costs (sum() from 0 adds in turn)
                     it = iter(reps)
-                    hit = vals[next(it)]
+                    n = next(it)
+                    hit, c_fast, c_slow = vals[n], cf_list[n], cs_list[n]
                     for n in it:
-                        hit += vals[n]
-                    hit = hit / k
-                else:
-                    hit = float(row_hit[reps, s].mean())
+                        c_fast += cf_list[n]
+                        c_slow += cs_list[n]
+                        if k < 8:
+                            hit += vals[n]
+                    hit = hit / k if k < 8 else float(row_hit[reps, s].mean())
+                    c_fast, c_slow = c_fast / k, c_slow / k
                 miss = sub.d_tracked * (1.0 - hit) + sub.d_untracked
-                if not uniform:  # the replicas' mean per-read costs
-                    c_fast = sum(lay.c_fast_list[n] for n in reps) / len(reps)
-                    c_slow = sum(lay.c_slow_list[n] for n in reps) / len(reps)
                 work[s] = overhead + max(c_fast * (sub.lookups - miss), c_slow * miss)
         demand = [d * decay + w / window for d, w in zip(self._demand_list, work, strict=True)]
         self._demand_list = demand
@@ -367,20 +377,27 @@ class ShardPlacementEnv(ShardRoutingEnv):
         assert sim.pending is not None
         S = self.n_shards
         req = sim.pending.req
-        lookups, tracked, untracked = np.zeros(S), np.zeros(S), np.zeros(S)
-        has = np.zeros(S, dtype=bool)
+        lookups, tracked, untracked = [0.0] * S, [0.0] * S, [0.0] * S
+        has = [False] * S
         for sub in (sim.pending, *sim.fanout_left()):
             if sub.req is req:
                 s = sub.shard
                 has[s] = True
                 lookups[s], tracked[s], untracked[s] = sub.lookups, sub.d_tracked, sub.d_untracked
+        per_shard = np.array((lookups, tracked, untracked), dtype=np.float64)[:, :, None]
         hit = np.where(sim.holds, sim.row_hit, self._hit_prior).T  # (S, N)
-        miss = tracked[:, None] * (1.0 - hit) + untracked[:, None]
+        miss = per_shard[1] * (1.0 - hit) + per_shard[2]
         lay = self.layout
-        work = self.cluster.node_overhead_s + np.maximum(
-            lay.c_fast[None, :] * (lookups[:, None] - miss), lay.c_slow[None, :] * miss)
-        work[~has] = 0.0
-        return np.asarray(work)
+        # overhead + max(c_fast * (lookups - miss), c_slow * miss), in place (the same
+        # elementwise operations: products and sums commute exactly)
+        work = per_shard[0] - miss
+        np.multiply(work, lay.c_fast, out=work)
+        np.multiply(miss, lay.c_slow, out=miss)
+        np.maximum(work, miss, out=work)
+        work += self.cluster.node_overhead_s
+        if not all(has):
+            work[~np.array(has)] = 0.0
+        return work
 
     def _topology_obs(self, sim: ShardSim) -> dict[str, np.ndarray]:
         """The parts of the observation that only change with the placement or a node's
