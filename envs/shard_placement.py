@@ -188,6 +188,8 @@ class ShardPlacementEnv(ShardRoutingEnv):
         self._pmask_key: tuple[ShardSim, int] | None = None
         self._tobs: dict[str, np.ndarray] = {}
         self._tobs_key: tuple[ShardSim, int] | None = None
+        self._live = np.zeros((S, N), dtype=bool)
+        self._live_key: tuple[ShardSim, int] | None = None
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -367,9 +369,14 @@ class ShardPlacementEnv(ShardRoutingEnv):
         """``node_demand`` and ``best_demand`` into ``obs``."""
         nd = self._node_demand
         obs["node_demand"] = _f32(nd.reshape(-1))
-        live = sim.holds.T & np.asarray(sim.up(), dtype=bool)[None, :]  # (S, N)
-        best = np.where(live, nd, np.inf).min(axis=1)
-        obs["best_demand"] = _f32(np.where(np.isfinite(best), best, 0.0))
+        key = (sim, sim.topology_version)
+        if self._live_key != key:  # the live replicas change only with the topology
+            self._live = sim.holds.T & np.asarray(sim.up(), dtype=bool)[None, :]  # (S, N)
+            self._live_key = key
+        # min over the live entries (np.where(live, nd, inf).min(axis=1): a min is exact)
+        best = nd.min(axis=1, where=self._live, initial=np.inf)
+        best[~np.isfinite(best)] = 0.0
+        obs["best_demand"] = _f32(best)
 
     def _node_work(self, sim: ShardSim) -> np.ndarray:
         """``(S, N)``: node-seconds each of the pending request's sub-requests would take at
