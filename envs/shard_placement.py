@@ -189,6 +189,8 @@ class ShardPlacementEnv(ShardRoutingEnv):
         self._tobs: dict[str, np.ndarray] = {}
         self._tobs_key: tuple[ShardSim, int] | None = None
         self._live = np.zeros((S, N), dtype=bool)
+        self._topo_bufs: tuple[np.ndarray, ...] | None = None
+        self._tobs_jit: dict[str, np.ndarray] = {}
         self._live_key: tuple[ShardSim, int] | None = None
 
     # ------------------------------------------------------------------ gym API
@@ -431,21 +433,27 @@ class ShardPlacementEnv(ShardRoutingEnv):
 
     def _topology_jit(self, sim: ShardSim) -> None:
         """:meth:`_placement_mask` and :meth:`_topology_obs` in one compiled pass
-        (:func:`envs.sim.kernels.placement_topology`), both cached."""
-        N, S = self.n_nodes, self.n_shards
-        mask = np.empty(1 + S * N, dtype=bool)
-        f32 = np.empty(2 * S * N + S + 2 * N, dtype=np.float32)
-        live = np.empty(S, dtype=np.int64)
-        holds_f, loading_f = f32[:S * N], f32[S * N:2 * S * N]
-        replicas, slots, up = (f32[2 * S * N:2 * S * N + S], f32[2 * S * N + S:-N],
-                               f32[-N:])
+        (:func:`envs.sim.kernels.placement_topology`), both cached. The kernel refills the
+        same buffers each time (their users copy them: :meth:`action_masks`, :meth:`_obs`;
+        :func:`envs.actions.checked_action` only reads the mask)."""
+        bufs = self._topo_bufs
+        if bufs is None:
+            N, S = self.n_nodes, self.n_shards
+            f32 = np.empty(2 * S * N + S + 2 * N, dtype=np.float32)
+            self._topo_bufs = bufs = (
+                np.empty(1 + S * N, dtype=bool), f32[:S * N], f32[S * N:2 * S * N],
+                f32[2 * S * N:2 * S * N + S], f32[2 * S * N + S:-N], f32[-N:],
+                np.empty(S, dtype=np.int64))
+            mask, holds_f, loading_f, replicas, slots, up, live = bufs
+            self._tobs_jit = {"holds": holds_f, "loading": loading_f, "replicas": replicas,
+                              "slots": slots, "up": up, "live": live}
+        mask, holds_f, loading_f, replicas, slots, up, live = bufs
         kernels.placement_topology(sim.holds, sim.loading, sim.up(), self.max_shards,
                                      self.min_replicas, mask, holds_f, loading_f, replicas,
                                      slots, up, live)
         key = (sim, sim.topology_version)
         self._pmask, self._pmask_key = mask, key
-        self._tobs = {"holds": holds_f, "loading": loading_f, "replicas": replicas,
-                      "slots": slots, "up": up, "live": live}
+        self._tobs = self._tobs_jit
         self._tobs_key = key
 
     def _obs(self) -> Obs:
