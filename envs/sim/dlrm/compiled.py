@@ -113,7 +113,6 @@ class CompiledShardSim(ShardSim):
     _keys: np.ndarray
     _l1: np.ndarray
     _l1_views: list[np.ndarray]
-    _STATE_VIEWS: tuple[str, ...]
     _fan_look: np.ndarray
     _fan_reqb: np.ndarray
     _fan_resp: np.ndarray
@@ -121,19 +120,18 @@ class CompiledShardSim(ShardSim):
     _mv_lbs: Any
     _mvF: Any
     _mvI: Any
-    #: Attributes that are views of the packed state or tables (not pickled).
+    #: Attributes that are views of the packed state or tables, or the caches' views of
+    #: ``_l1`` (:meth:`_bind_caches`): not pickled, rebuilt on unpickling.
     _STATE_VIEWS = ("_I", "_F", "_lkf", "_lki", "_nd_f", "_nd_i", "_NA", "_NI", "_cache_i",
                     "_link_busy_a", "_dense_free_a", "_req_busy_a", "_node_state_v",
                     "_row_hit_v", "_outstanding_v", "_key_off_v", "_hp_t", "_hp_s", "_mh_f",
-                    "_mh_i", "_sub_f", "_sub_i", "_req_f", "_req_i", "_na_rows")
+                    "_mh_i", "_sub_f", "_sub_i", "_req_f", "_req_i", "_na_rows",
+                    "_l1_views")
     _HEAP0, _MSG0, _SUB0, _REQ0, _BUF0, _KEYS0, _ALIVE0 = 256, 64, 64, 16, 64, 0, 128
     #: Tables pickled xz-compressed: the sub-request table keeps the rows of finished
     #: sub-requests until their slot is reused (590 kB raw on ShardRouting-64N after 5,000
     #: steps, 96 kB packed), the message heap is mostly zeros (197 kB, 3 kB).
     _PACKED = ("_sub", "_mh")
-    #: Not pickled either: the caches' views of ``_l1`` (:meth:`_bind_caches`; rebuilt on
-    #: unpickling).
-    _STATE_VIEWS += ("_l1_views",)
 
     def __init__(self, layout: ShardLayout, arrival_s: np.ndarray, sla_s: np.ndarray,
                  budget: int, rng: np.random.Generator, **kwargs: Any) -> None:
@@ -750,21 +748,6 @@ class CompiledShardSim(ShardSim):
                 self._grow_msg()
         self.link_bytes_sent[node] = self._mv_lbs[node]
         self._link_busy_max = self._mvF[sg.F_LBMAX]
-
-    def route(self, node: int) -> None:
-        """:meth:`ShardSim.route` (the same checks and errors) with ``_live``'s cached tuple
-        read inline."""
-        sub = self.pending
-        if sub is None:
-            raise RuntimeError("no pending sub-request; call advance() first")
-        # _live's cached tuple when it holds, else _live
-        if (self._live_version != self.topology_version
-                or (live := self._live_cache.get(sub.shard)) is None):
-            live = self._live(sub.shard)
-        if node not in live:
-            raise ValueError(f"node {node} cannot serve shard {sub.shard} now")
-        self.pending = None
-        self._send(sub, node)
 
     def route_observe(self, node: int, consts: np.ndarray, req_pred: float, req_rate: float,
                       size: int) -> np.ndarray | None:
