@@ -28,6 +28,19 @@ def _f32(x: np.ndarray, hi: float = _CLIP) -> np.ndarray:
     return out
 
 
+def _mean(values: list[float], table: np.ndarray, rows: list[int], col: int) -> float:
+    """``float(table[rows, col].mean())`` given ``values``, that column as floats (``rows``
+    not empty): numpy sums fewer than 8 values one after the other (then divides), so plain
+    floats give the same bits; longer ones go to numpy (pairwise summation)."""
+    if len(rows) < 8:
+        it = iter(rows)
+        acc = values[next(it)]
+        for n in it:
+            acc += values[n]
+        return acc / len(rows)
+    return float(table[rows, col].mean())
+
+
 class ShardPlacementEnv(ShardRoutingEnv):
     """Place shard replicas on the embedding nodes while a built-in router serves requests.
 
@@ -319,28 +332,11 @@ class ShardPlacementEnv(ShardRoutingEnv):
             if sub.req is req:  # the nominal service at the replicas' mean hit estimate
                 s = sub.shard
                 reps = replicas[s] or [0]
-                k = len(reps)
-                vals = rh_t[s]
-                if uniform:
-                    if k < 8:  # the mean as numpy's: fewer than 8 values added in turn
-                        it = iter(reps)
-                        hit = vals[next(it)]
-                        for n in it:
-                            hit += vals[n]
-                        hit = hit / k
-                    else:  # numpy's pairwise summation
-                        hit = float(row_hit[reps, s].mean())
-                else:  # and the replicas' mean per-read costs (sum() from 0 adds in turn)
-                    it = iter(reps)
-                    n = next(it)
-                    hit, c_fast, c_slow = vals[n], cf_list[n], cs_list[n]
-                    for n in it:
-                        c_fast += cf_list[n]
-                        c_slow += cs_list[n]
-                        if k < 8:
-                            hit += vals[n]
-                    hit = hit / k if k < 8 else float(row_hit[reps, s].mean())
-                    c_fast, c_slow = c_fast / k, c_slow / k
+                hit = _mean(rh_t[s], row_hit, reps, s)
+                if not uniform:  # the replicas' mean per-read costs (sum() adds in turn)
+                    k = len(reps)
+                    c_fast = sum([cf_list[n] for n in reps]) / k
+                    c_slow = sum([cs_list[n] for n in reps]) / k
                 miss = sub.d_tracked * (1.0 - hit) + sub.d_untracked
                 work[s] = overhead + max(c_fast * (sub.lookups - miss), c_slow * miss)
         demand = [d * decay + w / window for d, w in zip(self._demand_list, work, strict=True)]
