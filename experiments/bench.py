@@ -21,7 +21,9 @@ Seven measurements, each against a reference timed in the same process where one
 5. **Traces**: arrivals generated per second per synthetic preset, and a cold CSV replay.
 6. **Where a step's time goes** (the sharded-serving envs, whose steps cost most): drawing
    the request's embedding lookups, the rest of the simulation, and the Gymnasium adapter,
-   beside the numpy floor of the lookup draws alone (:func:`step_breakdown`).
+   beside the numpy floor of the lookup draws alone, the time inside compiled code
+   (:func:`compiled_us`) and the Gymnasium API's own cost with the same observation
+   (:func:`api_floor_us`): together the least a step can cost (:func:`step_breakdown`).
 7. **A Repartition episode** (issue 16): ``Repartition-v0``'s intervals as one compiled loop
    each (:mod:`envs.sim.device.compiled_shared`) and through the Python loop, the reference,
    on MIG and on MPS shares with interference: drawing the trace (``reset``) and the steps
@@ -298,7 +300,8 @@ def step_breakdown(env_id: str, steps: int, seed: int = 0, clock: Clock = time.p
     simulator does for a decision and up to the next one), restored afterwards; the adapter
     is the rest. The timers add two clock reads per call, so the parts sum to a little more
     than :func:`time_env`'s step. Also the numpy floor of the lookup draws
-    (:func:`lookup_floor_us`) per sub-request.
+    (:func:`lookup_floor_us`) per sub-request, and, in passes of their own, the time inside
+    compiled code (:func:`compiled_us`) and the API floor (:func:`api_floor_us`) per step.
     """
     import envs  # noqa: F401
 
@@ -342,7 +345,119 @@ def step_breakdown(env_id: str, steps: int, seed: int = 0, clock: Clock = time.p
             "adapter_us": (total - acc["simulation"]) * us,
             "lookup_floor_us": lookup_floor_us(env_id, seed=seed, clock=clock, **kwargs)
             / fanout * subs,
-            "sub_requests_per_step": subs}
+            "sub_requests_per_step": subs,
+            "compiled_us": compiled_us(env_id, steps, seed=seed, clock=clock, **kwargs)[0],
+            "api_floor_us": api_floor_us(env_id, steps, clock=clock, **kwargs)}
+
+
+#: The modules whose compiled kernels :func:`compiled_us` times where Python calls them (a
+#: kernel called from another kernel runs inside its caller's time).
+KERNEL_MODULES = ("envs.sim.dlrm.segment", "envs.sim.dlrm.kernels", "envs.sim.dlrm.pcg",
+                  "envs.sim.dlrm.compiled", "envs.sim.dlrm.cluster", "envs.sim.dlrm.rowcache",
+                  "envs.shard", "envs.shard_placement")
+
+
+def compiled_us(env_id: str, steps: int, seed: int = 0, clock: Clock = time.process_time,
+                **kwargs: Any) -> tuple[float, float]:
+    """(µs per step inside compiled code, µs per step of that loop) over ``steps`` steps (the
+    actions of :func:`time_env`): every numba kernel of :data:`KERNEL_MODULES` that Python
+    calls, with numba's call overhead, and numpy's ``power`` (the lookups' Zipf ranks are
+    numpy's float32 power, kept numpy's for its bits), each call timed and restored after.
+    What is left when every line of Python around them costs nothing: with the same random
+    streams and the same kernels, a step cannot cost less. Each timer's own cost (two clock
+    reads and a Python call, measured on an empty function) is taken off per call."""
+    import importlib
+
+    import envs  # noqa: F401
+
+    acc = [0.0, 0]
+
+    def timer(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*a: Any, **k: Any) -> Any:
+            t = clock()
+            out = fn(*a, **k)
+            acc[0] += clock() - t
+            acc[1] += 1
+            return out
+        wrapped.py_func = getattr(fn, "py_func", fn)  # type: ignore[attr-defined]
+        return wrapped  # (the plain Python of a kernel, .py_func, is not timed)
+
+    empty = timer(lambda: None)
+    for _ in range(2000):
+        empty()
+    own = acc[0] / acc[1]
+    acc[:] = [0.0, 0]
+    env: Any = gym.make(env_id, **kwargs).unwrapped
+    env.reset(seed=seed)
+    for _ in cycle_steps(env, min(steps, 500)):  # (numba loads its cached kernels)
+        pass
+    patched: list[tuple[Any, str, Any]] = [(np, "power", np.power)]
+    for name in KERNEL_MODULES:
+        mod = importlib.import_module(name)
+        patched += [(mod, k, v) for k, v in vars(mod).items()
+                    if hasattr(v, "py_func") and hasattr(v, "signatures")]
+    try:
+        for mod, k, v in patched:
+            setattr(mod, k, timer(v))
+        t0 = clock()
+        for _ in cycle_steps(env, steps):
+            pass
+        total = clock() - t0
+    finally:
+        for mod, k, v in patched:
+            setattr(mod, k, v)
+    inside = max(acc[0] - acc[1] * own, 0.0)
+    return inside / steps * 1e6, total / steps * 1e6
+
+
+class ApiFloorEnv:
+    """The least a Python Gymnasium env with ``env_id``'s observation and info can do per
+    step: ``action_masks()`` returns a copy of a mask, ``step()`` a new dict of the
+    observation's keys (views of one float32 buffer, as ShardRouting's are) and a copy of an
+    info dict with the same keys; no simulation at all. :func:`api_floor_us` times it."""
+
+    def __init__(self, obs: Mapping[str, np.ndarray], info: Mapping[str, Any],
+                 actions: int) -> None:
+        sizes = [int(np.asarray(v).size) for v in obs.values()]
+        edges = np.cumsum([0, *sizes]).tolist()
+        self._buf = np.zeros(edges[-1], dtype=np.float32)
+        self._slices = [(k, slice(a, b)) for k, a, b in zip(obs, edges, edges[1:], strict=False)]
+        self._info = dict(info)
+        self._mask = np.ones(actions, dtype=bool)
+
+    def action_masks(self) -> np.ndarray:
+        return self._mask.copy()
+
+    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool,
+                                         dict[str, Any]]:
+        buf = self._buf
+        return ({k: buf[s] for k, s in self._slices}, 0.0, False, False, self._info.copy())
+
+
+def api_floor_us(env_id: str, steps: int, clock: Clock = time.process_time,
+                 **kwargs: Any) -> float:
+    """µs per ``action_masks()`` + ``step()`` of :class:`ApiFloorEnv` for ``env_id`` (its
+    observation's keys and sizes and its info's keys, from a reset), in :func:`time_env`'s
+    loop: what the Gymnasium API with this observation costs in Python by itself."""
+    import envs  # noqa: F401
+
+    env: Any = gym.make(env_id, **kwargs).unwrapped
+    obs, info = env.reset(seed=0)
+    if not isinstance(obs, Mapping):
+        obs = {"obs": obs}
+    floor = ApiFloorEnv(obs, info, int(env.action_space.n))
+    masks, step = floor.action_masks, floor.step
+    k = 0
+    t0 = clock()
+    for _ in range(steps):
+        mask = masks()
+        k = (k + 1) % len(mask)
+        while not mask[k]:
+            k = (k + 1) % len(mask)
+        _, _, term, trunc, _ = step(k)
+        if term or trunc:  # (never: kept as time_env's loop has it)
+            break
+    return (clock() - t0) / steps * 1e6
 
 
 def bench_breakdown(env_ids: Sequence[str], steps: int, repeats: int,
@@ -987,16 +1102,26 @@ def to_markdown(res: BenchResults) -> str:
                   "service, delivery); the adapter is the rest (masks, the observation with "
                   "its predictions, reward, info; ShardPlacement's built-in router). Numpy "
                   "floor: the binomial, uniform, power and sort calls of the lookups alone, "
-                  "with nothing around them.", "",
+                  "with nothing around them. Compiled: the time inside the compiled kernels "
+                  "and numpy's power in the same loop (a second pass with a timer on each "
+                  "call, its own cost taken off), the step if every line of Python around "
+                  "them cost nothing; API floor: a Gymnasium env with the same observation "
+                  "and info and no simulation (`ApiFloorEnv`). Bound: (compiled + API floor) "
+                  "/ CartPole per sub-request, the least ratio these kernels and this "
+                  "observation allow with the same random streams.", "",
                   "| environment | sub-requests/step | step µs | lookups µs | numpy floor µs "
-                  "| other simulation µs | adapter µs | CartPole step µs | floor / CartPole |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| other simulation µs | adapter µs | compiled µs | API floor µs "
+                  "| CartPole step µs | floor / CartPole | bound / CartPole per sub-request |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in res.breakdown:
+            bound = ((r["compiled_us"] + r["api_floor_us"]) / r["cartpole_us"]
+                     / max(r["sub_requests_per_step"], 1e-9))
             lines.append(f"| `{r['env']}` | {r['sub_requests_per_step']:.1f} "
                          f"| {r['step_us']:.1f} | {r['lookups_us']:.1f} "
                          f"| {r['lookup_floor_us']:.1f} | {r['simulation_us']:.1f} "
-                         f"| {r['adapter_us']:.1f} | {r['cartpole_us']:.2f} "
-                         f"| {r['lookup_floor_us'] / r['cartpole_us']:.2f}x |")
+                         f"| {r['adapter_us']:.1f} | {r['compiled_us']:.1f} "
+                         f"| {r['api_floor_us']:.1f} | {r['cartpole_us']:.2f} "
+                         f"| {r['lookup_floor_us'] / r['cartpole_us']:.2f}x | {bound:.2f}x |")
         lines.append("")
     if res.repartition:
         r0 = res.repartition[0]

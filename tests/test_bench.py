@@ -113,6 +113,56 @@ def test_step_breakdown_parts_add_up_and_the_timers_come_off() -> None:
     # The floor is per sub-request: a request's draws shared by its 8 sub-requests.
     assert row["sub_requests_per_step"] == pytest.approx(1.0, abs=0.01)
     assert 0 < row["lookup_floor_us"] < bench.lookup_floor_us("ldsgym/ShardRouting-v0", 20)
+    assert 0 < row["api_floor_us"] < row["step_us"] and 0 < row["compiled_us"] < row["step_us"]
+
+
+def test_compiled_us_times_the_kernels_and_puts_them_back() -> None:
+    import importlib
+
+    import numpy as np
+
+    from envs.sim.dlrm import kernels, segment
+
+    def kernels_now() -> list[object]:
+        out: list[object] = [np.power]
+        for name in bench.KERNEL_MODULES:
+            mod = importlib.import_module(name)
+            out += [v for v in vars(mod).values() if hasattr(v, "py_func")]
+        return out
+
+    before = kernels_now()
+    assert hasattr(segment.run_segment, "signatures") and hasattr(kernels.routing_obs,
+                                                                  "signatures")
+    inside, step = bench.compiled_us("ldsgym/ShardRouting-v0", 300)
+    assert kernels_now() == before  # every kernel and numpy's power restored
+    # The compiled kernels (the event loop, the draws, the split) are part of a step, not
+    # all of it: the adapter and the arrivals are Python.
+    assert 0 < inside < step
+    # A sharded step's compiled part is microseconds: the lookups' draws alone are ~7,400
+    # float32 uniforms and a power a request.
+    assert inside > 1.0
+
+
+def test_api_floor_env_has_the_envs_observation_and_costs_less_than_its_step() -> None:
+    import gymnasium as gym
+    import numpy as np
+
+    env = gym.make("ldsgym/ShardRouting-v0").unwrapped
+    obs, info = env.reset(seed=0)
+    floor = bench.ApiFloorEnv(obs, info, int(env.action_space.n))
+    got, reward, term, trunc, got_info = floor.step(0)
+    assert list(got) == list(obs) and not term and not trunc and reward == 0.0
+    assert all(got[k].shape == np.asarray(obs[k]).shape and got[k].dtype == np.float32
+               for k in obs)
+    assert got_info == info and got_info is not floor.step(0)[4]  # a new dict each step
+    assert floor.action_masks().all() and len(floor.action_masks()) == env.action_space.n
+    masks, step = env.action_masks, env.step
+    t0 = time.process_time()
+    for i in range(300):
+        mask = masks()
+        step(int(np.flatnonzero(mask)[i % int(mask.sum())]))
+    env_us = (time.process_time() - t0) / 300 * 1e6
+    assert 0 < bench.api_floor_us("ldsgym/ShardRouting-v0", 2000) < env_us
 
 
 def test_scaling_axes_are_one_entry_each_and_unknown_envs_are_skipped() -> None:
@@ -140,6 +190,12 @@ def test_bench_app_end_to_end(tmp_path: Path) -> None:
     sections = {r.split(",")[0] for r in (tmp_path / "bench.csv").read_text().split()}
     assert {"traces", "breakdown"} <= sections
     assert "Where a sharded-serving step's time goes" in md
+    row = next(line for line in md.splitlines()
+               if line.startswith("| `ldsgym/ShardRouting-v0` | 1.0"))
+    assert row.count("|") == 13 and row.rstrip(" |").endswith("x")  # ... | floor | bound |
+    assert {"compiled_us", "api_floor_us"} <= {
+        r.split(",")[3] for r in (tmp_path / "bench.csv").read_text().split()[1:]
+        if r.startswith("breakdown,")}
     assert "A Repartition episode" in md and "repartition" in sections
     assert "| MIG | compiled |" in md and "| MPS | compiled |" in md
     bad = run_app("experiments.bench", "repartition.episode_s=5", "repartition.interval_s=0",
