@@ -121,7 +121,11 @@ def test_compiled_us_times_the_kernels_and_puts_them_back() -> None:
 
     import numpy as np
 
+    from envs.sim import jit
     from envs.sim.dlrm import kernels, segment
+
+    if not jit.AVAILABLE:
+        pytest.skip("LDSGYM_NO_JIT=1 or no numba: no compiled kernels to time")
 
     def kernels_now() -> list[object]:
         out: list[object] = [np.power]
