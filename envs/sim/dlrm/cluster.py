@@ -217,8 +217,8 @@ class ShardSim:
         self._bind_views()
         self._warm_rows = warm_rows
         if warm_rows is not None:
-            # _warm's ranges per node: the previous episode's when they are of the same
-            # layout, key offsets and warm-up rows
+            # The warm-up's ranges per node (_warm_ranges): the previous episode's when they
+            # are of the same layout, key offsets and warm-up rows
             plan: list[tuple[list[int], list[int]]] | None = None
             if (recycle is not None and recycle.lay is layout and recycle.dynamic == dynamic
                     and (old_rows := recycle._warm_rows) is not None
@@ -354,15 +354,10 @@ class ShardSim:
                 dense += end - (start if start > now else now)
         return nodes, dense
 
-    def _warm(self, n: int) -> None:
-        """Fill node ``n``'s cache with its segments' hottest rows (``warm_rows[n]``)."""
-        starts, lengths = self._warm_ranges(n)
-        if starts:
-            self.nodes[n].cache.warm_ranges(starts, lengths)
-
     def _warm_ranges(self, n: int) -> tuple[list[int], list[int]]:
-        """The key ranges (starts, lengths) that :meth:`_warm` fills on node ``n``, in
-        segment order (none when no segment has warm rows)."""
+        """The key ranges (starts, lengths) of node ``n``'s segments' hottest rows
+        (``warm_rows[n]``), which the warm-up fills into its cache, in segment order (none
+        when no segment has warm rows)."""
         assert self._warm_rows is not None
         lay = self.lay
         segs = np.flatnonzero(self._warm_rows[n] > 0)
@@ -734,16 +729,22 @@ class ShardSim:
         ``counts``), shard ``s`` holding ``rel[bl[s]:bl[s + 1]]``; ``tracked`` the cumulative
         tracked lookups per shard, ``untracked_l``, ``lookups`` and (None: computed from
         ``lookups``) ``req_bytes`` per shard."""
-        lay, spec = self.lay, self.spec
-        if req_bytes is None:
-            header, id_bytes = spec.header_bytes, spec.id_bytes
-            req_bytes = [header + n_look * id_bytes for n_look in lookups]
-        resp = lay.resp_bytes_list
-        sid = self._next_sub
-        self._next_sub = sid + fanout
+        sid, req_bytes, resp = self._take_subs(fanout, lookups, req_bytes)
         return [SubRequest(sid + s, req, s, rel[bl[s]:bl[s + 1]], counts[bl[s]:bl[s + 1]],
                            untracked_l[s], lookups[s], req_bytes[s], resp[s],
                            tracked[s + 1] - tracked[s]) for s in range(fanout)]
+
+    def _take_subs(self, fanout: int, lookups: list[int], req_bytes: Sequence[float] | None
+                   ) -> tuple[int, Sequence[float], list[float]]:
+        """The first of ``fanout`` new sub-request ids (taken), the request bytes per shard
+        (``req_bytes``, or the header plus ``lookups`` ids when None) and the response
+        bytes per shard: what :meth:`_subrequests` builds sub-requests from."""
+        if req_bytes is None:
+            header, id_bytes = self.spec.header_bytes, self.spec.id_bytes
+            req_bytes = [header + n_look * id_bytes for n_look in lookups]
+        sid = self._next_sub
+        self._next_sub = sid + fanout
+        return sid, req_bytes, self.lay.resp_bytes_list
 
     def _make_subrequests_jit(self, req: Request, fanout: int) -> list[SubRequest]:
         """:meth:`_make_subrequests` with the array work in compiled kernels

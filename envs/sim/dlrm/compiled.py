@@ -660,12 +660,7 @@ class CompiledShardSim(ShardSim):
         nothing else writes keys before :meth:`_on_arrival` stores them)."""
         kw = self._key_room(bl[fanout])
         self._rel = (rel, bl, kw)
-        if req_bytes is None:
-            header, id_bytes = self.spec.header_bytes, self.spec.id_bytes
-            req_bytes = [header + n_look * id_bytes for n_look in lookups]
-        resp = self.lay.resp_bytes_list
-        sid = self._next_sub
-        self._next_sub = sid + fanout
+        sid, req_bytes, resp = self._take_subs(fanout, lookups, req_bytes)
         return [RangeSubRequest(sid + s, req, s, rel, counts, bl[s], bl[s + 1], untracked_l[s],
                                 lookups[s], req_bytes[s], resp[s], tracked[s + 1] - tracked[s],
                                 kw + bl[s]) for s in range(fanout)]
